@@ -1,0 +1,3 @@
+"""Tandem: dual-control key ceremonies and signing for crypto-asset custody."""
+
+__version__ = "0.1.0"

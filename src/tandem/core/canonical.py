@@ -1,0 +1,234 @@
+"""Strict JSON parsing and RFC 8785 canonical bytes with domain separation.
+
+Everything Tandem signs or hashes goes through :func:`canonical` behind a domain
+prefix (:func:`domain_bytes`), so that a signature made for one purpose can never be
+presented for another. Parsing is deliberately narrower than JSON: duplicate keys,
+floats, NaN/Infinity, integers outside the interoperable range, lone surrogates,
+oversized documents and deep nesting are all refused with a stable error code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import rfc8785
+
+from tandem.errors import (
+    DuplicateKeyError,
+    FloatNotAllowedError,
+    InputError,
+    MalformedJSONError,
+    NestingTooDeepError,
+    PayloadTooLargeError,
+    UnknownFieldError,
+)
+
+JSON = Any  # a value made of dict[str, JSON], list[JSON], str, int, bool, None
+
+MAX_DOCUMENT_BYTES = 1 << 20
+MAX_DEPTH = 32
+# RFC 8785 / I-JSON: integers must be exactly representable as IEEE-754 doubles.
+MAX_SAFE_INT = (1 << 53) - 1
+_MAX_INT_DIGITS = 16
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"duplicate key {key!r} in JSON object")
+        out[key] = value
+    return out
+
+
+def _refuse_float(text: str) -> Any:
+    raise FloatNotAllowedError("floating-point numbers are not accepted; send amounts as decimal strings")
+
+
+def _refuse_constant(text: str) -> Any:
+    raise FloatNotAllowedError(f"{text} is not accepted")
+
+
+def _parse_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > _MAX_INT_DIGITS or abs(int(text)) > MAX_SAFE_INT:
+        raise InputError(
+            "integer outside the interoperable range (|n| <= 2^53-1); send large amounts as decimal strings"
+        )
+    return int(text)
+
+
+def _depth_scan(data: str, max_depth: int) -> None:
+    """Refuse deep nesting before the recursive parser ever sees it."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for ch in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise NestingTooDeepError(f"JSON nested deeper than {max_depth} levels")
+        elif ch in "]}":
+            depth -= 1
+
+
+def _check_text(value: Any, forbid_nul: bool) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedJSONError("JSON string is not valid Unicode (lone surrogate)") from None
+        if forbid_nul and "\x00" in value:
+            raise InputError("text must not contain NUL characters")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k, forbid_nul)
+            _check_text(v, forbid_nul)
+    elif isinstance(value, list):
+        for v in value:
+            _check_text(v, forbid_nul)
+
+
+def loads_strict(
+    data: bytes | str,
+    *,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+    max_depth: int = MAX_DEPTH,
+    forbid_nul: bool = False,
+) -> JSON:
+    """Parse a JSON document strictly; see the module docstring for what is refused.
+
+    ``forbid_nul`` refuses NUL characters in strings: request bodies use it because
+    some databases cannot store NUL in text, while stored documents that already hold
+    an escaped NUL still parse."""
+    if isinstance(data, bytes):
+        if len(data) > max_bytes:
+            raise PayloadTooLargeError(f"document of {len(data)} bytes exceeds {max_bytes}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedJSONError("document is not UTF-8") from None
+    else:
+        text = data
+        if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+            raise PayloadTooLargeError(f"document exceeds {max_bytes} bytes")
+    _depth_scan(text, max_depth)
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_float=_refuse_float,
+            parse_constant=_refuse_constant,
+            parse_int=_parse_int,
+        )
+    except InputError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise MalformedJSONError(f"malformed JSON: {type(exc).__name__}") from None
+    _check_text(value, forbid_nul)
+    return value
+
+
+def canonical(value: JSON) -> bytes:
+    """RFC 8785 canonical bytes. Floats are refused here too, not only at parse time."""
+    _refuse_floats_in(value)
+    try:
+        return bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise InputError(f"value cannot be canonicalised: {type(exc).__name__}") from None
+
+
+def _refuse_floats_in(value: Any) -> None:
+    if isinstance(value, float):
+        raise FloatNotAllowedError("floating-point numbers cannot be canonicalised here")
+    if isinstance(value, Mapping):
+        for v in value.values():
+            _refuse_floats_in(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _refuse_floats_in(v)
+
+
+def domain_bytes(domain: str, value: JSON) -> bytes:
+    """The exact bytes that get signed or hashed for ``value`` under ``domain``.
+
+    ``TANDEM/1/<domain>`` then a NUL byte, then the canonical JSON. A domain never
+    contains NUL, so no two domains can produce the same prefix.
+    """
+    if not domain or "\x00" in domain:
+        raise ValueError("domain must be a non-empty string without NUL")
+    return b"TANDEM/1/" + domain.encode("ascii") + b"\x00" + canonical(value)
+
+
+def digest(domain: str, value: JSON) -> bytes:
+    """SHA-256 of :func:`domain_bytes`."""
+    return hashlib.sha256(domain_bytes(domain, value)).digest()
+
+
+def digest_hex(domain: str, value: JSON) -> str:
+    return digest(domain, value).hex()
+
+
+def check_fields(
+    obj: Any,
+    *,
+    required: Iterable[str],
+    optional: Iterable[str] = (),
+    where: str = "object",
+) -> dict[str, Any]:
+    """Require ``obj`` to be an object with exactly the allowed fields."""
+    if not isinstance(obj, dict):
+        raise InputError(f"{where} must be a JSON object")
+    req = set(required)
+    allowed = req | set(optional)
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise UnknownFieldError(f"unknown field(s) in {where}: {', '.join(unknown)}")
+    missing = sorted(req - set(obj))
+    if missing:
+        raise InputError(f"missing field(s) in {where}: {', '.join(missing)}")
+    return obj
+
+
+def require_str(obj: Mapping[str, Any], key: str, *, where: str, max_len: int = 4096) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise InputError(f"{where}.{key} must be a string")
+    if len(value) > max_len:
+        raise InputError(f"{where}.{key} is longer than {max_len} characters")
+    return value
+
+
+def require_int(obj: Mapping[str, Any], key: str, *, where: str, minimum: int = 0) -> int:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{where}.{key} must be an integer")
+    if value < minimum:
+        raise InputError(f"{where}.{key} must be >= {minimum}")
+    return value
+
+
+def parse_amount(text: Any, *, where: str = "amount") -> int:
+    """An amount in base units, given as a decimal string of digits (no sign, no dot)."""
+    from tandem.errors import InvalidAmountError
+
+    if not isinstance(text, str) or not text.isascii() or not text.isdigit():
+        raise InvalidAmountError(f'{where} must be a decimal string of base units, e.g. "1500"')
+    if len(text) > 78 or (len(text) > 1 and text.startswith("0")):
+        raise InvalidAmountError(f"{where} must be a canonical decimal string under 2^256")
+    value = int(text)
+    if value >= 1 << 256:
+        raise InvalidAmountError(f"{where} must be below 2^256")
+    return value

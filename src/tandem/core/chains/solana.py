@@ -1,0 +1,369 @@
+"""Solana: Ed25519 keys, base58 addresses and off-chain message proofs.
+
+Proofs of control use the off-chain message format of the Agave proposal
+``docs/src/proposals/off-chain-message-signing.md``, header version 0: the signing
+domain ``b"\\xffsolana offchain"`` (a first byte no transaction message can start with,
+so the signature can never be replayed as a transaction), the version, a 32-byte
+application domain, the message format, the signer public keys, a little-endian u16
+length and the message. Naming the signer inside the signed bytes ties the proof to
+the address it speaks for. ``docs/adr/0005-solana-offchain-format.md`` explains why
+this layout and not the shorter one the ``solana-offchain-message`` crate ships; that
+one is available as :func:`serialize_offchain_message_legacy` for interoperability.
+
+The private key handled here is always the 32-byte Ed25519 seed (RFC 8032's "secret
+key"), never the 64-byte seed-and-public-key form that Solana keypair files hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar
+
+import nacl.bindings
+import nacl.exceptions
+import nacl.signing
+
+from tandem.core.chains.base import Curve, MessageProof, check_network, register_chain
+from tandem.core.chains.base58 import b58decode, b58encode
+from tandem.errors import (
+    CannotVerifyError,
+    CryptoError,
+    InputError,
+    InvalidAddressError,
+    VerificationError,
+)
+
+SIGNING_DOMAIN = b"\xffsolana offchain"
+HEADER_VERSION = 0
+APPLICATION_DOMAIN_LEN = 32
+PUBLIC_KEY_LEN = 32
+SIGNATURE_LEN = 64
+# Formats 0 and 1 must fit, preamble included, in the 1232 bytes a hardware wallet
+# takes in one packet (the IPv6 minimum MTU less headers); format 2 in a u16.
+MAX_TOTAL_LEN_LEDGER = 1232
+MAX_TOTAL_LEN_EXTENDED = 0xFFFF
+# Ed25519 group order; a signature whose S is not below it is malleable.
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+
+PROOF_FORMAT = "solana-offchain-v0"
+
+
+class MessageFormat(IntEnum):
+    RESTRICTED_ASCII = 0
+    LIMITED_UTF8 = 1
+    EXTENDED_UTF8 = 2
+
+
+def _preamble_len(signer_count: int) -> int:
+    """Signing domain, version, application domain, format, signer count, signers, length."""
+    return len(SIGNING_DOMAIN) + 1 + APPLICATION_DOMAIN_LEN + 1 + 1 + 32 * signer_count + 2
+
+
+def _is_restricted_ascii(message: bytes) -> bool:
+    # Header version 0 admits only isprint(3) characters; the newline was added in
+    # version 1 and a version-0 verifier must refuse it in format 0.
+    return all(0x20 <= byte <= 0x7E for byte in message)
+
+
+def _is_utf8(message: bytes) -> bool:
+    try:
+        message.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def message_format_for(message: bytes, *, signer_count: int = 1) -> MessageFormat:
+    """The format a version-0 message of these bytes must declare.
+
+    The narrowest that fits: restricted ASCII, else UTF-8 while the whole serialised
+    message stays within the hardware-wallet limit, else extended UTF-8.
+    """
+    if not message:
+        raise InputError("an off-chain message must not be empty")
+    total = _preamble_len(signer_count) + len(message)
+    if total <= MAX_TOTAL_LEN_LEDGER:
+        if _is_restricted_ascii(message):
+            return MessageFormat.RESTRICTED_ASCII
+        if _is_utf8(message):
+            return MessageFormat.LIMITED_UTF8
+    elif total <= MAX_TOTAL_LEN_EXTENDED:
+        if _is_utf8(message):
+            return MessageFormat.EXTENDED_UTF8
+    else:
+        raise InputError(
+            f"off-chain message of {len(message)} bytes exceeds the "
+            f"{MAX_TOTAL_LEN_EXTENDED}-byte limit of format 2"
+        )
+    raise InputError("off-chain message is not valid UTF-8")
+
+
+def _check_application_domain(application_domain: bytes) -> None:
+    if not isinstance(application_domain, bytes) or len(application_domain) != 32:
+        raise InputError("the application domain is exactly 32 bytes")
+
+
+def _check_signers(signers: Sequence[bytes]) -> None:
+    if not 1 <= len(signers) <= 255:
+        raise InputError("an off-chain message names between 1 and 255 signers")
+    for signer in signers:
+        if not isinstance(signer, bytes) or len(signer) != PUBLIC_KEY_LEN:
+            raise InputError("each off-chain message signer is a 32-byte public key")
+
+
+def serialize_offchain_message(
+    message: bytes,
+    *,
+    signers: Sequence[bytes],
+    application_domain: bytes = bytes(APPLICATION_DOMAIN_LEN),
+) -> bytes:
+    """The bytes signed for a header-version-0 off-chain message (proposal layout)."""
+    _check_application_domain(application_domain)
+    _check_signers(signers)
+    fmt = message_format_for(message, signer_count=len(signers))
+    return b"".join(
+        [
+            SIGNING_DOMAIN,
+            bytes([HEADER_VERSION]),
+            application_domain,
+            bytes([fmt]),
+            bytes([len(signers)]),
+            *signers,
+            len(message).to_bytes(2, "little"),
+            message,
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class OffchainMessage:
+    application_domain: bytes
+    format: MessageFormat
+    signers: tuple[bytes, ...]
+    message: bytes
+
+
+def parse_offchain_message(data: bytes) -> OffchainMessage:
+    """Strictly parse proposal-layout version-0 bytes.
+
+    The declared format must be the one :func:`message_format_for` picks, so that each
+    message has one serialisation and a payload can be compared byte for byte.
+    """
+    fixed = _preamble_len(0)
+    if len(data) < fixed:
+        raise InputError("off-chain message shorter than its preamble")
+    if data[: len(SIGNING_DOMAIN)] != SIGNING_DOMAIN:
+        raise InputError("off-chain message does not start with the signing domain")
+    pos = len(SIGNING_DOMAIN)
+    if data[pos] != HEADER_VERSION:
+        raise InputError(f"off-chain message header version {data[pos]} is not supported")
+    pos += 1
+    application_domain = data[pos : pos + APPLICATION_DOMAIN_LEN]
+    pos += APPLICATION_DOMAIN_LEN
+    declared = data[pos]
+    signer_count = data[pos + 1]
+    pos += 2
+    if signer_count == 0:
+        raise InputError("off-chain message names no signers")
+    if len(data) < _preamble_len(signer_count):
+        raise InputError("off-chain message shorter than its preamble")
+    signers = tuple(
+        data[pos + i * PUBLIC_KEY_LEN : pos + (i + 1) * PUBLIC_KEY_LEN] for i in range(signer_count)
+    )
+    pos += signer_count * PUBLIC_KEY_LEN
+    length = int.from_bytes(data[pos : pos + 2], "little")
+    pos += 2
+    message = data[pos:]
+    if length == 0 or len(message) != length:
+        raise InputError(
+            f"off-chain message length field says {length} bytes, body has {len(message)}"
+        )
+    expected = message_format_for(message, signer_count=signer_count)
+    if declared != expected:
+        raise InputError(
+            f"off-chain message declares format {declared}; its content requires {int(expected)}"
+        )
+    return OffchainMessage(
+        application_domain=application_domain, format=expected, signers=signers, message=message
+    )
+
+
+# The ``solana-offchain-message`` crate up to 3.0.0 (and ``solana sign-offchain-message``
+# built on it) writes version 0 without the application domain and signers.
+_LEGACY_MAX_LEN_LEDGER = MAX_TOTAL_LEN_LEDGER - len(SIGNING_DOMAIN) - 1 - 3
+_LEGACY_MAX_LEN = MAX_TOTAL_LEN_EXTENDED - len(SIGNING_DOMAIN) - 1 - 3
+
+
+def serialize_offchain_message_legacy(message: bytes) -> bytes:
+    """Signing domain, version 0, format, u16 LE length, message: the crate's shipped layout."""
+    if not message:
+        raise InputError("an off-chain message must not be empty")
+    if len(message) <= _LEGACY_MAX_LEN_LEDGER and _is_restricted_ascii(message):
+        fmt = MessageFormat.RESTRICTED_ASCII
+    elif len(message) <= _LEGACY_MAX_LEN_LEDGER and _is_utf8(message):
+        fmt = MessageFormat.LIMITED_UTF8
+    elif len(message) <= _LEGACY_MAX_LEN and _is_utf8(message):
+        fmt = MessageFormat.EXTENDED_UTF8
+    elif len(message) > _LEGACY_MAX_LEN:
+        raise InputError(f"off-chain message longer than {_LEGACY_MAX_LEN} bytes")
+    else:
+        raise InputError("off-chain message is not valid UTF-8")
+    return (
+        SIGNING_DOMAIN + bytes([HEADER_VERSION, fmt]) + len(message).to_bytes(2, "little") + message
+    )
+
+
+# --- keys and addresses ----------------------------------------------------------------
+
+
+def _check_seed(seed: bytes) -> None:
+    if not isinstance(seed, bytes) or len(seed) != 32:
+        raise CryptoError("an Ed25519 private key is a 32-byte seed")
+
+
+def public_key_from_seed(seed: bytes) -> bytes:
+    _check_seed(seed)
+    return bytes(nacl.signing.SigningKey(seed).verify_key)
+
+
+def is_on_curve(public_key: bytes) -> bool:
+    """Canonical encoding of a point of the prime-order subgroup, not of small order."""
+    return len(public_key) == PUBLIC_KEY_LEN and bool(
+        nacl.bindings.crypto_core_ed25519_is_valid_point(public_key)
+    )
+
+
+def address_from_public_key(public_key: bytes) -> str:
+    if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_LEN:
+        raise CryptoError("an Ed25519 public key is 32 bytes")
+    return b58encode(public_key)
+
+
+def public_key_from_address(address: str, *, require_on_curve: bool = False) -> bytes:
+    """The 32 bytes an address encodes. ``require_on_curve`` is for addresses of our own
+    keys: program-derived addresses are deliberately off the curve and have no key."""
+    try:
+        raw = b58decode(address)
+    except InputError as exc:
+        raise InvalidAddressError(f"Solana address is not base58: {exc.message}") from None
+    if len(raw) != PUBLIC_KEY_LEN:
+        raise InvalidAddressError(f"Solana address decodes to {len(raw)} bytes, not 32")
+    if require_on_curve and not is_on_curve(raw):
+        raise InvalidAddressError("Solana address is not an Ed25519 public key")
+    return raw
+
+
+def validate_address(address: str, *, require_on_curve: bool = False) -> str:
+    return b58encode(public_key_from_address(address, require_on_curve=require_on_curve))
+
+
+# --- Ed25519 ---------------------------------------------------------------------------
+
+
+def sign_ed25519(seed: bytes, data: bytes) -> bytes:
+    _check_seed(seed)
+    return bytes(nacl.signing.SigningKey(seed).sign(data).signature)
+
+
+def verify_ed25519(public_key: bytes, data: bytes, signature: bytes) -> None:
+    """Raise VerificationError unless ``signature`` is a canonical signature of ``data``."""
+    if len(public_key) != PUBLIC_KEY_LEN:
+        raise VerificationError("an Ed25519 public key is 32 bytes")
+    if len(signature) != SIGNATURE_LEN:
+        raise VerificationError(f"an Ed25519 signature is 64 bytes, got {len(signature)}")
+    # libsodium refuses S >= L too; checking here gives the refusal its own message.
+    if int.from_bytes(signature[32:], "little") >= ED25519_L:
+        raise VerificationError("Ed25519 signature S is not reduced (non-canonical)")
+    try:
+        nacl.signing.VerifyKey(public_key).verify(data, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+        raise VerificationError("Ed25519 signature does not verify") from None
+
+
+# --- the Chain implementation ----------------------------------------------------------
+
+
+class Solana:
+    name: ClassVar[str] = "solana"
+    curve: ClassVar[Curve] = "ed25519"
+    networks: ClassVar[frozenset[str]] = frozenset({"mainnet", "devnet", "testnet"})
+
+    def address(self, public_key: bytes, network: str) -> str:
+        check_network(self, network)
+        if not isinstance(public_key, bytes) or not is_on_curve(public_key):
+            raise CryptoError("not a valid Ed25519 public key")
+        return address_from_public_key(public_key)
+
+    def validate_address(
+        self, address: str, network: str, *, require_on_curve: bool = False
+    ) -> str:
+        check_network(self, network)
+        return validate_address(address, require_on_curve=require_on_curve)
+
+    def sign_message(
+        self,
+        private_key: bytes,
+        address: str,
+        message: str,
+        network: str,
+        *,
+        application_domain: bytes = bytes(APPLICATION_DOMAIN_LEN),
+    ) -> MessageProof:
+        check_network(self, network)
+        public_key = public_key_from_seed(private_key)
+        if public_key != public_key_from_address(address):
+            raise CryptoError(f"the signing key does not control {address}")
+        payload = serialize_offchain_message(
+            _utf8(message), signers=[public_key], application_domain=application_domain
+        )
+        signature = sign_ed25519(private_key, payload)
+        return MessageProof(
+            format=PROOF_FORMAT, signature=b58encode(signature), payload_hex=payload.hex()
+        )
+
+    def verify_message(
+        self,
+        address: str,
+        message: str,
+        proof: MessageProof,
+        network: str,
+        public_key: bytes | None = None,
+    ) -> None:
+        check_network(self, network)
+        if proof.format != PROOF_FORMAT:
+            raise CannotVerifyError(f"Solana proofs are {PROOF_FORMAT}, not {proof.format!r}")
+        signer = public_key_from_address(address)
+        if public_key is not None and public_key != signer:
+            raise VerificationError(f"the public key given is not the key of {address}")
+        # The application domain is the one part of the signed bytes not derived from
+        # the message and the address, so it is read from the payload when one is given.
+        application_domain = bytes(APPLICATION_DOMAIN_LEN)
+        payload: bytes | None = None
+        if proof.payload_hex is not None:
+            try:
+                payload = bytes.fromhex(proof.payload_hex)
+                application_domain = parse_offchain_message(payload).application_domain
+            except (ValueError, InputError):
+                raise VerificationError("payload_hex is not an off-chain message") from None
+        expected = serialize_offchain_message(
+            _utf8(message), signers=[signer], application_domain=application_domain
+        )
+        if payload is not None and payload != expected:
+            raise VerificationError("payload_hex is not the serialisation of this message")
+        try:
+            signature = b58decode(proof.signature)
+        except InputError:
+            raise VerificationError("signature is not base58") from None
+        verify_ed25519(signer, expected, signature)
+
+
+def _utf8(message: str) -> bytes:
+    try:
+        return message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("message is not encodable as UTF-8 (lone surrogate)") from None
+
+
+register_chain(Solana())

@@ -1,0 +1,297 @@
+"""Member identities: an Ed25519 signing key, an X25519 sealing key, a TOTP seed.
+
+The private half lives only on the member's machine, in a keystore file encrypted
+with a passphrase (scrypt, then AES-256-GCM). The public half is the identity card
+the deployment registers. The card is signed by its own key (proof of possession),
+so a card cannot name a public key its presenter does not hold.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import nacl.exceptions
+import nacl.public
+import nacl.signing
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from tandem.core.canonical import canonical, check_fields, domain_bytes, loads_strict
+from tandem.core.roles import Role, parse_role
+from tandem.errors import BadSignatureError, InputError, KeystoreError
+
+KEYSTORE_FORMAT = "tandem-keystore/1"
+CARD_FORMAT = "tandem-identity/1"
+# scrypt cost: 2^17 x 8 x 128 B = 128 MiB per derivation. Lower values are allowed
+# only down to 2^14 (for test suites) and are written into the file, so a keystore
+# always opens with the cost it was made with.
+DEFAULT_SCRYPT_LOG2_N = 17
+MIN_SCRYPT_LOG2_N = 14
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str, *, what: str) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raise InputError(f"{what} is not valid base64") from None
+
+
+def unhex(text: Any, *, what: str, length: int | None = None) -> bytes:
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be a hex string")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise InputError(f"{what} is not valid hex") from None
+    if length is not None and len(raw) != length:
+        raise InputError(f"{what} must be {length} bytes")
+    return raw
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise InputError("name must be 1-64 characters: letters, digits, space, '.', '_', '@', '-'")
+    return name
+
+
+def member_id_for(sign_public: bytes) -> str:
+    """A member's stable id: derived from the signing key it was registered with."""
+    return "mem_" + hashlib.sha256(b"tandem member id\x00" + sign_public).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class IdentityCard:
+    """The public identity of one person in one role."""
+
+    name: str
+    role: Role
+    sign_public: bytes
+    seal_public: bytes
+    signature: bytes = field(default=b"", compare=False)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "format": CARD_FORMAT,
+            "name": self.name,
+            "role": self.role.value,
+            "sign_public": self.sign_public.hex(),
+            "seal_public": self.seal_public.hex(),
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """Short, comparable over a phone line: first 16 hex of the card body hash."""
+        return hashlib.sha256(domain_bytes("identity-card", self.body())).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "signature": b64(self.signature)}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> IdentityCard:
+        check_fields(
+            doc,
+            required=("format", "name", "role", "sign_public", "seal_public", "signature"),
+            where="identity card",
+        )
+        if doc["format"] != CARD_FORMAT:
+            raise InputError(f"identity card format must be {CARD_FORMAT}")
+        card = cls(
+            name=check_name(doc["name"]),
+            role=parse_role(doc["role"]),
+            sign_public=unhex(doc["sign_public"], what="sign_public", length=32),
+            seal_public=unhex(doc["seal_public"], what="seal_public", length=32),
+            signature=unb64(doc["signature"], what="card signature"),
+        )
+        card.verify()
+        return card
+
+    def verify(self) -> None:
+        try:
+            nacl.signing.VerifyKey(self.sign_public).verify(
+                domain_bytes("identity-card", self.body()), self.signature
+            )
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+            raise BadSignatureError(
+                f"identity card of {self.name!r} is not signed by its own key"
+            ) from None
+
+    @property
+    def member_id(self) -> str:
+        return member_id_for(self.sign_public)
+
+
+class MemberSecrets:
+    """A member's private keys. Never printed, never serialised except into a keystore."""
+
+    __slots__ = ("_seal", "_sign", "name", "role", "totp_secret")
+
+    def __init__(
+        self, *, name: str, role: Role, sign_seed: bytes, seal_private: bytes, totp_secret: str
+    ) -> None:
+        if len(sign_seed) != 32 or len(seal_private) != 32:
+            raise KeystoreError("keystore holds keys of the wrong length")
+        self.name = check_name(name)
+        self.role = role
+        self._sign = nacl.signing.SigningKey(sign_seed)
+        self._seal = nacl.public.PrivateKey(seal_private)
+        self.totp_secret = totp_secret
+
+    def __repr__(self) -> str:
+        return f"MemberSecrets(name={self.name!r}, role={self.role.value!r}, <private keys hidden>)"
+
+    def __reduce__(self) -> Any:
+        # Secrets reach disk only through the passphrase-encrypted keystore.
+        raise TypeError("MemberSecrets cannot be pickled; use to_keystore()")
+
+    @classmethod
+    def generate(cls, *, name: str, role: Role, totp_secret: str | None = None) -> MemberSecrets:
+        import pyotp
+
+        return cls(
+            name=name,
+            role=role,
+            sign_seed=os.urandom(32),
+            seal_private=os.urandom(32),
+            totp_secret=totp_secret or pyotp.random_base32(32),
+        )
+
+    @property
+    def sign_public(self) -> bytes:
+        return bytes(self._sign.verify_key)
+
+    @property
+    def seal_public(self) -> bytes:
+        return bytes(self._seal.public_key)
+
+    @property
+    def seal_private_key(self) -> nacl.public.PrivateKey:
+        return self._seal
+
+    @property
+    def member_id(self) -> str:
+        return member_id_for(self.sign_public)
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(self._sign.sign(message).signature)
+
+    def card(self) -> IdentityCard:
+        unsigned = IdentityCard(
+            name=self.name,
+            role=self.role,
+            sign_public=self.sign_public,
+            seal_public=self.seal_public,
+        )
+        sig = self.sign(domain_bytes("identity-card", unsigned.body()))
+        return IdentityCard(
+            name=self.name,
+            role=self.role,
+            sign_public=self.sign_public,
+            seal_public=self.seal_public,
+            signature=sig,
+        )
+
+    def otpauth_uri(self, *, issuer: str = "Tandem") -> str:
+        import pyotp
+
+        return str(
+            pyotp.TOTP(self.totp_secret).provisioning_uri(name=self.name, issuer_name=issuer)
+        )
+
+    # --- keystore -------------------------------------------------------------------
+
+    def to_keystore(self, passphrase: str, *, log2_n: int = DEFAULT_SCRYPT_LOG2_N) -> bytes:
+        if not passphrase or len(passphrase) < 8:
+            raise KeystoreError("passphrase must be at least 8 characters")
+        if not MIN_SCRYPT_LOG2_N <= log2_n <= 20:
+            raise KeystoreError(f"scrypt cost must be 2^{MIN_SCRYPT_LOG2_N}..2^20")
+        salt = os.urandom(16)
+        nonce = os.urandom(12)
+        header = {
+            "format": KEYSTORE_FORMAT,
+            "kdf": {"name": "scrypt", "log2_n": log2_n, "r": 8, "p": 1, "salt": b64(salt)},
+            "cipher": {"name": "aes-256-gcm", "nonce": b64(nonce)},
+            "card": self.card().to_json(),
+        }
+        key = _scrypt(passphrase, salt, log2_n)
+        plaintext = canonical(
+            {
+                "sign_seed": bytes(self._sign).hex(),
+                "seal_private": bytes(self._seal).hex(),
+                "totp_secret": self.totp_secret,
+            }
+        )
+        ciphertext = AESGCM(key).encrypt(nonce, plaintext, canonical(header))
+        return canonical({**header, "ciphertext": b64(ciphertext)}) + b"\n"
+
+    @classmethod
+    def from_keystore(cls, data: bytes, passphrase: str) -> MemberSecrets:
+        doc = loads_strict(data)
+        check_fields(
+            doc, required=("format", "kdf", "cipher", "card", "ciphertext"), where="keystore"
+        )
+        if doc["format"] != KEYSTORE_FORMAT:
+            raise KeystoreError(f"not a {KEYSTORE_FORMAT} file")
+        kdf = check_fields(doc["kdf"], required=("name", "log2_n", "r", "p", "salt"), where="kdf")
+        if kdf["name"] != "scrypt" or kdf["r"] != 8 or kdf["p"] != 1:
+            raise KeystoreError("unsupported keystore KDF parameters")
+        log2_n = kdf["log2_n"]
+        if not isinstance(log2_n, int) or not MIN_SCRYPT_LOG2_N <= log2_n <= 20:
+            raise KeystoreError("unsupported scrypt cost")
+        cipher = check_fields(doc["cipher"], required=("name", "nonce"), where="cipher")
+        header = {k: doc[k] for k in ("format", "kdf", "cipher", "card")}
+        key = _scrypt(passphrase, unb64(kdf["salt"], what="salt"), log2_n)
+        try:
+            plaintext = AESGCM(key).decrypt(
+                unb64(cipher["nonce"], what="nonce"),
+                unb64(doc["ciphertext"], what="ciphertext"),
+                canonical(header),
+            )
+        except InvalidTag:
+            raise KeystoreError("wrong passphrase, or the keystore file was altered") from None
+        inner = check_fields(
+            loads_strict(plaintext),
+            required=("sign_seed", "seal_private", "totp_secret"),
+            where="keystore secrets",
+        )
+        card = IdentityCard.from_json(doc["card"])
+        secrets = cls(
+            name=card.name,
+            role=card.role,
+            sign_seed=bytes.fromhex(inner["sign_seed"]),
+            seal_private=bytes.fromhex(inner["seal_private"]),
+            totp_secret=inner["totp_secret"],
+        )
+        if secrets.sign_public != card.sign_public or secrets.seal_public != card.seal_public:
+            raise KeystoreError("keystore keys do not match its identity card")
+        return secrets
+
+
+def card_from_keystore(data: bytes) -> IdentityCard:
+    """The public card, readable without the passphrase."""
+    doc = loads_strict(data)
+    if not isinstance(doc, dict) or "card" not in doc:
+        raise KeystoreError("not a keystore file")
+    return IdentityCard.from_json(doc["card"])
+
+
+def _scrypt(passphrase: str, salt: bytes, log2_n: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=1 << log2_n, r=8, p=1).derive(passphrase.encode("utf-8"))
+
+
+def verify_ed25519(public_key: bytes, message: bytes, signature: bytes, *, what: str) -> None:
+    """libsodium's verifier: refuses non-canonical S and small-order keys."""
+    try:
+        nacl.signing.VerifyKey(public_key).verify(message, signature)
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+        raise BadSignatureError(f"{what}: signature does not verify") from None

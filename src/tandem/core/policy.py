@@ -1,0 +1,894 @@
+"""Withdrawal policy: which rule applies, what it requires, and whether quorum is met.
+
+This is layer 2 of dual control (ARCHITECTURE.md, "Three layers"). The engine is pure:
+a policy, the facts of one withdrawal, the address book, the recent history and the
+current time go in; a decision object comes out. Nothing here reads a clock, a
+database or the network, so the same inputs always give the same decision, and the
+offline signer can re-run it on an exported bundle and reach the server's answer.
+
+Results and refusals are separate steps, as in python-tuf: :func:`evaluate` and
+:func:`quorum` return objects that carry everything they found, and ``require()``
+raises the first refusal. ``tandem policy show`` prints ``PolicyDecision.explanation``.
+
+A policy is data (see ``docs/policy.md``): a JSON document parsed strictly by
+:func:`parse_policy`, identified by its version and by :meth:`Policy.hash`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from tandem.core.canonical import MAX_SAFE_INT, check_fields, digest, parse_amount
+from tandem.core.roles import Role
+from tandem.errors import (
+    DestinationNotAllowedError,
+    ExpiredError,
+    FloatNotAllowedError,
+    InputError,
+    InvalidAmountError,
+    LimitExceededError,
+    NoMatchingRuleError,
+    PolicyError,
+    PolicyVersionError,
+    QuorumNotMetError,
+    TimeLockedError,
+    UnknownFieldError,
+    VelocityExceededError,
+)
+
+POLICY_DOMAIN = "policy"
+
+# Roles in the order people read them: the custodian is the point of dual control.
+_ROLE_ORDER = (Role.CUSTODIAN, Role.MANAGER, Role.AUDITOR)
+
+# Rule names and match values are shown in the CLI, the API and the audit log. They are
+# identifiers, not prose, so anything outside a narrow alphabet is refused rather than
+# stored and later rendered by a terminal or a browser.
+_RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,127}")
+_EVM_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
+_SPELLING = {
+    _RULE_NAME: "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    _IDENTIFIER: "must be 1-128 letters, digits, ':', '.', '_' or '-', "
+    "starting with a letter or digit",
+}
+
+_POLICY_FIELDS = ("version", "change_delay_seconds", "rules")
+_RULE_REQUIRED = ("name", "match", "approvals", "request_ttl_seconds", "approval_ttl_seconds")
+_RULE_OPTIONAL = ("max_amount", "velocity", "allowlist_only", "time_lock")
+_MATCH_FIELDS = ("wallet", "chain", "network", "asset", "min_amount")
+
+
+def _fold(value: str) -> str:
+    """Comparison key for addresses and assets.
+
+    An EVM address is hex; its letter case carries only the EIP-55 checksum, so
+    ``0xA0b8…`` and ``0xa0b8…`` name the same contract or account. Every other form
+    (bech32, base58, ticker symbols) is compared exactly: base58 is case-sensitive.
+    """
+    return value.lower() if _EVM_ADDRESS.fullmatch(value) else value
+
+
+def _ordered_counts(counts: Mapping[Role, int]) -> Mapping[Role, int]:
+    # A zero count means "not required"; dropping it makes two spellings of the same
+    # rule equal and give the same policy hash.
+    ordered = {role: counts[role] for role in _ROLE_ORDER if counts.get(role)}
+    return MappingProxyType(ordered)
+
+
+def _describe_counts(counts: Mapping[Role, int]) -> str:
+    return ", ".join(f"{role.value} {counts[role]}" for role in _ROLE_ORDER if role in counts)
+
+
+def _approvals_problem(approvals: Mapping[Role, int]) -> str | None:
+    """Why a rule's approvals would weaken dual control, or None if they do not."""
+    for role, count in approvals.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            return f"the {role} count must be a whole number >= 0"
+    if approvals.get(Role.AUDITOR):
+        return "auditors verify, they never approve"
+    if approvals.get(Role.CUSTODIAN, 0) < 1:
+        return "custodian must be at least 1: every withdrawal needs a custodian's approval"
+    return None
+
+
+def _require_time(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int of unix seconds")
+
+
+# --- the policy document -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Match:
+    """Which withdrawals a rule covers. A field left as None matches anything."""
+
+    wallet: str | None = None
+    chain: str | None = None
+    network: str | None = None
+    asset: str | None = None
+    min_amount: int | None = None
+
+    def mismatches(self, facts: WithdrawalFacts) -> tuple[str, ...]:
+        """Why ``facts`` fall outside this match; empty when the rule applies."""
+        reasons: list[str] = []
+        exact = (
+            ("wallet", self.wallet, facts.wallet),
+            ("chain", self.chain, facts.chain),
+            ("network", self.network, facts.network),
+        )
+        for label, wanted, got in exact:
+            if wanted is not None and wanted != got:
+                reasons.append(f"{label} is {got}, the rule wants {wanted}")
+        if self.asset is not None and _fold(self.asset) != _fold(facts.asset):
+            reasons.append(f"asset is {facts.asset}, the rule wants {self.asset}")
+        if self.min_amount is not None and facts.amount < self.min_amount:
+            reasons.append(f"amount {facts.amount} is below min_amount {self.min_amount}")
+        return tuple(reasons)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in ("wallet", "chain", "network", "asset"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.min_amount is not None:
+            out["min_amount"] = str(self.min_amount)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Velocity:
+    """At most ``amount`` base units out of one wallet, per asset, in any ``period_seconds``."""
+
+    amount: int
+    period_seconds: int
+
+    def __post_init__(self) -> None:
+        if self.amount < 1 or self.period_seconds < 1:
+            raise ValueError("velocity amount and period_seconds must be at least 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimeLock:
+    """Amounts strictly above ``above`` wait ``delay_seconds`` before release."""
+
+    above: int
+    delay_seconds: int
+
+    def __post_init__(self) -> None:
+        if self.above < 0 or self.delay_seconds < 1:
+            raise ValueError("time_lock above must be >= 0 and delay_seconds >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    name: str
+    match: Match = field(default_factory=Match)
+    approvals: Mapping[Role, int]
+    request_ttl_seconds: int
+    approval_ttl_seconds: int
+    # Default true: sending to an address nobody vetted must be a deliberate choice.
+    allowlist_only: bool = True
+    max_amount: int | None = None
+    velocity: Velocity | None = None
+    time_lock: TimeLock | None = None
+
+    def __post_init__(self) -> None:
+        # parse_policy reports these with field paths; this is the backstop for rules
+        # built in code, so no path can produce a rule that skips the custodian.
+        approvals = {Role(role): count for role, count in self.approvals.items()}
+        problem = _approvals_problem(approvals)
+        if problem is not None:
+            raise ValueError(f"rule {self.name!r}: {problem}")
+        if self.request_ttl_seconds < 1 or self.approval_ttl_seconds < 1:
+            raise ValueError(f"rule {self.name!r}: TTLs must be at least 1 second")
+        object.__setattr__(self, "approvals", _ordered_counts(approvals))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "match": self.match.to_json(),
+            "approvals": {role.value: count for role, count in self.approvals.items()},
+            "allowlist_only": self.allowlist_only,
+            "request_ttl_seconds": self.request_ttl_seconds,
+            "approval_ttl_seconds": self.approval_ttl_seconds,
+        }
+        if self.max_amount is not None:
+            out["max_amount"] = str(self.max_amount)
+        if self.velocity is not None:
+            out["velocity"] = {
+                "amount": str(self.velocity.amount),
+                "period_seconds": self.velocity.period_seconds,
+            }
+        if self.time_lock is not None:
+            out["time_lock"] = {
+                "above": str(self.time_lock.above),
+                "delay_seconds": self.time_lock.delay_seconds,
+            }
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    version: int
+    change_delay_seconds: int
+    rules: tuple[Rule, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", tuple(self.rules))
+        if not self.rules:
+            raise ValueError("a policy needs at least one rule")
+        names = [rule.name for rule in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError("rule names must be unique")
+        if self.version < 1 or self.change_delay_seconds < 0:
+            raise ValueError("version must be >= 1 and change_delay_seconds >= 0")
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical document: parse_policy(p.to_json()) == p."""
+        return {
+            "version": self.version,
+            "change_delay_seconds": self.change_delay_seconds,
+            "rules": [rule.to_json() for rule in self.rules],
+        }
+
+    def hash(self) -> str:
+        """Hex SHA-256 of the canonical document under the ``policy`` domain."""
+        return digest(POLICY_DOMAIN, self.to_json()).hex()
+
+
+def default_policy() -> Policy:
+    """One catch-all rule: a custodian approves, allow-listed destinations only."""
+    return Policy(
+        version=1,
+        change_delay_seconds=86400,
+        rules=(
+            Rule(
+                name="default",
+                approvals={Role.CUSTODIAN: 1},
+                allowlist_only=True,
+                request_ttl_seconds=86400,
+                approval_ttl_seconds=3600,
+            ),
+        ),
+    )
+
+
+# --- strict parsing ------------------------------------------------------------------
+
+
+def _int_field(obj: Mapping[str, Any], key: str, where: str, *, minimum: int) -> int:
+    path = f"{where}.{key}"
+    value = obj[key]
+    if isinstance(value, float):
+        raise FloatNotAllowedError(f"{path}: floating-point numbers are not accepted")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{path} must be an integer")
+    if value < minimum:
+        raise InputError(f"{path} must be at least {minimum}, got {value}")
+    # Canonical JSON only carries integers a double can hold exactly.
+    if value > MAX_SAFE_INT:
+        raise InputError(f"{path} must be at most {MAX_SAFE_INT}")
+    return value
+
+
+def _amount_field(obj: Mapping[str, Any], key: str, where: str, *, minimum: int = 0) -> int:
+    path = f"{where}.{key}"
+    value = obj[key]
+    if isinstance(value, float):
+        raise FloatNotAllowedError(
+            f"{path}: floating-point numbers are not accepted; "
+            'send amounts as decimal strings of base units, e.g. "1500"'
+        )
+    amount = parse_amount(value, where=path)
+    if amount < minimum:
+        raise InvalidAmountError(f"{path} must be at least {minimum}")
+    return amount
+
+
+def _text_field(obj: Mapping[str, Any], key: str, where: str, pattern: re.Pattern[str]) -> str:
+    path = f"{where}.{key}"
+    value = obj[key]
+    if not isinstance(value, str):
+        raise InputError(f"{path} must be a string")
+    if not pattern.fullmatch(value):
+        raise InputError(f"{path} {_SPELLING[pattern]}, got {value[:80]!r}")
+    return value
+
+
+def _parse_match(obj: Any, where: str) -> Match:
+    check_fields(obj, required=(), optional=_MATCH_FIELDS, where=where)
+    texts = {
+        key: _text_field(obj, key, where, _IDENTIFIER)
+        for key in ("wallet", "chain", "network", "asset")
+        if key in obj
+    }
+    min_amount = _amount_field(obj, "min_amount", where) if "min_amount" in obj else None
+    return Match(min_amount=min_amount, **texts)
+
+
+def _parse_approvals(obj: Any, where: str) -> dict[Role, int]:
+    if not isinstance(obj, dict):
+        raise InputError(f"{where} must be a JSON object of role: count")
+    counts: dict[Role, int] = {}
+    for key in sorted(obj, key=str):
+        if key == Role.AUDITOR.value:
+            raise InputError(f"{where}.auditor: auditors verify, they never approve")
+        try:
+            role = Role(key)
+        except ValueError:
+            raise UnknownFieldError(
+                f"unknown field(s) in {where}: {key} (the approving roles are custodian, manager)"
+            ) from None
+        counts[role] = _int_field(obj, key, where, minimum=0)
+    if counts.get(Role.CUSTODIAN, 0) < 1:
+        raise InputError(
+            f"{where}.custodian must be at least 1: a rule that lets a withdrawal go "
+            "without a custodian's approval is not dual control"
+        )
+    return counts
+
+
+def _parse_velocity(obj: Any, where: str) -> Velocity:
+    check_fields(obj, required=("amount", "period_seconds"), where=where)
+    return Velocity(
+        amount=_amount_field(obj, "amount", where, minimum=1),
+        period_seconds=_int_field(obj, "period_seconds", where, minimum=1),
+    )
+
+
+def _parse_time_lock(obj: Any, where: str) -> TimeLock:
+    check_fields(obj, required=("above", "delay_seconds"), where=where)
+    return TimeLock(
+        above=_amount_field(obj, "above", where),
+        delay_seconds=_int_field(obj, "delay_seconds", where, minimum=1),
+    )
+
+
+def _parse_rule(obj: Any, where: str) -> Rule:
+    check_fields(obj, required=_RULE_REQUIRED, optional=_RULE_OPTIONAL, where=where)
+    name = _text_field(obj, "name", where, _RULE_NAME)
+    match = _parse_match(obj["match"], f"{where}.match")
+    approvals = _parse_approvals(obj["approvals"], f"{where}.approvals")
+    allowlist_only = obj.get("allowlist_only", True)
+    if not isinstance(allowlist_only, bool):
+        raise InputError(f"{where}.allowlist_only must be true or false")
+    max_amount = _amount_field(obj, "max_amount", where) if "max_amount" in obj else None
+    if max_amount is not None and match.min_amount is not None and max_amount < match.min_amount:
+        raise InputError(
+            f"{where}.max_amount {max_amount} is below {where}.match.min_amount "
+            f"{match.min_amount}: the rule could never allow a withdrawal"
+        )
+    return Rule(
+        name=name,
+        match=match,
+        approvals=approvals,
+        request_ttl_seconds=_int_field(obj, "request_ttl_seconds", where, minimum=1),
+        approval_ttl_seconds=_int_field(obj, "approval_ttl_seconds", where, minimum=1),
+        allowlist_only=allowlist_only,
+        max_amount=max_amount,
+        velocity=_parse_velocity(obj["velocity"], f"{where}.velocity")
+        if "velocity" in obj
+        else None,
+        time_lock=_parse_time_lock(obj["time_lock"], f"{where}.time_lock")
+        if "time_lock" in obj
+        else None,
+    )
+
+
+def parse_policy(doc: dict[str, Any]) -> Policy:
+    """Parse a policy document, refusing anything unknown, ambiguous or unsafe.
+
+    Every refusal names the offending field by its path, e.g. ``policy.rules[1].approvals``.
+    """
+    where = "policy"
+    check_fields(doc, required=_POLICY_FIELDS, where=where)
+    version = _int_field(doc, "version", where, minimum=1)
+    change_delay = _int_field(doc, "change_delay_seconds", where, minimum=0)
+    raw_rules = doc["rules"]
+    if not isinstance(raw_rules, list):
+        raise InputError(f"{where}.rules must be a list of rules")
+    if not raw_rules:
+        # With first-match-wins an empty list would refuse every withdrawal; saying so
+        # when the policy is proposed beats finding out at the first withdrawal.
+        raise InputError(
+            f"{where}.rules is empty: a policy needs at least one rule "
+            '(end with a catch-all rule, "match": {})'
+        )
+    rules: list[Rule] = []
+    first_index: dict[str, int] = {}
+    for index, raw in enumerate(raw_rules):
+        rule = _parse_rule(raw, f"{where}.rules[{index}]")
+        if rule.name in first_index:
+            raise InputError(
+                f"{where}.rules[{index}].name: duplicate rule name {rule.name!r} "
+                f"(already used by {where}.rules[{first_index[rule.name]}])"
+            )
+        first_index[rule.name] = index
+        rules.append(rule)
+    return Policy(version=version, change_delay_seconds=change_delay, rules=tuple(rules))
+
+
+# --- evaluating a withdrawal ---------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class WithdrawalFacts:
+    """What the manager asked for, after the service validated and normalised it."""
+
+    wallet: str
+    chain: str
+    network: str
+    asset: str
+    amount: int
+    destination: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int) or self.amount < 1:
+            raise InvalidAmountError("withdrawal amount must be a positive integer of base units")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddressBookEntry:
+    """A vetted destination. ``asset`` None means any asset on that chain and network."""
+
+    chain: str
+    network: str
+    address: str
+    label: str
+    asset: str | None = None
+
+    def allows(self, facts: WithdrawalFacts) -> bool:
+        return (
+            self.chain == facts.chain
+            and self.network == facts.network
+            and _fold(self.address) == _fold(facts.destination)
+            and (self.asset is None or _fold(self.asset) == _fold(facts.asset))
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PastWithdrawal:
+    """A released or pending withdrawal, counted against velocity limits."""
+
+    wallet: str
+    asset: str
+    amount: int
+    time: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyDecision:
+    """What the policy says about one withdrawal. ``require()`` raises the first refusal."""
+
+    policy_version: int
+    policy_hash: str
+    rule_name: str | None
+    required: Mapping[Role, int]
+    request_expires_at: int
+    approval_ttl_seconds: int
+    time_lock_until: int | None
+    violations: tuple[PolicyError, ...]
+    explanation: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        # Even a refusal states a custodian requirement, so code that forgets to check
+        # ``allowed`` still cannot reach a release without a custodian.
+        required = {Role(role): count for role, count in self.required.items()}
+        problem = _approvals_problem(required)
+        if problem is not None:
+            raise ValueError(f"decision: {problem}")
+        object.__setattr__(self, "required", _ordered_counts(required))
+        object.__setattr__(self, "violations", tuple(self.violations))
+        object.__setattr__(self, "explanation", tuple(self.explanation))
+
+    @property
+    def allowed(self) -> bool:
+        return not self.violations
+
+    def require(self) -> None:
+        if self.violations:
+            # A fresh traceback each time: the stored instance may be raised repeatedly.
+            raise self.violations[0].with_traceback(None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy_version": self.policy_version,
+            "policy_hash": self.policy_hash,
+            "rule": self.rule_name,
+            "required": {role.value: count for role, count in self.required.items()},
+            "request_expires_at": self.request_expires_at,
+            "approval_ttl_seconds": self.approval_ttl_seconds,
+            "time_lock_until": self.time_lock_until,
+            "violations": [violation.to_dict() for violation in self.violations],
+            "explanation": list(self.explanation),
+        }
+
+
+def evaluate(
+    policy: Policy,
+    facts: WithdrawalFacts,
+    *,
+    now: int,
+    address_book: Iterable[AddressBookEntry],
+    history: Iterable[PastWithdrawal],
+) -> PolicyDecision:
+    """Decide what ``facts`` need under ``policy``: the first matching rule wins.
+
+    ``history`` must hold the wallet's released *and* pending withdrawals: leaving out
+    pending ones would let several requests inside one window each pass the velocity
+    check on its own.
+    """
+    _require_time(now, "now")
+    explanation: list[str] = []
+    for rule in policy.rules:
+        reasons = rule.match.mismatches(facts)
+        if reasons:
+            explanation.append(f"rule {rule.name!r} skipped: {'; '.join(reasons)}")
+            continue
+        return _decide(
+            policy,
+            rule,
+            facts,
+            now=now,
+            address_book=address_book,
+            history=history,
+            explanation=explanation,
+        )
+
+    refusal = NoMatchingRuleError(
+        f"no rule of policy version {policy.version} matches a withdrawal of "
+        f"{facts.amount} {facts.asset} from {facts.wallet} on {facts.chain}/{facts.network}",
+        details={"policy_version": policy.version},
+    )
+    explanation.append(f"no rule matched: refused ({refusal.message})")
+    # Every field fails closed: expired at once, no approval is ever fresh, and a
+    # custodian is still named as required.
+    return PolicyDecision(
+        policy_version=policy.version,
+        policy_hash=policy.hash(),
+        rule_name=None,
+        required={Role.CUSTODIAN: 1},
+        request_expires_at=now,
+        approval_ttl_seconds=0,
+        time_lock_until=None,
+        violations=(refusal,),
+        explanation=tuple(explanation),
+    )
+
+
+def _decide(
+    policy: Policy,
+    rule: Rule,
+    facts: WithdrawalFacts,
+    *,
+    now: int,
+    address_book: Iterable[AddressBookEntry],
+    history: Iterable[PastWithdrawal],
+    explanation: list[str],
+) -> PolicyDecision:
+    explanation.append(f"rule {rule.name!r} matched (first match wins; later rules not considered)")
+    explanation.append(
+        f"requires approvals: {_describe_counts(rule.approvals)} (the requester never counts)"
+    )
+    violations: list[PolicyError] = []
+
+    if rule.max_amount is not None:
+        if facts.amount > rule.max_amount:
+            over = LimitExceededError(
+                f"amount {facts.amount} exceeds the rule's maximum {rule.max_amount}",
+                details={"amount": str(facts.amount), "max_amount": str(rule.max_amount)},
+            )
+            violations.append(over)
+            explanation.append(f"refused: {over.message}")
+        else:
+            explanation.append(f"amount {facts.amount} is within the maximum {rule.max_amount}")
+
+    if rule.velocity is not None:
+        velocity = rule.velocity
+        in_window = _window_sum(facts, velocity.period_seconds, now, history)
+        total = in_window + facts.amount
+        if total > velocity.amount:
+            fast = VelocityExceededError(
+                f"velocity limit: {in_window} of {facts.asset} already left wallet "
+                f"{facts.wallet} in the last {velocity.period_seconds}s; with {facts.amount} "
+                f"more that is {total}, over the rule's limit {velocity.amount}",
+                details={
+                    "window_sum": str(in_window),
+                    "amount": str(facts.amount),
+                    "limit": str(velocity.amount),
+                    "period_seconds": velocity.period_seconds,
+                },
+            )
+            violations.append(fast)
+            explanation.append(f"refused: {fast.message}")
+        else:
+            explanation.append(
+                f"velocity: {in_window} in the last {velocity.period_seconds}s, "
+                f"{total} with this withdrawal, limit {velocity.amount}"
+            )
+
+    if rule.allowlist_only:
+        # The lowest label of all matching entries, so the explanation does not depend
+        # on the order the address book was read in.
+        entry = min(
+            (e for e in address_book if e.allows(facts)),
+            key=lambda e: (e.label, e.address, e.asset or ""),
+            default=None,
+        )
+        if entry is None:
+            blocked = DestinationNotAllowedError(
+                f"destination {facts.destination} is not on the address book for "
+                f"{facts.asset} on {facts.chain}/{facts.network}",
+                details={
+                    "destination": facts.destination,
+                    "chain": facts.chain,
+                    "network": facts.network,
+                    "asset": facts.asset,
+                },
+            )
+            violations.append(blocked)
+            explanation.append(f"refused: {blocked.message}")
+        else:
+            explanation.append(
+                f"destination {facts.destination} is on the address book as {entry.label!r}"
+            )
+    else:
+        explanation.append("destination not checked: this rule sets allowlist_only to false")
+
+    time_lock_until: int | None = None
+    if rule.time_lock is not None and facts.amount > rule.time_lock.above:
+        time_lock_until = now + rule.time_lock.delay_seconds
+        explanation.append(
+            f"time lock: amount above {rule.time_lock.above}, so no release before "
+            f"{time_lock_until} ({rule.time_lock.delay_seconds}s from now)"
+        )
+
+    if violations:
+        explanation.append(f"refused: {len(violations)} problem(s); approvals cannot override")
+    else:
+        explanation.append("allowed once the required approvals are in")
+
+    return PolicyDecision(
+        policy_version=policy.version,
+        policy_hash=policy.hash(),
+        rule_name=rule.name,
+        required=rule.approvals,
+        request_expires_at=now + rule.request_ttl_seconds,
+        approval_ttl_seconds=rule.approval_ttl_seconds,
+        time_lock_until=time_lock_until,
+        violations=tuple(violations),
+        explanation=tuple(explanation),
+    )
+
+
+def _window_sum(
+    facts: WithdrawalFacts, period_seconds: int, now: int, history: Iterable[PastWithdrawal]
+) -> int:
+    """Base units of this wallet and asset moved in the ``period_seconds`` up to ``now``.
+
+    The window is sliding, not calendar-aligned, so splitting a large amount across a
+    day boundary gains nothing. Entries dated after ``now`` (clock skew between the
+    recorder and the caller) are counted: over-counting refuses, under-counting leaks.
+    """
+    asset = _fold(facts.asset)
+    return sum(
+        past.amount
+        for past in history
+        if past.wallet == facts.wallet
+        and _fold(past.asset) == asset
+        and now - past.time < period_seconds
+    )
+
+
+# --- quorum --------------------------------------------------------------------------
+
+
+class Approval(NamedTuple):
+    member_id: str
+    role: Role
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuorumResult:
+    """Who counted toward ``required``; ``require()`` raises if anyone is missing.
+
+    ``ignored`` lists (member id, reason) for approvals that did not count, for the
+    audit log and for people asking why a quorum is not met.
+    """
+
+    required: Mapping[Role, int]
+    approved_by: Mapping[Role, frozenset[str]]
+    missing: Mapping[Role, int]
+    ignored: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def met(self) -> bool:
+        return not self.missing
+
+    def require(self) -> None:
+        if self.missing:
+            short = [
+                f"{role.value} {len(self.approved_by.get(role, frozenset()))}/{self.required[role]}"
+                for role in _ROLE_ORDER
+                if role in self.missing
+            ]
+            raise QuorumNotMetError(
+                f"approvals: {', '.join(short)}",
+                details={
+                    role.value: {
+                        "approved": len(self.approved_by.get(role, frozenset())),
+                        "required": self.required[role],
+                    }
+                    for role in self.missing
+                },
+            )
+
+
+def quorum(
+    required: Mapping[Role, int],
+    approvals: Iterable[tuple[str, Role]],
+    *,
+    requester: str,
+    eligible: Mapping[str, Role],
+) -> QuorumResult:
+    """Count distinct, eligible members per role toward ``required``.
+
+    ``approvals`` are :class:`Approval` values or plain ``(member_id, role)`` tuples.
+
+    ``eligible`` is the membership *now* (member id → role): someone removed after the
+    request was made is absent from it, so their earlier approval no longer counts.
+    Counting is by member, never by signature: python-tuf once counted one key's
+    repeated signatures toward a threshold (GHSA-pwqf-9h7j-7mv8).
+    """
+    wanted = {Role(role): count for role, count in required.items()}
+    for role, count in wanted.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"required {role.value} count must be a whole number >= 0")
+    if wanted.get(Role.AUDITOR):
+        raise ValueError("auditors never approve, so an auditor quorum could never be met")
+    if sum(wanted.values()) < 1:
+        # A quorum of nobody is always met; that is a mistake, never a policy.
+        raise ValueError("a quorum must require at least one approval")
+    wanted = dict(_ordered_counts(wanted))
+
+    counted: dict[Role, set[str]] = {role: set() for role in wanted}
+    ignored: list[tuple[str, str]] = []
+    for member_id, claimed in approvals:
+        member_role = eligible.get(member_id)
+        if member_id == requester:
+            reason = "the requester cannot approve their own request"
+        elif member_role is None:
+            reason = "not a current member"
+        elif member_role != claimed:
+            reason = f"approved as {claimed} but their role is {member_role}"
+        elif member_role == Role.AUDITOR:
+            reason = "auditors never approve"
+        elif member_role not in counted:
+            reason = f"no {member_role} approval is required"
+        elif member_id in counted[member_role]:
+            reason = "already counted once"
+        else:
+            counted[member_role].add(member_id)
+            continue
+        ignored.append((member_id, reason))
+
+    approved_by = {role: frozenset(members) for role, members in counted.items()}
+    missing = {
+        role: count - len(approved_by[role])
+        for role, count in wanted.items()
+        if len(approved_by[role]) < count
+    }
+    return QuorumResult(
+        required=MappingProxyType(wanted),
+        approved_by=MappingProxyType(approved_by),
+        missing=MappingProxyType(missing),
+        ignored=tuple(ignored),
+    )
+
+
+# --- freshness, version, expiry, time lock -------------------------------------------
+
+
+def check_approval_fresh(*, approved_at: int, approval_ttl_seconds: int, now: int) -> None:
+    """An approval is good for ``approval_ttl_seconds`` after it was recorded."""
+    expires_at = approved_at + approval_ttl_seconds
+    if now >= expires_at:
+        raise ExpiredError(
+            f"approval expired at {expires_at} ({now - expires_at}s ago); "
+            f"approvals are valid for {approval_ttl_seconds}s",
+            details={"approved_at": approved_at, "expires_at": expires_at},
+        )
+
+
+def check_policy_version(approved_version: int, current_version: int) -> None:
+    """An approval binds the policy it was given under; a changed policy needs a new one."""
+    if approved_version != current_version:
+        raise PolicyVersionError(
+            f"approval was given under policy version {approved_version}, but version "
+            f"{current_version} is in force; approve again",
+            details={"approved_version": approved_version, "current_version": current_version},
+        )
+
+
+def check_request_expiry(expires_at: int, now: int) -> None:
+    if now >= expires_at:
+        raise ExpiredError(
+            f"request expired at {expires_at} ({now - expires_at}s ago)",
+            details={"expires_at": expires_at},
+        )
+
+
+def check_time_lock(time_lock_until: int | None, now: int) -> None:
+    if time_lock_until is not None and now < time_lock_until:
+        raise TimeLockedError(
+            f"time-locked for another {time_lock_until - now}s (until {time_lock_until})",
+            details={
+                "time_lock_until": time_lock_until,
+                "remaining_seconds": time_lock_until - now,
+            },
+        )
+
+
+# --- policy changes ------------------------------------------------------------------
+
+
+def check_policy_successor(current: Policy, proposed: Policy) -> None:
+    """A proposed policy must be the next version, so approvals name it unambiguously."""
+    if proposed.version != current.version + 1:
+        raise PolicyVersionError(
+            f"a policy change must have version {current.version + 1}, got {proposed.version}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingChange:
+    """An approved policy change waiting out its delay, during which it can be vetoed.
+
+    The delay is the *current* policy's ``change_delay_seconds``: taking it from the
+    proposed policy would let a change shorten its own veto window.
+    """
+
+    proposed_at: int
+    approved_at: int
+    effective_at: int
+    vetoed: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.proposed_at <= self.approved_at <= self.effective_at:
+            raise ValueError("need proposed_at <= approved_at <= effective_at")
+
+    @classmethod
+    def approved(
+        cls, *, proposed_at: int, approved_at: int, change_delay_seconds: int
+    ) -> PendingChange:
+        if change_delay_seconds < 0:
+            raise ValueError("change_delay_seconds must be >= 0")
+        return cls(
+            proposed_at=proposed_at,
+            approved_at=approved_at,
+            effective_at=approved_at + change_delay_seconds,
+        )
+
+    def is_effective(self, now: int) -> bool:
+        return not self.vetoed and now >= self.effective_at
+
+    def can_veto(self, now: int) -> bool:
+        return not self.vetoed and now < self.effective_at
+
+    def veto(self, *, now: int) -> PendingChange:
+        """The vetoed change; refused once it has taken effect."""
+        if self.vetoed:
+            return self
+        if now >= self.effective_at:
+            raise ExpiredError(
+                f"the veto window closed at {self.effective_at}; the change is in force",
+                details={"effective_at": self.effective_at},
+            )
+        return replace(self, vetoed=True)

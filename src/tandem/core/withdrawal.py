@@ -1,0 +1,1094 @@
+"""Withdrawals, pure: the intent, its hash and fingerprint, the transaction Tandem builds
+from it, the decoded view a person reviews, the state machine, and the verification an
+offline signer runs on an exported bundle.
+
+Nothing here reads a clock, a database or the network. The server, the approving
+member's client and the air-gapped signer all call the same functions, so they reach
+the same hashes and the same verdicts from the same bytes.
+
+An *intent* is what the manager asks for (wallet, from address, asset, amount,
+destination, and the chain parameters the manager supplies: UTXOs and fee rate for
+Bitcoin; chain id, nonce, fees and gas for Ethereum). It is normalised strictly by
+:func:`parse_intent` and hashed under the ``withdrawal-intent`` domain. The *transaction
+digest* binds the unsigned transaction bytes, the signing public key and (Bitcoin) the
+prevouts the BIP-143 signatures commit to. An approval signs both, plus the request id,
+the policy version and its own expiry; release recomputes both from what is stored.
+
+Per-chain work (build, decode, compare, sign, check a signature) goes through one small
+interface, :class:`TxKind`, chosen from a registry by chain name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from tandem.core import split
+from tandem.core.actions import SignedAction, parse_envelope
+from tandem.core.audit import verify_export
+from tandem.core.canonical import canonical, check_fields, digest_hex, loads_strict, parse_amount
+from tandem.core.chains import bitcoin as btc
+from tandem.core.chains import ethereum as eth
+from tandem.core.identity import IdentityCard, unb64
+from tandem.core.membership import MembershipReplay, check_genesis, genesis_hash
+from tandem.core.policy import (
+    AddressBookEntry,
+    PastWithdrawal,
+    Policy,
+    PolicyDecision,
+    WithdrawalFacts,
+    default_policy,
+    evaluate,
+    parse_policy,
+    quorum,
+)
+from tandem.core.roles import Role
+from tandem.errors import (
+    AlreadyReleasedError,
+    DisallowedContractCallError,
+    Error,
+    ExpiredError,
+    InputError,
+    InvalidStateError,
+    PolicyVersionError,
+    TimeLockedError,
+    VerificationError,
+)
+
+INTENT_DOMAIN = "withdrawal-intent"
+TX_DOMAIN = "withdrawal-tx"
+BUNDLE_FORMAT = "tandem-offline-bundle/1"
+RESULT_FORMAT = "tandem-offline-result/1"
+MAX_UTXOS = 200
+
+_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,79}")
+_TXID = re.compile(r"[0-9a-fA-F]{64}")
+_EVM = re.compile(r"0[xX][0-9a-fA-F]{40}")
+
+NATIVE_ASSET: Mapping[str, str] = {"bitcoin": "BTC", "ethereum": "ETH"}
+
+
+# --- the intent ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Utxo:
+    txid: str
+    vout: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class EthParams:
+    chain_id: int
+    nonce: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    gas_limit: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Intent:
+    wallet: str
+    from_address: str
+    chain: str
+    network: str
+    asset: str
+    amount: int
+    destination: str
+    client: str | None = None
+    utxos: tuple[Utxo, ...] = ()
+    fee_rate: int | None = None
+    eth: EthParams | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The ERC-20 contract, when the asset is a token rather than the native coin."""
+        return self.asset if self.chain == "ethereum" and _EVM.fullmatch(self.asset) else None
+
+    def facts(self) -> WithdrawalFacts:
+        return WithdrawalFacts(
+            wallet=self.wallet,
+            chain=self.chain,
+            network=self.network,
+            asset=self.asset,
+            amount=self.amount,
+            destination=self.destination,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "wallet": self.wallet,
+            "from": self.from_address,
+            "chain": self.chain,
+            "network": self.network,
+            "asset": self.asset,
+            "amount": str(self.amount),
+            "destination": self.destination,
+        }
+        if self.client is not None:
+            out["client"] = self.client
+        if self.chain == "bitcoin":
+            out["bitcoin"] = {
+                "utxos": [{"txid": u.txid, "vout": u.vout, "amount": str(u.amount)} for u in self.utxos],
+                "fee_rate": self.fee_rate,
+            }
+        if self.eth is not None:
+            out["ethereum"] = {
+                "chain_id": self.eth.chain_id,
+                "nonce": self.eth.nonce,
+                "max_fee_per_gas": str(self.eth.max_fee_per_gas),
+                "max_priority_fee_per_gas": str(self.eth.max_priority_fee_per_gas),
+                "gas_limit": self.eth.gas_limit,
+            }
+        return out
+
+
+def _int(obj: Mapping[str, Any], key: str, where: str, *, low: int, high: int) -> int:
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{where}.{key} must be an integer")
+    if not low <= value <= high:
+        raise InputError(f"{where}.{key} must be in [{low}, {high}]")
+    return value
+
+
+def _ident(obj: Mapping[str, Any], key: str, where: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
+        raise InputError(f"{where}.{key} must be 1-80 letters, digits, ':', '.', '_' or '-'")
+    return value
+
+
+def _address(chain: str, network: str, value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be a string")
+    if chain == "bitcoin":
+        return btc.validate_address(value, network)
+    return eth.validate_address(value)
+
+
+def parse_intent(doc: Any) -> Intent:
+    """Strictly parse and normalise an intent; see docs/withdrawals.md for the fields."""
+    where = "intent"
+    check_fields(
+        doc,
+        required=("wallet", "from", "chain", "network", "asset", "amount", "destination"),
+        optional=("client", "bitcoin", "ethereum"),
+        where=where,
+    )
+    chain = doc["chain"]
+    if chain not in NATIVE_ASSET:
+        raise InputError("intent.chain must be bitcoin or ethereum")
+    network = doc["network"]
+    networks = btc.NETWORKS if chain == "bitcoin" else eth.CHAIN_IDS
+    if network not in networks:
+        raise InputError(f"intent.network must be one of {', '.join(sorted(networks))} for {chain}")
+    wallet = _ident(doc, "wallet", where)
+    client = _ident(doc, "client", where) if "client" in doc else None
+    from_address = _address(chain, network, doc["from"], "intent.from")
+    destination = _address(chain, network, doc["destination"], "intent.destination")
+    if destination.lower() == from_address.lower():
+        raise InputError("intent.destination is the wallet's own address; that is not a withdrawal")
+    amount = parse_amount(doc["amount"], where="intent.amount")
+    if amount < 1:
+        raise InputError("intent.amount must be at least 1 base unit")
+    asset = doc["asset"]
+    if not isinstance(asset, str):
+        raise InputError("intent.asset must be a string")
+    other = "ethereum" if chain == "bitcoin" else "bitcoin"
+    if other in doc:
+        raise InputError(f"intent.{other} does not belong in a {chain} intent")
+    if chain not in doc:
+        raise InputError(f"intent.{chain} (the chain parameters) is required")
+    if chain == "bitcoin":
+        if asset != "BTC":
+            raise InputError("intent.asset must be BTC on bitcoin")
+        params = check_fields(doc["bitcoin"], required=("utxos", "fee_rate"), where="intent.bitcoin")
+        raw_utxos = params["utxos"]
+        if not isinstance(raw_utxos, list) or not 1 <= len(raw_utxos) <= MAX_UTXOS:
+            raise InputError(f"intent.bitcoin.utxos must list 1-{MAX_UTXOS} outputs to spend")
+        utxos = []
+        for i, raw in enumerate(raw_utxos):
+            w = f"intent.bitcoin.utxos[{i}]"
+            check_fields(raw, required=("txid", "vout", "amount"), where=w)
+            if not isinstance(raw["txid"], str) or not _TXID.fullmatch(raw["txid"]):
+                raise InputError(f"{w}.txid must be 64 hex digits")
+            utxos.append(
+                Utxo(
+                    txid=raw["txid"].lower(),
+                    vout=_int(raw, "vout", w, low=0, high=0xFFFFFFFF),
+                    amount=parse_amount(raw["amount"], where=f"{w}.amount"),
+                )
+            )
+        if len({(u.txid, u.vout) for u in utxos}) != len(utxos):
+            raise InputError("intent.bitcoin.utxos lists an output twice")
+        fee_rate = _int(params, "fee_rate", "intent.bitcoin", low=1, high=btc.MAX_FEE_RATE)
+        return Intent(
+            wallet=wallet,
+            from_address=from_address,
+            chain=chain,
+            network=network,
+            asset=asset,
+            amount=amount,
+            destination=destination,
+            client=client,
+            utxos=tuple(utxos),
+            fee_rate=fee_rate,
+        )
+    if asset != "ETH":
+        if not _EVM.fullmatch(asset):
+            raise InputError("intent.asset must be ETH or an ERC-20 contract address (0x + 40 hex)")
+        asset = eth.validate_address(asset)
+    w = "intent.ethereum"
+    params = check_fields(
+        doc["ethereum"],
+        required=("chain_id", "nonce", "max_fee_per_gas", "max_priority_fee_per_gas", "gas_limit"),
+        where=w,
+    )
+    chain_id = _int(params, "chain_id", w, low=1, high=(1 << 53) - 1)
+    if chain_id != eth.CHAIN_IDS[network]:
+        raise InputError(f"{w}.chain_id {chain_id} is not {network} ({eth.CHAIN_IDS[network]})")
+    eth_params = EthParams(
+        chain_id=chain_id,
+        nonce=_int(params, "nonce", w, low=0, high=(1 << 53) - 1),
+        max_fee_per_gas=parse_amount(params["max_fee_per_gas"], where=f"{w}.max_fee_per_gas"),
+        max_priority_fee_per_gas=parse_amount(
+            params["max_priority_fee_per_gas"], where=f"{w}.max_priority_fee_per_gas"
+        ),
+        gas_limit=_int(params, "gas_limit", w, low=eth.MIN_GAS_LIMIT, high=30_000_000),
+    )
+    if eth_params.max_priority_fee_per_gas > eth_params.max_fee_per_gas:
+        raise InputError(f"{w}.max_priority_fee_per_gas exceeds max_fee_per_gas")
+    return Intent(
+        wallet=wallet,
+        from_address=from_address,
+        chain=chain,
+        network=network,
+        asset=asset,
+        amount=amount,
+        destination=destination,
+        client=client,
+        eth=eth_params,
+    )
+
+
+def normalize_intent(doc: Any) -> dict[str, Any]:
+    """The one spelling of an intent that is hashed and signed."""
+    return parse_intent(doc).to_json()
+
+
+def require_normal_intent(doc: Any) -> Intent:
+    """Parse an intent that must already be in normal form (as a client signs it)."""
+    intent = parse_intent(doc)
+    normal = intent.to_json()
+    if normal != doc:
+        differing = sorted(k for k in normal if normal.get(k) != doc.get(k))
+        raise InputError(
+            f"intent is not in normal form (field(s) {', '.join(differing)}); "
+            "sign the normalised intent (checksummed addresses, canonical amounts)"
+        )
+    return intent
+
+
+def intent_hash(intent_doc: Mapping[str, Any]) -> str:
+    return digest_hex(INTENT_DOMAIN, dict(intent_doc))
+
+
+def fingerprint(hash_hex: str) -> str:
+    """Four groups of four hex digits, for comparing over a second channel."""
+    return "-".join(hash_hex[i : i + 4] for i in range(0, 16, 4))
+
+
+def tx_digest(
+    *, chain: str, network: str, public_key: str, unsigned_tx: str, prevouts: Sequence[Mapping[str, Any]]
+) -> str:
+    """What an approval binds besides the intent: the exact unsigned bytes, the key that
+    will sign, and (Bitcoin) the prevouts whose amounts the signatures commit to."""
+    return digest_hex(
+        TX_DOMAIN,
+        {
+            "chain": chain,
+            "network": network,
+            "public_key": public_key,
+            "unsigned_tx": unsigned_tx,
+            "prevouts": [dict(p) for p in prevouts],
+        },
+    )
+
+
+def prevouts_from_json(items: Any) -> list[btc.Prevout]:
+    if not isinstance(items, list):
+        raise InputError("prevouts must be a list")
+    out = []
+    for i, p in enumerate(items):
+        check_fields(p, required=("txid", "vout", "amount", "script_pubkey"), where=f"prevouts[{i}]")
+        if not isinstance(p["script_pubkey"], str):
+            raise InputError(f"prevouts[{i}].script_pubkey must be hex")
+        out.append(
+            btc.Prevout(
+                p["txid"],
+                p["vout"],
+                parse_amount(p["amount"], where=f"prevouts[{i}].amount"),
+                bytes.fromhex(p["script_pubkey"]),
+            )
+        )
+    return out
+
+
+def prevouts_to_json(prevouts: Iterable[btc.Prevout]) -> list[dict[str, Any]]:
+    return [
+        {"txid": p.txid, "vout": p.vout, "amount": str(p.amount), "script_pubkey": p.script_pubkey.hex()}
+        for p in prevouts
+    ]
+
+
+# --- per-chain transactions ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuiltTx:
+    unsigned: bytes
+    prevouts: tuple[dict[str, Any], ...]
+    fee: int
+    change: int
+
+
+class TxKind(Protocol):
+    chain: ClassVar[str]
+
+    def own_address(self, public_key: bytes, network: str) -> str: ...
+
+    def build(self, intent: Intent, public_key: bytes) -> BuiltTx: ...
+
+    def decode(
+        self, intent: Intent, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """The decoded view, from the bytes alone (and the intent's from/token to label them)."""
+        ...
+
+    def mismatches(self, intent: Intent, view: Mapping[str, Any]) -> list[str]: ...
+
+    def sign(
+        self, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], private_key: bytes
+    ) -> tuple[bytes, str]: ...
+
+    def check_signed(
+        self, signed: bytes, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], from_address: str
+    ) -> str:
+        """Raise unless ``signed`` is ``unsigned`` validly signed by ``from_address``; its txid."""
+        ...
+
+
+class _Bitcoin:
+    chain: ClassVar[str] = "bitcoin"
+
+    def own_address(self, public_key: bytes, network: str) -> str:
+        return btc.p2wpkh_address(public_key, network)
+
+    def build(self, intent: Intent, public_key: bytes) -> BuiltTx:
+        assert intent.fee_rate is not None  # noqa: S101 - parse_intent guarantees it
+        u = btc.build_p2wpkh_spend(
+            from_pubkey=public_key,
+            utxos=[(x.txid, x.vout, x.amount) for x in intent.utxos],
+            destination=intent.destination,
+            amount=intent.amount,
+            fee_rate=intent.fee_rate,
+            network=intent.network,
+        )
+        return BuiltTx(u.raw, tuple(prevouts_to_json(u.prevouts)), u.fee, u.change)
+
+    def decode(
+        self, intent: Intent, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        review = btc.decode_for_review(
+            unsigned, prevouts_from_json(list(prevouts)), intent.network, change_address=intent.from_address
+        )
+        pay = [o for o in review["outputs"] if not o["is_change"]]
+        change = sum(int(o["amount"]) for o in review["outputs"] if o["is_change"])
+        return {
+            "chain": "bitcoin",
+            "network": intent.network,
+            "chain_id": None,
+            "from": intent.from_address,
+            "to": pay[0]["address"] if len(pay) == 1 else [o["address"] for o in pay],
+            "amount": str(sum(int(o["amount"]) for o in pay)),
+            "asset": "BTC",
+            "token": None,
+            "fee": review["fee"],
+            "change": str(change),
+            "txid": review["txid"],
+            "inputs": review["inputs"],
+            "outputs": review["outputs"],
+            "vsize": review["vsize"],
+        }
+
+    def mismatches(self, intent: Intent, view: Mapping[str, Any]) -> list[str]:
+        problems = []
+        pay = [o for o in view["outputs"] if not o["is_change"]]
+        if len(pay) != 1:
+            problems.append(
+                f"the transaction pays {len(pay)} outputs outside the wallet; the intent names one"
+            )
+        elif pay[0]["address"] != intent.destination:
+            problems.append(f"destination is {pay[0]['address']}, the intent says {intent.destination}")
+        if view["amount"] != str(intent.amount):
+            problems.append(f"amount is {view['amount']}, the intent says {intent.amount}")
+        spent = [(i["txid"], i["vout"]) for i in view["inputs"]]
+        if spent != [(u.txid, u.vout) for u in intent.utxos]:
+            problems.append("the transaction spends other outputs than the intent lists")
+        return problems
+
+    def sign(
+        self, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], private_key: bytes
+    ) -> tuple[bytes, str]:
+        return btc.sign_p2wpkh_spend(unsigned, prevouts_from_json(list(prevouts)), private_key)
+
+    def check_signed(
+        self, signed: bytes, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], from_address: str
+    ) -> str:
+        tx = btc.parse_transaction(signed)
+        if tx.serialize(include_witness=False) != unsigned:
+            raise VerificationError("the signed transaction is not the approved unsigned transaction")
+        for i, prev in enumerate(prevouts_from_json(list(prevouts))):
+            btc.verify_p2wpkh_input(signed, i, prev)
+        return tx.txid
+
+
+class _Ethereum:
+    chain: ClassVar[str] = "ethereum"
+
+    def own_address(self, public_key: bytes, network: str) -> str:
+        return eth.address_from_public_key(public_key)
+
+    def build(self, intent: Intent, public_key: bytes) -> BuiltTx:
+        p = intent.eth
+        assert p is not None  # noqa: S101 - parse_intent guarantees it
+        token = intent.token
+        to, value, data = (
+            (token, 0, eth.erc20_transfer_calldata(intent.destination, intent.amount))
+            if token
+            else (intent.destination, intent.amount, b"")
+        )
+        raw = eth.build_eip1559(
+            chain_id=p.chain_id,
+            nonce=p.nonce,
+            max_priority_fee_per_gas=p.max_priority_fee_per_gas,
+            max_fee_per_gas=p.max_fee_per_gas,
+            gas_limit=p.gas_limit,
+            to=to,
+            value=value,
+            data=data,
+        )
+        return BuiltTx(raw, (), p.gas_limit * p.max_fee_per_gas, 0)
+
+    def decode(
+        self, intent: Intent, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        if prevouts:
+            raise InputError("an Ethereum transaction has no prevouts")
+        # Only the intent's own token may be called, and only with transfer(); review()
+        # refuses every other call, contract creation and access lists.
+        r = eth.review(unsigned, allowed_tokens=[intent.token] if intent.token else [])
+        token = r.get("token")
+        return {
+            "chain": "ethereum",
+            "network": r["network"],
+            "chain_id": r["chain_id"],
+            "from": intent.from_address,
+            "to": r["recipient"] if token else r["to"],
+            "amount": r["token_amount"] if token else r["value"],
+            "asset": token or "ETH",
+            "token": token,
+            "fee": r["max_fee"],
+            "change": None,
+            "kind": r["kind"],
+            "nonce": r["nonce"],
+            "gas_limit": r["gas_limit"],
+            "max_fee_per_gas": r["max_fee_per_gas"],
+            "max_priority_fee_per_gas": r["max_priority_fee_per_gas"],
+            "value": r["value"],
+            "contract": r["to"] if token else None,
+        }
+
+    def mismatches(self, intent: Intent, view: Mapping[str, Any]) -> list[str]:
+        p = intent.eth
+        assert p is not None  # noqa: S101
+        problems = []
+        if view["network"] != intent.network or view["chain_id"] != p.chain_id:
+            problems.append(
+                f"chain id is {view['chain_id']}, the intent says {p.chain_id} ({intent.network})"
+            )
+        if (view["to"] or "").lower() != intent.destination.lower():
+            problems.append(f"destination is {view['to']}, the intent says {intent.destination}")
+        if view["amount"] != str(intent.amount):
+            problems.append(f"amount is {view['amount']}, the intent says {intent.amount}")
+        if (view["token"] or "ETH").lower() != intent.asset.lower():
+            problems.append(f"asset is {view['token'] or 'ETH'}, the intent says {intent.asset}")
+        for key in ("nonce", "gas_limit"):
+            if view[key] != getattr(p, key):
+                problems.append(f"{key} is {view[key]}, the intent says {getattr(p, key)}")
+        for key in ("max_fee_per_gas", "max_priority_fee_per_gas"):
+            if view[key] != str(getattr(p, key)):
+                problems.append(f"{key} is {view[key]}, the intent says {getattr(p, key)}")
+        return problems
+
+    def sign(
+        self, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], private_key: bytes
+    ) -> tuple[bytes, str]:
+        return eth.sign_eip1559(unsigned, private_key)
+
+    def check_signed(
+        self, signed: bytes, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], from_address: str
+    ) -> str:
+        tx = eth.decode_transaction(signed)
+        if not tx.is_signed or tx.unsigned_bytes() != unsigned:
+            raise VerificationError("the signed transaction is not the approved unsigned transaction")
+        sender = eth.recover_sender(signed)
+        if sender.lower() != from_address.lower():
+            raise VerificationError(f"the transaction is signed by {sender}, not by {from_address}")
+        return eth.transaction_hash(signed)
+
+
+_KINDS: dict[str, TxKind] = {k.chain: k for k in (_Bitcoin(), _Ethereum())}
+
+
+def tx_kind(chain: str) -> TxKind:
+    try:
+        return _KINDS[chain]
+    except KeyError:
+        raise InputError(f"Tandem builds withdrawals on {', '.join(sorted(_KINDS))}, not {chain!r}") from None
+
+
+def build_transaction(intent: Intent, public_key: bytes, *, allowed_tokens: Collection[str]) -> BuiltTx:
+    """The unsigned transaction for ``intent`` from the key ``public_key``.
+
+    ``allowed_tokens`` are the ERC-20 contracts the address book names; a token intent
+    for any other contract is refused before anything is built.
+    """
+    kind = tx_kind(intent.chain)
+    if kind.own_address(public_key, intent.network) != intent.from_address:
+        raise InputError(f"intent.from {intent.from_address} is not the address of the wallet key")
+    token = intent.token
+    if token is not None and token.lower() not in {t.lower() for t in allowed_tokens}:
+        raise DisallowedContractCallError(
+            f"token contract {token} is not allowed on {intent.network}: no address-book entry names it"
+        )
+    return kind.build(intent, public_key)
+
+
+def check_transaction(
+    intent: Intent, *, public_key: bytes, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """What the approving client (and the signer) runs: decode the raw bytes, compare them
+    with the intent field by field, then require the bytes to be exactly what the intent
+    builds. Returns the decoded view; raises :class:`VerificationError` on any difference."""
+    kind = tx_kind(intent.chain)
+    if kind.own_address(public_key, intent.network) != intent.from_address:
+        raise VerificationError(f"the signing key is not the key of {intent.from_address}")
+    view = kind.decode(intent, unsigned, prevouts)
+    problems = kind.mismatches(intent, view)
+    if problems:
+        raise VerificationError("the transaction does not do what the intent says: " + "; ".join(problems))
+    rebuilt = kind.build(intent, public_key)
+    if rebuilt.unsigned != unsigned or list(rebuilt.prevouts) != [dict(p) for p in prevouts]:
+        raise VerificationError("the transaction bytes differ from the transaction the intent builds")
+    return view
+
+
+def sign_transaction(
+    chain: str, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], private_key: bytes
+) -> tuple[bytes, str]:
+    """RFC 6979, low-S, by the chain module."""
+    return tx_kind(chain).sign(unsigned, prevouts, private_key)
+
+
+def check_signed_transaction(
+    chain: str, signed: bytes, *, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], from_address: str
+) -> str:
+    return tx_kind(chain).check_signed(signed, unsigned, prevouts, from_address)
+
+
+def allowed_tokens(book: Iterable[AddressBookEntry], network: str) -> list[str]:
+    """ERC-20 contracts the address book allows on ``network``: every asset an ethereum
+    entry names that is a contract address."""
+    return sorted(
+        {
+            e.asset
+            for e in book
+            if e.chain == "ethereum"
+            and e.network == network
+            and e.asset is not None
+            and _EVM.fullmatch(e.asset)
+        }
+    )
+
+
+# --- state machine ---------------------------------------------------------------------
+
+PENDING = "pending"
+APPROVED = "approved"
+RELEASED = "released"
+REJECTED = "rejected"
+CANCELLED = "cancelled"
+VETOED = "vetoed"
+EXPIRED = "expired"
+TAMPERED = "tampered"
+OPEN = frozenset({PENDING, APPROVED})
+
+_TRANSITIONS: Mapping[str, Mapping[str, str]] = {
+    "approve": {PENDING: PENDING, APPROVED: APPROVED},
+    "quorum": {PENDING: APPROVED, APPROVED: APPROVED},
+    "release": {APPROVED: RELEASED},
+    "reject": {PENDING: REJECTED, APPROVED: REJECTED},
+    "cancel": {PENDING: CANCELLED, APPROVED: CANCELLED},
+    "veto": {PENDING: VETOED, APPROVED: VETOED},
+    "tamper": {PENDING: TAMPERED, APPROVED: TAMPERED},
+}
+
+
+def effective_status(status: str, expires_at: int, now: int) -> str:
+    """Open requests past their expiry read as expired (nothing stores that)."""
+    return EXPIRED if status in OPEN and now >= expires_at else status
+
+
+def transition(status: str, event: str, *, expires_at: int, now: int) -> str:
+    """The next status, or the refusal that says why ``event`` cannot happen now."""
+    if event not in _TRANSITIONS:
+        raise ValueError(f"unknown withdrawal event {event!r}")
+    if status == RELEASED and event in ("release", "approve", "quorum"):
+        raise AlreadyReleasedError("this withdrawal was already released")
+    nxt = _TRANSITIONS[event].get(status)
+    if nxt is None:
+        raise InvalidStateError(f"withdrawal is {status}; cannot {event} it")
+    if event != "tamper" and now >= expires_at:
+        raise ExpiredError(f"withdrawal request expired at {expires_at}", details={"expires_at": expires_at})
+    return nxt
+
+
+# --- approvals -------------------------------------------------------------------------
+
+APPROVAL_FIELDS = ("withdrawal", "intent_hash", "tx_digest", "policy_version", "expires_at")
+SHARE_FIELDS = ("operation", "share_digest")
+
+
+def approval_body(
+    *,
+    withdrawal: str,
+    intent_hash_hex: str,
+    tx_digest_hex: str,
+    policy_version: int,
+    expires_at: int,
+    operation: str | None = None,
+    share_digest: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "withdrawal": withdrawal,
+        "intent_hash": intent_hash_hex,
+        "tx_digest": tx_digest_hex,
+        "policy_version": policy_version,
+        "expires_at": expires_at,
+    }
+    if operation is not None:
+        body.update(operation=operation, share_digest=share_digest)
+    return body
+
+
+def parse_approval(body: Any) -> dict[str, Any]:
+    check_fields(body, required=APPROVAL_FIELDS, optional=SHARE_FIELDS, where="approval")
+    for key in ("withdrawal", "intent_hash", "tx_digest"):
+        if not isinstance(body[key], str):
+            raise InputError(f"approval.{key} must be a string")
+    for key in ("policy_version", "expires_at"):
+        if isinstance(body[key], bool) or not isinstance(body[key], int):
+            raise InputError(f"approval.{key} must be an integer")
+    if ("operation" in body) != ("share_digest" in body):
+        raise InputError("approval.operation and approval.share_digest come together")
+    return body  # type: ignore[no-any-return]
+
+
+def share_digest(sealed_b64: str) -> str:
+    """Binds a resealed share (sent beside the envelope, never logged) to the signed action."""
+    return hashlib.sha256(unb64(sealed_b64, what="sealed_share")).hexdigest()
+
+
+# --- address book ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BookAddition:
+    id: str
+    entry: AddressBookEntry
+    effective_at: int
+
+
+def address_book_at(
+    additions: Iterable[BookAddition], removals: Mapping[str, int], now: int
+) -> list[AddressBookEntry]:
+    """Entries in force at ``now``: added and past their delay, not removed by then."""
+    return [
+        a.entry
+        for a in additions
+        if a.effective_at <= now and not (a.id in removals and removals[a.id] <= now)
+    ]
+
+
+def entry_from_json(doc: Mapping[str, Any]) -> AddressBookEntry:
+    return AddressBookEntry(
+        chain=doc["chain"],
+        network=doc["network"],
+        address=doc["address"],
+        label=doc["label"],
+        asset=doc.get("asset"),
+    )
+
+
+# --- offline bundles -------------------------------------------------------------------
+
+# Kinds that end a withdrawal for velocity purposes (the server keeps the same rule).
+_CLOSED_KINDS = {"withdrawal.cancelled", "withdrawal.rejected", "withdrawal.vetoed", "withdrawal.tampered"}
+
+
+def offline_operation_id(withdrawal_id: str) -> str:
+    """The operation a share resealed to the offline signer is bound to."""
+    return f"offline-{withdrawal_id}"
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    withdrawal: Mapping[str, Any]
+    intent: Intent
+    view: Mapping[str, Any]
+    decision: PolicyDecision
+    approvers: frozenset[str]
+    members: Mapping[str, Role] = field(default_factory=dict)
+
+
+def _history_from_log(entries: Sequence[Mapping[str, Any]], *, before: int, now: int) -> list[PastWithdrawal]:
+    closed: set[str] = set()
+    released: set[str] = set()
+    created: list[Mapping[str, Any]] = []
+    for e in entries[:before]:
+        if e["outcome"] != "ok":
+            continue
+        kind, data = e["kind"], e["data"]
+        if kind == "withdrawal.created":
+            created.append(e)
+        elif kind in _CLOSED_KINDS:
+            closed.add(data["withdrawal"])
+        elif kind == "withdrawal.released":
+            released.add(data["withdrawal"])
+    out = []
+    for e in created:
+        d = e["data"]
+        if d["withdrawal"] in closed:
+            continue
+        if d["withdrawal"] in released or d["expires_at"] > now:
+            out.append(
+                PastWithdrawal(wallet=d["wallet"], asset=d["asset"], amount=int(d["amount"]), time=e["time"])
+            )
+    return out
+
+
+def _policy_from_log(entries: Sequence[Mapping[str, Any]], *, at: int, before: int) -> Policy:
+    """The policy in force at ``at``, rebuilt from the log alone."""
+    versions: dict[int, tuple[Policy, int, str | None]] = {}
+    vetoed: set[str] = set()
+    for e in entries[:before]:
+        if e["outcome"] != "ok":
+            continue
+        if e["kind"] == "deployment.genesis":
+            versions[1] = (default_policy(), e["time"], None)
+        elif e["kind"] == "policy.change_approved":
+            doc = e["data"]
+            versions[doc["policy"]["version"]] = (
+                parse_policy(doc["policy"]),
+                doc["effective_at"],
+                doc["proposal"],
+            )
+        elif e["kind"] == "proposal.vetoed":
+            vetoed.add(e["data"]["proposal"])
+    live = [(v, p) for v, (p, eff, prop) in versions.items() if eff <= at and prop not in vetoed]
+    if not live:
+        raise VerificationError("no policy was in force when the withdrawal was requested")
+    return max(live, key=lambda vp: vp[0])[1]
+
+
+def _book_from_log(entries: Sequence[Mapping[str, Any]], *, at: int, before: int) -> list[AddressBookEntry]:
+    additions: list[tuple[BookAddition, str]] = []
+    removals: dict[str, tuple[int, str]] = {}
+    vetoed: set[str] = set()
+    for e in entries[:before]:
+        if e["outcome"] != "ok":
+            continue
+        d = e["data"]
+        if e["kind"] == "addressbook.change_approved":
+            if d["change"] == "add":
+                additions.append(
+                    (
+                        BookAddition(d["entry"]["id"], entry_from_json(d["entry"]), d["effective_at"]),
+                        d["proposal"],
+                    )
+                )
+            else:
+                removals[d["entry_id"]] = (d["effective_at"], d["proposal"])
+        elif e["kind"] == "proposal.vetoed":
+            vetoed.add(d["proposal"])
+    return address_book_at(
+        [a for a, prop in additions if prop not in vetoed],
+        {k: t for k, (t, prop) in removals.items() if prop not in vetoed},
+        at,
+    )
+
+
+def _logged_action(env: Any, logged: Collection[bytes], *, type_: str, deployment: str) -> SignedAction:
+    """An action from the bundle that the log holds verbatim. The membership replay
+    checked its signature against the key its signer had at that point of the log, so
+    a later rekey does not invalidate it, and a forged action is not in the log."""
+    action = parse_envelope(env)
+    if action.type != type_:
+        raise VerificationError(f"expected a {type_} action, found {action.type}")
+    if action.deployment != deployment:
+        raise VerificationError("an action in the bundle was signed for another deployment")
+    if canonical(env) not in logged:
+        raise VerificationError(f"the {type_} action by {action.actor} is not in the log")
+    return action
+
+
+def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None) -> VerifiedBundle:
+    """Everything the offline signer checks before it will sign, from the bundle alone.
+
+    1. genesis: its members' signatures; its hash against ``genesis_hash_pin`` if given;
+    2. the audit log: hash chain, Merkle root and checkpoint under the genesis service key,
+       and every action in it re-verified against the membership in force at that point;
+    3. the create action and every approval: signatures, types, the request, and that the
+       log holds each of them (the server accepted them, TOTP included);
+    4. the policy (rebuilt from the log) and its decision, re-run on the intent;
+    5. quorum of current members, approvals unexpired, not time-locked, not expired;
+    6. the transaction: decoded and compared with the intent, rebuilt from it byte for
+       byte, and both digests recomputed and equal to what was approved.
+    """
+    check_fields(
+        bundle,
+        required=(
+            "format",
+            "genesis",
+            "genesis_signatures",
+            "audit",
+            "withdrawal",
+            "actions",
+            "keyset",
+            "signer",
+            "shares",
+            "policy",
+        ),
+        where="bundle",
+    )
+    if bundle["format"] != BUNDLE_FORMAT:
+        raise VerificationError(f"not a {BUNDLE_FORMAT} bundle")
+    genesis = bundle["genesis"]
+    check_genesis(genesis, bundle["genesis_signatures"])
+    root = genesis_hash(genesis)
+    if genesis_hash_pin is not None and root != genesis_hash_pin:
+        raise VerificationError(f"genesis hash {root} is not the pinned {genesis_hash_pin}")
+    deployment = genesis["deployment"]
+    service_public = bytes.fromhex(genesis["service"]["sign_public"])
+
+    audit = check_fields(bundle["audit"], required=("lines", "checkpoint"), where="bundle.audit")
+    lines = audit["lines"]
+    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+        raise VerificationError("bundle.audit.lines must be the exported log lines")
+    verify_export([x.encode() for x in lines], audit["checkpoint"], service_public)
+    entries = [loads_strict(x) for x in lines]
+    if not entries or entries[0]["kind"] != "deployment.genesis" or entries[0]["data"]["genesis"] != genesis:
+        raise VerificationError("the log does not start with this genesis")
+    replay = MembershipReplay()
+    for e in entries:
+        try:
+            replay.observe(e)
+        except Error as exc:
+            raise VerificationError(f"audit entry {e['index']}: {exc.message}") from None
+    members = replay.members
+    eligible = {m.id: m.role for m in members.values() if m.active}
+    logged = {canonical(e["envelope"]) for e in entries if e["outcome"] == "ok" and e["envelope"] is not None}
+
+    w = bundle["withdrawal"]
+    check_fields(
+        w,
+        required=(
+            "id",
+            "wallet",
+            "key_id",
+            "chain",
+            "network",
+            "requester",
+            "intent",
+            "intent_hash",
+            "unsigned_tx",
+            "prevouts",
+            "public_key",
+            "tx_digest",
+            "decision",
+            "policy_version",
+            "created_at",
+            "expires_at",
+            "time_lock_until",
+        ),
+        where="bundle.withdrawal",
+    )
+    intent = require_normal_intent(w["intent"])
+    ih = intent_hash(w["intent"])
+    if ih != w["intent_hash"]:
+        raise VerificationError("the intent hash does not match the intent")
+    td = tx_digest(
+        chain=intent.chain,
+        network=intent.network,
+        public_key=w["public_key"],
+        unsigned_tx=w["unsigned_tx"],
+        prevouts=w["prevouts"],
+    )
+    if td != w["tx_digest"]:
+        raise VerificationError("the transaction digest does not match the transaction")
+    if (intent.wallet, intent.chain, intent.network) != (w["wallet"], w["chain"], w["network"]):
+        raise VerificationError("the withdrawal record disagrees with its intent")
+
+    # The create action, and where the log recorded it.
+    actions = check_fields(bundle["actions"], required=("create", "approvals"), where="bundle.actions")
+    create = _logged_action(actions["create"], logged, type_="withdrawal.create", deployment=deployment)
+    if create.actor != w["requester"] or dict(create.body).get("intent") != w["intent"]:
+        raise VerificationError("the create action is not this request by its requester")
+    created_at = [
+        i
+        for i, e in enumerate(entries)
+        if e["kind"] == "withdrawal.created" and e["outcome"] == "ok" and e["data"]["withdrawal"] == w["id"]
+    ]
+    if len(created_at) != 1 or entries[created_at[0]]["envelope"] != actions["create"]:
+        raise VerificationError("the log does not record this create action for this request")
+    index = created_at[0]
+    created = entries[index]
+    if created["data"]["intent_hash"] != ih or created["data"]["tx_digest"] != td:
+        raise VerificationError("the log recorded other digests for this request")
+    if created["time"] != w["created_at"]:
+        raise VerificationError("the request's creation time differs from the log")
+
+    # Policy and decision, re-run as of the request.
+    policy = _policy_from_log(entries, at=created["time"], before=index)
+    check_fields(
+        bundle["policy"], required=("version", "change_delay_seconds", "rules"), where="bundle.policy"
+    )
+    if parse_policy(bundle["policy"]) != policy or policy.version != w["policy_version"]:
+        raise VerificationError("the bundle's policy is not the policy in force when the request was made")
+    book = _book_from_log(entries, at=created["time"], before=index)
+    decision = evaluate(
+        policy,
+        intent.facts(),
+        now=created["time"],
+        address_book=book,
+        history=_history_from_log(entries, before=index, now=created["time"]),
+    )
+    decision.require()
+    mine, theirs = decision.to_json(), dict(w["decision"])
+    mine.pop("explanation")
+    theirs.pop("explanation", None)
+    if mine != theirs:
+        raise VerificationError("the server's decision differs from the policy re-run offline")
+    if decision.request_expires_at != w["expires_at"] or decision.time_lock_until != w["time_lock_until"]:
+        raise VerificationError("the request's expiry or time lock differs from the policy decision")
+    if now >= w["expires_at"]:
+        raise ExpiredError(f"the request expired at {w['expires_at']}")
+    if w["time_lock_until"] is not None and now < w["time_lock_until"]:
+        raise TimeLockedError(f"time-locked until {w['time_lock_until']}")
+    if any(e["kind"] == "withdrawal.vetoed" and e["data"].get("withdrawal") == w["id"] for e in entries):
+        raise VerificationError("the log records a veto of this request")
+
+    # The transaction itself.
+    keyset = split.SealedKeyset.from_dict(bundle["keyset"])
+    key = keyset.key(w["key_id"])
+    if keyset.keyset_id != w["wallet"] or key.public_key.hex() != w["public_key"]:
+        raise VerificationError("the key set in the bundle is not the wallet's")
+    view = check_transaction(
+        intent, public_key=key.public_key, unsigned=bytes.fromhex(w["unsigned_tx"]), prevouts=w["prevouts"]
+    )
+
+    # Approvals: signed, recorded, for exactly this content, counted per current member.
+    counted: list[tuple[str, Role]] = []
+    if not isinstance(actions["approvals"], list):
+        raise VerificationError("bundle.actions.approvals must be a list")
+    for env in actions["approvals"]:
+        action = _logged_action(env, logged, type_="withdrawal.approve", deployment=deployment)
+        body = parse_approval(action.body)
+        if body["withdrawal"] != w["id"] or body["intent_hash"] != ih or body["tx_digest"] != td:
+            raise VerificationError(f"approval by {action.actor} is for other content")
+        if body["policy_version"] != policy.version:
+            raise PolicyVersionError(
+                f"approval by {action.actor} names policy version {body['policy_version']}"
+            )
+        if now >= body["expires_at"]:
+            continue
+        counted.append((action.actor, members[action.actor].role))
+    result = quorum(decision.required, counted, requester=w["requester"], eligible=eligible)
+    result.require()
+    approvers = frozenset(m for ms in result.approved_by.values() for m in ms)
+    return VerifiedBundle(
+        withdrawal=w, intent=intent, view=view, decision=decision, approvers=approvers, members=eligible
+    )
+
+
+def offline_sign(
+    bundle: Any, seal_private: bytes | bytearray, *, now: int, genesis_hash_pin: str | None = None
+) -> dict[str, Any]:
+    """Verify the bundle, open both shares resealed to this signer, sign, and return the
+    result document for ``tandem bundle import``. Nothing is signed if any check fails."""
+    verified = verify_bundle(bundle, now=now, genesis_hash_pin=genesis_hash_pin)
+    w = verified.withdrawal
+    card = IdentityCard.from_json(bundle["signer"])
+    op_private = bytes(seal_private)
+    op_key = split.OperationKey(randbytes=lambda n: op_private)
+    if op_key.public_key != card.seal_public:
+        op_key.close()
+        raise VerificationError("this signer key is not the one the bundle's shares were sealed to")
+    shares = check_fields(bundle["shares"], required=("manager", "custodian"), where="bundle.shares")
+    keyset = split.SealedKeyset.from_dict(bundle["keyset"])
+    key = keyset.key(w["key_id"])
+    sealed = {}
+    for side in split.SIDES:
+        doc = check_fields(shares[side], required=("member", "sealed"), where=f"bundle.shares.{side}")
+        if doc["member"] not in keyset.members(side):
+            raise VerificationError(f"the {side} share names someone who holds no {side} share")
+        sealed[side] = unb64(doc["sealed"], what=f"{side} share")
+    with split.open_operation_shares(
+        op_key,
+        keyset_id=keyset.keyset_id,
+        operation_id=offline_operation_id(w["id"]),
+        sealed_manager=sealed["manager"],
+        sealed_custodian=sealed["custodian"],
+        commitments=keyset.commitments,
+        dek_check=keyset.dek_check,
+    ) as dek:
+        private = split.decrypt_private_key(
+            dek, keyset_id=keyset.keyset_id, key_id=key.key_id, public_key=key.public_key, blob=key.ciphertext
+        )
+        try:
+            signed, txid = sign_transaction(
+                w["chain"], bytes.fromhex(w["unsigned_tx"]), w["prevouts"], bytes(private)
+            )
+        finally:
+            split.wipe(private)
+    check_signed_transaction(
+        w["chain"],
+        signed,
+        unsigned=bytes.fromhex(w["unsigned_tx"]),
+        prevouts=w["prevouts"],
+        from_address=verified.intent.from_address,
+    )
+    return {
+        "format": RESULT_FORMAT,
+        "withdrawal": w["id"],
+        "intent_hash": w["intent_hash"],
+        "tx_digest": w["tx_digest"],
+        "signed_tx": signed.hex(),
+        "txid": txid,
+    }

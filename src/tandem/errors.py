@@ -1,0 +1,312 @@
+"""One error hierarchy for the whole of Tandem.
+
+Every refusal carries a stable machine ``code`` (used by the API and recorded in the
+audit log) and a human ``message``. Messages never contain secret material: callers
+pass only public facts (identifiers, counts, field names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class Error(Exception):
+    """Base of every Tandem error. ``status`` is the HTTP status the API answers with."""
+
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 400
+
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+    def diagnostics(self) -> str:
+        """Text for a person: what went wrong and, where known, what to do."""
+        return f"{self.message} [{self.code}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+# --- input -----------------------------------------------------------------------------
+
+
+class InputError(Error):
+    code = "invalid_input"
+    status = 422
+
+
+class MalformedJSONError(InputError):
+    code = "malformed_json"
+
+
+class DuplicateKeyError(InputError):
+    code = "duplicate_key"
+
+
+class FloatNotAllowedError(InputError):
+    code = "float_not_allowed"
+
+
+class UnknownFieldError(InputError):
+    code = "unknown_field"
+
+
+class PayloadTooLargeError(InputError):
+    code = "payload_too_large"
+    status = 413
+
+
+class NestingTooDeepError(InputError):
+    code = "nesting_too_deep"
+
+
+class InvalidAddressError(InputError):
+    code = "invalid_address"
+
+
+class InvalidAmountError(InputError):
+    code = "invalid_amount"
+
+
+class InvalidDefinitionError(InputError):
+    code = "invalid_definition"
+
+
+class InvalidTransactionError(InputError):
+    code = "invalid_transaction"
+
+
+class DisallowedContractCallError(InputError):
+    code = "disallowed_contract_call"
+
+
+class InsufficientFundsError(InputError):
+    code = "insufficient_funds"
+
+
+# --- authentication and authorisation ----------------------------------------------------
+
+
+class AuthError(Error):
+    code = "unauthenticated"
+    status = 401
+
+
+class BadSignatureError(AuthError):
+    """The signature was checked and is wrong (as opposed to: could not be checked)."""
+
+    code = "bad_signature"
+
+
+class UnknownActorError(AuthError):
+    code = "unknown_actor"
+
+
+class StaleActionError(AuthError):
+    code = "stale_action"
+
+
+class ReplayError(AuthError):
+    code = "replayed_action"
+    status = 409
+
+
+class WrongDeploymentError(AuthError):
+    code = "wrong_deployment"
+
+
+class WrongActionTypeError(AuthError):
+    code = "wrong_action_type"
+
+
+class SessionError(AuthError):
+    code = "invalid_session"
+
+
+class ForbiddenError(Error):
+    code = "forbidden"
+    status = 403
+
+
+class RoleNotAllowedError(ForbiddenError):
+    code = "role_not_allowed"
+
+
+class SelfApprovalError(ForbiddenError):
+    code = "self_approval"
+
+
+class DuplicateIdentityError(ForbiddenError):
+    code = "duplicate_identity"
+    status = 409
+
+
+class MemberRemovedError(ForbiddenError):
+    code = "member_removed"
+
+
+# --- second factor -----------------------------------------------------------------------
+
+
+class TotpError(AuthError):
+    code = "totp_invalid"
+
+
+class TotpReplayError(TotpError):
+    code = "totp_replayed"
+
+
+class TotpLockedError(TotpError):
+    code = "totp_locked"
+    status = 429
+
+
+class TotpThrottledError(TotpError):
+    code = "totp_throttled"
+    status = 429
+
+
+# --- policy and state --------------------------------------------------------------------
+
+
+class PolicyError(Error):
+    code = "policy_refused"
+    status = 403
+
+
+class QuorumNotMetError(PolicyError):
+    code = "quorum_not_met"
+    status = 409
+
+
+class NoMatchingRuleError(PolicyError):
+    code = "no_matching_rule"
+
+
+class DestinationNotAllowedError(PolicyError):
+    code = "destination_not_allowed"
+
+
+class LimitExceededError(PolicyError):
+    code = "limit_exceeded"
+
+
+class VelocityExceededError(PolicyError):
+    code = "velocity_exceeded"
+
+
+class TimeLockedError(PolicyError):
+    code = "time_locked"
+    status = 409
+
+
+class PolicyVersionError(PolicyError):
+    code = "policy_version_mismatch"
+    status = 409
+
+
+class ExpiredError(Error):
+    code = "expired"
+    status = 410
+
+
+class NotFoundError(Error):
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(Error):
+    code = "conflict"
+    status = 409
+
+
+class InvalidStateError(ConflictError):
+    code = "invalid_state"
+
+
+class AlreadyReleasedError(ConflictError):
+    code = "already_released"
+
+
+class IdempotencyConflictError(ConflictError):
+    code = "idempotency_conflict"
+
+
+class TamperedError(Error):
+    code = "tampered"
+    status = 409
+
+
+class ReshareRequiredError(ConflictError):
+    code = "reshare_required"
+
+
+class CommitmentMismatchError(InputError):
+    code = "commitment_mismatch"
+
+
+# --- cryptography and verification -------------------------------------------------------
+
+
+class CryptoError(Error):
+    code = "crypto_error"
+    status = 400
+
+
+class DecryptionError(CryptoError):
+    code = "decryption_failed"
+
+
+class KeystoreError(CryptoError):
+    code = "keystore_error"
+
+
+class VerificationError(Error):
+    """Something offline-verifiable did not verify: it is wrong, not unverifiable."""
+
+    code = "verification_failed"
+    status = 422
+
+
+class AuditVerificationError(VerificationError):
+    code = "audit_verification_failed"
+
+    def __init__(
+        self, message: str, *, index: int | None = None, details: Mapping[str, Any] | None = None
+    ) -> None:
+        merged = dict(details or {})
+        if index is not None:
+            merged["first_bad_entry"] = index
+        super().__init__(message, details=merged)
+        self.index = index
+
+
+class CannotVerifyError(Error):
+    """Verification could not be carried out (missing data, unsupported format)."""
+
+    code = "cannot_verify"
+    status = 422
+
+
+# --- service state -----------------------------------------------------------------------
+
+
+class SealedError(Error):
+    code = "sealed"
+    status = 503
+
+
+class AuditWriteError(Error):
+    code = "audit_write_failed"
+    status = 500
+
+
+class ConfigurationError(Error):
+    code = "configuration_error"
+    status = 500
