@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables, the unit of work, Alembic migrations."""
