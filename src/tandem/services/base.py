@@ -1,0 +1,298 @@
+"""The use-case framework: every state change runs through :meth:`ServiceBase.run`.
+
+``run`` opens one write transaction, authenticates the signed action, lets the use
+case change state and append its audit entries, and commits. If anything raises a
+Tandem :class:`Error`, the transaction rolls back and a *separate* transaction records
+the refusal (and, for a wrong TOTP code, the failure count), then the error propagates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlmodel import Session, select
+
+from tandem.core import totp as totp_core
+from tandem.core.actions import SignedAction, check_context, parse_envelope
+from tandem.core.canonical import canonical, loads_strict
+from tandem.core.roles import Role
+from tandem.core.service_key import ServiceKey
+from tandem.errors import (
+    ConflictError,
+    Error,
+    InputError,
+    MemberRemovedError,
+    NotFoundError,
+    ReplayError,
+    RoleNotAllowedError,
+    SealedError,
+    SessionError,
+    TotpError,
+    UnknownActorError,
+)
+from tandem.store import audit_log
+from tandem.store.db import Database
+from tandem.store.models import Deployment, Member, UsedNonce
+from tandem.store.models import Session as SessionRow
+
+T = TypeVar("T")
+SESSION_SECONDS = 15 * 60
+FAULT_ENV = "TANDEM_FAULT_POINT"
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook: the process kills itself here when TANDEM_FAULT_POINT names it."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class Call:
+    """What one use case knows about the request it is serving."""
+
+    session: Session
+    now: int
+    deployment: Deployment
+    action: SignedAction | None = None
+    actor: Member | None = None
+    envelope: dict[str, Any] | None = None
+
+
+class ServiceBase:
+    def __init__(self, db: Database, key: ServiceKey, *, clock: Callable[[], int]) -> None:
+        self.db = db
+        self.key = key
+        self.clock = clock
+        self.sealed_reason: str | None = None
+
+    # --- transactions ------------------------------------------------------------------
+
+    def run(
+        self,
+        kind: str,
+        envelope_doc: Any,
+        use_case: Callable[[Call], T],
+        *,
+        types: str | Iterable[str],
+        roles: Iterable[Role] | None = None,
+        totp: str | None = None,
+        require_totp: bool = False,
+        signing: bool = False,
+    ) -> T:
+        """Authenticate ``envelope_doc`` and run ``use_case`` in one write transaction."""
+        if signing:
+            self.require_unsealed()
+        now = self.clock()
+        envelope = envelope_doc if isinstance(envelope_doc, dict) else None
+        actor_id: str | None = None
+        try:
+            with self.db.write() as session:
+                deployment = self.deployment(session)
+                action = parse_envelope(envelope_doc)
+                # Only a verified signature names who acted: a refusal is never
+                # attributed to a member whose key did not sign it.
+                member = self.authenticate(session, action, roles=None)
+                actor_id = member.id
+                check_context(
+                    action,
+                    expected_type=types if isinstance(types, str) else frozenset(types),
+                    deployment=deployment.id,
+                    now=now,
+                )
+                self.check_role(member, roles)
+                self.claim_nonce(session, action, now)
+                if require_totp or totp is not None:
+                    self.check_totp(session, member, totp, now)
+                call = Call(session, now, deployment, action, member, action.to_json())
+                return use_case(call)
+        except (IntegrityError, DataError) as db_exc:
+            exc = database_refusal(db_exc)
+            self.record_refusal(kind, exc, envelope=envelope, actor=actor_id, now=now)
+            raise exc from None
+        except Error as exc:
+            self.record_refusal(kind, exc, envelope=envelope, actor=actor_id, now=now)
+            raise
+
+    def run_plain(self, kind: str, use_case: Callable[[Call], T], *, actor: str | None = None) -> T:
+        """A write with no signed action (genesis carries its own signatures)."""
+        now = self.clock()
+        try:
+            with self.db.write() as session:
+                # Genesis runs before any deployment exists; it looks itself up.
+                call = Call(session, now, cast(Deployment, self.maybe_deployment(session)))
+                return use_case(call)
+        except (IntegrityError, DataError) as db_exc:
+            exc = database_refusal(db_exc)
+            self.record_refusal(kind, exc, envelope=None, actor=actor, now=now)
+            raise exc from None
+        except Error as exc:
+            self.record_refusal(kind, exc, envelope=None, actor=actor, now=now)
+            raise
+
+    def record_refusal(
+        self,
+        kind: str,
+        exc: Error,
+        *,
+        envelope: dict[str, Any] | None,
+        actor: str | None,
+        now: int,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        if self.sealed_reason is not None or getattr(exc, "audited", False):
+            return
+        exc.audited = True  # type: ignore[attr-defined]
+        try:
+            with self.db.write() as session:
+                deployment = self.maybe_deployment(session)
+                if deployment is None:
+                    return
+                member = session.get(Member, actor) if actor else None
+                if isinstance(exc, TotpError) and member is not None:
+                    self._store_totp_state(
+                        member,
+                        totp_core.record_failure(self._totp_state(member), now=now, error=exc),
+                    )
+                    session.add(member)
+                audit_log.append(
+                    session,
+                    self.key,
+                    deployment=deployment.id,
+                    kind=f"{kind}.refused",
+                    actor=member.id if member else None,
+                    outcome="refused",
+                    code=exc.code,
+                    envelope=_storable(envelope),
+                    data={"reason": exc.message, **(data or {})},
+                    time=now,
+                )
+        except Error:
+            # Never mask the original refusal; the caller still gets it.
+            return
+
+    def audit(
+        self, call: Call, kind: str, data: dict[str, Any], *, with_envelope: bool = True
+    ) -> dict[str, Any]:
+        return audit_log.append(
+            call.session,
+            self.key,
+            deployment=call.deployment.id,
+            kind=kind,
+            actor=call.actor.id if call.actor else None,
+            outcome="ok",
+            code=None,
+            envelope=call.envelope if with_envelope else None,
+            data=data,
+            time=call.now,
+        )
+
+    # --- authentication ----------------------------------------------------------------
+
+    def deployment(self, session: Session) -> Deployment:
+        dep = self.maybe_deployment(session)
+        if dep is None:
+            raise NotFoundError("no deployment yet: run genesis first")
+        return dep
+
+    @staticmethod
+    def maybe_deployment(session: Session) -> Deployment | None:
+        return session.exec(select(Deployment)).first()
+
+    def authenticate(self, session: Session, action: SignedAction, *, roles: Iterable[Role] | None) -> Member:
+        member = session.get(Member, action.actor)
+        if member is None:
+            raise UnknownActorError("the action's signer is not a member of this deployment")
+        action.verify(bytes.fromhex(member.sign_public))
+        if member.status != "active":
+            raise MemberRemovedError(f"member {member.name!r} has been removed")
+        self.check_role(member, roles)
+        return member
+
+    @staticmethod
+    def check_role(member: Member, roles: Iterable[Role] | None) -> None:
+        if roles is not None:
+            allowed = set(roles)
+            if Role(member.role) not in allowed:
+                names = ", ".join(sorted(r.value for r in allowed))
+                raise RoleNotAllowedError(f"a {member.role} may not do this (allowed: {names})")
+
+    def claim_nonce(self, session: Session, action: SignedAction, now: int) -> None:
+        if session.get(UsedNonce, action.nonce) is not None:
+            raise ReplayError("this signed action was already used (nonce seen before)")
+        session.add(UsedNonce(nonce=action.nonce, actor=action.actor, used_at=now))
+        session.flush()
+
+    def check_totp(self, session: Session, member: Member, code: str | None, now: int) -> None:
+        if member.totp_sealed is None:
+            raise TotpError(f"{member.name!r} has not enrolled a second factor yet (tandem totp enrol)")
+        if code is None:
+            raise TotpError("a TOTP code is required for this action")
+        secret = self.key.unseal(bytes.fromhex(member.totp_sealed)).decode("ascii")
+        _step, state = totp_core.check_totp(secret, code, now=now, state=self._totp_state(member))
+        self._store_totp_state(member, state)
+        session.add(member)
+
+    @staticmethod
+    def _totp_state(member: Member) -> totp_core.TotpState:
+        return totp_core.TotpState(
+            last_step=member.totp_last_step,
+            failures=member.totp_failures,
+            last_failure_at=member.totp_last_failure_at,
+            locked_until=member.totp_locked_until,
+        )
+
+    @staticmethod
+    def _store_totp_state(member: Member, state: totp_core.TotpState) -> None:
+        member.totp_last_step = state.last_step
+        member.totp_failures = state.failures
+        member.totp_last_failure_at = state.last_failure_at
+        member.totp_locked_until = state.locked_until
+
+    def session_member(self, token: str | None) -> Member:
+        """The member behind a read session token (``Authorization: Bearer``)."""
+        if not token:
+            raise SessionError("reads need a session: open one with a signed session.open action")
+        token_hash = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        now = self.clock()
+        with self.db.read() as session:
+            row = session.get(SessionRow, token_hash)
+            if row is None or row.expires_at <= now:
+                raise SessionError("session unknown or expired; open a new one")
+            member = session.get(Member, row.member)
+            if member is None or member.status != "active":
+                raise SessionError("the session's member is no longer active")
+            return member
+
+    def require_unsealed(self) -> None:
+        if self.sealed_reason is not None:
+            raise SealedError(f"signing is sealed: {self.sealed_reason}")
+
+
+def database_refusal(exc: Exception) -> Error:
+    """A constraint the database enforces is a refusal like any other, never a 500."""
+    if isinstance(exc, IntegrityError):
+        return ConflictError("the change conflicts with existing data (a uniqueness rule)")
+    return InputError("a value is outside what the database can store")
+
+
+def _storable(envelope: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An envelope as received, if it is storable JSON; never raises."""
+    if envelope is None:
+        return None
+    try:
+        return loads_strict(canonical(envelope))  # type: ignore[no-any-return]
+    except Error:
+        return {"unstorable": True}
+
+
+def require_str_field(body: Any, key: str) -> str:
+    value = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(value, str):
+        raise InputError(f"body.{key} must be a string")
+    return value

@@ -1,0 +1,255 @@
+"""Using a key set: one-time operation keys and the shares members re-seal to them.
+
+The signer holds each operation's X25519 private key in this process's memory only;
+the database holds only the re-sealed shares (ciphertexts). So the server with its
+database cannot open a key set at rest, and an operation key dies with its first use
+or with the process (see docs/adr/0003). The operation's public key is signed by the
+service key, so a member's client can check it re-seals to Tandem's signer and to
+the operation it means, not to a key someone else substituted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlmodel import select
+
+from tandem.core import split
+from tandem.core.canonical import canonical, check_fields, domain_bytes
+from tandem.core.identity import b64, unb64, verify_ed25519
+from tandem.errors import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    ReshareRequiredError,
+    SealedError,
+)
+from tandem.services.base import Call, ServiceBase
+from tandem.store.models import KeySet, OperationShare
+
+OPERATION_SECONDS = 24 * 3600
+_lock = threading.Lock()
+
+
+class OperationKeys:
+    """Process-local registry of live operation keys (never persisted, never logged)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, split.OperationKey] = {}
+
+    def create(self, operation_id: str) -> split.OperationKey:
+        with _lock:
+            if operation_id in self._keys:
+                raise ConflictError("operation already exists")
+            key = split.OperationKey()
+            self._keys[operation_id] = key
+            return key
+
+    def get(self, operation_id: str) -> split.OperationKey:
+        with _lock:
+            key = self._keys.get(operation_id)
+        if key is None or key.closed:
+            raise SealedError(
+                "the signer no longer holds this operation's key (used, or the server restarted); "
+                "both sides must contribute their shares to a new operation"
+            )
+        return key
+
+    def discard(self, operation_id: str) -> None:
+        with _lock:
+            key = self._keys.pop(operation_id, None)
+        if key is not None:
+            key.close()
+
+
+def operation_statement(
+    *, operation: str, keyset: str, purpose: str, public_key: str, expires_at: int
+) -> dict[str, Any]:
+    return {
+        "operation": operation,
+        "keyset": keyset,
+        "purpose": purpose,
+        "public_key": public_key,
+        "expires_at": expires_at,
+    }
+
+
+def verify_operation(doc: Any, service_sign_public: bytes) -> dict[str, Any]:
+    """Client side: check an operation key was issued by this deployment's signer."""
+    check_fields(doc, required=("statement", "signature"), where="operation")
+    statement = check_fields(
+        doc["statement"],
+        required=("operation", "keyset", "purpose", "public_key", "expires_at"),
+        where="operation.statement",
+    )
+    verify_ed25519(
+        service_sign_public,
+        domain_bytes("operation-key", statement),
+        unb64(doc["signature"], what="operation signature"),
+        what="operation key",
+    )
+    result: dict[str, Any] = statement
+    return result
+
+
+class KeyUseService(ServiceBase):
+    operations: OperationKeys
+
+    def _ops(self) -> OperationKeys:
+        if not hasattr(self, "operations"):
+            self.operations = OperationKeys()
+        return self.operations
+
+    def new_operation(
+        self, call: Call, *, keyset_id: str, purpose: str, held: bool = True
+    ) -> dict[str, Any]:
+        """Inside a use case: make a one-time operation key for ``keyset_id``. ``held=False``
+        is for a key set this database does not hold yet (an import)."""
+        if held and call.session.get(KeySet, keyset_id) is None:
+            raise NotFoundError(f"no key set {keyset_id}")
+        operation = "op_" + secrets.token_hex(10)
+        key = self._ops().create(operation)
+        statement = operation_statement(
+            operation=operation,
+            keyset=keyset_id,
+            purpose=purpose,
+            public_key=key.public_hex,
+            expires_at=call.now + OPERATION_SECONDS,
+        )
+        return {
+            "statement": statement,
+            "signature": b64(self.key.sign(domain_bytes("operation-key", statement))),
+        }
+
+    def store_share(self, call: Call, *, operation: str, keyset_id: str, side: str, sealed_b64: Any) -> None:
+        """Record a member's re-sealed share for an operation (ciphertext only)."""
+        if not isinstance(sealed_b64, str):
+            raise InputError("sealed_share must be base64")
+        sealed = unb64(sealed_b64, what="sealed_share")
+        assert call.actor is not None
+        existing = call.session.exec(
+            select(OperationShare).where(OperationShare.operation == operation, OperationShare.side == side)
+        ).first()
+        if existing is not None:
+            existing.sealed = b64(sealed)
+            existing.member = call.actor.id
+            call.session.add(existing)
+        else:
+            call.session.add(
+                OperationShare(
+                    operation=operation,
+                    keyset=keyset_id,
+                    side=side,
+                    member=call.actor.id,
+                    sealed=b64(sealed),
+                    created_at=call.now,
+                )
+            )
+
+    @contextlib.contextmanager
+    def private_keys(
+        self, call: Call, *, keyset_id: str, operation: str, key_ids: Sequence[str]
+    ) -> Iterator[dict[str, bytearray]]:
+        """Combine both re-sealed shares, decrypt ``key_ids``, yield, then wipe and forget
+        the operation key. Refuses unless the key set is active."""
+        self.require_unsealed()
+        keyset = call.session.get(KeySet, keyset_id)
+        if keyset is None:
+            raise NotFoundError(f"no key set {keyset_id}")
+        if keyset.status != "active":
+            raise ReshareRequiredError(
+                f"key set {keyset_id} is {keyset.status}: a reshare ceremony must rotate its data key first"
+            )
+        # Missing shares are refused before the operation key is touched, so the
+        # operation survives until both sides have contributed.
+        self._operation_shares(call, operation)
+        sealed = split.SealedKeyset.from_json(keyset.sealed)
+        keys: dict[str, bytearray] = {}
+        try:
+            with self.open_dek(call, sealed=sealed, operation=operation) as dek:
+                for key_id in key_ids:
+                    k = sealed.key(key_id)
+                    keys[key_id] = split.decrypt_private_key(
+                        dek,
+                        keyset_id=keyset_id,
+                        key_id=key_id,
+                        public_key=k.public_key,
+                        blob=k.ciphertext,
+                    )
+            yield keys
+        finally:
+            for buf in keys.values():
+                split.wipe(buf)
+            self._ops().discard(operation)
+
+    @staticmethod
+    def _operation_shares(call: Call, operation: str) -> dict[str, OperationShare]:
+        rows = {
+            r.side: r
+            for r in call.session.exec(
+                select(OperationShare).where(OperationShare.operation == operation)
+            ).all()
+        }
+        missing = [s for s in split.SIDES if s not in rows]
+        if missing:
+            raise InputError(f"operation {operation} lacks the {' and '.join(missing)} share")
+        return rows
+
+    @contextlib.contextmanager
+    def open_dek(self, call: Call, *, sealed: split.SealedKeyset, operation: str) -> Iterator[bytearray]:
+        """Both re-sealed shares of ``operation`` opened into the key set's DEK, whatever
+        its status (a reshare uses this to repair ``reshare_required``). The DEK is wiped
+        on exit and the operation key forgotten once a DEK has been rebuilt; after a
+        refused share the key stays, so that side can contribute again."""
+        rows = self._operation_shares(call, operation)
+        op_key = self._ops().get(operation)
+        with split.open_operation_shares(
+            op_key,
+            keyset_id=sealed.keyset_id,
+            operation_id=operation,
+            sealed_manager=unb64(rows["manager"].sealed, what="share"),
+            sealed_custodian=unb64(rows["custodian"].sealed, what="share"),
+            commitments=sealed.commitments,
+            dek_check=sealed.dek_check,
+        ) as dek:
+            try:
+                yield dek
+            finally:
+                self._ops().discard(operation)
+
+
+def reseal_for_operation(
+    member: Any,
+    sealed_keyset_json: str | dict[str, Any],
+    operation_doc: Any,
+    service_sign_public: bytes,
+) -> tuple[str, str]:
+    """Client side: check the operation key, then re-seal this member's share to it.
+    Returns ``(side, base64 re-sealed share)``."""
+    statement = verify_operation(operation_doc, service_sign_public)
+    sealed = (
+        split.SealedKeyset.from_json(sealed_keyset_json)
+        if isinstance(sealed_keyset_json, str)
+        else split.SealedKeyset.from_dict(sealed_keyset_json)
+    )
+    if sealed.keyset_id != statement["keyset"]:
+        raise InputError("operation is for another key set")
+    side, box = sealed.sealed_share_for(member.member_id)
+    resealed = split.reseal_share(
+        box,
+        bytes(member.seal_private_key),
+        bytes.fromhex(statement["public_key"]),
+        keyset_id=sealed.keyset_id,
+        side=side,
+        operation_id=statement["operation"],
+        expected_commitment=sealed.commitments.get(side),
+    )
+    return side, b64(resealed)
+
+
+def canonical_text(doc: Any) -> str:
+    return canonical(doc).decode()

@@ -1,0 +1,494 @@
+"""Genesis, sessions, second-factor enrolment and dual-controlled membership changes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from typing import Any
+
+from sqlmodel import col, select
+
+from tandem.core.canonical import canonical, check_fields, digest_hex, loads_strict
+from tandem.core.identity import IdentityCard, unb64
+from tandem.core.membership import check_distinct, check_genesis, genesis_hash
+from tandem.core.policy import quorum
+from tandem.core.roles import Role
+from tandem.errors import (
+    ConflictError,
+    DuplicateIdentityError,
+    ExpiredError,
+    InputError,
+    InvalidStateError,
+    NotFoundError,
+    SelfApprovalError,
+    TotpError,
+)
+from tandem.services.base import SESSION_SECONDS, Call, ServiceBase
+from tandem.store.models import Approval, Deployment, Member, Proposal
+from tandem.store.models import Session as SessionRow
+
+PROPOSAL_SECONDS = 24 * 3600
+SIDES = (Role.MANAGER, Role.CUSTODIAN)
+
+
+TOTP_SEED_RE = re.compile(r"^[A-Z2-7]{16,128}$")
+
+
+def check_totp_seed(secret: str) -> None:
+    """A base32 seed of at least 80 bits, as RFC 4226 recommends."""
+    if not TOTP_SEED_RE.fullmatch(secret):
+        raise InputError("TOTP seed must be 16-128 base32 characters (A-Z, 2-7)")
+    try:
+        base64.b32decode(secret + "=" * (-len(secret) % 8))
+    except ValueError:
+        raise InputError("TOTP seed is not valid base32") from None
+
+
+def other_side(role: Role) -> Role:
+    return Role.CUSTODIAN if role is Role.MANAGER else Role.MANAGER
+
+
+def member_public(m: Member) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "name": m.name,
+        "role": m.role,
+        "status": m.status,
+        "sign_public": m.sign_public,
+        "seal_public": m.seal_public,
+        "totp_enrolled": m.totp_sealed is not None,
+        "added_at": m.added_at,
+        "removed_at": m.removed_at,
+    }
+
+
+def proposal_public(p: Proposal, approvals: list[Approval]) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "kind": p.kind,
+        "body": loads_strict(p.body),
+        "proposer": p.proposer,
+        "status": p.status,
+        "created_at": p.created_at,
+        "expires_at": p.expires_at,
+        "approved_at": p.approved_at,
+        "effective_at": p.effective_at,
+        "digest": proposal_digest(p),
+        "approvals": [{"member": a.member, "role": a.role, "at": a.created_at} for a in approvals],
+    }
+
+
+def proposal_digest(p: Proposal) -> str:
+    """What an approver signs: the proposal's identity and exact content."""
+    return digest_hex(
+        "proposal",
+        {"id": p.id, "kind": p.kind, "body": loads_strict(p.body), "proposer": p.proposer},
+    )
+
+
+class MembershipService(ServiceBase):
+    # --- genesis -------------------------------------------------------------------------
+
+    def genesis(self, doc: Any, signatures: Any) -> dict[str, Any]:
+        def use_case(call: Call) -> dict[str, Any]:
+            if self.maybe_deployment(call.session) is not None:
+                raise ConflictError("this server already has a deployment; genesis happens once")
+            cards = check_genesis(
+                doc,
+                signatures,
+                service_sign_public=self.key.sign_public,
+                service_seal_public=self.key.seal_public,
+            )
+            if abs(doc["created_at"] - call.now) > 3600:
+                raise InputError("genesis.created_at is more than an hour from the server's clock")
+            root = genesis_hash(doc)
+            dep = Deployment(
+                id=doc["deployment"],
+                entity=doc["entity"],
+                genesis_hash=root,
+                genesis_doc=canonical(doc).decode(),
+                created_at=call.now,
+            )
+            call.session.add(dep)
+            for card in cards:
+                call.session.add(_member_row(card, dep.id, call.now))
+            call.session.flush()
+            call.deployment = dep
+            from tandem.services.policies import install_default_policy, install_genesis_terms
+
+            install_default_policy(call)
+            self.audit(
+                call,
+                "deployment.genesis",
+                {"genesis": doc, "signatures": signatures, "genesis_hash": root},
+            )
+            # Terms every initial member signed: in force from the first minute.
+            install_genesis_terms(self, call, doc)
+            return {
+                "deployment": dep.id,
+                "genesis_hash": root,
+                "members": [c.member_id for c in cards],
+            }
+
+        return self.run_plain("deployment.genesis", use_case)
+
+    # --- sessions and TOTP -----------------------------------------------------------------
+
+    def open_session(self, envelope: Any) -> dict[str, Any]:
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.actor is not None
+            check_fields(call.action.body if call.action else None, required=(), where="body")
+            token = secrets.token_urlsafe(32)
+            call.session.add(
+                SessionRow(
+                    token_hash=hashlib.sha256(token.encode()).hexdigest(),
+                    member=call.actor.id,
+                    created_at=call.now,
+                    expires_at=call.now + SESSION_SECONDS,
+                )
+            )
+            self.audit(call, "session.opened", {"expires_at": call.now + SESSION_SECONDS})
+            return {
+                "token": token,
+                "member": call.actor.id,
+                "role": call.actor.role,
+                "expires_at": call.now + SESSION_SECONDS,
+            }
+
+        return self.run("session.open", envelope, use_case, types="session.open")
+
+    def enrol_totp(self, envelope: Any, *, confirm_code: str, totp: str | None) -> dict[str, Any]:
+        """A member registers its TOTP seed, sealed on its own machine to the service key.
+
+        The first enrolment needs only the member's signature; replacing a seed also needs
+        a valid code of the current one, so a stolen signing key alone cannot swap it.
+        """
+        from tandem.core import totp as totp_core
+
+        def use_case(call: Call) -> dict[str, Any]:
+            member = call.actor
+            assert member is not None
+            body = check_fields(
+                call.action.body if call.action else None, required=("sealed_secret",), where="body"
+            )
+            if member.totp_sealed is not None:
+                self.check_totp(call.session, member, totp, call.now)
+            sealed = (
+                unb64(body["sealed_secret"], what="sealed_secret")
+                if isinstance(body["sealed_secret"], str)
+                else b""
+            )
+            secret = self.key.unseal(sealed).decode("ascii", "replace")
+            check_totp_seed(secret)
+            try:
+                step, _ = totp_core.check_totp(
+                    secret, confirm_code, now=call.now, state=totp_core.TotpState()
+                )
+            except TotpError:
+                raise TotpError(
+                    "confirmation code does not match the new seed; check the authenticator"
+                ) from None
+            member.totp_sealed = sealed.hex()
+            member.totp_last_step = step
+            member.totp_failures = 0
+            member.totp_locked_until = None
+            call.session.add(member)
+            self.audit(call, "member.totp_enrolled", {"member": member.id})
+            return {"member": member.id, "totp_enrolled": True}
+
+        return self.run(
+            "member.totp_enrol",
+            envelope,
+            use_case,
+            types="member.totp_enrol",
+            roles=(Role.MANAGER, Role.CUSTODIAN, Role.AUDITOR),
+        )
+
+    def unlock_totp(self, member_id: str) -> None:
+        """Operator action (server-side CLI): clear a lock-out after checking the person."""
+
+        def use_case(call: Call) -> None:
+            member = call.session.get(Member, member_id)
+            if member is None:
+                raise NotFoundError("no such member")
+            member.totp_failures = 0
+            member.totp_locked_until = None
+            member.totp_last_failure_at = None
+            call.session.add(member)
+            self.audit(call, "member.totp_unlocked", {"member": member_id, "by": "operator"})
+
+        self.run_plain("member.totp_unlock", use_case)
+
+    # --- membership proposals -------------------------------------------------------------
+
+    def propose_member_change(self, envelope: Any) -> dict[str, Any]:
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            assert call.actor is not None
+            body = check_fields(
+                call.action.body, required=("change",), optional=("card", "member"), where="body"
+            )
+            change = body["change"]
+            session = call.session
+            if change == "add":
+                card = IdentityCard.from_json(body.get("card"))
+                self._check_new_card(call, card)
+                content: dict[str, Any] = {"change": "add", "card": card.to_json()}
+            elif change in ("remove", "rekey"):
+                target = session.get(Member, body.get("member"))
+                if target is None or target.status != "active":
+                    raise NotFoundError("no active member with that id")
+                content = {"change": change, "member": target.id}
+                if change == "rekey":
+                    card = IdentityCard.from_json(body.get("card"))
+                    if card.name != target.name or card.role.value != target.role:
+                        raise InputError("a rekey keeps the member's name and role; only keys change")
+                    self._check_new_card(call, card, rekey_of=target.id)
+                    content["card"] = card.to_json()
+            else:
+                raise InputError("body.change must be add, remove or rekey")
+            proposal = Proposal(
+                id="prop_" + secrets.token_hex(8),
+                deployment=call.deployment.id,
+                kind=f"member.{change}",
+                body=canonical(content).decode(),
+                proposer=call.actor.id,
+                status="pending",
+                created_at=call.now,
+                expires_at=call.now + PROPOSAL_SECONDS,
+                envelope=canonical(call.envelope).decode(),
+            )
+            session.add(proposal)
+            session.flush()
+            self.audit(
+                call,
+                "member.proposed",
+                {
+                    "proposal": proposal.id,
+                    "kind": proposal.kind,
+                    "digest": proposal_digest(proposal),
+                },
+            )
+            return proposal_public(proposal, [])
+
+        return self.run("member.propose", envelope, use_case, types="member.propose", roles=SIDES)
+
+    def _check_new_card(self, call: Call, card: IdentityCard, *, rekey_of: str | None = None) -> None:
+        existing = call.session.exec(select(Member)).all()
+        for m in existing:
+            if m.id == rekey_of:
+                continue
+            if card.sign_public.hex() in (m.sign_public,) or card.seal_public.hex() in (m.seal_public,):
+                raise DuplicateIdentityError(
+                    "that key is already registered to another member; one key, one member"
+                )
+            # Names stay reserved after removal: the log keeps naming the person.
+            if rekey_of is None and m.name.casefold() == card.name.casefold():
+                raise DuplicateIdentityError(f"{card.name!r} already holds a role; one person, one role")
+        check_distinct([card])
+
+    def decide_proposal(self, envelope: Any, *, totp: str | None, approve: bool) -> dict[str, Any]:
+        action_type = "proposal.approve" if approve else "proposal.reject"
+
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            assert call.actor is not None
+            body = check_fields(
+                call.action.body,
+                required=("proposal", "digest"),
+                optional=("reason",),
+                where="body",
+            )
+            proposal = call.session.get(Proposal, body["proposal"])
+            if proposal is None:
+                raise NotFoundError("no such proposal")
+            if proposal.status != "pending":
+                raise InvalidStateError(f"proposal is {proposal.status}, not pending")
+            if call.now >= proposal.expires_at:
+                raise ExpiredError("proposal has expired; propose it again")
+            if body["digest"] != proposal_digest(proposal):
+                raise ConflictError("the approval is for different proposal content (digest mismatch)")
+            proposer = call.session.get(Member, proposal.proposer)
+            assert proposer is not None
+            if call.actor.id == proposer.id:
+                raise SelfApprovalError("a proposer cannot approve or reject its own proposal")
+            needed = self._approver_role(proposal, proposer)
+            if Role(call.actor.role) is not needed:
+                raise (
+                    SelfApprovalError(f"this proposal needs the other side: a {needed.value} must decide it")
+                    if Role(call.actor.role) is Role(proposer.role)
+                    else SelfApprovalError(
+                        f"a {call.actor.role} may not decide this proposal; a {needed.value} must"
+                    )
+                )
+            if not approve:
+                proposal.status = "rejected"
+                call.session.add(proposal)
+                self.audit(
+                    call,
+                    "proposal.rejected",
+                    {"proposal": proposal.id, "reason": body.get("reason", "")},
+                )
+                return proposal_public(proposal, [])
+            already = call.session.exec(
+                select(Approval).where(Approval.subject == proposal.id, Approval.member == call.actor.id)
+            ).first()
+            if already is not None:
+                raise ConflictError("this member has already approved; approvals count per member")
+            call.session.add(
+                Approval(
+                    subject=proposal.id,
+                    member=call.actor.id,
+                    role=call.actor.role,
+                    envelope=canonical(call.envelope).decode(),
+                    created_at=call.now,
+                )
+            )
+            call.session.flush()
+            approvals = list(call.session.exec(select(Approval).where(Approval.subject == proposal.id)).all())
+            eligible = {
+                m.id: Role(m.role)
+                for m in call.session.exec(select(Member).where(Member.status == "active")).all()
+            }
+            result = quorum(
+                {needed: 1},
+                [(a.member, Role(a.role)) for a in approvals],
+                requester=proposer.id,
+                eligible=eligible,
+            )
+            self.audit(
+                call,
+                "proposal.approved",
+                {"proposal": proposal.id, "digest": body["digest"], "quorum_met": result.met},
+            )
+            if result.met:
+                self._apply(call, proposal)
+            return proposal_public(proposal, approvals)
+
+        return self.run(
+            action_type,
+            envelope,
+            use_case,
+            types=action_type,
+            roles=SIDES,
+            require_totp=approve,
+            totp=totp,
+        )
+
+    def _approver_role(self, proposal: Proposal, proposer: Member) -> Role:
+        if proposal.kind.startswith("member."):
+            return other_side(Role(proposer.role))
+        return Role.CUSTODIAN
+
+    def _apply(self, call: Call, proposal: Proposal) -> None:
+        proposal.approved_at = call.now
+        body = loads_strict(proposal.body)
+        if proposal.kind.startswith("member."):
+            self._apply_member(call, proposal, body)
+        else:
+            from tandem.services.policies import apply_policy_proposal
+
+            apply_policy_proposal(self, call, proposal, body)
+        call.session.add(proposal)
+
+    def _apply_member(self, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
+        from tandem.services.keysets import mark_reshare_required
+
+        session = call.session
+        proposal.status = "applied"
+        proposal.effective_at = call.now
+        if body["change"] == "add":
+            card = IdentityCard.from_json(body["card"])
+            self._check_new_card(call, card)
+            session.add(_member_row(card, call.deployment.id, call.now))
+            session.flush()
+            self.audit(
+                call,
+                "member.added",
+                {"proposal": proposal.id, "member": card.member_id, "card": body["card"]},
+                with_envelope=False,
+            )
+        elif body["change"] == "remove":
+            target = session.get(Member, body["member"])
+            assert target is not None
+            target.status = "removed"
+            target.removed_at = call.now
+            session.add(target)
+            # Sessions of a removed member end now.
+            for row in session.exec(select(SessionRow).where(col(SessionRow.member) == target.id)).all():
+                session.delete(row)
+            self.audit(
+                call,
+                "member.removed",
+                {"proposal": proposal.id, "member": target.id},
+                with_envelope=False,
+            )
+            mark_reshare_required(self, call, target.id, reason="member removed")
+        else:
+            target = session.get(Member, body["member"])
+            assert target is not None
+            card = IdentityCard.from_json(body["card"])
+            target.sign_public = card.sign_public.hex()
+            target.seal_public = card.seal_public.hex()
+            target.card = canonical(card.to_json()).decode()
+            session.add(target)
+            self.audit(
+                call,
+                "member.rekeyed",
+                {"proposal": proposal.id, "member": target.id, "card": body["card"]},
+                with_envelope=False,
+            )
+            mark_reshare_required(self, call, target.id, reason="member rekeyed")
+
+    # --- reads --------------------------------------------------------------------------
+
+    def list_members(self) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            return [
+                member_public(m) for m in session.exec(select(Member).order_by(col(Member.added_at))).all()
+            ]
+
+    def list_proposals(self, *, status: str | None = None) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            query = select(Proposal).order_by(col(Proposal.created_at))
+            if status:
+                query = query.where(Proposal.status == status)
+            out = []
+            for p in session.exec(query).all():
+                approvals = list(session.exec(select(Approval).where(Approval.subject == p.id)).all())
+                out.append(proposal_public(p, approvals))
+            return out
+
+    def get_proposal(self, proposal_id: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            p = session.get(Proposal, proposal_id)
+            if p is None:
+                raise NotFoundError("no such proposal")
+            approvals = list(session.exec(select(Approval).where(Approval.subject == p.id)).all())
+            return proposal_public(p, approvals)
+
+    def deployment_info(self) -> dict[str, Any]:
+        with self.db.read() as session:
+            dep = self.maybe_deployment(session)
+            info: dict[str, Any] = {
+                "service": self.key.public_json(),
+                "sealed": self.sealed_reason is not None,
+            }
+            if dep is not None:
+                info.update({"deployment": dep.id, "entity": dep.entity, "genesis_hash": dep.genesis_hash})
+            return info
+
+
+def _member_row(card: IdentityCard, deployment: str, now: int) -> Member:
+    return Member(
+        id=card.member_id,
+        deployment=deployment,
+        name=card.name,
+        role=card.role.value,
+        sign_public=card.sign_public.hex(),
+        seal_public=card.seal_public.hex(),
+        card=canonical(card.to_json()).decode(),
+        added_at=now,
+    )

@@ -1,0 +1,485 @@
+"""Policy versions and the address book: data, versioned, changed only under dual control.
+
+A manager proposes (``policy.propose`` / ``addressbook.propose``); a custodian approves
+through the ordinary proposal path (``proposal.approve`` + TOTP, in membership.py),
+which calls :func:`apply_policy_proposal`. The change is written at once with an
+``effective_at`` of approval time plus the *current* policy's ``change_delay_seconds``;
+readers only see rows whose ``effective_at`` has passed. Until then any custodian can
+veto it (``proposal.veto``), which withdraws the pending row.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from tandem.core import withdrawal as wcore
+from tandem.core.canonical import canonical, check_fields, loads_strict, parse_amount
+from tandem.core.chains import get_chain
+from tandem.core.policy import (
+    AddressBookEntry,
+    PastWithdrawal,
+    PendingChange,
+    Policy,
+    WithdrawalFacts,
+    default_policy,
+    evaluate,
+    parse_policy,
+)
+from tandem.core.roles import Role
+from tandem.errors import ConflictError, InputError, InvalidStateError, NotFoundError, PolicyVersionError
+from tandem.services.base import Call, ServiceBase
+from tandem.services.membership import PROPOSAL_SECONDS, proposal_digest, proposal_public
+from tandem.store.models import AddressBookRow, PolicyRow, Proposal, Withdrawal
+
+POLICY_KINDS = ("policy.change", "addressbook.add", "addressbook.remove")
+MAX_LABEL = 200
+
+
+def install_default_policy(call: Call) -> None:
+    policy = default_policy()
+    call.session.add(
+        PolicyRow(
+            version=policy.version,
+            doc=canonical(policy.to_json()).decode(),
+            hash=policy.hash(),
+            effective_at=call.now,
+        )
+    )
+
+
+def install_genesis_terms(service: Any, call: Call, doc: dict[str, Any]) -> None:
+    """An initial policy and address book carried by the genesis document take effect at
+    once: every initial member (both sides) signed them. They are logged as ordinary
+    approved changes so that an offline verifier rebuilds them from the log alone."""
+    if "policy" in doc:
+        policy = parse_policy(doc["policy"])
+        row = call.session.get(PolicyRow, 1)
+        if row is not None:
+            row.doc = canonical(policy.to_json()).decode()
+            row.hash = policy.hash()
+            call.session.add(row)
+        service.audit(
+            call,
+            "policy.change_approved",
+            {"proposal": "genesis", "policy": policy.to_json(), "effective_at": call.now},
+            with_envelope=False,
+        )
+    for raw in doc.get("address_book", []):
+        body = normalize_book_entry({"change": "add", **raw} if isinstance(raw, dict) else raw)
+        entry = {k: body[k] for k in ("chain", "network", "address", "label")}
+        if body.get("asset") is not None:
+            entry["asset"] = body["asset"]
+        entry["id"] = "ab_" + secrets.token_hex(8)
+        call.session.add(
+            AddressBookRow(
+                id=entry["id"], chain=entry["chain"], network=entry["network"], address=entry["address"],
+                asset=entry.get("asset"), label=entry["label"], effective_at=call.now, proposal="genesis",
+                status="active",
+            )
+        )
+        service.audit(
+            call,
+            "addressbook.change_approved",
+            {"proposal": "genesis", "change": "add", "entry": entry, "effective_at": call.now},
+            with_envelope=False,
+        )
+
+
+def _current_row(session: Session, now: int) -> PolicyRow:
+    row = session.exec(
+        select(PolicyRow).where(col(PolicyRow.effective_at) <= now).order_by(col(PolicyRow.version).desc())
+    ).first()
+    if row is None:
+        raise NotFoundError("no policy in force")
+    return row
+
+
+def current_policy(session: Session, now: int) -> Policy:
+    """The newest policy version whose cool-down has passed."""
+    return parse_policy(loads_strict(_current_row(session, now).doc))
+
+
+def latest_policy_version(session: Session) -> int:
+    row = session.exec(select(PolicyRow).order_by(col(PolicyRow.version).desc())).first()
+    return row.version if row else 0
+
+
+def address_book(session: Session, now: int) -> list[AddressBookEntry]:
+    """Entries in force at ``now`` (same rule as the offline signer's rebuild from the log)."""
+    additions = [
+        wcore.BookAddition(r.id, _entry(r), r.effective_at)
+        for r in session.exec(select(AddressBookRow).where(AddressBookRow.status == "active")).all()
+    ]
+    return wcore.address_book_at(additions, _removals(session), now)
+
+
+def _entry(r: AddressBookRow) -> AddressBookEntry:
+    return AddressBookEntry(chain=r.chain, network=r.network, address=r.address, label=r.label, asset=r.asset)
+
+
+def _removals(session: Session) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in session.exec(
+        select(Proposal).where(Proposal.kind == "addressbook.remove", Proposal.status == "approved")
+    ).all():
+        if p.effective_at is not None:
+            out[loads_strict(p.body)["entry"]] = p.effective_at
+    return out
+
+
+def withdrawal_history(session: Session, wallet: str, now: int) -> list[PastWithdrawal]:
+    """Released and still-open withdrawals of ``wallet``, for velocity limits."""
+    out = []
+    for row in session.exec(select(Withdrawal).where(Withdrawal.keyset == wallet)).all():
+        if row.status == wcore.RELEASED or (row.status in wcore.OPEN and row.expires_at > now):
+            intent = loads_strict(row.intent)
+            out.append(
+                PastWithdrawal(
+                    wallet=wallet, asset=intent["asset"], amount=int(intent["amount"]), time=row.created_at
+                )
+            )
+    return out
+
+
+# --- applying an approved proposal (called by membership's approval path) -------------
+
+
+def apply_policy_proposal(service: Any, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
+    session = call.session
+    delay = current_policy(session, call.now).change_delay_seconds
+    effective_at = call.now + delay
+    proposal.status = "approved"
+    proposal.effective_at = effective_at
+    if proposal.kind == "policy.change":
+        new = parse_policy(body["policy"])
+        latest = latest_policy_version(session)
+        if new.version != latest + 1:
+            raise InvalidStateError(f"policy version {new.version} is stale: version {latest} exists")
+        session.add(
+            PolicyRow(
+                version=new.version,
+                doc=canonical(new.to_json()).decode(),
+                hash=new.hash(),
+                effective_at=effective_at,
+                proposal=proposal.id,
+            )
+        )
+        service.audit(
+            call,
+            "policy.change_approved",
+            {
+                "proposal": proposal.id,
+                "policy": new.to_json(),
+                "hash": new.hash(),
+                "effective_at": effective_at,
+            },
+            with_envelope=False,
+        )
+    elif proposal.kind == "addressbook.add":
+        entry = {k: body[k] for k in ("chain", "network", "address", "label")}
+        if body.get("asset") is not None:
+            entry["asset"] = body["asset"]
+        entry["id"] = "ab_" + secrets.token_hex(8)
+        session.add(
+            AddressBookRow(
+                id=entry["id"],
+                chain=entry["chain"],
+                network=entry["network"],
+                address=entry["address"],
+                asset=entry.get("asset"),
+                label=entry["label"],
+                effective_at=effective_at,
+                proposal=proposal.id,
+                status="active",
+            )
+        )
+        service.audit(
+            call,
+            "addressbook.change_approved",
+            {"proposal": proposal.id, "change": "add", "entry": entry, "effective_at": effective_at},
+            with_envelope=False,
+        )
+    elif proposal.kind == "addressbook.remove":
+        row = session.get(AddressBookRow, body["entry"])
+        if row is None or row.status != "active":
+            raise NotFoundError("no active address-book entry with that id")
+        service.audit(
+            call,
+            "addressbook.change_approved",
+            {"proposal": proposal.id, "change": "remove", "entry_id": row.id, "effective_at": effective_at},
+            with_envelope=False,
+        )
+    else:
+        raise InvalidStateError(f"proposals of kind {proposal.kind} are not supported")
+    session.add(proposal)
+
+
+# --- use cases ----------------------------------------------------------------------
+
+
+def _id(value: Any) -> str:
+    """A row id from a request body (a non-string would be a type error in PostgreSQL)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        raise InputError("ids are strings of 1-64 characters")
+    return value
+
+
+def _new_proposal(call: Call, kind: str, content: dict[str, Any]) -> Proposal:
+    assert call.actor is not None
+    assert call.envelope is not None
+    proposal = Proposal(
+        id="prop_" + secrets.token_hex(8),
+        deployment=call.deployment.id,
+        kind=kind,
+        body=canonical(content).decode(),
+        proposer=call.actor.id,
+        status="pending",
+        created_at=call.now,
+        expires_at=call.now + PROPOSAL_SECONDS,
+        envelope=canonical(call.envelope).decode(),
+    )
+    call.session.add(proposal)
+    call.session.flush()
+    return proposal
+
+
+def propose_policy(service: ServiceBase, envelope: Any) -> dict[str, Any]:
+    def use_case(call: Call) -> dict[str, Any]:
+        assert call.action is not None
+        body = check_fields(call.action.body, required=("policy",), where="body")
+        new = parse_policy(body["policy"])
+        latest = latest_policy_version(call.session)
+        if new.version != latest + 1:
+            raise PolicyVersionError(f"a policy change must have version {latest + 1}, got {new.version}")
+        proposal = _new_proposal(call, "policy.change", {"policy": new.to_json()})
+        service.audit(
+            call,
+            "policy.proposed",
+            {
+                "proposal": proposal.id,
+                "version": new.version,
+                "hash": new.hash(),
+                "digest": proposal_digest(proposal),
+            },
+        )
+        return proposal_public(proposal, [])
+
+    return service.run("policy.propose", envelope, use_case, types="policy.propose", roles=(Role.MANAGER,))
+
+
+def _label(value: Any) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_LABEL:
+        raise InputError(f"label must be 1-{MAX_LABEL} characters")
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value):
+        raise InputError("label must not contain control characters")
+    return value
+
+
+def normalize_book_entry(body: Any) -> dict[str, Any]:
+    """A validated address-book addition (addresses in their normal spelling)."""
+    check_fields(
+        body, required=("change", "chain", "network", "address", "label"), optional=("asset",), where="body"
+    )
+    chain, network = body["chain"], body["network"]
+    if chain not in wcore.NATIVE_ASSET:
+        raise InputError("body.chain must be bitcoin or ethereum")
+    if not isinstance(network, str):
+        raise InputError("body.network must be a string")
+    impl = get_chain(chain)
+    if not isinstance(body["address"], str):
+        raise InputError("body.address must be a string")
+    address = impl.validate_address(body["address"], network)
+    out: dict[str, Any] = {
+        "change": "add",
+        "chain": chain,
+        "network": network,
+        "address": address,
+        "label": _label(body["label"]),
+    }
+    asset = body.get("asset")
+    if asset is not None:
+        if not isinstance(asset, str):
+            raise InputError("body.asset must be a string")
+        if asset != wcore.NATIVE_ASSET[chain]:
+            if chain != "ethereum":
+                raise InputError(f"body.asset must be {wcore.NATIVE_ASSET[chain]} on {chain}")
+            asset = impl.validate_address(asset, network)
+        out["asset"] = asset
+    return out
+
+
+def propose_address_change(service: ServiceBase, envelope: Any) -> dict[str, Any]:
+    def use_case(call: Call) -> dict[str, Any]:
+        assert call.action is not None
+        body = call.action.body
+        change = body.get("change") if isinstance(body, dict) else None
+        if change == "add":
+            content = normalize_book_entry(body)
+            for row in call.session.exec(
+                select(AddressBookRow).where(
+                    AddressBookRow.status == "active", AddressBookRow.address == content["address"]
+                )
+            ).all():
+                if (row.chain, row.network, row.asset) == (
+                    content["chain"],
+                    content["network"],
+                    content.get("asset"),
+                ):
+                    raise ConflictError(f"that destination is already address-book entry {row.id}")
+        elif change == "remove":
+            check_fields(body, required=("change", "entry"), where="body")
+            target = call.session.get(AddressBookRow, _id(body["entry"]))
+            if target is None or target.status != "active":
+                raise NotFoundError("no active address-book entry with that id")
+            row = target
+            content = {
+                "change": "remove",
+                "entry": row.id,
+                "address": row.address,
+                "chain": row.chain,
+                "network": row.network,
+            }
+        else:
+            raise InputError("body.change must be add or remove")
+        proposal = _new_proposal(call, f"addressbook.{change}", content)
+        service.audit(
+            call,
+            "addressbook.proposed",
+            {"proposal": proposal.id, "kind": proposal.kind, "digest": proposal_digest(proposal)},
+        )
+        return proposal_public(proposal, [])
+
+    return service.run(
+        "addressbook.propose", envelope, use_case, types="addressbook.propose", roles=(Role.MANAGER,)
+    )
+
+
+def veto_proposal(service: ServiceBase, envelope: Any) -> dict[str, Any]:
+    """A custodian stops an approved policy or address-book change during its delay."""
+
+    def use_case(call: Call) -> dict[str, Any]:
+        assert call.action is not None
+        body = check_fields(call.action.body, required=("proposal",), optional=("reason",), where="body")
+        p = call.session.get(Proposal, _id(body["proposal"]))
+        if p is None:
+            raise NotFoundError("no such proposal")
+        if p.kind not in POLICY_KINDS:
+            raise InvalidStateError(f"a {p.kind} proposal cannot be vetoed")
+        if p.status != "approved" or p.effective_at is None or p.approved_at is None:
+            raise InvalidStateError(
+                f"proposal is {p.status}; only an approved change in its delay can be vetoed"
+            )
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 500:
+            raise InputError("body.reason must be text of at most 500 characters")
+        PendingChange(proposed_at=p.created_at, approved_at=p.approved_at, effective_at=p.effective_at).veto(
+            now=call.now
+        )
+        p.status = "vetoed"
+        call.session.add(p)
+        if p.kind == "policy.change":
+            for row in call.session.exec(select(PolicyRow).where(PolicyRow.proposal == p.id)).all():
+                call.session.delete(row)
+        elif p.kind == "addressbook.add":
+            for book in call.session.exec(
+                select(AddressBookRow).where(AddressBookRow.proposal == p.id)
+            ).all():
+                book.status = "vetoed"
+                call.session.add(book)
+        service.audit(call, "proposal.vetoed", {"proposal": p.id, "kind": p.kind, "reason": reason})
+        return proposal_public(p, [])
+
+    return service.run("proposal.veto", envelope, use_case, types="proposal.veto", roles=(Role.CUSTODIAN,))
+
+
+# --- reads --------------------------------------------------------------------------
+
+
+def policy_info(service: ServiceBase) -> dict[str, Any]:
+    now = service.clock()
+    with service.db.read() as session:
+        current = _current_row(session, now)
+        versions = [
+            {
+                "version": r.version,
+                "hash": r.hash,
+                "effective_at": r.effective_at,
+                "proposal": r.proposal,
+                "in_force": r.version == current.version,
+                "pending": r.effective_at > now,
+            }
+            for r in session.exec(select(PolicyRow).order_by(col(PolicyRow.version))).all()
+        ]
+        return {
+            "version": current.version,
+            "hash": current.hash,
+            "effective_at": current.effective_at,
+            "policy": loads_strict(current.doc),
+            "versions": versions,
+        }
+
+
+def address_book_view(service: ServiceBase) -> list[dict[str, Any]]:
+    now = service.clock()
+    with service.db.read() as session:
+        removals = _removals(session)
+        out = []
+        for r in session.exec(select(AddressBookRow).order_by(col(AddressBookRow.effective_at))).all():
+            state = r.status
+            if state == "active":
+                if r.effective_at > now:
+                    state = "pending"
+                elif r.id in removals:
+                    state = "removed" if removals[r.id] <= now else "removal_pending"
+            out.append(
+                {
+                    "id": r.id,
+                    "chain": r.chain,
+                    "network": r.network,
+                    "address": r.address,
+                    "asset": r.asset,
+                    "label": r.label,
+                    "effective_at": r.effective_at,
+                    "proposal": r.proposal,
+                    "status": state,
+                }
+            )
+        return out
+
+
+def explain_facts(
+    service: ServiceBase, *, wallet: str, chain: str, network: str, asset: str, amount: str, destination: str
+) -> dict[str, Any]:
+    """What the policy in force would say about a withdrawal with these facts, now."""
+    now = service.clock()
+    facts = WithdrawalFacts(
+        wallet=wallet,
+        chain=chain,
+        network=network,
+        asset=asset,
+        amount=parse_amount(amount, where="amount"),
+        destination=destination,
+    )
+    with service.db.read() as session:
+        decision = evaluate(
+            current_policy(session, now),
+            facts,
+            now=now,
+            address_book=address_book(session, now),
+            history=withdrawal_history(session, wallet, now),
+        )
+    return {
+        "facts": {
+            "wallet": wallet,
+            "chain": chain,
+            "network": network,
+            "asset": asset,
+            "amount": amount,
+            "destination": destination,
+        },
+        "decision": decision.to_json(),
+        "allowed": decision.allowed,
+    }

@@ -1,0 +1,890 @@
+"""Use cases for withdrawals: create, approve, reject, cancel, veto, release (exactly
+once), offline bundles and their import; plus the policy and address-book use cases
+(implemented in services/policies.py) exposed on the same service object.
+
+Every use case runs inside :meth:`ServiceBase.run`: one write transaction, writers
+serialised, so each status check-then-set below is a compare-and-set that cannot race.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from tandem.core import withdrawal as wcore
+from tandem.core.actions import parse_envelope
+from tandem.core.canonical import canonical, check_fields, loads_strict
+from tandem.core.policy import (
+    QuorumResult,
+    check_policy_version,
+    check_request_expiry,
+    check_time_lock,
+    evaluate,
+    quorum,
+)
+from tandem.core.roles import Role
+from tandem.errors import (
+    ConflictError,
+    Error,
+    ExpiredError,
+    IdempotencyConflictError,
+    InputError,
+    InvalidStateError,
+    NotFoundError,
+    ReplayError,
+    ReshareRequiredError,
+    RoleNotAllowedError,
+    SelfApprovalError,
+    TamperedError,
+)
+from tandem.services import policies
+from tandem.services.base import Call, fault_point
+from tandem.services.keyuse import KeyUseService, verify_operation
+from tandem.store import audit_log
+from tandem.store.models import (
+    AddressRow,
+    Approval,
+    Deployment,
+    Idempotency,
+    KeyRow,
+    KeySet,
+    Member,
+    OperationShare,
+    PolicyRow,
+    Withdrawal,
+)
+
+SIDES = (Role.MANAGER, Role.CUSTODIAN)
+OPERATION_PURPOSE = "withdrawal"
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(frozen=True)
+class ReleaseAnswer:
+    """What a release request answers; a retry under the same idempotency key gets the same."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def _text(body: Any, key: str, *, required: bool = True, max_len: int = 500) -> str:
+    value = body.get(key, None if required else "")
+    if not isinstance(value, str) or len(value) > max_len or (required and not value):
+        raise InputError(f"body.{key} must be text of 1-{max_len} characters")
+    return value
+
+
+class WithdrawalService(KeyUseService):
+    # --- policy and address book (dual-controlled; see services/policies.py) ---------------
+
+    def propose_policy(self, envelope: Any) -> dict[str, Any]:
+        return policies.propose_policy(self, envelope)
+
+    def propose_address_change(self, envelope: Any) -> dict[str, Any]:
+        return policies.propose_address_change(self, envelope)
+
+    def veto_policy_proposal(self, envelope: Any) -> dict[str, Any]:
+        return policies.veto_proposal(self, envelope)
+
+    def policy_info(self) -> dict[str, Any]:
+        return policies.policy_info(self)
+
+    def address_book_view(self) -> list[dict[str, Any]]:
+        return policies.address_book_view(self)
+
+    def explain_facts(self, **facts: str) -> dict[str, Any]:
+        return policies.explain_facts(self, **facts)
+
+    def explain_withdrawal(self, withdrawal_id: str) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.read() as session:
+            row = self._row(session, withdrawal_id)
+            current = policies.current_policy(session, now)
+            return {
+                "withdrawal": row.id,
+                "status": wcore.effective_status(row.status, row.expires_at, now),
+                "policy_version": row.policy_version,
+                "current_policy_version": current.version,
+                "decision": loads_strict(row.decision),
+            }
+
+    # --- the request ------------------------------------------------------------------------
+
+    def prepare_withdrawal(self, envelope: Any) -> dict[str, Any]:
+        """A one-time operation key for a withdrawal from ``keyset``; the manager's client
+        reseals its share to it before it signs ``withdrawal.create``."""
+
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            body = check_fields(call.action.body, required=("keyset",), where="body")
+            keyset = self._active_keyset(call.session, body["keyset"])
+            doc = self.new_operation(call, keyset_id=keyset.id, purpose=OPERATION_PURPOSE)
+            addresses = [
+                {"key_id": a.key_id, "chain": a.chain, "network": a.network, "address": a.address}
+                for a in call.session.exec(select(AddressRow).where(AddressRow.keyset == keyset.id)).all()
+            ]
+            self.audit(
+                call, "withdrawal.prepared", {"keyset": keyset.id, "operation": doc["statement"]["operation"]}
+            )
+            return {"operation": doc, "keyset": loads_strict(keyset.sealed), "addresses": addresses}
+
+        return self.run(
+            "withdrawal.prepare",
+            envelope,
+            use_case,
+            types="withdrawal.prepare",
+            roles=(Role.MANAGER,),
+            signing=True,
+        )
+
+    def create_withdrawal(self, envelope: Any, *, sealed_share: Any) -> dict[str, Any]:
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            assert call.actor is not None
+            session, now = call.session, call.now
+            body = check_fields(
+                call.action.body, required=("intent", "operation", "share_digest"), where="body"
+            )
+            intent = wcore.require_normal_intent(body["intent"])
+            keyset = self._active_keyset(session, intent.wallet)
+            address = session.exec(
+                select(AddressRow).where(
+                    AddressRow.keyset == keyset.id,
+                    AddressRow.chain == intent.chain,
+                    AddressRow.network == intent.network,
+                    AddressRow.address == intent.from_address,
+                )
+            ).first()
+            if address is None:
+                raise InputError(
+                    f"{intent.from_address} is not an address of wallet {keyset.id} "
+                    f"on {intent.chain}/{intent.network}"
+                )
+            key = session.get(KeyRow, address.key_id)
+            if key is None:
+                raise NotFoundError(f"no key {address.key_id}")
+            public_key = bytes.fromhex(key.public_key)
+
+            statement = verify_operation(body["operation"], self.key.sign_public)
+            operation = statement["operation"]
+            if statement["keyset"] != keyset.id or statement["purpose"] != OPERATION_PURPOSE:
+                raise InputError("the operation was issued for another key set or purpose")
+            if statement["expires_at"] <= now:
+                raise ExpiredError("the operation key has expired; prepare a new one")
+            self._ops().get(operation)
+            if session.exec(select(OperationShare).where(OperationShare.operation == operation)).first():
+                raise ConflictError("that operation is already in use; prepare a new one")
+            if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
+                raise InputError(
+                    "the sealed share sent is not the one the signed action names (share_digest)"
+                )
+
+            book = policies.address_book(session, now)
+            built = wcore.build_transaction(
+                intent, public_key, allowed_tokens=wcore.allowed_tokens(book, intent.network)
+            )
+            policy = policies.current_policy(session, now)
+            decision = evaluate(
+                policy,
+                intent.facts(),
+                now=now,
+                address_book=book,
+                history=policies.withdrawal_history(session, intent.wallet, now),
+            )
+            decision.require()
+            # Our own decoder must agree with our own builder before anyone is asked to approve.
+            wcore.check_transaction(
+                intent, public_key=public_key, unsigned=built.unsigned, prevouts=built.prevouts
+            )
+            ih = wcore.intent_hash(body["intent"])
+            td = wcore.tx_digest(
+                chain=intent.chain,
+                network=intent.network,
+                public_key=key.public_key,
+                unsigned_tx=built.unsigned.hex(),
+                prevouts=built.prevouts,
+            )
+            self.store_share(
+                call, operation=operation, keyset_id=keyset.id, side="manager", sealed_b64=sealed_share
+            )
+            context = {
+                "prevouts": list(built.prevouts),
+                "fee": str(built.fee),
+                "change": str(built.change),
+                "public_key": key.public_key,
+                "operation": body["operation"],
+                "create": call.envelope,
+            }
+            row = Withdrawal(
+                id="wd_" + secrets.token_hex(8),
+                keyset=keyset.id,
+                key_id=key.id,
+                chain=intent.chain,
+                network=intent.network,
+                requester=call.actor.id,
+                intent=canonical(body["intent"]).decode(),
+                intent_hash=ih,
+                unsigned_tx=built.unsigned.hex(),
+                context=canonical(context).decode(),
+                tx_digest=td,
+                decision=canonical(decision.to_json()).decode(),
+                policy_version=policy.version,
+                status=wcore.PENDING,
+                created_at=now,
+                expires_at=decision.request_expires_at,
+                time_lock_until=decision.time_lock_until,
+            )
+            session.add(row)
+            session.flush()
+            self.audit(
+                call,
+                "withdrawal.created",
+                {
+                    "withdrawal": row.id,
+                    "wallet": intent.wallet,
+                    "chain": intent.chain,
+                    "network": intent.network,
+                    "asset": intent.asset,
+                    "amount": str(intent.amount),
+                    "destination": intent.destination,
+                    "intent_hash": ih,
+                    "tx_digest": td,
+                    "fingerprint": wcore.fingerprint(ih),
+                    "policy_version": policy.version,
+                    "rule": decision.rule_name,
+                    "required": decision.to_json()["required"],
+                    "expires_at": row.expires_at,
+                    "time_lock_until": row.time_lock_until,
+                },
+            )
+            return self._public(session, row, now, detail=True)
+
+        return self.run(
+            "withdrawal.create",
+            envelope,
+            use_case,
+            types="withdrawal.create",
+            roles=(Role.MANAGER,),
+            signing=True,
+        )
+
+    # --- decisions ------------------------------------------------------------------------
+
+    def approve_withdrawal(
+        self, envelope: Any, *, totp: str | None, sealed_share: Any = None
+    ) -> dict[str, Any]:
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            assert call.actor is not None
+            assert call.envelope is not None
+            session, now, actor = call.session, call.now, call.actor
+            body = wcore.parse_approval(call.action.body)
+            row = self._row(session, body["withdrawal"])
+            if actor.id == row.requester:
+                raise SelfApprovalError("the requester cannot approve their own withdrawal")
+            decision = loads_strict(row.decision)
+            role = Role(actor.role)
+            if role is Role.MANAGER and not decision["required"].get("manager"):
+                raise RoleNotAllowedError(
+                    f"a manager may not approve this withdrawal: rule {decision['rule']!r} requires "
+                    + ", ".join(f"{k} {v}" for k, v in decision["required"].items())
+                )
+            row.status = wcore.transition(row.status, "approve", expires_at=row.expires_at, now=now)
+            current = policies.current_policy(session, now)
+            check_policy_version(body["policy_version"], current.version)
+            check_policy_version(row.policy_version, current.version)
+            if body["intent_hash"] != row.intent_hash or body["tx_digest"] != row.tx_digest:
+                raise ConflictError(
+                    "the approval is for different content than this request "
+                    "(intent hash or transaction digest mismatch)"
+                )
+            latest = min(row.expires_at, now + decision["approval_ttl_seconds"])
+            if not now < body["expires_at"] <= latest:
+                raise InputError(f"approval.expires_at must be after now and at most {latest}")
+            if (
+                session.exec(
+                    select(Approval).where(Approval.subject == row.id, Approval.member == actor.id)
+                ).first()
+                is not None
+            ):
+                raise ConflictError("this member has already approved; approvals count per member")
+            if "operation" in body:
+                operation = loads_strict(row.context)["operation"]["statement"]["operation"]
+                if body["operation"] != operation:
+                    raise InputError("the share was resealed for another operation than this request's")
+                if (
+                    not isinstance(sealed_share, str)
+                    or wcore.share_digest(sealed_share) != body["share_digest"]
+                ):
+                    raise InputError("the sealed share sent is not the one the signed action names")
+                self.store_share(
+                    call, operation=operation, keyset_id=row.keyset, side=role.value, sealed_b64=sealed_share
+                )
+            elif role is Role.CUSTODIAN:
+                raise InputError(
+                    "a custodian's approval carries the custodian share, resealed to this "
+                    "request's operation key"
+                )
+            session.add(
+                Approval(
+                    subject=row.id,
+                    member=actor.id,
+                    role=actor.role,
+                    envelope=canonical(call.envelope).decode(),
+                    created_at=now,
+                )
+            )
+            session.flush()
+            result = self._quorum(session, row, now)
+            if result.met:
+                row.status = wcore.transition(row.status, "quorum", expires_at=row.expires_at, now=now)
+            session.add(row)
+            self.audit(
+                call,
+                "withdrawal.approved",
+                {
+                    "withdrawal": row.id,
+                    "intent_hash": row.intent_hash,
+                    "tx_digest": row.tx_digest,
+                    "policy_version": row.policy_version,
+                    "quorum_met": result.met,
+                    "status": row.status,
+                },
+            )
+            fault_point("withdrawal.approve.before_commit")
+            return self._public(session, row, now, detail=False)
+
+        return self.run(
+            "withdrawal.approve",
+            envelope,
+            use_case,
+            types="withdrawal.approve",
+            roles=SIDES,
+            require_totp=True,
+            totp=totp,
+        )
+
+    def _close(self, envelope: Any, *, event: str, roles: tuple[Role, ...]) -> dict[str, Any]:
+        action_type = f"withdrawal.{event}"
+
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            assert call.actor is not None
+            body = check_fields(
+                call.action.body, required=("withdrawal",), optional=("reason",), where="body"
+            )
+            reason = _text(body, "reason", required=event == "reject")
+            row = self._row(call.session, body["withdrawal"])
+            if event == "reject" and call.actor.id == row.requester:
+                raise SelfApprovalError("the requester cancels, it does not reject")
+            if event == "veto" and (row.time_lock_until is None or call.now >= row.time_lock_until):
+                raise InvalidStateError(
+                    "a veto stops a time-locked withdrawal during its lock; "
+                    "this one is not (or no longer) time-locked - reject it instead"
+                )
+            row.status = wcore.transition(row.status, event, expires_at=row.expires_at, now=call.now)
+            call.session.add(row)
+            past = {"reject": "rejected", "cancel": "cancelled", "veto": "vetoed"}[event]
+            self.audit(call, f"withdrawal.{past}", {"withdrawal": row.id, "reason": reason})
+            return self._public(call.session, row, call.now, detail=False)
+
+        return self.run(action_type, envelope, use_case, types=action_type, roles=roles)
+
+    def reject_withdrawal(self, envelope: Any) -> dict[str, Any]:
+        return self._close(envelope, event="reject", roles=SIDES)
+
+    def cancel_withdrawal(self, envelope: Any) -> dict[str, Any]:
+        return self._close(envelope, event="cancel", roles=(Role.MANAGER,))
+
+    def veto_withdrawal(self, envelope: Any) -> dict[str, Any]:
+        return self._close(envelope, event="veto", roles=(Role.CUSTODIAN,))
+
+    # --- shares after a restart -------------------------------------------------------------
+
+    def renew_operation(self, envelope: Any) -> dict[str, Any]:
+        """A new operation key for an open request whose key the signer lost (restart, or
+        a share refused). Approvals stay valid: they bind the request, not the key; both
+        sides contribute their shares again with :meth:`contribute_share`."""
+
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            body = check_fields(call.action.body, required=("withdrawal",), where="body")
+            row = self._row(call.session, body["withdrawal"])
+            wcore.transition(row.status, "approve", expires_at=row.expires_at, now=call.now)
+            keyset = self._active_keyset(call.session, row.keyset)
+            ctx = loads_strict(row.context)
+            old = ctx["operation"]["statement"]["operation"]
+            doc = self.new_operation(call, keyset_id=keyset.id, purpose=OPERATION_PURPOSE)
+            ctx["operation"] = doc
+            row.context = canonical(ctx).decode()
+            call.session.add(row)
+            self._ops().discard(old)
+            self.audit(
+                call,
+                "withdrawal.operation_renewed",
+                {"withdrawal": row.id, "old": old, "operation": doc["statement"]["operation"]},
+            )
+            return {"withdrawal": row.id, "operation": doc, "keyset": loads_strict(keyset.sealed)}
+
+        return self.run(
+            "withdrawal.renew", envelope, use_case, types="withdrawal.renew", roles=SIDES, signing=True
+        )
+
+    def contribute_share(self, envelope: Any, *, sealed_share: Any) -> dict[str, Any]:
+        """A member's share, resealed to the request's current operation key."""
+
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            assert call.actor is not None
+            body = check_fields(
+                call.action.body, required=("withdrawal", "operation", "share_digest"), where="body"
+            )
+            row = self._row(call.session, body["withdrawal"])
+            wcore.transition(row.status, "approve", expires_at=row.expires_at, now=call.now)
+            operation = loads_strict(row.context)["operation"]["statement"]["operation"]
+            if body["operation"] != operation:
+                raise InputError(
+                    "the share was resealed for another operation than this request's current one"
+                )
+            if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
+                raise InputError("the sealed share sent is not the one the signed action names")
+            self._ops().get(operation)
+            side = call.actor.role
+            self.store_share(
+                call, operation=operation, keyset_id=row.keyset, side=side, sealed_b64=sealed_share
+            )
+            self.audit(
+                call,
+                "withdrawal.share_contributed",
+                {"withdrawal": row.id, "operation": operation, "side": side},
+            )
+            return {"withdrawal": row.id, "operation": operation, "side": side}
+
+        return self.run(
+            "withdrawal.contribute",
+            envelope,
+            use_case,
+            types="withdrawal.contribute",
+            roles=SIDES,
+            signing=True,
+        )
+
+    # --- release ----------------------------------------------------------------------------
+
+    def release_withdrawal(self, envelope: Any, *, idempotency_key: str | None) -> ReleaseAnswer:
+        """Sign exactly once. A retry with the same key and body gets the first answer."""
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise InputError("Idempotency-Key must be 1-128 letters, digits, '.', '_', ':' or '-'")
+        try:
+            request_hash = hashlib.sha256(canonical(envelope)).hexdigest()
+        except Error:
+            request_hash = ""
+        if idempotency_key is not None:
+            cached = self._cached_answer(idempotency_key, request_hash)
+            if cached is not None:
+                return _raise_tampered(cached)
+
+        def use_case(call: Call) -> ReleaseAnswer:
+            assert call.action is not None
+            assert call.actor is not None
+            session, now = call.session, call.now
+            if idempotency_key is not None:
+                seen = session.get(Idempotency, idempotency_key)
+                if seen is not None:
+                    if seen.request_hash != request_hash:
+                        raise IdempotencyConflictError(
+                            "that Idempotency-Key was used for a different request"
+                        )
+                    return ReleaseAnswer(seen.status_code, loads_strict(seen.response))
+            body = check_fields(call.action.body, required=("withdrawal",), where="body")
+            row = self._row(session, body["withdrawal"])
+            answer = self._guard_release(call, row)
+            if answer is None:
+                ctx = loads_strict(row.context)
+                operation = ctx["operation"]["statement"]["operation"]
+                intent = wcore.parse_intent(loads_strict(row.intent))
+                unsigned = bytes.fromhex(row.unsigned_tx)
+                fault_point("release.before_sign")
+                with self.private_keys(
+                    call, keyset_id=row.keyset, operation=operation, key_ids=[row.key_id]
+                ) as keys:
+                    signed, txid = wcore.sign_transaction(
+                        row.chain, unsigned, ctx["prevouts"], bytes(keys[row.key_id])
+                    )
+                wcore.check_signed_transaction(
+                    row.chain,
+                    signed,
+                    unsigned=unsigned,
+                    prevouts=ctx["prevouts"],
+                    from_address=intent.from_address,
+                )
+                answer = self._mark_released(call, row, signed=signed, txid=txid, offline=False)
+                fault_point("release.after_sign")
+            if idempotency_key is not None:
+                session.add(
+                    Idempotency(
+                        key=idempotency_key,
+                        actor=call.actor.id,
+                        request_hash=request_hash,
+                        status_code=answer.status_code,
+                        response=canonical(answer.body).decode(),
+                        created_at=now,
+                    )
+                )
+            return answer
+
+        try:
+            answer = self.run(
+                "withdrawal.release",
+                envelope,
+                use_case,
+                types="withdrawal.release",
+                roles=SIDES,
+                signing=True,
+            )
+        except ReplayError:
+            # The same request may have just completed on another connection.
+            cached = self._cached_answer(idempotency_key, request_hash) if idempotency_key else None
+            if cached is None:
+                raise
+            return _raise_tampered(cached)
+        return _raise_tampered(answer)
+
+    def import_withdrawal(self, envelope: Any) -> dict[str, Any]:
+        """Record a transaction the offline signer signed, after checking it is the approved
+        transaction signed by the wallet key, under the same guards as an online release."""
+
+        def use_case(call: Call) -> ReleaseAnswer:
+            assert call.action is not None
+            body = check_fields(call.action.body, required=("withdrawal", "signed_tx"), where="body")
+            row = self._row(call.session, body["withdrawal"])
+            answer = self._guard_release(call, row)
+            if answer is not None:
+                return answer
+            if not isinstance(body["signed_tx"], str):
+                raise InputError("body.signed_tx must be hex")
+            try:
+                signed = bytes.fromhex(body["signed_tx"])
+            except ValueError:
+                raise InputError("body.signed_tx must be hex") from None
+            ctx = loads_strict(row.context)
+            intent = wcore.parse_intent(loads_strict(row.intent))
+            txid = wcore.check_signed_transaction(
+                row.chain,
+                signed,
+                unsigned=bytes.fromhex(row.unsigned_tx),
+                prevouts=ctx["prevouts"],
+                from_address=intent.from_address,
+            )
+            answer = self._mark_released(call, row, signed=signed, txid=txid, offline=True)
+            # The online operation key of this request can never be needed again.
+            self._ops().discard(ctx["operation"]["statement"]["operation"])
+            return answer
+
+        answer = self.run(
+            "withdrawal.import", envelope, use_case, types="withdrawal.import", roles=SIDES, signing=True
+        )
+        return _raise_tampered(answer).body
+
+    def _guard_release(self, call: Call, row: Withdrawal) -> ReleaseAnswer | None:
+        """Every check before a key is touched. Returns the tampered answer (already
+        recorded) when the stored request no longer matches what was approved."""
+        session, now = call.session, call.now
+        if row.status == wcore.TAMPERED:
+            raise TamperedError("this request was marked tampered; nothing will be signed for it")
+        wcore.transition(row.status, "release", expires_at=row.expires_at, now=now)
+        check_request_expiry(row.expires_at, now)
+        check_time_lock(row.time_lock_until, now)
+        check_policy_version(row.policy_version, policies.current_policy(session, now).version)
+        reason = self._tamper_reason(session, row)
+        if reason is not None:
+            row.status = wcore.transition(row.status, "tamper", expires_at=row.expires_at, now=now)
+            session.add(row)
+            self.audit(call, "withdrawal.tampered", {"withdrawal": row.id, "reason": reason})
+            err = TamperedError(
+                f"withdrawal {row.id} was changed after approval ({reason}); "
+                "it is marked tampered and nothing was signed"
+            )
+            return ReleaseAnswer(err.status, err.to_dict())
+        self._quorum(session, row, now).require()
+        return None
+
+    def _mark_released(
+        self, call: Call, row: Withdrawal, *, signed: bytes, txid: str, offline: bool
+    ) -> ReleaseAnswer:
+        row.status = wcore.transition(row.status, "release", expires_at=row.expires_at, now=call.now)
+        row.signed_tx = signed.hex()
+        row.txid = txid
+        row.released_at = call.now
+        call.session.add(row)
+        approvers = sorted(
+            m for ms in self._quorum(call.session, row, call.now).approved_by.values() for m in ms
+        )
+        self.audit(
+            call,
+            "withdrawal.released",
+            {
+                "withdrawal": row.id,
+                "txid": txid,
+                "intent_hash": row.intent_hash,
+                "tx_digest": row.tx_digest,
+                "approved_by": approvers,
+                "offline": offline,
+            },
+        )
+        return ReleaseAnswer(200, self._public(call.session, row, call.now, detail=False))
+
+    def _cached_answer(self, key: str | None, request_hash: str) -> ReleaseAnswer | None:
+        if key is None:
+            return None
+        with self.db.read() as session:
+            seen = session.get(Idempotency, key)
+            if seen is None:
+                return None
+            if seen.request_hash != request_hash:
+                raise IdempotencyConflictError("that Idempotency-Key was used for a different request")
+            return ReleaseAnswer(seen.status_code, loads_strict(seen.response))
+
+    # --- integrity and quorum ----------------------------------------------------------------
+
+    def _tamper_reason(self, session: Session, row: Withdrawal) -> str | None:
+        """Recompute everything from the stored row; None when it is what was approved."""
+        try:
+            intent_doc = loads_strict(row.intent)
+            intent = wcore.require_normal_intent(intent_doc)
+            ih = wcore.intent_hash(intent_doc)
+            if ih != row.intent_hash:
+                return "the stored intent does not hash to the request's intent hash"
+            if (intent.wallet, intent.chain, intent.network) != (row.keyset, row.chain, row.network):
+                return "the stored intent names another wallet or chain than the request"
+            ctx = loads_strict(row.context)
+            key = session.get(KeyRow, row.key_id)
+            if key is None or key.keyset != row.keyset or key.public_key != ctx["public_key"]:
+                return "the signing key is not the request's"
+            td = wcore.tx_digest(
+                chain=row.chain,
+                network=row.network,
+                public_key=key.public_key,
+                unsigned_tx=row.unsigned_tx,
+                prevouts=ctx["prevouts"],
+            )
+            if td != row.tx_digest:
+                return "the stored transaction does not hash to the request's transaction digest"
+            wcore.check_transaction(
+                intent,
+                public_key=bytes.fromhex(key.public_key),
+                unsigned=bytes.fromhex(row.unsigned_tx),
+                prevouts=ctx["prevouts"],
+            )
+            create = parse_envelope(ctx["create"])
+            requester = session.get(Member, row.requester)
+            if (
+                requester is None
+                or create.actor != requester.id
+                or dict(create.body).get("intent") != intent_doc
+            ):
+                return "the stored intent is not the one the requester signed"
+            create.verify(bytes.fromhex(requester.sign_public))
+            for a in session.exec(select(Approval).where(Approval.subject == row.id)).all():
+                action = parse_envelope(loads_strict(a.envelope))
+                member = session.get(Member, a.member)
+                if member is None or action.actor != member.id:
+                    return "an approval record names another signer"
+                action.verify(bytes.fromhex(member.sign_public))
+                body = action.body
+                if (
+                    body.get("withdrawal") != row.id
+                    or body.get("intent_hash") != ih
+                    or body.get("tx_digest") != td
+                ):
+                    return "the stored request differs from what was approved"
+        except Error as exc:
+            return f"the stored request does not verify: {exc.message}"
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return "the stored request is malformed"
+        return None
+
+    def _quorum(self, session: Session, row: Withdrawal, now: int) -> QuorumResult:
+        """Distinct current members, unexpired approvals under the request's policy version."""
+        decision = loads_strict(row.decision)
+        ttl = decision["approval_ttl_seconds"]
+        counted = []
+        for a in session.exec(select(Approval).where(Approval.subject == row.id)).all():
+            body = loads_strict(a.envelope)["action"]["body"]
+            if now >= body["expires_at"] or now >= a.created_at + ttl:
+                continue
+            if body["policy_version"] != row.policy_version:
+                continue
+            counted.append((a.member, Role(a.role)))
+        eligible = {
+            m.id: Role(m.role) for m in session.exec(select(Member).where(Member.status == "active")).all()
+        }
+        required = {Role(k): v for k, v in decision["required"].items()}
+        return quorum(required, counted, requester=row.requester, eligible=eligible)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def list_withdrawals(self, *, status: str | None = None) -> list[dict[str, Any]]:
+        now = self.clock()
+        with self.db.read() as session:
+            rows = session.exec(select(Withdrawal).order_by(col(Withdrawal.created_at))).all()
+            out = [self._public(session, r, now, detail=False) for r in rows]
+        return [w for w in out if status is None or w["status"] == status]
+
+    def get_withdrawal(self, withdrawal_id: str) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.read() as session:
+            return self._public(session, self._row(session, withdrawal_id), now, detail=True)
+
+    def withdrawal_bundle(self, withdrawal_id: str) -> dict[str, Any]:
+        """Everything an offline signer needs except the shares (which members' clients
+        reseal to the signer's key) and the signer's card."""
+        now = self.clock()
+        with self.db.read() as session:
+            row = self._row(session, withdrawal_id)
+            status = wcore.effective_status(row.status, row.expires_at, now)
+            if status != wcore.APPROVED:
+                raise InvalidStateError(f"withdrawal is {status}; only an approved request can be exported")
+            dep = session.exec(select(Deployment)).first()
+            if dep is None:
+                raise NotFoundError("no deployment")
+            n = audit_log.size(session)
+            lines = audit_log.lines(session, stop=n)
+            checkpoint = audit_log.checkpoint_at(session, n)
+            genesis_entry = audit_log.entry(session, 0)
+            policy_row = session.get(PolicyRow, row.policy_version)
+            keyset = session.get(KeySet, row.keyset)
+            if policy_row is None or keyset is None:
+                raise NotFoundError("the request's policy or key set is missing")
+            ctx = loads_strict(row.context)
+            approvals = session.exec(
+                select(Approval).where(Approval.subject == row.id).order_by(col(Approval.created_at))
+            ).all()
+            return {
+                "format": wcore.BUNDLE_FORMAT,
+                "genesis": loads_strict(dep.genesis_doc),
+                "genesis_signatures": genesis_entry["data"]["signatures"],
+                "audit": {"lines": lines, "checkpoint": checkpoint},
+                "policy": loads_strict(policy_row.doc),
+                "withdrawal": {
+                    "id": row.id,
+                    "wallet": row.keyset,
+                    "key_id": row.key_id,
+                    "chain": row.chain,
+                    "network": row.network,
+                    "requester": row.requester,
+                    "intent": loads_strict(row.intent),
+                    "intent_hash": row.intent_hash,
+                    "unsigned_tx": row.unsigned_tx,
+                    "prevouts": ctx["prevouts"],
+                    "public_key": ctx["public_key"],
+                    "tx_digest": row.tx_digest,
+                    "decision": loads_strict(row.decision),
+                    "policy_version": row.policy_version,
+                    "created_at": row.created_at,
+                    "expires_at": row.expires_at,
+                    "time_lock_until": row.time_lock_until,
+                },
+                "actions": {
+                    "create": ctx["create"],
+                    "approvals": [loads_strict(a.envelope) for a in approvals],
+                },
+                "keyset": loads_strict(keyset.sealed),
+                "signer": None,
+                "shares": {},
+            }
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _row(session: Session, withdrawal_id: Any) -> Withdrawal:
+        row = session.get(Withdrawal, withdrawal_id) if isinstance(withdrawal_id, str) else None
+        if row is None:
+            raise NotFoundError("no such withdrawal")
+        return row
+
+    @staticmethod
+    def _active_keyset(session: Session, keyset_id: Any) -> KeySet:
+        keyset = session.get(KeySet, keyset_id) if isinstance(keyset_id, str) else None
+        if keyset is None:
+            raise NotFoundError(f"no key set {keyset_id}")
+        if keyset.status != "active":
+            raise ReshareRequiredError(
+                f"key set {keyset.id} is {keyset.status}; nothing signs with it until "
+                "a reshare ceremony rotates its data key"
+            )
+        if keyset.curve != "secp256k1":
+            raise InputError(f"key set {keyset.id} holds {keyset.curve} keys; withdrawals need secp256k1")
+        return keyset
+
+    def _public(self, session: Session, row: Withdrawal, now: int, *, detail: bool) -> dict[str, Any]:
+        ctx = loads_strict(row.context)
+        approvals = session.exec(
+            select(Approval).where(Approval.subject == row.id).order_by(col(Approval.created_at))
+        ).all()
+        out: dict[str, Any] = {
+            "id": row.id,
+            "wallet": row.keyset,
+            "key_id": row.key_id,
+            "chain": row.chain,
+            "network": row.network,
+            "requester": row.requester,
+            "intent": loads_strict(row.intent),
+            "intent_hash": row.intent_hash,
+            "fingerprint": wcore.fingerprint(row.intent_hash),
+            "tx_digest": row.tx_digest,
+            "policy_version": row.policy_version,
+            "status": wcore.effective_status(row.status, row.expires_at, now),
+            "created_at": row.created_at,
+            "expires_at": row.expires_at,
+            "time_lock_until": row.time_lock_until,
+            "released_at": row.released_at,
+            "txid": row.txid,
+            "signed_tx": row.signed_tx,
+            "decision": loads_strict(row.decision),
+            "approvals": [
+                {
+                    "member": a.member,
+                    "role": a.role,
+                    "at": a.created_at,
+                    "expires_at": loads_strict(a.envelope)["action"]["body"].get("expires_at"),
+                }
+                for a in approvals
+            ],
+            "fee": ctx.get("fee"),
+            "change": ctx.get("change"),
+        }
+        if detail:
+            keyset = session.get(KeySet, row.keyset)
+            out.update(
+                unsigned_tx=row.unsigned_tx,
+                prevouts=ctx["prevouts"],
+                public_key=ctx["public_key"],
+                operation=ctx["operation"],
+                keyset=loads_strict(keyset.sealed) if keyset else None,
+            )
+            try:
+                out["decoded"] = wcore.check_transaction(
+                    wcore.parse_intent(out["intent"]),
+                    public_key=bytes.fromhex(ctx["public_key"]),
+                    unsigned=bytes.fromhex(row.unsigned_tx),
+                    prevouts=ctx["prevouts"],
+                )
+            except Error as exc:
+                out["decoded"] = None
+                out["decode_error"] = exc.message
+        return out
+
+
+def _raise_tampered(answer: ReleaseAnswer) -> ReleaseAnswer:
+    if answer.status_code != 200:
+        err = TamperedError(answer.body.get("message", "tampered"))
+        # The tamper entry is already in the log; the app's handler must not add a refusal.
+        err.audited = True  # type: ignore[attr-defined]
+        raise err
+    return answer
