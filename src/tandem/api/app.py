@@ -1,0 +1,279 @@
+"""FastAPI application factory. Routes translate HTTP to service calls and back."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+
+from tandem import __version__
+from tandem.api import schemas
+from tandem.core.canonical import loads_strict
+from tandem.core.roles import Role
+from tandem.errors import Error, ForbiddenError, InputError, PayloadTooLargeError, UnknownFieldError
+from tandem.services import Tandem
+from tandem.settings import Settings
+from tandem.store.models import Member
+
+log = logging.getLogger("tandem.api")
+M = TypeVar("M", bound=BaseModel)
+
+# Every error answer has the same body; reference one schema rather than building a
+# response model per route and status (that dominated app start-up time).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": "Refused: a stable `code` and a message",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for status in (400, 401, 403, 404, 409, 410, 413, 422, 429, 503)
+}
+
+
+class NDJSONResponse(PlainTextResponse):
+    media_type = "application/x-ndjson"
+
+
+def current_member(request: Request, authorization: Annotated[str | None, Header()] = None) -> Member:
+    """The member behind the ``Authorization: Bearer`` session token."""
+    token = None
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    service: Tandem = request.app.state.service
+    return service.session_member(token)
+
+
+Reader = Annotated[Member, Depends(current_member)]
+
+
+def build_service(settings: Settings, clock: Callable[[], int] | None = None) -> Tandem:
+    from tandem.core.service_key import ServiceKey
+    from tandem.store.db import Database
+
+    key_file = settings.resolved_key_file()
+    if not key_file.exists():
+        from tandem.errors import ConfigurationError
+
+        raise ConfigurationError(f"no service key at {key_file}: run `tandem init` first")
+    key = ServiceKey.from_file_bytes(key_file.read_bytes())
+    db = Database(settings.resolved_database_url())
+    db.migrate()
+    service = Tandem(db, key, clock=clock or (lambda: int(time.time())))
+    service.startup_check()
+    return service
+
+
+def create_app(settings: Settings | None = None, *, service: Tandem | None = None) -> FastAPI:
+    settings = settings or Settings()
+    svc = service or build_service(settings)
+    app = FastAPI(
+        title="Tandem",
+        version=__version__,
+        description=(
+            "Dual-control key ceremonies and signing for crypto-asset custody. Every state change "
+            "is a signed action envelope; reads need a session opened by a signed action."
+        ),
+        responses=ERROR_RESPONSES,
+    )
+    app.state.service = svc
+
+    async def _body_bytes(request: Request) -> bytes:
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            raise PayloadTooLargeError(f"request body exceeds {settings.max_body_bytes} bytes")
+        return body
+
+    body_models: dict[Any, type[BaseModel]] = {}
+
+    def strict(model: type[M]) -> Any:
+        async def parse(request: Request) -> M:
+            doc = loads_strict(await _body_bytes(request), max_bytes=settings.max_body_bytes, forbid_nul=True)
+            try:
+                return model.model_validate(doc)
+            except ValidationError as exc:
+                kinds = {e["type"] for e in exc.errors()}
+                fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+                if "extra_forbidden" in kinds:
+                    raise UnknownFieldError(f"unknown field(s): {fields}") from None
+                raise InputError(f"invalid request body: {fields}") from None
+
+        body_models[parse] = model
+        return Depends(parse)
+
+    reader = Reader
+
+    @app.exception_handler(Error)
+    async def on_error(request: Request, exc: Error) -> JSONResponse:
+        return refuse(request, exc)
+
+    def refuse(request: Request, exc: Error) -> JSONResponse:
+        """Every refusal answered over HTTP is audited (reads included); one a use case
+        already recorded, with its signed envelope, is not recorded twice."""
+        svc.record_refusal(
+            "http.request",
+            exc,
+            envelope=None,
+            actor=None,
+            now=svc.clock(),
+            data={"method": request.method, "path": request.url.path[:200]},
+        )
+        return JSONResponse(status_code=exc.status, content=exc.to_dict())
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors())
+        return refuse(request, InputError(f"invalid request parameters: {fields}"))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"code": "internal_error", "message": "internal error"})
+
+    # --- public ----------------------------------------------------------------------
+
+    @app.get(
+        "/v1/health",
+        response_model=schemas.Health,
+        tags=["service"],
+        responses={503: {"model": schemas.ErrorBody}},
+    )
+    def health() -> schemas.Health:
+        """Liveness and seal state (used by the container HEALTHCHECK)."""
+        sealed = svc.sealed_reason is not None
+        return schemas.Health(status="sealed" if sealed else "ok", sealed=sealed, reason=svc.sealed_reason)
+
+    @app.get("/v1/deployment", tags=["service"])
+    def deployment() -> dict[str, Any]:
+        """Public facts: deployment id, entity, genesis hash (root of trust), service keys."""
+        return svc.deployment_info()
+
+    @app.post("/v1/genesis", status_code=201, tags=["membership"])
+    def genesis(body: schemas.GenesisIn = strict(schemas.GenesisIn)) -> dict[str, Any]:
+        """Create the deployment. Every initial member signs the genesis document."""
+        return svc.genesis(body.genesis, body.signatures)
+
+    @app.post("/v1/sessions", status_code=201, tags=["membership"])
+    def open_session(body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:
+        """Open a 15-minute read session with a signed `session.open` action."""
+        return svc.open_session(body.envelope)
+
+    @app.post("/v1/totp/enrol", tags=["membership"])
+    def enrol_totp(body: schemas.TotpEnrolIn = strict(schemas.TotpEnrolIn)) -> dict[str, Any]:
+        """Register the member's TOTP seed, sealed on its own machine to the service key."""
+        return svc.enrol_totp(body.envelope, confirm_code=body.confirm_code, totp=body.totp)
+
+    # --- membership --------------------------------------------------------------------
+
+    @app.get("/v1/members", tags=["membership"])
+    def members(viewer: Reader) -> list[dict[str, Any]]:
+        return svc.list_members()
+
+    @app.post("/v1/members/proposals", status_code=201, tags=["membership"])
+    def propose_member(body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:
+        """Propose adding, removing or rekeying a member; the other side must approve."""
+        return svc.propose_member_change(body.envelope)
+
+    @app.get("/v1/proposals", tags=["membership"])
+    def proposals(viewer: Reader, status: str | None = None) -> list[dict[str, Any]]:
+        return svc.list_proposals(status=status)
+
+    @app.get("/v1/proposals/{proposal_id}", tags=["membership"])
+    def proposal(proposal_id: str, viewer: Reader) -> dict[str, Any]:
+        return svc.get_proposal(proposal_id)
+
+    @app.post("/v1/proposals/{proposal_id}/approve", tags=["membership"])
+    def approve(proposal_id: str, body: schemas.ApprovalIn = strict(schemas.ApprovalIn)) -> dict[str, Any]:
+        """Approve with a signed `proposal.approve` over the proposal digest, plus TOTP."""
+        _same_subject(body.envelope, "proposal", proposal_id)
+        return svc.decide_proposal(body.envelope, totp=body.totp, approve=True)
+
+    @app.post("/v1/proposals/{proposal_id}/reject", tags=["membership"])
+    def reject(proposal_id: str, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:
+        _same_subject(body.envelope, "proposal", proposal_id)
+        return svc.decide_proposal(body.envelope, totp=None, approve=False)
+
+    # --- audit -------------------------------------------------------------------------
+
+    @app.get(
+        "/v1/audit/export",
+        response_class=NDJSONResponse,
+        tags=["audit"],
+        responses={s: {"model": schemas.ErrorBody, "content": {"application/json": {}}} for s in (401, 404)},
+    )
+    def audit_export(viewer: Reader) -> PlainTextResponse:
+        """JSON Lines of every entry; the header X-Tandem-Tree-Size says how many."""
+        lines, _checkpoint = svc.export()
+        return NDJSONResponse(
+            "\n".join(lines) + "\n",
+            media_type="application/x-ndjson",
+            headers={"X-Tandem-Tree-Size": str(len(lines))},
+        )
+
+    @app.get("/v1/audit/checkpoint", tags=["audit"])
+    def audit_checkpoint(
+        viewer: Reader, tree_size: Annotated[int | None, Query(ge=1)] = None
+    ) -> dict[str, Any]:
+        return svc.checkpoint(tree_size)
+
+    @app.get("/v1/audit/inclusion/{index}", tags=["audit"])
+    def audit_inclusion(
+        index: int, viewer: Reader, tree_size: Annotated[int | None, Query(ge=1)] = None
+    ) -> dict[str, Any]:
+        """RFC 6962 inclusion proof of one entry in the tree of a signed checkpoint."""
+        return svc.inclusion(index, tree_size)
+
+    @app.get("/v1/audit/consistency", tags=["audit"])
+    def audit_consistency(
+        viewer: Reader, old: Annotated[int, Query(ge=1)], new: Annotated[int, Query(ge=1)]
+    ) -> dict[str, Any]:
+        """RFC 6962 consistency proof between two signed checkpoints."""
+        return svc.consistency(old, new)
+
+    from tandem.api.routes_custody import register_custody_routes
+
+    register_custody_routes(app, svc, strict=strict, reader=reader)
+    _document_request_bodies(app, body_models)
+
+    @app.middleware("http")
+    async def refuse_nul_in_url(request: Request, call_next: Any) -> Any:
+        # Paths and query strings reach database lookups; NUL is never meaningful there.
+        if "\x00" in unquote(request.url.path) or "\x00" in unquote(request.url.query):
+            return refuse(request, InputError("URL must not contain NUL"))
+        return await call_next(request)
+
+    return app
+
+
+def _document_request_bodies(app: FastAPI, body_models: dict[Any, type[BaseModel]]) -> None:
+    """Bodies are parsed strictly from raw bytes, so FastAPI cannot see them: publish
+    each route's body schema in the OpenAPI document ourselves."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        for dep in route.dependant.dependencies:
+            model = body_models.get(dep.call)
+            if model is None:
+                continue
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            route.openapi_extra = {
+                **(route.openapi_extra or {}),
+                "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            }
+
+
+def _same_subject(envelope: dict[str, Any], key: str, path_id: str) -> None:
+    body = envelope.get("action", {}).get("body", {}) if isinstance(envelope.get("action"), dict) else {}
+    if not isinstance(body, dict) or body.get(key) != path_id:
+        raise InputError(f"the signed action's {key} does not match the URL")
+
+
+def require_role(member: Member, *roles: Role) -> None:
+    if Role(member.role) not in roles:
+        raise ForbiddenError(f"a {member.role} may not read this")

@@ -1,0 +1,161 @@
+"""Key-ceremony and key-set routes (registered by tandem.api.routes_custody).
+
+Every write is a signed action envelope; the URL id must match the id the action signs.
+No ``from __future__ import annotations`` here: the route signatures use ``Reader``,
+imported inside :func:`register`, and FastAPI must see it as an object, not a string.
+"""
+
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from tandem.api import schemas
+from tandem.errors import InputError
+from tandem.services import Tandem
+
+
+class CeremonyApprovalIn(schemas.Strict):
+    envelope: dict[str, Any] = Field(
+        description="Signed `ceremony.approve` {ceremony, digest, commitment | sealed_share}"
+    )
+    totp: str = Field(
+        description="Current 6-digit TOTP code of the approver", min_length=6, max_length=6
+    )
+
+
+class ImportIn(schemas.Strict):
+    envelope: dict[str, Any] = Field(
+        description="Signed `keyset.import` {export_hash, operation, sealed_share}"
+    )
+    export: dict[str, Any] = Field(description="The key-set export, as `keyset export` wrote it")
+
+
+class ImportApprovalIn(schemas.Strict):
+    envelope: dict[str, Any] = Field(
+        description="Signed `keyset.import_approve` {import, export_hash, sealed_share}"
+    )
+    totp: str = Field(
+        description="Current 6-digit TOTP code of the approver", min_length=6, max_length=6
+    )
+
+
+def _signed_body(envelope: dict[str, Any]) -> dict[str, Any]:
+    action = envelope.get("action")
+    body = action.get("body") if isinstance(action, dict) else None
+    return body if isinstance(body, dict) else {}
+
+
+def _same(envelope: dict[str, Any], key: str, path_id: str) -> None:
+    if _signed_body(envelope).get(key) != path_id:
+        raise InputError(f"the signed action's {key} does not match the URL")
+
+
+def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
+    """``strict(Model)`` is a dependency that parses the body strictly into Model;
+    read endpoints take ``viewer: Reader`` (tandem.api.app.Reader)."""
+    from tandem.api.app import Reader
+
+    envelope_in = strict(schemas.EnvelopeIn)
+
+    # --- ceremonies ----------------------------------------------------------------------
+
+    @app.post("/v1/ceremonies", status_code=201, tags=["ceremonies"])
+    def propose(body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
+        """A manager proposes a ceremony: signed `ceremony.propose` with `{ceremony, definition
+        (TOML text), commitment}` for keygen, or `{ceremony, definition, target_keyset,
+        operation, sealed_share}` for a reshare. The definition is validated whole first."""
+        return svc.propose_ceremony(body.envelope)
+
+    @app.get("/v1/ceremonies", tags=["ceremonies"])
+    def list_ceremonies(viewer: Reader, status: str | None = None) -> list[dict[str, Any]]:
+        return svc.list_ceremonies(status=status)
+
+    @app.get("/v1/ceremonies/{ceremony_id}", tags=["ceremonies"])
+    def get_ceremony(ceremony_id: str, viewer: Reader) -> dict[str, Any]:
+        """The ceremony, its definition text and who has approved, revealed, countersigned.
+        Clients recompute `digest` themselves before approving."""
+        return svc.get_ceremony(ceremony_id)
+
+    @app.post("/v1/ceremonies/{ceremony_id}/approve", tags=["ceremonies"])
+    def approve(
+        ceremony_id: str,
+        body: CeremonyApprovalIn = strict(CeremonyApprovalIn),
+    ) -> dict[str, Any]:
+        """Approve with a signed `ceremony.approve` over the ceremony digest, your own
+        commitment (keygen) or re-sealed share (reshare), and a TOTP code."""
+        _same(body.envelope, "ceremony", ceremony_id)
+        return svc.approve_ceremony(body.envelope, totp=body.totp)
+
+    @app.post("/v1/ceremonies/{ceremony_id}/reject", tags=["ceremonies"])
+    def reject(ceremony_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
+        """A custodian stops the ceremony: signed `ceremony.reject` with `{ceremony, reason}`."""
+        _same(body.envelope, "ceremony", ceremony_id)
+        return svc.reject_ceremony(body.envelope)
+
+    @app.post("/v1/ceremonies/{ceremony_id}/reveal", tags=["ceremonies"])
+    def reveal(ceremony_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
+        """Reveal your contribution (signed `ceremony.reveal` with `{ceremony, contribution}`).
+        The last reveal executes the ceremony."""
+        _same(body.envelope, "ceremony", ceremony_id)
+        return svc.reveal_contribution(body.envelope)
+
+    @app.post("/v1/ceremonies/{ceremony_id}/countersign", tags=["ceremonies"])
+    def countersign(ceremony_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
+        """Countersign the transcript: signed `ceremony.countersign` with
+        `{ceremony, transcript_hash}` (the hash your client recomputed)."""
+        _same(body.envelope, "ceremony", ceremony_id)
+        return svc.countersign_transcript(body.envelope)
+
+    @app.post("/v1/ceremonies/{ceremony_id}/abort", tags=["ceremonies"])
+    def abort(ceremony_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
+        """The proposer withdraws the ceremony before execution (signed `ceremony.abort`)."""
+        _same(body.envelope, "ceremony", ceremony_id)
+        return svc.abort_ceremony(body.envelope)
+
+    @app.get("/v1/ceremonies/{ceremony_id}/transcript", tags=["ceremonies"])
+    def transcript(ceremony_id: str, viewer: Reader) -> dict[str, Any]:
+        """The transcript: public data only, verifiable offline (`tandem verify transcript`)."""
+        return svc.get_transcript(ceremony_id)
+
+    # --- key sets ------------------------------------------------------------------------
+
+    @app.get("/v1/keysets", tags=["keysets"])
+    def list_keysets(viewer: Reader) -> list[dict[str, Any]]:
+        return svc.list_keysets()
+
+    @app.post("/v1/keysets/import", status_code=201, tags=["keysets"])
+    def propose_import(body: ImportIn = strict(ImportIn)) -> dict[str, Any]:
+        """A manager proposes restoring an exported key set, with its share re-sealed to an
+        import operation; a custodian finishes it the same way."""
+        return svc.propose_import(body.envelope, body.export)
+
+    @app.post("/v1/keysets/import/{import_id}/approve", tags=["keysets"])
+    def approve_import(
+        import_id: str,
+        body: ImportApprovalIn = strict(ImportApprovalIn),
+    ) -> dict[str, Any]:
+        """A custodian re-seals its share to the import operation, with a TOTP code; the
+        signer checks both shares rebuild the key set's DEK and restores it."""
+        _same(body.envelope, "import", import_id)
+        return svc.approve_import(body.envelope, totp=body.totp)
+
+    @app.get("/v1/keysets/{keyset_id}", tags=["keysets"])
+    def get_keyset(keyset_id: str, viewer: Reader) -> dict[str, Any]:
+        """Public keys, addresses, birth proofs, status, and the sealed record (ciphertexts
+        and sealed shares only) that members re-seal their share from."""
+        return svc.get_keyset(keyset_id)
+
+    @app.post("/v1/keysets/{keyset_id}/operations", status_code=201, tags=["keysets"])
+    def new_operation(keyset_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
+        """A one-time operation key (signed by the service key) for a reshare or an import:
+        signed `keyset.operation` with `{keyset, purpose}`."""
+        _same(body.envelope, "keyset", keyset_id)
+        return svc.keyset_operation(body.envelope)
+
+    @app.post("/v1/keysets/{keyset_id}/export", tags=["keysets"])
+    def export(keyset_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
+        """The key set for offline media (signed `keyset.export`; recorded in the audit log).
+        It opens only with a manager's and a custodian's share."""
+        _same(body.envelope, "keyset", keyset_id)
+        return svc.export_keyset(body.envelope)

@@ -1,0 +1,89 @@
+"""Proof-of-ownership routes (registered by tandem.api.routes_custody)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Response
+from pydantic import Field
+
+from tandem.api import schemas
+from tandem.api.app import Reader
+from tandem.errors import InputError
+from tandem.services import Tandem
+
+
+class ProofContributionIn(schemas.Strict):
+    envelope: dict[str, Any] = Field(description="Signed `proof.contribute` action")
+    totp: str | None = Field(
+        default=None,
+        min_length=6,
+        max_length=6,
+        description="Current TOTP code (required of a custodian)",
+    )
+
+
+def _same_challenge(envelope: dict[str, Any], challenge_id: str) -> None:
+    action = envelope.get("action")
+    body = action.get("body") if isinstance(action, dict) else None
+    if not isinstance(body, dict) or body.get("challenge") != challenge_id:
+        raise InputError("the signed action's challenge does not match the URL")
+
+
+def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
+    """``strict(Model)`` is a dependency that parses the body strictly into Model;
+    read endpoints take ``viewer: Reader`` (tandem.api.app.Reader)."""
+
+    @app.post("/v1/proofs/challenges", status_code=201, tags=["proofs"])
+    def issue_challenge(
+        body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn),
+    ) -> dict[str, Any]:
+        """Issue a proof-of-ownership challenge (custodian or auditor): a signed
+        `proof.challenge` action with `{statement, scope, expires_at?, nonce?}`. The answer
+        carries one service-signed operation key per key set in scope."""
+        return svc.issue_proof_challenge(body.envelope)
+
+    @app.get("/v1/proofs", tags=["proofs"])
+    def list_challenges(viewer: Reader) -> list[dict[str, Any]]:
+        return svc.list_proof_challenges()
+
+    @app.get("/v1/proofs/{challenge_id}", tags=["proofs"])
+    def get_challenge(challenge_id: str, viewer: Reader) -> dict[str, Any]:
+        """The challenge, its operation keys and who has contributed; managers and
+        custodians also get each key set's sealed document to re-seal their share from."""
+        return svc.get_proof_challenge(challenge_id, viewer=viewer)
+
+    @app.post("/v1/proofs/{challenge_id}/contributions", tags=["proofs"])
+    def contribute(
+        challenge_id: str,
+        body: ProofContributionIn = strict(ProofContributionIn),
+    ) -> dict[str, Any]:
+        """A manager's or custodian's share re-sealed to the challenge's operation key.
+        When both sides are in for every key set, every address in scope is signed."""
+        _same_challenge(body.envelope, challenge_id)
+        return svc.contribute_proof(body.envelope, totp=body.totp)
+
+    @app.post("/v1/proofs/{challenge_id}/operations", tags=["proofs"])
+    def renew_operations(
+        challenge_id: str,
+        body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn),
+    ) -> dict[str, Any]:
+        """Fresh operation keys for an open challenge (after a restart or failed signing)."""
+        _same_challenge(body.envelope, challenge_id)
+        return svc.renew_proof_operations(body.envelope)
+
+    @app.get(
+        "/v1/proofs/{challenge_id}/bundle",
+        tags=["proofs"],
+        response_class=Response,
+        responses={200: {"content": {"application/json": {}}}},
+    )
+    def bundle(challenge_id: str, viewer: Reader) -> Response:
+        """The signed bundle, byte for byte as hashed (RFC 8785 canonical JSON); its
+        SHA-256 is in the header X-Tandem-Bundle-Hash and in the audit log."""
+        text, digest = svc.get_proof_bundle(challenge_id)
+        return Response(
+            content=text.encode("utf-8"),
+            media_type="application/json",
+            headers={"X-Tandem-Bundle-Hash": digest},
+        )

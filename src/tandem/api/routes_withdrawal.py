@@ -1,0 +1,198 @@
+"""Routes for withdrawals, policy and the address book (registered by routes_custody).
+
+Writes take a signed action envelope; reads need a session (``Authorization: Bearer``).
+A resealed share travels beside the envelope, never inside it, so the audit log (which
+stores envelopes) never holds one; the envelope binds it by ``share_digest``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tandem.api.app import Reader
+from tandem.api.schemas import EnvelopeIn
+from tandem.errors import InputError
+from tandem.services import Tandem
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class WithdrawalCreateIn(_Strict):
+    envelope: dict[str, Any] = Field(
+        description="Signed `withdrawal.create` {intent, operation, share_digest}"
+    )
+    sealed_share: str = Field(description="The manager's share resealed to the operation key (base64)")
+
+
+class ShareIn(_Strict):
+    envelope: dict[str, Any] = Field(
+        description="Signed `withdrawal.contribute` {withdrawal, operation, share_digest}"
+    )
+    sealed_share: str = Field(description="This member's share resealed to the request's operation key")
+
+
+class WithdrawalApproveIn(_Strict):
+    envelope: dict[str, Any] = Field(
+        description="Signed `withdrawal.approve` {withdrawal, intent_hash, tx_digest, policy_version, "
+        "expires_at, operation, share_digest}"
+    )
+    totp: str = Field(min_length=6, max_length=6, description="Current TOTP code of the approver")
+    sealed_share: str | None = Field(
+        default=None, description="The approver's share resealed to the operation"
+    )
+
+
+def _same_subject(envelope: dict[str, Any], key: str, path_id: str) -> None:
+    action = envelope.get("action")
+    body = action.get("body") if isinstance(action, dict) else None
+    if not isinstance(body, dict) or body.get(key) != path_id:
+        raise InputError(f"the signed action's {key} does not match the URL")
+
+
+def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
+    """``strict(Model)`` parses the body strictly into Model; reads take ``viewer: Reader``."""
+
+    # --- withdrawals -------------------------------------------------------------------
+
+    @app.post("/v1/withdrawals/operations", status_code=201, tags=["withdrawals"])
+    def prepare(body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """(Manager) A one-time operation key for a withdrawal from a key set, signed by the
+        service key; returns it with the sealed key set and the wallet's addresses."""
+        return svc.prepare_withdrawal(body.envelope)
+
+    @app.post("/v1/withdrawals", status_code=201, tags=["withdrawals"])
+    def create(body: WithdrawalCreateIn = strict(WithdrawalCreateIn)) -> dict[str, Any]:
+        """(Manager) Request a withdrawal. Tandem builds the transaction, the policy decides."""
+        return svc.create_withdrawal(body.envelope, sealed_share=body.sealed_share)
+
+    @app.get("/v1/withdrawals", tags=["withdrawals"])
+    def list_(viewer: Reader, status: str | None = None) -> list[dict[str, Any]]:
+        return svc.list_withdrawals(status=status)
+
+    @app.get("/v1/withdrawals/{withdrawal_id}", tags=["withdrawals"])
+    def show(withdrawal_id: str, viewer: Reader) -> dict[str, Any]:
+        """The request with its raw unsigned transaction; clients decode it themselves."""
+        return svc.get_withdrawal(withdrawal_id)
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/approve", tags=["withdrawals"])
+    def approve(
+        withdrawal_id: str, body: WithdrawalApproveIn = strict(WithdrawalApproveIn)
+    ) -> dict[str, Any]:
+        """Approve over (id, intent hash, tx digest, policy version, expiry), with TOTP."""
+        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return svc.approve_withdrawal(body.envelope, totp=body.totp, sealed_share=body.sealed_share)
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/reject", tags=["withdrawals"])
+    def reject(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return svc.reject_withdrawal(body.envelope)
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/cancel", tags=["withdrawals"])
+    def cancel(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return svc.cancel_withdrawal(body.envelope)
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/veto", tags=["withdrawals"])
+    def veto(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """(Custodian) Stop a time-locked withdrawal during its lock."""
+        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return svc.veto_withdrawal(body.envelope)
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/operation", tags=["withdrawals"])
+    def renew(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """A new operation key for an open request (after a restart); shares are given again."""
+        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return svc.renew_operation(body.envelope)
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/shares", tags=["withdrawals"])
+    def contribute(withdrawal_id: str, body: ShareIn = strict(ShareIn)) -> dict[str, Any]:
+        """A member's share resealed to the request's current operation key."""
+        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return svc.contribute_share(body.envelope, sealed_share=body.sealed_share)
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/release", tags=["withdrawals"])
+    def release(
+        withdrawal_id: str,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+        body: EnvelopeIn = strict(EnvelopeIn),
+    ) -> JSONResponse:
+        """Sign and return the raw transaction, exactly once. A retry with the same
+        Idempotency-Key and body returns the first answer."""
+        if idempotency_key is None:
+            raise InputError("an Idempotency-Key header is required")
+        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        answer = svc.release_withdrawal(body.envelope, idempotency_key=idempotency_key)
+        return JSONResponse(status_code=answer.status_code, content=answer.body)
+
+    @app.get("/v1/withdrawals/{withdrawal_id}/bundle", tags=["withdrawals"])
+    def bundle(withdrawal_id: str, viewer: Reader) -> dict[str, Any]:
+        """Everything an offline signer re-verifies; members' clients add their shares."""
+        return svc.withdrawal_bundle(withdrawal_id)
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/import", tags=["withdrawals"])
+    def import_(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """Record an offline-signed transaction after re-verifying it."""
+        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return svc.import_withdrawal(body.envelope)
+
+    # --- policy and address book -----------------------------------------------------------
+
+    @app.get("/v1/policy", tags=["policy"])
+    def policy(viewer: Reader) -> dict[str, Any]:
+        """The policy in force and every version, pending ones included."""
+        return svc.policy_info()
+
+    @app.get("/v1/policy/explain", tags=["policy"])
+    def explain(
+        *,
+        viewer: Reader,
+        withdrawal: str | None = None,
+        wallet: str | None = None,
+        chain: str | None = None,
+        network: str | None = None,
+        asset: str | None = None,
+        amount: str | None = None,
+        destination: str | None = None,
+    ) -> dict[str, Any]:
+        """Which rule applies and why: for a withdrawal (as decided), or for given facts (now)."""
+        if withdrawal is not None:
+            return svc.explain_withdrawal(withdrawal)
+        facts = {
+            "wallet": wallet,
+            "chain": chain,
+            "network": network,
+            "asset": asset,
+            "amount": amount,
+            "destination": destination,
+        }
+        missing = [k for k, v in facts.items() if v is None]
+        if missing:
+            raise InputError(f"give ?withdrawal=ID or all of the facts (missing: {', '.join(missing)})")
+        return svc.explain_facts(**{k: v for k, v in facts.items() if v is not None})
+
+    @app.post("/v1/policy/proposals", status_code=201, tags=["policy"])
+    def propose_policy(body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """(Manager) Propose the next policy version; a custodian approves it with
+        POST /v1/proposals/{id}/approve; it takes effect after the current change delay."""
+        return svc.propose_policy(body.envelope)
+
+    @app.post("/v1/policy/proposals/{proposal_id}/veto", tags=["policy"])
+    def veto_change(proposal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """(Custodian) Veto an approved policy or address-book change during its delay."""
+        _same_subject(body.envelope, "proposal", proposal_id)
+        return svc.veto_policy_proposal(body.envelope)
+
+    @app.get("/v1/addressbook", tags=["policy"])
+    def addressbook(viewer: Reader) -> list[dict[str, Any]]:
+        return svc.address_book_view()
+
+    @app.post("/v1/addressbook/proposals", status_code=201, tags=["policy"])
+    def propose_address(body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """(Manager) Propose adding or removing an allow-listed destination."""
+        return svc.propose_address_change(body.envelope)

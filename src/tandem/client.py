@@ -1,0 +1,250 @@
+"""The member's side: signs actions locally, computes digests itself, talks HTTP.
+
+Nothing secret leaves this module except as a signature or a sealed box. The approving
+client recomputes every digest from the content it is shown rather than trusting a
+digest the server sends, so a server cannot get a signature over something other than
+what the member saw.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tandem.core import totp as totp_core
+from tandem.core.actions import sign_action
+from tandem.core.canonical import canonical, digest_hex, domain_bytes, loads_strict
+from tandem.core.identity import IdentityCard, MemberSecrets, b64
+from tandem.core.membership import GENESIS_FORMAT
+from tandem.core.service_key import seal_to
+from tandem.errors import Error, InputError
+
+DEFAULT_SERVER = "http://127.0.0.1:8600"
+
+
+class RemoteError(Error):
+    """An error answered by the server, carrying its stable code."""
+
+    def __init__(
+        self, code: str, message: str, status: int, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.remote_code = code
+        self.http_status = status
+
+    def diagnostics(self) -> str:
+        return f"{self.message} [{self.remote_code}, HTTP {self.http_status}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.remote_code, "message": self.message}
+
+
+class Client:
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        http: httpx.Client | None = None,
+        clock: Callable[[], int] = lambda: int(time.time()),
+    ) -> None:
+        self.http = http or httpx.Client(base_url=server, timeout=60.0)
+        self.clock = clock
+        self._sessions: dict[str, str] = {}
+        self._deployment: dict[str, Any] | None = None
+
+    # --- transport ---------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        token: str | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        hdrs = dict(headers or {})
+        if token:
+            hdrs["Authorization"] = f"Bearer {token}"
+        content = canonical(json_body) if json_body is not None else None
+        if content is not None:
+            hdrs["Content-Type"] = "application/json"
+        response = self.http.request(method, path, content=content, headers=hdrs, params=params)
+        if response.status_code >= 400:
+            try:
+                err = response.json()
+                raise RemoteError(
+                    err.get("code", "error"),
+                    err.get("message", response.text),
+                    response.status_code,
+                    err.get("details"),
+                )
+            except ValueError:
+                raise RemoteError("http_error", response.text[:200], response.status_code) from None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    def deployment(self, *, refresh: bool = False) -> dict[str, Any]:
+        if self._deployment is None or refresh:
+            self._deployment = self.request("GET", "/v1/deployment")
+        return self._deployment
+
+    def sign(self, member: MemberSecrets, type_: str, body: dict[str, Any]) -> dict[str, Any]:
+        dep = self.deployment()
+        if "deployment" not in dep:
+            raise InputError("the server has no deployment yet")
+        return sign_action(
+            member, type=type_, deployment=dep["deployment"], body=body, issued_at=self.clock()
+        ).to_json()
+
+    def session(self, member: MemberSecrets) -> str:
+        token = self._sessions.get(member.member_id)
+        if token is None:
+            token = self.request(
+                "POST",
+                "/v1/sessions",
+                json_body={"envelope": self.sign(member, "session.open", {})},
+            )["token"]
+            self._sessions[member.member_id] = token
+        return token
+
+    def get(self, member: MemberSecrets, path: str, **params: Any) -> Any:
+        return self.request("GET", path, token=self.session(member), params=params or None)
+
+    # --- genesis -------------------------------------------------------------------------
+
+    @staticmethod
+    def draft_genesis(
+        *,
+        deployment: str,
+        entity: str,
+        created_at: int,
+        service: dict[str, Any],
+        cards: list[IdentityCard],
+        policy: dict[str, Any] | None = None,
+        address_book: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        terms: dict[str, Any] = {}
+        if policy is not None:
+            terms["policy"] = policy
+        if address_book is not None:
+            terms["address_book"] = address_book
+        return {
+            **terms,
+            "format": GENESIS_FORMAT,
+            "deployment": deployment,
+            "entity": entity,
+            "created_at": created_at,
+            "service": {
+                "sign_public": service["sign_public"],
+                "seal_public": service["seal_public"],
+            },
+            "members": [c.to_json() for c in cards],
+        }
+
+    @staticmethod
+    def sign_genesis(member: MemberSecrets, doc: dict[str, Any]) -> tuple[str, str]:
+        return member.member_id, b64(member.sign(domain_bytes("genesis", doc)))
+
+    def submit_genesis(self, doc: dict[str, Any], signatures: dict[str, str]) -> dict[str, Any]:
+        result = self.request(
+            "POST", "/v1/genesis", json_body={"genesis": doc, "signatures": signatures}
+        )
+        self.deployment(refresh=True)
+        return result  # type: ignore[no-any-return]
+
+    # --- second factor -------------------------------------------------------------------
+
+    def enrol_totp(self, member: MemberSecrets, *, old_code: str | None = None) -> dict[str, Any]:
+        service_seal = bytes.fromhex(self.deployment()["service"]["seal_public"])
+        sealed = seal_to(service_seal, member.totp_secret.encode("ascii"))
+        body = {
+            "envelope": self.sign(member, "member.totp_enrol", {"sealed_secret": b64(sealed)}),
+            "confirm_code": totp_core.current_code(member.totp_secret, self.clock()),
+        }
+        if old_code is not None:
+            body["totp"] = old_code
+        return self.request("POST", "/v1/totp/enrol", json_body=body)  # type: ignore[no-any-return]
+
+    def totp_code(self, member: MemberSecrets) -> str:
+        """The member's current code from the keystore seed (scripts and demos)."""
+        return totp_core.current_code(member.totp_secret, self.clock())
+
+    # --- membership ------------------------------------------------------------------------
+
+    def propose_add(self, member: MemberSecrets, card: IdentityCard) -> dict[str, Any]:
+        env = self.sign(member, "member.propose", {"change": "add", "card": card.to_json()})
+        return self.request("POST", "/v1/members/proposals", json_body={"envelope": env})  # type: ignore[no-any-return]
+
+    def propose_remove(self, member: MemberSecrets, member_id: str) -> dict[str, Any]:
+        env = self.sign(member, "member.propose", {"change": "remove", "member": member_id})
+        return self.request("POST", "/v1/members/proposals", json_body={"envelope": env})  # type: ignore[no-any-return]
+
+    def propose_rekey(
+        self, member: MemberSecrets, member_id: str, card: IdentityCard
+    ) -> dict[str, Any]:
+        env = self.sign(
+            member,
+            "member.propose",
+            {"change": "rekey", "member": member_id, "card": card.to_json()},
+        )
+        return self.request("POST", "/v1/members/proposals", json_body={"envelope": env})  # type: ignore[no-any-return]
+
+    def proposal_digest(self, proposal: dict[str, Any]) -> str:
+        """Recomputed locally from the content shown, never taken from the server."""
+        return digest_hex(
+            "proposal",
+            {
+                "id": proposal["id"],
+                "kind": proposal["kind"],
+                "body": proposal["body"],
+                "proposer": proposal["proposer"],
+            },
+        )
+
+    def approve_proposal(
+        self, member: MemberSecrets, proposal_id: str, *, totp: str
+    ) -> dict[str, Any]:
+        proposal = self.get(member, f"/v1/proposals/{proposal_id}")
+        digest = self.proposal_digest(proposal)
+        env = self.sign(member, "proposal.approve", {"proposal": proposal_id, "digest": digest})
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/proposals/{proposal_id}/approve", json_body={"envelope": env, "totp": totp}
+        )
+        return result
+
+    def reject_proposal(
+        self, member: MemberSecrets, proposal_id: str, *, reason: str
+    ) -> dict[str, Any]:
+        proposal = self.get(member, f"/v1/proposals/{proposal_id}")
+        env = self.sign(
+            member,
+            "proposal.reject",
+            {"proposal": proposal_id, "digest": self.proposal_digest(proposal), "reason": reason},
+        )
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/proposals/{proposal_id}/reject", json_body={"envelope": env}
+        )
+        return result
+
+    # --- audit -----------------------------------------------------------------------------
+
+    def audit_export(self, member: MemberSecrets) -> tuple[list[str], dict[str, Any]]:
+        text = self.get(member, "/v1/audit/export")
+        lines = [line for line in str(text).split("\n") if line]
+        checkpoint = self.get(member, "/v1/audit/checkpoint", tree_size=len(lines))
+        return lines, checkpoint
+
+
+def decode_b64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def parse_json_file(data: bytes) -> Any:
+    return loads_strict(data)

@@ -1,0 +1,389 @@
+"""The member's side of key ceremonies, reshares and key-set export/import.
+
+The client makes its own entropy contribution, commits to it in its signed
+propose/approve action and keeps the contribution to itself (in memory, or in a small
+state file beside the keystore) until every participant has committed; only then is it
+revealed. Before approving, the client parses the definition and recomputes the
+ceremony digest itself; before countersigning, it verifies the whole transcript offline
+and signs the hash it computed, never one the server sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tandem.client import Client, RemoteError
+from tandem.core import ceremony as core
+from tandem.core import keygen
+from tandem.core.ceremony_def import parse_definition
+from tandem.core.identity import MemberSecrets
+from tandem.errors import ConflictError, InputError, KeystoreError, VerificationError
+from tandem.services.keyuse import reseal_for_operation, verify_operation
+
+__all__ = [
+    "ContributionStore",
+    "abort_ceremony",
+    "approve_ceremony",
+    "approve_import",
+    "countersign",
+    "export_keyset",
+    "get_ceremony",
+    "get_keyset",
+    "get_transcript",
+    "list_ceremonies",
+    "list_keysets",
+    "local_digest",
+    "new_ceremony_id",
+    "propose_ceremony",
+    "propose_import",
+    "reject_ceremony",
+    "request_operation",
+    "reveal",
+    "run_ceremony",
+]
+
+
+def new_ceremony_id() -> str:
+    """Chosen by the proposer, so its commitment can bind the ceremony before it exists."""
+    return "cer_" + secrets.token_hex(12)
+
+
+# --- reads -------------------------------------------------------------------------------
+
+
+def _get(client: Client, member: MemberSecrets, path: str, **params: Any) -> Any:
+    """A read; a session that expired meanwhile is reopened once."""
+    try:
+        return client.get(member, path, **params)
+    except RemoteError as exc:
+        if exc.remote_code != "invalid_session":
+            raise
+        client._sessions.pop(member.member_id, None)
+        return client.get(member, path, **params)
+
+
+def _post(client: Client, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = client.request("POST", path, json_body=dict(body))
+    return result
+
+
+def get_ceremony(client: Client, member: MemberSecrets, ceremony_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = _get(client, member, f"/v1/ceremonies/{ceremony_id}")
+    return result
+
+
+def list_ceremonies(
+    client: Client, member: MemberSecrets, status: str | None = None
+) -> list[dict[str, Any]]:
+    params = {"status": status} if status else {}
+    result: list[dict[str, Any]] = _get(client, member, "/v1/ceremonies", **params)
+    return result
+
+
+def get_transcript(client: Client, member: MemberSecrets, ceremony_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = _get(client, member, f"/v1/ceremonies/{ceremony_id}/transcript")
+    return result
+
+
+def list_keysets(client: Client, member: MemberSecrets) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = _get(client, member, "/v1/keysets")
+    return result
+
+
+def get_keyset(client: Client, member: MemberSecrets, keyset_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = _get(client, member, f"/v1/keysets/{keyset_id}")
+    return result
+
+
+def _service_sign_public(client: Client) -> bytes:
+    return bytes.fromhex(client.deployment()["service"]["sign_public"])
+
+
+# --- contributions kept between commit and reveal ----------------------------------------
+
+
+class ContributionStore:
+    """A member's contribution between its commitment and its reveal, in a file readable
+    only by the member (``contrib-<ceremony>-<member>.json``). It is deleted after the
+    reveal; it never goes to the server before then."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, ceremony_id: str, member_id: str) -> Path:
+        if not core.CEREMONY_ID.fullmatch(ceremony_id):
+            raise InputError(f"{ceremony_id!r} is not a ceremony id")
+        return self.directory / f"contrib-{ceremony_id}-{member_id}.json"
+
+    def save(self, ceremony_id: str, member_id: str, contribution: bytes) -> Path:
+        path = self.path(ceremony_id, member_id)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise KeystoreError(
+                f"{path} exists: you already committed to {ceremony_id} from here; reveal it "
+                "with `tandem ceremony reveal`"
+            ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(
+                {"ceremony": ceremony_id, "member": member_id, "contribution": contribution.hex()},
+                f,
+            )
+        return path
+
+    def load(self, ceremony_id: str, member_id: str) -> bytes:
+        path = self.path(ceremony_id, member_id)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except OSError:
+            raise KeystoreError(
+                f"no saved contribution for {ceremony_id} at {path}: reveal from the machine "
+                "(and --state-dir) you committed from"
+            ) from None
+        if doc.get("ceremony") != ceremony_id or doc.get("member") != member_id:
+            raise KeystoreError(f"{path} is for another ceremony or member")
+        return bytes.fromhex(doc["contribution"])
+
+    def forget(self, ceremony_id: str, member_id: str) -> None:
+        self.path(ceremony_id, member_id).unlink(missing_ok=True)
+
+
+# --- ceremony steps ----------------------------------------------------------------------
+
+
+def local_digest(view: Mapping[str, Any]) -> str:
+    """The ceremony digest recomputed from the definition text and header fields shown,
+    refusing a view whose definition hash is not the definition's."""
+    definition = parse_definition(view["definition"], source=f"ceremony {view['id']}")
+    if definition.definition_hash() != view["definition_hash"]:
+        raise VerificationError("the server's definition hash is not the definition's")
+    return core.ceremony_digest(
+        ceremony_id=view["id"],
+        kind=definition.kind,
+        definition_hash=definition.definition_hash(),
+        proposer=view["proposer"],
+        target_keyset=view["target_keyset"],
+        expires_at=view["expires_at"],
+        commitment=view["commitments"].get(view["proposer"]),
+    )
+
+
+def request_operation(
+    client: Client, member: MemberSecrets, keyset_id: str, purpose: str
+) -> dict[str, Any]:
+    """A service-signed one-time operation key for a reshare or an import."""
+    env = client.sign(member, "keyset.operation", {"keyset": keyset_id, "purpose": purpose})
+    doc = _post(client, f"/v1/keysets/{keyset_id}/operations", {"envelope": env})
+    _check_operation(client, doc, keyset_id=keyset_id, purpose=purpose)
+    return doc
+
+
+def _check_operation(client: Client, doc: Any, *, keyset_id: str, purpose: str) -> None:
+    statement = verify_operation(doc, _service_sign_public(client))
+    if statement["keyset"] != keyset_id or statement["purpose"] != purpose:
+        raise VerificationError(f"the operation key is not a {purpose} key for {keyset_id}")
+
+
+def propose_ceremony(
+    client: Client,
+    member: MemberSecrets,
+    definition_text: str,
+    *,
+    contribution: bytes | None = None,
+    ceremony_id: str | None = None,
+    target_keyset: str | None = None,
+) -> dict[str, Any]:
+    """Propose a keygen (with a commitment to ``contribution``) or a reshare of
+    ``target_keyset`` (requesting a reshare operation and re-sealing this manager's share
+    to it). The definition is validated locally first."""
+    definition = parse_definition(definition_text)
+    ceremony_id = ceremony_id or new_ceremony_id()
+    body: dict[str, Any] = {"ceremony": ceremony_id, "definition": definition_text}
+    if definition.kind == "keygen":
+        if contribution is None:
+            raise InputError("a keygen proposal needs a contribution to commit to")
+        body["commitment"] = keygen.commit_contribution(
+            ceremony_id=ceremony_id, member_id=member.member_id, contribution=contribution
+        )
+    else:
+        if target_keyset is None:
+            raise InputError("a reshare names the key set it rotates (--target-keyset)")
+        operation = request_operation(client, member, target_keyset, "reshare")
+        keyset = get_keyset(client, member, target_keyset)
+        _side, sealed = reseal_for_operation(
+            member, keyset["sealed"], operation, _service_sign_public(client)
+        )
+        body.update(
+            {"target_keyset": target_keyset, "operation": operation, "sealed_share": sealed}
+        )
+    env = client.sign(member, core.PROPOSE, body)
+    return _post(client, "/v1/ceremonies", {"envelope": env})
+
+
+def approve_ceremony(
+    client: Client,
+    member: MemberSecrets,
+    ceremony_id: str,
+    *,
+    totp: str,
+    contribution: bytes | None = None,
+) -> dict[str, Any]:
+    """Approve after recomputing the digest locally; commit to ``contribution`` (keygen)
+    or re-seal this member's share to the ceremony's checked operation key (reshare)."""
+    view = get_ceremony(client, member, ceremony_id)
+    body: dict[str, Any] = {"ceremony": ceremony_id, "digest": local_digest(view)}
+    if view["kind"] == "keygen":
+        if contribution is None:
+            raise InputError("a keygen approval needs a contribution to commit to")
+        body["commitment"] = keygen.commit_contribution(
+            ceremony_id=ceremony_id, member_id=member.member_id, contribution=contribution
+        )
+    elif member.role.value == "custodian":
+        operation = view["operation"]
+        _check_operation(client, operation, keyset_id=view["target_keyset"], purpose="reshare")
+        keyset = get_keyset(client, member, view["target_keyset"])
+        _side, sealed = reseal_for_operation(
+            member, keyset["sealed"], operation, _service_sign_public(client)
+        )
+        body["sealed_share"] = sealed
+    env = client.sign(member, core.APPROVE, body)
+    return _post(client, f"/v1/ceremonies/{ceremony_id}/approve", {"envelope": env, "totp": totp})
+
+
+def reveal(
+    client: Client, member: MemberSecrets, ceremony_id: str, contribution: bytes
+) -> dict[str, Any]:
+    """Reveal this member's contribution (only once every commitment is in)."""
+    env = client.sign(
+        member, core.REVEAL, {"ceremony": ceremony_id, "contribution": contribution.hex()}
+    )
+    return _post(client, f"/v1/ceremonies/{ceremony_id}/reveal", {"envelope": env})
+
+
+def countersign(client: Client, member: MemberSecrets, ceremony_id: str) -> dict[str, Any]:
+    """Verify the transcript offline, then countersign the hash computed here."""
+    transcript = get_transcript(client, member, ceremony_id)
+    report = core.verify_transcript(transcript)
+    report.require(complete=False)
+    if member.member_id not in {p["id"] for p in transcript["participants"]}:
+        raise InputError("you are not a participant of this ceremony")
+    env = client.sign(
+        member,
+        core.COUNTERSIGN,
+        {"ceremony": ceremony_id, "transcript_hash": report.transcript_hash},
+    )
+    return _post(client, f"/v1/ceremonies/{ceremony_id}/countersign", {"envelope": env})
+
+
+def reject_ceremony(
+    client: Client, member: MemberSecrets, ceremony_id: str, *, reason: str
+) -> dict[str, Any]:
+    env = client.sign(member, core.REJECT, {"ceremony": ceremony_id, "reason": reason})
+    return _post(client, f"/v1/ceremonies/{ceremony_id}/reject", {"envelope": env})
+
+
+def abort_ceremony(
+    client: Client, member: MemberSecrets, ceremony_id: str, *, reason: str = ""
+) -> dict[str, Any]:
+    env = client.sign(member, core.ABORT, {"ceremony": ceremony_id, "reason": reason})
+    return _post(client, f"/v1/ceremonies/{ceremony_id}/abort", {"envelope": env})
+
+
+def run_ceremony(
+    client: Client,
+    *,
+    proposer: MemberSecrets,
+    approvers: Sequence[MemberSecrets],
+    definition_text: str,
+    code: Callable[[str], str],
+    target_keyset: str | None = None,
+) -> dict[str, Any]:
+    """Propose, approve, reveal (keygen), execute and countersign; return the verified
+    transcript. ``code(name)`` gives a member's current TOTP code."""
+    definition = parse_definition(definition_text)
+    contributions: dict[str, bytes] = {}
+    keygen_kind = definition.kind == "keygen"
+    ceremony_id = new_ceremony_id()
+    if keygen_kind:
+        contributions[proposer.member_id] = keygen.make_contribution()
+    propose_ceremony(
+        client,
+        proposer,
+        definition_text,
+        ceremony_id=ceremony_id,
+        contribution=contributions.get(proposer.member_id),
+        target_keyset=target_keyset,
+    )
+    for approver in approvers:
+        if keygen_kind:
+            contributions[approver.member_id] = keygen.make_contribution()
+        approve_ceremony(
+            client,
+            approver,
+            ceremony_id,
+            totp=code(approver.name),
+            contribution=contributions.get(approver.member_id),
+        )
+    if keygen_kind:
+        for member in (proposer, *approvers):
+            reveal(client, member, ceremony_id, contributions[member.member_id])
+    for member in (proposer, *approvers):
+        countersign(client, member, ceremony_id)
+    transcript = get_transcript(client, proposer, ceremony_id)
+    core.verify_transcript(transcript).require()
+    return transcript
+
+
+# --- key-set export and import -----------------------------------------------------------
+
+
+def export_keyset(client: Client, member: MemberSecrets, keyset_id: str) -> dict[str, Any]:
+    """The key set for offline media, checked here before it is written anywhere."""
+    env = client.sign(member, "keyset.export", {"keyset": keyset_id})
+    doc = _post(client, f"/v1/keysets/{keyset_id}/export", {"envelope": env})
+    core.check_export(doc)
+    return doc
+
+
+def propose_import(client: Client, member: MemberSecrets, export: dict[str, Any]) -> dict[str, Any]:
+    """A manager proposes restoring ``export``, re-sealing its own share to an import
+    operation (which proves the share it holds opens)."""
+    sealed = core.check_export(export)
+    operation = request_operation(client, member, sealed.keyset_id, "import")
+    _side, share = reseal_for_operation(
+        member, export["sealed"], operation, _service_sign_public(client)
+    )
+    env = client.sign(
+        member,
+        "keyset.import",
+        {"export_hash": core.export_hash(export), "operation": operation, "sealed_share": share},
+    )
+    return _post(client, "/v1/keysets/import", {"envelope": env, "export": export})
+
+
+def approve_import(
+    client: Client, member: MemberSecrets, import_id: str, *, export: dict[str, Any], totp: str
+) -> dict[str, Any]:
+    """A custodian finishes an import of the export it holds itself: the pending import
+    must be of exactly that export, and its share is re-sealed to the checked operation."""
+    view = get_ceremony(client, member, import_id)
+    export_hash = core.export_hash(export)
+    if view.get("export_hash") != export_hash:
+        raise ConflictError("the pending import is of a different export than your file")
+    sealed = core.check_export(export)
+    _check_operation(client, view["operation"], keyset_id=sealed.keyset_id, purpose="import")
+    _side, share = reseal_for_operation(
+        member, export["sealed"], view["operation"], _service_sign_public(client)
+    )
+    env = client.sign(
+        member,
+        "keyset.import_approve",
+        {"import": import_id, "export_hash": export_hash, "sealed_share": share},
+    )
+    return _post(client, f"/v1/keysets/import/{import_id}/approve", {"envelope": env, "totp": totp})

@@ -1,0 +1,136 @@
+"""The member's side of proof of ownership: issue a challenge, re-seal a share to the
+challenge's operation keys, fetch the bundle and check it locally.
+
+A member's client re-seals its share only to an operation key that Tandem's service key
+signed *for this challenge and this key set* (the operation's purpose names the
+challenge), so a share cannot be redirected to another use of the key set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tandem.client import Client
+from tandem.core import proofs as core
+from tandem.core.identity import MemberSecrets
+from tandem.errors import InputError, VerificationError
+from tandem.services.keyuse import reseal_for_operation, verify_operation
+
+
+def issue_challenge(
+    client: Client,
+    member: MemberSecrets,
+    *,
+    statement: str,
+    scope: Mapping[str, Any],
+    expires_at: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, Any]:
+    """Issue a challenge (custodian or auditor). ``nonce`` defaults to 128 random bits
+    chosen by the server; an auditor may bring its own (e.g. a recent block hash)."""
+    body: dict[str, Any] = {"statement": statement, "scope": dict(scope)}
+    if expires_at is not None:
+        body["expires_at"] = expires_at
+    if nonce is not None:
+        body["nonce"] = nonce
+    env = client.sign(member, "proof.challenge", body)
+    result: dict[str, Any] = client.request("POST", "/v1/proofs/challenges", json_body={"envelope": env})
+    return result
+
+
+def get_challenge(client: Client, member: MemberSecrets, challenge_id: str) -> dict[str, Any]:
+    return client.get(member, f"/v1/proofs/{challenge_id}")  # type: ignore[no-any-return]
+
+
+def list_challenges(client: Client, member: MemberSecrets) -> list[dict[str, Any]]:
+    return client.get(member, "/v1/proofs")  # type: ignore[no-any-return]
+
+
+def renew_operations(client: Client, member: MemberSecrets, challenge_id: str) -> dict[str, Any]:
+    env = client.sign(member, "proof.operations", {"challenge": challenge_id})
+    result: dict[str, Any] = client.request(
+        "POST", f"/v1/proofs/{challenge_id}/operations", json_body={"envelope": env}
+    )
+    return result
+
+
+def reseal_shares(client: Client, member: MemberSecrets, view: Mapping[str, Any]) -> list[dict[str, str]]:
+    """This member's share of every key set of a challenge, re-sealed to its operation key
+    after checking the key was signed by the service for this challenge and key set."""
+    service_sign_public = bytes.fromhex(client.deployment()["service"]["sign_public"])
+    challenge_id = view["id"]
+    shares = []
+    for entry in view["keysets"]:
+        if entry.get("operation") is None:
+            raise InputError(
+                f"key set {entry['keyset']} has no live operation key; renew the challenge's operations first"
+            )
+        statement = verify_operation(entry["operation"], service_sign_public)
+        if statement["purpose"] != f"proof:{challenge_id}" or statement["keyset"] != entry["keyset"]:
+            raise InputError(
+                f"the operation key offered for key set {entry['keyset']} is not "
+                f"for this challenge ({statement['purpose']}, {statement['keyset']})"
+            )
+        if entry.get("sealed") is None:
+            raise InputError(f"the server did not send key set {entry['keyset']}'s sealed document")
+        _side, sealed = reseal_for_operation(member, entry["sealed"], entry["operation"], service_sign_public)
+        shares.append(
+            {"keyset": entry["keyset"], "operation": statement["operation"], "sealed_share": sealed}
+        )
+    return shares
+
+
+def contribute(
+    client: Client, member: MemberSecrets, challenge_id: str, *, totp: str | None = None
+) -> dict[str, Any]:
+    """Re-seal this member's shares for every key set of the challenge and send them in
+    one ``proof.contribute`` action (one TOTP code covers them all)."""
+    view = get_challenge(client, member, challenge_id)
+    shares = reseal_shares(client, member, view)
+    if len(shares) == 1:
+        body: dict[str, Any] = {"challenge": challenge_id, **shares[0]}
+    else:
+        body = {"challenge": challenge_id, "shares": shares}
+    payload: dict[str, Any] = {"envelope": client.sign(member, "proof.contribute", body)}
+    if totp is not None:
+        payload["totp"] = totp
+    result: dict[str, Any] = client.request(
+        "POST", f"/v1/proofs/{challenge_id}/contributions", json_body=payload
+    )
+    return result
+
+
+def fetch_bundle(client: Client, member: MemberSecrets, challenge_id: str) -> tuple[bytes, dict[str, Any]]:
+    """The bundle's canonical bytes (what to hand the auditor) and the parsed document;
+    refuses unless the bytes hash to the bundle hash the challenge records."""
+    doc = client.get(member, f"/v1/proofs/{challenge_id}/bundle")
+    data = core.bundle_bytes(doc)
+    bundle = core.parse_bundle(data)
+    recorded = get_challenge(client, member, challenge_id)["bundle_hash"]
+    if hashlib.sha256(data).hexdigest() != recorded:
+        raise VerificationError("the bundle served does not hash to the bundle hash recorded")
+    return data, bundle
+
+
+def run_proof(
+    client: Client,
+    *,
+    issuer: MemberSecrets,
+    manager: MemberSecrets,
+    custodian: MemberSecrets,
+    scope: Mapping[str, Any],
+    code: str | Callable[[], str],
+    statement: str = "Proof of ownership requested for the periodic statement of position",
+    nonce: str | None = None,
+) -> dict[str, Any]:
+    """The whole round for a demo: challenge, both contributions, bundle, local check.
+    ``code`` is the custodian's TOTP code, or a function returning a fresh one."""
+    view = issue_challenge(client, issuer, statement=statement, scope=scope, nonce=nonce)
+    contribute(client, manager, view["id"])
+    totp = code() if callable(code) else code
+    contribute(client, custodian, view["id"], totp=totp)
+    _data, bundle = fetch_bundle(client, issuer, view["id"])
+    core.verify_bundle(bundle, nonce=view["nonce"], jobs=1).require()
+    return bundle

@@ -1,0 +1,408 @@
+"""The member's side of withdrawals, policy changes and offline bundles.
+
+The approving client never takes the server's word for what it approves: it decodes the
+raw unsigned transaction with the chain module itself, compares it field by field with
+the intent, rebuilds it from the intent, recomputes both digests, checks the signing key
+is the wallet's, and only then signs ``(request id, intent hash, tx digest, policy
+version, expiry)``. Shares are resealed here, to an operation key whose service
+signature is checked first (or to the offline signer's own key).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tandem.client import Client, RemoteError
+from tandem.core import split
+from tandem.core import withdrawal as wcore
+from tandem.core.identity import IdentityCard, MemberSecrets, b64
+from tandem.errors import InputError, VerificationError
+from tandem.services.keyuse import reseal_for_operation
+
+
+def _get(client: Client, member: MemberSecrets, path: str, **params: Any) -> Any:
+    """A read; a session that lapsed (15 minutes) is reopened once."""
+    try:
+        return client.get(member, path, **params)
+    except RemoteError as exc:
+        if exc.remote_code != "invalid_session":
+            raise
+        client._sessions.pop(member.member_id, None)  # the Client caches tokens by member
+        return client.get(member, path, **params)
+
+
+def _post(
+    client: Client, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    result: dict[str, Any] = client.request("POST", path, json_body=body, headers=headers)
+    return result
+
+
+def _get_doc(client: Client, member: MemberSecrets, path: str, **params: Any) -> dict[str, Any]:
+    result: dict[str, Any] = _get(client, member, path, **params)
+    return result
+
+
+def _service_sign_public(client: Client) -> bytes:
+    return bytes.fromhex(client.deployment()["service"]["sign_public"])
+
+
+# --- requesting ---------------------------------------------------------------------------
+
+
+def prepare(client: Client, manager: MemberSecrets, keyset_id: str) -> dict[str, Any]:
+    env = client.sign(manager, "withdrawal.prepare", {"keyset": keyset_id})
+    return _post(client, "/v1/withdrawals/operations", {"envelope": env})
+
+
+def create_withdrawal(client: Client, manager: MemberSecrets, intent: dict[str, Any]) -> dict[str, Any]:
+    """Prepare an operation, reseal the manager's share to it, sign and send the intent.
+
+    ``from`` may be left out: the wallet's address on the intent's chain and network is
+    filled in. The intent is normalised before it is signed.
+    """
+    if "wallet" not in intent:
+        raise InputError("intent.wallet (the key set id) is required")
+    prepared = prepare(client, manager, intent["wallet"])
+    doc = dict(intent)
+    if "from" not in doc:
+        mine = [
+            a["address"]
+            for a in prepared["addresses"]
+            if a["chain"] == doc.get("chain") and a["network"] == doc.get("network")
+        ]
+        if len(mine) != 1:
+            raise InputError(f"wallet has {len(mine)} addresses on that chain/network; give intent.from")
+        doc["from"] = mine[0]
+    normal = wcore.normalize_intent(doc)
+    _side, sealed = reseal_for_operation(
+        manager, prepared["keyset"], prepared["operation"], _service_sign_public(client)
+    )
+    env = client.sign(
+        manager,
+        "withdrawal.create",
+        {"intent": normal, "operation": prepared["operation"], "share_digest": wcore.share_digest(sealed)},
+    )
+    return _post(
+        client,
+        "/v1/withdrawals",
+        {"envelope": env, "sealed_share": sealed},
+    )
+
+
+def get_withdrawal(client: Client, member: MemberSecrets, withdrawal_id: str) -> dict[str, Any]:
+    return _get_doc(client, member, f"/v1/withdrawals/{withdrawal_id}")
+
+
+def list_withdrawals(
+    client: Client, member: MemberSecrets, *, status: str | None = None
+) -> list[dict[str, Any]]:
+    params = {"status": status} if status else {}
+    rows: list[dict[str, Any]] = _get(client, member, "/v1/withdrawals", **params)
+    return rows
+
+
+# --- reviewing and approving ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Review:
+    """What the approving client established itself from the raw request."""
+
+    intent_hash: str
+    tx_digest: str
+    fingerprint: str
+    decoded: dict[str, Any]
+
+
+def review(view: dict[str, Any]) -> Review:
+    """Decode and check a request locally; raises VerificationError on any mismatch.
+
+    Nothing here trusts the server's digests or decoded view: both digests are
+    recomputed from the intent and the raw bytes, and then compared with the server's.
+    """
+    intent = wcore.require_normal_intent(view["intent"])
+    if (intent.wallet, intent.chain, intent.network) != (view["wallet"], view["chain"], view["network"]):
+        raise VerificationError("the request's wallet or chain differs from its intent")
+    public_key = bytes.fromhex(view["public_key"])
+    keyset = split.SealedKeyset.from_dict(view["keyset"])
+    if keyset.keyset_id != intent.wallet or keyset.key(view["key_id"]).public_key != public_key:
+        raise VerificationError("the signing key shown is not the wallet's key")
+    decoded = wcore.check_transaction(
+        intent, public_key=public_key, unsigned=bytes.fromhex(view["unsigned_tx"]), prevouts=view["prevouts"]
+    )
+    ih = wcore.intent_hash(view["intent"])
+    td = wcore.tx_digest(
+        chain=intent.chain,
+        network=intent.network,
+        public_key=view["public_key"],
+        unsigned_tx=view["unsigned_tx"],
+        prevouts=view["prevouts"],
+    )
+    if ih != view["intent_hash"] or td != view["tx_digest"]:
+        raise VerificationError("the server's digests differ from the ones computed here")
+    return Review(intent_hash=ih, tx_digest=td, fingerprint=wcore.fingerprint(ih), decoded=decoded)
+
+
+def approve_withdrawal(
+    client: Client,
+    member: MemberSecrets,
+    withdrawal_id: str,
+    *,
+    totp: str,
+    expected_fingerprint: str | None = None,
+) -> dict[str, Any]:
+    """Review locally, reseal this member's share to the request's operation, sign, send."""
+    view = get_withdrawal(client, member, withdrawal_id)
+    checked = review(view)
+    if expected_fingerprint is not None and expected_fingerprint != checked.fingerprint:
+        raise VerificationError(
+            f"fingerprint is {checked.fingerprint}, the requester read out {expected_fingerprint}"
+        )
+    now = client.clock()
+    expires_at = min(view["expires_at"], now + view["decision"]["approval_ttl_seconds"])
+    _side, sealed = reseal_for_operation(
+        member, view["keyset"], view["operation"], _service_sign_public(client)
+    )
+    body = wcore.approval_body(
+        withdrawal=withdrawal_id,
+        intent_hash_hex=checked.intent_hash,
+        tx_digest_hex=checked.tx_digest,
+        policy_version=view["policy_version"],
+        expires_at=expires_at,
+        operation=view["operation"]["statement"]["operation"],
+        share_digest=wcore.share_digest(sealed),
+    )
+    env = client.sign(member, "withdrawal.approve", body)
+    return _post(
+        client,
+        f"/v1/withdrawals/{withdrawal_id}/approve",
+        {"envelope": env, "totp": totp, "sealed_share": sealed},
+    )
+
+
+def _close(
+    client: Client, member: MemberSecrets, withdrawal_id: str, event: str, reason: str | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"withdrawal": withdrawal_id}
+    if reason:
+        body["reason"] = reason
+    env = client.sign(member, f"withdrawal.{event}", body)
+    return _post(client, f"/v1/withdrawals/{withdrawal_id}/{event}", {"envelope": env})
+
+
+def reject_withdrawal(
+    client: Client, member: MemberSecrets, withdrawal_id: str, *, reason: str
+) -> dict[str, Any]:
+    return _close(client, member, withdrawal_id, "reject", reason)
+
+
+def cancel_withdrawal(
+    client: Client, member: MemberSecrets, withdrawal_id: str, *, reason: str | None = None
+) -> dict[str, Any]:
+    return _close(client, member, withdrawal_id, "cancel", reason)
+
+
+def veto_withdrawal(
+    client: Client, member: MemberSecrets, withdrawal_id: str, *, reason: str | None = None
+) -> dict[str, Any]:
+    return _close(client, member, withdrawal_id, "veto", reason)
+
+
+def renew_operation(client: Client, member: MemberSecrets, withdrawal_id: str) -> dict[str, Any]:
+    """Ask for a new operation key (the signer lost the old one, e.g. at a restart)."""
+    env = client.sign(member, "withdrawal.renew", {"withdrawal": withdrawal_id})
+    return _post(client, f"/v1/withdrawals/{withdrawal_id}/operation", {"envelope": env})
+
+
+def contribute_share(client: Client, member: MemberSecrets, withdrawal_id: str) -> dict[str, Any]:
+    """Reseal this member's share to the request's current operation key and send it."""
+    view = get_withdrawal(client, member, withdrawal_id)
+    review(view)
+    _side, sealed = reseal_for_operation(
+        member, view["keyset"], view["operation"], _service_sign_public(client)
+    )
+    operation = view["operation"]["statement"]["operation"]
+    env = client.sign(
+        member,
+        "withdrawal.contribute",
+        {"withdrawal": withdrawal_id, "operation": operation, "share_digest": wcore.share_digest(sealed)},
+    )
+    return _post(client, f"/v1/withdrawals/{withdrawal_id}/shares", {"envelope": env, "sealed_share": sealed})
+
+
+def release_envelope(client: Client, member: MemberSecrets, withdrawal_id: str) -> dict[str, Any]:
+    return client.sign(member, "withdrawal.release", {"withdrawal": withdrawal_id})
+
+
+def release_withdrawal(
+    client: Client,
+    member: MemberSecrets,
+    withdrawal_id: str,
+    *,
+    idempotency_key: str | None = None,
+    envelope: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Release; pass the same ``idempotency_key`` and ``envelope`` to retry safely."""
+    env = envelope or release_envelope(client, member, withdrawal_id)
+    return _post(
+        client,
+        f"/v1/withdrawals/{withdrawal_id}/release",
+        {"envelope": env},
+        headers={"Idempotency-Key": idempotency_key or secrets.token_hex(16)},
+    )
+
+
+# --- policy and address book --------------------------------------------------------------------
+
+
+def propose_policy(client: Client, manager: MemberSecrets, policy: dict[str, Any]) -> dict[str, Any]:
+    env = client.sign(manager, "policy.propose", {"policy": policy})
+    return _post(client, "/v1/policy/proposals", {"envelope": env})
+
+
+def propose_address(
+    client: Client,
+    manager: MemberSecrets,
+    *,
+    chain: str,
+    network: str,
+    address: str,
+    label: str,
+    asset: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "change": "add",
+        "chain": chain,
+        "network": network,
+        "address": address,
+        "label": label,
+    }
+    if asset is not None:
+        body["asset"] = asset
+    env = client.sign(manager, "addressbook.propose", body)
+    return _post(client, "/v1/addressbook/proposals", {"envelope": env})
+
+
+def propose_address_removal(client: Client, manager: MemberSecrets, entry_id: str) -> dict[str, Any]:
+    env = client.sign(manager, "addressbook.propose", {"change": "remove", "entry": entry_id})
+    return _post(client, "/v1/addressbook/proposals", {"envelope": env})
+
+
+def veto_change(
+    client: Client, custodian: MemberSecrets, proposal_id: str, *, reason: str = ""
+) -> dict[str, Any]:
+    env = client.sign(custodian, "proposal.veto", {"proposal": proposal_id, "reason": reason})
+    return _post(
+        client,
+        f"/v1/policy/proposals/{proposal_id}/veto",
+        {"envelope": env},
+    )
+
+
+def policy_show(client: Client, member: MemberSecrets) -> dict[str, Any]:
+    return _get_doc(client, member, "/v1/policy")
+
+
+def policy_explain(client: Client, member: MemberSecrets, **params: str) -> dict[str, Any]:
+    return _get_doc(client, member, "/v1/policy/explain", **params)
+
+
+def address_book(client: Client, member: MemberSecrets) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = _get(client, member, "/v1/addressbook")
+    return rows
+
+
+# --- offline signer ------------------------------------------------------------------------------
+
+
+def export_bundle(
+    client: Client, member: MemberSecrets, withdrawal_id: str, signer_card: IdentityCard
+) -> dict[str, Any]:
+    """Fetch the bundle, check it offline-style, and add this member's share, resealed to the
+    offline signer's X25519 key and bound to this withdrawal."""
+    bundle = _get(client, member, f"/v1/withdrawals/{withdrawal_id}/bundle")
+    bundle["signer"] = signer_card.to_json()
+    return add_share(bundle, member, now=client.clock())
+
+
+def add_share(bundle: dict[str, Any], member: MemberSecrets, *, now: int) -> dict[str, Any]:
+    """Reseal this member's share into the bundle, after verifying everything in it."""
+    verified = wcore.verify_bundle(bundle, now=now)
+    card = IdentityCard.from_json(bundle["signer"])
+    keyset = split.SealedKeyset.from_dict(bundle["keyset"])
+    side, box = keyset.sealed_share_for(member.member_id)
+    resealed = split.reseal_share(
+        box,
+        bytes(member.seal_private_key),
+        card.seal_public,
+        keyset_id=keyset.keyset_id,
+        side=side,
+        operation_id=wcore.offline_operation_id(verified.withdrawal["id"]),
+        expected_commitment=keyset.commitments.get(side),
+    )
+    shares = dict(bundle.get("shares") or {})
+    shares[side] = {"member": member.member_id, "sealed": b64(resealed)}
+    return {**bundle, "shares": shares}
+
+
+def offline_sign(
+    bundle: dict[str, Any], signer: MemberSecrets, *, now: int, genesis_hash: str | None = None
+) -> dict[str, Any]:
+    """No server, no database: verify the bundle and sign with the signer's X25519 key."""
+    return wcore.offline_sign(bundle, bytes(signer.seal_private_key), now=now, genesis_hash_pin=genesis_hash)
+
+
+def import_result(client: Client, member: MemberSecrets, result: dict[str, Any]) -> dict[str, Any]:
+    if result.get("format") != wcore.RESULT_FORMAT:
+        raise InputError(f"not a {wcore.RESULT_FORMAT} document")
+    wid = result["withdrawal"]
+    env = client.sign(member, "withdrawal.import", {"withdrawal": wid, "signed_tx": result["signed_tx"]})
+    return _post(
+        client,
+        f"/v1/withdrawals/{wid}/import",
+        {"envelope": env},
+    )
+
+
+# --- the whole story, for the demo ----------------------------------------------------------------
+
+
+def run_withdrawal(
+    client: Client,
+    *,
+    manager: MemberSecrets,
+    custodians: list[MemberSecrets],
+    keyset_id: str,
+    intent: dict[str, Any],
+    code: Callable[[MemberSecrets], str],
+) -> dict[str, Any]:
+    """Create, approve (custodians in order until the policy is satisfied), release.
+
+    ``code(member)`` returns a fresh TOTP code for that member. Returns chain, network,
+    from_address, intent, raw_tx, txid and (Bitcoin) the prevouts with their scripts.
+    """
+    created = create_withdrawal(client, manager, {**intent, "wallet": keyset_id})
+    wid = created["id"]
+    status = created["status"]
+    for custodian in custodians:
+        if status == wcore.APPROVED:
+            break
+        status = approve_withdrawal(client, custodian, wid, totp=code(custodian))["status"]
+    if status != wcore.APPROVED:
+        raise InputError(f"withdrawal {wid} is {status} after every custodian approved")
+    released = release_withdrawal(client, custodians[0], wid)
+    return {
+        "id": wid,
+        "chain": created["chain"],
+        "network": created["network"],
+        "from_address": created["intent"]["from"],
+        "intent": created["intent"],
+        "fingerprint": created["fingerprint"],
+        "raw_tx": released["signed_tx"],
+        "txid": released["txid"],
+        "prevouts": created["prevouts"] if created["chain"] == "bitcoin" else [],
+    }
