@@ -1,0 +1,101 @@
+"""Shared CLI plumbing: the one place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from tandem.client import DEFAULT_SERVER, Client
+from tandem.core.canonical import loads_strict
+from tandem.core.identity import MemberSecrets
+from tandem.errors import Error, KeystoreError
+
+# soft_wrap: lines are never broken by rich itself, so hashes, ids and paths stay whole
+# for copy-paste and scripts whatever the terminal width (a pipe counts as 80 columns).
+console = Console(stderr=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+ServerOpt = typer.Option(
+    DEFAULT_SERVER, "--server", envvar="TANDEM_SERVER", help="Tandem server URL."
+)
+KeystoreOpt = typer.Option(
+    ...,
+    "--keystore",
+    "-k",
+    envvar="TANDEM_KEYSTORE",
+    help="Your keystore file (made by `tandem id create`). The passphrase is asked for, "
+    "or read from TANDEM_PASSPHRASE in scripts.",
+)
+TotpOpt = typer.Option(None, "--totp", help="Your current 6-digit code; asked for when omitted.")
+TotpFromKeystoreOpt = typer.Option(
+    False,
+    "--totp-from-keystore",
+    help="Compute the code from the seed in your keystore (scripts and demos; a real member "
+    "types the code from an authenticator app).",
+)
+
+
+def run_cli(fn: Callable[[], Any]) -> None:
+    """Call ``fn``; a Tandem Error becomes its diagnostics on stderr and exit status 1."""
+    try:
+        fn()
+    except Error as exc:
+        err_console.print(f"[bold red]refused:[/] {exc.diagnostics()}")
+        raise typer.Exit(1) from None
+
+
+def passphrase(*, confirm: bool = False) -> str:
+    env = os.environ.get("TANDEM_PASSPHRASE")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise KeystoreError("no passphrase: set TANDEM_PASSPHRASE or run in a terminal")
+    first = getpass.getpass("Keystore passphrase: ")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise KeystoreError("passphrases do not match")
+    return first
+
+
+def load_member(path: Path) -> MemberSecrets:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeystoreError(f"cannot read keystore {path}: {exc.strerror}") from None
+    return MemberSecrets.from_keystore(data, passphrase())
+
+
+def client(server: str) -> Client:
+    return Client(server)
+
+
+def totp_code(cl: Client, member: MemberSecrets, totp: str | None, from_keystore: bool) -> str:
+    if totp:
+        return totp
+    if from_keystore:
+        return cl.totp_code(member)
+    return str(typer.prompt("TOTP code from your authenticator", hide_input=False))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return loads_strict(path.read_bytes())
+    except OSError as exc:
+        raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def write_json(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def show(doc: Any) -> None:
+    console.print_json(json.dumps(doc, ensure_ascii=False))

@@ -1,0 +1,484 @@
+"""`tandem withdraw|policy|addressbook|bundle ...` and `tandem offline-sign`.
+
+Commands that approve something decode and check it here, on the member's machine,
+before signing: the server's decoded view is never what gets approved.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tandem import client_withdrawal as cw
+from tandem.cli import common
+from tandem.cli.common import (
+    KeystoreOpt,
+    ServerOpt,
+    TotpFromKeystoreOpt,
+    TotpOpt,
+    console,
+    load_member,
+    read_json,
+    run_cli,
+    show,
+    write_json,
+)
+from tandem.client import Client
+from tandem.core.identity import IdentityCard
+from tandem.errors import InputError
+
+withdraw_app = typer.Typer(
+    help="Co-signed withdrawals: request, review, approve, release.", no_args_is_help=True
+)
+policy_app = typer.Typer(help="The withdrawal policy: show, explain, propose, veto.", no_args_is_help=True)
+book_app = typer.Typer(
+    help="Allow-listed destinations (dual-controlled, with a delay).", no_args_is_help=True
+)
+bundle_app = typer.Typer(help="Offline signing: export a bundle, add shares, import.", no_args_is_help=True)
+
+
+def _now() -> int:
+    """The offline machine's clock (approvals and requests expire against it)."""
+    return int(time.time())
+
+
+ReasonOpt = typer.Option(None, "--reason", help="Why; recorded in the audit log.")
+
+
+def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
+    d = checked.decoded
+    table = Table("field", "decoded here from the raw transaction", show_header=True)
+    for key in ("chain", "network", "chain_id", "from", "to", "amount", "asset", "token", "fee", "change"):
+        value = d.get(key)
+        if value is not None:
+            table.add_row(key, str(value))
+    console.print(table)
+    console.print(
+        f"request {view['id']}  status {view['status']}  policy v{view['policy_version']}  "
+        f"rule {view['decision'].get('rule')}  requires {view['decision'].get('required')}"
+    )
+    console.print(
+        f"fingerprint (compare with the requester by another channel): [bold]{checked.fingerprint}[/]"
+    )
+
+
+# --- withdraw -------------------------------------------------------------------------------
+
+
+@withdraw_app.command("create")
+def withdraw_create(
+    intent: Annotated[Path, typer.Argument(help="Intent JSON (see docs/withdrawals.md).")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """(Manager) Request a withdrawal; prints the fingerprint to read out to the approver."""
+
+    def go() -> None:
+        w = cw.create_withdrawal(Client(server), load_member(keystore), read_json(intent))
+        show(
+            {
+                k: w[k]
+                for k in (
+                    "id",
+                    "status",
+                    "fingerprint",
+                    "decoded",
+                    "decision",
+                    "expires_at",
+                    "time_lock_until",
+                )
+            }
+        )
+
+    run_cli(go)
+
+
+@withdraw_app.command("list")
+def withdraw_list(
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    status: Annotated[str | None, typer.Option(help="pending, approved, released...")] = None,
+) -> None:
+    """Withdrawal requests."""
+
+    def go() -> None:
+        table = Table("id", "status", "chain", "asset", "amount", "destination", "fingerprint")
+        for w in cw.list_withdrawals(Client(server), load_member(keystore), status=status):
+            i = w["intent"]
+            table.add_row(
+                w["id"],
+                w["status"],
+                f"{w['chain']}/{w['network']}",
+                i["asset"],
+                i["amount"],
+                i["destination"],
+                w["fingerprint"],
+            )
+        console.print(table)
+
+    run_cli(go)
+
+
+@withdraw_app.command("show")
+def withdraw_show(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Decode the raw unsigned transaction here, compare it with the intent, show the fingerprint."""
+
+    def go() -> None:
+        view = cw.get_withdrawal(Client(server), load_member(keystore), withdrawal_id)
+        _print_review(view, cw.review(view))
+
+    run_cli(go)
+
+
+@withdraw_app.command("approve")
+def withdraw_approve(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    *,
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    totp: str | None = TotpOpt,
+    totp_from_keystore: bool = TotpFromKeystoreOpt,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(help="The fingerprint the requester read out; refuse if it differs."),
+    ] = None,
+) -> None:
+    """Approve: decode and check locally, then sign (id, intent hash, tx digest, policy version, expiry)."""
+
+    def go() -> None:
+        cl = Client(server)
+        member = load_member(keystore)
+        view = cw.get_withdrawal(cl, member, withdrawal_id)
+        _print_review(view, cw.review(view))
+        code = common.totp_code(cl, member, totp, totp_from_keystore)
+        result = cw.approve_withdrawal(cl, member, withdrawal_id, totp=code, expected_fingerprint=fingerprint)
+        console.print(f"approved; request is {result['status']}")
+
+    run_cli(go)
+
+
+@withdraw_app.command("reject")
+def withdraw_reject(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit log.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Reject a request."""
+    run_cli(
+        lambda: show(
+            cw.reject_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason)
+        )
+    )
+
+
+@withdraw_app.command("cancel")
+def withdraw_cancel(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    reason: str | None = ReasonOpt,
+) -> None:
+    """(Manager) Cancel a request."""
+    run_cli(
+        lambda: show(
+            cw.cancel_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason)
+        )
+    )
+
+
+@withdraw_app.command("veto")
+def withdraw_veto(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    reason: str | None = ReasonOpt,
+) -> None:
+    """(Custodian) Stop a time-locked withdrawal during its lock."""
+    run_cli(
+        lambda: show(cw.veto_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason))
+    )
+
+
+@withdraw_app.command("contribute")
+def withdraw_contribute(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    renew: Annotated[bool, typer.Option(help="First ask for a new operation key (after a restart).")] = False,
+) -> None:
+    """Give your share again, resealed to the request's operation key (after the signer lost it)."""
+
+    def go() -> None:
+        cl = Client(server)
+        member = load_member(keystore)
+        if renew:
+            cw.renew_operation(cl, member, withdrawal_id)
+        show(cw.contribute_share(cl, member, withdrawal_id))
+
+    run_cli(go)
+
+
+@withdraw_app.command("release")
+def withdraw_release(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    retry_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keeps the signed request and its Idempotency-Key; run again with the same file to "
+            "retry safely (the server answers the first result)."
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the signed transaction JSON here.")] = None,
+) -> None:
+    """Release an approved withdrawal: the server signs exactly once and returns the raw transaction."""
+
+    def go() -> None:
+        cl = Client(server)
+        member = load_member(keystore)
+        if retry_file is not None and retry_file.exists():
+            saved = read_json(retry_file)
+            key, envelope = saved["idempotency_key"], saved["envelope"]
+        else:
+            key, envelope = secrets.token_hex(16), cw.release_envelope(cl, member, withdrawal_id)
+            if retry_file is not None:
+                write_json(retry_file, {"idempotency_key": key, "envelope": envelope})
+        result = cw.release_withdrawal(cl, member, withdrawal_id, idempotency_key=key, envelope=envelope)
+        doc = {
+            "id": result["id"],
+            "chain": result["chain"],
+            "network": result["network"],
+            "txid": result["txid"],
+            "signed_tx": result["signed_tx"],
+        }
+        if out is not None:
+            write_json(out, doc)
+        show(doc)
+
+    run_cli(go)
+
+
+# --- policy ---------------------------------------------------------------------------------
+
+
+@policy_app.command("show")
+def policy_show(
+    *,
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    withdrawal: Annotated[str | None, typer.Option(help="Explain this request's decision.")] = None,
+    wallet: Annotated[str | None, typer.Option(help="Facts: key-set id.")] = None,
+    chain: Annotated[str | None, typer.Option(help="Facts: chain.")] = None,
+    network: Annotated[str | None, typer.Option(help="Facts: network.")] = None,
+    asset: Annotated[str | None, typer.Option(help="Facts: BTC, ETH or a token contract.")] = None,
+    amount: Annotated[str | None, typer.Option(help="Facts: base units.")] = None,
+    destination: Annotated[str | None, typer.Option(help="Facts: destination.")] = None,
+) -> None:
+    """The policy in force; with --withdrawal or facts, which rule applies and why."""
+
+    def go() -> None:
+        cl = Client(server)
+        member = load_member(keystore)
+        facts = {
+            "wallet": wallet,
+            "chain": chain,
+            "network": network,
+            "asset": asset,
+            "amount": amount,
+            "destination": destination,
+        }
+        if withdrawal is None and all(v is None for v in facts.values()):
+            show(cw.policy_show(cl, member))
+            return
+        params = (
+            {"withdrawal": withdrawal} if withdrawal else {k: v for k, v in facts.items() if v is not None}
+        )
+        result = cw.policy_explain(cl, member, **params)
+        for line in result["decision"]["explanation"]:
+            console.print(f"- {line}")
+        show(result)
+
+    run_cli(go)
+
+
+@policy_app.command("propose")
+def policy_propose(
+    file: Annotated[Path, typer.Argument(help="Policy JSON with version = current + 1 (docs/policy.md).")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """(Manager) Propose a new policy version; a custodian approves with `tandem proposal approve`."""
+    run_cli(lambda: show(cw.propose_policy(Client(server), load_member(keystore), read_json(file))))
+
+
+@policy_app.command("veto")
+def policy_veto(
+    proposal_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    reason: str | None = ReasonOpt,
+) -> None:
+    """(Custodian) Veto an approved policy or address-book change before it takes effect."""
+    run_cli(
+        lambda: show(cw.veto_change(Client(server), load_member(keystore), proposal_id, reason=reason or ""))
+    )
+
+
+# --- address book -----------------------------------------------------------------------------
+
+
+@book_app.command("list")
+def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
+    """Every entry with its state (pending, active, removed, vetoed)."""
+
+    def go() -> None:
+        table = Table("id", "status", "chain", "address", "asset", "label", "effective_at")
+        for e in cw.address_book(Client(server), load_member(keystore)):
+            table.add_row(
+                e["id"],
+                e["status"],
+                f"{e['chain']}/{e['network']}",
+                e["address"],
+                e["asset"] or "any",
+                e["label"],
+                str(e["effective_at"]),
+            )
+        console.print(table)
+
+    run_cli(go)
+
+
+@book_app.command("add")
+def book_add(
+    *,
+    chain: Annotated[str, typer.Option(help="bitcoin or ethereum.")],
+    network: Annotated[str, typer.Option(help="testnet, mainnet, sepolia...")],
+    address: Annotated[str, typer.Option(help="The destination.")],
+    label: Annotated[str, typer.Option(help="What it is, for people.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    asset: Annotated[
+        str | None,
+        typer.Option(help="Limit to BTC/ETH or an ERC-20 contract (which also allow-lists that token)."),
+    ] = None,
+) -> None:
+    """(Manager) Propose a destination; a custodian approves; it applies after the delay."""
+    run_cli(
+        lambda: show(
+            cw.propose_address(
+                Client(server),
+                load_member(keystore),
+                chain=chain,
+                network=network,
+                address=address,
+                label=label,
+                asset=asset,
+            )
+        )
+    )
+
+
+@book_app.command("remove")
+def book_remove(
+    entry_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """(Manager) Propose removing a destination."""
+    run_cli(lambda: show(cw.propose_address_removal(Client(server), load_member(keystore), entry_id)))
+
+
+# --- offline bundles --------------------------------------------------------------------------
+
+
+@bundle_app.command("export")
+def bundle_export(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    signer_card: Annotated[Path, typer.Option(help="The offline signer's identity card (tandem id card).")],
+    out: Annotated[Path, typer.Option(help="Bundle file to write.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Export an approved request for the offline signer, with your share resealed to it.
+    A member of the other side then runs `tandem bundle add-share`."""
+
+    def go() -> None:
+        card = IdentityCard.from_json(read_json(signer_card))
+        bundle = cw.export_bundle(Client(server), load_member(keystore), withdrawal_id, card)
+        write_json(out, bundle)
+        console.print(f"bundle -> {out} (shares: {', '.join(sorted(bundle['shares']))})")
+
+    run_cli(go)
+
+
+@bundle_app.command("add-share")
+def bundle_add_share(
+    file: Annotated[Path, typer.Argument(help="Bundle from `tandem bundle export`.")],
+    keystore: Path = KeystoreOpt,
+) -> None:
+    """Verify the bundle offline and add your side's share, resealed to the offline signer."""
+
+    def go() -> None:
+        bundle = cw.add_share(read_json(file), load_member(keystore), now=_now())
+        write_json(file, bundle)
+        console.print(f"added; shares: {', '.join(sorted(bundle['shares']))}")
+
+    run_cli(go)
+
+
+@bundle_app.command("import")
+def bundle_import(
+    result: Annotated[Path, typer.Argument(help="Result file from `tandem offline-sign`.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Record an offline-signed transaction (the server re-verifies it first)."""
+    run_cli(lambda: show(cw.import_result(Client(server), load_member(keystore), read_json(result))))
+
+
+def offline_sign_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Bundle with both shares.")],
+    signer_key: Annotated[
+        Path,
+        typer.Option(
+            help="The offline signer's keystore (made with `tandem id create`); "
+            "its X25519 key opens the shares."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Result file to write.")],
+    genesis_hash: Annotated[
+        str | None,
+        typer.Option(help="Pin the deployment's genesis hash, obtained independently."),
+    ] = None,
+) -> None:
+    """No server, no database: re-verify genesis, membership, every signature, the policy
+    decision, quorum and both digests; only then sign."""
+
+    def go() -> None:
+        doc = read_json(bundle)
+        if not isinstance(doc, dict):
+            raise InputError("not a bundle")
+        result = cw.offline_sign(doc, load_member(signer_key), now=_now(), genesis_hash=genesis_hash)
+        write_json(out, result)
+        console.print(f"[green]signed[/] {result['withdrawal']} txid {result['txid']} -> {out}")
+
+    run_cli(go)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(withdraw_app, name="withdraw")
+    app.add_typer(policy_app, name="policy")
+    app.add_typer(book_app, name="addressbook")
+    app.add_typer(bundle_app, name="bundle")
+    app.command("offline-sign")(offline_sign_cmd)
