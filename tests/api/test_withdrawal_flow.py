@@ -1,0 +1,181 @@
+"""Approved withdrawals end to end, checked by libraries that are not ours."""
+
+from __future__ import annotations
+
+import pytest
+from bitcoin.core import b2lx
+from tests.api.test_withdrawal_helpers import (
+    BTC_DEST,
+    ETH_DEST,
+    TOKEN,
+    approve,
+    btc_intent,
+    create_approved,
+    eth_intent,
+    setup,
+    verify_bitcoin,
+    verify_ethereum,
+)
+from tests.conftest import World
+
+from tandem import client_withdrawal as cw
+from tandem.core.chains import bitcoin as btc
+from tandem.core.chains import ethereum as eth
+
+
+def audit_kinds(world: World) -> list[str]:
+    lines, _ = world.client.audit_export(world["olga"])
+    import json
+
+    return [json.loads(line)["kind"] for line in lines]
+
+
+def test_bitcoin_release_verifies_with_python_bitcoinlib(world: World) -> None:
+    s = setup(world)
+    spend = [
+        {"txid": "11" * 32, "vout": 0, "amount": "60000"},
+        {"txid": "22" * 32, "vout": 3, "amount": "70000"},
+    ]
+    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000, spend=spend))
+    assert created["status"] == "pending"
+    assert created["decoded"]["to"] == BTC_DEST
+    assert created["decoded"]["amount"] == "50000"
+    assert len(created["fingerprint"]) == 19
+    assert created["fingerprint"] == "-".join(created["intent_hash"][i : i + 4] for i in range(0, 16, 4))
+
+    approved = approve(world, created["id"])
+    assert approved["status"] == "approved"
+    out = cw.release_withdrawal(world.client, world["cora"], created["id"])
+    assert out["status"] == "released"
+
+    pub = s.keyset.keys[0][1]
+    tx = verify_bitcoin(out["signed_tx"], created["prevouts"], pub)
+    assert b2lx(tx.GetTxid()) == out["txid"]
+    # Payment to the destination, change back to the very address the coins came from.
+    paid = {btc.script_to_address(bytes(o.scriptPubKey), "testnet"): o.nValue for o in tx.vout}
+    assert paid[BTC_DEST] == 50_000
+    assert paid[s.btc_from] == int(created["change"])
+    assert sum(paid.values()) + int(created["fee"]) == 130_000
+    kinds = audit_kinds(world)
+    assert kinds.count("withdrawal.released") == 1
+
+
+def test_ethereum_release_recovers_to_the_wallet_with_eth_account(world: World) -> None:
+    s = setup(world)
+    w = create_approved(world, eth_intent(s, amount=12345678901234567))
+    out = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    fields = verify_ethereum(out["signed_tx"], s.eth_from)
+    assert fields == {
+        "to": ETH_DEST,
+        "value": 12345678901234567,
+        "data": b"",
+        "chain_id": 11155111,
+        "nonce": 7,
+    }
+    assert out["txid"] == eth.transaction_hash(bytes.fromhex(out["signed_tx"]))
+
+
+def test_erc20_release_is_a_transfer_call_on_the_allowed_token(world: World) -> None:
+    s = setup(world)
+    w = create_approved(world, eth_intent(s, amount=2_500_000_000, asset=TOKEN))
+    assert w["decoded"]["token"] == TOKEN
+    assert w["decoded"]["to"] == ETH_DEST
+    out = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    fields = verify_ethereum(out["signed_tx"], s.eth_from)
+    assert fields["to"] == TOKEN
+    assert fields["value"] == 0
+    data = fields["data"]
+    assert data[:4] == bytes.fromhex("a9059cbb")
+    assert data[16:36] == bytes.fromhex(ETH_DEST[2:])
+    assert int.from_bytes(data[36:68], "big") == 2_500_000_000
+
+
+def test_demo_helper_runs_the_whole_story(world: World) -> None:
+    s = setup(world)
+    intent = btc_intent(s)
+    intent.pop("wallet")
+    result = cw.run_withdrawal(
+        world.client,
+        manager=world["alice"],
+        custodians=[world["bob"]],
+        keyset_id=s.keyset.id,
+        intent=intent,
+        code=lambda m: world.code(m.name),
+    )
+    assert result["from_address"] == s.btc_from
+    assert {p["script_pubkey"] for p in result["prevouts"]} == {
+        btc.address_to_script(s.btc_from, "testnet").hex()
+    }
+    verify_bitcoin(result["raw_tx"], result["prevouts"], s.keyset.keys[0][1])
+
+
+def test_two_custodians_above_an_amount_counted_per_member(world: World) -> None:
+    from tests.api.test_withdrawal_helpers import policy_doc, rule
+
+    doc = policy_doc(2, [rule("large", custodians=2, match={"min_amount": "40000"}), rule("default")])
+    s = setup(world, policy=doc)
+    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000))
+    assert created["decision"]["rule"] == "large"
+    assert approve(world, created["id"], "bob")["status"] == "pending"
+    from tandem.client import RemoteError
+
+    with pytest.raises(RemoteError) as err:
+        approve(world, created["id"], "bob")
+    assert err.value.remote_code == "conflict"
+    with pytest.raises(RemoteError) as err:
+        cw.release_withdrawal(world.client, world["bob"], created["id"])
+    assert err.value.remote_code == "invalid_state"
+    assert approve(world, created["id"], "cora")["status"] == "approved"
+    out = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    verify_bitcoin(out["signed_tx"], created["prevouts"], s.keyset.keys[0][1])
+
+
+def test_manager_approval_counts_only_when_the_rule_asks_for_one(world: World) -> None:
+    from tests.api.test_withdrawal_helpers import policy_doc, rule
+
+    s = setup(world, policy=policy_doc(2, [rule("dual", custodians=1, managers=1)]))
+    created = cw.create_withdrawal(world.client, world["alice"], eth_intent(s))
+    assert approve(world, created["id"], "bob")["status"] == "pending"
+    assert approve(world, created["id"], "mark")["status"] == "approved"
+    out = cw.release_withdrawal(world.client, world["mark"], created["id"])
+    verify_ethereum(out["signed_tx"], s.eth_from)
+
+
+def test_reject_and_cancel_close_a_request(world: World) -> None:
+    s = setup(world)
+    a = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    b = cw.create_withdrawal(world.client, world["alice"], eth_intent(s))
+    assert (
+        cw.reject_withdrawal(world.client, world["bob"], a["id"], reason="unknown purpose")["status"]
+        == "rejected"
+    )
+    assert cw.cancel_withdrawal(world.client, world["mark"], b["id"])["status"] == "cancelled"
+    from tandem.client import RemoteError
+
+    with pytest.raises(RemoteError) as err:
+        approve(world, a["id"])
+    assert err.value.remote_code == "invalid_state"
+    kinds = audit_kinds(world)
+    assert "withdrawal.rejected" in kinds
+    assert "withdrawal.cancelled" in kinds
+
+
+def test_after_a_restart_both_sides_give_their_shares_again(world: World) -> None:
+    from tandem.client import RemoteError
+    from tandem.services.keyuse import OperationKeys
+
+    s = setup(world)
+    w = create_approved(world, btc_intent(s))
+    world.svc.operations = OperationKeys()  # what a restart does to the signer's memory
+    with pytest.raises(RemoteError) as err:
+        cw.release_withdrawal(world.client, world["bob"], w["id"])
+    assert err.value.remote_code == "sealed"
+    renewed = cw.renew_operation(world.client, world["alice"], w["id"])
+    assert renewed["operation"]["statement"]["operation"] != w["operation"]["statement"]["operation"]
+    with pytest.raises(RemoteError) as err:
+        cw.release_withdrawal(world.client, world["bob"], w["id"])
+    assert err.value.remote_code == "invalid_input"  # no shares for the new operation yet
+    cw.contribute_share(world.client, world["mark"], w["id"])
+    cw.contribute_share(world.client, world["cora"], w["id"])
+    out = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    verify_bitcoin(out["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
