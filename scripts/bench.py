@@ -1,0 +1,171 @@
+"""Tandem benchmarks. Every figure is reported beside its floor (the raw library doing
+the same cryptographic work) or a peer, measured in the same run on the same machine."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mib": mem,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_audit(quick: bool) -> dict[str, Any]:
+    """Offline verification of an N-entry export vs raw SHA-256 over the same bytes."""
+    from tandem.core import audit
+    from tandem.core.canonical import canonical
+    from tandem.core.service_key import ServiceKey
+
+    n = 100_000 if quick else 1_000_000
+    key = ServiceKey.generate()
+    acc = audit.MerkleAccumulator()
+    prev = audit.GENESIS_PREV
+    lines: list[bytes] = []
+    for i in range(n):
+        entry = audit.make_entry(
+            index=i,
+            time=1_790_000_000 + i,
+            deployment="dep_bench",
+            kind="bench.entry",
+            actor="mem_x",
+            outcome="ok",
+            code=None,
+            envelope=None,
+            data={"i": i, "note": "synthetic entry"},
+            prev=prev,
+        )
+        prev = entry["hash"]
+        acc.append(bytes.fromhex(prev))
+        lines.append(canonical(entry))
+    cp = audit.sign_checkpoint(
+        key.sign_seed,
+        deployment="dep_bench",
+        tree_size=n,
+        root=acc.root().hex(),
+        last_hash=prev,
+        time=1_790_000_000 + n,
+    )
+    blob = b"\n".join(lines)
+    t_verify = timed(lambda: audit.verify_export(lines, cp, key.sign_public))
+    t_sha = timed(lambda: [hashlib.sha256(line).digest() for line in lines])
+    return {
+        "audit_verify_entries": n,
+        "audit_export_bytes": len(blob),
+        "audit_verify_entries_per_s": round(n / t_verify),
+        "raw_sha256_lines_per_s": round(n / t_sha),
+        "audit_verify_ratio_to_sha256": round(t_verify / t_sha, 2),
+    }
+
+
+SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {"audit": bench_audit}
+
+
+def load_optional_sections() -> None:
+    try:
+        import bench_proofs
+
+        SECTIONS["proofs"] = bench_proofs.run
+    except ImportError:
+        pass
+    try:
+        import bench_lifecycle
+
+        SECTIONS["lifecycle"] = bench_lifecycle.run
+    except ImportError:
+        pass
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    m = results["machine"]
+    out = [
+        "# Benchmarks",
+        "",
+        f"Measured by `./scripts/bench{' --quick' if results['quick'] else ''}` on {results['date']}.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib']} MiB, "
+        f"Python {m['python']}, {m['platform']}.",
+        "",
+        "Every figure stands beside its floor or peer measured in the same run; ratios are",
+        "Tandem time over floor time (lower is better, 1.0 = no overhead).",
+        "",
+    ]
+    for section, figures in results["sections"].items():
+        out += [f"## {section}", "", "| figure | value |", "|---|---|"]
+        out += [f"| {k} | {v} |" for k, v in figures.items()]
+        out.append("")
+    path.write_text("\n".join(out), encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes; under two minutes")
+    parser.add_argument("--only", action="append", help="run only these sections")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("TANDEM_BENCH_POSTGRES_URL", ""),
+        help="PostgreSQL URL for the lifecycle benchmark",
+    )
+    args = parser.parse_args()
+    if args.postgres:
+        os.environ["TANDEM_BENCH_POSTGRES_URL"] = args.postgres
+    load_optional_sections()
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "sections": {},
+    }
+    for name, fn in SECTIONS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name}", flush=True)
+        figures = fn(args.quick)
+        results["sections"][name] = figures
+        for k, v in figures.items():
+            print(f"   {k}: {v}", flush=True)
+    out_dir = ROOT / "bench-out"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if not args.only:
+        write_markdown(results, ROOT / "docs" / "benchmarks.md")
+    print(f"wrote {out_dir / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,477 @@
+"""The Tandem story, end to end, against a real server on the embedded SQLite default.
+
+A fund manager and a custodian representative create a deployment, change its
+membership under dual control, see a self-approval refused, and hand an auditor an
+export of the tamper-evident log that verifies offline. Each later capability adds
+its chapter. Artifacts are written to demo-out/ (or --out DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tandem.client import Client, RemoteError
+from tandem.core.identity import MemberSecrets
+from tandem.core.roles import Role
+from tandem.core.totp import code_at
+
+ROOT = Path(__file__).resolve().parent.parent
+# Destinations every initial member signs into genesis: an exchange deposit address on
+# Bitcoin testnet (BIP-173's example), a counterparty on Ethereum (EIP-55's example), and
+# the same counterparty for USDC, the one token contract allowed.
+BTC_DEST = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
+ETH_DEST = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+NOT_ALLOWED = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+ADDRESS_BOOK = [
+    {"chain": "bitcoin", "network": "testnet", "address": BTC_DEST, "label": "Exchange deposit (testnet)"},
+    {"chain": "ethereum", "network": "mainnet", "address": ETH_DEST, "label": "Prime broker"},
+    {
+        "chain": "ethereum",
+        "network": "mainnet",
+        "address": ETH_DEST,
+        "label": "Prime broker USDC",
+        "asset": USDC,
+    },
+]
+PASSPHRASE = "demo passphrase, not for production"  # noqa: S105 - demo keystores only
+TANDEM = [sys.executable, "-m", "tandem.cli"]
+
+
+def say(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def note(text: str) -> None:
+    print(f"   {text}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*TANDEM, *args], env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    if check and proc.returncode != 0:
+        raise SystemExit(f"`tandem {' '.join(args)}` failed:\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+class Demo:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.env = {
+            **os.environ,
+            "TANDEM_PASSPHRASE": PASSPHRASE,
+            "TANDEM_DATA_DIR": str(out / "server-data"),
+        }
+        self.server: subprocess.Popen[bytes] | None = None
+        self.client: Client
+        self.members: dict[str, MemberSecrets] = {}
+        self.last_step: dict[str, int] = {}
+
+    # --- server -----------------------------------------------------------------------
+
+    def start_server(self) -> None:
+        cli("init", "--data-dir", str(self.out / "server-data"), env=self.env)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = (self.out / "server.log").open("wb")
+        self.server = subprocess.Popen(  # noqa: S603
+            [*TANDEM, "serve", "--port", str(port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("server did not start; see server.log")
+        self.env["TANDEM_SERVER"] = url
+        self.client = Client(url)
+        note(f"server on {url}, data in {self.out / 'server-data'} (SQLite, WAL, synchronous=FULL)")
+
+    def stop_server(self) -> None:
+        if self.server is not None:
+            self.server.send_signal(signal.SIGINT)
+            self.server.wait(timeout=20)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def keystore(self, name: str) -> Path:
+        return self.out / "keystores" / f"{name}.keystore"
+
+    def code(self, name: str) -> str:
+        """A fresh TOTP code; a real member reads it from an authenticator app.
+
+        Each 30 s step is accepted once per member and the server tolerates one step of
+        clock skew, so the demo uses the earliest step not yet used and waits only when
+        it would have to run ahead of the skew window.
+        """
+        member = self.members[name]
+        while True:
+            now_step = int(time.time()) // 30
+            step = max(now_step - 1, self.last_step.get(name, -1) + 1)
+            if step <= now_step + 1:
+                break
+            time.sleep(1)
+        self.last_step[name] = step
+        return code_at(member.totp_secret, step)
+
+    def enrolled(self, name: str) -> None:
+        self.last_step[name] = int(time.time()) // 30
+
+    def refused(self, what: str, fn: Callable[[], Any]) -> str:
+        try:
+            fn()
+        except RemoteError as exc:
+            note(f"refused as it must be: {what} -> {exc.remote_code}: {exc.message}")
+            return exc.remote_code
+        raise SystemExit(f"DEMO FAILURE: {what} was not refused")
+
+    # --- chapters -------------------------------------------------------------------------
+
+    def identities_and_genesis(self) -> None:
+        say("Identities: every person makes keys on their own machine")
+        people = [("alice", Role.MANAGER), ("bob", Role.CUSTODIAN), ("olga", Role.AUDITOR)]
+        cards = []
+        for name, role in people:
+            ks = self.keystore(name)
+            cli(
+                "id",
+                "create",
+                "--name",
+                name,
+                "--role",
+                role.value,
+                "--out",
+                str(ks),
+                "--scrypt-log2-n",
+                "15",
+                env=self.env,
+            )
+            self.members[name] = MemberSecrets.from_keystore(ks.read_bytes(), PASSPHRASE)
+            card = self.out / "cards" / f"{name}.json"
+            cli("id", "card", str(ks), "--out", str(card), env=self.env)
+            cards += ["--card", str(card)]
+            note(f"{name:6} {role.value:10} member id {self.members[name].member_id}")
+
+        say("Genesis: every initial member signs the deployment's root of trust")
+        genesis = self.out / "genesis.json"
+        book = self.out / "address-book.json"
+        book.write_text(json.dumps(ADDRESS_BOOK, indent=2) + "\n")
+        cli(
+            "genesis",
+            "draft",
+            "--entity",
+            "Example Fund SICAV",
+            *cards,
+            "--address-book",
+            str(book),
+            "--out",
+            str(genesis),
+            env=self.env,
+        )
+        for name, _ in people:
+            cli(
+                "genesis",
+                "sign",
+                str(genesis),
+                "--keystore",
+                str(self.keystore(name)),
+                env=self.env,
+            )
+        result = json.loads(cli("genesis", "submit", str(genesis), env=self.env).stdout)
+        note(f"deployment {result['deployment']}, genesis hash {result['genesis_hash']}")
+        self.client.deployment(refresh=True)
+        for name, _ in people:
+            cli("totp", "enrol", "--keystore", str(self.keystore(name)), env=self.env)
+            self.enrolled(name)
+        note("each member enrolled a TOTP seed, sealed on their machine to the service key")
+
+    def membership(self) -> None:
+        say("Membership under dual control: a manager proposes, a custodian approves")
+        newbie = MemberSecrets.generate(name="cora", role=Role.CUSTODIAN)
+        self.members["cora"] = newbie
+        ks = self.keystore("cora")
+        ks.write_bytes(newbie.to_keystore(PASSPHRASE, log2_n=15))
+        prop = self.client.propose_add(self.members["alice"], newbie.card())
+        note(f"alice proposed adding custodian cora: {prop['id']}")
+        self.refused(
+            "alice approving her own proposal",
+            lambda: self.client.approve_proposal(self.members["alice"], prop["id"], totp=self.code("alice")),
+        )
+        done = self.client.approve_proposal(self.members["bob"], prop["id"], totp=self.code("bob"))
+        note(f"bob approved with signature + TOTP -> {done['status']}")
+        self.client.enrol_totp(newbie)
+        self.enrolled("cora")
+
+    def ceremonies(self) -> dict[str, dict[str, Any]]:
+        from tandem.client_ceremony import run_ceremony
+
+        say("Key ceremonies: a manager proposes, a custodian approves, both contribute entropy")
+        out = self.out / "transcripts"
+        out.mkdir(exist_ok=True)
+        keysets: dict[str, dict[str, Any]] = {}
+        for chain, definition in (
+            ("bitcoin", "bitcoin-testnet-cold.toml"),
+            ("ethereum", "ethereum-cold.toml"),
+            ("solana", "solana-cold.toml"),
+        ):
+            text = (ROOT / "ceremonies" / definition).read_text(encoding="utf-8")
+            transcript = run_ceremony(
+                self.client,
+                proposer=self.members["alice"],
+                approvers=[self.members["bob"]],
+                definition_text=text,
+                code=self.code,
+            )
+            cid = (
+                transcript["ceremony"]["id"]
+                if isinstance(transcript.get("ceremony"), dict)
+                else transcript.get("id")
+            )
+            (out / f"{cid}.json").write_text(json.dumps(transcript, indent=2, ensure_ascii=False) + "\n")
+            cli("verify", "transcript", str(out / f"{cid}.json"), env=self.env)
+            keysets[chain] = transcript
+            for address in transcript["addresses"]:
+                note(f"{chain:8} {address['network']:8} {address['address']}  [{address['segregation']}]")
+            note(f"transcript {cid}: countersigned by every participant, verified offline")
+        return keysets
+
+    def withdrawals(self, keysets: dict[str, dict[str, Any]]) -> None:
+        from tandem import client_withdrawal as cw
+
+        say("Withdrawals: Tandem builds the transaction, the custodian's client decodes it before approving")
+        out = self.out / "withdrawals"
+        out.mkdir(exist_ok=True)
+        manager, custodians = self.members["alice"], [self.members["bob"], self.members["cora"]]
+        btc_keyset = keysets["bitcoin"]["keyset"]["id"]
+        eth_keyset = keysets["ethereum"]["keyset"]["id"]
+        btc_from = keysets["bitcoin"]["addresses"][0]["address"]
+        intents = {
+            "bitcoin": {
+                "chain": "bitcoin",
+                "network": "testnet",
+                "asset": "BTC",
+                "amount": "150000",
+                "from": btc_from,
+                "destination": BTC_DEST,
+                "bitcoin": {
+                    "fee_rate": 4,
+                    "utxos": [
+                        {
+                            "txid": "8f0b2b5f7c0d4a3e9e1a6c2b1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e",
+                            "vout": 1,
+                            "amount": "300000",
+                        }
+                    ],
+                },
+            },
+            "ethereum": {
+                "chain": "ethereum",
+                "network": "mainnet",
+                "asset": "ETH",
+                "amount": "250000000000000000",
+                "destination": ETH_DEST,
+                "ethereum": {
+                    "chain_id": 1,
+                    "nonce": 0,
+                    "gas_limit": 21000,
+                    "max_fee_per_gas": "30000000000",
+                    "max_priority_fee_per_gas": "1000000000",
+                },
+            },
+            "erc20": {
+                "chain": "ethereum",
+                "network": "mainnet",
+                "asset": USDC,
+                "amount": "1250000000",
+                "destination": ETH_DEST,
+                "ethereum": {
+                    "chain_id": 1,
+                    "nonce": 1,
+                    "gas_limit": 65000,
+                    "max_fee_per_gas": "30000000000",
+                    "max_priority_fee_per_gas": "1000000000",
+                },
+            },
+        }
+        wallets = {"bitcoin": btc_keyset, "ethereum": eth_keyset, "erc20": eth_keyset}
+        for name, intent in intents.items():
+            result = cw.run_withdrawal(
+                self.client,
+                manager=manager,
+                custodians=custodians,
+                keyset_id=wallets[name],
+                intent=intent,
+                code=lambda m: self.code(m.name),
+            )
+            (out / f"{result['id']}.json").write_text(json.dumps(result, indent=2) + "\n")
+            note(f"{name:8} released {result['txid']} from {result['from_address']}")
+        note(f"Bitcoin spend from {btc_from}: prevouts with scriptPubKey written for independent checking")
+
+        created = cw.create_withdrawal(
+            self.client,
+            manager,
+            {
+                **intents["ethereum"],
+                "wallet": eth_keyset,
+                "ethereum": {**intents["ethereum"]["ethereum"], "nonce": 2},
+            },
+        )
+        self.refused(
+            "the manager approving its own withdrawal",
+            lambda: cw.approve_withdrawal(self.client, manager, created["id"], totp=self.code("alice")),
+        )
+        self.refused(
+            "a destination that is not in the address book",
+            lambda: cw.create_withdrawal(
+                self.client,
+                manager,
+                {**intents["ethereum"], "wallet": eth_keyset, "destination": NOT_ALLOWED},
+            ),
+        )
+        sent: list[dict[str, Any]] = []
+        original = self.client.request
+
+        def recording(method: str, path: str, **kw: Any) -> Any:
+            if path.endswith("/approve") and kw.get("json_body") is not None:
+                sent.append(kw["json_body"])
+            return original(method, path, **kw)
+
+        self.client.request = recording  # type: ignore[method-assign]
+        try:
+            cw.approve_withdrawal(self.client, self.members["bob"], created["id"], totp=self.code("bob"))
+        finally:
+            self.client.request = original  # type: ignore[method-assign]
+        replay = {**sent[-1], "totp": self.code("cora")}
+        self.refused(
+            "the same approval sent again (replay)",
+            lambda: self.client.request("POST", f"/v1/withdrawals/{created['id']}/approve", json_body=replay),
+        )
+
+    def proofs(self) -> None:
+        from tandem import client_proof
+        from tandem.core import proofs as proof_core
+
+        say("Proof of ownership: every address signs in its chain's own message standard")
+        bundle = client_proof.run_proof(
+            self.client,
+            issuer=self.members["olga"],
+            manager=self.members["alice"],
+            custodian=self.members["bob"],
+            scope={"kind": "all"},
+            code=lambda: self.code("bob"),
+        )
+        path = self.out / "proofs.json"
+        path.write_bytes(proof_core.bundle_bytes(bundle))
+        nonce = bundle["challenge"]["nonce"]
+        result = cli(
+            "verify",
+            "proofs",
+            str(path),
+            "--challenge",
+            nonce,
+            "--report",
+            str(self.out / "proofs-report.json"),
+            env=self.env,
+        )
+        note(
+            f"{len(bundle['proofs'])} addresses proved; auditor's offline check: "
+            + result.stdout.strip().splitlines()[-1]
+        )
+        tampered = json.loads(path.read_text())
+        tampered["proofs"][0]["message"] = tampered["proofs"][0]["message"].replace("own", "client-omnibus")
+        bad_path = self.out / "tampered" / "proofs.json"
+        bad_path.parent.mkdir(exist_ok=True)
+        bad_path.write_text(json.dumps(tampered))
+        bad = cli("verify", "proofs", str(bad_path), "--challenge", nonce, env=self.env, check=False)
+        if bad.returncode == 0:
+            raise SystemExit("DEMO FAILURE: a tampered proof bundle verified")
+        note("a tampered bundle is refused, naming the address")
+
+    def audit(self) -> None:
+        say("Audit: export the log and verify it offline, as an auditor would")
+        export_dir = self.out / "audit-export"
+        cli(
+            "audit",
+            "export",
+            "--out",
+            str(export_dir),
+            "--keystore",
+            str(self.keystore("olga")),
+            env=self.env,
+        )
+        shutil.copy(export_dir / "audit.jsonl", self.out / "audit.jsonl")
+        shutil.copy(export_dir / "checkpoint.json", self.out / "checkpoint.json")
+        shutil.copy(export_dir / "service-key.json", self.out / "service-key.json")
+        verify = cli("audit", "verify", str(self.out / "audit.jsonl"), env=self.env)
+        note(verify.stdout.strip())
+        tampered = self.out / "tampered" / "audit.jsonl"
+        tampered.parent.mkdir(exist_ok=True)
+        lines = (self.out / "audit.jsonl").read_text().splitlines()
+        lines[3] = (
+            lines[3].replace('"outcome":"ok"', '"outcome":"refused"', 1)
+            if '"outcome":"ok"' in lines[3]
+            else lines[3].replace('"time":', '"time":1', 1)
+        )
+        tampered.write_text("\n".join(lines) + "\n")
+        shutil.copy(self.out / "checkpoint.json", tampered.parent / "checkpoint.json")
+        shutil.copy(self.out / "service-key.json", tampered.parent / "service-key.json")
+        bad = cli("audit", "verify", str(tampered), env=self.env, check=False)
+        if bad.returncode == 0:
+            raise SystemExit("DEMO FAILURE: a tampered export verified")
+        note("an edited copy is refused: " + (bad.stderr or bad.stdout).strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "demo-out", help="artifact directory")
+    args = parser.parse_args()
+    out: Path = args.out.resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "keystores").mkdir(parents=True)
+    demo = Demo(out)
+    try:
+        say("Starting a Tandem server")
+        demo.start_server()
+        demo.identities_and_genesis()
+        demo.membership()
+        keysets = demo.ceremonies()
+        demo.withdrawals(keysets)
+        demo.proofs()
+        demo.audit()
+    finally:
+        demo.stop_server()
+    say(f"Done. Artifacts in {out}")
+    for path in sorted(
+        p
+        for p in out.rglob("*")
+        if p.is_file() and "server-data" not in p.parts and "keystores" not in p.parts
+    ):
+        note(str(path.relative_to(out)))
+
+
+if __name__ == "__main__":
+    main()
