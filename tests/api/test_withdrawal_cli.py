@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.api.test_withdrawal_helpers import btc_intent, setup, verify_bitcoin
+from tests.api.test_withdrawal_helpers import BTC_DEST, btc_intent, setup, verify_bitcoin
 from tests.conftest import World
 from typer.testing import CliRunner
 
@@ -97,6 +97,22 @@ def test_cli_request_review_approve_release(world: World, cli: CliRunner, tmp_pa
         s.keyset.keys[0][1],
     )
     run(cli, "withdraw", "release", w["id"], "-k", str(tmp_path / "cora.ks"), ok=False)
+
+
+def test_cli_review_never_cuts_an_address_short(world: World, cli: CliRunner, tmp_path: Path) -> None:
+    """In a narrow terminal the approver still sees the whole destination and change
+    address: a cell that does not fit is folded, never ended with an ellipsis."""
+    s = setup(world)
+    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    result = cli.invoke(
+        app, ["withdraw", "show", created["id"], "-k", str(tmp_path / "bob.ks")], env={"COLUMNS": "40"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    flat = "".join(ch for ch in result.output if ch not in "│┃ \n")
+    assert BTC_DEST in flat
+    source = next(a["address"] for a in s.keyset.addresses if a["chain"] == "bitcoin")
+    assert source in flat  # "from", where the change returns as well
 
 
 def test_cli_offline_bundle_round_trip(world: World, cli: CliRunner, tmp_path: Path) -> None:

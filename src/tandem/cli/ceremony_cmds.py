@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Column, Table
+from rich.table import Column
 
 from tandem import client_ceremony as cc
 from tandem.cli import common
@@ -26,6 +26,7 @@ from tandem.cli.common import (
     read_json,
     run_cli,
     show,
+    whole_table,
     write_json,
 )
 from tandem.core import ceremony as core
@@ -334,7 +335,7 @@ def ceremony_list(
 
     def go() -> None:
         rows = cc.list_ceremonies(common.client(server), load_member(keystore), status)
-        table = Table(
+        table = whole_table(
             Column("id", no_wrap=True),
             "kind",
             "status",
@@ -415,7 +416,7 @@ def keyset_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
 
     def go() -> None:
         rows = cc.list_keysets(common.client(server), load_member(keystore))
-        table = Table(
+        table = whole_table(
             Column("id", no_wrap=True),
             "status",
             "curve",

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Column, Table
 
 from tandem.client import DEFAULT_SERVER, Client
 from tandem.core.canonical import loads_strict
@@ -23,6 +24,16 @@ from tandem.errors import Error, KeystoreError
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def whole_table(*columns: str | Column, **kwargs: Any) -> Table:
+    """A table whose cells are never cut short: an address, hash or id that does not fit
+    is folded onto the next line, never replaced by an ellipsis. What an approver or an
+    auditor reads must be the whole value, whatever the terminal width."""
+    cols = [c if isinstance(c, Column) else Column(c) for c in columns]
+    for c in cols:
+        c.overflow = "fold"
+    return Table(*cols, **kwargs)
 
 ServerOpt = typer.Option(
     DEFAULT_SERVER, "--server", envvar="TANDEM_SERVER", help="Tandem server URL."

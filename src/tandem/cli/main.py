@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from tandem.cli import common
 from tandem.cli.common import (
@@ -26,6 +25,7 @@ from tandem.cli.common import (
     read_json,
     run_cli,
     show,
+    whole_table,
     write_json,
 )
 from tandem.client import Client
@@ -290,7 +290,7 @@ def member_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
     def go() -> None:
         cl = Client(server)
         rows = cl.get(load_member(keystore), "/v1/members")
-        table = Table("id", "name", "role", "status", "TOTP")
+        table = whole_table("id", "name", "role", "status", "TOTP")
         for m in rows:
             table.add_row(m["id"], m["name"], m["role"], m["status"], "yes" if m["totp_enrolled"] else "no")
         console.print(table)
@@ -351,7 +351,7 @@ def proposal_list(
         cl = Client(server)
         params = {"status": status} if status else {}
         rows = cl.get(load_member(keystore), "/v1/proposals", **params)
-        table = Table("id", "kind", "status", "proposer", "approvals")
+        table = whole_table("id", "kind", "status", "proposer", "approvals")
         for p in rows:
             table.add_row(p["id"], p["kind"], p["status"], p["proposer"], str(len(p["approvals"])))
         console.print(table)

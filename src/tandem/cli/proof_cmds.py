@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from tandem import client_proof
 from tandem.cli import common
@@ -25,6 +24,7 @@ from tandem.cli.common import (
     err_console,
     load_member,
     run_cli,
+    whole_table,
 )
 from tandem.client import Client
 from tandem.core import proofs as core
@@ -74,7 +74,7 @@ def _show_view(view: dict[str, Any]) -> None:
     console.print(f"statement  {escape(doc['statement'])}")
     console.print(f"scope      {escape(json.dumps(doc['scope'], ensure_ascii=False))}")
     console.print(f"expires    {core.utc_time(doc['expires_at'])}")
-    table = Table("key set", "operation", "contributed")
+    table = whole_table("key set", "operation", "contributed")
     for entry in view["keysets"]:
         op = entry["operation"]["statement"]["operation"] if entry.get("operation") else "-"
         table.add_row(entry["keyset"], op, ", ".join(entry["contributed"]) or "-")
@@ -176,7 +176,7 @@ def proof_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
 
     def go() -> None:
         rows = client_proof.list_challenges(Client(server), load_member(keystore))
-        table = Table("id", "nonce", "status", "expires", "bundle sha256")
+        table = whole_table("id", "nonce", "status", "expires", "bundle sha256")
         for r in rows:
             table.add_row(
                 r["id"],
@@ -289,7 +289,7 @@ def _print_report(result: core.ProofReport, elapsed: float) -> None:
     console.print(f"challenge  {escape(result.nonce)}   signed {core.utc_time(result.signed_at)}")
     console.print(f"statement  {escape(result.statement)}")
     console.print(f"bundle     sha256 {result.bundle_hash}")
-    table = Table("chain", "network", "format", "verified", "failed", title="Proofs")
+    table = whole_table("chain", "network", "format", "verified", "failed", title="Proofs")
     for s in result.summary:
         table.add_row(
             escape(s.chain),

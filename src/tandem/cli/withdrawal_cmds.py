@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from tandem import client_withdrawal as cw
 from tandem.cli import common
@@ -26,6 +25,7 @@ from tandem.cli.common import (
     read_json,
     run_cli,
     show,
+    whole_table,
     write_json,
 )
 from tandem.client import Client
@@ -52,7 +52,7 @@ ReasonOpt = typer.Option(None, "--reason", help="Why; recorded in the audit log.
 
 def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
     d = checked.decoded
-    table = Table("field", "decoded here from the raw transaction", show_header=True)
+    table = whole_table("field", "decoded here from the raw transaction", show_header=True)
     for key in ("chain", "network", "chain_id", "from", "to", "amount", "asset", "token", "fee", "change"):
         value = d.get(key)
         if value is not None:
@@ -107,7 +107,7 @@ def withdraw_list(
     """Withdrawal requests."""
 
     def go() -> None:
-        table = Table("id", "status", "chain", "asset", "amount", "destination", "fingerprint")
+        table = whole_table("id", "status", "chain", "asset", "amount", "destination", "fingerprint")
         for w in cw.list_withdrawals(Client(server), load_member(keystore), status=status):
             i = w["intent"]
             table.add_row(
@@ -343,7 +343,7 @@ def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
     """Every entry with its state (pending, active, removed, vetoed)."""
 
     def go() -> None:
-        table = Table("id", "status", "chain", "address", "asset", "label", "effective_at")
+        table = whole_table("id", "status", "chain", "address", "asset", "label", "effective_at")
         for e in cw.address_book(Client(server), load_member(keystore)):
             table.add_row(
                 e["id"],
