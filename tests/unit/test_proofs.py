@@ -29,7 +29,13 @@ from tandem.core.audit import sign_checkpoint
 from tandem.core.canonical import canonical
 from tandem.core.chains import get_chain, secp256k1
 from tandem.core.chains.base58 import b58decode
-from tandem.errors import DuplicateKeyError, FloatNotAllowedError, InputError, VerificationError
+from tandem.errors import (
+    DuplicateKeyError,
+    FloatNotAllowedError,
+    InputError,
+    MalformedJSONError,
+    VerificationError,
+)
 
 VECTORS = Path(__file__).parents[1] / "vectors"
 T0 = 1_790_000_000  # 2026-09-21
@@ -398,7 +404,7 @@ def test_parse_bundle_is_strict() -> None:
         core.parse_bundle(data.replace(b'"signed_at":', b'"signed_at":1.5,"x":', 1))
     with pytest.raises(InputError, match="unknown field"):
         core.parse_bundle(data.replace(b'{"challenge":', b'{"extra":1,"challenge":', 1))
-    with pytest.raises(InputError, match="not JSON"):
+    with pytest.raises(MalformedJSONError, match="malformed bundle JSON"):
         core.parse_bundle(data[:-1])
 
 

@@ -125,8 +125,19 @@ def loads_strict(
         if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
             raise PayloadTooLargeError(f"document exceeds {max_bytes} bytes")
     _depth_scan(text, max_depth)
+    value = parse_json_text(text)
+    _check_text(value, forbid_nul)
+    return value
+
+
+def parse_json_text(text: str, what: str = "JSON") -> JSON:
+    """The JSON parser with Tandem's hooks (duplicate keys, floats, NaN and integers
+    beyond 2^53-1 refused), without the size, depth and text scans of
+    :func:`loads_strict`. Large files whose entries are checked one by one afterwards
+    (proof bundles) use it directly: the pure-Python depth scan would dominate their
+    parse time, and the parser's own recursion limit still refuses deep nesting."""
     try:
-        value = json.loads(
+        return json.loads(
             text,
             object_pairs_hook=_no_duplicates,
             parse_float=_refuse_float,
@@ -136,9 +147,7 @@ def loads_strict(
     except InputError:
         raise
     except (ValueError, RecursionError) as exc:
-        raise MalformedJSONError(f"malformed JSON: {type(exc).__name__}") from None
-    _check_text(value, forbid_nul)
-    return value
+        raise MalformedJSONError(f"malformed {what}: {type(exc).__name__}") from None
 
 
 def canonical(value: JSON) -> bytes:

@@ -41,12 +41,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.core.canonical import canonical
+from tandem.core.canonical import MAX_SAFE_INT, canonical, parse_json_text
 from tandem.core.chains import MessageProof, get_chain
 from tandem.errors import (
-    DuplicateKeyError,
     Error,
-    FloatNotAllowedError,
     InputError,
     MalformedJSONError,
     PayloadTooLargeError,
@@ -75,7 +73,6 @@ FORMATS_BY_CHAIN: Mapping[str, frozenset[str]] = {
 NONCE_RE = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 _CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_MAX_SAFE_INT = (1 << 53) - 1
 MAX_STATEMENT_CHARS = 1000
 MAX_SCOPE_ADDRESSES = 10_000
 MAX_CHALLENGE_SECONDS = 31 * 24 * 3600
@@ -357,7 +354,7 @@ def _plain_json(value: Any) -> bool:
             if kind in (dict, list):
                 stack.append(sub)
             elif kind is int:
-                if abs(sub) > _MAX_SAFE_INT:
+                if abs(sub) > MAX_SAFE_INT:
                     return False
             elif kind not in (str, bool) and sub is not None:
                 return False
@@ -372,26 +369,6 @@ def bundle_hash(bundle: Any) -> str:
 # --- parsing ---------------------------------------------------------------------------
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise DuplicateKeyError(f"duplicate key {key!r} in JSON object")
-        out[key] = value
-    return out
-
-
-def _no_float(text: str) -> Any:
-    raise FloatNotAllowedError(f"{text} is not accepted: a bundle holds no floating-point numbers")
-
-
-def _safe_int(text: str) -> int:
-    value = int(text)
-    if abs(value) > _MAX_SAFE_INT:
-        raise InputError("integer outside the interoperable range (|n| <= 2^53-1)")
-    return value
-
-
 def parse_bundle(data: bytes) -> dict[str, Any]:
     """Strictly parse a bundle file: duplicate keys, floats, NaN and huge integers are
     refused, and the top level and challenge must have exactly their fields. Each
@@ -403,18 +380,7 @@ def parse_bundle(data: bytes) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedJSONError("bundle is not UTF-8") from None
-    try:
-        doc = json.loads(
-            text,
-            object_pairs_hook=_pairs,
-            parse_float=_no_float,
-            parse_constant=_no_float,
-            parse_int=_safe_int,
-        )
-    except Error:
-        raise
-    except (ValueError, RecursionError) as exc:
-        raise MalformedJSONError(f"bundle is not JSON: {type(exc).__name__}") from None
+    doc = parse_json_text(text, "bundle JSON")
     if not isinstance(doc, dict):
         raise InputError("bundle must be a JSON object")
     _exact_fields(doc, BUNDLE_FIELDS, (), "bundle")
