@@ -7,6 +7,9 @@
    without a valid session with 401.
 3. For membership and audit: role x operation, with the expected answer and code, and
    for each refusal no state change and an audit entry.
+
+Role x route over every write route (ceremonies, key sets, withdrawals, policy, proofs
+included) is in ``test_authz_every_route.py``.
 """
 
 from __future__ import annotations
