@@ -17,8 +17,7 @@ from pydantic import BaseModel, ValidationError
 from tandem import __version__
 from tandem.api import schemas
 from tandem.core.canonical import loads_strict
-from tandem.core.roles import Role
-from tandem.errors import Error, ForbiddenError, InputError, PayloadTooLargeError, UnknownFieldError
+from tandem.errors import Error, InputError, PayloadTooLargeError, UnknownFieldError
 from tandem.services import Tandem
 from tandem.settings import Settings
 from tandem.store.models import Member
@@ -191,12 +190,12 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
     @app.post("/v1/proposals/{proposal_id}/approve", tags=["membership"])
     def approve(proposal_id: str, body: schemas.ApprovalIn = strict(schemas.ApprovalIn)) -> dict[str, Any]:
         """Approve with a signed `proposal.approve` over the proposal digest, plus TOTP."""
-        _same_subject(body.envelope, "proposal", proposal_id)
+        schemas.same_subject(body.envelope, "proposal", proposal_id)
         return svc.decide_proposal(body.envelope, totp=body.totp, approve=True)
 
     @app.post("/v1/proposals/{proposal_id}/reject", tags=["membership"])
     def reject(proposal_id: str, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:
-        _same_subject(body.envelope, "proposal", proposal_id)
+        schemas.same_subject(body.envelope, "proposal", proposal_id)
         return svc.decide_proposal(body.envelope, totp=None, approve=False)
 
     # --- audit -------------------------------------------------------------------------
@@ -266,14 +265,3 @@ def _document_request_bodies(app: FastAPI, body_models: dict[Any, type[BaseModel
                 **(route.openapi_extra or {}),
                 "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
             }
-
-
-def _same_subject(envelope: dict[str, Any], key: str, path_id: str) -> None:
-    body = envelope.get("action", {}).get("body", {}) if isinstance(envelope.get("action"), dict) else {}
-    if not isinstance(body, dict) or body.get(key) != path_id:
-        raise InputError(f"the signed action's {key} does not match the URL")
-
-
-def require_role(member: Member, *roles: Role) -> None:
-    if Role(member.role) not in roles:
-        raise ForbiddenError(f"a {member.role} may not read this")

@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from tandem.api import schemas
-from tandem.errors import InputError
 from tandem.services import Tandem
 
 
@@ -19,9 +18,7 @@ class CeremonyApprovalIn(schemas.Strict):
     envelope: dict[str, Any] = Field(
         description="Signed `ceremony.approve` {ceremony, digest, commitment | sealed_share}"
     )
-    totp: str = Field(
-        description="Current 6-digit TOTP code of the approver", min_length=6, max_length=6
-    )
+    totp: str = Field(description="Current 6-digit TOTP code of the approver", min_length=6, max_length=6)
 
 
 class ImportIn(schemas.Strict):
@@ -35,20 +32,7 @@ class ImportApprovalIn(schemas.Strict):
     envelope: dict[str, Any] = Field(
         description="Signed `keyset.import_approve` {import, export_hash, sealed_share}"
     )
-    totp: str = Field(
-        description="Current 6-digit TOTP code of the approver", min_length=6, max_length=6
-    )
-
-
-def _signed_body(envelope: dict[str, Any]) -> dict[str, Any]:
-    action = envelope.get("action")
-    body = action.get("body") if isinstance(action, dict) else None
-    return body if isinstance(body, dict) else {}
-
-
-def _same(envelope: dict[str, Any], key: str, path_id: str) -> None:
-    if _signed_body(envelope).get(key) != path_id:
-        raise InputError(f"the signed action's {key} does not match the URL")
+    totp: str = Field(description="Current 6-digit TOTP code of the approver", min_length=6, max_length=6)
 
 
 def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
@@ -84,33 +68,33 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
     ) -> dict[str, Any]:
         """Approve with a signed `ceremony.approve` over the ceremony digest, your own
         commitment (keygen) or re-sealed share (reshare), and a TOTP code."""
-        _same(body.envelope, "ceremony", ceremony_id)
+        schemas.same_subject(body.envelope, "ceremony", ceremony_id)
         return svc.approve_ceremony(body.envelope, totp=body.totp)
 
     @app.post("/v1/ceremonies/{ceremony_id}/reject", tags=["ceremonies"])
     def reject(ceremony_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
         """A custodian stops the ceremony: signed `ceremony.reject` with `{ceremony, reason}`."""
-        _same(body.envelope, "ceremony", ceremony_id)
+        schemas.same_subject(body.envelope, "ceremony", ceremony_id)
         return svc.reject_ceremony(body.envelope)
 
     @app.post("/v1/ceremonies/{ceremony_id}/reveal", tags=["ceremonies"])
     def reveal(ceremony_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
         """Reveal your contribution (signed `ceremony.reveal` with `{ceremony, contribution}`).
         The last reveal executes the ceremony."""
-        _same(body.envelope, "ceremony", ceremony_id)
+        schemas.same_subject(body.envelope, "ceremony", ceremony_id)
         return svc.reveal_contribution(body.envelope)
 
     @app.post("/v1/ceremonies/{ceremony_id}/countersign", tags=["ceremonies"])
     def countersign(ceremony_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
         """Countersign the transcript: signed `ceremony.countersign` with
         `{ceremony, transcript_hash}` (the hash your client recomputed)."""
-        _same(body.envelope, "ceremony", ceremony_id)
+        schemas.same_subject(body.envelope, "ceremony", ceremony_id)
         return svc.countersign_transcript(body.envelope)
 
     @app.post("/v1/ceremonies/{ceremony_id}/abort", tags=["ceremonies"])
     def abort(ceremony_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
         """The proposer withdraws the ceremony before execution (signed `ceremony.abort`)."""
-        _same(body.envelope, "ceremony", ceremony_id)
+        schemas.same_subject(body.envelope, "ceremony", ceremony_id)
         return svc.abort_ceremony(body.envelope)
 
     @app.get("/v1/ceremonies/{ceremony_id}/transcript", tags=["ceremonies"])
@@ -137,7 +121,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
     ) -> dict[str, Any]:
         """A custodian re-seals its share to the import operation, with a TOTP code; the
         signer checks both shares rebuild the key set's DEK and restores it."""
-        _same(body.envelope, "import", import_id)
+        schemas.same_subject(body.envelope, "import", import_id)
         return svc.approve_import(body.envelope, totp=body.totp)
 
     @app.get("/v1/keysets/{keyset_id}", tags=["keysets"])
@@ -150,12 +134,12 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
     def new_operation(keyset_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
         """A one-time operation key (signed by the service key) for a reshare or an import:
         signed `keyset.operation` with `{keyset, purpose}`."""
-        _same(body.envelope, "keyset", keyset_id)
+        schemas.same_subject(body.envelope, "keyset", keyset_id)
         return svc.keyset_operation(body.envelope)
 
     @app.post("/v1/keysets/{keyset_id}/export", tags=["keysets"])
     def export(keyset_id: str, body: schemas.EnvelopeIn = envelope_in) -> dict[str, Any]:
         """The key set for offline media (signed `keyset.export`; recorded in the audit log).
         It opens only with a manager's and a custodian's share."""
-        _same(body.envelope, "keyset", keyset_id)
+        schemas.same_subject(body.envelope, "keyset", keyset_id)
         return svc.export_keyset(body.envelope)

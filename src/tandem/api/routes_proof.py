@@ -9,7 +9,6 @@ from pydantic import Field
 
 from tandem.api import schemas
 from tandem.api.app import Reader
-from tandem.errors import InputError
 from tandem.services import Tandem
 
 
@@ -21,13 +20,6 @@ class ProofContributionIn(schemas.Strict):
         max_length=6,
         description="Current TOTP code (required of a custodian)",
     )
-
-
-def _same_challenge(envelope: dict[str, Any], challenge_id: str) -> None:
-    action = envelope.get("action")
-    body = action.get("body") if isinstance(action, dict) else None
-    if not isinstance(body, dict) or body.get("challenge") != challenge_id:
-        raise InputError("the signed action's challenge does not match the URL")
 
 
 def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
@@ -60,7 +52,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
     ) -> dict[str, Any]:
         """A manager's or custodian's share re-sealed to the challenge's operation key.
         When both sides are in for every key set, every address in scope is signed."""
-        _same_challenge(body.envelope, challenge_id)
+        schemas.same_subject(body.envelope, "challenge", challenge_id)
         return svc.contribute_proof(body.envelope, totp=body.totp)
 
     @app.post("/v1/proofs/{challenge_id}/operations", tags=["proofs"])
@@ -69,7 +61,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
         body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn),
     ) -> dict[str, Any]:
         """Fresh operation keys for an open challenge (after a restart or failed signing)."""
-        _same_challenge(body.envelope, challenge_id)
+        schemas.same_subject(body.envelope, "challenge", challenge_id)
         return svc.renew_proof_operations(body.envelope)
 
     @app.get(

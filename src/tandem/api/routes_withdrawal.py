@@ -11,33 +11,29 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tandem.api.app import Reader
-from tandem.api.schemas import EnvelopeIn
+from tandem.api.schemas import EnvelopeIn, Strict, same_subject
 from tandem.errors import InputError
 from tandem.services import Tandem
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class WithdrawalCreateIn(_Strict):
+class WithdrawalCreateIn(Strict):
     envelope: dict[str, Any] = Field(
         description="Signed `withdrawal.create` {intent, operation, share_digest}"
     )
     sealed_share: str = Field(description="The manager's share resealed to the operation key (base64)")
 
 
-class ShareIn(_Strict):
+class ShareIn(Strict):
     envelope: dict[str, Any] = Field(
         description="Signed `withdrawal.contribute` {withdrawal, operation, share_digest}"
     )
     sealed_share: str = Field(description="This member's share resealed to the request's operation key")
 
 
-class WithdrawalApproveIn(_Strict):
+class WithdrawalApproveIn(Strict):
     envelope: dict[str, Any] = Field(
         description="Signed `withdrawal.approve` {withdrawal, intent_hash, tx_digest, policy_version, "
         "expires_at, operation, share_digest}"
@@ -46,13 +42,6 @@ class WithdrawalApproveIn(_Strict):
     sealed_share: str | None = Field(
         default=None, description="The approver's share resealed to the operation"
     )
-
-
-def _same_subject(envelope: dict[str, Any], key: str, path_id: str) -> None:
-    action = envelope.get("action")
-    body = action.get("body") if isinstance(action, dict) else None
-    if not isinstance(body, dict) or body.get(key) != path_id:
-        raise InputError(f"the signed action's {key} does not match the URL")
 
 
 def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
@@ -85,35 +74,35 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
         withdrawal_id: str, body: WithdrawalApproveIn = strict(WithdrawalApproveIn)
     ) -> dict[str, Any]:
         """Approve over (id, intent hash, tx digest, policy version, expiry), with TOTP."""
-        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
         return svc.approve_withdrawal(body.envelope, totp=body.totp, sealed_share=body.sealed_share)
 
     @app.post("/v1/withdrawals/{withdrawal_id}/reject", tags=["withdrawals"])
     def reject(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
-        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
         return svc.reject_withdrawal(body.envelope)
 
     @app.post("/v1/withdrawals/{withdrawal_id}/cancel", tags=["withdrawals"])
     def cancel(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
-        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
         return svc.cancel_withdrawal(body.envelope)
 
     @app.post("/v1/withdrawals/{withdrawal_id}/veto", tags=["withdrawals"])
     def veto(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
         """(Custodian) Stop a time-locked withdrawal during its lock."""
-        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
         return svc.veto_withdrawal(body.envelope)
 
     @app.post("/v1/withdrawals/{withdrawal_id}/operation", tags=["withdrawals"])
     def renew(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
         """A new operation key for an open request (after a restart); shares are given again."""
-        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
         return svc.renew_operation(body.envelope)
 
     @app.post("/v1/withdrawals/{withdrawal_id}/shares", tags=["withdrawals"])
     def contribute(withdrawal_id: str, body: ShareIn = strict(ShareIn)) -> dict[str, Any]:
         """A member's share resealed to the request's current operation key."""
-        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
         return svc.contribute_share(body.envelope, sealed_share=body.sealed_share)
 
     @app.post("/v1/withdrawals/{withdrawal_id}/release", tags=["withdrawals"])
@@ -126,7 +115,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
         Idempotency-Key and body returns the first answer."""
         if idempotency_key is None:
             raise InputError("an Idempotency-Key header is required")
-        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
         answer = svc.release_withdrawal(body.envelope, idempotency_key=idempotency_key)
         return JSONResponse(status_code=answer.status_code, content=answer.body)
 
@@ -138,7 +127,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
     @app.post("/v1/withdrawals/{withdrawal_id}/import", tags=["withdrawals"])
     def import_(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
         """Record an offline-signed transaction after re-verifying it."""
-        _same_subject(body.envelope, "withdrawal", withdrawal_id)
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
         return svc.import_withdrawal(body.envelope)
 
     # --- policy and address book -----------------------------------------------------------
@@ -185,7 +174,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
     @app.post("/v1/policy/proposals/{proposal_id}/veto", tags=["policy"])
     def veto_change(proposal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
         """(Custodian) Veto an approved policy or address-book change during its delay."""
-        _same_subject(body.envelope, "proposal", proposal_id)
+        same_subject(body.envelope, "proposal", proposal_id)
         return svc.veto_policy_proposal(body.envelope)
 
     @app.get("/v1/addressbook", tags=["policy"])

@@ -6,9 +6,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tandem.errors import InputError
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def same_subject(envelope: dict[str, Any], key: str, path_id: str) -> None:
+    """The object a signed action names must be the one in the URL: a signature over
+    one request can never be posted against another."""
+    action = envelope.get("action")
+    body = action.get("body") if isinstance(action, dict) else None
+    if not isinstance(body, dict) or body.get(key) != path_id:
+        raise InputError(f"the signed action's {key} does not match the URL")
 
 
 class ErrorBody(Strict):
@@ -23,17 +34,13 @@ class EnvelopeIn(Strict):
 
 class ApprovalIn(Strict):
     envelope: dict[str, Any]
-    totp: str = Field(
-        description="Current 6-digit TOTP code of the approver", min_length=6, max_length=6
-    )
+    totp: str = Field(description="Current 6-digit TOTP code of the approver", min_length=6, max_length=6)
 
 
 class TotpEnrolIn(Strict):
     envelope: dict[str, Any]
     confirm_code: str = Field(min_length=6, max_length=6, description="A code from the new seed")
-    totp: str | None = Field(
-        default=None, description="Current code of the old seed, when replacing one"
-    )
+    totp: str | None = Field(default=None, description="Current code of the old seed, when replacing one")
 
 
 class GenesisIn(Strict):
