@@ -15,6 +15,7 @@ proposer's own side) are tried with real objects in ``tests/adversarial/test_t05
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -138,3 +139,17 @@ def test_role_by_route(world: World, path: str, role: Role) -> None:
     assert len(hits) == 1
     assert hits[0]["actor"] == world[who].member_id
     assert hits[0]["kind"].endswith(".refused")
+
+
+@pytest.mark.parametrize("role", [M, C, A], ids=lambda r: r.value)
+def test_every_role_reads_every_read_route(world: World, role: Role) -> None:
+    """Auditors read everything, and so do both sides: no read route answers 401 or 403
+    to a member with a session (made-up ids meet 404, missing parameters 422)."""
+    token = world.client.session(world[MEMBER[role]])
+    problems = []
+    for _method, path in routes(world, reads=True):
+        url = re.sub(r"\{[^}]+\}", "0" if path.endswith("{index}") else PATH_ID, path)
+        response = world.client.http.get(url, headers={"Authorization": f"Bearer {token}"})
+        if response.status_code in (401, 403) or response.status_code >= 500:
+            problems.append(f"GET {path} -> {response.status_code} {response.text[:120]}")
+    assert problems == []
