@@ -53,7 +53,7 @@ from tandem.client import Client  # noqa: E402
 from tandem.core import withdrawal as wcore  # noqa: E402
 from tandem.core.actions import sign_action  # noqa: E402
 from tandem.core.identity import MemberSecrets  # noqa: E402
-from tandem.services.keyuse import reseal_for_operation  # noqa: E402
+from tandem.core.split import reseal_for_operation  # noqa: E402
 
 CLIENTS = 16
 CALLS = ("prepare", "create", "view", "approve", "release")

@@ -115,7 +115,15 @@ class Client:
         return token
 
     def get(self, member: MemberSecrets, path: str, **params: Any) -> Any:
-        return self.request("GET", path, token=self.session(member), params=params or None)
+        """A read under the member's session; a session that lapsed meanwhile (they last
+        15 minutes) is reopened once with a fresh signed action."""
+        try:
+            return self.request("GET", path, token=self.session(member), params=params or None)
+        except RemoteError as exc:
+            if exc.remote_code != "invalid_session":
+                raise
+            self._sessions.pop(member.member_id, None)
+            return self.request("GET", path, token=self.session(member), params=params or None)
 
     # --- genesis -------------------------------------------------------------------------
 

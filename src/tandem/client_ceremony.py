@@ -17,13 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.core import ceremony as core
 from tandem.core import keygen
 from tandem.core.ceremony_def import parse_definition
 from tandem.core.identity import MemberSecrets
+from tandem.core.split import reseal_for_operation, verify_operation
 from tandem.errors import ConflictError, InputError, KeystoreError, VerificationError
-from tandem.services.keyuse import reseal_for_operation, verify_operation
 
 __all__ = [
     "ContributionStore",
@@ -56,24 +56,13 @@ def new_ceremony_id() -> str:
 # --- reads -------------------------------------------------------------------------------
 
 
-def _get(client: Client, member: MemberSecrets, path: str, **params: Any) -> Any:
-    """A read; a session that expired meanwhile is reopened once."""
-    try:
-        return client.get(member, path, **params)
-    except RemoteError as exc:
-        if exc.remote_code != "invalid_session":
-            raise
-        client._sessions.pop(member.member_id, None)
-        return client.get(member, path, **params)
-
-
 def _post(client: Client, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = client.request("POST", path, json_body=dict(body))
     return result
 
 
 def get_ceremony(client: Client, member: MemberSecrets, ceremony_id: str) -> dict[str, Any]:
-    result: dict[str, Any] = _get(client, member, f"/v1/ceremonies/{ceremony_id}")
+    result: dict[str, Any] = client.get(member, f"/v1/ceremonies/{ceremony_id}")
     return result
 
 
@@ -81,22 +70,22 @@ def list_ceremonies(
     client: Client, member: MemberSecrets, status: str | None = None
 ) -> list[dict[str, Any]]:
     params = {"status": status} if status else {}
-    result: list[dict[str, Any]] = _get(client, member, "/v1/ceremonies", **params)
+    result: list[dict[str, Any]] = client.get(member, "/v1/ceremonies", **params)
     return result
 
 
 def get_transcript(client: Client, member: MemberSecrets, ceremony_id: str) -> dict[str, Any]:
-    result: dict[str, Any] = _get(client, member, f"/v1/ceremonies/{ceremony_id}/transcript")
+    result: dict[str, Any] = client.get(member, f"/v1/ceremonies/{ceremony_id}/transcript")
     return result
 
 
 def list_keysets(client: Client, member: MemberSecrets) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = _get(client, member, "/v1/keysets")
+    result: list[dict[str, Any]] = client.get(member, "/v1/keysets")
     return result
 
 
 def get_keyset(client: Client, member: MemberSecrets, keyset_id: str) -> dict[str, Any]:
-    result: dict[str, Any] = _get(client, member, f"/v1/keysets/{keyset_id}")
+    result: dict[str, Any] = client.get(member, f"/v1/keysets/{keyset_id}")
     return result
 
 

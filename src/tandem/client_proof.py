@@ -15,8 +15,8 @@ from typing import Any
 from tandem.client import Client
 from tandem.core import proofs as core
 from tandem.core.identity import MemberSecrets
+from tandem.core.split import reseal_for_operation, verify_operation
 from tandem.errors import InputError, VerificationError
-from tandem.services.keyuse import reseal_for_operation, verify_operation
 
 
 def issue_challenge(

@@ -15,23 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.core import split
 from tandem.core import withdrawal as wcore
 from tandem.core.identity import IdentityCard, MemberSecrets, b64
+from tandem.core.split import reseal_for_operation
 from tandem.errors import InputError, VerificationError
-from tandem.services.keyuse import reseal_for_operation
-
-
-def _get(client: Client, member: MemberSecrets, path: str, **params: Any) -> Any:
-    """A read; a session that lapsed (15 minutes) is reopened once."""
-    try:
-        return client.get(member, path, **params)
-    except RemoteError as exc:
-        if exc.remote_code != "invalid_session":
-            raise
-        client._sessions.pop(member.member_id, None)  # the Client caches tokens by member
-        return client.get(member, path, **params)
 
 
 def _post(
@@ -42,7 +31,7 @@ def _post(
 
 
 def _get_doc(client: Client, member: MemberSecrets, path: str, **params: Any) -> dict[str, Any]:
-    result: dict[str, Any] = _get(client, member, path, **params)
+    result: dict[str, Any] = client.get(member, path, **params)
     return result
 
 
@@ -101,7 +90,7 @@ def list_withdrawals(
     client: Client, member: MemberSecrets, *, status: str | None = None
 ) -> list[dict[str, Any]]:
     params = {"status": status} if status else {}
-    rows: list[dict[str, Any]] = _get(client, member, "/v1/withdrawals", **params)
+    rows: list[dict[str, Any]] = client.get(member, "/v1/withdrawals", **params)
     return rows
 
 
@@ -312,7 +301,7 @@ def policy_explain(client: Client, member: MemberSecrets, **params: str) -> dict
 
 
 def address_book(client: Client, member: MemberSecrets) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = _get(client, member, "/v1/addressbook")
+    rows: list[dict[str, Any]] = client.get(member, "/v1/addressbook")
     return rows
 
 
@@ -324,7 +313,7 @@ def export_bundle(
 ) -> dict[str, Any]:
     """Fetch the bundle, check it offline-style, and add this member's share, resealed to the
     offline signer's X25519 key and bound to this withdrawal."""
-    bundle = _get(client, member, f"/v1/withdrawals/{withdrawal_id}/bundle")
+    bundle = client.get(member, f"/v1/withdrawals/{withdrawal_id}/bundle")
     bundle["signer"] = signer_card.to_json()
     return add_share(bundle, member, now=client.clock())
 

@@ -18,9 +18,9 @@ from tandem.core import ceremony as core
 from tandem.core import split
 from tandem.core.identity import MemberSecrets
 from tandem.core.keygen import public_key_for
+from tandem.core.split import reseal_for_operation
 from tandem.errors import InputError, ReshareRequiredError
 from tandem.services.base import Call
-from tandem.services.keyuse import reseal_for_operation
 from tandem.store.models import AddressRow, KeyRow, KeySet, Member
 
 ROOT = Path(__file__).resolve().parents[2]

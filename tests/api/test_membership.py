@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from tests.conftest import World, new_member
 
@@ -35,3 +37,22 @@ def test_refused_reads_are_audited_too(world: World) -> None:
     lines, _ = world.client.audit_export(world["olga"])
     refused = [line for line in lines if '"kind":"http.request.refused"' in line]
     assert any('"code":"invalid_session"' in line and '"path":"/v1/members"' in line for line in refused)
+
+
+def test_a_lapsed_session_is_reopened_once_by_the_client(world: World) -> None:
+    """Reads go on after the 15-minute session lapses: the client opens a new session
+    with a fresh signed action (two session entries in the log), never reuses the old."""
+    c = world.client
+    c._sessions.clear()
+    c.get(world["olga"], "/v1/members")
+    first = c._sessions[world["olga"].member_id]
+    world.clock.advance(16 * 60)
+    assert c.get(world["olga"], "/v1/proposals") == []
+    assert c._sessions[world["olga"].member_id] != first
+    lines, _ = c.audit_export(world["olga"])
+    opened = [
+        e
+        for e in map(json.loads, lines)
+        if e["kind"] == "session.opened" and e["actor"] == world["olga"].member_id
+    ]
+    assert len(opened) >= 2

@@ -110,3 +110,19 @@ def test_checker_catches_what_it_should(tmp_path: Path) -> None:
         "from tandem.store",
     ):
         assert expected in found
+
+
+def test_member_side_client_loads_no_server_code() -> None:
+    """What runs on a member's machine (client modules, and so the CLI's signing path)
+    needs no database, web framework or server use case: it must not even import them."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, tandem.client, tandem.client_ceremony, tandem.client_withdrawal, tandem.client_proof\n"
+        "bad = ('sqlmodel', 'sqlalchemy', 'fastapi', 'alembic', 'psycopg',\n"
+        "       'tandem.services', 'tandem.store')\n"
+        "print(','.join(m for m in bad if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == ""

@@ -43,6 +43,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tandem.core.canonical import JSON, canonical, check_fields, domain_bytes, loads_strict
+from tandem.core.identity import b64, unb64, verify_ed25519
 from tandem.core.keygen import public_key_for
 from tandem.errors import CryptoError, DecryptionError, InputError
 
@@ -891,3 +892,65 @@ def _unhex(value: Any, where: str) -> bytes:
     if not isinstance(value, str) or not _HEX.fullmatch(value):
         raise InputError(f"{where} must be lowercase hex")
     return bytes.fromhex(value)
+
+
+# --- operation keys, as a member's client sees them ----------------------------------
+
+
+def operation_statement(
+    *, operation: str, keyset: str, purpose: str, public_key: str, expires_at: int
+) -> dict[str, Any]:
+    return {
+        "operation": operation,
+        "keyset": keyset,
+        "purpose": purpose,
+        "public_key": public_key,
+        "expires_at": expires_at,
+    }
+
+
+def verify_operation(doc: Any, service_sign_public: bytes) -> dict[str, Any]:
+    """Client side: check an operation key was issued by this deployment's signer."""
+    check_fields(doc, required=("statement", "signature"), where="operation")
+    statement = check_fields(
+        doc["statement"],
+        required=("operation", "keyset", "purpose", "public_key", "expires_at"),
+        where="operation.statement",
+    )
+    verify_ed25519(
+        service_sign_public,
+        domain_bytes("operation-key", statement),
+        unb64(doc["signature"], what="operation signature"),
+        what="operation key",
+    )
+    result: dict[str, Any] = statement
+    return result
+
+
+def reseal_for_operation(
+    member: Any,  # MemberSecrets: member_id and seal_private_key
+    sealed_keyset_json: str | dict[str, Any],
+    operation_doc: Any,
+    service_sign_public: bytes,
+) -> tuple[str, str]:
+    """Client side: check the operation key, then re-seal this member's share to it.
+    Returns ``(side, base64 re-sealed share)``."""
+    statement = verify_operation(operation_doc, service_sign_public)
+    sealed = (
+        SealedKeyset.from_json(sealed_keyset_json)
+        if isinstance(sealed_keyset_json, str)
+        else SealedKeyset.from_dict(sealed_keyset_json)
+    )
+    if sealed.keyset_id != statement["keyset"]:
+        raise InputError("operation is for another key set")
+    side, box = sealed.sealed_share_for(member.member_id)
+    resealed = reseal_share(
+        box,
+        bytes(member.seal_private_key),
+        bytes.fromhex(statement["public_key"]),
+        keyset_id=sealed.keyset_id,
+        side=side,
+        operation_id=statement["operation"],
+        expected_commitment=sealed.commitments.get(side),
+    )
+    return side, b64(resealed)

@@ -26,6 +26,7 @@ from tandem.core.ceremony_def import (
 )
 from tandem.core.policy import QuorumResult, quorum
 from tandem.core.roles import Role
+from tandem.core.split import verify_operation
 from tandem.errors import (
     ConflictError,
     ExpiredError,
@@ -45,10 +46,7 @@ from tandem.services.keysets import (
     restore_keyset,
     status_for_recipients,
 )
-from tandem.services.keyuse import (
-    KeyUseService,
-    verify_operation,
-)
+from tandem.services.keyuse import KeyUseService
 from tandem.store.models import (
     AddressRow,
     Approval,

@@ -19,8 +19,9 @@ from typing import Any
 from sqlmodel import select
 
 from tandem.core import split
-from tandem.core.canonical import canonical, check_fields, domain_bytes
-from tandem.core.identity import b64, unb64, verify_ed25519
+from tandem.core.canonical import domain_bytes
+from tandem.core.identity import b64, unb64
+from tandem.core.split import operation_statement
 from tandem.errors import (
     ConflictError,
     InputError,
@@ -66,36 +67,6 @@ class OperationKeys:
             key.close()
 
 
-def operation_statement(
-    *, operation: str, keyset: str, purpose: str, public_key: str, expires_at: int
-) -> dict[str, Any]:
-    return {
-        "operation": operation,
-        "keyset": keyset,
-        "purpose": purpose,
-        "public_key": public_key,
-        "expires_at": expires_at,
-    }
-
-
-def verify_operation(doc: Any, service_sign_public: bytes) -> dict[str, Any]:
-    """Client side: check an operation key was issued by this deployment's signer."""
-    check_fields(doc, required=("statement", "signature"), where="operation")
-    statement = check_fields(
-        doc["statement"],
-        required=("operation", "keyset", "purpose", "public_key", "expires_at"),
-        where="operation.statement",
-    )
-    verify_ed25519(
-        service_sign_public,
-        domain_bytes("operation-key", statement),
-        unb64(doc["signature"], what="operation signature"),
-        what="operation key",
-    )
-    result: dict[str, Any] = statement
-    return result
-
-
 class KeyUseService(ServiceBase):
     operations: OperationKeys
 
@@ -104,9 +75,7 @@ class KeyUseService(ServiceBase):
             self.operations = OperationKeys()
         return self.operations
 
-    def new_operation(
-        self, call: Call, *, keyset_id: str, purpose: str, held: bool = True
-    ) -> dict[str, Any]:
+    def new_operation(self, call: Call, *, keyset_id: str, purpose: str, held: bool = True) -> dict[str, Any]:
         """Inside a use case: make a one-time operation key for ``keyset_id``. ``held=False``
         is for a key set this database does not hold yet (an import)."""
         if held and call.session.get(KeySet, keyset_id) is None:
@@ -220,36 +189,3 @@ class KeyUseService(ServiceBase):
                 yield dek
             finally:
                 self._ops().discard(operation)
-
-
-def reseal_for_operation(
-    member: Any,
-    sealed_keyset_json: str | dict[str, Any],
-    operation_doc: Any,
-    service_sign_public: bytes,
-) -> tuple[str, str]:
-    """Client side: check the operation key, then re-seal this member's share to it.
-    Returns ``(side, base64 re-sealed share)``."""
-    statement = verify_operation(operation_doc, service_sign_public)
-    sealed = (
-        split.SealedKeyset.from_json(sealed_keyset_json)
-        if isinstance(sealed_keyset_json, str)
-        else split.SealedKeyset.from_dict(sealed_keyset_json)
-    )
-    if sealed.keyset_id != statement["keyset"]:
-        raise InputError("operation is for another key set")
-    side, box = sealed.sealed_share_for(member.member_id)
-    resealed = split.reseal_share(
-        box,
-        bytes(member.seal_private_key),
-        bytes.fromhex(statement["public_key"]),
-        keyset_id=sealed.keyset_id,
-        side=side,
-        operation_id=statement["operation"],
-        expected_commitment=sealed.commitments.get(side),
-    )
-    return side, b64(resealed)
-
-
-def canonical_text(doc: Any) -> str:
-    return canonical(doc).decode()

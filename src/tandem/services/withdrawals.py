@@ -28,6 +28,7 @@ from tandem.core.policy import (
     quorum,
 )
 from tandem.core.roles import Role
+from tandem.core.split import verify_operation
 from tandem.errors import (
     ConflictError,
     Error,
@@ -44,7 +45,7 @@ from tandem.errors import (
 )
 from tandem.services import policies
 from tandem.services.base import Call, fault_point
-from tandem.services.keyuse import KeyUseService, verify_operation
+from tandem.services.keyuse import KeyUseService
 from tandem.store import audit_log
 from tandem.store.models import (
     AddressRow,
