@@ -881,7 +881,7 @@ _EXPORT_FIELDS = (
     "transcript_hash",
     "exported_at",
 )
-_EXPORT_KEYSET_FIELDS = (
+EXPORT_KEYSET_FIELDS = (
     "id",
     "ceremony",
     "curve",
@@ -903,7 +903,7 @@ def check_export(doc: Any) -> split.SealedKeyset:
     top = check_fields(doc, required=_EXPORT_FIELDS, where="export")
     if top["format"] != EXPORT_FORMAT:
         raise InputError(f"export.format must be {EXPORT_FORMAT!r}")
-    ks = check_fields(top["keyset"], required=_EXPORT_KEYSET_FIELDS, where="export.keyset")
+    ks = check_fields(top["keyset"], required=EXPORT_KEYSET_FIELDS, where="export.keyset")
     for name in ("id", "ceremony", "curve", "segregation", "status"):
         if not isinstance(ks[name], str) or not 0 < len(ks[name]) <= 64:
             raise InputError(f"export.keyset.{name} must be a short string")

@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from tandem.core.canonical import canonical, loads_strict
-from tandem.core.ceremony import EXPORT_FORMAT
+from tandem.core.ceremony import EXPORT_FORMAT, EXPORT_KEYSET_FIELDS
 from tandem.core.roles import Role
 from tandem.core.split import SealedKeyset
 from tandem.errors import ConflictError, NotFoundError
@@ -144,18 +144,7 @@ def build_export(
         "format": EXPORT_FORMAT,
         "deployment": deployment,
         "entity": entity,
-        "keyset": {
-            k: view[k]
-            for k in (
-                "id",
-                "ceremony",
-                "curve",
-                "segregation",
-                "status",
-                "generation",
-                "created_at",
-            )
-        },
+        "keyset": {k: view[k] for k in EXPORT_KEYSET_FIELDS},
         "sealed": view["sealed"],
         "keys": view["keys"],
         "addresses": view["addresses"],
