@@ -319,15 +319,7 @@ class CeremonyService(KeyUseService):
             if not reason.strip():
                 raise InputError("body.reason must say why")
             row, state = self._ceremony_open(call, body["ceremony"], "reject", kind=ANY_KIND)
-            self._ceremony_forget_operation(state)
-            row.status = core.REJECTED
-            state.outcome = {
-                "status": core.REJECTED,
-                "by": actor.id,
-                "reason": reason,
-                "at": call.now,
-            }
-            _save(call, row, state)
+            self._ceremony_end(call, row, state, core.REJECTED, by=actor.id, reason=reason)
             self.audit(call, "ceremony.rejected", {"ceremony": row.id, "reason": reason})
             return ceremony_view(row, call.now)
 
@@ -352,15 +344,7 @@ class CeremonyService(KeyUseService):
             row, state = self._ceremony_open(call, body["ceremony"], "abort", kind=ANY_KIND)
             if actor.id != row.proposer:
                 raise ForbiddenError("only the proposer may abort a ceremony")
-            self._ceremony_forget_operation(state)
-            row.status = core.ABORTED
-            state.outcome = {
-                "status": core.ABORTED,
-                "by": actor.id,
-                "reason": reason,
-                "at": call.now,
-            }
-            _save(call, row, state)
+            self._ceremony_end(call, row, state, core.ABORTED, by=actor.id, reason=reason)
             self.audit(call, "ceremony.aborted", {"ceremony": row.id, "reason": reason})
             return ceremony_view(row, call.now)
 
@@ -596,20 +580,29 @@ class CeremonyService(KeyUseService):
             row = call.session.get(Ceremony, ceremony_id)
             if row is None or not core.is_expired(row.status, row.expires_at, call.now):
                 return
-            row.status = core.EXPIRED
             state = core.CeremonyState.from_json(row.state)
-            state.outcome = {
-                "status": core.EXPIRED,
-                "by": None,
-                "reason": "expired",
-                "at": call.now,
-            }
-            _save(call, row, state)
-            self._ceremony_forget_operation(state)
+            self._ceremony_end(call, row, state, core.EXPIRED, by=None, reason="expired")
             kind = "keyset.import_expired" if row.kind == IMPORT_KIND else "ceremony.expired"
             self.audit(call, kind, {"ceremony": row.id, "expires_at": row.expires_at})
 
         self.run_plain("ceremony.expire", use_case)
+
+    def _ceremony_end(
+        self,
+        call: Call,
+        row: Ceremony,
+        state: core.CeremonyState,
+        status: str,
+        *,
+        by: str | None,
+        reason: str,
+    ) -> None:
+        """Close a ceremony for good (rejected, aborted, expired): its operation key is
+        dropped and the outcome recorded in its state."""
+        self._ceremony_forget_operation(state)
+        row.status = status
+        state.outcome = {"status": status, "by": by, "reason": reason, "at": call.now}
+        _save(call, row, state)
 
     def _ceremony_open(
         self, call: Call, ceremony_id: Any, step: str, *, kind: str | None = None
