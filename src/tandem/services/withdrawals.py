@@ -691,7 +691,7 @@ class WithdrawalService(KeyUseService):
             ):
                 return "the stored intent is not the one the requester signed"
             create.verify(bytes.fromhex(requester.sign_public))
-            for a in session.exec(select(Approval).where(Approval.subject == row.id)).all():
+            for a in _approvals(session, row.id):
                 action = parse_envelope(loads_strict(a.envelope))
                 member = session.get(Member, a.member)
                 if member is None or action.actor != member.id:
@@ -715,7 +715,7 @@ class WithdrawalService(KeyUseService):
         decision = loads_strict(row.decision)
         ttl = decision["approval_ttl_seconds"]
         counted = []
-        for a in session.exec(select(Approval).where(Approval.subject == row.id)).all():
+        for a in _approvals(session, row.id):
             body = loads_strict(a.envelope)["action"]["body"]
             if now >= body["expires_at"] or now >= a.created_at + ttl:
                 continue
@@ -763,9 +763,7 @@ class WithdrawalService(KeyUseService):
             if policy_row is None or keyset is None:
                 raise NotFoundError("the request's policy or key set is missing")
             ctx = loads_strict(row.context)
-            approvals = session.exec(
-                select(Approval).where(Approval.subject == row.id).order_by(col(Approval.created_at))
-            ).all()
+            approvals = _approvals(session, row.id)
             return {
                 "format": wcore.BUNDLE_FORMAT,
                 "genesis": loads_strict(dep.genesis_doc),
@@ -825,9 +823,7 @@ class WithdrawalService(KeyUseService):
 
     def _public(self, session: Session, row: Withdrawal, now: int, *, detail: bool) -> dict[str, Any]:
         ctx = loads_strict(row.context)
-        approvals = session.exec(
-            select(Approval).where(Approval.subject == row.id).order_by(col(Approval.created_at))
-        ).all()
+        approvals = _approvals(session, row.id)
         out: dict[str, Any] = {
             "id": row.id,
             "wallet": row.keyset,
@@ -889,3 +885,12 @@ def _raise_tampered(answer: ReleaseAnswer) -> ReleaseAnswer:
         err.audited = True  # type: ignore[attr-defined]
         raise err
     return answer
+
+
+def _approvals(session: Session, withdrawal_id: str) -> list[Approval]:
+    """A withdrawal's approval records, oldest first."""
+    return list(
+        session.exec(
+            select(Approval).where(Approval.subject == withdrawal_id).order_by(col(Approval.created_at))
+        ).all()
+    )
