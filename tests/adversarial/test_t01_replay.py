@@ -4,39 +4,14 @@ in the audit log."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import httpx
 import pytest
-from sqlmodel import select
+from tests.audit_helpers import membership_state, post, refusals
 from tests.conftest import World, new_member
 
 from tandem.core.actions import parse_envelope, sign_action
-from tandem.core.canonical import canonical
 from tandem.core.roles import Role
-from tandem.store.models import Approval, Member, Proposal, UsedNonce
-
-
-def post(world: World, path: str, body: Any) -> httpx.Response:
-    return world.client.http.post(path, content=canonical(body), headers={"Content-Type": "application/json"})
-
-
-def state(world: World) -> dict[str, Any]:
-    with world.svc.db.read() as s:
-        return {
-            "members": sorted((m.id, m.name, m.role, m.status) for m in s.exec(select(Member)).all()),
-            "proposals": sorted((p.id, p.status) for p in s.exec(select(Proposal)).all()),
-            "approvals": sorted((a.subject, a.member) for a in s.exec(select(Approval)).all()),
-            "nonces": sorted(n.nonce for n in s.exec(select(UsedNonce)).all()),
-        }
-
-
-def refusals(world: World, code: str) -> list[dict[str, Any]]:
-    world.client._sessions.clear()  # sessions last 15 min of fake time; open a fresh one
-    lines, _ = world.client.audit_export(world["olga"])
-    entries = [json.loads(line) for line in lines]
-    return [e for e in entries if e["outcome"] == "refused" and e["code"] == code]
 
 
 def approval_body(world: World, who: str, prop: dict[str, Any]) -> dict[str, Any]:
@@ -52,17 +27,17 @@ def test_same_approval_request_resent_is_refused(world: World) -> None:
     first = post(world, f"/v1/proposals/{prop['id']}/approve", body)
     assert first.status_code == 200, first.text
     assert first.json()["status"] == "applied"
-    before = state(world)
+    before = membership_state(world)
 
     again = post(world, f"/v1/proposals/{prop['id']}/approve", body)
     assert again.status_code == 409
     assert again.json()["code"] == "replayed_action"
-    assert state(world) == before
+    assert membership_state(world) == before
     # Even with a fresh, valid second factor the envelope stays spent.
     world.clock.advance(30)
     again = post(world, f"/v1/proposals/{prop['id']}/approve", {**body, "totp": world.code("bob")})
     assert again.json()["code"] == "replayed_action"
-    assert state(world) == before
+    assert membership_state(world) == before
 
     hits = refusals(world, "replayed_action")
     assert len(hits) == 2
@@ -77,7 +52,7 @@ def test_resigned_copy_with_same_nonce_is_refused(world: World) -> None:
     prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     body = approval_body(world, "bob", prop)
     assert post(world, f"/v1/proposals/{prop['id']}/approve", body).status_code == 200
-    before = state(world)
+    before = membership_state(world)
 
     original = parse_envelope(body["envelope"])
     world.clock.advance(5)
@@ -95,7 +70,7 @@ def test_resigned_copy_with_same_nonce_is_refused(world: World) -> None:
     )
     assert response.status_code == 409
     assert response.json()["code"] == "replayed_action"
-    assert state(world) == before
+    assert membership_state(world) == before
     assert len(refusals(world, "replayed_action")) == 1
 
 
@@ -107,11 +82,11 @@ def test_copy_with_fresh_nonce_cannot_approve_twice(world: World) -> None:
         post(world, f"/v1/proposals/{prop['id']}/approve", approval_body(world, "bob", prop)).status_code
         == 200
     )
-    before = state(world)
+    before = membership_state(world)
     response = post(world, f"/v1/proposals/{prop['id']}/approve", approval_body(world, "cora", prop))
     assert response.status_code == 409
     assert response.json()["code"] == "invalid_state"
-    assert state(world) == before
+    assert membership_state(world) == before
     assert len(refusals(world, "invalid_state")) == 1
 
 
@@ -119,11 +94,11 @@ def test_replayed_proposal_creates_nothing(world: World) -> None:
     card = new_member("nina", Role.CUSTODIAN).card()
     env = world.client.sign(world["alice"], "member.propose", {"change": "add", "card": card.to_json()})
     assert post(world, "/v1/members/proposals", {"envelope": env}).status_code == 201
-    before = state(world)
+    before = membership_state(world)
     response = post(world, "/v1/members/proposals", {"envelope": env})
     assert response.status_code == 409
     assert response.json()["code"] == "replayed_action"
-    after = state(world)
+    after = membership_state(world)
     assert after == before
     assert len(after["proposals"]) == 1
     assert len(refusals(world, "replayed_action")) == 1
@@ -137,10 +112,10 @@ def test_replayed_rejection_refused(world: World) -> None:
         {"proposal": prop["id"], "digest": world.client.proposal_digest(prop), "reason": "no"},
     )
     assert post(world, f"/v1/proposals/{prop['id']}/reject", {"envelope": env}).status_code == 200
-    before = state(world)
+    before = membership_state(world)
     response = post(world, f"/v1/proposals/{prop['id']}/reject", {"envelope": env})
     assert response.json()["code"] == "replayed_action"
-    assert state(world) == before
+    assert membership_state(world) == before
 
 
 def test_replayed_session_open_gives_no_second_session(world: World) -> None:
@@ -160,13 +135,13 @@ def test_approval_envelope_replayed_at_service_layer(world: World) -> None:
     prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     body = approval_body(world, "bob", prop)
     world.svc.decide_proposal(body["envelope"], totp=body["totp"], approve=True)
-    before = state(world)
+    before = membership_state(world)
     world.clock.advance(30)
     totp_code = world.code("bob")
     with pytest.raises(ReplayError) as err:
         world.svc.decide_proposal(body["envelope"], totp=totp_code, approve=True)
     assert err.value.code == "replayed_action"
-    assert state(world) == before
+    assert membership_state(world) == before
 
 
 def test_one_envelope_raced_many_times_is_used_once(world: World) -> None:
@@ -194,5 +169,5 @@ def test_one_envelope_raced_many_times_is_used_once(world: World) -> None:
     for t in threads:
         t.join(timeout=120)
     assert sorted(outcomes) == ["ok"] + ["replayed_action"] * 5
-    assert len(state(world)["proposals"]) == 1
+    assert len(membership_state(world)["proposals"]) == 1
     assert len(refusals(world, "replayed_action")) == 5

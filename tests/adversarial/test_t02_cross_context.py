@@ -9,9 +9,8 @@ import copy
 import json
 from typing import Any
 
-import httpx
 import pytest
-from sqlmodel import select
+from tests.audit_helpers import assert_refused, membership_state, post, refusals
 from tests.conftest import World, new_member
 
 from tandem.core.actions import (
@@ -21,31 +20,9 @@ from tandem.core.actions import (
     parse_envelope,
     sign_action,
 )
-from tandem.core.canonical import canonical
 from tandem.core.roles import Role
 from tandem.errors import Error
-from tandem.store.models import Approval, Member, Proposal, UsedNonce
-
-
-def post(world: World, path: str, body: Any) -> httpx.Response:
-    return world.client.http.post(path, content=canonical(body), headers={"Content-Type": "application/json"})
-
-
-def state(world: World) -> dict[str, Any]:
-    with world.svc.db.read() as s:
-        return {
-            "members": sorted((m.id, m.name, m.role, m.status) for m in s.exec(select(Member)).all()),
-            "proposals": sorted((p.id, p.status) for p in s.exec(select(Proposal)).all()),
-            "approvals": sorted((a.subject, a.member) for a in s.exec(select(Approval)).all()),
-            "nonces": sorted(n.nonce for n in s.exec(select(UsedNonce)).all()),
-        }
-
-
-def refusals(world: World, code: str) -> list[dict[str, Any]]:
-    world.client._sessions.clear()
-    lines, _ = world.client.audit_export(world["olga"])
-    entries = [json.loads(line) for line in lines]
-    return [e for e in entries if e["outcome"] == "refused" and e["code"] == code]
+from tandem.store.models import Member
 
 
 @pytest.fixture
@@ -64,14 +41,6 @@ def approval_env(world: World, who: str, prop: dict[str, Any], **overrides: Any)
     ).to_json()
 
 
-def assert_refused(
-    world: World, response: httpx.Response, status: int, code: str, before: dict[str, Any]
-) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["code"] == code
-    assert state(world) == before
-
-
 # --- wrong type -----------------------------------------------------------------------
 
 
@@ -88,7 +57,7 @@ def test_approval_presented_as_another_action_type(
     world: World, pending: dict[str, Any], path: str, wrapper: Any
 ) -> None:
     env = approval_env(world, "bob", pending)
-    before = state(world)
+    before = membership_state(world)
     response = post(world, path, wrapper(env, world.code("bob")))
     assert_refused(world, response, 401, "wrong_action_type", before)
     hits = refusals(world, "wrong_action_type")
@@ -102,7 +71,7 @@ def test_approval_presented_as_another_action_type(
 
 
 def test_approval_presented_as_rejection_and_vice_versa(world: World, pending: dict[str, Any]) -> None:
-    before = state(world)
+    before = membership_state(world)
     env = approval_env(world, "bob", pending)
     response = post(world, f"/v1/proposals/{pending['id']}/reject", {"envelope": env})
     assert_refused(world, response, 401, "wrong_action_type", before)
@@ -121,7 +90,7 @@ def test_approval_of_another_subject_kind_refused_for_a_proposal(
     world: World, pending: dict[str, Any], other_type: str
 ) -> None:
     """A ceremony or withdrawal approval carrying the same ids cannot approve a proposal."""
-    before = state(world)
+    before = membership_state(world)
     env = approval_env(world, "bob", pending, type=other_type)
     response = post(
         world, f"/v1/proposals/{pending['id']}/approve", {"envelope": env, "totp": world.code("bob")}
@@ -132,7 +101,7 @@ def test_approval_of_another_subject_kind_refused_for_a_proposal(
 
 def test_approval_for_one_proposal_presented_for_another(world: World, pending: dict[str, Any]) -> None:
     other = world.client.propose_add(world["alice"], new_member("nora", Role.AUDITOR).card())
-    before = state(world)
+    before = membership_state(world)
     env = approval_env(world, "bob", pending)
     response = post(
         world, f"/v1/proposals/{other['id']}/approve", {"envelope": env, "totp": world.code("bob")}
@@ -143,7 +112,7 @@ def test_approval_for_one_proposal_presented_for_another(world: World, pending: 
 
 def test_digest_of_other_content_refused(world: World, pending: dict[str, Any]) -> None:
     """Signed over a digest of different content (what a spoofed screen would show)."""
-    before = state(world)
+    before = membership_state(world)
     forged = {
         **pending,
         "body": {**pending["body"], "card": new_member("eve", Role.CUSTODIAN).card().to_json()},
@@ -160,7 +129,7 @@ def test_digest_of_other_content_refused(world: World, pending: dict[str, Any]) 
 
 
 def test_envelope_for_another_deployment_refused(world: World, pending: dict[str, Any]) -> None:
-    before = state(world)
+    before = membership_state(world)
     env = approval_env(world, "bob", pending, deployment="dep_" + "0" * 16)
     response = post(
         world, f"/v1/proposals/{pending['id']}/approve", {"envelope": env, "totp": world.code("bob")}
@@ -176,7 +145,7 @@ def test_envelope_for_another_deployment_refused(world: World, pending: dict[str
 
 @pytest.mark.parametrize("offset", [-600, -(MAX_AGE_SECONDS + 1), MAX_FUTURE_SECONDS + 1, 3600])
 def test_stale_or_future_envelope_refused(world: World, pending: dict[str, Any], offset: int) -> None:
-    before = state(world)
+    before = membership_state(world)
     totp = world.code("bob")
     env = approval_env(world, "bob", pending, issued_at=world.clock() + offset)
     response = post(world, f"/v1/proposals/{pending['id']}/approve", {"envelope": env, "totp": totp})
@@ -214,7 +183,7 @@ def _edits(world: World, pending: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("field", ["body.digest", "body.extra", "actor", "issued_at", "nonce", "signature"])
 def test_envelope_edited_after_signing_refused(world: World, pending: dict[str, Any], field: str) -> None:
-    before = state(world)
+    before = membership_state(world)
     env = approval_env(world, "bob", pending)
     edited = copy.deepcopy(env)
     _edits(world, pending)[field](edited)
@@ -235,14 +204,14 @@ def test_proposal_body_edited_after_signing_refused(world: World) -> None:
         {"change": "add", "card": new_member("nina", Role.CUSTODIAN).card().to_json()},
     )
     env["action"]["body"]["card"] = new_member("eve", Role.CUSTODIAN).card().to_json()
-    before = state(world)
+    before = membership_state(world)
     response = post(world, "/v1/members/proposals", {"envelope": env})
     assert_refused(world, response, 401, "bad_signature", before)
 
 
 def test_envelope_signed_by_a_stranger_refused(world: World, pending: dict[str, Any]) -> None:
     stranger = new_member("mallory", Role.CUSTODIAN)
-    before = state(world)
+    before = membership_state(world)
     env = sign_action(
         stranger,
         type="proposal.approve",

@@ -19,6 +19,7 @@ from tests.api.test_withdrawal_helpers import (
     rule,
     setup,
 )
+from tests.audit_helpers import audit_entries
 from tests.conftest import World
 
 from tandem import client_withdrawal as cw
@@ -34,11 +35,6 @@ def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> RemoteError:
         fn(*args, **kwargs)
     assert err.value.remote_code == code, err.value.message
     return err.value
-
-
-def entries(world: World) -> list[dict[str, Any]]:
-    lines, _ = world.client.audit_export(world["olga"])
-    return [json.loads(line) for line in lines]
 
 
 def sql(world: World, statement: str, **params: Any) -> None:
@@ -60,7 +56,8 @@ def test_self_approval_refused(world: World) -> None:
     w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
     refused("self_approval", approve, world, w["id"], "alice")
     assert any(
-        e["kind"] == "withdrawal.approve.refused" and e["code"] == "self_approval" for e in entries(world)
+        e["kind"] == "withdrawal.approve.refused" and e["code"] == "self_approval"
+        for e in audit_entries(world)
     )
 
 
@@ -121,7 +118,7 @@ def test_destination_not_on_the_address_book_refused_at_create(world: World) -> 
         world["alice"],
         eth_intent(s, destination=STRANGER_ETH),
     )
-    refusals = [e for e in entries(world) if e["kind"] == "withdrawal.create.refused"]
+    refusals = [e for e in audit_entries(world) if e["kind"] == "withdrawal.create.refused"]
     assert [e["code"] for e in refusals] == ["destination_not_allowed"] * 2
     assert cw.list_withdrawals(world.client, world["olga"]) == []
 
@@ -240,7 +237,7 @@ def _no_signature(world: World, wid: str) -> None:
     assert r["status"] == "tampered"
     assert r["signed_tx"] is None
     assert r["txid"] is None
-    log = entries(world)
+    log = audit_entries(world)
     assert not any(e["kind"] == "withdrawal.released" for e in log)
     tampered = [e for e in log if e["kind"] == "withdrawal.tampered"]
     assert len(tampered) == 1
@@ -265,7 +262,7 @@ def test_swapping_the_unsigned_transaction_in_the_database_marks_it_tampered(wor
     _no_signature(world, w["id"])
     # And it stays refused.
     refused("tampered", cw.release_withdrawal, world.client, world["bob"], w["id"])
-    assert len([e for e in entries(world) if e["kind"] == "withdrawal.tampered"]) == 1
+    assert len([e for e in audit_entries(world) if e["kind"] == "withdrawal.tampered"]) == 1
 
 
 def test_a_consistent_forgery_of_the_row_is_caught_by_the_approvals(world: World) -> None:
@@ -318,7 +315,7 @@ def test_idempotent_retry_returns_the_first_answer(world: World) -> None:
         idempotency_key="k-1",
         envelope=other,
     )
-    assert [e["kind"] for e in entries(world)].count("withdrawal.released") == 1
+    assert [e["kind"] for e in audit_entries(world)].count("withdrawal.released") == 1
 
 
 def test_double_release_refused(world: World) -> None:

@@ -4,7 +4,6 @@ counts distinct members."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -12,34 +11,14 @@ import httpx
 import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
+from tests.audit_helpers import assert_refused, membership_state, post, refusals
 from tests.conftest import World, new_member
 
 from tandem.client import RemoteError
 from tandem.core.canonical import canonical
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
-from tandem.store.models import Approval, Member, Proposal, UsedNonce
-
-
-def post(world: World, path: str, body: Any) -> httpx.Response:
-    return world.client.http.post(path, content=canonical(body), headers={"Content-Type": "application/json"})
-
-
-def state(world: World) -> dict[str, Any]:
-    with world.svc.db.read() as s:
-        return {
-            "members": sorted((m.id, m.name, m.role, m.status) for m in s.exec(select(Member)).all()),
-            "proposals": sorted((p.id, p.status) for p in s.exec(select(Proposal)).all()),
-            "approvals": sorted((a.subject, a.member) for a in s.exec(select(Approval)).all()),
-            "nonces": sorted(n.nonce for n in s.exec(select(UsedNonce)).all()),
-        }
-
-
-def refusals(world: World, code: str) -> list[dict[str, Any]]:
-    world.client._sessions.clear()
-    lines, _ = world.client.audit_export(world["olga"])
-    entries = [json.loads(line) for line in lines]
-    return [e for e in entries if e["outcome"] == "refused" and e["code"] == code]
+from tandem.store.models import Approval
 
 
 def propose_add(world: World, who: str, card_doc: dict[str, Any]) -> httpx.Response:
@@ -56,21 +35,13 @@ def decide(world: World, who: str, prop: dict[str, Any], *, approve: bool = True
     return post(world, f"/v1/proposals/{prop['id']}/reject", {"envelope": env})
 
 
-def assert_refused(
-    world: World, response: httpx.Response, status: int, code: str, before: dict[str, Any]
-) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["code"] == code
-    assert state(world) == before
-
-
 # --- who may decide -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
 def test_self_approval_refused(world: World, approve: bool) -> None:
     prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
-    before = state(world)
+    before = membership_state(world)
     assert_refused(world, decide(world, "alice", prop, approve=approve), 403, "self_approval", before)
     assert len(refusals(world, "self_approval")) == 1
 
@@ -83,7 +54,7 @@ def test_self_approval_refused(world: World, approve: bool) -> None:
 @pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
 def test_same_side_cannot_decide(world: World, proposer: str, decider: str, approve: bool) -> None:
     prop = world.client.propose_add(world[proposer], new_member("nina", Role.AUDITOR).card())
-    before = state(world)
+    before = membership_state(world)
     assert_refused(world, decide(world, decider, prop, approve=approve), 403, "self_approval", before)
     hits = refusals(world, "self_approval")
     assert len(hits) == 1
@@ -98,7 +69,7 @@ def test_other_side_may_decide_either_way(world: World) -> None:
 
 
 def test_auditor_cannot_propose(world: World) -> None:
-    before = state(world)
+    before = membership_state(world)
     response = propose_add(world, "olga", new_member("nina", Role.CUSTODIAN).card().to_json())
     assert_refused(world, response, 403, "role_not_allowed", before)
     hits = refusals(world, "role_not_allowed")
@@ -109,13 +80,13 @@ def test_auditor_cannot_propose(world: World) -> None:
 @pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
 def test_auditor_cannot_decide(world: World, approve: bool) -> None:
     prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
-    before = state(world)
+    before = membership_state(world)
     assert_refused(world, decide(world, "olga", prop, approve=approve), 403, "role_not_allowed", before)
     assert len(refusals(world, "role_not_allowed")) == 1
 
 
 def test_auditor_cannot_remove_or_rekey(world: World) -> None:
-    before = state(world)
+    before = membership_state(world)
     env = world.client.sign(
         world["olga"], "member.propose", {"change": "remove", "member": world["bob"].member_id}
     )
@@ -154,7 +125,7 @@ def _clone_keys(
 def test_existing_members_key_under_a_new_member_refused(world: World, sign: bool, seal: bool) -> None:
     """bob registers his own key again as "bobby", a manager: one key, two members."""
     twin = _clone_keys(world["bob"], name="bobby", role=Role.MANAGER, sign=sign, seal=seal)
-    before = state(world)
+    before = membership_state(world)
     response = propose_add(world, "mark", twin.card().to_json())
     assert_refused(world, response, 409, "duplicate_identity", before)
     assert len(refusals(world, "duplicate_identity")) == 1
@@ -163,7 +134,7 @@ def test_existing_members_key_under_a_new_member_refused(world: World, sign: boo
 @pytest.mark.parametrize("name", ["bob", "BOB", "Bob"])
 def test_same_person_in_a_second_role_refused(world: World, name: str) -> None:
     """bob (custodian) with fresh keys, asking to become a manager too."""
-    before = state(world)
+    before = membership_state(world)
     response = propose_add(world, "cora", new_member(name, Role.MANAGER).card().to_json())
     assert_refused(world, response, 409, "duplicate_identity", before)
     assert len(refusals(world, "duplicate_identity")) == 1
@@ -176,13 +147,13 @@ def test_duplicate_checked_again_when_applied(world: World) -> None:
     first = world.client.propose_add(world["alice"], nina.card())
     second = world.client.propose_add(world["mark"], nina_again.card())
     assert decide(world, "bob", first).status_code == 200
-    before = state(world)
+    before = membership_state(world)
     assert_refused(world, decide(world, "cora", second), 409, "duplicate_identity", before)
 
 
 def test_rekey_to_another_members_key_refused(world: World) -> None:
     stolen = _clone_keys(world["cora"], name="bob", role=Role.CUSTODIAN)
-    before = state(world)
+    before = membership_state(world)
     env = world.client.sign(
         world["alice"],
         "member.propose",
@@ -197,7 +168,7 @@ def test_removed_members_key_cannot_come_back_under_another_name(world: World) -
     prop = world.client.propose_remove(world["alice"], world["cora"].member_id)
     assert decide(world, "bob", prop).json()["status"] == "applied"
     twin = _clone_keys(world["cora"], name="corinna", role=Role.CUSTODIAN)
-    before = state(world)
+    before = membership_state(world)
     assert_refused(
         world, propose_add(world, "alice", twin.card().to_json()), 409, "duplicate_identity", before
     )
@@ -222,15 +193,15 @@ def test_removed_members_name_reused_with_new_keys_is_not_a_server_error(world: 
 def test_double_approval_by_the_same_member_counts_once(world: World) -> None:
     prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     assert decide(world, "bob", prop).status_code == 200
-    before = state(world)
+    before = membership_state(world)
     response = decide(world, "bob", prop)
     assert response.status_code == 409
     assert response.json()["code"] in {"conflict", "invalid_state"}
-    assert state(world) == before
+    assert membership_state(world) == before
     with world.svc.db.read() as s:
         rows = s.exec(select(Approval).where(Approval.subject == prop["id"])).all()
     assert [(r.member, r.role) for r in rows] == [(world["bob"].member_id, "custodian")]
-    nina = [m for m in state(world)["members"] if m[1] == "nina"]
+    nina = [m for m in membership_state(world)["members"] if m[1] == "nina"]
     assert len(nina) == 1
 
 
@@ -291,10 +262,10 @@ def test_genesis_refuses_one_key_under_two_members(http: Any, clock: Any) -> Non
 
 
 def test_genesis_happens_once(world: World) -> None:
-    before = state(world)
+    before = membership_state(world)
     response = _genesis(
         world.client.http, world.clock, [new_member("eve", Role.MANAGER), new_member("ed", Role.CUSTODIAN)]
     )
     assert response.status_code == 409
     assert response.json()["code"] == "conflict"
-    assert state(world) == before
+    assert membership_state(world) == before

@@ -10,14 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import select
+from tests.audit_helpers import membership_state, post, refusals
 from tests.conftest import World, new_member
 
 from tandem.core import totp
-from tandem.core.canonical import canonical
 from tandem.core.roles import Role
 from tandem.errors import Error, TotpError, TotpLockedError, TotpReplayError, TotpThrottledError
-from tandem.store.models import Approval, Member, Proposal, UsedNonce
+from tandem.store.models import Member
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 NOW = 1_790_000_000 - (1_790_000_000 % 30) + 7  # 7 s into a step
@@ -174,32 +173,11 @@ def test_core_lock_is_reached_again_immediately_after_it_expires() -> None:
 # --- service level ----------------------------------------------------------------------------
 
 
-def post(world: World, path: str, body: Any) -> httpx.Response:
-    return world.client.http.post(path, content=canonical(body), headers={"Content-Type": "application/json"})
-
-
-def state_of(world: World) -> dict[str, Any]:
-    with world.svc.db.read() as s:
-        return {
-            "members": sorted((m.id, m.name, m.role, m.status) for m in s.exec(select(Member)).all()),
-            "proposals": sorted((p.id, p.status) for p in s.exec(select(Proposal)).all()),
-            "approvals": sorted((a.subject, a.member) for a in s.exec(select(Approval)).all()),
-            "nonces": sorted(n.nonce for n in s.exec(select(UsedNonce)).all()),
-        }
-
-
 def member_row(world: World, name: str) -> Member:
     with world.svc.db.read() as s:
         row = s.get(Member, world[name].member_id)
         assert row is not None
         return row
-
-
-def refusals(world: World, code_: str) -> list[dict[str, Any]]:
-    world.client._sessions.clear()
-    lines, _ = world.client.audit_export(world["olga"])
-    entries = [json.loads(line) for line in lines]
-    return [e for e in entries if e["outcome"] == "refused" and e["code"] == code_]
 
 
 def approve(world: World, who: str, prop: dict[str, Any], totp_code: str) -> httpx.Response:
@@ -221,12 +199,12 @@ def test_service_same_code_twice_inside_its_window(world: World) -> None:
     first, second = new_proposal(world, "nina"), new_proposal(world, "nora")
     c = world.code("bob")
     assert approve(world, "bob", first, c).status_code == 200
-    before = state_of(world)
+    before = membership_state(world)
     world.clock.advance(3)  # same 30 s step
     response = approve(world, "bob", second, c)
     assert response.status_code == 401
     assert response.json()["code"] == "totp_replayed"
-    assert state_of(world) == before
+    assert membership_state(world) == before
     hits = refusals(world, "totp_replayed")
     assert len(hits) == 1
     assert hits[0]["kind"] == "proposal.approve.refused"
@@ -244,7 +222,7 @@ def test_service_code_used_by_enrolment_cannot_then_approve(world: World) -> Non
 def test_service_brute_force_throttled_then_locked_then_unlocked(world: World) -> None:
     prop = new_proposal(world)
     bob = world["bob"]
-    before = state_of(world)
+    before = membership_state(world)
     statuses: list[str] = []
     counted = 0
     for _ in range(100):
@@ -271,7 +249,7 @@ def test_service_brute_force_throttled_then_locked_then_unlocked(world: World) -
     locked = approve(world, "bob", prop, step_code(world, "bob"))
     assert locked.status_code == 429
     assert locked.json()["code"] == "totp_locked"
-    assert state_of(world) == before  # nothing approved, no nonce spent
+    assert membership_state(world) == before  # nothing approved, no nonce spent
 
     assert len(refusals(world, "totp_invalid")) == totp.LOCK_AFTER
     assert refusals(world, "totp_locked")
@@ -318,11 +296,11 @@ def test_service_lock_is_per_member(world: World) -> None:
 def test_service_skew_beyond_one_step_refused(world: World, delta: int) -> None:
     prop = new_proposal(world)
     world.clock.advance(600)  # well past the enrolment step
-    before = state_of(world)
+    before = membership_state(world)
     response = approve(world, "bob", prop, step_code(world, "bob", delta))
     assert response.status_code == 401
     assert response.json()["code"] == "totp_invalid"
-    assert state_of(world) == before
+    assert membership_state(world) == before
     assert len(refusals(world, "totp_invalid")) == 1
 
 
@@ -343,7 +321,7 @@ def test_service_backwards_clock_never_reopens_a_used_code(world: World) -> None
     world.clock.advance(600)
     used = step_code(world, "bob")
     assert approve(world, "bob", first, used).status_code == 200
-    before = state_of(world)
+    before = membership_state(world)
     world.clock.advance(-30)  # the server's clock is set back one step
     assert approve(world, "bob", second, used).json()["code"] == "totp_replayed"
     assert approve(world, "bob", second, step_code(world, "bob")).json()["code"] == "totp_replayed"
@@ -352,7 +330,7 @@ def test_service_backwards_clock_never_reopens_a_used_code(world: World) -> None
         "totp_replayed",
         "totp_invalid",
     }
-    assert state_of(world) == before
+    assert membership_state(world) == before
 
 
 def test_service_wrong_code_does_not_consume_the_action(world: World) -> None:
@@ -438,7 +416,7 @@ def test_service_one_code_raced_across_many_approvals_wins_once(world: World) ->
     # The losers are replays, and after three of them the member is throttled.
     assert set(outcomes) - {"ok"} <= {"totp_replayed", "totp_throttled"}
     assert "totp_replayed" in outcomes
-    assert len([p for p in state_of(world)["proposals"] if p[1] == "applied"]) == 1
+    assert len([p for p in membership_state(world)["proposals"] if p[1] == "applied"]) == 1
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import event
 from sqlmodel import select
+from tests.audit_helpers import post, refusals
 from tests.conftest import World, new_member
 
 from tandem.core.canonical import canonical
@@ -20,10 +20,6 @@ from tandem.core.roles import Role
 from tandem.errors import AuditWriteError
 from tandem.store import audit_log
 from tandem.store.models import Approval, AuditRow, Member, Proposal, Session, UsedNonce
-
-
-def post(world: World, path: str, body: Any) -> httpx.Response:
-    return world.client.http.post(path, content=canonical(body), headers={"Content-Type": "application/json"})
 
 
 def state(world: World) -> dict[str, Any]:
@@ -41,13 +37,6 @@ def state(world: World) -> dict[str, Any]:
                 r.seq for r in s.exec(select(AuditRow)).all() if json.loads(r.line)["outcome"] == "ok"
             ),
         }
-
-
-def refusals(world: World, code: str) -> list[dict[str, Any]]:
-    world.client._sessions.clear()
-    lines, _ = world.client.audit_export(world["olga"])
-    entries = [json.loads(line) for line in lines]
-    return [e for e in entries if e["outcome"] == "refused" and e["code"] == code]
 
 
 @pytest.fixture

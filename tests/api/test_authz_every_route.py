@@ -19,7 +19,8 @@ import re
 from typing import Any
 
 import pytest
-from tests.api.test_authz_matrix import refusals, routes, state
+from tests.api.test_authz_matrix import routes, state
+from tests.audit_helpers import refusals
 from tests.conftest import World
 
 from tandem.core.canonical import canonical

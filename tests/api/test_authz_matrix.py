@@ -14,7 +14,6 @@ included) is in ``test_authz_every_route.py``.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 from sqlmodel import select
+from tests.audit_helpers import refusals
 from tests.conftest import World, new_member
 
 from tandem.core.actions import sign_action
@@ -65,13 +65,6 @@ def state(world: World) -> dict[str, Any]:
             # Every accepted state change writes an "ok" entry; refusals write "refused".
             "ok_entries": sum(1 for r in s.exec(select(AuditRow)).all() if '"outcome":"ok"' in r.line),
         }
-
-
-def refusals(world: World, code: str) -> list[dict[str, Any]]:
-    world.client._sessions.clear()
-    lines, _ = world.client.audit_export(world["olga"])
-    entries = [json.loads(line) for line in lines]
-    return [e for e in entries if e["outcome"] == "refused" and e["code"] == code]
 
 
 # --- 1. write routes refuse unsigned and garbage bodies ----------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import nacl.signing
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from tests.audit_helpers import audit_entries, refusals
 from tests.conftest import World
 
 from tandem import client_ceremony as cc
@@ -55,16 +55,6 @@ network = "testnet"
 custodian = {custodians}
 manager = {managers}
 """
-
-
-def audit_entries(world: World) -> list[dict[str, Any]]:
-    world.client._sessions.clear()  # the clock may have outrun the read sessions
-    lines, _ = world.client.audit_export(world["olga"])
-    return [json.loads(line) for line in lines]
-
-
-def refusals(world: World, code: str) -> list[dict[str, Any]]:
-    return [e for e in audit_entries(world) if e["outcome"] == "refused" and e["code"] == code]
 
 
 def propose(world: World, who: str = "alice", text: str | None = None) -> tuple[str, bytes]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlmodel import delete
+from tests.audit_helpers import audit_entries
 from tests.conftest import World
 
 from tandem import client_ceremony as cc
@@ -34,12 +35,6 @@ def make_keyset(world: World, name: str = "bitcoin-testnet-cold") -> dict[str, A
     transcript = cc.run_ceremony(world.client, proposer=world["alice"], approvers=[world["bob"]],
                                  definition_text=definition(name), code=world.code)
     return cc.get_keyset(world.client, world["olga"], transcript["keyset"]["id"])
-
-
-def audit_entries(world: World) -> list[dict[str, Any]]:
-    world.client._sessions.clear()
-    lines, _ = world.client.audit_export(world["olga"])
-    return [json.loads(line) for line in lines]
 
 
 def service_public(world: World) -> bytes:
