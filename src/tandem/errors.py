@@ -310,3 +310,63 @@ class AuditWriteError(Error):
 class ConfigurationError(Error):
     code = "configuration_error"
     status = 500
+
+
+# --- chain access ------------------------------------------------------------------------
+# Raised by tandem.chainio when a node or an offline snapshot is asked about a chain.
+# Messages name the method and the node's host, never a URL's credentials or path.
+
+
+class ChainBackendError(Error):
+    code = "chain_backend_error"
+    status = 502
+
+
+class ChainConfigError(ChainBackendError):
+    """A chain endpoint is configured wrongly (unknown chain, network or backend kind)."""
+
+    code = "chain_config_invalid"
+    status = 500
+
+
+class ChainNotConfiguredError(ChainBackendError):
+    """No backend is configured for this chain and network: chain access is off by default."""
+
+    code = "chain_not_configured"
+    status = 503
+
+
+class ChainUnsupportedError(ChainBackendError):
+    """The backend cannot answer this at all (an offline snapshot cannot broadcast)."""
+
+    code = "chain_unsupported"
+    status = 501
+
+
+class ChainUnreachableError(ChainBackendError):
+    code = "chain_unreachable"
+    status = 503
+
+
+class ChainTimeoutError(ChainUnreachableError):
+    code = "chain_timeout"
+    status = 504
+
+
+class ChainBadResponseError(ChainBackendError):
+    """The node answered, but not in the shape or with the values it must have."""
+
+    code = "chain_bad_response"
+
+
+class ChainMismatchError(ChainBadResponseError):
+    """The node serves another chain or network than the one it is configured for."""
+
+    code = "chain_mismatch"
+
+
+class ChainRejectedError(ChainBackendError):
+    """The node understood and refused: a JSON-RPC error object, a rejected broadcast."""
+
+    code = "chain_rejected"
+    status = 422

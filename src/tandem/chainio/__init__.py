@@ -1,0 +1,51 @@
+"""Chain access: balances, UTXOs, fees, nonces, broadcast and confirmations.
+
+An adapter around the pure core (which never imports it). One interface per chain in
+:mod:`tandem.chainio.base`, one implementation per backend (Ethereum JSON-RPC, Esplora,
+Bitcoin Core RPC, offline UTXO snapshots, Solana JSON-RPC), chosen from a registry by
+the name in the configuration (:mod:`tandem.chainio.config`). Nothing is configured
+by default: offline and air-gapped deployments need no node.
+"""
+
+from tandem.chainio.base import (
+    Balance,
+    BitcoinBackend,
+    BitcoinFeeRate,
+    Blockhash,
+    ChainBackend,
+    EthereumBackend,
+    EthereumFees,
+    EthereumTransaction,
+    SignatureInfo,
+    SolanaBackend,
+    TokenBalance,
+    TokenTransfer,
+    TxStatus,
+    Utxo,
+    backend_kinds,
+    open_backend,
+    register_backend,
+)
+from tandem.chainio.config import ChainConfig, ChainEndpoint
+
+__all__ = [
+    "Balance",
+    "BitcoinBackend",
+    "BitcoinFeeRate",
+    "Blockhash",
+    "ChainBackend",
+    "ChainConfig",
+    "ChainEndpoint",
+    "EthereumBackend",
+    "EthereumFees",
+    "EthereumTransaction",
+    "SignatureInfo",
+    "SolanaBackend",
+    "TokenBalance",
+    "TokenTransfer",
+    "TxStatus",
+    "Utxo",
+    "backend_kinds",
+    "open_backend",
+    "register_backend",
+]

@@ -1,0 +1,279 @@
+"""Solana over its JSON-RPC API (as an Agave validator or an RPC provider serves it).
+
+Before its first question the backend asks ``getGenesisHash`` and refuses a node of
+another cluster. Token balances come from ``getTokenAccountsByOwner`` in ``jsonParsed``
+encoding; only the ``amount`` string (base units) is read, never the float
+``uiAmount``. A broadcast's signature is compared with the first signature of the
+transaction bytes, which is the transaction's id.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tandem.chainio import parse
+from tandem.chainio.base import (
+    Balance,
+    Blockhash,
+    SignatureInfo,
+    TokenBalance,
+    TxState,
+    TxStatus,
+    register_backend,
+)
+from tandem.chainio.transport import HttpEndpoint, JsonRpcClient
+from tandem.core.chains import solana as sol
+from tandem.core.chains.base58 import b58decode, b58encode
+from tandem.errors import (
+    ChainBadResponseError,
+    ChainMismatchError,
+    InputError,
+    InvalidAddressError,
+    InvalidTransactionError,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tandem.chainio.config import ChainEndpoint
+
+GENESIS_HASHES = {
+    "mainnet": "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
+    "devnet": "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG",
+    "testnet": "4uhcVJyU9pJkvQyS88uRDiswHXSCkY3zQawwpjk2NsNY",
+}
+TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"  # noqa: S105 - a program id
+TOKEN_2022_PROGRAM = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"  # noqa: S105
+COMMITMENT = "confirmed"
+# getSignatureStatuses reports null confirmations once a block is rooted (finalized):
+# by then at least 32 blocks have voted on it.
+FINALIZED_CONFIRMATIONS = 32
+MAX_TRANSACTION_BYTES = 1232  # the packet size limit of a Solana transaction
+U64_MAX = (1 << 64) - 1
+
+
+def _address(value: Any, what: str) -> str:
+    try:
+        return sol.validate_address(parse.string(value, what))
+    except InvalidAddressError as exc:
+        raise ChainBadResponseError(f"{what}: {exc.message}") from None
+
+
+def _signature(value: Any, what: str) -> str:
+    text = parse.string(value, what)
+    try:
+        raw = b58decode(text)
+    except InputError:
+        parse.bad(what, "signature is not base58")
+    if len(raw) != 64:
+        parse.bad(what, f"signature decodes to {len(raw)} bytes, not 64")
+    return text
+
+
+def _optional_int(value: Any, what: str) -> int | None:
+    return None if value is None else parse.integer(value, what)
+
+
+def first_signature(raw: bytes) -> str:
+    """The id of a serialised transaction: its first signature, base58."""
+    if not isinstance(raw, bytes) or not raw or len(raw) > MAX_TRANSACTION_BYTES:
+        raise InvalidTransactionError(f"a Solana transaction is 1 to {MAX_TRANSACTION_BYTES} bytes")
+    # compact-u16 signature count; a transaction has at most a few dozen signatures
+    count, offset = raw[0], 1
+    if count & 0x80:
+        raise InvalidTransactionError("too many signatures for a Solana transaction")
+    if count == 0 or len(raw) < offset + 64 * count:
+        raise InvalidTransactionError("transaction has no room for its signatures")
+    signature = raw[offset : offset + 64]
+    if signature == b"\x00" * 64:
+        raise InvalidTransactionError("transaction is not signed")
+    return b58encode(signature)
+
+
+@register_backend("solana", "jsonrpc")
+class SolanaJsonRpc:
+    chain: ClassVar[str] = "solana"
+    kind: ClassVar[str] = "jsonrpc"
+
+    def __init__(self, endpoint: ChainEndpoint, transport: httpx.BaseTransport | None = None) -> None:
+        self.network = endpoint.network
+        self.rpc = JsonRpcClient(HttpEndpoint(endpoint.url, timeout=endpoint.timeout, transport=transport))
+        self._cluster_checked = False
+
+    def close(self) -> None:
+        self.rpc.close()
+
+    def _call(self, method: str, params: list[Any]) -> Any:
+        if not self._cluster_checked:
+            self.check_cluster()
+        return self.rpc.call(method, params)
+
+    def check_cluster(self) -> None:
+        genesis = parse.string(self.rpc.call("getGenesisHash", []), "getGenesisHash")
+        if genesis != GENESIS_HASHES[self.network]:
+            raise ChainMismatchError(
+                f"getGenesisHash: {self.rpc.display} serves cluster {genesis[:44]!r}, "
+                f"not solana {self.network}"
+            )
+        self._cluster_checked = True
+
+    def _with_context(self, answer: Any, what: str) -> tuple[int, Any]:
+        wrapped = parse.obj(answer, what)
+        context = parse.obj(parse.field(wrapped, "context", what), what)
+        return parse.integer(parse.field(context, "slot", what), what), parse.field(wrapped, "value", what)
+
+    def tip_height(self) -> int:
+        return parse.integer(self._call("getSlot", [{"commitment": COMMITMENT}]), "getSlot")
+
+    def balance(self, address: str) -> Balance:
+        owner = sol.validate_address(address)
+        slot, value = self._with_context(
+            self._call("getBalance", [owner, {"commitment": COMMITMENT}]), "getBalance"
+        )
+        return Balance(
+            "solana", self.network, owner, parse.integer(value, "getBalance", maximum=U64_MAX), slot
+        )
+
+    def token_balances(self, owner: str, mint: str | None = None) -> tuple[TokenBalance, ...]:
+        """Every SPL token account of ``owner`` (of one mint, or of both token programs)."""
+        holder = sol.validate_address(owner)
+        filters: list[dict[str, str]] = (
+            [{"mint": sol.validate_address(mint)}]
+            if mint is not None
+            else [{"programId": TOKEN_PROGRAM}, {"programId": TOKEN_2022_PROGRAM}]
+        )
+        out: list[TokenBalance] = []
+        what = "getTokenAccountsByOwner"
+        for selector in filters:
+            answer = self._call(
+                what, [holder, selector, {"encoding": "jsonParsed", "commitment": COMMITMENT}]
+            )
+            slot, value = self._with_context(answer, what)
+            for item in parse.arr(value, what):
+                out.append(self._token_account(item, holder, mint, slot))
+        return tuple(out)
+
+    def _token_account(self, item: Any, holder: str, mint: str | None, slot: int) -> TokenBalance:
+        what = "getTokenAccountsByOwner entry"
+        entry = parse.obj(item, what)
+        account = parse.obj(parse.field(entry, "account", what), what)
+        program = _address(parse.field(account, "owner", what), what)
+        if program not in (TOKEN_PROGRAM, TOKEN_2022_PROGRAM):
+            parse.bad(what, "account is not owned by a token program")
+        data = parse.obj(parse.field(account, "data", what), what)
+        parsed = parse.obj(parse.field(data, "parsed", what), what)
+        if parse.field(parsed, "type", what) != "account":
+            parse.bad(what, "parsed data is not a token account")
+        info = parse.obj(parse.field(parsed, "info", what), what)
+        if _address(parse.field(info, "owner", what), what) != holder:
+            parse.bad(what, "token account belongs to another owner than asked for")
+        token = _address(parse.field(info, "mint", what), what)
+        if mint is not None and token != mint:
+            parse.bad(what, "token account is of another mint than asked for")
+        amount = parse.obj(parse.field(info, "tokenAmount", what), what)
+        return TokenBalance(
+            chain="solana",
+            network=self.network,
+            token=token,
+            owner=holder,
+            amount=parse.decimal_string(parse.field(amount, "amount", what), what, maximum=U64_MAX),
+            block_height=slot,
+            account=_address(parse.field(entry, "pubkey", what), what),
+            decimals=parse.integer(parse.field(amount, "decimals", what), what, maximum=255),
+        )
+
+    def signatures(
+        self, address: str, *, limit: int = 100, before: str | None = None
+    ) -> tuple[SignatureInfo, ...]:
+        target = sol.validate_address(address)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InputError("limit must be in [1, 1000]")
+        options: dict[str, Any] = {"limit": limit, "commitment": COMMITMENT}
+        if before is not None:
+            options["before"] = _signature(before, "before")
+        what = "getSignaturesForAddress"
+        out = []
+        for item in parse.arr(self._call(what, [target, options]), what):
+            entry = parse.obj(item, what)
+            status = entry.get("confirmationStatus")
+            out.append(
+                SignatureInfo(
+                    signature=_signature(parse.field(entry, "signature", what), what),
+                    slot=parse.integer(parse.field(entry, "slot", what), what),
+                    failed=entry.get("err") is not None,
+                    confirmation_status=None if status is None else parse.string(status, what),
+                    block_time=_optional_int(entry.get("blockTime"), what),
+                )
+            )
+        if len(out) > limit:
+            parse.bad(what, f"node sent {len(out)} signatures for a limit of {limit}")
+        return tuple(out)
+
+    def _confirmations(self, signature: str) -> tuple[bool, int]:
+        """(known to the node, confirmations) from getSignatureStatuses."""
+        what = "getSignatureStatuses"
+        _, value = self._with_context(
+            self._call(what, [[signature], {"searchTransactionHistory": True}]), what
+        )
+        statuses = parse.arr(value, what)
+        if len(statuses) != 1:
+            parse.bad(what, "expected one status for one signature")
+        if statuses[0] is None:
+            return False, 0
+        status = parse.obj(statuses[0], what)
+        confirmations = status.get("confirmations")
+        if confirmations is None:
+            return True, FINALIZED_CONFIRMATIONS
+        return True, parse.integer(confirmations, what)
+
+    def transaction_status(self, txid: str) -> TxStatus:
+        signature = _signature(txid, "signature")
+        what = "getTransaction"
+        answer = self._call(
+            what,
+            [signature, {"encoding": "json", "maxSupportedTransactionVersion": 0, "commitment": COMMITMENT}],
+        )
+        if answer is None:
+            known, _ = self._confirmations(signature)
+            return TxStatus(signature, "pending" if known else "unknown")
+        tx = parse.obj(answer, what)
+        body = parse.obj(parse.field(tx, "transaction", what), what)
+        signatures = parse.arr(parse.field(body, "signatures", what), what)
+        if not signatures or _signature(signatures[0], what) != signature:
+            parse.bad(what, "answer is for another transaction")
+        slot = parse.integer(parse.field(tx, "slot", what), what)
+        meta = parse.obj(parse.field(tx, "meta", what), what)
+        fee = parse.integer(parse.field(meta, "fee", what), what, maximum=U64_MAX)
+        _, confirmations = self._confirmations(signature)
+        state: TxState = "failed" if meta.get("err") is not None else "confirmed"
+        return TxStatus(signature, state, slot, max(confirmations, 1), fee)
+
+    def latest_blockhash(self) -> Blockhash:
+        what = "getLatestBlockhash"
+        slot, value = self._with_context(self._call(what, [{"commitment": COMMITMENT}]), what)
+        info = parse.obj(value, what)
+        blockhash = parse.string(parse.field(info, "blockhash", what), what)
+        try:
+            if len(b58decode(blockhash)) != 32:
+                parse.bad(what, "blockhash is not 32 bytes")
+        except InputError:
+            parse.bad(what, "blockhash is not base58")
+        return Blockhash(
+            blockhash=blockhash,
+            last_valid_block_height=parse.integer(parse.field(info, "lastValidBlockHeight", what), what),
+            slot=slot,
+        )
+
+    def broadcast(self, raw: bytes) -> str:
+        expected = first_signature(raw)
+        what = "sendTransaction"
+        encoded = base64.b64encode(raw).decode("ascii")
+        answer = _signature(
+            self._call(what, [encoded, {"encoding": "base64", "preflightCommitment": COMMITMENT}]), what
+        )
+        if answer != expected:
+            raise ChainBadResponseError(
+                f"{what}: node answered signature {answer}, the transaction's is {expected}"
+            )
+        return expected
