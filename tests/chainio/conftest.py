@@ -96,7 +96,8 @@ class Anvil:
             tx["to"] = to
         tx_hash = self.rpc("eth_sendTransaction", [tx])
         receipt = self.rpc("eth_getTransactionReceipt", [tx_hash])
-        assert receipt is not None and receipt["status"] == "0x1", receipt
+        assert receipt is not None
+        assert receipt["status"] == "0x1", receipt
         return dict(receipt)
 
     def block_number(self) -> int:
@@ -112,8 +113,18 @@ def anvil() -> Iterator[Anvil]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [binary, "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(SEPOLIA_CHAIN_ID),
-         "--accounts", "2", "--quiet"],
+        [
+            binary,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--chain-id",
+            str(SEPOLIA_CHAIN_ID),
+            "--accounts",
+            "2",
+            "--quiet",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -160,12 +171,17 @@ def token_bytecode() -> bytes:
         },
     }
     done = subprocess.run(
-        [node, solcjs, "--standard-json"], input=json.dumps(request), capture_output=True, text=True,
-        timeout=300, check=False,
+        [node, solcjs, "--standard-json"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     # solcjs prints a note line before the JSON on some versions.
     start = done.stdout.find("{")
-    assert done.returncode == 0 and start >= 0, done.stderr[:500]
+    assert done.returncode == 0, done.stderr[:500]
+    assert start >= 0, done.stdout[:500]
     output = json.loads(done.stdout[start:])
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
     assert not errors, errors

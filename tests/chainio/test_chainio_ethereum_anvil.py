@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from tests.chainio.conftest import SEPOLIA_CHAIN_ID, TOKEN_SUPPLY, Anvil, free_port
 
 from tandem.chainio import ChainConfig, EthereumBackend
 from tandem.chainio.ethereum import TRANSFER_TOPIC, EthereumJsonRpc
@@ -24,7 +25,6 @@ from tandem.errors import (
     ChainUnreachableError,
     InvalidTransactionError,
 )
-from tests.chainio.conftest import SEPOLIA_CHAIN_ID, TOKEN_SUPPLY, Anvil, free_port
 
 GWEI = 10**9
 
@@ -39,8 +39,14 @@ def new_address() -> str:
 
 
 def signed_transfer(
-    backend: EthereumJsonRpc, key: bytes, *, to: str, value: int = 0, data: bytes = b"",
-    gas_limit: int = 21_000, chain_id: int = SEPOLIA_CHAIN_ID,
+    backend: EthereumJsonRpc,
+    key: bytes,
+    *,
+    to: str,
+    value: int = 0,
+    data: bytes = b"",
+    gas_limit: int = 21_000,
+    chain_id: int = SEPOLIA_CHAIN_ID,
 ) -> tuple[bytes, str]:
     """A type-2 transaction built and signed by Tandem's own core, with the node's fees."""
     fees = backend.suggest_fees()
@@ -141,7 +147,8 @@ def test_broadcast_of_a_tandem_signed_eip1559_transfer_confirms_and_counts_confi
     status = backend.transaction_status(tx_hash)  # anvil mines each transaction at once
     assert (status.state, status.confirmations) == ("confirmed", 1)
     assert status.block_height == anvil.block_number()
-    assert status.fee is not None and status.fee > 0
+    assert status.fee is not None
+    assert status.fee > 0
     anvil.mine(5)
     assert backend.transaction_status(tx_hash).confirmations == 6
     anvil.rpc("evm_mine")
@@ -186,7 +193,11 @@ def test_tandem_signed_erc20_transfer_moves_tokens_and_is_logged(
     calldata = eth.erc20_transfer_calldata(recipient, 250)
     raw, tx_hash = signed_transfer(backend, key, to=token, data=calldata, gas_limit=100_000)
     review = eth.review(eth.decode_transaction(raw).unsigned_bytes(), allowed_tokens=[token])
-    assert (review["kind"], review["recipient"], review["token_amount"]) == ("erc20-transfer", recipient, "250")
+    assert (review["kind"], review["recipient"], review["token_amount"]) == (
+        "erc20-transfer",
+        recipient,
+        "250",
+    )
     assert backend.broadcast(raw) == tx_hash
     assert backend.transaction_status(tx_hash).state == "confirmed"
 
@@ -238,8 +249,13 @@ def test_a_transaction_for_another_chain_is_refused_before_it_is_sent(
     with pytest.raises(InvalidTransactionError, match="chain id 1, this backend serves sepolia"):
         backend.broadcast(raw)
     unsigned = eth.build_eip1559(
-        chain_id=SEPOLIA_CHAIN_ID, nonce=0, max_priority_fee_per_gas=1, max_fee_per_gas=GWEI,
-        gas_limit=21_000, to=new_address(), value=1,
+        chain_id=SEPOLIA_CHAIN_ID,
+        nonce=0,
+        max_priority_fee_per_gas=1,
+        max_fee_per_gas=GWEI,
+        gas_limit=21_000,
+        to=new_address(),
+        value=1,
     )
     with pytest.raises(InvalidTransactionError, match="only a signed transaction"):
         backend.broadcast(unsigned)
