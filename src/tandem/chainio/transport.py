@@ -11,6 +11,7 @@ hosted providers put API keys) never reach a message, a log line or an audit ent
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -162,7 +163,7 @@ class JsonRpcClient:
             "method": method,
             "params": params if isinstance(params, Mapping) else list(params),
         }
-        body = httpx.Request("POST", "http://x", json=payload).content
+        body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         status, answer = self.http.request(
             "POST", "", method, content=body, headers={"content-type": "application/json"}
         )
