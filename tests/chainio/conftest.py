@@ -30,7 +30,7 @@ from tandem.core.chains import ethereum as eth
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-TOOLS = ROOT / ".tools" / "node_modules"
+TOOLS = Path(os.environ.get("TANDEM_TOOLS_DIR") or ROOT / ".tools") / "node_modules"
 SEPOLIA_CHAIN_ID = eth.CHAIN_IDS["sepolia"]
 TOKEN_SOURCE = HERE / "MinimalToken.sol"
 
@@ -105,13 +105,16 @@ class Anvil:
 
 
 @pytest.fixture(scope="session")
-def anvil() -> Iterator[Anvil]:
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
     binary = _anvil_path()
     if binary is None:
         _missing("anvil is not installed (npm package @foundry-rs/anvil-linux-amd64)")
         raise AssertionError("unreachable")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # A file, not a pipe: a pipe nobody reads can fill up and stall the node.
+    log_path = tmp_path_factory.mktemp("anvil") / "anvil.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [
             binary,
@@ -125,14 +128,14 @@ def anvil() -> Iterator[Anvil]:
             "2",
             "--quiet",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                err = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
+                err = log_path.read_text(encoding="utf-8", errors="replace")
                 pytest.fail(f"anvil exited with {process.returncode}: {err[:500]}")
             try:
                 accounts = raw_rpc(url, "eth_accounts")
@@ -149,8 +152,7 @@ def anvil() -> Iterator[Anvil]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
+        log.close()
 
 
 @pytest.fixture(scope="session")

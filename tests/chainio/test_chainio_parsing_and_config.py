@@ -228,3 +228,27 @@ def test_chain_access_imports_no_web_database_or_terminal_layer() -> None:
         for p in files
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+# --- the chain test tools -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "outcome"),
+    [
+        ({"CI": "true"}, pytest.fail.Exception),
+        ({"TANDEM_REQUIRE_CHAIN": "1"}, pytest.fail.Exception),
+        ({}, pytest.skip.Exception),
+    ],
+)
+def test_a_missing_chain_tool_fails_in_ci_and_skips_elsewhere(
+    env: dict[str, str], outcome: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.chainio import conftest
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("TANDEM_REQUIRE_CHAIN", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(outcome, match="anvil is not installed"):
+        conftest._missing("anvil is not installed")
