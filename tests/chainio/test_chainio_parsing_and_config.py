@@ -252,3 +252,40 @@ def test_a_missing_chain_tool_fails_in_ci_and_skips_elsewhere(
         monkeypatch.setenv(key, value)
     with pytest.raises(outcome, match="anvil is not installed"):
         conftest._missing("anvil is not installed")
+
+
+# --- eth_getLogs paging against a provider that caps ranges -----------------------------------
+
+
+def capped_logs_node(max_blocks: int, tip: int) -> tuple[EthereumJsonRpc, list[tuple[int, int]]]:
+    """A node that refuses eth_getLogs over more than ``max_blocks`` blocks, as providers do
+    (Infura: code -32005 "query returned more than 10000 results")."""
+    asked: list[tuple[int, int]] = []
+
+    def reply(call: dict[str, Any]) -> dict[str, Any]:
+        if call["method"] == "eth_blockNumber":
+            return {"jsonrpc": "2.0", "id": call["id"], "result": hex(tip)}
+        query = call["params"][0]
+        start, end = int(query["fromBlock"], 16), int(query["toBlock"], 16)
+        asked.append((start, end))
+        if end - start + 1 > max_blocks:
+            error = {"code": -32005, "message": "query returned more than 10000 results"}
+            return {"jsonrpc": "2.0", "id": call["id"], "error": error}
+        return {"jsonrpc": "2.0", "id": call["id"], "result": []}
+
+    return rpc_backend(reply), asked
+
+
+def test_a_log_page_the_provider_refuses_is_split_until_it_is_answered() -> None:
+    backend, asked = capped_logs_node(max_blocks=3, tip=100)
+    assert backend.token_transfers(ADDRESS, ("0x" + "22" * 20,), from_block=90, page_blocks=8) == ()
+    answered = sorted((s, e) for s, e in asked if e - s + 1 <= 3)
+    covered = [b for s, e in answered for b in range(s, e + 1)]
+    assert covered == list(range(90, 101))  # every block once, nothing skipped
+
+
+def test_a_provider_that_refuses_even_one_block_is_a_rejection() -> None:
+    backend, asked = capped_logs_node(max_blocks=0, tip=10)
+    with pytest.raises(ChainRejectedError, match="more than 10000 results"):
+        backend.token_transfers(ADDRESS, ("0x" + "22" * 20,), from_block=0, page_blocks=4)
+    assert len(asked) < 40

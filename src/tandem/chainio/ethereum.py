@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 TRANSFER_TOPIC = "0x" + eth.keccak256(b"Transfer(address,address,uint256)").hex()
 BALANCE_OF_SELECTOR = eth.keccak256(b"balanceOf(address)")[:4]
 DEFAULT_LOG_PAGE_BLOCKS = 2_000
+# How many extra requests splitting refused log pages may cost before giving up.
+MAX_LOG_PAGE_SPLITS = 256
 FEE_HISTORY_BLOCKS = 10
 _METHOD_NOT_FOUND = -32601
 
@@ -148,13 +150,16 @@ class EthereumJsonRpc:
         pending = [
             (start, min(start + page_blocks - 1, last)) for start in range(from_block, last + 1, page_blocks)
         ]
+        budget = len(pending) + MAX_LOG_PAGE_SPLITS
         while pending:
             start, end = pending.pop(0)
+            budget -= 1
             query = {"address": contract, "fromBlock": hex(start), "toBlock": hex(end), "topics": topics}
             try:
                 logs = parse.arr(self._call("eth_getLogs", [query]), "eth_getLogs")
             except JsonRpcError:
-                if end == start:
+                # A single block, or a node that refuses page after page, is a real refusal.
+                if end == start or budget < 2:
                     raise
                 middle = (start + end) // 2
                 pending[:0] = [(start, middle), (middle + 1, end)]
