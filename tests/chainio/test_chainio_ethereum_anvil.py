@@ -19,6 +19,7 @@ from tandem.chainio import ChainConfig, EthereumBackend
 from tandem.chainio.ethereum import TRANSFER_TOPIC, EthereumJsonRpc
 from tandem.core.chains import ethereum as eth
 from tandem.errors import (
+    ChainBadResponseError,
     ChainMismatchError,
     ChainRejectedError,
     ChainTimeoutError,
@@ -118,9 +119,9 @@ def test_token_balance_and_transfer_logs_to_our_addresses_over_paged_ranges(
 
 
 def test_token_balance_of_a_non_contract_is_a_bad_response(backend: EthereumJsonRpc) -> None:
-    with pytest.raises(Exception, match="not a uint256") as info:
+    with pytest.raises(ChainBadResponseError, match="not a uint256") as info:
         backend.token_balance(new_address(), new_address())
-    assert getattr(info.value, "code", None) == "chain_bad_response"
+    assert info.value.code == "chain_bad_response"
 
 
 def test_fee_suggestion_follows_the_next_base_fee(anvil: Anvil, backend: EthereumJsonRpc) -> None:
