@@ -5,12 +5,17 @@ through the real client and API; the approving member's own review shows the fee
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
 from tests.adversarial.limits_helpers import refused
 from tests.api.test_withdrawal_helpers import btc_intent, policy_doc, rule, setup
 from tests.conftest import World
+from typer.testing import CliRunner
 
 from tandem import client_withdrawal as cw
+from tandem.cli import withdrawal_cmds
+from tandem.cli.main import app
 from tandem.core.policy import CHAIN_FEE_CAPS
 from tandem.core.withdrawal import MAX_UTXOS
 
@@ -127,3 +132,26 @@ def test_t28_the_approvers_review_shows_fee_rate_share_and_warns(world: World) -
     review = cw.review(cw.get_withdrawal(world.client, world["bob"], calm["id"])).fee
     assert review is not None
     assert review["warning"] is None
+
+
+PASSPHRASE = "fee cli passphrase"
+
+
+@pytest.fixture
+def cli(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("TANDEM_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setattr(withdrawal_cmds, "Client", lambda server: world.client)
+    (tmp_path / "bob.ks").write_bytes(world["bob"].to_keystore(PASSPHRASE, log2_n=14))
+    return CliRunner()
+
+
+def test_t28_cli_review_prints_the_fee_and_the_warning(world: World, cli: CliRunner, tmp_path: Path) -> None:
+    s = setup(world)
+    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000, fee_rate=40))
+    result = cli.invoke(app, ["withdraw", "show", w["id"], "-k", str(tmp_path / "bob.ks")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"fee (worst case): {w['fee']} BTC at" in text
+    assert "sat/vB" in text
+    assert "of the amount" in text
+    assert "warning:" in text
