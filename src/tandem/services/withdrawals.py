@@ -428,9 +428,9 @@ class WithdrawalService(KeyUseService):
 
     def _record_end(self, envelope: Any, *, event: str) -> dict[str, Any]:
         """The operator records a release's end: ``broadcast`` (naming its txid),
-        ``confirm`` or ``abandon`` (with a reason; its Ethereum nonce is freed). Until
-        one is recorded a release counts against velocity, and past its lifetime it
-        reads as ``lapsed``."""
+        ``confirm`` or ``abandon`` (with a reason; its Ethereum nonce is freed). Whatever
+        is recorded, a release counts against velocity from its release time; one with
+        nothing recorded past its lifetime reads as ``lapsed``."""
         action_type = f"withdrawal.{event}"
         fields = {
             "broadcast": ("withdrawal", "txid"),
