@@ -19,6 +19,7 @@ from tandem.client import Client
 from tandem.core import split
 from tandem.core import withdrawal as wcore
 from tandem.core.identity import IdentityCard, MemberSecrets, b64
+from tandem.core.policy import DEFAULT_FEE_WARN_BPS as FEE_WARN_BPS
 from tandem.core.split import reseal_for_operation
 from tandem.errors import InputError, VerificationError
 
@@ -105,6 +106,8 @@ class Review:
     tx_digest: str
     fingerprint: str
     decoded: dict[str, Any]
+    # Fee, rate, share of the amount and any warning, computed here from the raw bytes.
+    fee: dict[str, Any] | None = None
 
 
 def review(view: dict[str, Any]) -> Review:
@@ -133,7 +136,14 @@ def review(view: dict[str, Any]) -> Review:
     )
     if ih != view["intent_hash"] or td != view["tx_digest"]:
         raise VerificationError("the server's digests differ from the ones computed here")
-    return Review(intent_hash=ih, tx_digest=td, fingerprint=wcore.fingerprint(ih), decoded=decoded)
+    # The server's threshold may only make the warning stricter, never silence it.
+    warn_bps = min(FEE_WARN_BPS, _int_or(view.get("decision", {}).get("fee_warn_bps"), FEE_WARN_BPS))
+    fee = wcore.fee_review(intent, decoded, warn_bps=warn_bps)
+    return Review(intent_hash=ih, tx_digest=td, fingerprint=wcore.fingerprint(ih), decoded=decoded, fee=fee)
+
+
+def _int_or(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
 
 def approve_withdrawal(
@@ -243,6 +253,27 @@ def release_withdrawal(
         {"envelope": env},
         headers={"Idempotency-Key": idempotency_key or secrets.token_hex(16)},
     )
+
+
+def record_broadcast(
+    client: Client, member: MemberSecrets, withdrawal_id: str, *, txid: str
+) -> dict[str, Any]:
+    """Record that the released transaction went out (its txid must be the released one)."""
+    env = client.sign(member, "withdrawal.broadcast", {"withdrawal": withdrawal_id, "txid": txid})
+    return _post(client, f"/v1/withdrawals/{withdrawal_id}/broadcast", {"envelope": env})
+
+
+def confirm_withdrawal(client: Client, member: MemberSecrets, withdrawal_id: str) -> dict[str, Any]:
+    env = client.sign(member, "withdrawal.confirm", {"withdrawal": withdrawal_id})
+    return _post(client, f"/v1/withdrawals/{withdrawal_id}/confirm", {"envelope": env})
+
+
+def abandon_withdrawal(
+    client: Client, member: MemberSecrets, withdrawal_id: str, *, reason: str
+) -> dict[str, Any]:
+    """Record that the released transaction will never be broadcast; frees its nonce."""
+    env = client.sign(member, "withdrawal.abandon", {"withdrawal": withdrawal_id, "reason": reason})
+    return _post(client, f"/v1/withdrawals/{withdrawal_id}/abandon", {"envelope": env})
 
 
 # --- policy and address book --------------------------------------------------------------------

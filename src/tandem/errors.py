@@ -201,6 +201,18 @@ class VelocityExceededError(PolicyError):
     code = "velocity_exceeded"
 
 
+class FeeExceededError(PolicyError):
+    """A fee (absolute, rate, tip or share of the amount) above the policy or chain cap."""
+
+    code = "fee_exceeded"
+
+
+class WalletLimitExceededError(PolicyError):
+    """A wallet-level limit (total or count over a window), whichever rule matched."""
+
+    code = "wallet_limit_exceeded"
+
+
 class TimeLockedError(PolicyError):
     code = "time_locked"
     status = 409
@@ -236,6 +248,18 @@ class AlreadyReleasedError(ConflictError):
 
 class IdempotencyConflictError(ConflictError):
     code = "idempotency_conflict"
+
+
+class NonceInUseError(ConflictError):
+    """Another live withdrawal already holds this (chain, network, from, nonce)."""
+
+    code = "nonce_in_use"
+
+
+class TxidMismatchError(ConflictError):
+    """A recorded broadcast names another transaction than the one released."""
+
+    code = "txid_mismatch"
 
 
 class TamperedError(Error):

@@ -285,3 +285,27 @@ def test_allowed_tokens_come_from_ethereum_entries_naming_a_contract() -> None:
         ),
     ]
     assert w.allowed_tokens(book, "sepolia") == [TOKEN]
+
+
+def test_state_machine_after_release() -> None:
+    """A release's end is recorded once; the request's expiry no longer matters then."""
+    t = w.transition
+    assert t("released", "broadcast", expires_at=10, now=99) == "broadcast"
+    assert t("broadcast", "confirm", expires_at=10, now=99) == "confirmed"
+    assert t("released", "confirm", expires_at=10, now=99) == "confirmed"
+    assert t("released", "abandon", expires_at=10, now=99) == "abandoned"
+    assert t("broadcast", "abandon", expires_at=10, now=99) == "abandoned"
+    for status in ("approved", "confirmed", "abandoned"):
+        with pytest.raises(InvalidStateError):
+            t(status, "abandon", expires_at=100, now=0)
+    for status in ("broadcast", "confirmed", "abandoned"):
+        with pytest.raises(AlreadyReleasedError):
+            t(status, "release", expires_at=100, now=0)
+    assert w.effective_status("released", 10, 99, release_expires_at=100) == "released"
+    assert w.effective_status("released", 10, 100, release_expires_at=100) == "lapsed"
+    assert w.effective_status("broadcast", 10, 100, release_expires_at=100) == "broadcast"
+    assert w.holds_nonce("released", 10, 99)
+    assert w.holds_nonce("confirmed", 10, 99)
+    assert not w.holds_nonce("pending", 10, 99)  # expired
+    assert not w.holds_nonce("abandoned", 100, 0)
+    assert not w.holds_nonce("rejected", 100, 0)

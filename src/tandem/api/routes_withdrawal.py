@@ -119,6 +119,26 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
         answer = svc.release_withdrawal(body.envelope, idempotency_key=idempotency_key)
         return JSONResponse(status_code=answer.status_code, content=answer.body)
 
+    @app.post("/v1/withdrawals/{withdrawal_id}/broadcast", tags=["withdrawals"])
+    def broadcast(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """Record that the released transaction was broadcast (`withdrawal.broadcast`
+        {withdrawal, txid}); the txid must be the released one."""
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return svc.record_broadcast(body.envelope)
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/confirm", tags=["withdrawals"])
+    def confirm(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """Record that the released transaction is confirmed on chain (`withdrawal.confirm`)."""
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return svc.confirm_withdrawal(body.envelope)
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/abandon", tags=["withdrawals"])
+    def abandon(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """Record that the released transaction will not be used (`withdrawal.abandon`
+        {withdrawal, reason}); its Ethereum nonce is freed."""
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return svc.abandon_withdrawal(body.envelope)
+
     @app.get("/v1/withdrawals/{withdrawal_id}/bundle", tags=["withdrawals"])
     def bundle(withdrawal_id: str, viewer: Reader) -> dict[str, Any]:
         """Everything an offline signer re-verifies; members' clients add their shares."""

@@ -62,6 +62,19 @@ def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
         f"request {view['id']}  status {view['status']}  policy v{view['policy_version']}  "
         f"rule {view['decision'].get('rule')}  requires {view['decision'].get('required')}"
     )
+    fee = checked.fee
+    if fee is not None:
+        share = f", {fee['share']} of the amount" if fee["share"] is not None else " (paid in another asset)"
+        tip = (
+            f", priority {fee['priority_rate']} {fee['rate_unit']}"
+            if fee["priority_rate"] is not None
+            else ""
+        )
+        console.print(
+            f"fee (worst case): {fee['fee']} {fee['asset']} at {fee['rate']} {fee['rate_unit']}{tip}{share}"
+        )
+        if fee["warning"] is not None:
+            console.print(f"[bold red]warning:[/] {fee['warning']}")
     console.print(
         f"fingerprint (compare with the requester by another channel): [bold]{checked.fingerprint}[/]"
     )
@@ -102,7 +115,9 @@ def withdraw_create(
 def withdraw_list(
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
-    status: Annotated[str | None, typer.Option(help="pending, approved, released...")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="pending, approved, released, lapsed, broadcast, confirmed...")
+    ] = None,
 ) -> None:
     """Withdrawal requests."""
 
@@ -267,6 +282,44 @@ def withdraw_release(
         show(doc)
 
     run_cli(go)
+
+
+@withdraw_app.command("broadcast-recorded")
+def withdraw_broadcast_recorded(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    txid: Annotated[str, typer.Option(help="The id of the transaction as broadcast (the released one).")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Record that a released transaction was broadcast; the server checks the txid."""
+    run_cli(
+        lambda: show(cw.record_broadcast(Client(server), load_member(keystore), withdrawal_id, txid=txid))
+    )
+
+
+@withdraw_app.command("confirm")
+def withdraw_confirm(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Record that a released transaction is confirmed on chain."""
+    run_cli(lambda: show(cw.confirm_withdrawal(Client(server), load_member(keystore), withdrawal_id)))
+
+
+@withdraw_app.command("abandon")
+def withdraw_abandon(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why it will never be broadcast; recorded in the audit log.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Record that a released transaction will never be broadcast (frees its Ethereum nonce)."""
+    run_cli(
+        lambda: show(
+            cw.abandon_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason)
+        )
+    )
 
 
 # --- policy ---------------------------------------------------------------------------------

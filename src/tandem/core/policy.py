@@ -17,7 +17,7 @@ A policy is data (see ``docs/policy.md``): a JSON document parsed strictly by
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -27,6 +27,7 @@ from tandem.core.roles import Role
 from tandem.errors import (
     DestinationNotAllowedError,
     ExpiredError,
+    FeeExceededError,
     FloatNotAllowedError,
     InputError,
     InvalidAmountError,
@@ -38,6 +39,7 @@ from tandem.errors import (
     TimeLockedError,
     UnknownFieldError,
     VelocityExceededError,
+    WalletLimitExceededError,
 )
 
 POLICY_DOMAIN = "policy"
@@ -53,13 +55,20 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,127}")
 _EVM_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
 _SPELLING = {
     _RULE_NAME: "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-    _IDENTIFIER: "must be 1-128 letters, digits, ':', '.', '_' or '-', "
-    "starting with a letter or digit",
+    _IDENTIFIER: "must be 1-128 letters, digits, ':', '.', '_' or '-', starting with a letter or digit",
 }
 
 _POLICY_FIELDS = ("version", "change_delay_seconds", "rules")
+_POLICY_OPTIONAL = ("wallet_limits",)
 _RULE_REQUIRED = ("name", "match", "approvals", "request_ttl_seconds", "approval_ttl_seconds")
-_RULE_OPTIONAL = ("max_amount", "velocity", "allowlist_only", "time_lock")
+_RULE_OPTIONAL = (
+    "max_amount",
+    "velocity",
+    "allowlist_only",
+    "time_lock",
+    "fees",
+    "release_ttl_seconds",
+)
 _MATCH_FIELDS = ("wallet", "chain", "network", "asset", "min_amount")
 
 
@@ -166,6 +175,362 @@ class TimeLock:
             raise ValueError("time_lock above must be >= 0 and delay_seconds >= 1")
 
 
+# --- fees (policy data: per-rule limits under fixed per-chain caps) -----------------
+
+DEFAULT_FEE_WARN_BPS = 1000  # the approval view warns above a fee of 10% of the amount
+DEFAULT_RELEASE_TTL_SECONDS = 86400
+BPS = 10_000
+_FEE_FIELDS = ("max_fee", "max_fee_rate", "max_priority_fee", "max_fee_bps", "warn_bps")
+FEE_RATE_UNIT: Mapping[str, str] = MappingProxyType({"bitcoin": "sat/vB", "ethereum": "wei/gas"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeeLimits:
+    """Most a withdrawal may spend on fees, in the chain's native base units.
+
+    ``max_fee`` bounds the worst case (Bitcoin: inputs - outputs; Ethereum: gas_limit x
+    max_fee_per_gas); ``max_fee_rate`` the sat/vB or max_fee_per_gas; ``max_priority_fee``
+    the Ethereum tip per gas; ``max_fee_bps`` the fee as a share of the amount in basis
+    points (only when the fee is paid in the asset withdrawn). ``warn_bps`` is where the
+    approval view starts warning. None means "no limit beyond the chain's cap".
+    """
+
+    max_fee: int | None = None
+    max_fee_rate: int | None = None
+    max_priority_fee: int | None = None
+    max_fee_bps: int | None = None
+    warn_bps: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in _FEE_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"fees.{name} must be a whole number >= 0")
+        for name in ("max_fee_bps", "warn_bps"):
+            value = getattr(self, name)
+            if value is not None and value > BPS:
+                raise ValueError(f"fees.{name} is in basis points: at most {BPS}")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("max_fee", "max_fee_rate", "max_priority_fee"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = str(value)
+        for name in ("max_fee_bps", "warn_bps"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+# Caps that hold with no rule saying anything: a fee beyond these is a typo or an
+# attack, never a fee market. A rule can only tighten them.
+CHAIN_FEE_CAPS: Mapping[str, FeeLimits] = MappingProxyType(
+    {
+        # 0.05 BTC, 2,000 sat/vB.
+        "bitcoin": FeeLimits(max_fee=5_000_000, max_fee_rate=2_000),
+        # 0.2 ETH, 1,000 gwei per gas, 100 gwei tip.
+        "ethereum": FeeLimits(
+            max_fee=200_000_000_000_000_000,
+            max_fee_rate=1_000_000_000_000,
+            max_priority_fee=100_000_000_000,
+        ),
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fee:
+    """The worst-case fee of one withdrawal, as decoded from its unsigned transaction."""
+
+    amount: int
+    asset: str
+    rate: int
+    priority_rate: int | None = None
+
+    def __post_init__(self) -> None:
+        for value in (self.amount, self.rate, self.priority_rate or 0):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidAmountError("fees are whole numbers >= 0 of base units")
+
+
+def fee_share_text(fee: int, amount: int) -> str:
+    """``fee`` as a percentage of ``amount`` with two decimals, by integer arithmetic."""
+    if amount <= 0:
+        return "n/a"
+    hundredths = fee * BPS // amount
+    return f"{hundredths // 100}.{hundredths % 100:02d}%"
+
+
+def _tightest(*values: int | None) -> int | None:
+    given = [v for v in values if v is not None]
+    return min(given) if given else None
+
+
+def _check_fees(rule: Rule, facts: WithdrawalFacts, explanation: list[str]) -> list[PolicyError]:
+    """Fee refusals for ``facts`` under ``rule`` and the chain's fixed caps."""
+    fee = facts.fee
+    if fee is None:
+        return []
+    cap = CHAIN_FEE_CAPS.get(facts.chain, FeeLimits())
+    mine = rule.fees or FeeLimits()
+    unit = FEE_RATE_UNIT.get(facts.chain, "per unit")
+    same_asset = _fold(fee.asset) == _fold(facts.asset)
+    share = fee_share_text(fee.amount, facts.amount) if same_asset else "n/a (paid in another asset)"
+    explanation.append(
+        f"fee: at most {fee.amount} {fee.asset} (rate {fee.rate} {unit}), {share} of the amount"
+    )
+    checks = (
+        ("fee", fee.amount, _tightest(cap.max_fee, mine.max_fee), f"{fee.asset} base units"),
+        ("fee rate", fee.rate, _tightest(cap.max_fee_rate, mine.max_fee_rate), unit),
+        (
+            "priority fee",
+            fee.priority_rate,
+            _tightest(cap.max_priority_fee, mine.max_priority_fee),
+            unit,
+        ),
+    )
+    violations: list[PolicyError] = []
+    for label, value, limit, what in checks:
+        if value is None or limit is None:
+            continue
+        if value > limit:
+            over = FeeExceededError(
+                f"{label} {value} {what} exceeds the limit {limit}",
+                details={"what": label, "value": str(value), "limit": str(limit)},
+            )
+            violations.append(over)
+            explanation.append(f"refused: {over.message}")
+    if mine.max_fee_bps is not None and same_asset and fee.amount * BPS > mine.max_fee_bps * facts.amount:
+        ratio = FeeExceededError(
+            f"fee {fee.amount} is {share} of the amount {facts.amount}, above the rule's "
+            f"{fee_share_text(mine.max_fee_bps, BPS)}",
+            details={
+                "what": "fee share",
+                "fee": str(fee.amount),
+                "amount": str(facts.amount),
+                "max_fee_bps": mine.max_fee_bps,
+            },
+        )
+        violations.append(ratio)
+        explanation.append(f"refused: {ratio.message}")
+    return violations
+
+
+def parse_fee_limits(obj: Any, where: str) -> FeeLimits:
+    check_fields(obj, required=(), optional=_FEE_FIELDS, where=where)
+    amounts = {
+        key: _amount_field(obj, key, where)
+        for key in ("max_fee", "max_fee_rate", "max_priority_fee")
+        if key in obj
+    }
+    shares = {}
+    for key in ("max_fee_bps", "warn_bps"):
+        if key in obj:
+            shares[key] = _int_field(obj, key, where, minimum=0)
+            if shares[key] > BPS:
+                raise InputError(f"{where}.{key} is in basis points (1/100 of a percent): at most {BPS}")
+    return FeeLimits(**amounts, **shares)
+
+
+# --- wallet limits (whichever rule matched) -------------------------------------------
+
+_WALLET_LIMIT_REQUIRED = ("name", "period_seconds")
+_WALLET_LIMIT_OPTIONAL = ("match", "max_amount", "max_count", "escalate")
+_ESCALATE_FIELDS = ("above", "approvals", "delay_seconds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Escalation:
+    """Once the wallet's window total (with this withdrawal) is strictly above ``above``,
+    the stronger ``approvals`` (per role, the larger of the rule's and these) and a
+    ``delay_seconds`` time lock apply, whichever rule matched."""
+
+    above: int
+    approvals: Mapping[Role, int] = field(default_factory=dict)
+    delay_seconds: int = 0
+
+    def __post_init__(self) -> None:
+        approvals = {Role(role): count for role, count in self.approvals.items()}
+        if self.above < 0 or self.delay_seconds < 0:
+            raise ValueError("escalate.above and delay_seconds must be >= 0")
+        if approvals.get(Role.AUDITOR):
+            raise ValueError("auditors verify, they never approve")
+        if not approvals and self.delay_seconds == 0:
+            raise ValueError("an escalation needs approvals or a delay")
+        object.__setattr__(self, "approvals", _ordered_counts(approvals))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"above": str(self.above)}
+        if self.approvals:
+            out["approvals"] = {role.value: count for role, count in self.approvals.items()}
+        if self.delay_seconds:
+            out["delay_seconds"] = self.delay_seconds
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class WalletLimit:
+    """Over any sliding ``period_seconds``, per wallet and asset, counting released and
+    pending withdrawals plus this one (worst-case fee included): at most ``max_amount``
+    base units, at most ``max_count`` withdrawals, and above ``escalate.above`` the
+    stronger approvals and delay. Every limit whose ``match`` fits applies."""
+
+    name: str
+    match: Match = field(default_factory=Match)
+    period_seconds: int
+    max_amount: int | None = None
+    max_count: int | None = None
+    escalate: Escalation | None = None
+
+    def __post_init__(self) -> None:
+        if self.period_seconds < 1:
+            raise ValueError(f"wallet limit {self.name!r}: period_seconds must be at least 1")
+        if self.match.min_amount is not None:
+            raise ValueError(f"wallet limit {self.name!r}: match.min_amount is for rules only")
+        if self.max_amount is None and self.max_count is None and self.escalate is None:
+            raise ValueError(f"wallet limit {self.name!r} limits nothing")
+        if self.max_count is not None and self.max_count < 1:
+            raise ValueError(f"wallet limit {self.name!r}: max_count must be at least 1")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "match": self.match.to_json(),
+            "period_seconds": self.period_seconds,
+        }
+        if self.max_amount is not None:
+            out["max_amount"] = str(self.max_amount)
+        if self.max_count is not None:
+            out["max_count"] = self.max_count
+        if self.escalate is not None:
+            out["escalate"] = self.escalate.to_json()
+        return out
+
+
+def _parse_wallet_limit(obj: Any, where: str) -> WalletLimit:
+    check_fields(obj, required=_WALLET_LIMIT_REQUIRED, optional=_WALLET_LIMIT_OPTIONAL, where=where)
+    name = _text_field(obj, "name", where, _RULE_NAME)
+    match = Match()
+    if "match" in obj:
+        check_fields(
+            obj["match"],
+            required=(),
+            optional=("wallet", "chain", "network", "asset"),
+            where=f"{where}.match",
+        )
+        match = _parse_match(obj["match"], f"{where}.match")
+    max_amount = _amount_field(obj, "max_amount", where, minimum=1) if "max_amount" in obj else None
+    max_count = _int_field(obj, "max_count", where, minimum=1) if "max_count" in obj else None
+    escalate = None
+    if "escalate" in obj:
+        w = f"{where}.escalate"
+        raw = check_fields(
+            obj["escalate"], required=("above",), optional=("approvals", "delay_seconds"), where=w
+        )
+        approvals: dict[Role, int] = {}
+        if "approvals" in raw:
+            approvals = _parse_approvals(raw["approvals"], f"{w}.approvals")
+        delay = _int_field(raw, "delay_seconds", w, minimum=0) if "delay_seconds" in raw else 0
+        if not approvals and delay == 0:
+            raise InputError(f"{w} needs approvals or a delay_seconds above 0")
+        escalate = Escalation(above=_amount_field(raw, "above", w), approvals=approvals, delay_seconds=delay)
+    if max_amount is None and max_count is None and escalate is None:
+        raise InputError(f"{where} limits nothing: give max_amount, max_count or escalate")
+    return WalletLimit(
+        name=name,
+        match=match,
+        period_seconds=_int_field(obj, "period_seconds", where, minimum=1),
+        max_amount=max_amount,
+        max_count=max_count,
+        escalate=escalate,
+    )
+
+
+def parse_wallet_limits(obj: Any, where: str) -> tuple[WalletLimit, ...]:
+    if not isinstance(obj, list):
+        raise InputError(f"{where} must be a list of wallet limits")
+    limits: list[WalletLimit] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(obj):
+        limit = _parse_wallet_limit(raw, f"{where}[{index}]")
+        if limit.name in seen:
+            raise InputError(
+                f"{where}[{index}].name: duplicate wallet limit name {limit.name!r} "
+                f"(already used by {where}[{seen[limit.name]}])"
+            )
+        seen[limit.name] = index
+        limits.append(limit)
+    return tuple(limits)
+
+
+def velocity_window_seconds(policy: Policy) -> int:
+    """The longest window any limit of ``policy`` looks back over (0: none), so a caller
+    reads only the history that can matter."""
+    periods = [r.velocity.period_seconds for r in policy.rules if r.velocity is not None]
+    periods += [limit.period_seconds for limit in policy.wallet_limits]
+    return max(periods, default=0)
+
+
+@dataclass(frozen=True)
+class _WalletOutcome:
+    violations: tuple[PolicyError, ...]
+    required: Mapping[Role, int]
+    lock_seconds: int
+
+
+def _check_wallet_limits(
+    policy: Policy,
+    facts: WithdrawalFacts,
+    *,
+    now: int,
+    history: Sequence[PastWithdrawal],
+    explanation: list[str],
+) -> _WalletOutcome:
+    violations: list[PolicyError] = []
+    required: dict[Role, int] = {}
+    lock_seconds = 0
+    counted = facts.counted_amount
+    for limit in policy.wallet_limits:
+        if limit.match.mismatches(facts):
+            continue
+        in_window = _in_window(facts, limit.period_seconds, now, history)
+        total = sum(p.amount for p in in_window) + counted
+        count = len(in_window) + 1
+        explanation.append(
+            f"wallet limit {limit.name!r}: {count} withdrawal(s) totalling {total} of {facts.asset} "
+            f"from {facts.wallet} in the last {limit.period_seconds}s, this one included"
+        )
+        if limit.max_amount is not None and total > limit.max_amount:
+            over = WalletLimitExceededError(
+                f"wallet limit {limit.name!r}: {total} of {facts.asset} out of {facts.wallet} in "
+                f"{limit.period_seconds}s with this withdrawal, over {limit.max_amount}",
+                details={"limit": limit.name, "total": str(total), "max_amount": str(limit.max_amount)},
+            )
+            violations.append(over)
+            explanation.append(f"refused: {over.message}")
+        if limit.max_count is not None and count > limit.max_count:
+            many = WalletLimitExceededError(
+                f"wallet limit {limit.name!r}: {count} withdrawals of {facts.asset} out of "
+                f"{facts.wallet} in {limit.period_seconds}s with this one, over {limit.max_count}",
+                details={"limit": limit.name, "count": count, "max_count": limit.max_count},
+            )
+            violations.append(many)
+            explanation.append(f"refused: {many.message}")
+        if limit.escalate is not None and total > limit.escalate.above:
+            for role, n in limit.escalate.approvals.items():
+                required[role] = max(required.get(role, 0), n)
+            lock_seconds = max(lock_seconds, limit.escalate.delay_seconds)
+            explanation.append(
+                f"wallet limit {limit.name!r}: cumulative {total} is above {limit.escalate.above}, "
+                f"so at least {_describe_counts(limit.escalate.approvals) or 'the rule approvals'}"
+                + (f" and a {limit.escalate.delay_seconds}s delay" if limit.escalate.delay_seconds else "")
+                + " apply"
+            )
+    return _WalletOutcome(tuple(violations), MappingProxyType(required), lock_seconds)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Rule:
     name: str
@@ -178,6 +543,10 @@ class Rule:
     max_amount: int | None = None
     velocity: Velocity | None = None
     time_lock: TimeLock | None = None
+    fees: FeeLimits | None = None
+    # How long a signed release may wait for its broadcast to be recorded; None means
+    # DEFAULT_RELEASE_TTL_SECONDS.
+    release_ttl_seconds: int | None = None
 
     def __post_init__(self) -> None:
         # parse_policy reports these with field paths; this is the backstop for rules
@@ -188,6 +557,8 @@ class Rule:
             raise ValueError(f"rule {self.name!r}: {problem}")
         if self.request_ttl_seconds < 1 or self.approval_ttl_seconds < 1:
             raise ValueError(f"rule {self.name!r}: TTLs must be at least 1 second")
+        if self.release_ttl_seconds is not None and self.release_ttl_seconds < 1:
+            raise ValueError(f"rule {self.name!r}: release_ttl_seconds must be at least 1")
         object.__setattr__(self, "approvals", _ordered_counts(approvals))
 
     def to_json(self) -> dict[str, Any]:
@@ -211,6 +582,10 @@ class Rule:
                 "above": str(self.time_lock.above),
                 "delay_seconds": self.time_lock.delay_seconds,
             }
+        if self.fees is not None:
+            out["fees"] = self.fees.to_json()
+        if self.release_ttl_seconds is not None:
+            out["release_ttl_seconds"] = self.release_ttl_seconds
         return out
 
 
@@ -219,9 +594,15 @@ class Policy:
     version: int
     change_delay_seconds: int
     rules: tuple[Rule, ...]
+    # Limits over the whole wallet, applied whichever rule matched (structuring).
+    wallet_limits: tuple[WalletLimit, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "wallet_limits", tuple(self.wallet_limits))
+        limit_names = [limit.name for limit in self.wallet_limits]
+        if len(set(limit_names)) != len(limit_names):
+            raise ValueError("wallet limit names must be unique")
         if not self.rules:
             raise ValueError("a policy needs at least one rule")
         names = [rule.name for rule in self.rules]
@@ -232,11 +613,15 @@ class Policy:
 
     def to_json(self) -> dict[str, Any]:
         """The canonical document: parse_policy(p.to_json()) == p."""
-        return {
+        out: dict[str, Any] = {
             "version": self.version,
             "change_delay_seconds": self.change_delay_seconds,
             "rules": [rule.to_json() for rule in self.rules],
         }
+        # Absent when empty, so a policy written before wallet limits keeps its hash.
+        if self.wallet_limits:
+            out["wallet_limits"] = [limit.to_json() for limit in self.wallet_limits]
+        return out
 
     def hash(self) -> str:
         """Hex SHA-256 of the canonical document under the ``policy`` domain."""
@@ -373,11 +758,11 @@ def _parse_rule(obj: Any, where: str) -> Rule:
         approval_ttl_seconds=_int_field(obj, "approval_ttl_seconds", where, minimum=1),
         allowlist_only=allowlist_only,
         max_amount=max_amount,
-        velocity=_parse_velocity(obj["velocity"], f"{where}.velocity")
-        if "velocity" in obj
-        else None,
-        time_lock=_parse_time_lock(obj["time_lock"], f"{where}.time_lock")
-        if "time_lock" in obj
+        velocity=_parse_velocity(obj["velocity"], f"{where}.velocity") if "velocity" in obj else None,
+        time_lock=_parse_time_lock(obj["time_lock"], f"{where}.time_lock") if "time_lock" in obj else None,
+        fees=parse_fee_limits(obj["fees"], f"{where}.fees") if "fees" in obj else None,
+        release_ttl_seconds=_int_field(obj, "release_ttl_seconds", where, minimum=1)
+        if "release_ttl_seconds" in obj
         else None,
     )
 
@@ -388,7 +773,7 @@ def parse_policy(doc: dict[str, Any]) -> Policy:
     Every refusal names the offending field by its path, e.g. ``policy.rules[1].approvals``.
     """
     where = "policy"
-    check_fields(doc, required=_POLICY_FIELDS, where=where)
+    check_fields(doc, required=_POLICY_FIELDS, optional=_POLICY_OPTIONAL, where=where)
     version = _int_field(doc, "version", where, minimum=1)
     change_delay = _int_field(doc, "change_delay_seconds", where, minimum=0)
     raw_rules = doc["rules"]
@@ -412,7 +797,15 @@ def parse_policy(doc: dict[str, Any]) -> Policy:
             )
         first_index[rule.name] = index
         rules.append(rule)
-    return Policy(version=version, change_delay_seconds=change_delay, rules=tuple(rules))
+    wallet_limits = (
+        parse_wallet_limits(doc["wallet_limits"], f"{where}.wallet_limits") if "wallet_limits" in doc else ()
+    )
+    return Policy(
+        version=version,
+        change_delay_seconds=change_delay,
+        rules=tuple(rules),
+        wallet_limits=wallet_limits,
+    )
 
 
 # --- evaluating a withdrawal ---------------------------------------------------------
@@ -428,10 +821,21 @@ class WithdrawalFacts:
     asset: str
     amount: int
     destination: str
+    # The worst-case fee decoded from the transaction; None where it is not known yet
+    # (``tandem policy show`` with bare facts).
+    fee: Fee | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.amount, bool) or not isinstance(self.amount, int) or self.amount < 1:
             raise InvalidAmountError("withdrawal amount must be a positive integer of base units")
+
+    @property
+    def counted_amount(self) -> int:
+        """What counts against limits and velocity: the amount plus the worst-case fee
+        when the fee is paid in the asset withdrawn (a token's gas is paid in ETH)."""
+        if self.fee is not None and _fold(self.fee.asset) == _fold(self.asset):
+            return self.amount + self.fee.amount
+        return self.amount
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -476,6 +880,8 @@ class PolicyDecision:
     time_lock_until: int | None
     violations: tuple[PolicyError, ...]
     explanation: tuple[str, ...]
+    release_ttl_seconds: int = DEFAULT_RELEASE_TTL_SECONDS
+    fee_warn_bps: int = DEFAULT_FEE_WARN_BPS
 
     def __post_init__(self) -> None:
         # Even a refusal states a custodian requirement, so code that forgets to check
@@ -508,6 +914,8 @@ class PolicyDecision:
             "time_lock_until": self.time_lock_until,
             "violations": [violation.to_dict() for violation in self.violations],
             "explanation": list(self.explanation),
+            "release_ttl_seconds": self.release_ttl_seconds,
+            "fee_warn_bps": self.fee_warn_bps,
         }
 
 
@@ -523,9 +931,14 @@ def evaluate(
 
     ``history`` must hold the wallet's released *and* pending withdrawals: leaving out
     pending ones would let several requests inside one window each pass the velocity
-    check on its own.
+    check on its own. (At release the service passes what was released, so signed but
+    unbroadcast transactions cannot be stockpiled past a limit.) Each entry's amount
+    includes its worst-case fee where that is paid in the same asset.
+
+    Wallet limits (``policy.wallet_limits``) apply on top of whichever rule matched.
     """
     _require_time(now, "now")
+    history = tuple(history)
     explanation: list[str] = []
     for rule in policy.rules:
         reasons = rule.match.mismatches(facts)
@@ -570,38 +983,43 @@ def _decide(
     *,
     now: int,
     address_book: Iterable[AddressBookEntry],
-    history: Iterable[PastWithdrawal],
+    history: Sequence[PastWithdrawal],
     explanation: list[str],
 ) -> PolicyDecision:
     explanation.append(f"rule {rule.name!r} matched (first match wins; later rules not considered)")
-    explanation.append(
-        f"requires approvals: {_describe_counts(rule.approvals)} (the requester never counts)"
-    )
+    explanation.append(f"requires approvals: {_describe_counts(rule.approvals)} (the requester never counts)")
     violations: list[PolicyError] = []
+    violations.extend(_check_fees(rule, facts, explanation))
+    counted = facts.counted_amount
+    with_fee = "" if counted == facts.amount else f" (with its worst-case fee {counted})"
 
     if rule.max_amount is not None:
-        if facts.amount > rule.max_amount:
+        if counted > rule.max_amount:
             over = LimitExceededError(
-                f"amount {facts.amount} exceeds the rule's maximum {rule.max_amount}",
-                details={"amount": str(facts.amount), "max_amount": str(rule.max_amount)},
+                f"amount {facts.amount}{with_fee} exceeds the rule's maximum {rule.max_amount}",
+                details={
+                    "amount": str(facts.amount),
+                    "counted": str(counted),
+                    "max_amount": str(rule.max_amount),
+                },
             )
             violations.append(over)
             explanation.append(f"refused: {over.message}")
         else:
-            explanation.append(f"amount {facts.amount} is within the maximum {rule.max_amount}")
+            explanation.append(f"amount {facts.amount}{with_fee} is within the maximum {rule.max_amount}")
 
     if rule.velocity is not None:
         velocity = rule.velocity
         in_window = _window_sum(facts, velocity.period_seconds, now, history)
-        total = in_window + facts.amount
+        total = in_window + counted
         if total > velocity.amount:
             fast = VelocityExceededError(
                 f"velocity limit: {in_window} of {facts.asset} already left wallet "
-                f"{facts.wallet} in the last {velocity.period_seconds}s; with {facts.amount} "
+                f"{facts.wallet} in the last {velocity.period_seconds}s; with {counted} "
                 f"more that is {total}, over the rule's limit {velocity.amount}",
                 details={
                     "window_sum": str(in_window),
-                    "amount": str(facts.amount),
+                    "amount": str(counted),
                     "limit": str(velocity.amount),
                     "period_seconds": velocity.period_seconds,
                 },
@@ -636,9 +1054,7 @@ def _decide(
             violations.append(blocked)
             explanation.append(f"refused: {blocked.message}")
         else:
-            explanation.append(
-                f"destination {facts.destination} is on the address book as {entry.label!r}"
-            )
+            explanation.append(f"destination {facts.destination} is on the address book as {entry.label!r}")
     else:
         explanation.append("destination not checked: this rule sets allowlist_only to false")
 
@@ -650,6 +1066,21 @@ def _decide(
             f"{time_lock_until} ({rule.time_lock.delay_seconds}s from now)"
         )
 
+    required: Mapping[Role, int] = rule.approvals
+    if policy.wallet_limits:
+        wallet = _check_wallet_limits(policy, facts, now=now, history=history, explanation=explanation)
+        violations.extend(wallet.violations)
+        if any(n > rule.approvals.get(role, 0) for role, n in wallet.required.items()):
+            required = {
+                role: max(rule.approvals.get(role, 0), wallet.required.get(role, 0))
+                for role in _ROLE_ORDER
+                if rule.approvals.get(role, 0) or wallet.required.get(role, 0)
+            }
+            explanation.append(f"requires approvals: {_describe_counts(_ordered_counts(required))}")
+        if wallet.lock_seconds and (time_lock_until is None or time_lock_until < now + wallet.lock_seconds):
+            time_lock_until = now + wallet.lock_seconds
+            explanation.append(f"time lock: no release before {time_lock_until} (wallet limit)")
+
     if violations:
         explanation.append(f"refused: {len(violations)} problem(s); approvals cannot override")
     else:
@@ -659,12 +1090,16 @@ def _decide(
         policy_version=policy.version,
         policy_hash=policy.hash(),
         rule_name=rule.name,
-        required=rule.approvals,
+        required=required,
         request_expires_at=now + rule.request_ttl_seconds,
         approval_ttl_seconds=rule.approval_ttl_seconds,
         time_lock_until=time_lock_until,
         violations=tuple(violations),
         explanation=tuple(explanation),
+        release_ttl_seconds=rule.release_ttl_seconds or DEFAULT_RELEASE_TTL_SECONDS,
+        fee_warn_bps=DEFAULT_FEE_WARN_BPS
+        if rule.fees is None or rule.fees.warn_bps is None
+        else rule.fees.warn_bps,
     )
 
 
@@ -677,14 +1112,18 @@ def _window_sum(
     day boundary gains nothing. Entries dated after ``now`` (clock skew between the
     recorder and the caller) are counted: over-counting refuses, under-counting leaks.
     """
+    return sum(past.amount for past in _in_window(facts, period_seconds, now, history))
+
+
+def _in_window(
+    facts: WithdrawalFacts, period_seconds: int, now: int, history: Iterable[PastWithdrawal]
+) -> list[PastWithdrawal]:
     asset = _fold(facts.asset)
-    return sum(
-        past.amount
+    return [
+        past
         for past in history
-        if past.wallet == facts.wallet
-        and _fold(past.asset) == asset
-        and now - past.time < period_seconds
-    )
+        if past.wallet == facts.wallet and _fold(past.asset) == asset and now - past.time < period_seconds
+    ]
 
 
 # --- quorum --------------------------------------------------------------------------
@@ -865,9 +1304,7 @@ class PendingChange:
             raise ValueError("need proposed_at <= approved_at <= effective_at")
 
     @classmethod
-    def approved(
-        cls, *, proposed_at: int, approved_at: int, change_delay_seconds: int
-    ) -> PendingChange:
+    def approved(cls, *, proposed_at: int, approved_at: int, change_delay_seconds: int) -> PendingChange:
         if change_delay_seconds < 0:
             raise ValueError("change_delay_seconds must be >= 0")
         return cls(

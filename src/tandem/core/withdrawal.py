@@ -35,13 +35,16 @@ from tandem.core.chains import ethereum as eth
 from tandem.core.identity import IdentityCard, unb64
 from tandem.core.membership import MembershipReplay, check_genesis, genesis_hash
 from tandem.core.policy import (
+    FEE_RATE_UNIT,
     AddressBookEntry,
+    Fee,
     PastWithdrawal,
     Policy,
     PolicyDecision,
     WithdrawalFacts,
     default_policy,
     evaluate,
+    fee_share_text,
     parse_policy,
     quorum,
 )
@@ -109,7 +112,8 @@ class Intent:
         """The ERC-20 contract, when the asset is a token rather than the native coin."""
         return self.asset if self.chain == "ethereum" and _EVM.fullmatch(self.asset) else None
 
-    def facts(self) -> WithdrawalFacts:
+    def facts(self, fee: Fee | None = None) -> WithdrawalFacts:
+        """The policy's facts; ``fee`` from :func:`fee_of` on the decoded transaction."""
         return WithdrawalFacts(
             wallet=self.wallet,
             chain=self.chain,
@@ -117,6 +121,7 @@ class Intent:
             asset=self.asset,
             amount=self.amount,
             destination=self.destination,
+            fee=fee,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -599,6 +604,50 @@ def check_transaction(
     return view
 
 
+def fee_of(intent: Intent, view: Mapping[str, Any]) -> Fee:
+    """The worst-case fee of a checked transaction, from its decoded view.
+
+    Bitcoin: inputs - outputs (input amounts from the prevouts the signatures commit
+    to), at the higher of the stated and the effective sat/vB. Ethereum: gas_limit x
+    max_fee_per_gas, at max_fee_per_gas, with the priority fee beside it.
+    """
+    amount = int(view["fee"])
+    if intent.chain == "bitcoin":
+        vsize = int(view["vsize"])
+        effective = -(-amount // vsize) if vsize > 0 else amount
+        return Fee(amount=amount, asset=NATIVE_ASSET["bitcoin"], rate=max(intent.fee_rate or 0, effective))
+    return Fee(
+        amount=amount,
+        asset=NATIVE_ASSET["ethereum"],
+        rate=int(view["max_fee_per_gas"]),
+        priority_rate=int(view["max_priority_fee_per_gas"]),
+    )
+
+
+def fee_review(intent: Intent, view: Mapping[str, Any], *, warn_bps: int) -> dict[str, Any]:
+    """What an approver is shown about the fee: amount, rate, share of the amount, and a
+    warning once the share passes ``warn_bps`` (or the fee is paid in another asset)."""
+    fee = fee_of(intent, view)
+    same_asset = fee.asset.lower() == intent.asset.lower()
+    share_bps = fee.amount * 10_000 // intent.amount if same_asset else None
+    warning = None
+    if same_asset and fee.amount * 10_000 > warn_bps * intent.amount:
+        warning = (
+            f"the fee is {fee_share_text(fee.amount, intent.amount)} of the amount, above "
+            f"{fee_share_text(warn_bps, 10_000)}: check the fee rate before approving"
+        )
+    return {
+        "fee": str(fee.amount),
+        "asset": fee.asset,
+        "rate": str(fee.rate),
+        "rate_unit": FEE_RATE_UNIT[intent.chain],
+        "priority_rate": None if fee.priority_rate is None else str(fee.priority_rate),
+        "share": fee_share_text(fee.amount, intent.amount) if same_asset else None,
+        "share_bps": share_bps,
+        "warning": warning,
+    }
+
+
 def sign_transaction(
     chain: str, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], private_key: bytes
 ) -> tuple[bytes, str]:
@@ -632,12 +681,22 @@ def allowed_tokens(book: Iterable[AddressBookEntry], network: str) -> list[str]:
 PENDING = "pending"
 APPROVED = "approved"
 RELEASED = "released"
+BROADCAST = "broadcast"
+CONFIRMED = "confirmed"
+ABANDONED = "abandoned"
 REJECTED = "rejected"
 CANCELLED = "cancelled"
 VETOED = "vetoed"
 EXPIRED = "expired"
 TAMPERED = "tampered"
+# Read-only: a release whose end nobody recorded within its lifetime needs attention.
+LAPSED = "lapsed"
 OPEN = frozenset({PENDING, APPROVED})
+# A signed transaction exists; it counts against velocity from its release on.
+SIGNED = frozenset({RELEASED, BROADCAST, CONFIRMED, ABANDONED})
+# Statuses that hold nothing on chain any more: their Ethereum nonce is free again.
+# (Abandoned is the operator's statement that the signed transaction will not be used.)
+ENDED_UNSPENT = frozenset({REJECTED, CANCELLED, VETOED, TAMPERED, ABANDONED})
 
 _TRANSITIONS: Mapping[str, Mapping[str, str]] = {
     "approve": {PENDING: PENDING, APPROVED: APPROVED},
@@ -647,24 +706,41 @@ _TRANSITIONS: Mapping[str, Mapping[str, str]] = {
     "cancel": {PENDING: CANCELLED, APPROVED: CANCELLED},
     "veto": {PENDING: VETOED, APPROVED: VETOED},
     "tamper": {PENDING: TAMPERED, APPROVED: TAMPERED},
+    # After release: what the operator records about the signed transaction.
+    "broadcast": {RELEASED: BROADCAST},
+    "confirm": {RELEASED: CONFIRMED, BROADCAST: CONFIRMED},
+    "abandon": {RELEASED: ABANDONED, BROADCAST: ABANDONED},
 }
+# Events about a signed transaction: the request's expiry no longer applies to them.
+_AFTER_RELEASE = frozenset({"broadcast", "confirm", "abandon"})
 
 
-def effective_status(status: str, expires_at: int, now: int) -> str:
-    """Open requests past their expiry read as expired (nothing stores that)."""
-    return EXPIRED if status in OPEN and now >= expires_at else status
+def effective_status(status: str, expires_at: int, now: int, *, release_expires_at: int | None = None) -> str:
+    """Open requests past their expiry read as expired, and a release nobody recorded
+    as broadcast, confirmed or abandoned within its lifetime reads as lapsed (nothing
+    stores either)."""
+    if status in OPEN and now >= expires_at:
+        return EXPIRED
+    if status == RELEASED and release_expires_at is not None and now >= release_expires_at:
+        return LAPSED
+    return status
+
+
+def holds_nonce(status: str, expires_at: int, now: int) -> bool:
+    """Whether a withdrawal in ``status`` still claims its (chain, network, from, nonce)."""
+    return status not in ENDED_UNSPENT and effective_status(status, expires_at, now) != EXPIRED
 
 
 def transition(status: str, event: str, *, expires_at: int, now: int) -> str:
     """The next status, or the refusal that says why ``event`` cannot happen now."""
     if event not in _TRANSITIONS:
         raise ValueError(f"unknown withdrawal event {event!r}")
-    if status == RELEASED and event in ("release", "approve", "quorum"):
-        raise AlreadyReleasedError("this withdrawal was already released")
+    if status in SIGNED and event in ("release", "approve", "quorum"):
+        raise AlreadyReleasedError(f"this withdrawal was already released (it is {status})")
     nxt = _TRANSITIONS[event].get(status)
     if nxt is None:
         raise InvalidStateError(f"withdrawal is {status}; cannot {event} it")
-    if event != "tamper" and now >= expires_at:
+    if event != "tamper" and event not in _AFTER_RELEASE and now >= expires_at:
         raise ExpiredError(f"withdrawal request expired at {expires_at}", details={"expires_at": expires_at})
     return nxt
 
@@ -767,9 +843,19 @@ class VerifiedBundle:
     members: Mapping[str, Role] = field(default_factory=dict)
 
 
+def counted_amount(asset: str, amount: int, fee: int, fee_asset: str | None) -> int:
+    """What a past withdrawal counts against limits: its amount, plus its worst-case fee
+    when that is paid in the same asset (the server and the offline signer agree)."""
+    if fee_asset is not None and fee_asset.lower() == asset.lower():
+        return amount + fee
+    return amount
+
+
 def _history_from_log(entries: Sequence[Mapping[str, Any]], *, before: int, now: int) -> list[PastWithdrawal]:
+    """The velocity history the server used, rebuilt from the log: a released request
+    counts from its release, an open one from its creation until it expires."""
     closed: set[str] = set()
-    released: set[str] = set()
+    released: dict[str, int] = {}
     created: list[Mapping[str, Any]] = []
     for e in entries[:before]:
         if e["outcome"] != "ok":
@@ -780,16 +866,17 @@ def _history_from_log(entries: Sequence[Mapping[str, Any]], *, before: int, now:
         elif kind in _CLOSED_KINDS:
             closed.add(data["withdrawal"])
         elif kind == "withdrawal.released":
-            released.add(data["withdrawal"])
+            released[data["withdrawal"]] = e["time"]
     out = []
     for e in created:
         d = e["data"]
-        if d["withdrawal"] in closed:
+        wid = d["withdrawal"]
+        if wid in closed:
             continue
-        if d["withdrawal"] in released or d["expires_at"] > now:
-            out.append(
-                PastWithdrawal(wallet=d["wallet"], asset=d["asset"], amount=int(d["amount"]), time=e["time"])
-            )
+        amount = counted_amount(d["asset"], int(d["amount"]), int(d.get("fee", "0")), d.get("fee_asset"))
+        if wid in released or d["expires_at"] > now:
+            at = released.get(wid, e["time"])
+            out.append(PastWithdrawal(wallet=d["wallet"], asset=d["asset"], amount=amount, time=at))
     return out
 
 
@@ -977,14 +1064,27 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
     # Policy and decision, re-run as of the request.
     policy = _policy_from_log(entries, at=created["time"], before=index)
     check_fields(
-        bundle["policy"], required=("version", "change_delay_seconds", "rules"), where="bundle.policy"
+        bundle["policy"],
+        required=("version", "change_delay_seconds", "rules"),
+        optional=("wallet_limits",),
+        where="bundle.policy",
     )
     if parse_policy(bundle["policy"]) != policy or policy.version != w["policy_version"]:
         raise VerificationError("the bundle's policy is not the policy in force when the request was made")
+
+    # The transaction itself: decoded first, since its worst-case fee is a policy fact.
+    keyset = split.SealedKeyset.from_dict(bundle["keyset"])
+    key = keyset.key(w["key_id"])
+    if keyset.keyset_id != w["wallet"] or key.public_key.hex() != w["public_key"]:
+        raise VerificationError("the key set in the bundle is not the wallet's")
+    view = check_transaction(
+        intent, public_key=key.public_key, unsigned=bytes.fromhex(w["unsigned_tx"]), prevouts=w["prevouts"]
+    )
+
     book = _book_from_log(entries, at=created["time"], before=index)
     decision = evaluate(
         policy,
-        intent.facts(),
+        intent.facts(fee_of(intent, view)),
         now=created["time"],
         address_book=book,
         history=_history_from_log(entries, before=index, now=created["time"]),
@@ -1003,15 +1103,13 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
         raise TimeLockedError(f"time-locked until {w['time_lock_until']}")
     if any(e["kind"] == "withdrawal.vetoed" and e["data"].get("withdrawal") == w["id"] for e in entries):
         raise VerificationError("the log records a veto of this request")
-
-    # The transaction itself.
-    keyset = split.SealedKeyset.from_dict(bundle["keyset"])
-    key = keyset.key(w["key_id"])
-    if keyset.keyset_id != w["wallet"] or key.public_key.hex() != w["public_key"]:
-        raise VerificationError("the key set in the bundle is not the wallet's")
-    view = check_transaction(
-        intent, public_key=key.public_key, unsigned=bytes.fromhex(w["unsigned_tx"]), prevouts=w["prevouts"]
-    )
+    # The destination must still be allowed as of the end of the log, not only when the
+    # request was made (THREATS 31).
+    matched = next((r for r in policy.rules if r.name == decision.rule_name), None)
+    if matched is not None and matched.allowlist_only:
+        facts = intent.facts()
+        if not any(e.allows(facts) for e in _book_from_log(entries, at=now, before=len(entries))):
+            raise VerificationError(f"destination {intent.destination} has left the address book")
 
     # Approvals: signed, recorded, for exactly this content, counted per current member.
     counted: list[tuple[str, Role]] = []

@@ -13,7 +13,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, SQLModel, col, select
 
 from tandem.core import withdrawal as wcore
 from tandem.core.canonical import canonical, check_fields, loads_strict, parse_amount
@@ -27,6 +28,7 @@ from tandem.core.policy import (
     default_policy,
     evaluate,
     parse_policy,
+    velocity_window_seconds,
 )
 from tandem.core.roles import Role
 from tandem.errors import ConflictError, InputError, InvalidStateError, NotFoundError, PolicyVersionError
@@ -130,18 +132,67 @@ def _removals(session: Session) -> dict[str, int]:
     return out
 
 
-def withdrawal_history(session: Session, wallet: str, now: int) -> list[PastWithdrawal]:
-    """Released and still-open withdrawals of ``wallet``, for velocity limits."""
+def withdrawal_history(
+    session: Session, wallet: str, now: int, *, window_seconds: int, released_only: bool = False
+) -> list[PastWithdrawal]:
+    """What counts against ``wallet``'s limits in the ``window_seconds`` up to ``now``.
+
+    A withdrawal counts from its release (signed, whether broadcast, confirmed,
+    abandoned or not recorded yet) and, unless ``released_only`` (the check at release),
+    an open one from its creation until it expires. Each counts its amount plus its
+    worst-case fee when paid in the same asset. Only rows inside the window are read,
+    through the (keyset, released_at) and (keyset, created_at) indexes; the sum itself
+    is exact integer arithmetic here, because wei amounts do not fit a 64-bit column.
+    """
+    if window_seconds < 1:
+        return []
+    # now - time < window_seconds; rows dated after now (clock skew) count too.
+    since = now - window_seconds + 1
+    released = (
+        col(Withdrawal.released_at).is_not(None)
+        & (col(Withdrawal.released_at) >= since)
+        & col(Withdrawal.status).in_(sorted(wcore.SIGNED))
+    )
+    recent_open = (
+        col(Withdrawal.status).in_(sorted(wcore.OPEN))
+        & (col(Withdrawal.created_at) >= since)
+        & (col(Withdrawal.expires_at) > now)
+    )
+    window = released if released_only else (released | recent_open)
+    # The table's columns, untyped: sqlmodel's select() types at most four columns.
+    t = SQLModel.metadata.tables["withdrawal"].c
+    rows = (
+        session.connection()
+        .execute(
+            sa_select(
+                t.id, t.status, t.asset, t.amount, t.fee, t.fee_asset, t.created_at, t.released_at
+            ).where(t.keyset == wallet, window)
+        )
+        .all()
+    )
     out = []
-    for row in session.exec(select(Withdrawal).where(Withdrawal.keyset == wallet)).all():
-        if row.status == wcore.RELEASED or (row.status in wcore.OPEN and row.expires_at > now):
-            intent = loads_strict(row.intent)
-            out.append(
-                PastWithdrawal(
-                    wallet=wallet, asset=intent["asset"], amount=int(intent["amount"]), time=row.created_at
-                )
-            )
+    for wid, status, stored_asset, stored_amount, fee, fee_asset, created_at, released_at in rows:
+        asset, amount = stored_asset, stored_amount
+        if asset is None or amount is None:
+            # A row from before these columns existed: read its intent once.
+            legacy = session.get(Withdrawal, wid)
+            if legacy is None:
+                continue
+            intent = loads_strict(legacy.intent)
+            asset, amount = intent["asset"], intent["amount"]
+        counted = wcore.counted_amount(asset, int(amount), int(fee or 0), fee_asset)
+        at = released_at if status in wcore.SIGNED and released_at is not None else created_at
+        out.append(PastWithdrawal(wallet=wallet, asset=asset, amount=counted, time=at))
     return out
+
+
+def history_for(
+    session: Session, policy: Policy, wallet: str, now: int, *, released_only: bool = False
+) -> list[PastWithdrawal]:
+    """:func:`withdrawal_history` over the longest window ``policy`` looks at."""
+    return withdrawal_history(
+        session, wallet, now, window_seconds=velocity_window_seconds(policy), released_only=released_only
+    )
 
 
 # --- applying an approved proposal (called by membership's approval path) -------------
@@ -464,12 +515,13 @@ def explain_facts(
         destination=destination,
     )
     with service.db.read() as session:
+        policy = current_policy(session, now)
         decision = evaluate(
-            current_policy(session, now),
+            policy,
             facts,
             now=now,
             address_book=address_book(session, now),
-            history=withdrawal_history(session, wallet, now),
+            history=history_for(session, policy, wallet, now),
         )
     return {
         "facts": {

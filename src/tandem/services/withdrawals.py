@@ -20,6 +20,9 @@ from tandem.core import withdrawal as wcore
 from tandem.core.actions import parse_envelope
 from tandem.core.canonical import canonical, check_fields, loads_strict
 from tandem.core.policy import (
+    DEFAULT_FEE_WARN_BPS,
+    DEFAULT_RELEASE_TTL_SECONDS,
+    Policy,
     QuorumResult,
     check_policy_version,
     check_request_expiry,
@@ -36,12 +39,14 @@ from tandem.errors import (
     IdempotencyConflictError,
     InputError,
     InvalidStateError,
+    NonceInUseError,
     NotFoundError,
     ReplayError,
     ReshareRequiredError,
     RoleNotAllowedError,
     SelfApprovalError,
     TamperedError,
+    TxidMismatchError,
 )
 from tandem.services import policies
 from tandem.services.base import Call, fault_point
@@ -58,11 +63,13 @@ from tandem.store.models import (
     OperationShare,
     PolicyRow,
     Withdrawal,
+    WithdrawalNonce,
 )
 
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
 OPERATION_PURPOSE = "withdrawal"
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_TXID = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ class WithdrawalService(KeyUseService):
             current = policies.current_policy(session, now)
             return {
                 "withdrawal": row.id,
-                "status": wcore.effective_status(row.status, row.expires_at, now),
+                "status": _status(row, now),
                 "policy_version": row.policy_version,
                 "current_policy_version": current.version,
                 "decision": loads_strict(row.decision),
@@ -189,19 +196,24 @@ class WithdrawalService(KeyUseService):
             built = wcore.build_transaction(
                 intent, public_key, allowed_tokens=wcore.allowed_tokens(book, intent.network)
             )
+            # Our own decoder must agree with our own builder before anyone is asked to
+            # approve; the worst-case fee it decodes is a fact the policy decides on.
+            view = wcore.check_transaction(
+                intent, public_key=public_key, unsigned=built.unsigned, prevouts=built.prevouts
+            )
+            fee = wcore.fee_of(intent, view)
             policy = policies.current_policy(session, now)
             decision = evaluate(
                 policy,
-                intent.facts(),
+                intent.facts(fee),
                 now=now,
                 address_book=book,
-                history=policies.withdrawal_history(session, intent.wallet, now),
+                history=policies.history_for(session, policy, intent.wallet, now),
             )
             decision.require()
-            # Our own decoder must agree with our own builder before anyone is asked to approve.
-            wcore.check_transaction(
-                intent, public_key=public_key, unsigned=built.unsigned, prevouts=built.prevouts
-            )
+            withdrawal_id = "wd_" + secrets.token_hex(8)
+            if intent.eth is not None:
+                _claim_nonce(session, intent, withdrawal_id=withdrawal_id, now=now)
             ih = wcore.intent_hash(body["intent"])
             td = wcore.tx_digest(
                 chain=intent.chain,
@@ -222,7 +234,7 @@ class WithdrawalService(KeyUseService):
                 "create": call.envelope,
             }
             row = Withdrawal(
-                id="wd_" + secrets.token_hex(8),
+                id=withdrawal_id,
                 keyset=keyset.id,
                 key_id=key.id,
                 chain=intent.chain,
@@ -239,6 +251,10 @@ class WithdrawalService(KeyUseService):
                 created_at=now,
                 expires_at=decision.request_expires_at,
                 time_lock_until=decision.time_lock_until,
+                asset=intent.asset,
+                amount=str(intent.amount),
+                fee=str(fee.amount),
+                fee_asset=fee.asset,
             )
             session.add(row)
             session.flush()
@@ -252,6 +268,8 @@ class WithdrawalService(KeyUseService):
                     "network": intent.network,
                     "asset": intent.asset,
                     "amount": str(intent.amount),
+                    "fee": str(fee.amount),
+                    "fee_asset": fee.asset,
                     "destination": intent.destination,
                     "intent_hash": ih,
                     "tx_digest": td,
@@ -390,6 +408,7 @@ class WithdrawalService(KeyUseService):
                 )
             row.status = wcore.transition(row.status, event, expires_at=row.expires_at, now=call.now)
             call.session.add(row)
+            _free_nonce(call.session, row)
             past = {"reject": "rejected", "cancel": "cancelled", "veto": "vetoed"}[event]
             self.audit(call, f"withdrawal.{past}", {"withdrawal": row.id, "reason": reason})
             return self._public(call.session, row, call.now, detail=False)
@@ -404,6 +423,66 @@ class WithdrawalService(KeyUseService):
 
     def veto_withdrawal(self, envelope: Any) -> dict[str, Any]:
         return self._close(envelope, event="veto", roles=(Role.CUSTODIAN,))
+
+    # --- after release: what became of the signed transaction -------------------------------
+
+    def _record_end(self, envelope: Any, *, event: str) -> dict[str, Any]:
+        """The operator records a release's end: ``broadcast`` (naming its txid),
+        ``confirm`` or ``abandon`` (with a reason; its Ethereum nonce is freed). Whatever
+        is recorded, a release counts against velocity from its release time; one with
+        nothing recorded past its lifetime reads as ``lapsed``."""
+        action_type = f"withdrawal.{event}"
+        fields = {
+            "broadcast": ("withdrawal", "txid"),
+            "confirm": ("withdrawal",),
+            "abandon": ("withdrawal", "reason"),
+        }
+
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            body = check_fields(
+                call.action.body,
+                required=fields[event],
+                optional=() if event == "abandon" else ("reason",),
+                where="body",
+            )
+            reason = _text(body, "reason", required=event == "abandon")
+            row = self._row(call.session, body["withdrawal"])
+            if event == "broadcast":
+                txid = body["txid"]
+                if not isinstance(txid, str) or not _TXID.fullmatch(txid):
+                    raise InputError("body.txid must be the transaction id in hex")
+                if row.txid is not None and txid.lower().removeprefix("0x") != row.txid.lower().removeprefix(
+                    "0x"
+                ):
+                    raise TxidMismatchError(
+                        f"txid {txid} is not the transaction released for {row.id} ({row.txid})",
+                        details={"released_txid": row.txid},
+                    )
+            row.status = wcore.transition(row.status, event, expires_at=row.expires_at, now=call.now)
+            stamp = {"broadcast": "broadcast_at", "confirm": "confirmed_at", "abandon": "abandoned_at"}[event]
+            setattr(row, stamp, call.now)
+            call.session.add(row)
+            if event == "abandon":
+                _free_nonce(call.session, row)
+            past = {"broadcast": "broadcast", "confirm": "confirmed", "abandon": "abandoned"}[event]
+            self.audit(
+                call,
+                f"withdrawal.{past}",
+                {"withdrawal": row.id, "txid": row.txid, "status": row.status, "reason": reason},
+            )
+            return self._public(call.session, row, call.now, detail=False)
+
+        return self.run(action_type, envelope, use_case, types=action_type, roles=SIDES)
+
+    def record_broadcast(self, envelope: Any) -> dict[str, Any]:
+        return self._record_end(envelope, event="broadcast")
+
+    def confirm_withdrawal(self, envelope: Any) -> dict[str, Any]:
+        return self._record_end(envelope, event="confirm")
+
+    def abandon_withdrawal(self, envelope: Any) -> dict[str, Any]:
+        return self._record_end(envelope, event="abandon")
 
     # --- shares after a restart -------------------------------------------------------------
 
@@ -601,19 +680,53 @@ class WithdrawalService(KeyUseService):
         wcore.transition(row.status, "release", expires_at=row.expires_at, now=now)
         check_request_expiry(row.expires_at, now)
         check_time_lock(row.time_lock_until, now)
-        check_policy_version(row.policy_version, policies.current_policy(session, now).version)
+        policy = policies.current_policy(session, now)
+        check_policy_version(row.policy_version, policy.version)
         reason = self._tamper_reason(session, row)
         if reason is not None:
             row.status = wcore.transition(row.status, "tamper", expires_at=row.expires_at, now=now)
             session.add(row)
+            _free_nonce(session, row)
             self.audit(call, "withdrawal.tampered", {"withdrawal": row.id, "reason": reason})
             err = TamperedError(
                 f"withdrawal {row.id} was changed after approval ({reason}); "
                 "it is marked tampered and nothing was signed"
             )
             return ReleaseAnswer(err.status, err.to_dict())
-        self._quorum(session, row, now).require()
+        required = self._recheck_at_release(session, row, now, policy)
+        self._quorum(session, row, now, required=required).require()
         return None
+
+    def _recheck_at_release(
+        self, session: Session, row: Withdrawal, now: int, policy: Policy
+    ) -> dict[Role, int]:
+        """Yesterday's checks are not enough (THREATS 31, 32, 38): the policy runs again
+        now, on the address book in force now and on what was *released* in the window
+        (plus this withdrawal), so a destination removed since approval, a window that
+        filled meanwhile, or releases stockpiled for a joint broadcast are refused. Any
+        stronger quorum it now asks for is added to the one decided at creation; the time
+        lock stays the one decided at creation."""
+        intent = wcore.parse_intent(loads_strict(row.intent))
+        ctx = loads_strict(row.context)
+        view = wcore.check_transaction(
+            intent,
+            public_key=bytes.fromhex(ctx["public_key"]),
+            unsigned=bytes.fromhex(row.unsigned_tx),
+            prevouts=ctx["prevouts"],
+        )
+        decision = evaluate(
+            policy,
+            intent.facts(wcore.fee_of(intent, view)),
+            now=now,
+            address_book=policies.address_book(session, now),
+            history=policies.history_for(session, policy, row.keyset, now, released_only=True),
+        )
+        decision.require()
+        stored = {Role(k): v for k, v in loads_strict(row.decision)["required"].items()}
+        return {
+            role: max(stored.get(role, 0), decision.required.get(role, 0))
+            for role in set(stored) | set(decision.required)
+        }
 
     def _mark_released(
         self, call: Call, row: Withdrawal, *, signed: bytes, txid: str, offline: bool
@@ -622,6 +735,8 @@ class WithdrawalService(KeyUseService):
         row.signed_tx = signed.hex()
         row.txid = txid
         row.released_at = call.now
+        ttl = loads_strict(row.decision).get("release_ttl_seconds", DEFAULT_RELEASE_TTL_SECONDS)
+        row.release_expires_at = call.now + ttl
         call.session.add(row)
         approvers = sorted(
             m for ms in self._quorum(call.session, row, call.now).approved_by.values() for m in ms
@@ -636,6 +751,7 @@ class WithdrawalService(KeyUseService):
                 "tx_digest": row.tx_digest,
                 "approved_by": approvers,
                 "offline": offline,
+                "release_expires_at": row.release_expires_at,
             },
         )
         return ReleaseAnswer(200, self._public(call.session, row, call.now, detail=False))
@@ -710,8 +826,11 @@ class WithdrawalService(KeyUseService):
             return "the stored request is malformed"
         return None
 
-    def _quorum(self, session: Session, row: Withdrawal, now: int) -> QuorumResult:
-        """Distinct current members, unexpired approvals under the request's policy version."""
+    def _quorum(
+        self, session: Session, row: Withdrawal, now: int, *, required: dict[Role, int] | None = None
+    ) -> QuorumResult:
+        """Distinct current members, unexpired approvals under the request's policy version,
+        toward ``required`` (by default the one decided at creation)."""
         decision = loads_strict(row.decision)
         ttl = decision["approval_ttl_seconds"]
         counted = []
@@ -725,7 +844,8 @@ class WithdrawalService(KeyUseService):
         eligible = {
             m.id: Role(m.role) for m in session.exec(select(Member).where(Member.status == "active")).all()
         }
-        required = {Role(k): v for k, v in decision["required"].items()}
+        if required is None:
+            required = {Role(k): v for k, v in decision["required"].items()}
         return quorum(required, counted, requester=row.requester, eligible=eligible)
 
     # --- reads ------------------------------------------------------------------------------
@@ -748,7 +868,7 @@ class WithdrawalService(KeyUseService):
         now = self.clock()
         with self.db.read() as session:
             row = self._row(session, withdrawal_id)
-            status = wcore.effective_status(row.status, row.expires_at, now)
+            status = _status(row, now)
             if status != wcore.APPROVED:
                 raise InvalidStateError(f"withdrawal is {status}; only an approved request can be exported")
             dep = session.exec(select(Deployment)).first()
@@ -836,11 +956,16 @@ class WithdrawalService(KeyUseService):
             "fingerprint": wcore.fingerprint(row.intent_hash),
             "tx_digest": row.tx_digest,
             "policy_version": row.policy_version,
-            "status": wcore.effective_status(row.status, row.expires_at, now),
+            "status": _status(row, now),
             "created_at": row.created_at,
             "expires_at": row.expires_at,
             "time_lock_until": row.time_lock_until,
             "released_at": row.released_at,
+            "release_expires_at": row.release_expires_at,
+            "broadcast_at": row.broadcast_at,
+            "confirmed_at": row.confirmed_at,
+            "abandoned_at": row.abandoned_at,
+            "needs_attention": _status(row, now) == wcore.LAPSED,
             "txid": row.txid,
             "signed_tx": row.signed_tx,
             "decision": loads_strict(row.decision),
@@ -866,16 +991,63 @@ class WithdrawalService(KeyUseService):
                 keyset=loads_strict(keyset.sealed) if keyset else None,
             )
             try:
+                intent = wcore.parse_intent(out["intent"])
                 out["decoded"] = wcore.check_transaction(
-                    wcore.parse_intent(out["intent"]),
+                    intent,
                     public_key=bytes.fromhex(ctx["public_key"]),
                     unsigned=bytes.fromhex(row.unsigned_tx),
                     prevouts=ctx["prevouts"],
                 )
+                out["fee_review"] = wcore.fee_review(
+                    intent,
+                    out["decoded"],
+                    warn_bps=out["decision"].get("fee_warn_bps", DEFAULT_FEE_WARN_BPS),
+                )
             except Error as exc:
                 out["decoded"] = None
+                out["fee_review"] = None
                 out["decode_error"] = exc.message
         return out
+
+
+def _status(row: Withdrawal, now: int) -> str:
+    return wcore.effective_status(row.status, row.expires_at, now, release_expires_at=row.release_expires_at)
+
+
+def _claim_nonce(session: Session, intent: wcore.Intent, *, withdrawal_id: str, now: int) -> None:
+    """One live withdrawal per (chain, network, from, nonce) (THREATS 37). A claim left
+    by a request that has since expired or ended unspent is taken over; any other is a
+    refusal. The table's primary key refuses a second claim even if this check raced."""
+    assert intent.eth is not None  # only Ethereum intents carry a nonce
+    key = (intent.chain, intent.network, intent.from_address, intent.eth.nonce)
+    held = session.get(WithdrawalNonce, key)
+    if held is not None:
+        other = session.get(Withdrawal, held.withdrawal)
+        if other is not None and wcore.holds_nonce(other.status, other.expires_at, now):
+            raise NonceInUseError(
+                f"nonce {intent.eth.nonce} of {intent.from_address} on {intent.chain}/{intent.network} "
+                f"belongs to withdrawal {other.id} ({_status(other, now)}); reject or cancel it, "
+                "or record it abandoned, before reusing the nonce",
+                details={"nonce": intent.eth.nonce, "withdrawal": other.id},
+            )
+        session.delete(held)
+        session.flush()
+    session.add(
+        WithdrawalNonce(
+            chain=intent.chain,
+            network=intent.network,
+            address=intent.from_address,
+            nonce=intent.eth.nonce,
+            withdrawal=withdrawal_id,
+            created_at=now,
+        )
+    )
+    session.flush()
+
+
+def _free_nonce(session: Session, row: Withdrawal) -> None:
+    for claim in session.exec(select(WithdrawalNonce).where(WithdrawalNonce.withdrawal == row.id)).all():
+        session.delete(claim)
 
 
 def _raise_tampered(answer: ReleaseAnswer) -> ReleaseAnswer:

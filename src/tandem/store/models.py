@@ -3,7 +3,7 @@ byte-for-byte what was hashed and signed. Request/response schemas live in ``api
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -154,6 +154,11 @@ class AddressRow(SQLModel, table=True):
 
 
 class Withdrawal(SQLModel, table=True):
+    # Velocity reads one wallet's window by these, never every row.
+    __table_args__ = (
+        Index("ix_withdrawal_keyset_released_at", "keyset", "released_at"),
+        Index("ix_withdrawal_keyset_created_at", "keyset", "created_at"),
+    )
     id: str = Field(primary_key=True, max_length=64)
     keyset: str = Field(max_length=64, index=True)
     key_id: str = Field(max_length=64)
@@ -174,6 +179,29 @@ class Withdrawal(SQLModel, table=True):
     released_at: int | None = None
     signed_tx: str | None = Field(default=None, sa_column=_text_null())
     txid: str | None = Field(default=None, max_length=80)
+    # What counts against limits, as decimal strings of base units (wei exceed 64 bits).
+    # Null only on rows written before these columns existed.
+    asset: str | None = Field(default=None, max_length=80)
+    amount: str | None = Field(default=None, max_length=80)
+    fee: str | None = Field(default=None, max_length=80)
+    fee_asset: str | None = Field(default=None, max_length=16)
+    # The release's lifetime and the operator's record of how it ended.
+    release_expires_at: int | None = None
+    broadcast_at: int | None = None
+    confirmed_at: int | None = None
+    abandoned_at: int | None = None
+
+
+class WithdrawalNonce(SQLModel, table=True):
+    """One live withdrawal per (chain, network, from, nonce): the primary key makes the
+    database refuse a second. The row goes when its withdrawal ends unspent."""
+
+    chain: str = Field(primary_key=True, max_length=16)
+    network: str = Field(primary_key=True, max_length=16)
+    address: str = Field(primary_key=True, max_length=128)
+    nonce: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    withdrawal: str = Field(max_length=64, index=True)
+    created_at: int
 
 
 class PolicyRow(SQLModel, table=True):
