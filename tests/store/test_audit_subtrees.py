@@ -151,20 +151,25 @@ def test_a_proof_reads_a_few_rows_not_every_leaf(
 
 def test_rolled_back_append_leaves_the_tree_right(db: Database, service_key: ServiceKey) -> None:
     grow(db, service_key, 5)
-    with pytest.raises(RuntimeError), db.write() as session:
-        audit_log.append(
-            session,
-            service_key,
-            deployment="dep_store",
-            kind="test.rolled_back",
-            actor=None,
-            outcome="ok",
-            code=None,
-            envelope=None,
-            data={},
-            time=T0,
-        )
-        raise RuntimeError("the state change failed after its audit entry")
+
+    def append_then_fail() -> None:
+        with db.write() as session:
+            audit_log.append(
+                session,
+                service_key,
+                deployment="dep_store",
+                kind="test.rolled_back",
+                actor=None,
+                outcome="ok",
+                code=None,
+                envelope=None,
+                data={},
+                time=T0,
+            )
+            raise RuntimeError("the state change failed after its audit entry")
+
+    with pytest.raises(RuntimeError):
+        append_then_fail()
     grow(db, service_key, 4)
     _assert_sound(db, service_key, 9)
 
