@@ -87,6 +87,7 @@ _sha256 = hashlib.sha256
 # domain_bytes(d, v) is a fixed prefix followed by canonical(v). The verifier hashes
 # bytes it has already proven canonical, so it only needs the prefix.
 _ENTRY_PREFIX = domain_bytes(ENTRY_DOMAIN, None)[: -len(canonical(None))]
+_CHECKPOINT_PREFIX = domain_bytes(CHECKPOINT_DOMAIN, None)[: -len(canonical(None))]
 
 
 # --- entries -------------------------------------------------------------------------
@@ -217,13 +218,42 @@ def make_entry_line(
         raise InputError(f"audit entry: {problem}")
     if (index == 0) != (prev == GENESIS_PREV):
         raise InputError("audit entry: prev is 64 zeros for entry 0 and only for entry 0")
-    digest = _sha256(_ENTRY_PREFIX + canonical(body)).hexdigest()
-    line = canonical({**body, "hash": digest})
+    unhashed = fast_canonical(body)
+    digest = _sha256(_ENTRY_PREFIX + unhashed).hexdigest()
+    # The hash member sorts right after "envelope", just before "index"; everything
+    # after the top-level "index" is an integer or a string (where a quote is always
+    # escaped), so the last ',"index":' is the top-level one. The verifier removes
+    # the member at the same place, and the parse below re-checks the whole line.
+    cut = unhashed.rfind(b',"index":')
+    line = unhashed[:cut] + b',"hash":"' + digest.encode("ascii") + b'"' + unhashed[cut:]
     if len(line) > MAX_DOCUMENT_BYTES:
         raise InputError(f"audit entry is {len(line)} bytes; the limit is {MAX_DOCUMENT_BYTES}")
     # The verifier's parser, fast for the usual all-ASCII line, strict otherwise.
     entry: dict[str, Any] = _parse_canonical_line(line)
     return entry, line
+
+
+def fast_canonical(value: Any) -> bytes:
+    """``canonical(value)``, several times faster for plain all-ASCII JSON data.
+
+    For such data the C encoder with sorted keys and no whitespace writes the RFC 8785
+    bytes (the argument of :func:`_parse_canonical_line`); a round trip through the
+    strict-number decoder proves the value was such data (string keys, lists, no
+    floats, integers within 2^53), and anything else takes the RFC 8785 serialiser,
+    which decides and refuses as before.
+    """
+    try:
+        text = _encode_json(value)
+    except (TypeError, ValueError):
+        return canonical(value)
+    if text.isascii():
+        try:
+            back = _decode_json(text)
+        except (ValueError, RecursionError, _SlowPathNeededError):
+            return canonical(value)
+        if type(back) is type(value) and back == value:
+            return text.encode("ascii")
+    return canonical(value)
 
 
 def entry_leaf(entry: Mapping[str, Any]) -> bytes:
@@ -296,7 +326,7 @@ def sign_checkpoint(
     problem = _checkpoint_problem(checkpoint)
     if problem is not None:
         raise InputError(f"checkpoint: {problem}")
-    signature = bytes(signing_key.sign(domain_bytes(CHECKPOINT_DOMAIN, checkpoint)).signature)
+    signature = bytes(signing_key.sign(_CHECKPOINT_PREFIX + fast_canonical(checkpoint)).signature)
     return {"checkpoint": checkpoint, "signature": base64.b64encode(signature).decode("ascii")}
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, insert, or_
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
@@ -67,6 +68,19 @@ def _cache_for(session: Session) -> _TreeCache:
         return cache
 
 
+@dataclass(frozen=True)
+class Record:
+    """What one audit entry says; the store adds its index, chain link and hash."""
+
+    kind: str
+    actor: str | None
+    outcome: str
+    code: str | None
+    envelope: dict[str, Any] | None
+    data: dict[str, Any]
+    time: int
+
+
 def append(
     session: Session,
     key: ServiceKey,
@@ -83,6 +97,15 @@ def append(
     """Append one entry, the subtree roots it completes and a fresh signed checkpoint.
     Raises on any failure, so the surrounding transaction (and the state change in it)
     rolls back: fail closed."""
+    record = Record(kind, actor, outcome, code, envelope, data, time)
+    return append_batch(session, key, deployment=deployment, records=[record])[0]
+
+
+def append_batch(
+    session: Session, key: ServiceKey, *, deployment: str, records: Sequence[Record]
+) -> list[dict[str, Any]]:
+    """:func:`append` for several entries in order, as one set of inserts: each entry
+    still gets its own subtree roots and its own signed checkpoint."""
     head = session.get(AuditHead, 1)
     if head is None:
         head = AuditHead(id=1, size=0, last_hash=audit.GENESIS_PREV, state="")
@@ -96,42 +119,59 @@ def append(
         )
     if acc.size != head.size:
         raise AuditWriteError("the audit head disagrees with its own tree; nothing was changed")
-    entry, line = audit.make_entry_line(
-        index=head.size,
-        time=time,
-        deployment=deployment,
-        kind=kind,
-        actor=actor,
-        outcome=outcome,
-        code=code,
-        envelope=envelope,
-        data=data,
-        prev=head.last_hash,
-    )
-    digest: str = entry["hash"]
-    completed = acc.append_leaf_hash_with_subtrees(merkle.leaf_hash(bytes.fromhex(digest)))
-    session.add(AuditRow(seq=entry["index"], hash=digest, kind=kind, line=line.decode()))
-    for height, idx, root in completed[1:]:
-        session.add(AuditNode(height=height, idx=idx, hash=root.hex()))
+    entries: list[dict[str, Any]] = []
+    rows: list[AuditRow] = []
+    nodes: list[dict[str, Any]] = []
+    checkpoints: list[dict[str, Any]] = []
+    prev = head.last_hash
+    for record in records:
+        entry, line = audit.make_entry_line(
+            index=acc.size,
+            time=record.time,
+            deployment=deployment,
+            kind=record.kind,
+            actor=record.actor,
+            outcome=record.outcome,
+            code=record.code,
+            envelope=record.envelope,
+            data=record.data,
+            prev=prev,
+        )
+        digest: str = entry["hash"]
+        completed = acc.append_leaf_hash_with_subtrees(merkle.leaf_hash(bytes.fromhex(digest)))
+        rows.append(AuditRow(seq=entry["index"], hash=digest, kind=record.kind, line=line.decode()))
+        nodes.extend({"height": h, "idx": i, "hash": root.hex()} for h, i, root in completed[1:])
+        doc = audit.sign_checkpoint(
+            key.sign_seed,
+            deployment=deployment,
+            tree_size=acc.size,
+            root=acc.root().hex(),
+            last_hash=digest,
+            time=record.time,
+        )
+        checkpoints.append({"tree_size": acc.size, "doc": audit.fast_canonical(doc).decode()})
+        entries.append(entry)
+        prev = digest
+    if not entries:
+        return entries
     head.size = acc.size
-    head.last_hash = digest
-    head.state = canonical(acc.state()).decode()
+    head.last_hash = prev
+    head.state = audit.fast_canonical(acc.state()).decode()
     session.add(head)
-    doc = audit.sign_checkpoint(
-        key.sign_seed,
-        deployment=deployment,
-        tree_size=acc.size,
-        root=acc.root().hex(),
-        last_hash=digest,
-        time=time,
-    )
-    session.add(CheckpointRow(tree_size=acc.size, doc=canonical(doc).decode()))
+    session.add_all(rows)
     try:
         session.flush()
+        # Plain inserts on the session's own connection and transaction for the rows
+        # nothing else ever loads as objects: the ORM's unit of work costs more than
+        # the hashing and signing for them.
+        connection = session.connection()
+        if nodes:
+            connection.execute(insert(AuditNode), nodes)
+        connection.execute(insert(CheckpointRow), checkpoints)
     except Exception as exc:
         raise AuditWriteError("the audit entry could not be written; nothing was changed") from exc
-    cache.put(digest, acc)
-    return entry
+    cache.put(prev, acc)
+    return entries
 
 
 def size(session: Session) -> int:
