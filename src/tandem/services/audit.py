@@ -20,7 +20,8 @@ from tandem.errors import AuditVerificationError, Error, InputError, NotFoundErr
 from tandem.services.base import ServiceBase
 from tandem.store import audit_log
 
-EXPORT_CHUNK = audit_log.PAGE
+# Rows per read transaction of an export: a few hundred kilobytes in memory at most.
+EXPORT_CHUNK = 1000
 log = logging.getLogger("tandem.audit")
 
 
