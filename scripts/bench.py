@@ -104,6 +104,12 @@ def load_optional_sections() -> None:
     except ImportError:
         pass
     try:
+        import bench_audit_scale
+
+        SECTIONS["audit_scale"] = bench_audit_scale.run
+    except ImportError:
+        pass
+    try:
         import bench_lifecycle
 
         SECTIONS["lifecycle"] = bench_lifecycle.run
@@ -141,7 +147,13 @@ def main() -> None:
         default=os.environ.get("TANDEM_BENCH_POSTGRES_URL", ""),
         help="PostgreSQL URL for the lifecycle benchmark",
     )
+    parser.add_argument(
+        "--audit-entries", type=int, help="audit_scale: grow the log to this many entries (default 100000)"
+    )
+    parser.add_argument("--scale", action="store_true", help="audit_scale: grow the log to 1,000,000 entries")
     args = parser.parse_args()
+    if args.scale or args.audit_entries:
+        os.environ["TANDEM_BENCH_AUDIT_ENTRIES"] = str(1_000_000 if args.scale else args.audit_entries)
     if args.postgres:
         os.environ["TANDEM_BENCH_POSTGRES_URL"] = args.postgres
     load_optional_sections()

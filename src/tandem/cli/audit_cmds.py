@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -18,33 +21,121 @@ from tandem.cli.common import (
     show,
     write_json,
 )
-from tandem.client import Client
+from tandem.client import Client, RemoteError
 from tandem.core import audit, merkle
 from tandem.core.canonical import loads_strict
+from tandem.core.identity import MemberSecrets
 from tandem.core.membership import replay_signatures
-from tandem.errors import InputError
+from tandem.errors import ConfigurationError, InputError
+
+if TYPE_CHECKING:
+    # Server code is loaded only when --full runs it; a member's CLI never needs it.
+    from tandem.services.audit import StoredVerifyReport
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A callback taking "done so far": a rich progress bar on a terminal, nothing when
+    the output is piped or captured."""
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda done: progress.update(task, completed=done)
+
+
+def _export_lines(file: Path) -> Iterator[bytes]:
+    """The export's lines as they are read, one at a time; blank lines carry nothing
+    and are skipped, as they always were."""
+    with file.open("rb") as handle:
+        for line in handle:
+            if line not in (b"\n", b""):
+                yield line
+
+
+def _tree_size(checkpoint: dict[str, object]) -> int | None:
+    body = checkpoint.get("checkpoint")
+    size = body.get("tree_size") if isinstance(body, dict) else None
+    return size if isinstance(size, int) else None
 
 
 def verify_export_file(
     file: Path, checkpoint: dict[str, object], key: bytes
 ) -> tuple[audit.VerifyReport, int]:
     """Structure, chain, Merkle root and checkpoint first; then every actor signature
-    against the membership in force at its point of the log."""
-    raw_lines = [line for line in file.read_bytes().split(b"\n") if line]
-    with Progress(
-        TextColumn("verifying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-        disable=len(raw_lines) < 20000,
-    ) as progress:
-        task = progress.add_task("verify", total=len(raw_lines))
-        report = audit.verify_export(
-            raw_lines, checkpoint, key, progress=lambda n: progress.update(task, completed=n)
-        )
-    signed = replay_signatures(loads_strict(line) for line in raw_lines)
+    against the membership in force at its point of the log. Reads the file line by
+    line, twice, so memory stays flat whatever its size."""
+    with progress_bar("verifying", _tree_size(checkpoint)) as report_progress:
+        report = audit.verify_export(_export_lines(file), checkpoint, key, progress=report_progress)
+    with progress_bar("re-verifying signatures", report.entries) as replay_progress:
+
+        def entries() -> Iterator[dict[str, object]]:
+            for i, line in enumerate(_export_lines(file)):
+                if i % audit.PROGRESS_EVERY == 0:
+                    replay_progress(i)
+                yield loads_strict(line)
+
+        signed = replay_signatures(entries())
     return report, signed
+
+
+def download_export(cl: Client, member: MemberSecrets, target: Path) -> tuple[int, dict[str, object]]:
+    """Stream the export into ``target`` as it arrives; return its size and the
+    checkpoint that covers exactly it."""
+    # A read first: the client reopens a lapsed session there, so the token is fresh.
+    cl.get(member, "/v1/audit/checkpoint")
+    headers = {"Authorization": f"Bearer {cl.session(member)}"}
+    with cl.http.stream("GET", "/v1/audit/export", headers=headers) as response:
+        if response.status_code >= 400:
+            response.read()
+            try:
+                err = response.json()
+            except ValueError:
+                err = {}
+            raise RemoteError(
+                str(err.get("code", "http_error")),
+                str(err.get("message", response.text[:200])),
+                response.status_code,
+            )
+        size = int(response.headers["X-Tandem-Tree-Size"])
+        written = 0
+        with target.open("wb") as out, progress_bar("downloading", size) as advance:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+                written += chunk.count(b"\n")
+                advance(written)
+    if written != size:
+        raise InputError(f"the export ended after {written} of the {size} entries it announced")
+    checkpoint: dict[str, object] = cl.get(member, "/v1/audit/checkpoint", tree_size=size)
+    return size, checkpoint
+
+
+def verify_server_database(data_dir: Path) -> StoredVerifyReport:
+    """``tandem audit verify --full``: every row of the server's own database from
+    entry 0, streamed, then the verified-up-to marker moved to the end."""
+    from tandem.core.service_key import ServiceKey
+    from tandem.services import Tandem
+    from tandem.settings import Settings
+    from tandem.store.db import Database
+
+    settings = Settings(data_dir=data_dir)
+    key_file = settings.resolved_key_file()
+    if not key_file.exists():
+        raise ConfigurationError(f"no service key at {key_file}: --full runs beside the server's data")
+    key = ServiceKey.from_file_bytes(key_file.read_bytes())
+    db = Database(settings.resolved_database_url())
+    try:
+        db.migrate()
+        svc = Tandem(db, key, clock=lambda: int(time.time()))
+        with progress_bar("verifying every entry", None) as advance:
+            return svc.verify_stored(full=True, progress=lambda done, _total: advance(done))
+    finally:
+        db.dispose()
 
 
 def register(audit_app: typer.Typer) -> None:
@@ -60,20 +151,21 @@ def register(audit_app: typer.Typer) -> None:
 
         def go() -> None:
             cl = Client(server)
-            lines, checkpoint = cl.audit_export(load_member(keystore))
             out.mkdir(parents=True, exist_ok=True)
-            (out / "audit.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            size, checkpoint = download_export(cl, load_member(keystore), out / "audit.jsonl")
             write_json(out / "checkpoint.json", checkpoint)
             write_json(out / "service-key.json", cl.deployment()["service"])
             console.print(
-                f"{len(lines)} entries -> {out / 'audit.jsonl'}, checkpoint -> {out / 'checkpoint.json'}"
+                f"{size} entries -> {out / 'audit.jsonl'}, checkpoint -> {out / 'checkpoint.json'}"
             )
 
         run_cli(go)
 
     @audit_app.command("verify")
     def verify(
-        file: Annotated[Path, typer.Argument(help="audit.jsonl from `tandem audit export`.")],
+        file: Annotated[
+            Path | None, typer.Argument(help="audit.jsonl from `tandem audit export`.")
+        ] = None,
         checkpoint: Annotated[
             Path | None, typer.Option(help="Checkpoint JSON (default: beside the file).")
         ] = None,
@@ -84,11 +176,39 @@ def register(audit_app: typer.Typer) -> None:
                 "Default: service-key.json beside the file."
             ),
         ] = None,
+        full: Annotated[
+            bool,
+            typer.Option(
+                "--full",
+                help="(Operator) Re-verify the server's own database from entry 0 instead of "
+                "an export: the check that finds a row before the start-up marker edited in "
+                "place. Moves the marker on success.",
+            ),
+        ] = False,
+        data_dir: Annotated[
+            Path,
+            typer.Option(
+                envvar="TANDEM_DATA_DIR",
+                help="With --full: the server's data directory (TANDEM_DATABASE_URL overrides "
+                "the database in it).",
+            ),
+        ] = Path("tandem-data"),
     ) -> None:
         """Verify an export offline: hash chain, every actor signature, Merkle root, signed
-        checkpoint. Names the first bad entry and exits non-zero on any problem."""
+        checkpoint. Names the first bad entry and exits non-zero on any problem. With
+        --full, verify the server's own database instead."""
 
         def go() -> None:
+            if full:
+                stored = verify_server_database(data_dir)
+                console.print(
+                    f"[green]OK[/] {stored.entries} entries in the database; root {stored.root}; "
+                    f"verified-up-to marker {'moved to' if stored.marker_written else 'left at'} "
+                    f"{stored.entries}"
+                )
+                return
+            if file is None:
+                raise InputError("name the export to verify (audit.jsonl), or pass --full")
             cp = read_json(checkpoint or file.parent / "checkpoint.json")
             key_hex = service_key or read_json(file.parent / "service-key.json")["sign_public"]
             try:

@@ -87,6 +87,7 @@ _sha256 = hashlib.sha256
 # domain_bytes(d, v) is a fixed prefix followed by canonical(v). The verifier hashes
 # bytes it has already proven canonical, so it only needs the prefix.
 _ENTRY_PREFIX = domain_bytes(ENTRY_DOMAIN, None)[: -len(canonical(None))]
+_CHECKPOINT_PREFIX = domain_bytes(CHECKPOINT_DOMAIN, None)[: -len(canonical(None))]
 
 
 # --- entries -------------------------------------------------------------------------
@@ -167,6 +168,39 @@ def make_entry(
     refused here with :class:`InputError`, so the log can never contain an entry
     that makes its own export fail to verify.
     """
+    entry, _line = make_entry_line(
+        index=index,
+        time=time,
+        deployment=deployment,
+        kind=kind,
+        actor=actor,
+        outcome=outcome,
+        code=code,
+        envelope=envelope,
+        data=data,
+        prev=prev,
+    )
+    return entry
+
+
+def make_entry_line(
+    *,
+    index: int,
+    time: int,
+    deployment: str,
+    kind: str,
+    actor: str | None,
+    outcome: str,
+    code: str | None,
+    envelope: dict[str, Any] | None,
+    data: dict[str, Any],
+    prev: str,
+) -> tuple[dict[str, Any], bytes]:
+    """:func:`make_entry` and the entry's canonical line (no newline), encoded once.
+
+    The store writes the line as it is; the entry is what the verifier's own parser
+    reads back from it, so an entry the verifier would refuse is refused here.
+    """
     body: dict[str, Any] = {
         "index": index,
         "time": time,
@@ -184,12 +218,42 @@ def make_entry(
         raise InputError(f"audit entry: {problem}")
     if (index == 0) != (prev == GENESIS_PREV):
         raise InputError("audit entry: prev is 64 zeros for entry 0 and only for entry 0")
-    digest = _sha256(_ENTRY_PREFIX + canonical(body)).hexdigest()
-    line = canonical({**body, "hash": digest})
+    unhashed = fast_canonical(body)
+    digest = _sha256(_ENTRY_PREFIX + unhashed).hexdigest()
+    # The hash member sorts right after "envelope", just before "index"; everything
+    # after the top-level "index" is an integer or a string (where a quote is always
+    # escaped), so the last ',"index":' is the top-level one. The verifier removes
+    # the member at the same place, and the parse below re-checks the whole line.
+    cut = unhashed.rfind(b',"index":')
+    line = unhashed[:cut] + b',"hash":"' + digest.encode("ascii") + b'"' + unhashed[cut:]
     if len(line) > MAX_DOCUMENT_BYTES:
         raise InputError(f"audit entry is {len(line)} bytes; the limit is {MAX_DOCUMENT_BYTES}")
-    entry: dict[str, Any] = loads_strict(line)
-    return entry
+    # The verifier's parser, fast for the usual all-ASCII line, strict otherwise.
+    entry: dict[str, Any] = _parse_canonical_line(line)
+    return entry, line
+
+
+def fast_canonical(value: Any) -> bytes:
+    """``canonical(value)``, several times faster for plain all-ASCII JSON data.
+
+    For such data the C encoder with sorted keys and no whitespace writes the RFC 8785
+    bytes (the argument of :func:`_parse_canonical_line`); a round trip through the
+    strict-number decoder proves the value was such data (string keys, lists, no
+    floats, integers within 2^53), and anything else takes the RFC 8785 serialiser,
+    which decides and refuses as before.
+    """
+    try:
+        text = _encode_json(value)
+    except (TypeError, ValueError):
+        return canonical(value)
+    if text.isascii():
+        try:
+            back = _decode_json(text)
+        except (ValueError, RecursionError, _SlowPathNeededError):
+            return canonical(value)
+        if type(back) is type(value) and back == value:
+            return text.encode("ascii")
+    return canonical(value)
 
 
 def entry_leaf(entry: Mapping[str, Any]) -> bytes:
@@ -262,7 +326,7 @@ def sign_checkpoint(
     problem = _checkpoint_problem(checkpoint)
     if problem is not None:
         raise InputError(f"checkpoint: {problem}")
-    signature = bytes(signing_key.sign(domain_bytes(CHECKPOINT_DOMAIN, checkpoint)).signature)
+    signature = bytes(signing_key.sign(_CHECKPOINT_PREFIX + fast_canonical(checkpoint)).signature)
     return {"checkpoint": checkpoint, "signature": base64.b64encode(signature).decode("ascii")}
 
 
@@ -770,3 +834,61 @@ def verify_chain(
         # no non-string keys); otherwise what was hashed is not what is stored.
         if chain.check_line(raw) != entry:
             raise AuditVerificationError(f"entry {i}: is not plain JSON data", index=i)
+
+
+# --- the server's own rows -----------------------------------------------------------
+
+
+class StoredChainCheck:
+    """Entry-by-entry verification of the rows the server stored, resumable from a
+    verified point, in constant memory: the checks :func:`verify_export` makes on each
+    line, plus that the stored hash column is the entry's hash, and (given the tree
+    up to ``start_index``) the perfect subtrees each entry completes, so the caller
+    can compare them with the roots it stored.
+
+    ``prev`` None checks one entry on its own (its link backwards is not known here).
+    """
+
+    __slots__ = ("_chain", "tree")
+
+    def __init__(
+        self,
+        *,
+        start_index: int,
+        prev: str | None,
+        tree: MerkleAccumulator | None,
+        deployment: str | None = None,
+    ) -> None:
+        if tree is not None and tree.size != start_index:
+            raise InputError(f"a tree of {tree.size} leaves cannot resume at entry {start_index}")
+        self._chain = _Chain(
+            deployment=deployment, start_index=start_index, prev=prev, envelope_verifier=None
+        )
+        self.tree = tree
+
+    @property
+    def position(self) -> int:
+        """The index of the next entry to check."""
+        return self._chain.position
+
+    @property
+    def last_hash(self) -> str | None:
+        return self._chain.prev
+
+    @property
+    def deployment(self) -> str | None:
+        return self._chain.deployment
+
+    def check(self, line: str, stored_hash: str) -> list[tuple[int, int, bytes]]:
+        """Check the next stored line (no newline: the row holds exactly the canonical
+        bytes) and its hash column; return the subtrees it completes, height 0 first."""
+        i = self._chain.position
+        entry = self._chain.check_line(line.encode("utf-8", "surrogatepass"))
+        if stored_hash != entry["hash"]:
+            raise AuditVerificationError(
+                f"entry {i}: the stored hash column differs from the entry's hash", index=i
+            )
+        if self.tree is None:
+            return []
+        leaf = _sha256(b"\x00" + bytes.fromhex(stored_hash)).digest()
+        return self.tree.append_leaf_hash_with_subtrees(leaf)

@@ -85,27 +85,33 @@ def _check_size(size: int, available: int, *, what: str) -> None:
         raise InputError(f"{what} {size} exceeds the {available} leaves given")
 
 
-def inclusion_proof_for_hashes(
-    leaf_hashes: Sequence[bytes], index: int, tree_size: int
-) -> list[bytes]:
-    """Audit path (RFC 6962 §2.1.1) for leaf ``index`` in the first ``tree_size`` leaves."""
-    _check_size(tree_size, len(leaf_hashes), what="tree size")
+def _inclusion_ranges(index: int, tree_size: int) -> list[tuple[int, int]]:
+    """The leaf ranges ``[lo, hi)`` whose roots make the audit path of leaf ``index``
+    in a tree of ``tree_size`` leaves, leaf-first (RFC 6962 §2.1.1)."""
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < tree_size:
         raise InputError(f"leaf index {index} is outside a tree of size {tree_size}")
-    path: list[bytes] = []
+    ranges: list[tuple[int, int]] = []
     lo, hi = 0, tree_size
     # Walk down from the root; each step records the sibling subtree. The RFC lists
     # the path leaf-first, hence the reversal.
     while hi - lo > 1:
         mid = lo + _split(hi - lo)
         if index < mid:
-            path.append(_range_root(leaf_hashes, mid, hi))
+            ranges.append((mid, hi))
             hi = mid
         else:
-            path.append(_range_root(leaf_hashes, lo, mid))
+            ranges.append((lo, mid))
             lo = mid
-    path.reverse()
-    return path
+    ranges.reverse()
+    return ranges
+
+
+def inclusion_proof_for_hashes(
+    leaf_hashes: Sequence[bytes], index: int, tree_size: int
+) -> list[bytes]:
+    """Audit path (RFC 6962 §2.1.1) for leaf ``index`` in the first ``tree_size`` leaves."""
+    _check_size(tree_size, len(leaf_hashes), what="tree size")
+    return [_range_root(leaf_hashes, lo, hi) for lo, hi in _inclusion_ranges(index, tree_size)]
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int, tree_size: int) -> list[bytes]:
@@ -116,20 +122,16 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, tree_size: int) -> list
     )
 
 
-def consistency_proof_for_hashes(
-    leaf_hashes: Sequence[bytes], old_size: int, new_size: int
-) -> list[bytes]:
-    """Consistency proof (RFC 6962 §2.1.2) between the trees of the first ``old_size``
-    and the first ``new_size`` leaf hashes."""
-    _check_size(new_size, len(leaf_hashes), what="new tree size")
-    _check_size(old_size, new_size, what="old tree size")
+def _consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose roots make the consistency proof between the trees of
+    ``old_size`` and ``new_size`` leaves (RFC 6962 §2.1.2), in proof order."""
     if old_size == 0:
         # Every tree extends the empty one; the reference verifiers refuse such a
         # proof rather than accept a meaningless one, so none is produced either.
         raise InputError("a consistency proof from the empty tree proves nothing")
     if old_size == new_size:
         return []
-    proof: list[bytes] = []
+    ranges: list[tuple[int, int]] = []
     lo, hi, m = 0, new_size, old_size
     # ``known`` is SUBPROOF's flag: the old root is the root of the current subtree,
     # so the verifier already has it and it is left out of the proof.
@@ -138,19 +140,31 @@ def consistency_proof_for_hashes(
         n = hi - lo
         if m == n:
             if not known:
-                proof.append(_range_root(leaf_hashes, lo, hi))
+                ranges.append((lo, hi))
             break
         k = _split(n)
         if m <= k:
-            proof.append(_range_root(leaf_hashes, lo + k, hi))
+            ranges.append((lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_range_root(leaf_hashes, lo, lo + k))
+            ranges.append((lo, lo + k))
             lo += k
             m -= k
             known = False
-    proof.reverse()
-    return proof
+    ranges.reverse()
+    return ranges
+
+
+def consistency_proof_for_hashes(
+    leaf_hashes: Sequence[bytes], old_size: int, new_size: int
+) -> list[bytes]:
+    """Consistency proof (RFC 6962 §2.1.2) between the trees of the first ``old_size``
+    and the first ``new_size`` leaf hashes."""
+    _check_size(new_size, len(leaf_hashes), what="new tree size")
+    _check_size(old_size, new_size, what="old tree size")
+    return [
+        _range_root(leaf_hashes, lo, hi) for lo, hi in _consistency_ranges(old_size, new_size)
+    ]
 
 
 def consistency_proof(leaves: Sequence[bytes], old_size: int, new_size: int) -> list[bytes]:
@@ -160,6 +174,114 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int, new_size: int) -> 
     return consistency_proof_for_hashes(
         [leaf_hash(leaf) for leaf in leaves[:new_size]], old_size, new_size
     )
+
+
+# --- proofs from stored subtree roots -----------------------------------------------
+
+# A perfect subtree of the log's tree: (height, index) covers the leaves
+# [index * 2**height, (index + 1) * 2**height). Height 0 is one leaf hash.
+SubtreeId = tuple[int, int]
+
+
+def perfect_subtrees(lo: int, hi: int) -> list[SubtreeId]:
+    """The aligned perfect subtrees that tile ``[lo, hi)``, left to right.
+
+    For every range a proof or a root uses (``lo`` a multiple of the largest power of
+    two below ``hi - lo``, as RFC 6962's split makes it) these are the binary digits
+    of ``hi - lo``, largest first, and the range's root is their right fold; so any
+    such root is at most log2(n) + 1 stored subtree roots away.
+    """
+    if not _is_uint(lo) or not _is_uint(hi) or lo >= hi:
+        raise InputError(f"[{lo}, {hi}) is not a non-empty range of leaves")
+    out: list[SubtreeId] = []
+    while lo < hi:
+        height = (hi - lo).bit_length() - 1
+        if lo:
+            height = min(height, (lo & -lo).bit_length() - 1)
+        out.append((height, lo >> height))
+        lo += 1 << height
+    return out
+
+
+def _fold(roots: Sequence[bytes]) -> bytes:
+    node = roots[-1]
+    for left in reversed(roots[:-1]):
+        node = node_hash(left, node)
+    return node
+
+
+def _roots_of(
+    ranges: Sequence[tuple[int, int]], subtrees: Mapping[SubtreeId, bytes]
+) -> list[bytes]:
+    out = []
+    for lo, hi in ranges:
+        parts = perfect_subtrees(lo, hi)
+        missing = [p for p in parts if p not in subtrees]
+        if missing:
+            raise InputError(f"subtree root {missing[0]} is needed and was not given")
+        out.append(_fold([subtrees[p] for p in parts]))
+    return out
+
+
+def _subtrees_of(ranges: Sequence[tuple[int, int]]) -> list[SubtreeId]:
+    seen: dict[SubtreeId, None] = {}
+    for lo, hi in ranges:
+        for part in perfect_subtrees(lo, hi):
+            seen[part] = None
+    return list(seen)
+
+
+def _check_sizes(*sizes: int) -> None:
+    for size in sizes:
+        if not _is_uint(size):
+            raise InputError("tree sizes must be non-negative integers")
+
+
+def root_subtrees(tree_size: int) -> list[SubtreeId]:
+    """The stored subtree roots the root of a tree of ``tree_size`` leaves needs."""
+    _check_sizes(tree_size)
+    return perfect_subtrees(0, tree_size) if tree_size else []
+
+
+def root_from_subtrees(tree_size: int, subtrees: Mapping[SubtreeId, bytes]) -> bytes:
+    """The root of the tree of ``tree_size`` leaves from :func:`root_subtrees`' roots."""
+    if not tree_size:
+        return EMPTY_ROOT
+    return _roots_of([(0, tree_size)], subtrees)[0]
+
+
+def inclusion_proof_subtrees(index: int, tree_size: int) -> list[SubtreeId]:
+    """The O(log n) stored subtree roots an inclusion proof is made of."""
+    _check_sizes(tree_size)
+    return _subtrees_of(_inclusion_ranges(index, tree_size))
+
+
+def inclusion_proof_from_subtrees(
+    index: int, tree_size: int, subtrees: Mapping[SubtreeId, bytes]
+) -> list[bytes]:
+    """The same audit path as :func:`inclusion_proof_for_hashes`, from the roots that
+    :func:`inclusion_proof_subtrees` names."""
+    _check_sizes(tree_size)
+    return _roots_of(_inclusion_ranges(index, tree_size), subtrees)
+
+
+def consistency_proof_subtrees(old_size: int, new_size: int) -> list[SubtreeId]:
+    """The O(log n) stored subtree roots a consistency proof is made of."""
+    _check_sizes(old_size, new_size)
+    if old_size > new_size:
+        raise InputError(f"old tree size {old_size} exceeds new tree size {new_size}")
+    return _subtrees_of(_consistency_ranges(old_size, new_size))
+
+
+def consistency_proof_from_subtrees(
+    old_size: int, new_size: int, subtrees: Mapping[SubtreeId, bytes]
+) -> list[bytes]:
+    """The same proof as :func:`consistency_proof_for_hashes`, from the roots that
+    :func:`consistency_proof_subtrees` names."""
+    _check_sizes(old_size, new_size)
+    if old_size > new_size:
+        raise InputError(f"old tree size {old_size} exceeds new tree size {new_size}")
+    return _roots_of(_consistency_ranges(old_size, new_size), subtrees)
 
 
 # --- verification --------------------------------------------------------------------
@@ -281,6 +403,12 @@ def verify_consistency(
 # --- compact tree --------------------------------------------------------------------
 
 
+def _require_peak(peak: bytes) -> bytes:
+    if not isinstance(peak, bytes) or len(peak) != HASH_SIZE:
+        raise InputError(f"a peak is a {HASH_SIZE}-byte hash")
+    return peak
+
+
 class MerkleAccumulator:
     """The RFC 6962 root of a growing list in O(log n) memory and time per append.
 
@@ -315,6 +443,40 @@ class MerkleAccumulator:
             size >>= 1
         peaks.append(node)
         self._size += 1
+
+    def append_leaf_hash_with_subtrees(self, leaf_hash_: bytes) -> list[tuple[int, int, bytes]]:
+        """:meth:`append_leaf_hash`, returning every perfect subtree the new leaf
+        completes as (height, index, root), the leaf itself (height 0) first.
+
+        These are the roots a store keeps so that proofs read O(log n) of them; each
+        append completes one subtree per trailing one bit of the old size, plus the leaf.
+        """
+        if len(leaf_hash_) != HASH_SIZE:
+            raise InputError(f"leaf hash must be {HASH_SIZE} bytes")
+        node = leaf_hash_
+        size = self._size
+        peaks = self._peaks
+        height = 0
+        done = [(0, size, node)]
+        while size & 1:
+            node = _sha256(b"\x01" + peaks.pop() + node).digest()
+            size >>= 1
+            height += 1
+            done.append((height, size, node))
+        peaks.append(node)
+        self._size += 1
+        return done
+
+    @classmethod
+    def from_peaks(cls, size: int, peaks: Sequence[bytes]) -> MerkleAccumulator:
+        """An accumulator of ``size`` leaves from its peaks, largest first (the roots
+        :func:`root_subtrees` names, in that order)."""
+        if not _is_uint(size) or len(peaks) != size.bit_count():
+            raise InputError(f"an accumulator of size {size} has {size.bit_count()} peaks")
+        acc = cls()
+        acc._size = size
+        acc._peaks = [_require_peak(peak) for peak in peaks]
+        return acc
 
     def append_subtree(self, subtree_root: bytes, height: int) -> None:
         """Append 2**height leaves at once, given the root of their perfect subtree.

@@ -1,62 +1,210 @@
-"""Audit reads: export, proofs, and the start-up self-check that seals signing."""
+"""Audit reads: export, proofs, and the start-up self-check that seals signing.
+
+Nothing here grows with the log except the full re-verification an operator asks for:
+start-up resumes from a signed "verified up to N" marker and checks only what was
+appended since, a proof reads O(log n) stored subtree roots, the latest checkpoint is
+one row, and an export streams page by page.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from tandem.core import audit, merkle
-from tandem.core.canonical import loads_strict
+from sqlmodel import Session
+
+from tandem.core import audit, audit_marker, merkle
 from tandem.errors import AuditVerificationError, Error, InputError, NotFoundError
 from tandem.services.base import ServiceBase
 from tandem.store import audit_log
 
-EXPORT_CHUNK = 5000
+# Rows per read transaction of an export: a few hundred kilobytes in memory at most.
+EXPORT_CHUNK = 1000
+log = logging.getLogger("tandem.audit")
+
+
+@dataclass(frozen=True)
+class StoredVerifyReport:
+    """What a verification of the server's own rows established."""
+
+    entries: int
+    verified_from: int
+    root: str
+    last_hash: str
+    marker_written: bool
 
 
 class AuditService(ServiceBase):
     def startup_check(self) -> None:
-        """Verify the whole chain; on failure seal every signing endpoint (503)."""
+        """Verify what was appended since the signed verified-up-to marker (the whole
+        chain when there is none); on failure seal every signing endpoint (503)."""
         try:
-            with self.db.read() as session:
-                n = audit_log.size(session)
-                entries = []
-                for i, line in enumerate(audit_log.lines(session)):
-                    try:
-                        entries.append(loads_strict(line))
-                    except Error:
-                        raise AuditVerificationError(f"entry {i} is not valid JSON", index=i) from None
-                if len(entries) != n:
-                    raise AuditVerificationError(
-                        f"audit head says {n} entries, table holds {len(entries)}",
-                        index=min(n, len(entries)),
-                    )
-                audit.verify_chain(entries)
-                checkpoint = audit_log.latest_checkpoint(session)
-                if n and checkpoint is None:
-                    raise AuditVerificationError(f"{n} entries and no signed checkpoint", index=n - 1)
-                if n and checkpoint is not None:
-                    body = audit.verify_checkpoint(checkpoint, self.key.sign_public)
-                    if body["tree_size"] != n or body["last_hash"] != entries[-1]["hash"]:
-                        raise AuditVerificationError("latest checkpoint does not match the log", index=n - 1)
+            self.verify_stored(full=False)
         except Error as exc:
             self.sealed_reason = f"audit chain does not verify at start-up: {exc.message}"
             return
         self.sealed_reason = None
 
-    def export_lines(self) -> Iterator[str]:
+    def verify_stored(
+        self, *, full: bool, progress: Callable[[int, int], None] | None = None
+    ) -> StoredVerifyReport:
+        """Verify the stored chain, its subtree roots and its latest checkpoint, then
+        move the marker to the end of what verified.
+
+        ``full`` ignores the marker and re-reads every row from entry 0 (``tandem audit
+        verify --full``): the one check that finds a row before the marker edited in
+        place. It replaces the marker even when the one there does not verify, which
+        is how an operator clears that seal once the log itself is sound. ``progress``
+        is called with (entries verified, entries in the log) after every page.
+        """
         with self.db.read() as session:
             n = audit_log.size(session)
-            for start in range(0, n, EXPORT_CHUNK):
-                yield from audit_log.lines(session, start=start, stop=min(n, start + EXPORT_CHUNK))
+            start, prev, tree = 0, audit.GENESIS_PREV, merkle.MerkleAccumulator()
+            doc = None if full else audit_log.marker(session)
+            if doc is not None:
+                start, prev, tree = self._resume(session, doc, n)
+            check = audit.StoredChainCheck(start_index=start, prev=prev, tree=tree)
+            for lo in range(start, n, audit_log.PAGE):
+                hi = min(n, lo + audit_log.PAGE)
+                self._check_page(session, check, lo, hi, n)
+                if progress is not None:
+                    progress(hi, n)
+            if audit_log.row(session, n) is not None:
+                raise AuditVerificationError(
+                    f"entry {n}: the table holds entries beyond the {n} the audit head counts",
+                    index=n,
+                )
+            if n == 0:
+                return StoredVerifyReport(0, 0, merkle.EMPTY_ROOT.hex(), audit.GENESIS_PREV, False)
+            root = tree.root().hex()
+            last_hash = str(check.last_hash)
+            deployment = self._check_latest_checkpoint(session, n, root, last_hash)
+        moved = full or start < n or doc is None
+        if moved:
+            new_marker = audit_marker.sign_marker(
+                self.key.sign_seed,
+                deployment=deployment,
+                tree_size=n,
+                root=root,
+                last_hash=last_hash,
+                time=self.clock(),
+            )
+            try:
+                with self.db.write() as session:
+                    audit_log.put_marker(session, new_marker, replace=full)
+            except Exception as exc:
+                # What was verified stays verified; the next start-up re-reads a little
+                # more. Not a reason to refuse to start.
+                log.warning("could not move the verified-up-to marker: %s", type(exc).__name__)
+                moved = False
+        return StoredVerifyReport(n, start, root, last_hash, moved)
+
+    def _resume(
+        self, session: Session, doc: Any, n: int
+    ) -> tuple[int, str, merkle.MerkleAccumulator]:
+        """Where a verified marker lets verification resume: entry N - 1 must still be
+        the entry verified then, and the stored tree over the first N entries must still
+        have the root verified then."""
+        marker = audit_marker.verify_marker(doc, self.key.sign_public)
+        size = marker.tree_size
+        if size > n:
+            raise AuditVerificationError(
+                f"entry {n}: missing; {size} entries were verified earlier and the audit "
+                f"head now counts {n}",
+                index=n,
+            )
+        if size == 0:
+            return 0, audit.GENESIS_PREV, merkle.MerkleAccumulator()
+        last = size - 1
+        stored = audit_log.row(session, last)
+        if stored is None:
+            raise AuditVerificationError(f"entry {last}: missing from the table", index=last)
+        audit.StoredChainCheck(start_index=last, prev=None, tree=None).check(stored.line, stored.hash)
+        if stored.hash != marker.last_hash:
+            raise AuditVerificationError(
+                f"entry {last}: hash differs from the one verified earlier (this entry or an "
+                "earlier one was changed and the chain re-hashed)",
+                index=last,
+            )
+        tree = audit_log.peaks_at(session, size)
+        if tree.root().hex() != marker.root:
+            raise AuditVerificationError(
+                f"entry {last}: the stored Merkle tree over the first {size} entries differs "
+                "from the one verified earlier",
+                index=last,
+            )
+        return size, marker.last_hash, tree
+
+    @staticmethod
+    def _check_page(
+        session: Session, check: audit.StoredChainCheck, lo: int, hi: int, n: int
+    ) -> None:
+        expected: dict[merkle.SubtreeId, str] = {}
+        for seq, digest, line in audit_log.rows_page(session, lo, hi):
+            position = check.position
+            if seq != position:
+                raise AuditVerificationError(f"entry {position}: missing from the table", index=position)
+            for height, idx, root in check.check(line, digest)[1:]:
+                expected[(height, idx)] = root.hex()
+        if check.position != hi:
+            raise AuditVerificationError(
+                f"entry {check.position}: missing; the audit head counts {n} entries",
+                index=check.position,
+            )
+        stored = audit_log.subtrees_completed_in(session, lo, hi)
+        for (height, idx), want in expected.items():
+            if stored.get((height, idx)) != want:
+                last = ((idx + 1) << height) - 1
+                raise AuditVerificationError(
+                    f"entry {last}: the stored subtree root (height {height}, index {idx}) "
+                    "differs from the entries it covers",
+                    index=last,
+                )
+
+    def _check_latest_checkpoint(self, session: Session, n: int, root: str, last_hash: str) -> str:
+        doc = audit_log.latest_checkpoint(session)
+        if doc is None:
+            raise AuditVerificationError(f"{n} entries and no signed checkpoint", index=n - 1)
+        body = audit.verify_checkpoint(doc, self.key.sign_public)
+        if body["tree_size"] != n or body["last_hash"] != last_hash or body["root"] != root:
+            raise AuditVerificationError("latest checkpoint does not match the log", index=n - 1)
+        deployment: str = body["deployment"]
+        return deployment
+
+    # --- export ------------------------------------------------------------------------
+
+    def export_stream(self) -> tuple[int, Iterator[str]]:
+        """The size of the log now and its lines up to there, read one page per short
+        read transaction as the consumer asks: constant memory whatever the size.
+        Rows below the size never change, so the pages add up to one consistent log."""
+        with self.db.read() as session:
+            n = audit_log.size(session)
+        if n == 0:
+            raise NotFoundError("the audit log is empty")
+
+        def pages() -> Iterator[str]:
+            for lo in range(0, n, EXPORT_CHUNK):
+                with self.db.read() as session:
+                    yield from audit_log.lines(session, start=lo, stop=min(n, lo + EXPORT_CHUNK))
+
+        return n, pages()
+
+    def export_lines(self) -> Iterator[str]:
+        _n, lines = self.export_stream()
+        return lines
 
     def export(self) -> tuple[list[str], dict[str, Any]]:
-        """All lines and the checkpoint that covers exactly them (one read transaction)."""
+        """All lines and the checkpoint that covers exactly them, in memory: for tests
+        and small logs; the API and the CLI stream instead."""
         with self.db.read() as session:
             n = audit_log.size(session)
             if n == 0:
                 raise NotFoundError("the audit log is empty")
             return audit_log.lines(session, stop=n), audit_log.checkpoint_at(session, n)
+
+    # --- checkpoints and proofs --------------------------------------------------------
 
     def checkpoint(self, tree_size: int | None = None) -> dict[str, Any]:
         with self.db.read() as session:
@@ -75,8 +223,7 @@ class AuditService(ServiceBase):
             size = n if tree_size is None else tree_size
             if not 0 <= index < size <= n:
                 raise InputError(f"need 0 <= index < tree_size <= {n}")
-            leaves = audit_log.leaf_hashes(session, size)
-            proof = merkle.inclusion_proof(leaves, index, size)
+            proof = audit_log.inclusion_proof(session, index, size)
             return {
                 "index": index,
                 "tree_size": size,
@@ -90,8 +237,7 @@ class AuditService(ServiceBase):
             n = audit_log.size(session)
             if not 0 < old_size <= new_size <= n:
                 raise InputError(f"need 0 < old <= new <= {n}")
-            leaves = audit_log.leaf_hashes(session, new_size)
-            proof = merkle.consistency_proof(leaves, old_size, new_size)
+            proof = audit_log.consistency_proof(session, old_size, new_size)
             return {
                 "old_size": old_size,
                 "new_size": new_size,

@@ -66,6 +66,24 @@ class CheckpointRow(SQLModel, table=True):
     doc: str = Field(sa_column=_text())
 
 
+class AuditNode(SQLModel, table=True):
+    """The root of one perfect subtree of the audit Merkle tree, written by the append
+    that completes it: ``height`` >= 1, covering the leaves [idx * 2**height,
+    (idx + 1) * 2**height). Height 0 is ``AuditRow.hash``. Any root or proof is then at
+    most about 2 log2(n) of these rows away, instead of every leaf."""
+
+    height: int = Field(primary_key=True)
+    idx: int = Field(primary_key=True)
+    hash: str = Field(max_length=64)
+
+
+class AuditMarker(SQLModel, table=True):
+    """The signed "verified up to entry N, root R" marker start-up resumes from (one row)."""
+
+    id: int = Field(primary_key=True)
+    doc: str = Field(sa_column=_text())
+
+
 class Proposal(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     deployment: str = Field(max_length=64)

@@ -1,0 +1,119 @@
+"""The signed "verified up to entry N, root R" marker that start-up resumes from.
+
+Start-up used to re-verify the whole chain, which grows without bound. Instead the
+service signs, with its own key, how far it has verified::
+
+    {"marker": {deployment, tree_size, root, last_hash, time, key_id},
+     "signature": base64 Ed25519 over domain_bytes("audit-verified-marker", marker)}
+
+``tree_size`` entries were verified; ``last_hash`` is entry ``tree_size - 1``'s hash and
+``root`` the RFC 6962 root over the first ``tree_size`` entries; ``time`` is when. The
+domain differs from the checkpoint's on purpose: the service signs a checkpoint on
+every append, so a checkpoint says "written", never "verified", and one copied into
+the marker's place must not pass for a marker.
+
+What the marker does not do: an entry before N edited in place, with its stored hash
+column left alone or rewritten, is not re-read at start-up. The marker binds entry
+N - 1's hash and the root at N, so an edit that re-hashes the chain through N - 1 is
+caught; anything else before N is caught by ``tandem audit verify --full`` and by
+every offline verification of an export (docs/adr/0010).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+
+from tandem.core.audit import _checkpoint_problem, key_id
+from tandem.core.canonical import domain_bytes
+from tandem.errors import AuditVerificationError, InputError
+
+MARKER_DOMAIN = "audit-verified-marker"
+
+
+@dataclass(frozen=True)
+class VerifiedMarker:
+    """A marker whose signature has verified under the service key."""
+
+    deployment: str
+    tree_size: int
+    root: str
+    last_hash: str
+    time: int
+
+
+def sign_marker(
+    private_key_raw32: bytes,
+    *,
+    deployment: str,
+    tree_size: int,
+    root: str,
+    last_hash: str,
+    time: int,
+) -> dict[str, Any]:
+    """A signed marker document (root and last_hash as hex)."""
+    if not isinstance(private_key_raw32, bytes) or len(private_key_raw32) != 32:
+        raise InputError("an Ed25519 private key is a 32-byte seed")
+    signing_key = nacl.signing.SigningKey(private_key_raw32)
+    body = {
+        "deployment": deployment,
+        "tree_size": tree_size,
+        "root": root,
+        "last_hash": last_hash,
+        "time": time,
+        "key_id": key_id(bytes(signing_key.verify_key)),
+    }
+    problem = _checkpoint_problem(body)
+    if problem is not None:
+        raise InputError(f"marker: {problem}")
+    signature = bytes(signing_key.sign(domain_bytes(MARKER_DOMAIN, body)).signature)
+    return {"marker": body, "signature": base64.b64encode(signature).decode("ascii")}
+
+
+def verify_marker(doc: Any, public_key_raw32: bytes) -> VerifiedMarker:
+    """The marker of ``doc`` once its signature verifies under ``public_key_raw32``;
+    :class:`AuditVerificationError` naming what is wrong otherwise."""
+    if not isinstance(doc, Mapping) or set(doc) != {"marker", "signature"}:
+        raise AuditVerificationError(
+            "verified-up-to marker must have exactly the fields marker and signature"
+        )
+    body = doc["marker"]
+    problem = _checkpoint_problem(body)
+    if problem is not None:
+        raise AuditVerificationError(f"verified-up-to marker is malformed: {problem}")
+    expected = key_id(public_key_raw32)
+    if body["key_id"] != expected:
+        raise AuditVerificationError(
+            f"verified-up-to marker is signed by another key (key id {body['key_id']}; "
+            f"the service key has key id {expected})"
+        )
+    encoded = doc["signature"]
+    try:
+        signature = base64.b64decode(encoded, validate=True) if type(encoded) is str else b""
+    except binascii.Error:
+        signature = b""
+    if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != encoded:
+        raise AuditVerificationError(
+            "verified-up-to marker signature is not 64 bytes of canonical base64"
+        )
+    try:
+        nacl.signing.VerifyKey(public_key_raw32).verify(
+            domain_bytes(MARKER_DOMAIN, body), signature
+        )
+    except nacl.exceptions.BadSignatureError:
+        raise AuditVerificationError(
+            "verified-up-to marker signature does not verify under the service key"
+        ) from None
+    return VerifiedMarker(
+        deployment=body["deployment"],
+        tree_size=body["tree_size"],
+        root=body["root"],
+        last_hash=body["last_hash"],
+        time=body["time"],
+    )
