@@ -20,17 +20,19 @@ from tandem.cli.common import (
 )
 from tandem.client import Client
 from tandem.core import audit, merkle
-from tandem.core.canonical import loads_strict
-from tandem.core.membership import replay_signatures
-from tandem.errors import InputError
+from tandem.core.membership import LogState
+from tandem.errors import InputError, VerificationError
 
 
 def verify_export_file(
-    file: Path, checkpoint: dict[str, object], key: bytes
+    file: Path, checkpoint: dict[str, object], key: bytes, *, genesis_hash: str | None = None
 ) -> tuple[audit.VerifyReport, int]:
-    """Structure, chain, Merkle root and checkpoint first; then every actor signature
-    against the membership in force at its point of the log."""
+    """Structure, chain, Merkle root and checkpoint; every actor signature against the
+    membership in force at its point of the log; and every effect on membership, policy
+    and address book recomputed from the member-signed proposals and approvals (an
+    entry the service key wrote alone is refused, naming it)."""
     raw_lines = [line for line in file.read_bytes().split(b"\n") if line]
+    state = LogState(genesis_hash_pin=genesis_hash)
     with Progress(
         TextColumn("verifying"),
         BarColumn(),
@@ -41,10 +43,15 @@ def verify_export_file(
     ) as progress:
         task = progress.add_task("verify", total=len(raw_lines))
         report = audit.verify_export(
-            raw_lines, checkpoint, key, progress=lambda n: progress.update(task, completed=n)
+            raw_lines,
+            checkpoint,
+            key,
+            replay=state.observe_entry,
+            progress=lambda n: progress.update(task, completed=n),
         )
-    signed = replay_signatures(loads_strict(line) for line in raw_lines)
-    return report, signed
+    if state.service_sign_public is not None and state.service_sign_public != key:
+        raise VerificationError("the log's genesis names another service key than the one given")
+    return report, state.signatures_verified
 
 
 def register(audit_app: typer.Typer) -> None:
@@ -84,9 +91,14 @@ def register(audit_app: typer.Typer) -> None:
                 "Default: service-key.json beside the file."
             ),
         ] = None,
+        genesis_hash: Annotated[
+            str | None,
+            typer.Option(help="The genesis hash you pinned; the log must start from that genesis."),
+        ] = None,
     ) -> None:
-        """Verify an export offline: hash chain, every actor signature, Merkle root, signed
-        checkpoint. Names the first bad entry and exits non-zero on any problem."""
+        """Verify an export offline: hash chain, every actor signature, every membership,
+        policy and address-book effect against its signed proposal and approvals, Merkle
+        root, signed checkpoint. Names the first bad entry and exits non-zero on any problem."""
 
         def go() -> None:
             cp = read_json(checkpoint or file.parent / "checkpoint.json")
@@ -95,11 +107,35 @@ def register(audit_app: typer.Typer) -> None:
                 key = bytes.fromhex(key_hex)
             except ValueError:
                 raise InputError("--service-key must be hex") from None
-            report, signed = verify_export_file(file, cp, key)
+            report, signed = verify_export_file(file, cp, key, genesis_hash=genesis_hash)
             console.print(
                 f"[green]OK[/] {report.entries} entries; root {report.root}; "
                 f"{signed} actor signatures re-verified; checkpoint signed by {audit.key_id(key)}"
             )
+
+        run_cli(go)
+
+    @audit_app.command("members")
+    def members(
+        genesis_hash: Annotated[
+            str, typer.Option(help="The genesis hash you pinned when you joined the deployment.")
+        ],
+        keystore: Path = KeystoreOpt,
+        server: str = ServerOpt,
+    ) -> None:
+        """The members as the log justifies them (from your pinned genesis, through
+        member-signed proposals and approvals), checked against the server's list; a
+        member or key the log does not justify is refused, naming it."""
+
+        def go() -> None:
+            from tandem import client_log
+
+            rows = client_log.trusted_members(
+                Client(server), load_member(keystore), genesis_hash_pin=genesis_hash
+            )
+            for m in sorted(rows, key=lambda r: (r.role.value, r.name)):
+                console.print(f"{m.id}  {m.role.value:<9}  {m.name}")
+            console.print(f"[green]OK[/] {len(rows)} members, each justified by the log")
 
         run_cli(go)
 
