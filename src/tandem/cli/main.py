@@ -409,6 +409,39 @@ def proposal_reject(
     run_cli(lambda: show(Client(server).reject_proposal(load_member(keystore), proposal_id, reason=reason)))
 
 
+@proposal_app.command("veto")
+def proposal_veto(
+    proposal_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit log.")] = "",
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Stop an approved membership change during its delay (managers and custodians)."""
+
+    def go() -> None:
+        cl = Client(server)
+        env = cl.sign(load_member(keystore), "proposal.veto", {"proposal": proposal_id, "reason": reason})
+        show(cl.request("POST", f"/v1/proposals/{proposal_id}/veto", json_body={"envelope": env}))
+
+    run_cli(go)
+
+
+@proposal_app.command("apply")
+def proposal_apply(
+    proposal_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Carry out an approved membership change once its delay has passed."""
+
+    def go() -> None:
+        cl = Client(server)
+        env = cl.sign(load_member(keystore), "proposal.apply", {"proposal": proposal_id})
+        show(cl.request("POST", f"/v1/proposals/{proposal_id}/apply", json_body={"envelope": env}))
+
+    run_cli(go)
+
+
 from tandem.cli import audit_cmds, custody_cmds  # noqa: E402  (command groups in their own modules)
 
 audit_cmds.register(audit_app)
