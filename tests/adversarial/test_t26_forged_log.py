@@ -322,3 +322,54 @@ def test_server_member_list_that_the_log_does_not_justify_refused(world: World) 
         client_log.trusted_members(world.client, world["olga"], genesis_hash_pin=genesis_pin(world))
     state = client_log.fetch_log_state(world.client, world["olga"], genesis_hash_pin=genesis_pin(world))
     assert puppet.member_id not in client_log.seal_recipients(state, Role.CUSTODIAN)
+
+
+# --- key sets -----------------------------------------------------------------------------
+
+
+def test_key_sets_follow_from_signed_ceremonies(world: World) -> None:
+    """A real keygen ceremony and a reshare after a removal are justified by the replay;
+    a ``ceremony.executed`` the service key wrote for a ceremony no manager proposed is
+    refused, naming the entry."""
+    from tests.api.test_ceremony_reshare import definition
+
+    from tandem import client_ceremony as cc
+
+    transcript = cc.run_ceremony(
+        world.client,
+        proposer=world["alice"],
+        approvers=[world["bob"]],
+        definition_text=definition("bitcoin-testnet-cold"),
+        code=world.code,
+    )
+    ks = transcript["keyset"]["id"]
+    removal = world.client.propose_remove(world["alice"], world["bob"].member_id)
+    approve(world, "cora", removal["id"])
+    cc.run_ceremony(
+        world.client,
+        proposer=world["alice"],
+        approvers=[world["cora"]],
+        definition_text=definition("reshare"),
+        code=world.code,
+        target_keyset=ks,
+    )
+    lines, checkpoint = export(world)
+    state = client_log.verify_log(lines, checkpoint, genesis_hash_pin=genesis_pin(world))
+    assert ks in state.keysets
+
+    with world.svc.db.write() as s:
+        index = audit_log.append(
+            s,
+            world.svc.key,
+            deployment=world.deployment,
+            kind="ceremony.executed",
+            actor=None,
+            outcome="ok",
+            code=None,
+            envelope=None,
+            data={"ceremony": "cer_" + "0" * 24, "keyset": "ks_forged", "transcript_hash": "0" * 64},
+            time=world.clock(),
+        )["index"]
+    lines, checkpoint = export(world)
+    err = refused_at(index, client_log.verify_log, lines, checkpoint, genesis_hash_pin=genesis_pin(world))
+    assert "no manager-signed proposal" in err.message

@@ -139,6 +139,9 @@ EFFECT_KINDS = frozenset(
         "member.rekeyed",
         "policy.change_approved",
         "addressbook.change_approved",
+        "ceremony.executed",
+        "keyset.reshared",
+        "keyset.imported",
     }
 )
 
@@ -289,6 +292,18 @@ class ReplayedProposal:
 
 
 @dataclass
+class ReplayedCeremony:
+    """A key ceremony (or key-set import) as the signed actions in the log describe it."""
+
+    id: str
+    proposer: str
+    required: Mapping[Role, int]
+    digest: str | None
+    approvals: dict[str, Role] = field(default_factory=dict)
+    closed: str | None = None
+
+
+@dataclass
 class PolicyVersion:
     policy: Policy
     effective_at: int
@@ -330,6 +345,9 @@ class LogState:
         self._genesis_policy: dict[str, Any] | None = None
         self._genesis_book: list[dict[str, Any]] = []
         self._proposal_nonces: set[str] = set()
+        self.ceremonies: dict[str, ReplayedCeremony] = {}
+        # Key set id -> the ceremony or import whose signed actions justify it.
+        self.keysets: dict[str, str] = {}
 
     # --- queries ---------------------------------------------------------------------
 
@@ -741,6 +759,92 @@ class LogState:
         p.effect_logged = True
         self.effects_justified += 1
 
+    # --- key sets --------------------------------------------------------------------
+
+    def _ceremony_proposed(self, entry: Mapping[str, Any], action: SignedAction | None) -> None:
+        from tandem.core.ceremony_def import parse_definition
+
+        import_ = entry["kind"] == "keyset.import_proposed"
+        action = _require_action(action, "keyset.import" if import_ else "ceremony.propose", entry)
+        proposer = self._active(action.actor)
+        if proposer.role is not Role.MANAGER:
+            raise VerificationError("only a manager proposes a key ceremony or import")
+        data = entry["data"]
+        ceremony_id = data.get("import" if import_ else "ceremony")
+        if not isinstance(ceremony_id, str) or ceremony_id in self.ceremonies:
+            raise VerificationError(f"ceremony id {ceremony_id!r} is missing or used before")
+        if import_:
+            # An import is decided by one custodian re-sealing its share (THREATS 40).
+            required: Mapping[Role, int] = {Role.CUSTODIAN: 1}
+            digest = None
+        else:
+            if action.body.get("ceremony") != ceremony_id:
+                raise VerificationError("the entry names another ceremony than the signed proposal")
+            text = action.body.get("definition")
+            if not isinstance(text, str):
+                raise VerificationError("the signed ceremony proposal carries no definition")
+            definition = parse_definition(text, source="logged definition")
+            if data.get("definition_hash") != definition.definition_hash():
+                raise VerificationError("the logged definition hash is not the signed definition's")
+            required = definition.approvals.by_role()
+            digest = data.get("digest") if isinstance(data.get("digest"), str) else None
+        self.ceremonies[ceremony_id] = ReplayedCeremony(ceremony_id, proposer.id, required, digest)
+
+    def _ceremony_approved(self, entry: Mapping[str, Any], action: SignedAction | None) -> None:
+        action = _require_action(action, "ceremony.approve", entry)
+        c = self._ceremony(action.body.get("ceremony"))
+        if c.digest is None or not _digest_equal(action.body.get("digest"), c.digest):
+            raise VerificationError("the signed approval is for other ceremony content (digest mismatch)")
+        self._ceremony_approval(c, action)
+
+    def _ceremony_approval(self, c: ReplayedCeremony, action: SignedAction) -> None:
+        actor = self._active(action.actor)
+        if actor.id == c.proposer or not c.required.get(actor.role, 0):
+            raise VerificationError(f"{actor.id} may not approve ceremony {c.id}")
+        if c.closed is not None:
+            raise VerificationError(f"ceremony {c.id} was {c.closed}")
+        c.approvals[actor.id] = actor.role
+
+    def _ceremony_closed(self, entry: Mapping[str, Any], _action: SignedAction | None) -> None:
+        ceremony_id = entry["data"].get("ceremony")
+        if isinstance(ceremony_id, str) and ceremony_id in self.ceremonies:
+            self.ceremonies[ceremony_id].closed = entry["kind"].split(".", 1)[1]
+
+    def _keyset_effect(self, entry: Mapping[str, Any], action: SignedAction | None) -> None:
+        data = entry["data"]
+        if entry["kind"] == "keyset.imported":
+            action = _require_action(action, "keyset.import_approve", entry)
+            c = self._ceremony(data.get("import"))
+            if action.body.get("import") != c.id:
+                raise VerificationError("the signed approval is for another import")
+            self._ceremony_approval(c, action)
+        else:
+            c = self._ceremony(data.get("ceremony"))
+        if c.closed is not None:
+            raise VerificationError(f"{entry['kind']} for ceremony {c.id}, which was {c.closed}")
+        result = quorum(
+            c.required, list(c.approvals.items()), requester=c.proposer, eligible=self.active_members()
+        )
+        if not result.met:
+            raise VerificationError(
+                f"{entry['kind']} for ceremony {c.id} is not justified: its signed approvals "
+                "do not meet the definition's quorum"
+            )
+        keyset = data.get("keyset")
+        if not isinstance(keyset, str):
+            raise VerificationError(f"{entry['kind']} names no key set")
+        self.keysets[keyset] = c.id
+        self.effects_justified += 1
+
+    def _ceremony(self, ceremony_id: Any) -> ReplayedCeremony:
+        c = self.ceremonies.get(ceremony_id) if isinstance(ceremony_id, str) else None
+        if c is None:
+            raise VerificationError(
+                f"ceremony {ceremony_id!r} has no manager-signed proposal in the log; "
+                "the key set is not justified"
+            )
+        return c
+
     def _applied(self, entry: Mapping[str, Any], action: SignedAction | None) -> None:
         """``proposal.applied``: a member asked for a due change; the effect entry that
         follows is what is checked."""
@@ -790,6 +894,16 @@ _HANDLERS = {
     "member.rekeyed": LogState._member_effect,
     "policy.change_approved": LogState._policy_effect,
     "addressbook.change_approved": LogState._book_effect,
+    "ceremony.proposed": LogState._ceremony_proposed,
+    "keyset.import_proposed": LogState._ceremony_proposed,
+    "ceremony.approved": LogState._ceremony_approved,
+    "ceremony.rejected": LogState._ceremony_closed,
+    "ceremony.aborted": LogState._ceremony_closed,
+    "ceremony.expired": LogState._ceremony_closed,
+    "keyset.import_expired": LogState._ceremony_closed,
+    "ceremony.executed": LogState._keyset_effect,
+    "keyset.reshared": LogState._keyset_effect,
+    "keyset.imported": LogState._keyset_effect,
 }
 
 # The earlier name: a replay is now always a justified one.
