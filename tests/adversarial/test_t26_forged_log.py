@@ -156,8 +156,11 @@ def genuine_history(world: World) -> None:
 
 @pytest.fixture
 def cli(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    from tandem.cli import main as cli_main
+
     monkeypatch.setenv("TANDEM_PASSPHRASE", PASSPHRASE)
     monkeypatch.setattr(audit_cmds, "Client", lambda server: world.client)
+    monkeypatch.setattr(cli_main, "Client", lambda server: world.client)
     (tmp_path / "olga.ks").write_bytes(world["olga"].to_keystore(PASSPHRASE, log2_n=14))
     return CliRunner()
 
@@ -198,6 +201,12 @@ def test_genuine_log_verifies_everywhere(world: World, cli: CliRunner, tmp_path:
     )
     assert out.exit_code == 0, out.output
     assert "nina" in out.output
+    listed = cli.invoke(
+        cli_app,
+        ["member", "list", "--genesis-hash", genesis_pin(world), "-k", str(tmp_path / "olga.ks")],
+    )
+    assert listed.exit_code == 0, listed.output
+    assert "nina" in listed.output
 
 
 # --- forged effects -----------------------------------------------------------------------
@@ -240,6 +249,12 @@ def test_forged_effect_refused_by_members_client(
     )
     assert out.exit_code == 1
     assert f"entry {index}" in out.output
+    listed = cli.invoke(
+        cli_app,
+        ["member", "list", "--genesis-hash", genesis_pin(world), "-k", str(tmp_path / "olga.ks")],
+    )
+    assert listed.exit_code == 1
+    assert f"entry {index}" in listed.output
 
 
 @pytest.mark.parametrize("kind", FORGERIES)
@@ -312,7 +327,9 @@ def test_another_genesis_is_refused_by_the_pin(world: World) -> None:
         client_log.verify_log(lines, checkpoint, genesis_hash_pin="0" * 64)
 
 
-def test_server_member_list_that_the_log_does_not_justify_refused(world: World) -> None:
+def test_server_member_list_that_the_log_does_not_justify_refused(
+    world: World, cli: CliRunner, tmp_path: Path
+) -> None:
     """The server adds a member to its table without writing anything to the log: the
     member's client compares and refuses, naming the member."""
     puppet = new_member("sock puppet", Role.CUSTODIAN)
@@ -320,6 +337,12 @@ def test_server_member_list_that_the_log_does_not_justify_refused(world: World) 
         s.add(_member_row(puppet.card(), world.deployment, world.clock()))
     with pytest.raises(VerificationError, match=puppet.member_id):
         client_log.trusted_members(world.client, world["olga"], genesis_hash_pin=genesis_pin(world))
+    listed = cli.invoke(
+        cli_app,
+        ["member", "list", "--genesis-hash", genesis_pin(world), "-k", str(tmp_path / "olga.ks")],
+    )
+    assert listed.exit_code == 1
+    assert puppet.member_id in listed.output
     state = client_log.fetch_log_state(world.client, world["olga"], genesis_hash_pin=genesis_pin(world))
     assert puppet.member_id not in client_log.seal_recipients(state, Role.CUSTODIAN)
 

@@ -284,12 +284,28 @@ def totp_unlock(
 
 
 @member_app.command("list")
-def member_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
+def member_list(
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    genesis_hash: Annotated[
+        str | None,
+        typer.Option(
+            help="Your pinned genesis hash: check the server's list against the members the "
+            "log justifies from that genesis, and refuse any difference."
+        ),
+    ] = None,
+) -> None:
     """Every member, role and status."""
 
     def go() -> None:
         cl = Client(server)
-        rows = cl.get(load_member(keystore), "/v1/members")
+        member = load_member(keystore)
+        rows = cl.get(member, "/v1/members")
+        if genesis_hash is not None:
+            from tandem import client_log
+
+            state = client_log.fetch_log_state(cl, member, genesis_hash_pin=genesis_hash)
+            client_log.check_member_list(state, rows)
         table = whole_table("id", "name", "role", "status", "TOTP")
         for m in rows:
             table.add_row(m["id"], m["name"], m["role"], m["status"], "yes" if m["totp_enrolled"] else "no")
