@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from tests.audit_helpers import assert_refused, membership_state, post, refusals
 from tests.conftest import World, new_member
+from tests.membership_helpers import apply_change, wait_out_delay
 
 from tandem.client import RemoteError
 from tandem.core.canonical import canonical
@@ -64,8 +65,9 @@ def test_same_side_cannot_decide(world: World, proposer: str, decider: str, appr
 def test_other_side_may_decide_either_way(world: World) -> None:
     by_manager = world.client.propose_add(world["alice"], new_member("nina", Role.AUDITOR).card())
     by_custodian = world.client.propose_add(world["bob"], new_member("nora", Role.AUDITOR).card())
-    assert decide(world, "cora", by_manager).json()["status"] == "applied"
-    assert decide(world, "mark", by_custodian).json()["status"] == "applied"
+    # An addition is approved, then waits out its delay (THREATS 35).
+    assert decide(world, "cora", by_manager).json()["status"] == "approved"
+    assert decide(world, "mark", by_custodian).json()["status"] == "approved"
 
 
 def test_auditor_cannot_propose(world: World) -> None:
@@ -141,14 +143,20 @@ def test_same_person_in_a_second_role_refused(world: World, name: str) -> None:
 
 
 def test_duplicate_checked_again_when_applied(world: World) -> None:
-    """Two pending proposals for the same new person: the second to be approved is refused."""
+    """Two pending proposals for the same new person: the second to take effect is refused
+    (both are approved; the check runs again when each change is carried out)."""
     nina = new_member("nina", Role.CUSTODIAN)
     nina_again = new_member("nina", Role.AUDITOR)
     first = world.client.propose_add(world["alice"], nina.card())
     second = world.client.propose_add(world["mark"], nina_again.card())
     assert decide(world, "bob", first).status_code == 200
+    assert decide(world, "cora", second).status_code == 200
+    wait_out_delay(world)
+    assert apply_change(world, "alice", first["id"])["status"] == "applied"
     before = membership_state(world)
-    assert_refused(world, decide(world, "cora", second), 409, "duplicate_identity", before)
+    env = world.client.sign(world["mark"], "proposal.apply", {"proposal": second["id"]})
+    response = post(world, f"/v1/proposals/{second['id']}/apply", {"envelope": env})
+    assert_refused(world, response, 409, "duplicate_identity", before)
 
 
 def test_rekey_to_another_members_key_refused(world: World) -> None:
@@ -201,6 +209,8 @@ def test_double_approval_by_the_same_member_counts_once(world: World) -> None:
     with world.svc.db.read() as s:
         rows = s.exec(select(Approval).where(Approval.subject == prop["id"])).all()
     assert [(r.member, r.role) for r in rows] == [(world["bob"].member_id, "custodian")]
+    wait_out_delay(world)
+    apply_change(world, "alice", prop["id"])
     nina = [m for m in membership_state(world)["members"] if m[1] == "nina"]
     assert len(nina) == 1
 

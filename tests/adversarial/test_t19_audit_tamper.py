@@ -73,6 +73,13 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
         prop = c.propose_add(people["alice"], new_member("nina", Role.CUSTODIAN).card())
         c.approve_proposal(people["bob"], prop["id"], totp=code("bob"))
+        # The addition takes effect once its delay has passed (THREATS 35).
+        clock.advance(86401)
+        c.request(
+            "POST",
+            f"/v1/proposals/{prop['id']}/apply",
+            json_body={"envelope": c.sign(people["alice"], "proposal.apply", {"proposal": prop["id"]})},
+        )
         other = c.propose_add(people["bob"], new_member("nora", Role.AUDITOR).card())
         with pytest.raises(RemoteError):
             c.approve_proposal(people["cora"], other["id"], totp=code("cora"))  # same side: refused, audited

@@ -14,6 +14,7 @@ from sqlalchemy import event
 from sqlmodel import select
 from tests.audit_helpers import post, refusals
 from tests.conftest import World, new_member
+from tests.membership_helpers import wait_out_delay
 
 from tandem.core.canonical import canonical
 from tandem.core.roles import Role
@@ -78,30 +79,45 @@ def approval(world: World, prop: dict[str, Any]) -> dict[str, Any]:
     return {"envelope": env, "totp": world.code("bob")}
 
 
+def failing_step(world: World, prop: dict[str, Any], kind: str) -> tuple[str, dict[str, Any], str]:
+    """The request whose audit entry ``kind`` is written, as (path, body, refused kind).
+    ``member.added`` is written when the approved addition is carried out after its
+    delay (THREATS 35), so that case approves and waits first."""
+    if kind == "proposal.approved":
+        return f"/v1/proposals/{prop['id']}/approve", approval(world, prop), "proposal.approve.refused"
+    done = post(world, f"/v1/proposals/{prop['id']}/approve", approval(world, prop))
+    assert done.json()["status"] == "approved", done.text
+    wait_out_delay(world)
+    env = world.client.sign(world["alice"], "proposal.apply", {"proposal": prop["id"]})
+    world.client.session(world["olga"])  # reads after the wait need a session; open it now
+    return f"/v1/proposals/{prop['id']}/apply", {"envelope": env}, "proposal.apply.refused"
+
+
 @pytest.mark.parametrize("kind", ["proposal.approved", "member.added"])
 def test_approval_rolled_back_when_its_audit_entry_fails(
     world: World, failing_kinds: set[str], kind: str
 ) -> None:
     prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
-    body = approval(world, prop)
+    path, body, refused_kind = failing_step(world, prop, kind)
     before = state(world)
+    status_before = {p[0]: p[1] for p in before["proposals"]}[prop["id"]]
     failing_kinds.add(kind)
-    response = post(world, f"/v1/proposals/{prop['id']}/approve", body)
+    response = post(world, path, body)
     assert response.status_code == 500
     assert response.json()["code"] == "audit_write_failed"
     after = state(world)
     assert after == before
     assert "nina" not in {m[1] for m in after["members"]}
-    assert {p[0]: p[1] for p in after["proposals"]}[prop["id"]] == "pending"
+    assert {p[0]: p[1] for p in after["proposals"]}[prop["id"]] == status_before
     assert body["envelope"]["action"]["nonce"] not in after["nonces"]
     failing_kinds.clear()
     # The refusal itself was recorded (a different entry kind), in its own transaction.
     hits = refusals(world, "audit_write_failed")
-    assert [h["kind"] for h in hits] == ["proposal.approve.refused"]
+    assert [h["kind"] for h in hits] == [refused_kind]
     # Nothing was consumed: the very same request, TOTP code included, now succeeds.
-    done = post(world, f"/v1/proposals/{prop['id']}/approve", body)
+    done = post(world, path, body)
     assert done.status_code == 200, done.text
-    assert done.json()["status"] == "applied"
+    assert done.json()["status"] == ("approved" if kind == "proposal.approved" else "applied")
 
 
 @pytest.mark.parametrize("kind", ["proposal.approved", "member.added"])
@@ -109,16 +125,16 @@ def test_database_insert_failure_of_the_audit_row_fails_closed(
     world: World, failing_insert: set[str], kind: str
 ) -> None:
     prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
-    body = approval(world, prop)
+    path, body, _refused_kind = failing_step(world, prop, kind)
     before = state(world)
     failing_insert.add(kind)
-    response = post(world, f"/v1/proposals/{prop['id']}/approve", body)
+    response = post(world, path, body)
     assert response.status_code == 500
     assert response.json()["code"] == "audit_write_failed"
     assert "disk full" not in response.text  # the cause stays in the server
     assert state(world) == before
     failing_insert.clear()
-    assert post(world, f"/v1/proposals/{prop['id']}/approve", body).status_code == 200
+    assert post(world, path, body).status_code == 200
 
 
 def test_proposal_not_created_when_its_audit_entry_fails(world: World, failing_kinds: set[str]) -> None:

@@ -37,6 +37,8 @@ TABLE: dict[str, tuple[str, str | None, frozenset[Role]]] = {
     "/v1/members/proposals": ("member.propose", None, SIDES),
     "/v1/proposals/{proposal_id}/approve": ("proposal.approve", "proposal", SIDES),
     "/v1/proposals/{proposal_id}/reject": ("proposal.reject", "proposal", SIDES),
+    "/v1/proposals/{proposal_id}/veto": ("proposal.veto", "proposal", SIDES),
+    "/v1/proposals/{proposal_id}/apply": ("proposal.apply", "proposal", SIDES),
     "/v1/ceremonies": ("ceremony.propose", None, frozenset({M})),
     "/v1/ceremonies/{ceremony_id}/approve": ("ceremony.approve", "ceremony", SIDES),
     "/v1/ceremonies/{ceremony_id}/reject": ("ceremony.reject", "ceremony", frozenset({C})),

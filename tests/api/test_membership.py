@@ -4,20 +4,36 @@ import json
 
 import pytest
 from tests.conftest import World, new_member
+from tests.membership_helpers import apply_change, wait_out_delay
 
 from tandem.client import RemoteError
 from tandem.core.roles import Role
 
 
 def test_member_added_with_other_side_approval(world: World) -> None:
+    """The other side's approval starts the membership delay; the member is added when
+    the delay has passed (THREATS 35: never at once)."""
     c = world.client
     newbie = new_member("nina", Role.CUSTODIAN)
     prop = c.propose_add(world["alice"], newbie.card())
     assert prop["status"] == "pending"
     done = c.approve_proposal(world["bob"], prop["id"], totp=world.code("bob"))
-    assert done["status"] == "applied"
+    assert done["status"] == "approved"
+    assert "nina" not in {m["name"] for m in c.get(world["olga"], "/v1/members")}
+    wait_out_delay(world)
+    assert apply_change(world, "alice", prop["id"])["status"] == "applied"
     names = {m["name"] for m in c.get(world["olga"], "/v1/members")}
     assert "nina" in names
+
+
+def test_a_removal_takes_effect_at_once(world: World) -> None:
+    """Removing a member only takes power away: no delay by default."""
+    c = world.client
+    prop = c.propose_remove(world["alice"], world["cora"].member_id)
+    done = c.approve_proposal(world["bob"], prop["id"], totp=world.code("bob"))
+    assert done["status"] == "applied"
+    status = {m["name"]: m["status"] for m in c.get(world["olga"], "/v1/members")}
+    assert status["cora"] == "removed"
 
 
 def test_self_approval_refused_and_audited(world: World) -> None:

@@ -211,6 +211,22 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
         schemas.same_subject(body.envelope, "proposal", proposal_id)
         return svc.decide_proposal(body.envelope, totp=None, approve=False)
 
+    @app.post("/v1/proposals/{proposal_id}/veto", tags=["membership"])
+    def veto_member(
+        proposal_id: str, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
+    ) -> dict[str, Any]:
+        """Either side stops an approved membership change during its delay (`proposal.veto`)."""
+        schemas.same_subject(body.envelope, "proposal", proposal_id)
+        return svc.veto_member_proposal(body.envelope)
+
+    @app.post("/v1/proposals/{proposal_id}/apply", tags=["membership"])
+    def apply_member(
+        proposal_id: str, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
+    ) -> dict[str, Any]:
+        """Carry out an approved membership change once its delay has passed (`proposal.apply`)."""
+        schemas.same_subject(body.envelope, "proposal", proposal_id)
+        return svc.apply_proposal(body.envelope)
+
     # --- audit -------------------------------------------------------------------------
 
     @app.get(

@@ -25,8 +25,8 @@ from tandem.client import Client, RemoteError
 from tandem.core import audit, merkle
 from tandem.core.canonical import loads_strict
 from tandem.core.identity import MemberSecrets
-from tandem.core.membership import replay_signatures
-from tandem.errors import ConfigurationError, InputError
+from tandem.core.membership import LogState
+from tandem.errors import ConfigurationError, InputError, VerificationError
 
 if TYPE_CHECKING:
     # Server code is loaded only when --full runs it; a member's CLI never needs it.
@@ -65,23 +65,21 @@ def _tree_size(checkpoint: dict[str, object]) -> int | None:
 
 
 def verify_export_file(
-    file: Path, checkpoint: dict[str, object], key: bytes
+    file: Path, checkpoint: dict[str, object], key: bytes, *, genesis_hash: str | None = None
 ) -> tuple[audit.VerifyReport, int]:
-    """Structure, chain, Merkle root and checkpoint first; then every actor signature
-    against the membership in force at its point of the log. Reads the file line by
-    line, twice, so memory stays flat whatever its size."""
+    """Structure, chain, Merkle root and checkpoint; every actor signature against the
+    membership in force at its point of the log; and every effect on membership, policy
+    and address book recomputed from the member-signed proposals and approvals (an
+    entry the service key wrote alone is refused, naming it). Reads the file line by
+    line, so memory stays flat whatever its size."""
+    state = LogState(genesis_hash_pin=genesis_hash)
     with progress_bar("verifying", _tree_size(checkpoint)) as report_progress:
-        report = audit.verify_export(_export_lines(file), checkpoint, key, progress=report_progress)
-    with progress_bar("re-verifying signatures", report.entries) as replay_progress:
-
-        def entries() -> Iterator[dict[str, object]]:
-            for i, line in enumerate(_export_lines(file)):
-                if i % audit.PROGRESS_EVERY == 0:
-                    replay_progress(i)
-                yield loads_strict(line)
-
-        signed = replay_signatures(entries())
-    return report, signed
+        report = audit.verify_export(
+            _export_lines(file), checkpoint, key, replay=state.observe_entry, progress=report_progress
+        )
+    if state.service_sign_public is not None and state.service_sign_public != key:
+        raise VerificationError("the log's genesis names another service key than the one given")
+    return report, state.signatures_verified
 
 
 def download_export(cl: Client, member: MemberSecrets, target: Path) -> tuple[int, dict[str, object]]:
@@ -193,10 +191,15 @@ def register(audit_app: typer.Typer) -> None:
                 "the database in it).",
             ),
         ] = Path("tandem-data"),
+        genesis_hash: Annotated[
+            str | None,
+            typer.Option(help="The genesis hash you pinned; the log must start from that genesis."),
+        ] = None,
     ) -> None:
-        """Verify an export offline: hash chain, every actor signature, Merkle root, signed
-        checkpoint. Names the first bad entry and exits non-zero on any problem. With
-        --full, verify the server's own database instead."""
+        """Verify an export offline: hash chain, every actor signature, every membership,
+        policy and address-book effect against its signed proposal and approvals, Merkle
+        root, signed checkpoint. Names the first bad entry and exits non-zero on any
+        problem. With --full, verify the server's own database instead."""
 
         def go() -> None:
             if full:
@@ -215,11 +218,35 @@ def register(audit_app: typer.Typer) -> None:
                 key = bytes.fromhex(key_hex)
             except ValueError:
                 raise InputError("--service-key must be hex") from None
-            report, signed = verify_export_file(file, cp, key)
+            report, signed = verify_export_file(file, cp, key, genesis_hash=genesis_hash)
             console.print(
                 f"[green]OK[/] {report.entries} entries; root {report.root}; "
                 f"{signed} actor signatures re-verified; checkpoint signed by {audit.key_id(key)}"
             )
+
+        run_cli(go)
+
+    @audit_app.command("members")
+    def members(
+        genesis_hash: Annotated[
+            str, typer.Option(help="The genesis hash you pinned when you joined the deployment.")
+        ],
+        keystore: Path = KeystoreOpt,
+        server: str = ServerOpt,
+    ) -> None:
+        """The members as the log justifies them (from your pinned genesis, through
+        member-signed proposals and approvals), checked against the server's list; a
+        member or key the log does not justify is refused, naming it."""
+
+        def go() -> None:
+            from tandem import client_log
+
+            rows = client_log.trusted_members(
+                Client(server), load_member(keystore), genesis_hash_pin=genesis_hash
+            )
+            for m in sorted(rows, key=lambda r: (r.role.value, r.name)):
+                console.print(f"{m.id}  {m.role.value:<9}  {m.name}")
+            console.print(f"[green]OK[/] {len(rows)} members, each justified by the log")
 
         run_cli(go)
 

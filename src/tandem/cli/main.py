@@ -284,12 +284,28 @@ def totp_unlock(
 
 
 @member_app.command("list")
-def member_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
+def member_list(
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    genesis_hash: Annotated[
+        str | None,
+        typer.Option(
+            help="Your pinned genesis hash: check the server's list against the members the "
+            "log justifies from that genesis, and refuse any difference."
+        ),
+    ] = None,
+) -> None:
     """Every member, role and status."""
 
     def go() -> None:
         cl = Client(server)
-        rows = cl.get(load_member(keystore), "/v1/members")
+        member = load_member(keystore)
+        rows = cl.get(member, "/v1/members")
+        if genesis_hash is not None:
+            from tandem import client_log
+
+            state = client_log.fetch_log_state(cl, member, genesis_hash_pin=genesis_hash)
+            client_log.check_member_list(state, rows)
         table = whole_table("id", "name", "role", "status", "TOTP")
         for m in rows:
             table.add_row(m["id"], m["name"], m["role"], m["status"], "yes" if m["totp_enrolled"] else "no")
@@ -407,6 +423,39 @@ def proposal_reject(
 ) -> None:
     """Reject a proposal."""
     run_cli(lambda: show(Client(server).reject_proposal(load_member(keystore), proposal_id, reason=reason)))
+
+
+@proposal_app.command("veto")
+def proposal_veto(
+    proposal_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit log.")] = "",
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Stop an approved membership change during its delay (managers and custodians)."""
+
+    def go() -> None:
+        cl = Client(server)
+        env = cl.sign(load_member(keystore), "proposal.veto", {"proposal": proposal_id, "reason": reason})
+        show(cl.request("POST", f"/v1/proposals/{proposal_id}/veto", json_body={"envelope": env}))
+
+    run_cli(go)
+
+
+@proposal_app.command("apply")
+def proposal_apply(
+    proposal_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Carry out an approved membership change once its delay has passed."""
+
+    def go() -> None:
+        cl = Client(server)
+        env = cl.sign(load_member(keystore), "proposal.apply", {"proposal": proposal_id})
+        show(cl.request("POST", f"/v1/proposals/{proposal_id}/apply", json_body={"envelope": env}))
+
+    run_cli(go)
 
 
 from tandem.cli import audit_cmds, custody_cmds  # noqa: E402  (command groups in their own modules)

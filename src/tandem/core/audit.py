@@ -79,6 +79,9 @@ KEY_ID_HEX_CHARS = 16
 PROGRESS_EVERY = 10_000
 
 EnvelopeVerifier = Callable[[dict[str, Any]], None]
+# Sees every entry in index order once its own checks pass, e.g. the justified replay of
+# membership, policy and address book (core.membership.LogState.observe).
+EntryObserver = Callable[[dict[str, Any]], None]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _KEY_ID = re.compile(f"[0-9a-f]{{{KEY_ID_HEX_CHARS}}}")
@@ -455,6 +458,7 @@ class _Chain:
         "envelope_verifier",
         "envelopes_verified",
         "first_prev",
+        "observer",
         "position",
         "prev",
     )
@@ -466,8 +470,10 @@ class _Chain:
         start_index: int,
         prev: str | None,
         envelope_verifier: EnvelopeVerifier | None,
+        observer: EntryObserver | None = None,
     ) -> None:
         self.deployment = deployment
+        self.observer = observer
         self.position = start_index
         self.prev = prev
         self.first_prev: str | None = None
@@ -516,6 +522,8 @@ class _Chain:
             raise AuditVerificationError(f"entry {i}: hash does not match its content", index=i)
         if entry["envelope"] is not None:
             self.verify_envelope(entry, i)
+        if self.observer is not None:
+            self.observe(entry, i)
         self.accumulator.append(bytes.fromhex(digest))
         self.prev = digest
         self.position = i + 1
@@ -532,6 +540,17 @@ class _Chain:
                 f"entry {i}: envelope does not verify: {exc.message}", index=i
             ) from None
         self.envelopes_verified += 1
+
+    def observe(self, entry: dict[str, Any], i: int) -> None:
+        observer = self.observer
+        if observer is None:
+            return
+        try:
+            observer(entry)
+        except AuditVerificationError as exc:
+            raise AuditVerificationError(exc.message, index=i) from None
+        except Error as exc:
+            raise AuditVerificationError(f"entry {i}: {exc.message}", index=i) from None
 
 
 def _schema_difference(value: Any) -> str:
@@ -613,7 +632,15 @@ def _absorb_chunk(
     # before the hash check, so a broken link outranks a later fault in the entry.
     if result.first_prev is not None and result.first_prev != chain.prev:
         raise _prev_error(start)
-    if chain.envelope_verifier is not None:
+    if chain.observer is not None:
+        # Every entry the worker passed, in order, as the sequential check sees them.
+        with_envelope = set(result.envelope_positions)
+        for i in range(start, start + result.count):
+            entry = json.loads(lines[i - start])
+            if i in with_envelope:
+                chain.verify_envelope(entry, i)
+            chain.observe(entry, i)
+    elif chain.envelope_verifier is not None:
         for i in result.envelope_positions:
             chain.verify_envelope(json.loads(lines[i - start]), i)
     if result.error is not None:
@@ -719,6 +746,7 @@ def verify_export(
     service_public_key: bytes,
     *,
     envelope_verifier: EnvelopeVerifier | None = None,
+    replay: EntryObserver | None = None,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
 ) -> VerifyReport:
@@ -732,6 +760,10 @@ def verify_export(
     the number of entries verified so far, every few thousand entries and at the end.
     ``workers`` is the number of processes to check entries in; by default one for
     small logs and one per CPU for large ones. The outcome never depends on it.
+    ``replay`` is called with every entry, in index order, after the entry's own checks
+    (pass ``LogState().observe`` so that every effect on membership, policy and address
+    book must follow from member-signed proposals and approvals); any :class:`Error` it
+    raises is reported at that entry.
 
     Raises :class:`AuditVerificationError` naming the first bad entry (``.index``);
     ``.index`` is None when the fault is in the checkpoint itself.
@@ -746,6 +778,7 @@ def verify_export(
         start_index=0,
         prev=GENESIS_PREV,
         envelope_verifier=envelope_verifier,
+        observer=replay,
     )
     if workers is None:
         workers = _default_workers(tree_size)

@@ -59,7 +59,9 @@ _SPELLING = {
 }
 
 _POLICY_FIELDS = ("version", "change_delay_seconds", "rules")
-_POLICY_OPTIONAL = ("wallet_limits",)
+_POLICY_OPTIONAL = ("wallet_limits", "membership")
+_MEMBERSHIP_FIELDS = ("approvals", "delay_seconds")
+_MEMBERSHIP_OPTIONAL = ("remove_delay_seconds",)
 _RULE_REQUIRED = ("name", "match", "approvals", "request_ttl_seconds", "approval_ttl_seconds")
 _RULE_OPTIONAL = (
     "max_amount",
@@ -590,12 +592,84 @@ class Rule:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MembershipRule:
+    """How a membership change (add, remove, rekey a member) is decided.
+
+    ``approvals`` says how many distinct members of the *approving* side a change needs:
+    ``{custodian: 2}`` means a manager's proposal needs two custodians, ``{manager: 1}``
+    that a custodian's proposal needs one manager. The proposer's own side never counts.
+    An approved addition or rekey waits ``delay_seconds``, during which a member of
+    either side can veto it; a removal waits ``remove_delay_seconds`` (at once by
+    default, because it only takes power away and a lost key must go without delay).
+    """
+
+    approvals: Mapping[Role, int]
+    delay_seconds: int
+    remove_delay_seconds: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "approvals", MappingProxyType(dict(_ordered_counts(self.approvals))))
+        for role in (Role.MANAGER, Role.CUSTODIAN):
+            if self.approvals.get(role, 0) < 1:
+                raise ValueError(f"a membership change needs at least one {role.value} approval")
+        if set(self.approvals) - {Role.MANAGER, Role.CUSTODIAN}:
+            raise ValueError("only managers and custodians approve membership changes")
+        if self.delay_seconds < 0 or self.remove_delay_seconds < 0:
+            raise ValueError("membership delays must be >= 0")
+
+    def required(self, proposer_role: Role) -> dict[Role, int]:
+        """The quorum a change proposed by a ``proposer_role`` needs (the other side)."""
+        side = Role.CUSTODIAN if proposer_role is Role.MANAGER else Role.MANAGER
+        return {side: self.approvals[side]}
+
+    def delay_for(self, change: str) -> int:
+        return self.remove_delay_seconds if change == "remove" else self.delay_seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "approvals": {role.value: count for role, count in self.approvals.items()},
+            "delay_seconds": self.delay_seconds,
+            "remove_delay_seconds": self.remove_delay_seconds,
+        }
+
+
+def default_membership_rule(change_delay_seconds: int) -> MembershipRule:
+    """One approval from the other side, and the policy's own change delay (with veto)
+    before an addition or rekey takes effect."""
+    return MembershipRule(
+        approvals={Role.MANAGER: 1, Role.CUSTODIAN: 1}, delay_seconds=change_delay_seconds
+    )
+
+
+def parse_membership(obj: Any, where: str = "policy.membership") -> MembershipRule:
+    """The ``membership`` section of a policy document, parsed strictly."""
+    check_fields(obj, required=_MEMBERSHIP_FIELDS, optional=_MEMBERSHIP_OPTIONAL, where=where)
+    approvals = obj["approvals"]
+    path = f"{where}.approvals"
+    check_fields(approvals, required=("manager", "custodian"), where=path)
+    counts = {
+        Role.CUSTODIAN: _int_field(approvals, "custodian", path, minimum=1),
+        Role.MANAGER: _int_field(approvals, "manager", path, minimum=1),
+    }
+    return MembershipRule(
+        approvals=counts,
+        delay_seconds=_int_field(obj, "delay_seconds", where, minimum=0),
+        remove_delay_seconds=(
+            _int_field(obj, "remove_delay_seconds", where, minimum=0)
+            if "remove_delay_seconds" in obj
+            else 0
+        ),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Policy:
     version: int
     change_delay_seconds: int
     rules: tuple[Rule, ...]
     # Limits over the whole wallet, applied whichever rule matched (structuring).
     wallet_limits: tuple[WalletLimit, ...] = ()
+    membership: MembershipRule | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
@@ -621,7 +695,15 @@ class Policy:
         # Absent when empty, so a policy written before wallet limits keeps its hash.
         if self.wallet_limits:
             out["wallet_limits"] = [limit.to_json() for limit in self.wallet_limits]
+        if self.membership is not None:
+            out["membership"] = self.membership.to_json()
         return out
+
+    def membership_rule(self) -> MembershipRule:
+        """The membership section, or the default one when the document has none."""
+        if self.membership is not None:
+            return self.membership
+        return default_membership_rule(self.change_delay_seconds)
 
     def hash(self) -> str:
         """Hex SHA-256 of the canonical document under the ``policy`` domain."""
@@ -800,11 +882,13 @@ def parse_policy(doc: dict[str, Any]) -> Policy:
     wallet_limits = (
         parse_wallet_limits(doc["wallet_limits"], f"{where}.wallet_limits") if "wallet_limits" in doc else ()
     )
+    membership = parse_membership(doc["membership"]) if "membership" in doc else None
     return Policy(
         version=version,
         change_delay_seconds=change_delay,
         rules=tuple(rules),
         wallet_limits=wallet_limits,
+        membership=membership,
     )
 
 

@@ -33,7 +33,7 @@ from tandem.core.canonical import canonical, check_fields, digest_hex, loads_str
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 from tandem.core.identity import IdentityCard, unb64
-from tandem.core.membership import MembershipReplay, check_genesis, genesis_hash
+from tandem.core.membership import LogState, check_genesis, genesis_hash
 from tandem.core.policy import (
     FEE_RATE_UNIT,
     AddressBookEntry,
@@ -42,7 +42,6 @@ from tandem.core.policy import (
     Policy,
     PolicyDecision,
     WithdrawalFacts,
-    default_policy,
     evaluate,
     fee_share_text,
     parse_policy,
@@ -52,7 +51,6 @@ from tandem.core.roles import Role
 from tandem.errors import (
     AlreadyReleasedError,
     DisallowedContractCallError,
-    Error,
     ExpiredError,
     InputError,
     InvalidStateError,
@@ -880,55 +878,20 @@ def _history_from_log(entries: Sequence[Mapping[str, Any]], *, before: int, now:
     return out
 
 
-def _policy_from_log(entries: Sequence[Mapping[str, Any]], *, at: int, before: int) -> Policy:
-    """The policy in force at ``at``, rebuilt from the log alone."""
-    versions: dict[int, tuple[Policy, int, str | None]] = {}
-    vetoed: set[str] = set()
-    for e in entries[:before]:
-        if e["outcome"] != "ok":
-            continue
-        if e["kind"] == "deployment.genesis":
-            versions[1] = (default_policy(), e["time"], None)
-        elif e["kind"] == "policy.change_approved":
-            doc = e["data"]
-            versions[doc["policy"]["version"]] = (
-                parse_policy(doc["policy"]),
-                doc["effective_at"],
-                doc["proposal"],
-            )
-        elif e["kind"] == "proposal.vetoed":
-            vetoed.add(e["data"]["proposal"])
-    live = [(v, p) for v, (p, eff, prop) in versions.items() if eff <= at and prop not in vetoed]
-    if not live:
-        raise VerificationError("no policy was in force when the withdrawal was requested")
-    return max(live, key=lambda vp: vp[0])[1]
+def _policy_from_log(state: LogState, *, at: int, before: int) -> Policy:
+    """The policy in force at ``at``, as the justified replay of the log rebuilt it: only
+    versions that follow from a manager's signed proposal and a custodian's signed
+    approval (or from the genesis every initial member signed) count."""
+    try:
+        return state.policy_at(at, before=before)
+    except VerificationError:
+        raise VerificationError("no policy was in force when the withdrawal was requested") from None
 
 
-def _book_from_log(entries: Sequence[Mapping[str, Any]], *, at: int, before: int) -> list[AddressBookEntry]:
-    additions: list[tuple[BookAddition, str]] = []
-    removals: dict[str, tuple[int, str]] = {}
-    vetoed: set[str] = set()
-    for e in entries[:before]:
-        if e["outcome"] != "ok":
-            continue
-        d = e["data"]
-        if e["kind"] == "addressbook.change_approved":
-            if d["change"] == "add":
-                additions.append(
-                    (
-                        BookAddition(d["entry"]["id"], entry_from_json(d["entry"]), d["effective_at"]),
-                        d["proposal"],
-                    )
-                )
-            else:
-                removals[d["entry_id"]] = (d["effective_at"], d["proposal"])
-        elif e["kind"] == "proposal.vetoed":
-            vetoed.add(d["proposal"])
-    return address_book_at(
-        [a for a, prop in additions if prop not in vetoed],
-        {k: t for k, (t, prop) in removals.items() if prop not in vetoed},
-        at,
-    )
+def _book_from_log(state: LogState, *, at: int, before: int) -> list[AddressBookEntry]:
+    """The address book in force at ``at``, from the justified replay (never from the
+    server's ``addressbook.change_approved`` data alone)."""
+    return state.book_at(at, before=before)
 
 
 def _logged_action(env: Any, logged: Collection[bytes], *, type_: str, deployment: str) -> SignedAction:
@@ -992,12 +955,12 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
     entries = [loads_strict(x) for x in lines]
     if not entries or entries[0]["kind"] != "deployment.genesis" or entries[0]["data"]["genesis"] != genesis:
         raise VerificationError("the log does not start with this genesis")
-    replay = MembershipReplay()
+    # Every effect on members, policy and address book is recomputed from the member-
+    # signed proposals and approvals in the log; the server's word for it counts for
+    # nothing (THREATS 26).
+    replay = LogState(genesis_hash_pin=root)
     for e in entries:
-        try:
-            replay.observe(e)
-        except Error as exc:
-            raise VerificationError(f"audit entry {e['index']}: {exc.message}") from None
+        replay.observe_entry(e)
     members = replay.members
     eligible = {m.id: m.role for m in members.values() if m.active}
     logged = {canonical(e["envelope"]) for e in entries if e["outcome"] == "ok" and e["envelope"] is not None}
@@ -1062,11 +1025,11 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
         raise VerificationError("the request's creation time differs from the log")
 
     # Policy and decision, re-run as of the request.
-    policy = _policy_from_log(entries, at=created["time"], before=index)
+    policy = _policy_from_log(replay, at=created["time"], before=index)
     check_fields(
         bundle["policy"],
         required=("version", "change_delay_seconds", "rules"),
-        optional=("wallet_limits",),
+        optional=("wallet_limits", "membership"),
         where="bundle.policy",
     )
     if parse_policy(bundle["policy"]) != policy or policy.version != w["policy_version"]:
@@ -1081,7 +1044,7 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
         intent, public_key=key.public_key, unsigned=bytes.fromhex(w["unsigned_tx"]), prevouts=w["prevouts"]
     )
 
-    book = _book_from_log(entries, at=created["time"], before=index)
+    book = _book_from_log(replay, at=created["time"], before=index)
     decision = evaluate(
         policy,
         intent.facts(fee_of(intent, view)),
@@ -1108,7 +1071,7 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
     matched = next((r for r in policy.rules if r.name == decision.rule_name), None)
     if matched is not None and matched.allowlist_only:
         facts = intent.facts()
-        if not any(e.allows(facts) for e in _book_from_log(entries, at=now, before=len(entries))):
+        if not any(e.allows(facts) for e in _book_from_log(replay, at=now, before=len(entries))):
             raise VerificationError(f"destination {intent.destination} has left the address book")
 
     # Approvals: signed, recorded, for exactly this content, counted per current member.

@@ -10,10 +10,11 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from tandem.core.canonical import canonical, check_fields, digest_hex, loads_strict
+from tandem.core import membership as mcore
+from tandem.core.canonical import canonical, check_fields, loads_strict
 from tandem.core.identity import IdentityCard, unb64
 from tandem.core.membership import check_distinct, check_genesis, genesis_hash
-from tandem.core.policy import quorum
+from tandem.core.policy import Policy, QuorumResult, quorum
 from tandem.core.roles import Role
 from tandem.errors import (
     ConflictError,
@@ -22,14 +23,16 @@ from tandem.errors import (
     InputError,
     InvalidStateError,
     NotFoundError,
+    QuorumNotMetError,
     SelfApprovalError,
+    TimeLockedError,
     TotpError,
 )
 from tandem.services.base import SESSION_SECONDS, Call, ServiceBase
 from tandem.store.models import Approval, Deployment, Member, Proposal
 from tandem.store.models import Session as SessionRow
 
-PROPOSAL_SECONDS = 24 * 3600
+PROPOSAL_SECONDS = mcore.PROPOSAL_SECONDS
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
 
 
@@ -82,9 +85,8 @@ def proposal_public(p: Proposal, approvals: list[Approval]) -> dict[str, Any]:
 
 def proposal_digest(p: Proposal) -> str:
     """What an approver signs: the proposal's identity and exact content."""
-    return digest_hex(
-        "proposal",
-        {"id": p.id, "kind": p.kind, "body": loads_strict(p.body), "proposer": p.proposer},
+    return mcore.proposal_digest(
+        proposal_id=p.id, kind=p.kind, body=loads_strict(p.body), proposer=p.proposer
     )
 
 
@@ -227,28 +229,21 @@ class MembershipService(ServiceBase):
         def use_case(call: Call) -> dict[str, Any]:
             assert call.action is not None
             assert call.actor is not None
-            body = check_fields(
-                call.action.body, required=("change",), optional=("card", "member"), where="body"
-            )
-            change = body["change"]
+            # The same derivation the verifiers replay from the signed body.
+            content = mcore.member_proposal_content(call.action.body)
+            change = content["change"]
             session = call.session
             if change == "add":
-                card = IdentityCard.from_json(body.get("card"))
-                self._check_new_card(call, card)
-                content: dict[str, Any] = {"change": "add", "card": card.to_json()}
-            elif change in ("remove", "rekey"):
-                target = session.get(Member, body.get("member"))
+                self._check_new_card(call, IdentityCard.from_json(content["card"]))
+            else:
+                target = session.get(Member, content["member"])
                 if target is None or target.status != "active":
                     raise NotFoundError("no active member with that id")
-                content = {"change": change, "member": target.id}
                 if change == "rekey":
-                    card = IdentityCard.from_json(body.get("card"))
+                    card = IdentityCard.from_json(content["card"])
                     if card.name != target.name or card.role.value != target.role:
                         raise InputError("a rekey keeps the member's name and role; only keys change")
                     self._check_new_card(call, card, rekey_of=target.id)
-                    content["card"] = card.to_json()
-            else:
-                raise InputError("body.change must be add, remove or rekey")
             proposal = Proposal(
                 id="prop_" + secrets.token_hex(8),
                 deployment=call.deployment.id,
@@ -347,24 +342,21 @@ class MembershipService(ServiceBase):
                 )
             )
             call.session.flush()
-            approvals = list(call.session.exec(select(Approval).where(Approval.subject == proposal.id)).all())
-            eligible = {
-                m.id: Role(m.role)
-                for m in call.session.exec(select(Member).where(Member.status == "active")).all()
+            approvals = self._proposal_approvals(call, proposal)
+            policy = _policy_at(call, call.now)
+            result = self._proposal_quorum(call, proposal, proposer, approvals, policy)
+            data: dict[str, Any] = {
+                "proposal": proposal.id,
+                "digest": body["digest"],
+                "quorum_met": result.met,
             }
-            result = quorum(
-                {needed: 1},
-                [(a.member, Role(a.role)) for a in approvals],
-                requester=proposer.id,
-                eligible=eligible,
-            )
-            self.audit(
-                call,
-                "proposal.approved",
-                {"proposal": proposal.id, "digest": body["digest"], "quorum_met": result.met},
-            )
             if result.met:
-                self._apply(call, proposal)
+                # The delay comes from the policy in force before the change, as for
+                # policy changes; the verifiers recompute it from the same policy.
+                data["effective_at"] = call.now + mcore.change_delay(policy, proposal.kind)
+            self.audit(call, "proposal.approved", data)
+            if result.met:
+                self._approved(call, proposal, data["effective_at"])
             return proposal_public(proposal, approvals)
 
         return self.run(
@@ -378,27 +370,97 @@ class MembershipService(ServiceBase):
         )
 
     def _approver_role(self, proposal: Proposal, proposer: Member) -> Role:
-        if proposal.kind.startswith("member."):
-            return other_side(Role(proposer.role))
-        return Role.CUSTODIAN
+        return mcore.approving_role(proposal.kind, Role(proposer.role))
 
-    def _apply(self, call: Call, proposal: Proposal) -> None:
+    @staticmethod
+    def _proposal_approvals(call: Call, proposal: Proposal) -> list[Approval]:
+        return list(call.session.exec(select(Approval).where(Approval.subject == proposal.id)).all())
+
+    def _proposal_quorum(
+        self, call: Call, proposal: Proposal, proposer: Member, approvals: list[Approval], policy: Policy
+    ) -> QuorumResult:
+        """Distinct current members of the approving side, as many as the policy in
+        force says (the membership section for member changes)."""
+        eligible = {
+            m.id: Role(m.role)
+            for m in call.session.exec(select(Member).where(Member.status == "active")).all()
+        }
+        return quorum(
+            mcore.required_approvals(policy, proposal.kind, Role(proposer.role)),
+            [(a.member, Role(a.role)) for a in approvals],
+            requester=proposer.id,
+            eligible=eligible,
+        )
+
+    def _approved(self, call: Call, proposal: Proposal, effective_at: int) -> None:
         proposal.approved_at = call.now
         body = loads_strict(proposal.body)
         if proposal.kind.startswith("member."):
-            self._apply_member(call, proposal, body)
+            proposal.status = "approved"
+            proposal.effective_at = effective_at
+            if effective_at <= call.now:
+                self._apply_member(call, proposal, body)
         else:
             from tandem.services.policies import apply_policy_proposal
 
             apply_policy_proposal(self, call, proposal, body)
         call.session.add(proposal)
 
+    # --- the delay: a membership change takes effect when asked after it, or never ------
+
+    def apply_proposal(self, envelope: Any) -> dict[str, Any]:
+        """Carry out an approved membership change whose delay has passed (any manager or
+        custodian may ask; it is the clock, not a decision). The quorum is counted again
+        among current members: an approver removed during the delay no longer counts."""
+
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            body = check_fields(call.action.body, required=("proposal",), where="body")
+            proposal_id = body["proposal"]
+            proposal = call.session.get(Proposal, proposal_id) if isinstance(proposal_id, str) else None
+            if proposal is None:
+                raise NotFoundError("no such proposal")
+            if proposal.kind not in mcore.MEMBER_KINDS:
+                raise InvalidStateError(f"a {proposal.kind} change takes effect by itself after its delay")
+            if proposal.status != "approved" or proposal.effective_at is None:
+                raise InvalidStateError(
+                    f"proposal is {proposal.status}; only an approved change can be applied"
+                )
+            if call.now < proposal.effective_at:
+                raise TimeLockedError(
+                    f"the change is in its veto window until {proposal.effective_at} "
+                    f"({proposal.effective_at - call.now}s left)",
+                    details={"effective_at": proposal.effective_at},
+                )
+            proposer = call.session.get(Member, proposal.proposer)
+            assert proposer is not None
+            approvals = self._proposal_approvals(call, proposal)
+            result = self._proposal_quorum(
+                call, proposal, proposer, approvals, _policy_at(call, proposal.approved_at or call.now)
+            )
+            if not result.met:
+                raise QuorumNotMetError(
+                    "the approvals no longer meet the quorum (an approver was removed during the delay)"
+                )
+            self.audit(call, "proposal.applied", {"proposal": proposal.id, "kind": proposal.kind})
+            self._apply_member(call, proposal, loads_strict(proposal.body))
+            call.session.add(proposal)
+            return proposal_public(proposal, approvals)
+
+        return self.run("proposal.apply", envelope, use_case, types="proposal.apply", roles=SIDES)
+
+    def veto_member_proposal(self, envelope: Any) -> dict[str, Any]:
+        """Either side stops an approved membership change during its delay (the same
+        mechanism as a policy veto)."""
+        from tandem.services.policies import veto_proposal
+
+        return veto_proposal(self, envelope, kinds=mcore.MEMBER_KINDS, roles=SIDES)
+
     def _apply_member(self, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
         from tandem.services.keysets import mark_reshare_required
 
         session = call.session
         proposal.status = "applied"
-        proposal.effective_at = call.now
         if body["change"] == "add":
             card = IdentityCard.from_json(body["card"])
             self._check_new_card(call, card)
@@ -479,6 +541,12 @@ class MembershipService(ServiceBase):
             if dep is not None:
                 info.update({"deployment": dep.id, "entity": dep.entity, "genesis_hash": dep.genesis_hash})
             return info
+
+
+def _policy_at(call: Call, at: int) -> Policy:
+    from tandem.services.policies import current_policy
+
+    return current_policy(call.session, at)
 
 
 def _member_row(card: IdentityCard, deployment: str, now: int) -> Member:

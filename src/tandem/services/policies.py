@@ -18,7 +18,14 @@ from sqlmodel import Session, SQLModel, col, select
 
 from tandem.core import withdrawal as wcore
 from tandem.core.canonical import canonical, check_fields, loads_strict, parse_amount
-from tandem.core.chains import get_chain
+from tandem.core.membership import (
+    book_entry_of,
+    book_removal_content,
+    change_delay,
+    normalize_book_entry,
+    policy_proposal_content,
+    veto_roles,
+)
 from tandem.core.policy import (
     AddressBookEntry,
     PastWithdrawal,
@@ -31,13 +38,19 @@ from tandem.core.policy import (
     velocity_window_seconds,
 )
 from tandem.core.roles import Role
-from tandem.errors import ConflictError, InputError, InvalidStateError, NotFoundError, PolicyVersionError
+from tandem.errors import (
+    ConflictError,
+    InputError,
+    InvalidStateError,
+    NotFoundError,
+    PolicyVersionError,
+    RoleNotAllowedError,
+)
 from tandem.services.base import Call, ServiceBase
 from tandem.services.membership import PROPOSAL_SECONDS, proposal_digest, proposal_public
 from tandem.store.models import AddressBookRow, PolicyRow, Proposal, Withdrawal
 
 POLICY_KINDS = ("policy.change", "addressbook.add", "addressbook.remove")
-MAX_LABEL = 200
 
 
 def install_default_policy(call: Call) -> None:
@@ -71,10 +84,7 @@ def install_genesis_terms(service: Any, call: Call, doc: dict[str, Any]) -> None
         )
     for raw in doc.get("address_book", []):
         body = normalize_book_entry({"change": "add", **raw} if isinstance(raw, dict) else raw)
-        entry = {k: body[k] for k in ("chain", "network", "address", "label")}
-        if body.get("asset") is not None:
-            entry["asset"] = body["asset"]
-        entry["id"] = "ab_" + secrets.token_hex(8)
+        entry = book_entry_of(body, "ab_" + secrets.token_hex(8))
         call.session.add(
             AddressBookRow(
                 id=entry["id"], chain=entry["chain"], network=entry["network"], address=entry["address"],
@@ -200,9 +210,9 @@ def history_for(
 
 def apply_policy_proposal(service: Any, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
     session = call.session
-    delay = current_policy(session, call.now).change_delay_seconds
-    effective_at = call.now + delay
+    effective_at = call.now + change_delay(current_policy(session, call.now), proposal.kind)
     proposal.status = "approved"
+    proposal.approved_at = call.now
     proposal.effective_at = effective_at
     if proposal.kind == "policy.change":
         new = parse_policy(body["policy"])
@@ -230,10 +240,7 @@ def apply_policy_proposal(service: Any, call: Call, proposal: Proposal, body: di
             with_envelope=False,
         )
     elif proposal.kind == "addressbook.add":
-        entry = {k: body[k] for k in ("chain", "network", "address", "label")}
-        if body.get("asset") is not None:
-            entry["asset"] = body["asset"]
-        entry["id"] = "ab_" + secrets.token_hex(8)
+        entry = book_entry_of(body, "ab_" + secrets.token_hex(8))
         session.add(
             AddressBookRow(
                 id=entry["id"],
@@ -300,12 +307,12 @@ def _new_proposal(call: Call, kind: str, content: dict[str, Any]) -> Proposal:
 def propose_policy(service: ServiceBase, envelope: Any) -> dict[str, Any]:
     def use_case(call: Call) -> dict[str, Any]:
         assert call.action is not None
-        body = check_fields(call.action.body, required=("policy",), where="body")
-        new = parse_policy(body["policy"])
+        content = policy_proposal_content(call.action.body)
+        new = parse_policy(content["policy"])
         latest = latest_policy_version(call.session)
         if new.version != latest + 1:
             raise PolicyVersionError(f"a policy change must have version {latest + 1}, got {new.version}")
-        proposal = _new_proposal(call, "policy.change", {"policy": new.to_json()})
+        proposal = _new_proposal(call, "policy.change", content)
         service.audit(
             call,
             "policy.proposed",
@@ -319,47 +326,6 @@ def propose_policy(service: ServiceBase, envelope: Any) -> dict[str, Any]:
         return proposal_public(proposal, [])
 
     return service.run("policy.propose", envelope, use_case, types="policy.propose", roles=(Role.MANAGER,))
-
-
-def _label(value: Any) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_LABEL:
-        raise InputError(f"label must be 1-{MAX_LABEL} characters")
-    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in value):
-        raise InputError("label must not contain control characters")
-    return value
-
-
-def normalize_book_entry(body: Any) -> dict[str, Any]:
-    """A validated address-book addition (addresses in their normal spelling)."""
-    check_fields(
-        body, required=("change", "chain", "network", "address", "label"), optional=("asset",), where="body"
-    )
-    chain, network = body["chain"], body["network"]
-    if chain not in wcore.NATIVE_ASSET:
-        raise InputError("body.chain must be bitcoin or ethereum")
-    if not isinstance(network, str):
-        raise InputError("body.network must be a string")
-    impl = get_chain(chain)
-    if not isinstance(body["address"], str):
-        raise InputError("body.address must be a string")
-    address = impl.validate_address(body["address"], network)
-    out: dict[str, Any] = {
-        "change": "add",
-        "chain": chain,
-        "network": network,
-        "address": address,
-        "label": _label(body["label"]),
-    }
-    asset = body.get("asset")
-    if asset is not None:
-        if not isinstance(asset, str):
-            raise InputError("body.asset must be a string")
-        if asset != wcore.NATIVE_ASSET[chain]:
-            if chain != "ethereum":
-                raise InputError(f"body.asset must be {wcore.NATIVE_ASSET[chain]} on {chain}")
-            asset = impl.validate_address(asset, network)
-        out["asset"] = asset
-    return out
 
 
 def propose_address_change(service: ServiceBase, envelope: Any) -> dict[str, Any]:
@@ -385,14 +351,9 @@ def propose_address_change(service: ServiceBase, envelope: Any) -> dict[str, Any
             target = call.session.get(AddressBookRow, _id(body["entry"]))
             if target is None or target.status != "active":
                 raise NotFoundError("no active address-book entry with that id")
-            row = target
-            content = {
-                "change": "remove",
-                "entry": row.id,
-                "address": row.address,
-                "chain": row.chain,
-                "network": row.network,
-            }
+            content = book_removal_content(
+                target.id, {"address": target.address, "chain": target.chain, "network": target.network}
+            )
         else:
             raise InputError("body.change must be add or remove")
         proposal = _new_proposal(call, f"addressbook.{change}", content)
@@ -408,17 +369,28 @@ def propose_address_change(service: ServiceBase, envelope: Any) -> dict[str, Any
     )
 
 
-def veto_proposal(service: ServiceBase, envelope: Any) -> dict[str, Any]:
-    """A custodian stops an approved policy or address-book change during its delay."""
+def veto_proposal(
+    service: ServiceBase,
+    envelope: Any,
+    *,
+    kinds: tuple[str, ...] = POLICY_KINDS,
+    roles: tuple[Role, ...] = (Role.CUSTODIAN,),
+) -> dict[str, Any]:
+    """Stop an approved change during its delay: a custodian a policy or address-book
+    change; either side a membership change (``kinds=MEMBER_KINDS``). One mechanism,
+    :class:`PendingChange`, for both; the verifier's replay applies the same rule."""
 
     def use_case(call: Call) -> dict[str, Any]:
         assert call.action is not None
+        assert call.actor is not None
         body = check_fields(call.action.body, required=("proposal",), optional=("reason",), where="body")
         p = call.session.get(Proposal, _id(body["proposal"]))
         if p is None:
             raise NotFoundError("no such proposal")
-        if p.kind not in POLICY_KINDS:
-            raise InvalidStateError(f"a {p.kind} proposal cannot be vetoed")
+        if p.kind not in kinds:
+            raise InvalidStateError(f"a {p.kind} proposal cannot be vetoed here")
+        if Role(call.actor.role) not in veto_roles(p.kind):
+            raise RoleNotAllowedError(f"a {call.actor.role} may not veto a {p.kind} change")
         if p.status != "approved" or p.effective_at is None or p.approved_at is None:
             raise InvalidStateError(
                 f"proposal is {p.status}; only an approved change in its delay can be vetoed"
@@ -443,7 +415,7 @@ def veto_proposal(service: ServiceBase, envelope: Any) -> dict[str, Any]:
         service.audit(call, "proposal.vetoed", {"proposal": p.id, "kind": p.kind, "reason": reason})
         return proposal_public(p, [])
 
-    return service.run("proposal.veto", envelope, use_case, types="proposal.veto", roles=(Role.CUSTODIAN,))
+    return service.run("proposal.veto", envelope, use_case, types="proposal.veto", roles=roles)
 
 
 # --- reads --------------------------------------------------------------------------
