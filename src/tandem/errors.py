@@ -90,6 +90,12 @@ class InsufficientFundsError(InputError):
     code = "insufficient_funds"
 
 
+class UnprovenInputError(InvalidTransactionError):
+    """A Bitcoin input whose amount and script are not proven by the transaction it spends."""
+
+    code = "unproven_input"
+
+
 # --- authentication and authorisation ----------------------------------------------------
 
 
@@ -238,6 +244,12 @@ class IdempotencyConflictError(ConflictError):
     code = "idempotency_conflict"
 
 
+class OutpointReservedError(ConflictError):
+    """The output is already being spent by another live withdrawal."""
+
+    code = "outpoint_reserved"
+
+
 class TamperedError(Error):
     code = "tampered"
     status = 409
@@ -310,3 +322,10 @@ class AuditWriteError(Error):
 class ConfigurationError(Error):
     code = "configuration_error"
     status = 500
+
+
+class MixedNetworksError(ConfigurationError):
+    """A key set holds one key on two networks of one chain (e.g. bitcoin mainnet and testnet)."""
+
+    code = "mixed_networks"
+    status = 503
