@@ -8,6 +8,7 @@ from typing import Any
 from tandem.core import audit, merkle
 from tandem.core.canonical import loads_strict
 from tandem.errors import AuditVerificationError, Error, InputError, NotFoundError
+from tandem.services import keynetworks
 from tandem.services.base import ServiceBase
 from tandem.store import audit_log
 
@@ -41,6 +42,12 @@ class AuditService(ServiceBase):
                         raise AuditVerificationError("latest checkpoint does not match the log", index=n - 1)
         except Error as exc:
             self.sealed_reason = f"audit chain does not verify at start-up: {exc.message}"
+            return
+        try:
+            with self.db.read() as session:
+                keynetworks.require_one_network_per_key(session)
+        except Error as exc:
+            self.sealed_reason = f"start-up check [{exc.code}]: {exc.message}"
             return
         self.sealed_reason = None
 

@@ -43,7 +43,7 @@ from tandem.errors import (
     SelfApprovalError,
     TamperedError,
 )
-from tandem.services import policies
+from tandem.services import outpoints, policies
 from tandem.services.base import Call, fault_point
 from tandem.services.keyuse import KeyUseService
 from tandem.store import audit_log
@@ -242,6 +242,7 @@ class WithdrawalService(KeyUseService):
             )
             session.add(row)
             session.flush()
+            outpoints.reserve(session, withdrawal=row, intent=intent, now=now)
             self.audit(
                 call,
                 "withdrawal.created",
@@ -390,6 +391,7 @@ class WithdrawalService(KeyUseService):
                 )
             row.status = wcore.transition(row.status, event, expires_at=row.expires_at, now=call.now)
             call.session.add(row)
+            outpoints.release(call.session, row)
             past = {"reject": "rejected", "cancel": "cancelled", "veto": "vetoed"}[event]
             self.audit(call, f"withdrawal.{past}", {"withdrawal": row.id, "reason": reason})
             return self._public(call.session, row, call.now, detail=False)
