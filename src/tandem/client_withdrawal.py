@@ -18,6 +18,7 @@ from typing import Any
 from tandem.client import Client
 from tandem.core import split
 from tandem.core import withdrawal as wcore
+from tandem.core.chains import psbt as bip174
 from tandem.core.identity import IdentityCard, MemberSecrets, b64
 from tandem.core.split import reseal_for_operation
 from tandem.errors import InputError, VerificationError
@@ -134,6 +135,21 @@ def review(view: dict[str, Any]) -> Review:
     if ih != view["intent_hash"] or td != view["tx_digest"]:
         raise VerificationError("the server's digests differ from the ones computed here")
     return Review(intent_hash=ih, tx_digest=td, fingerprint=wcore.fingerprint(ih), decoded=decoded)
+
+
+def withdrawal_psbt(view: dict[str, Any]) -> bytes:
+    """The request's unsigned Bitcoin transaction as a BIP-174 PSBT, for a standard wallet.
+
+    Made here from what :func:`review` checked: the unsigned bytes and, for each input,
+    its full previous transaction from the signed intent (``NON_WITNESS_UTXO``) and the
+    output it spends (``WITNESS_UTXO``), so a wallet shows the same amounts and fee.
+    """
+    if view.get("chain") != "bitcoin":
+        raise InputError("a PSBT is for Bitcoin withdrawals")
+    review(view)
+    intent = wcore.require_normal_intent(view["intent"])
+    made = bip174.psbt_for_unsigned(bytes.fromhex(view["unsigned_tx"]), [u.prev_tx for u in intent.utxos])
+    return made.serialize()
 
 
 def approve_withdrawal(
