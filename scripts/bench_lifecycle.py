@@ -47,6 +47,7 @@ from tests.adversarial.server_harness import (  # noqa: E402 - the checkout root
     TotpSteps,
     build_deployment,
 )
+from tests.btc_funding import utxos_paying  # noqa: E402
 
 from tandem import client_withdrawal as cw  # noqa: E402
 from tandem.client import Client  # noqa: E402
@@ -121,10 +122,7 @@ def _intent(dep: Deployment, n: int) -> dict[str, Any]:
         "from": dep.addresses[n % len(dep.addresses)]["address"],
         "destination": dep.destination,
         "bitcoin": {
-            "utxos": [
-                {"txid": os.urandom(32).hex(), "vout": 0, "amount": "60000"},
-                {"txid": os.urandom(32).hex(), "vout": 1, "amount": "70000"},
-            ],
+            "utxos": utxos_paying(dep.addresses[n % len(dep.addresses)]["address"], [60_000, 70_000]),
             "fee_rate": 5,
         },
     }

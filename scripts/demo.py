@@ -51,6 +51,20 @@ PASSPHRASE = "demo passphrase, not for production"  # noqa: S105 - demo keystore
 TANDEM = [sys.executable, "-m", "tandem.cli"]
 
 
+def funding_transaction(address: str, sats: int) -> Any:
+    """Stands in for the deposit a node or explorer would show: output 1 pays ``sats`` to
+    the wallet. The intent carries the whole transaction; Tandem reads the amount from it."""
+    from tandem.core.chains import bitcoin as btc
+
+    return btc.Transaction(
+        2,
+        (btc.TxInput(os.urandom(32).hex(), 0),),
+        (btc.TxOutput(1_000, btc.address_to_script(BTC_DEST, "testnet")),
+         btc.TxOutput(sats, btc.address_to_script(address, "testnet"))),
+        0,
+    )
+
+
 def say(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
@@ -268,6 +282,7 @@ class Demo:
         btc_keyset = keysets["bitcoin"]["keyset"]["id"]
         eth_keyset = keysets["ethereum"]["keyset"]["id"]
         btc_from = keysets["bitcoin"]["addresses"][0]["address"]
+        deposit = funding_transaction(btc_from, 300_000)
         intents = {
             "bitcoin": {
                 "chain": "bitcoin",
@@ -279,11 +294,7 @@ class Demo:
                 "bitcoin": {
                     "fee_rate": 4,
                     "utxos": [
-                        {
-                            "txid": "8f0b2b5f7c0d4a3e9e1a6c2b1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e",
-                            "vout": 1,
-                            "amount": "300000",
-                        }
+                        {"txid": deposit.txid, "vout": 1, "prev_tx": deposit.serialize().hex()},
                     ],
                 },
             },

@@ -18,6 +18,7 @@ from typing import Any
 from tandem.client import Client
 from tandem.core import split
 from tandem.core import withdrawal as wcore
+from tandem.core.chains import psbt as bip174
 from tandem.core.identity import IdentityCard, MemberSecrets, b64
 from tandem.core.policy import DEFAULT_FEE_WARN_BPS as FEE_WARN_BPS
 from tandem.core.split import reseal_for_operation
@@ -144,6 +145,21 @@ def review(view: dict[str, Any]) -> Review:
 
 def _int_or(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
+def withdrawal_psbt(view: dict[str, Any]) -> bytes:
+    """The request's unsigned Bitcoin transaction as a BIP-174 PSBT, for a standard wallet.
+
+    Made here from what :func:`review` checked: the unsigned bytes and, for each input,
+    its full previous transaction from the signed intent (``NON_WITNESS_UTXO``) and the
+    output it spends (``WITNESS_UTXO``), so a wallet shows the same amounts and fee.
+    """
+    if view.get("chain") != "bitcoin":
+        raise InputError("a PSBT is for Bitcoin withdrawals")
+    review(view)
+    intent = wcore.require_normal_intent(view["intent"])
+    made = bip174.psbt_for_unsigned(bytes.fromhex(view["unsigned_tx"]), [u.prev_tx for u in intent.utxos])
+    return made.serialize()
 
 
 def approve_withdrawal(

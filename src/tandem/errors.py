@@ -90,6 +90,12 @@ class InsufficientFundsError(InputError):
     code = "insufficient_funds"
 
 
+class UnprovenInputError(InvalidTransactionError):
+    """A Bitcoin input whose amount and script are not proven by the transaction it spends."""
+
+    code = "unproven_input"
+
+
 # --- authentication and authorisation ----------------------------------------------------
 
 
@@ -260,6 +266,10 @@ class TxidMismatchError(ConflictError):
     """A recorded broadcast names another transaction than the one released."""
 
     code = "txid_mismatch"
+class OutpointReservedError(ConflictError):
+    """The output is already being spent by another live withdrawal."""
+
+    code = "outpoint_reserved"
 
 
 class TamperedError(Error):
@@ -394,3 +404,8 @@ class ChainRejectedError(ChainBackendError):
 
     code = "chain_rejected"
     status = 422
+class MixedNetworksError(ConfigurationError):
+    """A key set holds one key on two networks of one chain (e.g. bitcoin mainnet and testnet)."""
+
+    code = "mixed_networks"
+    status = 503

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.btc_funding import utxos_paying
 
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
@@ -459,7 +460,7 @@ def build_deployment(
                 "from": transcript["addresses"][0]["address"],
                 "destination": destination,
                 "bitcoin": {
-                    "utxos": [{"txid": os.urandom(32).hex(), "vout": 2, "amount": "50000"}],
+                    "utxos": utxos_paying(transcript["addresses"][0]["address"], [50_000]),
                     "fee_rate": 2,
                 },
             }

@@ -204,7 +204,10 @@ def real_btc_tx() -> bytes:
     dest = btc.p2wpkh_address(secp_public(bytes(31) + b"\x09"), "testnet")
     tx = btc.build_p2wpkh_spend(
         from_pubkey=PUB,
-        utxos=[("11" * 32, 0, 100_000), ("22" * 32, 3, 70_000)],
+        prevouts=[
+            btc.Prevout("11" * 32, 0, 100_000, btc.p2wpkh_script(btc.hash160(PUB))),
+            btc.Prevout("22" * 32, 3, 70_000, btc.p2wpkh_script(btc.hash160(PUB))),
+        ],
         destination=dest,
         amount=50_000,
         fee_rate=5,

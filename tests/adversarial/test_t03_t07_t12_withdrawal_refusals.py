@@ -250,7 +250,7 @@ def test_swapping_the_unsigned_transaction_in_the_database_marks_it_tampered(wor
     pub = s.keyset.keys[0][1]
     swapped = btc.build_p2wpkh_spend(
         from_pubkey=pub,
-        utxos=[(u["txid"], u["vout"], int(u["amount"])) for u in w["intent"]["bitcoin"]["utxos"]],
+        prevouts=wcore.prevouts_from_json(w["prevouts"]),
         destination=STRANGER_BTC,
         amount=50_000,
         fee_rate=5,

@@ -11,7 +11,6 @@ TANDEM_TEST_POSTGRES_URL is set) on PostgreSQL.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from tests.adversarial.server_harness import (
     verified_export,
 )
 from tests.api.test_withdrawal_helpers import verify_bitcoin
+from tests.btc_funding import utxos_paying
 from tests.conftest import BACKENDS, PG_URL
 
 from tandem import client_withdrawal as cw
@@ -80,7 +80,7 @@ def approved_withdrawal(s: Served, custodian: str) -> dict[str, Any]:
             "from": source["address"],
             "destination": s.dep.destination,
             "bitcoin": {
-                "utxos": [{"txid": os.urandom(32).hex(), "vout": 1, "amount": "90000"}],
+                "utxos": utxos_paying(source["address"], [90_000]),
                 "fee_rate": 4,
             },
         },

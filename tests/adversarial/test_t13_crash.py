@@ -24,7 +24,6 @@ always; PostgreSQL too when TANDEM_TEST_POSTGRES_URL is set.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import traceback
@@ -50,6 +49,7 @@ from tests.adversarial.server_harness import (
     verified_export,
 )
 from tests.api.test_withdrawal_helpers import verify_bitcoin
+from tests.btc_funding import utxos_paying
 from tests.conftest import BACKENDS, PG_URL
 
 from tandem import client_ceremony as cc
@@ -253,7 +253,7 @@ class Flow:
                 "from": self.run.dep.addresses[0]["address"],
                 "destination": self.run.dep.destination,
                 "bitcoin": {
-                    "utxos": [{"txid": os.urandom(32).hex(), "vout": 0, "amount": "80000"}],
+                    "utxos": utxos_paying(self.run.dep.addresses[0]["address"], [80_000]),
                     "fee_rate": 3,
                 },
             },

@@ -16,6 +16,7 @@ from tests.api.test_withdrawal_helpers import (
     verify_bitcoin,
     verify_ethereum,
 )
+from tests.btc_funding import funding_tx, utxo
 from tests.conftest import World
 
 from tandem import client_withdrawal as cw
@@ -32,12 +33,14 @@ def audit_kinds(world: World) -> list[str]:
 
 def test_bitcoin_release_verifies_with_python_bitcoinlib(world: World) -> None:
     s = setup(world)
-    spend = [
-        {"txid": "11" * 32, "vout": 0, "amount": "60000"},
-        {"txid": "22" * 32, "vout": 3, "amount": "70000"},
-    ]
+    first = funding_tx(s.btc_from, [60_000], witness=True)
+    second = funding_tx(s.btc_from, [5_000, 1_000, 2_000, 70_000])
+    # The first as a node serves it, witness included: the client normalises it away.
+    spend = [{"txid": first.txid, "vout": 0, "prev_tx": first.serialize().hex()}, utxo(second, 3)]
     created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000, spend=spend))
     assert created["status"] == "pending"
+    assert created["intent"]["bitcoin"]["utxos"][0]["prev_tx"] == first.serialize(include_witness=False).hex()
+    assert [p["amount"] for p in created["prevouts"]] == ["60000", "70000"]
     assert created["decoded"]["to"] == BTC_DEST
     assert created["decoded"]["amount"] == "50000"
     assert len(created["fingerprint"]) == 19

@@ -13,6 +13,7 @@ from bitcoin.core import CTransaction, b2lx
 from bitcoin.core.key import CPubKey
 from bitcoin.core.script import SIGHASH_ALL, SIGVERSION_WITNESS_V0, CScript, SignatureHash
 from eth_account import Account
+from tests.btc_funding import utxos_paying
 from tests.conftest import World
 from tests.keysets import make_keyset
 
@@ -105,8 +106,9 @@ def rule(name: str, *, custodians: int = 1, managers: int = 0, **extra: Any) -> 
     }
 
 
-def utxos(n: int = 2, amount: int = 100_000) -> list[dict[str, Any]]:
-    return [{"txid": os.urandom(32).hex(), "vout": i, "amount": str(amount + i)} for i in range(n)]
+def utxos(address: str, n: int = 2, amount: int = 100_000) -> list[dict[str, Any]]:
+    """``n`` fresh outputs paid to ``address``, each with the transaction that proves it."""
+    return utxos_paying(address, [amount + i for i in range(n)])
 
 
 def btc_intent(
@@ -124,7 +126,7 @@ def btc_intent(
         "asset": "BTC",
         "amount": str(amount),
         "destination": destination,
-        "bitcoin": {"utxos": spend or utxos(), "fee_rate": fee_rate},
+        "bitcoin": {"utxos": spend or utxos(s.btc_from), "fee_rate": fee_rate},
     }
 
 
@@ -168,6 +170,7 @@ def verify_bitcoin(raw_hex: str, prevouts: list[dict[str, Any]], from_pubkey: by
     assert len(tx.vin) == len(prevouts)
     for i, prev in enumerate(prevouts):
         assert b2lx(tx.vin[i].prevout.hash) == prev["txid"]
+        assert prev["script_pubkey"] == b"\x00\x14".hex() + btc.hash160(from_pubkey).hex()
         sig, pub = tx.wit.vtxinwit[i].scriptWitness.stack
         assert pub == from_pubkey
         assert sig[-1] == SIGHASH_ALL

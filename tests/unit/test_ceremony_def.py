@@ -328,6 +328,12 @@ BROKEN = [
         id="duplicate-chain",
     ),
     pytest.param(
+        KEYGEN + '\n[[ceremony.chains]]\nchain = "bitcoin"\nnetwork = "testnet"\n',
+        "ceremony.chains[1].network: bitcoin testnet: one key serves one network, and "
+        "ceremony.chains[0] already gives bitcoin mainnet",
+        id="two-networks-for-one-key",
+    ),
+    pytest.param(
         KEYGEN + "\n[extra]\nx = 1\n",
         "unknown field 'extra'",
         id="unknown-top-level-table",

@@ -22,7 +22,9 @@ from tandem.errors import (
     InvalidAddressError,
     InvalidAmountError,
     InvalidStateError,
+    InvalidTransactionError,
     UnknownFieldError,
+    UnprovenInputError,
     VerificationError,
 )
 
@@ -33,6 +35,19 @@ FROM_ETH = eth.address_from_public_key(PUB)
 DEST_BTC = btc.p2wpkh_address(public_key(bytes.fromhex("22" * 32)), "testnet")
 DEST_ETH = eth.address_from_private_key(bytes.fromhex("22" * 32))
 TOKEN = "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238"
+OWN_SCRIPT = btc.address_to_script(FROM_BTC, "testnet")
+# The deposit the intent spends: output 1 pays the wallet 80 000 sats.
+FUND = btc.Transaction(
+    2,
+    (btc.TxInput("cd" * 32, 0),),
+    (btc.TxOutput(5_000, btc.address_to_script(DEST_BTC, "testnet")), btc.TxOutput(80_000, OWN_SCRIPT)),
+    0,
+)
+FUND_HEX = FUND.serialize().hex()
+
+
+def fund_utxo(**over: Any) -> dict[str, Any]:
+    return {"txid": FUND.txid, "vout": 1, "prev_tx": FUND_HEX, **over}
 
 
 def btc_doc(**over: Any) -> dict[str, Any]:
@@ -44,7 +59,7 @@ def btc_doc(**over: Any) -> dict[str, Any]:
         "asset": "BTC",
         "amount": "50000",
         "destination": DEST_BTC,
-        "bitcoin": {"utxos": [{"txid": "ab" * 32, "vout": 1, "amount": "80000"}], "fee_rate": 3},
+        "bitcoin": {"utxos": [fund_utxo()], "fee_rate": 3},
     }
     doc.update(over)
     return doc
@@ -77,7 +92,7 @@ def eth_doc(**over: Any) -> dict[str, Any]:
 def test_intent_normalises_to_one_spelling() -> None:
     loose = btc_doc(
         destination=DEST_BTC.upper(),
-        bitcoin={"utxos": [{"txid": "AB" * 32, "vout": 1, "amount": "80000"}], "fee_rate": 3},
+        bitcoin={"utxos": [fund_utxo(txid=FUND.txid.upper(), prev_tx=FUND_HEX.upper())], "fee_rate": 3},
     )
     assert w.normalize_intent(loose) == btc_doc()
     with pytest.raises(InputError, match="normal form"):
@@ -104,10 +119,20 @@ def test_intent_normalises_to_one_spelling() -> None:
         (btc_doc(destination="bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"), InvalidAddressError),
         (btc_doc(ethereum=eth_doc()["ethereum"]), InputError),
         (btc_doc(bitcoin={"utxos": [], "fee_rate": 3}), InputError),
+        (btc_doc(bitcoin={"utxos": [fund_utxo()] * 2, "fee_rate": 3}), InputError),
+        # The old form: an amount on the manager's word.
         (
-            btc_doc(bitcoin={"utxos": [{"txid": "ab" * 32, "vout": 1, "amount": "1"}] * 2, "fee_rate": 3}),
-            InputError,
+            btc_doc(bitcoin={"utxos": [{"txid": "ab" * 32, "vout": 1, "amount": "1"}], "fee_rate": 3}),
+            UnknownFieldError,
         ),
+        (btc_doc(bitcoin={"utxos": [fund_utxo(amount="80000")], "fee_rate": 3}), UnknownFieldError),
+        (btc_doc(bitcoin={"utxos": [fund_utxo(txid="ab" * 32)], "fee_rate": 3}), UnprovenInputError),
+        (btc_doc(bitcoin={"utxos": [fund_utxo(vout=2)], "fee_rate": 3}), UnprovenInputError),
+        (btc_doc(bitcoin={"utxos": [fund_utxo(vout=0)], "fee_rate": 3}), InvalidTransactionError),
+        (btc_doc(bitcoin={"utxos": [fund_utxo(prev_tx="zz")], "fee_rate": 3}), InputError),
+        (btc_doc(bitcoin={"utxos": [fund_utxo(prev_tx=FUND_HEX[:-2])], "fee_rate": 3}), InputError),
+        (btc_doc(bitcoin={"utxos": [fund_utxo()], "psbt": "cHNidP8=", "fee_rate": 3}), InputError),
+        (btc_doc(bitcoin={"fee_rate": 3}), InputError),
         (eth_doc(ethereum={**eth_doc()["ethereum"], "chain_id": 1}), InputError),
         (eth_doc(destination=DEST_ETH[:5] + DEST_ETH[5:].swapcase()), InvalidAddressError),
         (eth_doc(asset="USDC"), InputError),
@@ -223,6 +248,43 @@ def test_any_contract_call_but_the_token_transfer_is_refused() -> None:
     )
     with pytest.raises(DisallowedContractCallError):
         w.check_transaction(native, public_key=PUB, unsigned=other_contract, prevouts=[])
+
+
+def test_prevouts_shown_beside_the_bytes_must_be_the_previous_transactions() -> None:
+    """A server that serves the right bytes with a lie about an input's amount (and a
+    digest over the lie) is caught by the client: amounts come from the prev tx only."""
+    intent = w.parse_intent(btc_doc())
+    built = w.build_transaction(intent, PUB, allowed_tokens=[])
+    lie = copy.deepcopy(list(built.prevouts))
+    lie[0]["amount"] = "8000000"
+    with pytest.raises(VerificationError, match="its previous transaction holds 80000 sats"):
+        w.check_transaction(intent, public_key=PUB, unsigned=built.unsigned, prevouts=lie)
+    with pytest.raises(VerificationError, match="0 prevouts shown for 1 inputs"):
+        w.check_transaction(intent, public_key=PUB, unsigned=built.unsigned, prevouts=[])
+
+
+def test_inputs_given_as_a_psbt_normalise_to_proven_utxos() -> None:
+    from tandem.core.chains import psbt
+
+    intent = w.parse_intent(btc_doc())
+    built = w.build_transaction(intent, PUB, allowed_tokens=[])
+    made = psbt.psbt_for_unsigned(built.unsigned, [FUND.serialize()])
+    as_psbt = btc_doc(bitcoin={"psbt": made.to_base64(), "fee_rate": 3})
+    assert w.normalize_intent(as_psbt) == btc_doc()
+
+    # Without the previous transaction the amount is only the PSBT's word: refused.
+    bare = psbt.Psbt(made.global_map, tuple(p[1:] for p in made.inputs), made.outputs)
+    with pytest.raises(UnprovenInputError, match="NON_WITNESS_UTXO"):
+        w.parse_intent(btc_doc(bitcoin={"psbt": bare.to_base64(), "fee_rate": 3}))
+    # A witness UTXO that disagrees with the previous transaction: refused.
+    lie = btc.TxOutput(8_000_000, OWN_SCRIPT).serialize()
+    lying = psbt.Psbt(made.global_map, ((made.inputs[0][0], (b"\x01", lie)),), made.outputs)
+    with pytest.raises(UnprovenInputError, match="witness UTXO differs"):
+        w.parse_intent(btc_doc(bitcoin={"psbt": lying.to_base64(), "fee_rate": 3}))
+    # Outputs, if the PSBT has any, must be the intent's payment and change.
+    other = btc_doc(bitcoin={"psbt": made.to_base64(), "fee_rate": 3}, amount="40000")
+    with pytest.raises(InputError, match="outputs other than"):
+        w.parse_intent(other)
 
 
 def test_tx_digest_binds_key_bytes_and_prevouts() -> None:

@@ -6,6 +6,7 @@ before signing: the server's decoded view is never what gets approved.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from pathlib import Path
@@ -58,6 +59,11 @@ def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
         if value is not None:
             table.add_row(key, str(value))
     console.print(table)
+    if d.get("chain") == "bitcoin":
+        inputs = whole_table("input", "sats (read from its previous transaction)", show_header=True)
+        for i in d["inputs"]:
+            inputs.add_row(f"{i['txid']}:{i['vout']}", i["amount"])
+        console.print(inputs)
     console.print(
         f"request {view['id']}  status {view['status']}  policy v{view['policy_version']}  "
         f"rule {view['decision'].get('rule')}  requires {view['decision'].get('required')}"
@@ -150,6 +156,30 @@ def withdraw_show(
     def go() -> None:
         view = cw.get_withdrawal(Client(server), load_member(keystore), withdrawal_id)
         _print_review(view, cw.review(view))
+
+    run_cli(go)
+
+
+@withdraw_app.command("psbt")
+def withdraw_psbt(
+    withdrawal_id: Annotated[str, typer.Argument()],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the binary PSBT here (else base64 on stdout).")
+    ] = None,
+) -> None:
+    """(Bitcoin) Export the unsigned transaction as a BIP-174 PSBT, checked here first, with
+    each input's previous transaction, to inspect it in a standard wallet."""
+
+    def go() -> None:
+        view = cw.get_withdrawal(Client(server), load_member(keystore), withdrawal_id)
+        data = cw.withdrawal_psbt(view)
+        if out is None:
+            typer.echo(base64.b64encode(data).decode("ascii"))
+        else:
+            out.write_bytes(data)
+            console.print(f"wrote {out} ({len(data)} bytes, fingerprint {view['fingerprint']})")
 
     run_cli(go)
 

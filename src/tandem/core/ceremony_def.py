@@ -21,7 +21,7 @@ import difflib
 import re
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
@@ -396,6 +396,7 @@ def _chains(check: _Checker, value: Any, curve: str | None) -> tuple[ChainTarget
         return ()
     targets: list[ChainTarget] = []
     seen: set[tuple[str, str]] = set()
+    first_network: dict[str, tuple[str, int]] = {}
     for i, entry in enumerate(value):
         path = f"ceremony.chains[{i}]"
         table = check.table(entry, path, required=("chain", "network"), optional=("chain_id", "address_type"))
@@ -418,11 +419,47 @@ def _chains(check: _Checker, value: Any, curve: str | None) -> tuple[ChainTarget
         if (chain, network) in seen:
             check.add(path, f"{chain} {network} is listed twice")
             continue
+        other = first_network.setdefault(chain, (network, i))
+        if other[0] != network:
+            where = f"ceremony.chains[{other[1]}]"
+            check.add(f"{path}.network", _network_mix_message(chain, other[0], network, where))
+            continue
         seen.add((chain, network))
         targets.append(
             ChainTarget(chain=chain, network=network, chain_id=chain_id, address_type=address_type)
         )
     return tuple(targets)
+
+
+def _network_mix_message(chain: str, first: str, second: str, where: str) -> str:
+    return (
+        f"{chain} {second}: one key serves one network, and {where} already gives {chain} {first}. "
+        "A signature does not say which network it is for (BIP-143 commits to none), so a "
+        f"{second} withdrawal could spend {first} coins; use one key set per network"
+    )
+
+
+@dataclass(frozen=True)
+class NetworkMix:
+    key_id: str
+    chain: str
+    networks: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"key {self.key_id} serves {self.chain} on {' and '.join(self.networks)}"
+
+
+def network_mixes(addresses: Iterable[tuple[str, str, str]]) -> list[NetworkMix]:
+    """For ``(key_id, chain, network)`` rows of stored addresses, every key that serves
+    two networks of one chain (what ceremony validation refuses up front)."""
+    networks: dict[tuple[str, str], set[str]] = {}
+    for key_id, chain, network in addresses:
+        networks.setdefault((key_id, chain), set()).add(network)
+    return [
+        NetworkMix(key_id, chain, tuple(sorted(nets)))
+        for (key_id, chain), nets in sorted(networks.items())
+        if len(nets) > 1
+    ]
 
 
 def _chain_id(

@@ -32,6 +32,7 @@ from tandem.core.audit import verify_export
 from tandem.core.canonical import canonical, check_fields, digest_hex, loads_strict, parse_amount
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
+from tandem.core.chains import psbt as bip174
 from tandem.core.identity import IdentityCard, unb64
 from tandem.core.membership import LogState, check_genesis, genesis_hash
 from tandem.core.policy import (
@@ -54,6 +55,7 @@ from tandem.errors import (
     ExpiredError,
     InputError,
     InvalidStateError,
+    InvalidTransactionError,
     PolicyVersionError,
     TimeLockedError,
     VerificationError,
@@ -64,9 +66,12 @@ TX_DOMAIN = "withdrawal-tx"
 BUNDLE_FORMAT = "tandem-offline-bundle/1"
 RESULT_FORMAT = "tandem-offline-result/1"
 MAX_UTXOS = 200
+# The previous transactions an intent carries, together; leaves room in a 1 MiB request.
+MAX_PREV_TX_TOTAL_BYTES = 300_000
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,79}")
 _TXID = re.compile(r"[0-9a-fA-F]{64}")
+_HEX = re.compile(r"[0-9a-fA-F]*")
 _EVM = re.compile(r"0[xX][0-9a-fA-F]{40}")
 
 NATIVE_ASSET: Mapping[str, str] = {"bitcoin": "BTC", "ethereum": "ETH"}
@@ -77,9 +82,22 @@ NATIVE_ASSET: Mapping[str, str] = {"bitcoin": "BTC", "ethereum": "ETH"}
 
 @dataclass(frozen=True)
 class Utxo:
+    """An output to spend, with the previous transaction whose hash is ``txid``: the only
+    source of its amount and script (see :func:`btc.prevout_from_tx`)."""
+
     txid: str
     vout: int
-    amount: int
+    prev_tx: bytes = field(repr=False)  # kept in the legacy serialisation the txid hashes
+    prevout: btc.Prevout = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        stripped = btc.strip_witness(self.prev_tx)
+        object.__setattr__(self, "prev_tx", stripped)
+        object.__setattr__(self, "prevout", btc.prevout_from_tx(stripped, self.txid, self.vout))
+
+    @property
+    def amount(self) -> int:
+        return self.prevout.amount
 
 
 @dataclass(frozen=True)
@@ -136,7 +154,7 @@ class Intent:
             out["client"] = self.client
         if self.chain == "bitcoin":
             out["bitcoin"] = {
-                "utxos": [{"txid": u.txid, "vout": u.vout, "amount": str(u.amount)} for u in self.utxos],
+                "utxos": [{"txid": u.txid, "vout": u.vout, "prev_tx": u.prev_tx.hex()} for u in self.utxos],
                 "fee_rate": self.fee_rate,
             }
         if self.eth is not None:
@@ -172,6 +190,76 @@ def _address(chain: str, network: str, value: Any, what: str) -> str:
     if chain == "bitcoin":
         return btc.validate_address(value, network)
     return eth.validate_address(value)
+
+
+def _utxos_from_json(raw_utxos: Any) -> list[Utxo]:
+    if not isinstance(raw_utxos, list) or not 1 <= len(raw_utxos) <= MAX_UTXOS:
+        raise InputError(f"intent.bitcoin.utxos must list 1-{MAX_UTXOS} outputs to spend")
+    utxos = []
+    for i, raw in enumerate(raw_utxos):
+        w = f"intent.bitcoin.utxos[{i}]"
+        check_fields(raw, required=("txid", "vout", "prev_tx"), where=w)
+        if not isinstance(raw["txid"], str) or not _TXID.fullmatch(raw["txid"]):
+            raise InputError(f"{w}.txid must be 64 hex digits")
+        prev_hex = raw["prev_tx"]
+        if not isinstance(prev_hex, str) or not _HEX.fullmatch(prev_hex) or len(prev_hex) % 2:
+            raise InputError(f"{w}.prev_tx must be the previous transaction in hex")
+        if len(prev_hex) > 2 * btc.MAX_TX_BYTES:
+            raise InputError(f"{w}.prev_tx is larger than any transaction")
+        utxos.append(
+            Utxo(
+                txid=raw["txid"].lower(),
+                vout=_int(raw, "vout", w, low=0, high=0xFFFFFFFF),
+                prev_tx=bytes.fromhex(prev_hex),
+            )
+        )
+    return utxos
+
+
+def _utxos_from_psbt(text: Any, destination: str, amount: int, from_address: str, network: str) -> list[Utxo]:
+    """Inputs from a BIP-174 PSBT: each must carry its previous transaction. Tandem builds
+    the outputs itself; any the PSBT already has must pay the intent's destination its
+    amount (once), or the wallet's own address."""
+    if not isinstance(text, str):
+        raise InputError("intent.bitcoin.psbt must be base64 text")
+    psbt = bip174.decode_psbt_text(text)
+    tx = psbt.tx
+    if not 1 <= len(tx.inputs) <= MAX_UTXOS:
+        raise InputError(f"intent.bitcoin.psbt must spend 1-{MAX_UTXOS} outputs")
+    pay = btc.address_to_script(destination, network)
+    own = btc.address_to_script(from_address, network)
+    payments = [o for o in tx.outputs if o.script_pubkey == pay]
+    if tx.outputs and (
+        len(payments) != 1
+        or payments[0].amount != amount
+        or any(o.script_pubkey not in (pay, own) for o in tx.outputs)
+    ):
+        raise InputError(
+            "intent.bitcoin.psbt has outputs other than one payment of intent.amount to "
+            "intent.destination and change to intent.from"
+        )
+    return [Utxo(txid=p.txid, vout=p.vout, prev_tx=p.prev_tx) for p in bip174.proven_inputs(psbt)]
+
+
+def _check_utxos(utxos: list[Utxo], from_address: str, network: str) -> None:
+    """Each output proven by its previous transaction and paid to the wallet; none twice."""
+    if len({(u.txid, u.vout) for u in utxos}) != len(utxos):
+        raise InputError("intent.bitcoin.utxos lists an output twice")
+    own = btc.address_to_script(from_address, network)
+    total = 0
+    for i, u in enumerate(utxos):
+        total += len(u.prev_tx)
+        prevout = u.prevout
+        if prevout.script_pubkey != own:
+            paid = btc.script_to_address(prevout.script_pubkey, network) or prevout.script_pubkey.hex()
+            raise InvalidTransactionError(
+                f"intent.bitcoin.utxos[{i}] ({u.txid}:{u.vout}) pays {paid}, not intent.from {from_address}"
+            )
+    if total > MAX_PREV_TX_TOTAL_BYTES:
+        raise InputError(
+            f"the previous transactions add up to {total} bytes, above {MAX_PREV_TX_TOTAL_BYTES}; "
+            "spend fewer outputs per withdrawal"
+        )
 
 
 def parse_intent(doc: Any) -> Intent:
@@ -210,25 +298,16 @@ def parse_intent(doc: Any) -> Intent:
     if chain == "bitcoin":
         if asset != "BTC":
             raise InputError("intent.asset must be BTC on bitcoin")
-        params = check_fields(doc["bitcoin"], required=("utxos", "fee_rate"), where="intent.bitcoin")
-        raw_utxos = params["utxos"]
-        if not isinstance(raw_utxos, list) or not 1 <= len(raw_utxos) <= MAX_UTXOS:
-            raise InputError(f"intent.bitcoin.utxos must list 1-{MAX_UTXOS} outputs to spend")
-        utxos = []
-        for i, raw in enumerate(raw_utxos):
-            w = f"intent.bitcoin.utxos[{i}]"
-            check_fields(raw, required=("txid", "vout", "amount"), where=w)
-            if not isinstance(raw["txid"], str) or not _TXID.fullmatch(raw["txid"]):
-                raise InputError(f"{w}.txid must be 64 hex digits")
-            utxos.append(
-                Utxo(
-                    txid=raw["txid"].lower(),
-                    vout=_int(raw, "vout", w, low=0, high=0xFFFFFFFF),
-                    amount=parse_amount(raw["amount"], where=f"{w}.amount"),
-                )
-            )
-        if len({(u.txid, u.vout) for u in utxos}) != len(utxos):
-            raise InputError("intent.bitcoin.utxos lists an output twice")
+        params = check_fields(
+            doc["bitcoin"], required=("fee_rate",), optional=("utxos", "psbt"), where="intent.bitcoin"
+        )
+        if ("utxos" in params) == ("psbt" in params):
+            raise InputError("intent.bitcoin gives its inputs as either utxos or a psbt (exactly one)")
+        if "psbt" in params:
+            utxos = _utxos_from_psbt(params["psbt"], destination, amount, from_address, network)
+        else:
+            utxos = _utxos_from_json(params["utxos"])
+        _check_utxos(utxos, from_address, network)
         fee_rate = _int(params, "fee_rate", "intent.bitcoin", low=1, high=btc.MAX_FEE_RATE)
         return Intent(
             wallet=wallet,
@@ -396,7 +475,7 @@ class _Bitcoin:
         assert intent.fee_rate is not None  # noqa: S101 - parse_intent guarantees it
         u = btc.build_p2wpkh_spend(
             from_pubkey=public_key,
-            utxos=[(x.txid, x.vout, x.amount) for x in intent.utxos],
+            prevouts=[x.prevout for x in intent.utxos],
             destination=intent.destination,
             amount=intent.amount,
             fee_rate=intent.fee_rate,
@@ -407,9 +486,19 @@ class _Bitcoin:
     def decode(
         self, intent: Intent, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]:
-        review = btc.decode_for_review(
-            unsigned, prevouts_from_json(list(prevouts)), intent.network, change_address=intent.from_address
-        )
+        # Amounts and scripts come from the intent's previous transactions; prevouts given
+        # beside the bytes (by the server, say) must agree with them or nothing is shown.
+        proven = [u.prevout for u in intent.utxos]
+        given = prevouts_from_json(list(prevouts))
+        if len(given) != len(proven):
+            raise VerificationError(f"{len(given)} prevouts shown for {len(proven)} inputs the intent proves")
+        for i, (g, p) in enumerate(zip(given, proven, strict=True)):
+            if g != p:
+                raise VerificationError(
+                    f"prevout {i} ({g.txid}:{g.vout}) says {g.amount} sats to {g.script_pubkey.hex()}; "
+                    f"its previous transaction holds {p.amount} sats to {p.script_pubkey.hex()}"
+                )
+        review = btc.decode_for_review(unsigned, proven, intent.network, change_address=intent.from_address)
         pay = [o for o in review["outputs"] if not o["is_change"]]
         change = sum(int(o["amount"]) for o in review["outputs"] if o["is_change"])
         return {

@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from tandem.core import audit, audit_marker, merkle
 from tandem.errors import AuditVerificationError, Error, InputError, NotFoundError
+from tandem.services import keynetworks
 from tandem.services.base import ServiceBase
 from tandem.store import audit_log
 
@@ -44,6 +45,12 @@ class AuditService(ServiceBase):
             self.verify_stored(full=False)
         except Error as exc:
             self.sealed_reason = f"audit chain does not verify at start-up: {exc.message}"
+            return
+        try:
+            with self.db.read() as session:
+                keynetworks.require_one_network_per_key(session)
+        except Error as exc:
+            self.sealed_reason = f"start-up check [{exc.code}]: {exc.message}"
             return
         self.sealed_reason = None
 

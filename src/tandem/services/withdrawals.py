@@ -48,7 +48,7 @@ from tandem.errors import (
     TamperedError,
     TxidMismatchError,
 )
-from tandem.services import policies
+from tandem.services import outpoints, policies
 from tandem.services.base import Call, fault_point
 from tandem.services.keyuse import KeyUseService
 from tandem.store import audit_log
@@ -258,6 +258,7 @@ class WithdrawalService(KeyUseService):
             )
             session.add(row)
             session.flush()
+            outpoints.reserve(session, withdrawal=row, intent=intent, now=now)
             self.audit(
                 call,
                 "withdrawal.created",
@@ -408,7 +409,7 @@ class WithdrawalService(KeyUseService):
                 )
             row.status = wcore.transition(row.status, event, expires_at=row.expires_at, now=call.now)
             call.session.add(row)
-            _free_nonce(call.session, row)
+            _free_claims(call.session, row)
             past = {"reject": "rejected", "cancel": "cancelled", "veto": "vetoed"}[event]
             self.audit(call, f"withdrawal.{past}", {"withdrawal": row.id, "reason": reason})
             return self._public(call.session, row, call.now, detail=False)
@@ -464,7 +465,7 @@ class WithdrawalService(KeyUseService):
             setattr(row, stamp, call.now)
             call.session.add(row)
             if event == "abandon":
-                _free_nonce(call.session, row)
+                _free_claims(call.session, row)
             past = {"broadcast": "broadcast", "confirm": "confirmed", "abandon": "abandoned"}[event]
             self.audit(
                 call,
@@ -686,7 +687,7 @@ class WithdrawalService(KeyUseService):
         if reason is not None:
             row.status = wcore.transition(row.status, "tamper", expires_at=row.expires_at, now=now)
             session.add(row)
-            _free_nonce(session, row)
+            _free_claims(session, row)
             self.audit(call, "withdrawal.tampered", {"withdrawal": row.id, "reason": reason})
             err = TamperedError(
                 f"withdrawal {row.id} was changed after approval ({reason}); "
@@ -1045,9 +1046,12 @@ def _claim_nonce(session: Session, intent: wcore.Intent, *, withdrawal_id: str, 
     session.flush()
 
 
-def _free_nonce(session: Session, row: Withdrawal) -> None:
+def _free_claims(session: Session, row: Withdrawal) -> None:
+    """A request that ended without its transaction being spent gives back what it held:
+    its Ethereum nonce and its Bitcoin outputs."""
     for claim in session.exec(select(WithdrawalNonce).where(WithdrawalNonce.withdrawal == row.id)).all():
         session.delete(claim)
+    outpoints.release(session, row)
 
 
 def _raise_tampered(answer: ReleaseAnswer) -> ReleaseAnswer:

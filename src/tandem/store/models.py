@@ -222,6 +222,17 @@ class WithdrawalNonce(SQLModel, table=True):
     created_at: int
 
 
+class OutpointReservation(SQLModel, table=True):
+    """A Bitcoin output that a live withdrawal spends. The primary key is the outpoint, so
+    a second withdrawal spending it cannot be inserted while the first holds it."""
+
+    network: str = Field(primary_key=True, max_length=16)
+    txid: str = Field(primary_key=True, max_length=64)
+    vout: int = Field(primary_key=True)
+    withdrawal: str = Field(max_length=64, index=True)
+    reserved_at: int
+
+
 class PolicyRow(SQLModel, table=True):
     version: int = Field(primary_key=True)
     doc: str = Field(sa_column=_text())

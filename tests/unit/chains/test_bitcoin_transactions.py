@@ -25,6 +25,7 @@ from tandem.errors import (
     InvalidAddressError,
     InvalidAmountError,
     InvalidTransactionError,
+    UnprovenInputError,
     VerificationError,
 )
 
@@ -40,15 +41,19 @@ TXIDS = [hashlib.sha256(bytes([i])).hexdigest() for i in range(8)]
 
 
 def build(**overrides: Any) -> btc.UnsignedBitcoinTx:
+    """``utxos`` as (txid, vout, amount) of outputs paid to OWN_SCRIPT; the amounts here are
+    taken as proven (the intent layer reads them from the previous transactions)."""
+    utxos = overrides.pop("utxos", [(TXIDS[0], 1, 150_000), (TXIDS[1], 0, 60_000)])
     args: dict[str, Any] = {
         "from_pubkey": PUB,
-        "utxos": [(TXIDS[0], 1, 150_000), (TXIDS[1], 0, 60_000)],
         "destination": DEST,
         "amount": 120_000,
         "fee_rate": 10,
         "network": "testnet",
     }
     args.update(overrides)
+    if "prevouts" not in args:
+        args["prevouts"] = [btc.Prevout(t, v, a, OWN_SCRIPT) for t, v, a in utxos]
     return btc.build_p2wpkh_spend(**args)
 
 
@@ -224,6 +229,42 @@ def test_more_inputs_than_a_node_would_relay_are_refused() -> None:
     utxos = [(hashlib.sha256(i.to_bytes(2, "big")).hexdigest(), 0, 10_000) for i in range(1_500)]
     with pytest.raises(InvalidTransactionError, match=r"1500 inputs .* relay limit"):
         build(utxos=utxos, amount=1_000_000, fee_rate=1)
+
+
+def test_outputs_paid_to_another_script_are_not_spent() -> None:
+    foreign = btc.Prevout(TXIDS[3], 0, 500_000, b"\x00\x14" + bytes(20))
+    with pytest.raises(InvalidTransactionError, match=r"input 1 .* not paid to the wallet"):
+        build(prevouts=[btc.Prevout(TXIDS[0], 1, 150_000, OWN_SCRIPT), foreign])
+
+
+# --- amounts proven by the previous transaction -------------------------------------------
+
+
+def funding(*amounts: int, witness: bool = False) -> btc.Transaction:
+    stacks = ((b"\x30" * 72, PUB),) if witness else ()
+    return btc.Transaction(
+        2, (btc.TxInput(TXIDS[7], 5),), tuple(btc.TxOutput(a, OWN_SCRIPT) for a in amounts), 0, stacks
+    )
+
+
+def test_prevout_comes_from_the_previous_transaction() -> None:
+    tx = funding(70_000, 150_000, witness=True)
+    # The txid hashes the legacy serialisation; the witness form proves the same output.
+    assert tx.txid == b2lx(CTransaction.deserialize(tx.serialize()).GetTxid())
+    for raw in (tx.serialize(), tx.serialize(include_witness=False)):
+        assert btc.prevout_from_tx(raw, tx.txid, 1) == btc.Prevout(tx.txid, 1, 150_000, OWN_SCRIPT)
+    assert btc.strip_witness(tx.serialize()) == tx.serialize(include_witness=False)
+
+
+def test_a_previous_transaction_with_another_amount_is_another_txid() -> None:
+    real = funding(70_000, 150_000)
+    lie = funding(70_000, 1_000)
+    with pytest.raises(UnprovenInputError, match=f"hashes to {lie.txid}"):
+        btc.prevout_from_tx(lie.serialize(), real.txid, 1)
+    with pytest.raises(UnprovenInputError, match="has 2 outputs, no output 2"):
+        btc.prevout_from_tx(real.serialize(), real.txid, 2)
+    with pytest.raises(InvalidTransactionError):
+        btc.prevout_from_tx(real.serialize()[:-1], real.txid, 0)
 
 
 # --- review -------------------------------------------------------------------------------

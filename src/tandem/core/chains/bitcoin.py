@@ -34,6 +34,7 @@ from tandem.errors import (
     InvalidAddressError,
     InvalidAmountError,
     InvalidTransactionError,
+    UnprovenInputError,
     VerificationError,
 )
 
@@ -509,17 +510,54 @@ def signed_p2wpkh_vsize(tx: Transaction) -> int:
     return (weight + 3) // 4
 
 
+# A standard transaction weighs at most 400 000 WU, so its stripped form is at most this.
+MAX_PREV_TX_BYTES = 100_000
+
+
+def prevout_from_tx(prev_tx: bytes, txid: str, vout: int) -> Prevout:
+    """The output ``txid:vout`` as the previous transaction itself states it.
+
+    BIP-143 signs only the amount of its own input, so an amount taken on anyone's word
+    lets two signings over swapped amounts combine into one transaction that burns the
+    difference as fee. Reading amount and script from the transaction whose hash *is*
+    the txid leaves no room for a lie: a different amount is a different txid.
+    """
+    want = _check_txid(txid)
+    _check_int(vout, 0, 0xFFFFFFFF, "vout")
+    tx = parse_transaction(prev_tx)
+    if len(tx.serialize(include_witness=False)) > MAX_PREV_TX_BYTES:
+        raise UnprovenInputError(
+            f"previous transaction {want} is larger than a standard transaction ({MAX_PREV_TX_BYTES} bytes)"
+        )
+    if tx.txid != want:
+        raise UnprovenInputError(
+            f"the previous transaction given for {want}:{vout} hashes to {tx.txid}; "
+            "its amount and script are not proven"
+        )
+    if vout >= len(tx.outputs):
+        raise UnprovenInputError(f"transaction {want} has {len(tx.outputs)} outputs, no output {vout}")
+    out = tx.outputs[vout]
+    return Prevout(want, vout, out.amount, out.script_pubkey)
+
+
+def strip_witness(raw_tx: bytes) -> bytes:
+    """The legacy serialisation (what the txid hashes): one spelling of a previous transaction."""
+    return parse_transaction(raw_tx).serialize(include_witness=False)
+
+
 def build_p2wpkh_spend(
     *,
     from_pubkey: bytes,
-    utxos: Sequence[tuple[str, int, int]],
+    prevouts: Sequence[Prevout],
     destination: str,
     amount: int,
     fee_rate: int,
     network: str,
 ) -> UnsignedBitcoinTx:
-    """Spend all of ``utxos`` (the from-key's own P2WPKH outputs) to ``destination``.
+    """Spend all of ``prevouts`` (the from-key's own P2WPKH outputs) to ``destination``.
 
+    Each prevout's amount and script must come from its previous transaction
+    (:func:`prevout_from_tx`); an output paid to any other script is refused.
     Change returns to the from-key's P2WPKH address unless it would be dust, in which
     case it goes to the fee. The fee is ``vsize * fee_rate`` for the largest signed size.
     """
@@ -535,11 +573,15 @@ def build_p2wpkh_spend(
         raise InputError("fee rate must be a whole number of sat/vB")
     if not 1 <= fee_rate <= MAX_FEE_RATE:
         raise InputError(f"fee rate {fee_rate} sat/vB is outside [1, {MAX_FEE_RATE}]")
-    if not utxos:
+    if not prevouts:
         raise InvalidTransactionError("at least one UTXO is required")
-    prevouts = tuple(Prevout(txid, vout, sats, own_script) for txid, vout, sats in utxos)
+    prevouts = tuple(prevouts)
     seen: set[tuple[str, int]] = set()
-    for p in prevouts:
+    for i, p in enumerate(prevouts):
+        if p.script_pubkey != own_script:
+            raise InvalidTransactionError(
+                f"input {i} ({p.txid}:{p.vout}) is not paid to the wallet's P2WPKH address"
+            )
         if p.amount == 0:
             raise InvalidTransactionError(f"UTXO {p.txid}:{p.vout} holds no sats")
         if (p.txid, p.vout) in seen:
@@ -599,8 +641,10 @@ def decode_for_review(
 ) -> dict[str, Any]:
     """A JSON-able account of what an unsigned P2WPKH spend does, from its bytes alone.
 
-    Input amounts come from ``prevouts``; the BIP-143 signatures commit to them, so a
-    transaction signed over false amounts is invalid. Amounts are decimal strings of sats;
+    Input amounts come from ``prevouts``, which callers take from the previous
+    transactions (:func:`prevout_from_tx`), never from anyone's say-so: a BIP-143
+    signature commits to its own input's amount only, so a fee computed from an unproven
+    amount is not the fee the transaction pays. Amounts are decimal strings of sats;
     ``vsize`` is the signed size the fee was computed for (an upper bound).
     """
     tx = _parse_unsigned(raw_unsigned, prevouts)

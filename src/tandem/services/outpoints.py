@@ -1,0 +1,70 @@
+"""Bitcoin outpoint reservations: an output that one live withdrawal spends is spent by no other.
+
+Two withdrawals over the same outputs are what the segwit v0 fee attack needs (each
+release signs its inputs once; witnesses from both combine into one transaction), and
+even with honest amounts they are two claims on one coin. So creating a withdrawal
+reserves each output it spends, in the same database transaction as the request, in a
+table whose primary key is the outpoint: a second reservation cannot be inserted.
+
+A reservation holds while its withdrawal is pending or approved and unexpired, and after
+release (its signed transaction may still be in flight). Once the withdrawal is rejected,
+cancelled, vetoed, tampered or expired the output is free again: closing releases it,
+and an expired holder (expiry is read, never stored) is taken over by the next request.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, delete, select
+
+from tandem.core import withdrawal as wcore
+from tandem.errors import OutpointReservedError
+from tandem.store.models import OutpointReservation, Withdrawal
+
+# Statuses (as read at a time) that free the outputs a withdrawal spent.
+FREES = wcore.ENDED_UNSPENT | {wcore.EXPIRED}
+
+
+def holder_status(session: Session, reservation: OutpointReservation, now: int) -> str | None:
+    """The holder's status now, or None when it no longer holds the output."""
+    holder = session.get(Withdrawal, reservation.withdrawal)
+    if holder is None:
+        return None
+    status = wcore.effective_status(holder.status, holder.expires_at, now)
+    return None if status in FREES else status
+
+
+def reserve(session: Session, *, withdrawal: Withdrawal, intent: wcore.Intent, now: int) -> None:
+    """Reserve every output ``intent`` spends for ``withdrawal``, or refuse the request."""
+    if intent.chain != "bitcoin":
+        return
+    for u in intent.utxos:
+        held = session.get(OutpointReservation, (intent.network, u.txid, u.vout))
+        if held is not None:
+            status = holder_status(session, held, now)
+            if status is not None:
+                raise OutpointReservedError(
+                    f"output {u.txid}:{u.vout} is already spent by withdrawal {held.withdrawal} "
+                    f"({status}); it can be spent again once that one is rejected, cancelled, expired or abandoned",
+                    details={"txid": u.txid, "vout": u.vout, "withdrawal": held.withdrawal},
+                )
+            session.delete(held)
+            session.flush()
+        session.add(
+            OutpointReservation(
+                network=intent.network, txid=u.txid, vout=u.vout, withdrawal=withdrawal.id, reserved_at=now
+            )
+        )
+    # The primary key is checked here, inside the request's transaction.
+    session.flush()
+
+
+def release(session: Session, withdrawal: Withdrawal) -> None:
+    """Free the outputs of a withdrawal that ended without a signature."""
+    session.exec(
+        delete(OutpointReservation).where(col(OutpointReservation.withdrawal) == withdrawal.id)
+    )
+
+
+def reserved_by(session: Session, withdrawal_id: str) -> list[OutpointReservation]:
+    query = select(OutpointReservation).where(col(OutpointReservation.withdrawal) == withdrawal_id)
+    return list(session.exec(query).all())
