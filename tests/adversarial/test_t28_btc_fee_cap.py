@@ -4,12 +4,13 @@ through the real client and API; the approving member's own review shows the fee
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.adversarial.limits_helpers import refused
-from tests.api.test_withdrawal_helpers import btc_intent, policy_doc, rule, setup
+from tests.api.test_withdrawal_helpers import Setup, btc_intent, policy_doc, rule, setup
+from tests.btc_funding import funding_tx, utxo
 from tests.conftest import World
 from typer.testing import CliRunner
 
@@ -20,15 +21,16 @@ from tandem.core.policy import CHAIN_FEE_CAPS
 from tandem.core.withdrawal import MAX_UTXOS
 
 
-def big_utxos(n: int, amount: int = 100_000_000) -> list[dict[str, str | int]]:
-    return [{"txid": os.urandom(32).hex(), "vout": 0, "amount": str(amount)} for _ in range(n)]
+def big_utxos(s: Setup, n: int, amount: int = 100_000_000) -> list[dict[str, Any]]:
+    """``n`` inputs of ``amount`` each, every one proven by its own funding transaction."""
+    return [utxo(funding_tx(s.btc_from, [amount]), 0) for _ in range(n)]
 
 
 def test_t28_200_inputs_at_10000_sat_per_vbyte_refused(world: World) -> None:
     """The issue's case: the parser allows 10,000 sat/vB and 200 inputs, a fee of over
     1.3 BTC for a 0.001 BTC withdrawal. No rule needed: the chain's caps refuse it."""
     s = setup(world)
-    intent = btc_intent(s, amount=100_000, fee_rate=10_000, spend=big_utxos(MAX_UTXOS))
+    intent = btc_intent(s, amount=100_000, fee_rate=10_000, spend=big_utxos(s, MAX_UTXOS))
     err = refused(
         world, "fee_exceeded", "withdrawal.create", cw.create_withdrawal, world.client, world["alice"], intent
     )
@@ -41,7 +43,7 @@ def test_t28_fee_rate_above_the_chain_cap_refused_even_with_two_inputs(world: Wo
     s = setup(world)
     cap = CHAIN_FEE_CAPS["bitcoin"].max_fee_rate
     assert cap is not None
-    intent = btc_intent(s, amount=100_000, fee_rate=cap + 1, spend=big_utxos(2))
+    intent = btc_intent(s, amount=100_000, fee_rate=cap + 1, spend=big_utxos(s, 2))
     err = refused(
         world, "fee_exceeded", "withdrawal.create", cw.create_withdrawal, world.client, world["alice"], intent
     )
@@ -84,7 +86,7 @@ def test_t28_rule_caps_the_absolute_fee_and_the_rate(world: World) -> None:
         cw.create_withdrawal,
         world.client,
         world["alice"],
-        btc_intent(s, fee_rate=20, spend=big_utxos(12, 10_000)),
+        btc_intent(s, fee_rate=20, spend=big_utxos(s, 12, 10_000)),
     )
     assert "exceeds the limit 2000" in err.message
 

@@ -23,7 +23,6 @@ from tandem.cli.common import (
 )
 from tandem.client import Client, RemoteError
 from tandem.core import audit, merkle
-from tandem.core.canonical import loads_strict
 from tandem.core.identity import MemberSecrets
 from tandem.core.membership import LogState
 from tandem.errors import ConfigurationError, InputError, VerificationError
@@ -160,7 +159,7 @@ def register(audit_app: typer.Typer) -> None:
         run_cli(go)
 
     @audit_app.command("verify")
-    def verify(
+    def verify(  # noqa: PLR0917 - typer maps options to parameters
         file: Annotated[
             Path | None, typer.Argument(help="audit.jsonl from `tandem audit export`.")
         ] = None,

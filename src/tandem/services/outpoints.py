@@ -44,7 +44,8 @@ def reserve(session: Session, *, withdrawal: Withdrawal, intent: wcore.Intent, n
             if status is not None:
                 raise OutpointReservedError(
                     f"output {u.txid}:{u.vout} is already spent by withdrawal {held.withdrawal} "
-                    f"({status}); it can be spent again once that one is rejected, cancelled, expired or abandoned",
+                    f"({status}); it can be spent again once that one is rejected, cancelled, "
+                    "expired or abandoned",
                     details={"txid": u.txid, "vout": u.vout, "withdrawal": held.withdrawal},
                 )
             session.delete(held)

@@ -2,7 +2,7 @@
 its recorded end, and one live withdrawal per Ethereum (chain, network, from, nonce)
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0004"
-down_revision = "0001"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
