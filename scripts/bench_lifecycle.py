@@ -208,6 +208,7 @@ def http_worker(
 
     def make(c: int, timings: Timings) -> tuple[Lifecycle, Callable[[], None]]:
         client = TimedClient(url, timings)
+        client.pin = dep.pin
         manager, custodians = crew(c)
         client.deployment()
         for m in (manager, *custodians):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,10 +112,24 @@ def service_key() -> ServiceKey:
     return ServiceKey.generate()
 
 
+# The claim token each test service was issued, as `tandem init` prints it to the operator.
+_CLAIM_TOKENS: weakref.WeakKeyDictionary[Tandem, str] = weakref.WeakKeyDictionary()
+
+
+def claim_token_of(service: Tandem) -> str:
+    """The one-time claim token of ``service``; issued now if it has none yet (what an
+    operator's `tandem init` does before genesis)."""
+    token = _CLAIM_TOKENS.get(service)
+    if token is None:
+        token = _CLAIM_TOKENS[service] = service.issue_claim_token()
+    return token
+
+
 @pytest.fixture
 def svc(db: Database, service_key: ServiceKey, clock: FakeClock) -> Tandem:
     service = Tandem(db, service_key, clock=clock)
     service.startup_check()
+    claim_token_of(service)
     return service
 
 
@@ -175,7 +190,8 @@ def build_world(client: Client, clock: FakeClock, svc: Tandem) -> World:
         cards=[m.card() for m in people.values()],
     )
     signatures = dict(Client.sign_genesis(m, doc) for m in people.values())
-    result = client.submit_genesis(doc, signatures)
+    # Submitting pins the client to this genesis (every member here signed it).
+    result = client.submit_genesis(doc, signatures, claim_token=claim_token_of(svc))
     for m in people.values():
         client.enrol_totp(m)
     return World(

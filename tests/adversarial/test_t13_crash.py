@@ -118,7 +118,7 @@ class Run:
     def start(self, fault: str | None = None) -> None:
         self.server = Server(self.store, fault_point=fault).start()
         self.servers.append(self.server)
-        self.client = Client(self.server.url)
+        self.client = Client(self.server.url, pin=self.dep.pin)
 
     def stop(self) -> None:
         if self.server is not None:
