@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.claim_helpers import claim_token_of
 
 from tandem.api import create_app
 from tandem.client import Client
@@ -25,6 +25,7 @@ from tandem.store.db import Database
 T0 = 1_790_000_000  # a fixed "now" (2026-09-21); tests move it forward explicitly
 PG_URL = os.environ.get("TANDEM_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite", "postgres"] if PG_URL else ["sqlite"]
+__all__ = ["claim_token_of"]  # re-exported for the tests that build their own services
 
 
 class FakeClock:
@@ -110,19 +111,6 @@ def db(backend: str, tmp_path: Path, sqlite_template: Path, pg_schema: str) -> I
 @pytest.fixture
 def service_key() -> ServiceKey:
     return ServiceKey.generate()
-
-
-# The claim token each test service was issued, as `tandem init` prints it to the operator.
-_CLAIM_TOKENS: weakref.WeakKeyDictionary[Tandem, str] = weakref.WeakKeyDictionary()
-
-
-def claim_token_of(service: Tandem) -> str:
-    """The one-time claim token of ``service``; issued now if it has none yet (what an
-    operator's `tandem init` does before genesis)."""
-    token = _CLAIM_TOKENS.get(service)
-    if token is None:
-        token = _CLAIM_TOKENS[service] = service.issue_claim_token()
-    return token
 
 
 @pytest.fixture

@@ -102,7 +102,9 @@ def fuzzed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             service=c.deployment()["service"],
             cards=[m.card() for m in people],
         )
-        c.submit_genesis(doc, dict(Client.sign_genesis(m, doc) for m in people), claim_token=claim_token_of(svc))
+        c.submit_genesis(
+            doc, dict(Client.sign_genesis(m, doc) for m in people), claim_token=claim_token_of(svc)
+        )
         for m in people:
             c.enrol_totp(m)
         c.propose_add(people[0], new_member("nina", Role.AUDITOR).card())

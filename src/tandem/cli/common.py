@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from tandem import client_pin
@@ -68,7 +69,8 @@ def run_cli(fn: Callable[[], Any]) -> None:
     try:
         fn()
     except Error as exc:
-        err_console.print(f"[bold red]refused:[/] {exc.diagnostics()}")
+        # escape: diagnostics end in "[code, HTTP status]", which is not rich markup
+        err_console.print(f"[bold red]refused:[/] {escape(exc.diagnostics())}")
         raise typer.Exit(1) from None
 
 
