@@ -116,7 +116,9 @@ class Client:
         if member is None:
             return None
         path = client_pin.pin_file_for(member.member_id)
-        if path is None:
+        if path is None or not path.exists():
+            # No pin yet: reads and signed actions still work (a signature is bound to
+            # the deployment it names); anything sealed is refused by pinned().
             return None
         key = str(path)
         if key not in self._pins:
