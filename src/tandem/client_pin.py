@@ -192,6 +192,10 @@ class PinnedDeployment:
     def __repr__(self) -> str:
         return f"PinnedDeployment({self.deployment!r}, genesis {self.genesis_hash[:16]}...)"
 
+    def copy(self, *, path: Path | None = None) -> PinnedDeployment:
+        """An independent copy (another machine of the same member, a test's own)."""
+        return PinnedDeployment.from_json(self.to_json(), path=path)
+
     # --- making and storing a pin ------------------------------------------------------
 
     @classmethod
