@@ -206,6 +206,7 @@ def http_worker(
 
     def make(c: int, timings: Timings) -> tuple[Lifecycle, Callable[[], None]]:
         client = TimedClient(url, timings)
+        client.pin = dep.pin.copy()
         manager, custodians = crew(c)
         client.deployment()
         for m in (manager, *custodians):

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from tandem.client import Client, RemoteError
+from tandem.client_pin import PinnedDeployment
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
 from tandem.core.totp import code_at
@@ -98,11 +99,18 @@ class Demo:
         self.client: Client
         self.members: dict[str, MemberSecrets] = {}
         self.last_step: dict[str, int] = {}
+        self.claim_token = ""
+        self.genesis_hash = ""
 
     # --- server -----------------------------------------------------------------------
 
     def start_server(self) -> None:
-        cli("init", "--data-dir", str(self.out / "server-data"), env=self.env)
+        init = cli("init", "--data-dir", str(self.out / "server-data"), env=self.env).stdout.splitlines()
+        # `tandem init` prints the one-time claim token on the line after its heading; the
+        # operator hands it to whoever submits genesis (here: this script).
+        self.claim_token = next(
+            init[i + 1].strip() for i, line in enumerate(init) if line.startswith("claim token")
+        )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = (self.out / "server.log").open("wb")
@@ -214,8 +222,23 @@ class Demo:
                 str(self.keystore(name)),
                 env=self.env,
             )
-        result = json.loads(cli("genesis", "submit", str(genesis), env=self.env).stdout)
+        unclaimed = cli("genesis", "submit", str(genesis), env=self.env, check=False)
+        if unclaimed.returncode == 0:
+            raise SystemExit("DEMO FAILURE: genesis without the claim token was accepted")
+        note("genesis without the operator's claim token is refused (claim_token_required)")
+        result = json.loads(
+            cli(
+                "genesis", "submit", str(genesis), env={**self.env, "TANDEM_CLAIM_TOKEN": self.claim_token}
+            ).stdout
+        )
         note(f"deployment {result['deployment']}, genesis hash {result['genesis_hash']}")
+        note("each member's `genesis sign` pinned that hash and the service keys beside its keystore")
+        # This script acts for every member through one client: it trusts the genesis
+        # they all signed, from the local file (never from the server's answer).
+        self.genesis_hash = result["genesis_hash"]
+        self.client.pin = PinnedDeployment.from_genesis(
+            json.loads(genesis.read_text())["genesis"], expect_hash=self.genesis_hash
+        )
         self.client.deployment(refresh=True)
         for name, _ in people:
             cli("totp", "enrol", "--keystore", str(self.keystore(name)), env=self.env)
@@ -236,6 +259,17 @@ class Demo:
         )
         done = self.client.approve_proposal(self.members["bob"], prop["id"], totp=self.code("bob"))
         note(f"bob approved with signature + TOTP -> {done['status']}")
+        cli(
+            "pin",
+            "genesis",
+            str(self.out / "genesis.json"),
+            "--expect",
+            self.genesis_hash,
+            "--keystore",
+            str(ks),
+            env=self.env,
+        )
+        note("cora pinned the genesis file against the hash a colleague read out to her")
         self.client.enrol_totp(newbie)
         self.enrolled("cora")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.claim_helpers import claim_token_of
 
 from tandem.api import create_app
 from tandem.client import Client
@@ -24,6 +25,7 @@ from tandem.store.db import Database
 T0 = 1_790_000_000  # a fixed "now" (2026-09-21); tests move it forward explicitly
 PG_URL = os.environ.get("TANDEM_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite", "postgres"] if PG_URL else ["sqlite"]
+__all__ = ["claim_token_of"]  # re-exported for the tests that build their own services
 
 
 class FakeClock:
@@ -115,6 +117,7 @@ def service_key() -> ServiceKey:
 def svc(db: Database, service_key: ServiceKey, clock: FakeClock) -> Tandem:
     service = Tandem(db, service_key, clock=clock)
     service.startup_check()
+    claim_token_of(service)
     return service
 
 
@@ -175,7 +178,8 @@ def build_world(client: Client, clock: FakeClock, svc: Tandem) -> World:
         cards=[m.card() for m in people.values()],
     )
     signatures = dict(Client.sign_genesis(m, doc) for m in people.values())
-    result = client.submit_genesis(doc, signatures)
+    # Submitting pins the client to this genesis (every member here signed it).
+    result = client.submit_genesis(doc, signatures, claim_token=claim_token_of(svc))
     for m in people.values():
         client.enrol_totp(m)
     return World(

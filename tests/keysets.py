@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sqlmodel import select
 from tests.conftest import World
 
+from tandem.client_pin import PinnedKeyset
 from tandem.core import split
 from tandem.core.canonical import canonical
 from tandem.core.chains import get_chain
@@ -95,4 +96,10 @@ def make_keyset(
                 out.addresses.append(
                     {"key_id": key_id, "chain": chain, "network": network, "address": address}
                 )
+    # As a finished ceremony would: the members (who share world.client here) countersigned
+    # this key set, so their pin holds it.
+    if world.client.pin is not None:
+        world.client.pin.add_keyset(
+            PinnedKeyset.from_sealed(sealed, generation=1, transcript_hash="0" * 64)
+        )
     return out

@@ -4,6 +4,10 @@ Nothing secret leaves this module except as a signature or a sealed box. The app
 client recomputes every digest from the content it is shown rather than trusting a
 digest the server sends, so a server cannot get a signature over something other than
 what the member saw.
+
+Keys come from the member's genesis pin (``tandem.client_pin``), never from a server
+response: a TOTP seed is sealed to the service key genesis names, a share is resealed
+only to an operation key that key signed, for a key set the member countersigned.
 """
 
 from __future__ import annotations
@@ -15,13 +19,17 @@ from typing import Any
 
 import httpx
 
+from tandem import client_pin
+from tandem.client_pin import PinnedDeployment
 from tandem.core import totp as totp_core
 from tandem.core.actions import sign_action
 from tandem.core.canonical import canonical, digest_hex, domain_bytes, loads_strict
 from tandem.core.identity import IdentityCard, MemberSecrets, b64
 from tandem.core.membership import GENESIS_FORMAT
 from tandem.core.service_key import seal_to
-from tandem.errors import Error, InputError
+from tandem.errors import Error, InputError, NotPinnedError, PinError
+
+CLAIM_HEADER = "X-Tandem-Claim-Token"
 
 DEFAULT_SERVER = "http://127.0.0.1:8600"
 
@@ -50,9 +58,14 @@ class Client:
         *,
         http: httpx.Client | None = None,
         clock: Callable[[], int] = lambda: int(time.time()),
+        pin: PinnedDeployment | None = None,
     ) -> None:
+        """``pin``: the deployment this client trusts. Without one, each member's pin is
+        read from beside its keystore (see :func:`tandem.client_pin.remember_keystore`)."""
         self.http = http or httpx.Client(base_url=server, timeout=60.0)
         self.clock = clock
+        self.pin = pin
+        self._pins: dict[str, PinnedDeployment] = {}
         self._sessions: dict[str, str] = {}
         self._deployment: dict[str, Any] | None = None
 
@@ -95,12 +108,69 @@ class Client:
             self._deployment = self.request("GET", "/v1/deployment")
         return self._deployment
 
+    # --- the pin ---------------------------------------------------------------------------
+
+    def _known_pin(self, member: MemberSecrets | None) -> PinnedDeployment | None:
+        if self.pin is not None:
+            return self.pin
+        if member is None:
+            return None
+        path = client_pin.pin_file_for(member.member_id)
+        if path is None or not path.exists():
+            # No pin yet: reads and signed actions still work (a signature is bound to
+            # the deployment it names); anything sealed is refused by pinned().
+            return None
+        key = str(path)
+        if key not in self._pins:
+            self._pins[key] = PinnedDeployment.load(path)
+        return self._pins[key]
+
+    def pinned(self, member: MemberSecrets | None = None) -> PinnedDeployment:
+        """The pin this member's machine trusts, after checking the server is that
+        deployment. Refuses (before anything is sealed) without a pin or on a mismatch."""
+        pin = self._known_pin(member)
+        if pin is None:
+            raise NotPinnedError(
+                "no genesis pin on this machine: `tandem genesis sign` writes one beside your "
+                "keystore; a member who joined later runs `tandem pin genesis FILE --expect HASH`"
+            )
+        pin.check_served(self.deployment())
+        return pin
+
+    def reseal_for_operation(
+        self,
+        member: MemberSecrets,
+        sealed_keyset: Any,
+        operation: Any,
+        *,
+        keyset_id: str | None = None,
+        purpose: str | None = None,
+        local_copy: bool = False,
+    ) -> tuple[str, str]:
+        """Reseal ``member``'s share to ``operation``: only a pinned key set, only to an
+        operation key the pinned service key signed. Returns ``(side, sealed share)``."""
+        return self.pinned(member).reseal(
+            member,
+            sealed_keyset,
+            operation,
+            keyset_id=keyset_id,
+            purpose=purpose,
+            local_copy=local_copy,
+        )
+
     def sign(self, member: MemberSecrets, type_: str, body: dict[str, Any]) -> dict[str, Any]:
         dep = self.deployment()
         if "deployment" not in dep:
             raise InputError("the server has no deployment yet")
+        pin = self._known_pin(member)
+        if pin is not None:
+            pin.check_served(dep)
         return sign_action(
-            member, type=type_, deployment=dep["deployment"], body=body, issued_at=self.clock()
+            member,
+            type=type_,
+            deployment=pin.deployment if pin is not None else dep["deployment"],
+            body=body,
+            issued_at=self.clock(),
         ).to_json()
 
     def session(self, member: MemberSecrets) -> str:
@@ -160,18 +230,32 @@ class Client:
     def sign_genesis(member: MemberSecrets, doc: dict[str, Any]) -> tuple[str, str]:
         return member.member_id, b64(member.sign(domain_bytes("genesis", doc)))
 
-    def submit_genesis(self, doc: dict[str, Any], signatures: dict[str, str]) -> dict[str, Any]:
-        result = self.request(
-            "POST", "/v1/genesis", json_body={"genesis": doc, "signatures": signatures}
+    def submit_genesis(
+        self, doc: dict[str, Any], signatures: dict[str, str], *, claim_token: str | None = None
+    ) -> dict[str, Any]:
+        """Post genesis with the one-time claim token ``tandem init`` printed. The
+        genesis submitted here is this client's own copy: unless it holds a pin already,
+        the client pins it (after checking the server accepted that very document)."""
+        local = PinnedDeployment.from_genesis(doc)
+        headers = {CLAIM_HEADER: claim_token} if claim_token is not None else None
+        result: dict[str, Any] = self.request(
+            "POST",
+            "/v1/genesis",
+            json_body={"genesis": doc, "signatures": signatures},
+            headers=headers,
         )
+        if result.get("genesis_hash") != local.genesis_hash:
+            raise PinError("the server answered with another genesis hash than the document posted")
+        if self.pin is None:
+            self.pin = local
         self.deployment(refresh=True)
-        return result  # type: ignore[no-any-return]
+        return result
 
     # --- second factor -------------------------------------------------------------------
 
     def enrol_totp(self, member: MemberSecrets, *, old_code: str | None = None) -> dict[str, Any]:
-        service_seal = bytes.fromhex(self.deployment()["service"]["seal_public"])
-        sealed = seal_to(service_seal, member.totp_secret.encode("ascii"))
+        # The seed is sealed to the key genesis names, never to one a response offers.
+        sealed = seal_to(self.pinned(member).seal_public, member.totp_secret.encode("ascii"))
         body = {
             "envelope": self.sign(member, "member.totp_enrol", {"sealed_secret": b64(sealed)}),
             "confirm_code": totp_core.current_code(member.totp_secret, self.clock()),

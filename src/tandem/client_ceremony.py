@@ -5,7 +5,9 @@ propose/approve action and keeps the contribution to itself (in memory, or in a 
 state file beside the keystore) until every participant has committed; only then is it
 revealed. Before approving, the client parses the definition and recomputes the
 ceremony digest itself; before countersigning, it verifies the whole transcript offline
-and signs the hash it computed, never one the server sent.
+and signs the hash it computed, never one the server sent; the key set of that
+transcript is then pinned beside the keystore, and every later reseal of a share of it
+is checked against that pin (THREATS 41).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from tandem.client import Client
+from tandem.client_pin import PinnedKeyset
 from tandem.core import ceremony as core
-from tandem.core import keygen
+from tandem.core import keygen, split
 from tandem.core.ceremony_def import parse_definition
 from tandem.core.identity import MemberSecrets
-from tandem.core.split import reseal_for_operation, verify_operation
 from tandem.errors import ConflictError, InputError, KeystoreError, VerificationError
 
 __all__ = [
@@ -87,10 +89,6 @@ def list_keysets(client: Client, member: MemberSecrets) -> list[dict[str, Any]]:
 def get_keyset(client: Client, member: MemberSecrets, keyset_id: str) -> dict[str, Any]:
     result: dict[str, Any] = client.get(member, f"/v1/keysets/{keyset_id}")
     return result
-
-
-def _service_sign_public(client: Client) -> bytes:
-    return bytes.fromhex(client.deployment()["service"]["sign_public"])
 
 
 # --- contributions kept between commit and reveal ----------------------------------------
@@ -169,12 +167,14 @@ def request_operation(
     """A service-signed one-time operation key for a reshare or an import."""
     env = client.sign(member, "keyset.operation", {"keyset": keyset_id, "purpose": purpose})
     doc = _post(client, f"/v1/keysets/{keyset_id}/operations", {"envelope": env})
-    _check_operation(client, doc, keyset_id=keyset_id, purpose=purpose)
+    _check_operation(client, member, doc, keyset_id=keyset_id, purpose=purpose)
     return doc
 
 
-def _check_operation(client: Client, doc: Any, *, keyset_id: str, purpose: str) -> None:
-    statement = verify_operation(doc, _service_sign_public(client))
+def _check_operation(
+    client: Client, member: MemberSecrets, doc: Any, *, keyset_id: str, purpose: str
+) -> None:
+    statement = client.pinned(member).verify_operation(doc)
     if statement["keyset"] != keyset_id or statement["purpose"] != purpose:
         raise VerificationError(f"the operation key is not a {purpose} key for {keyset_id}")
 
@@ -205,8 +205,8 @@ def propose_ceremony(
             raise InputError("a reshare names the key set it rotates (--target-keyset)")
         operation = request_operation(client, member, target_keyset, "reshare")
         keyset = get_keyset(client, member, target_keyset)
-        _side, sealed = reseal_for_operation(
-            member, keyset["sealed"], operation, _service_sign_public(client)
+        _side, sealed = client.reseal_for_operation(
+            member, keyset["sealed"], operation, keyset_id=target_keyset, purpose="reshare"
         )
         body.update(
             {"target_keyset": target_keyset, "operation": operation, "sealed_share": sealed}
@@ -235,10 +235,10 @@ def approve_ceremony(
         )
     elif member.role.value == "custodian":
         operation = view["operation"]
-        _check_operation(client, operation, keyset_id=view["target_keyset"], purpose="reshare")
+        _check_operation(client, member, operation, keyset_id=view["target_keyset"], purpose="reshare")
         keyset = get_keyset(client, member, view["target_keyset"])
-        _side, sealed = reseal_for_operation(
-            member, keyset["sealed"], operation, _service_sign_public(client)
+        _side, sealed = client.reseal_for_operation(
+            member, keyset["sealed"], operation, keyset_id=view["target_keyset"], purpose="reshare"
         )
         body["sealed_share"] = sealed
     env = client.sign(member, core.APPROVE, body)
@@ -262,6 +262,8 @@ def countersign(client: Client, member: MemberSecrets, ceremony_id: str) -> dict
     report.require(complete=False)
     if member.member_id not in {p["id"] for p in transcript["participants"]}:
         raise InputError("you are not a participant of this ceremony")
+    # What this member countersigns is what its machine will hold the key set to.
+    client.pinned(member).add_transcript(transcript)
     env = client.sign(
         member,
         core.COUNTERSIGN,
@@ -337,6 +339,7 @@ def export_keyset(client: Client, member: MemberSecrets, keyset_id: str) -> dict
     env = client.sign(member, "keyset.export", {"keyset": keyset_id})
     doc = _post(client, f"/v1/keysets/{keyset_id}/export", {"envelope": env})
     core.check_export(doc)
+    client.pinned(member).check_keyset(doc["sealed"])
     return doc
 
 
@@ -345,9 +348,10 @@ def propose_import(client: Client, member: MemberSecrets, export: dict[str, Any]
     operation (which proves the share it holds opens)."""
     sealed = core.check_export(export)
     operation = request_operation(client, member, sealed.keyset_id, "import")
-    _side, share = reseal_for_operation(
-        member, export["sealed"], operation, _service_sign_public(client)
+    _side, share = client.reseal_for_operation(
+        member, export["sealed"], operation, keyset_id=sealed.keyset_id, purpose="import", local_copy=True
     )
+    _pin_export(client, member, export, sealed)
     env = client.sign(
         member,
         "keyset.import",
@@ -366,13 +370,36 @@ def approve_import(
     if view.get("export_hash") != export_hash:
         raise ConflictError("the pending import is of a different export than your file")
     sealed = core.check_export(export)
-    _check_operation(client, view["operation"], keyset_id=sealed.keyset_id, purpose="import")
-    _side, share = reseal_for_operation(
-        member, export["sealed"], view["operation"], _service_sign_public(client)
+    _check_operation(client, member, view["operation"], keyset_id=sealed.keyset_id, purpose="import")
+    _side, share = client.reseal_for_operation(
+        member,
+        export["sealed"],
+        view["operation"],
+        keyset_id=sealed.keyset_id,
+        purpose="import",
+        local_copy=True,
     )
+    _pin_export(client, member, export, sealed)
     env = client.sign(
         member,
         "keyset.import_approve",
         {"import": import_id, "export_hash": export_hash, "sealed_share": share},
     )
     return _post(client, f"/v1/keysets/import/{import_id}/approve", {"envelope": env, "totp": totp})
+
+
+def _pin_export(
+    client: Client, member: MemberSecrets, export: Mapping[str, Any], sealed: split.SealedKeyset
+) -> None:
+    """A member restoring a key set from an export it holds itself (offline media it
+    checked) pins that export's key set, unless it already pins one of that id (then the
+    export had to match it)."""
+    pin = client.pinned(member)
+    if sealed.keyset_id not in pin.keysets:
+        pin.add_keyset(
+            PinnedKeyset.from_sealed(
+                sealed,
+                generation=int(export["keyset"]["generation"]),
+                transcript_hash=str(export["transcript_hash"]),
+            )
+        )

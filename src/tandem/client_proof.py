@@ -15,7 +15,6 @@ from typing import Any
 from tandem.client import Client
 from tandem.core import proofs as core
 from tandem.core.identity import MemberSecrets
-from tandem.core.split import reseal_for_operation, verify_operation
 from tandem.errors import InputError, VerificationError
 
 
@@ -58,8 +57,10 @@ def renew_operations(client: Client, member: MemberSecrets, challenge_id: str) -
 
 def reseal_shares(client: Client, member: MemberSecrets, view: Mapping[str, Any]) -> list[dict[str, str]]:
     """This member's share of every key set of a challenge, re-sealed to its operation key
-    after checking the key was signed by the service for this challenge and key set."""
-    service_sign_public = bytes.fromhex(client.deployment()["service"]["sign_public"])
+    after checking the key was signed by the pinned service key for this challenge and
+    key set, and that the key set is the one the member countersigned. Every key set is
+    checked before the first share is resealed."""
+    pin = client.pinned(member)
     challenge_id = view["id"]
     shares = []
     for entry in view["keysets"]:
@@ -67,7 +68,7 @@ def reseal_shares(client: Client, member: MemberSecrets, view: Mapping[str, Any]
             raise InputError(
                 f"key set {entry['keyset']} has no live operation key; renew the challenge's operations first"
             )
-        statement = verify_operation(entry["operation"], service_sign_public)
+        statement = pin.verify_operation(entry["operation"])
         if statement["purpose"] != f"proof:{challenge_id}" or statement["keyset"] != entry["keyset"]:
             raise InputError(
                 f"the operation key offered for key set {entry['keyset']} is not "
@@ -75,9 +76,21 @@ def reseal_shares(client: Client, member: MemberSecrets, view: Mapping[str, Any]
             )
         if entry.get("sealed") is None:
             raise InputError(f"the server did not send key set {entry['keyset']}'s sealed document")
-        _side, sealed = reseal_for_operation(member, entry["sealed"], entry["operation"], service_sign_public)
+        pin.check_keyset(entry["sealed"])
+    for entry in view["keysets"]:
+        _side, sealed = client.reseal_for_operation(
+            member,
+            entry["sealed"],
+            entry["operation"],
+            keyset_id=entry["keyset"],
+            purpose=f"proof:{challenge_id}",
+        )
         shares.append(
-            {"keyset": entry["keyset"], "operation": statement["operation"], "sealed_share": sealed}
+            {
+                "keyset": entry["keyset"],
+                "operation": entry["operation"]["statement"]["operation"],
+                "sealed_share": sealed,
+            }
         )
     return shares
 

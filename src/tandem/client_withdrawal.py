@@ -4,8 +4,9 @@ The approving client never takes the server's word for what it approves: it deco
 raw unsigned transaction with the chain module itself, compares it field by field with
 the intent, rebuilds it from the intent, recomputes both digests, checks the signing key
 is the wallet's, and only then signs ``(request id, intent hash, tx digest, policy
-version, expiry)``. Shares are resealed here, to an operation key whose service
-signature is checked first (or to the offline signer's own key).
+version, expiry)``. Shares are resealed here, through ``Client.reseal_for_operation``:
+only for a key set the member countersigned, only to an operation key signed by the
+service key its genesis pin names (or to the offline signer's own key).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from tandem.core import withdrawal as wcore
 from tandem.core.chains import psbt as bip174
 from tandem.core.identity import IdentityCard, MemberSecrets, b64
 from tandem.core.policy import DEFAULT_FEE_WARN_BPS as FEE_WARN_BPS
-from tandem.core.split import reseal_for_operation
 from tandem.errors import InputError, VerificationError
 
 
@@ -35,10 +35,6 @@ def _post(
 def _get_doc(client: Client, member: MemberSecrets, path: str, **params: Any) -> dict[str, Any]:
     result: dict[str, Any] = client.get(member, path, **params)
     return result
-
-
-def _service_sign_public(client: Client) -> bytes:
-    return bytes.fromhex(client.deployment()["service"]["sign_public"])
 
 
 # --- requesting ---------------------------------------------------------------------------
@@ -69,8 +65,8 @@ def create_withdrawal(client: Client, manager: MemberSecrets, intent: dict[str, 
             raise InputError(f"wallet has {len(mine)} addresses on that chain/network; give intent.from")
         doc["from"] = mine[0]
     normal = wcore.normalize_intent(doc)
-    _side, sealed = reseal_for_operation(
-        manager, prepared["keyset"], prepared["operation"], _service_sign_public(client)
+    _side, sealed = client.reseal_for_operation(
+        manager, prepared["keyset"], prepared["operation"], keyset_id=intent["wallet"]
     )
     env = client.sign(
         manager,
@@ -179,8 +175,8 @@ def approve_withdrawal(
         )
     now = client.clock()
     expires_at = min(view["expires_at"], now + view["decision"]["approval_ttl_seconds"])
-    _side, sealed = reseal_for_operation(
-        member, view["keyset"], view["operation"], _service_sign_public(client)
+    _side, sealed = client.reseal_for_operation(
+        member, view["keyset"], view["operation"], keyset_id=view["wallet"]
     )
     body = wcore.approval_body(
         withdrawal=withdrawal_id,
@@ -237,8 +233,8 @@ def contribute_share(client: Client, member: MemberSecrets, withdrawal_id: str) 
     """Reseal this member's share to the request's current operation key and send it."""
     view = get_withdrawal(client, member, withdrawal_id)
     review(view)
-    _side, sealed = reseal_for_operation(
-        member, view["keyset"], view["operation"], _service_sign_public(client)
+    _side, sealed = client.reseal_for_operation(
+        member, view["keyset"], view["operation"], keyset_id=view["wallet"]
     )
     operation = view["operation"]["statement"]["operation"]
     env = client.sign(
@@ -361,6 +357,7 @@ def export_bundle(
     """Fetch the bundle, check it offline-style, and add this member's share, resealed to the
     offline signer's X25519 key and bound to this withdrawal."""
     bundle = client.get(member, f"/v1/withdrawals/{withdrawal_id}/bundle")
+    client.pinned(member).check_keyset(bundle["keyset"])
     bundle["signer"] = signer_card.to_json()
     return add_share(bundle, member, now=client.clock())
 

@@ -178,6 +178,20 @@ class TotpThrottledError(TotpError):
     status = 429
 
 
+# --- claiming a fresh server (THREATS 23) -------------------------------------------------
+
+
+class ClaimTokenError(AuthError):
+    """Genesis presented a wrong claim token, or the server has no unused one."""
+
+    code = "claim_token_invalid"
+    status = 403
+
+
+class ClaimTokenRequiredError(ClaimTokenError):
+    code = "claim_token_required"
+
+
 # --- policy and state --------------------------------------------------------------------
 
 
@@ -319,6 +333,31 @@ class AuditVerificationError(VerificationError):
             merged["first_bad_entry"] = index
         super().__init__(message, details=merged)
         self.index = index
+
+
+class PinError(VerificationError):
+    """What the server shows is not what the member's genesis pin vouches for: another
+    deployment, another service key, or an operation key that key did not sign."""
+
+    code = "pin_mismatch"
+
+
+class NotPinnedError(PinError):
+    """The member's machine holds no genesis pin, so it cannot tell whose key it sees."""
+
+    code = "not_pinned"
+
+
+class KeysetPinError(PinError):
+    """The key set served differs from the one the member countersigned (THREATS 41)."""
+
+    code = "keyset_mismatch"
+
+
+class KeysetNotPinnedError(KeysetPinError):
+    """The member never countersigned or imported a transcript of this key set."""
+
+    code = "keyset_not_pinned"
 
 
 class CannotVerifyError(Error):

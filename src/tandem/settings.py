@@ -20,3 +20,7 @@ class Settings(BaseSettings):
 
     def resolved_key_file(self) -> Path:
         return self.service_key_file or self.data_dir / "service.key"
+
+    def resolved_claim_file(self) -> Path:
+        """Hash of the one-time claim token `tandem init` printed (never the token)."""
+        return self.data_dir / "claim.json"

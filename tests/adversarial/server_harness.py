@@ -355,6 +355,9 @@ class Deployment:
     setup_clock_end: int
     export: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The members' genesis pin, with the template's key set: what each member's machine
+    # trusts; pass it to every Client (``Client(url, pin=dep.pin)``).
+    pin: Any = None
 
     def __getitem__(self, name: str) -> MemberSecrets:
         return self.members[name]
@@ -368,17 +371,23 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def in_process(store: Store, clock: _SetupClock, key: Any) -> Iterator[Any]:
-    """The server's own app and service on ``store``, behind a TestClient."""
+def in_process(
+    store: Store, clock: _SetupClock, key: Any, *, claim_token: str | None = None
+) -> Iterator[Any]:
+    """The server's own app and service on ``store``, behind a TestClient. ``claim_token``:
+    the one-time token genesis must present (what `tandem init` would have printed)."""
     from fastapi.testclient import TestClient
 
     from tandem.api import create_app
     from tandem.client import Client
     from tandem.services import Tandem
+    from tandem.services.claim import ClaimGate
 
     db = store.database()
     db.migrate()
     svc = Tandem(db, key, clock=clock)
+    if claim_token is not None:
+        svc.use_claim(ClaimGate.for_token(claim_token))
     svc.startup_check()
     try:
         with TestClient(create_app(service=svc), raise_server_exceptions=True) as http:
@@ -429,7 +438,8 @@ def build_deployment(
         clock.now += STEP_SECONDS  # a step nobody has used yet
         return code_at(people[name].totp_secret, clock.now // STEP_SECONDS)
 
-    with in_process(store, clock, key) as client:
+    claim_token = secrets.token_urlsafe(24)
+    with in_process(store, clock, key, claim_token=claim_token) as client:
         doc = Client.draft_genesis(
             deployment="dep_" + secrets.token_hex(8),
             entity="Crash Test Fund SICAV",
@@ -440,7 +450,10 @@ def build_deployment(
                 {"chain": "bitcoin", "network": "testnet", "address": destination, "label": "cold vault"}
             ],
         )
-        result = client.submit_genesis(doc, dict(Client.sign_genesis(m, doc) for m in people.values()))
+        result = client.submit_genesis(
+            doc, dict(Client.sign_genesis(m, doc) for m in people.values()), claim_token=claim_token
+        )
+        pin = client.pin
         for m in people.values():
             client.enrol_totp(m)
         transcript = cc.run_ceremony(
@@ -479,11 +492,13 @@ def build_deployment(
         ],
         destination=destination,
         setup_clock_end=clock.now,
+        pin=pin,
     )
     if export_keyset:
         fork = store.clone(store.data_dir.parent / (store.data_dir.name + "-fork"), prefix="tandem_fork")
         try:
             with in_process(fork, clock, key) as client:
+                client.pin = pin
                 other = cc.run_ceremony(
                     client,
                     proposer=people["manager-1"],

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from tests.audit_helpers import assert_refused, membership_state, post, refusals
-from tests.conftest import World, new_member
+from tests.conftest import World, claim_token_of, new_member
 from tests.membership_helpers import apply_change, wait_out_delay
 
 from tandem.client import RemoteError
@@ -248,7 +248,11 @@ def _genesis(world_http: Any, clock: Any, people: list[MemberSecrets]) -> httpx.
         cards=[m.card() for m in people],
     )
     sigs = dict(Client.sign_genesis(m, doc) for m in people)
-    return world_http.post("/v1/genesis", content=canonical({"genesis": doc, "signatures": sigs}))
+    return world_http.post(
+        "/v1/genesis",
+        content=canonical({"genesis": doc, "signatures": sigs}),
+        headers={"X-Tandem-Claim-Token": claim_token_of(world_http.app.state.service)},
+    )
 
 
 def test_genesis_refuses_one_person_in_two_roles(http: Any, clock: Any) -> None:

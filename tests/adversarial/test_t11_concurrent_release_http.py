@@ -59,7 +59,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     try:
         dep = build_deployment(store, managers=2, custodians=ROUNDS)
         with Server(store) as server:
-            client = Client(server.url)
+            client = Client(server.url, pin=dep.pin.copy())
             yield Served(dep, server, client, TotpSteps())
             client.http.close()
     finally:

@@ -114,11 +114,14 @@ class Run:
     server: Server | None = None
     client: Client = field(init=False)
     servers: list[Server] = field(default_factory=list)
+    pin: Any = None
 
     def start(self, fault: str | None = None) -> None:
         self.server = Server(self.store, fault_point=fault).start()
         self.servers.append(self.server)
-        self.client = Client(self.server.url)
+        if self.pin is None:  # this run's members' own pin, not the template's
+            self.pin = self.dep.pin.copy()
+        self.client = Client(self.server.url, pin=self.pin)
 
     def stop(self) -> None:
         if self.server is not None:

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 from tests.adversarial.secret_scan import Needle, WholeRunScan, forms_of_bytes, scan, secret_needles
-from tests.conftest import FakeClock, make_database
+from tests.conftest import FakeClock, claim_token_of, make_database
 
 from tandem.api import create_app
 from tandem.client import Client, RemoteError
@@ -173,7 +173,9 @@ def test_no_secret_reaches_any_output(
             service=c.deployment()["service"],
             cards=[m.card() for m in people.values()],
         )
-        c.submit_genesis(doc, dict(Client.sign_genesis(m, doc) for m in people.values()))
+        c.submit_genesis(
+            doc, dict(Client.sign_genesis(m, doc) for m in people.values()), claim_token=claim_token_of(svc)
+        )
         for m in people.values():
             c.enrol_totp(m)
 
@@ -396,7 +398,11 @@ def test_whole_run_collector_sees_keys_logs_responses_and_errors(http: TestClien
             service=c.deployment()["service"],
             cards=[m.card() for m in people],
         )
-        c.submit_genesis(doc, dict(Client.sign_genesis(m, doc) for m in people))
+        c.submit_genesis(
+            doc,
+            dict(Client.sign_genesis(m, doc) for m in people),
+            claim_token=claim_token_of(http.app.state.service),
+        )
         for m in people:
             c.enrol_totp(m)
         data = people[0].to_keystore(PASSPHRASE, log2_n=14)

@@ -16,7 +16,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlmodel import func, select
-from tests.conftest import FakeClock, World, new_member
+from tests.conftest import FakeClock, World, claim_token_of, new_member
 
 from tandem.client import Client
 from tandem.core.actions import sign_action
@@ -185,7 +185,15 @@ def _genesis(
     sigs = dict(Client.sign_genesis(m, doc) for m in people)
     if edit is not None and not resign:
         edit(doc)
-    return post(http, "/v1/genesis", {"genesis": doc, "signatures": sigs}), doc
+    response = http.post(
+        "/v1/genesis",
+        content=canonical({"genesis": doc, "signatures": sigs}),
+        headers={
+            "Content-Type": "application/json",
+            "X-Tandem-Claim-Token": claim_token_of(http.app.state.service),
+        },
+    )
+    return response, doc
 
 
 @pytest.mark.parametrize("inj", INJECTIONS, ids=INJECTION_IDS)

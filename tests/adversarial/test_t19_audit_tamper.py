@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import BACKENDS, FakeClock, make_database, new_member
+from tests.conftest import BACKENDS, FakeClock, claim_token_of, make_database, new_member
 from typer.testing import CliRunner
 
 from tandem.api import create_app
@@ -63,7 +63,9 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             service=c.deployment()["service"],
             cards=[m.card() for m in people.values()],
         )
-        c.submit_genesis(doc, dict(Client.sign_genesis(m, doc) for m in people.values()))
+        c.submit_genesis(
+            doc, dict(Client.sign_genesis(m, doc) for m in people.values()), claim_token=claim_token_of(svc)
+        )
         for m in people.values():
             c.enrol_totp(m)
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import select
 from tests.audit_helpers import post, refusals
-from tests.conftest import World, new_member
+from tests.conftest import World, claim_token_of, new_member
 from tests.membership_helpers import wait_out_delay
 
 from tandem.core.canonical import canonical
@@ -210,6 +210,7 @@ def test_genesis_not_created_when_its_audit_entry_fails(
     response = http.post(
         "/v1/genesis",
         content=canonical({"genesis": doc, "signatures": dict(Client.sign_genesis(m, doc) for m in people)}),
+        headers={"X-Tandem-Claim-Token": claim_token_of(svc)},
     )
     assert response.status_code == 500
     assert "deployment" not in http.get("/v1/deployment").json()

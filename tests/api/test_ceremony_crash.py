@@ -50,7 +50,8 @@ CHILD = textwrap.dedent(
     doc = Client.draft_genesis(deployment="dep_crash", entity="Crash Test Fund",
                                created_at=now[0], service=client.deployment()["service"],
                                cards=[m.card() for m in people.values()])
-    client.submit_genesis(doc, dict(Client.sign_genesis(m, doc) for m in people.values()))
+    client.submit_genesis(doc, dict(Client.sign_genesis(m, doc) for m in people.values()),
+                          claim_token=svc.issue_claim_token())
     for m in people.values():
         client.enrol_totp(m)
     definition = (Path(sys.argv[2]) / "ceremonies" / "bitcoin-testnet-cold.toml").read_text()

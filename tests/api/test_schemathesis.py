@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from tests.conftest import BACKENDS, FakeClock, make_database, new_member
+from tests.conftest import BACKENDS, FakeClock, claim_token_of, make_database, new_member
 
 from tandem.api import create_app
 from tandem.client import Client
@@ -102,7 +102,9 @@ def fuzzed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             service=c.deployment()["service"],
             cards=[m.card() for m in people],
         )
-        c.submit_genesis(doc, dict(Client.sign_genesis(m, doc) for m in people))
+        c.submit_genesis(
+            doc, dict(Client.sign_genesis(m, doc) for m in people), claim_token=claim_token_of(svc)
+        )
         for m in people:
             c.enrol_totp(m)
         c.propose_add(people[0], new_member("nina", Role.AUDITOR).card())

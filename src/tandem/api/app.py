@@ -78,6 +78,9 @@ def build_service(settings: Settings, clock: Callable[[], int] | None = None) ->
     db = Database(settings.resolved_database_url())
     db.migrate()
     service = Tandem(db, key, clock=clock or (lambda: int(time.time())))
+    from tandem.services.claim import ClaimGate
+
+    service.use_claim(ClaimGate.load(settings.resolved_claim_file()))
     service.startup_check()
     return service
 
@@ -167,9 +170,13 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
         return svc.deployment_info()
 
     @app.post("/v1/genesis", status_code=201, tags=["membership"])
-    def genesis(body: schemas.GenesisIn = strict(schemas.GenesisIn)) -> dict[str, Any]:
-        """Create the deployment. Every initial member signs the genesis document."""
-        return svc.genesis(body.genesis, body.signatures)
+    def genesis(
+        body: schemas.GenesisIn = strict(schemas.GenesisIn),
+        claim_token: Annotated[str | None, Header(alias="X-Tandem-Claim-Token")] = None,
+    ) -> dict[str, Any]:
+        """Create the deployment. Every initial member signs the genesis document; the
+        header carries the one-time claim token `tandem init` printed."""
+        return svc.genesis(body.genesis, body.signatures, claim_token=claim_token)
 
     @app.post("/v1/sessions", status_code=201, tags=["membership"])
     def open_session(body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
+from tandem import client_pin
 from tandem.client import DEFAULT_SERVER, Client
 from tandem.core.canonical import loads_strict
 from tandem.core.identity import MemberSecrets
@@ -46,6 +48,13 @@ KeystoreOpt = typer.Option(
     help="Your keystore file (made by `tandem id create`). The passphrase is asked for, "
     "or read from TANDEM_PASSPHRASE in scripts.",
 )
+ClaimTokenOpt = typer.Option(
+    None,
+    "--claim-token",
+    envvar="TANDEM_CLAIM_TOKEN",
+    help="The one-time claim token `tandem init` printed to the operator.",
+    show_envvar=True,
+)
 TotpOpt = typer.Option(None, "--totp", help="Your current 6-digit code; asked for when omitted.")
 TotpFromKeystoreOpt = typer.Option(
     False,
@@ -60,7 +69,8 @@ def run_cli(fn: Callable[[], Any]) -> None:
     try:
         fn()
     except Error as exc:
-        err_console.print(f"[bold red]refused:[/] {exc.diagnostics()}")
+        # escape: diagnostics end in "[code, HTTP status]", which is not rich markup
+        err_console.print(f"[bold red]refused:[/] {escape(exc.diagnostics())}")
         raise typer.Exit(1) from None
 
 
@@ -77,11 +87,15 @@ def passphrase(*, confirm: bool = False) -> str:
 
 
 def load_member(path: Path) -> MemberSecrets:
+    """Open the keystore; its genesis pin (``<stem>.pin.json`` beside it) becomes what
+    every client call of this command trusts for that member."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise KeystoreError(f"cannot read keystore {path}: {exc.strerror}") from None
-    return MemberSecrets.from_keystore(data, passphrase())
+    member = MemberSecrets.from_keystore(data, passphrase())
+    client_pin.remember_keystore(member.member_id, path)
+    return member
 
 
 def client(server: str) -> Client:

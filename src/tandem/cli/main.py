@@ -16,6 +16,7 @@ import typer
 
 from tandem.cli import common
 from tandem.cli.common import (
+    ClaimTokenOpt,
     KeystoreOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
@@ -29,6 +30,7 @@ from tandem.cli.common import (
     write_json,
 )
 from tandem.client import Client
+from tandem.client_pin import PinnedDeployment, pin_path
 from tandem.core.identity import (
     DEFAULT_SCRYPT_LOG2_N,
     IdentityCard,
@@ -36,7 +38,7 @@ from tandem.core.identity import (
     card_from_keystore,
 )
 from tandem.core.roles import parse_role
-from tandem.errors import ConfigurationError, InputError
+from tandem.errors import ConfigurationError, InputError, PinError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 id_app = typer.Typer(
@@ -50,7 +52,14 @@ totp_app = typer.Typer(help="Your second factor (RFC 6238 TOTP).", no_args_is_he
 member_app = typer.Typer(help="Propose membership changes (the other side approves).", no_args_is_help=True)
 proposal_app = typer.Typer(help="List, inspect, approve or reject pending proposals.", no_args_is_help=True)
 audit_app = typer.Typer(help="Export and verify the tamper-evident audit log.", no_args_is_help=True)
+pin_app = typer.Typer(
+    help="What your machine trusts: the genesis you signed or imported (and the service keys it "
+    "names), and the key sets whose transcripts you countersigned or imported. Kept in "
+    "<keystore stem>.pin.json beside your keystore.",
+    no_args_is_help=True,
+)
 app.add_typer(id_app, name="id")
+app.add_typer(pin_app, name="pin")
 app.add_typer(genesis_app, name="genesis")
 app.add_typer(totp_app, name="totp")
 app.add_typer(member_app, name="member")
@@ -67,13 +76,22 @@ def init(
         Path,
         typer.Option(envvar="TANDEM_DATA_DIR", help="Where the database and service key live."),
     ] = Path("tandem-data"),
+    new_claim_token: Annotated[
+        bool,
+        typer.Option(help="Replace an unused claim token that was lost (before genesis only)."),
+    ] = False,
 ) -> None:
-    """(Operator) Create the service key and the database schema. Safe to re-run."""
+    """(Operator) Create the service key, the database schema and the one-time claim token
+    genesis must present. Safe to re-run."""
 
     def go() -> None:
+        from sqlmodel import select
+
         from tandem.core.service_key import ServiceKey
+        from tandem.services.claim import ClaimGate
         from tandem.settings import Settings
         from tandem.store.db import Database
+        from tandem.store.models import Deployment
 
         settings = Settings(data_dir=data_dir)
         key_file = settings.resolved_key_file()
@@ -90,9 +108,31 @@ def init(
             )
         db = Database(settings.resolved_database_url())
         db.migrate()
+        with db.read() as session:
+            deployed = session.exec(select(Deployment)).first() is not None
         db.dispose()
         console.print(f"database ready: {settings.resolved_database_url().split('@')[-1]}")
         show(key.public_json())
+        from tandem.core.audit import key_id
+
+        console.print(
+            f"service key id: {key_id(key.sign_public)} (members compare it at `tandem genesis sign`)"
+        )
+        claim_file = settings.resolved_claim_file()
+        if deployed:
+            console.print("this server has its deployment; no claim token is needed")
+        elif ClaimGate.load(claim_file).issued and not new_claim_token:
+            console.print(
+                f"a claim token was issued already (only its hash is kept, in {claim_file}); "
+                "`tandem init --new-claim-token` replaces a lost one"
+            )
+        else:
+            _gate, token = ClaimGate.issue(claim_file)
+            console.print(
+                "claim token (shown once; give it to whoever submits genesis, by a channel you "
+                "trust, and to nobody else):"
+            )
+            console.print(f"  {token}")
 
     run_cli(go)
 
@@ -220,12 +260,14 @@ def genesis_sign(
         member = load_member(keystore)
         if member.member_id not in {IdentityCard.from_json(c).member_id for c in doc["genesis"]["members"]}:
             raise InputError("you are not an initial member in this genesis file")
+        pin = _pin_genesis(doc["genesis"], keystore)
         mid, sig = Client.sign_genesis(member, doc["genesis"])
         doc["signatures"][mid] = sig
         write_json(file, doc)
         console.print(
             f"signed as {member.name}; {len(doc['signatures'])}/{len(doc['genesis']['members'])} signatures"
         )
+        _say_pinned(pin)
 
     run_cli(go)
 
@@ -234,14 +276,111 @@ def genesis_sign(
 def genesis_submit(
     file: Annotated[Path, typer.Argument(help="Fully signed genesis file.")],
     server: str = ServerOpt,
+    claim_token: str | None = ClaimTokenOpt,
 ) -> None:
-    """Create the deployment from a fully signed genesis file."""
+    """Create the deployment from a fully signed genesis file, claiming the fresh server
+    with the one-time token its operator's `tandem init` printed."""
 
     def go() -> None:
         doc = read_json(file)
-        show(Client(server).submit_genesis(doc["genesis"], doc["signatures"]))
+        show(Client(server).submit_genesis(doc["genesis"], doc["signatures"], claim_token=claim_token))
 
     run_cli(go)
+
+
+def _pin_genesis(genesis: dict[str, object], keystore: Path, expect: str | None = None) -> PinnedDeployment:
+    """Pin ``genesis`` beside ``keystore``. A pin of another genesis that already holds key
+    sets is never replaced silently."""
+    path = pin_path(keystore)
+    pin = PinnedDeployment.from_genesis(genesis, expect_hash=expect, path=path)
+    if path.exists():
+        held = PinnedDeployment.load(path)
+        if held.genesis_hash == pin.genesis_hash:
+            return held
+        if held.keysets:
+            raise PinError(
+                f"{path} pins another deployment ({held.deployment}) with key sets; move it "
+                "away first if this keystore really changes deployment"
+            )
+    pin.save()
+    return pin
+
+
+def _say_pinned(pin: PinnedDeployment) -> None:
+    from tandem.core.audit import key_id
+
+    console.print(f"pinned {pin.deployment} -> {pin.path}")
+    console.print(f"  genesis hash   {pin.genesis_hash}")
+    console.print(f"  service key    {key_id(pin.sign_public)}  (compare with what the operator read out)")
+
+
+# --- pin ---------------------------------------------------------------------------------
+
+
+@pin_app.command("genesis")
+def pin_genesis(
+    file: Annotated[Path, typer.Argument(help="The signed genesis file of the deployment.")],
+    expect: Annotated[
+        str,
+        typer.Option(
+            "--expect",
+            help="The genesis hash, as a member or the operator told you by another channel "
+            "(never copied from a server response alone).",
+        ),
+    ],
+    keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="TANDEM_KEYSTORE")],
+) -> None:
+    """A member who joined after genesis pins it: signatures checked, hash must be --expect."""
+
+    def go() -> None:
+        from tandem.core.membership import check_genesis
+
+        doc = read_json(file)
+        genesis = doc.get("genesis", doc) if isinstance(doc, dict) else doc
+        if isinstance(doc, dict) and "signatures" in doc:
+            check_genesis(genesis, doc["signatures"])
+        else:
+            raise InputError("give the signed genesis file ({genesis, signatures})")
+        _say_pinned(_pin_genesis(genesis, keystore, expect=expect))
+
+    run_cli(go)
+
+
+@pin_app.command("keyset")
+def pin_keyset(
+    transcript: Annotated[Path, typer.Argument(help="The key set's complete ceremony transcript.")],
+    expect: Annotated[
+        str,
+        typer.Option("--expect", help="Its transcript hash, as a participant told you by another channel."),
+    ],
+    keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="TANDEM_KEYSTORE")],
+) -> None:
+    """Pin a key set you did not countersign (you joined later, or missed a reshare): the
+    transcript must verify offline, be complete, and hash to --expect."""
+
+    def go() -> None:
+        import hmac
+
+        from tandem.core import ceremony as ceremony_core
+
+        doc = read_json(transcript)
+        report = ceremony_core.verify_transcript(doc)
+        report.require(complete=True)
+        if not hmac.compare_digest(str(report.transcript_hash), expect.strip().lower()):
+            raise PinError(f"the transcript hashes to {report.transcript_hash}, not to --expect")
+        pin = PinnedDeployment.load(pin_path(keystore))
+        pinned = pin.add_transcript(doc)
+        console.print(
+            f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}"
+        )
+
+    run_cli(go)
+
+
+@pin_app.command("show")
+def pin_show(keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="TANDEM_KEYSTORE")]) -> None:
+    """Print what this keystore's pin trusts."""
+    run_cli(lambda: show(PinnedDeployment.load(pin_path(keystore)).to_json()))
 
 
 # --- TOTP -------------------------------------------------------------------------------

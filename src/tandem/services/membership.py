@@ -17,6 +17,7 @@ from tandem.core.membership import check_distinct, check_genesis, genesis_hash
 from tandem.core.policy import Policy, QuorumResult, quorum
 from tandem.core.roles import Role
 from tandem.errors import (
+    ClaimTokenError,
     ConflictError,
     DuplicateIdentityError,
     ExpiredError,
@@ -29,6 +30,7 @@ from tandem.errors import (
     TotpError,
 )
 from tandem.services.base import SESSION_SECONDS, Call, ServiceBase
+from tandem.services.claim import ClaimGate
 from tandem.store.models import Approval, Deployment, Member, Proposal
 from tandem.store.models import Session as SessionRow
 
@@ -93,10 +95,35 @@ def proposal_digest(p: Proposal) -> str:
 class MembershipService(ServiceBase):
     # --- genesis -------------------------------------------------------------------------
 
-    def genesis(self, doc: Any, signatures: Any) -> dict[str, Any]:
+    # Set from the data directory by ``api.app.build_service``; a service built without
+    # one (or whose token was used) refuses every genesis.
+    _claim: ClaimGate | None = None
+
+    @property
+    def claim(self) -> ClaimGate:
+        if self._claim is None:
+            self._claim = ClaimGate()
+        return self._claim
+
+    def use_claim(self, gate: ClaimGate) -> None:
+        self._claim = gate
+
+    def issue_claim_token(self) -> str:
+        """A fresh claim token for this service, held in memory (tests, one-process
+        set-ups); ``tandem init`` issues the persistent one."""
+        gate, token = ClaimGate.issue()
+        self._claim = gate
+        return token
+
+    def genesis(self, doc: Any, signatures: Any, *, claim_token: str | None = None) -> dict[str, Any]:
+        gate = self.claim
+
         def use_case(call: Call) -> dict[str, Any]:
             if self.maybe_deployment(call.session) is not None:
                 raise ConflictError("this server already has a deployment; genesis happens once")
+            # Before anything of the document is looked at: a fresh server is claimed
+            # only with the token its operator was shown (THREATS 23).
+            gate.check(claim_token)
             cards = check_genesis(
                 doc,
                 signatures,
@@ -128,13 +155,36 @@ class MembershipService(ServiceBase):
             )
             # Terms every initial member signed: in force from the first minute.
             install_genesis_terms(self, call, doc)
+            refused = gate.refusals()
+            if refused is not None:
+                # Claims refused before the log existed, as one fixed-size entry.
+                from tandem.store import audit_log
+
+                audit_log.append(
+                    call.session,
+                    self.key,
+                    deployment=dep.id,
+                    kind="deployment.claim.refused",
+                    actor=None,
+                    outcome="refused",
+                    code=ClaimTokenError.code,
+                    envelope=None,
+                    data=refused,
+                    time=call.now,
+                )
             return {
                 "deployment": dep.id,
                 "genesis_hash": root,
                 "members": [c.member_id for c in cards],
             }
 
-        return self.run_plain("deployment.genesis", use_case)
+        try:
+            result = self.run_plain("deployment.genesis", use_case)
+        except ClaimTokenError as exc:
+            gate.note_refusal(exc.code, self.clock())
+            raise
+        gate.consume(self.clock())
+        return result
 
     # --- sessions and TOTP -----------------------------------------------------------------
 
