@@ -67,7 +67,7 @@ def _intent(transcript: dict[str, Any]) -> dict[str, Any]:
         "amount": "50000",
         "from": address["address"],
         "destination": BTC_DEST,
-        "bitcoin": {"utxos": utxos(), "fee_rate": 5},
+        "bitcoin": {"utxos": utxos(address["address"]), "fee_rate": 5},
     }
 
 
