@@ -222,10 +222,17 @@ def approve_ceremony(
     *,
     totp: str,
     contribution: bytes | None = None,
+    view: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Approve after recomputing the digest locally; commit to ``contribution`` (keygen)
-    or re-seal this member's share to the ceremony's checked operation key (reshare)."""
-    view = get_ceremony(client, member, ceremony_id)
+    or re-seal this member's share to the ceremony's checked operation key (reshare).
+
+    ``view`` is the ceremony as the member was shown it; the digest signed is computed
+    from that very object, never from a second fetch. Without it, one fetch here."""
+    if view is None:
+        view = get_ceremony(client, member, ceremony_id)
+    if view.get("id") != ceremony_id:
+        raise VerificationError(f"the ceremony reviewed is {view.get('id')!r}, not {ceremony_id}")
     body: dict[str, Any] = {"ceremony": ceremony_id, "digest": local_digest(view)}
     if view["kind"] == "keygen":
         if contribution is None:
