@@ -240,7 +240,7 @@ def approve_ceremony(
         body["commitment"] = keygen.commit_contribution(
             ceremony_id=ceremony_id, member_id=member.member_id, contribution=contribution
         )
-    elif member.role.value == "custodian":
+    elif member.role.value == "custodian" and not _custodian_share_held(view):
         operation = view["operation"]
         _check_operation(client, operation, keyset_id=view["target_keyset"], purpose="reshare")
         keyset = get_keyset(client, member, view["target_keyset"])
@@ -250,6 +250,15 @@ def approve_ceremony(
         body["sealed_share"] = sealed
     env = client.sign(member, core.APPROVE, body)
     return _post(client, f"/v1/ceremonies/{ceremony_id}/approve", {"envelope": env, "totp": totp})
+
+
+def _custodian_share_held(view: Mapping[str, Any]) -> bool:
+    """Whether an accepted approval already carried the custodian share of this reshare
+    (a stored share is never replaced, so a further approval goes without one)."""
+    return any(
+        a["action"]["type"] == core.APPROVE and "sealed_share" in a["action"]["body"]
+        for a in view.get("actions", ())
+    )
 
 
 def reveal(

@@ -28,6 +28,7 @@ from tests.audit_helpers import audit_entries, post
 from tests.conftest import World
 from tests.keysets import make_keyset
 
+from tandem import client_ceremony as cc
 from tandem import client_proof
 from tandem import client_withdrawal as cw
 from tandem.core import withdrawal as wcore
@@ -206,3 +207,47 @@ def test_proof_share_is_not_replaced(world: World, first: str, second: str) -> N
     hits = refused(world, "proof.contribute.refused", "share_already_stored")
     assert [h["actor"] for h in hits] == [world[second].member_id]
     assert client_proof.get_challenge(c, world["olga"], view["id"])["status"] == "open"
+
+
+TWO_CUSTODIAN_RESHARE = """
+[ceremony]
+name = "reshare-two-custodians"
+description = "Rotate a key set's data key with two custodians approving"
+kind = "reshare"
+expiry_seconds = 86400
+
+[ceremony.approvals]
+custodian = 2
+manager = 0
+"""
+
+
+def test_reshare_second_custodian_cannot_replace_the_first_share(world: World) -> None:
+    """Under a two-custodian reshare the first custodian's approval carries the share;
+    a second approval carrying another is refused whole, the real client sends none."""
+    ks = make_keyset(world)
+    c = world.client
+    view = cc.propose_ceremony(c, world["alice"], TWO_CUSTODIAN_RESHARE, target_keyset=ks.id)
+    cc.approve_ceremony(c, world["bob"], view["id"], totp=world.code("bob"))
+    before = shares(world)
+    assert [side for _op, side, _m, _s in before] == ["custodian", "manager"]
+
+    seen = cc.get_ceremony(c, world["cora"], view["id"])
+    service = bytes.fromhex(c.deployment()["service"]["sign_public"])
+    _side, sealed = reseal_for_operation(
+        world["cora"], cc.get_keyset(c, world["cora"], ks.id)["sealed"], seen["operation"], service
+    )
+    body = {"ceremony": view["id"], "digest": cc.local_digest(seen), "sealed_share": sealed}
+    env = c.sign(world["cora"], "ceremony.approve", body)
+    response = post(
+        world, f"/v1/ceremonies/{view['id']}/approve", {"envelope": env, "totp": world.code("cora")}
+    )
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "share_already_stored"
+    assert shares(world) == before
+    assert cc.get_ceremony(c, world["olga"], view["id"])["approvals"] == [world["bob"].member_id]
+    assert len(refused(world, "ceremony.approve.refused", "share_already_stored")) == 1
+
+    done = cc.approve_ceremony(c, world["cora"], view["id"], totp=world.code("cora"))
+    assert sorted(done["approvals"]) == sorted([world["bob"].member_id, world["cora"].member_id])
+    assert cc.get_keyset(c, world["olga"], ks.id)["generation"] == 2
