@@ -67,7 +67,7 @@ class BodyCap:
         async def capped_receive() -> Message:
             nonlocal received
             if declared is not None and declared > limit:
-                raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit} bytes")
+                raise PayloadTooLargeError(f"request body exceeds {limit} bytes (by its Content-Length)")
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
@@ -82,7 +82,7 @@ def _declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name.lower() == b"content-length":
             text = value.decode("latin-1").strip()
-            return int(text) if text.isdigit() else None
+            return int(text) if text.isascii() and text.isdigit() else None
     return None
 
 
