@@ -27,7 +27,7 @@ from tandem.core.canonical import canonical, digest_hex, domain_bytes, loads_str
 from tandem.core.identity import IdentityCard, MemberSecrets, b64
 from tandem.core.membership import GENESIS_FORMAT
 from tandem.core.service_key import seal_to
-from tandem.errors import Error, InputError, NotPinnedError, PinError
+from tandem.errors import Error, InputError, NotPinnedError, PinError, VerificationError
 
 CLAIM_HEADER = "X-Tandem-Claim-Token"
 
@@ -301,9 +301,19 @@ class Client:
         )
 
     def approve_proposal(
-        self, member: MemberSecrets, proposal_id: str, *, totp: str
+        self,
+        member: MemberSecrets,
+        proposal_id: str,
+        *,
+        totp: str,
+        proposal: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        proposal = self.get(member, f"/v1/proposals/{proposal_id}")
+        """Sign the digest of ``proposal``, the proposal as the member was shown it (one
+        fetch here without it): never of a second fetch that could differ."""
+        if proposal is None:
+            proposal = self.get(member, f"/v1/proposals/{proposal_id}")
+        if proposal.get("id") != proposal_id:
+            raise VerificationError(f"the proposal reviewed is {proposal.get('id')!r}, not {proposal_id}")
         digest = self.proposal_digest(proposal)
         env = self.sign(member, "proposal.approve", {"proposal": proposal_id, "digest": digest})
         result: dict[str, Any] = self.request(

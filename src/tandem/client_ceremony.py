@@ -222,10 +222,17 @@ def approve_ceremony(
     *,
     totp: str,
     contribution: bytes | None = None,
+    view: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Approve after recomputing the digest locally; commit to ``contribution`` (keygen)
-    or re-seal this member's share to the ceremony's checked operation key (reshare)."""
-    view = get_ceremony(client, member, ceremony_id)
+    or re-seal this member's share to the ceremony's checked operation key (reshare).
+
+    ``view`` is the ceremony as the member was shown it; the digest signed is computed
+    from that very object, never from a second fetch. Without it, one fetch here."""
+    if view is None:
+        view = get_ceremony(client, member, ceremony_id)
+    if view.get("id") != ceremony_id:
+        raise VerificationError(f"the ceremony reviewed is {view.get('id')!r}, not {ceremony_id}")
     body: dict[str, Any] = {"ceremony": ceremony_id, "digest": local_digest(view)}
     if view["kind"] == "keygen":
         if contribution is None:
@@ -233,7 +240,7 @@ def approve_ceremony(
         body["commitment"] = keygen.commit_contribution(
             ceremony_id=ceremony_id, member_id=member.member_id, contribution=contribution
         )
-    elif member.role.value == "custodian":
+    elif member.role.value == "custodian" and not _custodian_share_held(view):
         operation = view["operation"]
         _check_operation(client, member, operation, keyset_id=view["target_keyset"], purpose="reshare")
         keyset = get_keyset(client, member, view["target_keyset"])
@@ -243,6 +250,15 @@ def approve_ceremony(
         body["sealed_share"] = sealed
     env = client.sign(member, core.APPROVE, body)
     return _post(client, f"/v1/ceremonies/{ceremony_id}/approve", {"envelope": env, "totp": totp})
+
+
+def _custodian_share_held(view: Mapping[str, Any]) -> bool:
+    """Whether an accepted approval already carried the custodian share of this reshare
+    (a stored share is never replaced, so a further approval goes without one)."""
+    return any(
+        a["action"]["type"] == core.APPROVE and "sealed_share" in a["action"]["body"]
+        for a in view.get("actions", ())
+    )
 
 
 def reveal(

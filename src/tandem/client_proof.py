@@ -96,11 +96,22 @@ def reseal_shares(client: Client, member: MemberSecrets, view: Mapping[str, Any]
 
 
 def contribute(
-    client: Client, member: MemberSecrets, challenge_id: str, *, totp: str | None = None
+    client: Client,
+    member: MemberSecrets,
+    challenge_id: str,
+    *,
+    totp: str | None = None,
+    view: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Re-seal this member's shares for every key set of the challenge and send them in
-    one ``proof.contribute`` action (one TOTP code covers them all)."""
-    view = get_challenge(client, member, challenge_id)
+    one ``proof.contribute`` action (one TOTP code covers them all).
+
+    ``view`` is the challenge as the member was shown it: the shares go to the key sets
+    and operations of that very object, never of a second fetch. Without it, one fetch."""
+    if view is None:
+        view = get_challenge(client, member, challenge_id)
+    if view.get("id") != challenge_id:
+        raise VerificationError(f"the challenge reviewed is {view.get('id')!r}, not {challenge_id}")
     shares = reseal_shares(client, member, view)
     if len(shares) == 1:
         body: dict[str, Any] = {"challenge": challenge_id, **shares[0]}

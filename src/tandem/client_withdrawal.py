@@ -165,9 +165,19 @@ def approve_withdrawal(
     *,
     totp: str,
     expected_fingerprint: str | None = None,
+    view: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Review locally, reseal this member's share to the request's operation, sign, send."""
-    view = get_withdrawal(client, member, withdrawal_id)
+    """Review locally, reseal this member's share to the request's operation, sign, send.
+
+    ``view`` is the request as the member was shown it: the approval is built from that
+    very object, never from a second fetch that could differ. Without it, the request is
+    fetched once here. The share goes with the approval only while the operation holds
+    none of this member's side (a stored share is never replaced).
+    """
+    if view is None:
+        view = get_withdrawal(client, member, withdrawal_id)
+    if view.get("id") != withdrawal_id:
+        raise VerificationError(f"the request reviewed is {view.get('id')!r}, not {withdrawal_id}")
     checked = review(view)
     if expected_fingerprint is not None and expected_fingerprint != checked.fingerprint:
         raise VerificationError(
@@ -175,24 +185,24 @@ def approve_withdrawal(
         )
     now = client.clock()
     expires_at = min(view["expires_at"], now + view["decision"]["approval_ttl_seconds"])
-    _side, sealed = client.reseal_for_operation(
-        member, view["keyset"], view["operation"], keyset_id=view["wallet"]
-    )
     body = wcore.approval_body(
         withdrawal=withdrawal_id,
         intent_hash_hex=checked.intent_hash,
         tx_digest_hex=checked.tx_digest,
         policy_version=view["policy_version"],
         expires_at=expires_at,
-        operation=view["operation"]["statement"]["operation"],
-        share_digest=wcore.share_digest(sealed),
     )
-    env = client.sign(member, "withdrawal.approve", body)
-    return _post(
-        client,
-        f"/v1/withdrawals/{withdrawal_id}/approve",
-        {"envelope": env, "totp": totp, "sealed_share": sealed},
-    )
+    payload: dict[str, Any] = {"totp": totp}
+    if member.role.value not in view.get("shares", ()):
+        _side, sealed = client.reseal_for_operation(
+            member, view["keyset"], view["operation"], keyset_id=view["wallet"]
+        )
+        body.update(
+            operation=view["operation"]["statement"]["operation"], share_digest=wcore.share_digest(sealed)
+        )
+        payload["sealed_share"] = sealed
+    payload["envelope"] = client.sign(member, "withdrawal.approve", body)
+    return _post(client, f"/v1/withdrawals/{withdrawal_id}/approve", payload)
 
 
 def _close(
@@ -229,8 +239,11 @@ def renew_operation(client: Client, member: MemberSecrets, withdrawal_id: str) -
     return _post(client, f"/v1/withdrawals/{withdrawal_id}/operation", {"envelope": env})
 
 
-def contribute_share(client: Client, member: MemberSecrets, withdrawal_id: str) -> dict[str, Any]:
-    """Reseal this member's share to the request's current operation key and send it."""
+def contribute_share(
+    client: Client, member: MemberSecrets, withdrawal_id: str, *, totp: str | None = None
+) -> dict[str, Any]:
+    """Reseal this member's share to the request's current operation key and send it
+    (a custodian's with its TOTP code)."""
     view = get_withdrawal(client, member, withdrawal_id)
     review(view)
     _side, sealed = client.reseal_for_operation(
@@ -242,7 +255,10 @@ def contribute_share(client: Client, member: MemberSecrets, withdrawal_id: str) 
         "withdrawal.contribute",
         {"withdrawal": withdrawal_id, "operation": operation, "share_digest": wcore.share_digest(sealed)},
     )
-    return _post(client, f"/v1/withdrawals/{withdrawal_id}/shares", {"envelope": env, "sealed_share": sealed})
+    payload: dict[str, Any] = {"envelope": env, "sealed_share": sealed}
+    if totp is not None:
+        payload["totp"] = totp
+    return _post(client, f"/v1/withdrawals/{withdrawal_id}/shares", payload)
 
 
 def release_envelope(client: Client, member: MemberSecrets, withdrawal_id: str) -> dict[str, Any]:

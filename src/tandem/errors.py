@@ -295,6 +295,12 @@ class ReshareRequiredError(ConflictError):
     code = "reshare_required"
 
 
+class ShareAlreadyStoredError(ConflictError):
+    """A share for this operation and side is already stored; it is never replaced."""
+
+    code = "share_already_stored"
+
+
 class CommitmentMismatchError(InputError):
     code = "commitment_mismatch"
 

@@ -456,7 +456,7 @@ class Release(Withdraw):
     def recover(self) -> None:
         cw.renew_operation(self.client, self.manager, self.id)
         cw.contribute_share(self.client, self.manager, self.id)
-        cw.contribute_share(self.client, self.custodian, self.id)
+        cw.contribute_share(self.client, self.custodian, self.id, totp=self.run.code("custodian-1"))
         # The same request under the same key now signs, once.
         self.release_and_retry("custodian-1", self.key, self.envelope)
 

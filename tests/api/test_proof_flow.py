@@ -160,11 +160,14 @@ def test_one_side_alone_signs_nothing(world: World, only: str) -> None:
     with pytest.raises(RemoteError) as err:
         client_proof.fetch_bundle(c, world["olga"], view["id"])
     assert err.value.remote_code == "invalid_state"
-    # The same side again (even another member of it) still is one side.
+    # The same side again (even another member of it) still is one side, and the share
+    # already stored is never replaced (THREATS 40).
     other = "mark" if only == "alice" else "cora"
     totp = world.code(other) if other == "cora" else None
-    again = client_proof.contribute(c, world[other], view["id"], totp=totp)
-    assert again["status"] == "open"
+    with pytest.raises(RemoteError) as again:
+        client_proof.contribute(c, world[other], view["id"], totp=totp)
+    assert again.value.remote_code == "share_already_stored"
+    assert client_proof.get_challenge(c, world["olga"], view["id"])["status"] == "open"
     assert [e["kind"] for e in audit_entries(world) if e["kind"] == "proof.bundle"] == []
 
 

@@ -179,6 +179,6 @@ def test_after_a_restart_both_sides_give_their_shares_again(world: World) -> Non
         cw.release_withdrawal(world.client, world["bob"], w["id"])
     assert err.value.remote_code == "invalid_input"  # no shares for the new operation yet
     cw.contribute_share(world.client, world["mark"], w["id"])
-    cw.contribute_share(world.client, world["cora"], w["id"])
+    cw.contribute_share(world.client, world["cora"], w["id"], totp=world.code("cora"))
     out = cw.release_withdrawal(world.client, world["bob"], w["id"])
     verify_bitcoin(out["signed_tx"], w["prevouts"], s.keyset.keys[0][1])

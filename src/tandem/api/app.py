@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tandem import __version__
 from tandem.api import schemas
@@ -51,6 +52,51 @@ def _ndjson_pages(lines: Iterable[str], per_chunk: int = 1000) -> Iterator[bytes
             chunk = []
     if chunk:
         yield ("\n".join(chunk) + "\n").encode("utf-8")
+
+
+class BodyCap:
+    """Pure ASGI middleware: counts request body bytes as they arrive and refuses the
+    request as soon as they pass ``max_bytes``, before any more is read or buffered.
+
+    The count is of bytes received, chunked uploads included; a ``Content-Length`` is
+    believed only when it announces too much (then nothing is read at all), never when
+    it announces little. The refusal is a :class:`PayloadTooLargeError` raised from
+    ``receive`` inside the route that reads the body, so it takes the one error path:
+    audited, answered with the stable JSON shape, and the connection closed.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        declared = _declared_length(scope)
+        received = 0
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            if declared is not None and declared > limit:
+                raise PayloadTooLargeError(f"request body exceeds {limit} bytes (by its Content-Length)")
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+            return message
+
+        await self.app(scope, capped_receive, send)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            text = value.decode("latin-1").strip()
+            return int(text) if text.isascii() and text.isdigit() else None
+    return None
 
 
 def current_member(request: Request, authorization: Annotated[str | None, Header()] = None) -> Member:
@@ -99,7 +145,11 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
     )
     app.state.service = svc
 
+    app.add_middleware(BodyCap, max_bytes=settings.max_body_bytes)
+
     async def _body_bytes(request: Request) -> bytes:
+        # BodyCap has already refused anything longer while it arrived; this stays as
+        # a second line should the app ever be mounted without it.
         body = await request.body()
         if len(body) > settings.max_body_bytes:
             raise PayloadTooLargeError(f"request body exceeds {settings.max_body_bytes} bytes")
@@ -139,7 +189,10 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
             now=svc.clock(),
             data={"method": request.method, "path": request.url.path[:200]},
         )
-        return JSONResponse(status_code=exc.status, content=exc.to_dict())
+        # The rest of an oversized body is not read: close the connection rather than
+        # drain it for the next request.
+        headers = {"Connection": "close"} if isinstance(exc, PayloadTooLargeError) else None
+        return JSONResponse(status_code=exc.status, content=exc.to_dict(), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -31,6 +31,9 @@ class ShareIn(Strict):
         description="Signed `withdrawal.contribute` {withdrawal, operation, share_digest}"
     )
     sealed_share: str = Field(description="This member's share resealed to the request's operation key")
+    totp: str | None = Field(
+        default=None, min_length=6, max_length=6, description="A custodian's current TOTP code"
+    )
 
 
 class WithdrawalApproveIn(Strict):
@@ -103,7 +106,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
     def contribute(withdrawal_id: str, body: ShareIn = strict(ShareIn)) -> dict[str, Any]:
         """A member's share resealed to the request's current operation key."""
         same_subject(body.envelope, "withdrawal", withdrawal_id)
-        return svc.contribute_share(body.envelope, sealed_share=body.sealed_share)
+        return svc.contribute_share(body.envelope, sealed_share=body.sealed_share, totp=body.totp)
 
     @app.post("/v1/withdrawals/{withdrawal_id}/release", tags=["withdrawals"])
     def release(

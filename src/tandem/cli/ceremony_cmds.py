@@ -92,6 +92,21 @@ def _summary(view: dict[str, Any]) -> None:
         console.print(f"  outcome: {view['outcome']}")
 
 
+def _print_for_approval(view: dict[str, Any]) -> None:
+    """What an approver reads before its client signs: the definition and the digest
+    computed here from it (never the server's digest)."""
+    _summary(view)
+    if view["kind"] != "import":
+        # As JSON, so control characters in the definition are shown escaped.
+        show(
+            {
+                "target_keyset": view["target_keyset"],
+                "definition": view["definition"],
+                "digest_computed_locally": cc.local_digest(view),
+            }
+        )
+
+
 # --- ceremony --------------------------------------------------------------------------
 
 
@@ -208,7 +223,9 @@ def ceremony_approve(  # noqa: PLR0917 - typer maps parameters to options
     def go() -> None:
         cl = common.client(server)
         member = load_member(keystore)
+        # One fetch: what is printed is the very object the approval is computed from.
         view = cc.get_ceremony(cl, member, ceremony_id)
+        _print_for_approval(view)
         contribution = None
         if view["kind"] == "keygen":
             contribution = keygen.make_contribution()
@@ -218,7 +235,7 @@ def ceremony_approve(  # noqa: PLR0917 - typer maps parameters to options
             store.save(ceremony_id, member.member_id, contribution)
         try:
             result = cc.approve_ceremony(
-                cl, member, ceremony_id, totp=code, contribution=contribution
+                cl, member, ceremony_id, totp=code, contribution=contribution, view=view
             )
         except Error:
             if contribution is not None:

@@ -544,11 +544,11 @@ def proposal_approve(
     def go() -> None:
         cl = Client(server)
         member = load_member(keystore)
-        show(
-            cl.approve_proposal(
-                member, proposal_id, totp=common.totp_code(cl, member, totp, totp_from_keystore)
-            )
-        )
+        # One fetch: what is printed is the very proposal whose digest is signed.
+        proposal = cl.get(member, f"/v1/proposals/{proposal_id}")
+        show({**proposal, "digest_computed_locally": cl.proposal_digest(proposal)})
+        code = common.totp_code(cl, member, totp, totp_from_keystore)
+        show(cl.approve_proposal(member, proposal_id, totp=code, proposal=proposal))
 
     run_cli(go)
 

@@ -137,10 +137,13 @@ def proof_contribute(
     def go() -> None:
         cl = Client(server)
         member = load_member(keystore)
+        # One fetch: the shares go to the key sets and operations printed here.
+        view = client_proof.get_challenge(cl, member, challenge_id)
+        _show_view(view)
         code = None
         if member.role.value == "custodian":
             code = common.totp_code(cl, member, totp, totp_from_keystore)
-        _show_view(client_proof.contribute(cl, member, challenge_id, totp=code))
+        _show_view(client_proof.contribute(cl, member, challenge_id, totp=code, view=view))
 
     run_cli(go)
 

@@ -202,10 +202,13 @@ def withdraw_approve(
     def go() -> None:
         cl = Client(server)
         member = load_member(keystore)
+        # One fetch: what is printed is the very object the approval is built from.
         view = cw.get_withdrawal(cl, member, withdrawal_id)
         _print_review(view, cw.review(view))
         code = common.totp_code(cl, member, totp, totp_from_keystore)
-        result = cw.approve_withdrawal(cl, member, withdrawal_id, totp=code, expected_fingerprint=fingerprint)
+        result = cw.approve_withdrawal(
+            cl, member, withdrawal_id, totp=code, expected_fingerprint=fingerprint, view=view
+        )
         console.print(f"approved; request is {result['status']}")
 
     run_cli(go)
@@ -255,20 +258,26 @@ def withdraw_veto(
 
 
 @withdraw_app.command("contribute")
-def withdraw_contribute(
+def withdraw_contribute(  # noqa: PLR0917 - typer maps parameters to options
     withdrawal_id: Annotated[str, typer.Argument()],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
     renew: Annotated[bool, typer.Option(help="First ask for a new operation key (after a restart).")] = False,
+    totp: str | None = TotpOpt,
+    totp_from_keystore: bool = TotpFromKeystoreOpt,
 ) -> None:
-    """Give your share again, resealed to the request's operation key (after the signer lost it)."""
+    """Give your share again, resealed to the request's operation key (after the signer lost it).
+    A custodian's share needs a TOTP code, as its approval did."""
 
     def go() -> None:
         cl = Client(server)
         member = load_member(keystore)
         if renew:
             cw.renew_operation(cl, member, withdrawal_id)
-        show(cw.contribute_share(cl, member, withdrawal_id))
+        code = None
+        if member.role.value == "custodian":
+            code = common.totp_code(cl, member, totp, totp_from_keystore)
+        show(cw.contribute_share(cl, member, withdrawal_id, totp=code))
 
     run_cli(go)
 

@@ -9,6 +9,7 @@ the refusal (and, for a wrong TOTP code, the failure count), then the error prop
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import signal
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from sqlmodel import Session, select
 
 from tandem.core import totp as totp_core
 from tandem.core.actions import SignedAction, check_context, parse_envelope
-from tandem.core.canonical import canonical, loads_strict
+from tandem.core.canonical import canonical, domain_bytes, loads_strict
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
 from tandem.errors import (
@@ -45,6 +46,16 @@ T = TypeVar("T")
 SESSION_SECONDS = 15 * 60
 FAULT_ENV = "TANDEM_FAULT_POINT"
 
+# A refusal is recorded as evidence, not as a copy of whatever arrived: one request from
+# a stranger must not write a megabyte into the permanent log. A signed envelope of a
+# verified member is kept whole up to this size (it can be re-verified later); anything
+# else is kept as its hash, its size and what it claimed to be.
+REFUSED_ENVELOPE_MAX_BYTES = 16 * 1024
+REFUSED_ENVELOPE_DOMAIN = "refused-envelope"
+REASON_MAX_CHARS = 300
+CLAIM_MAX_CHARS = 80
+_REFUSED_PREFIX = domain_bytes(REFUSED_ENVELOPE_DOMAIN, None)[: -len(canonical(None))]
+
 
 def fault_point(name: str) -> None:
     """Crash-test hook: the process kills itself here when TANDEM_FAULT_POINT names it."""
@@ -62,6 +73,8 @@ class Call:
     action: SignedAction | None = None
     actor: Member | None = None
     envelope: dict[str, Any] | None = None
+    # The actor's TOTP code was checked (and spent) in this very call.
+    totp_verified: bool = False
 
 
 class ServiceBase:
@@ -107,9 +120,12 @@ class ServiceBase:
                 )
                 self.check_role(member, roles)
                 self.claim_nonce(session, action, now)
-                if require_totp or totp is not None:
+                totp_verified = require_totp or totp is not None
+                if totp_verified:
                     self.check_totp(session, member, totp, now)
-                call = Call(session, now, deployment, action, member, action.to_json())
+                call = Call(
+                    session, now, deployment, action, member, action.to_json(), totp_verified=totp_verified
+                )
                 return use_case(call)
         except (IntegrityError, DataError) as db_exc:
             exc = database_refusal(db_exc)
@@ -154,6 +170,7 @@ class ServiceBase:
                 if deployment is None:
                     return
                 member = session.get(Member, actor) if actor else None
+                kept, received = refusal_evidence(envelope, authenticated=member is not None)
                 if isinstance(exc, TotpError) and member is not None:
                     self._store_totp_state(
                         member,
@@ -168,8 +185,12 @@ class ServiceBase:
                     actor=member.id if member else None,
                     outcome="refused",
                     code=exc.code,
-                    envelope=_storable(envelope),
-                    data={"reason": exc.message, **(data or {})},
+                    envelope=kept,
+                    data={
+                        "reason": bounded_text(exc.message, REASON_MAX_CHARS),
+                        **({"received": received} if received is not None else {}),
+                        **(data or {}),
+                    },
                     time=now,
                 )
         except Error:
@@ -267,6 +288,11 @@ class ServiceBase:
             member = session.get(Member, row.member)
             if member is None or member.status != "active":
                 raise SessionError("the session's member is no longer active")
+            # A session belongs to the key that signed session.open, not just to the
+            # member: once the member is rekeyed (however that came about), the old
+            # key's sessions are worthless.
+            if row.sign_public is None or not hmac.compare_digest(row.sign_public, member.sign_public):
+                raise SessionError("the session was opened with a key the member no longer holds")
             return member
 
     def require_unsealed(self) -> None:
@@ -281,14 +307,43 @@ def database_refusal(exc: Exception) -> Error:
     return InputError("a value is outside what the database can store")
 
 
-def _storable(envelope: dict[str, Any] | None) -> dict[str, Any] | None:
-    """An envelope as received, if it is storable JSON; never raises."""
+def refusal_evidence(
+    envelope: dict[str, Any] | None, *, authenticated: bool
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """What a refusal keeps of the envelope it refused: ``(envelope, summary)``; never raises.
+
+    A verified member's envelope up to :data:`REFUSED_ENVELOPE_MAX_BYTES` is kept whole.
+    Otherwise only a summary of bounded size: the SHA-256 of its canonical bytes (under
+    the ``refused-envelope`` domain, so whoever holds the envelope can match it), its
+    size, and the type and actor it claimed (a claim, not a fact: nobody verified it).
+    """
     if envelope is None:
-        return None
+        return None, None
     try:
-        return loads_strict(canonical(envelope))  # type: ignore[no-any-return]
+        raw = canonical(envelope)
     except Error:
-        return {"unstorable": True}
+        return None, {"unstorable": True}
+    if authenticated and len(raw) <= REFUSED_ENVELOPE_MAX_BYTES:
+        return loads_strict(raw), None
+    action = envelope.get("action")
+    claimed = action if isinstance(action, dict) else {}
+    return None, {
+        "sha256": hashlib.sha256(_REFUSED_PREFIX + raw).hexdigest(),
+        "bytes": len(raw),
+        "claimed_type": _claim(claimed.get("type")),
+        "claimed_actor": _claim(claimed.get("actor")),
+    }
+
+
+def _claim(value: Any) -> str | None:
+    return bounded_text(value, CLAIM_MAX_CHARS) if isinstance(value, str) else None
+
+
+def bounded_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def require_str_field(body: Any, key: str) -> str:

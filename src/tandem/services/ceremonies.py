@@ -181,15 +181,22 @@ class CeremonyService(KeyUseService):
             if definition.kind == "reshare":
                 if commitment is not None:
                     raise InputError("a reshare makes no keys, so it takes no commitment")
-                if role is Role.CUSTODIAN or "sealed_share" in body:
-                    assert state.operation is not None
-                    assert row.target_keyset
+                assert state.operation is not None
+                assert row.target_keyset
+                operation = state.operation["statement"]["operation"]
+                if "sealed_share" in body:
                     self.store_share(
                         call,
-                        operation=state.operation["statement"]["operation"],
+                        operation=operation,
                         keyset_id=row.target_keyset,
                         side=role.value,
-                        sealed_b64=body.get("sealed_share"),
+                        sealed_b64=body["sealed_share"],
+                    )
+                elif role is Role.CUSTODIAN and not self.has_share(
+                    call, operation=operation, side=role.value
+                ):
+                    raise InputError(
+                        "the first custodian approval of a reshare carries the custodian share"
                     )
             state.add_approval(actor.id, commitment=commitment, envelope=_envelope(call))
             call.session.add(

@@ -21,6 +21,7 @@ from sqlmodel import select
 from tandem.core import split
 from tandem.core.canonical import domain_bytes
 from tandem.core.identity import b64, unb64
+from tandem.core.roles import Role
 from tandem.core.split import operation_statement
 from tandem.errors import (
     ConflictError,
@@ -28,6 +29,8 @@ from tandem.errors import (
     NotFoundError,
     ReshareRequiredError,
     SealedError,
+    ShareAlreadyStoredError,
+    TotpError,
 )
 from tandem.services.base import Call, ServiceBase
 from tandem.store.models import KeySet, OperationShare
@@ -95,29 +98,45 @@ class KeyUseService(ServiceBase):
         }
 
     def store_share(self, call: Call, *, operation: str, keyset_id: str, side: str, sealed_b64: Any) -> None:
-        """Record a member's re-sealed share for an operation (ciphertext only)."""
+        """Record a member's re-sealed share for an operation (ciphertext only).
+
+        A share, once stored for an operation and side, stands: a second one for the same
+        side is refused, whoever sends it, so no member can swap in a share of its own
+        for the one an approver contributed. A custodian's share goes in only with a
+        TOTP code checked in the same call, as every custodian step of every flow needs.
+        """
         if not isinstance(sealed_b64, str):
             raise InputError("sealed_share must be base64")
         sealed = unb64(sealed_b64, what="sealed_share")
         assert call.actor is not None
+        if side == Role.CUSTODIAN.value and not call.totp_verified:
+            raise TotpError("a custodian's share needs a TOTP code with it")
         existing = call.session.exec(
             select(OperationShare).where(OperationShare.operation == operation, OperationShare.side == side)
         ).first()
         if existing is not None:
-            existing.sealed = b64(sealed)
-            existing.member = call.actor.id
-            call.session.add(existing)
-        else:
-            call.session.add(
-                OperationShare(
-                    operation=operation,
-                    keyset=keyset_id,
-                    side=side,
-                    member=call.actor.id,
-                    sealed=b64(sealed),
-                    created_at=call.now,
-                )
+            raise ShareAlreadyStoredError(
+                f"operation {operation} already holds a {side} share; it is never replaced "
+                "(after a failure, renew the operation and contribute to the new one)"
             )
+        call.session.add(
+            OperationShare(
+                operation=operation,
+                keyset=keyset_id,
+                side=side,
+                member=call.actor.id,
+                sealed=b64(sealed),
+                created_at=call.now,
+            )
+        )
+
+    @staticmethod
+    def has_share(call: Call, *, operation: str, side: str) -> bool:
+        """Whether ``operation`` already holds a share of ``side``."""
+        row = call.session.exec(
+            select(OperationShare).where(OperationShare.operation == operation, OperationShare.side == side)
+        ).first()
+        return row is not None
 
     @contextlib.contextmanager
     def private_keys(
@@ -173,7 +192,8 @@ class KeyUseService(ServiceBase):
         """Both re-sealed shares of ``operation`` opened into the key set's DEK, whatever
         its status (a reshare uses this to repair ``reshare_required``). The DEK is wiped
         on exit and the operation key forgotten once a DEK has been rebuilt; after a
-        refused share the key stays, so that side can contribute again."""
+        refused share the key stays, and stored shares are never replaced: the flow
+        renews its operation and both sides contribute to the new one."""
         rows = self._operation_shares(call, operation)
         op_key = self._ops().get(operation)
         with split.open_operation_shares(

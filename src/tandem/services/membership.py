@@ -199,6 +199,7 @@ class MembershipService(ServiceBase):
                     member=call.actor.id,
                     created_at=call.now,
                     expires_at=call.now + SESSION_SECONDS,
+                    sign_public=call.actor.sign_public,
                 )
             )
             self.audit(call, "session.opened", {"expires_at": call.now + SESSION_SECONDS})

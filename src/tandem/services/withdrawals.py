@@ -345,7 +345,11 @@ class WithdrawalService(KeyUseService):
                 self.store_share(
                     call, operation=operation, keyset_id=row.keyset, side=role.value, sealed_b64=sealed_share
                 )
-            elif role is Role.CUSTODIAN:
+            elif role is Role.CUSTODIAN and not self.has_share(
+                call,
+                operation=loads_strict(row.context)["operation"]["statement"]["operation"],
+                side=role.value,
+            ):
                 raise InputError(
                     "a custodian's approval carries the custodian share, resealed to this "
                     "request's operation key"
@@ -516,8 +520,11 @@ class WithdrawalService(KeyUseService):
             "withdrawal.renew", envelope, use_case, types="withdrawal.renew", roles=SIDES, signing=True
         )
 
-    def contribute_share(self, envelope: Any, *, sealed_share: Any) -> dict[str, Any]:
-        """A member's share, resealed to the request's current operation key."""
+    def contribute_share(
+        self, envelope: Any, *, sealed_share: Any, totp: str | None = None
+    ) -> dict[str, Any]:
+        """A member's share, resealed to the request's current operation key (a
+        custodian's with a TOTP code, as its approval needed one)."""
 
         def use_case(call: Call) -> dict[str, Any]:
             assert call.action is not None
@@ -552,6 +559,7 @@ class WithdrawalService(KeyUseService):
             use_case,
             types="withdrawal.contribute",
             roles=SIDES,
+            totp=totp,
             signing=True,
         )
 
@@ -990,6 +998,15 @@ class WithdrawalService(KeyUseService):
                 public_key=ctx["public_key"],
                 operation=ctx["operation"],
                 keyset=loads_strict(keyset.sealed) if keyset else None,
+                # Sides whose share the current operation already holds (never replaced).
+                shares=sorted(
+                    r.side
+                    for r in session.exec(
+                        select(OperationShare).where(
+                            OperationShare.operation == ctx["operation"]["statement"]["operation"]
+                        )
+                    ).all()
+                ),
             )
             try:
                 intent = wcore.parse_intent(out["intent"])

@@ -113,6 +113,8 @@ class Session(SQLModel, table=True):
     member: str = Field(max_length=64)
     created_at: int
     expires_at: int
+    # The member's signing key when the session was opened: a rekey ends the session.
+    sign_public: str | None = Field(default=None, max_length=64)
 
 
 class Idempotency(SQLModel, table=True):

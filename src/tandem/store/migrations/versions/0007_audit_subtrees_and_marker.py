@@ -1,7 +1,7 @@
 """audit subtree roots and the verified-up-to marker
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-02 01:00:00
 
 Adds ``auditnode`` (the roots of the perfect subtrees of the audit Merkle tree, so a
@@ -20,7 +20,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
