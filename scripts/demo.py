@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import httpx
 from tandem.client import Client, RemoteError
 from tandem.client_pin import PinnedDeployment
 from tandem.core.identity import MemberSecrets
+from tandem.core.policy import default_policy
 from tandem.core.roles import Role
 from tandem.core.totp import code_at
 
@@ -48,6 +50,10 @@ ADDRESS_BOOK = [
         "asset": USDC,
     },
 ]
+# A membership change waits this long after its approval, so that either side can veto a
+# sock-puppet member before it counts. A real deployment waits a day or two (the default
+# is the policy's change delay, one day); the demo waits seconds so it can show the wait.
+MEMBERSHIP_DELAY_SECONDS = 8
 PASSPHRASE = "demo passphrase, not for production"  # noqa: S105 - demo keystores only
 TANDEM = [sys.executable, "-m", "tandem.cli"]
 
@@ -201,6 +207,18 @@ class Demo:
         genesis = self.out / "genesis.json"
         book = self.out / "address-book.json"
         book.write_text(json.dumps(ADDRESS_BOOK, indent=2) + "\n")
+        policy = self.out / "policy.json"
+        terms = default_policy().to_json()
+        terms["membership"] = {
+            "approvals": {"custodian": 1, "manager": 1},
+            "delay_seconds": MEMBERSHIP_DELAY_SECONDS,
+        }
+        policy.write_text(json.dumps(terms, indent=2) + "\n")
+        note(
+            "genesis carries the policy (one custodian approves each withdrawal, address-book "
+            f"destinations only; membership changes wait {MEMBERSHIP_DELAY_SECONDS} s for a veto) "
+            "and the address book"
+        )
         cli(
             "genesis",
             "draft",
@@ -209,6 +227,8 @@ class Demo:
             *cards,
             "--address-book",
             str(book),
+            "--policy",
+            str(policy),
             "--out",
             str(genesis),
             env=self.env,
@@ -258,7 +278,15 @@ class Demo:
             lambda: self.client.approve_proposal(self.members["alice"], prop["id"], totp=self.code("alice")),
         )
         done = self.client.approve_proposal(self.members["bob"], prop["id"], totp=self.code("bob"))
-        note(f"bob approved with signature + TOTP -> {done['status']}")
+        effective = int(done["effective_at"])
+        when = datetime.fromtimestamp(effective).astimezone().isoformat(timespec="seconds")
+        note(f"bob approved with signature + TOTP -> {done['status']}; takes effect at {when}")
+        note("until then either side can veto it (tandem proposal veto); waiting out the delay")
+        while (left := effective - int(time.time())) >= 0:
+            print(f"   ... {left + 1} s left", end="\r", flush=True)
+            time.sleep(1)
+        applied = self.client.apply_proposal(self.members["alice"], prop["id"])
+        note(f"the delay passed with no veto; alice carried it out -> {applied['status']}")
         cli(
             "pin",
             "genesis",

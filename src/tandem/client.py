@@ -335,6 +335,22 @@ class Client:
         )
         return result
 
+    def veto_proposal(self, member: MemberSecrets, proposal_id: str, *, reason: str = "") -> dict[str, Any]:
+        """Stop an approved change during its delay (either side)."""
+        env = self.sign(member, "proposal.veto", {"proposal": proposal_id, "reason": reason})
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/proposals/{proposal_id}/veto", json_body={"envelope": env}
+        )
+        return result
+
+    def apply_proposal(self, member: MemberSecrets, proposal_id: str) -> dict[str, Any]:
+        """Carry out an approved membership change once its delay has passed."""
+        env = self.sign(member, "proposal.apply", {"proposal": proposal_id})
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/proposals/{proposal_id}/apply", json_body={"envelope": env}
+        )
+        return result
+
     # --- audit -----------------------------------------------------------------------------
 
     def audit_export(self, member: MemberSecrets) -> tuple[list[str], dict[str, Any]]:

@@ -573,12 +573,7 @@ def proposal_veto(
 ) -> None:
     """Stop an approved membership change during its delay (managers and custodians)."""
 
-    def go() -> None:
-        cl = Client(server)
-        env = cl.sign(load_member(keystore), "proposal.veto", {"proposal": proposal_id, "reason": reason})
-        show(cl.request("POST", f"/v1/proposals/{proposal_id}/veto", json_body={"envelope": env}))
-
-    run_cli(go)
+    run_cli(lambda: show(Client(server).veto_proposal(load_member(keystore), proposal_id, reason=reason)))
 
 
 @proposal_app.command("apply")
@@ -589,12 +584,7 @@ def proposal_apply(
 ) -> None:
     """Carry out an approved membership change once its delay has passed."""
 
-    def go() -> None:
-        cl = Client(server)
-        env = cl.sign(load_member(keystore), "proposal.apply", {"proposal": proposal_id})
-        show(cl.request("POST", f"/v1/proposals/{proposal_id}/apply", json_body={"envelope": env}))
-
-    run_cli(go)
+    run_cli(lambda: show(Client(server).apply_proposal(load_member(keystore), proposal_id)))
 
 
 from tandem.cli import audit_cmds, custody_cmds  # noqa: E402  (command groups in their own modules)
