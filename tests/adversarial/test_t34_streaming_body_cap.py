@@ -78,7 +78,8 @@ def genesis(store: Store) -> None:
         MemberSecrets.generate(name="custodian-1", role=Role.CUSTODIAN),
         MemberSecrets.generate(name="auditor", role=Role.AUDITOR),
     ]
-    with in_process(store, lambda: now, key) as client:
+    claim_token = secrets.token_urlsafe(24)
+    with in_process(store, lambda: now, key, claim_token=claim_token) as client:
         doc = Client.draft_genesis(
             deployment="dep_" + secrets.token_hex(8),
             entity="Body Cap Test Fund",
@@ -86,7 +87,9 @@ def genesis(store: Store) -> None:
             service=client.deployment()["service"],
             cards=[m.card() for m in people],
         )
-        client.submit_genesis(doc, dict(Client.sign_genesis(m, doc) for m in people))
+        client.submit_genesis(
+            doc, dict(Client.sign_genesis(m, doc) for m in people), claim_token=claim_token
+        )
 
 
 def db_state(store: Store) -> dict[str, Any]:

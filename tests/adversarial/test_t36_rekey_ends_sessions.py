@@ -11,15 +11,32 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from sqlmodel import select
+from tests.api.test_withdrawal_helpers import approve_proposal, pass_delay
 from tests.audit_helpers import audit_entries, membership_state, post
 from tests.conftest import World
 
+from tandem import client_withdrawal as cw
 from tandem.core.actions import sign_action
 from tandem.core.identity import MemberSecrets
+from tandem.core.policy import default_policy
 from tandem.core.roles import Role
 from tandem.store.models import Member
 from tandem.store.models import Session as SessionRow
+
+
+@pytest.fixture(autouse=True)
+def membership_changes_at_approval(world: World) -> None:
+    """A policy whose membership changes take effect at approval. With the default day
+    of delay every session opened before the rekey would have lapsed by the time it
+    took effect, and the test would show nothing."""
+    doc = default_policy().to_json() | {
+        "version": 2,
+        "membership": {"approvals": {"custodian": 1, "manager": 1}, "delay_seconds": 0},
+    }
+    approve_proposal(world, cw.propose_policy(world.client, world["alice"], doc)["id"])
+    pass_delay(world)
 
 
 class RekeyedSigner:

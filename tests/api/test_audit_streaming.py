@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import T0, World
+from tests.conftest import T0, World, new_member
 from typer.testing import CliRunner
 
 from tandem.api.app import _ndjson_pages
 from tandem.cli import audit_cmds
 from tandem.cli.main import app as cli_app
+from tandem.client import Client
 from tandem.core import audit
+from tandem.core.membership import genesis_hash
+from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
 from tandem.services import audit as audit_service
 from tandem.store import audit_log
@@ -157,18 +160,32 @@ def synthetic_export(tmp_path: Path, count: int, key: ServiceKey) -> tuple[Path,
     acc = audit.MerkleAccumulator()
     prev = audit.GENESIS_PREV
     path = tmp_path / f"audit-{count}.jsonl"
+    # Entry 0 is a real genesis (the verifier replays the log from it); the rest filler.
+    people = [new_member("mia", Role.MANAGER), new_member("carl", Role.CUSTODIAN)]
+    doc = Client.draft_genesis(
+        deployment="dep_mem",
+        entity="Streaming Test Fund",
+        created_at=T0,
+        service=key.public_json(),
+        cards=[m.card() for m in people],
+    )
+    genesis = {
+        "genesis": doc,
+        "signatures": dict(Client.sign_genesis(m, doc) for m in people),
+        "genesis_hash": genesis_hash(doc),
+    }
     with path.open("wb") as out:
         for i in range(count):
             entry = audit.make_entry(
                 index=i,
                 time=T0 + i,
                 deployment="dep_mem",
-                kind="test.filler",
+                kind="deployment.genesis" if i == 0 else "test.filler",
                 actor=None,
                 outcome="ok",
                 code=None,
                 envelope=None,
-                data={"i": i, "note": "filler entry for the streaming tests"},
+                data=genesis if i == 0 else {"i": i, "note": "filler entry for the streaming tests"},
                 prev=prev,
             )
             prev = entry["hash"]

@@ -231,7 +231,7 @@ def test_broadcast_returns_the_checked_txid_and_maps_rpc_errors() -> None:
     [utxo] = backend.utxos(ours.address)
     unsigned = btc.build_p2wpkh_spend(
         from_pubkey=ours.public_key,
-        utxos=[(utxo.txid, utxo.vout, utxo.amount)],
+        prevouts=[utxo.prevout()],
         destination=Wallet.new().address,
         amount=20_000,
         fee_rate=backend.suggest_fee_rate().sat_per_vb,

@@ -72,7 +72,7 @@ def test_checked_utxos_feed_tandems_own_spend_builder_and_reviewer() -> None:
     utxos = esplora(server).utxos(ours.address)
     unsigned = btc.build_p2wpkh_spend(
         from_pubkey=ours.public_key,
-        utxos=[(u.txid, u.vout, u.amount) for u in utxos],
+        prevouts=[u.prevout() for u in utxos],
         destination=Wallet.new().address,
         amount=60_000,
         fee_rate=esplora(server).suggest_fee_rate(6).sat_per_vb,
@@ -223,7 +223,7 @@ def _spend() -> tuple[bytes, tuple[btc.Prevout, ...], bytes]:
     utxos = esplora(server).utxos(wallet.address)
     unsigned = btc.build_p2wpkh_spend(
         from_pubkey=wallet.public_key,
-        utxos=[(u.txid, u.vout, u.amount) for u in utxos],
+        prevouts=[u.prevout() for u in utxos],
         destination=Wallet.new().address,
         amount=30_000,
         fee_rate=3,
