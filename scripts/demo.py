@@ -282,9 +282,13 @@ class Demo:
         when = datetime.fromtimestamp(effective).astimezone().isoformat(timespec="seconds")
         note(f"bob approved with signature + TOTP -> {done['status']}; takes effect at {when}")
         note("until then either side can veto it (tandem proposal veto); waiting out the delay")
+        tty = sys.stdout.isatty()
         while (left := effective - int(time.time())) >= 0:
-            print(f"   ... {left + 1} s left", end="\r", flush=True)
+            if tty:
+                print(f"   ... {left + 1} s left ", end="\r", flush=True)
             time.sleep(1)
+        if tty:
+            print(" " * 24, end="\r")
         applied = self.client.apply_proposal(self.members["alice"], prop["id"])
         note(f"the delay passed with no veto; alice carried it out -> {applied['status']}")
         cli(
