@@ -305,6 +305,43 @@ def _checkpoint_problem(checkpoint: Any) -> str | None:
     return None
 
 
+def sign_tree_head(
+    private_key_raw32: bytes,
+    *,
+    domain: str,
+    what: str,
+    deployment: str,
+    tree_size: int,
+    root: str,
+    last_hash: str,
+    time: int,
+) -> tuple[dict[str, Any], str]:
+    """A tree head (root and last_hash as hex) and its base64 Ed25519 signature under
+    ``domain``: one shape for the checkpoint and the start-up marker, whose different
+    domains keep one from passing for the other."""
+    if not isinstance(private_key_raw32, bytes) or len(private_key_raw32) != 32:
+        raise InputError("an Ed25519 private key is a 32-byte seed")
+    signing_key = nacl.signing.SigningKey(private_key_raw32)
+    head = {
+        "deployment": deployment,
+        "tree_size": tree_size,
+        "root": root,
+        "last_hash": last_hash,
+        "time": time,
+        "key_id": key_id(bytes(signing_key.verify_key)),
+    }
+    problem = _checkpoint_problem(head)
+    if problem is not None:
+        raise InputError(f"{what}: {problem}")
+    # The checkpoint is signed on every append: its prefix is computed once.
+    if domain == CHECKPOINT_DOMAIN:
+        message = _CHECKPOINT_PREFIX + fast_canonical(head)
+    else:
+        message = domain_bytes(domain, head)
+    signature = bytes(signing_key.sign(message).signature)
+    return head, base64.b64encode(signature).decode("ascii")
+
+
 def sign_checkpoint(
     private_key_raw32: bytes,
     *,
@@ -315,22 +352,17 @@ def sign_checkpoint(
     time: int,
 ) -> dict[str, Any]:
     """A signed checkpoint document for the tree head (root and last_hash as hex)."""
-    if not isinstance(private_key_raw32, bytes) or len(private_key_raw32) != 32:
-        raise InputError("an Ed25519 private key is a 32-byte seed")
-    signing_key = nacl.signing.SigningKey(private_key_raw32)
-    checkpoint = {
-        "deployment": deployment,
-        "tree_size": tree_size,
-        "root": root,
-        "last_hash": last_hash,
-        "time": time,
-        "key_id": key_id(bytes(signing_key.verify_key)),
-    }
-    problem = _checkpoint_problem(checkpoint)
-    if problem is not None:
-        raise InputError(f"checkpoint: {problem}")
-    signature = bytes(signing_key.sign(_CHECKPOINT_PREFIX + fast_canonical(checkpoint)).signature)
-    return {"checkpoint": checkpoint, "signature": base64.b64encode(signature).decode("ascii")}
+    checkpoint, signature = sign_tree_head(
+        private_key_raw32,
+        domain=CHECKPOINT_DOMAIN,
+        what="checkpoint",
+        deployment=deployment,
+        tree_size=tree_size,
+        root=root,
+        last_hash=last_hash,
+        time=time,
+    )
+    return {"checkpoint": checkpoint, "signature": signature}
 
 
 def verify_checkpoint(doc: Mapping[str, Any], public_key_raw32: bytes) -> dict[str, Any]:

@@ -30,9 +30,9 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
-from tandem.core.audit import _checkpoint_problem, key_id
+from tandem.core.audit import _checkpoint_problem, key_id, sign_tree_head
 from tandem.core.canonical import domain_bytes
-from tandem.errors import AuditVerificationError, InputError
+from tandem.errors import AuditVerificationError
 
 MARKER_DOMAIN = "audit-verified-marker"
 
@@ -58,22 +58,17 @@ def sign_marker(
     time: int,
 ) -> dict[str, Any]:
     """A signed marker document (root and last_hash as hex)."""
-    if not isinstance(private_key_raw32, bytes) or len(private_key_raw32) != 32:
-        raise InputError("an Ed25519 private key is a 32-byte seed")
-    signing_key = nacl.signing.SigningKey(private_key_raw32)
-    body = {
-        "deployment": deployment,
-        "tree_size": tree_size,
-        "root": root,
-        "last_hash": last_hash,
-        "time": time,
-        "key_id": key_id(bytes(signing_key.verify_key)),
-    }
-    problem = _checkpoint_problem(body)
-    if problem is not None:
-        raise InputError(f"marker: {problem}")
-    signature = bytes(signing_key.sign(domain_bytes(MARKER_DOMAIN, body)).signature)
-    return {"marker": body, "signature": base64.b64encode(signature).decode("ascii")}
+    marker, signature = sign_tree_head(
+        private_key_raw32,
+        domain=MARKER_DOMAIN,
+        what="marker",
+        deployment=deployment,
+        tree_size=tree_size,
+        root=root,
+        last_hash=last_hash,
+        time=time,
+    )
+    return {"marker": marker, "signature": signature}
 
 
 def verify_marker(doc: Any, public_key_raw32: bytes) -> VerifiedMarker:
