@@ -153,7 +153,8 @@ def test_t28_cli_review_prints_the_fee_and_the_warning(world: World, cli: CliRun
     result = cli.invoke(app, ["withdraw", "show", w["id"], "-k", str(tmp_path / "bob.ks")])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert f"fee (worst case): {w['fee']} BTC at" in text
+    sats = int(w["fee"])
+    assert f"fee (worst case): 0.{sats:08d}".rstrip("0") + f" BTC ({sats} sat) at" in text
     assert "sat/vB" in text
     assert "of the amount" in text
     assert "warning:" in text

@@ -43,6 +43,21 @@ book_app = typer.Typer(
 bundle_app = typer.Typer(help="Offline signing: export a bundle, add shares, import.", no_args_is_help=True)
 
 
+
+# The chain coins' base units, for amounts a person reads (raw values stay in JSON).
+_NATIVE_UNITS = {"BTC": (8, "sat"), "ETH": (18, "wei")}
+
+
+def _native(amount: int, asset: str) -> str:
+    """``1045``, ``BTC`` -> ``0.00001045 BTC (1045 sat)``; other assets in base units."""
+    if asset.upper() not in _NATIVE_UNITS:
+        return f"{amount} base units of {asset}"
+    decimals, unit = _NATIVE_UNITS[asset.upper()]
+    whole, frac = divmod(amount, 10**decimals)
+    digits = f"{frac:0{decimals}d}".rstrip("0")
+    return f"{whole}{'.' + digits if digits else ''} {asset.upper()} ({amount} {unit})"
+
+
 def _now() -> int:
     """The offline machine's clock (approvals and requests expire against it)."""
     return int(time.time())
@@ -77,7 +92,8 @@ def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
             else ""
         )
         console.print(
-            f"fee (worst case): {fee['fee']} {fee['asset']} at {fee['rate']} {fee['rate_unit']}{tip}{share}"
+            f"fee (worst case): {_native(int(fee['fee']), fee['asset'])} at {fee['rate']} "
+            f"{fee['rate_unit']}{tip}{share}"
         )
         if fee["warning"] is not None:
             console.print(f"[bold red]warning:[/] {fee['warning']}")

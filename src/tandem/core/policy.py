@@ -281,7 +281,7 @@ def _check_fees(rule: Rule, facts: WithdrawalFacts, explanation: list[str]) -> l
     same_asset = _fold(fee.asset) == _fold(facts.asset)
     share = fee_share_text(fee.amount, facts.amount) if same_asset else "n/a (paid in another asset)"
     explanation.append(
-        f"fee: at most {fee.amount} {fee.asset} (rate {fee.rate} {unit}), {share} of the amount"
+        f"fee: at most {fee.amount} {fee.asset} base units (rate {fee.rate} {unit}), {share} of the amount"
     )
     checks = (
         ("fee", fee.amount, _tightest(cap.max_fee, mine.max_fee), f"{fee.asset} base units"),
