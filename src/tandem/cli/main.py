@@ -355,8 +355,9 @@ def pin_keyset(
     ],
     keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="TANDEM_KEYSTORE")],
 ) -> None:
-    """Pin a key set you did not countersign (you joined later, or missed a reshare): the
-    transcript must verify offline, be complete, and hash to --expect."""
+    """Pin a key set you did not countersign (you joined later, or missed a reshare).
+
+    The transcript must verify offline, be complete, and hash to --expect."""
 
     def go() -> None:
         import hmac

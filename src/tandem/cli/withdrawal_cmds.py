@@ -185,8 +185,9 @@ def withdraw_psbt(
         Path | None, typer.Option("--out", help="Write the binary PSBT here (else base64 on stdout).")
     ] = None,
 ) -> None:
-    """(Bitcoin) Export the unsigned transaction as a BIP-174 PSBT, checked here first, with
-    each input's previous transaction, to inspect it in a standard wallet."""
+    """(Bitcoin) Export the unsigned transaction as a BIP-174 PSBT to inspect in a wallet.
+
+    It is checked here first and carries each input's previous transaction."""
 
     def go() -> None:
         view = cw.get_withdrawal(Client(server), load_member(keystore), withdrawal_id)
@@ -369,7 +370,7 @@ def withdraw_abandon(
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
 ) -> None:
-    """Record that a released transaction will never be broadcast (frees its Ethereum nonce)."""
+    """Record that a released transaction will never be broadcast (frees its nonce or outputs)."""
     run_cli(
         lambda: show(
             cw.abandon_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason)
