@@ -45,7 +45,7 @@ bundle_app = typer.Typer(help="Offline signing: export a bundle, add shares, imp
 
 
 # The chain coins' base units, for amounts a person reads (raw values stay in JSON).
-_NATIVE_UNITS = {"BTC": (8, "sat"), "ETH": (18, "wei")}
+_NATIVE_UNITS = {"BTC": (8, "sat"), "ETH": (18, "wei"), "SOL": (9, "lamports")}
 
 
 def _native(amount: int, asset: str) -> str:
@@ -69,7 +69,10 @@ ReasonOpt = typer.Option(None, "--reason", help="Why; recorded in the audit log.
 def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
     d = checked.decoded
     table = whole_table("field", "decoded here from the raw transaction", show_header=True)
-    for key in ("chain", "network", "chain_id", "from", "to", "amount", "asset", "token", "fee", "change"):
+    fields: tuple[str, ...] = ("chain", "network", "chain_id", "from", "to", "amount", "asset", "token")
+    fields += ("decimals", "fee", "change")
+    solana = ("nonce_account", "destination_token_account", "creates_destination_account")
+    for key in fields + solana:
         value = d.get(key)
         if value is not None:
             table.add_row(key, str(value))
@@ -471,7 +474,7 @@ def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
 @book_app.command("add")
 def book_add(
     *,
-    chain: Annotated[str, typer.Option(help="bitcoin or ethereum.")],
+    chain: Annotated[str, typer.Option(help="bitcoin, ethereum or solana.")],
     network: Annotated[str, typer.Option(help="testnet, mainnet, sepolia...")],
     address: Annotated[str, typer.Option(help="The destination.")],
     label: Annotated[str, typer.Option(help="What it is, for people.")],

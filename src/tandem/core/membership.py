@@ -197,7 +197,7 @@ def normalize_book_entry(body: Any) -> dict[str, Any]:
     )
     chain, network = body["chain"], body["network"]
     if chain not in NATIVE_ASSET:
-        raise InputError("body.chain must be bitcoin or ethereum")
+        raise InputError(f"body.chain must be one of {', '.join(NATIVE_ASSET)}")
     if not isinstance(network, str):
         raise InputError("body.network must be a string")
     impl = get_chain(chain)
@@ -216,7 +216,7 @@ def normalize_book_entry(body: Any) -> dict[str, Any]:
         if not isinstance(asset, str):
             raise InputError("body.asset must be a string")
         if asset != NATIVE_ASSET[chain]:
-            if chain != "ethereum":
+            if chain == "bitcoin":
                 raise InputError(f"body.asset must be {NATIVE_ASSET[chain]} on {chain}")
             asset = impl.validate_address(asset, network)
         out["asset"] = asset

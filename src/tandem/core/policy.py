@@ -183,7 +183,9 @@ DEFAULT_FEE_WARN_BPS = 1000  # the approval view warns above a fee of 10% of the
 DEFAULT_RELEASE_TTL_SECONDS = 86400
 BPS = 10_000
 _FEE_FIELDS = ("max_fee", "max_fee_rate", "max_priority_fee", "max_fee_bps", "warn_bps")
-FEE_RATE_UNIT: Mapping[str, str] = MappingProxyType({"bitcoin": "sat/vB", "ethereum": "wei/gas"})
+FEE_RATE_UNIT: Mapping[str, str] = MappingProxyType(
+    {"bitcoin": "sat/vB", "ethereum": "wei/gas", "solana": "lamports/signature"}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,6 +240,9 @@ CHAIN_FEE_CAPS: Mapping[str, FeeLimits] = MappingProxyType(
             max_fee_rate=1_000_000_000_000,
             max_priority_fee=100_000_000_000,
         ),
+        # 0.01 SOL: the signature fee with room for the rent of a token account the
+        # transfer creates; Tandem sets no priority fee, so the rate is the base fee.
+        "solana": FeeLimits(max_fee=10_000_000, max_fee_rate=5_000),
     }
 )
 

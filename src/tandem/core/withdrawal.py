@@ -33,6 +33,8 @@ from tandem.core.canonical import canonical, check_fields, digest_hex, loads_str
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 from tandem.core.chains import psbt as bip174
+from tandem.core.chains import solana as sol
+from tandem.core.chains import solana_tx as stx
 from tandem.core.identity import IdentityCard, unb64
 from tandem.core.membership import LogState, check_genesis, genesis_hash
 from tandem.core.policy import (
@@ -74,7 +76,12 @@ _TXID = re.compile(r"[0-9a-fA-F]{64}")
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _EVM = re.compile(r"0[xX][0-9a-fA-F]{40}")
 
-NATIVE_ASSET: Mapping[str, str] = {"bitcoin": "BTC", "ethereum": "ETH"}
+NATIVE_ASSET: Mapping[str, str] = {"bitcoin": "BTC", "ethereum": "ETH", "solana": "SOL"}
+_NETWORKS: Mapping[str, Collection[str]] = {
+    "bitcoin": btc.NETWORKS,
+    "ethereum": eth.CHAIN_IDS,
+    "solana": sol.Solana.networks,
+}
 
 
 # --- the intent ------------------------------------------------------------------------
@@ -109,6 +116,19 @@ class EthParams:
     gas_limit: int
 
 
+@dataclass(frozen=True)
+class SolParams:
+    """A Solana intent's chain parameters: the blockhash the message names (a durable
+    nonce's stored value when ``nonce_account`` is given, which an approval that takes
+    longer than a minute needs), and for tokens the mint's decimals and whether the
+    transaction creates the destination's associated token account."""
+
+    recent_blockhash: str
+    nonce_account: str | None = None
+    decimals: int | None = None
+    create_destination_account: bool = False
+
+
 @dataclass(frozen=True, kw_only=True)
 class Intent:
     wallet: str
@@ -122,11 +142,14 @@ class Intent:
     utxos: tuple[Utxo, ...] = ()
     fee_rate: int | None = None
     eth: EthParams | None = None
+    sol: SolParams | None = None
 
     @property
     def token(self) -> str | None:
-        """The ERC-20 contract, when the asset is a token rather than the native coin."""
-        return self.asset if self.chain == "ethereum" and _EVM.fullmatch(self.asset) else None
+        """The ERC-20 contract or SPL mint, when the asset is a token, not the native coin."""
+        if self.chain == "ethereum":
+            return self.asset if _EVM.fullmatch(self.asset) else None
+        return self.asset if self.chain == "solana" and self.asset != "SOL" else None
 
     def facts(self, fee: Fee | None = None) -> WithdrawalFacts:
         """The policy's facts; ``fee`` from :func:`fee_of` on the decoded transaction."""
@@ -165,6 +188,14 @@ class Intent:
                 "max_priority_fee_per_gas": str(self.eth.max_priority_fee_per_gas),
                 "gas_limit": self.eth.gas_limit,
             }
+        if self.sol is not None:
+            params: dict[str, Any] = {"recent_blockhash": self.sol.recent_blockhash}
+            if self.sol.nonce_account is not None:
+                params["nonce_account"] = self.sol.nonce_account
+            if self.token is not None:
+                params["decimals"] = self.sol.decimals
+                params["create_destination_account"] = self.sol.create_destination_account
+            out["solana"] = params
         return out
 
 
@@ -189,6 +220,8 @@ def _address(chain: str, network: str, value: Any, what: str) -> str:
         raise InputError(f"{what} must be a string")
     if chain == "bitcoin":
         return btc.validate_address(value, network)
+    if chain == "solana":
+        return sol.validate_address(value)
     return eth.validate_address(value)
 
 
@@ -268,14 +301,14 @@ def parse_intent(doc: Any) -> Intent:
     check_fields(
         doc,
         required=("wallet", "from", "chain", "network", "asset", "amount", "destination"),
-        optional=("client", "bitcoin", "ethereum"),
+        optional=("client", *NATIVE_ASSET),
         where=where,
     )
     chain = doc["chain"]
     if chain not in NATIVE_ASSET:
-        raise InputError("intent.chain must be bitcoin or ethereum")
+        raise InputError(f"intent.chain must be one of {', '.join(NATIVE_ASSET)}")
     network = doc["network"]
-    networks = btc.NETWORKS if chain == "bitcoin" else eth.CHAIN_IDS
+    networks = _NETWORKS[chain]
     if network not in networks:
         raise InputError(f"intent.network must be one of {', '.join(sorted(networks))} for {chain}")
     wallet = _ident(doc, "wallet", where)
@@ -290,9 +323,9 @@ def parse_intent(doc: Any) -> Intent:
     asset = doc["asset"]
     if not isinstance(asset, str):
         raise InputError("intent.asset must be a string")
-    other = "ethereum" if chain == "bitcoin" else "bitcoin"
-    if other in doc:
-        raise InputError(f"intent.{other} does not belong in a {chain} intent")
+    for other in NATIVE_ASSET:
+        if other != chain and other in doc:
+            raise InputError(f"intent.{other} does not belong in a {chain} intent")
     if chain not in doc:
         raise InputError(f"intent.{chain} (the chain parameters) is required")
     if chain == "bitcoin":
@@ -321,6 +354,8 @@ def parse_intent(doc: Any) -> Intent:
             utxos=tuple(utxos),
             fee_rate=fee_rate,
         )
+    if chain == "solana":
+        return _solana_intent(doc, wallet, client, from_address, network, asset, amount, destination)
     if asset != "ETH":
         if not _EVM.fullmatch(asset):
             raise InputError("intent.asset must be ETH or an ERC-20 contract address (0x + 40 hex)")
@@ -355,6 +390,65 @@ def parse_intent(doc: Any) -> Intent:
         destination=destination,
         client=client,
         eth=eth_params,
+    )
+
+
+def _solana_intent(  # noqa: PLR0917 - the parsed fields of one intent
+    doc: Mapping[str, Any],
+    wallet: str,
+    client: str | None,
+    from_address: str,
+    network: str,
+    asset: str,
+    amount: int,
+    destination: str,
+) -> Intent:
+    w = "intent.solana"
+    is_token = asset != "SOL"
+    if is_token:
+        try:
+            asset = sol.validate_address(asset)
+        except InputError:
+            raise InputError("intent.asset must be SOL or an SPL token mint address (base58)") from None
+        params = check_fields(
+            doc["solana"],
+            required=("recent_blockhash", "decimals", "create_destination_account"),
+            optional=("nonce_account",),
+            where=w,
+        )
+        if not isinstance(params["create_destination_account"], bool):
+            raise InputError(f"{w}.create_destination_account must be true or false")
+        decimals: int | None = _int(params, "decimals", w, low=0, high=255)
+        create = params["create_destination_account"]
+    else:
+        params = check_fields(
+            doc["solana"], required=("recent_blockhash",), optional=("nonce_account",), where=w
+        )
+        decimals, create = None, False
+    if amount > (1 << 64) - 1:
+        raise InputError("intent.amount is more than a Solana transfer can carry (64 bits)")
+    if not isinstance(params["recent_blockhash"], str):
+        raise InputError(f"{w}.recent_blockhash must be base58 text")
+    nonce = params.get("nonce_account")
+    if nonce is not None:
+        nonce = _address("solana", network, nonce, f"{w}.nonce_account")
+        if nonce in (from_address, destination):
+            raise InputError(f"{w}.nonce_account must be an account of its own")
+    return Intent(
+        wallet=wallet,
+        from_address=from_address,
+        chain="solana",
+        network=network,
+        asset=asset,
+        amount=amount,
+        destination=destination,
+        client=client,
+        sol=SolParams(
+            recent_blockhash=stx.validate_blockhash(params["recent_blockhash"]),
+            nonce_account=nonce,
+            decimals=decimals,
+            create_destination_account=create,
+        ),
     )
 
 
@@ -645,7 +739,96 @@ class _Ethereum:
         return eth.transaction_hash(signed)
 
 
-_KINDS: dict[str, TxKind] = {k.chain: k for k in (_Bitcoin(), _Ethereum())}
+class _Solana:
+    chain: ClassVar[str] = "solana"
+
+    def own_address(self, public_key: bytes, network: str) -> str:
+        return sol.address_from_public_key(public_key)
+
+    def build(self, intent: Intent, public_key: bytes) -> BuiltTx:
+        p = intent.sol
+        assert p is not None  # noqa: S101 - parse_intent guarantees it
+        raw = stx.build_transfer(
+            payer=intent.from_address,
+            destination=intent.destination,
+            amount=intent.amount,
+            recent_blockhash=p.recent_blockhash,
+            nonce_account=p.nonce_account,
+            mint=intent.token,
+            decimals=p.decimals,
+            create_destination_account=p.create_destination_account,
+        )
+        return BuiltTx(raw, (), stx.review(raw).fee, 0)
+
+    def decode(
+        self, intent: Intent, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        if prevouts:
+            raise InputError("a Solana transaction has no prevouts")
+        r = stx.review(unsigned)
+        to = r.destination
+        if r.mint is not None and not r.creates_destination_account:
+            # The owner is not in the bytes; the receiving account must be the intent's
+            # destination's own associated account, or the view names the account itself.
+            owner_account = stx.associated_token_address(intent.destination, r.mint)
+            to = (
+                intent.destination
+                if r.destination_token_account == owner_account
+                else str(r.destination_token_account)
+            )
+        return {
+            "chain": "solana",
+            "network": intent.network,
+            "chain_id": None,
+            "from": r.payer,
+            "to": to,
+            "amount": str(r.amount),
+            "asset": r.mint or "SOL",
+            "token": r.mint,
+            "decimals": r.decimals,
+            "fee": str(r.fee),
+            "change": None,
+            "txid": None,
+            "recent_blockhash": r.recent_blockhash,
+            "nonce_account": r.nonce_account,
+            "source_token_account": r.source_token_account,
+            "destination_token_account": r.destination_token_account,
+            "creates_destination_account": r.creates_destination_account,
+        }
+
+    def mismatches(self, intent: Intent, view: Mapping[str, Any]) -> list[str]:
+        p = intent.sol
+        assert p is not None  # noqa: S101
+        problems = []
+        if view["from"] != intent.from_address:
+            problems.append(
+                f"the fee payer and signer is {view['from']}, the intent says {intent.from_address}"
+            )
+        if view["to"] != intent.destination:
+            problems.append(f"destination is {view['to']}, the intent says {intent.destination}")
+        if view["amount"] != str(intent.amount):
+            problems.append(f"amount is {view['amount']}, the intent says {intent.amount}")
+        if view["asset"] != intent.asset:
+            problems.append(f"asset is {view['asset']}, the intent says {intent.asset}")
+        for key in ("recent_blockhash", "nonce_account", "decimals"):
+            if view[key] != getattr(p, key):
+                problems.append(f"{key} is {view[key]}, the intent says {getattr(p, key)}")
+        if view["creates_destination_account"] != p.create_destination_account:
+            problems.append("the transaction and the intent differ on creating the destination token account")
+        return problems
+
+    def sign(
+        self, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], private_key: bytes
+    ) -> tuple[bytes, str]:
+        return stx.sign_message(unsigned, private_key)
+
+    def check_signed(
+        self, signed: bytes, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], from_address: str
+    ) -> str:
+        return stx.verify_transaction(signed, unsigned, from_address)
+
+
+_KINDS: dict[str, TxKind] = {k.chain: k for k in (_Bitcoin(), _Ethereum(), _Solana())}
 
 
 def tx_kind(chain: str) -> TxKind:
@@ -665,7 +848,9 @@ def build_transaction(intent: Intent, public_key: bytes, *, allowed_tokens: Coll
     if kind.own_address(public_key, intent.network) != intent.from_address:
         raise InputError(f"intent.from {intent.from_address} is not the address of the wallet key")
     token = intent.token
-    if token is not None and token.lower() not in {t.lower() for t in allowed_tokens}:
+    # EVM addresses are hex (case is only a checksum); base58 mints are case-sensitive.
+    fold = str.lower if intent.chain == "ethereum" else str
+    if token is not None and fold(token) not in {fold(t) for t in allowed_tokens}:
         raise DisallowedContractCallError(
             f"token contract {token} is not allowed on {intent.network}: no address-book entry names it"
         )
@@ -703,6 +888,8 @@ def fee_of(intent: Intent, view: Mapping[str, Any]) -> Fee:
         vsize = int(view["vsize"])
         effective = -(-amount // vsize) if vsize > 0 else amount
         return Fee(amount=amount, asset=NATIVE_ASSET["bitcoin"], rate=max(intent.fee_rate or 0, effective))
+    if intent.chain == "solana":
+        return Fee(amount=amount, asset=NATIVE_ASSET["solana"], rate=stx.LAMPORTS_PER_SIGNATURE)
     return Fee(
         amount=amount,
         asset=NATIVE_ASSET["ethereum"],
@@ -748,17 +935,18 @@ def check_signed_transaction(
     return tx_kind(chain).check_signed(signed, unsigned, prevouts, from_address)
 
 
-def allowed_tokens(book: Iterable[AddressBookEntry], network: str) -> list[str]:
-    """ERC-20 contracts the address book allows on ``network``: every asset an ethereum
-    entry names that is a contract address."""
+def allowed_tokens(book: Iterable[AddressBookEntry], network: str, chain: str = "ethereum") -> list[str]:
+    """Token contracts (ERC-20) or mints (SPL) the address book allows on ``chain`` and
+    ``network``: every asset an entry there names that is not the native coin."""
     return sorted(
         {
             e.asset
             for e in book
-            if e.chain == "ethereum"
+            if e.chain == chain
             and e.network == network
             and e.asset is not None
-            and _EVM.fullmatch(e.asset)
+            and e.asset != NATIVE_ASSET[chain]
+            and (chain != "ethereum" or _EVM.fullmatch(e.asset))
         }
     )
 

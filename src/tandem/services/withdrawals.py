@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from tandem.core import withdrawal as wcore
 from tandem.core.actions import parse_envelope
 from tandem.core.canonical import canonical, check_fields, loads_strict
+from tandem.core.ceremony_def import CHAIN_RULES
 from tandem.core.policy import (
     DEFAULT_FEE_WARN_BPS,
     DEFAULT_RELEASE_TTL_SECONDS,
@@ -160,6 +161,11 @@ class WithdrawalService(KeyUseService):
             )
             intent = wcore.require_normal_intent(body["intent"])
             keyset = self._active_keyset(session, intent.wallet)
+            wanted = CHAIN_RULES[intent.chain].curve
+            if keyset.curve != wanted:
+                raise InputError(
+                    f"key set {keyset.id} holds {keyset.curve} keys; {intent.chain} withdrawals need {wanted}"
+                )
             address = session.exec(
                 select(AddressRow).where(
                     AddressRow.keyset == keyset.id,
@@ -194,7 +200,7 @@ class WithdrawalService(KeyUseService):
 
             book = policies.address_book(session, now)
             built = wcore.build_transaction(
-                intent, public_key, allowed_tokens=wcore.allowed_tokens(book, intent.network)
+                intent, public_key, allowed_tokens=wcore.allowed_tokens(book, intent.network, intent.chain)
             )
             # Our own decoder must agree with our own builder before anyone is asked to
             # approve; the worst-case fee it decodes is a fact the policy decides on.
@@ -946,8 +952,6 @@ class WithdrawalService(KeyUseService):
                 f"key set {keyset.id} is {keyset.status}; nothing signs with it until "
                 "a reshare ceremony rotates its data key"
             )
-        if keyset.curve != "secp256k1":
-            raise InputError(f"key set {keyset.id} holds {keyset.curve} keys; withdrawals need secp256k1")
         return keyset
 
     def _public(self, session: Session, row: Withdrawal, now: int, *, detail: bool) -> dict[str, Any]:

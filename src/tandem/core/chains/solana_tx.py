@@ -1,0 +1,530 @@
+"""Solana transactions Tandem builds, reviews and signs: SOL and SPL token transfers.
+
+A legacy (unversioned) transaction message: a three-byte header, the account keys, a
+recent blockhash (or a durable nonce's stored value) and the compiled instructions, each
+length written as a compact-u16. Accounts are ordered as the Solana SDK compiles them:
+the fee payer first, then writable signers, read-only signers, writable non-signers and
+read-only non-signers, each group in byte order of the keys. The bytes are checked
+against ``solders`` in the tests.
+
+Tandem builds exactly these instructions, and the review refuses a message holding
+anything else:
+
+- System ``AdvanceNonceAccount`` first, when the intent names a durable nonce account
+  (an approval can take longer than a blockhash lives, about a minute);
+- System ``Transfer`` of lamports, for SOL;
+- Associated Token Account ``CreateIdempotent`` (when asked), then SPL Token
+  ``TransferChecked`` from the wallet's associated token account to the destination
+  owner's, for tokens. ``TransferChecked`` makes the chain refuse a transfer whose
+  decimals are not the mint's, so the amount a person reads cannot be scaled wrongly.
+
+A message carries no cluster id; the network is the intent's, and the blockhash, which
+exists on one cluster only, ties the transaction to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tandem.core.chains.base58 import b58decode, b58encode
+from tandem.core.chains.solana import (
+    PUBLIC_KEY_LEN,
+    SIGNATURE_LEN,
+    sign_ed25519,
+    verify_ed25519,
+)
+from tandem.errors import InputError, InvalidTransactionError, VerificationError
+
+SYSTEM_PROGRAM = "11111111111111111111111111111111"
+TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"  # noqa: S105 - a program id
+ASSOCIATED_TOKEN_PROGRAM = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL"  # noqa: S105 - a program id
+RECENT_BLOCKHASHES_SYSVAR = "SysvarRecentB1ockHashes11111111111111111111"
+
+# The fee a validator charges per signature (lamports); Tandem adds no priority fee.
+LAMPORTS_PER_SIGNATURE = 5000
+# Rent-exempt balance of a 165-byte SPL token account, which its creator pays.
+TOKEN_ACCOUNT_RENT = 2_039_280
+MAX_TX_BYTES = 1232  # one packet: the IPv6 minimum MTU less headers
+
+_SYS_TRANSFER = 2
+_SYS_ADVANCE_NONCE = 4
+_TOKEN_TRANSFER_CHECKED = 12
+_ATA_CREATE_IDEMPOTENT = 1
+_U64_MAX = (1 << 64) - 1
+
+
+def _key(address: str) -> bytes:
+    raw = b58decode(address)
+    if len(raw) != PUBLIC_KEY_LEN:
+        raise InputError(f"{address} is not a 32-byte Solana address")
+    return raw
+
+
+# --- compact-u16 ("shortvec") ----------------------------------------------------------
+
+
+def encode_length(n: int) -> bytes:
+    if not 0 <= n <= 0xFFFF:
+        raise InputError("a compact-u16 holds 0-65535")
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise InvalidTransactionError("the Solana message ends early")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def length(self) -> int:
+        value = 0
+        for i in range(3):
+            b = self.byte()
+            value |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                if i and b == 0:
+                    raise InvalidTransactionError("a compact-u16 is not in its shortest form")
+                if value > 0xFFFF:
+                    raise InvalidTransactionError("a compact-u16 exceeds 65535")
+                return value
+        raise InvalidTransactionError("a compact-u16 is longer than three bytes")
+
+
+# --- instructions and messages ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccountMeta:
+    address: str
+    is_signer: bool
+    is_writable: bool
+
+
+@dataclass(frozen=True)
+class Instruction:
+    program: str
+    accounts: tuple[AccountMeta, ...]
+    data: bytes
+
+
+def transfer(source: str, destination: str, lamports: int) -> Instruction:
+    _u64(lamports, "lamports")
+    return Instruction(
+        SYSTEM_PROGRAM,
+        (AccountMeta(source, True, True), AccountMeta(destination, False, True)),
+        _SYS_TRANSFER.to_bytes(4, "little") + lamports.to_bytes(8, "little"),
+    )
+
+
+def advance_nonce(nonce_account: str, authority: str) -> Instruction:
+    return Instruction(
+        SYSTEM_PROGRAM,
+        (
+            AccountMeta(nonce_account, False, True),
+            AccountMeta(RECENT_BLOCKHASHES_SYSVAR, False, False),
+            AccountMeta(authority, True, False),
+        ),
+        _SYS_ADVANCE_NONCE.to_bytes(4, "little"),
+    )
+
+
+def create_associated_token_account_idempotent(payer: str, owner: str, mint: str) -> Instruction:
+    return Instruction(
+        ASSOCIATED_TOKEN_PROGRAM,
+        (
+            AccountMeta(payer, True, True),
+            AccountMeta(associated_token_address(owner, mint), False, True),
+            AccountMeta(owner, False, False),
+            AccountMeta(mint, False, False),
+            AccountMeta(SYSTEM_PROGRAM, False, False),
+            AccountMeta(TOKEN_PROGRAM, False, False),
+        ),
+        bytes([_ATA_CREATE_IDEMPOTENT]),
+    )
+
+
+def transfer_checked(
+    owner: str, destination_owner: str, mint: str, amount: int, decimals: int
+) -> Instruction:
+    _u64(amount, "amount")
+    if not 0 <= decimals <= 255:
+        raise InputError("token decimals are 0-255")
+    return Instruction(
+        TOKEN_PROGRAM,
+        (
+            AccountMeta(associated_token_address(owner, mint), False, True),
+            AccountMeta(mint, False, False),
+            AccountMeta(associated_token_address(destination_owner, mint), False, True),
+            AccountMeta(owner, True, False),
+        ),
+        bytes([_TOKEN_TRANSFER_CHECKED]) + amount.to_bytes(8, "little") + bytes([decimals]),
+    )
+
+
+def _u64(value: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _U64_MAX:
+        raise InputError(f"{what} must be a whole number that fits in 64 bits")
+
+
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, _P - 2, _P)) % _P
+
+
+def decompresses(point: bytes) -> bool:
+    """Whether 32 bytes decode to a point of the Ed25519 curve, as the Solana runtime
+    decides it for program addresses (any point, small order included; y reduced mod p).
+    libsodium's stricter ``is_valid_point`` would call some curve points off-curve and
+    derive a different address."""
+    y = int.from_bytes(point, "little") & ((1 << 255) - 1)
+    y2 = y * y % _P
+    u = (y2 - 1) % _P
+    v = (_D * y2 + 1) % _P
+    x2 = u * pow(v, _P - 2, _P) % _P
+    return x2 == 0 or pow(x2, (_P - 1) // 2, _P) == 1
+
+
+def find_program_address(seeds: Sequence[bytes], program: str) -> tuple[str, int]:
+    """The program-derived address: the first bump from 255 down whose hash is off the
+    Ed25519 curve (so no private key exists for it)."""
+    program_id = _key(program)
+    for bump in range(255, -1, -1):
+        h = hashlib.sha256(b"".join(seeds) + bytes([bump]) + program_id + b"ProgramDerivedAddress").digest()
+        if not decompresses(h):
+            return b58encode(h), bump
+    raise InputError("no program address exists for these seeds")  # pragma: no cover - 2^-256
+
+
+def associated_token_address(owner: str, mint: str) -> str:
+    return find_program_address([_key(owner), _key(TOKEN_PROGRAM), _key(mint)], ASSOCIATED_TOKEN_PROGRAM)[0]
+
+
+@dataclass(frozen=True)
+class CompiledInstruction:
+    program_index: int
+    accounts: tuple[int, ...]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Message:
+    num_required_signatures: int
+    num_readonly_signed: int
+    num_readonly_unsigned: int
+    account_keys: tuple[str, ...]
+    recent_blockhash: str
+    instructions: tuple[CompiledInstruction, ...]
+
+    def serialize(self) -> bytes:
+        out = bytearray([self.num_required_signatures, self.num_readonly_signed, self.num_readonly_unsigned])
+        out += encode_length(len(self.account_keys))
+        for k in self.account_keys:
+            out += _key(k)
+        out += _key(self.recent_blockhash)
+        out += encode_length(len(self.instructions))
+        for ix in self.instructions:
+            out.append(ix.program_index)
+            out += encode_length(len(ix.accounts)) + bytes(ix.accounts)
+            out += encode_length(len(ix.data)) + ix.data
+        return bytes(out)
+
+    def is_signer(self, index: int) -> bool:
+        return index < self.num_required_signatures
+
+    def is_writable(self, index: int) -> bool:
+        if index < self.num_required_signatures:
+            return index < self.num_required_signatures - self.num_readonly_signed
+        return index < len(self.account_keys) - self.num_readonly_unsigned
+
+    def resolve(self, ix: CompiledInstruction) -> Instruction:
+        """An instruction with its accounts named and flagged, as the runtime sees it."""
+        metas = tuple(
+            AccountMeta(self.account_keys[i], self.is_signer(i), self.is_writable(i)) for i in ix.accounts
+        )
+        return Instruction(self.account_keys[ix.program_index], metas, ix.data)
+
+
+def compile_message(instructions: Sequence[Instruction], payer: str, recent_blockhash: str) -> Message:
+    """Compile as the Solana SDK does (``CompiledKeys::compile``)."""
+    meta: dict[bytes, list[bool]] = {}  # key -> [is_signer, is_writable]
+    for ix in instructions:
+        meta.setdefault(_key(ix.program), [False, False])
+        for a in ix.accounts:
+            m = meta.setdefault(_key(a.address), [False, False])
+            m[0] |= a.is_signer
+            m[1] |= a.is_writable
+    payer_key = _key(payer)
+    meta[payer_key] = [True, True]
+    rest = sorted(k for k in meta if k != payer_key)
+    groups = (
+        [payer_key] + [k for k in rest if meta[k][0] and meta[k][1]],
+        [k for k in rest if meta[k][0] and not meta[k][1]],
+        [k for k in rest if not meta[k][0] and meta[k][1]],
+        [k for k in rest if not meta[k][0] and not meta[k][1]],
+    )
+    keys = [k for g in groups for k in g]
+    if len(keys) > 255:
+        raise InputError("a Solana message names at most 255 accounts")
+    index = {k: i for i, k in enumerate(keys)}
+    compiled = tuple(
+        CompiledInstruction(
+            index[_key(ix.program)], tuple(index[_key(a.address)] for a in ix.accounts), ix.data
+        )
+        for ix in instructions
+    )
+    return Message(
+        num_required_signatures=len(groups[0]) + len(groups[1]),
+        num_readonly_signed=len(groups[1]),
+        num_readonly_unsigned=len(groups[3]),
+        account_keys=tuple(b58encode(k) for k in keys),
+        recent_blockhash=validate_blockhash(recent_blockhash),
+        instructions=compiled,
+    )
+
+
+def validate_blockhash(text: str) -> str:
+    try:
+        raw = b58decode(text)
+    except InputError:
+        raise InputError("a Solana blockhash is base58") from None
+    if len(raw) != 32:
+        raise InputError(f"a Solana blockhash is 32 bytes, this one {len(raw)}")
+    return b58encode(raw)
+
+
+def parse_message(data: bytes) -> Message:
+    """Strictly parse a legacy message; versioned (v0) messages are refused."""
+    if not data:
+        raise InvalidTransactionError("empty Solana message")
+    if data[0] & 0x80:
+        raise InvalidTransactionError("a versioned Solana message; Tandem reviews legacy messages only")
+    r = _Reader(data)
+    sigs, ro_signed, ro_unsigned = r.byte(), r.byte(), r.byte()
+    n_keys = r.length()
+    keys = tuple(b58encode(r.take(PUBLIC_KEY_LEN)) for _ in range(n_keys))
+    if len(set(keys)) != n_keys:
+        raise InvalidTransactionError("the Solana message names an account twice")
+    if not 1 <= sigs <= n_keys or ro_signed >= sigs or ro_unsigned > n_keys - sigs:
+        raise InvalidTransactionError("the Solana message header does not fit its accounts")
+    blockhash = b58encode(r.take(32))
+    instructions = []
+    for _ in range(r.length()):
+        program = r.byte()
+        accounts = tuple(r.take(r.length()))
+        data_ = r.take(r.length())
+        if program >= n_keys or any(a >= n_keys for a in accounts):
+            raise InvalidTransactionError("a Solana instruction names an account the message does not hold")
+        instructions.append(CompiledInstruction(program, accounts, data_))
+    if r.pos != len(data):
+        raise InvalidTransactionError("bytes follow the Solana message")
+    return Message(sigs, ro_signed, ro_unsigned, keys, blockhash, tuple(instructions))
+
+
+# --- transactions ----------------------------------------------------------------------
+
+
+def serialize_transaction(signatures: Sequence[bytes], message: bytes) -> bytes:
+    return encode_length(len(signatures)) + b"".join(signatures) + message
+
+
+def parse_transaction(data: bytes) -> tuple[list[bytes], bytes]:
+    """(signatures, message bytes) of a wire transaction."""
+    r = _Reader(data)
+    n = r.length()
+    signatures = [r.take(SIGNATURE_LEN) for _ in range(n)]
+    message = data[r.pos :]
+    if parse_message(message).num_required_signatures != n:
+        raise InvalidTransactionError("the transaction's signature count differs from its message header")
+    return signatures, message
+
+
+def sign_message(message: bytes, seed: bytes) -> tuple[bytes, str]:
+    """A one-signer transaction and its id (the first signature, base58)."""
+    if parse_message(message).num_required_signatures != 1:
+        raise InvalidTransactionError("Tandem signs Solana messages with exactly one signer")
+    signature = sign_ed25519(seed, message)
+    return serialize_transaction([signature], message), b58encode(signature)
+
+
+def verify_transaction(signed: bytes, message: bytes, signer: str) -> str:
+    signatures, signed_message = parse_transaction(signed)
+    if signed_message != message:
+        raise VerificationError("the signed transaction is not the approved unsigned message")
+    parsed = parse_message(message)
+    if len(signatures) != 1 or parsed.account_keys[0] != signer:
+        raise VerificationError(f"the transaction is not signed by {signer} alone")
+    verify_ed25519(_key(signer), message, signatures[0])
+    return b58encode(signatures[0])
+
+
+# --- review ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Review:
+    """What a transfer message does, read from its bytes alone."""
+
+    payer: str
+    recent_blockhash: str
+    nonce_account: str | None
+    destination: str  # the owner paid (for a token: the owner of the receiving account)
+    amount: int
+    mint: str | None
+    decimals: int | None
+    source_token_account: str | None
+    destination_token_account: str | None
+    creates_destination_account: bool
+
+    @property
+    def fee(self) -> int:
+        """Worst case in lamports: the signature fee, plus the rent of a token account the
+        transaction may create (the payer funds it; it is not returned)."""
+        rent = TOKEN_ACCOUNT_RENT if self.creates_destination_account else 0
+        return LAMPORTS_PER_SIGNATURE + rent
+
+
+def _expect(ix: Instruction, program: str, data_len: int, tag: bytes, what: str) -> None:
+    if ix.program != program or len(ix.data) != data_len or not ix.data.startswith(tag):
+        raise InvalidTransactionError(f"instruction is not {what}")
+
+
+def _metas(ix: Instruction, expected: Sequence[tuple[str | None, bool, bool]], what: str) -> list[str]:
+    if len(ix.accounts) != len(expected):
+        raise InvalidTransactionError(f"{what} names {len(ix.accounts)} accounts, not {len(expected)}")
+    out = []
+    # Flags are the message's, merged over its instructions: the fee payer is a writable
+    # signer wherever it appears, so its writability says nothing about this instruction.
+    for i, (a, (address, signer, writable)) in enumerate(zip(ix.accounts, expected, strict=True)):
+        wrong_flags = a.is_signer != signer or (a.is_writable != writable and not (signer and a.is_signer))
+        if (address is not None and a.address != address) or wrong_flags:
+            raise InvalidTransactionError(f"{what}: account {i} ({a.address}) is not what it must be")
+        out.append(a.address)
+    return out
+
+
+def review(message_bytes: bytes) -> Review:
+    """Decode a message Tandem could have built; refuse any other instruction, signer or
+    account flag. The caller compares the result with the intent."""
+    if len(message_bytes) + 1 + SIGNATURE_LEN > MAX_TX_BYTES:
+        raise InvalidTransactionError("the Solana transaction would not fit in one packet")
+    msg = parse_message(message_bytes)
+    if msg.num_required_signatures != 1:
+        raise InvalidTransactionError("the Solana message asks for more than one signer")
+    payer = msg.account_keys[0]
+    ixs = [msg.resolve(ix) for ix in msg.instructions]
+    nonce_account = None
+    if (
+        ixs
+        and ixs[0].program == SYSTEM_PROGRAM
+        and ixs[0].data[:4] == _SYS_ADVANCE_NONCE.to_bytes(4, "little")
+    ):
+        _expect(ixs[0], SYSTEM_PROGRAM, 4, _SYS_ADVANCE_NONCE.to_bytes(4, "little"), "AdvanceNonceAccount")
+        nonce_account = _metas(
+            ixs[0],
+            [(None, False, True), (RECENT_BLOCKHASHES_SYSVAR, False, False), (payer, True, False)],
+            "nonce",
+        )[0]
+        ixs = ixs[1:]
+    if len(ixs) == 1 and ixs[0].program == SYSTEM_PROGRAM:
+        ix = ixs[0]
+        _expect(ix, SYSTEM_PROGRAM, 12, _SYS_TRANSFER.to_bytes(4, "little"), "a System transfer")
+        _, to = _metas(ix, [(payer, True, True), (None, False, True)], "transfer")
+        return Review(
+            payer=payer,
+            recent_blockhash=msg.recent_blockhash,
+            nonce_account=nonce_account,
+            destination=to,
+            amount=int.from_bytes(ix.data[4:], "little"),
+            mint=None,
+            decimals=None,
+            source_token_account=None,
+            destination_token_account=None,
+            creates_destination_account=False,
+        )
+    creates = len(ixs) == 2
+    if not ixs or len(ixs) > 2:
+        raise InvalidTransactionError("the Solana message is not one SOL or token transfer")
+    ix = ixs[-1]
+    _expect(ix, TOKEN_PROGRAM, 10, bytes([_TOKEN_TRANSFER_CHECKED]), "an SPL TransferChecked")
+    source, mint, dest_account, _ = _metas(
+        ix,
+        [(None, False, True), (None, False, False), (None, False, True), (payer, True, False)],
+        "token transfer",
+    )
+    if source != associated_token_address(payer, mint):
+        raise InvalidTransactionError("the tokens do not come from the wallet's associated token account")
+    if creates:
+        create = ixs[0]
+        _expect(create, ASSOCIATED_TOKEN_PROGRAM, 1, bytes([_ATA_CREATE_IDEMPOTENT]), "CreateIdempotent")
+        _, account, owner, create_mint, _, _ = _metas(
+            create,
+            [
+                (payer, True, True),
+                (dest_account, False, True),
+                (None, False, False),
+                (mint, False, False),
+                (SYSTEM_PROGRAM, False, False),
+                (TOKEN_PROGRAM, False, False),
+            ],
+            "create token account",
+        )
+        if account != associated_token_address(owner, create_mint):
+            raise InvalidTransactionError("the token account created is not the owner's associated account")
+        destination = owner
+    else:
+        destination = ""  # the owner is not in the bytes; the caller derives and compares
+    return Review(
+        payer=payer,
+        recent_blockhash=msg.recent_blockhash,
+        nonce_account=nonce_account,
+        destination=destination,
+        amount=int.from_bytes(ix.data[1:9], "little"),
+        mint=mint,
+        decimals=ix.data[9],
+        source_token_account=source,
+        destination_token_account=dest_account,
+        creates_destination_account=creates,
+    )
+
+
+def build_transfer(
+    *,
+    payer: str,
+    destination: str,
+    amount: int,
+    recent_blockhash: str,
+    nonce_account: str | None = None,
+    mint: str | None = None,
+    decimals: int | None = None,
+    create_destination_account: bool = False,
+) -> bytes:
+    """The unsigned message of a SOL (no ``mint``) or SPL token transfer."""
+    ixs: list[Instruction] = []
+    if nonce_account is not None:
+        ixs.append(advance_nonce(nonce_account, payer))
+    if mint is None:
+        ixs.append(transfer(payer, destination, amount))
+    else:
+        if decimals is None:
+            raise InputError("a token transfer states the mint's decimals")
+        if create_destination_account:
+            ixs.append(create_associated_token_account_idempotent(payer, destination, mint))
+        ixs.append(transfer_checked(payer, destination, mint, amount, decimals))
+    return compile_message(ixs, payer, recent_blockhash).serialize()

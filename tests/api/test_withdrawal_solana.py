@@ -1,0 +1,129 @@
+"""Solana withdrawals through the real service, approving client and offline signer: SOL
+and SPL token transfers built by Tandem, decoded by the approving client, released once,
+and the signed bytes checked by ``solders`` (the Solana SDK's own decoder and signature
+check), not by Tandem's code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from tests.api.test_withdrawal_helpers import allow, approve, pass_delay
+from tests.api.test_withdrawal_offline import SIGNER
+from tests.conftest import World
+from tests.keysets import make_keyset
+
+from tandem import client_withdrawal as cw
+from tandem.client import RemoteError
+from tandem.core.chains import solana as sol
+from tandem.core.chains import solana_tx as stx
+
+solders = pytest.importorskip("solders")
+from solders.transaction import Transaction  # noqa: E402
+
+DEST = sol.address_from_public_key(sol.public_key_from_seed(hashlib.sha256(b"sol cold vault").digest()))
+STRANGER = sol.address_from_public_key(sol.public_key_from_seed(hashlib.sha256(b"stranger").digest()))
+NONCE = sol.address_from_public_key(sol.public_key_from_seed(hashlib.sha256(b"nonce").digest()))
+MINT = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"  # USDC on devnet
+BLOCKHASH = "EkSnNWid2cvwEVnVx9aBqawnmiCNiDgp3gUdkDPTKN1N"
+
+
+def _setup(world: World) -> tuple[str, str]:
+    ks = make_keyset(world, curve="ed25519", chains=(("solana", "devnet"),))
+    allow(world, chain="solana", network="devnet", address=DEST, label="sol cold vault", asset="SOL")
+    allow(world, chain="solana", network="devnet", address=DEST, label="usdc cold vault", asset=MINT)
+    pass_delay(world)
+    (address,) = [a["address"] for a in ks.addresses if a["chain"] == "solana"]
+    return ks.id, address
+
+
+def _intent(wallet: str, *, amount: int, asset: str = "SOL", **solana: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {"recent_blockhash": BLOCKHASH, **solana}
+    if asset != "SOL":
+        params.setdefault("decimals", 6)
+        params.setdefault("create_destination_account", True)
+    return {
+        "wallet": wallet,
+        "chain": "solana",
+        "network": "devnet",
+        "asset": asset,
+        "amount": str(amount),
+        "destination": DEST,
+        "solana": params,
+    }
+
+
+def _released(world: World, intent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    approve(world, created["id"])
+    shown = cw.get_withdrawal(world.client, world["olga"], created["id"])
+    out = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    return shown, out
+
+
+def test_sol_transfer_released_once_and_verified_by_solders(world: World) -> None:
+    wallet, source = _setup(world)
+    shown, out = _released(world, _intent(wallet, amount=1_250_000_000, nonce_account=NONCE))
+    assert shown["decoded"]["to"] == DEST
+    assert shown["decoded"]["asset"] == "SOL"
+    assert shown["decoded"]["nonce_account"] == NONCE
+    assert shown["fee"] == "5000"
+    tx = Transaction.from_bytes(bytes.fromhex(out["signed_tx"]))
+    tx.verify()
+    assert str(tx.message.account_keys[0]) == source
+    assert str(tx.signatures[0]) == out["txid"]
+    transfer = tx.message.instructions[-1]
+    assert bytes(transfer.data) == (2).to_bytes(4, "little") + (1_250_000_000).to_bytes(8, "little")
+    with pytest.raises(RemoteError) as err:
+        cw.release_withdrawal(world.client, world["bob"], shown["id"])
+    assert err.value.remote_code == "already_released"
+
+
+def test_spl_transfer_creates_the_destination_account_and_verifies(world: World) -> None:
+    wallet, source = _setup(world)
+    shown, out = _released(world, _intent(wallet, amount=2_500_000, asset=MINT))
+    decoded = shown["decoded"]
+    assert (decoded["token"], decoded["decimals"], decoded["to"]) == (MINT, 6, DEST)
+    assert decoded["destination_token_account"] == stx.associated_token_address(DEST, MINT)
+    assert int(shown["fee"]) == 5000 + stx.TOKEN_ACCOUNT_RENT
+    tx = Transaction.from_bytes(bytes.fromhex(out["signed_tx"]))
+    tx.verify()
+    keys = [str(k) for k in tx.message.account_keys]
+    create, send = tx.message.instructions
+    assert keys[create.program_id_index] == stx.ASSOCIATED_TOKEN_PROGRAM
+    assert keys[send.program_id_index] == stx.TOKEN_PROGRAM
+    assert bytes(send.data) == bytes([12]) + (2_500_000).to_bytes(8, "little") + bytes([6])
+    assert keys[send.accounts[0]] == stx.associated_token_address(source, MINT)
+
+
+def test_mint_without_an_address_book_entry_is_refused(world: World) -> None:
+    wallet, _ = _setup(world)
+    other_mint = "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB"
+    with pytest.raises(RemoteError) as err:
+        cw.create_withdrawal(world.client, world["alice"], _intent(wallet, amount=5, asset=other_mint))
+    assert err.value.remote_code == "disallowed_contract_call"
+
+
+def test_destination_outside_the_address_book_is_refused(world: World) -> None:
+    wallet, _ = _setup(world)
+    intent = _intent(wallet, amount=5)
+    intent["destination"] = STRANGER
+    with pytest.raises(RemoteError) as err:
+        cw.create_withdrawal(world.client, world["alice"], intent)
+    assert err.value.remote_code == "destination_not_allowed"
+
+
+def test_offline_signer_signs_a_solana_release(world: World) -> None:
+    wallet, source = _setup(world)
+    created = cw.create_withdrawal(world.client, world["alice"], _intent(wallet, amount=7_000))
+    approve(world, created["id"])
+    bundle = cw.export_bundle(world.client, world["alice"], created["id"], SIGNER.card())
+    bundle = cw.add_share(bundle, world["cora"], now=world.clock())
+    bundle = json.loads(json.dumps(bundle))
+    result = cw.offline_sign(bundle, SIGNER, now=world.clock())
+    tx = Transaction.from_bytes(bytes.fromhex(result["signed_tx"]))
+    tx.verify()
+    assert str(tx.message.account_keys[0]) == source
+    assert cw.import_result(world.client, world["bob"], result)["status"] == "released"
