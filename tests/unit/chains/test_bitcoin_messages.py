@@ -12,6 +12,8 @@ import bip322
 import pytest
 from bitcoin.signmessage import BitcoinMessage, VerifyMessage
 from bitcoin.wallet import CBitcoinAddress, CBitcoinSecret
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import secp256k1
@@ -314,3 +316,14 @@ def _der(r: int, s: int) -> bytes:
 
     body = integer(r) + integer(s)
     return b"\x30" + bytes([len(body)]) + body
+
+
+@settings(max_examples=200, deadline=None)
+@given(program=st.binary(min_size=20, max_size=20), message=st.text(max_size=300))
+def test_bip322_digest_written_out_equals_the_transaction_path(program: bytes, message: str) -> None:
+    """The direct BIP-322 digest is the one the virtual to_spend/to_sign transactions give."""
+    script = b"\x00\x14" + program
+    address = btc.encode_segwit_address("bc", 0, program)
+    decoded = btc.DecodedAddress("p2wpkh", address, script, program)
+    to_sign, prevout = btc._bip322_virtual(decoded, message)
+    assert btc.bip322_simple_digest(script, message) == btc._bip143_digest(to_sign, 0, prevout)

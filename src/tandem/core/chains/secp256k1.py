@@ -22,6 +22,14 @@ def is_valid_private_key(private_key: bytes) -> bool:
     return 0 < k < ORDER
 
 
+def signing_key(private_key: bytes) -> coincurve.PrivateKey:
+    """One key object for a public key and several signatures (each construction derives
+    the public key again)."""
+    if not is_valid_private_key(private_key):
+        raise CryptoError("not a valid secp256k1 private key")
+    return coincurve.PrivateKey(private_key)
+
+
 def public_key(private_key: bytes, *, compressed: bool = True) -> bytes:
     if not is_valid_private_key(private_key):
         raise CryptoError("not a valid secp256k1 private key")
