@@ -274,7 +274,7 @@ def sign_proof(
 ) -> dict[str, Any]:
     """One bundle entry: the message for this address signed in its chain's format."""
     message = render_message(entity=entity, address=address, segregation=segregation, nonce=nonce, date=date)
-    proof = get_chain(chain).sign_message(private_key, address, message, network)
+    proof = get_chain(chain).sign_message(private_key, address, message, network, public_key=public_key)
     entry: dict[str, Any] = {
         "chain": chain,
         "network": network,

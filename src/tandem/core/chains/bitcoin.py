@@ -872,16 +872,22 @@ def sign_bip322_simple(private_key: bytes, address: str, message: str, network: 
     return _sign_bip322_decoded(private_key, decode_address(address, network), message)
 
 
-def _sign_bip322_decoded(private_key: bytes, decoded: DecodedAddress, message: str) -> str:
+def _sign_bip322_decoded(
+    private_key: bytes, decoded: DecodedAddress, message: str, public_key: bytes | None = None
+) -> str:
     _require_kind(decoded, ("p2wpkh",), "BIP-322 simple signing")
-    key = secp256k1.signing_key(private_key)
-    public_key = bytes(key.public_key.format(compressed=True))
+    if public_key is None:
+        public_key = secp256k1.public_key_fast(private_key)
     if hash160(public_key) != decoded.payload:
         raise CryptoError("the private key does not control this address")
     digest = bip322_simple_digest(decoded.script_pubkey, message)
-    der = bytes(key.sign(digest, hasher=None))
-    # As in _sign_checked: a faulty signature must not leave the machine.
-    secp256k1.verify_digest_der(public_key, der, digest)
+    der = bytes(secp256k1.signing_key(private_key).sign(digest, hasher=None))
+    # As in _sign_checked: a faulty signature must not leave the machine. Checked against
+    # the address's own key, this also proves the private key is that key.
+    try:
+        secp256k1.verify_digest_der(public_key, der, digest)
+    except VerificationError:
+        raise CryptoError("the private key does not control this address") from None
     return base64.b64encode(_serialize_stack((der + bytes([SIGHASH_ALL]), public_key))).decode("ascii")
 
 
@@ -964,11 +970,14 @@ class Bitcoin:
     def validate_address(self, address: str, network: str) -> str:
         return validate_address(address, network)
 
-    def sign_message(self, private_key: bytes, address: str, message: str, network: str) -> MessageProof:
+    def sign_message(
+        self, private_key: bytes, address: str, message: str, network: str, *, public_key: bytes | None = None
+    ) -> MessageProof:
         decoded = decode_address(address, network)
         kind = decoded.kind
         if kind == "p2wpkh":
-            return MessageProof("bip322-simple", _sign_bip322_decoded(private_key, decoded, message))
+            signature = _sign_bip322_decoded(private_key, decoded, message, public_key)
+            return MessageProof("bip322-simple", signature)
         if kind == "p2pkh":
             return MessageProof("bip137", sign_bip137(private_key, address, message, network))
         raise InputError(f"message signing is not supported for {kind} addresses")

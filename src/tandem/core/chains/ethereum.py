@@ -503,13 +503,21 @@ class Ethereum:
         return validate_address(address)
 
     def sign_message(
-        self, private_key: bytes, address: str, message: str, network: str
+        self, private_key: bytes, address: str, message: str, network: str, *, public_key: bytes | None = None
     ) -> MessageProof:
         check_network(self, network)
-        key = secp256k1.signing_key(private_key)  # one key derivation for both uses
-        own = keccak256(key.public_key.format(compressed=False)[1:])[12:]
+        # A key set's private key is decrypted under an AEAD binding its public key (and
+        # was checked against it when sealed), so a public key handed in with it is the
+        # key's own; without one it is derived here.
+        point = (
+            secp256k1.uncompressed(public_key)
+            if public_key is not None
+            else secp256k1.public_key_fast(private_key, compressed=False)
+        )
+        own = keccak256(point[1:])[12:]
         if own != parse_address(address):
             raise CryptoError(f"the signing key does not control {address}")
+        key = secp256k1.signing_key(private_key)
         sig = key.sign_recoverable(eip191_hash(message.encode("utf-8")), hasher=None)
         if sig[64] not in (0, 1):
             raise CryptoError("signature needs a recovery id beyond 27/28; not encodable")

@@ -313,6 +313,7 @@ class Solana:
         network: str,
         *,
         application_domain: bytes = bytes(APPLICATION_DOMAIN_LEN),
+        public_key: bytes | None = None,
     ) -> MessageProof:
         check_network(self, network)
         _check_seed(private_key)
