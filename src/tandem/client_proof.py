@@ -156,5 +156,5 @@ def run_proof(
     totp = code() if callable(code) else code
     contribute(client, custodian, view["id"], totp=totp)
     _data, bundle = fetch_bundle(client, issuer, view["id"])
-    core.verify_bundle(bundle, nonce=view["nonce"], jobs=1).require()
+    core.verify_bundle(bundle, nonce=view["nonce"]).require()
     return bundle

@@ -351,7 +351,7 @@ def good_bundle() -> dict[str, Any]:
 
 
 def test_good_bundle_verifies() -> None:
-    assert proofs.verify_bundle(good_bundle(), nonce=proof_fixture.NONCE, jobs=1).ok
+    assert proofs.verify_bundle(good_bundle(), nonce=proof_fixture.NONCE).ok
 
 
 @settings(FUZZ, max_examples=600 if DEEP else 60)
@@ -369,7 +369,6 @@ def test_verify_bundle_mutated(data: st.DataObject) -> None:
         nonce=data.draw(st.sampled_from([proof_fixture.NONCE, "00" * 16])),
         entity=data.draw(st.sampled_from([None, proof_fixture.ENTITY])),
         service_public_key=data.draw(st.sampled_from([None, audit_fixture.SERVICE_PUBLIC, bytes(32)])),
-        jobs=1,
     )
     if report is not None:
         assert isinstance(report.ok, bool)
@@ -543,9 +542,9 @@ TARGETS: dict[str, Callable[[Any], Any]] = {
     "secp256k1.verify_digest_der": lambda der: secp256k1.verify_digest_der(
         secp_public(bytes([1]) * 32), der, bytes(32)
     ),
-    "proofs.verify_bundle.unparsed": lambda b: proofs.verify_bundle(b, nonce=proof_fixture.NONCE, jobs=1),
+    "proofs.verify_bundle.unparsed": lambda b: proofs.verify_bundle(b, nonce=proof_fixture.NONCE),
     "proofs.verify_bundle": lambda b: proofs.verify_bundle(
-        proofs.parse_bundle(json.dumps(b).encode()), nonce=proof_fixture.NONCE, jobs=1
+        proofs.parse_bundle(json.dumps(b).encode()), nonce=proof_fixture.NONCE
     ),
 }
 

@@ -87,7 +87,6 @@ def test_proof_round_trip_btc_eth_sol_verified_independently(world: World) -> No
     report = core.verify_bundle(
         bundle,
         nonce=nonce,
-        jobs=1,
         service_public_key=bytes.fromhex(world.client.deployment()["service"]["sign_public"]),
     )
     assert report.ok, report.failures
@@ -144,7 +143,7 @@ def test_non_ascii_entity_name(world: World) -> None:
             )
         if p["chain"] == "bitcoin":
             bip322.verify_simple_encoded(p["address"], p["message"], p["signature"])
-    assert core.verify_bundle(bundle, nonce=bundle["challenge"]["nonce"], entity=entity, jobs=1).ok
+    assert core.verify_bundle(bundle, nonce=bundle["challenge"]["nonce"], entity=entity).ok
 
 
 @pytest.mark.parametrize("only", ["alice", "bob"])

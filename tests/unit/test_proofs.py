@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from tandem.cli.parallel import chunk_runner, usable_cores
 from tandem.core import proofs as core
 from tandem.core.audit import sign_checkpoint
 from tandem.core.canonical import canonical
@@ -199,7 +200,7 @@ def test_bundle_round_trip_and_independent_verification(entity: str) -> None:
     assert data == canonical(bundle)  # the fast path is RFC 8785
     parsed = core.parse_bundle(data)
     assert parsed == bundle
-    report = core.verify_bundle(parsed, nonce=NONCE, jobs=1)
+    report = core.verify_bundle(parsed, nonce=NONCE)
     report.require()
     assert report.proofs == report.verified == 5
     assert report.bundle_hash == core.bundle_hash(bundle)
@@ -212,11 +213,11 @@ def test_bundle_round_trip_and_independent_verification(entity: str) -> None:
 def test_checkpoint_signature_checked_when_service_key_given() -> None:
     bundle = mixed_bundle()
     good = bytes(nacl.signing.SigningKey(SERVICE_SEED).verify_key)
-    report = core.verify_bundle(bundle, nonce=NONCE, service_public_key=good, jobs=1)
+    report = core.verify_bundle(bundle, nonce=NONCE, service_public_key=good)
     assert report.ok
     assert report.checkpoint_signature_checked
     other = bytes(nacl.signing.SigningKey(bytes(32)).verify_key)
-    bad = core.verify_bundle(bundle, nonce=NONCE, service_public_key=other, jobs=1)
+    bad = core.verify_bundle(bundle, nonce=NONCE, service_public_key=other)
     assert any("checkpoint" in f.reason and f.address is None for f in bad.failures)
 
 
@@ -227,7 +228,7 @@ def test_tampered_message_refused_naming_the_address() -> None:
     bundle = mixed_bundle()
     victim = next(p for p in bundle["proofs"] if p["segregation"] == "own")
     victim["message"] = victim["message"].replace("segregation: own", "segregation: client:x")
-    report = core.verify_bundle(bundle, nonce=NONCE, jobs=1)
+    report = core.verify_bundle(bundle, nonce=NONCE)
     assert not report.ok
     assert failed_addresses(report) == {victim["address"]}
     assert "template" in report.failures[0].reason
@@ -242,7 +243,7 @@ def test_tampered_signature_refused_naming_the_address(chain: str) -> None:
     # Another genuine signature from the bundle's own chain: well-formed, wrong.
     other = make_proof(chain, dict(CHAINS)[chain])
     victim["signature"] = other["signature"]
-    report = core.verify_bundle(bundle, nonce=NONCE, jobs=1)
+    report = core.verify_bundle(bundle, nonce=NONCE)
     assert failed_addresses(report) == {victim["address"]}
 
 
@@ -251,7 +252,7 @@ def test_segregation_class_swapped_in_message_and_field_refused() -> None:
     victim = next(p for p in bundle["proofs"] if p["segregation"] == "client:acme")
     victim["segregation"] = "own"
     victim["message"] = victim["message"].replace("client:acme", "own")
-    report = core.verify_bundle(bundle, nonce=NONCE, jobs=1)
+    report = core.verify_bundle(bundle, nonce=NONCE)
     assert failed_addresses(report) == {victim["address"]}
 
 
@@ -259,7 +260,7 @@ def test_addresses_swapped_between_proofs_refused() -> None:
     a = make_proof("ethereum", "sepolia")
     b = make_proof("ethereum", "sepolia")
     a["address"], b["address"] = b["address"], a["address"]
-    report = core.verify_bundle(make_bundle([a, b]), nonce=NONCE, jobs=1)
+    report = core.verify_bundle(make_bundle([a, b]), nonce=NONCE)
     assert failed_addresses(report) == {a["address"], b["address"]}
 
 
@@ -267,25 +268,25 @@ def test_public_key_swapped_refused() -> None:
     a = make_proof("bitcoin", "testnet")
     b = make_proof("bitcoin", "testnet")
     a["public_key"] = b["public_key"]
-    report = core.verify_bundle(make_bundle([a, b]), nonce=NONCE, jobs=1)
+    report = core.verify_bundle(make_bundle([a, b]), nonce=NONCE)
     assert failed_addresses(report) == {a["address"]}
 
 
 def test_nonce_changed_refused() -> None:
     bundle = mixed_bundle()
     # Checked against the auditor's own nonce: a bundle for another challenge fails whole.
-    report = core.verify_bundle(bundle, nonce="a-different-nonce", jobs=1)
+    report = core.verify_bundle(bundle, nonce="a-different-nonce")
     assert any(f.address is None and "challenge" in f.reason for f in report.failures)
     # Relabelling the bundle with the auditor's nonce leaves every message naming the old one.
     bundle["challenge"]["nonce"] = "a-different-nonce"
-    report = core.verify_bundle(bundle, nonce="a-different-nonce", jobs=1)
+    report = core.verify_bundle(bundle, nonce="a-different-nonce")
     assert failed_addresses(report) == {p["address"] for p in bundle["proofs"]}
 
 
 def test_signed_after_expiry_refused() -> None:
     bundle = mixed_bundle()
     bundle["challenge"]["expires_at"] = bundle["signed_at"] - 1
-    report = core.verify_bundle(bundle, nonce=NONCE, jobs=1)
+    report = core.verify_bundle(bundle, nonce=NONCE)
     assert any(f.address is None and "expired" in f.reason for f in report.failures)
 
 
@@ -294,18 +295,18 @@ def test_date_moved_refused_naming_every_address() -> None:
     bundle["signed_at"] += 86400
     bundle["date"] = core.utc_date(bundle["signed_at"])
     bundle["challenge"]["expires_at"] += 86400
-    report = core.verify_bundle(bundle, nonce=NONCE, jobs=1)
+    report = core.verify_bundle(bundle, nonce=NONCE)
     assert failed_addresses(report) == {p["address"] for p in bundle["proofs"]}
 
 
 def test_entity_checked_when_given() -> None:
-    report = core.verify_bundle(mixed_bundle(), nonce=NONCE, entity="Another Fund", jobs=1)
+    report = core.verify_bundle(mixed_bundle(), nonce=NONCE, entity="Another Fund")
     assert any("entity" in f.reason for f in report.failures)
 
 
 def test_duplicate_proof_refused() -> None:
     proof = make_proof("solana", "devnet")
-    report = core.verify_bundle(make_bundle([proof, copy.deepcopy(proof)]), nonce=NONCE, jobs=1)
+    report = core.verify_bundle(make_bundle([proof, copy.deepcopy(proof)]), nonce=NONCE)
     assert [f.address for f in report.failures] == [proof["address"]]
     assert "twice" in report.failures[0].reason
 
@@ -319,7 +320,7 @@ def test_malformed_entries_reported_not_raised() -> None:
     sol_no_payload = {k: v for k, v in make_proof("solana", "devnet").items() if k != "payload_hex"}
     bundle = make_bundle([good])
     bundle["proofs"] += [extra, no_sig, bad_chain, bad_format, sol_no_payload, "junk", None]
-    report = core.verify_bundle(bundle, nonce=NONCE, jobs=1)
+    report = core.verify_bundle(bundle, nonce=NONCE)
     assert report.verified == 1
     assert len(report.failures) == 7
 
@@ -331,7 +332,7 @@ def test_own_and_client_overlap_refused() -> None:
     key = new_key("ethereum")
     own = make_proof("ethereum", "sepolia", key=key, segregation="own")
     client = make_proof("ethereum", "mainnet", key=key, segregation="client:acme")
-    report = core.verify_bundle(make_bundle([own, client]), nonce=NONCE, jobs=1)
+    report = core.verify_bundle(make_bundle([own, client]), nonce=NONCE)
     assert not report.ok
     assert failed_addresses(report) == {own["address"]}
     assert "disjoint" in report.failures[0].reason
@@ -341,7 +342,7 @@ def test_same_key_own_on_one_chain_client_on_another_refused() -> None:
     key = new_key("bitcoin")
     own = make_proof("bitcoin", "testnet", key=key, segregation="own")
     client = make_proof("ethereum", "sepolia", key=key, segregation="client-omnibus")
-    report = core.verify_bundle(make_bundle([own, client]), nonce=NONCE, jobs=1)
+    report = core.verify_bundle(make_bundle([own, client]), nonce=NONCE)
     assert failed_addresses(report) == {own["address"], client["address"]}
     assert all("keys must be disjoint" in f.reason for f in report.failures)
 
@@ -350,10 +351,10 @@ def test_every_listed_address_must_have_a_valid_proof() -> None:
     bundle = mixed_bundle()
     addresses = [p["address"] for p in bundle["proofs"]]
     listed = core.parse_address_list("\n".join(["# register export", *addresses, ""]))
-    assert core.verify_bundle(bundle, nonce=NONCE, addresses=listed, jobs=1).ok
+    assert core.verify_bundle(bundle, nonce=NONCE, addresses=listed).ok
     missing = make_proof("bitcoin", "testnet")["address"]
     listed = core.parse_address_list("\n".join([*addresses, missing]))
-    report = core.verify_bundle(bundle, nonce=NONCE, addresses=listed, jobs=1)
+    report = core.verify_bundle(bundle, nonce=NONCE, addresses=listed)
     assert [f.address for f in report.failures] == [missing]
     assert "no proof" in report.failures[0].reason
 
@@ -363,7 +364,7 @@ def test_listed_address_with_failed_proof_says_why() -> None:
     victim = bundle["proofs"][0]
     victim["signature"] = make_proof(victim["chain"], victim["network"])["signature"]
     listed = core.parse_address_list(victim["address"])
-    report = core.verify_bundle(bundle, nonce=NONCE, addresses=listed, jobs=1)
+    report = core.verify_bundle(bundle, nonce=NONCE, addresses=listed)
     assert [f.address for f in report.failures] == [victim["address"], victim["address"]]
     assert "its proof failed" in report.failures[1].reason
 
@@ -379,7 +380,7 @@ def test_csv_address_list_with_segregation_column() -> None:
     )
     listed = core.parse_address_list(text)
     assert [entry.address for entry in listed] == [eth["address"].lower(), btc["address"]]
-    report = core.verify_bundle(bundle, nonce=NONCE, addresses=listed, jobs=1)
+    report = core.verify_bundle(bundle, nonce=NONCE, addresses=listed)
     assert [f.address for f in report.failures] == [btc["address"]]
     assert "says own" in report.failures[0].reason
 
@@ -440,10 +441,20 @@ def test_parallel_result_equals_sequential() -> None:
     bundle = synthetic_bundle(1200)
     bundle["proofs"][7]["signature"] = bundle["proofs"][10]["signature"]
     bundle["proofs"][1100]["message"] += " "
-    one = core.verify_bundle(bundle, nonce=NONCE, jobs=1)
-    two = core.verify_bundle(bundle, nonce=NONCE, jobs=2)
+    one = core.verify_bundle(bundle, nonce=NONCE)
+    runner = chunk_runner(2, len(bundle["proofs"]))
+    assert runner is not None
+    two = core.verify_bundle(bundle, nonce=NONCE, run_chunks=runner)
     assert one.failures == two.failures
     assert failed_addresses(two) == {bundle["proofs"][7]["address"], bundle["proofs"][1100]["address"]}
+
+
+def test_usable_cores_without_sched_getaffinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS and Windows have no os.sched_getaffinity: the machine's count is used."""
+    monkeypatch.delattr("os.sched_getaffinity", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert usable_cores() == 6
+    assert chunk_runner(None, 10) is None  # small inputs stay in this process
 
 
 def run_verify(args: list[str]) -> Any:

@@ -26,6 +26,7 @@ from tandem.cli.common import (
     run_cli,
     whole_table,
 )
+from tandem.cli.parallel import chunk_runner
 from tandem.client import Client
 from tandem.core import proofs as core
 from tandem.errors import InputError
@@ -270,7 +271,7 @@ def verify_proofs(  # noqa: PLR0917 - typer maps parameters to options
                 addresses=listed,
                 entity=entity,
                 service_public_key=key,
-                jobs=jobs,
+                run_chunks=chunk_runner(jobs, len(bundle["proofs"])),
                 progress=lambda done, total: bar.update(task, completed=done),
             )
         elapsed = time.monotonic() - started

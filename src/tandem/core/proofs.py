@@ -28,16 +28,14 @@ side effect, and only when asked for.
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
+import functools
 import hashlib
 import io
 import json
-import multiprocessing
-import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,8 +111,7 @@ BUNDLE_FIELDS = (
     "proofs",
 )
 
-# Verification fans out to worker processes from this many proofs on, in chunks.
-PARALLEL_THRESHOLD = 1000
+# Verification goes chunk by chunk (progress, and worker processes in the CLI).
 CHUNK_SIZE = 500
 
 
@@ -277,7 +274,7 @@ def sign_proof(
 ) -> dict[str, Any]:
     """One bundle entry: the message for this address signed in its chain's format."""
     message = render_message(entity=entity, address=address, segregation=segregation, nonce=nonce, date=date)
-    proof = get_chain(chain).sign_message(private_key, address, message, network)
+    proof = get_chain(chain).sign_message(private_key, address, message, network, public_key=public_key)
     entry: dict[str, Any] = {
         "chain": chain,
         "network": network,
@@ -629,10 +626,14 @@ def _check_chunk(entity: str, nonce: str, date: str, entries: list[Any]) -> list
     return [check_proof(e, entity=entity, nonce=nonce, date=date) for e in entries]
 
 
-def default_jobs(count: int) -> int:
-    if count < PARALLEL_THRESHOLD or "fork" not in multiprocessing.get_all_start_methods():
-        return 1
-    return max(1, len(os.sched_getaffinity(0)))
+# A runner maps a function over chunks and yields the results in order: in this
+# process by default; the CLI hands in one that uses worker processes.
+Reasons = list[str | None]
+ChunkRunner = Callable[[Callable[[list[Any]], Reasons], Sequence[list[Any]]], Iterable[Reasons]]
+
+
+def _in_process(fn: Callable[[list[Any]], Reasons], chunks: Sequence[list[Any]]) -> Iterator[Reasons]:
+    return (fn(chunk) for chunk in chunks)
 
 
 def check_proofs(
@@ -641,33 +642,19 @@ def check_proofs(
     entity: str,
     nonce: str,
     date: str,
-    jobs: int | None = None,
+    run_chunks: ChunkRunner | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[str | None]:
-    """Verify every entry's signature and text, in ``jobs`` processes; one reason or
-    None per entry, in order. The result never depends on ``jobs``."""
+    """Verify every entry's signature and text, chunk by chunk through ``run_chunks``; one
+    reason or None per entry, in order. The result never depends on the runner."""
     total = len(entries)
-    jobs = default_jobs(total) if jobs is None else max(1, jobs)
+    chunks = [list(entries[start : start + CHUNK_SIZE]) for start in range(0, total, CHUNK_SIZE)]
+    run = run_chunks or _in_process
     results: list[str | None] = []
-    if jobs == 1 or total <= CHUNK_SIZE:
-        for start in range(0, total, CHUNK_SIZE):
-            chunk = list(entries[start : start + CHUNK_SIZE])
-            results.extend(_check_chunk(entity, nonce, date, chunk))
-            if progress is not None:
-                progress(len(results), total)
-        return results
-    # fork, not spawn: workers need only this module, and spawn would re-import the
-    # caller's __main__ (the CLI, or a test runner).
-    context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [
-            pool.submit(_check_chunk, entity, nonce, date, list(entries[start : start + CHUNK_SIZE]))
-            for start in range(0, total, CHUNK_SIZE)
-        ]
-        for future in futures:
-            results.extend(future.result())
-            if progress is not None:
-                progress(len(results), total)
+    for checked in run(functools.partial(_check_chunk, entity, nonce, date), chunks):
+        results.extend(checked)
+        if progress is not None:
+            progress(len(results), total)
     return results
 
 
@@ -678,7 +665,7 @@ def verify_bundle(
     addresses: Sequence[ListedAddress] | None = None,
     entity: str | None = None,
     service_public_key: bytes | None = None,
-    jobs: int | None = None,
+    run_chunks: ChunkRunner | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ProofReport:
     """Verify a parsed bundle offline against the challenge nonce the auditor issued.
@@ -727,7 +714,7 @@ def verify_bundle(
 
     # Messages are checked against the nonce the auditor gave, not the bundle's own.
     reasons = check_proofs(
-        proofs, entity=challenge["entity"], nonce=nonce, date=date, jobs=jobs, progress=progress
+        proofs, entity=challenge["entity"], nonce=nonce, date=date, run_chunks=run_chunks, progress=progress
     )
 
     seen: dict[tuple[str, str, str], int] = {}

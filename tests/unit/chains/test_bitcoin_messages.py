@@ -12,6 +12,8 @@ import bip322
 import pytest
 from bitcoin.signmessage import BitcoinMessage, VerifyMessage
 from bitcoin.wallet import CBitcoinAddress, CBitcoinSecret
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import secp256k1
@@ -314,3 +316,49 @@ def _der(r: int, s: int) -> bytes:
 
     body = integer(r) + integer(s)
     return b"\x30" + bytes([len(body)]) + body
+
+
+@settings(max_examples=200, deadline=None)
+@given(program=st.binary(min_size=20, max_size=20), message=st.text(max_size=300))
+def test_bip322_digest_written_out_equals_the_transaction_path(program: bytes, message: str) -> None:
+    """The direct BIP-322 digest is the one the virtual to_spend/to_sign transactions give."""
+    script = b"\x00\x14" + program
+    address = btc.encode_segwit_address("bc", 0, program)
+    decoded = btc.DecodedAddress("p2wpkh", address, script, program)
+    to_sign, prevout = btc._bip322_virtual(decoded, message)
+    assert btc.bip322_simple_digest(script, message) == btc._bip143_digest(to_sign, 0, prevout)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    secret=st.integers(min_value=1, max_value=secp256k1.ORDER - 1),
+    digest=st.binary(min_size=32, max_size=32),
+)
+def test_signing_key_signs_as_coincurve_does(secret: int, digest: bytes) -> None:
+    """The signing-only key gives coincurve's own signatures and public key."""
+    import coincurve
+
+    raw = secret.to_bytes(32, "big")
+    full = coincurve.PrivateKey(raw)
+    fast = secp256k1.signing_key(raw)
+    assert fast.sign(digest, hasher=None) == full.sign(digest, hasher=None)
+    assert fast.sign_recoverable(digest, hasher=None) == full.sign_recoverable(digest, hasher=None)
+    assert secp256k1.public_key_fast(raw) == full.public_key.format(compressed=True)
+    assert secp256k1.public_key_fast(raw, compressed=False) == full.public_key.format(compressed=False)
+
+
+def test_a_public_key_not_of_the_private_key_is_refused_when_signing() -> None:
+    private = bytes(31) + b"\x07"
+    other = secp256k1.public_key(bytes(31) + b"\x09")
+    address = btc.p2wpkh_address(secp256k1.public_key(private), "mainnet")
+    with pytest.raises(CryptoError, match="does not control"):
+        btc.BITCOIN.sign_message(private, address, "hello", "mainnet", public_key=other)
+    # The address's own public key, but another private key: the signature's own check fails.
+    with pytest.raises(CryptoError, match="does not control"):
+        btc.BITCOIN.sign_message(
+            bytes(31) + b"\x09", address, "hello", "mainnet", public_key=secp256k1.public_key(private)
+        )
+    good = btc.BITCOIN.sign_message(
+        private, address, "hello", "mainnet", public_key=secp256k1.public_key(private)
+    )
+    btc.verify_bip322_simple(address, "hello", good.signature, "mainnet")

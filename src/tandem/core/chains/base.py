@@ -44,9 +44,11 @@ class Chain(Protocol):
         ...
 
     def sign_message(
-        self, private_key: bytes, address: str, message: str, network: str
+        self, private_key: bytes, address: str, message: str, network: str, *, public_key: bytes | None = None
     ) -> MessageProof:
-        """Sign ``message`` (UTF-8 text) as a proof of control of ``address``."""
+        """Sign ``message`` (UTF-8 text) as a proof of control of ``address``. ``public_key``,
+        where the caller holds it (a key set does), spares deriving it again; a key that
+        does not belong to ``private_key`` makes the signature fail its own check."""
         ...
 
     def verify_message(

@@ -28,14 +28,24 @@ class Encoding(Enum):
         return self.value
 
 
+def _generator_xor(top: int) -> int:
+    out = 0
+    for i, gen in enumerate(_GENERATOR):
+        if (top >> i) & 1:
+            out ^= gen
+    return out
+
+
+# The BCH generator terms each 5-bit "top" value folds in, precomputed: one lookup per
+# character instead of five tests (address decoding is on every proof's path).
+_GENERATOR_TABLE = tuple(_generator_xor(top) for top in range(32))
+
+
 def _polymod(values: Iterable[int]) -> int:
     chk = 1
+    table = _GENERATOR_TABLE
     for value in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ value
-        for i, gen in enumerate(_GENERATOR):
-            if (top >> i) & 1:
-                chk ^= gen
+        chk = ((chk & 0x1FFFFFF) << 5) ^ value ^ table[chk >> 25]
     return chk
 
 
@@ -56,7 +66,7 @@ def bech32_decode(text: str) -> tuple[str, list[int], Encoding]:
     """Return ``(hrp, data, encoding)`` with the checksum removed; hrp is lower case."""
     if len(text) > MAX_LENGTH:
         raise InvalidAddressError(f"bech32 string is longer than {MAX_LENGTH} characters")
-    if any(not 33 <= ord(c) <= 126 for c in text):
+    if not (text.isascii() and text.isprintable()) or " " in text:
         raise InvalidAddressError("bech32 string contains a character outside printable ASCII")
     if text.lower() != text and text.upper() != text:
         raise InvalidAddressError("bech32 string mixes upper and lower case")
@@ -81,26 +91,29 @@ def bech32_decode(text: str) -> tuple[str, list[int], Encoding]:
 
 def convert_bits(data: Iterable[int], from_bits: int, to_bits: int, *, pad: bool) -> list[int]:
     """Regroup bits; without ``pad``, leftover bits must be fewer than ``from_bits`` and zero."""
-    acc = 0
-    bits = 0
-    out: list[int] = []
-    max_value = (1 << to_bits) - 1
-    for value in data:
-        if value < 0 or value >> from_bits:
-            raise InvalidAddressError("value out of range in bit conversion")
-        acc = (acc << from_bits) | value
-        bits += from_bits
-        while bits >= to_bits:
-            bits -= to_bits
-            out.append((acc >> bits) & max_value)
+    values = list(data)
+    if values and (min(values) < 0 or max(values) >> from_bits):
+        raise InvalidAddressError("value out of range in bit conversion")
+    # The whole group as one integer: Python's big integers do the shifting in C.
+    acc = int.from_bytes(bytes(values), "big") if from_bits == 8 else 0
+    if from_bits != 8:
+        for value in values:
+            acc = (acc << from_bits) | value
+    count, rest = divmod(len(values) * from_bits, to_bits)
     if pad:
-        if bits:
-            out.append((acc << (to_bits - bits)) & max_value)
-    elif bits >= from_bits:
+        if rest:
+            acc <<= to_bits - rest
+            count += 1
+    elif rest >= from_bits:
         raise InvalidAddressError("witness program has more than 4 bits of padding")
-    elif (acc << (to_bits - bits)) & max_value:
+    elif acc & ((1 << rest) - 1):
         raise InvalidAddressError("witness program has non-zero padding")
-    return out
+    else:
+        acc >>= rest
+    if to_bits == 8:
+        return list(acc.to_bytes(count, "big"))
+    mask = (1 << to_bits) - 1
+    return [(acc >> (to_bits * (count - 1 - i))) & mask for i in range(count)]
 
 
 def decode_segwit_address(hrp: str, address: str) -> tuple[int, bytes]:

@@ -62,9 +62,9 @@ def keccak256(data: bytes) -> bytes:
 def _checksum(address20: bytes) -> str:
     lower = address20.hex()
     digest = keccak256(lower.encode("ascii")).hex()
+    # A letter is upper case where the hash's hex digit at its place is 8 or more.
     return "0x" + "".join(
-        ch.upper() if ch in "abcdef" and int(digest[i], 16) >= 8 else ch
-        for i, ch in enumerate(lower)
+        ch.upper() if ch > "9" and h > "7" else ch for ch, h in zip(lower, digest, strict=False)
     )
 
 
@@ -466,6 +466,14 @@ def sign_personal_message(private_key: bytes, message: bytes) -> str:
 
 def recover_personal_signer(message: bytes, signature: str) -> str:
     """Checksum address that made an EIP-191 signature; raises VerificationError if none."""
+    return _checksum(_recover_personal_signer_raw(message, signature))
+
+
+def _address20(public_key: bytes) -> bytes:
+    return keccak256(secp256k1.uncompressed(public_key)[1:])[12:]
+
+
+def _recover_personal_signer_raw(message: bytes, signature: str) -> bytes:
     if not isinstance(signature, str) or not _SIGNATURE_HEX.fullmatch(signature):
         raise VerificationError("an EIP-191 signature is 0x followed by 130 hex digits")
     raw = bytes.fromhex(signature[2:])
@@ -475,7 +483,7 @@ def recover_personal_signer(message: bytes, signature: str) -> str:
     r = int.from_bytes(raw[:32], "big")
     s = int.from_bytes(raw[32:64], "big")
     public_key = secp256k1.recover_public_key(eip191_hash(message), r, s, v - 27)
-    return address_from_public_key(public_key)
+    return _address20(public_key)
 
 
 # --- the Chain implementation ----------------------------------------------------------
@@ -495,14 +503,25 @@ class Ethereum:
         return validate_address(address)
 
     def sign_message(
-        self, private_key: bytes, address: str, message: str, network: str
+        self, private_key: bytes, address: str, message: str, network: str, *, public_key: bytes | None = None
     ) -> MessageProof:
         check_network(self, network)
-        _check_private_key(private_key)
-        if address_from_private_key(private_key) != to_checksum_address(address):
+        # A key set's private key is decrypted under an AEAD binding its public key (and
+        # was checked against it when sealed), so a public key handed in with it is the
+        # key's own; without one it is derived here.
+        point = (
+            secp256k1.uncompressed(public_key)
+            if public_key is not None
+            else secp256k1.public_key_fast(private_key, compressed=False)
+        )
+        own = keccak256(point[1:])[12:]
+        if own != parse_address(address):
             raise CryptoError(f"the signing key does not control {address}")
-        signature = sign_personal_message(private_key, message.encode("utf-8"))
-        return MessageProof(format="eip191", signature=signature)
+        key = secp256k1.signing_key(private_key)
+        sig = key.sign_recoverable(eip191_hash(message.encode("utf-8")), hasher=None)
+        if sig[64] not in (0, 1):
+            raise CryptoError("signature needs a recovery id beyond 27/28; not encodable")
+        return MessageProof(format="eip191", signature="0x" + (sig[:64] + bytes([27 + sig[64]])).hex())
 
     def verify_message(
         self,
@@ -515,17 +534,18 @@ class Ethereum:
         check_network(self, network)
         if proof.format != "eip191":
             raise CannotVerifyError(f"Ethereum proofs are eip191, not {proof.format!r}")
-        expected = to_checksum_address(address)
+        # Raw 20-byte comparisons; checksummed spellings only for the messages.
+        expected = parse_address(address)
         if public_key is not None:
             try:
-                key_address = address_from_public_key(public_key)
+                key_address = _address20(public_key)
             except CryptoError:
                 raise VerificationError("the public key given is not a secp256k1 key") from None
             if key_address != expected:
-                raise VerificationError(f"the public key given is not the key of {expected}")
-        recovered = recover_personal_signer(message.encode("utf-8"), proof.signature)
-        if recovered.lower() != expected.lower():
-            raise VerificationError(f"signature is by {recovered}, not {expected}")
+                raise VerificationError(f"the public key given is not the key of {_checksum(expected)}")
+        recovered = _recover_personal_signer_raw(message.encode("utf-8"), proof.signature)
+        if recovered != expected:
+            raise VerificationError(f"signature is by {_checksum(recovered)}, not {_checksum(expected)}")
 
 
 register_chain(Ethereum())

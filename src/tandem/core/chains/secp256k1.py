@@ -8,6 +8,7 @@ signatures that come from outside, so the refusal carries our own error code.
 from __future__ import annotations
 
 import coincurve
+from coincurve.context import GLOBAL_CONTEXT
 
 from tandem.errors import CryptoError, VerificationError
 
@@ -20,6 +21,30 @@ def is_valid_private_key(private_key: bytes) -> bool:
         return False
     k = int.from_bytes(private_key, "big")
     return 0 < k < ORDER
+
+
+class _Signer(coincurve.PrivateKey):
+    """A private key that only signs. coincurve's constructor derives two public keys (the
+    ECDSA and the x-only one), two scalar multiplications that signing never uses; its
+    ``sign`` methods read only ``secret`` and ``context``."""
+
+    def __init__(self, secret: bytes) -> None:  # skips the derivations on purpose
+        self.secret = secret
+        self.context = GLOBAL_CONTEXT
+
+
+def signing_key(private_key: bytes) -> coincurve.PrivateKey:
+    """A key to sign with, without deriving its public keys (see :func:`public_key`)."""
+    if not is_valid_private_key(private_key):
+        raise CryptoError("not a valid secp256k1 private key")
+    return _Signer(private_key)
+
+
+def public_key_fast(private_key: bytes, *, compressed: bool = True) -> bytes:
+    """:func:`public_key` with one scalar multiplication instead of coincurve's two."""
+    if not is_valid_private_key(private_key):
+        raise CryptoError("not a valid secp256k1 private key")
+    return bytes(coincurve.PublicKey.from_valid_secret(private_key).format(compressed=compressed))
 
 
 def public_key(private_key: bytes, *, compressed: bool = True) -> bytes:

@@ -61,10 +61,13 @@ def _preamble_len(signer_count: int) -> int:
     return len(SIGNING_DOMAIN) + 1 + APPLICATION_DOMAIN_LEN + 1 + 1 + 32 * signer_count + 2
 
 
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+
+
 def _is_restricted_ascii(message: bytes) -> bool:
     # Header version 0 admits only isprint(3) characters; the newline was added in
     # version 1 and a version-0 verifier must refuse it in format 0.
-    return all(0x20 <= byte <= 0x7E for byte in message)
+    return not message.translate(None, _PRINTABLE_ASCII)
 
 
 def _is_utf8(message: bytes) -> bool:
@@ -310,15 +313,18 @@ class Solana:
         network: str,
         *,
         application_domain: bytes = bytes(APPLICATION_DOMAIN_LEN),
+        public_key: bytes | None = None,
     ) -> MessageProof:
         check_network(self, network)
-        public_key = public_key_from_seed(private_key)
+        _check_seed(private_key)
+        key = nacl.signing.SigningKey(private_key)  # one key derivation for both uses
+        public_key = bytes(key.verify_key)
         if public_key != public_key_from_address(address):
             raise CryptoError(f"the signing key does not control {address}")
         payload = serialize_offchain_message(
             _utf8(message), signers=[public_key], application_domain=application_domain
         )
-        signature = sign_ed25519(private_key, payload)
+        signature = bytes(key.sign(payload).signature)
         return MessageProof(
             format=PROOF_FORMAT, signature=b58encode(signature), payload_hex=payload.hex()
         )
