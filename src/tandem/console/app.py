@@ -489,7 +489,7 @@ def create_console_app(state: ConsoleState) -> Starlette:
             rows = await work(build)
         except (Error, httpx.HTTPError) as exc:
             return failure(request, exc, member)
-        return render(request, "batch.html", member=member, rows=rows, title="Batch approval")
+        return render(request, "batch.html", member=member, rows=rows, title="Batch review")
 
     # --- audit log ----------------------------------------------------------------------------------
 
@@ -536,7 +536,7 @@ def create_console_app(state: ConsoleState) -> Starlette:
                     "actor_id": e.get("actor"),
                     "outcome": e.get("outcome"),
                     "code": e.get("code") or "",
-                    "summary": _audit_summary(e),
+                    "summary": _audit_summary(e, d),
                     "hash": e.get("hash"),
                 }
             )
@@ -704,7 +704,7 @@ def _csv_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _audit_summary(e: dict[str, Any]) -> str:
+def _audit_summary(e: dict[str, Any], d: pages.Directory) -> str:
     env = e.get("envelope") or {}
     action = env.get("action") if isinstance(env, dict) else None
     body = action.get("body", {}) if isinstance(action, dict) else {}
@@ -714,7 +714,7 @@ def _audit_summary(e: dict[str, Any]) -> str:
         value = body.get(key) if isinstance(body, dict) else None
         value = value if value is not None else (data.get(key) if isinstance(data, dict) else None)
         if isinstance(value, str):
-            bits.append(f"{key} {value}")
+            bits.append(f"{key} {d.name(value) if key == 'member' else value}")
     return ", ".join(bits)
 
 
