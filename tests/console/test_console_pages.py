@@ -13,12 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.api.test_withdrawal_helpers import STRANGER_ETH, TOKEN, btc_intent, eth_intent, policy_doc, rule
 from tests.console.conftest import ConsoleWorld
 from tests.console.test_console_browser import open_and_unlock
 
+from tandem import client_ceremony as cc
 from tandem import client_proof
 from tandem import client_withdrawal as cw
+from tandem.client import RemoteError
+from tandem.core import keygen
+from tandem.core.identity import MemberSecrets
+from tandem.core.roles import Role
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def shots(tmp_path: Path) -> Path:
@@ -41,7 +49,13 @@ def test_policy_change_is_shown_as_a_diff_and_approved(
     )
     prop = cw.propose_policy(w.client, w["alice"], new_policy)
     book = cw.propose_address(
-        w.client, w["alice"], chain="ethereum", network="sepolia", address=STRANGER_ETH, label="payroll", asset="ETH"
+        w.client,
+        w["alice"],
+        chain="ethereum",
+        network="sepolia",
+        address=STRANGER_ETH,
+        label="payroll",
+        asset="ETH",
     )
     cw.create_withdrawal(w.client, w["alice"], btc_intent(c.s, amount=125_000))
     cw.create_withdrawal(w.client, w["alice"], eth_intent(c.s, asset=TOKEN, amount=1_234_567))
@@ -93,10 +107,8 @@ def test_audit_viewer_filters_and_exports_csv(console_world: ConsoleWorld, page:
     c, w = console_world, console_world.world
     created = cw.create_withdrawal(w.client, w["alice"], btc_intent(c.s))
     # A refusal for the log: bob's wrong code.
-    try:
+    with pytest.raises(RemoteError):
         cw.approve_withdrawal(w.client, w["bob"], created["id"], totp="000000")
-    except Exception:  # noqa: S110 - the refusal is what this step is for
-        pass
     open_and_unlock(page, c)
     page.goto(f"{c.console.origin}/audit")
     assert "verified:" in page.get_by_role("status").inner_text()
@@ -141,10 +153,15 @@ def test_proof_challenge_is_verified_on_this_machine(
         scope={"kind": "all"},
         code=lambda: w.code("cora"),
     )
-    pending = client_proof.issue_challenge(w.client, w["olga"], statement="Year end", scope={"kind": "all"})
+    pending = client_proof.issue_challenge(
+        w.client, w["olga"], statement="Year end <as of 31 December>", scope={"kind": "all"}
+    )
     open_and_unlock(page, c)
     page.goto(f"{c.console.origin}/proofs")
     assert pending["id"] in page.locator("main").inner_text()
+    # A statement is data, never markup: shown as typed, and no element made of it.
+    assert "Year end <as of 31 December>" in page.locator("main").inner_text()
+    assert page.locator("main b", has_text="Year end").count() == 0
     page.screenshot(path=str(shots(tmp_path) / "proofs.png"), full_page=True)
     done = next(v for v in client_proof.list_challenges(w.client, w["olga"]) if v.get("bundle_hash"))
     page.goto(f"{c.console.origin}/proofs/{done['id']}")
@@ -157,3 +174,35 @@ def test_proof_challenge_is_verified_on_this_machine(
 def test_console_pages_need_the_cookie_even_for_csv(console_world: ConsoleWorld) -> None:
     r = httpx.get(f"{console_world.console.origin}/audit.csv")
     assert r.status_code == 403
+
+
+def test_ceremony_and_membership_reviews(console_world: ConsoleWorld, page: Any, tmp_path: Path) -> None:
+    c, w = console_world, console_world.world
+    text = (ROOT / "ceremonies" / "bitcoin-testnet-cold.toml").read_text(encoding="utf-8")
+    ceremony = cc.propose_ceremony(w.client, w["alice"], text, contribution=keygen.make_contribution())
+    newcomer = MemberSecrets.generate(name="dora", role=Role.CUSTODIAN)
+    added = w.client.propose_add(w["alice"], newcomer.card())
+    open_and_unlock(page, c)
+    queue_text = page.locator("main").inner_text()
+    assert ceremony["id"] in queue_text
+    assert "add member dora as custodian" in queue_text
+
+    page.goto(f"{c.console.origin}/ceremonies/{ceremony['id']}")
+    assert "does not check out" not in page.locator("main").inner_text()
+    assert (
+        cc.local_digest(cc.get_ceremony(w.client, w["olga"], ceremony["id"]))
+        in page.locator("main").inner_text()
+    )
+    page.screenshot(path=str(shots(tmp_path) / "ceremony.png"), full_page=True)
+    page.get_by_label("TOTP code from your authenticator app").fill(c.code())
+    page.get_by_role("button", name="Approve and sign").click()
+    page.get_by_role("status").filter(has_text="Your approval was recorded.").wait_for()
+    assert "bob (custodian)" in page.locator("main").inner_text()
+    # bob's contribution is kept beside his keystore for the reveal, as the CLI keeps it.
+    assert list(c.keystore.parent.glob(f"*{ceremony['id']}*"))
+
+    page.goto(f"{c.console.origin}/proposals/{added['id']}")
+    assert '"name": "dora"' in page.locator("pre").inner_text()
+    page.get_by_label("TOTP code from your authenticator app").fill(c.code())
+    page.get_by_role("button", name="Approve and sign").click()
+    page.get_by_role("status").filter(has_text="Your approval was recorded.").wait_for()

@@ -29,7 +29,7 @@ from tandem import client_ceremony as cc
 from tandem import client_log
 from tandem import client_withdrawal as cw
 from tandem.client import RemoteError
-from tandem.console import pages
+from tandem.console import pages, proofs
 from tandem.console.guard import Guard
 from tandem.console.state import ConsoleState
 from tandem.core import keygen
@@ -621,8 +621,6 @@ def create_console_app(state: ConsoleState) -> Starlette:
         member = state.member()
         if member is None:
             return locked(request)
-        from tandem.console import proofs
-
         try:
             ctx = await work(proofs.listing, state.client, member)
         except (Error, httpx.HTTPError) as exc:
@@ -633,8 +631,6 @@ def create_console_app(state: ConsoleState) -> Starlette:
         member = state.member()
         if member is None:
             return locked(request)
-        from tandem.console import proofs
-
         try:
             ctx = await work(proofs.detail, state.client, member, request.path_params["pcid"])
         except (Error, httpx.HTTPError) as exc:

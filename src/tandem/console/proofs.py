@@ -16,15 +16,19 @@ from tandem.errors import Error
 
 
 def listing(client: Client, member: MemberSecrets) -> dict[str, Any]:
+    """Each challenge as its own view tells it (the list itself carries no statement)."""
+    d = pages.directory(client, member)
     now = client.clock()
     rows = []
-    for v in client_proof.list_challenges(client, member):
+    for summary in client_proof.list_challenges(client, member):
+        v = client_proof.get_challenge(client, member, summary["id"])
         doc = v.get("challenge", {})
         rows.append(
             {
                 "id": v["id"],
                 "status": v.get("status"),
                 "statement": doc.get("statement", ""),
+                "issuer": d.name(summary.get("issuer")),
                 "expires": pages.local_time(doc.get("expires_at")),
                 "time_left": pages.time_left(doc.get("expires_at"), now),
                 "keysets": len(v.get("keysets", ())),
