@@ -118,6 +118,14 @@ def console_world(world: World, tmp_path: Path) -> Iterator[ConsoleWorld]:
             )
 
 
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: docs/console/ when TANDEM_CONSOLE_SCREENSHOTS names it
+    (scripts/console_screenshots.py), else the test's own folder."""
+    folder = Path(os.environ.get("TANDEM_CONSOLE_SCREENSHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():

@@ -4,10 +4,11 @@ approve; and the refusals a person meets, shown as readable messages."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tests.api.test_withdrawal_helpers import btc_intent
-from tests.console.conftest import PASSPHRASE, ConsoleWorld
+from tests.console.conftest import PASSPHRASE, ConsoleWorld, shots
 
 from tandem import client_withdrawal as cw
 
@@ -73,10 +74,13 @@ def _approve(page: Any, fingerprint: str, code: str) -> str:
     return str(alert.inner_text())
 
 
-def test_refusals_read_as_sentences(console_world: ConsoleWorld, page: Any) -> None:
+def test_refusals_read_as_sentences(console_world: ConsoleWorld, page: Any, tmp_path: Path) -> None:
     c = console_world
     created = request(c)
     wid, fp = created["id"], created["fingerprint"]
+    page.goto(c.console.url)
+    page.get_by_label("Keystore passphrase").wait_for()
+    page.screenshot(path=str(shots(tmp_path) / "unlock.png"))
     open_and_unlock(page, c)
 
     _review(page, c, wid)
@@ -88,6 +92,7 @@ def test_refusals_read_as_sentences(console_world: ConsoleWorld, page: Any) -> N
     _review(page, c, wid)
     other = "0000-1111-2222-3333"
     text = _approve(page, other, c.code())
+    page.screenshot(path=str(shots(tmp_path) / "refused.png"), full_page=True)
     assert "The fingerprint you typed is not this request's" in text
     assert "[fingerprint_mismatch]" in text
 
@@ -98,3 +103,13 @@ def test_refusals_read_as_sentences(console_world: ConsoleWorld, page: Any) -> N
     assert "[expired]" in text, text
     assert "This request has expired" in text
     assert cw.get_withdrawal(c.world.client, c.world["olga"], wid)["approvals"] == []
+
+
+def test_a_high_fee_is_a_warning_on_the_review(console_world: ConsoleWorld, page: Any) -> None:
+    c = console_world
+    created = request(c, amount=5_000)  # the same 1045 sat fee is now 20.9% of the amount
+    open_and_unlock(page, c)
+    _review(page, c, created["id"])
+    warnings = page.get_by_role("note", name="Warnings").inner_text()
+    assert "20.9" in warnings
+    assert "fee" in warnings.lower()

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.api.test_withdrawal_helpers import STRANGER_ETH, TOKEN, btc_intent, eth_intent, policy_doc, rule
-from tests.console.conftest import ConsoleWorld
+from tests.console.conftest import ConsoleWorld, shots
 from tests.console.test_console_browser import open_and_unlock
 
 from tandem import client_ceremony as cc
@@ -27,12 +26,6 @@ from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("TANDEM_CONSOLE_SCREENSHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def test_policy_change_is_shown_as_a_diff_and_approved(
