@@ -9,13 +9,22 @@ from typing import Annotated
 
 import typer
 
-from tandem.cli.common import KeystoreOpt, ServerOpt, console, run_cli
+from tandem.cli.common import ServerOpt, console, run_cli
 from tandem.client import Client
 from tandem.errors import InputError
 
+ConsoleKeystoreOpt = typer.Option(
+    ...,
+    "--keystore",
+    "-k",
+    envvar="TANDEM_KEYSTORE",
+    help="Your keystore file (made by `tandem id create`). Its passphrase is asked on the console's "
+    "first page, once per run.",
+)
+
 
 def console_command(
-    keystore: Path = KeystoreOpt,
+    keystore: Path = ConsoleKeystoreOpt,
     server: str = ServerOpt,
     no_open: Annotated[
         bool, typer.Option("--no-open", help="Print the link; do not open a browser.")

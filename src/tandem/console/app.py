@@ -146,7 +146,9 @@ def create_console_app(state: ConsoleState) -> Starlette:
         return value.strip() if isinstance(value, str) else ""
 
     def locked(request: Request) -> Response:
-        target = request.url.path
+        # After unlocking, a GET returns to its page; a form sent while locked is not
+        # replayed (it is read again from the queue).
+        target = request.url.path if request.method == "GET" else "/"
         return RedirectResponse(f"/unlock?next={target}", status_code=303)
 
     def failure(

@@ -135,6 +135,8 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
                 "given": len(p.get("approvals", ())),
                 "required": 1,
                 "approved_by_me": any(a.get("member") == me for a in p.get("approvals", ())),
+                # The other side decides a proposal: never its proposer, never the proposer's role.
+                "mine_to_decide": p["proposer"] != me and d.roles.get(p["proposer"]) != member.role.value,
                 "time_left": time_left(p.get("expires_at"), now),
                 "expires": local_time(p.get("expires_at")),
             }
