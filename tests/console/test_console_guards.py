@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,6 +107,18 @@ def test_idle_lock(console_world: ConsoleWorld) -> None:
     assert r.status_code == 303
     assert r.headers["location"].startswith("/unlock")
     assert c.state.member() is None
+
+
+def test_idle_lock_without_a_request(console_world: ConsoleWorld) -> None:
+    """Left alone, the console drops the key by itself (its watcher), not at the next request."""
+    c = console_world
+    unlocked(c)
+    assert not c.state.expire_if_idle()
+    c.idle.now += 601
+    deadline = time.monotonic() + 5
+    while c.state._member is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.state._member is None
 
 
 def test_wrong_passphrase_is_a_readable_refusal(console_world: ConsoleWorld) -> None:

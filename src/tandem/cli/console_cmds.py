@@ -54,6 +54,7 @@ def console_command(
         console.print("The link carries this run's token; keep it to yourself. Ctrl-C stops the console.")
         if not no_open:
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+        state.watch_idle()
         srv.run(sockets=[sock])
 
     run_cli(go)

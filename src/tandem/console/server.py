@@ -58,6 +58,7 @@ class ConsoleThread:
         return f"http://{HOST}:{self.state.port}"
 
     def __enter__(self) -> ConsoleThread:
+        self._stop_idle = self.state.watch_idle(every=0.2)
         self.thread.start()
         for _ in range(500):
             if self.server.started:
@@ -68,6 +69,7 @@ class ConsoleThread:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._stop_idle.set()
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()

@@ -58,6 +58,27 @@ class ConsoleState:
                 self._last_used = self.monotonic()
             return self._member
 
+    def expire_if_idle(self) -> bool:
+        """Drop the key once idle time has passed, without counting as use (the watcher
+        calls this, so an unlocked console left alone does not keep its key until the next
+        request). True when the console is locked afterwards."""
+        with self._lock:
+            if self._member is not None and self.monotonic() - self._last_used > self.idle_seconds:
+                self._drop()
+            return self._member is None
+
+    def watch_idle(self, every: float = 5.0) -> threading.Event:
+        """Run :meth:`expire_if_idle` every ``every`` seconds in a daemon thread; set the
+        returned event to stop it."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every):
+                self.expire_if_idle()
+
+        threading.Thread(target=loop, name="tandem-console-idle", daemon=True).start()
+        return stop
+
     def unlock(self, passphrase: str) -> MemberSecrets:
         try:
             data = self.keystore.read_bytes()
