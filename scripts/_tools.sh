@@ -57,3 +57,25 @@ ensure_solc() {
   fi
   export TANDEM_SOLCJS="$path"
 }
+
+# ensure_chromium -> Debian's Chromium at /usr/bin/chromium for the console's browser tests
+# (Playwright drives it; `playwright install` is never used). apt-get runs only when it is
+# missing; without apt-get or root the tests fail under CI=true or TANDEM_REQUIRE_BROWSER=1.
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ]; then return 0; fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "warning: /usr/bin/chromium is missing and apt-get is not available" >&2
+    return 0
+  fi
+  local sudo=""
+  if [ "$(id -u)" != "0" ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "warning: /usr/bin/chromium is missing; run: apt-get install -y chromium (as root)" >&2
+      return 0
+    fi
+  fi
+  echo "installing chromium with apt-get (console browser tests)"
+  $sudo apt-get update -qq >&2 || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2 \
+    || echo "warning: apt-get install chromium failed" >&2
+}

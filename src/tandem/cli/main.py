@@ -592,6 +592,7 @@ from tandem.cli import audit_cmds, custody_cmds  # noqa: E402  (command groups i
 
 audit_cmds.register(audit_app)
 custody_cmds.register(app)
+__import__("tandem.cli.console_cmds", fromlist=["register"]).register(app)
 
 
 def main() -> None:
