@@ -57,7 +57,7 @@ def detail(client: Client, member: MemberSecrets, challenge_id: str) -> dict[str
     try:
         _data, bundle = client_proof.fetch_bundle(client, member, challenge_id)
         pin = client.pinned(member)
-        report = core.verify_bundle(bundle, nonce=view["nonce"], service_public_key=pin.sign_public, jobs=1)
+        report = core.verify_bundle(bundle, nonce=view["nonce"], service_public_key=pin.sign_public)
     except Error as exc:
         ctx["problem"] = exc.diagnostics()
         return ctx
