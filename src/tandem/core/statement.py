@@ -275,3 +275,12 @@ def render_pdf(docs: Sequence[Mapping[str, Any]], *, custodian: str) -> bytes:
     from tandem.services.statement_pdf import render
 
     return render(docs, custodian=custodian)
+
+
+def find_issued(pdf: bytes, issued: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The ``statement.issued`` log entry whose PDF hash is ``pdf``'s, or InputError."""
+    digest = hashlib.sha256(pdf).hexdigest()
+    for entry in issued:
+        if entry["data"].get("pdf_sha256") == digest:
+            return entry
+    raise InputError(f"no statement with PDF hash {digest} was issued in this log")
