@@ -21,6 +21,7 @@ from tandem.chainio.base import ChainBackend
 from tandem.core import reconcile as rcore
 from tandem.core import statement as score
 from tandem.core import withdrawal as wcore
+from tandem.core.actions import check_context, parse_envelope
 from tandem.core.canonical import check_fields, loads_strict, parse_amount
 from tandem.core.chains import ethereum as eth
 from tandem.core.register import (
@@ -34,8 +35,8 @@ from tandem.core.register import (
 )
 from tandem.core.roles import Role
 from tandem.errors import (
-    ChainBackendError,
     ConflictError,
+    Error,
     InputError,
     InvalidStateError,
     NotFoundError,
@@ -49,6 +50,7 @@ from tandem.store.models import AddressRow, AuditRow, KeySet, Member, Withdrawal
 
 NATIVE = {"ethereum": "ETH", "bitcoin": "BTC", "solana": "SOL"}
 SCAN_KIND = "register.scanned"
+SIDES = (Role.MANAGER, Role.CUSTODIAN)
 Progress = Callable[[int, int], None]
 
 
@@ -85,6 +87,28 @@ class Books:
         for b in self._backends.values():
             b.close()
         self._backends.clear()
+
+    def gate(self, kind: str, envelope: Any, *, types: str, roles: tuple[Role, ...] = SIDES) -> str:
+        """For the calls that are observations rather than changes (scan, reconcile,
+        broadcast, track): the signed action must be a fresh one of ``types`` from a
+        member of ``roles``; a refusal is recorded as any other. Returns the actor."""
+        now = self.svc.clock()
+        actor: str | None = None
+        try:
+            with self.svc.db.read() as session:
+                action = parse_envelope(envelope)
+                member = self.svc.authenticate(session, action, roles=None)
+                actor = member.id
+                self.svc.check_role(member, roles)
+                check_context(
+                    action, expected_type=types, deployment=self.svc.deployment(session).id, now=now
+                )
+                return member.id
+        except Error as exc:
+            self.svc.record_refusal(
+                kind, exc, envelope=envelope if isinstance(envelope, dict) else None, actor=actor, now=now
+            )
+            raise
 
     # --- clients and allocations: a manager proposes, a custodian approves ------------
 
@@ -428,22 +452,25 @@ class Books:
     def broadcast(self, envelope: Any) -> dict[str, Any]:
         """Send a released transaction through the chain backend, then record it with the
         member's signed ``withdrawal.broadcast`` (whose txid must be the released one)."""
-        body = envelope.get("action", {}).get("body", {}) if isinstance(envelope, dict) else {}
-        wid = body.get("withdrawal") if isinstance(body, dict) else None
+        actor = self.gate("withdrawal.broadcast", envelope, types="withdrawal.broadcast")
+        body = envelope["action"]["body"]
+        wid = body.get("withdrawal")
         with self.svc.db.read() as session:
             row = session.get(Withdrawal, wid) if isinstance(wid, str) else None
         try:
             if row is None or row.signed_tx is None or row.txid is None:
                 raise NotFoundError("no released withdrawal with that id")
+            if row.status != wcore.RELEASED:
+                raise InvalidStateError(f"withdrawal is {row.status}; only a released one is broadcast")
             txid = self.backend(row.chain, row.network).broadcast(bytes.fromhex(row.signed_tx))
             if txid.lower().removeprefix("0x") != row.txid.lower().removeprefix("0x"):
                 raise TxidMismatchError(f"the node took {txid}, the release is {row.txid}")
-        except (ChainBackendError, NotFoundError, TxidMismatchError) as exc:
+        except Error as exc:
             self.svc.record_refusal(
                 "withdrawal.broadcast",
                 exc,
-                envelope=envelope if isinstance(envelope, dict) else None,
-                actor=None,
+                envelope=envelope,
+                actor=actor,
                 now=self.svc.clock(),
             )
             raise
@@ -456,12 +483,16 @@ class Books:
         """Ask the chain about a broadcast release. Confirmed: the member's signed
         ``withdrawal.confirm`` is recorded, the movement and its fee enter the register
         with the block height, and a reconciliation runs. Otherwise: its state, unchanged."""
-        body = envelope.get("action", {}).get("body", {}) if isinstance(envelope, dict) else {}
-        wid = body.get("withdrawal") if isinstance(body, dict) else None
+        actor = self.gate("withdrawal.track", envelope, types="withdrawal.confirm")
+        wid = envelope["action"]["body"].get("withdrawal")
         with self.svc.db.read() as session:
             row = session.get(Withdrawal, wid) if isinstance(wid, str) else None
         if row is None or row.txid is None:
-            raise NotFoundError("no released withdrawal with that id")
+            exc = NotFoundError("no released withdrawal with that id")
+            self.svc.record_refusal(
+                "withdrawal.track", exc, envelope=envelope, actor=actor, now=self.svc.clock()
+            )
+            raise exc
         status = self.backend(row.chain, row.network).transaction_status(row.txid)
         answer: dict[str, Any] = {
             "withdrawal": row.id,
@@ -765,3 +796,8 @@ class Books:
             wallet=intent["wallet"], chain=intent["chain"], network=intent["network"], asset=intent["asset"]
         )
         return {**got, **intent}
+
+    def logged(self, kind: str) -> list[dict[str, Any]]:
+        """The log's entries of ``kind`` (reports, statements): index, time and data."""
+        with self.svc.db.read() as session:
+            return [{"index": e["index"], "time": e["time"], **e["data"]} for e in _entries(session, (kind,))]
