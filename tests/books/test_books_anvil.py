@@ -32,32 +32,36 @@ def send_token(anvil: Anvil, token: str, to: str, amount: int) -> dict[str, Any]
 
 
 def withdraw_eth(world: World, books: Books, wallet: str, amount: int) -> dict[str, Any]:
-    """Create with only wallet, asset, amount and destination (nonce and fees from the
-    chain), approve, release, broadcast, track to confirmation."""
-    intent = books.fill_intent(
-        {
-            "wallet": wallet,
-            "chain": "ethereum",
-            "network": "sepolia",
-            "asset": "ETH",
-            "amount": str(amount),
-            "destination": ETH_DEST,
-        }
-    )
+    """Over the API: create naming only wallet, asset, amount and destination (nonce and
+    fees come from the chain), approve, release, broadcast, track to confirmation."""
+    intent = {
+        "wallet": wallet,
+        "chain": "ethereum",
+        "network": "sepolia",
+        "asset": "ETH",
+        "amount": str(amount),
+        "destination": ETH_DEST,
+    }
     created = cw.create_withdrawal(world.client, world["alice"], intent)
+    chain_nonce = int(books.backend("ethereum", "sepolia").nonce(created["intent"]["from"]))  # type: ignore[attr-defined]
+    assert created["intent"]["ethereum"]["nonce"] == chain_nonce
     approve(world, created["id"])
     released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    wid = created["id"]
     env = world.client.sign(
-        world["bob"], "withdrawal.broadcast", {"withdrawal": created["id"], "txid": released["txid"]}
+        world["bob"], "withdrawal.broadcast", {"withdrawal": wid, "txid": released["txid"]}
     )
-    broadcast = books.broadcast(env)
+    broadcast = world.client.request(
+        "POST", f"/v1/books/withdrawals/{wid}/broadcast", json_body={"envelope": env}
+    )
     assert broadcast["status"] == "broadcast"
-    tracked = books.track(
-        world.client.sign(world["bob"], "withdrawal.confirm", {"withdrawal": created["id"]})
+    confirm = world.client.sign(world["bob"], "withdrawal.confirm", {"withdrawal": wid})
+    tracked = world.client.request(
+        "POST", f"/v1/books/withdrawals/{wid}/track", json_body={"envelope": confirm}
     )
     assert tracked["state"] == "confirmed", tracked
     assert tracked["height"] is not None
-    return {"id": created["id"], "txid": released["txid"], "tracked": tracked}
+    return {"id": wid, "txid": released["txid"], "tracked": tracked}
 
 
 @pytest.fixture
@@ -112,7 +116,13 @@ def test_deposits_withdrawal_fee_reconcile_and_offline_check(
     positions = books.positions(client="acme")
     assert {p["asset"]: p["balance"] for p in positions}["ETH"] == str(balance)
 
-    # The confirmation reconciled on its own; its hash is in the log.
+    # The confirmation reconciled on its own; its hash is in the log. Auditors read it all.
+    olga = world["olga"]
+    logged = world.client.get(olga, "/v1/books/reconciliations")
+    assert [r["verdict"] for r in logged] == ["reconciled", "reconciled"]
+    assert world.client.get(olga, "/v1/books/positions", client="acme") == positions
+    assert [c["id"] for c in world.client.get(olga, "/v1/books/clients")] == ["acme"]
+    assert {m["type"] for m in world.client.get(olga, "/v1/books/movements")} == {"deposit", "withdrawal", "fee"}
     after = books.reconcile()
     assert after["report"]["verdict"] == "reconciled", rcore.table(after["report"])
 
