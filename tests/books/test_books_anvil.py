@@ -151,6 +151,19 @@ def test_deposits_withdrawal_fee_reconcile_and_offline_check(
         rcore.verify_report(injected, reading, lie)
 
 
+def test_a_token_nobody_recorded_is_named(
+    world: World, anvil: Anvil, funded: dict[str, Any], token_bytecode: bytes
+) -> None:
+    books: Books = funded["books"]
+    books.scan_deposits()
+    assert books.reconcile()["report"]["verdict"] == "reconciled"
+    receipt = anvil.send_from_dev(None, token_bytecode + (10**9).to_bytes(32, "big"))
+    stranger = eth.to_checksum_address(receipt["contractAddress"])
+    send_token(anvil, stranger, funded["address"], 42)
+    found = books.reconcile()["report"]["discrepancies"]
+    assert [(d["kind"], d["asset"], d["chain_amount"]) for d in found] == [("unknown_token", stranger, "42")]
+
+
 def test_forged_register_entry_refused_offline(world: World, anvil: Anvil, funded: dict[str, Any]) -> None:
     books: Books = funded["books"]
     books.scan_deposits()

@@ -3,7 +3,7 @@ balance, value, and every transfer with its txid and date, read from the registe
 
 Values come from an imported price file, each price naming its source and method,
 because a custodian must say how it valued the assets. Pure: the PDF is laid out by
-``tandem.services.statement_pdf``.
+``tandem.services.statement_pdf``, an adapter.
 """
 
 from __future__ import annotations
@@ -269,12 +269,6 @@ def to_csv(docs: Sequence[Mapping[str, Any]]) -> str:
                 ]
             )
     return out.getvalue()
-
-
-def render_pdf(docs: Sequence[Mapping[str, Any]], *, custodian: str) -> bytes:
-    from tandem.services.statement_pdf import render
-
-    return render(docs, custodian=custodian)
 
 
 def find_issued(pdf: bytes, issued: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:

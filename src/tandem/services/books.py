@@ -44,6 +44,7 @@ from tandem.errors import (
     TxidMismatchError,
     VerificationError,
 )
+from tandem.services import statement_pdf
 from tandem.services.base import Call, ServiceBase
 from tandem.store import audit_log
 from tandem.store.models import AddressRow, AuditRow, KeySet, Member, Withdrawal
@@ -392,22 +393,14 @@ class Books:
         mine = {eth.to_checksum_address(a.address): (a, seg) for a, seg in rows}
         out: list[tuple[dict[str, Any], str]] = []
         for height in range(start, tip + 1):
-            block = backend._call("eth_getBlockByNumber", [hex(height), True])
-            for tx in (block or {}).get("transactions", []):
-                to = tx.get("to")
-                value = int(tx.get("value", "0x0"), 16)
-                if not to or value == 0:
-                    continue
-                hit = mine.get(eth.to_checksum_address(to))
-                if hit is None:
-                    continue
-                status = backend.transaction_status(tx["hash"])
-                if status.state != "confirmed":
-                    continue
-                client = self._credit(hit[0], hit[1], reg)
+            for tx in backend.transfers_in_block(height, tuple(mine)):
+                a, seg = mine[eth.to_checksum_address(tx.to)]
+                if backend.transaction_status(tx.tx_hash).state != "confirmed":
+                    continue  # reverted: no value arrived
+                client = self._credit(a, seg, reg)
                 if client is not None:
                     out.append(
-                        (self._movement(hit[0], client, "ETH", value, tx["hash"], None, height, now), hit[1])
+                        (self._movement(a, client, "ETH", tx.value, tx.tx_hash, None, height, now), seg)
                     )
         if tokens and start <= tip:
             for token in tokens:
@@ -590,6 +583,15 @@ class Books:
         heights: dict[str, int] = {}
         observed: list[rcore.Observed] = []
         todo = [(a, s) for a, s in addresses if (a.chain, a.network) in self.chains.endpoints]
+        # Any contract that logged a Transfer to one of our addresses: a token the
+        # register does not know is then named, not overlooked.
+        seen_tokens: dict[str, set[str]] = {}
+        for network in sorted({a.network for a, _s in todo if a.chain == "ethereum"}):
+            eb: Any = self.backend("ethereum", network)
+            ours = tuple(a.address for a, _s in todo if a.chain == "ethereum" and a.network == network)
+            seen_tokens[network] = set(
+                eb.token_contracts_paying(ours, from_block=0, to_block=eb.tip_height())
+            )
         for i, (a, _seg) in enumerate(todo):
             backend = self.backend(a.chain, a.network)
             bal = backend.balance(a.address)
@@ -599,6 +601,7 @@ class Books:
                 assets = set(tokens.get(a.network, [])) | {
                     k[3] for k in known if k[:3] == (a.chain, a.network, a.address) and k[3] != "ETH"
                 }
+                assets |= seen_tokens.get(a.network, set())
                 for token in sorted(assets):
                     tb = backend.token_balance(token, a.address)  # type: ignore[attr-defined]
                     if tb.amount or (a.chain, a.network, a.address, token) in known:
@@ -700,7 +703,7 @@ class Books:
                         entity=call.deployment.id,
                     )
                 )
-            pdf = score.render_pdf(docs, custodian=custodian)
+            pdf = statement_pdf.render(docs, custodian=custodian)
             bundle = {
                 "statements": docs,
                 "pdf_sha256": hashlib.sha256(pdf).hexdigest(),
