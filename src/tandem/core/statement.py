@@ -175,6 +175,7 @@ def statement(
                 )
             )
             valued_in.add(price.currency)
+        decimals = price.decimals if price is not None else DECIMALS.get(asset)
         assets.append(
             {
                 "chain": chain,
@@ -184,6 +185,8 @@ def statement(
                 "inflows": str(r["in"]),
                 "outflows": str(r["out"]),
                 "closing": str(r["closing"]),
+                "decimals": decimals,
+                "closing_units": units(r["closing"], decimals),
                 "value": value,
                 "currency": price.currency if price else None,
                 "price": price.to_json() if price else None,
@@ -205,6 +208,14 @@ def statement(
         "total_value": total,
         "currency": next(iter(valued_in)) if len(valued_in) == 1 else None,
     }
+
+
+def units(base: int, decimals: int | None) -> str | None:
+    """Base units as whole units (``1500000000000000000``, 18 -> ``1.5``), when known."""
+    if decimals is None:
+        return None
+    text = format(Decimal(base).scaleb(-decimals), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def statements_hash(docs: Sequence[Mapping[str, Any]]) -> str:

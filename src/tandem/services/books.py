@@ -700,7 +700,7 @@ class Books:
                         period=body["period"],
                         prices=prices,
                         custodian=custodian,
-                        entity=call.deployment.id,
+                        entity=call.deployment.entity,
                     )
                 )
             pdf = statement_pdf.render(docs, custodian=custodian)

@@ -48,8 +48,8 @@ def render(docs: Sequence[Mapping[str, Any]], *, custodian: str) -> bytes:
         pdf.set_font("Helvetica", "B", 11)
         pdf.cell(0, 7, "Positions (base units)", new_x="LMARGIN", new_y="NEXT")
         pdf.set_font("Helvetica", "", 8)
-        with pdf.table(col_widths=(30, 50, 40, 40, 40, 40, 35), text_align="LEFT") as table:
-            table.row(["Chain", "Asset", "Opening", "In", "Out", "Closing", "Value"])
+        with pdf.table(col_widths=(26, 44, 34, 34, 34, 34, 30, 30), text_align="LEFT") as table:
+            table.row(["Chain", "Asset", "Opening", "In", "Out", "Closing", "Closing (units)", "Value"])
             for a in d["assets"]:
                 value = f"{a['value']} {a['currency']}" if a["value"] is not None else "not valued"
                 table.row(
@@ -60,6 +60,7 @@ def render(docs: Sequence[Mapping[str, Any]], *, custodian: str) -> bytes:
                         a["inflows"],
                         a["outflows"],
                         a["closing"],
+                        _t(a.get("closing_units") or "-"),
                         _t(value),
                     ]
                 )
