@@ -145,6 +145,7 @@ class Register:
     _evidence: set[tuple[str, str, str, str, int]] = field(default_factory=set)
     _deposits: dict[str, Movement] = field(default_factory=dict)
     _allocated: dict[str, int] = field(default_factory=dict)
+    _proposed_clients: set[str] = field(default_factory=set)  # open client proposals, by client id
 
     # --- reading ----------------------------------------------------------------------
 
@@ -196,12 +197,11 @@ class Register:
             raise VerificationError("the logged digest is not the signed proposal's")
         if pkind == "client.create":
             _check_client(content)
-            if content["id"] in self.clients or any(
-                p.kind == "client.create" and p.content["id"] == content["id"] and not p.done
-                for p in self._proposals.values()
-            ):
+            if content["id"] in self.clients or content["id"] in self._proposed_clients:
                 raise VerificationError(f"client {content['id']} exists or is already proposed")
         self._proposals[pid] = _Proposal(pkind, content, actor, digest)
+        if pkind == "client.create":
+            self._proposed_clients.add(content["id"])
 
     def _approved(self, entry: Mapping[str, Any], roles: Mapping[str, str] | None, pkind: str) -> _Proposal:
         action = _action(entry)
@@ -218,6 +218,8 @@ class Register:
             raise VerificationError("a proposer cannot approve its own proposal")
         _role(roles, action["actor"], "custodian")
         p.done = True
+        if pkind == "client.create":
+            self._proposed_clients.discard(p.content["id"])
         return p
 
     def _client_created(self, entry: Mapping[str, Any], roles: Mapping[str, str] | None) -> None:

@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from tandem.core.canonical import check_fields, domain_bytes
-from tandem.core.register import Register
+from tandem.core.register import Movement, Register
 from tandem.errors import InputError
 
 _PERIOD = re.compile(r"(\d{4})-(Q[1-4]|\d{2})")
@@ -133,12 +133,14 @@ def statement(
     prices: Sequence[Price],
     custodian: str,
     entity: str,
+    movements: Sequence[Movement] | None = None,
 ) -> dict[str, Any]:
-    """One client's statement of position for ``[start, end)``."""
+    """One client's statement of position for ``[start, end)``; ``movements``, when given,
+    are the register's movements of that client (see :func:`by_client`)."""
     c = reg.clients[client]
     rows: dict[tuple[str, str, str], dict[str, int]] = {}
     transfers = []
-    for m in reg.movements:
+    for m in reg.movements if movements is None else movements:
         if m.client != client:
             continue
         key = (m.chain, m.network, m.asset)
@@ -208,6 +210,14 @@ def statement(
         "total_value": total,
         "currency": next(iter(valued_in)) if len(valued_in) == 1 else None,
     }
+
+
+def by_client(reg: Register) -> dict[str, list[Movement]]:
+    """The register's movements grouped by client, in order: one pass for many statements."""
+    out: dict[str, list[Movement]] = {}
+    for m in reg.movements:
+        out.setdefault(m.client, []).append(m)
+    return out
 
 
 def units(base: int, decimals: int | None) -> str | None:

@@ -135,10 +135,7 @@ class Books:
             except VerificationError as exc:
                 raise InputError(exc.message) from None
             reg = read_register(call.session)
-            if content["id"] in reg.clients or any(
-                p.kind == "client.create" and p.content["id"] == content["id"] and not p.done
-                for p in reg._proposals.values()
-            ):
+            if content["id"] in reg.clients or content["id"] in reg._proposed_clients:
                 raise ConflictError(f"client {content['id']} exists or is already proposed")
             return content
 
@@ -687,6 +684,7 @@ class Books:
             for e in _entries(call.session, ("prices.imported",)):
                 prices += score.parse_prices(e["data"]["prices"])
             ids = [body["client"]] if body.get("client") else sorted(reg.clients)
+            grouped = score.by_client(reg)
             docs = []
             for cid in ids:
                 if cid not in reg.clients:
@@ -701,6 +699,7 @@ class Books:
                         prices=prices,
                         custodian=custodian,
                         entity=call.deployment.entity,
+                        movements=grouped.get(cid, []),
                     )
                 )
             pdf = statement_pdf.render(docs, custodian=custodian)

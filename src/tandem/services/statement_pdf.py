@@ -16,6 +16,48 @@ def _t(text: Any) -> str:
     return str(text if text is not None else "").encode("latin-1", "replace").decode("latin-1")
 
 
+POSITION_COLUMNS = (
+    ("Chain", 28),
+    ("Asset", 62),
+    ("Opening", 32),
+    ("In", 32),
+    ("Out", 32),
+    ("Closing", 32),
+    ("Closing (units)", 28),
+    ("Value", 27),
+)
+TRANSFER_COLUMNS = (
+    ("Date", 30),
+    ("Type", 18),
+    ("Asset", 62),
+    ("Amount", 36),
+    ("Transaction id", 108),
+    ("Block", 19),
+)
+
+
+def _fit(pdf: FPDF, text: str, width: float) -> str:
+    """``text`` cut to fit ``width`` mm (cells here never wrap: one line per row)."""
+    if pdf.get_string_width(text) <= width - 2:
+        return text
+    while text and pdf.get_string_width(text + "...") > width - 2:
+        text = text[:-1]
+    return text + "..."
+
+
+def _grid(pdf: FPDF, columns: tuple[tuple[str, int], ...], rows: list[list[str]]) -> None:
+    """A table of one-line cells: laid out directly, a thousand pages in seconds."""
+    pdf.set_font("Helvetica", "B", 7)
+    for name, width in columns:
+        pdf.cell(width, 5, name, border=1)
+    pdf.ln()
+    pdf.set_font("Helvetica", "", 7)
+    for row in rows:
+        for (_name, width), value in zip(columns, row, strict=True):
+            pdf.cell(width, 5, _fit(pdf, _t(value), width), border=1)
+        pdf.ln()
+
+
 def render(docs: Sequence[Mapping[str, Any]], *, custodian: str) -> bytes:
     pdf = FPDF(orientation="L", unit="mm", format="A4")
     pdf.set_auto_page_break(auto=True, margin=12)
@@ -48,22 +90,20 @@ def render(docs: Sequence[Mapping[str, Any]], *, custodian: str) -> bytes:
         pdf.set_font("Helvetica", "B", 11)
         pdf.cell(0, 7, "Positions (base units)", new_x="LMARGIN", new_y="NEXT")
         pdf.set_font("Helvetica", "", 8)
-        with pdf.table(col_widths=(26, 44, 34, 34, 34, 34, 30, 30), text_align="LEFT") as table:
-            table.row(["Chain", "Asset", "Opening", "In", "Out", "Closing", "Closing (units)", "Value"])
-            for a in d["assets"]:
-                value = f"{a['value']} {a['currency']}" if a["value"] is not None else "not valued"
-                table.row(
-                    [
-                        _t(f"{a['chain']}/{a['network']}"),
-                        _t(a["asset"]),
-                        a["opening"],
-                        a["inflows"],
-                        a["outflows"],
-                        a["closing"],
-                        _t(a.get("closing_units") or "-"),
-                        _t(value),
-                    ]
-                )
+        rows = [
+            [
+                f"{a['chain']}/{a['network']}",
+                a["asset"],
+                a["opening"],
+                a["inflows"],
+                a["outflows"],
+                a["closing"],
+                a.get("closing_units") or "-",
+                f"{a['value']} {a['currency']}" if a["value"] is not None else "not valued",
+            ]
+            for a in d["assets"]
+        ]
+        _grid(pdf, POSITION_COLUMNS, rows)
         if d.get("total_value") is not None:
             pdf.set_font("Helvetica", "B", 10)
             pdf.cell(
@@ -78,19 +118,18 @@ def render(docs: Sequence[Mapping[str, Any]], *, custodian: str) -> bytes:
         pdf.cell(0, 7, f"Transfers in the period ({len(d['transfers'])})", new_x="LMARGIN", new_y="NEXT")
         pdf.set_font("Helvetica", "", 7)
         if d["transfers"]:
-            with pdf.table(col_widths=(32, 18, 40, 35, 110, 20), text_align="LEFT") as table:
-                table.row(["Date", "Type", "Asset", "Amount", "Transaction id", "Block"])
-                for t in d["transfers"]:
-                    table.row(
-                        [
-                            t["date"],
-                            t["type"],
-                            _t(t["asset"]),
-                            t["amount"],
-                            _t(t["txid"] or ""),
-                            str(t["height"] if t["height"] is not None else ""),
-                        ]
-                    )
+            rows = [
+                [
+                    t["date"],
+                    t["type"],
+                    t["asset"],
+                    t["amount"],
+                    t["txid"] or "",
+                    str(t["height"] if t["height"] is not None else ""),
+                ]
+                for t in d["transfers"]
+            ]
+            _grid(pdf, TRANSFER_COLUMNS, rows)
         else:
             pdf.cell(0, 5, "No transfers.", new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
