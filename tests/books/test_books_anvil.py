@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import ETH_DEST, allow, approve, pass_delay
+from tests.api.test_withdrawal_helpers import ETH_DEST, allow, approve, approve_proposal, pass_delay
 from tests.books.helpers import books_for, make_client
 from tests.chainio.conftest import Anvil
 from tests.conftest import World
@@ -162,6 +162,27 @@ def test_a_token_nobody_recorded_is_named(
     send_token(anvil, stranger, funded["address"], 42)
     found = books.reconcile()["report"]["discrepancies"]
     assert [(d["kind"], d["asset"], d["chain_amount"]) for d in found] == [("unknown_token", stranger, "42")]
+
+
+def test_fees_charged_to_the_fund_when_the_policy_says_so(
+    world: World, anvil: Anvil, funded: dict[str, Any]
+) -> None:
+    from tandem.core.policy import default_policy
+
+    books: Books = funded["books"]
+    books.scan_deposits()
+    current = cw.policy_show(world.client, world["olga"])["policy"]
+    proposal = cw.propose_policy(
+        world.client, world["alice"], {**current, "version": 2, "fees_charged_to": "fund"}
+    )
+    approve_proposal(world, proposal["id"])
+    pass_delay(world)
+    assert default_policy().fees_charged_to == "wallet_owner"
+    done = withdraw_eth(world, books, funded["wallet"], 10**17)
+    by_type = {m.type: m for m in books.register().movements if m.withdrawal == done["id"]}
+    assert by_type["withdrawal"].client == "acme"
+    assert by_type["fee"].client == "fund"
+    assert books.reconcile()["report"]["verdict"] == "reconciled"
 
 
 def test_forged_register_entry_refused_offline(world: World, anvil: Anvil, funded: dict[str, Any]) -> None:

@@ -242,3 +242,14 @@ def test_omnibus_allocation_rules() -> None:
         Register.replay([*base, *allocation(3, "60"), *allocation(5, "41")], roles=ROLES)
     with pytest.raises(VerificationError, match="not a custodian"):
         Register.replay([*base, *allocation(3, "60", approver="m2")], roles=ROLES)
+
+
+def test_policy_names_who_bears_fees() -> None:
+    from tandem.core.policy import default_policy, parse_policy
+    from tandem.errors import InputError
+
+    doc = default_policy().to_json()
+    assert "fees_charged_to" not in doc  # the default keeps the policy's hash
+    assert parse_policy({**doc, "fees_charged_to": "fund"}).fees_charged_to == "fund"
+    with pytest.raises(InputError, match="fees_charged_to"):
+        parse_policy({**doc, "fees_charged_to": "manager"})

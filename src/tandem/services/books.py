@@ -531,6 +531,10 @@ class Books:
                 "withdrawal": row.id,
                 "height": height,
             }
+            from tandem.services.policies import current_policy
+
+            # The policy in force names who bears network fees (default: the wallet's owner).
+            fee_client = FUND if current_policy(call.session, call.now).fees_charged_to == "fund" else client
             worst = int(row.fee or 0)
             charged = worst if fee is None else min(fee, worst)
             out = [
@@ -543,6 +547,7 @@ class Books:
                 },
                 {
                     **base,
+                    "client": fee_client,
                     "id": "mv_" + secrets.token_hex(8),
                     "type": "fee",
                     "asset": row.fee_asset,
