@@ -262,8 +262,7 @@ def verify_reconciliation(
             key = bytes.fromhex(key_hex)
         except ValueError:
             raise InputError("--service-key must be hex") from None
-        with register_export.open("rb") as fh:
-            reading = rcore.read_export((line for line in fh if line.strip()), cp, key)
+        reading = _read_export(register_export, cp, key)
         again = rcore.verify_report(read_json(report), reading, read_json(snapshot))
         console.print(rcore.table(again), markup=False)
         console.print(
@@ -337,7 +336,6 @@ def verify_statement(
     service_key: Annotated[str | None, typer.Option(help="Service signing public key (hex).")] = None,
 ) -> None:
     """Check a statement PDF against the verified audit log: its hash must be one the log recorded."""
-    from tandem.core import reconcile as rcore
     from tandem.core.statement import find_issued
 
     def go() -> None:
@@ -345,8 +343,7 @@ def verify_statement(
         key = bytes.fromhex(
             service_key or read_json(register_export.parent / "service-key.json")["sign_public"]
         )
-        with register_export.open("rb") as fh:
-            reading = rcore.read_export((line for line in fh if line.strip()), cp, key)
+        reading = _read_export(register_export, cp, key)
         entry = find_issued(pdf.read_bytes(), reading.statements)
         console.print(
             f"[green]OK[/] statement for {entry['data']['period']} "
@@ -376,3 +373,13 @@ def withdraw_track(
     """Ask the chain: confirmed (height, confirmations; recorded, the register moves), pending, or dropped."""
     run_cli(lambda: show(cb.track(Client(server), load_member(keystore), withdrawal_id)))
 
+
+def _read_export(path: Path, checkpoint: Any, key: bytes) -> Any:
+    """The export verified whole, with progress shown for a large log."""
+    from tandem.cli.audit_cmds import progress_bar
+    from tandem.core import reconcile as rcore
+
+    body = checkpoint.get("checkpoint") if isinstance(checkpoint, dict) else None
+    size = body.get("tree_size") if isinstance(body, dict) else None
+    with path.open("rb") as fh, progress_bar("verifying the register", size) as advance:
+        return rcore.read_export((line for line in fh if line.strip()), checkpoint, key, progress=advance)

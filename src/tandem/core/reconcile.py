@@ -203,7 +203,13 @@ class ExportReading:
     size: int
 
 
-def read_export(lines: Any, checkpoint: Mapping[str, Any], service_public: bytes) -> ExportReading:
+def read_export(
+    lines: Any,
+    checkpoint: Mapping[str, Any],
+    service_public: bytes,
+    *,
+    progress: Any = None,
+) -> ExportReading:
     """Verify the export whole (chain, Merkle root, checkpoint, every signature and every
     membership, policy and address-book effect), keeping what the books need."""
     from tandem.core import audit
@@ -226,7 +232,7 @@ def read_export(lines: Any, checkpoint: Mapping[str, Any], service_public: bytes
         elif entry["kind"] == "statement.issued":
             statements.append(dict(entry))
 
-    report = audit.verify_export(lines, checkpoint, service_public, replay=observe)
+    report = audit.verify_export(lines, checkpoint, service_public, replay=observe, progress=progress)
     if state.service_sign_public is not None and state.service_sign_public != service_public:
         from tandem.errors import VerificationError
 

@@ -339,7 +339,10 @@ class Books:
                     )
             return recorded
 
-        return self.svc.run_plain("register.scan", use_case)
+        recorded_now = self.svc.run_plain("register.scan", use_case)
+        if recorded_now:
+            self.reconcile()  # after every movement seen on the chain
+        return recorded_now
 
     def _credit(self, a: AddressRow, seg: str, reg: Register) -> str | None:
         owner = owner_of_segregation(seg)
