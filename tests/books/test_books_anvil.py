@@ -232,3 +232,37 @@ def test_withdrawal_movement_must_match_the_release(
             forged.append(e)
     with pytest.raises(VerificationError, match="moved 100000000000000000 ETH"):
         Register.replay(forged, roles=reading.roles)
+
+
+def test_outflows_named_by_kind(world: World, anvil: Anvil, funded: dict[str, Any]) -> None:
+    books: Books = funded["books"]
+    address = funded["address"]
+    books.scan_deposits()
+    # Released and broadcast, not yet tracked: the chain holds less by what it takes.
+    intent = {
+        "wallet": funded["wallet"],
+        "chain": "ethereum",
+        "network": "sepolia",
+        "asset": "ETH",
+        "amount": str(10**17),
+        "destination": ETH_DEST,
+    }
+    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    approve(world, created["id"])
+    released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    books.broadcast(
+        world.client.sign(
+            world["bob"], "withdrawal.broadcast", {"withdrawal": created["id"], "txid": released["txid"]}
+        )
+    )
+    pending = books.reconcile()["report"]["discrepancies"]
+    assert [(d["kind"], d["asset"]) for d in pending] == [("withdrawal_not_confirmed", "ETH")]
+    books.track(world.client.sign(world["bob"], "withdrawal.confirm", {"withdrawal": created["id"]}))
+    assert books.reconcile()["report"]["verdict"] == "reconciled"
+    # The key used outside Tandem (here: the node impersonating the address).
+    anvil.rpc("anvil_impersonateAccount", [address])
+    tx = anvil.rpc("eth_sendTransaction", [{"from": address, "to": ETH_DEST, "value": hex(5 * 10**16)}])
+    assert anvil.rpc("eth_getTransactionReceipt", [tx])["status"] == "0x1"
+    anvil.rpc("anvil_stopImpersonatingAccount", [address])
+    found = books.reconcile()["report"]["discrepancies"]
+    assert [(d["kind"], d["asset"]) for d in found] == [("outflow_without_withdrawal", "ETH")]
