@@ -128,6 +128,8 @@ def test_cli_books(world: World, anvil: Anvil, cli: CliRunner, tmp_path: Path) -
     audit_file = export(world, tmp_path / "export2")
     out = run(cli, "verify", "statement", str(pdf), "--register", str(audit_file))
     assert "issued at entry" in out
+    as_json = folder / f"statement-{period}-all.json"
+    assert "issued at entry" in run(cli, "verify", "statement", str(as_json), "--register", str(audit_file))
     tampered = tmp_path / "tampered.pdf"
     tampered.write_bytes(pdf.read_bytes() + b"\n%")
     assert "no statement" in run(

@@ -326,7 +326,7 @@ def statement(  # noqa: PLR0917 - typer maps options to parameters
 
 
 def verify_statement(
-    pdf: Annotated[Path, typer.Argument(help="A statement PDF.")],
+    pdf: Annotated[Path, typer.Argument(help="A statement PDF (or its JSON).")],
     register_export: Annotated[
         Path, typer.Option("--register", help="audit.jsonl from `tandem audit export`.")
     ],
@@ -335,7 +335,8 @@ def verify_statement(
     ] = None,
     service_key: Annotated[str | None, typer.Option(help="Service signing public key (hex).")] = None,
 ) -> None:
-    """Check a statement PDF against the verified audit log: its hash must be one the log recorded."""
+    """Check a statement PDF (or its JSON) against the verified audit log: its hash must be one the log
+    recorded."""
     from tandem.core.statement import find_issued
 
     def go() -> None:

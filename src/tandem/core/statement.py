@@ -292,10 +292,19 @@ def to_csv(docs: Sequence[Mapping[str, Any]]) -> str:
     return out.getvalue()
 
 
-def find_issued(pdf: bytes, issued: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """The ``statement.issued`` log entry whose PDF hash is ``pdf``'s, or InputError."""
-    digest = hashlib.sha256(pdf).hexdigest()
+def find_issued(document: bytes, issued: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The ``statement.issued`` log entry for ``document``: a PDF by its SHA-256, or the
+    JSON statements by their hash; InputError when the log has none."""
+    if document.startswith(b"%PDF"):
+        field, digest = "pdf_sha256", hashlib.sha256(document).hexdigest()
+    else:
+        from tandem.core.canonical import loads_strict
+
+        docs = loads_strict(document)
+        if not isinstance(docs, list):
+            raise InputError("a statement file is a PDF or the JSON list of statements")
+        field, digest = "json_sha256", statements_hash(docs)
     for entry in issued:
-        if entry["data"].get("pdf_sha256") == digest:
+        if entry["data"].get(field) == digest:
             return entry
-    raise InputError(f"no statement with PDF hash {digest} was issued in this log")
+    raise InputError(f"no statement with {field.split('_')[0].upper()} hash {digest} was issued in this log")

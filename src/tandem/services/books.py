@@ -51,6 +51,7 @@ from tandem.store.models import AddressRow, AuditRow, KeySet, Member, Withdrawal
 
 NATIVE = {"ethereum": "ETH", "bitcoin": "BTC", "solana": "SOL"}
 SCAN_KIND = "register.scanned"
+FIRST_SCAN_BLOCKS = 10_000
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
 Progress = Callable[[int, int], None]
 
@@ -305,7 +306,13 @@ class Books:
         for (chain, network), rows in sorted(by_net.items()):
             backend = self.backend(chain, network)
             tip = backend.tip_height()
-            start = scanned.get((chain, network), -1) + 1
+            # A first scan looks back FIRST_SCAN_BLOCKS; older deposits are not lost: the
+            # reconciliation names them (unexpected_inflow) until they are accounted for.
+            start = (
+                scanned[(chain, network)] + 1
+                if (chain, network) in scanned
+                else max(0, tip - FIRST_SCAN_BLOCKS)
+            )
             if chain == "ethereum":
                 found += self._eth_deposits(backend, rows, tokens.get(network, []), start, tip, reg, now)
             elif chain == "bitcoin":
