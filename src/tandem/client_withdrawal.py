@@ -64,6 +64,11 @@ def create_withdrawal(client: Client, manager: MemberSecrets, intent: dict[str, 
         if len(mine) != 1:
             raise InputError(f"wallet has {len(mine)} addresses on that chain/network; give intent.from")
         doc["from"] = mine[0]
+    if doc.get("chain") in ("ethereum", "bitcoin") and doc["chain"] not in doc:
+        # Nonce and fees, or inputs and fee rate, left out: the server's chain backend
+        # suggests them (chain_not_configured when it has none: give them by hand).
+        params = {k: doc.get(k) for k in ("wallet", "chain", "network", "asset")}
+        doc[doc["chain"]] = _get_doc(client, manager, "/v1/books/suggest", **params)[doc["chain"]]
     normal = wcore.normalize_intent(doc)
     _side, sealed = client.reseal_for_operation(
         manager, prepared["keyset"], prepared["operation"], keyset_id=intent["wallet"]

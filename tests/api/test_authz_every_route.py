@@ -68,6 +68,16 @@ TABLE: dict[str, tuple[str, str | None, frozenset[Role]]] = {
     "/v1/proofs/challenges": ("proof.challenge", None, frozenset({C, A})),
     "/v1/proofs/{challenge_id}/contributions": ("proof.contribute", "challenge", SIDES),
     "/v1/proofs/{challenge_id}/operations": ("proof.operations", "challenge", EVERYONE),
+    "/v1/books/clients": ("client.propose", None, frozenset({M})),
+    "/v1/books/clients/proposals/{proposal_id}/approve": ("client.approve", "proposal", frozenset({C})),
+    "/v1/books/allocations": ("allocation.propose", None, frozenset({M})),
+    "/v1/books/allocations/{proposal_id}/approve": ("allocation.approve", "proposal", frozenset({C})),
+    "/v1/books/scan": ("register.scan", None, SIDES),
+    "/v1/books/withdrawals/{withdrawal_id}/broadcast": ("withdrawal.broadcast", "withdrawal", SIDES),
+    "/v1/books/withdrawals/{withdrawal_id}/track": ("withdrawal.confirm", "withdrawal", SIDES),
+    "/v1/books/reconciliations": ("reconciliation.run", None, SIDES),
+    "/v1/books/prices": ("prices.import", None, SIDES),
+    "/v1/books/statements": ("statement.issue", None, SIDES),
 }
 SELF_SIGNED = {"/v1/genesis"}
 MEMBER = {M: "alice", C: "bob", A: "olga"}

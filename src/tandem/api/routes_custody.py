@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tandem.api import routes_ceremony, routes_proof, routes_withdrawal
+from tandem.api import routes_books, routes_ceremony, routes_proof, routes_withdrawal
 from tandem.services import Tandem
 
 
@@ -14,3 +14,4 @@ def register_custody_routes(app: FastAPI, svc: Tandem, *, strict: Any, reader: A
     routes_ceremony.register(app, svc, strict=strict)
     routes_withdrawal.register(app, svc, strict=strict)
     routes_proof.register(app, svc, strict=strict)
+    routes_books.register(app, svc, strict=strict)

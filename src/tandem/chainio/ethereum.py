@@ -253,6 +253,48 @@ class EthereumJsonRpc:
             block_height=None if block is None else parse.quantity(block, what, bits=64),
         )
 
+    def transfers_in_block(self, height: int, recipients: tuple[str, ...]) -> tuple[EthereumTransaction, ...]:
+        """Plain value transfers to ``recipients`` in block ``height`` (a deposit seen by
+        its transaction; value moved by a contract call inside another one is not)."""
+        what = "eth_getBlockByNumber"
+        wanted = {eth.to_checksum_address(r) for r in recipients}
+        block = parse.obj(self._call(what, [hex(height), True]), what)
+        if parse.quantity(parse.field(block, "number", what), what, bits=64) != height:
+            parse.bad(what, "answer is another block")
+        found = []
+        for raw in parse.arr(parse.field(block, "transactions", what), what):
+            tx = parse.obj(raw, what)
+            to = tx.get("to")
+            if to is None or _address(to, what) not in wanted:
+                continue
+            value = parse.quantity(parse.field(tx, "value", what), what)
+            if value:
+                found.append(
+                    EthereumTransaction(
+                        tx_hash=parse.hash32(parse.field(tx, "hash", what), what),
+                        sender=_address(parse.field(tx, "from", what), what),
+                        to=_address(to, what),
+                        nonce=parse.quantity(parse.field(tx, "nonce", what), what, bits=64),
+                        value=value,
+                        block_height=height,
+                    )
+                )
+        return tuple(found)
+
+    def token_contracts_paying(
+        self, recipients: tuple[str, ...], *, from_block: int, to_block: int
+    ) -> tuple[str, ...]:
+        """Every contract that logged an ERC-20 ``Transfer`` to ``recipients`` in the range,
+        whichever token it is: what reconciliation names as an unknown token."""
+        what = "eth_getLogs"
+        topics = [TRANSFER_TOPIC, None, sorted(_word(r) for r in recipients)]
+        query = {"fromBlock": hex(from_block), "toBlock": hex(to_block), "topics": topics}
+        contracts = {
+            _address(parse.field(parse.obj(log, what), "address", what), what)
+            for log in parse.arr(self._call(what, [query]), what)
+        }
+        return tuple(sorted(contracts))
+
     def transaction_status(self, txid: str) -> TxStatus:
         wanted = parse.hash32(txid, "transaction hash")
         what = "eth_getTransactionReceipt"

@@ -593,6 +593,9 @@ from tandem.cli import audit_cmds, custody_cmds  # noqa: E402  (command groups i
 audit_cmds.register(audit_app)
 custody_cmds.register(app)
 __import__("tandem.cli.console_cmds", fromlist=["register"]).register(app)
+from tandem.cli import books_cmds  # noqa: E402
+
+books_cmds.register(app)
 
 
 def main() -> None:

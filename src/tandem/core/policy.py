@@ -59,7 +59,9 @@ _SPELLING = {
 }
 
 _POLICY_FIELDS = ("version", "change_delay_seconds", "rules")
-_POLICY_OPTIONAL = ("wallet_limits", "membership")
+_POLICY_OPTIONAL = ("wallet_limits", "membership", "fees_charged_to")
+# Who bears a withdrawal's network fee in the register of positions.
+FEE_PAYERS = ("wallet_owner", "fund")
 _MEMBERSHIP_FIELDS = ("approvals", "delay_seconds")
 _MEMBERSHIP_OPTIONAL = ("remove_delay_seconds",)
 _RULE_REQUIRED = ("name", "match", "approvals", "request_ttl_seconds", "approval_ttl_seconds")
@@ -675,6 +677,7 @@ class Policy:
     # Limits over the whole wallet, applied whichever rule matched (structuring).
     wallet_limits: tuple[WalletLimit, ...] = ()
     membership: MembershipRule | None = None
+    fees_charged_to: str = "wallet_owner"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
@@ -702,6 +705,8 @@ class Policy:
             out["wallet_limits"] = [limit.to_json() for limit in self.wallet_limits]
         if self.membership is not None:
             out["membership"] = self.membership.to_json()
+        if self.fees_charged_to != "wallet_owner":
+            out["fees_charged_to"] = self.fees_charged_to
         return out
 
     def membership_rule(self) -> MembershipRule:
@@ -888,12 +893,16 @@ def parse_policy(doc: dict[str, Any]) -> Policy:
         parse_wallet_limits(doc["wallet_limits"], f"{where}.wallet_limits") if "wallet_limits" in doc else ()
     )
     membership = parse_membership(doc["membership"]) if "membership" in doc else None
+    fees_charged_to = doc.get("fees_charged_to", "wallet_owner")
+    if fees_charged_to not in FEE_PAYERS:
+        raise InputError(f"{where}.fees_charged_to must be one of {', '.join(FEE_PAYERS)}")
     return Policy(
         version=version,
         change_delay_seconds=change_delay,
         rules=tuple(rules),
         wallet_limits=wallet_limits,
         membership=membership,
+        fees_charged_to=fees_charged_to,
     )
 
 

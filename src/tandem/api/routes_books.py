@@ -1,0 +1,175 @@
+"""Routes for the books: clients, allocations, the register, deposits, broadcast and
+tracking of releases, reconciliation, prices and statements (registered by
+routes_custody). Managers propose clients and allocations, custodians approve them;
+auditors read everything. The :class:`Books` object lives on ``app.state.books``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from pydantic import Field
+
+from tandem.api.app import Reader
+from tandem.api.schemas import ApprovalIn, EnvelopeIn, Strict, same_subject
+from tandem.chainio import ChainConfig
+from tandem.services import Tandem
+from tandem.services.books import Books
+
+
+class StatementIssueIn(Strict):
+    envelope: dict[str, Any] = Field(description="Signed `statement.issue` {period[, client]}")
+    custodian: str | None = Field(
+        default=None, max_length=200, description="The custodian's name, for the heading"
+    )
+
+
+class ReconcileIn(Strict):
+    envelope: dict[str, Any] = Field(description="Signed `reconciliation.run` {}")
+    snapshot: dict[str, Any] | None = Field(
+        default=None, description="An offline chain snapshot; without it the configured chains are read"
+    )
+
+
+def books_of(request: Request) -> Books:
+    books: Books = request.app.state.books
+    return books
+
+
+def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
+    if not hasattr(app.state, "books"):
+        app.state.books = Books(svc, ChainConfig.from_env(os.environ))
+
+    # --- clients and allocations -----------------------------------------------------
+
+    @app.post("/v1/books/clients", status_code=201, tags=["books"])
+    def propose_client(request: Request, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """(Manager) Propose a client: `client.propose` {id, name, segregation}. Segregation
+        class `segregated` (its own `client:<id>` key sets) or `omnibus` (a share of an
+        omnibus wallet, by approved allocations)."""
+        return books_of(request).propose_client(body.envelope)
+
+    @app.post("/v1/books/clients/proposals/{proposal_id}/approve", tags=["books"])
+    def approve_client(
+        request: Request, proposal_id: str, body: ApprovalIn = strict(ApprovalIn)
+    ) -> dict[str, Any]:
+        """(Custodian) Approve a client proposal: `client.approve` {proposal, digest}, with TOTP."""
+        same_subject(body.envelope, "proposal", proposal_id)
+        return books_of(request).approve_client(body.envelope, totp=body.totp)
+
+    @app.post("/v1/books/allocations", status_code=201, tags=["books"])
+    def propose_allocation(request: Request, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """(Manager) Attribute (part of) an omnibus deposit to an omnibus client:
+        `allocation.propose` {deposit, client, amount}."""
+        return books_of(request).propose_allocation(body.envelope)
+
+    @app.post("/v1/books/allocations/{proposal_id}/approve", tags=["books"])
+    def approve_allocation(
+        request: Request, proposal_id: str, body: ApprovalIn = strict(ApprovalIn)
+    ) -> dict[str, Any]:
+        """(Custodian) Approve an allocation: `allocation.approve` {proposal, digest}, with TOTP."""
+        same_subject(body.envelope, "proposal", proposal_id)
+        return books_of(request).approve_allocation(body.envelope, totp=body.totp)
+
+    @app.get("/v1/books/clients", tags=["books"])
+    def clients(request: Request, viewer: Reader) -> list[dict[str, Any]]:
+        return books_of(request).clients()
+
+    @app.get("/v1/books/proposals", tags=["books"])
+    def open_proposals(request: Request, viewer: Reader) -> list[dict[str, Any]]:
+        """Client and allocation proposals not decided yet, with the digest an approval signs."""
+        reg = books_of(request).register()
+        return [
+            {
+                "proposal": pid,
+                "kind": p.kind,
+                "content": p.content,
+                "proposer": p.proposer,
+                "digest": p.digest,
+            }
+            for pid, p in reg._proposals.items()
+            if not p.done
+        ]
+
+    # --- the register ----------------------------------------------------------------
+
+    @app.get("/v1/books/positions", tags=["books"])
+    def positions(request: Request, viewer: Reader, client: str | None = None) -> list[dict[str, Any]]:
+        """A position per client, chain, asset, wallet and address (base units)."""
+        return books_of(request).positions(client=client)
+
+    @app.get("/v1/books/movements", tags=["books"])
+    def movements(request: Request, viewer: Reader, client: str | None = None) -> list[dict[str, Any]]:
+        """Every register entry with its evidence (txid, output or log index, block height)."""
+        return books_of(request).movements(client=client)
+
+    @app.post("/v1/books/scan", tags=["books"])
+    def scan(request: Request, body: EnvelopeIn = strict(EnvelopeIn)) -> list[dict[str, Any]]:
+        """(Manager or custodian) Record the deposits the configured chains show: `register.scan` {}."""
+        books = books_of(request)
+        books.gate("register.scan", body.envelope, types="register.scan")
+        return books.scan_deposits()
+
+    @app.get("/v1/books/suggest", tags=["books"])
+    def suggest(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
+        request: Request,
+        viewer: Reader,
+        wallet: Annotated[str, Query(max_length=64)],
+        chain: Annotated[str, Query(max_length=16)],
+        network: Annotated[str, Query(max_length=16)],
+        asset: Annotated[str, Query(max_length=80)],
+    ) -> dict[str, Any]:
+        """What a withdrawal intent needs from the chain (nonce and fees, or UTXOs and a fee rate)."""
+        return books_of(request).suggest(wallet=wallet, chain=chain, network=network, asset=asset)
+
+    @app.post("/v1/books/withdrawals/{withdrawal_id}/broadcast", tags=["books"])
+    def broadcast(
+        request: Request, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)
+    ) -> dict[str, Any]:
+        """Send a released transaction through the chain backend and record it:
+        `withdrawal.broadcast` {withdrawal, txid}."""
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return books_of(request).broadcast(body.envelope)
+
+    @app.post("/v1/books/withdrawals/{withdrawal_id}/track", tags=["books"])
+    def track(request: Request, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """Ask the chain about a broadcast release; when confirmed, record it (the signed
+        `withdrawal.confirm` {withdrawal}) and move the register."""
+        same_subject(body.envelope, "withdrawal", withdrawal_id)
+        return books_of(request).track(body.envelope)
+
+    # --- reconciliation, prices, statements ------------------------------------------
+
+    @app.post("/v1/books/reconciliations", tags=["books"])
+    def reconcile(request: Request, body: ReconcileIn = strict(ReconcileIn)) -> dict[str, Any]:
+        """(Manager or custodian) Compare the register with the chains (or a snapshot) at the
+        heights read; the signed report, its hash logged: `reconciliation.run` {}."""
+        books = books_of(request)
+        books.gate("reconciliation.run", body.envelope, types="reconciliation.run")
+        return books.reconcile(body.snapshot)
+
+    @app.get("/v1/books/reconciliations", tags=["books"])
+    def reconciliations(request: Request, viewer: Reader) -> list[dict[str, Any]]:
+        return books_of(request).logged("reconciliation.reported")
+
+    @app.post("/v1/books/prices", status_code=201, tags=["books"])
+    def import_prices(request: Request, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
+        """(Manager or custodian) Import a price file: `prices.import` {prices: [{asset, price,
+        currency, time, source, method}]}."""
+        return books_of(request).import_prices(body.envelope)
+
+    @app.get("/v1/books/prices", tags=["books"])
+    def prices(request: Request, viewer: Reader) -> list[dict[str, Any]]:
+        return [p.to_json() for p in books_of(request).prices()]
+
+    @app.post("/v1/books/statements", tags=["books"])
+    def statements(request: Request, body: StatementIssueIn = strict(StatementIssueIn)) -> dict[str, Any]:
+        """(Manager or custodian) Statements of position for a period (`2026-Q3`, `2026-07`),
+        one client or all: JSON, CSV and the PDF (hex); the hashes are logged."""
+        return books_of(request).statements(body.envelope, custodian=body.custodian or "Custodian")
+
+    @app.get("/v1/books/statements", tags=["books"])
+    def issued(request: Request, viewer: Reader) -> list[dict[str, Any]]:
+        return books_of(request).logged("statement.issued")

@@ -1,0 +1,386 @@
+"""The custodian's books: clients, the register of positions, reconciliation and
+statements of position.
+
+Terms used here:
+
+* **client**: a person or fund whose crypto-assets the custodian holds. Its
+  *segregation class* is ``segregated`` (its own wallets, key sets marked
+  ``client:<id>``) or ``omnibus`` (a share of a wallet held for several clients).
+* **register of positions**: per client, asset and wallet, the balance; every
+  *movement* (deposit, withdrawal, fee, allocation) is an audit-log entry with its
+  *evidence*: the transaction id and output or log index, and the block height.
+* **allocation**: the attribution of (part of) an omnibus deposit to one client;
+  a manager proposes it, a custodian approves it.
+* **reconciliation**: the register's balance beside the chain's, per address and
+  asset at a named block height; every difference is a *discrepancy* of a kind.
+* **statement of position**: per client and period, the opening and closing
+  balance of each asset, its value from the imported prices, and every transfer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tandem import client_books as cb
+from tandem.cli.common import (
+    KeystoreOpt,
+    ServerOpt,
+    TotpFromKeystoreOpt,
+    TotpOpt,
+    console,
+    load_member,
+    read_json,
+    run_cli,
+    show,
+    totp_code,
+    whole_table,
+    write_json,
+)
+from tandem.client import Client
+from tandem.errors import InputError
+
+client_app = typer.Typer(
+    help="Clients: id, name and segregation class (segregated: own `client:<id>` wallets; omnibus: a share "
+    "of a wallet held for several clients, by approved allocations). Managers propose, custodians approve.",
+    no_args_is_help=True,
+)
+allocation_app = typer.Typer(
+    help="Allocations: attribute (part of) a deposit into an omnibus wallet to an omnibus client.",
+    no_args_is_help=True,
+)
+register_app = typer.Typer(
+    help="The register of positions: balances per client, asset and wallet; every movement with its "
+    "evidence (txid, output or log index, block height).",
+    no_args_is_help=True,
+)
+prices_app = typer.Typer(
+    help="Prices that value statements (each names its source and method).", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    from tandem.cli.ceremony_cmds import verify_app
+    from tandem.cli.withdrawal_cmds import withdraw_app
+
+    app.add_typer(client_app, name="client")
+    app.add_typer(allocation_app, name="allocation")
+    app.add_typer(register_app, name="register")
+    app.add_typer(prices_app, name="prices")
+    app.command("reconcile")(reconcile)
+    app.command("statement")(statement)
+    verify_app.command("reconciliation")(verify_reconciliation)
+    verify_app.command("statement")(verify_statement)
+    withdraw_app.command("broadcast")(withdraw_broadcast)
+    withdraw_app.command("track")(withdraw_track)
+
+
+# --- clients and allocations -----------------------------------------------------------
+
+
+@client_app.command("propose")
+def client_propose(
+    client_id: Annotated[str, typer.Option("--id", help="The client's id (letters, digits, - and _).")],
+    name: Annotated[str, typer.Option(help="The client's name as statements show it.")],
+    segregation: Annotated[str, typer.Option(help="segregated or omnibus.")] = "segregated",
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """(Manager) Propose a client; a custodian approves it."""
+    run_cli(
+        lambda: show(
+            cb.propose_client(
+                Client(server), load_member(keystore), client_id=client_id, name=name, segregation=segregation
+            )
+        )
+    )
+
+
+@client_app.command("approve")
+def client_approve(
+    proposal: Annotated[str, typer.Argument(help="The proposal id (see `tandem register proposals`).")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    totp: str | None = TotpOpt,
+    totp_from_keystore: bool = TotpFromKeystoreOpt,
+) -> None:
+    """(Custodian) Approve a client or allocation proposal, with your TOTP code."""
+
+    def go() -> None:
+        cl, me = Client(server), load_member(keystore)
+        show(cb.approve(cl, me, proposal, totp=totp_code(cl, me, totp, totp_from_keystore)))
+
+    run_cli(go)
+
+
+@client_app.command("list")
+def client_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
+    """Clients with their segregation class and the wallets that belong to them."""
+
+    def go() -> None:
+        table = whole_table("id", "name", "segregation", "wallets")
+        for c in Client(server).get(load_member(keystore), "/v1/books/clients"):
+            table.add_row(c["id"], c["name"], c["segregation"], ", ".join(c["wallets"]))
+        console.print(table)
+
+    run_cli(go)
+
+
+@allocation_app.command("propose")
+def allocation_propose(
+    deposit: Annotated[
+        str, typer.Option(help="The deposit's movement id (see `tandem register movements`).")
+    ],
+    client_id: Annotated[str, typer.Option("--client", help="The omnibus client it belongs to.")],
+    amount: Annotated[str, typer.Option(help="Base units (wei, sats) attributed.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """(Manager) Propose attributing (part of) an omnibus deposit to a client."""
+    run_cli(
+        lambda: show(
+            cb.propose_allocation(
+                Client(server), load_member(keystore), deposit=deposit, client_id=client_id, amount=amount
+            )
+        )
+    )
+
+
+allocation_app.command("approve")(client_approve)
+
+
+# --- the register ----------------------------------------------------------------------
+
+
+@register_app.command("positions")
+def register_positions(
+    client_id: Annotated[str | None, typer.Option("--client", help="Only this client.")] = None,
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Balances per client, chain, asset, wallet and address, in base units."""
+
+    def go() -> None:
+        table = whole_table("client", "chain", "asset", "wallet", "address", "balance")
+        params = {"client": client_id} if client_id else {}
+        for p in Client(server).get(load_member(keystore), "/v1/books/positions", **params):
+            table.add_row(
+                p["client"],
+                f"{p['chain']}/{p['network']}",
+                p["asset"],
+                p["wallet"],
+                p["address"],
+                p["balance"],
+            )
+        console.print(table)
+
+    run_cli(go)
+
+
+@register_app.command("movements")
+def register_movements(
+    client_id: Annotated[str | None, typer.Option("--client", help="Only this client.")] = None,
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Every movement with its evidence, as JSON."""
+    params = {"client": client_id} if client_id else {}
+    run_cli(lambda: show(Client(server).get(load_member(keystore), "/v1/books/movements", **params)))
+
+
+@register_app.command("proposals")
+def register_proposals(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
+    """Client and allocation proposals waiting for a custodian."""
+    run_cli(lambda: show(cb.open_proposals(Client(server), load_member(keystore))))
+
+
+@register_app.command("scan")
+def register_scan(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
+    """(Manager or custodian) Record the deposits the server's chain backends show."""
+    run_cli(lambda: show(cb.scan(Client(server), load_member(keystore))))
+
+
+# --- reconciliation --------------------------------------------------------------------
+
+
+def reconcile(
+    snapshot: Annotated[
+        Path | None,
+        typer.Option(help="An offline chain snapshot (JSON) instead of the server's chain backends."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the signed report (with its snapshot) here.")
+    ] = None,
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """(Manager or custodian) Reconcile: per address and asset, at the block height read, the register's
+    balance beside the chain's. Discrepancies: unexpected_inflow (the chain holds more),
+    outflow_without_withdrawal (less, and no withdrawal explains it), withdrawal_not_confirmed (less by what
+    released withdrawals take), amount_mismatch (less, by more than they take), unknown_token (a token the
+    register never recorded). The report is signed with the service key and its hash logged."""
+    from tandem.core import reconcile as rcore
+
+    def go() -> None:
+        signed = cb.reconcile(
+            Client(server), load_member(keystore), snapshot=read_json(snapshot) if snapshot else None
+        )
+        if out is not None:
+            write_json(out, signed)
+        console.print(rcore.table(signed["report"]), markup=False)
+        if signed["report"]["discrepancies"]:
+            raise typer.Exit(1)
+
+    run_cli(go)
+
+
+def verify_reconciliation(
+    report: Annotated[Path, typer.Argument(help="The signed report from `tandem reconcile --out`.")],
+    register_export: Annotated[
+        Path, typer.Option("--register", help="audit.jsonl from `tandem audit export`.")
+    ],
+    snapshot: Annotated[Path, typer.Option(help="The chain snapshot (JSON) the report was made from.")],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint JSON (default: beside the export).")
+    ] = None,
+    service_key: Annotated[
+        str | None, typer.Option(help="Service signing public key (hex), obtained independently.")
+    ] = None,
+) -> None:
+    """Re-run a reconciliation offline: verify the export whole, rebuild the register from it (a register
+    entry no rule justifies is refused, naming it), compare with the snapshot, and require the very report
+    that was signed and logged."""
+    from tandem.core import reconcile as rcore
+
+    def go() -> None:
+        cp = read_json(checkpoint or register_export.parent / "checkpoint.json")
+        key_hex = service_key or read_json(register_export.parent / "service-key.json")["sign_public"]
+        try:
+            key = bytes.fromhex(key_hex)
+        except ValueError:
+            raise InputError("--service-key must be hex") from None
+        reading = _read_export(register_export, cp, key)
+        again = rcore.verify_report(read_json(report), reading, read_json(snapshot))
+        console.print(rcore.table(again), markup=False)
+        console.print(
+            f"[green]OK[/] same verdict: {again['verdict']}; report {rcore.report_hash(again)} is logged"
+        )
+
+    run_cli(go)
+
+
+# --- prices and statements -------------------------------------------------------------
+
+
+@prices_app.command("import")
+def prices_import(
+    file: Annotated[
+        Path, typer.Argument(help="CSV (asset,price,currency,time,source,method[,decimals]) or JSON.")
+    ],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """(Manager or custodian) Import prices: per asset a price per whole unit, its currency, time, source
+    and method (e.g. 'closing price, last trade before period end')."""
+    from tandem.core.statement import prices_from_csv
+
+    def go() -> None:
+        text = file.read_text(encoding="utf-8")
+        rows: Any = prices_from_csv(text) if file.suffix.lower() == ".csv" else json.loads(text)
+        show(cb.import_prices(Client(server), load_member(keystore), rows))
+
+    run_cli(go)
+
+
+def statement(  # noqa: PLR0917 - typer maps options to parameters
+    period: Annotated[str, typer.Option(help="2026-Q3 (a quarter) or 2026-07 (a month), UTC.")],
+    client_id: Annotated[str | None, typer.Option("--client", help="One client.")] = None,
+    all_clients: Annotated[bool, typer.Option("--all-clients", help="Every client, a page each.")] = False,
+    custodian: Annotated[str, typer.Option(help="The custodian's name for the heading.")] = "Custodian",
+    out: Annotated[Path, typer.Option(help="Folder for statement.pdf, .json and .csv.")] = Path("statements"),
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """(Manager or custodian) Statements of position: per client and period, each asset's opening and
+    closing balance (base units), value at the imported price (naming its source and method), and every
+    transfer with its txid and date. Writes PDF, JSON and CSV; their hashes go into the audit log. A
+    statement on request, for any period, is the same command."""
+    if bool(client_id) == all_clients:
+        raise typer.BadParameter("give --client ID or --all-clients")
+
+    def go() -> None:
+        bundle = cb.statements(
+            Client(server), load_member(keystore), period=period, client_id=client_id, custodian=custodian
+        )
+        stem = f"statement-{period}-{client_id or 'all'}"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.pdf").write_bytes(bytes.fromhex(bundle["pdf_hex"]))
+        write_json(out / f"{stem}.json", bundle["statements"])
+        (out / f"{stem}.csv").write_text(bundle["csv"], encoding="utf-8")
+        console.print(f"wrote {out / stem}.pdf/.json/.csv; PDF sha256 {bundle['pdf_sha256']} (logged)")
+
+    run_cli(go)
+
+
+def verify_statement(
+    pdf: Annotated[Path, typer.Argument(help="A statement PDF (or its JSON).")],
+    register_export: Annotated[
+        Path, typer.Option("--register", help="audit.jsonl from `tandem audit export`.")
+    ],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint JSON (default: beside the export).")
+    ] = None,
+    service_key: Annotated[str | None, typer.Option(help="Service signing public key (hex).")] = None,
+) -> None:
+    """Check a statement PDF (or its JSON) against the verified audit log: its hash must be one the log
+    recorded."""
+    from tandem.core.statement import find_issued
+
+    def go() -> None:
+        cp = read_json(checkpoint or register_export.parent / "checkpoint.json")
+        key = bytes.fromhex(
+            service_key or read_json(register_export.parent / "service-key.json")["sign_public"]
+        )
+        reading = _read_export(register_export, cp, key)
+        entry = find_issued(pdf.read_bytes(), reading.statements)
+        console.print(
+            f"[green]OK[/] statement for {entry['data']['period']} "
+            f"({', '.join(entry['data']['clients'])}) issued at entry {entry['index']}"
+        )
+
+    run_cli(go)
+
+
+# --- broadcast and tracking ------------------------------------------------------------
+
+
+def withdraw_broadcast(
+    withdrawal_id: Annotated[str, typer.Argument(help="A released withdrawal.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Send a released transaction through the server's chain backend and record the broadcast (txid)."""
+    run_cli(lambda: show(cb.broadcast(Client(server), load_member(keystore), withdrawal_id)))
+
+
+def withdraw_track(
+    withdrawal_id: Annotated[str, typer.Argument(help="A broadcast withdrawal.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Ask the chain: confirmed (height, confirmations; recorded, the register moves), pending, or dropped."""
+    run_cli(lambda: show(cb.track(Client(server), load_member(keystore), withdrawal_id)))
+
+
+def _read_export(path: Path, checkpoint: Any, key: bytes) -> Any:
+    """The export verified whole, with progress shown for a large log."""
+    from tandem.cli.audit_cmds import progress_bar
+    from tandem.core import reconcile as rcore
+
+    body = checkpoint.get("checkpoint") if isinstance(checkpoint, dict) else None
+    size = body.get("tree_size") if isinstance(body, dict) else None
+    with path.open("rb") as fh, progress_bar("verifying the register", size) as advance:
+        return rcore.read_export((line for line in fh if line.strip()), checkpoint, key, progress=advance)

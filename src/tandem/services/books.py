@@ -1,0 +1,820 @@
+"""The custodian's books: clients, the register of positions, deposits seen on the
+chains, broadcast and confirmation of releases, reconciliation and statements.
+
+The register is read from the audit log itself (:meth:`Register.replay` over the
+entries of :data:`REGISTER_KINDS`, found by the log's indexed ``kind`` column): a
+movement is recorded by appending its audit entry, and nothing else. Chain access is
+through ``tandem.chainio`` and is off unless an endpoint is configured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from typing import Any, cast
+
+from sqlmodel import Session, col, select
+
+from tandem.chainio import ChainConfig
+from tandem.chainio.base import ChainBackend
+from tandem.core import reconcile as rcore
+from tandem.core import statement as score
+from tandem.core import withdrawal as wcore
+from tandem.core.actions import check_context, parse_envelope
+from tandem.core.canonical import check_fields, loads_strict, parse_amount
+from tandem.core.chains import ethereum as eth
+from tandem.core.register import (
+    FUND,
+    REGISTER_KINDS,
+    UNALLOCATED,
+    Register,
+    check_client_content,
+    owner_of_segregation,
+    proposal_digest,
+)
+from tandem.core.roles import Role
+from tandem.errors import (
+    ConflictError,
+    Error,
+    InputError,
+    InvalidStateError,
+    NotFoundError,
+    SelfApprovalError,
+    TxidMismatchError,
+    VerificationError,
+)
+from tandem.services import statement_pdf
+from tandem.services.base import Call, ServiceBase
+from tandem.store import audit_log
+from tandem.store.models import AddressRow, AuditRow, KeySet, Member, Withdrawal
+
+NATIVE = {"ethereum": "ETH", "bitcoin": "BTC", "solana": "SOL"}
+SCAN_KIND = "register.scanned"
+FIRST_SCAN_BLOCKS = 10_000
+SIDES = (Role.MANAGER, Role.CUSTODIAN)
+Progress = Callable[[int, int], None]
+
+
+def _entries(session: Session, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    rows = session.exec(
+        select(AuditRow.line).where(col(AuditRow.kind).in_(kinds)).order_by(col(AuditRow.seq))
+    ).all()
+    return [cast(dict[str, Any], loads_strict(line)) for line in rows]
+
+
+def _roles(session: Session) -> dict[str, str]:
+    return {m.id: m.role for m in session.exec(select(Member)).all()}
+
+
+def read_register(session: Session) -> Register:
+    return Register.replay(_entries(session, REGISTER_KINDS), roles=_roles(session))
+
+
+class Books:
+    """One object per deployment's books, beside the service it records through."""
+
+    def __init__(self, svc: ServiceBase, chains: ChainConfig | None = None) -> None:
+        self.svc = svc
+        self.chains = chains or ChainConfig()
+        self._backends: dict[tuple[str, str], ChainBackend] = {}
+
+    def backend(self, chain: str, network: str) -> ChainBackend:
+        key = (chain, network)
+        if key not in self._backends:
+            self._backends[key] = self.chains.backend(chain, network)
+        return self._backends[key]
+
+    def close(self) -> None:
+        for b in self._backends.values():
+            b.close()
+        self._backends.clear()
+
+    def gate(self, kind: str, envelope: Any, *, types: str, roles: tuple[Role, ...] = SIDES) -> str:
+        """For the calls that are observations rather than changes (scan, reconcile,
+        broadcast, track): the signed action must be a fresh one of ``types`` from a
+        member of ``roles``; a refusal is recorded as any other. Returns the actor."""
+        now = self.svc.clock()
+        actor: str | None = None
+        try:
+            with self.svc.db.read() as session:
+                action = parse_envelope(envelope)
+                member = self.svc.authenticate(session, action, roles=None)
+                actor = member.id
+                self.svc.check_role(member, roles)
+                check_context(
+                    action, expected_type=types, deployment=self.svc.deployment(session).id, now=now
+                )
+                return member.id
+        except Error as exc:
+            self.svc.record_refusal(
+                kind, exc, envelope=envelope if isinstance(envelope, dict) else None, actor=actor, now=now
+            )
+            raise
+
+    # --- clients and allocations: a manager proposes, a custodian approves ------------
+
+    def _propose(
+        self, envelope: Any, *, kind: str, action_type: str, check: Callable[[Call, Any], dict[str, Any]]
+    ) -> dict[str, Any]:
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            assert call.actor is not None
+            content = check(call, call.action.body)
+            pid = "bp_" + secrets.token_hex(8)
+            pkind = "client.create" if kind == "client.proposed" else "allocation"
+            digest = proposal_digest(pkind, pid, content, call.actor.id)
+            self.svc.audit(call, kind, {"proposal": pid, "content": content, "digest": digest})
+            return {"proposal": pid, "kind": pkind, "content": content, "digest": digest, "status": "pending"}
+
+        return self.svc.run(action_type, envelope, use_case, types=action_type, roles=(Role.MANAGER,))
+
+    def propose_client(self, envelope: Any) -> dict[str, Any]:
+        def check(call: Call, body: Any) -> dict[str, Any]:
+            try:
+                content = check_client_content(body)
+            except VerificationError as exc:
+                raise InputError(exc.message) from None
+            reg = read_register(call.session)
+            if content["id"] in reg.clients or content["id"] in reg._proposed_clients:
+                raise ConflictError(f"client {content['id']} exists or is already proposed")
+            return content
+
+        return self._propose(envelope, kind="client.proposed", action_type="client.propose", check=check)
+
+    def propose_allocation(self, envelope: Any) -> dict[str, Any]:
+        def check(call: Call, body: Any) -> dict[str, Any]:
+            content = check_fields(body, required=("deposit", "client", "amount"), where="body")
+            parse_amount(content["amount"], where="body.amount")
+            reg = read_register(call.session)
+            deposits = {m.id: m for m in reg.movements if m.type == "deposit"}
+            dep = deposits.get(content["deposit"]) if isinstance(content["deposit"], str) else None
+            if dep is None or dep.client != UNALLOCATED:
+                raise NotFoundError("no unallocated omnibus deposit with that id")
+            client = reg.clients.get(content["client"]) if isinstance(content["client"], str) else None
+            if client is None or client.segregation != "omnibus":
+                raise InputError("an allocation goes to an omnibus client")
+            return dict(content)
+
+        return self._propose(
+            envelope, kind="allocation.proposed", action_type="allocation.propose", check=check
+        )
+
+    def _approve(
+        self, envelope: Any, *, totp: str | None, action_type: str, pkind: str, effect: str
+    ) -> dict[str, Any]:
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            assert call.actor is not None
+            body = check_fields(call.action.body, required=("proposal", "digest"), where="body")
+            reg = read_register(call.session)
+            p = reg._proposals.get(body["proposal"]) if isinstance(body["proposal"], str) else None
+            if p is None or p.kind != pkind:
+                raise NotFoundError(f"no {pkind} proposal with that id")
+            if p.done:
+                raise InvalidStateError("that proposal is already decided")
+            if call.actor.id == p.proposer:
+                raise SelfApprovalError("a proposer cannot approve its own proposal")
+            if body["digest"] != p.digest:
+                raise ConflictError("the approval is for different proposal content (digest mismatch)")
+            data: dict[str, Any] = {"proposal": body["proposal"]}
+            if pkind == "client.create":
+                data["client"] = p.content
+            else:
+                data["movement"] = "mv_" + secrets.token_hex(8)
+                data["allocation"] = p.content
+            entry = self.svc.audit(call, effect, data)
+            # The rule the offline check applies, applied before the commit.
+            reg.observe(entry, roles=_roles(call.session))
+            return {"proposal": body["proposal"], "status": "approved", **data}
+
+        return self.svc.run(
+            action_type,
+            envelope,
+            use_case,
+            types=action_type,
+            roles=(Role.CUSTODIAN,),
+            require_totp=True,
+            totp=totp,
+        )
+
+    def approve_client(self, envelope: Any, *, totp: str | None) -> dict[str, Any]:
+        return self._approve(
+            envelope, totp=totp, action_type="client.approve", pkind="client.create", effect="client.created"
+        )
+
+    def approve_allocation(self, envelope: Any, *, totp: str | None) -> dict[str, Any]:
+        return self._approve(
+            envelope,
+            totp=totp,
+            action_type="allocation.approve",
+            pkind="allocation",
+            effect="register.allocation",
+        )
+
+    # --- reads ------------------------------------------------------------------------
+
+    def register(self) -> Register:
+        with self.svc.db.read() as session:
+            return read_register(session)
+
+    def clients(self) -> list[dict[str, Any]]:
+        reg = self.register()
+        with self.svc.db.read() as session:
+            wallets = session.exec(select(KeySet)).all()
+        out = []
+        for c in reg.clients.values():
+            owned = [k.id for k in wallets if owner_of_segregation(k.segregation) == c.id]
+            out.append(
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "segregation": c.segregation,
+                    "created_at": c.created_at,
+                    "proposal": c.proposal,
+                    "wallets": owned,
+                }
+            )
+        return out
+
+    def unowned_wallets(self) -> list[str]:
+        """Key sets marked ``client:<id>`` for an id that is no client (yet)."""
+        reg = self.register()
+        with self.svc.db.read() as session:
+            return [
+                k.id
+                for k in session.exec(select(KeySet)).all()
+                if (o := owner_of_segregation(k.segregation)) not in (None, FUND) and o not in reg.clients
+            ]
+
+    def positions(self, *, client: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for (c, chain, network, asset, wallet, address), amount in sorted(
+            self.register().positions().items()
+        ):
+            if client is None or c == client:
+                out.append(
+                    {
+                        "client": c,
+                        "chain": chain,
+                        "network": network,
+                        "asset": asset,
+                        "wallet": wallet,
+                        "address": address,
+                        "balance": str(amount),
+                    }
+                )
+        return out
+
+    def movements(self, *, client: str | None = None) -> list[dict[str, Any]]:
+        return [m.to_json() for m in self.register().movements if client is None or m.client == client]
+
+    # --- deposits -----------------------------------------------------------------------
+
+    def _addresses(self, session: Session) -> list[tuple[AddressRow, str]]:
+        segs = {k.id: k.segregation for k in session.exec(select(KeySet)).all()}
+        return [(a, segs.get(a.keyset, "own")) for a in session.exec(select(AddressRow)).all()]
+
+    def _tokens(self, session: Session, network: str) -> list[str]:
+        from tandem.services import policies
+
+        book = policies.address_book(session, self.svc.clock())
+        return sorted(wcore.allowed_tokens(book, network))
+
+    def scan_deposits(self, now: int | None = None) -> list[dict[str, Any]]:
+        """Record every deposit to our addresses that the configured chains show and the
+        register does not hold yet: Ethereum native transfers in the blocks since the last
+        scan and ERC-20 ``Transfer`` logs; Bitcoin UTXOs (our own change excluded)."""
+        now = self.svc.clock() if now is None else now
+        with self.svc.db.read() as session:
+            addresses = self._addresses(session)
+            reg = read_register(session)
+            scanned = {
+                (e["data"]["chain"], e["data"]["network"]): e["data"]["height"]
+                for e in _entries(session, (SCAN_KIND,))
+            }
+            ours = {
+                w.txid.lower().removeprefix("0x") for w in session.exec(select(Withdrawal)).all() if w.txid
+            }
+            tokens = {net: self._tokens(session, net) for (_a, _s) in addresses for net in [_a.network]}
+        found: list[tuple[dict[str, Any], str]] = []
+        heights: dict[tuple[str, str], int] = {}
+        by_net: dict[tuple[str, str], list[tuple[AddressRow, str]]] = {}
+        for a, seg in addresses:
+            if (a.chain, a.network) in self.chains.endpoints:
+                by_net.setdefault((a.chain, a.network), []).append((a, seg))
+        for (chain, network), rows in sorted(by_net.items()):
+            backend = self.backend(chain, network)
+            tip = backend.tip_height()
+            # A first scan looks back FIRST_SCAN_BLOCKS; older deposits are not lost: the
+            # reconciliation names them (unexpected_inflow) until they are accounted for.
+            start = (
+                scanned[(chain, network)] + 1
+                if (chain, network) in scanned
+                else max(0, tip - FIRST_SCAN_BLOCKS)
+            )
+            if chain == "ethereum":
+                found += self._eth_deposits(backend, rows, tokens.get(network, []), start, tip, reg, now)
+            elif chain == "bitcoin":
+                found += self._btc_deposits(backend, rows, reg, ours, now)
+            heights[(chain, network)] = tip
+        recorded = []
+
+        def use_case(call: Call) -> list[dict[str, Any]]:
+            reg_now = read_register(call.session)
+            for movement, seg in found:
+                if reg_now.evidence_seen(
+                    movement["chain"],
+                    movement["network"],
+                    movement["asset"],
+                    movement["txid"],
+                    movement["index"],
+                ):
+                    continue
+                entry = self.svc.audit(
+                    call, "register.deposit", {"movement": movement, "segregation": seg}, with_envelope=False
+                )
+                reg_now.observe(entry)
+                recorded.append(movement)
+            for (chain, network), h in heights.items():
+                if scanned.get((chain, network)) != h:
+                    self.svc.audit(
+                        call,
+                        SCAN_KIND,
+                        {"chain": chain, "network": network, "height": h},
+                        with_envelope=False,
+                    )
+            return recorded
+
+        recorded_now = self.svc.run_plain("register.scan", use_case)
+        if recorded_now:
+            self.reconcile()  # after every movement seen on the chain
+        return recorded_now
+
+    def _credit(self, a: AddressRow, seg: str, reg: Register) -> str | None:
+        owner = owner_of_segregation(seg)
+        if owner is None:
+            return UNALLOCATED
+        if owner != FUND and owner not in reg.clients:
+            return None  # a client's wallet before the client exists: wait for it
+        return owner
+
+    def _movement(  # noqa: PLR0917 - one deposit's facts
+        self,
+        a: AddressRow,
+        client: str,
+        asset: str,
+        amount: int,
+        txid: str,
+        index: int | None,
+        height: int | None,
+        now: int,
+    ) -> dict[str, Any]:
+        return {
+            "id": "mv_" + secrets.token_hex(8),
+            "type": "deposit",
+            "client": client,
+            "chain": a.chain,
+            "network": a.network,
+            "asset": asset,
+            "wallet": a.keyset,
+            "address": a.address,
+            "amount": str(amount),
+            "time": now,
+            "txid": txid,
+            "index": index,
+            "withdrawal": None,
+            "height": height,
+        }
+
+    def _eth_deposits(  # noqa: PLR0917
+        self,
+        backend: Any,
+        rows: list[tuple[AddressRow, str]],
+        tokens: list[str],
+        start: int,
+        tip: int,
+        reg: Register,
+        now: int,
+    ) -> list[tuple[dict[str, Any], str]]:
+        mine = {eth.to_checksum_address(a.address): (a, seg) for a, seg in rows}
+        out: list[tuple[dict[str, Any], str]] = []
+        for height in range(start, tip + 1):
+            for tx in backend.transfers_in_block(height, tuple(mine)):
+                a, seg = mine[eth.to_checksum_address(tx.to)]
+                if backend.transaction_status(tx.tx_hash).state != "confirmed":
+                    continue  # reverted: no value arrived
+                client = self._credit(a, seg, reg)
+                if client is not None:
+                    out.append(
+                        (self._movement(a, client, "ETH", tx.value, tx.tx_hash, None, height, now), seg)
+                    )
+        if tokens and start <= tip:
+            for token in tokens:
+                for t in backend.token_transfers(token, tuple(mine), from_block=start, to_block=tip):
+                    a, seg = mine[eth.to_checksum_address(t.recipient)]
+                    client = self._credit(a, seg, reg)
+                    if client is not None:
+                        out.append(
+                            (
+                                self._movement(
+                                    a,
+                                    client,
+                                    eth.to_checksum_address(token),
+                                    t.amount,
+                                    t.tx_hash,
+                                    t.log_index,
+                                    t.block_height,
+                                    now,
+                                ),
+                                seg,
+                            )
+                        )
+        return out
+
+    def _btc_deposits(
+        self, backend: Any, rows: list[tuple[AddressRow, str]], reg: Register, ours: set[str], now: int
+    ) -> list[tuple[dict[str, Any], str]]:
+        out: list[tuple[dict[str, Any], str]] = []
+        for a, seg in rows:
+            for u in backend.utxos(a.address):
+                if u.txid.lower() in ours or reg.evidence_seen(a.chain, a.network, "BTC", u.txid, u.vout):
+                    continue
+                client = self._credit(a, seg, reg)
+                if client is not None:
+                    out.append(
+                        (self._movement(a, client, "BTC", u.amount, u.txid, u.vout, u.block_height, now), seg)
+                    )
+        return out
+
+    # --- broadcast and confirmation ---------------------------------------------------
+
+    def broadcast(self, envelope: Any) -> dict[str, Any]:
+        """Send a released transaction through the chain backend, then record it with the
+        member's signed ``withdrawal.broadcast`` (whose txid must be the released one)."""
+        actor = self.gate("withdrawal.broadcast", envelope, types="withdrawal.broadcast")
+        body = envelope["action"]["body"]
+        wid = body.get("withdrawal")
+        with self.svc.db.read() as session:
+            row = session.get(Withdrawal, wid) if isinstance(wid, str) else None
+        try:
+            if row is None or row.signed_tx is None or row.txid is None:
+                raise NotFoundError("no released withdrawal with that id")
+            if row.status != wcore.RELEASED:
+                raise InvalidStateError(f"withdrawal is {row.status}; only a released one is broadcast")
+            txid = self.backend(row.chain, row.network).broadcast(bytes.fromhex(row.signed_tx))
+            if txid.lower().removeprefix("0x") != row.txid.lower().removeprefix("0x"):
+                raise TxidMismatchError(f"the node took {txid}, the release is {row.txid}")
+        except Error as exc:
+            self.svc.record_refusal(
+                "withdrawal.broadcast",
+                exc,
+                envelope=envelope,
+                actor=actor,
+                now=self.svc.clock(),
+            )
+            raise
+        from tandem.services.withdrawals import WithdrawalService
+
+        assert isinstance(self.svc, WithdrawalService)
+        return self.svc.record_broadcast(envelope)
+
+    def track(self, envelope: Any) -> dict[str, Any]:
+        """Ask the chain about a broadcast release. Confirmed: the member's signed
+        ``withdrawal.confirm`` is recorded, the movement and its fee enter the register
+        with the block height, and a reconciliation runs. Otherwise: its state, unchanged."""
+        actor = self.gate("withdrawal.track", envelope, types="withdrawal.confirm")
+        wid = envelope["action"]["body"].get("withdrawal")
+        with self.svc.db.read() as session:
+            row = session.get(Withdrawal, wid) if isinstance(wid, str) else None
+        if row is None or row.txid is None:
+            exc = NotFoundError("no released withdrawal with that id")
+            self.svc.record_refusal(
+                "withdrawal.track", exc, envelope=envelope, actor=actor, now=self.svc.clock()
+            )
+            raise exc
+        status = self.backend(row.chain, row.network).transaction_status(row.txid)
+        answer: dict[str, Any] = {
+            "withdrawal": row.id,
+            "txid": row.txid,
+            "state": status.state,
+            "height": status.block_height,
+            "confirmations": status.confirmations,
+        }
+        if status.state != "confirmed":
+            if status.state == "unknown":
+                answer["state"] = "dropped" if row.status == wcore.BROADCAST else "unknown"
+            return answer
+        from tandem.services.withdrawals import WithdrawalService
+
+        assert isinstance(self.svc, WithdrawalService)
+        if row.status != wcore.CONFIRMED:
+            self.svc.confirm_withdrawal(envelope)
+        answer["movements"] = self.record_withdrawal(row.id, height=status.block_height, fee=status.fee)
+        return answer
+
+    def record_withdrawal(self, wid: str, *, height: int | None, fee: int | None) -> list[dict[str, Any]]:
+        """The register entries of a confirmed withdrawal: the amount, and the fee the chain
+        charged (at most the approved worst case), both charged to the wallet's owner."""
+
+        def use_case(call: Call) -> list[dict[str, Any]]:
+            row = call.session.get(Withdrawal, wid)
+            if row is None or row.txid is None or row.status != wcore.CONFIRMED:
+                raise InvalidStateError("only a confirmed withdrawal moves the register")
+            reg = read_register(call.session)
+            if wid not in reg.unmoved_withdrawals():
+                return []
+            ks = call.session.get(KeySet, row.keyset)
+            owner = owner_of_segregation(ks.segregation if ks else "own")
+            intent = loads_strict(row.intent)
+            assert isinstance(intent, dict)
+            client = owner if owner is not None else str(intent.get("client", UNALLOCATED))
+            base = {
+                "client": client,
+                "chain": row.chain,
+                "network": row.network,
+                "wallet": row.keyset,
+                "address": intent["from"],
+                "time": call.now,
+                "txid": row.txid,
+                "index": None,
+                "withdrawal": row.id,
+                "height": height,
+            }
+            from tandem.services.policies import current_policy
+
+            # The policy in force names who bears network fees (default: the wallet's owner).
+            fee_client = FUND if current_policy(call.session, call.now).fees_charged_to == "fund" else client
+            worst = int(row.fee or 0)
+            charged = worst if fee is None else min(fee, worst)
+            out = [
+                {
+                    **base,
+                    "id": "mv_" + secrets.token_hex(8),
+                    "type": "withdrawal",
+                    "asset": row.asset,
+                    "amount": f"-{row.amount}",
+                },
+                {
+                    **base,
+                    "client": fee_client,
+                    "id": "mv_" + secrets.token_hex(8),
+                    "type": "fee",
+                    "asset": row.fee_asset,
+                    "amount": f"-{charged}" if charged else "0",
+                },
+            ]
+            for m in out:
+                entry = self.svc.audit(call, f"register.{m['type']}", {"movement": m}, with_envelope=False)
+                reg.observe(entry)
+            return out
+
+        moved = self.svc.run_plain("register.withdrawal", use_case)
+        if moved and self.chains.endpoints:
+            self.reconcile()
+        return moved
+
+    # --- reconciliation -----------------------------------------------------------------
+
+    def snapshot(self, progress: Progress | None = None) -> dict[str, Any]:
+        """What the configured chains say about every address of ours and every asset the
+        register or the address book knows there, at the tip read first."""
+        with self.svc.db.read() as session:
+            addresses = self._addresses(session)
+            reg = read_register(session)
+            pending = [
+                w.id
+                for w in session.exec(
+                    select(Withdrawal).where(col(Withdrawal.status).in_([wcore.RELEASED, wcore.BROADCAST]))
+                ).all()
+            ]
+            tokens = {
+                a.network: self._tokens(session, a.network) for a, _s in addresses if a.chain == "ethereum"
+            }
+        known = reg.address_balances()
+        heights: dict[str, int] = {}
+        observed: list[rcore.Observed] = []
+        todo = [(a, s) for a, s in addresses if (a.chain, a.network) in self.chains.endpoints]
+        # Any contract that logged a Transfer to one of our addresses: a token the
+        # register does not know is then named, not overlooked.
+        seen_tokens: dict[str, set[str]] = {}
+        for network in sorted({a.network for a, _s in todo if a.chain == "ethereum"}):
+            eb: Any = self.backend("ethereum", network)
+            ours = tuple(a.address for a, _s in todo if a.chain == "ethereum" and a.network == network)
+            seen_tokens[network] = set(
+                eb.token_contracts_paying(ours, from_block=0, to_block=eb.tip_height())
+            )
+        for i, (a, _seg) in enumerate(todo):
+            backend = self.backend(a.chain, a.network)
+            bal = backend.balance(a.address)
+            heights.setdefault(f"{a.chain}/{a.network}", bal.block_height or 0)
+            observed.append(rcore.Observed(a.chain, a.network, a.address, NATIVE[a.chain], bal.amount))
+            if a.chain == "ethereum":
+                assets = set(tokens.get(a.network, [])) | {
+                    k[3] for k in known if k[:3] == (a.chain, a.network, a.address) and k[3] != "ETH"
+                }
+                assets |= seen_tokens.get(a.network, set())
+                for token in sorted(assets):
+                    tb = backend.token_balance(token, a.address)  # type: ignore[attr-defined]
+                    if tb.amount or (a.chain, a.network, a.address, token) in known:
+                        observed.append(
+                            rcore.Observed(
+                                a.chain, a.network, a.address, eth.to_checksum_address(token), tb.amount
+                            )
+                        )
+            if progress is not None:
+                progress(i + 1, len(todo))
+        return rcore.snapshot_doc(heights, observed, pending)
+
+    def reconcile(
+        self, snapshot: dict[str, Any] | None = None, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Compare, sign, and log the report's hash. ``snapshot`` given (an offline
+        chain snapshot) or read from the configured chains."""
+        snap = snapshot if snapshot is not None else self.snapshot(progress)
+
+        def use_case(call: Call) -> dict[str, Any]:
+            entries = _entries(call.session, REGISTER_KINDS)
+            size = audit_log.size(call.session)
+            reg = Register.replay(entries, roles=_roles(call.session))
+            report = rcore.reconcile(reg, snap, register_size=size)
+            signature = self.svc.key.sign(rcore.report_bytes(report)).hex()
+            digest = rcore.report_hash(report)
+            self.svc.audit(
+                call,
+                "reconciliation.reported",
+                {
+                    "report_sha256": digest,
+                    "verdict": report["verdict"],
+                    "discrepancies": len(report["discrepancies"]),
+                    "heights": report["heights"],
+                    "snapshot_sha256": report["snapshot_sha256"],
+                    "register_size": size,
+                },
+                with_envelope=False,
+            )
+            return {
+                "report": report,
+                "signature": signature,
+                "report_sha256": digest,
+                "snapshot": snap,
+                "service_public": self.svc.key.sign_public.hex(),
+            }
+
+        return self.svc.run_plain("reconciliation.run", use_case)
+
+    # --- prices and statements ----------------------------------------------------------
+
+    def import_prices(self, envelope: Any) -> dict[str, Any]:
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            body = check_fields(call.action.body, required=("prices",), where="body")
+            prices = score.parse_prices(body["prices"])
+            digest = score.prices_hash(prices)
+            self.svc.audit(
+                call, "prices.imported", {"prices": [p.to_json() for p in prices], "sha256": digest}
+            )
+            return {"imported": len(prices), "sha256": digest}
+
+        return self.svc.run(
+            "prices.import", envelope, use_case, types="prices.import", roles=(Role.MANAGER, Role.CUSTODIAN)
+        )
+
+    def prices(self) -> list[score.Price]:
+        with self.svc.db.read() as session:
+            out: list[score.Price] = []
+            for e in _entries(session, ("prices.imported",)):
+                out += score.parse_prices(e["data"]["prices"])
+            return out
+
+    def statements(self, envelope: Any, *, custodian: str) -> dict[str, Any]:
+        """Statements for one client or all, for a period; their hashes into the log."""
+
+        def use_case(call: Call) -> dict[str, Any]:
+            assert call.action is not None
+            body = check_fields(call.action.body, required=("period",), optional=("client",), where="body")
+            start, end = score.parse_period(body["period"])
+            reg = read_register(call.session)
+            prices: list[score.Price] = []
+            for e in _entries(call.session, ("prices.imported",)):
+                prices += score.parse_prices(e["data"]["prices"])
+            ids = [body["client"]] if body.get("client") else sorted(reg.clients)
+            grouped = score.by_client(reg)
+            docs = []
+            for cid in ids:
+                if cid not in reg.clients:
+                    raise NotFoundError(f"no client {cid}")
+                docs.append(
+                    score.statement(
+                        reg,
+                        cid,
+                        start=start,
+                        end=end,
+                        period=body["period"],
+                        prices=prices,
+                        custodian=custodian,
+                        entity=call.deployment.entity,
+                        movements=grouped.get(cid, []),
+                    )
+                )
+            pdf = statement_pdf.render(docs, custodian=custodian)
+            bundle = {
+                "statements": docs,
+                "pdf_sha256": hashlib.sha256(pdf).hexdigest(),
+                "json_sha256": score.statements_hash(docs),
+            }
+            self.svc.audit(
+                call,
+                "statement.issued",
+                {
+                    "period": body["period"],
+                    "clients": ids,
+                    "pdf_sha256": bundle["pdf_sha256"],
+                    "json_sha256": bundle["json_sha256"],
+                },
+            )
+            bundle["pdf_hex"] = pdf.hex()
+            bundle["csv"] = score.to_csv(docs)
+            return bundle
+
+        return self.svc.run(
+            "statement.issue",
+            envelope,
+            use_case,
+            types="statement.issue",
+            roles=(Role.MANAGER, Role.CUSTODIAN),
+        )
+
+    # --- filling an intent from the chain -----------------------------------------------
+
+    def suggest(self, *, wallet: str, chain: str, network: str, asset: str) -> dict[str, Any]:
+        """What a withdrawal intent needs from the chain: Ethereum nonce (past the nonces
+        live withdrawals already hold), fee caps, gas limit and chain id; Bitcoin the
+        wallet's unreserved UTXOs with their previous transactions and a fee rate."""
+        from tandem.store.models import OutpointReservation, WithdrawalNonce
+
+        with self.svc.db.read() as session:
+            row = session.exec(
+                select(AddressRow).where(
+                    AddressRow.keyset == wallet, AddressRow.chain == chain, AddressRow.network == network
+                )
+            ).first()
+            if row is None:
+                raise NotFoundError(f"wallet {wallet} has no {chain}/{network} address")
+            address = row.address
+            held = [
+                n.nonce
+                for n in session.exec(
+                    select(WithdrawalNonce).where(
+                        WithdrawalNonce.chain == chain,
+                        WithdrawalNonce.network == network,
+                        WithdrawalNonce.address == address,
+                    )
+                ).all()
+            ]
+            reserved = {
+                (r.txid, r.vout)
+                for r in session.exec(
+                    select(OutpointReservation).where(OutpointReservation.network == network)
+                ).all()
+            }
+        backend: Any = self.backend(chain, network)
+        if chain == "ethereum":
+            nonce = max([backend.nonce(address), *(n + 1 for n in held)])
+            fees = backend.suggest_fees()
+            return {
+                "from": address,
+                "ethereum": {
+                    "chain_id": backend.chain_id(),
+                    "nonce": nonce,
+                    "max_fee_per_gas": str(fees.max_fee_per_gas),
+                    "max_priority_fee_per_gas": str(fees.max_priority_fee_per_gas),
+                    "gas_limit": 21000 if asset == "ETH" else 100000,
+                },
+            }
+        if chain == "bitcoin":
+            utxos = [
+                {"txid": u.txid, "vout": u.vout, "prev_tx": u.raw_tx.hex()}
+                for u in backend.utxos(address)
+                if (u.txid, u.vout) not in reserved
+            ]
+            return {
+                "from": address,
+                "bitcoin": {"utxos": utxos, "fee_rate": backend.suggest_fee_rate().sat_per_vb},
+            }
+        raise InputError(f"no intent filling for {chain}")
+
+    def fill_intent(self, intent: dict[str, Any]) -> dict[str, Any]:
+        """``intent`` with what it leaves out filled from the chain; what it names is kept
+        (by hand stays possible)."""
+        if intent.get("chain") not in ("ethereum", "bitcoin") or intent["chain"] in intent:
+            return dict(intent)
+        got = self.suggest(
+            wallet=intent["wallet"], chain=intent["chain"], network=intent["network"], asset=intent["asset"]
+        )
+        return {**got, **intent}
+
+    def logged(self, kind: str) -> list[dict[str, Any]]:
+        """The log's entries of ``kind`` (reports, statements): index, time and data."""
+        with self.svc.db.read() as session:
+            return [{"index": e["index"], "time": e["time"], **e["data"]} for e in _entries(session, (kind,))]

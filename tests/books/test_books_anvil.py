@@ -1,0 +1,268 @@
+"""Deposits, a withdrawal and its fee flowing through a real anvil chain into the
+register; a transfer Tandem did not make named by the next reconciliation; the
+report re-run offline from the exported log and a snapshot; a forged register entry
+refused by the offline check. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.api.test_withdrawal_helpers import ETH_DEST, allow, approve, approve_proposal, pass_delay
+from tests.books.helpers import books_for, make_client
+from tests.chainio.conftest import Anvil
+from tests.conftest import World
+from tests.keysets import make_keyset
+
+from tandem import client_withdrawal as cw
+from tandem.core import reconcile as rcore
+from tandem.core.chains import ethereum as eth
+from tandem.core.register import Register
+from tandem.errors import VerificationError
+from tandem.services.books import Books
+from tandem.store import audit_log
+
+ONE_ETH = 10**18
+TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
+
+
+def send_token(anvil: Anvil, token: str, to: str, amount: int) -> dict[str, Any]:
+    data = TRANSFER_SELECTOR + eth.parse_address(to).rjust(32, b"\x00") + amount.to_bytes(32, "big")
+    return anvil.send_from_dev(token, data)
+
+
+def withdraw_eth(world: World, books: Books, wallet: str, amount: int) -> dict[str, Any]:
+    """Over the API: create naming only wallet, asset, amount and destination (nonce and
+    fees come from the chain), approve, release, broadcast, track to confirmation."""
+    intent = {
+        "wallet": wallet,
+        "chain": "ethereum",
+        "network": "sepolia",
+        "asset": "ETH",
+        "amount": str(amount),
+        "destination": ETH_DEST,
+    }
+    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    chain_nonce = int(books.backend("ethereum", "sepolia").nonce(created["intent"]["from"]))  # type: ignore[attr-defined]
+    assert created["intent"]["ethereum"]["nonce"] == chain_nonce
+    approve(world, created["id"])
+    released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    wid = created["id"]
+    env = world.client.sign(
+        world["bob"], "withdrawal.broadcast", {"withdrawal": wid, "txid": released["txid"]}
+    )
+    broadcast = world.client.request(
+        "POST", f"/v1/books/withdrawals/{wid}/broadcast", json_body={"envelope": env}
+    )
+    assert broadcast["status"] == "broadcast"
+    confirm = world.client.sign(world["bob"], "withdrawal.confirm", {"withdrawal": wid})
+    tracked = world.client.request(
+        "POST", f"/v1/books/withdrawals/{wid}/track", json_body={"envelope": confirm}
+    )
+    assert tracked["state"] == "confirmed", tracked
+    assert tracked["height"] is not None
+    return {"id": wid, "txid": released["txid"], "tracked": tracked}
+
+
+@pytest.fixture
+def funded(world: World, anvil: Anvil, token: str) -> dict[str, Any]:
+    books = books_for(world, anvil.url)
+    make_client(world, books, "acme")
+    ks = make_keyset(world, chains=(("ethereum", "sepolia"),), segregation="client:acme")
+    address = ks.addresses[0]["address"]
+    allow(world, chain="ethereum", network="sepolia", address=ETH_DEST, label="acme out", asset="ETH")
+    allow(world, chain="ethereum", network="sepolia", address=ETH_DEST, label="acme token out", asset=token)
+    pass_delay(world)
+    eth_tx = anvil.send_from_dev(address, value=2 * ONE_ETH)
+    tok_tx = send_token(anvil, token, address, 5_000_000)
+    return {
+        "books": books,
+        "wallet": ks.id,
+        "address": address,
+        "token": token,
+        "eth_tx": eth_tx["transactionHash"],
+        "tok_tx": tok_tx["transactionHash"],
+    }
+
+
+def test_deposits_withdrawal_fee_reconcile_and_offline_check(
+    world: World, anvil: Anvil, funded: dict[str, Any]
+) -> None:
+    books: Books = funded["books"]
+    address, token = funded["address"], eth.to_checksum_address(funded["token"])
+
+    seen = books.scan_deposits()
+    by_asset = {m["asset"]: m for m in seen}
+    assert set(by_asset) == {"ETH", token}
+    assert by_asset["ETH"]["amount"] == str(2 * ONE_ETH)
+    assert by_asset["ETH"]["txid"] == funded["eth_tx"]
+    assert by_asset[token]["txid"] == funded["tok_tx"]
+    assert by_asset[token]["index"] is not None
+    assert all(m["client"] == "acme" and m["height"] is not None for m in seen)
+    assert books.scan_deposits() == []  # each deposit is recorded once
+
+    first = books.reconcile()
+    assert first["report"]["verdict"] == "reconciled", rcore.table(first["report"])
+
+    done = withdraw_eth(world, books, funded["wallet"], 3 * 10**17)
+    reg = books.register()
+    moves = [m for m in reg.movements if m.withdrawal == done["id"]]
+    assert {m.type for m in moves} == {"withdrawal", "fee"}
+    fee = next(m for m in moves if m.type == "fee")
+    assert fee.amount < 0
+    assert all(m.height == done["tracked"]["height"] for m in moves)
+    balance = int(anvil.rpc("eth_getBalance", [address, "latest"]), 16)
+    assert reg.address_balances()[("ethereum", "sepolia", address, "ETH")] == balance
+    positions = books.positions(client="acme")
+    assert {p["asset"]: p["balance"] for p in positions}["ETH"] == str(balance)
+
+    # The confirmation reconciled on its own; its hash is in the log. Auditors read it all.
+    olga = world["olga"]
+    logged = world.client.get(olga, "/v1/books/reconciliations")
+    # After the scan, on demand, after the confirmation.
+    assert [r["verdict"] for r in logged] == ["reconciled", "reconciled", "reconciled"]
+    assert world.client.get(olga, "/v1/books/positions", client="acme") == positions
+    assert [c["id"] for c in world.client.get(olga, "/v1/books/clients")] == ["acme"]
+    kinds_read = {m["type"] for m in world.client.get(olga, "/v1/books/movements")}
+    assert kinds_read == {"deposit", "withdrawal", "fee"}
+    after = books.reconcile()
+    assert after["report"]["verdict"] == "reconciled", rcore.table(after["report"])
+
+    # A transfer Tandem did not make: named by the next reconciliation.
+    anvil.send_from_dev(address, value=12345)
+    injected = books.reconcile()
+    kinds = [(d["kind"], d["asset"], d["difference"]) for d in injected["report"]["discrepancies"]]
+    assert kinds == [("unexpected_inflow", "ETH", "12345")]
+    assert "unexpected_inflow" in rcore.table(injected["report"])
+
+    # Offline: the export and the snapshot give the same verdict.
+    lines, checkpoint = world.client.audit_export(world["olga"])
+    reading = rcore.read_export(lines, checkpoint, world.svc.key.sign_public)
+    again = rcore.verify_report(injected, reading, injected["snapshot"])
+    assert again["verdict"] == "discrepancies"
+    # Another snapshot (the chain lying about the balance) does not give the signed verdict.
+    lie = {
+        **injected["snapshot"],
+        "balances": [
+            {**b, "amount": str(int(b["amount"]) - 12345)} if b["asset"] == "ETH" else b
+            for b in injected["snapshot"]["balances"]
+        ],
+    }
+    with pytest.raises(VerificationError, match="re-run gives reconciled"):
+        rcore.verify_report(injected, reading, lie)
+
+
+def test_a_token_nobody_recorded_is_named(
+    world: World, anvil: Anvil, funded: dict[str, Any], token_bytecode: bytes
+) -> None:
+    books: Books = funded["books"]
+    books.scan_deposits()
+    assert books.reconcile()["report"]["verdict"] == "reconciled"
+    receipt = anvil.send_from_dev(None, token_bytecode + (10**9).to_bytes(32, "big"))
+    stranger = eth.to_checksum_address(receipt["contractAddress"])
+    send_token(anvil, stranger, funded["address"], 42)
+    found = books.reconcile()["report"]["discrepancies"]
+    assert [(d["kind"], d["asset"], d["chain_amount"]) for d in found] == [("unknown_token", stranger, "42")]
+
+
+def test_fees_charged_to_the_fund_when_the_policy_says_so(
+    world: World, anvil: Anvil, funded: dict[str, Any]
+) -> None:
+    from tandem.core.policy import default_policy
+
+    books: Books = funded["books"]
+    books.scan_deposits()
+    current = cw.policy_show(world.client, world["olga"])["policy"]
+    proposal = cw.propose_policy(
+        world.client, world["alice"], {**current, "version": 2, "fees_charged_to": "fund"}
+    )
+    approve_proposal(world, proposal["id"])
+    pass_delay(world)
+    assert default_policy().fees_charged_to == "wallet_owner"
+    done = withdraw_eth(world, books, funded["wallet"], 10**17)
+    by_type = {m.type: m for m in books.register().movements if m.withdrawal == done["id"]}
+    assert by_type["withdrawal"].client == "acme"
+    assert by_type["fee"].client == "fund"
+    assert books.reconcile()["report"]["verdict"] == "reconciled"
+
+
+def test_forged_register_entry_refused_offline(world: World, anvil: Anvil, funded: dict[str, Any]) -> None:
+    books: Books = funded["books"]
+    books.scan_deposits()
+    deposit = next(m for m in books.register().movements if m.asset == "ETH")
+    # The service key alone writes a second credit for the same transaction: the log's
+    # chain and checkpoints are intact, but no rule justifies the entry.
+    with world.svc.db.write() as session:
+        audit_log.append(
+            session,
+            world.svc.key,
+            deployment=world.deployment,
+            kind="register.deposit",
+            actor=None,
+            outcome="ok",
+            code=None,
+            envelope=None,
+            time=world.clock(),
+            data={
+                "movement": {**deposit.to_json(), "id": "mv_forged", "entry": None},
+                "segregation": "client:acme",
+            },
+        )
+    lines, checkpoint = world.client.audit_export(world["olga"])
+    reading = rcore.read_export(lines, checkpoint, world.svc.key.sign_public)
+    with pytest.raises(VerificationError, match="recorded twice"):
+        Register.replay(reading.register_entries, roles=reading.roles)
+
+
+def test_withdrawal_movement_must_match_the_release(
+    world: World, anvil: Anvil, funded: dict[str, Any]
+) -> None:
+    books: Books = funded["books"]
+    books.scan_deposits()
+    done = withdraw_eth(world, books, funded["wallet"], 10**17)
+    lines, checkpoint = world.client.audit_export(world["olga"])
+    reading = rcore.read_export(lines, checkpoint, world.svc.key.sign_public)
+    Register.replay(reading.register_entries, roles=reading.roles)  # genuine: fine
+    forged = []
+    for e in reading.register_entries:
+        m = e["data"].get("movement") if isinstance(e["data"], dict) else None
+        if e["kind"] == "register.withdrawal" and isinstance(m, dict) and m["withdrawal"] == done["id"]:
+            forged.append({**e, "data": {**e["data"], "movement": {**m, "amount": "-1"}}})
+        else:
+            forged.append(e)
+    with pytest.raises(VerificationError, match="moved 100000000000000000 ETH"):
+        Register.replay(forged, roles=reading.roles)
+
+
+def test_outflows_named_by_kind(world: World, anvil: Anvil, funded: dict[str, Any]) -> None:
+    books: Books = funded["books"]
+    address = funded["address"]
+    books.scan_deposits()
+    # Released and broadcast, not yet tracked: the chain holds less by what it takes.
+    intent = {
+        "wallet": funded["wallet"],
+        "chain": "ethereum",
+        "network": "sepolia",
+        "asset": "ETH",
+        "amount": str(10**17),
+        "destination": ETH_DEST,
+    }
+    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    approve(world, created["id"])
+    released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    books.broadcast(
+        world.client.sign(
+            world["bob"], "withdrawal.broadcast", {"withdrawal": created["id"], "txid": released["txid"]}
+        )
+    )
+    pending = books.reconcile()["report"]["discrepancies"]
+    assert [(d["kind"], d["asset"]) for d in pending] == [("withdrawal_not_confirmed", "ETH")]
+    books.track(world.client.sign(world["bob"], "withdrawal.confirm", {"withdrawal": created["id"]}))
+    assert books.reconcile()["report"]["verdict"] == "reconciled"
+    # The key used outside Tandem (here: the node impersonating the address).
+    anvil.rpc("anvil_impersonateAccount", [address])
+    tx = anvil.rpc("eth_sendTransaction", [{"from": address, "to": ETH_DEST, "value": hex(5 * 10**16)}])
+    assert anvil.rpc("eth_getTransactionReceipt", [tx])["status"] == "0x1"
+    anvil.rpc("anvil_stopImpersonatingAccount", [address])
+    found = books.reconcile()["report"]["discrepancies"]
+    assert [(d["kind"], d["asset"]) for d in found] == [("outflow_without_withdrawal", "ETH")]
