@@ -240,6 +240,7 @@ class Demo:
                 str(genesis),
                 "--keystore",
                 str(self.keystore(name)),
+                "--yes",
                 env=self.env,
             )
         unclaimed = cli("genesis", "submit", str(genesis), env=self.env, check=False)
