@@ -32,13 +32,13 @@ def pending_change(kind: str, status: str, effective_at: int | None, now: int) -
     }
 
 
-def pending_change_line(notice: dict[str, Any]) -> str:
+def pending_change_line(notice: dict[str, Any], proposal_id: str = "<proposal id>") -> str:
     """One line for a terminal, in the reader's own local time (not the server's)."""
     when = local_iso(int(notice["effective_at"]))
     who = " or ".join(f"any {r}" for r in notice["veto_by"])
     return (
         f"takes effect at {when} (in {_span(int(notice['seconds_left']))}); until then {who} "
-        f"can veto it with `{notice['veto_command']} <proposal id>`"
+        f"can veto it with `{notice['veto_command']} {proposal_id}`"
     )
 
 

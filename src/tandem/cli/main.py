@@ -565,7 +565,7 @@ def proposal_approve(
         result = cl.approve_proposal(member, proposal_id, totp=code, proposal=proposal)
         show(result)
         if "pending_change" in result:
-            console.print(pending_change_line(result["pending_change"]))
+            console.print(pending_change_line(result["pending_change"], proposal_id))
 
     run_cli(go)
 
