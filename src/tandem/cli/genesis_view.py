@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tandem.cli.common import console, whole_table
+from rich.markup import escape
+
+from tandem.cli.common import console
 from tandem.core.audit import key_id
 from tandem.core.identity import IdentityCard
 from tandem.core.policy import Policy, Rule, default_policy, parse_policy
@@ -90,32 +92,36 @@ def policy_lines(policy: Policy) -> list[str]:
 def print_genesis(genesis: dict[str, Any], signatures: dict[str, Any] | None = None) -> None:
     """Everything a signer commits to, in the words they check it by."""
     signed = signatures or {}
-    console.print(f"[bold]Genesis of {genesis['deployment']}[/]")
-    console.print(f"  entity         {genesis['entity']}")
+    # Plain lines, not tables: an address or fingerprint is never folded, whatever the
+    # width, and every text from the file is shown verbatim (escaped, never markup).
+    console.print(f"[bold]Genesis of {escape(genesis['deployment'])}[/]")
+    console.print(f"  entity         {escape(genesis['entity'])}")
     service = genesis["service"]
     console.print(
         f"  service key    {key_id(bytes.fromhex(service['sign_public']))}  "
         "(signs checkpoints, receives TOTP seeds; compare with what the operator read out)"
     )
-    members = whole_table("member", "role", "fingerprint", "signed", title="Initial members")
-    for raw in genesis["members"]:
-        card = IdentityCard.from_json(raw)
-        members.add_row(
-            card.name, card.role.value, card.fingerprint, "yes" if card.member_id in signed else "no"
+    console.print("[bold]Initial members[/] (compare each fingerprint with its owner)")
+    cards = [IdentityCard.from_json(raw) for raw in genesis["members"]]
+    width = max(len(c.name) for c in cards)
+    for card in cards:
+        mark = "signed" if card.member_id in signed else "not signed yet"
+        console.print(
+            f"  {escape(card.name):{width}}  {card.role.value:9}  fingerprint {card.fingerprint}  {mark}"
         )
-    console.print(members)
     policy, is_default = genesis_policy(genesis)
     console.print("[bold]Policy[/]" + (" (the default)" if is_default else ""))
     for line in policy_lines(policy):
-        console.print(f"  {line}")
+        console.print(f"  {escape(line)}")
     book = genesis.get("address_book") or []
     if book:
-        table = whole_table("label", "chain", "network", "address", "asset", title="Address book")
+        console.print("[bold]Address book[/] (in force from genesis, no delay)")
         for entry in book:
-            table.add_row(
-                entry["label"], entry["chain"], entry["network"], entry["address"], entry.get("asset") or ""
+            asset = f"  asset {entry['asset']}" if entry.get("asset") else ""
+            console.print(
+                f"  {escape(entry['label'])}: {entry['chain']} {entry['network']} "
+                f"{escape(entry['address'])}{escape(asset)}"
             )
-        console.print(table)
     else:
         console.print("[bold]Address book[/]: empty")
     delay = span(policy.change_delay_seconds)
