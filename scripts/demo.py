@@ -156,14 +156,32 @@ class Demo:
         it would have to run ahead of the skew window.
         """
         member = self.members[name]
+        told = False
         while True:
             now_step = int(time.time()) // 30
             step = max(now_step - 1, self.last_step.get(name, -1) + 1)
             if step <= now_step + 1:
                 break
+            if not told:
+                wait = 30 - int(time.time()) % 30
+                note(
+                    f"... {name} has used this 30 s step's code; waiting {wait} s for the "
+                    "authenticator's next one (each code is accepted once)"
+                )
+                told = True
             time.sleep(1)
         self.last_step[name] = step
         return code_at(member.totp_secret, step)
+
+    def free_custodian(self, *, avoid: str = "") -> str:
+        """A custodian whose authenticator shows an unused code right now, so the story
+        does not stop for the next 30 s step (bob first; cora once she has joined)."""
+        names = [n for n in ("bob", "cora") if n in self.members and n != avoid]
+        now_step = int(time.time()) // 30
+        for name in names:
+            if self.last_step.get(name, -1) + 1 <= now_step + 1:
+                return name
+        return names[0]
 
     def enrolled(self, name: str) -> None:
         self.last_step[name] = int(time.time()) // 30
@@ -240,6 +258,7 @@ class Demo:
                 str(genesis),
                 "--keystore",
                 str(self.keystore(name)),
+                "--yes",
                 env=self.env,
             )
         unclaimed = cli("genesis", "submit", str(genesis), env=self.env, check=False)
@@ -318,13 +337,18 @@ class Demo:
             ("solana", "solana-cold.toml"),
         ):
             text = (ROOT / "ceremonies" / definition).read_text(encoding="utf-8")
-            transcript = run_ceremony(
-                self.client,
-                proposer=self.members["alice"],
-                approvers=[self.members["bob"]],
-                definition_text=text,
-                code=self.code,
-            )
+            if chain == "bitcoin":
+                transcript = self.ceremony_step_by_step(text)
+            else:
+                approver = self.free_custodian()
+                note(f"{chain}: the same steps from {definition}, approved by {approver}")
+                transcript = run_ceremony(
+                    self.client,
+                    proposer=self.members["alice"],
+                    approvers=[self.members[approver]],
+                    definition_text=text,
+                    code=self.code,
+                )
             cid = (
                 transcript["ceremony"]["id"]
                 if isinstance(transcript.get("ceremony"), dict)
@@ -337,6 +361,90 @@ class Demo:
                 note(f"{chain:8} {address['network']:8} {address['address']}  [{address['segregation']}]")
             note(f"transcript {cid}: countersigned by every participant, verified offline")
         return keysets
+
+    def ceremony_step_by_step(self, text: str) -> dict[str, Any]:
+        """The first ceremony with each step said as it happens (the others run the same
+        steps in one call)."""
+        from tandem import client_ceremony as cc
+        from tandem.core import ceremony as ceremony_core
+        from tandem.core import keygen
+
+        alice, bob = self.members["alice"], self.members["bob"]
+        cid = cc.new_ceremony_id()
+        mine = {alice.member_id: keygen.make_contribution(), bob.member_id: keygen.make_contribution()}
+        cc.propose_ceremony(self.client, alice, text, ceremony_id=cid, contribution=mine[alice.member_id])
+        note(
+            f"bitcoin: alice proposed {cid}; commitment: her client drew a secret contribution "
+            "and sent only its hash, so it cannot be changed later"
+        )
+        cc.approve_ceremony(self.client, bob, cid, totp=self.code("bob"), contribution=mine[bob.member_id])
+        note("bob approved with signature + TOTP, and committed to his own secret contribution the same way")
+        for member in (alice, bob):
+            cc.reveal(self.client, member, cid, mine[member.member_id])
+        note(
+            "reveal: both disclosed their contributions; the server checked each against its "
+            "commitment and derived the keys from both, so neither side chose the key"
+        )
+        for member in (alice, bob):
+            cc.countersign(self.client, member, cid)
+        note(
+            "countersign: each participant's client re-verified the record on its own machine, "
+            "signed its hash and pinned the new key set"
+        )
+        transcript = cc.get_transcript(self.client, alice, cid)
+        ceremony_core.verify_transcript(transcript).require()
+        note(
+            "transcript: the whole record (definition, approvals, commitments, reveals, "
+            "addresses, countersignatures), checked offline next with `tandem verify transcript`"
+        )
+        return transcript
+
+    def withdrawal_step_by_step(
+        self, keyset_id: str, intent: dict[str, Any], custodians: list[MemberSecrets]
+    ) -> dict[str, Any]:
+        """One withdrawal as the custodian sees it: the screen their client shows before
+        they approve, decoded on their own machine from the raw transaction."""
+        from tandem import client_withdrawal as cw
+        from tandem.cli.withdrawal_cmds import _print_review
+
+        alice, bob = self.members["alice"], custodians[0]
+        created = cw.create_withdrawal(self.client, alice, {**intent, "wallet": keyset_id})
+        wid = created["id"]
+        note(
+            f"alice requested {wid} and reads its fingerprint {created['fingerprint']} out to bob "
+            "by phone; this is bob's approval screen (tandem withdraw approve):"
+        )
+        view = cw.get_withdrawal(self.client, bob, wid)
+        print(flush=True)
+        _print_review(view, cw.review(view))
+        print(flush=True)
+        label = next(e["label"] for e in ADDRESS_BOOK if e["address"] == intent["destination"])
+        note(
+            f"bob checks on that screen, decoded by his own client: {int(intent['amount']) / 1e8:.8f} BTC "
+            f"to '{label}' (an address-book entry), the change back to the wallet, the fee, and the "
+            "fingerprint against what alice read out"
+        )
+        status = cw.approve_withdrawal(
+            self.client,
+            bob,
+            wid,
+            totp=self.code("bob"),
+            expected_fingerprint=created["fingerprint"],
+            view=view,
+        )["status"]
+        note(f"bob's fingerprint matched what alice read out; he approved with signature + TOTP -> {status}")
+        released = cw.release_withdrawal(self.client, bob, wid)
+        return {
+            "id": wid,
+            "chain": created["chain"],
+            "network": created["network"],
+            "from_address": created["intent"]["from"],
+            "intent": created["intent"],
+            "fingerprint": created["fingerprint"],
+            "raw_tx": released["signed_tx"],
+            "txid": released["txid"],
+            "prevouts": created["prevouts"],
+        }
 
     def withdrawals(self, keysets: dict[str, dict[str, Any]]) -> None:
         from tandem import client_withdrawal as cw
@@ -395,14 +503,18 @@ class Demo:
         }
         wallets = {"bitcoin": btc_keyset, "ethereum": eth_keyset, "erc20": eth_keyset}
         for name, intent in intents.items():
-            result = cw.run_withdrawal(
-                self.client,
-                manager=manager,
-                custodians=custodians,
-                keyset_id=wallets[name],
-                intent=intent,
-                code=lambda m: self.code(m.name),
-            )
+            if name == "bitcoin":
+                result = self.withdrawal_step_by_step(wallets[name], intent, custodians)
+            else:
+                first = self.free_custodian()
+                result = cw.run_withdrawal(
+                    self.client,
+                    manager=manager,
+                    custodians=sorted(custodians, key=lambda m: m.name != first),
+                    keyset_id=wallets[name],
+                    intent=intent,
+                    code=lambda m: self.code(m.name),
+                )
             (out / f"{result['id']}.json").write_text(json.dumps(result, indent=2) + "\n")
             note(f"{name:8} released {result['txid']} from {result['from_address']}")
         note(f"Bitcoin spend from {btc_from}: prevouts with scriptPubKey written for independent checking")
@@ -437,11 +549,14 @@ class Demo:
             return original(method, path, **kw)
 
         self.client.request = recording  # type: ignore[method-assign]
+        approver = self.free_custodian()
         try:
-            cw.approve_withdrawal(self.client, self.members["bob"], created["id"], totp=self.code("bob"))
+            cw.approve_withdrawal(
+                self.client, self.members[approver], created["id"], totp=self.code(approver)
+            )
         finally:
             self.client.request = original  # type: ignore[method-assign]
-        replay = {**sent[-1], "totp": self.code("cora")}
+        replay = {**sent[-1], "totp": self.code(self.free_custodian(avoid=approver))}
         self.refused(
             "the same approval sent again (replay)",
             lambda: self.client.request("POST", f"/v1/withdrawals/{created['id']}/approve", json_body=replay),
@@ -452,13 +567,18 @@ class Demo:
         from tandem.core import proofs as proof_core
 
         say("Proof of ownership: every address signs in its chain's own message standard")
+        custodian = self.free_custodian()
+        note(
+            f"olga (auditor) issues a challenge with a fresh nonce; alice and {custodian} each re-seal "
+            "their share to it (one side alone cannot sign), then every address signs"
+        )
         bundle = client_proof.run_proof(
             self.client,
             issuer=self.members["olga"],
             manager=self.members["alice"],
-            custodian=self.members["bob"],
+            custodian=self.members[custodian],
             scope={"kind": "all"},
-            code=lambda: self.code("bob"),
+            code=lambda: self.code(custodian),
         )
         path = self.out / "proofs.json"
         path.write_bytes(proof_core.bundle_bytes(bundle))
@@ -473,10 +593,11 @@ class Demo:
             str(self.out / "proofs-report.json"),
             env=self.env,
         )
-        note(
-            f"{len(bundle['proofs'])} addresses proved; auditor's offline check: "
-            + result.stdout.strip().splitlines()[-1]
+        verdict = next(
+            (line for line in result.stdout.splitlines() if line.startswith("OK")),
+            result.stdout.strip().splitlines()[-1],
         )
+        note(f"{len(bundle['proofs'])} addresses proved ({path.name}); olga's offline check: {verdict}")
         tampered = json.loads(path.read_text())
         tampered["proofs"][0]["message"] = tampered["proofs"][0]["message"].replace("own", "client-omnibus")
         bad_path = self.out / "tampered" / "proofs.json"
@@ -518,7 +639,8 @@ class Demo:
         bad = cli("audit", "verify", str(tampered), env=self.env, check=False)
         if bad.returncode == 0:
             raise SystemExit("DEMO FAILURE: a tampered export verified")
-        note("an edited copy is refused: " + (bad.stderr or bad.stdout).strip().splitlines()[-1])
+        why = (bad.stderr or bad.stdout).strip().splitlines()[-1].removeprefix("refused: ")
+        note(f"a copy with entry 3 edited is refused: {why}")
 
 
 def main() -> None:
@@ -526,6 +648,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "demo-out", help="artifact directory")
     args = parser.parse_args()
     out: Path = args.out.resolve()
+    if not sys.stdout.isatty():
+        # Written to a log or a pipe: wide enough that the approval screen keeps every
+        # txid and address on one line.
+        os.environ.setdefault("COLUMNS", "160")
     if out.exists():
         shutil.rmtree(out)
     (out / "keystores").mkdir(parents=True)

@@ -55,7 +55,12 @@ ClaimTokenOpt = typer.Option(
     help="The one-time claim token `tandem init` printed to the operator.",
     show_envvar=True,
 )
-TotpOpt = typer.Option(None, "--totp", help="Your current 6-digit code; asked for when omitted.")
+TotpOpt = typer.Option(
+    None,
+    "--totp",
+    envvar="TANDEM_TOTP",
+    help="Your current 6-digit code; asked for when omitted (scripts may set TANDEM_TOTP).",
+)
 TotpFromKeystoreOpt = typer.Option(
     False,
     "--totp-from-keystore",

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from tandem.cli import common
+from tandem.cli import common, genesis_view
 from tandem.cli.common import (
     ClaimTokenOpt,
     KeystoreOpt,
@@ -39,6 +39,7 @@ from tandem.core.identity import (
 )
 from tandem.core.roles import parse_role
 from tandem.errors import ConfigurationError, InputError, PinError
+from tandem.localtime import pending_change_line
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 id_app = typer.Typer(
@@ -243,6 +244,7 @@ def genesis_draft(  # noqa: PLR0917 - typer maps options to parameters
             address_book=read_json(address_book) if address_book else None,
         )
         write_json(out, {"genesis": doc, "signatures": {}})
+        genesis_view.print_genesis(doc)
         console.print(f"drafted {out}: every member listed must now run `tandem genesis sign`")
 
     run_cli(go)
@@ -252,16 +254,27 @@ def genesis_draft(  # noqa: PLR0917 - typer maps options to parameters
 def genesis_sign(
     file: Annotated[Path, typer.Argument(help="Genesis file from `tandem genesis draft`.")],
     keystore: Path = KeystoreOpt,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Sign without asking (scripts; you checked the file already).")
+    ] = False,
 ) -> None:
-    """Add your signature to a genesis file after checking what it says."""
+    """Show what the genesis says (entity, members with role and fingerprint, service key,
+    policy, address book), ask, then add your signature."""
 
     def go() -> None:
         doc = read_json(file)
         member = load_member(keystore)
         if member.member_id not in {IdentityCard.from_json(c).member_id for c in doc["genesis"]["members"]}:
             raise InputError("you are not an initial member in this genesis file")
-        pin = _pin_genesis(doc["genesis"], keystore)
         mid, sig = Client.sign_genesis(member, doc["genesis"])
+        if doc["signatures"].get(mid) == sig:
+            console.print("you already signed this genesis; nothing changed")
+            _say_pinned(_pin_genesis(doc["genesis"], keystore))
+            return
+        genesis_view.print_genesis(doc["genesis"], doc["signatures"])
+        if not yes and not typer.confirm(f"Sign this genesis as {member.name} ({member.role.value})?"):
+            raise InputError("not signed: you declined; nothing was written")
+        pin = _pin_genesis(doc["genesis"], keystore)
         doc["signatures"][mid] = sig
         write_json(file, doc)
         console.print(
@@ -549,7 +562,10 @@ def proposal_approve(
         proposal = cl.get(member, f"/v1/proposals/{proposal_id}")
         show({**proposal, "digest_computed_locally": cl.proposal_digest(proposal)})
         code = common.totp_code(cl, member, totp, totp_from_keystore)
-        show(cl.approve_proposal(member, proposal_id, totp=code, proposal=proposal))
+        result = cl.approve_proposal(member, proposal_id, totp=code, proposal=proposal)
+        show(result)
+        if "pending_change" in result:
+            console.print(pending_change_line(result["pending_change"], proposal_id))
 
     run_cli(go)
 

@@ -29,6 +29,7 @@ from tandem.errors import (
     TimeLockedError,
     TotpError,
 )
+from tandem.localtime import local_iso, pending_change
 from tandem.services.base import SESSION_SECONDS, Call, ServiceBase
 from tandem.services.claim import ClaimGate
 from tandem.store.models import Approval, Deployment, Member, Proposal
@@ -69,8 +70,10 @@ def member_public(m: Member) -> dict[str, Any]:
     }
 
 
-def proposal_public(p: Proposal, approvals: list[Approval]) -> dict[str, Any]:
-    return {
+def proposal_public(p: Proposal, approvals: list[Approval], *, now: int | None = None) -> dict[str, Any]:
+    """A proposal as the API shows it. Given ``now``, an approved change still in its
+    delay also says when it takes effect (local time of the server) and who may veto."""
+    out: dict[str, Any] = {
         "id": p.id,
         "kind": p.kind,
         "body": loads_strict(p.body),
@@ -83,6 +86,11 @@ def proposal_public(p: Proposal, approvals: list[Approval]) -> dict[str, Any]:
         "digest": proposal_digest(p),
         "approvals": [{"member": a.member, "role": a.role, "at": a.created_at} for a in approvals],
     }
+    if now is not None:
+        notice = pending_change(p.kind, p.status, p.effective_at, now)
+        if notice is not None:
+            out["pending_change"] = notice
+    return out
 
 
 def proposal_digest(p: Proposal) -> str:
@@ -408,7 +416,7 @@ class MembershipService(ServiceBase):
             self.audit(call, "proposal.approved", data)
             if result.met:
                 self._approved(call, proposal, data["effective_at"])
-            return proposal_public(proposal, approvals)
+            return proposal_public(proposal, approvals, now=call.now)
 
         return self.run(
             action_type,
@@ -479,7 +487,7 @@ class MembershipService(ServiceBase):
                 )
             if call.now < proposal.effective_at:
                 raise TimeLockedError(
-                    f"the change is in its veto window until {proposal.effective_at} "
+                    f"the change is in its veto window until {local_iso(proposal.effective_at)} "
                     f"({proposal.effective_at - call.now}s left)",
                     details={"effective_at": proposal.effective_at},
                 )
@@ -571,7 +579,7 @@ class MembershipService(ServiceBase):
             out = []
             for p in session.exec(query).all():
                 approvals = list(session.exec(select(Approval).where(Approval.subject == p.id)).all())
-                out.append(proposal_public(p, approvals))
+                out.append(proposal_public(p, approvals, now=self.clock()))
             return out
 
     def get_proposal(self, proposal_id: str) -> dict[str, Any]:
@@ -580,7 +588,7 @@ class MembershipService(ServiceBase):
             if p is None:
                 raise NotFoundError("no such proposal")
             approvals = list(session.exec(select(Approval).where(Approval.subject == p.id)).all())
-            return proposal_public(p, approvals)
+            return proposal_public(p, approvals, now=self.clock())
 
     def deployment_info(self) -> dict[str, Any]:
         with self.db.read() as session:

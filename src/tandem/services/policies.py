@@ -46,6 +46,7 @@ from tandem.errors import (
     PolicyVersionError,
     RoleNotAllowedError,
 )
+from tandem.localtime import local_iso
 from tandem.services.base import Call, ServiceBase
 from tandem.services.membership import PROPOSAL_SECONDS, proposal_digest, proposal_public
 from tandem.store.models import AddressBookRow, PolicyRow, Proposal, Withdrawal
@@ -430,6 +431,7 @@ def policy_info(service: ServiceBase) -> dict[str, Any]:
                 "version": r.version,
                 "hash": r.hash,
                 "effective_at": r.effective_at,
+                "effective_at_local": local_iso(r.effective_at),
                 "proposal": r.proposal,
                 "in_force": r.version == current.version,
                 "pending": r.effective_at > now,
@@ -466,6 +468,7 @@ def address_book_view(service: ServiceBase) -> list[dict[str, Any]]:
                     "asset": r.asset,
                     "label": r.label,
                     "effective_at": r.effective_at,
+                    "effective_at_local": local_iso(r.effective_at),
                     "proposal": r.proposal,
                     "status": state,
                 }
