@@ -166,7 +166,13 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
             "is a signed action envelope; reads need a session opened by a signed action."
         ),
         responses=ERROR_RESPONSES,
+        # Served locally below (tandem.api.docs_ui): the default pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    from tandem.api.docs_ui import install_docs
+
+    install_docs(app, title="Tandem")
     app.state.service = svc
     app.state.server_lock = lock
 
