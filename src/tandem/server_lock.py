@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -106,9 +107,12 @@ class PostgresLock:
     """A session-level advisory lock held by one dedicated connection for the life of the
     process; PostgreSQL drops it when that connection ends."""
 
-    def __init__(self, url: str, *, schema: str | None = None) -> None:
+    def __init__(self, url: str, *, schema: str | None = None, wait_seconds: float = 5.0) -> None:
         self.url = url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.schema = schema
+        # A holder that has just died keeps its lock until its backend notices the
+        # closed connection; a restart straight after a crash waits that long at most.
+        self.wait_seconds = wait_seconds
         self._conn: Any = None
         self.key: int | None = None
 
@@ -124,7 +128,12 @@ class PostgresLock:
             row = conn.execute("SELECT current_schema()").fetchone()
             schema = str(row[0]) if row and row[0] is not None else "public"
             key = advisory_key(schema)
-            won = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            deadline = time.monotonic() + self.wait_seconds
+            while True:
+                won = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                if (won and won[0]) or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.2)
             if not (won and won[0]):
                 holder = conn.execute(
                     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "

@@ -154,7 +154,7 @@ def test_postgres_advisory_lock_is_per_schema(pg_schema: str) -> None:
     first.acquire()
     try:
         with pytest.raises(ServerRunningError) as err:
-            PostgresLock(PG_URL, schema=pg_schema).acquire()
+            PostgresLock(PG_URL, schema=pg_schema, wait_seconds=0.5).acquire()
         assert err.value.code == "server_already_running"
         assert pg_schema in err.value.message
         assert "backend pid" in err.value.message
@@ -192,3 +192,23 @@ def test_second_server_on_one_postgres_schema_refuses(tmp_path: Path, pg_schema:
     finally:
         first.terminate()
         first.wait(timeout=20)
+
+
+@pytest.mark.postgres
+@needs_pg
+def test_a_restart_after_the_holder_dies_waits_for_its_lock(pg_schema: str) -> None:
+    """The holder's connection closes a moment after the new server asks: it waits."""
+    import threading
+
+    first = PostgresLock(PG_URL, schema=pg_schema)
+    first.acquire()
+    timer = threading.Timer(1.0, first.release)
+    timer.start()
+    try:
+        second = PostgresLock(PG_URL, schema=pg_schema, wait_seconds=10)
+        second.acquire()
+        assert second.held
+        second.release()
+    finally:
+        timer.cancel()
+        first.release()
