@@ -86,6 +86,18 @@ def test_cli_help_without_server_libraries() -> None:
     result = run_blocked("--help")
     assert result.returncode == 0, result.stderr
     assert "verify" in result.stdout
+    for sub in ("proofs", "transcript"):
+        result = run_blocked("verify", sub, "--help")
+        assert result.returncode == 0, result.stderr
+
+
+def test_server_commands_say_which_extra_is_missing(tmp_path: Path) -> None:
+    for args in (("serve",), ("init", "--data-dir", str(tmp_path / "d"))):
+        result = run_blocked(*args)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "pip install 'tandem[server]'" in result.stderr + result.stdout
+        assert "server_extra_missing" in result.stderr + result.stdout
 
 
 @pytest.fixture
