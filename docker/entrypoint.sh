@@ -5,8 +5,9 @@
 #                     start: print the service public key and keep a copy of it in the
 #                     data volume; then exec `tandem serve` with ARGS appended.
 #   -...              options only: the same as `serve -...`.
-#   PROGRAM [ARGS...] a program on PATH (sh, python, tandem): exec'd as given.
-#   CMD [ARGS...]     anything else is a tandem command: exec `tandem CMD ARGS...`.
+#   PROGRAM [ARGS...] tandem, sh, bash, python, python3 or a path: exec'd as given.
+#   CMD [ARGS...]     anything else is a tandem command: exec `tandem CMD ARGS...`
+#                     (so `init` is tandem's, whatever else is on PATH).
 #
 # The service key must not live in the data volume, and its directory must be a mount
 # of its own (a volume or a secret), or a restarted container would make a new key.
@@ -63,10 +64,10 @@ case "$1" in
     ;;
   -*)
     ;;
+  tandem | sh | bash | python | python3 | */*)
+    exec "$@"
+    ;;
   *)
-    if command -v "$1" >/dev/null 2>&1; then
-      exec "$@"
-    fi
     exec tandem "$@"
     ;;
 esac

@@ -240,6 +240,17 @@ def test_other_commands_run_as_given(sandbox: dict[str, str]) -> None:
     assert shell.stdout.strip() == "from-sh"
 
 
+def test_tandem_commands_win_over_programs_of_the_same_name(sandbox: dict[str, str], tmp_path: Path) -> None:
+    other = tmp_path / "bin" / "init"
+    other.write_text("#!/bin/sh\necho not-tandem\n")
+    other.chmod(0o755)
+    result = run_entry(sandbox, "init", "--new-claim-token")
+    assert result.returncode == 0, result.stderr
+    assert "not-tandem" not in result.stdout
+    assert calls(sandbox)[0] == "init --new-claim-token"
+    assert not any(c.startswith("serve") for c in calls(sandbox))
+
+
 def test_key_inside_the_data_volume_is_refused(sandbox: dict[str, str]) -> None:
     sandbox["TANDEM_SERVICE_KEY_FILE"] = sandbox["TANDEM_DATA_DIR"] + "/keys/../service.key"
     result = run_entry(sandbox)
