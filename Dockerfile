@@ -40,7 +40,7 @@ EXPOSE 8600
 # Healthy only when /v1/health answers 200: a sealed service (503) is unhealthy. The
 # start period covers the start-up audit-chain check, before the port opens.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8600/v1/health', timeout=4).status == 200 else 1)"]
+  CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('TANDEM_PORT', '8600'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/v1/health', timeout=4).status == 200 else 1)"]
 
 # `docker run IMAGE` serves; `docker run IMAGE serve --port 9000` passes arguments on;
 # `docker run IMAGE audit verify --full` runs any other tandem command; see the script.

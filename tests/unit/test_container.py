@@ -289,3 +289,65 @@ def test_a_failing_init_stops_the_start(sandbox: dict[str, str], tmp_path: Path)
 def test_entrypoint_passes_bash_syntax_check() -> None:
     assert subprocess.run(["bash", "-n", str(ENTRYPOINT)], check=False).returncode == 0
     assert os.access(ENTRYPOINT, os.X_OK)
+
+
+# --- the health check's own command, against real servers ---------------------------------
+
+
+def health_command() -> list[str]:
+    (check,) = args_of("HEALTHCHECK")
+    command: list[str] = json.loads(check[check.index("CMD ") + 4 :])
+    return command
+
+
+def _serve(tmp_path: Path, name: str, *, tamper: bool) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    import socket
+    import sqlite3
+    import sys
+    import time
+
+    import httpx
+
+    data = tmp_path / name
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    env.update(TANDEM_DATA_DIR=str(data), TANDEM_PORT=port, PYTHONPATH=str(ROOT / "src"))
+    cli = [sys.executable, "-m", "tandem.cli"]
+    subprocess.run([*cli, "init", "--data-dir", str(data)], env=env, check=True, capture_output=True)
+    if tamper:
+        with sqlite3.connect(data / "tandem.db") as conn:
+            conn.execute(
+                "INSERT INTO auditrow (seq, hash, kind, line) VALUES (0, ?, 'x', '{}')", ("00" * 32,)
+            )
+    proc = subprocess.Popen(
+        [*cli, "serve", "--port", port], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2)
+            return proc, env
+        except httpx.TransportError:
+            assert proc.poll() is None
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def test_health_check_command_follows_the_seal(tmp_path: Path) -> None:
+    command = health_command()
+    assert command[0] == "python"
+    command = [__import__("sys").executable, *command[1:]]
+    sound, env = _serve(tmp_path, "sound", tamper=False)
+    sealed, sealed_env = _serve(tmp_path, "sealed", tamper=True)
+    try:
+        assert subprocess.run(command, env=env, capture_output=True, check=False).returncode == 0
+        assert subprocess.run(command, env=sealed_env, capture_output=True, check=False).returncode != 0
+    finally:
+        for proc in (sound, sealed):
+            proc.terminate()
+            proc.wait(timeout=20)
+    # Nothing listening (still starting, or gone): unhealthy.
+    assert subprocess.run(command, env=env, capture_output=True, check=False).returncode != 0
