@@ -10,7 +10,7 @@ pick_python() {
   done
   echo "Tandem needs Python 3.11 or newer on PATH" >&2; return 1
 }
-ensure_venv() {  # $1: extras spec, e.g. "" or "[dev]"
+ensure_venv() {  # $1: extras spec, e.g. "[server]" or "[server,dev]" ("" is the auditor's install)
   local extras="${1:-}"
   local stamp="$VENV/.tandem-installed${extras//[^a-z]/}"
   if [ ! -x "$VENV/bin/python" ]; then

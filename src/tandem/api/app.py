@@ -131,9 +131,33 @@ def build_service(settings: Settings, clock: Callable[[], int] | None = None) ->
     return service
 
 
+def server_logging() -> None:
+    """Start-up messages (a sealing check's ERROR line above all) reach the server's
+    stderr before the HTTP server configures its own loggers."""
+    logger = logging.getLogger("tandem")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def create_app(settings: Settings | None = None, *, service: Tandem | None = None) -> FastAPI:
     settings = settings or Settings()
-    svc = service or build_service(settings)
+    lock = None
+    if service is None:
+        # A server built from settings owns its state: one per data directory (and per
+        # PostgreSQL schema), taken before the schema is touched and held until exit.
+        from tandem.server_lock import ServerLock
+
+        server_logging()
+        lock = ServerLock(settings.data_dir, settings.resolved_database_url()).acquire()
+    try:
+        svc = service or build_service(settings)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     app = FastAPI(
         title="Tandem",
         version=__version__,
@@ -142,8 +166,15 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
             "is a signed action envelope; reads need a session opened by a signed action."
         ),
         responses=ERROR_RESPONSES,
+        # Served locally below (tandem.api.docs_ui): the default pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    from tandem.api.docs_ui import install_docs
+
+    install_docs(app, title="Tandem")
     app.state.service = svc
+    app.state.server_lock = lock
 
     app.add_middleware(BodyCap, max_bytes=settings.max_body_bytes)
 
@@ -210,12 +241,17 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
         "/v1/health",
         response_model=schemas.Health,
         tags=["service"],
-        responses={503: {"model": schemas.ErrorBody}},
+        responses={503: {"model": schemas.Health, "description": "Sealed: signing refused"}},
     )
-    def health() -> schemas.Health:
-        """Liveness and seal state (used by the container HEALTHCHECK)."""
-        sealed = svc.sealed_reason is not None
-        return schemas.Health(status="sealed" if sealed else "ok", sealed=sealed, reason=svc.sealed_reason)
+    def health() -> Any:
+        """Liveness and seal state (followed by the container HEALTHCHECK): 200 when the
+        service may sign, 503 with the sealing check's stable `code` when it is sealed."""
+        if svc.sealed_reason is None:
+            return JSONResponse({"status": "ok", "sealed": False, "reason": None})
+        body = schemas.Health(
+            status="sealed", sealed=True, reason=svc.sealed_reason, code=svc.sealed_code or "sealed"
+        )
+        return JSONResponse(status_code=503, content=body.model_dump())
 
     @app.get("/v1/deployment", tags=["service"])
     def deployment() -> dict[str, Any]:

@@ -52,3 +52,5 @@ class Health(Strict):
     status: str
     sealed: bool
     reason: str | None = None
+    # Only when sealed: the stable code of the start-up check that sealed signing.
+    code: str | None = None

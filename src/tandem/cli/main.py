@@ -86,6 +86,9 @@ def init(
     genesis must present. Safe to re-run."""
 
     def go() -> None:
+        from tandem.server_extra import require_server_extra
+
+        require_server_extra("init")
         from sqlmodel import select
 
         from tandem.core.service_key import ServiceKey
@@ -146,6 +149,9 @@ def serve(
     """(Operator) Run the HTTP API. Verifies the audit chain first; seals signing if it fails."""
 
     def go() -> None:
+        from tandem.server_extra import require_server_extra
+
+        require_server_extra("serve")
         import uvicorn
 
         from tandem.api import create_app

@@ -8,6 +8,7 @@ one row, and an export streams page by page.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,21 +39,53 @@ class StoredVerifyReport:
 
 
 class AuditService(ServiceBase):
+    # The stable error code of the start-up check that sealed signing (None: unsealed).
+    sealed_code: str | None = None
+
     def startup_check(self) -> None:
         """Verify what was appended since the signed verified-up-to marker (the whole
         chain when there is none); on failure seal every signing endpoint (503)."""
         try:
             self.verify_stored(full=False)
         except Error as exc:
-            self.sealed_reason = f"audit chain does not verify at start-up: {exc.message}"
+            self._seal(exc, f"audit chain does not verify at start-up: {exc.message}")
             return
         try:
             with self.db.read() as session:
                 keynetworks.require_one_network_per_key(session)
         except Error as exc:
-            self.sealed_reason = f"start-up check [{exc.code}]: {exc.message}"
+            self._seal(exc, f"start-up check [{exc.code}]: {exc.message}")
             return
         self.sealed_reason = None
+        self.sealed_code = None
+
+    def _seal(self, exc: Error, reason: str) -> None:
+        """Seal signing and say so in the server log: one ERROR line naming the check's
+        code and the bad entry (its index and kind) or key set. Codes, indices, kinds and
+        ids only: no entry body, no key material."""
+        self.sealed_reason = reason
+        self.sealed_code = exc.code
+        where = ""
+        index = getattr(exc, "index", None)
+        if isinstance(index, int):
+            where = f" at audit entry {index} (kind {self._entry_kind(index)})"
+        keysets = exc.details.get("keysets")
+        if keysets:
+            where += f" in key set {', '.join(map(str, keysets))}"
+        log.error("signing sealed by the start-up check [%s]%s: %s", exc.code, where, exc.message)
+
+    def _entry_kind(self, index: int) -> str:
+        """The kind an audit row says it is, for the log line; "unknown" when the row is
+        missing or does not parse (that is often why it failed)."""
+        try:
+            with self.db.read() as session:
+                stored = audit_log.row(session, index)
+            if stored is None:
+                return "missing"
+            kind = json.loads(stored.line).get("kind")
+        except Exception:
+            return "unknown"
+        return kind if isinstance(kind, str) and kind.isprintable() and len(kind) <= 64 else "unknown"
 
     def verify_stored(
         self, *, full: bool, progress: Callable[[int, int], None] | None = None

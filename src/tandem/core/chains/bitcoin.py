@@ -6,7 +6,9 @@ transaction and refuses everything else (truncation, trailing bytes, non-minimal
 length prefixes, counts the bytes cannot hold, amounts above the supply).
 
 Proofs of control use the formats standard wallets check: BIP-322 *simple* for
-P2WPKH addresses and BIP-137 (Bitcoin Core ``signmessage``) for P2PKH.
+P2WPKH addresses and BIP-137 (Bitcoin Core ``signmessage``) for P2PKH; BIP-137 is also
+verified for P2WPKH and P2SH-P2WPKH, under both its own segwit headers and the
+compressed-P2PKH header Electrum signs segwit addresses with.
 """
 
 from __future__ import annotations
@@ -919,12 +921,23 @@ def bip137_message_hash(message: str) -> bytes:
     return sha256d(_var_bytes(BIP137_MAGIC) + _var_bytes(_utf8(message)))
 
 
-# Header byte = base + recovery id; the base says which address type signed.
-_BIP137_HEADERS: dict[int, tuple[AddressKind, bool]] = {
-    27: ("p2pkh", False),
-    31: ("p2pkh", True),
-    39: ("p2wpkh", True),
+# Header byte = base + recovery id; the base says which address type signed, and
+# whether the key is compressed. BIP-137 gives 35-38 to P2SH-P2WPKH and 39-42 to
+# P2WPKH, but Electrum (and Coinomi, Mycelium, Samourai, ...) sign segwit addresses
+# under the compressed-P2PKH header 31-34 too. Either way the recovered key must be the
+# one the address commits to, so accepting 31-34 on segwit widens nothing an attacker
+# can use; a 27-30 (uncompressed) key can never be behind a segwit address.
+_BIP137_HEADERS: dict[int, tuple[tuple[AddressKind, ...], bool]] = {
+    27: (("p2pkh",), False),
+    31: (("p2pkh", "p2wpkh", "p2sh"), True),
+    35: (("p2sh",), True),
+    39: (("p2wpkh",), True),
 }
+
+
+def p2sh_p2wpkh_hash(public_key: bytes) -> bytes:
+    """The script hash of a P2SH-wrapped P2WPKH address (BIP-141 nested segwit)."""
+    return hash160(p2wpkh_script(hash160(secp256k1.compressed(public_key))))
 
 
 def sign_bip137(private_key: bytes, address: str, message: str, network: str) -> str:
@@ -939,8 +952,10 @@ def sign_bip137(private_key: bytes, address: str, message: str, network: str) ->
 
 
 def verify_bip137(address: str, message: str, signature: str, network: str) -> None:
+    """A BIP-137 signature for a P2PKH, P2WPKH or P2SH-P2WPKH address. A P2SH address
+    verifies only when it is the P2SH-P2WPKH of the recovered key."""
     decoded = decode_address(address, network)
-    _require_kind(decoded, ("p2pkh", "p2wpkh"), "BIP-137 verification")
+    _require_kind(decoded, ("p2pkh", "p2wpkh", "p2sh"), "BIP-137 verification")
     raw = _decode_base64(signature)
     if len(raw) != 65:
         raise VerificationError("a BIP-137 signature is 65 bytes")
@@ -948,14 +963,17 @@ def verify_bip137(address: str, message: str, signature: str, network: str) -> N
     base = header - (header - 27) % 4
     if base not in _BIP137_HEADERS:
         raise VerificationError(f"BIP-137 header {header} is not one this address can use")
-    kind, compressed = _BIP137_HEADERS[base]
-    if kind != decoded.kind:
-        raise VerificationError(f"BIP-137 header {header} is for {kind}, address is {decoded.kind}")
+    kinds, compressed = _BIP137_HEADERS[base]
+    if decoded.kind not in kinds:
+        raise VerificationError(
+            f"BIP-137 header {header} is for {'/'.join(kinds)}, address is {decoded.kind}"
+        )
     r, s = int.from_bytes(raw[1:33], "big"), int.from_bytes(raw[33:], "big")
     public_key = secp256k1.recover_public_key(bip137_message_hash(message), r, s, header - base)
     if not compressed:
         public_key = secp256k1.uncompressed(public_key)
-    if hash160(public_key) != decoded.payload:
+    committed = p2sh_p2wpkh_hash(public_key) if decoded.kind == "p2sh" else hash160(public_key)
+    if committed != decoded.payload:
         raise VerificationError("signature was not made by the key of this address")
 
 
@@ -991,11 +1009,13 @@ class Bitcoin:
         public_key: bytes | None = None,
     ) -> None:
         decoded = decode_address(address, network)
-        _require_kind(decoded, ("p2wpkh", "p2pkh"), "message verification")
+        _require_kind(decoded, ("p2wpkh", "p2pkh", "p2sh"), "message verification")
         if public_key is not None:
             forms = {hash160(secp256k1.compressed(public_key))}
             if decoded.kind == "p2pkh":
                 forms.add(hash160(secp256k1.uncompressed(public_key)))
+            if decoded.kind == "p2sh":
+                forms = {p2sh_p2wpkh_hash(public_key)}
             if decoded.payload not in forms:
                 raise VerificationError("the public key given is not the one of this address")
         if proof.format == "bip322-simple":
