@@ -15,8 +15,10 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from tandem.core import approvals as engine
 from tandem.core import ceremony as core
 from tandem.core import split
+from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict, require_str
 from tandem.core.ceremony_def import (
     MAX_DEFINITION_BYTES,
@@ -24,7 +26,6 @@ from tandem.core.ceremony_def import (
     parse_definition,
     validate_against,
 )
-from tandem.core.policy import QuorumResult, quorum
 from tandem.core.roles import Role
 from tandem.core.split import verify_operation
 from tandem.errors import (
@@ -33,9 +34,8 @@ from tandem.errors import (
     ForbiddenError,
     InputError,
     NotFoundError,
-    RoleNotAllowedError,
-    SelfApprovalError,
 )
+from tandem.services.approvals import current_membership
 from tandem.services.base import Call, fault_point
 from tandem.services.keysets import (
     build_export,
@@ -59,6 +59,8 @@ from tandem.store.models import (
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
 IMPORT_KIND = "import"
 ANY_KIND = "*"
+# A key-set import is restored by one custodian's share, over the proposer's export.
+IMPORT_APPROVALS = {Role.CUSTODIAN: 1}
 IMPORT_SECONDS = 24 * 3600
 MAX_REASON = 500
 
@@ -162,15 +164,14 @@ class CeremonyService(KeyUseService):
             )
             row, state = self._ceremony_open(call, body["ceremony"], "approve")
             definition = parse_definition(row.definition)
-            if actor.id == row.proposer:
-                raise SelfApprovalError("a proposer cannot approve its own ceremony")
             role = Role(actor.role)
-            required = definition.approvals.by_role()
-            if required.get(role, 0) == 0:
-                needed = ", ".join(f"{n} {r.value}" for r, n in required.items() if n)
-                raise RoleNotAllowedError(
-                    f"a {role.value} may not approve this ceremony; it needs approval by {needed}"
-                )
+            engine.admit(
+                _request(row, state, definition),
+                member=actor.id,
+                role=role,
+                required=definition.approvals.by_role(),
+                what="this ceremony",
+            )
             if body["digest"] != _digest(row, state, definition):
                 raise ConflictError(
                     "the approval is for different ceremony content (digest mismatch)"
@@ -490,8 +491,13 @@ class CeremonyService(KeyUseService):
                 _body(call), required=("import", "export_hash", "sealed_share"), where="body"
             )
             row, state = self._ceremony_open(call, body["import"], "approve", kind=IMPORT_KIND)
-            if actor.id == row.proposer:
-                raise SelfApprovalError("a proposer cannot approve its own import")
+            engine.admit(
+                engine.Request(requester=row.proposer, kind=IMPORT_KIND, digest=row.definition_hash),
+                member=actor.id,
+                role=Role(actor.role),
+                required=IMPORT_APPROVALS,
+                what="this import",
+            )
             if body["export_hash"] != row.definition_hash:
                 raise ConflictError("the approval is for a different export (hash mismatch)")
             assert state.operation is not None
@@ -512,6 +518,17 @@ class CeremonyService(KeyUseService):
             status = status_for_recipients(call.session, sealed)
             restore_keyset(call.session, export, sealed, status=status)
             state.add_approval(actor.id, commitment=None, envelope=_envelope(call))
+            engine.evaluate(
+                engine.Request(requester=row.proposer, kind=IMPORT_KIND, digest=row.definition_hash),
+                [
+                    engine.Given(
+                        member=actor.id, role=Role(actor.role), at=call.now, digest=body["export_hash"]
+                    )
+                ],
+                membership=current_membership(call.session),
+                required=IMPORT_APPROVALS,
+                now=call.now,
+            ).require()
             row.status = core.COMPLETE
             row.keyset = row.target_keyset
             _save(call, row, state)
@@ -641,13 +658,23 @@ class CeremonyService(KeyUseService):
     def _ceremony_quorum(
         self, call: Call, row: Ceremony, state: core.CeremonyState, definition: CeremonyDefinition
     ) -> QuorumResult:
-        eligible = {
-            m.id: Role(m.role)
-            for m in call.session.exec(select(Member).where(Member.status == "active")).all()
-        }
-        approvals = [(m, eligible.get(m, Role.AUDITOR)) for m in state.approvals]
-        return quorum(
-            definition.approvals.by_role(), approvals, requester=row.proposer, eligible=eligible
+        """Counted from the stored approval records (one per member, each holding the
+        signed approval), by the same engine as every other flow."""
+        records = call.session.exec(select(Approval).where(Approval.subject == row.id)).all()
+        return engine.evaluate(
+            _request(row, state, definition),
+            [
+                engine.Given(
+                    member=a.member,
+                    role=Role(a.role),
+                    at=a.created_at,
+                    digest=loads_strict(a.envelope)["action"]["body"]["digest"],
+                )
+                for a in records
+            ],
+            membership=current_membership(call.session),
+            required=definition.approvals.by_role(),
+            now=call.now,
         )
 
     def _ceremony_check_operation(
@@ -908,6 +935,15 @@ def ceremony_view(row: Ceremony, now: int, *, brief: bool = False) -> dict[str, 
         view["definition"] = row.definition
         view["digest"] = _digest(row, state, parse_definition(row.definition))
     return view
+
+
+def _request(row: Ceremony, state: core.CeremonyState, definition: CeremonyDefinition) -> engine.Request:
+    return engine.Request(
+        requester=row.proposer,
+        kind=f"ceremony.{definition.kind}",
+        digest=_digest(row, state, definition),
+        created_at=row.created_at,
+    )
 
 
 def _digest(row: Ceremony, state: core.CeremonyState, definition: CeremonyDefinition) -> str:

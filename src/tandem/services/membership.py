@@ -10,11 +10,13 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from tandem.core import approvals as engine
 from tandem.core import membership as mcore
+from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict
 from tandem.core.identity import IdentityCard, unb64
 from tandem.core.membership import check_distinct, check_genesis, genesis_hash
-from tandem.core.policy import Policy, QuorumResult, quorum
+from tandem.core.policy import Policy
 from tandem.core.roles import Role
 from tandem.errors import (
     ClaimTokenError,
@@ -25,10 +27,10 @@ from tandem.errors import (
     InvalidStateError,
     NotFoundError,
     QuorumNotMetError,
-    SelfApprovalError,
     TimeLockedError,
     TotpError,
 )
+from tandem.services.approvals import current_membership
 from tandem.services.base import SESSION_SECONDS, Call, ServiceBase
 from tandem.services.claim import ClaimGate
 from tandem.store.models import Approval, Deployment, Member, Proposal
@@ -89,6 +91,12 @@ def proposal_digest(p: Proposal) -> str:
     """What an approver signs: the proposal's identity and exact content."""
     return mcore.proposal_digest(
         proposal_id=p.id, kind=p.kind, body=loads_strict(p.body), proposer=p.proposer
+    )
+
+
+def _request(p: Proposal) -> engine.Request:
+    return engine.Request(
+        requester=p.proposer, kind=p.kind, digest=proposal_digest(p), created_at=p.created_at
     )
 
 
@@ -358,17 +366,14 @@ class MembershipService(ServiceBase):
                 raise ConflictError("the approval is for different proposal content (digest mismatch)")
             proposer = call.session.get(Member, proposal.proposer)
             assert proposer is not None
-            if call.actor.id == proposer.id:
-                raise SelfApprovalError("a proposer cannot approve or reject its own proposal")
-            needed = self._approver_role(proposal, proposer)
-            if Role(call.actor.role) is not needed:
-                raise (
-                    SelfApprovalError(f"this proposal needs the other side: a {needed.value} must decide it")
-                    if Role(call.actor.role) is Role(proposer.role)
-                    else SelfApprovalError(
-                        f"a {call.actor.role} may not decide this proposal; a {needed.value} must"
-                    )
-                )
+            policy = _policy_at(call, call.now)
+            engine.admit(
+                _request(proposal),
+                member=call.actor.id,
+                role=Role(call.actor.role),
+                required=mcore.required_approvals(policy, proposal.kind, Role(proposer.role)),
+                what="this proposal",
+            )
             if not approve:
                 proposal.status = "rejected"
                 call.session.add(proposal)
@@ -394,7 +399,6 @@ class MembershipService(ServiceBase):
             )
             call.session.flush()
             approvals = self._proposal_approvals(call, proposal)
-            policy = _policy_at(call, call.now)
             result = self._proposal_quorum(call, proposal, proposer, approvals, policy)
             data: dict[str, Any] = {
                 "proposal": proposal.id,
@@ -420,9 +424,6 @@ class MembershipService(ServiceBase):
             totp=totp,
         )
 
-    def _approver_role(self, proposal: Proposal, proposer: Member) -> Role:
-        return mcore.approving_role(proposal.kind, Role(proposer.role))
-
     @staticmethod
     def _proposal_approvals(call: Call, proposal: Proposal) -> list[Approval]:
         return list(call.session.exec(select(Approval).where(Approval.subject == proposal.id)).all())
@@ -432,15 +433,20 @@ class MembershipService(ServiceBase):
     ) -> QuorumResult:
         """Distinct current members of the approving side, as many as the policy in
         force says (the membership section for member changes)."""
-        eligible = {
-            m.id: Role(m.role)
-            for m in call.session.exec(select(Member).where(Member.status == "active")).all()
-        }
-        return quorum(
-            mcore.required_approvals(policy, proposal.kind, Role(proposer.role)),
-            [(a.member, Role(a.role)) for a in approvals],
-            requester=proposer.id,
-            eligible=eligible,
+        return engine.evaluate(
+            _request(proposal),
+            [
+                engine.Given(
+                    member=a.member,
+                    role=Role(a.role),
+                    at=a.created_at,
+                    digest=loads_strict(a.envelope)["action"]["body"]["digest"],
+                )
+                for a in approvals
+            ],
+            membership=current_membership(call.session),
+            required=mcore.required_approvals(policy, proposal.kind, Role(proposer.role)),
+            now=call.now,
         )
 
     def _approved(self, call: Call, proposal: Proposal, effective_at: int) -> None:

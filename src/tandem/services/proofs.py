@@ -21,7 +21,9 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from tandem.core import approvals as engine
 from tandem.core import proofs as core
+from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict
 from tandem.core.roles import Role
 from tandem.errors import (
@@ -33,6 +35,7 @@ from tandem.errors import (
     ReshareRequiredError,
     TotpError,
 )
+from tandem.services.approvals import current_membership
 from tandem.services.base import Call
 from tandem.services.keyuse import KeyUseService
 from tandem.store import audit_log
@@ -40,6 +43,8 @@ from tandem.store.models import AddressRow, KeyRow, KeySet, Member, OperationSha
 
 ISSUERS = (Role.CUSTODIAN, Role.AUDITOR)
 CONTRIBUTORS = (Role.MANAGER, Role.CUSTODIAN)
+# Every key set in scope signs only once a manager and a custodian have both contributed.
+PROOF_CONTRIBUTORS = {Role.CUSTODIAN: 1, Role.MANAGER: 1}
 DEFAULT_CHALLENGE_SECONDS = 7 * 24 * 3600
 _proof_lock = threading.Lock()
 
@@ -218,8 +223,7 @@ class ProofService(KeyUseService):
                     "operations": [o for _, o, _ in shares],
                 },
             )
-            sides = self._sides(call, ops)
-            if all(len(s) == 2 for s in sides.values()):
+            if all(result.met for result in self._contributions(call, row, ops).values()):
                 self._sign_bundle(call, row, doc, ops)
             return self._challenge_view(call, row, call.actor)
 
@@ -427,6 +431,30 @@ class ProofService(KeyUseService):
             for share in shares:
                 sides[by_op[share.operation]].append(share.side)
         return {k: sorted(v) for k, v in sides.items()}
+
+    def _contributions(
+        self, call: Call, row: ProofChallenge, ops: dict[str, dict[str, Any]]
+    ) -> dict[str, QuorumResult]:
+        """Per key set in scope, whether a manager and a custodian have both contributed,
+        counted by the approval engine. The issuer may be one of them: a challenge asks
+        for proof, not for someone else's consent, so it has no requester."""
+        by_op = {doc["statement"]["operation"]: keyset for keyset, doc in ops.items()}
+        given: dict[str, list[engine.Given]] = {keyset: [] for keyset in ops}
+        shares = call.session.exec(
+            select(OperationShare).where(col(OperationShare.operation).in_(list(by_op)))
+        ).all()
+        for share in shares:
+            given[by_op[share.operation]].append(
+                engine.Given(member=share.member, role=Role(share.side), at=share.created_at)
+            )
+        request = engine.Request(requester=None, kind="proof", created_at=row.created_at)
+        membership = current_membership(call.session)
+        return {
+            keyset: engine.evaluate(
+                request, items, membership=membership, required=PROOF_CONTRIBUTORS, now=call.now
+            )
+            for keyset, items in given.items()
+        }
 
     def _challenge_view(self, call: Call, row: ProofChallenge | None, viewer: Member) -> dict[str, Any]:
         assert row is not None
