@@ -14,21 +14,14 @@ from tests.api.test_ceremony import custom_definition, propose
 from tests.api.test_withdrawal_helpers import btc_intent, create_approved, policy_doc, rule, setup
 from tests.audit_helpers import audit_entries
 from tests.conftest import World
+from tests.helpers.refusals import refused
 
 from tandem import client_ceremony as cc
 from tandem import client_withdrawal as cw
-from tandem.client import RemoteError
 from tandem.core import approvals as engine
 from tandem.core import withdrawal as wcore
 from tandem.core.canonical import canonical
 from tandem.store.models import Approval, Withdrawal
-
-
-def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> RemoteError:
-    with pytest.raises(RemoteError) as err:
-        fn(*args, **kwargs)
-    assert err.value.remote_code == code, err.value.message
-    return err.value
 
 
 def test_a_stored_approval_under_an_old_policy_version_refuses_the_release(world: World) -> None:
@@ -56,8 +49,14 @@ def test_a_stored_approval_under_an_old_policy_version_refuses_the_release(world
                 created_at=world.clock(),
             )
         )
-    err = refused("policy_version_mismatch", cw.release_withdrawal, world.client, world["bob"], w["id"])
-    assert "names policy version" in err.message
+    refused(
+        "policy_version_mismatch",
+        cw.release_withdrawal,
+        world.client,
+        world["bob"],
+        w["id"],
+        match="names policy version 1",
+    )
     with world.svc.db.read() as session:
         row = session.get(Withdrawal, w["id"])
         assert row is not None
@@ -99,6 +98,6 @@ def test_ceremony_quorum_is_read_from_the_approval_records(world: World) -> None
     with world.svc.db.write() as session:
         for a in session.exec(select(Approval).where(Approval.subject == ceremony_id)).all():
             session.delete(a)
-    err = refused("quorum_not_met", cc.reveal, world.client, world["bob"], ceremony_id, theirs)
-    assert "custodian 0/1" in err.message
+    bob = world["bob"]
+    refused("quorum_not_met", cc.reveal, world.client, bob, ceremony_id, theirs, match="custodian 0/1")
     assert cc.get_ceremony(world.client, world["olga"], ceremony_id)["status"] == "revealing"

@@ -487,7 +487,7 @@ class LogState:
 
     # --- proposals -------------------------------------------------------------------
 
-    def _proposed(self, entry: Mapping[str, Any], action: SignedAction | None) -> None:
+    def _proposed(self, entry: Mapping[str, Any], action: SignedAction | None) -> None:  # noqa: PLR0912 - one branch per proposal kind
         kind = entry["kind"]
         expected_type = {
             "member.proposed": "member.propose",

@@ -1061,7 +1061,7 @@ def evaluate(
     )
 
 
-def _decide(
+def _decide(  # noqa: PLR0912 - one branch per policy check
     policy: Policy,
     rule: Rule,
     facts: WithdrawalFacts,

@@ -261,7 +261,7 @@ def _check_utxos(utxos: list[Utxo], from_address: str, network: str) -> None:
         )
 
 
-def parse_intent(doc: Any) -> Intent:
+def parse_intent(doc: Any) -> Intent:  # noqa: C901, PLR0912 - one check per intent field
     """Strictly parse and normalise an intent; see docs/withdrawals.md for the fields."""
     where = "intent"
     check_fields(
@@ -996,7 +996,7 @@ def _logged_action(env: Any, logged: Collection[bytes], *, type_: str, deploymen
     return action
 
 
-def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None) -> VerifiedBundle:
+def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None) -> VerifiedBundle:  # noqa: C901, PLR0912, PLR0915 - to be split into named steps
     """Everything the offline signer checks before it will sign, from the bundle alone.
 
     1. genesis: its members' signatures; its hash against ``genesis_hash_pin`` if given;

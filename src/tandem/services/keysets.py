@@ -16,8 +16,6 @@ from tandem.errors import ConflictError, NotFoundError
 from tandem.services.base import Call
 from tandem.store.models import AddressRow, Ceremony, KeyRow, KeySet, Member
 
-STATUSES = ("active", "reshare_required", "retired")
-
 
 def mark_reshare_required(service: Any, call: Call, member_id: str, *, reason: str) -> list[str]:
     """Every active key set with a share sealed to ``member_id`` stops signing until a

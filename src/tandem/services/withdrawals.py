@@ -1073,7 +1073,7 @@ def _raise_tampered(answer: ReleaseAnswer) -> ReleaseAnswer:
     if answer.status_code != 200:
         err = TamperedError(answer.body.get("message", "tampered"))
         # The tamper entry is already in the log; the app's handler must not add a refusal.
-        err.audited = True  # type: ignore[attr-defined]
+        err.audited = True
         raise err
     return answer
 
