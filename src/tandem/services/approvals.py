@@ -6,10 +6,9 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from tandem.core.approvals import Standing
+from tandem.core.lifecycles import MemberState
 from tandem.core.roles import Role
 from tandem.store.models import Member
-
-ACTIVE = "active"
 
 
 def current_membership(session: Session) -> dict[str, Standing]:
@@ -17,5 +16,5 @@ def current_membership(session: Session) -> dict[str, Standing]:
     given is absent, so that approval no longer counts."""
     return {
         m.id: Standing(role=Role(m.role))
-        for m in session.exec(select(Member).where(Member.status == ACTIVE)).all()
+        for m in session.exec(select(Member).where(Member.status == MemberState.ACTIVE)).all()
     }

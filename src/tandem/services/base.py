@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 from tandem.core import totp as totp_core
 from tandem.core.actions import SignedAction, check_context, parse_envelope
 from tandem.core.canonical import canonical, domain_bytes, loads_strict
+from tandem.core.lifecycles import MemberState
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
 from tandem.errors import (
@@ -239,7 +240,7 @@ class ServiceBase:
         if member is None:
             raise UnknownActorError("the action's signer is not a member of this deployment")
         action.verify(bytes.fromhex(member.sign_public))
-        if member.status != "active":
+        if member.status != MemberState.ACTIVE:
             raise MemberRemovedError(f"member {member.name!r} has been removed")
         self.check_role(member, roles)
         return member
@@ -295,7 +296,7 @@ class ServiceBase:
             if row is None or row.expires_at <= now:
                 raise SessionError("session unknown or expired; open a new one")
             member = session.get(Member, row.member)
-            if member is None or member.status != "active":
+            if member is None or member.status != MemberState.ACTIVE:
                 raise SessionError("the session's member is no longer active")
             # A session belongs to the key that signed session.open, not just to the
             # member: once the member is rekeyed (however that came about), the old

@@ -26,6 +26,7 @@ from tandem.core.ceremony_def import (
     parse_definition,
     validate_against,
 )
+from tandem.core.lifecycles import KEYSETS, KeySetState, MemberState
 from tandem.core.roles import Role
 from tandem.core.split import verify_operation
 from tandem.errors import (
@@ -103,7 +104,7 @@ class CeremonyService(KeyUseService):
                     raise InputError("a reshare makes no keys, so it takes no commitment")
                 target = _str_field(body, "target_keyset")
                 keyset = get_keyset_row(call.session, target)
-                if keyset.status == "retired":
+                if keyset.status == KeySetState.RETIRED:
                     raise ConflictError(f"key set {target} is retired")
                 state.operation = self._ceremony_check_operation(
                     call, body.get("operation"), keyset_id=target, purpose="reshare"
@@ -753,7 +754,7 @@ class CeremonyService(KeyUseService):
                 ceremony=row.id,
                 curve=definition.curve,
                 segregation=definition.segregation,
-                status="active",
+                status=KeySetState.ACTIVE,
                 sealed=generated.sealed.to_json(),
                 generation=1,
                 created_at=call.now,
@@ -823,7 +824,7 @@ class CeremonyService(KeyUseService):
         assert state.operation is not None
         self.require_unsealed()
         keyset = get_keyset_row(call.session, row.target_keyset)
-        if keyset.status == "retired":
+        if keyset.status == KeySetState.RETIRED:
             raise ConflictError(f"key set {keyset.id} is retired")
         before = split.SealedKeyset.from_json(keyset.sealed)
         managers, custodians = current_recipients(call.session)
@@ -841,7 +842,7 @@ class CeremonyService(KeyUseService):
         }
         keyset.sealed = after.to_json()
         keyset.generation += 1
-        keyset.status = "active"
+        keyset.status = KEYSETS.transition(keyset.status, "reshare")
         call.session.add(keyset)
         call.session.flush()
         fault_point("ceremony.reshare_after_keyset")
@@ -999,6 +1000,6 @@ def _str_field(body: dict[str, Any], key: str) -> str:
 
 def _member_counts(call: Call) -> dict[Role, int]:
     counts = dict.fromkeys(Role, 0)
-    for m in call.session.exec(select(Member).where(Member.status == "active")).all():
+    for m in call.session.exec(select(Member).where(Member.status == MemberState.ACTIVE)).all():
         counts[Role(m.role)] += 1
     return counts

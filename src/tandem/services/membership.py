@@ -15,6 +15,7 @@ from tandem.core import membership as mcore
 from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict
 from tandem.core.identity import IdentityCard, unb64
+from tandem.core.lifecycles import MEMBERS, PROPOSALS, MemberState, ProposalState
 from tandem.core.membership import check_distinct, check_genesis, genesis_hash
 from tandem.core.policy import Policy
 from tandem.core.roles import Role
@@ -22,7 +23,6 @@ from tandem.errors import (
     ClaimTokenError,
     ConflictError,
     DuplicateIdentityError,
-    ExpiredError,
     InputError,
     InvalidStateError,
     NotFoundError,
@@ -296,7 +296,7 @@ class MembershipService(ServiceBase):
                 self._check_new_card(call, IdentityCard.from_json(content["card"]))
             else:
                 target = session.get(Member, content["member"])
-                if target is None or target.status != "active":
+                if target is None or target.status != MemberState.ACTIVE:
                     raise NotFoundError("no active member with that id")
                 if change == "rekey":
                     card = IdentityCard.from_json(content["card"])
@@ -309,7 +309,7 @@ class MembershipService(ServiceBase):
                 kind=f"member.{change}",
                 body=canonical(content).decode(),
                 proposer=call.actor.id,
-                status="pending",
+                status=ProposalState.PENDING,
                 created_at=call.now,
                 expires_at=call.now + PROPOSAL_SECONDS,
                 envelope=canonical(call.envelope).decode(),
@@ -358,10 +358,12 @@ class MembershipService(ServiceBase):
             proposal = call.session.get(Proposal, body["proposal"])
             if proposal is None:
                 raise NotFoundError("no such proposal")
-            if proposal.status != "pending":
-                raise InvalidStateError(f"proposal is {proposal.status}, not pending")
-            if call.now >= proposal.expires_at:
-                raise ExpiredError("proposal has expired; propose it again")
+            decided = PROPOSALS.transition(
+                proposal.status,
+                "approve" if approve else "reject",
+                expires_at=proposal.expires_at,
+                now=call.now,
+            )
             if body["digest"] != proposal_digest(proposal):
                 raise ConflictError("the approval is for different proposal content (digest mismatch)")
             proposer = call.session.get(Member, proposal.proposer)
@@ -375,7 +377,7 @@ class MembershipService(ServiceBase):
                 what="this proposal",
             )
             if not approve:
-                proposal.status = "rejected"
+                proposal.status = decided
                 call.session.add(proposal)
                 self.audit(
                     call,
@@ -453,7 +455,7 @@ class MembershipService(ServiceBase):
         proposal.approved_at = call.now
         body = loads_strict(proposal.body)
         if proposal.kind.startswith("member."):
-            proposal.status = "approved"
+            proposal.status = PROPOSALS.transition(proposal.status, "quorum")
             proposal.effective_at = effective_at
             if effective_at <= call.now:
                 self._apply_member(call, proposal, body)
@@ -479,7 +481,7 @@ class MembershipService(ServiceBase):
                 raise NotFoundError("no such proposal")
             if proposal.kind not in mcore.MEMBER_KINDS:
                 raise InvalidStateError(f"a {proposal.kind} change takes effect by itself after its delay")
-            if proposal.status != "approved" or proposal.effective_at is None:
+            if not PROPOSALS.allows(proposal.status, "apply") or proposal.effective_at is None:
                 raise InvalidStateError(
                     f"proposal is {proposal.status}; only an approved change can be applied"
                 )
@@ -517,7 +519,7 @@ class MembershipService(ServiceBase):
         from tandem.services.keysets import mark_reshare_required
 
         session = call.session
-        proposal.status = "applied"
+        proposal.status = PROPOSALS.transition(proposal.status, "apply")
         if body["change"] == "add":
             card = IdentityCard.from_json(body["card"])
             self._check_new_card(call, card)
@@ -532,7 +534,7 @@ class MembershipService(ServiceBase):
         elif body["change"] == "remove":
             target = session.get(Member, body["member"])
             assert target is not None
-            target.status = "removed"
+            target.status = MEMBERS.transition(target.status, "remove")
             target.removed_at = call.now
             session.add(target)
             # Sessions of a removed member end now.
@@ -548,6 +550,7 @@ class MembershipService(ServiceBase):
         else:
             target = session.get(Member, body["member"])
             assert target is not None
+            target.status = MEMBERS.transition(target.status, "rekey")
             card = IdentityCard.from_json(body["card"])
             target.sign_public = card.sign_public.hex()
             target.seal_public = card.seal_public.hex()

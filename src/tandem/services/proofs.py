@@ -25,6 +25,7 @@ from tandem.core import approvals as engine
 from tandem.core import proofs as core
 from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict
+from tandem.core.lifecycles import CHALLENGES, KEYSETS, ChallengeState
 from tandem.core.roles import Role
 from tandem.errors import (
     ConflictError,
@@ -138,7 +139,7 @@ class ProofService(KeyUseService):
                     nonce=nonce,
                     doc=canonical(doc).decode(),
                     issuer=call.actor.id,
-                    status="open",
+                    status=ChallengeState.OPEN,
                     created_at=call.now,
                     expires_at=expires_at,
                 )
@@ -275,7 +276,7 @@ class ProofService(KeyUseService):
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         row.bundle = text
         row.bundle_hash = digest
-        row.status = "signed"
+        row.status = CHALLENGES.transition(row.status, "sign", expires_at=row.expires_at, now=call.now)
         call.session.add(row)
         self.audit(
             call,
@@ -377,11 +378,11 @@ class ProofService(KeyUseService):
         row = call.session.get(ProofChallenge, challenge_id)
         if row is None:
             raise NotFoundError(f"no proof challenge {challenge_id}")
-        if row.status != "open":
-            raise InvalidStateError(f"challenge {challenge_id} is {row.status}, not open")
-        if call.now >= row.expires_at:
+        try:
+            CHALLENGES.transition(row.status, "contribute", expires_at=row.expires_at, now=call.now)
+        except ExpiredError:
             self._drop_proof_ops(row.id)
-            raise ExpiredError(f"challenge {challenge_id} has expired; issue a new one")
+            raise
         return row, loads_strict(row.doc)
 
     def _require_active(self, call: Call, keysets: Iterable[str]) -> None:
@@ -389,7 +390,7 @@ class ProofService(KeyUseService):
             keyset = call.session.get(KeySet, keyset_id)
             if keyset is None:
                 raise NotFoundError(f"no key set {keyset_id}")
-            if keyset.status != "active":
+            if not KEYSETS.allows(keyset.status, "sign"):
                 raise ReshareRequiredError(
                     f"key set {keyset_id} is {keyset.status}: it cannot sign proofs until a "
                     "reshare ceremony makes it active again (or narrow the scope)"
@@ -459,7 +460,7 @@ class ProofService(KeyUseService):
     def _challenge_view(self, call: Call, row: ProofChallenge | None, viewer: Member) -> dict[str, Any]:
         assert row is not None
         doc = loads_strict(row.doc)
-        ops = self._current_proof_ops(row.id) if row.status == "open" else None
+        ops = self._current_proof_ops(row.id) if row.status == ChallengeState.OPEN else None
         sides = self._sides(call, ops) if ops else {}
         share_holder = viewer.role in (Role.MANAGER.value, Role.CUSTODIAN.value)
         keysets = []
@@ -469,7 +470,7 @@ class ProofService(KeyUseService):
                 "operation": (ops or {}).get(keyset_id),
                 "contributed": sides.get(keyset_id, []),
             }
-            if share_holder and row.status == "open":
+            if share_holder and row.status == ChallengeState.OPEN:
                 keyset = call.session.get(KeySet, keyset_id)
                 entry["sealed"] = keyset.sealed if keyset is not None else None
             keysets.append(entry)
@@ -485,9 +486,7 @@ class ProofService(KeyUseService):
 
 
 def _status(row: ProofChallenge, now: int) -> str:
-    if row.status == "open" and now >= row.expires_at:
-        return "expired"
-    return row.status
+    return CHALLENGES.effective(row.status, expires_at=row.expires_at, now=now)
 
 
 def _contribution_shares(body: Any) -> list[tuple[str, str, str]]:

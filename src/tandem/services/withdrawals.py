@@ -21,6 +21,7 @@ from tandem.core import withdrawal as wcore
 from tandem.core.actions import parse_envelope
 from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict
+from tandem.core.lifecycles import KEYSETS
 from tandem.core.policy import (
     DEFAULT_FEE_WARN_BPS,
     DEFAULT_RELEASE_TTL_SECONDS,
@@ -939,7 +940,7 @@ class WithdrawalService(KeyUseService):
         keyset = session.get(KeySet, keyset_id) if isinstance(keyset_id, str) else None
         if keyset is None:
             raise NotFoundError(f"no key set {keyset_id}")
-        if keyset.status != "active":
+        if not KEYSETS.allows(keyset.status, "sign"):
             raise ReshareRequiredError(
                 f"key set {keyset.id} is {keyset.status}; nothing signs with it until "
                 "a reshare ceremony rotates its data key"
