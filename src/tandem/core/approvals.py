@@ -130,7 +130,8 @@ def check_required(required: Mapping[Role, int]) -> dict[Role, int]:
         raise ValueError("auditors never approve, so an auditor quorum could never be met")
     if sum(wanted.values()) < 1:
         raise ValueError("a quorum must require at least one approval")
-    return _ordered_counts(wanted)
+    # A zero count means "not required", exactly as if the role were not named.
+    return {role: n for role, n in _ordered_counts(wanted).items() if n}
 
 
 @dataclass(frozen=True, kw_only=True)
