@@ -121,7 +121,7 @@ def _send(url: str, to: str, wei: int) -> str:
     return tx_hash
 
 
-def books_chapter(demo: Any, anvil_url: str) -> None:
+def books_chapter(demo: Any, anvil_url: str) -> None:  # noqa: PLR0915 - one chapter, told in order
     """The chapter; ``demo`` is scripts/demo.py's Demo (client, members, code, keystore,
     env, out), its server started with :func:`books_chain`'s environment."""
     import demo as demo_module

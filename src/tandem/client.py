@@ -12,7 +12,6 @@ only to an operation key that key signed, for a key set the member countersigned
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +22,7 @@ from tandem import client_pin
 from tandem.client_pin import PinnedDeployment
 from tandem.core import totp as totp_core
 from tandem.core.actions import sign_action
-from tandem.core.canonical import canonical, digest_hex, domain_bytes, loads_strict
+from tandem.core.canonical import canonical, digest_hex, domain_bytes
 from tandem.core.identity import IdentityCard, MemberSecrets, b64
 from tandem.core.membership import GENESIS_FORMAT
 from tandem.core.service_key import seal_to
@@ -358,11 +357,3 @@ class Client:
         lines = [line for line in str(text).split("\n") if line]
         checkpoint = self.get(member, "/v1/audit/checkpoint", tree_size=len(lines))
         return lines, checkpoint
-
-
-def decode_b64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
-
-
-def parse_json_file(data: bytes) -> Any:
-    return loads_strict(data)

@@ -16,11 +16,14 @@ class Error(Exception):
 
     code: ClassVar[str] = "error"
     status: ClassVar[int] = 400
+    # Set once the refusal is in the audit log, so no outer handler records it twice.
+    audited: bool
 
     def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = dict(details or {})
+        self.audited = False
 
     def diagnostics(self) -> str:
         """Text for a person: what went wrong and, where known, what to do."""

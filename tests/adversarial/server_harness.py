@@ -185,8 +185,9 @@ class ServerError(RuntimeError):
 
 
 class Server:
-    """``tandem serve`` in a subprocess. ``fault_point`` sets TANDEM_FAULT_POINT, which
-    makes the process SIGKILL itself when it reaches that named point."""
+    """``tandem serve`` in a subprocess, running this checkout's code. With
+    ``fault_point`` it is started through ``tests.helpers.faults``, which makes the
+    process SIGKILL itself when it reaches that named point."""
 
     def __init__(
         self,
@@ -208,9 +209,14 @@ class Server:
         env["TANDEM_DATA_DIR"] = str(self.store.data_dir)
         if self.store.backend == "postgres":
             env["TANDEM_DATABASE_URL"] = self.store.database_url
-        if self.fault_point:
-            env["TANDEM_FAULT_POINT"] = self.fault_point
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
         return env
+
+    def command(self) -> list[str]:
+        serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.fault_point:
+            return [sys.executable, "-m", "tests.helpers.faults", self.fault_point, *serve]
+        return [*TANDEM, *serve]
 
     def start(self, timeout: float = 90.0) -> Server:
         for _attempt in range(3):
@@ -228,7 +234,7 @@ class Server:
         with self.log.open("ab") as log:
             # cwd is the data dir, so a stray .env in the checkout is not read.
             self.proc = subprocess.Popen(
-                [*TANDEM, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                self.command(),
                 env=self.env(),
                 cwd=self.store.data_dir,
                 stdout=log,

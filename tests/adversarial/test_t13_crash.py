@@ -15,8 +15,8 @@ fault. After every crash:
   proposed again, shares given to a new operation key), after which all of the above
   still holds and the release signs exactly once.
 
-``tandem serve`` runs as a subprocess with ``TANDEM_FAULT_POINT`` set, so the process
-kills itself with SIGKILL at that point in the middle of a request. Each point is killed
+``tandem serve`` runs as a subprocess started through ``tests.helpers.faults``, so the
+process kills itself with SIGKILL at that point in the middle of a request. Each point is killed
 twice, on two independent clones of one template deployment, in parallel. SQLite
 always; PostgreSQL too when TANDEM_TEST_POSTGRES_URL is set.
 """

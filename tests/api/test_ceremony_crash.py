@@ -25,6 +25,8 @@ CHILD = textwrap.dedent(
     import sys
     from pathlib import Path
     from fastapi.testclient import TestClient
+    from tests.helpers.faults import sigkill_at
+    from tandem.services.base import install_fault_hook
     from tandem import client_ceremony as cc
     from tandem.api import create_app
     from tandem.client import Client
@@ -36,6 +38,7 @@ CHILD = textwrap.dedent(
     from tandem.store.db import Database
 
     workdir = Path(sys.argv[1])
+    install_fault_hook(sigkill_at(sys.argv[3]))
     now = [1_790_000_000]
     key = ServiceKey.generate()
     (workdir / "service.key").write_bytes(key.to_file_bytes())
@@ -75,8 +78,8 @@ CHILD = textwrap.dedent(
 def test_sigkill_during_execution_leaves_no_partial_keyset(tmp_path: Path, point: str) -> None:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = {**os.environ, "TANDEM_FAULT_POINT": point, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(ROOT)], env=env,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(ROOT), point], env=env,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert "survived" not in proc.stdout

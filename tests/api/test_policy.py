@@ -89,7 +89,9 @@ def test_policy_proposals_are_checked(world: World) -> None:
     refused("invalid_input", cw.propose_policy, c, world["alice"], no_custodian)
     refused("unknown_field", cw.propose_policy, c, world["alice"], {**policy_doc(2, [rule("x")]), "extra": 1})
     prop = cw.propose_policy(c, world["alice"], policy_doc(2, [rule("x")]))
-    refused("self_approval", c.approve_proposal, world["mark"], prop["id"], totp=world.code("mark"))
+    # Another manager is the wrong role for a policy change, not a self-approval.
+    refused("role_not_allowed", c.approve_proposal, world["mark"], prop["id"], totp=world.code("mark"))
+    refused("self_approval", c.approve_proposal, world["alice"], prop["id"], totp=world.code("alice"))
 
 
 def test_address_book_entry_applies_after_its_delay_and_can_be_removed(world: World) -> None:

@@ -142,7 +142,7 @@ def server_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
-def create_app(settings: Settings | None = None, *, service: Tandem | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, service: Tandem | None = None) -> FastAPI:  # noqa: C901, PLR0915 - routes still closures; they become routers
     settings = settings or Settings()
     lock = None
     if service is None:

@@ -35,7 +35,7 @@ class ImportApprovalIn(schemas.Strict):
     totp: str = Field(description="Current 6-digit TOTP code of the approver", min_length=6, max_length=6)
 
 
-def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
+def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 - routes still closures; they become routers
     """``strict(Model)`` is a dependency that parses the body strictly into Model;
     read endpoints take ``viewer: Reader`` (tandem.api.app.Reader)."""
     from tandem.api.app import Reader

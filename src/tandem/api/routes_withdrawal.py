@@ -47,7 +47,7 @@ class WithdrawalApproveIn(Strict):
     )
 
 
-def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
+def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901, PLR0915 - routes still closures; they become routers
     """``strict(Model)`` parses the body strictly into Model; reads take ``viewer: Reader``."""
 
     # --- withdrawals -------------------------------------------------------------------

@@ -85,7 +85,7 @@ def _show_view(view: dict[str, Any]) -> None:
 
 
 @proof_app.command("challenge")
-def proof_challenge(  # noqa: PLR0917 - typer maps parameters to options
+def proof_challenge(  # noqa: PLR0913, PLR0917 - typer maps parameters to options
     statement: Annotated[str, typer.Option(help="What the proof is for (kept in the bundle).")],
     all_: Annotated[bool, typer.Option("--all", help="Every address of the deployment.")] = False,
     keyset: Annotated[str | None, typer.Option(help="One key set's addresses.")] = None,

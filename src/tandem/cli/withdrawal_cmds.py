@@ -385,7 +385,7 @@ def withdraw_abandon(
 
 
 @policy_app.command("show")
-def policy_show(
+def policy_show(  # noqa: PLR0913 - typer maps parameters to options
     *,
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,

@@ -100,7 +100,7 @@ def normal_totp(text: str) -> str:
     return re.sub(r"\s", "", text)
 
 
-def create_console_app(state: ConsoleState) -> Starlette:
+def create_console_app(state: ConsoleState) -> Starlette:  # noqa: C901, PLR0915 - page handlers as closures over one state
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     deployment_cache: dict[str, Any] = {}
 

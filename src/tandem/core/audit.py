@@ -74,7 +74,6 @@ ENTRY_FIELDS = frozenset(
     }
 )
 CHECKPOINT_FIELDS = frozenset({"deployment", "tree_size", "root", "last_hash", "time", "key_id"})
-OUTCOMES = ("ok", "refused")
 KEY_ID_HEX_CHARS = 16
 PROGRESS_EVERY = 10_000
 
@@ -151,7 +150,7 @@ def entry_hash(entry_without_hash: Mapping[str, Any]) -> str:
     return _sha256(domain_bytes(ENTRY_DOMAIN, dict(entry_without_hash))).hexdigest()
 
 
-def make_entry(
+def make_entry(  # noqa: PLR0913 - keyword-only fields of one entry
     *,
     index: int,
     time: int,
@@ -186,7 +185,7 @@ def make_entry(
     return entry
 
 
-def make_entry_line(
+def make_entry_line(  # noqa: PLR0913 - keyword-only fields of one entry
     *,
     index: int,
     time: int,

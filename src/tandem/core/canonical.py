@@ -220,15 +220,6 @@ def require_str(obj: Mapping[str, Any], key: str, *, where: str, max_len: int = 
     return value
 
 
-def require_int(obj: Mapping[str, Any], key: str, *, where: str, minimum: int = 0) -> int:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{where}.{key} must be an integer")
-    if value < minimum:
-        raise InputError(f"{where}.{key} must be >= {minimum}")
-    return value
-
-
 def parse_amount(text: Any, *, where: str = "amount") -> int:
     """An amount in base units, given as a decimal string of digits (no sign, no dot)."""
     from tandem.errors import InvalidAmountError

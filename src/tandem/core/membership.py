@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tandem.core import approvals as approvals_engine
 from tandem.core.actions import SignedAction, parse_envelope
 from tandem.core.canonical import check_fields, digest_hex, domain_bytes
 from tandem.core.identity import IdentityCard, unb64, verify_ed25519
@@ -242,15 +243,10 @@ def book_removal_content(entry_id: str, entry: Mapping[str, Any]) -> dict[str, A
     }
 
 
-def approving_role(kind: str, proposer_role: Role) -> Role:
-    """Membership changes are decided by the other side; policy and address book by
-    custodians (only managers propose those)."""
-    if kind in MEMBER_KINDS:
-        return Role.CUSTODIAN if proposer_role is Role.MANAGER else Role.MANAGER
-    return Role.CUSTODIAN
-
-
 def required_approvals(policy: Policy, kind: str, proposer_role: Role) -> dict[Role, int]:
+    """Membership changes are decided by the other side (as many as the policy's
+    membership section says); policy and address-book changes by one custodian (only
+    managers propose those)."""
     if kind in MEMBER_KINDS:
         return policy.membership_rule().required(proposer_role)
     return {Role.CUSTODIAN: 1}
@@ -487,7 +483,7 @@ class LogState:
 
     # --- proposals -------------------------------------------------------------------
 
-    def _proposed(self, entry: Mapping[str, Any], action: SignedAction | None) -> None:
+    def _proposed(self, entry: Mapping[str, Any], action: SignedAction | None) -> None:  # noqa: PLR0912 - one branch per proposal kind
         kind = entry["kind"]
         expected_type = {
             "member.proposed": "member.propose",
@@ -560,20 +556,23 @@ class LogState:
         if entry["time"] >= p.created_at + PROPOSAL_SECONDS:
             raise VerificationError(f"proposal {p.id} had expired")
         actor = self._active(action.actor)
-        needed = approving_role(p.kind, p.proposer_role)
-        if actor.id == p.proposer:
-            raise VerificationError("a proposer cannot decide its own proposal")
-        if actor.role is not needed:
-            raise VerificationError(f"a {actor.role} may not decide this proposal; a {needed} must")
+        policy = self.policy_at(entry["time"])
+        required = required_approvals(policy, p.kind, p.proposer_role)
+        request = approvals_engine.Request(requester=p.proposer, kind=p.kind)
+        try:
+            approvals_engine.admit(
+                request, member=actor.id, role=actor.role, required=required, what=f"proposal {p.id}"
+            )
+        except Error as exc:
+            raise VerificationError(f"the log accepted a decision it must refuse: {exc.message}") from None
         if not approve:
             p.status = "rejected"
             return
         if actor.id in p.approvals:
             raise VerificationError(f"{actor.id} approved twice; approvals count per member")
         p.approvals[actor.id] = actor.role
-        policy = self.policy_at(entry["time"])
         result = quorum(
-            required_approvals(policy, p.kind, p.proposer_role),
+            required,
             list(p.approvals.items()),
             requester=p.proposer,
             eligible=self.active_members(),

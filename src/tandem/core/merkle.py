@@ -348,7 +348,7 @@ def verify_inclusion(
     verify_inclusion_for_hash(leaf_hash(leaf_data), index, tree_size, proof, root)
 
 
-def verify_consistency(
+def verify_consistency(  # noqa: C901, PLR0912 - RFC 9162 2.1.4.2 step by step
     old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> None:
     """Raise :class:`VerificationError` unless the tree ``new_root`` of ``new_size``

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from tandem.core import approvals as approvals_engine
+from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import MAX_SAFE_INT, check_fields, digest, parse_amount
 from tandem.core.roles import Role
 from tandem.errors import (
@@ -35,7 +37,6 @@ from tandem.errors import (
     NoMatchingRuleError,
     PolicyError,
     PolicyVersionError,
-    QuorumNotMetError,
     TimeLockedError,
     UnknownFieldError,
     VelocityExceededError,
@@ -1074,7 +1075,7 @@ def evaluate(
     )
 
 
-def _decide(
+def _decide(  # noqa: PLR0912 - one branch per policy check
     policy: Policy,
     rule: Rule,
     facts: WithdrawalFacts,
@@ -1232,42 +1233,6 @@ class Approval(NamedTuple):
     role: Role
 
 
-@dataclass(frozen=True, kw_only=True)
-class QuorumResult:
-    """Who counted toward ``required``; ``require()`` raises if anyone is missing.
-
-    ``ignored`` lists (member id, reason) for approvals that did not count, for the
-    audit log and for people asking why a quorum is not met.
-    """
-
-    required: Mapping[Role, int]
-    approved_by: Mapping[Role, frozenset[str]]
-    missing: Mapping[Role, int]
-    ignored: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def met(self) -> bool:
-        return not self.missing
-
-    def require(self) -> None:
-        if self.missing:
-            short = [
-                f"{role.value} {len(self.approved_by.get(role, frozenset()))}/{self.required[role]}"
-                for role in _ROLE_ORDER
-                if role in self.missing
-            ]
-            raise QuorumNotMetError(
-                f"approvals: {', '.join(short)}",
-                details={
-                    role.value: {
-                        "approved": len(self.approved_by.get(role, frozenset())),
-                        "required": self.required[role],
-                    }
-                    for role in self.missing
-                },
-            )
-
-
 def quorum(
     required: Mapping[Role, int],
     approvals: Iterable[tuple[str, Role]],
@@ -1275,58 +1240,18 @@ def quorum(
     requester: str,
     eligible: Mapping[str, Role],
 ) -> QuorumResult:
-    """Count distinct, eligible members per role toward ``required``.
+    """Count distinct, eligible members per role toward ``required``: the approval
+    engine (:mod:`tandem.core.approvals`) asked with roles only, no times or versions.
 
-    ``approvals`` are :class:`Approval` values or plain ``(member_id, role)`` tuples.
-
-    ``eligible`` is the membership *now* (member id → role): someone removed after the
+    ``eligible`` is the membership *now* (member id -> role): someone removed after the
     request was made is absent from it, so their earlier approval no longer counts.
-    Counting is by member, never by signature: python-tuf once counted one key's
-    repeated signatures toward a threshold (GHSA-pwqf-9h7j-7mv8).
     """
-    wanted = {Role(role): count for role, count in required.items()}
-    for role, count in wanted.items():
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(f"required {role.value} count must be a whole number >= 0")
-    if wanted.get(Role.AUDITOR):
-        raise ValueError("auditors never approve, so an auditor quorum could never be met")
-    if sum(wanted.values()) < 1:
-        # A quorum of nobody is always met; that is a mistake, never a policy.
-        raise ValueError("a quorum must require at least one approval")
-    wanted = dict(_ordered_counts(wanted))
-
-    counted: dict[Role, set[str]] = {role: set() for role in wanted}
-    ignored: list[tuple[str, str]] = []
-    for member_id, claimed in approvals:
-        member_role = eligible.get(member_id)
-        if member_id == requester:
-            reason = "the requester cannot approve their own request"
-        elif member_role is None:
-            reason = "not a current member"
-        elif member_role != claimed:
-            reason = f"approved as {claimed} but their role is {member_role}"
-        elif member_role == Role.AUDITOR:
-            reason = "auditors never approve"
-        elif member_role not in counted:
-            reason = f"no {member_role} approval is required"
-        elif member_id in counted[member_role]:
-            reason = "already counted once"
-        else:
-            counted[member_role].add(member_id)
-            continue
-        ignored.append((member_id, reason))
-
-    approved_by = {role: frozenset(members) for role, members in counted.items()}
-    missing = {
-        role: count - len(approved_by[role])
-        for role, count in wanted.items()
-        if len(approved_by[role]) < count
-    }
-    return QuorumResult(
-        required=MappingProxyType(wanted),
-        approved_by=MappingProxyType(approved_by),
-        missing=MappingProxyType(missing),
-        ignored=tuple(ignored),
+    return approvals_engine.evaluate(
+        approvals_engine.Request(requester=requester, kind="quorum"),
+        [approvals_engine.Given(member=m, role=Role(r), at=0) for m, r in approvals],
+        membership=approvals_engine.standing_by_role(eligible),
+        required=required,
+        now=0,
     )
 
 

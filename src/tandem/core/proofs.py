@@ -140,10 +140,6 @@ def check_segregation(value: Any, *, where: str = "segregation") -> str:
     raise InputError(f"{where} must be 'own', 'client-omnibus' or 'client:<client-id>'")
 
 
-def is_client_class(segregation: str) -> bool:
-    return segregation == "client-omnibus" or segregation.startswith("client:")
-
-
 def check_nonce(value: Any) -> str:
     if not isinstance(value, str) or not NONCE_RE.fullmatch(value):
         raise InputError("nonce must be 8-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'")
@@ -197,7 +193,7 @@ def check_scope(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def make_challenge(
+def make_challenge(  # noqa: PLR0913 - keyword-only fields of one challenge
     *,
     challenge_id: str,
     deployment: str,
@@ -260,7 +256,7 @@ def check_challenge(doc: Any) -> dict[str, Any]:
 # --- signing ---------------------------------------------------------------------------
 
 
-def sign_proof(
+def sign_proof(  # noqa: PLR0913 - keyword-only fields of one signed statement
     *,
     chain: str,
     network: str,
@@ -658,7 +654,7 @@ def check_proofs(
     return results
 
 
-def verify_bundle(
+def verify_bundle(  # noqa: PLR0915 - one check per bundle part, in order
     bundle: Mapping[str, Any],
     *,
     nonce: str,

@@ -123,7 +123,7 @@ def _date(ts: int) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def statement(
+def statement(  # noqa: PLR0913 - every figure a statement names
     reg: Register,
     client: str,
     *,

@@ -26,6 +26,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from tandem.core import approvals as approvals_engine
 from tandem.core import split
 from tandem.core.actions import SignedAction, parse_envelope
 from tandem.core.audit import verify_export
@@ -48,7 +49,6 @@ from tandem.core.policy import (
     evaluate,
     fee_share_text,
     parse_policy,
-    quorum,
 )
 from tandem.core.roles import Role
 from tandem.errors import (
@@ -58,7 +58,6 @@ from tandem.errors import (
     InputError,
     InvalidStateError,
     InvalidTransactionError,
-    PolicyVersionError,
     TimeLockedError,
     VerificationError,
 )
@@ -295,7 +294,7 @@ def _check_utxos(utxos: list[Utxo], from_address: str, network: str) -> None:
         )
 
 
-def parse_intent(doc: Any) -> Intent:
+def parse_intent(doc: Any) -> Intent:  # noqa: C901, PLR0912 - one check per intent field
     """Strictly parse and normalise an intent; see docs/withdrawals.md for the fields."""
     where = "intent"
     check_fields(
@@ -1185,7 +1184,7 @@ def _logged_action(env: Any, logged: Collection[bytes], *, type_: str, deploymen
     return action
 
 
-def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None) -> VerifiedBundle:
+def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None) -> VerifiedBundle:  # noqa: C901, PLR0912, PLR0915 - to be split into named steps
     """Everything the offline signer checks before it will sign, from the bundle alone.
 
     1. genesis: its members' signatures; its hash against ``genesis_hash_pin`` if given;
@@ -1351,25 +1350,46 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
         if not any(e.allows(facts) for e in _book_from_log(replay, at=now, before=len(entries))):
             raise VerificationError(f"destination {intent.destination} has left the address book")
 
-    # Approvals: signed, recorded, for exactly this content, counted per current member.
-    counted: list[tuple[str, Role]] = []
+    # Approvals: signed, recorded, for exactly this content, counted per current member
+    # by the same engine the server counts with.
     if not isinstance(actions["approvals"], list):
         raise VerificationError("bundle.actions.approvals must be a list")
+    logged_at: dict[bytes, int] = {}
+    for e in entries:
+        if e["outcome"] == "ok" and e["envelope"] is not None:
+            logged_at.setdefault(canonical(e["envelope"]), e["time"])
+    given: list[approvals_engine.Given] = []
     for env in actions["approvals"]:
         action = _logged_action(env, logged, type_="withdrawal.approve", deployment=deployment)
         body = parse_approval(action.body)
         if body["withdrawal"] != w["id"] or body["intent_hash"] != ih or body["tx_digest"] != td:
             raise VerificationError(f"approval by {action.actor} is for other content")
-        if body["policy_version"] != policy.version:
-            raise PolicyVersionError(
-                f"approval by {action.actor} names policy version {body['policy_version']}"
+        given.append(
+            approvals_engine.Given(
+                member=action.actor,
+                role=members[action.actor].role,
+                at=logged_at[canonical(env)],
+                digest=body["tx_digest"],
+                policy_version=body["policy_version"],
+                expires_at=body["expires_at"],
             )
-        if now >= body["expires_at"]:
-            continue
-        counted.append((action.actor, members[action.actor].role))
-    result = quorum(decision.required, counted, requester=w["requester"], eligible=eligible)
+        )
+    result = approvals_engine.evaluate(
+        approvals_engine.Request(
+            requester=w["requester"],
+            kind="withdrawal",
+            digest=td,
+            policy_version=policy.version,
+            created_at=w["created_at"],
+        ),
+        given,
+        membership=approvals_engine.standing_by_role(eligible),
+        required=decision.required,
+        now=now,
+        ttl_seconds=decision.approval_ttl_seconds,
+    )
     result.require()
-    approvers = frozenset(m for ms in result.approved_by.values() for m in ms)
+    approvers = result.counted
     return VerifiedBundle(
         withdrawal=w, intent=intent, view=view, decision=decision, approvers=approvers, members=eligible
     )

@@ -231,10 +231,6 @@ class AuditService(ServiceBase):
 
         return n, pages()
 
-    def export_lines(self) -> Iterator[str]:
-        _n, lines = self.export_stream()
-        return lines
-
     def export(self) -> tuple[list[str], dict[str, Any]]:
         """All lines and the checkpoint that covers exactly them, in memory: for tests
         and small logs; the API and the CLI stream instead."""

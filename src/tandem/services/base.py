@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -22,6 +20,7 @@ from sqlmodel import Session, select
 from tandem.core import totp as totp_core
 from tandem.core.actions import SignedAction, check_context, parse_envelope
 from tandem.core.canonical import canonical, domain_bytes, loads_strict
+from tandem.core.lifecycles import MemberState
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
 from tandem.errors import (
@@ -44,7 +43,6 @@ from tandem.store.models import Session as SessionRow
 
 T = TypeVar("T")
 SESSION_SECONDS = 15 * 60
-FAULT_ENV = "TANDEM_FAULT_POINT"
 
 # A refusal is recorded as evidence, not as a copy of whatever arrived: one request from
 # a stranger must not write a megabyte into the permanent log. A signed envelope of a
@@ -57,10 +55,22 @@ CLAIM_MAX_CHARS = 80
 _REFUSED_PREFIX = domain_bytes(REFUSED_ENVELOPE_DOMAIN, None)[: -len(canonical(None))]
 
 
+FaultHook = Callable[[str], None]
+# Empty in production: only the crash tests install a hook (tests/helpers/faults.py).
+_fault_hooks: list[FaultHook] = []
+
+
+def install_fault_hook(hook: FaultHook | None) -> None:
+    """Let a crash test stop the process at named points; ``None`` removes the hook."""
+    _fault_hooks.clear()
+    if hook is not None:
+        _fault_hooks.append(hook)
+
+
 def fault_point(name: str) -> None:
-    """Crash-test hook: the process kills itself here when TANDEM_FAULT_POINT names it."""
-    if os.environ.get(FAULT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """A named point where a crash test may kill the process (THREATS 13)."""
+    for hook in _fault_hooks:
+        hook(name)
 
 
 @dataclass
@@ -161,9 +171,9 @@ class ServiceBase:
         now: int,
         data: dict[str, Any] | None = None,
     ) -> None:
-        if self.sealed_reason is not None or getattr(exc, "audited", False):
+        if self.sealed_reason is not None or exc.audited:
             return
-        exc.audited = True  # type: ignore[attr-defined]
+        exc.audited = True
         try:
             with self.db.write() as session:
                 deployment = self.maybe_deployment(session)
@@ -230,7 +240,7 @@ class ServiceBase:
         if member is None:
             raise UnknownActorError("the action's signer is not a member of this deployment")
         action.verify(bytes.fromhex(member.sign_public))
-        if member.status != "active":
+        if member.status != MemberState.ACTIVE:
             raise MemberRemovedError(f"member {member.name!r} has been removed")
         self.check_role(member, roles)
         return member
@@ -286,7 +296,7 @@ class ServiceBase:
             if row is None or row.expires_at <= now:
                 raise SessionError("session unknown or expired; open a new one")
             member = session.get(Member, row.member)
-            if member is None or member.status != "active":
+            if member is None or member.status != MemberState.ACTIVE:
                 raise SessionError("the session's member is no longer active")
             # A session belongs to the key that signed session.open, not just to the
             # member: once the member is rekeyed (however that came about), the old
@@ -344,10 +354,3 @@ def bounded_text(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text) - limit} more characters)"
-
-
-def require_str_field(body: Any, key: str) -> str:
-    value = body.get(key) if isinstance(body, dict) else None
-    if not isinstance(value, str):
-        raise InputError(f"body.{key} must be a string")
-    return value

@@ -15,8 +15,10 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from tandem.core import approvals as engine
 from tandem.core import ceremony as core
 from tandem.core import split
+from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict, require_str
 from tandem.core.ceremony_def import (
     MAX_DEFINITION_BYTES,
@@ -24,7 +26,7 @@ from tandem.core.ceremony_def import (
     parse_definition,
     validate_against,
 )
-from tandem.core.policy import QuorumResult, quorum
+from tandem.core.lifecycles import KEYSETS, KeySetState, MemberState
 from tandem.core.roles import Role
 from tandem.core.split import verify_operation
 from tandem.errors import (
@@ -33,9 +35,8 @@ from tandem.errors import (
     ForbiddenError,
     InputError,
     NotFoundError,
-    RoleNotAllowedError,
-    SelfApprovalError,
 )
+from tandem.services.approvals import current_membership
 from tandem.services.base import Call, fault_point
 from tandem.services.keysets import (
     build_export,
@@ -59,6 +60,8 @@ from tandem.store.models import (
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
 IMPORT_KIND = "import"
 ANY_KIND = "*"
+# A key-set import is restored by one custodian's share, over the proposer's export.
+IMPORT_APPROVALS = {Role.CUSTODIAN: 1}
 IMPORT_SECONDS = 24 * 3600
 MAX_REASON = 500
 
@@ -101,7 +104,7 @@ class CeremonyService(KeyUseService):
                     raise InputError("a reshare makes no keys, so it takes no commitment")
                 target = _str_field(body, "target_keyset")
                 keyset = get_keyset_row(call.session, target)
-                if keyset.status == "retired":
+                if keyset.status == KeySetState.RETIRED:
                     raise ConflictError(f"key set {target} is retired")
                 state.operation = self._ceremony_check_operation(
                     call, body.get("operation"), keyset_id=target, purpose="reshare"
@@ -162,15 +165,14 @@ class CeremonyService(KeyUseService):
             )
             row, state = self._ceremony_open(call, body["ceremony"], "approve")
             definition = parse_definition(row.definition)
-            if actor.id == row.proposer:
-                raise SelfApprovalError("a proposer cannot approve its own ceremony")
             role = Role(actor.role)
-            required = definition.approvals.by_role()
-            if required.get(role, 0) == 0:
-                needed = ", ".join(f"{n} {r.value}" for r, n in required.items() if n)
-                raise RoleNotAllowedError(
-                    f"a {role.value} may not approve this ceremony; it needs approval by {needed}"
-                )
+            engine.admit(
+                _request(row, state, definition),
+                member=actor.id,
+                role=role,
+                required=definition.approvals.by_role(),
+                what="this ceremony",
+            )
             if body["digest"] != _digest(row, state, definition):
                 raise ConflictError(
                     "the approval is for different ceremony content (digest mismatch)"
@@ -490,8 +492,13 @@ class CeremonyService(KeyUseService):
                 _body(call), required=("import", "export_hash", "sealed_share"), where="body"
             )
             row, state = self._ceremony_open(call, body["import"], "approve", kind=IMPORT_KIND)
-            if actor.id == row.proposer:
-                raise SelfApprovalError("a proposer cannot approve its own import")
+            engine.admit(
+                engine.Request(requester=row.proposer, kind=IMPORT_KIND, digest=row.definition_hash),
+                member=actor.id,
+                role=Role(actor.role),
+                required=IMPORT_APPROVALS,
+                what="this import",
+            )
             if body["export_hash"] != row.definition_hash:
                 raise ConflictError("the approval is for a different export (hash mismatch)")
             assert state.operation is not None
@@ -512,6 +519,17 @@ class CeremonyService(KeyUseService):
             status = status_for_recipients(call.session, sealed)
             restore_keyset(call.session, export, sealed, status=status)
             state.add_approval(actor.id, commitment=None, envelope=_envelope(call))
+            engine.evaluate(
+                engine.Request(requester=row.proposer, kind=IMPORT_KIND, digest=row.definition_hash),
+                [
+                    engine.Given(
+                        member=actor.id, role=Role(actor.role), at=call.now, digest=body["export_hash"]
+                    )
+                ],
+                membership=current_membership(call.session),
+                required=IMPORT_APPROVALS,
+                now=call.now,
+            ).require()
             row.status = core.COMPLETE
             row.keyset = row.target_keyset
             _save(call, row, state)
@@ -641,13 +659,23 @@ class CeremonyService(KeyUseService):
     def _ceremony_quorum(
         self, call: Call, row: Ceremony, state: core.CeremonyState, definition: CeremonyDefinition
     ) -> QuorumResult:
-        eligible = {
-            m.id: Role(m.role)
-            for m in call.session.exec(select(Member).where(Member.status == "active")).all()
-        }
-        approvals = [(m, eligible.get(m, Role.AUDITOR)) for m in state.approvals]
-        return quorum(
-            definition.approvals.by_role(), approvals, requester=row.proposer, eligible=eligible
+        """Counted from the stored approval records (one per member, each holding the
+        signed approval), by the same engine as every other flow."""
+        records = call.session.exec(select(Approval).where(Approval.subject == row.id)).all()
+        return engine.evaluate(
+            _request(row, state, definition),
+            [
+                engine.Given(
+                    member=a.member,
+                    role=Role(a.role),
+                    at=a.created_at,
+                    digest=loads_strict(a.envelope)["action"]["body"]["digest"],
+                )
+                for a in records
+            ],
+            membership=current_membership(call.session),
+            required=definition.approvals.by_role(),
+            now=call.now,
         )
 
     def _ceremony_check_operation(
@@ -726,7 +754,7 @@ class CeremonyService(KeyUseService):
                 ceremony=row.id,
                 curve=definition.curve,
                 segregation=definition.segregation,
-                status="active",
+                status=KeySetState.ACTIVE,
                 sealed=generated.sealed.to_json(),
                 generation=1,
                 created_at=call.now,
@@ -796,7 +824,7 @@ class CeremonyService(KeyUseService):
         assert state.operation is not None
         self.require_unsealed()
         keyset = get_keyset_row(call.session, row.target_keyset)
-        if keyset.status == "retired":
+        if keyset.status == KeySetState.RETIRED:
             raise ConflictError(f"key set {keyset.id} is retired")
         before = split.SealedKeyset.from_json(keyset.sealed)
         managers, custodians = current_recipients(call.session)
@@ -814,7 +842,7 @@ class CeremonyService(KeyUseService):
         }
         keyset.sealed = after.to_json()
         keyset.generation += 1
-        keyset.status = "active"
+        keyset.status = KEYSETS.transition(keyset.status, "reshare")
         call.session.add(keyset)
         call.session.flush()
         fault_point("ceremony.reshare_after_keyset")
@@ -910,6 +938,15 @@ def ceremony_view(row: Ceremony, now: int, *, brief: bool = False) -> dict[str, 
     return view
 
 
+def _request(row: Ceremony, state: core.CeremonyState, definition: CeremonyDefinition) -> engine.Request:
+    return engine.Request(
+        requester=row.proposer,
+        kind=f"ceremony.{definition.kind}",
+        digest=_digest(row, state, definition),
+        created_at=row.created_at,
+    )
+
+
 def _digest(row: Ceremony, state: core.CeremonyState, definition: CeremonyDefinition) -> str:
     return core.ceremony_digest(
         ceremony_id=row.id,
@@ -963,6 +1000,6 @@ def _str_field(body: dict[str, Any], key: str) -> str:
 
 def _member_counts(call: Call) -> dict[Role, int]:
     counts = dict.fromkeys(Role, 0)
-    for m in call.session.exec(select(Member).where(Member.status == "active")).all():
+    for m in call.session.exec(select(Member).where(Member.status == MemberState.ACTIVE)).all():
         counts[Role(m.role)] += 1
     return counts

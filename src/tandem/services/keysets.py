@@ -10,24 +10,23 @@ from sqlmodel import Session, col, select
 
 from tandem.core.canonical import canonical, loads_strict
 from tandem.core.ceremony import EXPORT_FORMAT, EXPORT_KEYSET_FIELDS
+from tandem.core.lifecycles import KEYSETS, KeySetState, MemberState
 from tandem.core.roles import Role
 from tandem.core.split import SealedKeyset
 from tandem.errors import ConflictError, NotFoundError
 from tandem.services.base import Call
 from tandem.store.models import AddressRow, Ceremony, KeyRow, KeySet, Member
 
-STATUSES = ("active", "reshare_required", "retired")
-
 
 def mark_reshare_required(service: Any, call: Call, member_id: str, *, reason: str) -> list[str]:
     """Every active key set with a share sealed to ``member_id`` stops signing until a
     reshare ceremony rotates its DEK."""
     marked = []
-    for ks in call.session.exec(select(KeySet).where(KeySet.status == "active")).all():
+    for ks in call.session.exec(select(KeySet).where(KeySet.status == KeySetState.ACTIVE)).all():
         sealed = SealedKeyset.from_json(ks.sealed)
         recipients = sealed.members("manager") | sealed.members("custodian")
         if member_id in recipients:
-            ks.status = "reshare_required"
+            ks.status = KEYSETS.transition(ks.status, "require_reshare")
             call.session.add(ks)
             marked.append(ks.id)
     if marked:
@@ -44,7 +43,7 @@ def current_recipients(session: Session) -> tuple[dict[str, bytes], dict[str, by
     """X25519 public keys of every active manager and custodian: who new shares go to."""
     managers: dict[str, bytes] = {}
     custodians: dict[str, bytes] = {}
-    for m in session.exec(select(Member).where(Member.status == "active")).all():
+    for m in session.exec(select(Member).where(Member.status == MemberState.ACTIVE)).all():
         if m.role == Role.MANAGER.value:
             managers[m.id] = bytes.fromhex(m.seal_public)
         elif m.role == Role.CUSTODIAN.value:
@@ -61,7 +60,7 @@ def status_for_recipients(session: Session, sealed: SealedKeyset) -> str:
     same_side = sealed.members("manager") <= set(managers) and sealed.members("custodian") <= set(
         custodians
     )
-    return "active" if holders <= set(current) and same_side else "reshare_required"
+    return KeySetState.ACTIVE if holders <= set(current) and same_side else KeySetState.RESHARE_REQUIRED
 
 
 def get_keyset_row(session: Session, keyset_id: str) -> KeySet:

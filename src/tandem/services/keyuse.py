@@ -21,6 +21,7 @@ from sqlmodel import select
 from tandem.core import split
 from tandem.core.canonical import domain_bytes
 from tandem.core.identity import b64, unb64
+from tandem.core.lifecycles import KEYSETS
 from tandem.core.roles import Role
 from tandem.core.split import operation_statement
 from tandem.errors import (
@@ -148,7 +149,7 @@ class KeyUseService(ServiceBase):
         keyset = call.session.get(KeySet, keyset_id)
         if keyset is None:
             raise NotFoundError(f"no key set {keyset_id}")
-        if keyset.status != "active":
+        if not KEYSETS.allows(keyset.status, "sign"):
             raise ReshareRequiredError(
                 f"key set {keyset_id} is {keyset.status}: a reshare ceremony must rotate its data key first"
             )

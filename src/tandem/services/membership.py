@@ -10,26 +10,28 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from tandem.core import approvals as engine
 from tandem.core import membership as mcore
+from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict
 from tandem.core.identity import IdentityCard, unb64
+from tandem.core.lifecycles import MEMBERS, PROPOSALS, MemberState, ProposalState
 from tandem.core.membership import check_distinct, check_genesis, genesis_hash
-from tandem.core.policy import Policy, QuorumResult, quorum
+from tandem.core.policy import Policy
 from tandem.core.roles import Role
 from tandem.errors import (
     ClaimTokenError,
     ConflictError,
     DuplicateIdentityError,
-    ExpiredError,
     InputError,
     InvalidStateError,
     NotFoundError,
     QuorumNotMetError,
-    SelfApprovalError,
     TimeLockedError,
     TotpError,
 )
 from tandem.localtime import local_iso, pending_change
+from tandem.services.approvals import current_membership
 from tandem.services.base import SESSION_SECONDS, Call, ServiceBase
 from tandem.services.claim import ClaimGate
 from tandem.store.models import Approval, Deployment, Member, Proposal
@@ -97,6 +99,12 @@ def proposal_digest(p: Proposal) -> str:
     """What an approver signs: the proposal's identity and exact content."""
     return mcore.proposal_digest(
         proposal_id=p.id, kind=p.kind, body=loads_strict(p.body), proposer=p.proposer
+    )
+
+
+def _request(p: Proposal) -> engine.Request:
+    return engine.Request(
+        requester=p.proposer, kind=p.kind, digest=proposal_digest(p), created_at=p.created_at
     )
 
 
@@ -296,7 +304,7 @@ class MembershipService(ServiceBase):
                 self._check_new_card(call, IdentityCard.from_json(content["card"]))
             else:
                 target = session.get(Member, content["member"])
-                if target is None or target.status != "active":
+                if target is None or target.status != MemberState.ACTIVE:
                     raise NotFoundError("no active member with that id")
                 if change == "rekey":
                     card = IdentityCard.from_json(content["card"])
@@ -309,7 +317,7 @@ class MembershipService(ServiceBase):
                 kind=f"member.{change}",
                 body=canonical(content).decode(),
                 proposer=call.actor.id,
-                status="pending",
+                status=ProposalState.PENDING,
                 created_at=call.now,
                 expires_at=call.now + PROPOSAL_SECONDS,
                 envelope=canonical(call.envelope).decode(),
@@ -358,27 +366,26 @@ class MembershipService(ServiceBase):
             proposal = call.session.get(Proposal, body["proposal"])
             if proposal is None:
                 raise NotFoundError("no such proposal")
-            if proposal.status != "pending":
-                raise InvalidStateError(f"proposal is {proposal.status}, not pending")
-            if call.now >= proposal.expires_at:
-                raise ExpiredError("proposal has expired; propose it again")
+            decided = PROPOSALS.transition(
+                proposal.status,
+                "approve" if approve else "reject",
+                expires_at=proposal.expires_at,
+                now=call.now,
+            )
             if body["digest"] != proposal_digest(proposal):
                 raise ConflictError("the approval is for different proposal content (digest mismatch)")
             proposer = call.session.get(Member, proposal.proposer)
             assert proposer is not None
-            if call.actor.id == proposer.id:
-                raise SelfApprovalError("a proposer cannot approve or reject its own proposal")
-            needed = self._approver_role(proposal, proposer)
-            if Role(call.actor.role) is not needed:
-                raise (
-                    SelfApprovalError(f"this proposal needs the other side: a {needed.value} must decide it")
-                    if Role(call.actor.role) is Role(proposer.role)
-                    else SelfApprovalError(
-                        f"a {call.actor.role} may not decide this proposal; a {needed.value} must"
-                    )
-                )
+            policy = _policy_at(call, call.now)
+            engine.admit(
+                _request(proposal),
+                member=call.actor.id,
+                role=Role(call.actor.role),
+                required=mcore.required_approvals(policy, proposal.kind, Role(proposer.role)),
+                what="this proposal",
+            )
             if not approve:
-                proposal.status = "rejected"
+                proposal.status = decided
                 call.session.add(proposal)
                 self.audit(
                     call,
@@ -402,7 +409,6 @@ class MembershipService(ServiceBase):
             )
             call.session.flush()
             approvals = self._proposal_approvals(call, proposal)
-            policy = _policy_at(call, call.now)
             result = self._proposal_quorum(call, proposal, proposer, approvals, policy)
             data: dict[str, Any] = {
                 "proposal": proposal.id,
@@ -428,9 +434,6 @@ class MembershipService(ServiceBase):
             totp=totp,
         )
 
-    def _approver_role(self, proposal: Proposal, proposer: Member) -> Role:
-        return mcore.approving_role(proposal.kind, Role(proposer.role))
-
     @staticmethod
     def _proposal_approvals(call: Call, proposal: Proposal) -> list[Approval]:
         return list(call.session.exec(select(Approval).where(Approval.subject == proposal.id)).all())
@@ -440,22 +443,27 @@ class MembershipService(ServiceBase):
     ) -> QuorumResult:
         """Distinct current members of the approving side, as many as the policy in
         force says (the membership section for member changes)."""
-        eligible = {
-            m.id: Role(m.role)
-            for m in call.session.exec(select(Member).where(Member.status == "active")).all()
-        }
-        return quorum(
-            mcore.required_approvals(policy, proposal.kind, Role(proposer.role)),
-            [(a.member, Role(a.role)) for a in approvals],
-            requester=proposer.id,
-            eligible=eligible,
+        return engine.evaluate(
+            _request(proposal),
+            [
+                engine.Given(
+                    member=a.member,
+                    role=Role(a.role),
+                    at=a.created_at,
+                    digest=loads_strict(a.envelope)["action"]["body"]["digest"],
+                )
+                for a in approvals
+            ],
+            membership=current_membership(call.session),
+            required=mcore.required_approvals(policy, proposal.kind, Role(proposer.role)),
+            now=call.now,
         )
 
     def _approved(self, call: Call, proposal: Proposal, effective_at: int) -> None:
         proposal.approved_at = call.now
         body = loads_strict(proposal.body)
         if proposal.kind.startswith("member."):
-            proposal.status = "approved"
+            proposal.status = PROPOSALS.transition(proposal.status, "quorum")
             proposal.effective_at = effective_at
             if effective_at <= call.now:
                 self._apply_member(call, proposal, body)
@@ -481,7 +489,7 @@ class MembershipService(ServiceBase):
                 raise NotFoundError("no such proposal")
             if proposal.kind not in mcore.MEMBER_KINDS:
                 raise InvalidStateError(f"a {proposal.kind} change takes effect by itself after its delay")
-            if proposal.status != "approved" or proposal.effective_at is None:
+            if not PROPOSALS.allows(proposal.status, "apply") or proposal.effective_at is None:
                 raise InvalidStateError(
                     f"proposal is {proposal.status}; only an approved change can be applied"
                 )
@@ -519,7 +527,7 @@ class MembershipService(ServiceBase):
         from tandem.services.keysets import mark_reshare_required
 
         session = call.session
-        proposal.status = "applied"
+        proposal.status = PROPOSALS.transition(proposal.status, "apply")
         if body["change"] == "add":
             card = IdentityCard.from_json(body["card"])
             self._check_new_card(call, card)
@@ -534,7 +542,7 @@ class MembershipService(ServiceBase):
         elif body["change"] == "remove":
             target = session.get(Member, body["member"])
             assert target is not None
-            target.status = "removed"
+            target.status = MEMBERS.transition(target.status, "remove")
             target.removed_at = call.now
             session.add(target)
             # Sessions of a removed member end now.
@@ -550,6 +558,7 @@ class MembershipService(ServiceBase):
         else:
             target = session.get(Member, body["member"])
             assert target is not None
+            target.status = MEMBERS.transition(target.status, "rekey")
             card = IdentityCard.from_json(body["card"])
             target.sign_public = card.sign_public.hex()
             target.seal_public = card.seal_public.hex()

@@ -18,6 +18,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from tandem.core import withdrawal as wcore
 from tandem.core.canonical import canonical, check_fields, loads_strict, parse_amount
+from tandem.core.lifecycles import PROPOSALS, AddressBookState, ProposalState
 from tandem.core.membership import (
     book_entry_of,
     book_removal_content,
@@ -90,7 +91,7 @@ def install_genesis_terms(service: Any, call: Call, doc: dict[str, Any]) -> None
             AddressBookRow(
                 id=entry["id"], chain=entry["chain"], network=entry["network"], address=entry["address"],
                 asset=entry.get("asset"), label=entry["label"], effective_at=call.now, proposal="genesis",
-                status="active",
+                status=AddressBookState.ACTIVE,
             )
         )
         service.audit(
@@ -124,7 +125,9 @@ def address_book(session: Session, now: int) -> list[AddressBookEntry]:
     """Entries in force at ``now`` (same rule as the offline signer's rebuild from the log)."""
     additions = [
         wcore.BookAddition(r.id, _entry(r), r.effective_at)
-        for r in session.exec(select(AddressBookRow).where(AddressBookRow.status == "active")).all()
+        for r in session.exec(
+            select(AddressBookRow).where(AddressBookRow.status == AddressBookState.ACTIVE)
+        ).all()
     ]
     return wcore.address_book_at(additions, _removals(session), now)
 
@@ -136,7 +139,9 @@ def _entry(r: AddressBookRow) -> AddressBookEntry:
 def _removals(session: Session) -> dict[str, int]:
     out: dict[str, int] = {}
     for p in session.exec(
-        select(Proposal).where(Proposal.kind == "addressbook.remove", Proposal.status == "approved")
+        select(Proposal).where(
+            Proposal.kind == "addressbook.remove", Proposal.status == ProposalState.APPROVED
+        )
     ).all():
         if p.effective_at is not None:
             out[loads_strict(p.body)["entry"]] = p.effective_at
@@ -212,7 +217,7 @@ def history_for(
 def apply_policy_proposal(service: Any, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
     session = call.session
     effective_at = call.now + change_delay(current_policy(session, call.now), proposal.kind)
-    proposal.status = "approved"
+    proposal.status = PROPOSALS.transition(proposal.status, "quorum")
     proposal.approved_at = call.now
     proposal.effective_at = effective_at
     if proposal.kind == "policy.change":
@@ -252,7 +257,7 @@ def apply_policy_proposal(service: Any, call: Call, proposal: Proposal, body: di
                 label=entry["label"],
                 effective_at=effective_at,
                 proposal=proposal.id,
-                status="active",
+                status=AddressBookState.ACTIVE,
             )
         )
         service.audit(
@@ -263,7 +268,7 @@ def apply_policy_proposal(service: Any, call: Call, proposal: Proposal, body: di
         )
     elif proposal.kind == "addressbook.remove":
         row = session.get(AddressBookRow, body["entry"])
-        if row is None or row.status != "active":
+        if row is None or row.status != AddressBookState.ACTIVE:
             raise NotFoundError("no active address-book entry with that id")
         service.audit(
             call,
@@ -295,7 +300,7 @@ def _new_proposal(call: Call, kind: str, content: dict[str, Any]) -> Proposal:
         kind=kind,
         body=canonical(content).decode(),
         proposer=call.actor.id,
-        status="pending",
+        status=ProposalState.PENDING,
         created_at=call.now,
         expires_at=call.now + PROPOSAL_SECONDS,
         envelope=canonical(call.envelope).decode(),
@@ -338,7 +343,8 @@ def propose_address_change(service: ServiceBase, envelope: Any) -> dict[str, Any
             content = normalize_book_entry(body)
             for row in call.session.exec(
                 select(AddressBookRow).where(
-                    AddressBookRow.status == "active", AddressBookRow.address == content["address"]
+                    AddressBookRow.status == AddressBookState.ACTIVE,
+                    AddressBookRow.address == content["address"],
                 )
             ).all():
                 if (row.chain, row.network, row.asset) == (
@@ -350,7 +356,7 @@ def propose_address_change(service: ServiceBase, envelope: Any) -> dict[str, Any
         elif change == "remove":
             check_fields(body, required=("change", "entry"), where="body")
             target = call.session.get(AddressBookRow, _id(body["entry"]))
-            if target is None or target.status != "active":
+            if target is None or target.status != AddressBookState.ACTIVE:
                 raise NotFoundError("no active address-book entry with that id")
             content = book_removal_content(
                 target.id, {"address": target.address, "chain": target.chain, "network": target.network}
@@ -392,7 +398,7 @@ def veto_proposal(
             raise InvalidStateError(f"a {p.kind} proposal cannot be vetoed here")
         if Role(call.actor.role) not in veto_roles(p.kind):
             raise RoleNotAllowedError(f"a {call.actor.role} may not veto a {p.kind} change")
-        if p.status != "approved" or p.effective_at is None or p.approved_at is None:
+        if not PROPOSALS.allows(p.status, "veto") or p.effective_at is None or p.approved_at is None:
             raise InvalidStateError(
                 f"proposal is {p.status}; only an approved change in its delay can be vetoed"
             )
@@ -402,7 +408,7 @@ def veto_proposal(
         PendingChange(proposed_at=p.created_at, approved_at=p.approved_at, effective_at=p.effective_at).veto(
             now=call.now
         )
-        p.status = "vetoed"
+        p.status = PROPOSALS.transition(p.status, "veto")
         call.session.add(p)
         if p.kind == "policy.change":
             for row in call.session.exec(select(PolicyRow).where(PolicyRow.proposal == p.id)).all():
@@ -411,7 +417,7 @@ def veto_proposal(
             for book in call.session.exec(
                 select(AddressBookRow).where(AddressBookRow.proposal == p.id)
             ).all():
-                book.status = "vetoed"
+                book.status = AddressBookState.VETOED
                 call.session.add(book)
         service.audit(call, "proposal.vetoed", {"proposal": p.id, "kind": p.kind, "reason": reason})
         return proposal_public(p, [])
@@ -454,11 +460,12 @@ def address_book_view(service: ServiceBase) -> list[dict[str, Any]]:
         out = []
         for r in session.exec(select(AddressBookRow).order_by(col(AddressBookRow.effective_at))).all():
             state = r.status
-            if state == "active":
+            if state == AddressBookState.ACTIVE:
                 if r.effective_at > now:
-                    state = "pending"
+                    state = AddressBookState.PENDING
                 elif r.id in removals:
-                    state = "removed" if removals[r.id] <= now else "removal_pending"
+                    due = removals[r.id] <= now
+                    state = AddressBookState.REMOVED if due else AddressBookState.REMOVAL_PENDING
             out.append(
                 {
                     "id": r.id,

@@ -21,8 +21,11 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from tandem.core import approvals as engine
 from tandem.core import proofs as core
+from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict
+from tandem.core.lifecycles import CHALLENGES, KEYSETS, ChallengeState
 from tandem.core.roles import Role
 from tandem.errors import (
     ConflictError,
@@ -33,6 +36,7 @@ from tandem.errors import (
     ReshareRequiredError,
     TotpError,
 )
+from tandem.services.approvals import current_membership
 from tandem.services.base import Call
 from tandem.services.keyuse import KeyUseService
 from tandem.store import audit_log
@@ -40,6 +44,8 @@ from tandem.store.models import AddressRow, KeyRow, KeySet, Member, OperationSha
 
 ISSUERS = (Role.CUSTODIAN, Role.AUDITOR)
 CONTRIBUTORS = (Role.MANAGER, Role.CUSTODIAN)
+# Every key set in scope signs only once a manager and a custodian have both contributed.
+PROOF_CONTRIBUTORS = {Role.CUSTODIAN: 1, Role.MANAGER: 1}
 DEFAULT_CHALLENGE_SECONDS = 7 * 24 * 3600
 _proof_lock = threading.Lock()
 
@@ -133,7 +139,7 @@ class ProofService(KeyUseService):
                     nonce=nonce,
                     doc=canonical(doc).decode(),
                     issuer=call.actor.id,
-                    status="open",
+                    status=ChallengeState.OPEN,
                     created_at=call.now,
                     expires_at=expires_at,
                 )
@@ -218,8 +224,7 @@ class ProofService(KeyUseService):
                     "operations": [o for _, o, _ in shares],
                 },
             )
-            sides = self._sides(call, ops)
-            if all(len(s) == 2 for s in sides.values()):
+            if all(result.met for result in self._contributions(call, row, ops).values()):
                 self._sign_bundle(call, row, doc, ops)
             return self._challenge_view(call, row, call.actor)
 
@@ -271,7 +276,7 @@ class ProofService(KeyUseService):
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         row.bundle = text
         row.bundle_hash = digest
-        row.status = "signed"
+        row.status = CHALLENGES.transition(row.status, "sign", expires_at=row.expires_at, now=call.now)
         call.session.add(row)
         self.audit(
             call,
@@ -373,11 +378,11 @@ class ProofService(KeyUseService):
         row = call.session.get(ProofChallenge, challenge_id)
         if row is None:
             raise NotFoundError(f"no proof challenge {challenge_id}")
-        if row.status != "open":
-            raise InvalidStateError(f"challenge {challenge_id} is {row.status}, not open")
-        if call.now >= row.expires_at:
+        try:
+            CHALLENGES.transition(row.status, "contribute", expires_at=row.expires_at, now=call.now)
+        except ExpiredError:
             self._drop_proof_ops(row.id)
-            raise ExpiredError(f"challenge {challenge_id} has expired; issue a new one")
+            raise
         return row, loads_strict(row.doc)
 
     def _require_active(self, call: Call, keysets: Iterable[str]) -> None:
@@ -385,7 +390,7 @@ class ProofService(KeyUseService):
             keyset = call.session.get(KeySet, keyset_id)
             if keyset is None:
                 raise NotFoundError(f"no key set {keyset_id}")
-            if keyset.status != "active":
+            if not KEYSETS.allows(keyset.status, "sign"):
                 raise ReshareRequiredError(
                     f"key set {keyset_id} is {keyset.status}: it cannot sign proofs until a "
                     "reshare ceremony makes it active again (or narrow the scope)"
@@ -428,10 +433,34 @@ class ProofService(KeyUseService):
                 sides[by_op[share.operation]].append(share.side)
         return {k: sorted(v) for k, v in sides.items()}
 
+    def _contributions(
+        self, call: Call, row: ProofChallenge, ops: dict[str, dict[str, Any]]
+    ) -> dict[str, QuorumResult]:
+        """Per key set in scope, whether a manager and a custodian have both contributed,
+        counted by the approval engine. The issuer may be one of them: a challenge asks
+        for proof, not for someone else's consent, so it has no requester."""
+        by_op = {doc["statement"]["operation"]: keyset for keyset, doc in ops.items()}
+        given: dict[str, list[engine.Given]] = {keyset: [] for keyset in ops}
+        shares = call.session.exec(
+            select(OperationShare).where(col(OperationShare.operation).in_(list(by_op)))
+        ).all()
+        for share in shares:
+            given[by_op[share.operation]].append(
+                engine.Given(member=share.member, role=Role(share.side), at=share.created_at)
+            )
+        request = engine.Request(requester=None, kind="proof", created_at=row.created_at)
+        membership = current_membership(call.session)
+        return {
+            keyset: engine.evaluate(
+                request, items, membership=membership, required=PROOF_CONTRIBUTORS, now=call.now
+            )
+            for keyset, items in given.items()
+        }
+
     def _challenge_view(self, call: Call, row: ProofChallenge | None, viewer: Member) -> dict[str, Any]:
         assert row is not None
         doc = loads_strict(row.doc)
-        ops = self._current_proof_ops(row.id) if row.status == "open" else None
+        ops = self._current_proof_ops(row.id) if row.status == ChallengeState.OPEN else None
         sides = self._sides(call, ops) if ops else {}
         share_holder = viewer.role in (Role.MANAGER.value, Role.CUSTODIAN.value)
         keysets = []
@@ -441,7 +470,7 @@ class ProofService(KeyUseService):
                 "operation": (ops or {}).get(keyset_id),
                 "contributed": sides.get(keyset_id, []),
             }
-            if share_holder and row.status == "open":
+            if share_holder and row.status == ChallengeState.OPEN:
                 keyset = call.session.get(KeySet, keyset_id)
                 entry["sealed"] = keyset.sealed if keyset is not None else None
             keysets.append(entry)
@@ -457,9 +486,7 @@ class ProofService(KeyUseService):
 
 
 def _status(row: ProofChallenge, now: int) -> str:
-    if row.status == "open" and now >= row.expires_at:
-        return "expired"
-    return row.status
+    return CHALLENGES.effective(row.status, expires_at=row.expires_at, now=now)
 
 
 def _contribution_shares(body: Any) -> list[tuple[str, str, str]]:

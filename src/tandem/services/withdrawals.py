@@ -16,20 +16,21 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from tandem.core import approvals as engine
 from tandem.core import withdrawal as wcore
 from tandem.core.actions import parse_envelope
+from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict
 from tandem.core.ceremony_def import CHAIN_RULES
+from tandem.core.lifecycles import KEYSETS
 from tandem.core.policy import (
     DEFAULT_FEE_WARN_BPS,
     DEFAULT_RELEASE_TTL_SECONDS,
     Policy,
-    QuorumResult,
     check_policy_version,
     check_request_expiry,
     check_time_lock,
     evaluate,
-    quorum,
 )
 from tandem.core.roles import Role
 from tandem.core.split import verify_operation
@@ -44,12 +45,11 @@ from tandem.errors import (
     NotFoundError,
     ReplayError,
     ReshareRequiredError,
-    RoleNotAllowedError,
-    SelfApprovalError,
     TamperedError,
     TxidMismatchError,
 )
 from tandem.services import outpoints, policies
+from tandem.services.approvals import current_membership
 from tandem.services.base import Call, fault_point
 from tandem.services.keyuse import KeyUseService
 from tandem.store import audit_log
@@ -311,15 +311,15 @@ class WithdrawalService(KeyUseService):
             session, now, actor = call.session, call.now, call.actor
             body = wcore.parse_approval(call.action.body)
             row = self._row(session, body["withdrawal"])
-            if actor.id == row.requester:
-                raise SelfApprovalError("the requester cannot approve their own withdrawal")
             decision = loads_strict(row.decision)
             role = Role(actor.role)
-            if role is Role.MANAGER and not decision["required"].get("manager"):
-                raise RoleNotAllowedError(
-                    f"a manager may not approve this withdrawal: rule {decision['rule']!r} requires "
-                    + ", ".join(f"{k} {v}" for k, v in decision["required"].items())
-                )
+            engine.admit(
+                _request(row),
+                member=actor.id,
+                role=role,
+                required={Role(k): v for k, v in decision["required"].items()},
+                what=f"this withdrawal (rule {decision['rule']!r})",
+            )
             row.status = wcore.transition(row.status, "approve", expires_at=row.expires_at, now=now)
             current = policies.current_policy(session, now)
             check_policy_version(body["policy_version"], current.version)
@@ -410,8 +410,8 @@ class WithdrawalService(KeyUseService):
             )
             reason = _text(body, "reason", required=event == "reject")
             row = self._row(call.session, body["withdrawal"])
-            if event == "reject" and call.actor.id == row.requester:
-                raise SelfApprovalError("the requester cancels, it does not reject")
+            if event == "reject":
+                engine.check_not_requester(_request(row), call.actor.id)
             if event == "veto" and (row.time_lock_until is None or call.now >= row.time_lock_until):
                 raise InvalidStateError(
                     "a veto stops a time-locked withdrawal during its lock; "
@@ -598,8 +598,10 @@ class WithdrawalService(KeyUseService):
                     return ReleaseAnswer(seen.status_code, loads_strict(seen.response))
             body = check_fields(call.action.body, required=("withdrawal",), where="body")
             row = self._row(session, body["withdrawal"])
-            answer = self._guard_release(call, row)
-            if answer is None:
+            guard = self._guard_release(call, row)
+            if isinstance(guard, ReleaseAnswer):
+                answer = guard
+            else:
                 ctx = loads_strict(row.context)
                 operation = ctx["operation"]["statement"]["operation"]
                 intent = wcore.parse_intent(loads_strict(row.intent))
@@ -618,7 +620,9 @@ class WithdrawalService(KeyUseService):
                     prevouts=ctx["prevouts"],
                     from_address=intent.from_address,
                 )
-                answer = self._mark_released(call, row, signed=signed, txid=txid, offline=False)
+                answer = self._mark_released(
+                    call, row, signed=signed, txid=txid, offline=False, result=guard
+                )
                 fault_point("release.after_sign")
             if idempotency_key is not None:
                 session.add(
@@ -658,9 +662,9 @@ class WithdrawalService(KeyUseService):
             assert call.action is not None
             body = check_fields(call.action.body, required=("withdrawal", "signed_tx"), where="body")
             row = self._row(call.session, body["withdrawal"])
-            answer = self._guard_release(call, row)
-            if answer is not None:
-                return answer
+            guard = self._guard_release(call, row)
+            if isinstance(guard, ReleaseAnswer):
+                return guard
             if not isinstance(body["signed_tx"], str):
                 raise InputError("body.signed_tx must be hex")
             try:
@@ -676,7 +680,7 @@ class WithdrawalService(KeyUseService):
                 prevouts=ctx["prevouts"],
                 from_address=intent.from_address,
             )
-            answer = self._mark_released(call, row, signed=signed, txid=txid, offline=True)
+            answer = self._mark_released(call, row, signed=signed, txid=txid, offline=True, result=guard)
             # The online operation key of this request can never be needed again.
             self._ops().discard(ctx["operation"]["statement"]["operation"])
             return answer
@@ -686,9 +690,10 @@ class WithdrawalService(KeyUseService):
         )
         return _raise_tampered(answer).body
 
-    def _guard_release(self, call: Call, row: Withdrawal) -> ReleaseAnswer | None:
+    def _guard_release(self, call: Call, row: Withdrawal) -> ReleaseAnswer | QuorumResult:
         """Every check before a key is touched. Returns the tampered answer (already
-        recorded) when the stored request no longer matches what was approved."""
+        recorded) when the stored request no longer matches what was approved, else the
+        one quorum evaluation of this release (its approvers go into the audit entry)."""
         session, now = call.session, call.now
         if row.status == wcore.TAMPERED:
             raise TamperedError("this request was marked tampered; nothing will be signed for it")
@@ -709,8 +714,9 @@ class WithdrawalService(KeyUseService):
             )
             return ReleaseAnswer(err.status, err.to_dict())
         required = self._recheck_at_release(session, row, now, policy)
-        self._quorum(session, row, now, required=required).require()
-        return None
+        result = self._quorum(session, row, now, required=required)
+        result.require()
+        return result
 
     def _recheck_at_release(
         self, session: Session, row: Withdrawal, now: int, policy: Policy
@@ -744,7 +750,7 @@ class WithdrawalService(KeyUseService):
         }
 
     def _mark_released(
-        self, call: Call, row: Withdrawal, *, signed: bytes, txid: str, offline: bool
+        self, call: Call, row: Withdrawal, *, signed: bytes, txid: str, offline: bool, result: QuorumResult
     ) -> ReleaseAnswer:
         row.status = wcore.transition(row.status, "release", expires_at=row.expires_at, now=call.now)
         row.signed_tx = signed.hex()
@@ -753,9 +759,7 @@ class WithdrawalService(KeyUseService):
         ttl = loads_strict(row.decision).get("release_ttl_seconds", DEFAULT_RELEASE_TTL_SECONDS)
         row.release_expires_at = call.now + ttl
         call.session.add(row)
-        approvers = sorted(
-            m for ms in self._quorum(call.session, row, call.now).approved_by.values() for m in ms
-        )
+        approvers = sorted(result.counted)
         self.audit(
             call,
             "withdrawal.released",
@@ -847,21 +851,16 @@ class WithdrawalService(KeyUseService):
         """Distinct current members, unexpired approvals under the request's policy version,
         toward ``required`` (by default the one decided at creation)."""
         decision = loads_strict(row.decision)
-        ttl = decision["approval_ttl_seconds"]
-        counted = []
-        for a in _approvals(session, row.id):
-            body = loads_strict(a.envelope)["action"]["body"]
-            if now >= body["expires_at"] or now >= a.created_at + ttl:
-                continue
-            if body["policy_version"] != row.policy_version:
-                continue
-            counted.append((a.member, Role(a.role)))
-        eligible = {
-            m.id: Role(m.role) for m in session.exec(select(Member).where(Member.status == "active")).all()
-        }
         if required is None:
             required = {Role(k): v for k, v in decision["required"].items()}
-        return quorum(required, counted, requester=row.requester, eligible=eligible)
+        return engine.evaluate(
+            _request(row),
+            [_given(a) for a in _approvals(session, row.id)],
+            membership=current_membership(session),
+            required=required,
+            now=now,
+            ttl_seconds=decision["approval_ttl_seconds"],
+        )
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -947,7 +946,7 @@ class WithdrawalService(KeyUseService):
         keyset = session.get(KeySet, keyset_id) if isinstance(keyset_id, str) else None
         if keyset is None:
             raise NotFoundError(f"no key set {keyset_id}")
-        if keyset.status != "active":
+        if not KEYSETS.allows(keyset.status, "sign"):
             raise ReshareRequiredError(
                 f"key set {keyset.id} is {keyset.status}; nothing signs with it until "
                 "a reshare ceremony rotates its data key"
@@ -1079,9 +1078,33 @@ def _raise_tampered(answer: ReleaseAnswer) -> ReleaseAnswer:
     if answer.status_code != 200:
         err = TamperedError(answer.body.get("message", "tampered"))
         # The tamper entry is already in the log; the app's handler must not add a refusal.
-        err.audited = True  # type: ignore[attr-defined]
+        err.audited = True
         raise err
     return answer
+
+
+def _request(row: Withdrawal) -> engine.Request:
+    return engine.Request(
+        requester=row.requester,
+        kind="withdrawal",
+        digest=row.tx_digest,
+        policy_version=row.policy_version,
+        created_at=row.created_at,
+    )
+
+
+def _given(a: Approval) -> engine.Given:
+    """A stored approval as the engine reads it; its signature is re-verified by the
+    tamper check before any release."""
+    body = loads_strict(a.envelope)["action"]["body"]
+    return engine.Given(
+        member=a.member,
+        role=Role(a.role),
+        at=a.created_at,
+        digest=body["tx_digest"],
+        policy_version=body["policy_version"],
+        expires_at=body["expires_at"],
+    )
 
 
 def _approvals(session: Session, withdrawal_id: str) -> list[Approval]:

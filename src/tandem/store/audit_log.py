@@ -81,7 +81,7 @@ class Record:
     time: int
 
 
-def append(
+def append(  # noqa: PLR0913 - keyword-only fields of one entry
     session: Session,
     key: ServiceKey,
     *,
