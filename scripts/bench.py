@@ -110,6 +110,12 @@ def load_optional_sections() -> None:
     except ImportError:
         pass
     try:
+        import bench_books
+
+        SECTIONS["books"] = bench_books.run
+    except ImportError:
+        pass
+    try:
         import bench_lifecycle
 
         SECTIONS["lifecycle"] = bench_lifecycle.run

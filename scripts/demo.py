@@ -656,6 +656,14 @@ def main() -> None:
         shutil.rmtree(out)
     (out / "keystores").mkdir(parents=True)
     demo = Demo(out)
+    import demo_books
+
+    # The books chapter reads a real local chain: anvil starts before the server, whose
+    # settings name it. Where anvil cannot run, the demo says so and skips that chapter.
+    chain = demo_books.books_chain(out, note=note)
+    if chain is not None:
+        ADDRESS_BOOK.extend(demo_books.BOOKS_ADDRESS_BOOK)
+        demo.env.update(chain[0])
     try:
         say("Starting a Tandem server")
         demo.start_server()
@@ -665,8 +673,12 @@ def main() -> None:
         demo.withdrawals(keysets)
         demo.proofs()
         demo.audit()
+        if chain is not None:
+            demo_books.books_chapter(demo, chain[0]["TANDEM_CHAIN_ETHEREUM_SEPOLIA"].removeprefix("jsonrpc+"))
     finally:
         demo.stop_server()
+        if chain is not None:
+            chain[1]()
     say(f"Done. Artifacts in {out}")
     for path in sorted(
         p

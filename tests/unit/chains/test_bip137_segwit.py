@@ -176,7 +176,7 @@ def test_verify_proofs_accepts_segwit_bip137(tmp_path: Path) -> None:
     from tandem.cli.main import app
 
     bundle = electrum_style_bundle()
-    assert core.verify_bundle(bundle, nonce=NONCE, jobs=1).ok
+    assert core.verify_bundle(bundle, nonce=NONCE).ok
     path = tmp_path / "proofs.json"
     path.write_bytes(core.bundle_bytes(bundle))
     result = CliRunner().invoke(app, ["verify", "proofs", str(path), "--challenge", NONCE])
