@@ -96,6 +96,12 @@ def _first_btc(c: ConsoleWorld) -> str:
     return next(r["id"] for r in rows if r["chain"] == "bitcoin")
 
 
+def filter_audit(page: Any) -> None:
+    """Submit the audit filter and wait for the new page to be whole, not merely committed."""
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("button", name="Filter").click()
+
+
 def test_audit_viewer_filters_and_exports_csv(console_world: ConsoleWorld, page: Any, tmp_path: Path) -> None:
     c, w = console_world, console_world.world
     created = cw.create_withdrawal(w.client, w["alice"], btc_intent(c.s))
@@ -109,21 +115,21 @@ def test_audit_viewer_filters_and_exports_csv(console_world: ConsoleWorld, page:
     assert total > 5
     page.screenshot(path=str(shots(tmp_path) / "audit.png"), full_page=True)
     page.get_by_label("Kind").select_option("withdrawal.created")
-    page.get_by_role("button", name="Filter").click()
+    filter_audit(page)
     rows = page.locator("table.audit tbody tr")
     assert rows.count() == 1
     assert created["id"] in rows.inner_text()
     assert "alice (manager)" in rows.inner_text()
     page.get_by_label("Kind").select_option("")
     page.get_by_label("Outcome").select_option("refused")
-    page.get_by_role("button", name="Filter").click()
+    filter_audit(page)
     refused = page.locator("table.audit tbody tr").all_inner_texts()
     assert refused
     assert all("refused" in r for r in refused)
     assert any("totp_invalid" in r for r in refused)
     page.get_by_label("Outcome").select_option("")
     page.get_by_label("Search").fill(created["id"])
-    page.get_by_role("button", name="Filter").click()
+    filter_audit(page)
     assert page.locator("table.audit tbody tr").count() >= 2
     with page.expect_download() as dl:
         page.get_by_role("link", name="Export CSV").click()
