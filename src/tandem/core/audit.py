@@ -608,6 +608,16 @@ def _as_line_bytes(line: bytes | str) -> bytes:
     return raw
 
 
+def check_entry_line(raw: bytes | str, *, index: int, deployment: str) -> dict[str, Any]:
+    """One line checked on its own, for a verifier that holds a sparse selection of the
+    log: the entry schema, that it is entry ``index`` of ``deployment``, and that its
+    ``hash`` is the hash of its content. Its place in the log (the chain link to its
+    neighbour or an inclusion proof) is the caller's to check. Raises
+    :class:`AuditVerificationError` naming the entry."""
+    chain = _Chain(deployment=deployment, start_index=index, prev=None, envelope_verifier=None)
+    return chain.check_line(_as_line_bytes(raw))
+
+
 # --- parallel verification -----------------------------------------------------------
 
 # Entries per chunk handed to a worker process. A power of two, so that each full

@@ -905,6 +905,10 @@ _HANDLERS = {
     "keyset.imported": LogState._keyset_effect,
 }
 
+# Every kind the replay acts on (plus the genesis it starts from): a verifier holding a
+# sparse selection of the log must hold every entry of these kinds.
+REPLAYED_KINDS: tuple[str, ...] = tuple(sorted({"deployment.genesis", *_HANDLERS}))
+
 # The earlier name: a replay is now always a justified one.
 MembershipReplay = LogState
 

@@ -20,24 +20,36 @@ interface, :class:`TxKind`, chosen from a registry by chain name.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import itertools
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import nacl.exceptions
+import nacl.signing
+
 from tandem.core import approvals as approvals_engine
-from tandem.core import split
+from tandem.core import audit as audit_core
+from tandem.core import merkle, split
 from tandem.core.actions import SignedAction, parse_envelope
-from tandem.core.audit import verify_export
-from tandem.core.canonical import canonical, check_fields, digest_hex, loads_strict, parse_amount
+from tandem.core.canonical import (
+    canonical,
+    check_fields,
+    digest_hex,
+    domain_bytes,
+    parse_amount,
+)
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 from tandem.core.chains import psbt as bip174
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
 from tandem.core.identity import IdentityCard, unb64
-from tandem.core.membership import LogState, check_genesis, genesis_hash
+from tandem.core.membership import REPLAYED_KINDS, LogState, check_genesis, genesis_hash
 from tandem.core.policy import (
     FEE_RATE_UNIT,
     AddressBookEntry,
@@ -49,10 +61,13 @@ from tandem.core.policy import (
     evaluate,
     fee_share_text,
     parse_policy,
+    velocity_window_seconds,
 )
 from tandem.core.roles import Role
 from tandem.errors import (
     AlreadyReleasedError,
+    AuditVerificationError,
+    BadSignatureError,
     DisallowedContractCallError,
     ExpiredError,
     InputError,
@@ -64,7 +79,8 @@ from tandem.errors import (
 
 INTENT_DOMAIN = "withdrawal-intent"
 TX_DOMAIN = "withdrawal-tx"
-BUNDLE_FORMAT = "tandem-offline-bundle/1"
+BUNDLE_FORMAT = "tandem-offline-bundle/2"
+BUNDLE_INDEX_DOMAIN = "offline-bundle-index"
 RESULT_FORMAT = "tandem-offline-result/1"
 MAX_UTXOS = 200
 # The previous transactions an intent carries, together; leaves room in a 1 MiB request.
@@ -1126,12 +1142,15 @@ def counted_amount(asset: str, amount: int, fee: int, fee_asset: str | None) -> 
 
 
 def _history_from_log(entries: Sequence[Mapping[str, Any]], *, before: int, now: int) -> list[PastWithdrawal]:
-    """The velocity history the server used, rebuilt from the log: a released request
-    counts from its release, an open one from its creation until it expires."""
+    """The velocity history the server used, rebuilt from the log entries (in index
+    order) below log index ``before``: a released request counts from its release, an
+    open one from its creation until it expires."""
     closed: set[str] = set()
     released: dict[str, int] = {}
     created: list[Mapping[str, Any]] = []
-    for e in entries[:before]:
+    for e in entries:
+        if e["index"] >= before:
+            break
         if e["outcome"] != "ok":
             continue
         kind, data = e["kind"], e["data"]
@@ -1152,6 +1171,192 @@ def _history_from_log(entries: Sequence[Mapping[str, Any]], *, before: int, now:
             at = released.get(wid, e["time"])
             out.append(PastWithdrawal(wallet=d["wallet"], asset=d["asset"], amount=amount, time=at))
     return out
+
+
+# What the offline signer needs besides the replayed kinds: a request's life, for
+# velocity (see ``bundle_index_body``).
+HISTORY_KINDS: tuple[str, ...] = ("withdrawal.created", "withdrawal.released", *sorted(_CLOSED_KINDS))
+_INDEX_FIELDS = (
+    "deployment",
+    "tree_size",
+    "root",
+    "withdrawal",
+    "replayed_kinds",
+    "history",
+    "tail_from",
+    "indices",
+)
+
+
+def bundle_index_body(
+    *,
+    deployment: str,
+    tree_size: int,
+    root: str,
+    withdrawal: str,
+    wallet: str,
+    since: int,
+    created_index: int,
+    indices: Sequence[int],
+) -> dict[str, Any]:
+    """What the service states, signed, about the entries it put in a bundle for the
+    tree (``tree_size``, ``root``); see ADR 0011. The entries at ``indices`` are:
+
+    - every entry of a kind in ``replayed_kinds`` (membership, policy, address book,
+      key sets, the genesis);
+    - every entry from ``tail_from`` (this request's creation) to the end of the tree;
+    - every entry of a kind in :data:`HISTORY_KINDS`, below ``history.before``, of each
+      request of ``history.wallet`` created or released at or after ``history.since``.
+
+    The signer checks the last two against its own rule and relies on the service's
+    signature for completeness, as it relies on the checkpoint for the tree itself."""
+    return {
+        "deployment": deployment,
+        "tree_size": tree_size,
+        "root": root,
+        "withdrawal": withdrawal,
+        "replayed_kinds": list(REPLAYED_KINDS),
+        "history": {"wallet": wallet, "since": since, "before": created_index},
+        "tail_from": created_index,
+        "indices": list(indices),
+    }
+
+
+def sign_bundle_index(sign_seed: bytes, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The index document: ``body`` signed with the service key under its own domain
+    (never a checkpoint's or a marker's)."""
+    signature = (
+        nacl.signing.SigningKey(bytes(sign_seed))
+        .sign(domain_bytes(BUNDLE_INDEX_DOMAIN, dict(body)))
+        .signature
+    )
+    return {"index": dict(body), "signature": base64.b64encode(bytes(signature)).decode("ascii")}
+
+
+def _uint(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def verify_bundle_index(doc: Any, service_public: bytes) -> dict[str, Any]:
+    """The body of an index document once its signature verifies under the service key."""
+    check_fields(doc, required=("index", "signature"), where="bundle.audit.index")
+    body = check_fields(doc["index"], required=_INDEX_FIELDS, where="bundle.audit.index.index")
+    encoded = doc["signature"]
+    try:
+        signature = base64.b64decode(encoded, validate=True) if type(encoded) is str else b""
+    except binascii.Error:
+        signature = b""
+    if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != encoded:
+        raise BadSignatureError("the bundle index signature is not 64 bytes of canonical base64")
+    try:
+        nacl.signing.VerifyKey(service_public).verify(domain_bytes(BUNDLE_INDEX_DOMAIN, body), signature)
+    except nacl.exceptions.BadSignatureError:
+        raise BadSignatureError("the bundle index signature does not verify under the service key") from None
+    history = check_fields(
+        body["history"], required=("wallet", "since", "before"), where="bundle index history"
+    )
+    if not (_uint(body["tree_size"]) and _uint(body["tail_from"])):
+        raise VerificationError("the bundle index sizes must be non-negative integers")
+    if not (_uint(history["since"]) and _uint(history["before"])) or not isinstance(history["wallet"], str):
+        raise VerificationError("the bundle index history is malformed")
+    indices = body["indices"]
+    if not isinstance(indices, list) or not all(_uint(i) for i in indices):
+        raise VerificationError("the bundle index lists indices that are not non-negative integers")
+    return body
+
+
+@dataclass(frozen=True)
+class SparseLog:
+    """The entries a bundle carries, each shown to be in the signed tree."""
+
+    index: Mapping[str, Any]
+    entries: list[dict[str, Any]]
+    tree_size: int
+    by_index: Mapping[int, dict[str, Any]]
+
+
+def verify_sparse_log(audit: Any, *, deployment: str, service_public: bytes) -> SparseLog:  # noqa: C901, PLR0912 - one check per clause of ADR 0011
+    """The bundle's log selection, checked against the pinned service key alone:
+
+    the checkpoint's signature; the index's signature and that it names the same tree;
+    that it selects every replayed kind this signer knows; that the lines are exactly
+    the listed entries and the tail is contiguous to the end of the tree; each line's
+    own hash; and each entry's place in the tree, by the next entry's ``prev`` when the
+    next entry is included and by an inclusion proof against the signed root otherwise
+    (the last entry is also the checkpoint's ``last_hash``). Raises
+    :class:`AuditVerificationError` naming the entry at fault."""
+    audit = check_fields(audit, required=("checkpoint", "index", "lines", "proofs"), where="bundle.audit")
+    try:
+        checkpoint = audit_core.verify_checkpoint(audit["checkpoint"], service_public)
+        index = verify_bundle_index(audit["index"], service_public)
+    except BadSignatureError as exc:
+        raise AuditVerificationError(exc.message) from None
+    if checkpoint["deployment"] != deployment:
+        raise AuditVerificationError("the checkpoint is for another deployment")
+    tree_size: int = checkpoint["tree_size"]
+    root = bytes.fromhex(checkpoint["root"])
+    if (index["deployment"], index["tree_size"], index["root"]) != (
+        deployment,
+        tree_size,
+        checkpoint["root"],
+    ):
+        raise AuditVerificationError("the bundle's index is for another tree than its checkpoint")
+    if index["replayed_kinds"] != list(REPLAYED_KINDS):
+        raise AuditVerificationError(
+            "the bundle's index selects other entry kinds than this signer replays; "
+            "signer and service versions differ"
+        )
+    indices: list[int] = index["indices"]
+    if not indices or indices[0] != 0 or any(b <= a for a, b in itertools.pairwise(indices)):
+        raise AuditVerificationError("the bundle's indices must start at the genesis and increase")
+    if indices[-1] != tree_size - 1:
+        raise AuditVerificationError("the bundle's entries must reach the end of the signed tree")
+    tail = tree_size - index["tail_from"]
+    if tail < 1 or indices[-tail] != index["tail_from"]:
+        # Increasing, ending at tree_size - 1: the last ``tail`` are then exactly the tail.
+        raise AuditVerificationError("the bundle's entries after the request's creation are not all there")
+    lines, proofs = audit["lines"], audit["proofs"]
+    if (
+        not isinstance(lines, list)
+        or not all(isinstance(x, str) for x in lines)
+        or len(lines) != len(indices)
+    ):
+        raise AuditVerificationError("bundle.audit.lines must be the lines of the listed entries")
+    if not isinstance(proofs, list) or len(proofs) != len(indices):
+        raise AuditVerificationError("bundle.audit.proofs must give one proof (or null) per line")
+    entries: list[dict[str, Any]] = [{}] * len(indices)
+    for pos in range(len(indices) - 1, -1, -1):
+        i = indices[pos]
+        entry = audit_core.check_entry_line(lines[pos], index=i, deployment=deployment)
+        proof = proofs[pos]
+        if pos + 1 < len(indices) and indices[pos + 1] == i + 1:
+            # The next entry is in the tree, and names this one's hash as its prev.
+            if proof is not None:
+                raise AuditVerificationError(f"entry {i}: a proof is given where the chain suffices", index=i)
+            if entries[pos + 1]["prev"] != entry["hash"]:
+                raise AuditVerificationError(
+                    f"entry {i + 1}: prev does not match the hash of entry {i}", index=i
+                )
+        else:
+            if not isinstance(proof, list) or not all(isinstance(p, str) for p in proof):
+                raise AuditVerificationError(f"entry {i}: no inclusion proof", index=i)
+            try:
+                nodes = [bytes.fromhex(p) for p in proof]
+                merkle.verify_inclusion_for_hash(
+                    merkle.leaf_hash(bytes.fromhex(entry["hash"])), i, tree_size, nodes, root
+                )
+            except (ValueError, VerificationError) as exc:
+                raise AuditVerificationError(f"entry {i}: not in the signed tree: {exc}", index=i) from None
+        entries[pos] = entry
+    if entries[-1]["hash"] != checkpoint["last_hash"]:
+        raise AuditVerificationError(
+            f"entry {tree_size - 1}: hash differs from the checkpoint's last_hash", index=tree_size - 1
+        )
+    if entries[0]["prev"] != audit_core.GENESIS_PREV:
+        raise AuditVerificationError("entry 0: prev is not the genesis value", index=0)
+    return SparseLog(
+        index=index, entries=entries, tree_size=tree_size, by_index={e["index"]: e for e in entries}
+    )
 
 
 def _policy_from_log(state: LogState, *, at: int, before: int) -> Policy:
@@ -1188,8 +1393,10 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
     """Everything the offline signer checks before it will sign, from the bundle alone.
 
     1. genesis: its members' signatures; its hash against ``genesis_hash_pin`` if given;
-    2. the audit log: hash chain, Merkle root and checkpoint under the genesis service key,
-       and every action in it re-verified against the membership in force at that point;
+    2. the audit log selection (ADR 0011): checkpoint and index signed by the genesis
+       service key, each entry in the signed tree (chain link or inclusion proof), every
+       replayed kind present, and every action in it re-verified against the membership
+       in force at that point;
     3. the create action and every approval: signatures, types, the request, and that the
        log holds each of them (the server accepted them, TOTP included);
     4. the policy (rebuilt from the log) and its decision, re-run on the intent;
@@ -1223,13 +1430,10 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
     deployment = genesis["deployment"]
     service_public = bytes.fromhex(genesis["service"]["sign_public"])
 
-    audit = check_fields(bundle["audit"], required=("lines", "checkpoint"), where="bundle.audit")
-    lines = audit["lines"]
-    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
-        raise VerificationError("bundle.audit.lines must be the exported log lines")
-    verify_export([x.encode() for x in lines], audit["checkpoint"], service_public)
-    entries = [loads_strict(x) for x in lines]
-    if not entries or entries[0]["kind"] != "deployment.genesis" or entries[0]["data"]["genesis"] != genesis:
+    sparse = verify_sparse_log(bundle["audit"], deployment=deployment, service_public=service_public)
+    entries = sparse.entries
+    tree_size = sparse.tree_size
+    if entries[0]["kind"] != "deployment.genesis" or entries[0]["data"]["genesis"] != genesis:
         raise VerificationError("the log does not start with this genesis")
     # Every effect on members, policy and address book is recomputed from the member-
     # signed proposals and approvals in the log; the server's word for it counts for
@@ -1287,14 +1491,19 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
     if create.actor != w["requester"] or dict(create.body).get("intent") != w["intent"]:
         raise VerificationError("the create action is not this request by its requester")
     created_at = [
-        i
-        for i, e in enumerate(entries)
+        e["index"]
+        for e in entries
         if e["kind"] == "withdrawal.created" and e["outcome"] == "ok" and e["data"]["withdrawal"] == w["id"]
     ]
-    if len(created_at) != 1 or entries[created_at[0]]["envelope"] != actions["create"]:
+    if len(created_at) != 1 or sparse.by_index[created_at[0]]["envelope"] != actions["create"]:
         raise VerificationError("the log does not record this create action for this request")
     index = created_at[0]
-    created = entries[index]
+    created = sparse.by_index[index]
+    # The bundle's selection is this request's (its entries from its creation on) and
+    # covers the history its velocity limits look at.
+    selection = sparse.index
+    if selection["withdrawal"] != w["id"] or selection["tail_from"] > index:
+        raise VerificationError("the bundle's entries are selected for another request")
     if created["data"]["intent_hash"] != ih or created["data"]["tx_digest"] != td:
         raise VerificationError("the log recorded other digests for this request")
     if created["time"] != w["created_at"]:
@@ -1320,6 +1529,13 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
         intent, public_key=key.public_key, unsigned=bytes.fromhex(w["unsigned_tx"]), prevouts=w["prevouts"]
     )
 
+    history = selection["history"]
+    if (
+        history["wallet"] != intent.wallet
+        or history["before"] != index
+        or history["since"] > max(0, created["time"] - velocity_window_seconds(policy))
+    ):
+        raise VerificationError("the bundle's history does not cover the window the policy's limits look at")
     book = _book_from_log(replay, at=created["time"], before=index)
     decision = evaluate(
         policy,
@@ -1347,7 +1563,7 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
     matched = next((r for r in policy.rules if r.name == decision.rule_name), None)
     if matched is not None and matched.allowlist_only:
         facts = intent.facts()
-        if not any(e.allows(facts) for e in _book_from_log(replay, at=now, before=len(entries))):
+        if not any(e.allows(facts) for e in _book_from_log(replay, at=now, before=tree_size)):
             raise VerificationError(f"destination {intent.destination} has left the address book")
 
     # Approvals: signed, recorded, for exactly this content, counted per current member

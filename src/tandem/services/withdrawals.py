@@ -48,7 +48,7 @@ from tandem.errors import (
     TamperedError,
     TxidMismatchError,
 )
-from tandem.services import outpoints, policies
+from tandem.services import bundles, outpoints, policies
 from tandem.services.approvals import current_membership
 from tandem.services.base import Call, fault_point
 from tandem.services.keyuse import KeyUseService
@@ -888,9 +888,8 @@ class WithdrawalService(KeyUseService):
             dep = session.exec(select(Deployment)).first()
             if dep is None:
                 raise NotFoundError("no deployment")
-            n = audit_log.size(session)
-            lines = audit_log.lines(session, stop=n)
-            checkpoint = audit_log.checkpoint_at(session, n)
+            # The log selection the signer's checks need, not the whole log (ADR 0011).
+            selection = bundles.select_for(session, self.key, deployment=dep.id, row=row)
             genesis_entry = audit_log.entry(session, 0)
             policy_row = session.get(PolicyRow, row.policy_version)
             keyset = session.get(KeySet, row.keyset)
@@ -902,7 +901,7 @@ class WithdrawalService(KeyUseService):
                 "format": wcore.BUNDLE_FORMAT,
                 "genesis": loads_strict(dep.genesis_doc),
                 "genesis_signatures": genesis_entry["data"]["signatures"],
-                "audit": {"lines": lines, "checkpoint": checkpoint},
+                "audit": selection.to_json(),
                 "policy": loads_strict(policy_row.doc),
                 "withdrawal": {
                     "id": row.id,
