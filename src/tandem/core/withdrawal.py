@@ -97,6 +97,8 @@ _NETWORKS: Mapping[str, Collection[str]] = {
     "ethereum": eth.CHAIN_IDS,
     "solana": sol.Solana.networks,
 }
+# Every chain and its networks, for callers outside this module.
+NETWORKS: Mapping[str, Collection[str]] = _NETWORKS
 
 
 # --- the intent ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ restart both are gone, and ``proof.operations`` issues fresh ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import threading
@@ -23,12 +24,15 @@ from sqlmodel import col, select
 
 from tandem.core import approvals as engine
 from tandem.core import proofs as core
+from tandem.core import withdrawal as wcore
 from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict
+from tandem.core.chains import ethereum as eth
 from tandem.core.lifecycles import CHALLENGES, KEYSETS, ChallengeState
 from tandem.core.roles import Role
 from tandem.errors import (
     ConflictError,
+    Error,
     ExpiredError,
     InputError,
     InvalidStateError,
@@ -399,6 +403,8 @@ class ProofService(KeyUseService):
     def _addresses_for_scope(
         self, call: Call, scope: dict[str, Any], keysets: list[str] | None
     ) -> list[AddressRow]:
+        """The addresses in ``scope``, read through an index: O(addresses in scope),
+        whatever else the deployment holds and however long its log."""
         query = select(AddressRow)
         if keysets is not None:
             query = query.where(col(AddressRow.keyset).in_(keysets))
@@ -406,7 +412,23 @@ class ProofService(KeyUseService):
         if kind == "keyset":
             query = query.where(AddressRow.keyset == scope["keyset"])
         elif kind == "segregation":
-            query = query.where(AddressRow.segregation == scope["segregation"])
+            # Through the key sets of that class (a handful of rows), then the keyset index.
+            holders = call.session.exec(
+                select(KeySet.id).where(KeySet.segregation == scope["segregation"])
+            ).all()
+            query = query.where(
+                col(AddressRow.keyset).in_(list(holders)), AddressRow.segregation == scope["segregation"]
+            )
+        elif kind == "addresses":
+            # Every stored spelling an address can have, looked up through the
+            # (chain, network, address) index; the exact comparison follows below.
+            chains = sorted(wcore.NETWORKS)
+            networks = sorted({n for nets in wcore.NETWORKS.values() for n in nets})
+            query = query.where(
+                col(AddressRow.chain).in_(chains),
+                col(AddressRow.network).in_(networks),
+                col(AddressRow.address).in_(sorted(_spellings(scope["addresses"]))),
+            )
         rows = list(call.session.exec(query.order_by(col(AddressRow.id))).all())
         if kind == "addresses":
             wanted = {core.normalise_address(a): a for a in scope["addresses"]}
@@ -483,6 +505,23 @@ class ProofService(KeyUseService):
             "bundle_hash": row.bundle_hash,
             "operations_held": ops is not None,
         }
+
+
+def _spellings(addresses: Iterable[str]) -> set[str]:
+    """The forms a scope address may be stored in: as given, and for the case-insensitive
+    kinds (hex, bech32) lower case, upper case and (hex) EIP-55."""
+    out: set[str] = set()
+    for address in addresses:
+        given = address.strip()
+        norm = core.normalise_address(given)
+        out.update({given, norm})
+        if norm.startswith("0x"):
+            out.add("0x" + norm[2:].upper())
+            with contextlib.suppress(Error):
+                out.add(eth.to_checksum_address(norm))
+        elif norm != given or norm.startswith(("bc1", "tb1", "bcrt1")):
+            out.add(norm.upper())
+    return out
 
 
 def _status(row: ProofChallenge, now: int) -> str:
