@@ -157,9 +157,16 @@ def main() -> None:
         "--audit-entries", type=int, help="audit_scale: grow the log to this many entries (default 100000)"
     )
     parser.add_argument("--scale", action="store_true", help="audit_scale: grow the log to 1,000,000 entries")
+    parser.add_argument(
+        "--withdrawals", type=int, help="audit_scale: grow a deployment by this many past withdrawals"
+    )
     args = parser.parse_args()
     if args.scale or args.audit_entries:
         os.environ["TANDEM_BENCH_AUDIT_ENTRIES"] = str(1_000_000 if args.scale else args.audit_entries)
+    if args.scale or args.withdrawals is not None:
+        os.environ["TANDEM_BENCH_WITHDRAWALS"] = str(
+            args.withdrawals if args.withdrawals is not None else 50_000
+        )
     if args.postgres:
         os.environ["TANDEM_BENCH_POSTGRES_URL"] = args.postgres
     load_optional_sections()
