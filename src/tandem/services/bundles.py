@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from tandem.core import merkle
@@ -112,16 +111,20 @@ def select_for(session: Session, key: ServiceKey, *, deployment: str, row: Withd
         raise InvalidStateError("the request's policy is missing")
     window = velocity_window_seconds(parse_policy(loads_strict(policy_row.doc)))
     since = max(0, row.created_at - window)
-    wanted = set(
-        session.exec(
-            select(Withdrawal.id).where(
-                Withdrawal.keyset == row.keyset,
-                col(Withdrawal.id) != row.id,
-                col(Withdrawal.created_at) <= row.created_at,
-                or_(col(Withdrawal.created_at) >= since, col(Withdrawal.released_at) >= since),
-            )
-        ).all()
-    )
+    # Two range reads, one per (keyset, time) index: an OR of both would make the
+    # planner read every row of the wallet.
+    wanted: set[str] = set()
+    for column in (Withdrawal.created_at, Withdrawal.released_at):
+        wanted.update(
+            session.exec(
+                select(Withdrawal.id).where(
+                    Withdrawal.keyset == row.keyset,
+                    col(column) >= since,
+                    col(Withdrawal.created_at) <= row.created_at,
+                )
+            ).all()
+        )
+    wanted.discard(row.id)
     created_index, history = _history_rows(session, withdrawal_id=row.id, wanted=wanted, below=tree_size)
     lines: dict[int, str] = dict(history)
     for seq, line in session.exec(
