@@ -52,6 +52,7 @@ SCALE_WITHDRAWALS = 50_000
 WITHDRAWAL_SPACING = 600  # seconds between past withdrawals: about 52,000 a year
 DAY = 86_400
 MID_WITHDRAWALS = 1_000  # a first stage: the one-day window is full from 144 on
+CREATES, PROOF_ROUNDS, BUNDLES = 12, 7, 5  # samples per deployment, after one warm-up each
 BATCH = 5_000
 T0 = 1_790_000_000
 
@@ -373,7 +374,7 @@ def _withdrawal_figures(store: Any, key: Any, dep: Any, clock: _Clock, *, create
                 break  # one slow sample is enough to know
         out["list_ms"] = _median(timed.samples["list"])
         proof_times = []
-        for _ in range(4):
+        for _ in range(PROOF_ROUNDS + 1):
             custodian = custodians[0]
             t = time.perf_counter()
             client_proof.run_proof(
@@ -387,7 +388,7 @@ def _withdrawal_figures(store: Any, key: Any, dep: Any, clock: _Clock, *, create
             proof_times.append(time.perf_counter() - t)
         out["proof_challenge_ms"] = _median(proof_times[1:])  # the first warms up
         sizes = []
-        for wid in ids[-4:]:
+        for wid in ids[-(BUNDLES + 1) :]:
             bundle = client.get(dep["manager-1"], f"/v1/withdrawals/{wid}/bundle")
             sizes.append(len(canonical(bundle)))
         out["bundle_ms"] = _median(timed.samples["bundle"][1:])
@@ -417,7 +418,7 @@ def deployment_run(backend: str, pg: str, withdrawals: int, workdir: Path) -> di
         grown = template.clone(workdir / "dep-grown", prefix="tandem_bench")
         stores += [fresh, grown]
         start = clock.now + 600
-        small = _withdrawal_figures(fresh, key, dep, _Clock(start), creates=8)
+        small = _withdrawal_figures(fresh, key, dep, _Clock(start), creates=CREATES)
         # A first stage that already fills the velocity window, so that growth beyond
         # the window shows on its own: ratio_to_<stage>.
         stage = min(MID_WITHDRAWALS, withdrawals)
@@ -437,7 +438,7 @@ def deployment_run(backend: str, pg: str, withdrawals: int, workdir: Path) -> di
             measured = grown.clone(workdir / f"dep-grown-{target}", prefix="tandem_bench")
             stores.append(measured)
             staged[target] = _withdrawal_figures(
-                measured, key, dep, _Clock(start + target * WITHDRAWAL_SPACING), creates=8
+                measured, key, dep, _Clock(start + target * WITHDRAWAL_SPACING), creates=CREATES
             )
         db = grown.database()
         with db.read() as s:
@@ -488,9 +489,10 @@ def run(
         "measured_withdrawals": (
             f"a real deployment grown by {w} past withdrawals (rows copied, log entries through "
             "append_batch, ten minutes apart) vs its fresh clone; wd_* through the API in process: "
-            "create = server call (median of 8 after a warm-up), list = GET /v1/withdrawals (median "
-            "of 3, or 1 when over 5 s), proof_challenge = a whole round, scope all (median of 3 "
-            "after a warm-up), bundle = server call (median of 3 after a warm-up) and size, "
+            f"create = server call (median of {CREATES} after a warm-up), list = GET /v1/withdrawals "
+            f"(median of 3, or 1 when over 5 s), proof_challenge = a whole round, scope all (median "
+            f"of {PROOF_ROUNDS} after a warm-up), bundle = server call (median of {BUNDLES} after a "
+            "warm-up) and size, "
             f"bundle_verify = the offline signer's verify_bundle; at_{MID_WITHDRAWALS} = a first "
             "stage whose one-day velocity window is already full"
         ),
