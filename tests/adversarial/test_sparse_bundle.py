@@ -156,6 +156,11 @@ def test_omitted_entry_of_the_requests_tail_refused(world: World) -> None:
     resign(world, bundle, indices=indices(bundle))
     with pytest.raises(AuditVerificationError, match="after the request's creation are not all there"):
         verify(world, bundle)
+    # A tail claimed from the genesis, or past the end of the tree: refused the same way.
+    for tail_from in (0, indices(bundle)[-1] + 5):
+        resign(world, bundle, tail_from=tail_from)
+        with pytest.raises(AuditVerificationError, match="after the request's creation are not all there"):
+            verify(world, bundle)
 
 
 def test_forged_proof_refused(world: World) -> None:

@@ -1314,7 +1314,7 @@ def verify_sparse_log(audit: Any, *, deployment: str, service_public: bytes) -> 
     if indices[-1] != tree_size - 1:
         raise AuditVerificationError("the bundle's entries must reach the end of the signed tree")
     tail = tree_size - index["tail_from"]
-    if tail < 1 or indices[-tail] != index["tail_from"]:
+    if not 1 <= tail <= len(indices) or indices[-tail] != index["tail_from"]:
         # Increasing, ending at tree_size - 1: the last ``tail`` are then exactly the tail.
         raise AuditVerificationError("the bundle's entries after the request's creation are not all there")
     lines, proofs = audit["lines"], audit["proofs"]
