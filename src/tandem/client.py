@@ -36,9 +36,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8600"
 class RemoteError(Error):
     """An error answered by the server, carrying its stable code."""
 
-    def __init__(
-        self, code: str, message: str, status: int, details: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, code: str, message: str, status: int, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details=details)
         self.remote_code = code
         self.http_status = status
@@ -277,9 +275,7 @@ class Client:
         env = self.sign(member, "member.propose", {"change": "remove", "member": member_id})
         return self.request("POST", "/v1/members/proposals", json_body={"envelope": env})  # type: ignore[no-any-return]
 
-    def propose_rekey(
-        self, member: MemberSecrets, member_id: str, card: IdentityCard
-    ) -> dict[str, Any]:
+    def propose_rekey(self, member: MemberSecrets, member_id: str, card: IdentityCard) -> dict[str, Any]:
         env = self.sign(
             member,
             "member.propose",
@@ -320,9 +316,7 @@ class Client:
         )
         return result
 
-    def reject_proposal(
-        self, member: MemberSecrets, proposal_id: str, *, reason: str
-    ) -> dict[str, Any]:
+    def reject_proposal(self, member: MemberSecrets, proposal_id: str, *, reason: str) -> dict[str, Any]:
         proposal = self.get(member, f"/v1/proposals/{proposal_id}")
         env = self.sign(
             member,

@@ -68,9 +68,7 @@ def get_ceremony(client: Client, member: MemberSecrets, ceremony_id: str) -> dic
     return result
 
 
-def list_ceremonies(
-    client: Client, member: MemberSecrets, status: str | None = None
-) -> list[dict[str, Any]]:
+def list_ceremonies(client: Client, member: MemberSecrets, status: str | None = None) -> list[dict[str, Any]]:
     params = {"status": status} if status else {}
     result: list[dict[str, Any]] = client.get(member, "/v1/ceremonies", **params)
     return result
@@ -161,9 +159,7 @@ def local_digest(view: Mapping[str, Any]) -> str:
     )
 
 
-def request_operation(
-    client: Client, member: MemberSecrets, keyset_id: str, purpose: str
-) -> dict[str, Any]:
+def request_operation(client: Client, member: MemberSecrets, keyset_id: str, purpose: str) -> dict[str, Any]:
     """A service-signed one-time operation key for a reshare or an import."""
     env = client.sign(member, "keyset.operation", {"keyset": keyset_id, "purpose": purpose})
     doc = _post(client, f"/v1/keysets/{keyset_id}/operations", {"envelope": env})
@@ -208,9 +204,7 @@ def propose_ceremony(
         _side, sealed = client.reseal_for_operation(
             member, keyset["sealed"], operation, keyset_id=target_keyset, purpose="reshare"
         )
-        body.update(
-            {"target_keyset": target_keyset, "operation": operation, "sealed_share": sealed}
-        )
+        body.update({"target_keyset": target_keyset, "operation": operation, "sealed_share": sealed})
     env = client.sign(member, core.PROPOSE, body)
     return _post(client, "/v1/ceremonies", {"envelope": env})
 
@@ -261,13 +255,9 @@ def _custodian_share_held(view: Mapping[str, Any]) -> bool:
     )
 
 
-def reveal(
-    client: Client, member: MemberSecrets, ceremony_id: str, contribution: bytes
-) -> dict[str, Any]:
+def reveal(client: Client, member: MemberSecrets, ceremony_id: str, contribution: bytes) -> dict[str, Any]:
     """Reveal this member's contribution (only once every commitment is in)."""
-    env = client.sign(
-        member, core.REVEAL, {"ceremony": ceremony_id, "contribution": contribution.hex()}
-    )
+    env = client.sign(member, core.REVEAL, {"ceremony": ceremony_id, "contribution": contribution.hex()})
     return _post(client, f"/v1/ceremonies/{ceremony_id}/reveal", {"envelope": env})
 
 

@@ -256,9 +256,7 @@ def ceremony_reject(
     """(Custodian) Stop a ceremony before any key is made."""
     run_cli(
         lambda: _summary(
-            cc.reject_ceremony(
-                common.client(server), load_member(keystore), ceremony_id, reason=reason
-            )
+            cc.reject_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason)
         )
     )
 
@@ -273,9 +271,7 @@ def ceremony_abort(
     """(Proposer) Withdraw your ceremony before any key is made."""
     run_cli(
         lambda: _summary(
-            cc.abort_ceremony(
-                common.client(server), load_member(keystore), ceremony_id, reason=reason
-            )
+            cc.abort_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason)
         )
     )
 
@@ -299,9 +295,7 @@ def ceremony_reveal(
         _summary(view)
         if view["status"] == "executed":
             console.print(
-                "keys made: every participant now runs `tandem ceremony countersign "
-                + ceremony_id
-                + "`"
+                "keys made: every participant now runs `tandem ceremony countersign " + ceremony_id + "`"
             )
 
     run_cli(go)
@@ -315,9 +309,7 @@ def ceremony_countersign(
 ) -> None:
     """Verify the transcript on this machine (signatures, commitments, addresses, birth
     proofs) and countersign the hash computed here."""
-    run_cli(
-        lambda: _summary(cc.countersign(common.client(server), load_member(keystore), ceremony_id))
-    )
+    run_cli(lambda: _summary(cc.countersign(common.client(server), load_member(keystore), ceremony_id)))
 
 
 @ceremony_app.command("show")
@@ -412,13 +404,10 @@ def verify_transcript(
         for problem in report.problems:
             console.print(f"  [red]problem:[/] {problem}")
         if report.missing_countersignatures:
-            console.print(
-                "  not yet countersigned by: " + ", ".join(report.missing_countersignatures)
-            )
+            console.print("  not yet countersigned by: " + ", ".join(report.missing_countersignatures))
         report.require(complete=not allow_incomplete)
         console.print(
-            f"[green]transcript verifies[/]: ceremony {report.ceremony}, "
-            f"hash {report.transcript_hash}"
+            f"[green]transcript verifies[/]: ceremony {report.ceremony}, hash {report.transcript_hash}"
         )
 
     run_cli(go)

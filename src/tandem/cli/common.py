@@ -37,9 +37,8 @@ def whole_table(*columns: str | Column, **kwargs: Any) -> Table:
         c.overflow = "fold"
     return Table(*cols, **kwargs)
 
-ServerOpt = typer.Option(
-    DEFAULT_SERVER, "--server", envvar="TANDEM_SERVER", help="Tandem server URL."
-)
+
+ServerOpt = typer.Option(DEFAULT_SERVER, "--server", envvar="TANDEM_SERVER", help="Tandem server URL.")
 KeystoreOpt = typer.Option(
     ...,
     "--keystore",

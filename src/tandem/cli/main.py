@@ -390,9 +390,7 @@ def pin_keyset(
             raise PinError(f"the transcript hashes to {report.transcript_hash}, not to --expect")
         pin = PinnedDeployment.load(pin_path(keystore))
         pinned = pin.add_transcript(doc)
-        console.print(
-            f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}"
-        )
+        console.print(f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}")
 
     run_cli(go)
 

@@ -43,7 +43,6 @@ book_app = typer.Typer(
 bundle_app = typer.Typer(help="Offline signing: export a bundle, add shares, import.", no_args_is_help=True)
 
 
-
 # The chain coins' base units, for amounts a person reads (raw values stay in JSON).
 _NATIVE_UNITS = {"BTC": (8, "sat"), "ETH": (18, "wei"), "SOL": (9, "lamports")}
 

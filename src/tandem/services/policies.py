@@ -89,8 +89,14 @@ def install_genesis_terms(service: Any, call: Call, doc: dict[str, Any]) -> None
         entry = book_entry_of(body, "ab_" + secrets.token_hex(8))
         call.session.add(
             AddressBookRow(
-                id=entry["id"], chain=entry["chain"], network=entry["network"], address=entry["address"],
-                asset=entry.get("asset"), label=entry["label"], effective_at=call.now, proposal="genesis",
+                id=entry["id"],
+                chain=entry["chain"],
+                network=entry["network"],
+                address=entry["address"],
+                asset=entry.get("asset"),
+                label=entry["label"],
+                effective_at=call.now,
+                proposal="genesis",
                 status=AddressBookState.ACTIVE,
             )
         )
