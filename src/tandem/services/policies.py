@@ -49,7 +49,7 @@ from tandem.errors import (
 )
 from tandem.localtime import local_iso
 from tandem.services.base import Call, ServiceBase
-from tandem.services.membership import PROPOSAL_SECONDS, proposal_digest, proposal_public
+from tandem.services.proposal_docs import PROPOSAL_SECONDS, proposal_digest, proposal_public
 from tandem.store.models import AddressBookRow, PolicyRow, Proposal, Withdrawal
 
 POLICY_KINDS = ("policy.change", "addressbook.add", "addressbook.remove")
