@@ -31,6 +31,7 @@ from tandem.cli.common import (
 )
 from tandem.core import ceremony as core
 from tandem.core import keygen
+from tandem.core import keyset_export as export_core
 from tandem.core.ceremony_def import parse_definition, validate_against
 from tandem.core.roles import Role
 from tandem.errors import Error, InputError
@@ -477,7 +478,7 @@ def keyset_export(
         if out.exists():
             raise InputError(f"{out} exists; refusing to overwrite")
         write_json(out, doc)
-        console.print(f"exported {keyset_id} -> {out} (export hash {core.export_hash(doc)})")
+        console.print(f"exported {keyset_id} -> {out} (export hash {export_core.export_hash(doc)})")
 
     run_cli(go)
 

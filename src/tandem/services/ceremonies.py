@@ -17,7 +17,7 @@ from sqlmodel import col, select
 
 from tandem.core import approvals as engine
 from tandem.core import ceremony as core
-from tandem.core import split
+from tandem.core import keyset_export, split
 from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict, require_str
 from tandem.core.ceremony_def import (
@@ -394,7 +394,7 @@ class CeremonyService(KeyUseService):
                 "keyset.exported",
                 {
                     "keyset": ks.id,
-                    "export_hash": core.export_hash(doc),
+                    "export_hash": keyset_export.export_hash(doc),
                     "generation": ks.generation,
                 },
             )
@@ -411,10 +411,10 @@ class CeremonyService(KeyUseService):
             body = check_fields(
                 _body(call), required=("export_hash", "operation", "sealed_share"), where="body"
             )
-            export_hash = core.export_hash(export)
+            export_hash = keyset_export.export_hash(export)
             if body["export_hash"] != export_hash:
                 raise ConflictError("the signed export hash does not match the export sent")
-            sealed = core.check_export(export)
+            sealed = keyset_export.check_export(export)
             if export["deployment"] != call.deployment.id:
                 raise InputError("the export is from another deployment")
             keyset_id = sealed.keyset_id

@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from tandem.core.canonical import canonical, loads_strict
-from tandem.core.ceremony import EXPORT_FORMAT, EXPORT_KEYSET_FIELDS
+from tandem.core.keyset_export import EXPORT_FORMAT, EXPORT_KEYSET_FIELDS
 from tandem.core.lifecycles import KEYSETS, KeySetState, MemberState
 from tandem.core.roles import Role
 from tandem.core.split import SealedKeyset
@@ -146,7 +146,7 @@ def build_export(session: Session, ks: KeySet, *, deployment: str, entity: str, 
 
 
 def restore_keyset(session: Session, export: dict[str, Any], sealed: SealedKeyset, *, status: str) -> None:
-    """Write the rows of an export that :func:`tandem.core.ceremony.check_export` accepted
+    """Write the rows of an export that :func:`tandem.core.keyset_export.check_export` accepted
     and whose DEK both sides have proven."""
     ks = export["keyset"]
     if session.get(KeySet, ks["id"]) is not None:
