@@ -116,16 +116,6 @@ def test_checker_catches_what_it_should(tmp_path: Path, where: str, source: str,
 KNOWN_CIRCLES: dict[frozenset[str], str] = {
     frozenset(
         {
-            "tandem.api.app",
-            "tandem.api.routes_books",
-            "tandem.api.routes_ceremony",
-            "tandem.api.routes_custody",
-            "tandem.api.routes_proof",
-            "tandem.api.routes_withdrawal",
-        }
-    ): "routes take their dependencies from api/deps.py instead of api/app.py",
-    frozenset(
-        {
             "tandem.chainio.base",
             "tandem.chainio.bitcoin",
             "tandem.chainio.config",
