@@ -47,7 +47,7 @@ from tests.adversarial.server_harness import (  # noqa: E402 - the checkout root
     TotpSteps,
     build_deployment,
 )
-from tests.btc_funding import utxos_paying  # noqa: E402
+from tests.helpers.btc_funding import utxos_paying  # noqa: E402
 
 from tandem import client_withdrawal as cw  # noqa: E402
 from tandem.client import Client  # noqa: E402

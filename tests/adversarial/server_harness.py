@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.btc_funding import utxos_paying
+from tests.helpers.btc_funding import utxos_paying
 
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World, new_member
+from tests.helpers.membership import add_member, approve, rekey_member
+from tests.helpers.withdrawals import (
     STRANGER_BTC,
     btc_intent,
     create_approved,
@@ -24,8 +26,6 @@ from tests.api.test_withdrawal_helpers import (
     rule,
     setup,
 )
-from tests.conftest import World, new_member
-from tests.membership_helpers import add_member, approve, rekey_member
 from typer.testing import CliRunner
 
 from tandem import client_log

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from tests.adversarial.limits_helpers import refused
-from tests.api.test_withdrawal_helpers import Setup, btc_intent, policy_doc, rule, setup
-from tests.btc_funding import funding_tx, utxo
 from tests.conftest import World
+from tests.helpers.btc_funding import funding_tx, utxo
+from tests.helpers.withdrawals import Setup, btc_intent, policy_doc, rule, setup
 from typer.testing import CliRunner
 
 from tandem import client_withdrawal as cw

@@ -11,16 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.api.test_withdrawal_helpers import policy_doc, rule
-from tests.audit_helpers import audit_entries, membership_state, post, refusals
 from tests.conftest import World, new_member
-from tests.membership_helpers import (
+from tests.helpers.audit import audit_entries, membership_state, post, refusals
+from tests.helpers.membership import (
     MEMBER_DELAY,
     apply_change,
     approve,
     veto_member_change,
     wait_out_delay,
 )
+from tests.helpers.withdrawals import policy_doc, rule
 
 from tandem import client_log
 from tandem.client import RemoteError

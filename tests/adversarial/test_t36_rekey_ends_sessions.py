@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from sqlmodel import select
-from tests.api.test_withdrawal_helpers import approve_proposal, pass_delay
-from tests.audit_helpers import audit_entries, membership_state, post
 from tests.conftest import World
+from tests.helpers.audit import audit_entries, membership_state, post
+from tests.helpers.withdrawals import approve_proposal, pass_delay
 
 from tandem import client_withdrawal as cw
 from tandem.core.actions import sign_action

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 from tests.api.test_ceremony import custom_definition
-from tests.api.test_withdrawal_helpers import btc_intent, setup
 from tests.conftest import World, new_member
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import btc_intent, setup
 from typer.testing import CliRunner
 
 from tandem import client_ceremony as cc

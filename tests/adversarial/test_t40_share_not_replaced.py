@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.audit import audit_entries, post
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import (
     approve,
     btc_intent,
     create_approved,
@@ -24,9 +27,6 @@ from tests.api.test_withdrawal_helpers import (
     setup,
     verify_bitcoin,
 )
-from tests.audit_helpers import audit_entries, post
-from tests.conftest import World
-from tests.keysets import make_keyset
 
 from tandem import client_ceremony as cc
 from tandem import client_proof

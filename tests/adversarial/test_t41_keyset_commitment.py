@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from sqlmodel import select
 from tests.adversarial.proxy import InterceptingProxy
-from tests.api.test_withdrawal_helpers import BTC_DEST, setup, utxos
-from tests.audit_helpers import audit_entries
 from tests.conftest import World
+from tests.helpers.audit import audit_entries
+from tests.helpers.withdrawals import BTC_DEST, setup, utxos
 from typer.testing import CliRunner
 
 from tandem import client_ceremony as cc

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
 
 from tandem import client_proof
 from tandem.cli.audit_cmds import download_export

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from sqlmodel import delete
-from tests.audit_helpers import audit_entries
 from tests.conftest import World
+from tests.helpers.audit import audit_entries
 
 from tandem import client_ceremony as cc
 from tandem.client import RemoteError

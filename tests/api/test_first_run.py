@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import World, new_member
-from tests.membership_helpers import MEMBER_DELAY, approve, wait_out_delay
+from tests.helpers.membership import MEMBER_DELAY, approve, wait_out_delay
 from typer.testing import CliRunner
 
 from tandem import client_withdrawal as cw

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.api.test_withdrawal_helpers import BTC_DEST, btc_intent, setup, verify_bitcoin
 from tests.conftest import World
+from tests.helpers.withdrawals import BTC_DEST, btc_intent, setup, verify_bitcoin
 from typer.testing import CliRunner
 
 from tandem import client_withdrawal as cw

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from tests.api.test_withdrawal_cli import cli, run
-from tests.api.test_withdrawal_helpers import btc_intent, setup
-from tests.btc_funding import funding_tx
 from tests.conftest import World
+from tests.helpers.btc_funding import funding_tx
+from tests.helpers.withdrawals import btc_intent, setup
 from typer.testing import CliRunner
 
 from tandem import client_withdrawal as cw

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import uvicorn
-from tests.api.test_withdrawal_helpers import Setup, setup
 from tests.conftest import World
+from tests.helpers.withdrawals import Setup, setup
 
 from tandem.api import create_app
 from tandem.client import Client

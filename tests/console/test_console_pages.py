@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.api.test_withdrawal_helpers import STRANGER_ETH, TOKEN, btc_intent, eth_intent, policy_doc, rule
 from tests.console.conftest import ConsoleWorld, shots
 from tests.console.test_console_browser import open_and_unlock
+from tests.helpers.withdrawals import STRANGER_ETH, TOKEN, btc_intent, eth_intent, policy_doc, rule
 
 from tandem import client_ceremony as cc
 from tandem import client_proof
