@@ -45,10 +45,10 @@ from tests.helpers.withdrawals import (
 )
 from tests.helpers.withdrawals import rule as policy_rule
 
-from tandem import client_proof
-from tandem import client_withdrawal as cw
 from tandem.api import create_app
 from tandem.client import Client, RemoteError
+from tandem.client import proof as client_proof
+from tandem.client import withdrawal as cw
 from tandem.core import audit as audit_core
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey

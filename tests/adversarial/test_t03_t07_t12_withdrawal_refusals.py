@@ -22,8 +22,8 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem import client_withdrawal as cw
 from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth

@@ -28,10 +28,10 @@ from tests.helpers.withdrawals import (
 )
 from typer.testing import CliRunner
 
-from tandem import client_log
-from tandem import client_withdrawal as cw
 from tandem.cli import audit_cmds
 from tandem.cli.main import app as cli_app
+from tandem.client import log as client_log
+from tandem.client import withdrawal as cw
 from tandem.core import audit
 from tandem.core import withdrawal as wcore
 from tandem.core.canonical import canonical
@@ -356,7 +356,7 @@ def test_key_sets_follow_from_signed_ceremonies(world: World) -> None:
     refused, naming the entry."""
     from tests.api.test_ceremony_reshare import definition
 
-    from tandem import client_ceremony as cc
+    from tandem.client import ceremony as cc
 
     transcript = cc.run_ceremony(
         world.client,

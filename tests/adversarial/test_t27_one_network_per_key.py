@@ -16,8 +16,8 @@ from tests.conftest import World
 from tests.helpers.audit import post, refusals
 from tests.helpers.keysets import make_keyset
 
-from tandem import client_ceremony as cc
 from tandem.api import create_app
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keygen
 from tandem.core.canonical import canonical

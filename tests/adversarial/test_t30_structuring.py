@@ -20,7 +20,7 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 
 LARGE = "100000"  # the rule threshold the attacker stays under
 

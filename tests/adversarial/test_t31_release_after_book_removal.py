@@ -17,7 +17,7 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
 from tandem.errors import VerificationError

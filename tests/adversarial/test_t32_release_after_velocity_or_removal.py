@@ -16,7 +16,7 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 
 HOUR = 3600
 LONG = {"request_ttl_seconds": 7 * 86400, "approval_ttl_seconds": 2 * 86400}

@@ -17,7 +17,7 @@ from tests.conftest import World
 from tests.helpers.audit import audit_entries, membership_state, post
 from tests.helpers.withdrawals import approve_proposal, pass_delay
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core.actions import sign_action
 from tandem.core.identity import MemberSecrets
 from tandem.core.policy import default_policy

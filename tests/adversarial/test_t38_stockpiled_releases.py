@@ -24,9 +24,9 @@ from tests.helpers.withdrawals import (
 )
 from typer.testing import CliRunner
 
-from tandem import client_withdrawal as cw
 from tandem.cli import withdrawal_cmds
 from tandem.cli.main import app
+from tandem.client import withdrawal as cw
 
 HOUR = 3600
 LONG = {"request_ttl_seconds": 7 * 86400, "approval_ttl_seconds": 7 * 86400}

@@ -26,12 +26,12 @@ from tests.helpers.keysets import make_keyset
 from tests.helpers.withdrawals import btc_intent, setup
 from typer.testing import CliRunner
 
-from tandem import client_ceremony as cc
-from tandem import client_proof
-from tandem import client_withdrawal as cw
 from tandem.cli import common, main, proof_cmds, withdrawal_cmds
 from tandem.cli.main import app
 from tandem.client import Client
+from tandem.client import ceremony as cc
+from tandem.client import proof as client_proof
+from tandem.client import withdrawal as cw
 from tandem.core import keygen
 from tandem.core import withdrawal as wcore
 from tandem.core.roles import Role

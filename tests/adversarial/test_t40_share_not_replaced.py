@@ -28,9 +28,9 @@ from tests.helpers.withdrawals import (
     verify_bitcoin,
 )
 
-from tandem import client_ceremony as cc
-from tandem import client_proof
-from tandem import client_withdrawal as cw
+from tandem.client import ceremony as cc
+from tandem.client import proof as client_proof
+from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.split import reseal_for_operation
 from tandem.store.models import Approval, OperationShare

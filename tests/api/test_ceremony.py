@@ -16,8 +16,8 @@ from eth_account.messages import encode_defunct
 from tests.conftest import World
 from tests.helpers.audit import audit_entries, refusals
 
-from tandem import client_ceremony as cc
 from tandem.client import RemoteError
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keygen
 from tandem.core.actions import sign_action

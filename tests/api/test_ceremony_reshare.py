@@ -13,8 +13,8 @@ from sqlmodel import delete
 from tests.conftest import World
 from tests.helpers.audit import audit_entries
 
-from tandem import client_ceremony as cc
 from tandem.client import RemoteError
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keyset_export, split
 from tandem.core.identity import MemberSecrets

@@ -19,8 +19,8 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem import client_withdrawal as cw
 from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 
 
 def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> RemoteError:

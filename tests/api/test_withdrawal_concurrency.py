@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import World
 from tests.helpers.withdrawals import btc_intent, create_approved, setup, verify_bitcoin
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.errors import AlreadyReleasedError
 

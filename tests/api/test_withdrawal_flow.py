@@ -19,7 +19,7 @@ from tests.helpers.withdrawals import (
     verify_ethereum,
 )
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 

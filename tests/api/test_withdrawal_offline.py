@@ -18,8 +18,8 @@ from tests.helpers.withdrawals import (
     verify_ethereum,
 )
 
-from tandem import client_withdrawal as cw
 from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core.canonical import canonical
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role

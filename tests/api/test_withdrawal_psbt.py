@@ -13,7 +13,7 @@ from tests.helpers.btc_funding import funding_tx
 from tests.helpers.withdrawals import btc_intent, setup
 from typer.testing import CliRunner
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import psbt
 

@@ -15,8 +15,8 @@ from tests.conftest import World
 from tests.helpers.keysets import make_keyset
 from tests.helpers.withdrawals import allow, approve, pass_delay
 
-from tandem import client_withdrawal as cw
 from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
 

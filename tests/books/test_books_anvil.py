@@ -14,7 +14,7 @@ from tests.conftest import World
 from tests.helpers.keysets import make_keyset
 from tests.helpers.withdrawals import ETH_DEST, allow, approve, approve_proposal, pass_delay
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.chains import ethereum as eth
 from tandem.core.register import Register

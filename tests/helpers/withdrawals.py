@@ -20,7 +20,7 @@ from tests.helpers.keysets import make_keyset
 if TYPE_CHECKING:
     from tests.helpers.keysets import TestKeyset
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 from tandem.core.chains.secp256k1 import public_key as secp_public

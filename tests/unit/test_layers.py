@@ -19,11 +19,11 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "tandem"
 CLIENT_MODULES = (
     "tandem.client",
-    "tandem.client_ceremony",
-    "tandem.client_log",
-    "tandem.client_pin",
-    "tandem.client_proof",
-    "tandem.client_withdrawal",
+    "tandem.client.ceremony",
+    "tandem.client.log",
+    "tandem.client.pin",
+    "tandem.client.proof",
+    "tandem.client.withdrawal",
 )
 
 # layer -> modules it must never import
@@ -96,7 +96,7 @@ def test_every_layer_is_checked() -> None:
     [
         ("core/x.py", "from tandem.services.base import Call\n", "tandem.services.base"),
         ("core/x.py", "def f():\n    from tandem.store import db\n", "tandem.store"),
-        ("core/x.py", "import tandem.client_pin\n", "tandem.client_pin"),
+        ("core/x.py", "import tandem.client.pin\n", "tandem.client.pin"),
         ("services/x.py", "from tandem.api import app\n", "tandem.api"),
         ("services/x.py", "from ..cli import main\n", "tandem.cli"),
         ("api/x.py", "from tandem.cli.main import main\n", "tandem.cli.main"),

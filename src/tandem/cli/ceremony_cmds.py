@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column
 
-from tandem import client_ceremony as cc
 from tandem.cli import common
 from tandem.cli.common import (
     KeystoreOpt,
@@ -29,6 +28,7 @@ from tandem.cli.common import (
     whole_table,
     write_json,
 )
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keygen
 from tandem.core import keyset_export as export_core

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem.client import Client
-from tandem.client_pin import PinnedKeyset
+from tandem.client.pin import PinnedKeyset
 from tandem.core import ceremony as core
 from tandem.core import keygen, keyset_export, split
 from tandem.core.ceremony_def import parse_definition

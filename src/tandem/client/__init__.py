@@ -5,7 +5,7 @@ client recomputes every digest from the content it is shown rather than trusting
 digest the server sends, so a server cannot get a signature over something other than
 what the member saw.
 
-Keys come from the member's genesis pin (``tandem.client_pin``), never from a server
+Keys come from the member's genesis pin (``tandem.client.pin``), never from a server
 response: a TOTP seed is sealed to the service key genesis names, a share is resealed
 only to an operation key that key signed, for a key set the member countersigned.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from tandem import client_pin
-from tandem.client_pin import PinnedDeployment
+from tandem.client import pin as client_pin
+from tandem.client.pin import PinnedDeployment
 from tandem.core import totp as totp_core
 from tandem.core.actions import sign_action
 from tandem.core.canonical import canonical, digest_hex, domain_bytes
@@ -58,7 +58,7 @@ class Client:
         pin: PinnedDeployment | None = None,
     ) -> None:
         """``pin``: the deployment this client trusts. Without one, each member's pin is
-        read from beside its keystore (see :func:`tandem.client_pin.remember_keystore`)."""
+        read from beside its keystore (see :func:`tandem.client.pin.remember_keystore`)."""
         self.http = http or httpx.Client(base_url=server, timeout=60.0)
         self.clock = clock
         self.pin = pin
