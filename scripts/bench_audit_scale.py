@@ -211,7 +211,7 @@ def _code(clock: _Clock, member: Any) -> str:
 
 
 def _btc_intent(dep: Any, amount: int = 25_000) -> dict[str, Any]:
-    from tests.btc_funding import utxos_paying
+    from tests.helpers.btc_funding import utxos_paying
 
     address = dep.addresses[0]["address"]
     return {
@@ -231,7 +231,7 @@ def _prepare_template(store: Any, key: Any, dep: Any, clock: _Clock) -> str:
     withdrawal created, approved and released: the model the past ones copy."""
     from tests.adversarial.server_harness import in_process
 
-    from tandem import client_withdrawal as cw
+    from tandem.client import withdrawal as cw
 
     policy = {
         "version": 2,
@@ -351,8 +351,8 @@ def _withdrawal_figures(store: Any, key: Any, dep: Any, clock: _Clock, *, create
     """Create, list, proof challenge and bundle on one deployment, in process."""
     from tests.adversarial.server_harness import in_process
 
-    from tandem import client_proof
-    from tandem import client_withdrawal as cw
+    from tandem.client import proof as client_proof
+    from tandem.client import withdrawal as cw
     from tandem.core import withdrawal as wcore
     from tandem.core.canonical import canonical
 

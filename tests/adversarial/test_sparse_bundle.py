@@ -12,7 +12,8 @@ import json
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.withdrawals import (
     btc_intent,
     create_approved,
     fresh_sessions,
@@ -20,9 +21,8 @@ from tests.api.test_withdrawal_helpers import (
     rule,
     setup,
 )
-from tests.conftest import World
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core import audit
 from tandem.core import withdrawal as wcore
 from tandem.core.canonical import canonical

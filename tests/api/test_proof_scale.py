@@ -10,13 +10,35 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from tests.api.test_proof_flow import run, three_chains
 from tests.conftest import World
+from tests.helpers.keysets import make_keyset
 
+from tandem.client import proof as client_proof
 from tandem.store import audit_log
 from tandem.store.models import AddressRow
 
 GROWTH = 20_000
+
+
+def three_chains(world: World) -> tuple[Any, Any]:
+    own = make_keyset(
+        world, chains=(("bitcoin", "testnet"), ("ethereum", "sepolia")), count=2, segregation="own"
+    )
+    client = make_keyset(
+        world, curve="ed25519", chains=(("solana", "devnet"),), count=2, segregation="client:acme"
+    )
+    return own, client
+
+
+def run(world: World, scope: dict[str, Any]) -> dict[str, Any]:
+    return client_proof.run_proof(
+        world.client,
+        issuer=world["olga"],
+        manager=world["alice"],
+        custodian=world["bob"],
+        scope=scope,
+        code=lambda: world.code("bob"),
+    )
 
 
 class Counter:
