@@ -9,13 +9,13 @@ import copy
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import btc_intent, policy_doc, rule, setup
 from tests.api.test_withdrawal_offline import SIGNER, full_bundle
-from tests.audit_helpers import audit_entries, post, refusals
 from tests.conftest import World
+from tests.helpers.audit import audit_entries, post, refusals
+from tests.helpers.withdrawals import btc_intent, policy_doc, rule, setup
 
-from tandem import client_withdrawal as cw
 from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core.identity import MemberSecrets
 from tandem.services.batch import MAX_BATCH
 

@@ -10,7 +10,7 @@ from typing import Any
 from tests.console.conftest import ConsoleWorld, shots
 from tests.console.test_console_browser import open_and_unlock, request
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 
 
 def status_of(c: ConsoleWorld, wid: str) -> str:

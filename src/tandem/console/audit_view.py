@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from tandem import client_log
 from tandem.client import Client
+from tandem.client import log as client_log
 from tandem.console import pages
 from tandem.core.identity import MemberSecrets
 from tandem.errors import Error

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tandem import client_ceremony as cc
-from tandem import client_withdrawal as cw
+from tandem.client import ceremony as cc
+from tandem.client import withdrawal as cw
 from tandem.console import pages
 from tandem.console.refusal import ConsoleError, words
 from tandem.console.state import ConsoleState
