@@ -25,12 +25,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from tandem.console import audit_view, pages, proofs, reviews
+from tandem.console import audit_view, books, pages, proofs, reviews
 from tandem.console.audit_view import csv_cell as _csv_cell
 from tandem.console.guard import Guard
 from tandem.console.refusal import FRIENDLY, ConsoleError, explain
 from tandem.console.reviews import Kind, normal_fingerprint, normal_totp
 from tandem.console.state import ConsoleState
+from tandem.core.canonical import loads_strict
 from tandem.core.identity import MemberSecrets
 from tandem.errors import Error
 
@@ -39,6 +40,9 @@ T = TypeVar("T")
 Endpoint = Callable[[Request], Awaitable[Response]]
 Page = Callable[[Request, MemberSecrets], Awaitable[Response]]
 FAILURES = (Error, httpx.HTTPError)
+# The register's two pages with a list and forms: template, title, what is listed.
+RECONCILIATION = ("reconciliation.html", "Reconciliation", books.report_list)
+STATEMENTS = ("statements.html", "Statements", books.statement_list)
 
 
 async def work(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -57,6 +61,8 @@ class Console:
         self.state = state
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self._deployment: dict[str, Any] = {}
+        # Statements issued in this run, by PDF hash, for download (newest kept).
+        self._issued: dict[str, dict[str, Any]] = {}
 
     # --- rendering ---------------------------------------------------------------------------
 
@@ -243,6 +249,95 @@ class Console:
             headers={"content-disposition": 'attachment; filename="tandem-audit.csv"'},
         )
 
+    # --- the register: positions, reconciliations, statements -----------------------------------
+
+    async def register_page(self, request: Request, member: MemberSecrets) -> Response:
+        ctx = await work(books.positions, self.state.client, member)
+        return self.render(request, "register.html", member=member, title="Register", **ctx)
+
+    async def _books_page(
+        self,
+        request: Request,
+        member: MemberSecrets,
+        *,
+        spec: tuple[str, str, Callable[[Any, MemberSecrets], list[dict[str, Any]]]],
+        action: Callable[[FormData], Awaitable[Any]] | None = None,
+        key: str = "checked",
+    ) -> Response:
+        """A register page, after an optional form action whose result is shown on it (a
+        refusal is shown as such, with the page as it is)."""
+        extra: dict[str, Any] = {}
+        status = 200
+        if action is not None:
+            try:
+                form = await self.checked_form(request)
+                extra[key] = await action(form)
+            except FAILURES as exc:
+                extra["error"] = explain(exc)
+                status = 422
+        template, title, lister = spec
+        listed = await work(lister, self.state.client, member)
+        return self.render(
+            request, template, status=status, member=member, title=title, listed=listed, **extra
+        )
+
+    async def reconciliation_page(self, request: Request, member: MemberSecrets) -> Response:
+        return await self._books_page(request, member, spec=RECONCILIATION)
+
+    async def reconciliation_run(self, request: Request, member: MemberSecrets) -> Response:
+        async def run(form: FormData) -> Any:
+            return await work(books.run_reconciliation, self.state.client, member)
+
+        return await self._books_page(request, member, spec=RECONCILIATION, action=run)
+
+    async def reconciliation_verify(self, request: Request, member: MemberSecrets) -> Response:
+        async def check(form: FormData) -> Any:
+            doc = await _upload(form, "report")
+            return await work(books.verify_signed_report, self.state.client, member, loads_strict(doc))
+
+        return await self._books_page(request, member, spec=RECONCILIATION, action=check)
+
+    async def statements_page(self, request: Request, member: MemberSecrets) -> Response:
+        return await self._books_page(request, member, spec=STATEMENTS)
+
+    async def statements_issue(self, request: Request, member: MemberSecrets) -> Response:
+        async def issue(form: FormData) -> Any:
+            f = _fields(form)
+            if not f.get("period"):
+                raise ConsoleError("invalid_input", "give a period: 2026-Q3 (a quarter) or 2026-07 (a month)")
+            done = await work(
+                books.issue_statements,
+                self.state.client,
+                member,
+                period=f["period"],
+                client_id=f.get("client") or None,
+                custodian=f.get("custodian") or "Custodian",
+            )
+            self._issued[done["pdf_sha256"]] = done
+            while len(self._issued) > 20:
+                self._issued.pop(next(iter(self._issued)))
+            return done
+
+        return await self._books_page(request, member, spec=STATEMENTS, action=issue, key="issued")
+
+    async def statements_verify(self, request: Request, member: MemberSecrets) -> Response:
+        async def check(form: FormData) -> Any:
+            doc = await _upload(form, "document")
+            return await work(books.check_statement, self.state.client, member, doc)
+
+        return await self._books_page(request, member, spec=STATEMENTS, action=check, key="match")
+
+    async def statement_file(self, request: Request, member: MemberSecrets) -> Response:
+        done = self._issued.get(request.path_params["sha"])
+        ext = request.path_params["ext"]
+        if done is None or ext not in ("pdf", "json"):
+            raise ConsoleError("not_found", "no statement issued in this console run has that hash")
+        return Response(
+            done[ext],
+            media_type="application/pdf" if ext == "pdf" else "application/json",
+            headers={"content-disposition": f'attachment; filename="{done["name"]}.{ext}"'},
+        )
+
     # --- proofs ---------------------------------------------------------------------------------
 
     async def proofs_page(self, request: Request, member: MemberSecrets) -> Response:
@@ -267,6 +362,14 @@ class Console:
             Route("/batch/approve", u(self.batch_approve), methods=["POST"]),
             Route("/audit", u(self.audit_page), methods=["GET"]),
             Route("/audit.csv", u(self.audit_csv), methods=["GET"]),
+            Route("/books", u(self.register_page), methods=["GET"]),
+            Route("/books/reconciliations", u(self.reconciliation_page), methods=["GET"]),
+            Route("/books/reconciliations/run", u(self.reconciliation_run), methods=["POST"]),
+            Route("/books/reconciliations/verify", u(self.reconciliation_verify), methods=["POST"]),
+            Route("/books/statements", u(self.statements_page), methods=["GET"]),
+            Route("/books/statements/issue", u(self.statements_issue), methods=["POST"]),
+            Route("/books/statements/verify", u(self.statements_verify), methods=["POST"]),
+            Route("/books/statements/{sha}.{ext}", u(self.statement_file), methods=["GET"]),
             Route("/proofs", u(self.proofs_page), methods=["GET"]),
             Route("/proofs/{pcid}", u(self.proof_page), methods=["GET"]),
             Route("/favicon.ico", _favicon, methods=["GET"]),
@@ -288,6 +391,17 @@ def create_console_app(state: ConsoleState) -> Starlette:
 
 async def _favicon(request: Request) -> Response:
     return RedirectResponse("/static/favicon.svg", status_code=301)
+
+
+async def _upload(form: FormData, name: str) -> bytes:
+    """The bytes of an uploaded file (a form's file field)."""
+    value = form.get(name)
+    if value is None or isinstance(value, str):
+        raise ConsoleError("invalid_input", "choose a file to check")
+    data = await value.read()
+    if not data:
+        raise ConsoleError("invalid_input", "the file chosen is empty")
+    return data
 
 
 def _audit_params(request: Request) -> dict[str, str]:
