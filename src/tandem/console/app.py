@@ -124,7 +124,8 @@ class Console:
             try:
                 return await page(request, member)
             except FAILURES as exc:
-                return self.failure(request, exc, member)
+                forged = isinstance(exc, ConsoleError) and exc.stable_code == "csrf_invalid"
+                return self.failure(request, exc, member, 403 if forged else 502)
 
         return endpoint
 
@@ -176,8 +177,9 @@ class Console:
     def review_action(self, kind: Kind) -> Page:
         async def page(request: Request, member: MemberSecrets) -> Response:
             oid, action = request.path_params["id"], request.path_params["action"]
+            # A forged or stale form is refused before the request is even read.
+            form = _fields(await self.checked_form(request))
             try:
-                form = _fields(await self.checked_form(request))
                 if action == "approve":
                     await work(kind.approve, self.state, member, oid, form)
                 elif action == "reject":
