@@ -145,3 +145,26 @@ def test_statements_issued_downloaded_and_checked(
     page.set_input_files("#document", str(altered))
     submit(page, "Verify the file")
     assert "was issued in this log" in page.get_by_role("alert").inner_text()
+
+
+def test_a_server_that_misstates_positions_is_named(console_world: ConsoleWorld, page: Any) -> None:
+    """The page shows the log's positions; a server answering others (as a compromised one
+    would) is named in a red box, with both figures."""
+    c = console_world
+    books, _server, address = books_with_deposits(c)
+    honest = books.positions
+
+    def inflated(client: str | None = None) -> list[dict[str, Any]]:
+        rows = honest(client=client)
+        for r in rows:
+            if r["address"] == address:
+                r["balance"] = str(int(r["balance"]) + 1_000_000)
+        return rows
+
+    books.positions = inflated  # type: ignore[method-assign]
+    open_and_unlock(page, c)
+    page.goto(f"{c.console.origin}/books")
+    alert = page.get_by_role("alert").inner_text()
+    assert "The server's positions differ" in alert
+    assert "the log says 42500, the server 1042500" in alert
+    assert "0.000425 BTC" in page.locator("#positions").inner_text()
