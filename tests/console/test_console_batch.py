@@ -81,3 +81,28 @@ def test_a_request_changed_since_the_page_was_read_is_not_signed(
     alert.wait_for()
     assert "[request_changed]" in alert.inner_text()
     assert status_of(c, created["id"]) == "pending"
+
+
+def test_a_request_that_does_not_check_out_is_named_and_not_offered(
+    console_world: ConsoleWorld, page: Any
+) -> None:
+    """A server that serves a transaction other than the intent (its stored bytes changed)
+    gets that request named on the batch page, without a box to tick."""
+    from tandem.store.models import Withdrawal
+
+    c = console_world
+    good, bad = request(c), request(c, amount=60_000)
+    with c.world.svc.db.write() as session:
+        row = session.get(Withdrawal, bad["id"])
+        assert row is not None
+        raw = bytearray(bytes.fromhex(row.unsigned_tx))
+        raw[-5] ^= 0x01  # the lock time or an output amount: no longer the intent's
+        row.unsigned_tx = raw.hex()
+        session.add(row)
+    open_and_unlock(page, c)
+    page.goto(f"{c.console.origin}/batch")
+    problems = page.locator("#batch-problems").inner_text()
+    assert bad["id"] in problems
+    assert "does not check out" in problems
+    assert page.get_by_label(f"Approve {bad['id']}").count() == 0
+    assert page.get_by_label(f"Approve {good['id']}").count() == 1

@@ -210,8 +210,8 @@ class Console:
     # --- batch approval --------------------------------------------------------------------------
 
     async def batch_page(self, request: Request, member: MemberSecrets) -> Response:
-        rows = await work(reviews.batch_rows, self.state, member)
-        return self.render(request, "batch.html", member=member, rows=rows, title="Batch review")
+        listed = await work(reviews.batch_rows, self.state, member)
+        return self.render(request, "batch.html", member=member, title="Batch review", **listed)
 
     async def batch_approve(self, request: Request, member: MemberSecrets) -> Response:
         error = None
@@ -224,13 +224,13 @@ class Console:
             error = explain(exc)
         approved = sum(1 for r in results if r["outcome"] == "approved")
         notice = f"{approved} of {len(results)} approved with one TOTP code." if results else None
-        rows = await work(reviews.batch_rows, self.state, member)
+        listed = await work(reviews.batch_rows, self.state, member)
         return self.render(
             request,
             "batch.html",
             status=422 if error else 200,
             member=member,
-            rows=rows,
+            **listed,
             results=results,
             notice=notice,
             error=error,

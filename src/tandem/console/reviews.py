@@ -214,17 +214,19 @@ KINDS = (
 # --- batch approval ---------------------------------------------------------------------------
 
 
-def batch_rows(state: ConsoleState, member: MemberSecrets) -> list[dict[str, Any]]:
+def batch_rows(state: ConsoleState, member: MemberSecrets) -> dict[str, Any]:
     """Every pending withdrawal this member may still approve and that checks out here,
-    decoded as its own review page decodes it."""
+    decoded as its own review page decodes it; and those that do not check out."""
     d = pages.directory(state.client, member)
-    out = []
+    rows, problems = [], []
     for w in cw.list_withdrawals(state.client, member, status="pending"):
         view = cw.get_withdrawal(state.client, member, w["id"])
         r = pages.withdrawal_review(state.client, member, view, d)
-        if r["ok"] and r["can_approve"] and not r["approved_by_me"] and view["requester"] != member.member_id:
-            out.append(r)
-    return out
+        if not r["ok"]:
+            problems.append(r)
+        elif r["can_approve"] and not r["approved_by_me"] and view["requester"] != member.member_id:
+            rows.append(r)
+    return {"rows": rows, "problems": problems}
 
 
 def approve_batch(
