@@ -28,9 +28,20 @@ def main() -> int:
         "TANDEM_REQUIRE_BROWSER": "1",
         "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "sqlite",
-           "tests/console/test_console_pages.py", "tests/console/test_console_browser.py",
-           "tests/console/test_console_batch.py", "tests/console/test_console_register.py"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "sqlite",
+        "tests/console/test_console_pages.py",
+        "tests/console/test_console_browser.py",
+        "tests/console/test_console_batch.py",
+        "tests/console/test_console_register.py",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, check=False)  # noqa: S603 - fixed argv
     if done.returncode == 0:
         print(f"screenshots in {out}:", ", ".join(sorted(p.name for p in out.glob("*.png"))))
