@@ -123,3 +123,15 @@ def test_proof_challenge_cost_is_its_scope_not_the_deployment(world: World, coun
         assert statements2 == statements
         # Issue and sign each read the scope once: nothing outside it is loaded.
         assert loaded2 == loaded <= 2 * proofs
+
+
+def test_address_scope_finds_every_spelling_of_a_case_insensitive_address(world: World) -> None:
+    """Hex and bech32 addresses are compared case-insensitively; the index lookup must
+    find the stored (EIP-55, lower-case bech32) form from any spelling."""
+    own, _client = three_chains(world)
+    eth = next(a["address"] for a in own.addresses if a["chain"] == "ethereum")
+    btc = next(a["address"] for a in own.addresses if a["chain"] == "bitcoin")
+    assert eth != eth.lower()  # stored in its EIP-55 form
+    for spelling in (eth.lower(), "0x" + eth[2:].upper(), btc.upper()):
+        bundle = run(world, {"kind": "addresses", "addresses": [spelling]})
+        assert [p["address"].lower() for p in bundle["proofs"]] == [spelling.lower()]
