@@ -136,6 +136,33 @@ class Blockhash:
     slot: int
 
 
+@dataclass(frozen=True)
+class DurableNonce:
+    """A System nonce account's stored value: what a durable transaction names as its
+    blockhash, valid until the nonce is advanced (by the transaction that uses it)."""
+
+    account: str
+    authority: str
+    nonce: str
+    lamports_per_signature: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class SolanaTransfer:
+    """Value one instruction (top-level or inner) of a successful transaction moved into
+    ``recipient``: lamports (``asset`` ``"SOL"``) or token base units of mint ``asset``."""
+
+    signature: str
+    slot: int
+    recipient: str  # the owner: the wallet address, not its token account
+    asset: str
+    amount: int
+    index: int  # the instruction's place in execution order (inner ones after their parent)
+    account: str | None = None  # the receiving token account
+    block_time: int | None = None
+
+
 @runtime_checkable
 class ChainBackend(Protocol):
     """What every backend answers, whatever the chain."""
@@ -198,6 +225,18 @@ class SolanaBackend(ChainBackend, Protocol):
     ) -> tuple[SignatureInfo, ...]: ...
 
     def latest_blockhash(self) -> Blockhash: ...
+
+    def durable_nonce(self, account: str) -> DurableNonce: ...
+
+    def mint_decimals(self, mint: str) -> int: ...
+
+    def account_exists(self, address: str) -> bool: ...
+
+    def fee_for_message(self, message: bytes) -> int | None: ...
+
+    def token_account_balance(self, account: str) -> TokenBalance: ...
+
+    def transfers_to(self, signature: str, recipients: tuple[str, ...]) -> tuple[SolanaTransfer, ...]: ...
 
 
 # --- the registry ---------------------------------------------------------------------
