@@ -120,9 +120,19 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         chain: Annotated[str, Query(max_length=16)],
         network: Annotated[str, Query(max_length=16)],
         asset: Annotated[str, Query(max_length=80)],
+        destination: Annotated[str | None, Query(max_length=100)] = None,
+        nonce_account: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
-        """What a withdrawal intent needs from the chain (nonce and fees, or UTXOs and a fee rate)."""
-        return books_of(request).suggest(wallet=wallet, chain=chain, network=network, asset=asset)
+        """What a withdrawal intent needs from the chain (nonce and fees, or UTXOs and a fee
+        rate, or a recent blockhash or durable nonce, token decimals and the fee)."""
+        return books_of(request).suggest(
+            wallet=wallet,
+            chain=chain,
+            network=network,
+            asset=asset,
+            destination=destination,
+            nonce_account=nonce_account,
+        )
 
     @app.post("/v1/books/withdrawals/{withdrawal_id}/broadcast", tags=["books"])
     def broadcast(

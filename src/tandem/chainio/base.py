@@ -56,6 +56,9 @@ class TxStatus:
     block_height: int | None = None  # Solana: the slot
     confirmations: int = 0
     fee: int | None = None  # base units, where the node reports it
+    # Solana: lamports the fee payer's balance fell by (the fee, what it sent, and the rent
+    # of any account it created), from the transaction's pre- and post-balances.
+    payer_spent: int | None = None
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,16 @@ class SolanaJsonRpc:
         fee = parse.integer(parse.field(meta, "fee", what), what, maximum=U64_MAX)
         _, confirmations = self._confirmations(signature)
         state: TxState = "failed" if meta.get("err") is not None else "confirmed"
-        return TxStatus(signature, state, slot, max(confirmations, 1), fee)
+        pre = parse.arr(meta.get("preBalances") or [], what)
+        post = parse.arr(meta.get("postBalances") or [], what)
+        spent = None
+        if pre and post:
+            before = parse.integer(pre[0], what, maximum=U64_MAX)
+            after = parse.integer(post[0], what, maximum=U64_MAX)
+            if after > before:
+                parse.bad(what, "the fee payer's balance rose")
+            spent = before - after
+        return TxStatus(signature, state, slot, max(confirmations, 1), fee, spent)
 
     def latest_blockhash(self) -> Blockhash:
         what = "getLatestBlockhash"

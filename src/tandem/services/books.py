@@ -24,6 +24,8 @@ from tandem.core import withdrawal as wcore
 from tandem.core.actions import check_context, parse_envelope
 from tandem.core.canonical import check_fields, loads_strict, parse_amount
 from tandem.core.chains import ethereum as eth
+from tandem.core.chains import solana as sol
+from tandem.core.chains import solana_tx as stx
 from tandem.core.register import (
     FUND,
     REGISTER_KINDS,
@@ -35,6 +37,7 @@ from tandem.core.register import (
 )
 from tandem.core.roles import Role
 from tandem.errors import (
+    ChainBadResponseError,
     ConflictError,
     Error,
     InputError,
@@ -53,6 +56,8 @@ NATIVE = {"ethereum": "ETH", "bitcoin": "BTC", "solana": "SOL"}
 SCAN_KIND = "register.scanned"
 FIRST_SCAN_BLOCKS = 10_000
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
+SOLANA_PAGE = 1000  # getSignaturesForAddress's largest page
+SOLANA_SIGNATURE_PAGES = 20  # per address and scan; older ones are named by the reconciliation
 Progress = Callable[[int, int], None]
 
 
@@ -309,7 +314,9 @@ class Books:
             # A first scan looks back FIRST_SCAN_BLOCKS; older deposits are not lost: the
             # reconciliation names them (unexpected_inflow) until they are accounted for.
             start = (
-                scanned[(chain, network)] + 1
+                # Solana: the scanned slot again, as a transaction can land in it after the
+                # slot was read; each deposit's evidence is recorded once all the same.
+                scanned[(chain, network)] + (0 if chain == "solana" else 1)
                 if (chain, network) in scanned
                 else max(0, tip - FIRST_SCAN_BLOCKS)
             )
@@ -317,6 +324,8 @@ class Books:
                 found += self._eth_deposits(backend, rows, tokens.get(network, []), start, tip, reg, now)
             elif chain == "bitcoin":
                 found += self._btc_deposits(backend, rows, reg, ours, now)
+            elif chain == "solana":
+                found += self._sol_deposits(backend, rows, start, reg, now)
             heights[(chain, network)] = tip
         recorded = []
 
@@ -447,6 +456,40 @@ class Books:
                     )
         return out
 
+    def _sol_deposits(
+        self, backend: Any, rows: list[tuple[AddressRow, str]], start: int, reg: Register, now: int
+    ) -> list[tuple[dict[str, Any], str]]:
+        """SOL and SPL token transfers into our addresses in the slots since ``start``:
+        ``getSignaturesForAddress`` pages (newest first) down to ``start``, each successful
+        transaction read once with ``getTransaction`` and its transfers to us parsed."""
+        mine = {a.address: (a, seg) for a, seg in rows}
+        out: list[tuple[dict[str, Any], str]] = []
+        read: set[str] = set()
+        for a, _seg in rows:
+            before = None
+            for _page in range(SOLANA_SIGNATURE_PAGES):
+                infos = backend.signatures(a.address, limit=SOLANA_PAGE, before=before)
+                fresh = [i for i in infos if i.slot >= start]
+                for info in fresh:
+                    if info.failed or info.signature in read:
+                        continue
+                    read.add(info.signature)
+                    for t in backend.transfers_to(info.signature, tuple(mine)):
+                        to, seg = mine[t.recipient]
+                        client = self._credit(to, seg, reg)
+                        if client is None or reg.evidence_seen(
+                            to.chain, to.network, t.asset, t.signature, t.index
+                        ):
+                            continue
+                        movement = self._movement(
+                            to, client, t.asset, t.amount, t.signature, t.index, t.slot, now
+                        )
+                        out.append((movement, seg))
+                if len(infos) < SOLANA_PAGE or len(fresh) < len(infos):
+                    break
+                before = infos[-1].signature
+        return out
+
     # --- broadcast and confirmation ---------------------------------------------------
 
     def broadcast(self, envelope: Any) -> dict[str, Any]:
@@ -510,7 +553,12 @@ class Books:
         assert isinstance(self.svc, WithdrawalService)
         if row.status != wcore.CONFIRMED:
             self.svc.confirm_withdrawal(envelope)
-        answer["movements"] = self.record_withdrawal(row.id, height=status.block_height, fee=status.fee)
+        fee = status.fee
+        if row.chain == "solana" and status.payer_spent is not None:
+            # What the payer lost beyond the amount: the fee and the rent of a token
+            # account the transfer created (both in the approved worst case).
+            fee = status.payer_spent - (int(row.amount or 0) if row.asset == "SOL" else 0)
+        answer["movements"] = self.record_withdrawal(row.id, height=status.block_height, fee=fee)
         return answer
 
     def record_withdrawal(self, wid: str, *, height: int | None, fee: int | None) -> list[dict[str, Any]]:
@@ -622,9 +670,26 @@ class Books:
                                 a.chain, a.network, a.address, eth.to_checksum_address(token), tb.amount
                             )
                         )
+            elif a.chain == "solana":
+                observed += self._sol_tokens(backend, a, known)
             if progress is not None:
                 progress(i + 1, len(todo))
         return rcore.snapshot_doc(heights, observed, pending)
+
+    def _sol_tokens(
+        self, backend: Any, a: AddressRow, known: dict[tuple[str, str, str, str], int]
+    ) -> list[rcore.Observed]:
+        """The SPL balances of one address, per mint (its token accounts of both token
+        programs summed), with a zero for a mint the register holds there and the chain not."""
+        per_mint: dict[str, int] = {}
+        for tb in backend.token_balances(a.address):
+            per_mint[tb.token] = per_mint.get(tb.token, 0) + tb.amount
+        recorded = {k[3] for k in known if k[:3] == (a.chain, a.network, a.address) and k[3] != "SOL"}
+        return [
+            rcore.Observed(a.chain, a.network, a.address, mint, per_mint.get(mint, 0))
+            for mint in sorted(set(per_mint) | recorded)
+            if per_mint.get(mint, 0) or mint in recorded
+        ]
 
     def reconcile(
         self, snapshot: dict[str, Any] | None = None, progress: Progress | None = None
@@ -747,10 +812,22 @@ class Books:
 
     # --- filling an intent from the chain -----------------------------------------------
 
-    def suggest(self, *, wallet: str, chain: str, network: str, asset: str) -> dict[str, Any]:
+    def suggest(
+        self,
+        *,
+        wallet: str,
+        chain: str,
+        network: str,
+        asset: str,
+        destination: str | None = None,
+        nonce_account: str | None = None,
+    ) -> dict[str, Any]:
         """What a withdrawal intent needs from the chain: Ethereum nonce (past the nonces
         live withdrawals already hold), fee caps, gas limit and chain id; Bitcoin the
-        wallet's unreserved UTXOs with their previous transactions and a fee rate."""
+        wallet's unreserved UTXOs with their previous transactions and a fee rate; Solana
+        a recent blockhash (or the named durable nonce account's stored nonce), the
+        mint's decimals and whether the destination's token account must be created,
+        and the fee the cluster charges for exactly that transaction."""
         from tandem.store.models import OutpointReservation, WithdrawalNonce
 
         with self.svc.db.read() as session:
@@ -802,15 +879,84 @@ class Books:
                 "from": address,
                 "bitcoin": {"utxos": utxos, "fee_rate": backend.suggest_fee_rate().sat_per_vb},
             }
+        if chain == "solana":
+            return self._suggest_solana(backend, address, asset, destination, nonce_account)
         raise InputError(f"no intent filling for {chain}")
+
+    def _suggest_solana(
+        self, backend: Any, address: str, asset: str, destination: str | None, nonce_account: str | None
+    ) -> dict[str, Any]:
+        if destination is None:
+            raise InputError("a Solana suggestion needs the destination (its fee and token account)")
+        destination = sol.validate_address(destination)
+        params: dict[str, Any] = {}
+        if nonce_account is not None:
+            nonce = backend.durable_nonce(nonce_account)
+            if nonce.authority != address:
+                raise InputError(
+                    f"nonce account {nonce.account} is advanced by {nonce.authority}, "
+                    f"not by the wallet {address}"
+                )
+            params["recent_blockhash"] = nonce.nonce
+            params["nonce_account"] = nonce.account
+        else:
+            params["recent_blockhash"] = backend.latest_blockhash().blockhash
+        mint = None
+        if asset != "SOL":
+            mint = sol.validate_address(asset)
+            params["decimals"] = backend.mint_decimals(mint)
+            account = stx.associated_token_address(destination, mint)
+            params["create_destination_account"] = not backend.account_exists(account)
+        message = stx.build_transfer(
+            payer=address,
+            destination=destination,
+            amount=0,  # the fee does not depend on the amount
+            recent_blockhash=params["recent_blockhash"],
+            nonce_account=params.get("nonce_account"),
+            mint=mint,
+            decimals=params.get("decimals"),
+            create_destination_account=params.get("create_destination_account", False),
+        )
+        signatures = message[0]
+        if nonce_account is not None:
+            # getFeeForMessage knows only recent blockhashes; the nonce account states its fee.
+            fee = nonce.lamports_per_signature * signatures
+        else:
+            got = backend.fee_for_message(message)
+            if got is None:
+                raise ChainBadResponseError("getFeeForMessage: the blockhash just read is not known")
+            fee = got
+        if fee > stx.LAMPORTS_PER_SIGNATURE * signatures:
+            # The approval reviews (and the policy limits) Tandem's worst case; a cluster
+            # charging more would make that review wrong, so nothing is suggested.
+            raise ChainBadResponseError(
+                f"the cluster charges {fee} lamports for this transaction; Tandem's fee review "
+                f"counts {stx.LAMPORTS_PER_SIGNATURE} per signature"
+            )
+        worst = stx.review(message).fee
+        return {"from": address, "solana": params, "fee": str(fee), "fee_worst_case": str(worst)}
 
     def fill_intent(self, intent: dict[str, Any]) -> dict[str, Any]:
         """``intent`` with what it leaves out filled from the chain; what it names is kept
         (by hand stays possible)."""
-        if intent.get("chain") not in ("ethereum", "bitcoin") or intent["chain"] in intent:
+        chain = intent.get("chain")
+        if chain == "solana":
+            given = intent.get("solana") or {}
+            if not isinstance(given, dict) or "recent_blockhash" in given:
+                return dict(intent)
+            got = self.suggest(
+                wallet=intent["wallet"],
+                chain="solana",
+                network=intent["network"],
+                asset=intent["asset"],
+                destination=intent.get("destination"),
+                nonce_account=given.get("nonce_account"),
+            )
+            return {"from": got["from"], **intent, "solana": {**got["solana"], **given}}
+        if chain not in ("ethereum", "bitcoin") or chain in intent:
             return dict(intent)
         got = self.suggest(
-            wallet=intent["wallet"], chain=intent["chain"], network=intent["network"], asset=intent["asset"]
+            wallet=intent["wallet"], chain=chain, network=intent["network"], asset=intent["asset"]
         )
         return {**got, **intent}
 
