@@ -11,6 +11,7 @@ transactions it is sent are the real ones Tandem built, signed and released."""
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import pytest
@@ -232,3 +233,46 @@ def test_token_decimals_account_creation_and_durable_nonce_from_the_chain(
     )
     assert by_hand["intent"]["solana"] == {"recent_blockhash": stored}
     assert len(node.server.calls) == calls
+
+
+def _follow(world: World, job: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while job["state"] == "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+        job = world.client.get(world["olga"], f"/v1/books/reconciliations/jobs/{job['job']}")
+    return job
+
+
+def test_reconciliation_over_the_api_runs_as_a_job_with_progress(
+    world: World, solana_world: dict[str, Any]
+) -> None:
+    books: Books = solana_world["books"]
+    books.scan_deposits()
+    env = world.client.sign(world["bob"], "reconciliation.run", {})
+    started = world.client.request(
+        "POST", "/v1/books/reconciliations", json_body={"envelope": env, "background": True}
+    )
+    assert started["state"] == "running"
+    assert started["job"].startswith("rj_")
+    job = _follow(world, started)
+    assert (job["state"], job["done"], job["total"]) == ("done", 1, 1)
+    result = job["result"]
+    assert result["report"]["verdict"] == "reconciled"
+    logged = world.client.get(world["olga"], "/v1/books/reconciliations")
+    assert logged[-1]["report_sha256"] == result["report_sha256"]
+
+    # A chain that fails is a failed job with the error's code, not a vanished one.
+    solana_world["node"].genesis = b58encode(hashlib.sha256(b"another cluster").digest())
+    books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, solana_world["node"].server)
+    env = world.client.sign(world["bob"], "reconciliation.run", {})
+    failed = _follow(
+        world,
+        world.client.request(
+            "POST", "/v1/books/reconciliations", json_body={"envelope": env, "background": True}
+        ),
+    )
+    assert (failed["state"], failed["error"]["code"]) == ("failed", "chain_mismatch")
+    with pytest.raises(RemoteError) as err:
+        world.client.get(world["olga"], "/v1/books/reconciliations/jobs/rj_0000000000000000")
+    assert err.value.remote_code == "not_found"

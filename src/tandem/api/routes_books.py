@@ -31,6 +31,11 @@ class ReconcileIn(Strict):
     snapshot: dict[str, Any] | None = Field(
         default=None, description="An offline chain snapshot; without it the configured chains are read"
     )
+    background: bool = Field(
+        default=False,
+        description="Read the chains in a background job and answer at once with its id; "
+        "follow it at GET /v1/books/reconciliations/jobs/{job} (progress, then the report)",
+    )
 
 
 def books_of(request: Request) -> Books:
@@ -158,7 +163,15 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         heights read; the signed report, its hash logged: `reconciliation.run` {}."""
         books = books_of(request)
         books.gate("reconciliation.run", body.envelope, types="reconciliation.run")
+        if body.background and body.snapshot is None:
+            return books.start_reconcile()
         return books.reconcile(body.snapshot)
+
+    @app.get("/v1/books/reconciliations/jobs/{job_id}", tags=["books"])
+    def reconciliation_job(request: Request, viewer: Reader, job_id: str) -> dict[str, Any]:
+        """A background reconciliation: `running` with `done` of `total` addresses read,
+        then `done` with its `result` (the signed report), or `failed` with the error."""
+        return books_of(request).job(job_id)
 
     @app.get("/v1/books/reconciliations", tags=["books"])
     def reconciliations(request: Request, viewer: Reader) -> list[dict[str, Any]]:

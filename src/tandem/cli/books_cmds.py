@@ -225,9 +225,18 @@ def reconcile(
     from tandem.core import reconcile as rcore
 
     def go() -> None:
-        signed = cb.reconcile(
-            Client(server), load_member(keystore), snapshot=read_json(snapshot) if snapshot else None
-        )
+        if snapshot is not None:
+            signed = cb.reconcile(Client(server), load_member(keystore), snapshot=read_json(snapshot))
+        else:
+            shown: list[tuple[int, int | None]] = []
+
+            def progress(done: int, total: int | None) -> None:
+                if total and (done, total) not in shown:
+                    shown.append((done, total))
+                    typer.echo(f"reading the chains: {done}/{total} addresses", err=True)
+
+            # A background job on the server: many addresses take longer than one request.
+            signed = cb.reconcile_with_progress(Client(server), load_member(keystore), progress=progress)
         if out is not None:
             write_json(out, signed)
         console.print(rcore.table(signed["report"]), markup=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -54,6 +55,7 @@ from tandem.store.models import AddressRow, AuditRow, KeySet, Member, Withdrawal
 
 NATIVE = {"ethereum": "ETH", "bitcoin": "BTC", "solana": "SOL"}
 SCAN_KIND = "register.scanned"
+CONTRACT_SEARCH_KIND = "register.tokens_scanned"  # the unknown-token search's cursor
 FIRST_SCAN_BLOCKS = 10_000
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
 SOLANA_PAGE = 1000  # getSignaturesForAddress's largest page
@@ -83,6 +85,8 @@ class Books:
         self.svc = svc
         self.chains = chains or ChainConfig()
         self._backends: dict[tuple[str, str], ChainBackend] = {}
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._jobs_lock = threading.Lock()
 
     def backend(self, chain: str, network: str) -> ChainBackend:
         key = (chain, network)
@@ -647,11 +651,8 @@ class Books:
         # register does not know is then named, not overlooked.
         seen_tokens: dict[str, set[str]] = {}
         for network in sorted({a.network for a, _s in todo if a.chain == "ethereum"}):
-            eb: Any = self.backend("ethereum", network)
             ours = tuple(a.address for a, _s in todo if a.chain == "ethereum" and a.network == network)
-            seen_tokens[network] = set(
-                eb.token_contracts_paying(ours, from_block=0, to_block=eb.tip_height())
-            )
+            seen_tokens[network] = self._token_contracts(network, ours)
         for i, (a, _seg) in enumerate(todo):
             backend = self.backend(a.chain, a.network)
             bal = backend.balance(a.address)
@@ -675,6 +676,53 @@ class Books:
             if progress is not None:
                 progress(i + 1, len(todo))
         return rcore.snapshot_doc(heights, observed, pending)
+
+    def _token_contracts(self, network: str, ours: tuple[str, ...]) -> set[str]:
+        """The contracts that ever logged a ``Transfer`` to ``ours``, asking the node only
+        for the blocks since the last search: an address already searched continues
+        from the cursor the log holds (``register.tokens_scanned``), a new one from block
+        0. The cursor and what was found are recorded for the next run."""
+        with self.svc.db.read() as session:
+            done = [
+                e["data"]
+                for e in _entries(session, (CONTRACT_SEARCH_KIND,))
+                if e["data"]["chain"] == "ethereum" and e["data"]["network"] == network
+            ]
+        covered: set[str] = set()
+        found: set[str] = set()
+        cursor = -1
+        for d in done:
+            covered |= set(d["addresses"])
+            found |= set(d["tokens"])
+            cursor = d["to_block"]
+        eb: Any = self.backend("ethereum", network)
+        tip = eb.tip_height()
+        old = tuple(a for a in ours if a in covered)
+        new = tuple(a for a in ours if a not in covered)
+        fresh: set[str] = set()
+        if old and cursor < tip:
+            fresh |= set(eb.token_contracts_paying(old, from_block=cursor + 1, to_block=tip))
+        if new:
+            fresh |= set(eb.token_contracts_paying(new, from_block=0, to_block=tip))
+        if new or tip != cursor:
+
+            def use_case(call: Call) -> None:
+                self.svc.audit(
+                    call,
+                    CONTRACT_SEARCH_KIND,
+                    {
+                        "chain": "ethereum",
+                        "network": network,
+                        "from_block": cursor + 1 if old else 0,
+                        "to_block": tip,
+                        "addresses": sorted(new),  # searched from block 0 this time
+                        "tokens": sorted(fresh - found),
+                    },
+                    with_envelope=False,
+                )
+
+            self.svc.run_plain(CONTRACT_SEARCH_KIND, use_case)
+        return found | fresh
 
     def _sol_tokens(
         self, backend: Any, a: AddressRow, known: dict[tuple[str, str, str, str], int]
@@ -727,6 +775,43 @@ class Books:
             }
 
         return self.svc.run_plain("reconciliation.run", use_case)
+
+    def start_reconcile(self) -> dict[str, Any]:
+        """Run :meth:`reconcile` against the configured chains in the background (one at a
+        time): reading ten thousand addresses takes longer than a request should. The
+        job's progress (addresses read of all) and, once done, its signed report are in
+        :meth:`job`. Jobs live in this process only; a restart forgets them (the reports
+        stay in the log)."""
+        with self._jobs_lock:
+            if any(j["state"] == "running" for j in self._jobs.values()):
+                raise ConflictError("a reconciliation is already running; follow its job")
+            jid = "rj_" + secrets.token_hex(8)
+            job: dict[str, Any] = {"job": jid, "state": "running", "done": 0, "total": None}
+            job["started_at"] = self.svc.clock()
+            self._jobs[jid] = job
+
+        def progress(done: int, total: int) -> None:
+            job.update(done=done, total=total)
+
+        def work() -> None:
+            try:
+                job["result"] = self.reconcile(progress=progress)
+                job["state"] = "done"
+            except Error as exc:
+                job.update(state="failed", error={"code": exc.code, "message": exc.message})
+            except Exception as exc:  # a job reports its failure, it does not vanish
+                job.update(state="failed", error={"code": "internal_error", "message": type(exc).__name__})
+            job["finished_at"] = self.svc.clock()
+
+        threading.Thread(target=work, name=f"reconcile-{jid}", daemon=True).start()
+        return {k: v for k, v in job.items() if k != "result"}
+
+    def job(self, jid: str) -> dict[str, Any]:
+        with self._jobs_lock:
+            job = self._jobs.get(jid)
+        if job is None:
+            raise NotFoundError("no reconciliation job with that id (jobs live until a restart)")
+        return dict(job)
 
     # --- prices and statements ----------------------------------------------------------
 
