@@ -11,6 +11,7 @@ fees and rent included. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from typing import Any
@@ -51,8 +52,6 @@ class Funder:
             instructions, self.address, str(self.node.svm.latest_blockhash())
         ).serialize()
         raw = stx.serialize_transaction([sol.sign_ed25519(self.seed, message)], message)
-        import base64
-
         return self.node.send_transaction([base64.b64encode(raw).decode("ascii"), {"encoding": "base64"}])
 
     def new_mint(self, decimals: int) -> str:
