@@ -283,6 +283,8 @@ class TxidMismatchError(ConflictError):
     """A recorded broadcast names another transaction than the one released."""
 
     code = "txid_mismatch"
+
+
 class OutpointReservedError(ConflictError):
     """The output is already being spent by another live withdrawal."""
 
@@ -452,6 +454,8 @@ class ChainRejectedError(ChainBackendError):
 
     code = "chain_rejected"
     status = 422
+
+
 class MixedNetworksError(ConfigurationError):
     """A key set holds one key on two networks of one chain (e.g. bitcoin mainnet and testnet)."""
 

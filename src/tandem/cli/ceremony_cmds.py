@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column
 
-from tandem import client_ceremony as cc
 from tandem.cli import common
 from tandem.cli.common import (
     KeystoreOpt,
@@ -29,8 +28,10 @@ from tandem.cli.common import (
     whole_table,
     write_json,
 )
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keygen
+from tandem.core import keyset_export as export_core
 from tandem.core.ceremony_def import parse_definition, validate_against
 from tandem.core.roles import Role
 from tandem.errors import Error, InputError
@@ -256,9 +257,7 @@ def ceremony_reject(
     """(Custodian) Stop a ceremony before any key is made."""
     run_cli(
         lambda: _summary(
-            cc.reject_ceremony(
-                common.client(server), load_member(keystore), ceremony_id, reason=reason
-            )
+            cc.reject_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason)
         )
     )
 
@@ -273,9 +272,7 @@ def ceremony_abort(
     """(Proposer) Withdraw your ceremony before any key is made."""
     run_cli(
         lambda: _summary(
-            cc.abort_ceremony(
-                common.client(server), load_member(keystore), ceremony_id, reason=reason
-            )
+            cc.abort_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason)
         )
     )
 
@@ -299,9 +296,7 @@ def ceremony_reveal(
         _summary(view)
         if view["status"] == "executed":
             console.print(
-                "keys made: every participant now runs `tandem ceremony countersign "
-                + ceremony_id
-                + "`"
+                "keys made: every participant now runs `tandem ceremony countersign " + ceremony_id + "`"
             )
 
     run_cli(go)
@@ -315,9 +310,7 @@ def ceremony_countersign(
 ) -> None:
     """Verify the transcript on this machine (signatures, commitments, addresses, birth
     proofs) and countersign the hash computed here."""
-    run_cli(
-        lambda: _summary(cc.countersign(common.client(server), load_member(keystore), ceremony_id))
-    )
+    run_cli(lambda: _summary(cc.countersign(common.client(server), load_member(keystore), ceremony_id)))
 
 
 @ceremony_app.command("show")
@@ -412,13 +405,10 @@ def verify_transcript(
         for problem in report.problems:
             console.print(f"  [red]problem:[/] {problem}")
         if report.missing_countersignatures:
-            console.print(
-                "  not yet countersigned by: " + ", ".join(report.missing_countersignatures)
-            )
+            console.print("  not yet countersigned by: " + ", ".join(report.missing_countersignatures))
         report.require(complete=not allow_incomplete)
         console.print(
-            f"[green]transcript verifies[/]: ceremony {report.ceremony}, "
-            f"hash {report.transcript_hash}"
+            f"[green]transcript verifies[/]: ceremony {report.ceremony}, hash {report.transcript_hash}"
         )
 
     run_cli(go)
@@ -488,7 +478,7 @@ def keyset_export(
         if out.exists():
             raise InputError(f"{out} exists; refusing to overwrite")
         write_json(out, doc)
-        console.print(f"exported {keyset_id} -> {out} (export hash {core.export_hash(doc)})")
+        console.print(f"exported {keyset_id} -> {out} (export hash {export_core.export_hash(doc)})")
 
     run_cli(go)
 

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from tandem import client_pin
 from tandem.client import DEFAULT_SERVER, Client
+from tandem.client import pin as client_pin
 from tandem.core.canonical import loads_strict
 from tandem.core.identity import MemberSecrets
 from tandem.errors import Error, KeystoreError
@@ -37,9 +37,8 @@ def whole_table(*columns: str | Column, **kwargs: Any) -> Table:
         c.overflow = "fold"
     return Table(*cols, **kwargs)
 
-ServerOpt = typer.Option(
-    DEFAULT_SERVER, "--server", envvar="TANDEM_SERVER", help="Tandem server URL."
-)
+
+ServerOpt = typer.Option(DEFAULT_SERVER, "--server", envvar="TANDEM_SERVER", help="Tandem server URL.")
 KeystoreOpt = typer.Option(
     ...,
     "--keystore",

@@ -30,7 +30,7 @@ from tandem.cli.common import (
     write_json,
 )
 from tandem.client import Client
-from tandem.client_pin import PinnedDeployment, pin_path
+from tandem.client.pin import PinnedDeployment, pin_path
 from tandem.core.identity import (
     DEFAULT_SCRYPT_LOG2_N,
     IdentityCard,
@@ -390,9 +390,7 @@ def pin_keyset(
             raise PinError(f"the transcript hashes to {report.transcript_hash}, not to --expect")
         pin = PinnedDeployment.load(pin_path(keystore))
         pinned = pin.add_transcript(doc)
-        console.print(
-            f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}"
-        )
+        console.print(f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}")
 
     run_cli(go)
 
@@ -461,7 +459,7 @@ def member_list(
         member = load_member(keystore)
         rows = cl.get(member, "/v1/members")
         if genesis_hash is not None:
-            from tandem import client_log
+            from tandem.client import log as client_log
 
             state = client_log.fetch_log_state(cl, member, genesis_hash_pin=genesis_hash)
             client_log.check_member_list(state, rows)

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import typer
 
-from tandem import client_withdrawal as cw
 from tandem.cli import common
 from tandem.cli.common import (
     KeystoreOpt,
@@ -30,6 +29,7 @@ from tandem.cli.common import (
     write_json,
 )
 from tandem.client import Client
+from tandem.client import withdrawal as cw
 from tandem.core.identity import IdentityCard
 from tandem.errors import InputError
 
@@ -41,7 +41,6 @@ book_app = typer.Typer(
     help="Allow-listed destinations (dual-controlled, with a delay).", no_args_is_help=True
 )
 bundle_app = typer.Typer(help="Offline signing: export a bundle, add shares, import.", no_args_is_help=True)
-
 
 
 # The chain coins' base units, for amounts a person reads (raw values stay in JSON).

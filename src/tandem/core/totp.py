@@ -74,12 +74,8 @@ def check_totp(secret: str, code: str, *, now: int, state: TotpState) -> tuple[i
     if matched is None:
         raise TotpError("TOTP code is wrong or outside the allowed clock skew (±30 s)")
     if state.last_step is not None and matched <= state.last_step:
-        raise TotpReplayError(
-            "this TOTP code (or an earlier one) was already used; wait for the next"
-        )
-    return matched, TotpState(
-        last_step=matched, failures=0, last_failure_at=None, locked_until=None
-    )
+        raise TotpReplayError("this TOTP code (or an earlier one) was already used; wait for the next")
+    return matched, TotpState(last_step=matched, failures=0, last_failure_at=None, locked_until=None)
 
 
 def record_failure(state: TotpState, *, now: int, error: TotpError) -> TotpState:
