@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import allow, approve, pass_delay
 from tests.books.helpers import make_client
 from tests.chainio.mock_nodes import (
     SolanaNode,
@@ -25,11 +24,12 @@ from tests.chainio.mock_nodes import (
     token_transfer_ix,
 )
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import allow, approve, pass_delay
 
-from tandem import client_withdrawal as cw
 from tandem.chainio import ChainConfig
 from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx

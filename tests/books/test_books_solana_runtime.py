@@ -17,17 +17,17 @@ import secrets
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import allow, approve, pass_delay
 from tests.books.helpers import make_client
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import allow, approve, pass_delay
 
 pytest.importorskip("solders.litesvm")
 from tests.chainio.mock_nodes import backend_for
 from tests.chainio.svm_node import SYSTEM, SvmNode
 
-from tandem import client_withdrawal as cw
 from tandem.chainio import ChainConfig
+from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
