@@ -24,13 +24,13 @@ from tandem.chainio.base import (
     TokenTransfer,
     TxStatus,
     Utxo,
-    backend_kinds,
-    open_backend,
-    register_backend,
 )
-from tandem.chainio.config import ChainConfig, ChainEndpoint
+from tandem.chainio.config import ChainConfig
+from tandem.chainio.endpoint import ChainEndpoint
+from tandem.chainio.registry import BACKENDS, backend_kinds, open_backend
 
 __all__ = [
+    "BACKENDS",
     "Balance",
     "BitcoinBackend",
     "BitcoinFeeRate",
@@ -51,5 +51,4 @@ __all__ = [
     "Utxo",
     "backend_kinds",
     "open_backend",
-    "register_backend",
 ]

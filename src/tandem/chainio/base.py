@@ -13,16 +13,11 @@ against the id computed locally), so a lying node is refused here, not believed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
-from tandem.errors import ChainConfigError
-
 if TYPE_CHECKING:
-    import httpx
 
-    from tandem.chainio.config import ChainEndpoint
     from tandem.core.chains.bitcoin import Prevout
 
 TxState = Literal["unknown", "pending", "confirmed", "failed"]
@@ -240,41 +235,3 @@ class SolanaBackend(ChainBackend, Protocol):
     def token_account_balance(self, account: str) -> TokenBalance: ...
 
     def transfers_to(self, signature: str, recipients: tuple[str, ...]) -> tuple[SolanaTransfer, ...]: ...
-
-
-# --- the registry ---------------------------------------------------------------------
-
-BackendFactory = Callable[["ChainEndpoint", "httpx.BaseTransport | None"], ChainBackend]
-
-_REGISTRY: dict[tuple[str, str], BackendFactory] = {}
-
-
-def register_backend(chain: str, kind: str) -> Callable[[BackendFactory], BackendFactory]:
-    """Class decorator: ``kind`` (the scheme prefix in the configuration) serves ``chain``."""
-
-    def add(factory: BackendFactory) -> BackendFactory:
-        _REGISTRY[(chain, kind)] = factory
-        return factory
-
-    return add
-
-
-def _load_backends() -> None:
-    # Importing fills the registry; done lazily so base imports no backend.
-    from tandem.chainio import bitcoin, ethereum, snapshot, solana  # noqa: F401
-
-
-def backend_kinds(chain: str) -> tuple[str, ...]:
-    _load_backends()
-    return tuple(sorted(kind for c, kind in _REGISTRY if c == chain))
-
-
-def open_backend(endpoint: ChainEndpoint, *, transport: httpx.BaseTransport | None = None) -> ChainBackend:
-    """The backend an endpoint names; ``transport`` is for tests (httpx.MockTransport)."""
-    _load_backends()
-    try:
-        factory = _REGISTRY[(endpoint.chain, endpoint.kind)]
-    except KeyError:
-        known = ", ".join(backend_kinds(endpoint.chain)) or "none"
-        raise ChainConfigError(f"no {endpoint.kind!r} backend for {endpoint.chain}; known: {known}") from None
-    return factory(endpoint, transport)

@@ -22,7 +22,6 @@ from tandem.chainio.base import (
     TokenBalance,
     TxState,
     TxStatus,
-    register_backend,
 )
 from tandem.chainio.transport import HttpEndpoint, JsonRpcClient
 from tandem.core.chains import solana as sol
@@ -38,7 +37,7 @@ from tandem.errors import (
 if TYPE_CHECKING:
     import httpx
 
-    from tandem.chainio.config import ChainEndpoint
+    from tandem.chainio.endpoint import ChainEndpoint
 
 GENESIS_HASHES = {
     "mainnet": "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
@@ -103,7 +102,6 @@ def first_signature(raw: bytes) -> str:
     return b58encode(signature)
 
 
-@register_backend("solana", "jsonrpc")
 class SolanaJsonRpc:
     chain: ClassVar[str] = "solana"
     kind: ClassVar[str] = "jsonrpc"
