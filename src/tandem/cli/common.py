@@ -12,14 +12,14 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Column, Table
 
 from tandem import client_pin
+from tandem.cli import errors_boundary
 from tandem.client import DEFAULT_SERVER, Client
 from tandem.core.canonical import loads_strict
 from tandem.core.identity import MemberSecrets
-from tandem.errors import Error, KeystoreError
+from tandem.errors import KeystoreError
 
 # soft_wrap: lines are never broken by rich itself, so hashes, ids and paths stay whole
 # for copy-paste and scripts whatever the terminal width (a pipe counts as 80 columns).
@@ -37,9 +37,8 @@ def whole_table(*columns: str | Column, **kwargs: Any) -> Table:
         c.overflow = "fold"
     return Table(*cols, **kwargs)
 
-ServerOpt = typer.Option(
-    DEFAULT_SERVER, "--server", envvar="TANDEM_SERVER", help="Tandem server URL."
-)
+
+ServerOpt = typer.Option(DEFAULT_SERVER, "--server", envvar="TANDEM_SERVER", help="Tandem server URL.")
 KeystoreOpt = typer.Option(
     ...,
     "--keystore",
@@ -70,13 +69,10 @@ TotpFromKeystoreOpt = typer.Option(
 
 
 def run_cli(fn: Callable[[], Any]) -> None:
-    """Call ``fn``; a Tandem Error becomes its diagnostics on stderr and exit status 1."""
-    try:
-        fn()
-    except Error as exc:
-        # escape: diagnostics end in "[code, HTTP status]", which is not rich markup
-        err_console.print(f"[bold red]refused:[/] {escape(exc.diagnostics())}")
-        raise typer.Exit(1) from None
+    """Call ``fn`` inside the CLI's one error boundary: a Tandem Error becomes its message,
+    code and hint on stderr and the exit status of its kind (see tandem.cli.exit_codes);
+    anything else becomes a one-line internal error, never a traceback."""
+    errors_boundary.call(fn)
 
 
 def passphrase(*, confirm: bool = False) -> str:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from tandem.cli import common, genesis_view
+from tandem.cli import common, errors_boundary, exit_codes, genesis_view
 from tandem.cli.common import (
     ClaimTokenOpt,
     KeystoreOpt,
@@ -38,10 +38,19 @@ from tandem.core.identity import (
     card_from_keystore,
 )
 from tandem.core.roles import parse_role
-from tandem.errors import ConfigurationError, InputError, PinError
+from tandem.errors import ConfigurationError, Error, InputError, PinError
 from tandem.localtime import pending_change_line
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help=__doc__,
+    epilog=exit_codes.EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain help: paragraphs re-wrapped to the terminal, no "<bool>" beside flags, and
+    # nothing drawn in boxes when piped.
+    rich_markup_mode=None,
+)
 id_app = typer.Typer(
     help="Your identity: signing and sealing keys in a passphrase-protected keystore.",
     no_args_is_help=True,
@@ -66,6 +75,30 @@ app.add_typer(totp_app, name="totp")
 app.add_typer(member_app, name="member")
 app.add_typer(proposal_app, name="proposal")
 app.add_typer(audit_app, name="audit")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import tandem
+
+        try:
+            number = version("tandem")
+        except PackageNotFoundError:  # run from a checkout without installing
+            number = tandem.__version__
+        console.print(f"tandem {number}")
+        raise typer.Exit(exit_codes.OK)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """`tandem`: key ceremonies and co-signed releases for crypto-asset custody."""
 
 
 # --- server side ----------------------------------------------------------------------
@@ -390,9 +423,7 @@ def pin_keyset(
             raise PinError(f"the transcript hashes to {report.transcript_hash}, not to --expect")
         pin = PinnedDeployment.load(pin_path(keystore))
         pinned = pin.add_transcript(doc)
-        console.print(
-            f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}"
-        )
+        console.print(f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}")
 
     run_cli(go)
 
@@ -620,9 +651,22 @@ from tandem.cli import books_cmds  # noqa: E402
 books_cmds.register(app)
 
 
+# Every command runs inside the one error boundary (tandem.cli.errors_boundary).
+errors_boundary.guard_all(app)
+
+
 def main() -> None:
+    """The console script. The boundary is inside every command; this catches what is
+    raised before one runs (an import, a parameter callback)."""
     try:
         app()
     except ConfigurationError as exc:
-        common.err_console.print(f"[bold red]error:[/] {exc.diagnostics()}")
-        raise SystemExit(2) from None
+        raise SystemExit(errors_boundary.report(exc)) from None
+    except Exception as exc:  # the last line: no traceback reaches a person
+        import os
+
+        if os.environ.get("TANDEM_DEBUG"):
+            raise
+        if isinstance(exc, Error):
+            raise SystemExit(errors_boundary.report(exc)) from None
+        raise SystemExit(errors_boundary.report_internal(exc)) from None
