@@ -16,7 +16,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import click
 import typer
 from rich.markup import escape
 
@@ -158,23 +157,28 @@ def report_internal(exc: BaseException) -> int:
     return exit_codes.INTERNAL
 
 
+def _is_cli_framework(exc: BaseException) -> bool:
+    """typer vendors its own click: its exceptions are recognised by where they live."""
+    return type(exc).__module__.split(".")[0] in {"typer", "click"}
+
+
 def call(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` inside the boundary; every outcome other than success is a typer.Exit."""
     try:
         return fn()
-    except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-        raise
-    except errors.Error as exc:
-        raise typer.Exit(report(exc)) from None
+    except Exception as exc:
+        if _is_cli_framework(exc):
+            raise  # typer's (or click's) own exits, aborts and usage errors
+        if isinstance(exc, errors.Error):
+            raise typer.Exit(report(exc)) from None
+        if os.environ.get("TANDEM_DEBUG"):
+            raise
+        raise typer.Exit(report_internal(exc)) from None
     except KeyboardInterrupt:
         from tandem.cli.common import err_console
 
         err_console.print("interrupted; nothing more was sent")
         raise typer.Exit(exit_codes.INTERRUPTED) from None
-    except Exception as exc:
-        if os.environ.get("TANDEM_DEBUG"):
-            raise
-        raise typer.Exit(report_internal(exc)) from None
 
 
 def guarded(fn: F) -> F:
