@@ -349,12 +349,27 @@ class Client:
 
     # --- second factor -------------------------------------------------------------------
 
-    def enrol_totp(self, member: MemberSecrets, *, old_code: str | None = None) -> dict[str, Any]:
+    def enrol_totp(
+        self,
+        member: MemberSecrets,
+        *,
+        old_code: str | None = None,
+        secret: str | None = None,
+        confirm_code: str | None = None,
+    ) -> dict[str, Any]:
+        """Register ``secret`` (default: the member's own seed) as the member's second
+        factor. ``confirm_code`` is a code of that seed as the authenticator shows it;
+        without one it is computed from the seed (scripts, tests)."""
+        seed = secret if secret is not None else member.totp_secret
+        if not seed:
+            raise InputError("no TOTP seed to enrol: this keystore does not keep one")
         # The seed is sealed to the key genesis names, never to one a response offers.
-        sealed = seal_to(self.pinned(member).seal_public, member.totp_secret.encode("ascii"))
+        sealed = seal_to(self.pinned(member).seal_public, seed.encode("ascii"))
         body = {
             "envelope": self.sign(member, "member.totp_enrol", {"sealed_secret": b64(sealed)}),
-            "confirm_code": totp_core.current_code(member.totp_secret, self.clock()),
+            "confirm_code": confirm_code
+            if confirm_code is not None
+            else totp_core.current_code(seed, self.clock()),
         }
         if old_code is not None:
             body["totp"] = old_code
@@ -362,6 +377,11 @@ class Client:
 
     def totp_code(self, member: MemberSecrets) -> str:
         """The member's current code from the keystore seed (scripts and demos)."""
+        if not member.holds_totp_seed:
+            raise InputError(
+                "this keystore does not keep your TOTP seed (your authenticator app holds it): "
+                "type the code it shows, or pass it with --totp"
+            )
         return totp_core.current_code(member.totp_secret, self.clock())
 
     # --- membership ------------------------------------------------------------------------

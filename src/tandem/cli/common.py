@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +19,8 @@ from tandem import client_pin
 from tandem.cli import errors_boundary
 from tandem.client import DEFAULT_SERVER, Client
 from tandem.core.canonical import loads_strict
-from tandem.core.identity import MemberSecrets
-from tandem.errors import KeystoreError
+from tandem.core.identity import MIN_PASSPHRASE_LENGTH, MemberSecrets, check_passphrase
+from tandem.errors import InputError, KeystoreError
 
 # soft_wrap: lines are never broken by rich itself, so hashes, ids and paths stay whole
 # for copy-paste and scripts whatever the terminal width (a pipe counts as 80 columns).
@@ -75,28 +76,67 @@ def run_cli(fn: Callable[[], Any]) -> None:
     errors_boundary.call(fn)
 
 
+PASSPHRASE_TRIES = 3
+
+
 def passphrase(*, confirm: bool = False) -> str:
+    """The keystore passphrase: TANDEM_PASSPHRASE, or asked. A new one (``confirm``) is
+    checked against the rule before it is asked a second time."""
     env = os.environ.get("TANDEM_PASSPHRASE")
     if env:
+        if confirm:
+            check_passphrase(env)
         return env
     if not sys.stdin.isatty():
         raise KeystoreError("no passphrase: set TANDEM_PASSPHRASE or run in a terminal")
-    first = getpass.getpass("Keystore passphrase: ")
-    if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        raise KeystoreError("passphrases do not match")
-    return first
+    if not confirm:
+        return getpass.getpass("Keystore passphrase: ")
+    for _ in range(PASSPHRASE_TRIES):
+        first = getpass.getpass(f"New keystore passphrase (at least {MIN_PASSPHRASE_LENGTH} characters): ")
+        try:
+            check_passphrase(first)
+        except KeystoreError as exc:
+            err_console.print(f"{exc.message}; try again")
+            continue
+        if getpass.getpass("Repeat passphrase: ") == first:
+            return first
+        err_console.print("the two passphrases differ; try again")
+    raise KeystoreError(f"no passphrase set after {PASSPHRASE_TRIES} tries; nothing was written")
+
+
+def open_keystore(path: Path) -> tuple[MemberSecrets, str]:
+    """The member's secrets and the passphrase that opened them. Typed passphrases get
+    three tries; one from TANDEM_PASSPHRASE gets one."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeystoreError(f"cannot read keystore {path}: {exc.strerror}") from None
+    tries = 1 if os.environ.get("TANDEM_PASSPHRASE") else PASSPHRASE_TRIES
+    for left in range(tries - 1, -1, -1):
+        secret = passphrase()
+        try:
+            return MemberSecrets.from_keystore(data, secret), secret
+        except KeystoreError as exc:
+            if left == 0 or not exc.message.startswith("wrong passphrase"):
+                raise
+            err_console.print(f"wrong passphrase for {path}; {left} {'try' if left == 1 else 'tries'} left")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def load_member(path: Path) -> MemberSecrets:
     """Open the keystore; its genesis pin (``<stem>.pin.json`` beside it) becomes what
     every client call of this command trusts for that member."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeystoreError(f"cannot read keystore {path}: {exc.strerror}") from None
-    member = MemberSecrets.from_keystore(data, passphrase())
+    member, _ = open_keystore(path)
     client_pin.remember_keystore(member.member_id, path)
     return member
+
+
+def normal_totp(code: str) -> str:
+    """A code as people type it ("123 456", "123-456") reduced to its six digits."""
+    digits = re.sub(r"[\s-]", "", code)
+    if len(digits) != 6 or not digits.isascii() or not digits.isdigit():
+        raise InputError("a TOTP code is the 6 digits your authenticator app shows (spaces are fine)")
+    return digits
 
 
 def client(server: str) -> Client:
@@ -105,10 +145,34 @@ def client(server: str) -> Client:
 
 def totp_code(cl: Client, member: MemberSecrets, totp: str | None, from_keystore: bool) -> str:
     if totp:
-        return totp
+        return normal_totp(totp)
     if from_keystore:
         return cl.totp_code(member)
-    return str(typer.prompt("TOTP code from your authenticator", hide_input=False))
+    return normal_totp(str(typer.prompt("TOTP code from your authenticator", hide_input=False)))
+
+
+def show_totp_seed(member: MemberSecrets) -> None:
+    """The seed for an authenticator app: a QR code drawn in the terminal (Unicode half
+    blocks) beside the otpauth:// URI, for apps that take the text."""
+    import io
+
+    import segno
+
+    uri = member.otpauth_uri()
+    drawn = io.StringIO()
+    segno.make(uri, error="m").terminal(out=drawn, compact=True)
+    console.print("Scan this with your authenticator app (shown once, on this screen only):")
+    console.print(drawn.getvalue(), markup=False, end="")
+    console.print(f"or add it by hand: {uri}", markup=False)
+
+
+def rewrite_keystore(path: Path, member: MemberSecrets, secret: str, *, keep_totp_seed: bool) -> None:
+    """Replace ``path`` with ``member``'s keystore (same passphrase and scrypt cost)."""
+    cost = int(loads_strict(path.read_bytes())["kdf"]["log2_n"])
+    tmp = path.with_name(path.name + ".new")
+    tmp.touch(mode=0o600)
+    tmp.write_bytes(member.to_keystore(secret, log2_n=cost, keep_totp_seed=keep_totp_seed))
+    tmp.replace(path)
 
 
 def read_json(path: Path) -> Any:

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from tandem import client_pin
 from tandem.cli import common, errors_boundary, exit_codes, genesis_view
 from tandem.cli.common import (
     ClaimTokenOpt,
@@ -197,28 +198,51 @@ def serve(
 # --- identity ---------------------------------------------------------------------------
 
 
+KeepSeedOpt = typer.Option(
+    False,
+    "--keep-seed-in-keystore",
+    envvar="TANDEM_KEEP_TOTP_SEED",
+    help="Keep the TOTP seed in the keystore too, so scripts can compute codes "
+    "(--totp-from-keystore). The keystore then holds both factors.",
+)
+BOTH_FACTORS = (
+    "warning: this keystore keeps your TOTP seed, so it holds both factors: whoever has the file "
+    "and its passphrase can approve as you. Meant for scripts and demos, not for a person's keystore."
+)
+
+
 @id_app.command("create")
 def id_create(
     name: Annotated[str, typer.Option(help="Your name as colleagues know it (one person, one role).")],
     role: Annotated[str, typer.Option(help="manager, custodian or auditor.")],
     out: Annotated[Path, typer.Option(help="Keystore file to write.")],
     scrypt_log2_n: Annotated[int, typer.Option(hidden=True)] = DEFAULT_SCRYPT_LOG2_N,
+    keep_seed: bool = KeepSeedOpt,
 ) -> None:
-    """Make your Ed25519 signing key, X25519 sealing key and TOTP seed, encrypted with a passphrase."""
+    """Make your Ed25519 signing key and X25519 sealing key, encrypted with a passphrase.
+
+    Your TOTP seed is made later, by `tandem totp enrol`, and lives in your authenticator
+    app, not in this file (unless --keep-seed-in-keystore)."""
 
     def go() -> None:
         if out.exists():
             raise InputError(f"{out} exists; refusing to overwrite a keystore")
         member = MemberSecrets.generate(name=name, role=parse_role(role))
-        data = member.to_keystore(common.passphrase(confirm=True), log2_n=scrypt_log2_n)
+        data = member.to_keystore(
+            common.passphrase(confirm=True), log2_n=scrypt_log2_n, keep_totp_seed=keep_seed
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.touch(mode=0o600)
         out.write_bytes(data)
         card = member.card()
         console.print(f"keystore written: {out}")
         console.print(f"member id: {card.member_id}   fingerprint: {card.fingerprint}")
-        console.print("Add this to your authenticator app (shown once, on this screen only):")
-        console.print(member.otpauth_uri())
+        if keep_seed:
+            common.err_console.print(BOTH_FACTORS)
+        console.print(
+            f"next: `tandem id card {out} --out CARD.json` for whoever proposes you; once the "
+            f"deployment exists, `tandem totp enrol -k {out}` sets up your authenticator app"
+        )
 
     run_cli(go)
 
@@ -438,19 +462,78 @@ def pin_show(keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="
 
 
 @totp_app.command("enrol")
-def totp_enrol(
+def totp_enrol(  # noqa: PLR0917 - typer maps options to parameters
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
-    old_totp: Annotated[str | None, typer.Option(help="Current code, when replacing a seed.")] = None,
+    old_totp: Annotated[
+        str | None, typer.Option(help="A current code of the seed being replaced (re-enrolment).")
+    ] = None,
+    totp: Annotated[
+        str | None,
+        typer.Option(
+            "--totp",
+            envvar="TANDEM_TOTP",
+            help="The code your authenticator shows for the new seed; asked for when omitted.",
+        ),
+    ] = None,
+    totp_from_keystore: bool = TotpFromKeystoreOpt,
+    keep_seed: bool = KeepSeedOpt,
 ) -> None:
-    """Register your TOTP seed with the server, sealed to its key on this machine."""
-    run_cli(lambda: show(Client(server).enrol_totp(load_member(keystore), old_code=old_totp)))
+    """Set up your second factor: a new TOTP seed, shown as a QR code and an otpauth:// URI
+    for your authenticator app, confirmed with the code the app then shows, and registered
+    with the server sealed to its key on this machine. Run it again with --old-totp to move
+    to a new authenticator."""
+
+    def go() -> None:
+        import pyotp
+
+        cl = Client(server)
+        member, secret = common.open_keystore(keystore)
+        client_pin.remember_keystore(member.member_id, keystore)
+        cl.pinned(member)  # refuse before showing a seed if this machine has no genesis pin
+        kept = member.holds_totp_seed and old_totp is None
+        seed = member.totp_secret if kept else pyotp.random_base32(32)
+        enrolling = member.with_totp_seed(seed)
+        if totp_from_keystore:
+            if not (kept or keep_seed):
+                raise InputError(
+                    "--totp-from-keystore needs a keystore that keeps its seed (--keep-seed-in-keystore)"
+                )
+            code = cl.totp_code(enrolling)
+        else:
+            common.show_totp_seed(enrolling)
+            code = common.totp_code(cl, enrolling, totp, False)
+        result = cl.enrol_totp(member, old_code=old_totp, secret=seed, confirm_code=code)
+        keeps = kept or keep_seed
+        if (keeps and member.totp_secret != seed) or (not keeps and member.holds_totp_seed):
+            # The keystore follows the enrolled seed: the new one if asked, none otherwise.
+            common.rewrite_keystore(keystore, enrolling, secret, keep_totp_seed=keeps)
+        if keeps:
+            common.err_console.print(BOTH_FACTORS)
+        show(result)
+        console.print(
+            "enrolled: approvals now need the code your authenticator shows. To move to a new "
+            f"phone or replace the seed: `tandem totp enrol -k {keystore} --old-totp CODE` with a "
+            "code of the current one (keep the old authenticator until the new one is enrolled)"
+        )
+
+    run_cli(go)
 
 
 @totp_app.command("uri")
 def totp_uri(keystore: Path = KeystoreOpt) -> None:
-    """Show the otpauth:// URI again, to re-add the seed to an authenticator app."""
-    run_cli(lambda: console.print(load_member(keystore).otpauth_uri()))
+    """Show the otpauth:// URI again (only for a keystore that keeps its seed)."""
+
+    def go() -> None:
+        member = load_member(keystore)
+        if not member.holds_totp_seed:
+            raise InputError(
+                "this keystore does not keep your TOTP seed; it lives in your authenticator app "
+                f"only. To set up another authenticator: `tandem totp enrol -k {keystore} --old-totp CODE`"
+            )
+        common.show_totp_seed(member)
+
+    run_cli(go)
 
 
 @totp_app.command("unlock")
