@@ -20,7 +20,7 @@ from tandem.cli import errors_boundary
 from tandem.client import DEFAULT_SERVER, Client
 from tandem.core.canonical import loads_strict
 from tandem.core.identity import MIN_PASSPHRASE_LENGTH, MemberSecrets, check_passphrase
-from tandem.errors import InputError, KeystoreError
+from tandem.errors import FloatNotAllowedError, InputError, KeystoreError, NotFoundError
 
 # soft_wrap: lines are never broken by rich itself, so hashes, ids and paths stay whole
 # for copy-paste and scripts whatever the terminal width (a pipe counts as 80 columns).
@@ -176,10 +176,53 @@ def rewrite_keystore(path: Path, member: MemberSecrets, secret: str, *, keep_tot
 
 
 def read_json(path: Path) -> Any:
+    """A JSON file, parsed strictly; a refusal names the file and where in it."""
     try:
-        return loads_strict(path.read_bytes())
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"no file {path}") from None
     except OSError as exc:
-        raise KeystoreError(f"cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return loads_strict(data)
+    except FloatNotAllowedError as exc:
+        raise FloatNotAllowedError(f"{path}: {_where_floats(data) or exc.message}") from None
+    except InputError as exc:
+        raise type(exc)(f"{path}: {exc.message}", details=exc.details) from None
+
+
+AMOUNT_WORDS = ("amount", "limit", "fee", "price", "value", "balance", "max", "min")
+
+
+def _where_floats(data: bytes) -> str | None:
+    """Which fields of a document hold a floating-point number, and what to write there."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    found: list[tuple[str, float]] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, float):
+            found.append((where, value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{where}[{i}]")
+
+    walk(doc, "")
+    if not found:
+        return None
+    parts = []
+    for where, value in found[:3]:
+        last = where.rsplit(".", 1)[-1].lower()
+        if any(word in last for word in AMOUNT_WORDS):
+            parts.append(f'{where} is {value!r}: write an amount as a decimal string, e.g. "{value}"')
+        else:
+            parts.append(f"{where} is {value!r}: write a whole number, e.g. {int(value)}")
+    return "floating-point numbers are not accepted; " + "; ".join(parts)
 
 
 def write_json(path: Path, doc: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -131,8 +132,10 @@ def report(exc: errors.Error) -> int:
     from tandem.cli.common import err_console
 
     status = exit_status(exc)
+    # A server older than this client may still say "a auditor".
+    text = re.sub(r"\ba (?=auditor\b)", "an ", exc.diagnostics())
     # escape: diagnostics end in "[code, HTTP status]", which is not rich markup
-    err_console.print(f"[bold red]{_label(status)}:[/] {escape(exc.diagnostics())}")
+    err_console.print(f"[bold red]{_label(status)}:[/] {escape(text)}")
     what = hint(exc)
     if what:
         err_console.print(f"  {escape(what)}")

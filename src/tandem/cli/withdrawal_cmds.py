@@ -31,7 +31,8 @@ from tandem.cli.common import (
 )
 from tandem.client import Client
 from tandem.core.identity import IdentityCard
-from tandem.errors import InputError
+from tandem.core.roles import Role
+from tandem.errors import InputError, RoleNotAllowedError
 
 withdraw_app = typer.Typer(
     help="Co-signed withdrawals: request, review, approve, release.", no_args_is_help=True
@@ -41,7 +42,6 @@ book_app = typer.Typer(
     help="Allow-listed destinations (dual-controlled, with a delay).", no_args_is_help=True
 )
 bundle_app = typer.Typer(help="Offline signing: export a bundle, add shares, import.", no_args_is_help=True)
-
 
 
 # The chain coins' base units, for amounts a person reads (raw values stay in JSON).
@@ -222,6 +222,12 @@ def withdraw_approve(
     def go() -> None:
         cl = Client(server)
         member = load_member(keystore)
+        if member.role is Role.AUDITOR:
+            raise RoleNotAllowedError(
+                f"{member.name}'s keystore is an auditor's: auditors read and verify, they do not "
+                "approve withdrawals. A custodian approves (and a manager, where the policy asks "
+                f"for one); you can review it with `tandem withdraw show {withdrawal_id}`"
+            )
         # One fetch: what is printed is the very object the approval is built from.
         view = cw.get_withdrawal(cl, member, withdrawal_id)
         _print_review(view, cw.review(view))
@@ -410,9 +416,15 @@ def policy_show(  # noqa: PLR0913 - typer maps parameters to options
             "amount": amount,
             "destination": destination,
         }
-        if withdrawal is None and all(v is None for v in facts.values()):
+        missing = [f"--{k}" for k, v in facts.items() if v is None]
+        if withdrawal is None and len(missing) == len(facts):
             show(cw.policy_show(cl, member))
             return
+        if withdrawal is None and missing:
+            # Said here in the command's own words, not as the API's query string.
+            raise InputError(
+                f"to explain a decision give --withdrawal ID, or every fact: {', '.join(missing)} missing"
+            )
         params = (
             {"withdrawal": withdrawal} if withdrawal else {k: v for k, v in facts.items() if v is not None}
         )
