@@ -29,14 +29,36 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Wide enough for any row of ids, hashes and addresses: piped output is never wrapped.
+PIPED_WIDTH = 10_000
+
+
+class WholeTable(Table):
+    """In a terminal, a cell that does not fit folds onto the next line (never an
+    ellipsis); piped or redirected, rows are never wrapped at all, so a script or grep
+    sees each id, fingerprint and address whole on its row."""
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        if not console.is_terminal:
+            options = options.update(width=PIPED_WIDTH)
+            for column in self.columns:
+                column.no_wrap = True
+        yield from super().__rich_console__(console, options)
+
+
 def whole_table(*columns: str | Column, **kwargs: Any) -> Table:
     """A table whose cells are never cut short: an address, hash or id that does not fit
-    is folded onto the next line, never replaced by an ellipsis. What an approver or an
-    auditor reads must be the whole value, whatever the terminal width."""
+    is folded onto the next line in a terminal, and never wrapped when piped. What an
+    approver or an auditor reads must be the whole value, whatever the terminal width."""
     cols = [c if isinstance(c, Column) else Column(c) for c in columns]
     for c in cols:
         c.overflow = "fold"
-    return Table(*cols, **kwargs)
+    return WholeTable(*cols, **kwargs)
+
+
+JsonOpt = typer.Option(
+    False, "--json", help="Print the raw JSON (base units, ids, Unix seconds) instead of the table."
+)
 
 
 ServerOpt = typer.Option(DEFAULT_SERVER, "--server", envvar="TANDEM_SERVER", help="Tandem server URL.")
