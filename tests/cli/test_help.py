@@ -41,3 +41,12 @@ def test_every_help_is_clean_text() -> None:
         assert "<bool>" not in result.output, where
         assert "Traceback" not in result.output, where
         assert "╭" not in result.output, f"{where}: help is plain text, nothing boxed"
+
+
+def test_every_command_that_shows_or_lists_takes_json() -> None:
+    runner = CliRunner()
+    shown = [p for p in every_command() if p and p[-1] in {"list", "show"}]
+    assert len(shown) >= 12
+    for path in shown:
+        result = runner.invoke(cli_main.app, [*path, "--help"])
+        assert "--json" in result.output, " ".join(path)

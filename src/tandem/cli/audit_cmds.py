@@ -152,17 +152,13 @@ def register(audit_app: typer.Typer) -> None:
             size, checkpoint = download_export(cl, load_member(keystore), out / "audit.jsonl")
             write_json(out / "checkpoint.json", checkpoint)
             write_json(out / "service-key.json", cl.deployment()["service"])
-            console.print(
-                f"{size} entries -> {out / 'audit.jsonl'}, checkpoint -> {out / 'checkpoint.json'}"
-            )
+            console.print(f"{size} entries -> {out / 'audit.jsonl'}, checkpoint -> {out / 'checkpoint.json'}")
 
         run_cli(go)
 
     @audit_app.command("verify")
     def verify(  # noqa: PLR0917 - typer maps options to parameters
-        file: Annotated[
-            Path | None, typer.Argument(help="audit.jsonl from `tandem audit export`.")
-        ] = None,
+        file: Annotated[Path | None, typer.Argument(help="audit.jsonl from `tandem audit export`.")] = None,
         checkpoint: Annotated[
             Path | None, typer.Option(help="Checkpoint JSON (default: beside the file).")
         ] = None,

@@ -56,6 +56,9 @@ def whole_table(*columns: str | Column, **kwargs: Any) -> Table:
     return WholeTable(*cols, **kwargs)
 
 
+# For commands whose output is JSON already: --json is accepted, so scripts can pass it
+# to every command that shows or lists something.
+JsonAlreadyOpt = typer.Option(False, "--json", help="Accepted for scripts; this command prints JSON already.")
 JsonOpt = typer.Option(
     False, "--json", help="Print the raw JSON (base units, ids, Unix seconds) instead of the table."
 )

@@ -14,10 +14,12 @@ from typing import Annotated
 
 import typer
 
-from tandem import client_pin
+from tandem import client_pin, humanize
 from tandem.cli import common, errors_boundary, exit_codes, genesis_view
 from tandem.cli.common import (
     ClaimTokenOpt,
+    JsonAlreadyOpt,
+    JsonOpt,
     KeystoreOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
@@ -248,7 +250,9 @@ def id_create(
 
 
 @id_app.command("show")
-def id_show(keystore: Annotated[Path, typer.Argument(help="Keystore file.")]) -> None:
+def id_show(
+    keystore: Annotated[Path, typer.Argument(help="Keystore file.")], as_json: bool = JsonAlreadyOpt
+) -> None:
     """Print your public identity card (no passphrase needed)."""
     run_cli(
         lambda: show(
@@ -453,7 +457,10 @@ def pin_keyset(
 
 
 @pin_app.command("show")
-def pin_show(keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="TANDEM_KEYSTORE")]) -> None:
+def pin_show(
+    keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="TANDEM_KEYSTORE")],
+    as_json: bool = JsonAlreadyOpt,
+) -> None:
     """Print what this keystore's pin trusts."""
     run_cli(lambda: show(PinnedDeployment.load(pin_path(keystore)).to_json()))
 
@@ -567,6 +574,7 @@ def member_list(
             "log justifies from that genesis, and refuse any difference."
         ),
     ] = None,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Every member, role and status."""
 
@@ -579,6 +587,9 @@ def member_list(
 
             state = client_log.fetch_log_state(cl, member, genesis_hash_pin=genesis_hash)
             client_log.check_member_list(state, rows)
+        if as_json:
+            show(rows)
+            return
         table = whole_table("id", "name", "role", "status", "TOTP")
         for m in rows:
             table.add_row(m["id"], m["name"], m["role"], m["status"], "yes" if m["totp_enrolled"] else "no")
@@ -633,16 +644,36 @@ def proposal_list(
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
     status: Annotated[str | None, typer.Option(help="pending, applied, rejected...")] = None,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Proposals awaiting or past decision."""
+    """Proposals awaiting or past decision: who proposed (by name), approvals, and local
+    times (--json: the raw values)."""
 
     def go() -> None:
         cl = Client(server)
+        member = load_member(keystore)
         params = {"status": status} if status else {}
-        rows = cl.get(load_member(keystore), "/v1/proposals", **params)
-        table = whole_table("id", "kind", "status", "proposer", "approvals")
+        rows = cl.get(member, "/v1/proposals", **params)
+        if as_json:
+            show(rows)
+            return
+        names = humanize.member_names(cl.get(member, "/v1/members"))
+        table = whole_table("id", "kind", "status", "proposer", "approvals", "created", "expires")
         for p in rows:
-            table.add_row(p["id"], p["kind"], p["status"], p["proposer"], str(len(p["approvals"])))
+            table.add_row(
+                p["id"],
+                p["kind"],
+                p["status"],
+                humanize.member(p["proposer"], names),
+                ", ".join(
+                    (names.get(str(a["member"])) or str(a["member"]))
+                    for a in p["approvals"]
+                    if isinstance(a, dict)
+                )
+                or str(len(p["approvals"])),
+                humanize.when(p.get("created_at")),
+                humanize.when(p.get("expires_at")),
+            )
         console.print(table)
 
     run_cli(go)
@@ -653,6 +684,7 @@ def proposal_show(
     proposal_id: Annotated[str, typer.Argument()],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
+    as_json: bool = JsonAlreadyOpt,
 ) -> None:
     """Show one proposal with the digest your client computes itself."""
 

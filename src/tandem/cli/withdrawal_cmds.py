@@ -506,6 +506,7 @@ def policy_show(  # noqa: PLR0913 - typer maps parameters to options
     asset: Annotated[str | None, typer.Option(help="Facts: BTC, ETH or a token contract.")] = None,
     amount: Annotated[str | None, typer.Option(help="Facts: base units.")] = None,
     destination: Annotated[str | None, typer.Option(help="Facts: destination.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON (no explanation lines).")] = False,
 ) -> None:
     """The policy in force; with --withdrawal or facts, which rule applies and why."""
 
@@ -533,8 +534,9 @@ def policy_show(  # noqa: PLR0913 - typer maps parameters to options
             {"withdrawal": withdrawal} if withdrawal else {k: v for k, v in facts.items() if v is not None}
         )
         result = cw.policy_explain(cl, member, **params)
-        for line in result["decision"]["explanation"]:
-            console.print(f"- {line}")
+        if not as_json:
+            for line in result["decision"]["explanation"]:
+                console.print(f"- {line}")
         show(result)
 
     run_cli(go)
@@ -567,12 +569,17 @@ def policy_veto(
 
 
 @book_app.command("list")
-def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
-    """Every entry with its state (pending, active, removed, vetoed)."""
+def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
+    """Every entry with its state (pending, active, removed, vetoed) and when it takes or
+    took effect, in local time (--json: the raw values)."""
 
     def go() -> None:
-        table = whole_table("id", "status", "chain", "address", "asset", "label", "effective_at")
-        for e in cw.address_book(Client(server), load_member(keystore)):
+        entries = cw.address_book(Client(server), load_member(keystore))
+        if as_json:
+            show(entries)
+            return
+        table = whole_table("id", "status", "chain", "address", "asset", "label", "effective")
+        for e in entries:
             table.add_row(
                 e["id"],
                 e["status"],
@@ -580,7 +587,7 @@ def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
                 e["address"],
                 e["asset"] or "any",
                 e["label"],
-                str(e["effective_at"]),
+                humanize.when(e["effective_at"]),
             )
         console.print(table)
 
