@@ -156,7 +156,8 @@ def register(audit_app: typer.Typer) -> None:
 
         run_cli(go)
 
-    @audit_app.command("verify")
+    # `tandem verify audit` beside the other offline checks; `audit verify` stays, hidden.
+    @audit_app.command("verify", hidden=True)
     def verify(  # noqa: PLR0917 - typer maps options to parameters
         file: Annotated[Path | None, typer.Argument(help="audit.jsonl from `tandem audit export`.")] = None,
         checkpoint: Annotated[
@@ -220,6 +221,10 @@ def register(audit_app: typer.Typer) -> None:
             )
 
         run_cli(go)
+
+    from tandem.cli.ceremony_cmds import verify_app
+
+    verify_app.command("audit")(verify)
 
     @audit_app.command("members")
     def members(

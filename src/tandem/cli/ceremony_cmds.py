@@ -264,7 +264,7 @@ def ceremony_reject(
     )
 
 
-@ceremony_app.command("abort")
+@ceremony_app.command("cancel")
 def ceremony_abort(
     ceremony_id: Annotated[str, IdArg],
     keystore: Path = KeystoreOpt,
@@ -277,6 +277,10 @@ def ceremony_abort(
             cc.abort_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason)
         )
     )
+
+
+# One verb for calling a request off: `cancel`, as for withdrawals; `abort` stays, hidden.
+ceremony_app.command("abort", hidden=True)(ceremony_abort)
 
 
 @ceremony_app.command("reveal")

@@ -115,7 +115,7 @@ def hint(exc: errors.Error) -> str | None:
     if code == "sealed" and "operation" not in exc.message:
         return (
             "the server found its audit log changed and stopped signing; its operator must "
-            "look (`tandem audit verify` on an export names the entry)"
+            "look (`tandem verify audit` on an export names the entry)"
         )
     return None
 

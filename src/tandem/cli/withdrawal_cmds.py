@@ -1,4 +1,4 @@
-"""`tandem withdraw|policy|addressbook|bundle ...` and `tandem offline-sign`.
+"""`tandem withdraw|policy|addressbook|bundle ...` (`bundle offline-sign` on the air-gapped machine).
 
 Commands that approve something decode and check it here, on the member's machine,
 before signing: the server's decoded view is never what gets approved.
@@ -594,7 +594,7 @@ def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bo
     run_cli(go)
 
 
-@book_app.command("add")
+@book_app.command("propose-add")
 def book_add(
     *,
     chain: Annotated[str, typer.Option(help="bitcoin, ethereum or solana.")],
@@ -624,7 +624,7 @@ def book_add(
     )
 
 
-@book_app.command("remove")
+@book_app.command("propose-remove")
 def book_remove(
     entry_id: Annotated[str, typer.Argument()],
     keystore: Path = KeystoreOpt,
@@ -632,6 +632,12 @@ def book_remove(
 ) -> None:
     """(Manager) Propose removing a destination."""
     run_cli(lambda: show(cw.propose_address_removal(Client(server), load_member(keystore), entry_id)))
+
+
+# Proposals are named alike: member propose-add|propose-remove, addressbook propose-add|
+# propose-remove; the old names stay as hidden aliases.
+book_app.command("add", hidden=True)(book_add)
+book_app.command("remove", hidden=True)(book_remove)
 
 
 # --- offline bundles --------------------------------------------------------------------------
@@ -674,7 +680,7 @@ def bundle_add_share(
 
 @bundle_app.command("import")
 def bundle_import(
-    result: Annotated[Path, typer.Argument(help="Result file from `tandem offline-sign`.")],
+    result: Annotated[Path, typer.Argument(help="Result file from `tandem bundle offline-sign`.")],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
 ) -> None:
@@ -716,4 +722,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(policy_app, name="policy")
     app.add_typer(book_app, name="addressbook")
     app.add_typer(bundle_app, name="bundle")
-    app.command("offline-sign")(offline_sign_cmd)
+    # Offline signing sits with the other bundle steps; the old top-level name still works.
+    bundle_app.command("offline-sign")(offline_sign_cmd)
+    app.command("offline-sign", hidden=True)(offline_sign_cmd)
