@@ -59,3 +59,21 @@ def test_member_list_rows_are_whole_when_piped(cli_world: World, tmp_path: Path)
         assert name in row
     status, out = run("member", "list", "-k", str(tmp_path / "olga.keystore"), "--json")
     assert {m["id"] for m in json.loads(out)} == {m.member_id for m in world.members.values()}
+
+
+def test_an_audit_entry_reads_by_name_and_local_time(
+    cli_world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tandem.cli import audit_cmds
+
+    world = cli_world
+    monkeypatch.setattr(audit_cmds, "Client", lambda server: world.client)
+    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    entries = [json.loads(line) for line in world.client.audit_export(world["olga"])[0]]
+    (index,) = [e["index"] for e in entries if e["kind"] == "member.proposed" and prop["id"] in json.dumps(e)]
+    status, out = run("audit", "inclusion", str(index), "-k", str(tmp_path / "olga.keystore"))
+    assert status == exit_codes.OK, out
+    entry = entries[index]
+    assert f"by alice ({world['alice'].member_id}) at {local_iso(entry['time'])}" in out
+    status, out = run("audit", "inclusion", str(index), "-k", str(tmp_path / "olga.keystore"), "--json")
+    assert json.loads(out)["entry"]["time"] == entry["time"]

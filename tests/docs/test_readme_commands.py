@@ -177,7 +177,10 @@ class Session:
         # One code per 30 s step and member; the server allows one step of clock skew.
         while True:
             now_step = int(time.time()) // 30
-            step = max(now_step - 1, self.last_step.get(keystore.name, -1) + 1)
+            # An enrolment's code is checked against a fresh seed with the whole skew window,
+            # so the current step's code is used: it stays valid for the next 30 s too.
+            earliest = now_step if words[1:3] == ["totp", "enrol"] else now_step - 1
+            step = max(earliest, self.last_step.get(keystore.name, -1) + 1)
             if step <= now_step + 1:
                 break
             print(
