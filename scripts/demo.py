@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from tandem.client import Client, RemoteError
-from tandem.client_pin import PinnedDeployment
+from tandem.client.pin import PinnedDeployment
 from tandem.core.identity import MemberSecrets
 from tandem.core.policy import default_policy
 from tandem.core.roles import Role
@@ -328,7 +328,7 @@ class Demo:
         self.enrolled("cora")
 
     def ceremonies(self) -> dict[str, dict[str, Any]]:
-        from tandem.client_ceremony import run_ceremony
+        from tandem.client.ceremony import run_ceremony
 
         say("Key ceremonies: a manager proposes, a custodian approves, both contribute entropy")
         out = self.out / "transcripts"
@@ -368,7 +368,7 @@ class Demo:
     def ceremony_step_by_step(self, text: str) -> dict[str, Any]:
         """The first ceremony with each step said as it happens (the others run the same
         steps in one call)."""
-        from tandem import client_ceremony as cc
+        from tandem.client import ceremony as cc
         from tandem.core import ceremony as ceremony_core
         from tandem.core import keygen
 
@@ -407,8 +407,8 @@ class Demo:
     ) -> dict[str, Any]:
         """One withdrawal as the custodian sees it: the screen their client shows before
         they approve, decoded on their own machine from the raw transaction."""
-        from tandem import client_withdrawal as cw
         from tandem.cli.withdrawal_cmds import _print_review
+        from tandem.client import withdrawal as cw
 
         alice, bob = self.members["alice"], custodians[0]
         created = cw.create_withdrawal(self.client, alice, {**intent, "wallet": keyset_id})
@@ -450,7 +450,7 @@ class Demo:
         }
 
     def withdrawals(self, keysets: dict[str, dict[str, Any]]) -> None:
-        from tandem import client_withdrawal as cw
+        from tandem.client import withdrawal as cw
 
         say("Withdrawals: Tandem builds the transaction, the custodian's client decodes it before approving")
         out = self.out / "withdrawals"
@@ -566,7 +566,7 @@ class Demo:
         )
 
     def proofs(self) -> None:
-        from tandem import client_proof
+        from tandem.client import proof as client_proof
         from tandem.core import proofs as proof_core
 
         say("Proof of ownership: every address signs in its chain's own message standard")

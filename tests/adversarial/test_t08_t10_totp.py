@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.audit_helpers import membership_state, post, refusals
 from tests.conftest import World, new_member
+from tests.helpers.audit import membership_state, post, refusals
 
 from tandem.core import totp
 from tandem.core.roles import Role

@@ -11,11 +11,11 @@ import coincurve
 import nacl.signing
 import pytest
 from sqlalchemy import text
-from tests.api.test_withdrawal_helpers import btc_intent, eth_intent, setup
 from tests.conftest import World
+from tests.helpers.withdrawals import btc_intent, eth_intent, setup
 
-from tandem import client_withdrawal as cw
 from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core import split
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 from tests.api.test_authz_matrix import routes, state
-from tests.audit_helpers import refusals
 from tests.conftest import World
+from tests.helpers.audit import refusals
 
 from tandem.core.canonical import canonical
 from tandem.core.roles import Role

@@ -13,11 +13,11 @@ import nacl.signing
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from tests.audit_helpers import audit_entries, refusals
 from tests.conftest import World
+from tests.helpers.audit import audit_entries, refusals
 
-from tandem import client_ceremony as cc
 from tandem.client import RemoteError
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keygen
 from tandem.core.actions import sign_action

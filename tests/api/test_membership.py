@@ -4,7 +4,7 @@ import json
 
 import pytest
 from tests.conftest import World, new_member
-from tests.membership_helpers import apply_change, wait_out_delay
+from tests.helpers.membership import apply_change, wait_out_delay
 
 from tandem.client import RemoteError
 from tandem.core.roles import Role

@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import ETH_DEST, allow, approve, approve_proposal, pass_delay
 from tests.books.helpers import books_for, make_client
 from tests.chainio.conftest import Anvil
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import ETH_DEST, allow, approve, approve_proposal, pass_delay
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.chains import ethereum as eth
 from tandem.core.register import Register

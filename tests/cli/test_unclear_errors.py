@@ -12,9 +12,9 @@ import pytest
 from tests.conftest import World, new_member
 from typer.testing import CliRunner
 
-from tandem import client_withdrawal as cw
 from tandem.cli import common, exit_codes, withdrawal_cmds
 from tandem.cli import main as cli_main
+from tandem.client import withdrawal as cw
 from tandem.core.roles import Role, a_role
 
 PASSPHRASE = "cli unclear errors passphrase"

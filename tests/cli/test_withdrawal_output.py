@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.api.test_withdrawal_helpers import BTC_DEST, btc_intent, create_approved, setup, verify_bitcoin
 from tests.conftest import World
+from tests.helpers.withdrawals import BTC_DEST, btc_intent, create_approved, setup, verify_bitcoin
 from typer.testing import CliRunner
 
-from tandem import client_withdrawal as cw
 from tandem.cli import common, exit_codes, withdrawal_cmds
 from tandem.cli import main as cli_main
+from tandem.client import withdrawal as cw
 from tandem.localtime import local_iso
 
 PASSPHRASE = "cli withdrawal output passphrase"

@@ -13,14 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.api.test_withdrawal_helpers import STRANGER_ETH, TOKEN, btc_intent, eth_intent, policy_doc, rule
 from tests.console.conftest import ConsoleWorld, shots
 from tests.console.test_console_browser import open_and_unlock
+from tests.helpers.withdrawals import STRANGER_ETH, TOKEN, btc_intent, eth_intent, policy_doc, rule
 
-from tandem import client_ceremony as cc
-from tandem import client_proof
-from tandem import client_withdrawal as cw
 from tandem.client import RemoteError
+from tandem.client import ceremony as cc
+from tandem.client import proof as client_proof
+from tandem.client import withdrawal as cw
 from tandem.core import keygen
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role

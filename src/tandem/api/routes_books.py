@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request
 from pydantic import Field
 
-from tandem.api.app import Reader
+from tandem.api.deps import Reader
 from tandem.api.schemas import ApprovalIn, EnvelopeIn, Strict, same_subject
 from tandem.chainio import ChainConfig
 from tandem.services import Tandem

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from tandem.api.app import Reader
+from tandem.api.deps import Reader
 from tandem.api.schemas import EnvelopeIn, Strict, same_subject
 from tandem.errors import InputError
 from tandem.services import Tandem

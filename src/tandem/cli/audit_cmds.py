@@ -251,7 +251,7 @@ def register(audit_app: typer.Typer) -> None:  # noqa: C901, PLR0915 - the audit
         member or key the log does not justify is refused, naming it."""
 
         def go() -> None:
-            from tandem import client_log
+            from tandem.client import log as client_log
 
             rows = client_log.trusted_members(
                 Client(server), load_member(keystore), genesis_hash_pin=genesis_hash

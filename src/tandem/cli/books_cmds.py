@@ -25,7 +25,6 @@ from typing import Annotated, Any
 
 import typer
 
-from tandem import client_books as cb
 from tandem.cli.common import (
     JsonOpt,
     KeystoreOpt,
@@ -42,6 +41,7 @@ from tandem.cli.common import (
     write_json,
 )
 from tandem.client import Client
+from tandem.client import books as cb
 from tandem.errors import InputError
 
 client_app = typer.Typer(

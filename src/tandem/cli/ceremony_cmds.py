@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column
 
-from tandem import client_ceremony as cc
 from tandem import humanize
 from tandem.cli import common
 from tandem.cli.common import (
@@ -32,8 +31,10 @@ from tandem.cli.common import (
     whole_table,
     write_json,
 )
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keygen
+from tandem.core import keyset_export as export_core
 from tandem.core.ceremony_def import parse_definition, validate_against
 from tandem.core.roles import Role
 from tandem.errors import Error, InputError
@@ -496,7 +497,7 @@ def keyset_export(
         if out.exists():
             raise InputError(f"{out} exists; refusing to overwrite")
         write_json(out, doc)
-        console.print(f"exported {keyset_id} -> {out} (export hash {core.export_hash(doc)})")
+        console.print(f"exported {keyset_id} -> {out} (export hash {export_core.export_hash(doc)})")
 
     run_cli(go)
 

@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from tandem import client_pin
 from tandem.cli import errors_boundary
 from tandem.client import DEFAULT_SERVER, Client
+from tandem.client import pin as client_pin
 from tandem.core.canonical import loads_strict
 from tandem.core.identity import MIN_PASSPHRASE_LENGTH, MemberSecrets, check_passphrase
 from tandem.errors import FloatNotAllowedError, InputError, KeystoreError, NotFoundError

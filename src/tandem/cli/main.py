@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from tandem import client_pin, humanize
+from tandem import humanize
 from tandem.cli import common, errors_boundary, exit_codes, genesis_view
 from tandem.cli.common import (
     ClaimTokenOpt,
@@ -33,7 +33,8 @@ from tandem.cli.common import (
     write_json,
 )
 from tandem.client import Client
-from tandem.client_pin import PinnedDeployment, pin_path
+from tandem.client import pin as client_pin
+from tandem.client.pin import PinnedDeployment, pin_path
 from tandem.core.identity import (
     DEFAULT_SCRYPT_LOG2_N,
     IdentityCard,
@@ -583,7 +584,7 @@ def member_list(
         member = load_member(keystore)
         rows = cl.get(member, "/v1/members")
         if genesis_hash is not None:
-            from tandem import client_log
+            from tandem.client import log as client_log
 
             state = client_log.fetch_log_state(cl, member, genesis_hash_pin=genesis_hash)
             client_log.check_member_list(state, rows)

@@ -13,7 +13,6 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tandem import client_proof
 from tandem.cli import common
 from tandem.cli.common import (
     JsonOpt,
@@ -30,6 +29,7 @@ from tandem.cli.common import (
 )
 from tandem.cli.parallel import chunk_runner
 from tandem.client import Client
+from tandem.client import proof as client_proof
 from tandem.core import proofs as core
 from tandem.errors import InputError
 

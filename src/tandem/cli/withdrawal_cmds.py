@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import typer
 
-from tandem import client_withdrawal as cw
 from tandem import humanize
 from tandem.cli import common
 from tandem.cli.common import (
@@ -32,6 +31,7 @@ from tandem.cli.common import (
     write_json,
 )
 from tandem.client import Client, RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core.identity import IdentityCard, MemberSecrets
 from tandem.core.roles import Role
 from tandem.errors import InputError, InvalidStateError, RoleNotAllowedError

@@ -25,10 +25,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from tandem import client_ceremony as cc
-from tandem import client_log
-from tandem import client_withdrawal as cw
 from tandem.client import RemoteError
+from tandem.client import ceremony as cc
+from tandem.client import log as client_log
+from tandem.client import withdrawal as cw
 from tandem.console import pages, proofs
 from tandem.console.guard import Guard
 from tandem.console.state import ConsoleState

@@ -122,9 +122,7 @@ class IdentityCard:
                 domain_bytes("identity-card", self.body()), self.signature
             )
         except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
-            raise BadSignatureError(
-                f"identity card of {self.name!r} is not signed by its own key"
-            ) from None
+            raise BadSignatureError(f"identity card of {self.name!r} is not signed by its own key") from None
 
     @property
     def member_id(self) -> str:
@@ -213,9 +211,7 @@ class MemberSecrets:
     def otpauth_uri(self, *, issuer: str = "Tandem") -> str:
         import pyotp
 
-        return str(
-            pyotp.TOTP(self.totp_secret).provisioning_uri(name=self.name, issuer_name=issuer)
-        )
+        return str(pyotp.TOTP(self.totp_secret).provisioning_uri(name=self.name, issuer_name=issuer))
 
     # --- keystore -------------------------------------------------------------------
 
@@ -264,9 +260,7 @@ class MemberSecrets:
     @classmethod
     def from_keystore(cls, data: bytes, passphrase: str) -> MemberSecrets:
         doc = loads_strict(data)
-        check_fields(
-            doc, required=("format", "kdf", "cipher", "card", "ciphertext"), where="keystore"
-        )
+        check_fields(doc, required=("format", "kdf", "cipher", "card", "ciphertext"), where="keystore")
         if doc["format"] != KEYSTORE_FORMAT:
             raise KeystoreError(f"not a {KEYSTORE_FORMAT} file")
         kdf = check_fields(doc["kdf"], required=("name", "log2_n", "r", "p", "salt"), where="kdf")

@@ -21,6 +21,7 @@ from typing import Any
 from tandem.core import approvals as approvals_engine
 from tandem.core.actions import SignedAction, parse_envelope
 from tandem.core.canonical import check_fields, digest_hex, domain_bytes
+from tandem.core.chains import NATIVE_ASSET, get_chain
 from tandem.core.identity import IdentityCard, unb64, verify_ed25519
 from tandem.core.policy import AddressBookEntry, Policy, default_policy, parse_policy, quorum
 from tandem.core.roles import Role, a_role
@@ -190,9 +191,6 @@ def _label(value: Any) -> str:
 
 def normalize_book_entry(body: Any) -> dict[str, Any]:
     """A validated address-book addition (addresses in their normal spelling)."""
-    from tandem.core.chains import get_chain
-    from tandem.core.withdrawal import NATIVE_ASSET
-
     check_fields(
         body, required=("change", "chain", "network", "address", "label"), optional=("asset",), where="body"
     )
@@ -365,11 +363,9 @@ class LogState:
         return max(self.policies, default=0)
 
     def book_at(self, at: int, *, before: int | None = None) -> list[AddressBookEntry]:
-        from tandem.core.withdrawal import entry_from_json
-
         limit = before if before is not None else float("inf")
         return [
-            entry_from_json(item.entry)
+            AddressBookEntry.from_json(item.entry)
             for item in self.book.values()
             if item.effective_at <= at
             and item.index < limit

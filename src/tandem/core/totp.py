@@ -79,9 +79,7 @@ def check_totp(secret: str, code: str, *, now: int, state: TotpState) -> tuple[i
             f"this TOTP code (or an earlier one) was already used; the next code comes in {wait} s",
             details={"retry_in_seconds": wait},
         )
-    return matched, TotpState(
-        last_step=matched, failures=0, last_failure_at=None, locked_until=None
-    )
+    return matched, TotpState(last_step=matched, failures=0, last_failure_at=None, locked_until=None)
 
 
 def record_failure(state: TotpState, *, now: int, error: TotpError) -> TotpState:

@@ -49,7 +49,7 @@ from tandem.errors import (
 )
 from tandem.localtime import local_iso
 from tandem.services.base import Call, ServiceBase
-from tandem.services.membership import PROPOSAL_SECONDS, proposal_digest, proposal_public
+from tandem.services.proposal_docs import PROPOSAL_SECONDS, proposal_digest, proposal_public
 from tandem.store.models import AddressBookRow, PolicyRow, Proposal, Withdrawal
 
 POLICY_KINDS = ("policy.change", "addressbook.add", "addressbook.remove")
@@ -89,8 +89,14 @@ def install_genesis_terms(service: Any, call: Call, doc: dict[str, Any]) -> None
         entry = book_entry_of(body, "ab_" + secrets.token_hex(8))
         call.session.add(
             AddressBookRow(
-                id=entry["id"], chain=entry["chain"], network=entry["network"], address=entry["address"],
-                asset=entry.get("asset"), label=entry["label"], effective_at=call.now, proposal="genesis",
+                id=entry["id"],
+                chain=entry["chain"],
+                network=entry["network"],
+                address=entry["address"],
+                asset=entry.get("asset"),
+                label=entry["label"],
+                effective_at=call.now,
+                proposal="genesis",
                 status=AddressBookState.ACTIVE,
             )
         )

@@ -620,9 +620,7 @@ class WithdrawalService(KeyUseService):
                     prevouts=ctx["prevouts"],
                     from_address=intent.from_address,
                 )
-                answer = self._mark_released(
-                    call, row, signed=signed, txid=txid, offline=False, result=guard
-                )
+                answer = self._mark_released(call, row, signed=signed, txid=txid, offline=False, result=guard)
                 fault_point("release.after_sign")
             if idempotency_key is not None:
                 session.add(

@@ -5,7 +5,7 @@ client recomputes every digest from the content it is shown rather than trusting
 digest the server sends, so a server cannot get a signature over something other than
 what the member saw.
 
-Keys come from the member's genesis pin (``tandem.client_pin``), never from a server
+Keys come from the member's genesis pin (``tandem.client.pin``), never from a server
 response: a TOTP seed is sealed to the service key genesis names, a share is resealed
 only to an operation key that key signed, for a key set the member countersigned.
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from tandem import client_pin
-from tandem.client_pin import PinnedDeployment
+from tandem.client import pin as client_pin
+from tandem.client.pin import PinnedDeployment
 from tandem.core import totp as totp_core
 from tandem.core.actions import sign_action
 from tandem.core.canonical import canonical, digest_hex, domain_bytes
@@ -48,9 +48,7 @@ REQUEST_TIMEOUT = 60.0
 class RemoteError(Error):
     """An error answered by the server, carrying its stable code."""
 
-    def __init__(
-        self, code: str, message: str, status: int, details: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, code: str, message: str, status: int, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details=details)
         self.remote_code = code
         self.http_status = status
@@ -147,7 +145,7 @@ class Client:
         pin: PinnedDeployment | None = None,
     ) -> None:
         """``pin``: the deployment this client trusts. Without one, each member's pin is
-        read from beside its keystore (see :func:`tandem.client_pin.remember_keystore`)."""
+        read from beside its keystore (see :func:`tandem.client.pin.remember_keystore`)."""
         self.server = server
         self._url_checked = http is not None
         self.http = http or httpx.Client(base_url=server, timeout=REQUEST_TIMEOUT)
@@ -394,9 +392,7 @@ class Client:
         env = self.sign(member, "member.propose", {"change": "remove", "member": member_id})
         return self.request("POST", "/v1/members/proposals", json_body={"envelope": env})  # type: ignore[no-any-return]
 
-    def propose_rekey(
-        self, member: MemberSecrets, member_id: str, card: IdentityCard
-    ) -> dict[str, Any]:
+    def propose_rekey(self, member: MemberSecrets, member_id: str, card: IdentityCard) -> dict[str, Any]:
         env = self.sign(
             member,
             "member.propose",
@@ -437,9 +433,7 @@ class Client:
         )
         return result
 
-    def reject_proposal(
-        self, member: MemberSecrets, proposal_id: str, *, reason: str
-    ) -> dict[str, Any]:
+    def reject_proposal(self, member: MemberSecrets, proposal_id: str, *, reason: str) -> dict[str, Any]:
         proposal = self.get(member, f"/v1/proposals/{proposal_id}")
         env = self.sign(
             member,
