@@ -25,7 +25,7 @@ from tandem.errors import FloatNotAllowedError, InputError, KeystoreError, NotFo
 # soft_wrap: lines are never broken by rich itself, so hashes, ids and paths stay whole
 # for copy-paste and scripts whatever the terminal width (a pipe counts as 80 columns).
 console = Console(stderr=False, highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+err_console = errors_boundary.err_console
 F = TypeVar("F", bound=Callable[..., Any])
 
 

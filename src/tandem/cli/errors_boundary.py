@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from tandem import errors
@@ -25,6 +26,9 @@ from tandem.cli import exit_codes
 from tandem.client import RemoteError
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Standard error, for every refusal; tandem.cli.common.err_console is this console (this
+# module cannot import common: common runs every command through this boundary).
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _all_error_classes() -> dict[str, type[errors.Error]]:
@@ -129,8 +133,6 @@ def _label(status: int) -> str:
 
 def report(exc: errors.Error) -> int:
     """Print ``exc`` for a person on stderr; return its exit status."""
-    from tandem.cli.common import err_console
-
     status = exit_status(exc)
     # A server older than this client may still say "a auditor".
     text = re.sub(r"\ba (?=auditor\b)", "an ", exc.diagnostics())
@@ -144,7 +146,6 @@ def report(exc: errors.Error) -> int:
 
 def report_internal(exc: BaseException) -> int:
     """A fault in this program: where it happened, never its text or a traceback."""
-    from tandem.cli.common import err_console
 
     frames = traceback.extract_tb(exc.__traceback__)
     where = ""
@@ -178,8 +179,6 @@ def call(fn: Callable[[], Any]) -> Any:
             raise
         raise typer.Exit(report_internal(exc)) from None
     except KeyboardInterrupt:
-        from tandem.cli.common import err_console
-
         err_console.print("interrupted; nothing more was sent")
         raise typer.Exit(exit_codes.INTERRUPTED) from None
 
