@@ -765,6 +765,9 @@ __import__("tandem.cli.console_cmds", fromlist=["register"]).register(app)
 from tandem.cli import books_cmds  # noqa: E402
 
 books_cmds.register(app)
+from tandem.cli import queue_cmds  # noqa: E402
+
+queue_cmds.register(app)
 
 
 # Every command runs inside the one error boundary (tandem.cli.errors_boundary).
