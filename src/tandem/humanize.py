@@ -23,14 +23,27 @@ def _decimal(amount: int, decimals: int) -> str:
     return f"{whole:,}{'.' + digits if digits else ''}"
 
 
-def amount(raw: int | str, asset: str, *, decimals: int | None = None, symbol: str | None = None) -> str:
-    """``50000``, ``BTC`` -> ``0.0005 BTC (50,000 sat)``. A token with known decimals reads
-    in its symbol (or its contract, shortened); one without them stays in base units."""
+def amount(
+    raw: int | str,
+    asset: str,
+    *,
+    network: str | None = None,
+    decimals: int | None = None,
+    symbol: str | None = None,
+) -> str:
+    """``50000``, ``BTC`` -> ``0.0005 BTC (50,000 sat)``. A token with known decimals (a
+    well-known contract on ``network``, or as decoded) reads in its symbol; one without
+    them stays in base units."""
+    from tandem.console.units import KNOWN_TOKENS
+
     value = int(raw)
     native = NATIVE_UNITS.get(asset.upper())
     if native is not None:
         places, unit = native
         return f"{_decimal(value, places)} {asset.upper()} ({value:,} {unit})"
+    known = KNOWN_TOKENS.get((network or "", asset.lower()))
+    if known is not None and decimals is None:
+        symbol, decimals = symbol or known[0], known[1]
     name = symbol or short(asset)
     if decimals is None:
         return f"{value:,} base units of {name}"
@@ -66,11 +79,11 @@ def labels(book: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], str]
     for entry in book:
         if entry.get("status", "active") not in {"active", "in_force"}:
             continue
-        out[(str(entry["chain"]), str(entry["network"]), str(entry["address"]))] = str(entry["label"])
+        out[(str(entry["chain"]), str(entry["network"]), str(entry["address"]).lower())] = str(entry["label"])
     return out
 
 
 def destination(address: str, chain: str, network: str, book: Mapping[tuple[str, str, str], str]) -> str:
     """The whole address, with its label when the address book names it."""
-    label = book.get((chain, network, address))
+    label = book.get((chain, network, address.lower()))
     return f"{address} ({label})" if label else f"{address} (not in the address book)"

@@ -133,3 +133,13 @@ def test_a_release_after_a_restart_prints_the_commands_that_recover_it(
     status, out = run("withdraw", "release", w["id"], "-k", bob)
     assert status == exit_codes.OK, out
     verify_bitcoin(json.loads(out)["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
+
+
+def test_amounts_read_in_the_chain_s_units() -> None:
+    from tandem import humanize
+
+    assert humanize.amount("50000", "BTC") == "0.0005 BTC (50,000 sat)"
+    assert humanize.amount(10**15, "ETH") == "0.001 ETH (1,000,000,000,000,000 wei)"
+    usdc = "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238"
+    assert humanize.amount("2500000", usdc, network="sepolia") == "2.5 USDC (2,500,000 base units)"
+    assert humanize.amount("7", "0x" + "ab" * 20, network="sepolia").startswith("7 base units of 0xabab")

@@ -150,7 +150,11 @@ def _people_and_book(
 def _amount(w: dict[str, Any]) -> str:
     intent, decoded = w["intent"], w.get("decoded") or {}
     return humanize.amount(
-        intent["amount"], intent["asset"], decimals=decoded.get("decimals"), symbol=decoded.get("symbol")
+        intent["amount"],
+        intent["asset"],
+        network=w["network"],
+        decimals=decoded.get("decimals"),
+        symbol=decoded.get("symbol"),
     )
 
 
