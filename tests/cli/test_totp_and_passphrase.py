@@ -239,3 +239,11 @@ def test_a_wrong_passphrase_may_be_typed_again_three_times(
     _typed(monkeypatch, ["wrong"] * 3)
     with pytest.raises(Exception, match="wrong passphrase"):
         common.load_member(path)
+
+
+def test_no_code_on_a_closed_input_says_how_to_give_one(cli_world: World, tmp_path: Path) -> None:
+    prop = proposal(cli_world)
+    status, out = run("proposal", "approve", prop, *ks(tmp_path, "bob"), input="")
+    assert status == exit_codes.BAD_INPUT, out
+    assert "no TOTP code: type it when asked, or pass --totp CODE" in out
+    assert "Aborted" not in out

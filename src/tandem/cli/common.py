@@ -173,7 +173,13 @@ def totp_code(cl: Client, member: MemberSecrets, totp: str | None, from_keystore
         return normal_totp(totp)
     if from_keystore:
         return cl.totp_code(member)
-    return normal_totp(str(typer.prompt("TOTP code from your authenticator", hide_input=False)))
+    try:
+        typed = str(typer.prompt("TOTP code from your authenticator", hide_input=False))
+    except (typer.Abort, EOFError):
+        raise InputError(
+            "no TOTP code: type it when asked, or pass --totp CODE (scripts may set TANDEM_TOTP)"
+        ) from None
+    return normal_totp(typed)
 
 
 def show_totp_seed(member: MemberSecrets) -> None:
