@@ -304,3 +304,31 @@ def test_help_documents_the_exit_statuses() -> None:
     doc = " ".join((ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split())
     for status, _meaning in exit_codes.MEANINGS:
         assert f"| {status} |" in doc
+
+
+def test_a_question_on_closed_input_stops_without_aborted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`genesis sign` asks before signing; with no answer it stops and writes nothing."""
+    from tandem.client import Client
+    from tandem.core.service_key import ServiceKey
+
+    monkeypatch.setenv("TANDEM_PASSPHRASE", PASSPHRASE)
+    member = new_member("alice", Role.MANAGER)
+    keystore = tmp_path / "alice.keystore"
+    keystore.write_bytes(member.to_keystore(PASSPHRASE, log2_n=14))
+    doc = Client.draft_genesis(
+        deployment="dep_0123456789abcdef",
+        entity="Example Fund",
+        created_at=1_790_000_000,
+        service=ServiceKey.generate().public_json(),
+        cards=[member.card()],
+    )
+    file = tmp_path / "genesis.json"
+    file.write_text(json.dumps({"genesis": doc, "signatures": {}}))
+    before = file.read_text()
+    result = CliRunner().invoke(cli_main.app, ["genesis", "sign", str(file), "-k", str(keystore)], input="")
+    assert result.exit_code == exit_codes.INTERRUPTED, result.output
+    assert "a question got no answer" in result.output
+    assert "Aborted" not in result.output
+    assert file.read_text() == before

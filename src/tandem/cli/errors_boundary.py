@@ -172,7 +172,12 @@ def call(fn: Callable[[], Any]) -> Any:
         return fn()
     except Exception as exc:
         if _is_cli_framework(exc):
-            raise  # typer's (or click's) own exits, aborts and usage errors
+            if type(exc).__name__ == "Abort":  # a question met closed input, or Ctrl-C
+                err_console.print(
+                    "stopped: a question got no answer (end of input, or Ctrl-C); nothing was done"
+                )
+                raise typer.Exit(exit_codes.INTERRUPTED) from None
+            raise  # typer's (or click's) own exits and usage errors
         if isinstance(exc, errors.Error):
             raise typer.Exit(report(exc)) from None
         if os.environ.get("TANDEM_DEBUG"):

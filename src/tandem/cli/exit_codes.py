@@ -25,7 +25,7 @@ UNREACHABLE = 5
 SERVER_ERROR = 6
 # A fault in this program (a bug); the message says where, without a traceback.
 INTERNAL = 70
-# Ctrl-C.
+# Ctrl-C, or a question (a prompt, a confirmation) that met closed input.
 INTERRUPTED = 130
 
 MEANINGS: tuple[tuple[int, str], ...] = (
@@ -37,7 +37,7 @@ MEANINGS: tuple[tuple[int, str], ...] = (
     (UNREACHABLE, "server unreachable (connection, URL, timeout, TLS)"),
     (SERVER_ERROR, "server error or sealed server"),
     (INTERNAL, "internal error in this program"),
-    (INTERRUPTED, "interrupted"),
+    (INTERRUPTED, "interrupted (Ctrl-C, or a question with no answer)"),
 )
 
 EPILOG = "Exit status: " + "; ".join(f"{code} {text}" for code, text in MEANINGS) + "."
