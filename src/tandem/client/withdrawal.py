@@ -179,6 +179,19 @@ def approve_withdrawal(
     fetched once here. The share goes with the approval only while the operation holds
     none of this member's side (a stored share is never replaced).
     """
+    payload = {"totp": totp, **signed_approval(client, member, withdrawal_id, expected_fingerprint, view)}
+    return _post(client, f"/v1/withdrawals/{withdrawal_id}/approve", payload)
+
+
+def signed_approval(
+    client: Client,
+    member: MemberSecrets,
+    withdrawal_id: str,
+    expected_fingerprint: str | None = None,
+    view: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One approval as it is sent, without its TOTP code: ``{envelope[, sealed_share]}``,
+    the signed ``withdrawal.approve`` built from the request reviewed locally."""
     if view is None:
         view = get_withdrawal(client, member, withdrawal_id)
     if view.get("id") != withdrawal_id:
@@ -197,7 +210,7 @@ def approve_withdrawal(
         policy_version=view["policy_version"],
         expires_at=expires_at,
     )
-    payload: dict[str, Any] = {"totp": totp}
+    item: dict[str, Any] = {}
     if member.role.value not in view.get("shares", ()):
         _side, sealed = client.reseal_for_operation(
             member, view["keyset"], view["operation"], keyset_id=view["wallet"]
@@ -205,9 +218,37 @@ def approve_withdrawal(
         body.update(
             operation=view["operation"]["statement"]["operation"], share_digest=wcore.share_digest(sealed)
         )
-        payload["sealed_share"] = sealed
-    payload["envelope"] = client.sign(member, "withdrawal.approve", body)
-    return _post(client, f"/v1/withdrawals/{withdrawal_id}/approve", payload)
+        item["sealed_share"] = sealed
+    item["envelope"] = client.sign(member, "withdrawal.approve", body)
+    return item
+
+
+def approve_withdrawals(
+    client: Client,
+    member: MemberSecrets,
+    views: list[dict[str, Any]],
+    *,
+    totp: str,
+    expected_fingerprints: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Approve several reviewed requests with one TOTP code (``POST /v1/withdrawals/approvals``).
+
+    Each approval is signed exactly as :func:`approve_withdrawal` signs it, from the very
+    view the member was shown (``views``); a signed ``withdrawal.batch_approve`` names them
+    by withdrawal id and nonce. The server checks the code once and answers per item:
+    ``{approved, refused, results: [{withdrawal, outcome, status | code, message}]}``.
+    """
+    fingerprints = expected_fingerprints or {}
+    items = [signed_approval(client, member, v["id"], fingerprints.get(v["id"]), v) for v in views]
+    batch = client.sign(
+        member,
+        "withdrawal.batch_approve",
+        {
+            "withdrawals": [v["id"] for v in views],
+            "nonces": [i["envelope"]["action"]["nonce"] for i in items],
+        },
+    )
+    return _post(client, "/v1/withdrawals/approvals", {"envelope": batch, "totp": totp, "items": items})
 
 
 def _close(
