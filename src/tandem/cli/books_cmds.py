@@ -26,6 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from tandem.cli.common import (
+    JsonOpt,
     KeystoreOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
@@ -117,12 +118,16 @@ def client_approve(
 
 
 @client_app.command("list")
-def client_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
+def client_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
     """Clients with their segregation class and the wallets that belong to them."""
 
     def go() -> None:
+        rows = Client(server).get(load_member(keystore), "/v1/books/clients")
+        if as_json:
+            show(rows)
+            return
         table = whole_table("id", "name", "segregation", "wallets")
-        for c in Client(server).get(load_member(keystore), "/v1/books/clients"):
+        for c in rows:
             table.add_row(c["id"], c["name"], c["segregation"], ", ".join(c["wallets"]))
         console.print(table)
 

@@ -47,7 +47,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _refuse_float(text: str) -> Any:
-    raise FloatNotAllowedError("floating-point numbers are not accepted; send amounts as decimal strings")
+    raise FloatNotAllowedError(
+        "floating-point numbers are not accepted: write counts and durations as whole numbers "
+        "and amounts as decimal strings"
+    )
 
 
 def _refuse_constant(text: str) -> Any:
@@ -156,6 +159,11 @@ def parse_json_text(text: str, what: str = "JSON") -> JSON:
         )
     except InputError:
         raise
+    except json.JSONDecodeError as exc:
+        # Where, and the parser's words for what; never the document's text.
+        raise MalformedJSONError(
+            f"malformed {what} at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise MalformedJSONError(f"malformed {what}: {type(exc).__name__}") from None
 
