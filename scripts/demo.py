@@ -99,6 +99,9 @@ class Demo:
         self.env = {
             **os.environ,
             "TANDEM_PASSPHRASE": PASSPHRASE,
+            # The demo computes every member's codes, so its keystores keep their TOTP seeds
+            # (a person's keystore does not: the seed lives in their authenticator app).
+            "TANDEM_KEEP_TOTP_SEED": "1",
             "TANDEM_DATA_DIR": str(out / "server-data"),
         }
         self.server: subprocess.Popen[bytes] | None = None
@@ -280,7 +283,7 @@ class Demo:
         )
         self.client.deployment(refresh=True)
         for name, _ in people:
-            cli("totp", "enrol", "--keystore", str(self.keystore(name)), env=self.env)
+            cli("totp", "enrol", "--keystore", str(self.keystore(name)), "--totp-from-keystore", env=self.env)
             self.enrolled(name)
         note("each member enrolled a TOTP seed, sealed on their machine to the service key")
 

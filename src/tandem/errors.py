@@ -461,3 +461,27 @@ class MixedNetworksError(ConfigurationError):
 
     code = "mixed_networks"
     status = 503
+
+
+# --- reaching the Tandem server (member side) ----------------------------------------------
+# Raised by tandem.client when no answer came back; the CLI names the URL and what to check.
+
+
+class ServerUnreachableError(Error):
+    code = "unreachable"
+    status = 503
+
+
+class ServerURLError(ServerUnreachableError):
+    """The server URL cannot be used (no http:// or https:// scheme, no host)."""
+
+    code = "server_url_invalid"
+
+
+class ServerTimeoutError(ServerUnreachableError):
+    code = "server_timeout"
+    status = 504
+
+
+class ServerTLSError(ServerUnreachableError):
+    code = "server_tls_failed"

@@ -14,8 +14,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column
 
+from tandem import humanize
 from tandem.cli import common
 from tandem.cli.common import (
+    JsonAlreadyOpt,
+    JsonOpt,
     KeystoreOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
@@ -262,7 +265,7 @@ def ceremony_reject(
     )
 
 
-@ceremony_app.command("abort")
+@ceremony_app.command("cancel")
 def ceremony_abort(
     ceremony_id: Annotated[str, IdArg],
     keystore: Path = KeystoreOpt,
@@ -275,6 +278,10 @@ def ceremony_abort(
             cc.abort_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason)
         )
     )
+
+
+# One verb for calling a request off: `cancel`, as for withdrawals; `abort` stays, hidden.
+ceremony_app.command("abort", hidden=True)(ceremony_abort)
 
 
 @ceremony_app.command("reveal")
@@ -318,6 +325,7 @@ def ceremony_show(
     ceremony_id: Annotated[str, IdArg],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
+    as_json: bool = JsonAlreadyOpt,
 ) -> None:
     """Show a ceremony: its definition, who approved and revealed, and the digest your
     client computes itself."""
@@ -340,11 +348,18 @@ def ceremony_list(
         str | None,
         typer.Option(help="proposed, revealing, executed, complete, rejected, aborted, expired"),
     ] = None,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Ceremonies and imports, oldest first."""
+    """Ceremonies and imports, oldest first (--json: the raw values)."""
 
     def go() -> None:
-        rows = cc.list_ceremonies(common.client(server), load_member(keystore), status)
+        cl = common.client(server)
+        member = load_member(keystore)
+        rows = cc.list_ceremonies(cl, member, status)
+        if as_json:
+            show(rows)
+            return
+        names = humanize.member_names(cl.get(member, "/v1/members"))
         table = whole_table(
             Column("id", no_wrap=True),
             "kind",
@@ -358,7 +373,7 @@ def ceremony_list(
                 r["id"],
                 r["kind"],
                 r["status"],
-                r["proposer"],
+                humanize.member(r["proposer"], names),
                 str(len(r["approvals"])),
                 r["keyset"] or "",
             )
@@ -418,11 +433,14 @@ def verify_transcript(
 
 
 @keyset_app.command("list")
-def keyset_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
+def keyset_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
     """Every key set with its status (active, reshare_required, retired) and addresses."""
 
     def go() -> None:
         rows = cc.list_keysets(common.client(server), load_member(keystore))
+        if as_json:
+            show(rows)
+            return
         table = whole_table(
             Column("id", no_wrap=True),
             "status",
@@ -451,6 +469,7 @@ def keyset_show(
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
     sealed: Annotated[bool, typer.Option(help="Also print the sealed record.")] = False,
+    as_json: bool = JsonAlreadyOpt,
 ) -> None:
     """Public keys, addresses, birth proofs and who holds shares of a key set."""
 

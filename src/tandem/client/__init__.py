@@ -12,6 +12,7 @@ only to an operation key that key signed, for a key set the member countersigned
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,11 +27,22 @@ from tandem.core.canonical import canonical, digest_hex, domain_bytes
 from tandem.core.identity import IdentityCard, MemberSecrets, b64
 from tandem.core.membership import GENESIS_FORMAT
 from tandem.core.service_key import seal_to
-from tandem.errors import Error, InputError, NotPinnedError, PinError, VerificationError
+from tandem.errors import (
+    Error,
+    InputError,
+    NotPinnedError,
+    PinError,
+    ServerTimeoutError,
+    ServerTLSError,
+    ServerUnreachableError,
+    ServerURLError,
+    VerificationError,
+)
 
 CLAIM_HEADER = "X-Tandem-Claim-Token"
 
 DEFAULT_SERVER = "http://127.0.0.1:8600"
+REQUEST_TIMEOUT = 60.0
 
 
 class RemoteError(Error):
@@ -48,6 +60,81 @@ class RemoteError(Error):
         return {"code": self.remote_code, "message": self.message}
 
 
+def check_server_url(server: str) -> None:
+    """Refuse, before anything is sent, a server URL httpx would misread: ``localhost:8600``
+    parses as scheme ``localhost``."""
+    try:
+        url = httpx.URL(server)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise ServerURLError(f"the server URL {shown_url(server)!r} is not a valid URL") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ServerURLError(
+            f"the server URL {shown_url(server)!r} needs a scheme and a host: write it as "
+            "http://HOST:PORT or https://HOST (--server or TANDEM_SERVER)"
+        )
+
+
+def _tls_reason(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or "certificate not trusted")
+        if isinstance(seen, ssl.SSLError):
+            return str(seen.reason or type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return text if "SSL" in text or "CERTIFICATE" in text.upper() else None
+
+
+def shown_url(server: str) -> str:
+    """``server`` as it may be printed: any user:password part is left out."""
+    try:
+        url = httpx.URL(server)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return server
+    return str(url.copy_with(username=None, password=None)) if url.userinfo else server
+
+
+def transport_error(server: str, method: str, exc: httpx.TransportError) -> ServerUnreachableError:
+    """What happened, in words, with what to do: no answer came back from ``server``."""
+    server = shown_url(server)
+    where = f"the Tandem server at {server}"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return ServerURLError(
+            f"the server URL {server!r} needs http:// or https:// (--server or TANDEM_SERVER)"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        sent = (
+            "; it may still have acted on the request, so look (list or show) before retrying"
+            if method != "GET" and not isinstance(exc, httpx.ConnectTimeout)
+            else ""
+        )
+        return ServerTimeoutError(
+            f"{where} did not answer within {REQUEST_TIMEOUT:.0f} s{sent}. Check the server is "
+            "running and reachable from here, then try again"
+        )
+    reason = _tls_reason(exc)
+    if reason is not None:
+        return ServerTLSError(
+            f"TLS with {where} failed ({reason}). Check the host name in the URL matches the "
+            "server's certificate; for a private CA set SSL_CERT_FILE to its certificate; "
+            "a server without TLS is reached with http://"
+        )
+    text = str(exc)
+    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+        return ServerUnreachableError(
+            f"cannot resolve the host of {where}. Check the host name in --server or TANDEM_SERVER"
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return ServerUnreachableError(
+            f"cannot connect to {where} (connection refused or no route). Is `tandem serve` "
+            "running there? Check --server or TANDEM_SERVER, or ask its operator"
+        )
+    return ServerUnreachableError(
+        f"the connection to {where} failed ({type(exc).__name__}). Check the network and try again"
+    )
+
+
 class Client:
     def __init__(
         self,
@@ -59,7 +146,9 @@ class Client:
     ) -> None:
         """``pin``: the deployment this client trusts. Without one, each member's pin is
         read from beside its keystore (see :func:`tandem.client.pin.remember_keystore`)."""
-        self.http = http or httpx.Client(base_url=server, timeout=60.0)
+        self.server = server
+        self._url_checked = http is not None
+        self.http = http or httpx.Client(base_url=server, timeout=REQUEST_TIMEOUT)
         self.clock = clock
         self.pin = pin
         self._pins: dict[str, PinnedDeployment] = {}
@@ -84,7 +173,15 @@ class Client:
         content = canonical(json_body) if json_body is not None else None
         if content is not None:
             hdrs["Content-Type"] = "application/json"
-        response = self.http.request(method, path, content=content, headers=hdrs, params=params)
+        if not self._url_checked:
+            check_server_url(self.server)
+            self._url_checked = True
+        try:
+            response = self.http.request(method, path, content=content, headers=hdrs, params=params)
+        except httpx.TransportError as exc:
+            raise transport_error(self.server, method, exc) from None
+        except httpx.InvalidURL:
+            raise ServerURLError(f"the server URL {shown_url(self.server)!r} is not a valid URL") from None
         if response.status_code >= 400:
             try:
                 err = response.json()
@@ -250,12 +347,27 @@ class Client:
 
     # --- second factor -------------------------------------------------------------------
 
-    def enrol_totp(self, member: MemberSecrets, *, old_code: str | None = None) -> dict[str, Any]:
+    def enrol_totp(
+        self,
+        member: MemberSecrets,
+        *,
+        old_code: str | None = None,
+        secret: str | None = None,
+        confirm_code: str | None = None,
+    ) -> dict[str, Any]:
+        """Register ``secret`` (default: the member's own seed) as the member's second
+        factor. ``confirm_code`` is a code of that seed as the authenticator shows it;
+        without one it is computed from the seed (scripts, tests)."""
+        seed = secret if secret is not None else member.totp_secret
+        if not seed:
+            raise InputError("no TOTP seed to enrol: this keystore does not keep one")
         # The seed is sealed to the key genesis names, never to one a response offers.
-        sealed = seal_to(self.pinned(member).seal_public, member.totp_secret.encode("ascii"))
+        sealed = seal_to(self.pinned(member).seal_public, seed.encode("ascii"))
         body = {
             "envelope": self.sign(member, "member.totp_enrol", {"sealed_secret": b64(sealed)}),
-            "confirm_code": totp_core.current_code(member.totp_secret, self.clock()),
+            "confirm_code": confirm_code
+            if confirm_code is not None
+            else totp_core.current_code(seed, self.clock()),
         }
         if old_code is not None:
             body["totp"] = old_code
@@ -263,6 +375,11 @@ class Client:
 
     def totp_code(self, member: MemberSecrets) -> str:
         """The member's current code from the keystore seed (scripts and demos)."""
+        if not member.holds_totp_seed:
+            raise InputError(
+                "this keystore does not keep your TOTP seed (your authenticator app holds it): "
+                "type the code it shows, or pass it with --totp"
+            )
         return totp_core.current_code(member.totp_secret, self.clock())
 
     # --- membership ------------------------------------------------------------------------

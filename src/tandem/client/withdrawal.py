@@ -69,6 +69,17 @@ def create_withdrawal(client: Client, manager: MemberSecrets, intent: dict[str, 
         # suggests them (chain_not_configured when it has none: give them by hand).
         params = {k: doc.get(k) for k in ("wallet", "chain", "network", "asset")}
         doc[doc["chain"]] = _get_doc(client, manager, "/v1/books/suggest", **params)[doc["chain"]]
+    given = doc.get("solana")
+    if doc.get("chain") == "solana" and (
+        given is None or (isinstance(given, dict) and "recent_blockhash" not in given)
+    ):
+        # A recent blockhash (or the named nonce account's stored nonce), the mint's
+        # decimals and whether the destination's token account exists, from the chain.
+        params = {k: doc.get(k) for k in ("wallet", "chain", "network", "asset", "destination")}
+        if given and given.get("nonce_account") is not None:
+            params["nonce_account"] = given["nonce_account"]
+        got = _get_doc(client, manager, "/v1/books/suggest", **params)
+        doc["solana"] = {**got["solana"], **(given or {})}
     normal = wcore.normalize_intent(doc)
     _side, sealed = client.reseal_for_operation(
         manager, prepared["keyset"], prepared["operation"], keyset_id=intent["wallet"]

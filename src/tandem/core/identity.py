@@ -129,6 +129,15 @@ class IdentityCard:
         return member_id_for(self.sign_public)
 
 
+MIN_PASSPHRASE_LENGTH = 8
+
+
+def check_passphrase(passphrase: str) -> None:
+    """The rule a new keystore passphrase must meet (checked before it is typed twice)."""
+    if not passphrase or len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        raise KeystoreError(f"passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters")
+
+
 class MemberSecrets:
     """A member's private keys. Never printed, never serialised except into a keystore."""
 
@@ -206,9 +215,27 @@ class MemberSecrets:
 
     # --- keystore -------------------------------------------------------------------
 
-    def to_keystore(self, passphrase: str, *, log2_n: int = DEFAULT_SCRYPT_LOG2_N) -> bytes:
-        if not passphrase or len(passphrase) < 8:
-            raise KeystoreError("passphrase must be at least 8 characters")
+    @property
+    def holds_totp_seed(self) -> bool:
+        """Whether these secrets include the TOTP seed (a keystore keeps it only when asked)."""
+        return bool(self.totp_secret)
+
+    def with_totp_seed(self, totp_secret: str) -> MemberSecrets:
+        """The same keys with another TOTP seed ("" for none)."""
+        return MemberSecrets(
+            name=self.name,
+            role=self.role,
+            sign_seed=bytes(self._sign),
+            seal_private=bytes(self._seal),
+            totp_secret=totp_secret,
+        )
+
+    def to_keystore(
+        self, passphrase: str, *, log2_n: int = DEFAULT_SCRYPT_LOG2_N, keep_totp_seed: bool = True
+    ) -> bytes:
+        """``keep_totp_seed=False``: the file holds no TOTP seed, so the keystore and its
+        passphrase alone are one factor, not both."""
+        check_passphrase(passphrase)
         if not MIN_SCRYPT_LOG2_N <= log2_n <= 20:
             raise KeystoreError(f"scrypt cost must be 2^{MIN_SCRYPT_LOG2_N}..2^20")
         salt = os.urandom(16)
@@ -224,7 +251,7 @@ class MemberSecrets:
             {
                 "sign_seed": bytes(self._sign).hex(),
                 "seal_private": bytes(self._seal).hex(),
-                "totp_secret": self.totp_secret,
+                "totp_secret": self.totp_secret if keep_totp_seed else "",
             }
         )
         ciphertext = AESGCM(key).encrypt(nonce, plaintext, canonical(header))

@@ -24,7 +24,7 @@ from tandem.core.canonical import check_fields, digest_hex, domain_bytes
 from tandem.core.chains import NATIVE_ASSET, get_chain
 from tandem.core.identity import IdentityCard, unb64, verify_ed25519
 from tandem.core.policy import AddressBookEntry, Policy, default_policy, parse_policy, quorum
-from tandem.core.roles import Role
+from tandem.core.roles import Role, a_role
 from tandem.errors import (
     BadSignatureError,
     DuplicateIdentityError,
@@ -496,7 +496,7 @@ class LogState:
             raise VerificationError("this signed proposal already made another proposal")
         if kind == "member.proposed":
             if proposer.role not in (Role.MANAGER, Role.CUSTODIAN):
-                raise VerificationError(f"a {proposer.role} may not propose membership changes")
+                raise VerificationError(f"{a_role(proposer.role)} may not propose membership changes")
             content = member_proposal_content(action.body)
             pkind = f"member.{content['change']}"
             if content["change"] != "add":
@@ -505,7 +505,9 @@ class LogState:
                     raise VerificationError(f"member {target.id} is not active")
         else:
             if proposer.role is not Role.MANAGER:
-                raise VerificationError(f"a {proposer.role} may not propose {kind.split('.')[0]} changes")
+                raise VerificationError(
+                    f"{a_role(proposer.role)} may not propose {kind.split('.')[0]} changes"
+                )
             if kind == "policy.proposed":
                 content = policy_proposal_content(action.body)
                 pkind = POLICY_CHANGE
@@ -588,7 +590,7 @@ class LogState:
         p = self._proposal(action.body.get("proposal"))
         actor = self._active(action.actor)
         if actor.role not in veto_roles(p.kind):
-            raise VerificationError(f"a {actor.role} may not veto a {p.kind} proposal")
+            raise VerificationError(f"{a_role(actor.role)} may not veto a {p.kind} proposal")
         if p.status != "approved" or p.effective_at is None or entry["time"] >= p.effective_at:
             raise VerificationError(f"proposal {p.id} is not in its delay; it cannot be vetoed")
         p.status = "vetoed"

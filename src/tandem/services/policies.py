@@ -38,7 +38,7 @@ from tandem.core.policy import (
     parse_policy,
     velocity_window_seconds,
 )
-from tandem.core.roles import Role
+from tandem.core.roles import Role, a_role
 from tandem.errors import (
     ConflictError,
     InputError,
@@ -403,7 +403,9 @@ def veto_proposal(
         if p.kind not in kinds:
             raise InvalidStateError(f"a {p.kind} proposal cannot be vetoed here")
         if Role(call.actor.role) not in veto_roles(p.kind):
-            raise RoleNotAllowedError(f"a {call.actor.role} may not veto a {p.kind} change")
+            raise RoleNotAllowedError(
+                f"{a_role(call.actor.role).capitalize()} may not veto a {p.kind} change"
+            )
         if not PROPOSALS.allows(p.status, "veto") or p.effective_at is None or p.approved_at is None:
             raise InvalidStateError(
                 f"proposal is {p.status}; only an approved change in its delay can be vetoed"
