@@ -24,12 +24,13 @@ from typing import Any
 
 import httpx
 
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.client.pin import PinnedDeployment
 from tandem.core.identity import MemberSecrets
 from tandem.core.policy import default_policy
 from tandem.core.roles import Role
 from tandem.core.totp import code_at
+from tandem.errors import RemoteError
 
 ROOT = Path(__file__).resolve().parent.parent
 # Destinations every initial member signs into genesis: an exchange deposit address on

@@ -21,9 +21,8 @@ from typer.testing import CliRunner
 from tandem import client as client_module
 from tandem.cli import common, errors_boundary, exit_codes
 from tandem.cli import main as cli_main
-from tandem.client import RemoteError
 from tandem.core.roles import Role
-from tandem.errors import InvalidStateError, TotpReplayError
+from tandem.errors import InvalidStateError, RemoteError, TotpReplayError
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "cli error test passphrase"

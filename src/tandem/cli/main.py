@@ -320,8 +320,8 @@ def genesis_draft(  # noqa: PLR0917 - typer maps options to parameters
         served_id = key_id(bytes.fromhex(service["sign_public"]))
         if service_key_id is not None and not hmac.compare_digest(served_id, service_key_id.strip()):
             raise VerificationError(
-                f"the server answers with service key {served_id}, not {service_key_id.strip()} as the operator "
-                "read out: this is not the server that was set up (nothing was written)"
+                f"the server answers with service key {served_id}, not {service_key_id.strip()} "
+                "as the operator read out: this is not the server that was set up (nothing was written)"
             )
         doc = Client.draft_genesis(
             deployment="dep_" + secrets.token_hex(8),
