@@ -437,18 +437,7 @@ class Demo:
             view=view,
         )["status"]
         note(f"bob's fingerprint matched what alice read out; he approved with signature + TOTP -> {status}")
-        released = cw.release_withdrawal(self.client, bob, wid)
-        return {
-            "id": wid,
-            "chain": created["chain"],
-            "network": created["network"],
-            "from_address": created["intent"]["from"],
-            "intent": created["intent"],
-            "fingerprint": created["fingerprint"],
-            "raw_tx": released["signed_tx"],
-            "txid": released["txid"],
-            "prevouts": created["prevouts"],
-        }
+        return cw.released_record(created, cw.release_withdrawal(self.client, bob, wid))
 
     def withdrawals(self, keysets: dict[str, dict[str, Any]]) -> None:
         from tandem.client import withdrawal as cw
