@@ -24,12 +24,13 @@ from typing import Any
 
 import httpx
 
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.client.pin import PinnedDeployment
 from tandem.core.identity import MemberSecrets
 from tandem.core.policy import default_policy
 from tandem.core.roles import Role
 from tandem.core.totp import code_at
+from tandem.errors import RemoteError
 
 ROOT = Path(__file__).resolve().parent.parent
 # Destinations every initial member signs into genesis: an exchange deposit address on
@@ -436,18 +437,7 @@ class Demo:
             view=view,
         )["status"]
         note(f"bob's fingerprint matched what alice read out; he approved with signature + TOTP -> {status}")
-        released = cw.release_withdrawal(self.client, bob, wid)
-        return {
-            "id": wid,
-            "chain": created["chain"],
-            "network": created["network"],
-            "from_address": created["intent"]["from"],
-            "intent": created["intent"],
-            "fingerprint": created["fingerprint"],
-            "raw_tx": released["signed_tx"],
-            "txid": released["txid"],
-            "prevouts": created["prevouts"],
-        }
+        return cw.released_record(created, cw.release_withdrawal(self.client, bob, wid))
 
     def withdrawals(self, keysets: dict[str, dict[str, Any]]) -> None:
         from tandem.client import withdrawal as cw

@@ -485,3 +485,18 @@ class ServerTimeoutError(ServerUnreachableError):
 
 class ServerTLSError(ServerUnreachableError):
     code = "server_tls_failed"
+
+
+class RemoteError(Error):
+    """An error answered by the server, carrying its stable code."""
+
+    def __init__(self, code: str, message: str, status: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.remote_code = code
+        self.http_status = status
+
+    def diagnostics(self) -> str:
+        return f"{self.message} [{self.remote_code}, HTTP {self.http_status}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.remote_code, "message": self.message}

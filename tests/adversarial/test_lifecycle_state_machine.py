@@ -46,13 +46,13 @@ from tests.helpers.withdrawals import (
 from tests.helpers.withdrawals import rule as policy_rule
 
 from tandem.api import create_app
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.client import proof as client_proof
 from tandem.client import withdrawal as cw
 from tandem.core import audit as audit_core
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
-from tandem.errors import Error
+from tandem.errors import Error, RemoteError
 from tandem.services import Tandem
 from tandem.store.db import Database
 from tandem.store.models import (

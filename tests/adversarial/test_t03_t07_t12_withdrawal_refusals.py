@@ -22,12 +22,11 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem.client import RemoteError
 from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
-from tandem.errors import DisallowedContractCallError
+from tandem.errors import DisallowedContractCallError, RemoteError
 
 
 def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> RemoteError:

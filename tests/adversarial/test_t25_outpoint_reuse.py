@@ -19,10 +19,9 @@ from tests.helpers.btc_funding import funding_tx, utxo
 from tests.helpers.withdrawal_raw import create_unchecked, withdrawal_state
 from tests.helpers.withdrawals import approve, btc_intent, fresh_sessions, policy_doc, rule, setup
 
-from tandem.client import RemoteError
 from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
-from tandem.errors import InputError
+from tandem.errors import InputError, RemoteError
 
 
 def two_outputs(world: World, s: Any) -> tuple[list[dict[str, Any]], btc.Transaction]:

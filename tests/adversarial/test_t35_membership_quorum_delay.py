@@ -22,11 +22,11 @@ from tests.helpers.membership import (
 )
 from tests.helpers.withdrawals import policy_doc, rule
 
-from tandem.client import RemoteError
 from tandem.client import log as client_log
 from tandem.core import audit
 from tandem.core.membership import LogState
 from tandem.core.roles import Role
+from tandem.errors import RemoteError
 from tandem.store import audit_log
 
 

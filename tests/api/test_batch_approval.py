@@ -14,9 +14,9 @@ from tests.conftest import World
 from tests.helpers.audit import audit_entries, post, refusals
 from tests.helpers.withdrawals import btc_intent, policy_doc, rule, setup
 
-from tandem.client import RemoteError
 from tandem.client import withdrawal as cw
 from tandem.core.identity import MemberSecrets
+from tandem.errors import RemoteError
 from tandem.services.batch import MAX_BATCH
 
 

@@ -16,7 +16,6 @@ from eth_account.messages import encode_defunct
 from tests.conftest import World
 from tests.helpers.audit import audit_entries, refusals
 
-from tandem.client import RemoteError
 from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keygen
@@ -25,7 +24,7 @@ from tandem.core.chains import MessageProof, get_chain
 from tandem.core.chains.base58 import b58decode
 from tandem.core.chains.solana import public_key_from_address
 from tandem.core.identity import MemberSecrets
-from tandem.errors import InputError
+from tandem.errors import InputError, RemoteError
 from tandem.store.models import AddressRow, Ceremony, KeySet
 
 ROOT = Path(__file__).resolve().parents[2]

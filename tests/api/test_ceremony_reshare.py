@@ -13,14 +13,13 @@ from sqlmodel import delete
 from tests.conftest import World
 from tests.helpers.audit import audit_entries
 
-from tandem.client import RemoteError
 from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keyset_export, split
 from tandem.core.identity import MemberSecrets
 from tandem.core.keygen import public_key_for
 from tandem.core.split import reseal_for_operation
-from tandem.errors import InputError, ReshareRequiredError
+from tandem.errors import InputError, RemoteError, ReshareRequiredError
 from tandem.services.base import Call
 from tandem.store.models import AddressRow, KeyRow, KeySet, Member
 

@@ -19,8 +19,8 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem.client import RemoteError
 from tandem.client import withdrawal as cw
+from tandem.errors import RemoteError
 
 
 def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> RemoteError:

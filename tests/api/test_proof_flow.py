@@ -18,11 +18,10 @@ from tests.conftest import World
 from tests.helpers.keysets import make_keyset
 from typer.testing import CliRunner
 
-from tandem.client import RemoteError
 from tandem.client import proof as client_proof
 from tandem.core import proofs as core
 from tandem.core.chains.base58 import b58decode
-from tandem.errors import InputError
+from tandem.errors import InputError, RemoteError
 from tandem.store.models import Deployment, KeySet
 
 if TYPE_CHECKING:

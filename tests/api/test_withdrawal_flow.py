@@ -120,7 +120,7 @@ def test_two_custodians_above_an_amount_counted_per_member(world: World) -> None
     created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000))
     assert created["decision"]["rule"] == "large"
     assert approve(world, created["id"], "bob")["status"] == "pending"
-    from tandem.client import RemoteError
+    from tandem.errors import RemoteError
 
     with pytest.raises(RemoteError) as err:
         approve(world, created["id"], "bob")
@@ -153,7 +153,7 @@ def test_reject_and_cancel_close_a_request(world: World) -> None:
         == "rejected"
     )
     assert cw.cancel_withdrawal(world.client, world["mark"], b["id"])["status"] == "cancelled"
-    from tandem.client import RemoteError
+    from tandem.errors import RemoteError
 
     with pytest.raises(RemoteError) as err:
         approve(world, a["id"])
@@ -164,7 +164,7 @@ def test_reject_and_cancel_close_a_request(world: World) -> None:
 
 
 def test_after_a_restart_both_sides_give_their_shares_again(world: World) -> None:
-    from tandem.client import RemoteError
+    from tandem.errors import RemoteError
     from tandem.services.keyuse import OperationKeys
 
     s = setup(world)

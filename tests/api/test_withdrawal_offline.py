@@ -18,7 +18,6 @@ from tests.helpers.withdrawals import (
     verify_ethereum,
 )
 
-from tandem.client import RemoteError
 from tandem.client import withdrawal as cw
 from tandem.core.canonical import canonical
 from tandem.core.identity import MemberSecrets
@@ -29,6 +28,7 @@ from tandem.errors import (
     DecryptionError,
     InputError,
     QuorumNotMetError,
+    RemoteError,
     VerificationError,
 )
 

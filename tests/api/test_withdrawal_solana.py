@@ -15,10 +15,10 @@ from tests.conftest import World
 from tests.helpers.keysets import make_keyset
 from tests.helpers.withdrawals import allow, approve, pass_delay
 
-from tandem.client import RemoteError
 from tandem.client import withdrawal as cw
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
+from tandem.errors import RemoteError
 
 solders = pytest.importorskip("solders")
 from solders.transaction import Transaction  # noqa: E402

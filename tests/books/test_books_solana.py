@@ -28,12 +28,12 @@ from tests.helpers.keysets import make_keyset
 from tests.helpers.withdrawals import allow, approve, pass_delay
 
 from tandem.chainio import ChainConfig
-from tandem.client import RemoteError
 from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
 from tandem.core.chains.base58 import b58encode
+from tandem.errors import RemoteError
 from tandem.services.books import Books
 
 SPEC = "jsonrpc+https://solana-rpc.example"

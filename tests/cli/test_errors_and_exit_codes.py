@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import World, new_member
+from tests.helpers.cli import ks, wire
 from typer.testing import CliRunner
 
 from tandem import client as client_module
-from tandem.cli import common, errors_boundary, exit_codes
+from tandem.cli import errors_boundary, exit_codes
 from tandem.cli import main as cli_main
-from tandem.client import RemoteError
 from tandem.core.roles import Role
-from tandem.errors import InvalidStateError, TotpReplayError
+from tandem.errors import InvalidStateError, RemoteError, TotpReplayError
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "cli error test passphrase"
@@ -217,16 +217,7 @@ def test_the_installed_command_prints_no_traceback(keystore: Path) -> None:
 
 @pytest.fixture
 def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("TANDEM_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setattr(cli_main, "Client", lambda server: world.client)
-    monkeypatch.setattr(common, "client", lambda server: world.client)
-    for name in world.members:
-        (tmp_path / f"{name}.keystore").write_bytes(world[name].to_keystore(PASSPHRASE, log2_n=14))
-    return world
-
-
-def ks(tmp_path: Path, name: str) -> list[str]:
-    return ["-k", str(tmp_path / f"{name}.keystore")]
+    return wire(world, tmp_path, monkeypatch, PASSPHRASE)
 
 
 def test_refused_not_found_conflict_and_bad_input_exit_apart(cli_world: World, tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import World, new_member
+from tests.helpers.cli import wire
 from typer.testing import CliRunner
 
-from tandem.cli import common, exit_codes
+from tandem.cli import exit_codes
 from tandem.cli import main as cli_main
 from tandem.core.roles import Role
 from tandem.localtime import local_iso
@@ -26,12 +27,7 @@ def run(*args: str, columns: int = 50) -> tuple[int, str]:
 
 @pytest.fixture
 def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("TANDEM_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setattr(cli_main, "Client", lambda server: world.client)
-    monkeypatch.setattr(common, "client", lambda server: world.client)
-    for name in world.members:
-        (tmp_path / f"{name}.keystore").write_bytes(world[name].to_keystore(PASSPHRASE, log2_n=14))
-    return world
+    return wire(world, tmp_path, monkeypatch, PASSPHRASE)
 
 
 def test_proposal_list_names_people_and_local_times(cli_world: World, tmp_path: Path) -> None:

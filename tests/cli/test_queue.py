@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import World, new_member
+from tests.helpers.cli import wire
 from tests.helpers.withdrawals import btc_intent, setup
 from typer.testing import CliRunner
 
-from tandem.cli import common, exit_codes
+from tandem.cli import exit_codes
 from tandem.cli import main as cli_main
 from tandem.client import withdrawal as cw
 from tandem.core.roles import Role
@@ -20,11 +21,7 @@ PASSPHRASE = "cli queue passphrase"
 
 @pytest.fixture
 def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("TANDEM_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setattr(common, "client", lambda server: world.client)
-    for name in world.members:
-        (tmp_path / f"{name}.keystore").write_bytes(world[name].to_keystore(PASSPHRASE, log2_n=14))
-    return world
+    return wire(world, tmp_path, monkeypatch, PASSPHRASE)
 
 
 def test_the_queue_shows_what_waits_for_a_custodian(cli_world: World, tmp_path: Path) -> None:

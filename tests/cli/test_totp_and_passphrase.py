@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import World, new_member
-from typer.testing import CliRunner
+from tests.helpers.cli import invoke, ks, wire
 
 from tandem.cli import common, exit_codes
-from tandem.cli import main as cli_main
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
 from tandem.core.totp import STEP_SECONDS, code_at
@@ -22,27 +21,12 @@ NEW_SEED = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
 
 def run(*args: str, input: str | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(cli_main.app, list(args), input=input, env={"COLUMNS": "200"})
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
+    return invoke(*args, input=input)
 
 
 @pytest.fixture
 def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("TANDEM_PASSPHRASE", PASSPHRASE)
-    monkeypatch.delenv("TANDEM_TOTP", raising=False)
-    monkeypatch.delenv("TANDEM_KEEP_TOTP_SEED", raising=False)
-    monkeypatch.setattr(cli_main, "Client", lambda server: world.client)
-    monkeypatch.setattr(common, "client", lambda server: world.client)
-    for name in world.members:
-        data = world[name].to_keystore(PASSPHRASE, log2_n=14, keep_totp_seed=False)
-        (tmp_path / f"{name}.keystore").write_bytes(data)
-    return world
-
-
-def ks(tmp_path: Path, name: str) -> list[str]:
-    return ["-k", str(tmp_path / f"{name}.keystore")]
+    return wire(world, tmp_path, monkeypatch, PASSPHRASE, keep_totp_seed=False)
 
 
 def proposal(world: World) -> str:

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import World, new_member
-from typer.testing import CliRunner
+from tests.helpers.cli import invoke, ks, wire
 
-from tandem.cli import common, exit_codes, withdrawal_cmds
-from tandem.cli import main as cli_main
+from tandem.cli import exit_codes
 from tandem.client import withdrawal as cw
 from tandem.core.roles import Role, a_role
 
@@ -22,26 +21,12 @@ SOLANA_ADDRESS = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
 
 
 def run(*args: str, input: str | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(cli_main.app, list(args), input=input, env={"COLUMNS": "200"})
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
+    return invoke(*args, input=input)
 
 
 @pytest.fixture
 def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("TANDEM_PASSPHRASE", PASSPHRASE)
-    monkeypatch.delenv("TANDEM_TOTP", raising=False)
-    monkeypatch.setattr(cli_main, "Client", lambda server: world.client)
-    monkeypatch.setattr(withdrawal_cmds, "Client", lambda server: world.client)
-    monkeypatch.setattr(common, "client", lambda server: world.client)
-    for name in world.members:
-        (tmp_path / f"{name}.keystore").write_bytes(world[name].to_keystore(PASSPHRASE, log2_n=14))
-    return world
-
-
-def ks(tmp_path: Path, name: str) -> list[str]:
-    return ["-k", str(tmp_path / f"{name}.keystore")]
+    return wire(world, tmp_path, monkeypatch, PASSPHRASE)
 
 
 def test_an_auditor_approving_a_withdrawal_is_told_who_approves(cli_world: World, tmp_path: Path) -> None:

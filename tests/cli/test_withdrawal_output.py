@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import World
+from tests.helpers.cli import invoke, ks, wire
 from tests.helpers.withdrawals import BTC_DEST, btc_intent, create_approved, setup, verify_bitcoin
-from typer.testing import CliRunner
 
-from tandem.cli import common, exit_codes, withdrawal_cmds
-from tandem.cli import main as cli_main
+from tandem.cli import exit_codes
 from tandem.client import withdrawal as cw
 from tandem.localtime import local_iso
 
@@ -23,26 +22,12 @@ PASSPHRASE = "cli withdrawal output passphrase"
 
 
 def run(*args: str, columns: int = 80) -> tuple[int, str]:
-    result = CliRunner().invoke(cli_main.app, list(args), env={"COLUMNS": str(columns)})
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
+    return invoke(*args, columns=columns)
 
 
 @pytest.fixture
 def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("TANDEM_PASSPHRASE", PASSPHRASE)
-    monkeypatch.delenv("TANDEM_TOTP", raising=False)
-    monkeypatch.setattr(withdrawal_cmds, "Client", lambda server: world.client)
-    monkeypatch.setattr(withdrawal_cmds, "_now", world.clock)
-    monkeypatch.setattr(common, "client", lambda server: world.client)
-    for name in world.members:
-        (tmp_path / f"{name}.keystore").write_bytes(world[name].to_keystore(PASSPHRASE, log2_n=14))
-    return world
-
-
-def ks(tmp_path: Path, name: str) -> list[str]:
-    return ["-k", str(tmp_path / f"{name}.keystore")]
+    return wire(world, tmp_path, monkeypatch, PASSPHRASE, world_clock=True)
 
 
 def test_list_and_show_read_as_a_person_reads(cli_world: World, tmp_path: Path) -> None:

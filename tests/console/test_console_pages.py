@@ -17,13 +17,13 @@ from tests.console.conftest import ConsoleWorld, shots
 from tests.console.test_console_browser import open_and_unlock
 from tests.helpers.withdrawals import STRANGER_ETH, TOKEN, btc_intent, eth_intent, policy_doc, rule
 
-from tandem.client import RemoteError
 from tandem.client import ceremony as cc
 from tandem.client import proof as client_proof
 from tandem.client import withdrawal as cw
 from tandem.core import keygen
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
+from tandem.errors import RemoteError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,11 +22,11 @@ from tandem.cli.common import (
     show,
     write_json,
 )
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.core import audit, merkle
 from tandem.core.identity import MemberSecrets
 from tandem.core.membership import LogState
-from tandem.errors import ConfigurationError, InputError, VerificationError
+from tandem.errors import ConfigurationError, InputError, RemoteError, VerificationError
 
 if TYPE_CHECKING:
     # Server code is loaded only when --full runs it; a member's CLI never needs it.

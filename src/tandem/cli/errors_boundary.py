@@ -23,7 +23,7 @@ from rich.markup import escape
 
 from tandem import errors
 from tandem.cli import exit_codes
-from tandem.client import RemoteError
+from tandem.errors import RemoteError
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Standard error, for every refusal; tandem.cli.common.err_console is this console (this

@@ -7,6 +7,7 @@ keystore, so the server can never act in your name.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ from tandem.core.identity import (
     card_from_keystore,
 )
 from tandem.core.roles import parse_role
-from tandem.errors import ConfigurationError, Error, InputError, PinError
+from tandem.errors import ConfigurationError, Error, InputError, PinError, VerificationError
 from tandem.localtime import pending_change_line
 
 app = typer.Typer(
@@ -295,24 +296,51 @@ def genesis_draft(  # noqa: PLR0917 - typer maps options to parameters
         Path | None,
         typer.Option(help="Initial address book: JSON list of {chain, network, address, label[, asset]}."),
     ] = None,
+    service_key_id: Annotated[
+        str | None,
+        typer.Option(
+            help="The service key id `tandem init` printed on the server, as the operator read it out. "
+            "The draft refuses a server that answers with another key."
+        ),
+    ] = None,
     server: str = ServerOpt,
 ) -> None:
-    """Draft the genesis document naming the service key and the initial members."""
+    """Draft the genesis document naming the service key and the initial members.
+
+    The service key comes from the server's answer; a server that is not the one the
+    operator set up could name its own. Pass --service-key-id to have the draft check it,
+    or compare the id it prints with the operator's before anyone signs."""
 
     def go() -> None:
+        from tandem.core.audit import key_id
+
         cl = Client(server)
         cards = [IdentityCard.from_json(read_json(p)) for p in card]
+        service = cl.deployment()["service"]
+        served_id = key_id(bytes.fromhex(service["sign_public"]))
+        if service_key_id is not None and not hmac.compare_digest(served_id, service_key_id.strip()):
+            raise VerificationError(
+                f"the server answers with service key {served_id}, not {service_key_id.strip()} "
+                "as the operator read out: this is not the server that was set up (nothing was written)"
+            )
         doc = Client.draft_genesis(
             deployment="dep_" + secrets.token_hex(8),
             entity=entity,
             created_at=int(time.time()),
-            service=cl.deployment()["service"],
+            service=service,
             cards=cards,
             policy=read_json(policy) if policy else None,
             address_book=read_json(address_book) if address_book else None,
         )
         write_json(out, {"genesis": doc, "signatures": {}})
         genesis_view.print_genesis(doc)
+        if service_key_id is None:
+            console.print(
+                f"service key {served_id} is what the server answered: compare it with the id `tandem init` "
+                "printed before anyone signs (or pass --service-key-id to have it checked)"
+            )
+        else:
+            console.print(f"service key {served_id} matches what the operator read out")
         console.print(f"drafted {out}: every member listed must now run `tandem genesis sign`")
 
     run_cli(go)

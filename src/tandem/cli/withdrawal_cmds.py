@@ -30,11 +30,11 @@ from tandem.cli.common import (
     whole_table,
     write_json,
 )
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.client import withdrawal as cw
 from tandem.core.identity import IdentityCard, MemberSecrets
 from tandem.core.roles import Role
-from tandem.errors import InputError, InvalidStateError, RoleNotAllowedError
+from tandem.errors import InputError, InvalidStateError, RemoteError, RoleNotAllowedError
 
 withdraw_app = typer.Typer(
     help="Co-signed withdrawals: request, review, approve, release.", no_args_is_help=True

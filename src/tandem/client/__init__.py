@@ -28,10 +28,10 @@ from tandem.core.identity import IdentityCard, MemberSecrets, b64
 from tandem.core.membership import GENESIS_FORMAT
 from tandem.core.service_key import seal_to
 from tandem.errors import (
-    Error,
     InputError,
     NotPinnedError,
     PinError,
+    RemoteError,
     ServerTimeoutError,
     ServerTLSError,
     ServerUnreachableError,
@@ -43,21 +43,6 @@ CLAIM_HEADER = "X-Tandem-Claim-Token"
 
 DEFAULT_SERVER = "http://127.0.0.1:8600"
 REQUEST_TIMEOUT = 60.0
-
-
-class RemoteError(Error):
-    """An error answered by the server, carrying its stable code."""
-
-    def __init__(self, code: str, message: str, status: int, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, details=details)
-        self.remote_code = code
-        self.http_status = status
-
-    def diagnostics(self) -> str:
-        return f"{self.message} [{self.remote_code}, HTTP {self.http_status}]"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.remote_code, "message": self.message}
 
 
 def check_server_url(server: str) -> None:

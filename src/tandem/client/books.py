@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.core.identity import MemberSecrets
+from tandem.errors import RemoteError
 
 
 def _post(client: Client, path: str, body: dict[str, Any]) -> Any:

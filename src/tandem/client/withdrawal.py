@@ -500,9 +500,13 @@ def run_withdrawal(
         status = approve_withdrawal(client, custodian, wid, totp=code(custodian))["status"]
     if status != wcore.APPROVED:
         raise InputError(f"withdrawal {wid} is {status} after every custodian approved")
-    released = release_withdrawal(client, custodians[0], wid)
+    return released_record(created, release_withdrawal(client, custodians[0], wid))
+
+
+def released_record(created: dict[str, Any], released: dict[str, Any]) -> dict[str, Any]:
+    """What a released withdrawal leaves for the books: its ids, intent and signed bytes."""
     return {
-        "id": wid,
+        "id": created["id"],
         "chain": created["chain"],
         "network": created["network"],
         "from_address": created["intent"]["from"],

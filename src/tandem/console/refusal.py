@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tandem.client import RemoteError
-from tandem.errors import Error
+from tandem.errors import Error, RemoteError
 
 # Stable codes a person meets most, in words; the code is always shown beside them.
 FRIENDLY = {

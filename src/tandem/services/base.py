@@ -251,9 +251,7 @@ class ServiceBase:
             allowed = set(roles)
             if Role(member.role) not in allowed:
                 names = ", ".join(sorted(r.value for r in allowed))
-                raise RoleNotAllowedError(
-                    f"{a_role(member.role).capitalize()} may not do this (allowed: {names})"
-                )
+                raise RoleNotAllowedError(f"{a_role(member.role)} may not do this (allowed: {names})")
 
     def claim_nonce(self, session: Session, action: SignedAction, now: int) -> None:
         if session.get(UsedNonce, action.nonce) is not None:

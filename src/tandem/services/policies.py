@@ -403,9 +403,7 @@ def veto_proposal(
         if p.kind not in kinds:
             raise InvalidStateError(f"a {p.kind} proposal cannot be vetoed here")
         if Role(call.actor.role) not in veto_roles(p.kind):
-            raise RoleNotAllowedError(
-                f"{a_role(call.actor.role).capitalize()} may not veto a {p.kind} change"
-            )
+            raise RoleNotAllowedError(f"{a_role(call.actor.role)} may not veto a {p.kind} change")
         if not PROPOSALS.allows(p.status, "veto") or p.effective_at is None or p.approved_at is None:
             raise InvalidStateError(
                 f"proposal is {p.status}; only an approved change in its delay can be vetoed"
