@@ -33,6 +33,9 @@ MAX_DEPTH = 32
 # RFC 8785 / I-JSON: integers must be exactly representable as IEEE-754 doubles.
 MAX_SAFE_INT = (1 << 53) - 1
 _MAX_INT_DIGITS = 16
+_FAST_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False, check_circular=False
+)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -84,21 +87,32 @@ def _depth_scan(data: str, max_depth: int) -> None:
             depth -= 1
 
 
-def _check_text(value: Any, forbid_nul: bool) -> None:
+def _check_value(value: Any, forbid_nul: bool, depth: int, max_depth: int) -> None:
+    """After the C parser: nesting depth, lone surrogates and (optionally) NUL, one
+    visit per parsed value rather than per character of the text."""
     if isinstance(value, str):
+        _check_string(value, forbid_nul)
+    elif isinstance(value, dict):
+        if depth >= max_depth:
+            raise NestingTooDeepError(f"JSON nested deeper than {max_depth} levels")
+        for k, v in value.items():
+            _check_string(k, forbid_nul)
+            _check_value(v, forbid_nul, depth + 1, max_depth)
+    elif isinstance(value, list):
+        if depth >= max_depth:
+            raise NestingTooDeepError(f"JSON nested deeper than {max_depth} levels")
+        for v in value:
+            _check_value(v, forbid_nul, depth + 1, max_depth)
+
+
+def _check_string(value: str, forbid_nul: bool) -> None:
+    if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise MalformedJSONError("JSON string is not valid Unicode (lone surrogate)") from None
-        if forbid_nul and "\x00" in value:
-            raise InputError("text must not contain NUL characters")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_text(k, forbid_nul)
-            _check_text(v, forbid_nul)
-    elif isinstance(value, list):
-        for v in value:
-            _check_text(v, forbid_nul)
+    if forbid_nul and "\x00" in value:
+        raise InputError("text must not contain NUL characters")
 
 
 def loads_strict(
@@ -124,9 +138,17 @@ def loads_strict(
         text = data
         if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
             raise PayloadTooLargeError(f"document exceeds {max_bytes} bytes")
-    _depth_scan(text, max_depth)
-    value = parse_json_text(text)
-    _check_text(value, forbid_nul)
+    # Fewer brackets than the limit cannot nest deeper than it (a C-level count);
+    # otherwise the parsed value's depth is checked below, and a document the C parser
+    # gives up on (its recursion guard, or malformed text) is scanned to refuse deep
+    # nesting with its own code, as before.
+    try:
+        value = parse_json_text(text)
+    except MalformedJSONError:
+        if text.count("[") + text.count("{") > max_depth:
+            _depth_scan(text, max_depth)
+        raise
+    _check_value(value, forbid_nul, 0, max_depth)
     return value
 
 
@@ -150,8 +172,45 @@ def parse_json_text(text: str, what: str = "JSON") -> JSON:
         raise MalformedJSONError(f"malformed {what}: {type(exc).__name__}") from None
 
 
+_SORT_SAFE_BELOW = "\ud800"
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is in the subset the C encoder writes as RFC 8785: dicts whose
+    keys are strings without a character at or above U+D800 (below it, sorting by code
+    point equals RFC 8785's sort by UTF-16 code unit), lists, strings, bools, None and
+    integers within 2^53-1. Exact types only: a subclass may encode differently."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is int:
+        return -MAX_SAFE_INT <= value <= MAX_SAFE_INT
+    if depth > MAX_DEPTH * 4:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (not key.isascii() and max(key) >= _SORT_SAFE_BELOW):
+                return False
+            if not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is list:
+        return all(_plain(item, depth + 1) for item in value)
+    return False
+
+
 def canonical(value: JSON) -> bytes:
-    """RFC 8785 canonical bytes. Floats are refused here too, not only at parse time."""
+    """RFC 8785 canonical bytes. Floats are refused here too, not only at parse time.
+
+    The common case (see :func:`_plain`) goes through the C encoder with sorted keys
+    and no whitespace, which writes exactly the RFC 8785 bytes for it; a lone
+    surrogate fails the UTF-8 encoding and, like everything else, falls back to the
+    RFC 8785 serialiser, which decides and refuses as before."""
+    if _plain(value):
+        try:
+            return _FAST_ENCODER.encode(value).encode("utf-8")
+        except (UnicodeEncodeError, RecursionError, ValueError):
+            pass
     _refuse_floats_in(value)
     try:
         return bytes(rfc8785.dumps(value))
