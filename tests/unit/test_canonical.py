@@ -247,13 +247,16 @@ def test_parse_amount_refuses(value: Any) -> None:
 
 _any_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 _near_surrogates = st.text(
-    st.sampled_from(["a", "\u00e9", "\ud7ff", "\ue000", "\uffff", "\U00010000", "\U0001f600", "\x7f", "\x1f"]),
+    st.sampled_from(
+        ["a", "\u00e9", "\ud7ff", "\ue000", "\uffff", "\U00010000", "\U0001f600", "\x7f", "\x1f"]
+    ),
     max_size=4,
 )
 _fast_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-MAX_SAFE_INT, max_value=MAX_SAFE_INT) | _any_text,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(_any_text | _near_surrogates, children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(_any_text | _near_surrogates, children, max_size=5)
+    ),
     max_leaves=30,
 )
 

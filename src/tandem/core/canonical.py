@@ -184,7 +184,7 @@ def _plain(value: Any, depth: int = 0) -> bool:
     if kind is str or value is None or kind is bool:
         return True
     if kind is int:
-        return -MAX_SAFE_INT <= value <= MAX_SAFE_INT
+        return bool(-MAX_SAFE_INT <= value <= MAX_SAFE_INT)
     if depth > MAX_DEPTH * 4:
         return False
     if kind is dict:
