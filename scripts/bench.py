@@ -93,7 +93,56 @@ def bench_audit(quick: bool) -> dict[str, Any]:
     }
 
 
-SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {"audit": bench_audit}
+def bench_canonical(quick: bool) -> dict[str, Any]:
+    """Canonical encoding and strict parsing of a signed approval envelope, beside the
+    reference RFC 8785 encoder (peer) and the stdlib's unchecked json (floor)."""
+    import rfc8785
+
+    from tandem.core.canonical import canonical, loads_strict
+
+    body = {
+        "withdrawal": "wd_0123456789abcdef",
+        "intent_hash": "f" * 64,
+        "tx_digest": "e" * 64,
+        "policy_version": 3,
+        "expires_at": 1_796_259_843,
+    }
+    doc = {
+        "action": {
+            "type": "withdrawal.approve",
+            "deployment": "dep_0123456789abcdef",
+            "issued_at": 1_796_256_243,
+            "nonce": "a" * 32,
+            "body": body,
+        },
+        "signer": "m_" + "c" * 40,
+        "signature": "s" * 88,
+    }
+    raw = canonical(doc)
+    n = 20_000 if quick else 100_000
+
+    def per_call(fn: Callable[[], Any]) -> float:
+        return timed(lambda: [fn() for _ in range(n)]) / n
+
+    ours, peer = per_call(lambda: canonical(doc)), per_call(lambda: rfc8785.dumps(doc))
+    floor = per_call(
+        lambda: json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    parse, parse_floor = per_call(lambda: loads_strict(raw)), per_call(lambda: json.loads(raw))
+    return {
+        "document": f"approval envelope, {len(raw)} bytes",
+        "canonical_us": round(ours * 1e6, 2),
+        "rfc8785_us": round(peer * 1e6, 2),
+        "json_dumps_sorted_us": round(floor * 1e6, 2),
+        "canonical_ratio_to_rfc8785": round(ours / peer, 2),
+        "canonical_ratio_to_json_dumps": round(ours / floor, 2),
+        "loads_strict_us": round(parse * 1e6, 2),
+        "json_loads_us": round(parse_floor * 1e6, 2),
+        "loads_strict_ratio_to_json_loads": round(parse / parse_floor, 2),
+    }
+
+
+SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {"audit": bench_audit, "canonical": bench_canonical}
 
 
 def load_optional_sections() -> None:

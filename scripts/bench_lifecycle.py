@@ -47,10 +47,10 @@ from tests.adversarial.server_harness import (  # noqa: E402 - the checkout root
     TotpSteps,
     build_deployment,
 )
-from tests.btc_funding import utxos_paying  # noqa: E402
+from tests.helpers.btc_funding import utxos_paying  # noqa: E402
 
-from tandem import client_withdrawal as cw  # noqa: E402
 from tandem.client import Client  # noqa: E402
+from tandem.client import withdrawal as cw  # noqa: E402
 from tandem.core import withdrawal as wcore  # noqa: E402
 from tandem.core.actions import sign_action  # noqa: E402
 from tandem.core.identity import MemberSecrets  # noqa: E402
@@ -202,7 +202,7 @@ class Phase:
 def http_worker(
     url: str, dep: Deployment, totp: TotpSteps, crew: Crew
 ) -> Callable[[int, Timings], tuple[Lifecycle, Callable[[], None]]]:
-    """The real member client (``tandem.client_withdrawal``) over its own connection."""
+    """The real member client (``tandem.client.withdrawal``) over its own connection."""
 
     def make(c: int, timings: Timings) -> tuple[Lifecycle, Callable[[], None]]:
         client = TimedClient(url, timings)

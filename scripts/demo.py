@@ -24,12 +24,13 @@ from typing import Any
 
 import httpx
 
-from tandem.client import Client, RemoteError
-from tandem.client_pin import PinnedDeployment
+from tandem.client import Client
+from tandem.client.pin import PinnedDeployment
 from tandem.core.identity import MemberSecrets
 from tandem.core.policy import default_policy
 from tandem.core.roles import Role
 from tandem.core.totp import code_at
+from tandem.errors import RemoteError
 
 ROOT = Path(__file__).resolve().parent.parent
 # Destinations every initial member signs into genesis: an exchange deposit address on
@@ -99,6 +100,9 @@ class Demo:
         self.env = {
             **os.environ,
             "TANDEM_PASSPHRASE": PASSPHRASE,
+            # The demo computes every member's codes, so its keystores keep their TOTP seeds
+            # (a person's keystore does not: the seed lives in their authenticator app).
+            "TANDEM_KEEP_TOTP_SEED": "1",
             "TANDEM_DATA_DIR": str(out / "server-data"),
         }
         self.server: subprocess.Popen[bytes] | None = None
@@ -280,7 +284,7 @@ class Demo:
         )
         self.client.deployment(refresh=True)
         for name, _ in people:
-            cli("totp", "enrol", "--keystore", str(self.keystore(name)), env=self.env)
+            cli("totp", "enrol", "--keystore", str(self.keystore(name)), "--totp-from-keystore", env=self.env)
             self.enrolled(name)
         note("each member enrolled a TOTP seed, sealed on their machine to the service key")
 
@@ -325,7 +329,7 @@ class Demo:
         self.enrolled("cora")
 
     def ceremonies(self) -> dict[str, dict[str, Any]]:
-        from tandem.client_ceremony import run_ceremony
+        from tandem.client.ceremony import run_ceremony
 
         say("Key ceremonies: a manager proposes, a custodian approves, both contribute entropy")
         out = self.out / "transcripts"
@@ -365,7 +369,7 @@ class Demo:
     def ceremony_step_by_step(self, text: str) -> dict[str, Any]:
         """The first ceremony with each step said as it happens (the others run the same
         steps in one call)."""
-        from tandem import client_ceremony as cc
+        from tandem.client import ceremony as cc
         from tandem.core import ceremony as ceremony_core
         from tandem.core import keygen
 
@@ -404,8 +408,8 @@ class Demo:
     ) -> dict[str, Any]:
         """One withdrawal as the custodian sees it: the screen their client shows before
         they approve, decoded on their own machine from the raw transaction."""
-        from tandem import client_withdrawal as cw
         from tandem.cli.withdrawal_cmds import _print_review
+        from tandem.client import withdrawal as cw
 
         alice, bob = self.members["alice"], custodians[0]
         created = cw.create_withdrawal(self.client, alice, {**intent, "wallet": keyset_id})
@@ -433,21 +437,10 @@ class Demo:
             view=view,
         )["status"]
         note(f"bob's fingerprint matched what alice read out; he approved with signature + TOTP -> {status}")
-        released = cw.release_withdrawal(self.client, bob, wid)
-        return {
-            "id": wid,
-            "chain": created["chain"],
-            "network": created["network"],
-            "from_address": created["intent"]["from"],
-            "intent": created["intent"],
-            "fingerprint": created["fingerprint"],
-            "raw_tx": released["signed_tx"],
-            "txid": released["txid"],
-            "prevouts": created["prevouts"],
-        }
+        return cw.released_record(created, cw.release_withdrawal(self.client, bob, wid))
 
     def withdrawals(self, keysets: dict[str, dict[str, Any]]) -> None:
-        from tandem import client_withdrawal as cw
+        from tandem.client import withdrawal as cw
 
         say("Withdrawals: Tandem builds the transaction, the custodian's client decodes it before approving")
         out = self.out / "withdrawals"
@@ -563,7 +556,7 @@ class Demo:
         )
 
     def proofs(self) -> None:
-        from tandem import client_proof
+        from tandem.client import proof as client_proof
         from tandem.core import proofs as proof_core
 
         say("Proof of ownership: every address signs in its chain's own message standard")

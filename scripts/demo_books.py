@@ -126,9 +126,9 @@ def books_chapter(demo: Any, anvil_url: str) -> None:  # noqa: PLR0915 - one cha
     env, out), its server started with :func:`books_chain`'s environment."""
     import demo as demo_module
 
-    from tandem import client_books as cb
-    from tandem import client_withdrawal as cw
-    from tandem.client_ceremony import run_ceremony
+    from tandem.client import books as cb
+    from tandem.client import withdrawal as cw
+    from tandem.client.ceremony import run_ceremony
     from tandem.core import reconcile as rcore
 
     cli, say, note = demo_module.cli, demo_module.say, demo_module.note

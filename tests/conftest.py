@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.claim_helpers import claim_token_of
+from tests.helpers.claim import claim_token_of
 
 from tandem.api import create_app
 from tandem.client import Client

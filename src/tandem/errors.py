@@ -283,6 +283,8 @@ class TxidMismatchError(ConflictError):
     """A recorded broadcast names another transaction than the one released."""
 
     code = "txid_mismatch"
+
+
 class OutpointReservedError(ConflictError):
     """The output is already being spent by another live withdrawal."""
 
@@ -452,8 +454,49 @@ class ChainRejectedError(ChainBackendError):
 
     code = "chain_rejected"
     status = 422
+
+
 class MixedNetworksError(ConfigurationError):
     """A key set holds one key on two networks of one chain (e.g. bitcoin mainnet and testnet)."""
 
     code = "mixed_networks"
     status = 503
+
+
+# --- reaching the Tandem server (member side) ----------------------------------------------
+# Raised by tandem.client when no answer came back; the CLI names the URL and what to check.
+
+
+class ServerUnreachableError(Error):
+    code = "unreachable"
+    status = 503
+
+
+class ServerURLError(ServerUnreachableError):
+    """The server URL cannot be used (no http:// or https:// scheme, no host)."""
+
+    code = "server_url_invalid"
+
+
+class ServerTimeoutError(ServerUnreachableError):
+    code = "server_timeout"
+    status = 504
+
+
+class ServerTLSError(ServerUnreachableError):
+    code = "server_tls_failed"
+
+
+class RemoteError(Error):
+    """An error answered by the server, carrying its stable code."""
+
+    def __init__(self, code: str, message: str, status: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.remote_code = code
+        self.http_status = status
+
+    def diagnostics(self) -> str:
+        return f"{self.message} [{self.remote_code}, HTTP {self.http_status}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.remote_code, "message": self.message}

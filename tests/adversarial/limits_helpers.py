@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from tests.audit_helpers import audit_entries
 from tests.conftest import World
+from tests.helpers.audit import audit_entries
 
-from tandem.client import RemoteError
+from tandem.errors import RemoteError
 from tandem.store.models import Approval, OperationShare, Withdrawal, WithdrawalNonce
 
 

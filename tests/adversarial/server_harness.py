@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.btc_funding import utxos_paying
+from tests.helpers.btc_funding import utxos_paying
 
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
@@ -419,9 +419,9 @@ def build_deployment(
     a key set the template does not hold, for import tests (what a deployment restored
     from an older backup would face).
     """
-    from tandem import client_ceremony as cc
-    from tandem import client_withdrawal as cw
     from tandem.client import Client
+    from tandem.client import ceremony as cc
+    from tandem.client import withdrawal as cw
     from tandem.core.chains import bitcoin as btc
     from tandem.core.chains.secp256k1 import public_key as secp_public
     from tandem.core.service_key import ServiceKey

@@ -32,7 +32,9 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlmodel import select
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import FakeClock, World, new_member
+from tests.conftest import build_world as build_fixture_world
+from tests.helpers.withdrawals import (
     DELAY,
     Setup,
     btc_intent,
@@ -41,18 +43,16 @@ from tests.api.test_withdrawal_helpers import (
     policy_doc,
     setup,
 )
-from tests.api.test_withdrawal_helpers import rule as policy_rule
-from tests.conftest import FakeClock, World, new_member
-from tests.conftest import build_world as build_fixture_world
+from tests.helpers.withdrawals import rule as policy_rule
 
-from tandem import client_proof
-from tandem import client_withdrawal as cw
 from tandem.api import create_app
-from tandem.client import Client, RemoteError
+from tandem.client import Client
+from tandem.client import proof as client_proof
+from tandem.client import withdrawal as cw
 from tandem.core import audit as audit_core
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
-from tandem.errors import Error
+from tandem.errors import Error, RemoteError
 from tandem.services import Tandem
 from tandem.store.db import Database
 from tandem.store.models import (

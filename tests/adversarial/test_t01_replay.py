@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.audit_helpers import membership_state, post, refusals
 from tests.conftest import World, new_member
+from tests.helpers.audit import membership_state, post, refusals
 
 from tandem.core.actions import parse_envelope, sign_action
 from tandem.core.roles import Role

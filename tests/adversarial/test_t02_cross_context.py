@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 import pytest
-from tests.audit_helpers import assert_refused, membership_state, post, refusals
 from tests.conftest import World, new_member
+from tests.helpers.audit import assert_refused, membership_state, post, refusals
 
 from tandem.core.actions import (
     MAX_AGE_SECONDS,

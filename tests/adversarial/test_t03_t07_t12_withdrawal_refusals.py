@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.audit import audit_entries
+from tests.helpers.withdrawals import (
     STRANGER_BTC,
     STRANGER_ETH,
     approve,
@@ -19,15 +21,12 @@ from tests.api.test_withdrawal_helpers import (
     rule,
     setup,
 )
-from tests.audit_helpers import audit_entries
-from tests.conftest import World
 
-from tandem import client_withdrawal as cw
-from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
-from tandem.errors import DisallowedContractCallError
+from tandem.errors import DisallowedContractCallError, RemoteError
 
 
 def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> RemoteError:
@@ -138,7 +137,7 @@ def test_token_not_allow_listed_refused(world: World) -> None:
 def test_non_transfer_contract_call_refused_by_the_approving_client(world: World) -> None:
     """The server (or its database) shows an `approve(spender, max)` on the token instead
     of the transfer: the custodian's client decodes the raw bytes and refuses to sign."""
-    from tests.api.test_withdrawal_helpers import ETH_DEST, TOKEN
+    from tests.helpers.withdrawals import ETH_DEST, TOKEN
 
     s = setup(world)
     w = cw.create_withdrawal(world.client, world["alice"], eth_intent(s, asset=TOKEN, amount=5))

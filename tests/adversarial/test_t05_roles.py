@@ -11,14 +11,14 @@ import httpx
 import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
-from tests.audit_helpers import assert_refused, membership_state, post, refusals
 from tests.conftest import World, claim_token_of, new_member
-from tests.membership_helpers import apply_change, wait_out_delay
+from tests.helpers.audit import assert_refused, membership_state, post, refusals
+from tests.helpers.membership import apply_change, wait_out_delay
 
-from tandem.client import RemoteError
 from tandem.core.canonical import canonical
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
+from tandem.errors import RemoteError
 from tandem.store.models import Approval
 
 

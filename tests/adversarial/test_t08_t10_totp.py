@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.audit_helpers import membership_state, post, refusals
 from tests.conftest import World, new_member
+from tests.helpers.audit import membership_state, post, refusals
 
 from tandem.core import totp
 from tandem.core.roles import Role
@@ -356,7 +356,7 @@ def test_service_wrong_code_does_not_consume_the_action(world: World) -> None:
 
 
 def test_replacing_a_seed_needs_a_code_of_the_old_one(world: World) -> None:
-    from tandem.client import RemoteError
+    from tandem.errors import RemoteError
 
     bob = world["bob"]
     old_secret = bob.totp_secret

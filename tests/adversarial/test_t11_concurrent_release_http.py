@@ -27,12 +27,12 @@ from tests.adversarial.server_harness import (
     build_deployment,
     verified_export,
 )
-from tests.api.test_withdrawal_helpers import verify_bitcoin
-from tests.btc_funding import utxos_paying
 from tests.conftest import BACKENDS, PG_URL
+from tests.helpers.btc_funding import utxos_paying
+from tests.helpers.withdrawals import verify_bitcoin
 
-from tandem import client_withdrawal as cw
 from tandem.client import Client
+from tandem.client import withdrawal as cw
 from tandem.core.canonical import canonical
 from tandem.core.roles import Role
 

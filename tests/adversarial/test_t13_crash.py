@@ -48,16 +48,17 @@ from tests.adversarial.server_harness import (
     build_deployment,
     verified_export,
 )
-from tests.api.test_withdrawal_helpers import verify_bitcoin
-from tests.btc_funding import utxos_paying
 from tests.conftest import BACKENDS, PG_URL
+from tests.helpers.btc_funding import utxos_paying
+from tests.helpers.withdrawals import verify_bitcoin
 
-from tandem import client_ceremony as cc
-from tandem import client_withdrawal as cw
-from tandem.client import Client, RemoteError
+from tandem.client import Client
+from tandem.client import ceremony as cc
+from tandem.client import withdrawal as cw
 from tandem.core import ceremony as ccore
 from tandem.core import keygen
 from tandem.core.canonical import loads_strict
+from tandem.errors import RemoteError
 from tandem.store.models import AddressRow, Ceremony, Idempotency, KeyRow, KeySet, Withdrawal
 
 pytestmark = pytest.mark.slow

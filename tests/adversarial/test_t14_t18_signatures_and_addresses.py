@@ -11,16 +11,15 @@ import coincurve
 import nacl.signing
 import pytest
 from sqlalchemy import text
-from tests.api.test_withdrawal_helpers import btc_intent, eth_intent, setup
 from tests.conftest import World
+from tests.helpers.withdrawals import btc_intent, eth_intent, setup
 
-from tandem import client_withdrawal as cw
-from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core import split
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 from tandem.core.chains import secp256k1, solana
-from tandem.errors import VerificationError
+from tandem.errors import RemoteError, VerificationError
 
 KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 DIGEST = bytes(range(32))

@@ -21,14 +21,14 @@ from tests.adversarial.secret_scan import Needle, WholeRunScan, forms_of_bytes, 
 from tests.conftest import FakeClock, claim_token_of, make_database
 
 from tandem.api import create_app
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.core import totp
 from tandem.core.audit import verify_export
 from tandem.core.canonical import canonical
 from tandem.core.identity import MemberSecrets, b64
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
-from tandem.errors import Error
+from tandem.errors import Error, RemoteError
 from tandem.services import Tandem
 
 PASSPHRASE = "Tr0ub4dor&3-horse-staple-battery"

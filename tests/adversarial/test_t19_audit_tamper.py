@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 from tandem.api import create_app
 from tandem.cli.audit_cmds import verify_export_file
 from tandem.cli.main import app as cli_app
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.core import audit
 from tandem.core.canonical import canonical
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
-from tandem.errors import AuditVerificationError
+from tandem.errors import AuditVerificationError, RemoteError
 from tandem.services import Tandem
 
 

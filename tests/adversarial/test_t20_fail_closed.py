@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 from sqlmodel import select
-from tests.audit_helpers import post, refusals
 from tests.conftest import World, claim_token_of, new_member
-from tests.membership_helpers import wait_out_delay
+from tests.helpers.audit import post, refusals
+from tests.helpers.membership import wait_out_delay
 
 from tandem.core.canonical import canonical
 from tandem.core.roles import Role

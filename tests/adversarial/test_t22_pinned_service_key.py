@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import pytest
 from tests.adversarial.proxy import InterceptingProxy
-from tests.api.test_withdrawal_helpers import Setup, btc_intent, setup
-from tests.audit_helpers import audit_entries
 from tests.conftest import World
+from tests.helpers.audit import audit_entries
+from tests.helpers.withdrawals import Setup, btc_intent, setup
 
-from tandem import client_proof
-from tandem import client_withdrawal as cw
+from tandem.client import proof as client_proof
+from tandem.client import withdrawal as cw
 from tandem.core import split
 from tandem.errors import NotPinnedError, PinError
 

@@ -23,10 +23,11 @@ from typer.testing import CliRunner
 
 from tandem.api import create_app
 from tandem.cli.main import app as cli_app
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.core.canonical import canonical
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
+from tandem.errors import RemoteError
 from tandem.services import Tandem
 from tandem.settings import Settings
 from tandem.store.models import Deployment, Member

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from tests.api.test_withdrawal_helpers import btc_intent, setup, verify_bitcoin
-from tests.audit_helpers import audit_entries, refusals
-from tests.btc_funding import funding_tx, utxo
 from tests.conftest import World
-from tests.withdrawal_raw import create_unchecked, withdrawal_state
+from tests.helpers.audit import audit_entries, refusals
+from tests.helpers.btc_funding import funding_tx, utxo
+from tests.helpers.withdrawal_raw import create_unchecked, withdrawal_state
+from tests.helpers.withdrawals import btc_intent, setup, verify_bitcoin
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains.secp256k1 import public_key

@@ -13,16 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import approve, btc_intent, fresh_sessions, policy_doc, rule, setup
-from tests.audit_helpers import audit_entries, refusals
-from tests.btc_funding import funding_tx, utxo
 from tests.conftest import World
-from tests.withdrawal_raw import create_unchecked, withdrawal_state
+from tests.helpers.audit import audit_entries, refusals
+from tests.helpers.btc_funding import funding_tx, utxo
+from tests.helpers.withdrawal_raw import create_unchecked, withdrawal_state
+from tests.helpers.withdrawals import approve, btc_intent, fresh_sessions, policy_doc, rule, setup
 
-from tandem import client_withdrawal as cw
-from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
-from tandem.errors import InputError
+from tandem.errors import InputError, RemoteError
 
 
 def two_outputs(world: World, s: Any) -> tuple[list[dict[str, Any]], btc.Transaction]:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World, new_member
+from tests.helpers.membership import add_member, approve, rekey_member
+from tests.helpers.withdrawals import (
     STRANGER_BTC,
     btc_intent,
     create_approved,
@@ -24,14 +26,12 @@ from tests.api.test_withdrawal_helpers import (
     rule,
     setup,
 )
-from tests.conftest import World, new_member
-from tests.membership_helpers import add_member, approve, rekey_member
 from typer.testing import CliRunner
 
-from tandem import client_log
-from tandem import client_withdrawal as cw
 from tandem.cli import audit_cmds
 from tandem.cli.main import app as cli_app
+from tandem.client import log as client_log
+from tandem.client import withdrawal as cw
 from tandem.core import audit
 from tandem.core import withdrawal as wcore
 from tandem.core.canonical import canonical
@@ -356,7 +356,7 @@ def test_key_sets_follow_from_signed_ceremonies(world: World) -> None:
     refused, naming the entry."""
     from tests.api.test_ceremony_reshare import definition
 
-    from tandem import client_ceremony as cc
+    from tandem.client import ceremony as cc
 
     transcript = cc.run_ceremony(
         world.client,

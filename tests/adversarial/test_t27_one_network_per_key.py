@@ -12,12 +12,12 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
-from tests.audit_helpers import post, refusals
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.audit import post, refusals
+from tests.helpers.keysets import make_keyset
 
-from tandem import client_ceremony as cc
 from tandem.api import create_app
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keygen
 from tandem.core.canonical import canonical

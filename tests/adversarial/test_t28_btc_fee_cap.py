@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 from tests.adversarial.limits_helpers import refused
-from tests.api.test_withdrawal_helpers import Setup, btc_intent, policy_doc, rule, setup
-from tests.btc_funding import funding_tx, utxo
 from tests.conftest import World
+from tests.helpers.btc_funding import funding_tx, utxo
+from tests.helpers.withdrawals import Setup, btc_intent, policy_doc, rule, setup
 from typer.testing import CliRunner
 
-from tandem import client_withdrawal as cw
 from tandem.cli import withdrawal_cmds
 from tandem.cli.main import app
+from tandem.client import withdrawal as cw
 from tandem.core.policy import CHAIN_FEE_CAPS
 from tandem.core.withdrawal import MAX_UTXOS
 

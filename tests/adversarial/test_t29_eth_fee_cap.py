@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from tests.adversarial.limits_helpers import refused
-from tests.api.test_withdrawal_helpers import TOKEN, eth_intent, policy_doc, rule, setup
 from tests.conftest import World
+from tests.helpers.withdrawals import TOKEN, eth_intent, policy_doc, rule, setup
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 
 
 def with_fees(intent: dict[str, Any], **fees: Any) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.adversarial.limits_helpers import refused
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.withdrawals import (
     approve,
     approve_proposal,
     btc_intent,
@@ -18,9 +19,8 @@ from tests.api.test_withdrawal_helpers import (
     rule,
     setup,
 )
-from tests.conftest import World
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 
 LARGE = "100000"  # the rule threshold the attacker stays under
 

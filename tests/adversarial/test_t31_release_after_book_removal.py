@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 from tests.adversarial.limits_helpers import count_ok, refused
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.withdrawals import (
     approve_proposal,
     btc_intent,
     create_approved,
@@ -15,9 +16,8 @@ from tests.api.test_withdrawal_helpers import (
     rule,
     setup,
 )
-from tests.conftest import World
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
 from tandem.errors import VerificationError

@@ -5,7 +5,8 @@ stops the release."""
 from __future__ import annotations
 
 from tests.adversarial.limits_helpers import count_ok, refused
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.withdrawals import (
     approve_proposal,
     btc_intent,
     create_approved,
@@ -14,9 +15,8 @@ from tests.api.test_withdrawal_helpers import (
     rule,
     setup,
 )
-from tests.conftest import World
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 
 HOUR = 3600
 LONG = {"request_ttl_seconds": 7 * 86400, "approval_ttl_seconds": 2 * 86400}

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from tests.audit_helpers import audit_entries, membership_state, post
 from tests.conftest import World, new_member
+from tests.helpers.audit import audit_entries, membership_state, post
 
 from tandem.core import audit
 from tandem.core.actions import parse_envelope, sign_action

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from sqlmodel import select as sql_select
 from tests.adversarial.server_harness import Server, Store, in_process
-from tests.audit_helpers import audit_entries, membership_state
 from tests.conftest import BACKENDS, PG_URL, World
+from tests.helpers.audit import audit_entries, membership_state
 
 from tandem.client import Client
 from tandem.core.identity import MemberSecrets

@@ -11,22 +11,22 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.api.test_withdrawal_helpers import policy_doc, rule
-from tests.audit_helpers import audit_entries, membership_state, post, refusals
 from tests.conftest import World, new_member
-from tests.membership_helpers import (
+from tests.helpers.audit import audit_entries, membership_state, post, refusals
+from tests.helpers.membership import (
     MEMBER_DELAY,
     apply_change,
     approve,
     veto_member_change,
     wait_out_delay,
 )
+from tests.helpers.withdrawals import policy_doc, rule
 
-from tandem import client_log
-from tandem.client import RemoteError
+from tandem.client import log as client_log
 from tandem.core import audit
 from tandem.core.membership import LogState
 from tandem.core.roles import Role
+from tandem.errors import RemoteError
 from tandem.store import audit_log
 
 
@@ -71,7 +71,7 @@ def sock_puppet(world: World, who: str = "alice") -> dict[str, Any]:
 
 
 def install_membership_policy(world: World, membership: dict[str, Any]) -> None:
-    from tandem import client_withdrawal as cw
+    from tandem.client import withdrawal as cw
 
     doc = {**policy_doc(2, [rule("default")]), "membership": membership}
     prop = cw.propose_policy(world.client, world["alice"], doc)

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from sqlmodel import select
-from tests.api.test_withdrawal_helpers import approve_proposal, pass_delay
-from tests.audit_helpers import audit_entries, membership_state, post
 from tests.conftest import World
+from tests.helpers.audit import audit_entries, membership_state, post
+from tests.helpers.withdrawals import approve_proposal, pass_delay
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core.actions import sign_action
 from tandem.core.identity import MemberSecrets
 from tandem.core.policy import default_policy

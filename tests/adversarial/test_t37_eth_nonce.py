@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from tests.adversarial.limits_helpers import refused
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.withdrawals import (
     TOKEN,
     Setup,
     create_approved,
@@ -18,9 +19,8 @@ from tests.api.test_withdrawal_helpers import (
     fresh_sessions,
     setup,
 )
-from tests.conftest import World
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.store.models import WithdrawalNonce
 
 

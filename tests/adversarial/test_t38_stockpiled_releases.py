@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from tests.adversarial.limits_helpers import count_ok, refused
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.audit import audit_entries
+from tests.helpers.withdrawals import (
     btc_intent,
     create_approved,
     eth_intent,
@@ -20,13 +22,11 @@ from tests.api.test_withdrawal_helpers import (
     rule,
     setup,
 )
-from tests.audit_helpers import audit_entries
-from tests.conftest import World
 from typer.testing import CliRunner
 
-from tandem import client_withdrawal as cw
 from tandem.cli import withdrawal_cmds
 from tandem.cli.main import app
+from tandem.client import withdrawal as cw
 
 HOUR = 3600
 LONG = {"request_ttl_seconds": 7 * 86400, "approval_ttl_seconds": 7 * 86400}

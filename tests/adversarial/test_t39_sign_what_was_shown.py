@@ -21,17 +21,17 @@ from typing import Any
 import httpx
 import pytest
 from tests.api.test_ceremony import custom_definition
-from tests.api.test_withdrawal_helpers import btc_intent, setup
 from tests.conftest import World, new_member
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import btc_intent, setup
 from typer.testing import CliRunner
 
-from tandem import client_ceremony as cc
-from tandem import client_proof
-from tandem import client_withdrawal as cw
 from tandem.cli import common, main, proof_cmds, withdrawal_cmds
 from tandem.cli.main import app
 from tandem.client import Client
+from tandem.client import ceremony as cc
+from tandem.client import proof as client_proof
+from tandem.client import withdrawal as cw
 from tandem.core import keygen
 from tandem.core import withdrawal as wcore
 from tandem.core.roles import Role

@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.audit import audit_entries, post
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import (
     approve,
     btc_intent,
     create_approved,
@@ -24,13 +27,10 @@ from tests.api.test_withdrawal_helpers import (
     setup,
     verify_bitcoin,
 )
-from tests.audit_helpers import audit_entries, post
-from tests.conftest import World
-from tests.keysets import make_keyset
 
-from tandem import client_ceremony as cc
-from tandem import client_proof
-from tandem import client_withdrawal as cw
+from tandem.client import ceremony as cc
+from tandem.client import proof as client_proof
+from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.split import reseal_for_operation
 from tandem.store.models import Approval, OperationShare

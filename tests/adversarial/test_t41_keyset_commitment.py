@@ -24,17 +24,17 @@ from typing import Any
 import pytest
 from sqlmodel import select
 from tests.adversarial.proxy import InterceptingProxy
-from tests.api.test_withdrawal_helpers import BTC_DEST, setup, utxos
-from tests.audit_helpers import audit_entries
 from tests.conftest import World
+from tests.helpers.audit import audit_entries
+from tests.helpers.withdrawals import BTC_DEST, setup, utxos
 from typer.testing import CliRunner
 
-from tandem import client_ceremony as cc
-from tandem import client_proof
-from tandem import client_withdrawal as cw
 from tandem.cli.main import app as cli_app
 from tandem.client import Client
-from tandem.client_pin import PinnedDeployment, pin_path
+from tandem.client import ceremony as cc
+from tandem.client import proof as client_proof
+from tandem.client import withdrawal as cw
+from tandem.client.pin import PinnedDeployment, pin_path
 from tandem.core import ceremony as ceremony_core
 from tandem.core import split
 from tandem.core.chains.secp256k1 import is_valid_private_key

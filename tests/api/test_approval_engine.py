@@ -11,13 +11,13 @@ import pytest
 from sqlmodel import select
 from tests.api.test_ceremony import approve as approve_ceremony
 from tests.api.test_ceremony import custom_definition, propose
-from tests.api.test_withdrawal_helpers import btc_intent, create_approved, policy_doc, rule, setup
-from tests.audit_helpers import audit_entries
 from tests.conftest import World
+from tests.helpers.audit import audit_entries
 from tests.helpers.refusals import refused
+from tests.helpers.withdrawals import btc_intent, create_approved, policy_doc, rule, setup
 
-from tandem import client_ceremony as cc
-from tandem import client_withdrawal as cw
+from tandem.client import ceremony as cc
+from tandem.client import withdrawal as cw
 from tandem.core import approvals as engine
 from tandem.core import withdrawal as wcore
 from tandem.core.canonical import canonical

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
 
-from tandem import client_proof
 from tandem.cli.audit_cmds import download_export
+from tandem.client import proof as client_proof
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_ONLY = (

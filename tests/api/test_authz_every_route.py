@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 from tests.api.test_authz_matrix import routes, state
-from tests.audit_helpers import refusals
 from tests.conftest import World
+from tests.helpers.audit import refusals
 
 from tandem.core.canonical import canonical
 from tandem.core.roles import Role
@@ -52,6 +52,7 @@ TABLE: dict[str, tuple[str, str | None, frozenset[Role]]] = {
     "/v1/withdrawals/operations": ("withdrawal.prepare", None, frozenset({M})),
     "/v1/withdrawals": ("withdrawal.create", None, frozenset({M})),
     "/v1/withdrawals/{withdrawal_id}/approve": ("withdrawal.approve", "withdrawal", SIDES),
+    "/v1/withdrawals/approvals": ("withdrawal.batch_approve", None, SIDES),
     "/v1/withdrawals/{withdrawal_id}/reject": ("withdrawal.reject", "withdrawal", SIDES),
     "/v1/withdrawals/{withdrawal_id}/cancel": ("withdrawal.cancel", "withdrawal", frozenset({M})),
     "/v1/withdrawals/{withdrawal_id}/veto": ("withdrawal.veto", "withdrawal", frozenset({C})),
@@ -98,6 +99,7 @@ def extras(world: World, path: str) -> dict[str, Any]:
         "confirm_code": "000000",
         "sealed_share": "AAAA",
         "export": {},
+        "items": [{"envelope": {}}],
     }
     out = {}
     for name in schema.get("required", []):

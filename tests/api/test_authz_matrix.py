@@ -21,8 +21,8 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 from sqlmodel import select
-from tests.audit_helpers import refusals
 from tests.conftest import World, new_member
+from tests.helpers.audit import refusals
 
 from tandem.core.actions import sign_action
 from tandem.core.canonical import canonical

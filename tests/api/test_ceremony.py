@@ -13,11 +13,10 @@ import nacl.signing
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from tests.audit_helpers import audit_entries, refusals
 from tests.conftest import World
+from tests.helpers.audit import audit_entries, refusals
 
-from tandem import client_ceremony as cc
-from tandem.client import RemoteError
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keygen
 from tandem.core.actions import sign_action
@@ -25,7 +24,7 @@ from tandem.core.chains import MessageProof, get_chain
 from tandem.core.chains.base58 import b58decode
 from tandem.core.chains.solana import public_key_from_address
 from tandem.core.identity import MemberSecrets
-from tandem.errors import InputError
+from tandem.errors import InputError, RemoteError
 from tandem.store.models import AddressRow, Ceremony, KeySet
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import World
 from typer.testing import CliRunner
 
-from tandem.cli import common
+from tandem.cli import common, exit_codes
 from tandem.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def test_validate_offline_names_the_field(tmp_path: Path) -> None:
     bad.write_text((ROOT / "ceremonies/bitcoin-cold.toml").read_text().replace(
         'network = "mainnet"', 'network = "mainet"'))
     code, out = invoke(runner, "ceremony", "validate", str(bad))
-    assert code == 1
+    assert code == exit_codes.BAD_INPUT
     assert "ceremony.chains[0].network" in out
     assert "refused" in out
 
@@ -75,7 +75,7 @@ def test_validate_against_the_deployment(cli: CliRunner, tmp_path: Path) -> None
     assert code == 0, out  # offline it is well formed
     code, out = invoke(cli, "ceremony", "validate", str(three), "--server", "http://test",
                        *ks(tmp_path, "olga"))
-    assert code == 1
+    assert code == exit_codes.BAD_INPUT
     assert "ceremony.approvals.custodian" in out
 
 
@@ -141,7 +141,7 @@ def test_full_ceremony_through_the_cli(cli: CliRunner, world: World, tmp_path: P
     assert code == 0, out
     assert json.loads(export.read_text())["keyset"]["id"] == keyset_id
     code, out = invoke(cli, "keyset", "import", str(export), *ks(tmp_path, "alice"))
-    assert code == 1
+    assert code == exit_codes.CONFLICT
     assert "already present" in out
 
 

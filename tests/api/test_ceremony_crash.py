@@ -27,7 +27,7 @@ CHILD = textwrap.dedent(
     from fastapi.testclient import TestClient
     from tests.helpers.faults import sigkill_at
     from tandem.services.base import install_fault_hook
-    from tandem import client_ceremony as cc
+    from tandem.client import ceremony as cc
     from tandem.api import create_app
     from tandem.client import Client
     from tandem.core import keygen

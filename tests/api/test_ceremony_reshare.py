@@ -10,17 +10,16 @@ from typing import Any
 
 import pytest
 from sqlmodel import delete
-from tests.audit_helpers import audit_entries
 from tests.conftest import World
+from tests.helpers.audit import audit_entries
 
-from tandem import client_ceremony as cc
-from tandem.client import RemoteError
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
-from tandem.core import split
+from tandem.core import keyset_export, split
 from tandem.core.identity import MemberSecrets
 from tandem.core.keygen import public_key_for
 from tandem.core.split import reseal_for_operation
-from tandem.errors import InputError, ReshareRequiredError
+from tandem.errors import InputError, RemoteError, ReshareRequiredError
 from tandem.services.base import Call
 from tandem.store.models import AddressRow, KeyRow, KeySet, Member
 
@@ -208,8 +207,8 @@ def test_export_import_needs_a_manager_and_a_custodian(world: World) -> None:
     keyset = make_keyset(world, "ethereum-cold")
     ks = keyset["id"]
     export = cc.export_keyset(world.client, world["alice"], ks)
-    assert export["format"] == core.EXPORT_FORMAT
-    core.check_export(export)
+    assert export["format"] == keyset_export.EXPORT_FORMAT
+    keyset_export.check_export(export)
     env = world.client.sign(world["olga"], "keyset.export", {"keyset": ks})
     with pytest.raises(RemoteError) as err:  # auditors read; they do not export
         world.client.request("POST", f"/v1/keysets/{ks}/export", json_body={"envelope": env})
@@ -231,7 +230,7 @@ def test_export_import_needs_a_manager_and_a_custodian(world: World) -> None:
     with pytest.raises(Exception, match="does not verify"):
         cc.propose_import(world.client, world["mark"], tampered)
     env = world.client.sign(world["mark"], "keyset.import", {
-        "export_hash": core.export_hash(tampered), "operation": {}, "sealed_share": ""})
+        "export_hash": keyset_export.export_hash(tampered), "operation": {}, "sealed_share": ""})
     with pytest.raises(RemoteError) as err:
         world.client.request("POST", "/v1/keysets/import",
                              json_body={"envelope": env, "export": tampered})
@@ -267,7 +266,7 @@ def test_export_import_needs_a_manager_and_a_custodian(world: World) -> None:
                  "keyset.imported"):
         assert kind in kinds
     imported = next(e for e in entries if e["kind"] == "keyset.imported")
-    assert imported["data"]["export_hash"] == core.export_hash(export)
+    assert imported["data"]["export_hash"] == keyset_export.export_hash(export)
     assert imported["actor"] == world["cora"].member_id
 
 
@@ -282,7 +281,7 @@ def test_import_refuses_a_share_that_does_not_open(world: World) -> None:
     _side, box = reseal_for_operation(world["cora"], export["sealed"], stray,
                                       service_public(world))
     env = world.client.sign(world["cora"], "keyset.import_approve", {
-        "import": pending["id"], "export_hash": core.export_hash(export), "sealed_share": box})
+        "import": pending["id"], "export_hash": keyset_export.export_hash(export), "sealed_share": box})
     with pytest.raises(RemoteError) as err:
         world.client.request("POST", f"/v1/keysets/import/{pending['id']}/approve",
                              json_body={"envelope": env, "totp": world.code("cora")})

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from tests.conftest import World, new_member
-from tests.membership_helpers import MEMBER_DELAY, approve, wait_out_delay
+from tests.helpers.membership import MEMBER_DELAY, approve, wait_out_delay
 from typer.testing import CliRunner
 
-from tandem import client_withdrawal as cw
 from tandem.cli import main as cli_main
 from tandem.client import Client
+from tandem.client import withdrawal as cw
 from tandem.core.audit import key_id
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey

@@ -4,10 +4,10 @@ import json
 
 import pytest
 from tests.conftest import World, new_member
-from tests.membership_helpers import apply_change, wait_out_delay
+from tests.helpers.membership import apply_change, wait_out_delay
 
-from tandem.client import RemoteError
 from tandem.core.roles import Role
+from tandem.errors import RemoteError
 
 
 def test_member_added_with_other_side_approval(world: World) -> None:

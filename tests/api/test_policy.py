@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.withdrawals import (
     BTC_DEST,
     DELAY,
     approve_proposal,
@@ -17,10 +18,9 @@ from tests.api.test_withdrawal_helpers import (
     rule,
     setup,
 )
-from tests.conftest import World
 
-from tandem import client_withdrawal as cw
-from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
+from tandem.errors import RemoteError
 
 
 def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> RemoteError:
@@ -97,7 +97,7 @@ def test_policy_proposals_are_checked(world: World) -> None:
 def test_address_book_entry_applies_after_its_delay_and_can_be_removed(world: World) -> None:
     s = setup(world)
     c = world.client
-    from tests.api.test_withdrawal_helpers import STRANGER_BTC
+    from tests.helpers.withdrawals import STRANGER_BTC
 
     prop = cw.propose_address(
         c, world["alice"], chain="bitcoin", network="testnet", address=STRANGER_BTC, label="new broker"
@@ -128,7 +128,7 @@ def test_address_book_entry_applies_after_its_delay_and_can_be_removed(world: Wo
 def test_vetoed_address_never_becomes_allowed(world: World) -> None:
     s = setup(world)
     c = world.client
-    from tests.api.test_withdrawal_helpers import STRANGER_BTC
+    from tests.helpers.withdrawals import STRANGER_BTC
 
     prop = cw.propose_address(
         c, world["alice"], chain="bitcoin", network="testnet", address=STRANGER_BTC, label="suspicious"

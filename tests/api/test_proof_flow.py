@@ -15,18 +15,17 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from sqlmodel import select
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
 from typer.testing import CliRunner
 
-from tandem import client_proof
-from tandem.client import RemoteError
+from tandem.client import proof as client_proof
 from tandem.core import proofs as core
 from tandem.core.chains.base58 import b58decode
-from tandem.errors import InputError
+from tandem.errors import InputError, RemoteError
 from tandem.store.models import Deployment, KeySet
 
 if TYPE_CHECKING:
-    from tests.keysets import TestKeyset
+    from tests.helpers.keysets import TestKeyset
 
 BTC_ETH = (("bitcoin", "testnet"), ("ethereum", "sepolia"))
 SOL = (("solana", "devnet"),)

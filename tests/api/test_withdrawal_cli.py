@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.api.test_withdrawal_helpers import BTC_DEST, btc_intent, setup, verify_bitcoin
 from tests.conftest import World
+from tests.helpers.withdrawals import BTC_DEST, btc_intent, setup, verify_bitcoin
 from typer.testing import CliRunner
 
-from tandem import client_withdrawal as cw
 from tandem.cli import withdrawal_cmds
 from tandem.cli.main import app
+from tandem.client import withdrawal as cw
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
 

@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import btc_intent, create_approved, setup, verify_bitcoin
 from tests.conftest import World
+from tests.helpers.withdrawals import btc_intent, create_approved, setup, verify_bitcoin
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.errors import AlreadyReleasedError
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from bitcoin.core import b2lx
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.btc_funding import funding_tx, utxo
+from tests.helpers.withdrawals import (
     BTC_DEST,
     ETH_DEST,
     TOKEN,
@@ -16,10 +18,8 @@ from tests.api.test_withdrawal_helpers import (
     verify_bitcoin,
     verify_ethereum,
 )
-from tests.btc_funding import funding_tx, utxo
-from tests.conftest import World
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 
@@ -113,14 +113,14 @@ def test_demo_helper_runs_the_whole_story(world: World) -> None:
 
 
 def test_two_custodians_above_an_amount_counted_per_member(world: World) -> None:
-    from tests.api.test_withdrawal_helpers import policy_doc, rule
+    from tests.helpers.withdrawals import policy_doc, rule
 
     doc = policy_doc(2, [rule("large", custodians=2, match={"min_amount": "40000"}), rule("default")])
     s = setup(world, policy=doc)
     created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000))
     assert created["decision"]["rule"] == "large"
     assert approve(world, created["id"], "bob")["status"] == "pending"
-    from tandem.client import RemoteError
+    from tandem.errors import RemoteError
 
     with pytest.raises(RemoteError) as err:
         approve(world, created["id"], "bob")
@@ -134,7 +134,7 @@ def test_two_custodians_above_an_amount_counted_per_member(world: World) -> None
 
 
 def test_manager_approval_counts_only_when_the_rule_asks_for_one(world: World) -> None:
-    from tests.api.test_withdrawal_helpers import policy_doc, rule
+    from tests.helpers.withdrawals import policy_doc, rule
 
     s = setup(world, policy=policy_doc(2, [rule("dual", custodians=1, managers=1)]))
     created = cw.create_withdrawal(world.client, world["alice"], eth_intent(s))
@@ -153,7 +153,7 @@ def test_reject_and_cancel_close_a_request(world: World) -> None:
         == "rejected"
     )
     assert cw.cancel_withdrawal(world.client, world["mark"], b["id"])["status"] == "cancelled"
-    from tandem.client import RemoteError
+    from tandem.errors import RemoteError
 
     with pytest.raises(RemoteError) as err:
         approve(world, a["id"])
@@ -164,7 +164,7 @@ def test_reject_and_cancel_close_a_request(world: World) -> None:
 
 
 def test_after_a_restart_both_sides_give_their_shares_again(world: World) -> None:
-    from tandem.client import RemoteError
+    from tandem.errors import RemoteError
     from tandem.services.keyuse import OperationKeys
 
     s = setup(world)

@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import (
+from tests.conftest import World
+from tests.helpers.withdrawals import (
     btc_intent,
     create_approved,
     eth_intent,
@@ -16,10 +17,8 @@ from tests.api.test_withdrawal_helpers import (
     verify_bitcoin,
     verify_ethereum,
 )
-from tests.conftest import World
 
-from tandem import client_withdrawal as cw
-from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core.canonical import canonical
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
@@ -29,6 +28,7 @@ from tandem.errors import (
     DecryptionError,
     InputError,
     QuorumNotMetError,
+    RemoteError,
     VerificationError,
 )
 

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 from tests.api.test_withdrawal_cli import cli, run
-from tests.api.test_withdrawal_helpers import btc_intent, setup
-from tests.btc_funding import funding_tx
 from tests.conftest import World
+from tests.helpers.btc_funding import funding_tx
+from tests.helpers.withdrawals import btc_intent, setup
 from typer.testing import CliRunner
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import psbt
 

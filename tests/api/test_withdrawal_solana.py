@@ -10,15 +10,15 @@ import json
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import allow, approve, pass_delay
 from tests.api.test_withdrawal_offline import SIGNER
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import allow, approve, pass_delay
 
-from tandem import client_withdrawal as cw
-from tandem.client import RemoteError
+from tandem.client import withdrawal as cw
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
+from tandem.errors import RemoteError
 
 solders = pytest.importorskip("solders")
 from solders.transaction import Transaction  # noqa: E402

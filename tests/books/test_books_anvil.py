@@ -5,16 +5,17 @@ refused by the offline check. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import ETH_DEST, allow, approve, approve_proposal, pass_delay
 from tests.books.helpers import books_for, make_client
 from tests.chainio.conftest import Anvil
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import ETH_DEST, allow, approve, approve_proposal, pass_delay
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.chains import ethereum as eth
 from tandem.core.register import Register
@@ -163,6 +164,20 @@ def test_a_token_nobody_recorded_is_named(
     send_token(anvil, stranger, funded["address"], 42)
     found = books.reconcile()["report"]["discrepancies"]
     assert [(d["kind"], d["asset"], d["chain_amount"]) for d in found] == [("unknown_token", stranger, "42")]
+
+    # The search for unknown tokens keeps a cursor: each run asks only for the blocks
+    # since the last one (a new address from block 0), and remembers what it found.
+    searches = books.logged("register.tokens_scanned")
+    assert [(e["from_block"], e["addresses"]) for e in searches[:1]] == [(0, [funded["address"]])]
+    for before, after in itertools.pairwise(searches):
+        assert (after["from_block"], after["addresses"]) == (before["to_block"] + 1, [])
+    assert [e["tokens"] for e in searches][-1] == [stranger]
+    anvil.mine(1)
+    again = books.reconcile()["report"]["discrepancies"]
+    assert [(d["kind"], d["asset"]) for d in again] == [("unknown_token", stranger)]
+    last = books.logged("register.tokens_scanned")[-1]
+    assert last["from_block"] == searches[-1]["to_block"] + 1
+    assert last["tokens"] == []  # found before, still named
 
 
 def test_fees_charged_to_the_fund_when_the_policy_says_so(

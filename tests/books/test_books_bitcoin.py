@@ -8,7 +8,7 @@ from __future__ import annotations
 from tests.books.helpers import make_client
 from tests.chainio.mock_nodes import NETWORK, EsploraServer, backend_for
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
 
 from tandem.chainio import ChainConfig
 from tandem.services.books import Books

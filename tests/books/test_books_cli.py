@@ -12,7 +12,7 @@ import pytest
 from tests.books.helpers import books_for, make_client
 from tests.chainio.conftest import Anvil
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
 from typer.testing import CliRunner
 
 from tandem.cli import books_cmds
@@ -61,6 +61,7 @@ def test_cli_books(world: World, anvil: Anvil, cli: CliRunner, tmp_path: Path) -
     report = tmp_path / "report.json"
     out = run(cli, "reconcile", "--out", str(report), *bob, ok=False)  # exits 1 on a discrepancy
     assert "verdict: discrepancies" in out
+    assert "reading the chains: 1/1 addresses" in out  # a background job, its progress shown
     signed = json.loads(report.read_text())
     assert [d["kind"] for d in signed["report"]["discrepancies"]] == ["unexpected_inflow"]
     snapshot = tmp_path / "snapshot.json"

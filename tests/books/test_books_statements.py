@@ -11,7 +11,7 @@ import pytest
 from tests.books.helpers import books_for, make_client
 from tests.chainio.conftest import Anvil
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.keysets import make_keyset
 
 from tandem.core.register import UNALLOCATED
 from tandem.errors import ConflictError, InputError, RoleNotAllowedError, VerificationError

@@ -17,6 +17,7 @@ so every txid check the clients make is a real double-SHA256.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -29,8 +30,11 @@ import httpx
 
 from tandem.chainio import ChainConfig
 from tandem.chainio.base import ChainBackend
+from tandem.chainio.solana import GENESIS_HASHES, TOKEN_PROGRAM
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import secp256k1
+from tandem.core.chains import solana as sol
+from tandem.core.chains.base58 import b58decode, b58encode
 
 REGTEST_GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
 MAINNET_GENESIS = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
@@ -211,3 +215,233 @@ class JsonRpcServer:
 
     def methods_called(self) -> list[str]:
         return [name for name, _ in self.calls]
+
+
+# --- Solana ---------------------------------------------------------------------------
+
+
+def new_account() -> tuple[bytes, str]:
+    seed = secrets.token_bytes(32)
+    return seed, sol.address_from_public_key(sol.public_key_from_seed(seed))
+
+
+class SolanaNode:
+    def __init__(self, cluster: str = "devnet") -> None:
+        self.genesis = GENESIS_HASHES[cluster]
+        self.slot = 341_197_933
+        self.balances: dict[str, int] = {}
+        self.token_accounts: dict[str, list[dict[str, Any]]] = {}
+        self.transactions: dict[str, dict[str, Any]] = {}
+        self.parsed_transactions: dict[str, dict[str, Any]] = {}  # jsonParsed encoding
+        self.accounts: dict[str, dict[str, Any]] = {}  # getAccountInfo values (base64)
+        self.lamports_per_signature = 5000
+        self.blockhash = "EkSnNWid2cvwEVnVx9aBqawnmiCNiDgp3gUdkDPTKN1N"
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self.signatures_of: dict[str, list[dict[str, Any]]] = {}
+        self.sent: list[bytes] = []
+        self.send_answer: Any = None
+        self.server = JsonRpcServer(
+            methods={
+                "getGenesisHash": lambda p: self.genesis,
+                "getSlot": lambda p: self.slot,
+                "getBalance": lambda p: self.context(self.balances.get(p[0], 0)),
+                "getTokenAccountsByOwner": self.get_token_accounts,
+                "getSignaturesForAddress": lambda p: self.signatures_of.get(p[0], [])[: p[1]["limit"]],
+                "getTransaction": self.get_transaction,
+                "getAccountInfo": lambda p: self.context(self.accounts.get(p[0])),
+                "getTokenAccountBalance": self.get_token_account_balance,
+                "getFeeForMessage": lambda p: self.context(self.fee_for_message(base64.b64decode(p[0]))),
+                "getSignatureStatuses": lambda p: self.context([self.statuses.get(s) for s in p[0]]),
+                "getLatestBlockhash": lambda p: self.context(
+                    {
+                        "blockhash": self.blockhash,
+                        "lastValidBlockHeight": 3090,
+                    }
+                ),
+                "sendTransaction": self.send_transaction,
+            }
+        )
+
+    def context(self, value: Any) -> dict[str, Any]:
+        return {"context": {"apiVersion": "2.0.15", "slot": self.slot}, "value": value}
+
+    def add_token_account(self, owner: str, mint: str, amount: str, *, program: str = TOKEN_PROGRAM) -> str:
+        pubkey = new_account()[1]
+        self.token_accounts.setdefault(owner, []).append(
+            {
+                "pubkey": pubkey,
+                "account": {
+                    "data": {
+                        "program": "spl-token",
+                        "parsed": {
+                            "info": {
+                                "isNative": False,
+                                "mint": mint,
+                                "owner": owner,
+                                "state": "initialized",
+                                "tokenAmount": {
+                                    "amount": amount,
+                                    "decimals": 6,
+                                    "uiAmount": Decimal(amount) / 10**6,
+                                    "uiAmountString": str(Decimal(amount) / 10**6),
+                                },
+                            },
+                            "type": "account",
+                        },
+                        "space": 165,
+                    },
+                    "executable": False,
+                    "lamports": 2_039_280,
+                    "owner": program,
+                    "rentEpoch": 18_446_744_073_709_551_615,
+                    "space": 165,
+                },
+            }
+        )
+        return pubkey
+
+    def get_token_accounts(self, params: list[Any]) -> dict[str, Any]:
+        owner, selector, options = params
+        assert options["encoding"] == "jsonParsed"
+        accounts = self.token_accounts.get(owner, [])
+        if "mint" in selector:
+            chosen = [
+                a for a in accounts if a["account"]["data"]["parsed"]["info"]["mint"] == selector["mint"]
+            ]
+        else:
+            chosen = [a for a in accounts if a["account"]["owner"] == selector["programId"]]
+        return self.context(chosen)
+
+    def send_transaction(self, params: list[Any]) -> Any:
+        raw = base64.b64decode(params[0])
+        assert params[1]["encoding"] == "base64"
+        self.sent.append(raw)
+        if self.send_answer is not None:
+            return self.send_answer(raw)
+        return b58encode(raw[1:65])
+
+    def confirm(
+        self, signature: str, *, slot: int, fee: int = 5000, err: Any = None, confirmations: Any = 10
+    ) -> None:
+        self.transactions[signature] = {
+            "blockTime": 1_790_000_000,
+            "meta": {"err": err, "fee": fee, "innerInstructions": [], "postBalances": [], "preBalances": [],
+                     "status": {"Ok": None} if err is None else {"Err": err}},
+            "slot": slot,
+            "transaction": {"message": {"accountKeys": [], "instructions": []}, "signatures": [signature]},
+        }  # fmt: skip
+        self.statuses[signature] = {
+            "slot": slot, "confirmations": confirmations, "err": err, "status": {"Ok": None},
+            "confirmationStatus": "finalized" if confirmations is None else "confirmed",
+        }  # fmt: skip
+
+    def get_transaction(self, params: list[Any]) -> Any:
+        if params[1]["encoding"] == "jsonParsed":
+            return self.parsed_transactions.get(params[0])
+        return self.transactions.get(params[0])
+
+    def get_token_account_balance(self, params: list[Any]) -> dict[str, Any]:
+        for accounts in self.token_accounts.values():
+            for a in accounts:
+                if a["pubkey"] == params[0]:
+                    return self.context(a["account"]["data"]["parsed"]["info"]["tokenAmount"])
+        raise RpcFault(-32602, "Invalid param: could not find account")
+
+    def fee_for_message(self, message: bytes) -> int:
+        return self.lamports_per_signature * message[0]  # the header's signature count
+
+    def set_account(self, address: str, owner: str, data: bytes, lamports: int = 1_447_680) -> None:
+        """An account as getAccountInfo answers it in base64 encoding."""
+        self.accounts[address] = {
+            "data": [base64.b64encode(data).decode("ascii"), "base64"],
+            "executable": False,
+            "lamports": lamports,
+            "owner": owner,
+            "rentEpoch": 18_446_744_073_709_551_615,
+            "space": len(data),
+        }
+
+    def set_nonce_account(self, address: str, authority: str, nonce: str) -> None:
+        data = (
+            (1).to_bytes(4, "little") + (1).to_bytes(4, "little")  # Versions::Current, Initialized
+            + b58decode(authority) + b58decode(nonce) + self.lamports_per_signature.to_bytes(8, "little")
+        )  # fmt: skip
+        self.set_account(address, sol_system(), data)
+
+    def set_mint(self, mint: str, decimals: int) -> None:
+        data = (0).to_bytes(4, "little") + bytes(32) + (10**15).to_bytes(8, "little") + bytes([decimals, 1])
+        self.set_account(mint, TOKEN_PROGRAM, data + (0).to_bytes(4, "little") + bytes(32))
+
+    def record_parsed(
+        self,
+        *,
+        payer: str,
+        instructions: list[dict[str, Any]],
+        inner: list[dict[str, Any]] | None = None,
+        token_balances: list[tuple[str, str, str, str]] = (),  # type: ignore[assignment]
+        slot: int | None = None,
+        err: Any = None,
+        touches: tuple[str, ...] = (),
+    ) -> str:
+        """A successful (or failed) transaction in getTransaction's jsonParsed shape, listed
+        by getSignaturesForAddress for every address in ``touches``. ``token_balances`` are
+        (token account, owner, mint, amount) post balances."""
+        signature = b58encode(secrets.token_bytes(64))
+        slot = self.slot if slot is None else slot
+        keys = [payer, *sorted(({a for a, _o, _m, _x in token_balances} | set(touches)) - {payer})]
+        post = [
+            {"accountIndex": keys.index(account), "mint": mint, "owner": owner, "programId": TOKEN_PROGRAM,
+             "uiTokenAmount": {"amount": amount, "decimals": 6, "uiAmount": Decimal(amount) / 10**6,
+                               "uiAmountString": str(Decimal(amount) / 10**6)}}
+            for account, owner, mint, amount in token_balances
+        ]  # fmt: skip
+        self.parsed_transactions[signature] = {
+            "blockTime": 1_790_000_000,
+            "meta": {"computeUnitsConsumed": 450, "err": err, "fee": 5000,
+                     "innerInstructions": [{"index": 0, "instructions": inner}] if inner else [],
+                     "logMessages": [], "postBalances": [0] * len(keys), "postTokenBalances": post,
+                     "preBalances": [0] * len(keys), "preTokenBalances": [], "rewards": [],
+                     "status": {"Ok": None} if err is None else {"Err": err}},
+            "slot": slot,
+            "transaction": {
+                "message": {
+                    "accountKeys": [{"pubkey": k, "signer": i == 0, "source": "transaction", "writable": True}
+                                    for i, k in enumerate(keys)],
+                    "instructions": instructions,
+                    "recentBlockhash": self.blockhash,
+                },
+                "signatures": [signature],
+            },
+            "version": "legacy",
+        }  # fmt: skip
+        for address in touches:
+            listed = self.signatures_of.setdefault(address, [])
+            listed.insert(0, {"blockTime": 1_790_000_000, "confirmationStatus": "finalized", "err": err,
+                              "memo": None, "signature": signature, "slot": slot})  # fmt: skip
+        return signature
+
+
+def sol_system() -> str:
+    return "11111111111111111111111111111111"
+
+
+def system_transfer_ix(source: str, destination: str, lamports: int) -> dict[str, Any]:
+    """A System transfer as jsonParsed shows it."""
+    return {"parsed": {"info": {"destination": destination, "lamports": lamports, "source": source},
+                       "type": "transfer"},
+            "program": "system", "programId": sol_system(), "stackHeight": None}  # fmt: skip
+
+
+def token_transfer_ix(
+    source: str, destination: str, amount: int, *, mint: str | None = None, authority: str = ""
+) -> dict[str, Any]:
+    """An SPL Token transfer (``transferChecked`` when the mint is given) as jsonParsed shows it."""
+    info: dict[str, Any] = {"authority": authority or source, "destination": destination, "source": source}
+    if mint is None:
+        kind, info["amount"] = "transfer", str(amount)
+    else:
+        kind, info["mint"] = "transferChecked", mint
+        info["tokenAmount"] = {"amount": str(amount), "decimals": 6, "uiAmount": Decimal(amount) / 10**6,
+                               "uiAmountString": str(Decimal(amount) / 10**6)}  # fmt: skip
+    return {"parsed": {"info": info, "type": kind}, "program": "spl-token", "programId": TOKEN_PROGRAM,
+            "stackHeight": None}  # fmt: skip

@@ -1,26 +1,36 @@
 """The Solana JSON-RPC backend against the documented answer shapes.
 
 No Solana validator installs from npm or PyPI here (``solana-test-validator`` ships
-only with the Agave release archives), so the answers are those of the Solana RPC HTTP
-methods reference (solana.com/docs/rpc/http): ``getGenesisHash``, ``getBalance``,
-``getTokenAccountsByOwner`` (jsonParsed), ``getSignaturesForAddress``,
-``getTransaction``, ``getSignatureStatuses``, ``getLatestBlockhash``, ``getSlot`` and
-``sendTransaction`` (base64), served by httpx.MockTransport. The transaction sent is a
+only with the Agave release archives; the registries' ``litesvm`` and
+``solana-bankrun`` run programs in process and serve no JSON-RPC), so the answers are
+those of the Solana RPC HTTP methods reference (solana.com/docs/rpc/http):
+``getGenesisHash``, ``getBalance``, ``getTokenAccountsByOwner`` (jsonParsed),
+``getTokenAccountBalance``, ``getAccountInfo`` (base64), ``getFeeForMessage``,
+``getSignaturesForAddress``, ``getTransaction`` (json and jsonParsed),
+``getSignatureStatuses``, ``getLatestBlockhash``, ``getSlot`` and ``sendTransaction``
+(base64), served by httpx.MockTransport. These tests show the client reads the
+documented shapes and refuses others; they do not show a particular validator version
+still answers so. The transaction sent is a
 real system-program transfer signed with Ed25519 by ``core.chains.solana``.
 """
 
 from __future__ import annotations
 
-import base64
 import secrets
-from decimal import Decimal
 from typing import Any
 
 import pytest
-from tests.chainio.mock_nodes import JsonRpcServer, RpcFault, backend_for
+from tests.chainio.mock_nodes import (
+    RpcFault,
+    SolanaNode,
+    backend_for,
+    new_account,
+    system_transfer_ix,
+    token_transfer_ix,
+)
 
 from tandem.chainio import SolanaBackend
-from tandem.chainio.solana import GENESIS_HASHES, TOKEN_2022_PROGRAM, TOKEN_PROGRAM, SolanaJsonRpc
+from tandem.chainio.solana import TOKEN_2022_PROGRAM, TOKEN_PROGRAM, SolanaJsonRpc
 from tandem.core.chains import solana as sol
 from tandem.core.chains.base58 import b58decode, b58encode
 from tandem.errors import (
@@ -31,11 +41,6 @@ from tandem.errors import (
 )
 
 SYSTEM_PROGRAM = b"\x00" * 32
-
-
-def new_account() -> tuple[bytes, str]:
-    seed = secrets.token_bytes(32)
-    return seed, sol.address_from_public_key(sol.public_key_from_seed(seed))
 
 
 def system_transfer(seed: bytes, recipient: str, lamports: int, blockhash: str) -> bytes:
@@ -50,110 +55,6 @@ def system_transfer(seed: bytes, recipient: str, lamports: int, blockhash: str) 
     )  # fmt: skip
     signature = sol.sign_ed25519(seed, message)
     return bytes([1]) + signature + message
-
-
-class SolanaNode:
-    def __init__(self, cluster: str = "devnet") -> None:
-        self.genesis = GENESIS_HASHES[cluster]
-        self.slot = 341_197_933
-        self.balances: dict[str, int] = {}
-        self.token_accounts: dict[str, list[dict[str, Any]]] = {}
-        self.transactions: dict[str, dict[str, Any]] = {}
-        self.statuses: dict[str, dict[str, Any]] = {}
-        self.signatures_of: dict[str, list[dict[str, Any]]] = {}
-        self.sent: list[bytes] = []
-        self.send_answer: Any = None
-        self.server = JsonRpcServer(
-            methods={
-                "getGenesisHash": lambda p: self.genesis,
-                "getSlot": lambda p: self.slot,
-                "getBalance": lambda p: self.context(self.balances.get(p[0], 0)),
-                "getTokenAccountsByOwner": self.get_token_accounts,
-                "getSignaturesForAddress": lambda p: self.signatures_of.get(p[0], [])[: p[1]["limit"]],
-                "getTransaction": lambda p: self.transactions.get(p[0]),
-                "getSignatureStatuses": lambda p: self.context([self.statuses.get(s) for s in p[0]]),
-                "getLatestBlockhash": lambda p: self.context(
-                    {
-                        "blockhash": "EkSnNWid2cvwEVnVx9aBqawnmiCNiDgp3gUdkDPTKN1N",
-                        "lastValidBlockHeight": 3090,
-                    }
-                ),
-                "sendTransaction": self.send_transaction,
-            }
-        )
-
-    def context(self, value: Any) -> dict[str, Any]:
-        return {"context": {"apiVersion": "2.0.15", "slot": self.slot}, "value": value}
-
-    def add_token_account(self, owner: str, mint: str, amount: str, *, program: str = TOKEN_PROGRAM) -> str:
-        pubkey = new_account()[1]
-        self.token_accounts.setdefault(owner, []).append(
-            {
-                "pubkey": pubkey,
-                "account": {
-                    "data": {
-                        "program": "spl-token",
-                        "parsed": {
-                            "info": {
-                                "isNative": False,
-                                "mint": mint,
-                                "owner": owner,
-                                "state": "initialized",
-                                "tokenAmount": {
-                                    "amount": amount,
-                                    "decimals": 6,
-                                    "uiAmount": Decimal(amount) / 10**6,
-                                    "uiAmountString": str(Decimal(amount) / 10**6),
-                                },
-                            },
-                            "type": "account",
-                        },
-                        "space": 165,
-                    },
-                    "executable": False,
-                    "lamports": 2_039_280,
-                    "owner": program,
-                    "rentEpoch": 18_446_744_073_709_551_615,
-                    "space": 165,
-                },
-            }
-        )
-        return pubkey
-
-    def get_token_accounts(self, params: list[Any]) -> dict[str, Any]:
-        owner, selector, options = params
-        assert options["encoding"] == "jsonParsed"
-        accounts = self.token_accounts.get(owner, [])
-        if "mint" in selector:
-            chosen = [
-                a for a in accounts if a["account"]["data"]["parsed"]["info"]["mint"] == selector["mint"]
-            ]
-        else:
-            chosen = [a for a in accounts if a["account"]["owner"] == selector["programId"]]
-        return self.context(chosen)
-
-    def send_transaction(self, params: list[Any]) -> Any:
-        raw = base64.b64decode(params[0])
-        assert params[1]["encoding"] == "base64"
-        self.sent.append(raw)
-        if self.send_answer is not None:
-            return self.send_answer(raw)
-        return b58encode(raw[1:65])
-
-    def confirm(
-        self, signature: str, *, slot: int, fee: int = 5000, err: Any = None, confirmations: Any = 10
-    ) -> None:
-        self.transactions[signature] = {
-            "blockTime": 1_790_000_000,
-            "meta": {"err": err, "fee": fee, "innerInstructions": [], "postBalances": [], "preBalances": [],
-                     "status": {"Ok": None} if err is None else {"Err": err}},
-            "slot": slot,
-            "transaction": {"message": {"accountKeys": [], "instructions": []}, "signatures": [signature]},
-        }  # fmt: skip
-        self.statuses[signature] = {
-            "slot": slot, "confirmations": confirmations, "err": err, "status": {"Ok": None},
-            "confirmationStatus": "finalized" if confirmations is None else "confirmed",
-        }  # fmt: skip
 
 
 def solana(node: SolanaNode, network: str = "devnet") -> SolanaJsonRpc:
@@ -291,3 +192,111 @@ def test_an_unsigned_or_truncated_transaction_is_refused_before_sending() -> Non
     with pytest.raises(InvalidTransactionError):
         backend.broadcast(bytes([2]) + b"\x01" * 64)
     assert node.sent == []
+
+
+def test_durable_nonce_is_decoded_from_the_account_bytes() -> None:
+    node = SolanaNode()
+    _, authority = new_account()
+    _, account = new_account()
+    stored = b58encode(secrets.token_bytes(32))
+    node.set_nonce_account(account, authority, stored)
+    nonce = solana(node).durable_nonce(account)
+    assert (nonce.account, nonce.authority, nonce.nonce, nonce.lamports_per_signature) == (
+        account,
+        authority,
+        stored,
+        5000,
+    )
+    assert node.server.calls[-1][1][1]["encoding"] == "base64"
+    with pytest.raises(ChainBadResponseError, match="does not exist"):
+        solana(node).durable_nonce(new_account()[1])
+    node.set_account(account, TOKEN_PROGRAM, bytes(80))  # not owned by the System program
+    with pytest.raises(ChainBadResponseError, match="not a System nonce account"):
+        solana(node).durable_nonce(account)
+    node.set_account(account, "11111111111111111111111111111111", bytes(80))  # uninitialized
+    with pytest.raises(ChainBadResponseError, match="not an initialized nonce account"):
+        solana(node).durable_nonce(account)
+
+
+def test_mint_decimals_account_existence_and_fee_for_message() -> None:
+    node = SolanaNode()
+    _, mint = new_account()
+    backend = solana(node)
+    node.set_mint(mint, 9)
+    assert backend.mint_decimals(mint) == 9
+    assert backend.account_exists(mint)
+    assert not backend.account_exists(new_account()[1])
+    node.set_account(mint, TOKEN_2022_PROGRAM, bytes(82))
+    with pytest.raises(ChainBadResponseError, match="SPL Token program"):
+        backend.mint_decimals(mint)
+    assert backend.fee_for_message(bytes([1, 0, 1, 0])) == 5000
+    node.server.methods["getFeeForMessage"] = lambda p: node.context(None)  # blockhash expired
+    assert backend.fee_for_message(bytes([1, 0, 1, 0])) is None
+
+
+def test_token_account_balance_reads_the_amount_string() -> None:
+    node = SolanaNode()
+    _, owner = new_account()
+    account = node.add_token_account(owner, new_account()[1], "9864")
+    balance = solana(node).token_account_balance(account)
+    assert (balance.amount, balance.decimals, balance.account, balance.block_height) == (
+        9864,
+        6,
+        account,
+        node.slot,
+    )
+    node.token_accounts[owner][0]["account"]["data"]["parsed"]["info"]["tokenAmount"]["amount"] = 98.64
+    with pytest.raises(ChainBadResponseError):
+        solana(node).token_account_balance(account)
+
+
+def test_transfers_into_our_addresses_are_read_from_parsed_transactions() -> None:
+    node = SolanaNode()
+    _, payer = new_account()
+    _, ours = new_account()
+    _, other = new_account()
+    _, mint = new_account()
+    _, our_token_account = new_account()
+    _, their_token_account = new_account()
+    signature = node.record_parsed(
+        payer=payer,
+        instructions=[
+            system_transfer_ix(payer, ours, 1_500_000_000),
+            system_transfer_ix(payer, other, 7),  # not to us
+            token_transfer_ix(their_token_account, our_token_account, 2_000_000, mint=mint),
+            {
+                "accounts": [],
+                "data": "3Bxs4h24hBtQy9rw",
+                "programId": "ComputeBudget111111111111111111111111111111",
+            },
+        ],
+        # an inner (CPI) transfer of the first instruction: a plain SPL transfer, no mint
+        inner=[token_transfer_ix(their_token_account, our_token_account, 5, authority=payer)],
+        token_balances=[(our_token_account, ours, mint, "2000005"), (their_token_account, other, mint, "0")],
+        touches=(ours,),
+    )
+    moved = solana(node).transfers_to(signature, (ours,))
+    assert [(t.recipient, t.asset, t.amount, t.index, t.account) for t in moved] == [
+        (ours, "SOL", 1_500_000_000, 0, None),
+        (ours, mint, 5, 1, our_token_account),  # the inner instruction runs right after its parent
+        (ours, mint, 2_000_000, 3, our_token_account),
+    ]
+    assert {t.slot for t in moved} == {node.slot}
+    assert node.server.calls[-1][1][1]["encoding"] == "jsonParsed"
+
+    failed = node.record_parsed(
+        payer=payer, instructions=[system_transfer_ix(payer, ours, 9)], err={"InstructionError": [0, "X"]}
+    )
+    assert solana(node).transfers_to(failed, (ours,)) == ()
+    assert solana(node).transfers_to(b58encode(secrets.token_bytes(64)), (ours,)) == ()
+
+    lying = node.record_parsed(
+        payer=payer,
+        instructions=[token_transfer_ix(their_token_account, our_token_account, 1, mint=new_account()[1])],
+        token_balances=[(our_token_account, ours, mint, "1")],
+    )
+    with pytest.raises(ChainBadResponseError, match="another mint"):
+        solana(node).transfers_to(lying, (ours,))
+    node.parsed_transactions[lying]["transaction"]["signatures"] = [signature]
+    with pytest.raises(ChainBadResponseError, match="another transaction"):
+        solana(node).transfers_to(lying, (ours,))

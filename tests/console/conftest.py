@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 import uvicorn
-from tests.api.test_withdrawal_helpers import Setup, setup
 from tests.conftest import World
+from tests.helpers.withdrawals import Setup, setup
 
 from tandem.api import create_app
 from tandem.client import Client
-from tandem.client_pin import pin_path
+from tandem.client.pin import pin_path
 from tandem.console.server import ConsoleThread, bind
 from tandem.console.state import ConsoleState
 from tandem.core import totp as totp_core

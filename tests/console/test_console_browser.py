@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.api.test_withdrawal_helpers import btc_intent
 from tests.console.conftest import PASSPHRASE, ConsoleWorld, shots
+from tests.helpers.withdrawals import btc_intent
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 
 
 def request(cw_: ConsoleWorld, **kw: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 from tests.console.conftest import ConsoleWorld
 
+from tandem.cli import exit_codes
 from tandem.console.guard import COOKIE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +82,6 @@ def test_tandem_console_without_a_keystore_says_so(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert done.returncode == 1
+    assert done.returncode == exit_codes.BAD_INPUT
     assert "no keystore at" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout

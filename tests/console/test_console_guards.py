@@ -5,6 +5,7 @@ the CSRF token; it sends a strict CSP and no-store, and locks the key when idle.
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -183,3 +184,33 @@ def test_a_page_elsewhere_cannot_post_to_the_console(
     # A DNS-rebinding page reaches the console under its own name: refused as well.
     r = page.request.get(f"{c.console.origin}/", headers={"Host": "evil.example"})
     assert r.status == 421
+
+
+def test_every_form_route_checks_the_csrf_token(console_world: ConsoleWorld) -> None:
+    """Every POST route of the console, enumerated from the app (so a new one is covered),
+    refuses a form without this run's CSRF token before it does anything."""
+    from starlette.routing import Route
+
+    from tandem.console.app import create_console_app
+
+    c = console_world
+    http = unlocked(c)
+    posts = [
+        r.path
+        for r in create_console_app(c.state).routes
+        if isinstance(r, Route) and "POST" in (r.methods or ())
+    ]
+    assert {"/batch/approve", "/books/reconciliations/run", "/books/statements/issue"} <= set(posts)
+    before = len(c.world.client.audit_export(c.world["olga"])[0])
+    for path in posts:
+        url = path.replace("{id}", "wd_0000").replace("{action}", "approve")
+        r = http.post(
+            url, data={"csrf": "wrong", "passphrase": PASSPHRASE}, headers={"Origin": c.console.origin}
+        )
+        assert r.status_code in (403, 422), (path, r.status_code)
+        assert "csrf_invalid" in r.text, path
+    # Nothing was signed or sent: the log holds no new action (the pages shown with the
+    # refusal read the server, over the console's own read session, and nothing else).
+    lines = c.world.client.audit_export(c.world["olga"])[0][before:]
+    assert {json.loads(line)["kind"] for line in lines} <= {"session.opened"}
+    assert http.get("/").status_code == 200  # and the key is still unlocked

@@ -1,5 +1,5 @@
 """The other pages in the browser: proposals (a policy change as a diff, an address-book
-entry) approved with TOTP, the batch review, the audit log with filters and CSV export,
+entry) approved with TOTP, the audit log with filters and CSV export,
 and a proof challenge verified on the member's machine. Each main page is screenshotted
 (into docs/console/ when TANDEM_CONSOLE_SCREENSHOTS names that folder, see
 scripts/console_screenshots.py)."""
@@ -13,17 +13,17 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.api.test_withdrawal_helpers import STRANGER_ETH, TOKEN, btc_intent, eth_intent, policy_doc, rule
 from tests.console.conftest import ConsoleWorld, shots
 from tests.console.test_console_browser import open_and_unlock
+from tests.helpers.withdrawals import STRANGER_ETH, TOKEN, btc_intent, eth_intent, policy_doc, rule
 
-from tandem import client_ceremony as cc
-from tandem import client_proof
-from tandem import client_withdrawal as cw
-from tandem.client import RemoteError
+from tandem.client import ceremony as cc
+from tandem.client import proof as client_proof
+from tandem.client import withdrawal as cw
 from tandem.core import keygen
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
+from tandem.errors import RemoteError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,10 +60,6 @@ def test_policy_change_is_shown_as_a_diff_and_approved(
     assert "1.234567 USDC" in queue_text
     assert "0.00125 BTC" in queue_text
     page.screenshot(path=str(out / "queue.png"), full_page=True)
-
-    page.goto(f"{c.console.origin}/batch")
-    page.get_by_role("heading", name="Batch review").wait_for()
-    page.screenshot(path=str(out / "batch.png"), full_page=True)
 
     page.goto(f"{c.console.origin}/withdrawals/{_first_btc(c)}")
     page.get_by_role("heading", name="Fingerprint").wait_for()

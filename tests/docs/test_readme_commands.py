@@ -13,13 +13,14 @@ Every ```sh block in those files carries a marker on the line before it:
 An unmarked ``sh`` block fails the test, so a new block cannot slip past it. The CLI is
 this checkout's (``python -m tandem.cli`` on PATH as ``tandem``). Secrets come from the
 environment variables the CLI documents: ``TANDEM_PASSPHRASE`` for every keystore, and
-``TANDEM_TOTP`` set for approving commands to the member's next unused code (computed from
-the ``-k`` keystore, as the member's authenticator would). Values a reader copies from
-an earlier output are written in the docs as the reader sees them, and filled in from what
-the commands printed so far: ``cer_...``, ``prop_...``, ``pc_...``, ``ks_...``, ``wd_...``
-take the latest such id printed, ``tclaim_...`` the claim token, ``GENESIS_HASH`` and
-``TRANSCRIPT_HASH`` the latest hashes printed with those names. Questions (``genesis sign``)
-are answered ``y`` on standard input.
+``TANDEM_TOTP`` set for approving commands (and ``totp enrol``'s confirmation) to the
+member's next unused code, computed from the ``-k`` keystore as the member's authenticator
+would: ``TANDEM_KEEP_TOTP_SEED=1`` makes every keystore keep its seed, as scripts do.
+Values a reader copies from an earlier output are written in the docs as the reader sees
+them, and filled in from what the commands printed so far: ``cer_...``, ``prop_...``,
+``pc_...``, ``ks_...``, ``wd_...`` take the latest such id printed, ``tclaim_...`` the
+claim token, ``GENESIS_HASH`` and ``TRANSCRIPT_HASH`` the latest hashes printed with those
+names. Questions (``genesis sign``) are answered ``y`` on standard input.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ MARKER = re.compile(r"^<!--\s*(run(?::\s*(?:server|one shell))?|not-run:\s*(?P<r
 FENCE = re.compile(r"^```(\S*)\s*$")
 ID_PREFIXES = ("cer", "prop", "pc", "ks", "wd", "chl")
 NEEDS_TOTP = re.compile(
-    r"^tandem (proposal approve|ceremony approve|proof contribute|withdraw approve|"
+    r"^tandem (totp enrol|proposal approve|ceremony approve|proof contribute|withdraw approve|"
     r"withdraw contribute|keyset approve-import)\b"
 )
 COMMAND_TIMEOUT = 180
@@ -176,7 +177,10 @@ class Session:
         # One code per 30 s step and member; the server allows one step of clock skew.
         while True:
             now_step = int(time.time()) // 30
-            step = max(now_step - 1, self.last_step.get(keystore.name, -1) + 1)
+            # An enrolment's code is checked against a fresh seed with the whole skew window,
+            # so the current step's code is used: it stays valid for the next 30 s too.
+            earliest = now_step if words[1:3] == ["totp", "enrol"] else now_step - 1
+            step = max(earliest, self.last_step.get(keystore.name, -1) + 1)
             if step <= now_step + 1:
                 break
             print(
@@ -279,6 +283,8 @@ def test_readme_and_docs_commands_run_against_a_real_server(tmp_path: Path) -> N
         PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}",
         PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{env.get('PYTHONPATH', '')}",
         TANDEM_PASSPHRASE=PASSPHRASE,
+        # Scripts keep the TOTP seed in the keystore, so codes can be computed from it.
+        TANDEM_KEEP_TOTP_SEED="1",
         TANDEM_SERVER="http://127.0.0.1:9",  # nothing listens until a server block runs
         COLUMNS="200",
     )

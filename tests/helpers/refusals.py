@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from tandem.client import RemoteError
-from tandem.errors import Error
+from tandem.errors import Error, RemoteError
 
 
 def refused(code: str, fn: Callable[..., Any], *args: Any, match: str | None = None, **kwargs: Any) -> Error:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +50,50 @@ def test_canonical_round_trip(value: Any) -> None:
 def test_canonical_is_independent_of_insertion_order(value: dict[str, Any]) -> None:
     reordered = dict(reversed(list(value.items())))
     assert canonical(reordered) == canonical(value)
+
+
+_ascii_keys = st.text(st.characters(max_codepoint=0x7F), max_size=12)
+_all_text = st.text(max_size=20)  # any code point, lone surrogates included
+plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-MAX_SAFE_INT, max_value=MAX_SAFE_INT) | _all_text,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(_ascii_keys, children, max_size=5),
+    max_leaves=40,
+)
+
+
+def _reference(value: Any) -> bytes | str:
+    try:
+        return bytes(rfc8785.dumps(value))
+    except Exception:
+        return "refused"
+
+
+def _ours(value: Any) -> bytes | str:
+    try:
+        return canonical(value)
+    except InputError:
+        return "refused"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(plain_values | json_values)
+def test_fast_encoder_writes_exactly_what_rfc8785_writes(value: Any) -> None:
+    """The C-encoder path must be byte-for-byte the reference encoder, control
+    characters, non-ASCII text, U+2028, lone surrogates and all."""
+    assert _ours(value) == _reference(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"\x7f": "\x00\x01\x1f\x7f\u2028\u2029", "b": ["\b\t\n\f\r", '"\\'], "a": -0},
+        {"\ue000": 1, "\U0001f600": 2},  # non-ASCII keys: UTF-16 order, through rfc8785
+        [MAX_SAFE_INT, -MAX_SAFE_INT, True, False, None, ""],
+        {"n": MAX_SAFE_INT + 1},  # outside I-JSON: refused by both
+    ],
+)
+def test_fast_encoder_edges(value: Any) -> None:
+    assert _ours(value) == _reference(value)
 
 
 def test_rfc8785_key_order_is_by_utf16_code_units() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tandem.core import ceremony as core
-from tandem.core import keygen, split
+from tandem.core import keygen, keyset_export, split
 from tandem.core.actions import sign_action
 from tandem.core.ceremony_def import parse_definition
 from tandem.core.chains import get_chain
@@ -287,20 +287,20 @@ def test_check_export(people: dict[str, MemberSecrets]) -> None:
         custodian_publics={"m2": people["bob"].seal_public},
     )
     export = {
-        "format": core.EXPORT_FORMAT, "deployment": DEP, "entity": ENTITY,
+        "format": keyset_export.EXPORT_FORMAT, "deployment": DEP, "entity": ENTITY,
         "keyset": {"id": "ks_exp", "ceremony": CID, "curve": "secp256k1", "segregation": "own",
                    "status": "active", "generation": 1, "created_at": T0},
         "sealed": generated.sealed.to_dict(), "keys": generated.keys,
         "addresses": generated.addresses, "transcript_hash": None, "exported_at": T0,
     }
-    assert isinstance(core.check_export(export), split.SealedKeyset)
+    assert isinstance(keyset_export.check_export(export), split.SealedKeyset)
     bad = copy.deepcopy(export)
     bad["keys"][0]["public_key"] = people["alice"].sign_public.hex() + "02"
     with pytest.raises(VerificationError, match="keys differ"):
-        core.check_export(bad)
+        keyset_export.check_export(bad)
     bad = copy.deepcopy(export)
     other_key = keygen.public_key_for("secp256k1", b"\x11" * 32)
     other = get_chain("ethereum").address(other_key, "mainnet")
     bad["addresses"][0]["address"] = other
     with pytest.raises(VerificationError, match="not the ethereum address"):
-        core.check_export(bad)
+        keyset_export.check_export(bad)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tandem.client import Client
-from tandem.client_pin import PinnedDeployment, PinnedKeyset, pin_path
+from tandem.client.pin import PinnedDeployment, PinnedKeyset, pin_path
 from tandem.core.identity import MemberSecrets
 from tandem.core.membership import genesis_hash
 from tandem.core.roles import Role

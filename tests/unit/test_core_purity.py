@@ -119,7 +119,7 @@ def test_member_side_client_loads_no_server_code() -> None:
     import sys
 
     probe = (
-        "import sys, tandem.client, tandem.client_ceremony, tandem.client_withdrawal, tandem.client_proof\n"
+        "import sys, tandem.client, tandem.client.ceremony, tandem.client.withdrawal, tandem.client.proof\n"
         "bad = ('sqlmodel', 'sqlalchemy', 'fastapi', 'alembic', 'psycopg',\n"
         "       'tandem.services', 'tandem.store')\n"
         "print(','.join(m for m in bad if m in sys.modules))"

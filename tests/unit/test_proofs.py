@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from tandem.cli import exit_codes
 from tandem.cli.parallel import chunk_runner, usable_cores
 from tandem.core import proofs as core
 from tandem.core.audit import sign_checkpoint
@@ -519,7 +520,7 @@ def test_cli_refuses_unreadable_bundle(tmp_path: Path) -> None:
     path = tmp_path / "bundle.json"
     path.write_text('{"format": 1.5}')
     result = run_verify([str(path), "--challenge", NONCE])
-    assert result.exit_code == 1
+    assert result.exit_code == exit_codes.BAD_INPUT
     assert "refused" in result.output
 
 

@@ -17,11 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tandem import __version__
 from tandem.api import schemas
+from tandem.api.deps import Reader
 from tandem.core.canonical import loads_strict
 from tandem.errors import Error, InputError, PayloadTooLargeError, UnknownFieldError
 from tandem.services import Tandem
 from tandem.settings import Settings
-from tandem.store.models import Member
 
 log = logging.getLogger("tandem.api")
 M = TypeVar("M", bound=BaseModel)
@@ -99,16 +99,6 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
-def current_member(request: Request, authorization: Annotated[str | None, Header()] = None) -> Member:
-    """The member behind the ``Authorization: Bearer`` session token."""
-    token = None
-    if authorization and authorization.lower().startswith("bearer "):
-        token = authorization[7:].strip()
-    service: Tandem = request.app.state.service
-    return service.session_member(token)
-
-
-Reader = Annotated[Member, Depends(current_member)]
 
 
 def build_service(settings: Settings, clock: Callable[[], int] | None = None) -> Tandem:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request
 from pydantic import Field
 
-from tandem.api.app import Reader
+from tandem.api.deps import Reader
 from tandem.api.schemas import ApprovalIn, EnvelopeIn, Strict, same_subject
 from tandem.chainio import ChainConfig
 from tandem.services import Tandem
@@ -30,6 +30,11 @@ class ReconcileIn(Strict):
     envelope: dict[str, Any] = Field(description="Signed `reconciliation.run` {}")
     snapshot: dict[str, Any] | None = Field(
         default=None, description="An offline chain snapshot; without it the configured chains are read"
+    )
+    background: bool = Field(
+        default=False,
+        description="Read the chains in a background job and answer at once with its id; "
+        "follow it at GET /v1/books/reconciliations/jobs/{job} (progress, then the report)",
     )
 
 
@@ -120,9 +125,19 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         chain: Annotated[str, Query(max_length=16)],
         network: Annotated[str, Query(max_length=16)],
         asset: Annotated[str, Query(max_length=80)],
+        destination: Annotated[str | None, Query(max_length=100)] = None,
+        nonce_account: Annotated[str | None, Query(max_length=64)] = None,
     ) -> dict[str, Any]:
-        """What a withdrawal intent needs from the chain (nonce and fees, or UTXOs and a fee rate)."""
-        return books_of(request).suggest(wallet=wallet, chain=chain, network=network, asset=asset)
+        """What a withdrawal intent needs from the chain (nonce and fees, or UTXOs and a fee
+        rate, or a recent blockhash or durable nonce, token decimals and the fee)."""
+        return books_of(request).suggest(
+            wallet=wallet,
+            chain=chain,
+            network=network,
+            asset=asset,
+            destination=destination,
+            nonce_account=nonce_account,
+        )
 
     @app.post("/v1/books/withdrawals/{withdrawal_id}/broadcast", tags=["books"])
     def broadcast(
@@ -148,7 +163,15 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         heights read; the signed report, its hash logged: `reconciliation.run` {}."""
         books = books_of(request)
         books.gate("reconciliation.run", body.envelope, types="reconciliation.run")
+        if body.background and body.snapshot is None:
+            return books.start_reconcile()
         return books.reconcile(body.snapshot)
+
+    @app.get("/v1/books/reconciliations/jobs/{job_id}", tags=["books"])
+    def reconciliation_job(request: Request, viewer: Reader, job_id: str) -> dict[str, Any]:
+        """A background reconciliation: `running` with `done` of `total` addresses read,
+        then `done` with its `result` (the signed report), or `failed` with the error."""
+        return books_of(request).job(job_id)
 
     @app.get("/v1/books/reconciliations", tags=["books"])
     def reconciliations(request: Request, viewer: Reader) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from tandem.api import schemas
+from tandem.api.deps import Reader
 from tandem.services import Tandem
 
 
@@ -37,9 +38,7 @@ class ImportApprovalIn(schemas.Strict):
 
 def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 - routes still closures; they become routers
     """``strict(Model)`` is a dependency that parses the body strictly into Model;
-    read endpoints take ``viewer: Reader`` (tandem.api.app.Reader)."""
-    from tandem.api.app import Reader
-
+    read endpoints take ``viewer: Reader`` (tandem.api.deps.Reader)."""
     envelope_in = strict(schemas.EnvelopeIn)
 
     # --- ceremonies ----------------------------------------------------------------------

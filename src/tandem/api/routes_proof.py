@@ -8,7 +8,7 @@ from fastapi import FastAPI, Response
 from pydantic import Field
 
 from tandem.api import schemas
-from tandem.api.app import Reader
+from tandem.api.deps import Reader
 from tandem.services import Tandem
 
 

@@ -13,10 +13,11 @@ from fastapi import FastAPI, Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from tandem.api.app import Reader
+from tandem.api.deps import Reader
 from tandem.api.schemas import EnvelopeIn, Strict, same_subject
 from tandem.errors import InputError
 from tandem.services import Tandem
+from tandem.services.batch import MAX_BATCH
 from tandem.store import pages
 
 
@@ -46,6 +47,22 @@ class WithdrawalApproveIn(Strict):
     sealed_share: str | None = Field(
         default=None, description="The approver's share resealed to the operation"
     )
+
+
+class BatchItemIn(Strict):
+    envelope: dict[str, Any] = Field(description="Signed `withdrawal.approve`, as for one approval")
+    sealed_share: str | None = Field(
+        default=None, description="The approver's share resealed to that request's operation"
+    )
+
+
+class BatchApproveIn(Strict):
+    envelope: dict[str, Any] = Field(
+        description="Signed `withdrawal.batch_approve` {withdrawals, nonces}: each item's withdrawal id "
+        "and the nonce of its signed approval, in order"
+    )
+    totp: str = Field(min_length=6, max_length=6, description="Current TOTP code of the approver, used once")
+    items: list[BatchItemIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901, PLR0915 - routes still closures; they become routers
@@ -92,6 +109,14 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901, 
         """Approve over (id, intent hash, tx digest, policy version, expiry), with TOTP."""
         same_subject(body.envelope, "withdrawal", withdrawal_id)
         return svc.approve_withdrawal(body.envelope, totp=body.totp, sealed_share=body.sealed_share)
+
+    @app.post("/v1/withdrawals/approvals", tags=["withdrawals"])
+    def approve_batch(body: BatchApproveIn = strict(BatchApproveIn)) -> dict[str, Any]:
+        """Approve several withdrawals with one TOTP code: the code is checked once, then
+        each signed approval is admitted as by the single route. Per-item results; each
+        refused item is audited with its code."""
+        items = [item.model_dump(exclude_none=True) for item in body.items]
+        return svc.approve_withdrawals(body.envelope, totp=body.totp, items=items)
 
     @app.post("/v1/withdrawals/{withdrawal_id}/reject", tags=["withdrawals"])
     def reject(withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:

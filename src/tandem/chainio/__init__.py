@@ -13,22 +13,24 @@ from tandem.chainio.base import (
     BitcoinFeeRate,
     Blockhash,
     ChainBackend,
+    DurableNonce,
     EthereumBackend,
     EthereumFees,
     EthereumTransaction,
     SignatureInfo,
     SolanaBackend,
+    SolanaTransfer,
     TokenBalance,
     TokenTransfer,
     TxStatus,
     Utxo,
-    backend_kinds,
-    open_backend,
-    register_backend,
 )
-from tandem.chainio.config import ChainConfig, ChainEndpoint
+from tandem.chainio.config import ChainConfig
+from tandem.chainio.endpoint import ChainEndpoint
+from tandem.chainio.registry import BACKENDS, backend_kinds, open_backend
 
 __all__ = [
+    "BACKENDS",
     "Balance",
     "BitcoinBackend",
     "BitcoinFeeRate",
@@ -36,16 +38,17 @@ __all__ = [
     "ChainBackend",
     "ChainConfig",
     "ChainEndpoint",
+    "DurableNonce",
     "EthereumBackend",
     "EthereumFees",
     "EthereumTransaction",
     "SignatureInfo",
     "SolanaBackend",
+    "SolanaTransfer",
     "TokenBalance",
     "TokenTransfer",
     "TxStatus",
     "Utxo",
     "backend_kinds",
     "open_backend",
-    "register_backend",
 ]

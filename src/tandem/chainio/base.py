@@ -13,16 +13,11 @@ against the id computed locally), so a lying node is refused here, not believed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
-from tandem.errors import ChainConfigError
-
 if TYPE_CHECKING:
-    import httpx
 
-    from tandem.chainio.config import ChainEndpoint
     from tandem.core.chains.bitcoin import Prevout
 
 TxState = Literal["unknown", "pending", "confirmed", "failed"]
@@ -56,6 +51,9 @@ class TxStatus:
     block_height: int | None = None  # Solana: the slot
     confirmations: int = 0
     fee: int | None = None  # base units, where the node reports it
+    # Solana: lamports the fee payer's balance fell by (the fee, what it sent, and the rent
+    # of any account it created), from the transaction's pre- and post-balances.
+    payer_spent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +134,33 @@ class Blockhash:
     slot: int
 
 
+@dataclass(frozen=True)
+class DurableNonce:
+    """A System nonce account's stored value: what a durable transaction names as its
+    blockhash, valid until the nonce is advanced (by the transaction that uses it)."""
+
+    account: str
+    authority: str
+    nonce: str
+    lamports_per_signature: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class SolanaTransfer:
+    """Value one instruction (top-level or inner) of a successful transaction moved into
+    ``recipient``: lamports (``asset`` ``"SOL"``) or token base units of mint ``asset``."""
+
+    signature: str
+    slot: int
+    recipient: str  # the owner: the wallet address, not its token account
+    asset: str
+    amount: int
+    index: int  # the instruction's place in execution order (inner ones after their parent)
+    account: str | None = None  # the receiving token account
+    block_time: int | None = None
+
+
 @runtime_checkable
 class ChainBackend(Protocol):
     """What every backend answers, whatever the chain."""
@@ -199,40 +224,14 @@ class SolanaBackend(ChainBackend, Protocol):
 
     def latest_blockhash(self) -> Blockhash: ...
 
+    def durable_nonce(self, account: str) -> DurableNonce: ...
 
-# --- the registry ---------------------------------------------------------------------
+    def mint_decimals(self, mint: str) -> int: ...
 
-BackendFactory = Callable[["ChainEndpoint", "httpx.BaseTransport | None"], ChainBackend]
+    def account_exists(self, address: str) -> bool: ...
 
-_REGISTRY: dict[tuple[str, str], BackendFactory] = {}
+    def fee_for_message(self, message: bytes) -> int | None: ...
 
+    def token_account_balance(self, account: str) -> TokenBalance: ...
 
-def register_backend(chain: str, kind: str) -> Callable[[BackendFactory], BackendFactory]:
-    """Class decorator: ``kind`` (the scheme prefix in the configuration) serves ``chain``."""
-
-    def add(factory: BackendFactory) -> BackendFactory:
-        _REGISTRY[(chain, kind)] = factory
-        return factory
-
-    return add
-
-
-def _load_backends() -> None:
-    # Importing fills the registry; done lazily so base imports no backend.
-    from tandem.chainio import bitcoin, ethereum, snapshot, solana  # noqa: F401
-
-
-def backend_kinds(chain: str) -> tuple[str, ...]:
-    _load_backends()
-    return tuple(sorted(kind for c, kind in _REGISTRY if c == chain))
-
-
-def open_backend(endpoint: ChainEndpoint, *, transport: httpx.BaseTransport | None = None) -> ChainBackend:
-    """The backend an endpoint names; ``transport`` is for tests (httpx.MockTransport)."""
-    _load_backends()
-    try:
-        factory = _REGISTRY[(endpoint.chain, endpoint.kind)]
-    except KeyError:
-        known = ", ".join(backend_kinds(endpoint.chain)) or "none"
-        raise ChainConfigError(f"no {endpoint.kind!r} backend for {endpoint.chain}; known: {known}") from None
-    return factory(endpoint, transport)
+    def transfers_to(self, signature: str, recipients: tuple[str, ...]) -> tuple[SolanaTransfer, ...]: ...

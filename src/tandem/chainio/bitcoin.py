@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tandem.chainio import parse
-from tandem.chainio.base import Balance, BitcoinFeeRate, TxStatus, Utxo, register_backend
+from tandem.chainio.base import Balance, BitcoinFeeRate, TxStatus, Utxo
 from tandem.chainio.transport import HttpEndpoint, JsonRpcClient, JsonRpcError
 from tandem.core.chains import bitcoin as btc
 from tandem.errors import (
@@ -30,7 +30,7 @@ from tandem.errors import (
 if TYPE_CHECKING:
     import httpx
 
-    from tandem.chainio.config import ChainEndpoint
+    from tandem.chainio.endpoint import ChainEndpoint
 
 # Hash of block 0 per network: what an Esplora server is asked to prove which chain it serves.
 GENESIS_HASHES: Mapping[str, frozenset[str]] = {
@@ -151,7 +151,6 @@ class _BitcoinBase:
 # --- Esplora --------------------------------------------------------------------------
 
 
-@register_backend("bitcoin", "esplora")
 class EsploraBackend(_BitcoinBase):
     """The REST API of Blockstream's Esplora (electrs), also served by mempool.space."""
 
@@ -288,7 +287,6 @@ class EsploraBackend(_BitcoinBase):
 # --- Bitcoin Core RPC -----------------------------------------------------------------
 
 
-@register_backend("bitcoin", "bitcoincore")
 class BitcoinCoreBackend(_BitcoinBase):
     """Bitcoin Core's JSON-RPC; credentials come from the URL's user and password.
 

@@ -17,14 +17,15 @@ works as before, and asking for a backend raises :class:`ChainNotConfiguredError
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from tandem.chainio.transport import DEFAULT_TIMEOUT, redact_url
-from tandem.errors import ChainConfigError, ChainNotConfiguredError, InputError
+from tandem.chainio.endpoint import ChainEndpoint
+from tandem.chainio.registry import backend_kinds, open_backend
+from tandem.chainio.transport import DEFAULT_TIMEOUT
+from tandem.errors import ChainConfigError, ChainNotConfiguredError
 
 if TYPE_CHECKING:
     import httpx
@@ -33,59 +34,7 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "TANDEM_CHAIN_"
 TIMEOUT_ENV = "TANDEM_CHAIN_TIMEOUT"
-_KIND = re.compile(r"[a-z][a-z0-9-]*")
 _MAX_TIMEOUT = 300.0
-
-
-@dataclass(frozen=True)
-class ChainEndpoint:
-    chain: str
-    network: str
-    kind: str  # registry name of the backend: jsonrpc, esplora, bitcoincore, snapshot
-    url: str = field(repr=False)  # may hold credentials: never printed
-    timeout: float = DEFAULT_TIMEOUT
-
-    @property
-    def display(self) -> str:
-        """Where the endpoint points, without credentials, path or query."""
-        if self.url.startswith("file:"):
-            return "file:(snapshot)"
-        return redact_url(self.url)
-
-    def __repr__(self) -> str:
-        return (
-            f"ChainEndpoint(chain={self.chain!r}, network={self.network!r}, "
-            f"kind={self.kind!r}, url={self.display!r})"
-        )
-
-    @classmethod
-    def parse(cls, chain: str, network: str, spec: str, *, timeout: float = DEFAULT_TIMEOUT) -> ChainEndpoint:
-        from tandem.chainio.base import backend_kinds
-        from tandem.core.chains import get_chain
-
-        try:
-            known_networks = get_chain(chain).networks
-        except InputError:
-            raise ChainConfigError(f"chain endpoint for unknown chain {chain!r}") from None
-        if network not in known_networks:
-            raise ChainConfigError(
-                f"unknown {chain} network {network!r}; known: {', '.join(sorted(known_networks))}"
-            )
-        kind, plus, url = spec.strip().partition("+")
-        if not plus or not _KIND.fullmatch(kind) or not url:
-            raise ChainConfigError(
-                f"endpoint for {chain}.{network} must read <kind>+<url>, e.g. jsonrpc+http://127.0.0.1:8545"
-            )
-        kinds = backend_kinds(chain)
-        if kind not in kinds:
-            raise ChainConfigError(f"no {kind!r} backend for {chain}; known: {', '.join(kinds)}")
-        scheme = url.split(":", 1)[0].lower()
-        allowed = ("file",) if kind == "snapshot" else ("http", "https")
-        if scheme not in allowed:
-            raise ChainConfigError(
-                f"a {kind} endpoint for {chain}.{network} must be a {' or '.join(allowed)} URL"
-            )
-        return cls(chain=chain, network=network, kind=kind, url=url, timeout=timeout)
 
 
 def _timeout(text: str | None) -> float:
@@ -121,7 +70,9 @@ class ChainConfig:
             chain, dot, network = name.strip().lower().partition(".")
             if not dot:
                 raise ChainConfigError(f"chain endpoint name {name!r} must read <chain>.<network>")
-            endpoints[(chain, network)] = ChainEndpoint.parse(chain, network, spec, timeout=timeout)
+            endpoints[(chain, network)] = ChainEndpoint.parse(
+                chain, network, spec, kinds=backend_kinds(chain), timeout=timeout
+            )
         return cls(endpoints)
 
     @classmethod
@@ -150,6 +101,4 @@ class ChainConfig:
     def backend(
         self, chain: str, network: str, *, transport: httpx.BaseTransport | None = None
     ) -> ChainBackend:
-        from tandem.chainio.base import open_backend
-
         return open_backend(self.endpoint(chain, network), transport=transport)

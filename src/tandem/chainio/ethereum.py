@@ -20,7 +20,6 @@ from tandem.chainio.base import (
     TokenTransfer,
     TxState,
     TxStatus,
-    register_backend,
 )
 from tandem.chainio.transport import HttpEndpoint, JsonRpcClient, JsonRpcError
 from tandem.core.chains import ethereum as eth
@@ -29,7 +28,7 @@ from tandem.errors import ChainBadResponseError, ChainMismatchError, InputError,
 if TYPE_CHECKING:
     import httpx
 
-    from tandem.chainio.config import ChainEndpoint
+    from tandem.chainio.endpoint import ChainEndpoint
 
 # keccak256("Transfer(address,address,uint256)"), the ERC-20 (EIP-20) event topic.
 TRANSFER_TOPIC = "0x" + eth.keccak256(b"Transfer(address,address,uint256)").hex()
@@ -57,7 +56,6 @@ def _address(value: Any, what: str) -> str:
     return eth.to_checksum_address(raw)
 
 
-@register_backend("ethereum", "jsonrpc")
 class EthereumJsonRpc:
     chain: ClassVar[str] = "ethereum"
     kind: ClassVar[str] = "jsonrpc"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote, urlparse
 
 from tandem.chainio import parse
-from tandem.chainio.base import Balance, BitcoinFeeRate, TxStatus, Utxo, register_backend
+from tandem.chainio.base import Balance, BitcoinFeeRate, TxStatus, Utxo
 from tandem.chainio.bitcoin import checked_transaction, checked_utxo
 from tandem.core.chains import bitcoin as btc
 from tandem.errors import ChainBadResponseError, ChainConfigError, ChainUnsupportedError, InvalidAddressError
@@ -34,7 +34,7 @@ from tandem.errors import ChainBadResponseError, ChainConfigError, ChainUnsuppor
 if TYPE_CHECKING:
     import httpx
 
-    from tandem.chainio.config import ChainEndpoint
+    from tandem.chainio.endpoint import ChainEndpoint
 
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 _CSV_HEADER = ("txid", "vout", "value", "address")
@@ -251,7 +251,6 @@ def load_snapshot(path: Path, *, network: str) -> UtxoSnapshot:
     return from_esplora_json(body, network=network)
 
 
-@register_backend("bitcoin", "snapshot")
 class SnapshotBackend:
     """A read-only backend over a snapshot file (``snapshot+file:///path``)."""
 

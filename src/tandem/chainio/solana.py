@@ -16,11 +16,12 @@ from tandem.chainio import parse
 from tandem.chainio.base import (
     Balance,
     Blockhash,
+    DurableNonce,
     SignatureInfo,
+    SolanaTransfer,
     TokenBalance,
     TxState,
     TxStatus,
-    register_backend,
 )
 from tandem.chainio.transport import HttpEndpoint, JsonRpcClient
 from tandem.core.chains import solana as sol
@@ -36,7 +37,7 @@ from tandem.errors import (
 if TYPE_CHECKING:
     import httpx
 
-    from tandem.chainio.config import ChainEndpoint
+    from tandem.chainio.endpoint import ChainEndpoint
 
 GENESIS_HASHES = {
     "mainnet": "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
@@ -45,6 +46,16 @@ GENESIS_HASHES = {
 }
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"  # noqa: S105 - a program id
 TOKEN_2022_PROGRAM = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"  # noqa: S105
+SYSTEM_PROGRAM = "11111111111111111111111111111111"
+TOKEN_PROGRAMS = (TOKEN_PROGRAM, TOKEN_2022_PROGRAM)
+# A System nonce account (nonce::state::Versions): u32 version (1: current), u32 state
+# (1: initialized), the authority, the stored durable nonce, lamports per signature.
+NONCE_ACCOUNT_LEN = 80
+# An SPL mint: COption<authority> (36), supply u64, decimals u8, is_initialized, COption<freeze>.
+MINT_LEN = 82
+# What one instruction of getTransaction's jsonParsed answer moves into an account.
+_SYSTEM_TRANSFERS = ("transfer", "transferWithSeed")
+_TOKEN_TRANSFERS = ("transfer", "transferChecked", "mintTo", "mintToChecked")
 COMMITMENT = "confirmed"
 # getSignatureStatuses reports null confirmations once a block is rooted (finalized):
 # by then at least 32 blocks have voted on it.
@@ -91,7 +102,6 @@ def first_signature(raw: bytes) -> str:
     return b58encode(signature)
 
 
-@register_backend("solana", "jsonrpc")
 class SolanaJsonRpc:
     chain: ClassVar[str] = "solana"
     kind: ClassVar[str] = "jsonrpc"
@@ -247,7 +257,16 @@ class SolanaJsonRpc:
         fee = parse.integer(parse.field(meta, "fee", what), what, maximum=U64_MAX)
         _, confirmations = self._confirmations(signature)
         state: TxState = "failed" if meta.get("err") is not None else "confirmed"
-        return TxStatus(signature, state, slot, max(confirmations, 1), fee)
+        pre = parse.arr(meta.get("preBalances") or [], what)
+        post = parse.arr(meta.get("postBalances") or [], what)
+        spent = None
+        if pre and post:
+            before = parse.integer(pre[0], what, maximum=U64_MAX)
+            after = parse.integer(post[0], what, maximum=U64_MAX)
+            if after > before:
+                parse.bad(what, "the fee payer's balance rose")
+            spent = before - after
+        return TxStatus(signature, state, slot, max(confirmations, 1), fee, spent)
 
     def latest_blockhash(self) -> Blockhash:
         what = "getLatestBlockhash"
@@ -264,6 +283,176 @@ class SolanaJsonRpc:
             last_valid_block_height=parse.integer(parse.field(info, "lastValidBlockHeight", what), what),
             slot=slot,
         )
+
+    def _account(self, address: str, what: str) -> tuple[int, str, bytes] | None:
+        """(slot, owner program, data) of an account, or None when it does not exist."""
+        target = sol.validate_address(address)
+        slot, value = self._with_context(
+            self._call("getAccountInfo", [target, {"encoding": "base64", "commitment": COMMITMENT}]), what
+        )
+        if value is None:
+            return None
+        info = parse.obj(value, what)
+        owner = _address(parse.field(info, "owner", what), what)
+        data = parse.arr(parse.field(info, "data", what), what)
+        if len(data) != 2 or data[1] != "base64":
+            parse.bad(what, "account data is not [base64, 'base64']")
+        try:
+            raw = base64.b64decode(parse.string(data[0], what), validate=True)
+        except ValueError:
+            parse.bad(what, "account data is not base64")
+        return slot, owner, raw
+
+    def account_exists(self, address: str) -> bool:
+        return self._account(address, "getAccountInfo") is not None
+
+    def durable_nonce(self, account: str) -> DurableNonce:
+        """The stored nonce of a System nonce account (``getAccountInfo``, base64, decoded
+        here from the account's bytes rather than from a node's parsed view)."""
+        what = "getAccountInfo (nonce account)"
+        found = self._account(account, what)
+        if found is None:
+            parse.bad(what, f"nonce account {account} does not exist")
+        slot, owner, raw = found
+        if owner != SYSTEM_PROGRAM or len(raw) != NONCE_ACCOUNT_LEN:
+            parse.bad(what, f"{account} is not a System nonce account")
+        version = int.from_bytes(raw[0:4], "little")
+        state = int.from_bytes(raw[4:8], "little")
+        if version != 1 or state != 1:
+            parse.bad(what, f"{account} is not an initialized nonce account ({version}, {state})")
+        return DurableNonce(
+            account=sol.validate_address(account),
+            authority=b58encode(raw[8:40]),
+            nonce=b58encode(raw[40:72]),
+            lamports_per_signature=int.from_bytes(raw[72:80], "little"),
+            slot=slot,
+        )
+
+    def mint_decimals(self, mint: str) -> int:
+        """The decimals an SPL Token mint states (``getAccountInfo``, its bytes decoded)."""
+        what = "getAccountInfo (mint)"
+        found = self._account(mint, what)
+        if found is None:
+            parse.bad(what, f"mint {mint} does not exist")
+        _slot, owner, raw = found
+        if owner != TOKEN_PROGRAM:
+            parse.bad(what, f"{mint} is not a mint of the SPL Token program, which Tandem's transfers use")
+        if len(raw) != MINT_LEN or raw[45] != 1:
+            parse.bad(what, f"{mint} is not an initialized mint")
+        return raw[44]
+
+    def fee_for_message(self, message: bytes) -> int | None:
+        """What the cluster charges for ``message`` (``getFeeForMessage``); None once its
+        blockhash has expired."""
+        what = "getFeeForMessage"
+        encoded = base64.b64encode(message).decode("ascii")
+        _, value = self._with_context(self._call(what, [encoded, {"commitment": COMMITMENT}]), what)
+        return None if value is None else parse.integer(value, what, maximum=U64_MAX)
+
+    def token_account_balance(self, account: str) -> TokenBalance:
+        """One token account's balance (``getTokenAccountBalance``), base units from the
+        ``amount`` string. ``token`` and ``owner`` are not in this answer and stay empty."""
+        what = "getTokenAccountBalance"
+        target = sol.validate_address(account)
+        slot, value = self._with_context(self._call(what, [target, {"commitment": COMMITMENT}]), what)
+        info = parse.obj(value, what)
+        return TokenBalance(
+            chain="solana",
+            network=self.network,
+            token="",
+            owner="",
+            amount=parse.decimal_string(parse.field(info, "amount", what), what, maximum=U64_MAX),
+            block_height=slot,
+            account=target,
+            decimals=parse.integer(parse.field(info, "decimals", what), what, maximum=255),
+        )
+
+    def transfers_to(self, signature: str, recipients: tuple[str, ...]) -> tuple[SolanaTransfer, ...]:
+        """The SOL and SPL token transfers into ``recipients`` (wallet addresses) that one
+        transaction made, read from ``getTransaction`` in ``jsonParsed`` encoding, inner
+        instructions included. A token account is attributed to its owner by the
+        transaction's own ``postTokenBalances``. A failed transaction moved nothing."""
+        sig = _signature(signature, "signature")
+        ours = {sol.validate_address(r) for r in recipients}
+        what = "getTransaction"
+        answer = self._call(
+            what,
+            [sig, {"encoding": "jsonParsed", "maxSupportedTransactionVersion": 0, "commitment": COMMITMENT}],
+        )
+        if answer is None:
+            return ()
+        tx = parse.obj(answer, what)
+        body = parse.obj(parse.field(tx, "transaction", what), what)
+        signatures = parse.arr(parse.field(body, "signatures", what), what)
+        if not signatures or _signature(signatures[0], what) != sig:
+            parse.bad(what, "answer is for another transaction")
+        slot = parse.integer(parse.field(tx, "slot", what), what)
+        block_time = _optional_int(tx.get("blockTime"), what)
+        meta = parse.obj(parse.field(tx, "meta", what), what)
+        if meta.get("err") is not None:
+            return ()
+        message = parse.obj(parse.field(body, "message", what), what)
+        keys = []
+        for item in parse.arr(parse.field(message, "accountKeys", what), what):
+            key = parse.obj(item, what).get("pubkey") if isinstance(item, dict) else item
+            keys.append(_address(key, what))
+        holders: dict[str, tuple[str, str]] = {}  # token account -> (owner, mint)
+        for item in parse.arr(meta.get("postTokenBalances") or [], what):
+            entry = parse.obj(item, what)
+            position = parse.integer(parse.field(entry, "accountIndex", what), what)
+            if position >= len(keys):
+                parse.bad(what, "a token balance names an account the transaction does not hold")
+            if "owner" in entry:
+                holders[keys[position]] = (
+                    _address(entry["owner"], what),
+                    _address(parse.field(entry, "mint", what), what),
+                )
+        inner: dict[int, list[Any]] = {}
+        for item in parse.arr(meta.get("innerInstructions") or [], what):
+            group = parse.obj(item, what)
+            inner[parse.integer(parse.field(group, "index", what), what)] = list(
+                parse.arr(parse.field(group, "instructions", what), what)
+            )
+        ordered: list[Any] = []
+        for i, ix in enumerate(parse.arr(parse.field(message, "instructions", what), what)):
+            ordered.append(ix)
+            ordered += inner.get(i, [])
+        out = []
+        for index, ix in enumerate(ordered):
+            moved = self._moved(parse.obj(ix, what), holders, what)
+            if moved is not None and moved[0] in ours and moved[2] > 0:
+                recipient, asset, amount, account = moved
+                out.append(SolanaTransfer(sig, slot, recipient, asset, amount, index, account, block_time))
+        return tuple(out)
+
+    def _moved(
+        self, ix: Any, holders: dict[str, tuple[str, str]], what: str
+    ) -> tuple[str, str, int, str | None] | None:
+        """(recipient owner, asset, amount, token account) of one parsed instruction."""
+        parsed = ix.get("parsed")
+        if not isinstance(parsed, dict):
+            return None  # an instruction the node could not parse: not a transfer it knows
+        kind = parsed.get("type")
+        info = parse.obj(parsed.get("info", {}), what)
+        program = ix.get("program")
+        if program == "system" and kind in _SYSTEM_TRANSFERS:
+            to = _address(parse.field(info, "destination", what), what)
+            return to, "SOL", parse.integer(parse.field(info, "lamports", what), what, maximum=U64_MAX), None
+        if program not in ("spl-token", "spl-token-2022") or kind not in _TOKEN_TRANSFERS:
+            return None
+        target = "account" if kind.startswith("mintTo") else "destination"
+        account = _address(parse.field(info, target, what), what)
+        if account not in holders:
+            return None  # no post balance names its owner: not an account of ours
+        owner, mint = holders[account]
+        if "mint" in info and _address(info["mint"], what) != mint:
+            parse.bad(what, "a token instruction names another mint than its account holds")
+        if "tokenAmount" in info:
+            amount_obj = parse.obj(info["tokenAmount"], what)
+            amount = parse.decimal_string(parse.field(amount_obj, "amount", what), what, maximum=U64_MAX)
+        else:
+            amount = parse.decimal_string(parse.field(info, "amount", what), what, maximum=U64_MAX)
+        return owner, mint, amount, account
 
     def broadcast(self, raw: bytes) -> str:
         expected = first_signature(raw)

@@ -6,11 +6,12 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from tandem import humanize
 from tandem.cli.common import (
     KeystoreOpt,
     ServerOpt,
@@ -21,11 +22,11 @@ from tandem.cli.common import (
     show,
     write_json,
 )
-from tandem.client import Client, RemoteError
+from tandem.client import Client
 from tandem.core import audit, merkle
 from tandem.core.identity import MemberSecrets
 from tandem.core.membership import LogState
-from tandem.errors import ConfigurationError, InputError, VerificationError
+from tandem.errors import ConfigurationError, InputError, RemoteError, VerificationError
 
 if TYPE_CHECKING:
     # Server code is loaded only when --full runs it; a member's CLI never needs it.
@@ -135,7 +136,18 @@ def verify_server_database(data_dir: Path) -> StoredVerifyReport:
         db.dispose()
 
 
-def register(audit_app: typer.Typer) -> None:
+def _entry_line(cl: Client, member: MemberSecrets, doc: dict[str, Any], cp: dict[str, Any]) -> str:
+    """One entry as a person reads it: what, by whom (by name), when (local time)."""
+    entry = doc["entry"]
+    names = humanize.member_names(cl.get(member, "/v1/members"))
+    return (
+        f"entry {entry.get('index', '')}: {entry.get('kind')} by "
+        f"{humanize.member(entry.get('actor'), names)} at {humanize.when(entry.get('time'))}; "
+        f"checkpoint of {humanize.when(cp.get('time'))}"
+    )
+
+
+def register(audit_app: typer.Typer) -> None:  # noqa: C901, PLR0915 - the audit commands, registered in one place
     @audit_app.command("export")
     def export(
         out: Annotated[Path, typer.Option(help="Directory for audit.jsonl and checkpoint.json.")] = Path(
@@ -152,17 +164,14 @@ def register(audit_app: typer.Typer) -> None:
             size, checkpoint = download_export(cl, load_member(keystore), out / "audit.jsonl")
             write_json(out / "checkpoint.json", checkpoint)
             write_json(out / "service-key.json", cl.deployment()["service"])
-            console.print(
-                f"{size} entries -> {out / 'audit.jsonl'}, checkpoint -> {out / 'checkpoint.json'}"
-            )
+            console.print(f"{size} entries -> {out / 'audit.jsonl'}, checkpoint -> {out / 'checkpoint.json'}")
 
         run_cli(go)
 
-    @audit_app.command("verify")
+    # `tandem verify audit` beside the other offline checks; `audit verify` stays, hidden.
+    @audit_app.command("verify", hidden=True)
     def verify(  # noqa: PLR0917 - typer maps options to parameters
-        file: Annotated[
-            Path | None, typer.Argument(help="audit.jsonl from `tandem audit export`.")
-        ] = None,
+        file: Annotated[Path | None, typer.Argument(help="audit.jsonl from `tandem audit export`.")] = None,
         checkpoint: Annotated[
             Path | None, typer.Option(help="Checkpoint JSON (default: beside the file).")
         ] = None,
@@ -225,6 +234,10 @@ def register(audit_app: typer.Typer) -> None:
 
         run_cli(go)
 
+    from tandem.cli.ceremony_cmds import verify_app
+
+    verify_app.command("audit")(verify)
+
     @audit_app.command("members")
     def members(
         genesis_hash: Annotated[
@@ -238,7 +251,7 @@ def register(audit_app: typer.Typer) -> None:
         member or key the log does not justify is refused, naming it."""
 
         def go() -> None:
-            from tandem import client_log
+            from tandem.client import log as client_log
 
             rows = client_log.trusted_members(
                 Client(server), load_member(keystore), genesis_hash_pin=genesis_hash
@@ -255,13 +268,15 @@ def register(audit_app: typer.Typer) -> None:
         keystore: Path = KeystoreOpt,
         server: str = ServerOpt,
         tree_size: Annotated[int | None, typer.Option(help="Tree size (default: latest).")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Only the JSON (no summary lines).")] = False,
     ) -> None:
         """Fetch and check an RFC 6962 inclusion proof of one entry in a signed checkpoint."""
 
         def go() -> None:
             cl = Client(server)
+            member = load_member(keystore)
             params = {"tree_size": tree_size} if tree_size else {}
-            doc = cl.get(load_member(keystore), f"/v1/audit/inclusion/{index}", **params)
+            doc = cl.get(member, f"/v1/audit/inclusion/{index}", **params)
             cp = audit.verify_checkpoint(
                 doc["checkpoint"], bytes.fromhex(cl.deployment()["service"]["sign_public"])
             )
@@ -273,6 +288,9 @@ def register(audit_app: typer.Typer) -> None:
                 bytes.fromhex(cp["root"]),
             )
             show(doc)
+            if as_json:
+                return
+            console.print(_entry_line(cl, member, doc, cp))
             console.print(f"[green]OK[/] entry {index} is in the signed tree of size {doc['tree_size']}")
 
         run_cli(go)

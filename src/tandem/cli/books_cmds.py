@@ -25,8 +25,8 @@ from typing import Annotated, Any
 
 import typer
 
-from tandem import client_books as cb
 from tandem.cli.common import (
+    JsonOpt,
     KeystoreOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
@@ -41,6 +41,7 @@ from tandem.cli.common import (
     write_json,
 )
 from tandem.client import Client
+from tandem.client import books as cb
 from tandem.errors import InputError
 
 client_app = typer.Typer(
@@ -117,12 +118,16 @@ def client_approve(
 
 
 @client_app.command("list")
-def client_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
+def client_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
     """Clients with their segregation class and the wallets that belong to them."""
 
     def go() -> None:
+        rows = Client(server).get(load_member(keystore), "/v1/books/clients")
+        if as_json:
+            show(rows)
+            return
         table = whole_table("id", "name", "segregation", "wallets")
-        for c in Client(server).get(load_member(keystore), "/v1/books/clients"):
+        for c in rows:
             table.add_row(c["id"], c["name"], c["segregation"], ", ".join(c["wallets"]))
         console.print(table)
 
@@ -225,9 +230,18 @@ def reconcile(
     from tandem.core import reconcile as rcore
 
     def go() -> None:
-        signed = cb.reconcile(
-            Client(server), load_member(keystore), snapshot=read_json(snapshot) if snapshot else None
-        )
+        if snapshot is not None:
+            signed = cb.reconcile(Client(server), load_member(keystore), snapshot=read_json(snapshot))
+        else:
+            shown: list[tuple[int, int | None]] = []
+
+            def progress(done: int, total: int | None) -> None:
+                if total and (done, total) not in shown:
+                    shown.append((done, total))
+                    typer.echo(f"reading the chains: {done}/{total} addresses", err=True)
+
+            # A background job on the server: many addresses take longer than one request.
+            signed = cb.reconcile_with_progress(Client(server), load_member(keystore), progress=progress)
         if out is not None:
             write_json(out, signed)
         console.print(rcore.table(signed["report"]), markup=False)

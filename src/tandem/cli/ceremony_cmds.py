@@ -14,9 +14,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column
 
-from tandem import client_ceremony as cc
+from tandem import humanize
 from tandem.cli import common
 from tandem.cli.common import (
+    JsonAlreadyOpt,
+    JsonOpt,
     KeystoreOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
@@ -29,8 +31,10 @@ from tandem.cli.common import (
     whole_table,
     write_json,
 )
+from tandem.client import ceremony as cc
 from tandem.core import ceremony as core
 from tandem.core import keygen
+from tandem.core import keyset_export as export_core
 from tandem.core.ceremony_def import parse_definition, validate_against
 from tandem.core.roles import Role
 from tandem.errors import Error, InputError
@@ -256,14 +260,12 @@ def ceremony_reject(
     """(Custodian) Stop a ceremony before any key is made."""
     run_cli(
         lambda: _summary(
-            cc.reject_ceremony(
-                common.client(server), load_member(keystore), ceremony_id, reason=reason
-            )
+            cc.reject_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason)
         )
     )
 
 
-@ceremony_app.command("abort")
+@ceremony_app.command("cancel")
 def ceremony_abort(
     ceremony_id: Annotated[str, IdArg],
     keystore: Path = KeystoreOpt,
@@ -273,11 +275,13 @@ def ceremony_abort(
     """(Proposer) Withdraw your ceremony before any key is made."""
     run_cli(
         lambda: _summary(
-            cc.abort_ceremony(
-                common.client(server), load_member(keystore), ceremony_id, reason=reason
-            )
+            cc.abort_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason)
         )
     )
+
+
+# One verb for calling a request off: `cancel`, as for withdrawals; `abort` stays, hidden.
+ceremony_app.command("abort", hidden=True)(ceremony_abort)
 
 
 @ceremony_app.command("reveal")
@@ -299,9 +303,7 @@ def ceremony_reveal(
         _summary(view)
         if view["status"] == "executed":
             console.print(
-                "keys made: every participant now runs `tandem ceremony countersign "
-                + ceremony_id
-                + "`"
+                "keys made: every participant now runs `tandem ceremony countersign " + ceremony_id + "`"
             )
 
     run_cli(go)
@@ -315,9 +317,7 @@ def ceremony_countersign(
 ) -> None:
     """Verify the transcript on this machine (signatures, commitments, addresses, birth
     proofs) and countersign the hash computed here."""
-    run_cli(
-        lambda: _summary(cc.countersign(common.client(server), load_member(keystore), ceremony_id))
-    )
+    run_cli(lambda: _summary(cc.countersign(common.client(server), load_member(keystore), ceremony_id)))
 
 
 @ceremony_app.command("show")
@@ -325,6 +325,7 @@ def ceremony_show(
     ceremony_id: Annotated[str, IdArg],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
+    as_json: bool = JsonAlreadyOpt,
 ) -> None:
     """Show a ceremony: its definition, who approved and revealed, and the digest your
     client computes itself."""
@@ -347,11 +348,18 @@ def ceremony_list(
         str | None,
         typer.Option(help="proposed, revealing, executed, complete, rejected, aborted, expired"),
     ] = None,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Ceremonies and imports, oldest first."""
+    """Ceremonies and imports, oldest first (--json: the raw values)."""
 
     def go() -> None:
-        rows = cc.list_ceremonies(common.client(server), load_member(keystore), status)
+        cl = common.client(server)
+        member = load_member(keystore)
+        rows = cc.list_ceremonies(cl, member, status)
+        if as_json:
+            show(rows)
+            return
+        names = humanize.member_names(cl.get(member, "/v1/members"))
         table = whole_table(
             Column("id", no_wrap=True),
             "kind",
@@ -365,7 +373,7 @@ def ceremony_list(
                 r["id"],
                 r["kind"],
                 r["status"],
-                r["proposer"],
+                humanize.member(r["proposer"], names),
                 str(len(r["approvals"])),
                 r["keyset"] or "",
             )
@@ -412,13 +420,10 @@ def verify_transcript(
         for problem in report.problems:
             console.print(f"  [red]problem:[/] {problem}")
         if report.missing_countersignatures:
-            console.print(
-                "  not yet countersigned by: " + ", ".join(report.missing_countersignatures)
-            )
+            console.print("  not yet countersigned by: " + ", ".join(report.missing_countersignatures))
         report.require(complete=not allow_incomplete)
         console.print(
-            f"[green]transcript verifies[/]: ceremony {report.ceremony}, "
-            f"hash {report.transcript_hash}"
+            f"[green]transcript verifies[/]: ceremony {report.ceremony}, hash {report.transcript_hash}"
         )
 
     run_cli(go)
@@ -428,11 +433,14 @@ def verify_transcript(
 
 
 @keyset_app.command("list")
-def keyset_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
+def keyset_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
     """Every key set with its status (active, reshare_required, retired) and addresses."""
 
     def go() -> None:
         rows = cc.list_keysets(common.client(server), load_member(keystore))
+        if as_json:
+            show(rows)
+            return
         table = whole_table(
             Column("id", no_wrap=True),
             "status",
@@ -461,6 +469,7 @@ def keyset_show(
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
     sealed: Annotated[bool, typer.Option(help="Also print the sealed record.")] = False,
+    as_json: bool = JsonAlreadyOpt,
 ) -> None:
     """Public keys, addresses, birth proofs and who holds shares of a key set."""
 
@@ -488,7 +497,7 @@ def keyset_export(
         if out.exists():
             raise InputError(f"{out} exists; refusing to overwrite")
         write_json(out, doc)
-        console.print(f"exported {keyset_id} -> {out} (export hash {core.export_hash(doc)})")
+        console.print(f"exported {keyset_id} -> {out} (export hash {export_core.export_hash(doc)})")
 
     run_cli(go)
 

@@ -21,7 +21,7 @@ DEFAULTS_NOTE = (
 )
 NO_BOOK_NOTE = (
     "The address book is empty: no withdrawal can be made until a destination is added, and "
-    "one added after genesis (tandem addressbook add) waits the policy's change delay ({delay}). "
+    "one added after genesis (tandem addressbook propose-add) waits the policy's change delay ({delay}). "
     "To withdraw on the first day, draft again with --address-book FILE (JSON list of "
     "{{chain, network, address, label[, asset]}}); every initial member signs it with genesis "
     "and it is in force at once."

@@ -7,6 +7,7 @@ keystore, so the server can never act in your name.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import time
 from pathlib import Path
@@ -14,9 +15,12 @@ from typing import Annotated
 
 import typer
 
-from tandem.cli import common, genesis_view
+from tandem import humanize
+from tandem.cli import common, errors_boundary, exit_codes, genesis_view
 from tandem.cli.common import (
     ClaimTokenOpt,
+    JsonAlreadyOpt,
+    JsonOpt,
     KeystoreOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
@@ -30,7 +34,8 @@ from tandem.cli.common import (
     write_json,
 )
 from tandem.client import Client
-from tandem.client_pin import PinnedDeployment, pin_path
+from tandem.client import pin as client_pin
+from tandem.client.pin import PinnedDeployment, pin_path
 from tandem.core.identity import (
     DEFAULT_SCRYPT_LOG2_N,
     IdentityCard,
@@ -38,10 +43,19 @@ from tandem.core.identity import (
     card_from_keystore,
 )
 from tandem.core.roles import parse_role
-from tandem.errors import ConfigurationError, InputError, PinError
+from tandem.errors import ConfigurationError, Error, InputError, PinError, VerificationError
 from tandem.localtime import pending_change_line
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help=__doc__,
+    epilog=exit_codes.EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain help: paragraphs re-wrapped to the terminal, no "<bool>" beside flags, and
+    # nothing drawn in boxes when piped.
+    rich_markup_mode=None,
+)
 id_app = typer.Typer(
     help="Your identity: signing and sealing keys in a passphrase-protected keystore.",
     no_args_is_help=True,
@@ -66,6 +80,30 @@ app.add_typer(totp_app, name="totp")
 app.add_typer(member_app, name="member")
 app.add_typer(proposal_app, name="proposal")
 app.add_typer(audit_app, name="audit")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import tandem
+
+        try:
+            number = version("tandem")
+        except PackageNotFoundError:  # run from a checkout without installing
+            number = tandem.__version__
+        console.print(f"tandem {number}")
+        raise typer.Exit(exit_codes.OK)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """`tandem`: key ceremonies and co-signed releases for crypto-asset custody."""
 
 
 # --- server side ----------------------------------------------------------------------
@@ -164,34 +202,59 @@ def serve(
 # --- identity ---------------------------------------------------------------------------
 
 
+KeepSeedOpt = typer.Option(
+    False,
+    "--keep-seed-in-keystore",
+    envvar="TANDEM_KEEP_TOTP_SEED",
+    help="Keep the TOTP seed in the keystore too, so scripts can compute codes "
+    "(--totp-from-keystore). The keystore then holds both factors.",
+)
+BOTH_FACTORS = (
+    "warning: this keystore keeps your TOTP seed, so it holds both factors: whoever has the file "
+    "and its passphrase can approve as you. Meant for scripts and demos, not for a person's keystore."
+)
+
+
 @id_app.command("create")
 def id_create(
     name: Annotated[str, typer.Option(help="Your name as colleagues know it (one person, one role).")],
     role: Annotated[str, typer.Option(help="manager, custodian or auditor.")],
     out: Annotated[Path, typer.Option(help="Keystore file to write.")],
     scrypt_log2_n: Annotated[int, typer.Option(hidden=True)] = DEFAULT_SCRYPT_LOG2_N,
+    keep_seed: bool = KeepSeedOpt,
 ) -> None:
-    """Make your Ed25519 signing key, X25519 sealing key and TOTP seed, encrypted with a passphrase."""
+    """Make your Ed25519 signing key and X25519 sealing key, encrypted with a passphrase.
+
+    Your TOTP seed is made later, by `tandem totp enrol`, and lives in your authenticator
+    app, not in this file (unless --keep-seed-in-keystore)."""
 
     def go() -> None:
         if out.exists():
             raise InputError(f"{out} exists; refusing to overwrite a keystore")
         member = MemberSecrets.generate(name=name, role=parse_role(role))
-        data = member.to_keystore(common.passphrase(confirm=True), log2_n=scrypt_log2_n)
+        data = member.to_keystore(
+            common.passphrase(confirm=True), log2_n=scrypt_log2_n, keep_totp_seed=keep_seed
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.touch(mode=0o600)
         out.write_bytes(data)
         card = member.card()
         console.print(f"keystore written: {out}")
         console.print(f"member id: {card.member_id}   fingerprint: {card.fingerprint}")
-        console.print("Add this to your authenticator app (shown once, on this screen only):")
-        console.print(member.otpauth_uri())
+        if keep_seed:
+            common.err_console.print(BOTH_FACTORS)
+        console.print(
+            f"next: `tandem id card {out} --out CARD.json` for whoever proposes you; once the "
+            f"deployment exists, `tandem totp enrol -k {out}` sets up your authenticator app"
+        )
 
     run_cli(go)
 
 
 @id_app.command("show")
-def id_show(keystore: Annotated[Path, typer.Argument(help="Keystore file.")]) -> None:
+def id_show(
+    keystore: Annotated[Path, typer.Argument(help="Keystore file.")], as_json: bool = JsonAlreadyOpt
+) -> None:
     """Print your public identity card (no passphrase needed)."""
     run_cli(
         lambda: show(
@@ -233,24 +296,51 @@ def genesis_draft(  # noqa: PLR0917 - typer maps options to parameters
         Path | None,
         typer.Option(help="Initial address book: JSON list of {chain, network, address, label[, asset]}."),
     ] = None,
+    service_key_id: Annotated[
+        str | None,
+        typer.Option(
+            help="The service key id `tandem init` printed on the server, as the operator read it out. "
+            "The draft refuses a server that answers with another key."
+        ),
+    ] = None,
     server: str = ServerOpt,
 ) -> None:
-    """Draft the genesis document naming the service key and the initial members."""
+    """Draft the genesis document naming the service key and the initial members.
+
+    The service key comes from the server's answer; a server that is not the one the
+    operator set up could name its own. Pass --service-key-id to have the draft check it,
+    or compare the id it prints with the operator's before anyone signs."""
 
     def go() -> None:
+        from tandem.core.audit import key_id
+
         cl = Client(server)
         cards = [IdentityCard.from_json(read_json(p)) for p in card]
+        service = cl.deployment()["service"]
+        served_id = key_id(bytes.fromhex(service["sign_public"]))
+        if service_key_id is not None and not hmac.compare_digest(served_id, service_key_id.strip()):
+            raise VerificationError(
+                f"the server answers with service key {served_id}, not {service_key_id.strip()} "
+                "as the operator read out: this is not the server that was set up (nothing was written)"
+            )
         doc = Client.draft_genesis(
             deployment="dep_" + secrets.token_hex(8),
             entity=entity,
             created_at=int(time.time()),
-            service=cl.deployment()["service"],
+            service=service,
             cards=cards,
             policy=read_json(policy) if policy else None,
             address_book=read_json(address_book) if address_book else None,
         )
         write_json(out, {"genesis": doc, "signatures": {}})
         genesis_view.print_genesis(doc)
+        if service_key_id is None:
+            console.print(
+                f"service key {served_id} is what the server answered: compare it with the id `tandem init` "
+                "printed before anyone signs (or pass --service-key-id to have it checked)"
+            )
+        else:
+            console.print(f"service key {served_id} matches what the operator read out")
         console.print(f"drafted {out}: every member listed must now run `tandem genesis sign`")
 
     run_cli(go)
@@ -390,15 +480,16 @@ def pin_keyset(
             raise PinError(f"the transcript hashes to {report.transcript_hash}, not to --expect")
         pin = PinnedDeployment.load(pin_path(keystore))
         pinned = pin.add_transcript(doc)
-        console.print(
-            f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}"
-        )
+        console.print(f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}")
 
     run_cli(go)
 
 
 @pin_app.command("show")
-def pin_show(keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="TANDEM_KEYSTORE")]) -> None:
+def pin_show(
+    keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="TANDEM_KEYSTORE")],
+    as_json: bool = JsonAlreadyOpt,
+) -> None:
     """Print what this keystore's pin trusts."""
     run_cli(lambda: show(PinnedDeployment.load(pin_path(keystore)).to_json()))
 
@@ -407,19 +498,78 @@ def pin_show(keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="
 
 
 @totp_app.command("enrol")
-def totp_enrol(
+def totp_enrol(  # noqa: PLR0917 - typer maps options to parameters
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
-    old_totp: Annotated[str | None, typer.Option(help="Current code, when replacing a seed.")] = None,
+    old_totp: Annotated[
+        str | None, typer.Option(help="A current code of the seed being replaced (re-enrolment).")
+    ] = None,
+    totp: Annotated[
+        str | None,
+        typer.Option(
+            "--totp",
+            envvar="TANDEM_TOTP",
+            help="The code your authenticator shows for the new seed; asked for when omitted.",
+        ),
+    ] = None,
+    totp_from_keystore: bool = TotpFromKeystoreOpt,
+    keep_seed: bool = KeepSeedOpt,
 ) -> None:
-    """Register your TOTP seed with the server, sealed to its key on this machine."""
-    run_cli(lambda: show(Client(server).enrol_totp(load_member(keystore), old_code=old_totp)))
+    """Set up your second factor: a new TOTP seed, shown as a QR code and an otpauth:// URI
+    for your authenticator app, confirmed with the code the app then shows, and registered
+    with the server sealed to its key on this machine. Run it again with --old-totp to move
+    to a new authenticator."""
+
+    def go() -> None:
+        import pyotp
+
+        cl = Client(server)
+        member, secret = common.open_keystore(keystore)
+        client_pin.remember_keystore(member.member_id, keystore)
+        cl.pinned(member)  # refuse before showing a seed if this machine has no genesis pin
+        kept = member.holds_totp_seed and old_totp is None
+        seed = member.totp_secret if kept else pyotp.random_base32(32)
+        enrolling = member.with_totp_seed(seed)
+        if totp_from_keystore:
+            if not (kept or keep_seed):
+                raise InputError(
+                    "--totp-from-keystore needs a keystore that keeps its seed (--keep-seed-in-keystore)"
+                )
+            code = cl.totp_code(enrolling)
+        else:
+            common.show_totp_seed(enrolling)
+            code = common.totp_code(cl, enrolling, totp, False)
+        result = cl.enrol_totp(member, old_code=old_totp, secret=seed, confirm_code=code)
+        keeps = kept or keep_seed
+        if (keeps and member.totp_secret != seed) or (not keeps and member.holds_totp_seed):
+            # The keystore follows the enrolled seed: the new one if asked, none otherwise.
+            common.rewrite_keystore(keystore, enrolling, secret, keep_totp_seed=keeps)
+        if keeps:
+            common.err_console.print(BOTH_FACTORS)
+        show(result)
+        console.print(
+            "enrolled: approvals now need the code your authenticator shows. To move to a new "
+            f"phone or replace the seed: `tandem totp enrol -k {keystore} --old-totp CODE` with a "
+            "code of the current one (keep the old authenticator until the new one is enrolled)"
+        )
+
+    run_cli(go)
 
 
 @totp_app.command("uri")
 def totp_uri(keystore: Path = KeystoreOpt) -> None:
-    """Show the otpauth:// URI again, to re-add the seed to an authenticator app."""
-    run_cli(lambda: console.print(load_member(keystore).otpauth_uri()))
+    """Show the otpauth:// URI again (only for a keystore that keeps its seed)."""
+
+    def go() -> None:
+        member = load_member(keystore)
+        if not member.holds_totp_seed:
+            raise InputError(
+                "this keystore does not keep your TOTP seed; it lives in your authenticator app "
+                f"only. To set up another authenticator: `tandem totp enrol -k {keystore} --old-totp CODE`"
+            )
+        common.show_totp_seed(member)
+
+    run_cli(go)
 
 
 @totp_app.command("unlock")
@@ -453,6 +603,7 @@ def member_list(
             "log justifies from that genesis, and refuse any difference."
         ),
     ] = None,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Every member, role and status."""
 
@@ -461,10 +612,13 @@ def member_list(
         member = load_member(keystore)
         rows = cl.get(member, "/v1/members")
         if genesis_hash is not None:
-            from tandem import client_log
+            from tandem.client import log as client_log
 
             state = client_log.fetch_log_state(cl, member, genesis_hash_pin=genesis_hash)
             client_log.check_member_list(state, rows)
+        if as_json:
+            show(rows)
+            return
         table = whole_table("id", "name", "role", "status", "TOTP")
         for m in rows:
             table.add_row(m["id"], m["name"], m["role"], m["status"], "yes" if m["totp_enrolled"] else "no")
@@ -519,16 +673,36 @@ def proposal_list(
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
     status: Annotated[str | None, typer.Option(help="pending, applied, rejected...")] = None,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Proposals awaiting or past decision."""
+    """Proposals awaiting or past decision: who proposed (by name), approvals, and local
+    times (--json: the raw values)."""
 
     def go() -> None:
         cl = Client(server)
+        member = load_member(keystore)
         params = {"status": status} if status else {}
-        rows = cl.get(load_member(keystore), "/v1/proposals", **params)
-        table = whole_table("id", "kind", "status", "proposer", "approvals")
+        rows = cl.get(member, "/v1/proposals", **params)
+        if as_json:
+            show(rows)
+            return
+        names = humanize.member_names(cl.get(member, "/v1/members"))
+        table = whole_table("id", "kind", "status", "proposer", "approvals", "created", "expires")
         for p in rows:
-            table.add_row(p["id"], p["kind"], p["status"], p["proposer"], str(len(p["approvals"])))
+            table.add_row(
+                p["id"],
+                p["kind"],
+                p["status"],
+                humanize.member(p["proposer"], names),
+                ", ".join(
+                    (names.get(str(a["member"])) or str(a["member"]))
+                    for a in p["approvals"]
+                    if isinstance(a, dict)
+                )
+                or str(len(p["approvals"])),
+                humanize.when(p.get("created_at")),
+                humanize.when(p.get("expires_at")),
+            )
         console.print(table)
 
     run_cli(go)
@@ -539,6 +713,7 @@ def proposal_show(
     proposal_id: Annotated[str, typer.Argument()],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
+    as_json: bool = JsonAlreadyOpt,
 ) -> None:
     """Show one proposal with the digest your client computes itself."""
 
@@ -618,11 +793,27 @@ __import__("tandem.cli.console_cmds", fromlist=["register"]).register(app)
 from tandem.cli import books_cmds  # noqa: E402
 
 books_cmds.register(app)
+from tandem.cli import queue_cmds  # noqa: E402
+
+queue_cmds.register(app)
+
+
+# Every command runs inside the one error boundary (tandem.cli.errors_boundary).
+errors_boundary.guard_all(app)
 
 
 def main() -> None:
+    """The console script. The boundary is inside every command; this catches what is
+    raised before one runs (an import, a parameter callback)."""
     try:
         app()
     except ConfigurationError as exc:
-        common.err_console.print(f"[bold red]error:[/] {exc.diagnostics()}")
-        raise SystemExit(2) from None
+        raise SystemExit(errors_boundary.report(exc)) from None
+    except Exception as exc:  # the last line: no traceback reaches a person
+        import os
+
+        if os.environ.get("TANDEM_DEBUG"):
+            raise
+        if isinstance(exc, Error):
+            raise SystemExit(errors_boundary.report(exc)) from None
+        raise SystemExit(errors_boundary.report_internal(exc)) from None

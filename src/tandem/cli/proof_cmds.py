@@ -13,9 +13,9 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tandem import client_proof
 from tandem.cli import common
 from tandem.cli.common import (
+    JsonOpt,
     KeystoreOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
@@ -24,10 +24,12 @@ from tandem.cli.common import (
     err_console,
     load_member,
     run_cli,
+    show,
     whole_table,
 )
 from tandem.cli.parallel import chunk_runner
 from tandem.client import Client
+from tandem.client import proof as client_proof
 from tandem.core import proofs as core
 from tandem.errors import InputError
 
@@ -167,19 +169,29 @@ def proof_show(
     challenge_id: Annotated[str, typer.Argument(help="Challenge id (pc_...).")],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """A challenge, its key sets and who has contributed."""
-    run_cli(
-        lambda: _show_view(client_proof.get_challenge(Client(server), load_member(keystore), challenge_id))
-    )
+    """A challenge, its key sets and who has contributed (--json: the raw values)."""
+
+    def go() -> None:
+        view = client_proof.get_challenge(Client(server), load_member(keystore), challenge_id)
+        if as_json:
+            show(view)
+        else:
+            _show_view(view)
+
+    run_cli(go)
 
 
 @proof_app.command("list")
-def proof_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
-    """Every challenge and its status."""
+def proof_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
+    """Every challenge and its status (--json: the raw values)."""
 
     def go() -> None:
         rows = client_proof.list_challenges(Client(server), load_member(keystore))
+        if as_json:
+            show(rows)
+            return
         table = whole_table("id", "nonce", "status", "expires", "bundle sha256")
         for r in rows:
             table.add_row(

@@ -1,4 +1,4 @@
-"""`tandem withdraw|policy|addressbook|bundle ...` and `tandem offline-sign`.
+"""`tandem withdraw|policy|addressbook|bundle ...` (`bundle offline-sign` on the air-gapped machine).
 
 Commands that approve something decode and check it here, on the member's machine,
 before signing: the server's decoded view is never what gets approved.
@@ -14,9 +14,10 @@ from typing import Annotated, Any
 
 import typer
 
-from tandem import client_withdrawal as cw
+from tandem import humanize
 from tandem.cli import common
 from tandem.cli.common import (
+    JsonOpt,
     KeystoreOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
@@ -30,8 +31,10 @@ from tandem.cli.common import (
     write_json,
 )
 from tandem.client import Client
-from tandem.core.identity import IdentityCard
-from tandem.errors import InputError
+from tandem.client import withdrawal as cw
+from tandem.core.identity import IdentityCard, MemberSecrets
+from tandem.core.roles import Role
+from tandem.errors import InputError, InvalidStateError, RemoteError, RoleNotAllowedError
 
 withdraw_app = typer.Typer(
     help="Co-signed withdrawals: request, review, approve, release.", no_args_is_help=True
@@ -41,7 +44,6 @@ book_app = typer.Typer(
     help="Allow-listed destinations (dual-controlled, with a delay).", no_args_is_help=True
 )
 bundle_app = typer.Typer(help="Offline signing: export a bundle, add shares, import.", no_args_is_help=True)
-
 
 
 # The chain coins' base units, for amounts a person reads (raw values stay in JSON).
@@ -136,6 +138,26 @@ def withdraw_create(
     run_cli(go)
 
 
+def _people_and_book(
+    cl: Client, member: MemberSecrets
+) -> tuple[dict[str, str], dict[tuple[str, str, str], str]]:
+    """Names for member ids and labels for addresses, to print beside the raw values."""
+    names = humanize.member_names(cl.get(member, "/v1/members"))
+    book = humanize.labels(cw.address_book(cl, member))
+    return names, book
+
+
+def _amount(w: dict[str, Any]) -> str:
+    intent, decoded = w["intent"], w.get("decoded") or {}
+    return humanize.amount(
+        intent["amount"],
+        intent["asset"],
+        network=w["network"],
+        decimals=decoded.get("decimals"),
+        symbol=decoded.get("symbol"),
+    )
+
+
 @withdraw_app.command("list")
 def withdraw_list(
     keystore: Path = KeystoreOpt,
@@ -143,20 +165,32 @@ def withdraw_list(
     status: Annotated[
         str | None, typer.Option(help="pending, approved, released, lapsed, broadcast, confirmed...")
     ] = None,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Withdrawal requests."""
+    """Withdrawal requests: amounts in the chain's units, who asked, the destination's
+    address-book label and local times (--json: the raw values)."""
 
     def go() -> None:
-        table = whole_table("id", "status", "chain", "asset", "amount", "destination", "fingerprint")
-        for w in cw.list_withdrawals(Client(server), load_member(keystore), status=status):
+        cl = Client(server)
+        member = load_member(keystore)
+        rows = cw.list_withdrawals(cl, member, status=status)
+        if as_json:
+            show(rows)
+            return
+        names, book = _people_and_book(cl, member)
+        table = whole_table(
+            "id", "status", "amount", "destination", "requested by", "created", "expires", "fingerprint"
+        )
+        for w in rows:
             i = w["intent"]
             table.add_row(
                 w["id"],
                 w["status"],
-                f"{w['chain']}/{w['network']}",
-                i["asset"],
-                i["amount"],
-                i["destination"],
+                f"{_amount(w)} on {w['chain']}/{w['network']}",
+                humanize.destination(i["destination"], w["chain"], w["network"], book),
+                humanize.member(w.get("requester"), names),
+                humanize.when(w.get("created_at")),
+                humanize.when(w.get("expires_at")),
                 w["fingerprint"],
             )
         console.print(table)
@@ -164,17 +198,65 @@ def withdraw_list(
     run_cli(go)
 
 
+def _signed_doc(view: dict[str, Any]) -> dict[str, Any]:
+    return {k: view[k] for k in ("id", "chain", "network", "txid", "signed_tx")}
+
+
 @withdraw_app.command("show")
 def withdraw_show(
     withdrawal_id: Annotated[str, typer.Argument()],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="(Released) Write the signed transaction JSON here again, as release did."),
+    ] = None,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Decode the raw unsigned transaction here, compare it with the intent, show the fingerprint."""
+    """Decode the raw unsigned transaction here, compare it with the intent, show the
+    fingerprint; who asked and approved, and when. A released one shows its txid."""
 
     def go() -> None:
-        view = cw.get_withdrawal(Client(server), load_member(keystore), withdrawal_id)
-        _print_review(view, cw.review(view))
+        cl = Client(server)
+        member = load_member(keystore)
+        view = cw.get_withdrawal(cl, member, withdrawal_id)
+        checked = cw.review(view)
+        if out is not None:
+            if not view.get("signed_tx"):
+                raise InvalidStateError(
+                    f"{withdrawal_id} is {view['status']}: there is no signed transaction to write yet"
+                )
+            write_json(out, _signed_doc(view))
+        if as_json:
+            show({**view, "fingerprint_computed_locally": checked.fingerprint})
+            return
+        _print_review(view, checked)
+        names, book = _people_and_book(cl, member)
+        i = view["intent"]
+        console.print(f"amount       {_amount(view)}")
+        console.print(
+            f"destination  {humanize.destination(i['destination'], view['chain'], view['network'], book)}"
+        )
+        console.print(
+            f"requested by {humanize.member(view.get('requester'), names)} "
+            f"at {humanize.when(view.get('created_at'))}"
+        )
+        console.print(f"expires      {humanize.when(view.get('expires_at'))}")
+        if view.get("time_lock_until"):
+            console.print(f"time lock    until {humanize.when(view['time_lock_until'])}")
+        for a in view.get("approvals", []):
+            console.print(
+                f"approved by  {humanize.member(a['member'], names)} ({a['role']}) "
+                f"at {humanize.when(a['at'])}"
+            )
+        if view.get("txid"):
+            console.print(f"txid         {view['txid']}  (released {humanize.when(view.get('released_at'))})")
+            if out is not None:
+                console.print(f"wrote {out}: the signed transaction again")
+            else:
+                console.print(
+                    f"  `tandem withdraw show {withdrawal_id} --out FILE` writes the signed transaction again"
+                )
 
     run_cli(go)
 
@@ -222,6 +304,12 @@ def withdraw_approve(
     def go() -> None:
         cl = Client(server)
         member = load_member(keystore)
+        if member.role is Role.AUDITOR:
+            raise RoleNotAllowedError(
+                f"{member.name}'s keystore is an auditor's: auditors read and verify, they do not "
+                "approve withdrawals. A custodian approves (and a manager, where the policy asks "
+                f"for one); you can review it with `tandem withdraw show {withdrawal_id}`"
+            )
         # One fetch: what is printed is the very object the approval is built from.
         view = cw.get_withdrawal(cl, member, withdrawal_id)
         _print_review(view, cw.review(view))
@@ -328,7 +416,12 @@ def withdraw_release(
             key, envelope = secrets.token_hex(16), cw.release_envelope(cl, member, withdrawal_id)
             if retry_file is not None:
                 write_json(retry_file, {"idempotency_key": key, "envelope": envelope})
-        result = cw.release_withdrawal(cl, member, withdrawal_id, idempotency_key=key, envelope=envelope)
+        try:
+            result = cw.release_withdrawal(cl, member, withdrawal_id, idempotency_key=key, envelope=envelope)
+        except RemoteError as exc:
+            if exc.remote_code == "sealed" and "operation" in exc.message:
+                raise typer.Exit(_recover_release(exc, withdrawal_id, keystore, member)) from None
+            raise
         doc = {
             "id": result["id"],
             "chain": result["chain"],
@@ -341,6 +434,27 @@ def withdraw_release(
         show(doc)
 
     run_cli(go)
+
+
+def _recover_release(exc: RemoteError, withdrawal_id: str, keystore: Path, member: MemberSecrets) -> int:
+    """The approvals stand; only the one-time operation key is gone (a restart, or it was
+    used). Say exactly what brings the request back to a release."""
+    from tandem.cli import errors_boundary, exit_codes
+
+    errors_boundary.report(exc)
+    other = "custodian" if member.role is Role.MANAGER else "manager"
+    err = common.err_console
+    err.print(
+        "  The approvals of this request still stand; the server lost its one-time operation "
+        "key (it restarted, or the key was used), so both sides give their shares again. Run:"
+    )
+    err.print(f"    tandem withdraw contribute {withdrawal_id} --renew -k {keystore}")
+    err.print(
+        f"    tandem withdraw contribute {withdrawal_id} -k {other.upper()}.keystore   "
+        f"(a {other}, on their machine{'; with a TOTP code' if other == 'custodian' else ''})"
+    )
+    err.print(f"    tandem withdraw release {withdrawal_id} -k {keystore}")
+    return exit_codes.CONFLICT
 
 
 @withdraw_app.command("broadcast-recorded")
@@ -396,6 +510,7 @@ def policy_show(  # noqa: PLR0913 - typer maps parameters to options
     asset: Annotated[str | None, typer.Option(help="Facts: BTC, ETH or a token contract.")] = None,
     amount: Annotated[str | None, typer.Option(help="Facts: base units.")] = None,
     destination: Annotated[str | None, typer.Option(help="Facts: destination.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON (no explanation lines).")] = False,
 ) -> None:
     """The policy in force; with --withdrawal or facts, which rule applies and why."""
 
@@ -410,15 +525,22 @@ def policy_show(  # noqa: PLR0913 - typer maps parameters to options
             "amount": amount,
             "destination": destination,
         }
-        if withdrawal is None and all(v is None for v in facts.values()):
+        missing = [f"--{k}" for k, v in facts.items() if v is None]
+        if withdrawal is None and len(missing) == len(facts):
             show(cw.policy_show(cl, member))
             return
+        if withdrawal is None and missing:
+            # Said here in the command's own words, not as the API's query string.
+            raise InputError(
+                f"to explain a decision give --withdrawal ID, or every fact: {', '.join(missing)} missing"
+            )
         params = (
             {"withdrawal": withdrawal} if withdrawal else {k: v for k, v in facts.items() if v is not None}
         )
         result = cw.policy_explain(cl, member, **params)
-        for line in result["decision"]["explanation"]:
-            console.print(f"- {line}")
+        if not as_json:
+            for line in result["decision"]["explanation"]:
+                console.print(f"- {line}")
         show(result)
 
     run_cli(go)
@@ -451,12 +573,17 @@ def policy_veto(
 
 
 @book_app.command("list")
-def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
-    """Every entry with its state (pending, active, removed, vetoed)."""
+def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
+    """Every entry with its state (pending, active, removed, vetoed) and when it takes or
+    took effect, in local time (--json: the raw values)."""
 
     def go() -> None:
-        table = whole_table("id", "status", "chain", "address", "asset", "label", "effective_at")
-        for e in cw.address_book(Client(server), load_member(keystore)):
+        entries = cw.address_book(Client(server), load_member(keystore))
+        if as_json:
+            show(entries)
+            return
+        table = whole_table("id", "status", "chain", "address", "asset", "label", "effective")
+        for e in entries:
             table.add_row(
                 e["id"],
                 e["status"],
@@ -464,14 +591,14 @@ def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
                 e["address"],
                 e["asset"] or "any",
                 e["label"],
-                str(e["effective_at"]),
+                humanize.when(e["effective_at"]),
             )
         console.print(table)
 
     run_cli(go)
 
 
-@book_app.command("add")
+@book_app.command("propose-add")
 def book_add(
     *,
     chain: Annotated[str, typer.Option(help="bitcoin, ethereum or solana.")],
@@ -501,7 +628,7 @@ def book_add(
     )
 
 
-@book_app.command("remove")
+@book_app.command("propose-remove")
 def book_remove(
     entry_id: Annotated[str, typer.Argument()],
     keystore: Path = KeystoreOpt,
@@ -509,6 +636,12 @@ def book_remove(
 ) -> None:
     """(Manager) Propose removing a destination."""
     run_cli(lambda: show(cw.propose_address_removal(Client(server), load_member(keystore), entry_id)))
+
+
+# Proposals are named alike: member propose-add|propose-remove, addressbook propose-add|
+# propose-remove; the old names stay as hidden aliases.
+book_app.command("add", hidden=True)(book_add)
+book_app.command("remove", hidden=True)(book_remove)
 
 
 # --- offline bundles --------------------------------------------------------------------------
@@ -551,7 +684,7 @@ def bundle_add_share(
 
 @bundle_app.command("import")
 def bundle_import(
-    result: Annotated[Path, typer.Argument(help="Result file from `tandem offline-sign`.")],
+    result: Annotated[Path, typer.Argument(help="Result file from `tandem bundle offline-sign`.")],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
 ) -> None:
@@ -593,4 +726,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(policy_app, name="policy")
     app.add_typer(book_app, name="addressbook")
     app.add_typer(bundle_app, name="bundle")
-    app.command("offline-sign")(offline_sign_cmd)
+    # Offline signing sits with the other bundle steps; the old top-level name still works.
+    bundle_app.command("offline-sign")(offline_sign_cmd)
+    app.command("offline-sign", hidden=True)(offline_sign_cmd)

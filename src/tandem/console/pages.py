@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tandem import client_log
-from tandem import client_withdrawal as cw
 from tandem.client import Client
+from tandem.client import log as client_log
+from tandem.client import withdrawal as cw
 from tandem.console import units
 from tandem.core.identity import MemberSecrets
 from tandem.errors import Error

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tandem import client_proof
 from tandem.client import Client
+from tandem.client import proof as client_proof
 from tandem.console import pages
 from tandem.core import proofs as core
 from tandem.core.identity import MemberSecrets

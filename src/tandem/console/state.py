@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tandem import client_pin
 from tandem.client import Client
+from tandem.client import pin as client_pin
 from tandem.core.identity import MemberSecrets
 from tandem.errors import KeystoreError
 

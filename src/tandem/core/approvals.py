@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from tandem.core.roles import Role
+from tandem.core.roles import Role, a_role
 from tandem.errors import PolicyVersionError, QuorumNotMetError, RoleNotAllowedError, SelfApprovalError
 
 _ROLE_ORDER = (Role.CUSTODIAN, Role.MANAGER, Role.AUDITOR)
@@ -292,4 +292,6 @@ def admit(
     wanted = {Role(r): n for r, n in required.items() if n}
     if role not in wanted:
         needed = ", ".join(f"{r.value} {n}" for r, n in _ordered_counts(wanted).items())
-        raise RoleNotAllowedError(f"a {role.value} may not approve {what}; it needs approval by {needed}")
+        raise RoleNotAllowedError(
+            f"{a_role(role.value)} may not approve {what}; it needs approval by {needed}"
+        )

@@ -398,9 +398,7 @@ def verify_checkpoint(doc: Mapping[str, Any], public_key_raw32: bytes) -> dict[s
             domain_bytes(CHECKPOINT_DOMAIN, checkpoint), signature
         )
     except nacl.exceptions.BadSignatureError:
-        raise BadSignatureError(
-            "checkpoint signature does not verify under the service key"
-        ) from None
+        raise BadSignatureError("checkpoint signature does not verify under the service key") from None
     return dict(checkpoint)
 
 
@@ -448,11 +446,7 @@ def _parse_canonical_line(raw: bytes) -> Any:
     nesting. Anything else falls through to the strict parser, which decides and
     gives the reason.
     """
-    if (
-        raw.isascii()
-        and len(raw) <= MAX_DOCUMENT_BYTES
-        and raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH
-    ):
+    if raw.isascii() and len(raw) <= MAX_DOCUMENT_BYTES and raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH:
         text = raw.decode("ascii")
         try:
             value = _decode_json(text)
@@ -631,9 +625,7 @@ def _check_chunk(start_index: int, deployment: str, lines: list[bytes]) -> _Chun
     """Worker side: every per-entry check except the link to the previous chunk and
     the caller's envelope verifier, which stay in the parent (the verifier may be a
     closure, and may rely on seeing entries in order)."""
-    chain = _Chain(
-        deployment=deployment, start_index=start_index, prev=None, envelope_verifier=None
-    )
+    chain = _Chain(deployment=deployment, start_index=start_index, prev=None, envelope_verifier=None)
     envelope_positions: list[int] = []
     error: tuple[int | None, str] | None = None
     try:
@@ -710,9 +702,9 @@ def _verify_lines_parallel(
     # re-import the caller's __main__.
     context = multiprocessing.get_context("fork")
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    pending: collections.deque[
-        tuple[concurrent.futures.Future[_ChunkResult], list[bytes]]
-    ] = collections.deque()
+    pending: collections.deque[tuple[concurrent.futures.Future[_ChunkResult], list[bytes]]] = (
+        collections.deque()
+    )
     beyond: int | None = None
     try:
         chunk: list[bytes] = []
@@ -882,9 +874,7 @@ def verify_chain(
     a point it has already verified. Raises :class:`AuditVerificationError` naming
     the first bad entry.
     """
-    chain = _Chain(
-        deployment=None, start_index=start_index, prev=prev, envelope_verifier=envelope_verifier
-    )
+    chain = _Chain(deployment=None, start_index=start_index, prev=prev, envelope_verifier=envelope_verifier)
     for entry in entries:
         i = chain.position
         try:

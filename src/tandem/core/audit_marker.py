@@ -94,13 +94,9 @@ def verify_marker(doc: Any, public_key_raw32: bytes) -> VerifiedMarker:
     except binascii.Error:
         signature = b""
     if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != encoded:
-        raise AuditVerificationError(
-            "verified-up-to marker signature is not 64 bytes of canonical base64"
-        )
+        raise AuditVerificationError("verified-up-to marker signature is not 64 bytes of canonical base64")
     try:
-        nacl.signing.VerifyKey(public_key_raw32).verify(
-            domain_bytes(MARKER_DOMAIN, body), signature
-        )
+        nacl.signing.VerifyKey(public_key_raw32).verify(domain_bytes(MARKER_DOMAIN, body), signature)
     except nacl.exceptions.BadSignatureError:
         raise AuditVerificationError(
             "verified-up-to marker signature does not verify under the service key"

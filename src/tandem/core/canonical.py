@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
+from itertools import accumulate
 from typing import Any
 
 import rfc8785
@@ -33,9 +35,6 @@ MAX_DEPTH = 32
 # RFC 8785 / I-JSON: integers must be exactly representable as IEEE-754 doubles.
 MAX_SAFE_INT = (1 << 53) - 1
 _MAX_INT_DIGITS = 16
-_FAST_ENCODER = json.JSONEncoder(
-    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False, check_circular=False
-)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -48,7 +47,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _refuse_float(text: str) -> Any:
-    raise FloatNotAllowedError("floating-point numbers are not accepted; send amounts as decimal strings")
+    raise FloatNotAllowedError(
+        "floating-point numbers are not accepted: write counts and durations as whole numbers "
+        "and amounts as decimal strings"
+    )
 
 
 def _refuse_constant(text: str) -> Any:
@@ -64,48 +66,45 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
-def _depth_scan(data: str, max_depth: int) -> None:
-    """Refuse deep nesting before the recursive parser ever sees it."""
-    depth = 0
-    in_string = False
-    escaped = False
-    for ch in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > max_depth:
-                raise NestingTooDeepError(f"JSON nested deeper than {max_depth} levels")
-        elif ch in "]}":
-            depth -= 1
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+_DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
-def _check_value(value: Any, forbid_nul: bool, depth: int, max_depth: int) -> None:
-    """After the C parser: nesting depth, lone surrogates and (optionally) NUL, one
-    visit per parsed value rather than per character of the text."""
-    if isinstance(value, str):
-        _check_string(value, forbid_nul)
-    elif isinstance(value, dict):
+def _depth_guard(text: str, max_depth: int) -> None:
+    """Refuse deep nesting before the recursive C parser sees it. Most documents have
+    fewer brackets than the limit and need no scan; the rest are scanned with regular
+    expressions (strings removed, then a running sum over the brackets), never a
+    Python loop per character."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return
+    brackets = _BRACKET.findall(_STRING.sub("", text))
+    if max(accumulate(map(_DELTA.__getitem__, brackets)), default=0) > max_depth:
+        raise NestingTooDeepError(f"JSON nested deeper than {max_depth} levels")
+
+
+def _check_tree(value: Any, forbid_nul: bool, max_depth: int) -> None:
+    """One walk over the parsed values (not the characters): nesting depth, lone
+    surrogates and, where asked, NUL characters."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_str(item, forbid_nul)
+            continue
+        if not isinstance(item, dict | list):
+            continue
         if depth >= max_depth:
             raise NestingTooDeepError(f"JSON nested deeper than {max_depth} levels")
-        for k, v in value.items():
-            _check_string(k, forbid_nul)
-            _check_value(v, forbid_nul, depth + 1, max_depth)
-    elif isinstance(value, list):
-        if depth >= max_depth:
-            raise NestingTooDeepError(f"JSON nested deeper than {max_depth} levels")
-        for v in value:
-            _check_value(v, forbid_nul, depth + 1, max_depth)
+        if isinstance(item, dict):
+            for k, v in item.items():
+                _check_str(k, forbid_nul)
+                stack.append((v, depth + 1))
+        else:
+            stack.extend((v, depth + 1) for v in item)
 
 
-def _check_string(value: str, forbid_nul: bool) -> None:
+def _check_str(value: str, forbid_nul: bool) -> None:
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -138,17 +137,9 @@ def loads_strict(
         text = data
         if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
             raise PayloadTooLargeError(f"document exceeds {max_bytes} bytes")
-    # Fewer brackets than the limit cannot nest deeper than it (a C-level count);
-    # otherwise the parsed value's depth is checked below, and a document the C parser
-    # gives up on (its recursion guard, or malformed text) is scanned to refuse deep
-    # nesting with its own code, as before.
-    try:
-        value = parse_json_text(text)
-    except MalformedJSONError:
-        if text.count("[") + text.count("{") > max_depth:
-            _depth_scan(text, max_depth)
-        raise
-    _check_value(value, forbid_nul, 0, max_depth)
+    _depth_guard(text, max_depth)
+    value = parse_json_text(text)
+    _check_tree(value, forbid_nul, max_depth)
     return value
 
 
@@ -168,54 +159,58 @@ def parse_json_text(text: str, what: str = "JSON") -> JSON:
         )
     except InputError:
         raise
+    except json.JSONDecodeError as exc:
+        # Where, and the parser's words for what; never the document's text.
+        raise MalformedJSONError(
+            f"malformed {what} at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise MalformedJSONError(f"malformed {what}: {type(exc).__name__}") from None
-
-
-_SORT_SAFE_BELOW = "\ud800"
-
-
-def _plain(value: Any, depth: int = 0) -> bool:
-    """Whether ``value`` is in the subset the C encoder writes as RFC 8785: dicts whose
-    keys are strings without a character at or above U+D800 (below it, sorting by code
-    point equals RFC 8785's sort by UTF-16 code unit), lists, strings, bools, None and
-    integers within 2^53-1. Exact types only: a subclass may encode differently."""
-    kind = type(value)
-    if kind is str or value is None or kind is bool:
-        return True
-    if kind is int:
-        return bool(-MAX_SAFE_INT <= value <= MAX_SAFE_INT)
-    if depth > MAX_DEPTH * 4:
-        return False
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or (not key.isascii() and max(key) >= _SORT_SAFE_BELOW):
-                return False
-            if not _plain(item, depth + 1):
-                return False
-        return True
-    if kind is list:
-        return all(_plain(item, depth + 1) for item in value)
-    return False
 
 
 def canonical(value: JSON) -> bytes:
     """RFC 8785 canonical bytes. Floats are refused here too, not only at parse time.
 
-    The common case (see :func:`_plain`) goes through the C encoder with sorted keys
-    and no whitespace, which writes exactly the RFC 8785 bytes for it; a lone
-    surrogate fails the UTF-8 encoding and, like everything else, falls back to the
-    RFC 8785 serialiser, which decides and refuses as before."""
+    Documents made of objects with ASCII keys, arrays, strings, booleans, null and
+    integers within +-(2^53-1) (everything Tandem itself signs) are encoded by the C
+    encoder of :mod:`json`: for exactly that subset its output is the RFC 8785 output
+    (keys sorted by code unit, which for ASCII is by code point; ES6 string escapes;
+    integers as plain digits). Anything else goes through :mod:`rfc8785`.
+    ``tests/unit/test_canonical.py`` holds the two to the same bytes."""
     if _plain(value):
         try:
-            return _FAST_ENCODER.encode(value).encode("utf-8")
-        except (UnicodeEncodeError, RecursionError, ValueError):
-            pass
+            return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: let rfc8785 name it
     _refuse_floats_in(value)
     try:
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise InputError(f"value cannot be canonicalised: {type(exc).__name__}") from None
+
+
+def _plain(value: Any) -> bool:
+    """True when ``value`` is in the subset the C encoder writes as RFC 8785 does."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -MAX_SAFE_INT <= item <= MAX_SAFE_INT:
+                continue
+            return False
+        if kind is dict:
+            for k in item:
+                if type(k) is not str or not k.isascii():
+                    return False
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        else:
+            return False
+    return True
 
 
 def _refuse_floats_in(value: Any) -> None:

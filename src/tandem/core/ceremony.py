@@ -48,7 +48,6 @@ from tandem.errors import (
 
 __all__ = [
     "ACTION_TYPES",
-    "EXPORT_FORMAT",
     "OPEN_STATUSES",
     "TRANSCRIPT_FORMAT",
     "CeremonyState",
@@ -57,8 +56,6 @@ __all__ = [
     "birth_message",
     "build_pre_execution",
     "ceremony_digest",
-    "check_export",
-    "export_hash",
     "finish_transcript",
     "generate_keyset",
     "is_expired",
@@ -171,13 +168,9 @@ class CeremonyState:
     @classmethod
     def from_json(cls, text: str) -> CeremonyState:
         doc = loads_strict(text)
-        return cls(
-            **check_fields(doc, required=(), optional=tuple(cls().__dict__), where="ceremony state")
-        )
+        return cls(**check_fields(doc, required=(), optional=tuple(cls().__dict__), where="ceremony state"))
 
-    def add_participant(
-        self, member_id: str, *, commitment: str | None, envelope: dict[str, Any]
-    ) -> None:
+    def add_participant(self, member_id: str, *, commitment: str | None, envelope: dict[str, Any]) -> None:
         if member_id in self.participants:
             raise ConflictError("this member already takes part; approvals count once per member")
         if commitment is not None:
@@ -189,9 +182,7 @@ class CeremonyState:
         self.participants.append(member_id)
         self.actions.append(envelope)
 
-    def add_approval(
-        self, member_id: str, *, commitment: str | None, envelope: dict[str, Any]
-    ) -> None:
+    def add_approval(self, member_id: str, *, commitment: str | None, envelope: dict[str, Any]) -> None:
         self.add_participant(member_id, commitment=commitment, envelope=envelope)
         self.approvals.append(member_id)
 
@@ -232,9 +223,7 @@ class CeremonyState:
 
 def _contribution(value: Any) -> bytes:
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
-        raise InputError(
-            f"body.contribution must be {keygen.CONTRIBUTION_BYTES} bytes as lowercase hex"
-        )
+        raise InputError(f"body.contribution must be {keygen.CONTRIBUTION_BYTES} bytes as lowercase hex")
     return bytes.fromhex(value)
 
 
@@ -278,9 +267,7 @@ class GeneratedKeyset:
 
     sealed: split.SealedKeyset
     keys: list[dict[str, Any]]  # {key_id, position, curve, public_key}
-    addresses: list[
-        dict[str, Any]
-    ]  # {key_id, chain, network, address, public_key, segregation, birth_proof}
+    addresses: list[dict[str, Any]]  # {key_id, chain, network, address, public_key, segregation, birth_proof}
 
 
 def generate_keyset(  # noqa: PLR0913 - keyword-only inputs of one key generation
@@ -324,9 +311,7 @@ def generate_keyset(  # noqa: PLR0913 - keyword-only inputs of one key generatio
             key_id = f"{keyset_id}-k{position}"
             public = keygen.public_key_for(curve, private)
             entries.append((key_id, public, private))
-            keys.append(
-                {"key_id": key_id, "position": position, "curve": curve, "public_key": public.hex()}
-            )
+            keys.append({"key_id": key_id, "position": position, "curve": curve, "public_key": public.hex()})
             for target in definition.chains:
                 chain = get_chain(target.chain)
                 address = chain.address(public, target.network)
@@ -384,9 +369,7 @@ def proof_from_json(doc: Any) -> tuple[MessageProof, str]:
     payload = d.get("payload_hex")
     if payload is not None and not isinstance(payload, str):
         raise InputError("birth_proof.payload_hex must be a string")
-    return MessageProof(format=d["format"], signature=d["signature"], payload_hex=payload), d[
-        "message"
-    ]
+    return MessageProof(format=d["format"], signature=d["signature"], payload_hex=payload), d["message"]
 
 
 def verify_birth_proofs(
@@ -426,8 +409,7 @@ def verify_birth_proofs(
             proof, message = proof_from_json(a["birth_proof"])
             if expected_message is not None and message != expected_message(a):
                 problems.append(
-                    f"{where}: birth proof message does not name this ceremony, "
-                    "address and segregation class"
+                    f"{where}: birth proof message does not name this ceremony, address and segregation class"
                 )
                 continue
             chain.verify_message(a["address"], message, proof, a["network"], public_key=public)
@@ -509,9 +491,7 @@ def finish_transcript(
 
 def transcript_hash(doc: Mapping[str, Any]) -> str:
     """The hash participants countersign: the whole transcript but the countersignatures."""
-    return digest_hex(
-        "ceremony-transcript", {k: v for k, v in doc.items() if k != "countersignatures"}
-    )
+    return digest_hex("ceremony-transcript", {k: v for k, v in doc.items() if k != "countersignatures"})
 
 
 @dataclass(frozen=True)
@@ -606,9 +586,7 @@ class _Verifier:
             raise self.stop(_why(exc)) from None
 
     def run(self, doc: Any) -> None:
-        self.top = top = self.fields(
-            doc, (*_PRE_FIELDS, *_POST_FIELDS, "countersignatures"), "transcript"
-        )
+        self.top = top = self.fields(doc, (*_PRE_FIELDS, *_POST_FIELDS, "countersignatures"), "transcript")
         if top["format"] != TRANSCRIPT_FORMAT:
             raise self.stop(f"format: expected {TRANSCRIPT_FORMAT!r}")
         self.header = self.fields(top["ceremony"], _CEREMONY_FIELDS, "ceremony")
@@ -618,14 +596,10 @@ class _Verifier:
         self.participants(top["participants"])
         self.checked.append(f"definition {definition.name} ({definition.kind}) matches its hash")
         actions = self.actions(top["actions"], "actions")
-        self.checked.append(
-            f"{len(actions)} signed actions verified against the participants' keys"
-        )
+        self.checked.append(f"{len(actions)} signed actions verified against the participants' keys")
         self.flow(definition, actions)
         if top["pre_execution_hash"] != pre_execution_hash(top):
-            self.problems.append(
-                "pre_execution_hash does not match the transcript before execution"
-            )
+            self.problems.append("pre_execution_hash does not match the transcript before execution")
         else:
             self.checked.append("pre-execution hash recomputed")
         if definition.kind == "keygen":
@@ -634,17 +608,13 @@ class _Verifier:
 
     def definition(self) -> CeremonyDefinition:
         try:
-            definition = CeremonyDefinition.from_dict(
-                self.top["definition"], source="transcript.definition"
-            )
+            definition = CeremonyDefinition.from_dict(self.top["definition"], source="transcript.definition")
         except Error as exc:
             raise self.stop(_why(exc)) from None
         if definition.definition_hash() != self.top["definition_hash"]:
             self.problems.append("definition_hash does not match the definition")
         if self.header["kind"] != definition.kind:
-            self.problems.append(
-                f"ceremony.kind {self.header['kind']!r} differs from the definition's kind"
-            )
+            self.problems.append(f"ceremony.kind {self.header['kind']!r} differs from the definition's kind")
         return definition
 
     def participants(self, value: Any) -> None:
@@ -681,9 +651,7 @@ class _Verifier:
             try:
                 action.verify(public)
             except Error:
-                self.problems.append(
-                    f"{at}: the {action.type} signature of {action.actor} does not verify"
-                )
+                self.problems.append(f"{at}: the {action.type} signature of {action.actor} does not verify")
                 continue
             if action.deployment != self.top["deployment"]:
                 self.problems.append(f"{at}: signed for another deployment")
@@ -691,11 +659,7 @@ class _Verifier:
             if action.body.get("ceremony") != self.ceremony_id:
                 self.problems.append(f"{at}: signed for another ceremony")
                 continue
-            if (
-                isinstance(expires_at, int)
-                and action.issued_at > expires_at
-                and action.type != COUNTERSIGN
-            ):
+            if isinstance(expires_at, int) and action.issued_at > expires_at and action.type != COUNTERSIGN:
                 self.problems.append(f"{at}: issued after the ceremony expired")
             out.append(action)
         return out
@@ -703,19 +667,13 @@ class _Verifier:
     def flow(self, definition: CeremonyDefinition, actions: Sequence[SignedAction]) -> None:  # noqa: C901, PLR0912 - one pass over the transcript's actions, in order
         header = self.header
         proposer = header["proposer"]
-        if (
-            not actions
-            or actions[0].type != PROPOSE
-            or sum(a.type == PROPOSE for a in actions) != 1
-        ):
+        if not actions or actions[0].type != PROPOSE or sum(a.type == PROPOSE for a in actions) != 1:
             raise self.stop("actions: exactly one ceremony.propose, first, is required")
         propose = actions[0]
         if propose.actor != proposer or self.roles.get(proposer) is not Role.MANAGER:
             self.problems.append("the ceremony must be proposed by its proposer, a manager")
         try:
-            signed_definition = parse_definition(
-                str(propose.body.get("definition")), source="propose"
-            )
+            signed_definition = parse_definition(str(propose.body.get("definition")), source="propose")
             if signed_definition.to_dict() != definition.to_dict():
                 self.problems.append("the proposer signed a different definition")
         except Error as exc:
@@ -740,9 +698,7 @@ class _Verifier:
         for a in actions[1:]:
             if a.type == APPROVE:
                 if a.body.get("digest") != digest:
-                    self.problems.append(
-                        f"the approval of {a.actor} is over different ceremony content"
-                    )
+                    self.problems.append(f"the approval of {a.actor} is over different ceremony content")
                 if a.actor in seen:
                     self.problems.append(f"{a.actor} approved twice or approved its own proposal")
                 seen.add(a.actor)
@@ -854,116 +810,13 @@ class _Verifier:
             if a.type != COUNTERSIGN:
                 self.problems.append(f"countersignatures: {a.type} is not a countersignature")
             elif a.body.get("transcript_hash") != self.thash:
-                self.problems.append(
-                    f"countersignature of {a.actor} is over a different transcript hash"
-                )
+                self.problems.append(f"countersignature of {a.actor} is over a different transcript hash")
             elif a.actor in self.signed_by:
                 self.problems.append(f"{a.actor} countersigned twice")
             else:
                 self.signed_by.append(a.actor)
         self.missing = sorted(set(self.keys) - set(self.signed_by))
-        self.checked.append(
-            f"{len(self.signed_by)} countersignature(s) over transcript hash {self.thash}"
-        )
-
-
-# --- key-set export --------------------------------------------------------------------
-
-EXPORT_FORMAT = "tandem-keyset-export/1"
-_EXPORT_FIELDS = (
-    "format",
-    "deployment",
-    "entity",
-    "keyset",
-    "sealed",
-    "keys",
-    "addresses",
-    "transcript_hash",
-    "exported_at",
-)
-EXPORT_KEYSET_FIELDS = (
-    "id",
-    "ceremony",
-    "curve",
-    "segregation",
-    "status",
-    "generation",
-    "created_at",
-)
-
-
-def export_hash(doc: Any) -> str:
-    return digest_hex("keyset-export", doc)
-
-
-def check_export(doc: Any) -> split.SealedKeyset:  # noqa: C901 - one check per part of the export, in order
-    """Check an export's public data offline: the sealed record parses and lists exactly
-    the exported keys, every address derives from its key and its birth proof verifies.
-    Nothing here can open a share; that needs a manager and a custodian."""
-    top = check_fields(doc, required=_EXPORT_FIELDS, where="export")
-    if top["format"] != EXPORT_FORMAT:
-        raise InputError(f"export.format must be {EXPORT_FORMAT!r}")
-    ks = check_fields(top["keyset"], required=EXPORT_KEYSET_FIELDS, where="export.keyset")
-    for name in ("id", "ceremony", "curve", "segregation", "status"):
-        if not isinstance(ks[name], str) or not 0 < len(ks[name]) <= 64:
-            raise InputError(f"export.keyset.{name} must be a short string")
-    for name in ("generation", "created_at"):
-        if isinstance(ks[name], bool) or not isinstance(ks[name], int) or ks[name] < 1:
-            raise InputError(f"export.keyset.{name} must be a positive integer")
-    if ks["curve"] not in keygen.CURVES:
-        raise InputError("export.keyset.curve is not a known curve")
-    sealed = split.SealedKeyset.from_dict(top["sealed"])
-    problems: list[str] = []
-    if sealed.keyset_id != ks["id"]:
-        problems.append("the sealed record is for another key set")
-    keys = top["keys"] if isinstance(top["keys"], list) else []
-    listed = {}
-    for i, k in enumerate(keys):
-        try:
-            entry = check_fields(
-                k, required=("key_id", "position", "curve", "public_key"), where=f"export.keys[{i}]"
-            )
-        except InputError as exc:
-            problems.append(exc.message)
-            continue
-        if (
-            not isinstance(entry["key_id"], str)
-            or len(entry["key_id"]) > 64
-            or entry["curve"] != ks["curve"]
-            or isinstance(entry["position"], bool)
-            or not isinstance(entry["position"], int)
-        ):
-            problems.append(f"keys[{i}] is malformed")
-            continue
-        listed[entry["key_id"]] = entry["public_key"]
-    if listed != {k.key_id: k.public_key.hex() for k in sealed.keys}:
-        problems.append("keys differ from the keys in the sealed record")
-    addresses = top["addresses"] if isinstance(top["addresses"], list) else []
-    for i, a in enumerate(addresses):
-        if not isinstance(a, dict) or listed.get(str(a.get("key_id"))) != a.get("public_key"):
-            problems.append(f"addresses[{i}]: not an address of an exported key")
-        elif a.get("segregation") != ks["segregation"]:
-            problems.append(f"addresses[{i}]: segregation differs from the key set's")
-    verify_birth_proofs(addresses, problems=problems, expected_message=_proof_message_naming)
-    if problems:
-        raise VerificationError(
-            "the key-set export does not verify: " + "; ".join(problems),
-            details={"problems": problems},
-        )
-    return sealed
-
-
-def _proof_message_naming(a: dict[str, Any]) -> str:
-    """The stored message, provided it names this address and segregation class."""
-    message = (
-        str(a.get("birth_proof", {}).get("message", ""))
-        if isinstance(a.get("birth_proof"), dict)
-        else ""
-    )
-    lines = message.split("\n")
-    if f"Address: {a['address']}" in lines and f"Segregation: {a['segregation']}" in lines:
-        return message
-    return "\x00(a birth proof naming this address and segregation class)"
+        self.checked.append(f"{len(self.signed_by)} countersignature(s) over transcript hash {self.thash}")
 
 
 def _why(exc: BaseException) -> str:

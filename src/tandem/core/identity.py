@@ -122,13 +122,20 @@ class IdentityCard:
                 domain_bytes("identity-card", self.body()), self.signature
             )
         except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
-            raise BadSignatureError(
-                f"identity card of {self.name!r} is not signed by its own key"
-            ) from None
+            raise BadSignatureError(f"identity card of {self.name!r} is not signed by its own key") from None
 
     @property
     def member_id(self) -> str:
         return member_id_for(self.sign_public)
+
+
+MIN_PASSPHRASE_LENGTH = 8
+
+
+def check_passphrase(passphrase: str) -> None:
+    """The rule a new keystore passphrase must meet (checked before it is typed twice)."""
+    if not passphrase or len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        raise KeystoreError(f"passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters")
 
 
 class MemberSecrets:
@@ -204,15 +211,31 @@ class MemberSecrets:
     def otpauth_uri(self, *, issuer: str = "Tandem") -> str:
         import pyotp
 
-        return str(
-            pyotp.TOTP(self.totp_secret).provisioning_uri(name=self.name, issuer_name=issuer)
-        )
+        return str(pyotp.TOTP(self.totp_secret).provisioning_uri(name=self.name, issuer_name=issuer))
 
     # --- keystore -------------------------------------------------------------------
 
-    def to_keystore(self, passphrase: str, *, log2_n: int = DEFAULT_SCRYPT_LOG2_N) -> bytes:
-        if not passphrase or len(passphrase) < 8:
-            raise KeystoreError("passphrase must be at least 8 characters")
+    @property
+    def holds_totp_seed(self) -> bool:
+        """Whether these secrets include the TOTP seed (a keystore keeps it only when asked)."""
+        return bool(self.totp_secret)
+
+    def with_totp_seed(self, totp_secret: str) -> MemberSecrets:
+        """The same keys with another TOTP seed ("" for none)."""
+        return MemberSecrets(
+            name=self.name,
+            role=self.role,
+            sign_seed=bytes(self._sign),
+            seal_private=bytes(self._seal),
+            totp_secret=totp_secret,
+        )
+
+    def to_keystore(
+        self, passphrase: str, *, log2_n: int = DEFAULT_SCRYPT_LOG2_N, keep_totp_seed: bool = True
+    ) -> bytes:
+        """``keep_totp_seed=False``: the file holds no TOTP seed, so the keystore and its
+        passphrase alone are one factor, not both."""
+        check_passphrase(passphrase)
         if not MIN_SCRYPT_LOG2_N <= log2_n <= 20:
             raise KeystoreError(f"scrypt cost must be 2^{MIN_SCRYPT_LOG2_N}..2^20")
         salt = os.urandom(16)
@@ -228,7 +251,7 @@ class MemberSecrets:
             {
                 "sign_seed": bytes(self._sign).hex(),
                 "seal_private": bytes(self._seal).hex(),
-                "totp_secret": self.totp_secret,
+                "totp_secret": self.totp_secret if keep_totp_seed else "",
             }
         )
         ciphertext = AESGCM(key).encrypt(nonce, plaintext, canonical(header))
@@ -237,9 +260,7 @@ class MemberSecrets:
     @classmethod
     def from_keystore(cls, data: bytes, passphrase: str) -> MemberSecrets:
         doc = loads_strict(data)
-        check_fields(
-            doc, required=("format", "kdf", "cipher", "card", "ciphertext"), where="keystore"
-        )
+        check_fields(doc, required=("format", "kdf", "cipher", "card", "ciphertext"), where="keystore")
         if doc["format"] != KEYSTORE_FORMAT:
             raise KeystoreError(f"not a {KEYSTORE_FORMAT} file")
         kdf = check_fields(doc["kdf"], required=("name", "log2_n", "r", "p", "salt"), where="kdf")

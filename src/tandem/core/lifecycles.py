@@ -81,9 +81,7 @@ class Lifecycle(Generic[S]):
             and expires_at is not None
             and now >= expires_at
         ):
-            raise ExpiredError(
-                f"{self.name} expired at {expires_at}", details={"expires_at": expires_at}
-            )
+            raise ExpiredError(f"{self.name} expired at {expires_at}", details={"expires_at": expires_at})
         return nxt
 
 

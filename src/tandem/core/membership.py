@@ -21,9 +21,10 @@ from typing import Any
 from tandem.core import approvals as approvals_engine
 from tandem.core.actions import SignedAction, parse_envelope
 from tandem.core.canonical import check_fields, digest_hex, domain_bytes
+from tandem.core.chains import NATIVE_ASSET, get_chain
 from tandem.core.identity import IdentityCard, unb64, verify_ed25519
 from tandem.core.policy import AddressBookEntry, Policy, default_policy, parse_policy, quorum
-from tandem.core.roles import Role
+from tandem.core.roles import Role, a_role
 from tandem.errors import (
     BadSignatureError,
     DuplicateIdentityError,
@@ -190,9 +191,6 @@ def _label(value: Any) -> str:
 
 def normalize_book_entry(body: Any) -> dict[str, Any]:
     """A validated address-book addition (addresses in their normal spelling)."""
-    from tandem.core.chains import get_chain
-    from tandem.core.withdrawal import NATIVE_ASSET
-
     check_fields(
         body, required=("change", "chain", "network", "address", "label"), optional=("asset",), where="body"
     )
@@ -365,11 +363,9 @@ class LogState:
         return max(self.policies, default=0)
 
     def book_at(self, at: int, *, before: int | None = None) -> list[AddressBookEntry]:
-        from tandem.core.withdrawal import entry_from_json
-
         limit = before if before is not None else float("inf")
         return [
-            entry_from_json(item.entry)
+            AddressBookEntry.from_json(item.entry)
             for item in self.book.values()
             if item.effective_at <= at
             and item.index < limit
@@ -500,7 +496,7 @@ class LogState:
             raise VerificationError("this signed proposal already made another proposal")
         if kind == "member.proposed":
             if proposer.role not in (Role.MANAGER, Role.CUSTODIAN):
-                raise VerificationError(f"a {proposer.role} may not propose membership changes")
+                raise VerificationError(f"{a_role(proposer.role)} may not propose membership changes")
             content = member_proposal_content(action.body)
             pkind = f"member.{content['change']}"
             if content["change"] != "add":
@@ -509,7 +505,9 @@ class LogState:
                     raise VerificationError(f"member {target.id} is not active")
         else:
             if proposer.role is not Role.MANAGER:
-                raise VerificationError(f"a {proposer.role} may not propose {kind.split('.')[0]} changes")
+                raise VerificationError(
+                    f"{a_role(proposer.role)} may not propose {kind.split('.')[0]} changes"
+                )
             if kind == "policy.proposed":
                 content = policy_proposal_content(action.body)
                 pkind = POLICY_CHANGE
@@ -592,7 +590,7 @@ class LogState:
         p = self._proposal(action.body.get("proposal"))
         actor = self._active(action.actor)
         if actor.role not in veto_roles(p.kind):
-            raise VerificationError(f"a {actor.role} may not veto a {p.kind} proposal")
+            raise VerificationError(f"{a_role(actor.role)} may not veto a {p.kind} proposal")
         if p.status != "approved" or p.effective_at is None or entry["time"] >= p.effective_at:
             raise VerificationError(f"proposal {p.id} is not in its delay; it cannot be vetoed")
         p.status = "vetoed"

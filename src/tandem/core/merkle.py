@@ -53,10 +53,7 @@ def _range_root(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
     """
     level = list(hashes[lo:hi])
     while len(level) > 1:
-        paired = [
-            _sha256(b"\x01" + level[i] + level[i + 1]).digest()
-            for i in range(0, len(level) - 1, 2)
-        ]
+        paired = [_sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             paired.append(level[-1])
         level = paired
@@ -106,9 +103,7 @@ def _inclusion_ranges(index: int, tree_size: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def inclusion_proof_for_hashes(
-    leaf_hashes: Sequence[bytes], index: int, tree_size: int
-) -> list[bytes]:
+def inclusion_proof_for_hashes(leaf_hashes: Sequence[bytes], index: int, tree_size: int) -> list[bytes]:
     """Audit path (RFC 6962 §2.1.1) for leaf ``index`` in the first ``tree_size`` leaves."""
     _check_size(tree_size, len(leaf_hashes), what="tree size")
     return [_range_root(leaf_hashes, lo, hi) for lo, hi in _inclusion_ranges(index, tree_size)]
@@ -117,9 +112,7 @@ def inclusion_proof_for_hashes(
 def inclusion_proof(leaves: Sequence[bytes], index: int, tree_size: int) -> list[bytes]:
     """Audit path for ``leaves[index]`` (leaf data, not yet hashed)."""
     _check_size(tree_size, len(leaves), what="tree size")
-    return inclusion_proof_for_hashes(
-        [leaf_hash(leaf) for leaf in leaves[:tree_size]], index, tree_size
-    )
+    return inclusion_proof_for_hashes([leaf_hash(leaf) for leaf in leaves[:tree_size]], index, tree_size)
 
 
 def _consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
@@ -155,25 +148,19 @@ def _consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def consistency_proof_for_hashes(
-    leaf_hashes: Sequence[bytes], old_size: int, new_size: int
-) -> list[bytes]:
+def consistency_proof_for_hashes(leaf_hashes: Sequence[bytes], old_size: int, new_size: int) -> list[bytes]:
     """Consistency proof (RFC 6962 §2.1.2) between the trees of the first ``old_size``
     and the first ``new_size`` leaf hashes."""
     _check_size(new_size, len(leaf_hashes), what="new tree size")
     _check_size(old_size, new_size, what="old tree size")
-    return [
-        _range_root(leaf_hashes, lo, hi) for lo, hi in _consistency_ranges(old_size, new_size)
-    ]
+    return [_range_root(leaf_hashes, lo, hi) for lo, hi in _consistency_ranges(old_size, new_size)]
 
 
 def consistency_proof(leaves: Sequence[bytes], old_size: int, new_size: int) -> list[bytes]:
     """Consistency proof between the trees of the first ``old_size`` and ``new_size``
     leaves (leaf data, not yet hashed)."""
     _check_size(new_size, len(leaves), what="new tree size")
-    return consistency_proof_for_hashes(
-        [leaf_hash(leaf) for leaf in leaves[:new_size]], old_size, new_size
-    )
+    return consistency_proof_for_hashes([leaf_hash(leaf) for leaf in leaves[:new_size]], old_size, new_size)
 
 
 # --- proofs from stored subtree roots -----------------------------------------------
@@ -210,9 +197,7 @@ def _fold(roots: Sequence[bytes]) -> bytes:
     return node
 
 
-def _roots_of(
-    ranges: Sequence[tuple[int, int]], subtrees: Mapping[SubtreeId, bytes]
-) -> list[bytes]:
+def _roots_of(ranges: Sequence[tuple[int, int]], subtrees: Mapping[SubtreeId, bytes]) -> list[bytes]:
     out = []
     for lo, hi in ranges:
         parts = perfect_subtrees(lo, hi)
@@ -303,9 +288,7 @@ def _is_uint(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def root_from_inclusion_proof(
-    leaf_hash_: bytes, index: int, tree_size: int, proof: Sequence[bytes]
-) -> bytes:
+def root_from_inclusion_proof(leaf_hash_: bytes, index: int, tree_size: int, proof: Sequence[bytes]) -> bytes:
     """The root that ``proof`` leads to from an RFC 6962 leaf hash (RFC 9162 §2.1.3.2)."""
     if not _is_uint(index) or not _is_uint(tree_size) or index >= tree_size:
         raise VerificationError(f"leaf index {index} is outside a tree of size {tree_size}")

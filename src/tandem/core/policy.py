@@ -644,9 +644,7 @@ class MembershipRule:
 def default_membership_rule(change_delay_seconds: int) -> MembershipRule:
     """One approval from the other side, and the policy's own change delay (with veto)
     before an addition or rekey takes effect."""
-    return MembershipRule(
-        approvals={Role.MANAGER: 1, Role.CUSTODIAN: 1}, delay_seconds=change_delay_seconds
-    )
+    return MembershipRule(approvals={Role.MANAGER: 1, Role.CUSTODIAN: 1}, delay_seconds=change_delay_seconds)
 
 
 def parse_membership(obj: Any, where: str = "policy.membership") -> MembershipRule:
@@ -663,9 +661,7 @@ def parse_membership(obj: Any, where: str = "policy.membership") -> MembershipRu
         approvals=counts,
         delay_seconds=_int_field(obj, "delay_seconds", where, minimum=0),
         remove_delay_seconds=(
-            _int_field(obj, "remove_delay_seconds", where, minimum=0)
-            if "remove_delay_seconds" in obj
-            else 0
+            _int_field(obj, "remove_delay_seconds", where, minimum=0) if "remove_delay_seconds" in obj else 0
         ),
     )
 
@@ -946,6 +942,16 @@ class AddressBookEntry:
     address: str
     label: str
     asset: str | None = None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> AddressBookEntry:
+        return cls(
+            chain=doc["chain"],
+            network=doc["network"],
+            address=doc["address"],
+            label=doc["label"],
+            asset=doc.get("asset"),
+        )
 
     def allows(self, facts: WithdrawalFacts) -> bool:
         return (

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.core.canonical import canonical, parse_amount
+from tandem.core.roles import a_role
 from tandem.errors import VerificationError
 
 CLIENT_CLASSES = ("segregated", "omnibus")
@@ -446,7 +447,7 @@ def _action(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def _role(roles: Mapping[str, str] | None, actor: str, expected: str) -> None:
     if roles is not None and roles.get(actor) != expected:
-        raise VerificationError(f"{actor} is a {roles.get(actor)}, not a {expected}")
+        raise VerificationError(f"{actor} is {a_role(str(roles.get(actor)))}, not {a_role(str(expected))}")
 
 
 _RULES: dict[str, Any] = {

@@ -11,6 +11,12 @@ class Role(StrEnum):
     AUDITOR = "auditor"
 
 
+def a_role(role: str) -> str:
+    """The role with its article, as a sentence says it: "a manager", "an auditor"."""
+    name = str(role)
+    return ("an " if name[:1] in "aeiou" else "a ") + name
+
+
 def parse_role(text: str) -> Role:
     from tandem.errors import InputError
 

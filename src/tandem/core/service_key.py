@@ -80,9 +80,7 @@ class ServiceKey:
         )
         if doc["format"] != FORMAT:
             raise ConfigurationError(f"service key file is not {FORMAT}")
-        return cls(
-            unb64(doc["sign_seed"], what="sign_seed"), unb64(doc["seal_private"], what="seal")
-        )
+        return cls(unb64(doc["sign_seed"], what="sign_seed"), unb64(doc["seal_private"], what="seal"))
 
 
 def seal_to(public_key: bytes, plaintext: bytes) -> bytes:

@@ -74,12 +74,12 @@ def check_totp(secret: str, code: str, *, now: int, state: TotpState) -> tuple[i
     if matched is None:
         raise TotpError("TOTP code is wrong or outside the allowed clock skew (±30 s)")
     if state.last_step is not None and matched <= state.last_step:
+        wait = max(1, (state.last_step + 1) * STEP_SECONDS - now)
         raise TotpReplayError(
-            "this TOTP code (or an earlier one) was already used; wait for the next"
+            f"this TOTP code (or an earlier one) was already used; the next code comes in {wait} s",
+            details={"retry_in_seconds": wait},
         )
-    return matched, TotpState(
-        last_step=matched, failures=0, last_failure_at=None, locked_until=None
-    )
+    return matched, TotpState(last_step=matched, failures=0, last_failure_at=None, locked_until=None)
 
 
 def record_failure(state: TotpState, *, now: int, error: TotpError) -> TotpState:

@@ -31,6 +31,7 @@ from tandem.core import split
 from tandem.core.actions import SignedAction, parse_envelope
 from tandem.core.audit import verify_export
 from tandem.core.canonical import canonical, check_fields, digest_hex, loads_strict, parse_amount
+from tandem.core.chains import NATIVE_ASSET
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 from tandem.core.chains import psbt as bip174
@@ -75,7 +76,6 @@ _TXID = re.compile(r"[0-9a-fA-F]{64}")
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _EVM = re.compile(r"0[xX][0-9a-fA-F]{40}")
 
-NATIVE_ASSET: Mapping[str, str] = {"bitcoin": "BTC", "ethereum": "ETH", "solana": "SOL"}
 _NETWORKS: Mapping[str, Collection[str]] = {
     "bitcoin": btc.NETWORKS,
     "ethereum": eth.CHAIN_IDS,
@@ -1084,16 +1084,6 @@ def address_book_at(
         for a in additions
         if a.effective_at <= now and not (a.id in removals and removals[a.id] <= now)
     ]
-
-
-def entry_from_json(doc: Mapping[str, Any]) -> AddressBookEntry:
-    return AddressBookEntry(
-        chain=doc["chain"],
-        network=doc["network"],
-        address=doc["address"],
-        label=doc["label"],
-        asset=doc.get("asset"),
-    )
 
 
 # --- offline bundles -------------------------------------------------------------------

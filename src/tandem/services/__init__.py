@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tandem.services.audit import AuditService
+from tandem.services.batch import BatchService
 from tandem.services.ceremonies import CeremonyService
 from tandem.services.keyuse import KeyUseService
 from tandem.services.membership import MembershipService
@@ -11,7 +12,13 @@ from tandem.services.withdrawals import WithdrawalService
 
 
 class Tandem(
-    CeremonyService, WithdrawalService, ProofService, KeyUseService, MembershipService, AuditService
+    CeremonyService,
+    BatchService,
+    WithdrawalService,
+    ProofService,
+    KeyUseService,
+    MembershipService,
+    AuditService,
 ):
     """The whole service: one object the API and tests drive."""
 

@@ -141,9 +141,7 @@ class AuditService(ServiceBase):
                 moved = False
         return StoredVerifyReport(n, start, root, last_hash, moved)
 
-    def _resume(
-        self, session: Session, doc: Any, n: int
-    ) -> tuple[int, str, merkle.MerkleAccumulator]:
+    def _resume(self, session: Session, doc: Any, n: int) -> tuple[int, str, merkle.MerkleAccumulator]:
         """Where a verified marker lets verification resume: entry N - 1 must still be
         the entry verified then, and the stored tree over the first N entries must still
         have the root verified then."""
@@ -151,8 +149,7 @@ class AuditService(ServiceBase):
         size = marker.tree_size
         if size > n:
             raise AuditVerificationError(
-                f"entry {n}: missing; {size} entries were verified earlier and the audit "
-                f"head now counts {n}",
+                f"entry {n}: missing; {size} entries were verified earlier and the audit head now counts {n}",
                 index=n,
             )
         if size == 0:
@@ -178,9 +175,7 @@ class AuditService(ServiceBase):
         return size, marker.last_hash, tree
 
     @staticmethod
-    def _check_page(
-        session: Session, check: audit.StoredChainCheck, lo: int, hi: int, n: int
-    ) -> None:
+    def _check_page(session: Session, check: audit.StoredChainCheck, lo: int, hi: int, n: int) -> None:
         expected: dict[merkle.SubtreeId, str] = {}
         for seq, digest, line in audit_log.rows_page(session, lo, hi):
             position = check.position

@@ -21,7 +21,7 @@ from tandem.core import totp as totp_core
 from tandem.core.actions import SignedAction, check_context, parse_envelope
 from tandem.core.canonical import canonical, domain_bytes, loads_strict
 from tandem.core.lifecycles import MemberState
-from tandem.core.roles import Role
+from tandem.core.roles import Role, a_role
 from tandem.core.service_key import ServiceKey
 from tandem.errors import (
     ConflictError,
@@ -255,7 +255,7 @@ class ServiceBase:
             allowed = set(roles)
             if Role(member.role) not in allowed:
                 names = ", ".join(sorted(r.value for r in allowed))
-                raise RoleNotAllowedError(f"a {member.role} may not do this (allowed: {names})")
+                raise RoleNotAllowedError(f"{a_role(member.role)} may not do this (allowed: {names})")
 
     def claim_nonce(self, session: Session, action: SignedAction, now: int) -> None:
         if session.get(UsedNonce, action.nonce) is not None:

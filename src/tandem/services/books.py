@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -24,6 +25,8 @@ from tandem.core import withdrawal as wcore
 from tandem.core.actions import check_context, parse_envelope
 from tandem.core.canonical import check_fields, loads_strict, parse_amount
 from tandem.core.chains import ethereum as eth
+from tandem.core.chains import solana as sol
+from tandem.core.chains import solana_tx as stx
 from tandem.core.register import (
     FUND,
     REGISTER_KINDS,
@@ -35,6 +38,7 @@ from tandem.core.register import (
 )
 from tandem.core.roles import Role
 from tandem.errors import (
+    ChainBadResponseError,
     ConflictError,
     Error,
     InputError,
@@ -51,8 +55,11 @@ from tandem.store.models import AddressRow, AuditRow, KeySet, Member, Withdrawal
 
 NATIVE = {"ethereum": "ETH", "bitcoin": "BTC", "solana": "SOL"}
 SCAN_KIND = "register.scanned"
+CONTRACT_SEARCH_KIND = "register.tokens_scanned"  # the unknown-token search's cursor
 FIRST_SCAN_BLOCKS = 10_000
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
+SOLANA_PAGE = 1000  # getSignaturesForAddress's largest page
+SOLANA_SIGNATURE_PAGES = 20  # per address and scan; older ones are named by the reconciliation
 Progress = Callable[[int, int], None]
 
 
@@ -78,6 +85,8 @@ class Books:
         self.svc = svc
         self.chains = chains or ChainConfig()
         self._backends: dict[tuple[str, str], ChainBackend] = {}
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._jobs_lock = threading.Lock()
 
     def backend(self, chain: str, network: str) -> ChainBackend:
         key = (chain, network)
@@ -309,7 +318,9 @@ class Books:
             # A first scan looks back FIRST_SCAN_BLOCKS; older deposits are not lost: the
             # reconciliation names them (unexpected_inflow) until they are accounted for.
             start = (
-                scanned[(chain, network)] + 1
+                # Solana: the scanned slot again, as a transaction can land in it after the
+                # slot was read; each deposit's evidence is recorded once all the same.
+                scanned[(chain, network)] + (0 if chain == "solana" else 1)
                 if (chain, network) in scanned
                 else max(0, tip - FIRST_SCAN_BLOCKS)
             )
@@ -317,6 +328,8 @@ class Books:
                 found += self._eth_deposits(backend, rows, tokens.get(network, []), start, tip, reg, now)
             elif chain == "bitcoin":
                 found += self._btc_deposits(backend, rows, reg, ours, now)
+            elif chain == "solana":
+                found += self._sol_deposits(backend, rows, start, reg, now)
             heights[(chain, network)] = tip
         recorded = []
 
@@ -447,6 +460,40 @@ class Books:
                     )
         return out
 
+    def _sol_deposits(
+        self, backend: Any, rows: list[tuple[AddressRow, str]], start: int, reg: Register, now: int
+    ) -> list[tuple[dict[str, Any], str]]:
+        """SOL and SPL token transfers into our addresses in the slots since ``start``:
+        ``getSignaturesForAddress`` pages (newest first) down to ``start``, each successful
+        transaction read once with ``getTransaction`` and its transfers to us parsed."""
+        mine = {a.address: (a, seg) for a, seg in rows}
+        out: list[tuple[dict[str, Any], str]] = []
+        read: set[str] = set()
+        for a, _seg in rows:
+            before = None
+            for _page in range(SOLANA_SIGNATURE_PAGES):
+                infos = backend.signatures(a.address, limit=SOLANA_PAGE, before=before)
+                fresh = [i for i in infos if i.slot >= start]
+                for info in fresh:
+                    if info.failed or info.signature in read:
+                        continue
+                    read.add(info.signature)
+                    for t in backend.transfers_to(info.signature, tuple(mine)):
+                        to, seg = mine[t.recipient]
+                        client = self._credit(to, seg, reg)
+                        if client is None or reg.evidence_seen(
+                            to.chain, to.network, t.asset, t.signature, t.index
+                        ):
+                            continue
+                        movement = self._movement(
+                            to, client, t.asset, t.amount, t.signature, t.index, t.slot, now
+                        )
+                        out.append((movement, seg))
+                if len(infos) < SOLANA_PAGE or len(fresh) < len(infos):
+                    break
+                before = infos[-1].signature
+        return out
+
     # --- broadcast and confirmation ---------------------------------------------------
 
     def broadcast(self, envelope: Any) -> dict[str, Any]:
@@ -510,7 +557,12 @@ class Books:
         assert isinstance(self.svc, WithdrawalService)
         if row.status != wcore.CONFIRMED:
             self.svc.confirm_withdrawal(envelope)
-        answer["movements"] = self.record_withdrawal(row.id, height=status.block_height, fee=status.fee)
+        fee = status.fee
+        if row.chain == "solana" and status.payer_spent is not None:
+            # What the payer lost beyond the amount: the fee and the rent of a token
+            # account the transfer created (both in the approved worst case).
+            fee = status.payer_spent - (int(row.amount or 0) if row.asset == "SOL" else 0)
+        answer["movements"] = self.record_withdrawal(row.id, height=status.block_height, fee=fee)
         return answer
 
     def record_withdrawal(self, wid: str, *, height: int | None, fee: int | None) -> list[dict[str, Any]]:
@@ -599,11 +651,8 @@ class Books:
         # register does not know is then named, not overlooked.
         seen_tokens: dict[str, set[str]] = {}
         for network in sorted({a.network for a, _s in todo if a.chain == "ethereum"}):
-            eb: Any = self.backend("ethereum", network)
             ours = tuple(a.address for a, _s in todo if a.chain == "ethereum" and a.network == network)
-            seen_tokens[network] = set(
-                eb.token_contracts_paying(ours, from_block=0, to_block=eb.tip_height())
-            )
+            seen_tokens[network] = self._token_contracts(network, ours)
         for i, (a, _seg) in enumerate(todo):
             backend = self.backend(a.chain, a.network)
             bal = backend.balance(a.address)
@@ -622,9 +671,73 @@ class Books:
                                 a.chain, a.network, a.address, eth.to_checksum_address(token), tb.amount
                             )
                         )
+            elif a.chain == "solana":
+                observed += self._sol_tokens(backend, a, known)
             if progress is not None:
                 progress(i + 1, len(todo))
         return rcore.snapshot_doc(heights, observed, pending)
+
+    def _token_contracts(self, network: str, ours: tuple[str, ...]) -> set[str]:
+        """The contracts that ever logged a ``Transfer`` to ``ours``, asking the node only
+        for the blocks since the last search: an address already searched continues
+        from the cursor the log holds (``register.tokens_scanned``), a new one from block
+        0. The cursor and what was found are recorded for the next run."""
+        with self.svc.db.read() as session:
+            done = [
+                e["data"]
+                for e in _entries(session, (CONTRACT_SEARCH_KIND,))
+                if e["data"]["chain"] == "ethereum" and e["data"]["network"] == network
+            ]
+        covered: set[str] = set()
+        found: set[str] = set()
+        cursor = -1
+        for d in done:
+            covered |= set(d["addresses"])
+            found |= set(d["tokens"])
+            cursor = d["to_block"]
+        eb: Any = self.backend("ethereum", network)
+        tip = eb.tip_height()
+        old = tuple(a for a in ours if a in covered)
+        new = tuple(a for a in ours if a not in covered)
+        fresh: set[str] = set()
+        if old and cursor < tip:
+            fresh |= set(eb.token_contracts_paying(old, from_block=cursor + 1, to_block=tip))
+        if new:
+            fresh |= set(eb.token_contracts_paying(new, from_block=0, to_block=tip))
+        if new or tip != cursor:
+
+            def use_case(call: Call) -> None:
+                self.svc.audit(
+                    call,
+                    CONTRACT_SEARCH_KIND,
+                    {
+                        "chain": "ethereum",
+                        "network": network,
+                        "from_block": cursor + 1 if old else 0,
+                        "to_block": tip,
+                        "addresses": sorted(new),  # searched from block 0 this time
+                        "tokens": sorted(fresh - found),
+                    },
+                    with_envelope=False,
+                )
+
+            self.svc.run_plain(CONTRACT_SEARCH_KIND, use_case)
+        return found | fresh
+
+    def _sol_tokens(
+        self, backend: Any, a: AddressRow, known: dict[tuple[str, str, str, str], int]
+    ) -> list[rcore.Observed]:
+        """The SPL balances of one address, per mint (its token accounts of both token
+        programs summed), with a zero for a mint the register holds there and the chain not."""
+        per_mint: dict[str, int] = {}
+        for tb in backend.token_balances(a.address):
+            per_mint[tb.token] = per_mint.get(tb.token, 0) + tb.amount
+        recorded = {k[3] for k in known if k[:3] == (a.chain, a.network, a.address) and k[3] != "SOL"}
+        return [
+            rcore.Observed(a.chain, a.network, a.address, mint, per_mint.get(mint, 0))
+            for mint in sorted(set(per_mint) | recorded)
+            if per_mint.get(mint, 0) or mint in recorded
+        ]
 
     def reconcile(
         self, snapshot: dict[str, Any] | None = None, progress: Progress | None = None
@@ -662,6 +775,43 @@ class Books:
             }
 
         return self.svc.run_plain("reconciliation.run", use_case)
+
+    def start_reconcile(self) -> dict[str, Any]:
+        """Run :meth:`reconcile` against the configured chains in the background (one at a
+        time): reading ten thousand addresses takes longer than a request should. The
+        job's progress (addresses read of all) and, once done, its signed report are in
+        :meth:`job`. Jobs live in this process only; a restart forgets them (the reports
+        stay in the log)."""
+        with self._jobs_lock:
+            if any(j["state"] == "running" for j in self._jobs.values()):
+                raise ConflictError("a reconciliation is already running; follow its job")
+            jid = "rj_" + secrets.token_hex(8)
+            job: dict[str, Any] = {"job": jid, "state": "running", "done": 0, "total": None}
+            job["started_at"] = self.svc.clock()
+            self._jobs[jid] = job
+
+        def progress(done: int, total: int) -> None:
+            job.update(done=done, total=total)
+
+        def work() -> None:
+            try:
+                job["result"] = self.reconcile(progress=progress)
+                job["state"] = "done"
+            except Error as exc:
+                job.update(state="failed", error={"code": exc.code, "message": exc.message})
+            except Exception as exc:  # a job reports its failure, it does not vanish
+                job.update(state="failed", error={"code": "internal_error", "message": type(exc).__name__})
+            job["finished_at"] = self.svc.clock()
+
+        threading.Thread(target=work, name=f"reconcile-{jid}", daemon=True).start()
+        return {k: v for k, v in job.items() if k != "result"}
+
+    def job(self, jid: str) -> dict[str, Any]:
+        with self._jobs_lock:
+            job = self._jobs.get(jid)
+        if job is None:
+            raise NotFoundError("no reconciliation job with that id (jobs live until a restart)")
+        return dict(job)
 
     # --- prices and statements ----------------------------------------------------------
 
@@ -747,10 +897,22 @@ class Books:
 
     # --- filling an intent from the chain -----------------------------------------------
 
-    def suggest(self, *, wallet: str, chain: str, network: str, asset: str) -> dict[str, Any]:
+    def suggest(
+        self,
+        *,
+        wallet: str,
+        chain: str,
+        network: str,
+        asset: str,
+        destination: str | None = None,
+        nonce_account: str | None = None,
+    ) -> dict[str, Any]:
         """What a withdrawal intent needs from the chain: Ethereum nonce (past the nonces
         live withdrawals already hold), fee caps, gas limit and chain id; Bitcoin the
-        wallet's unreserved UTXOs with their previous transactions and a fee rate."""
+        wallet's unreserved UTXOs with their previous transactions and a fee rate; Solana
+        a recent blockhash (or the named durable nonce account's stored nonce), the
+        mint's decimals and whether the destination's token account must be created,
+        and the fee the cluster charges for exactly that transaction."""
         from tandem.store.models import OutpointReservation, WithdrawalNonce
 
         with self.svc.db.read() as session:
@@ -802,15 +964,84 @@ class Books:
                 "from": address,
                 "bitcoin": {"utxos": utxos, "fee_rate": backend.suggest_fee_rate().sat_per_vb},
             }
+        if chain == "solana":
+            return self._suggest_solana(backend, address, asset, destination, nonce_account)
         raise InputError(f"no intent filling for {chain}")
+
+    def _suggest_solana(
+        self, backend: Any, address: str, asset: str, destination: str | None, nonce_account: str | None
+    ) -> dict[str, Any]:
+        if destination is None:
+            raise InputError("a Solana suggestion needs the destination (its fee and token account)")
+        destination = sol.validate_address(destination)
+        params: dict[str, Any] = {}
+        if nonce_account is not None:
+            nonce = backend.durable_nonce(nonce_account)
+            if nonce.authority != address:
+                raise InputError(
+                    f"nonce account {nonce.account} is advanced by {nonce.authority}, "
+                    f"not by the wallet {address}"
+                )
+            params["recent_blockhash"] = nonce.nonce
+            params["nonce_account"] = nonce.account
+        else:
+            params["recent_blockhash"] = backend.latest_blockhash().blockhash
+        mint = None
+        if asset != "SOL":
+            mint = sol.validate_address(asset)
+            params["decimals"] = backend.mint_decimals(mint)
+            account = stx.associated_token_address(destination, mint)
+            params["create_destination_account"] = not backend.account_exists(account)
+        message = stx.build_transfer(
+            payer=address,
+            destination=destination,
+            amount=0,  # the fee does not depend on the amount
+            recent_blockhash=params["recent_blockhash"],
+            nonce_account=params.get("nonce_account"),
+            mint=mint,
+            decimals=params.get("decimals"),
+            create_destination_account=params.get("create_destination_account", False),
+        )
+        signatures = message[0]
+        if nonce_account is not None:
+            # getFeeForMessage knows only recent blockhashes; the nonce account states its fee.
+            fee = nonce.lamports_per_signature * signatures
+        else:
+            got = backend.fee_for_message(message)
+            if got is None:
+                raise ChainBadResponseError("getFeeForMessage: the blockhash just read is not known")
+            fee = got
+        if fee > stx.LAMPORTS_PER_SIGNATURE * signatures:
+            # The approval reviews (and the policy limits) Tandem's worst case; a cluster
+            # charging more would make that review wrong, so nothing is suggested.
+            raise ChainBadResponseError(
+                f"the cluster charges {fee} lamports for this transaction; Tandem's fee review "
+                f"counts {stx.LAMPORTS_PER_SIGNATURE} per signature"
+            )
+        worst = stx.review(message).fee
+        return {"from": address, "solana": params, "fee": str(fee), "fee_worst_case": str(worst)}
 
     def fill_intent(self, intent: dict[str, Any]) -> dict[str, Any]:
         """``intent`` with what it leaves out filled from the chain; what it names is kept
         (by hand stays possible)."""
-        if intent.get("chain") not in ("ethereum", "bitcoin") or intent["chain"] in intent:
+        chain = intent.get("chain")
+        if chain == "solana":
+            given = intent.get("solana") or {}
+            if not isinstance(given, dict) or "recent_blockhash" in given:
+                return dict(intent)
+            got = self.suggest(
+                wallet=intent["wallet"],
+                chain="solana",
+                network=intent["network"],
+                asset=intent["asset"],
+                destination=intent.get("destination"),
+                nonce_account=given.get("nonce_account"),
+            )
+            return {"from": got["from"], **intent, "solana": {**got["solana"], **given}}
+        if chain not in ("ethereum", "bitcoin") or chain in intent:
             return dict(intent)
         got = self.suggest(
-            wallet=intent["wallet"], chain=intent["chain"], network=intent["network"], asset=intent["asset"]
+            wallet=intent["wallet"], chain=chain, network=intent["network"], asset=intent["asset"]
         )
         return {**got, **intent}
 

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 
 from tandem.core import approvals as engine
 from tandem.core import ceremony as core
-from tandem.core import split
+from tandem.core import keyset_export, split
 from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict, require_str
 from tandem.core.ceremony_def import (
@@ -146,9 +146,7 @@ class CeremonyService(KeyUseService):
             )
             return ceremony_view(row, call.now)
 
-        return self.run(
-            "ceremony.propose", envelope, use_case, types=core.PROPOSE, roles=(Role.MANAGER,)
-        )
+        return self.run("ceremony.propose", envelope, use_case, types=core.PROPOSE, roles=(Role.MANAGER,))
 
     def approve_ceremony(self, envelope: Any, *, totp: str | None) -> dict[str, Any]:
         """An approver (custodian, or a further manager where the definition asks for one)
@@ -174,9 +172,7 @@ class CeremonyService(KeyUseService):
                 what="this ceremony",
             )
             if body["digest"] != _digest(row, state, definition):
-                raise ConflictError(
-                    "the approval is for different ceremony content (digest mismatch)"
-                )
+                raise ConflictError("the approval is for different ceremony content (digest mismatch)")
             commitment = body.get("commitment")
             if definition.kind == "keygen" and commitment is None:
                 raise InputError("body.commitment is required: commit to your contribution")
@@ -197,9 +193,7 @@ class CeremonyService(KeyUseService):
                 elif role is Role.CUSTODIAN and not self.has_share(
                     call, operation=operation, side=role.value
                 ):
-                    raise InputError(
-                        "the first custodian approval of a reshare carries the custodian share"
-                    )
+                    raise InputError("the first custodian approval of a reshare carries the custodian share")
             state.add_approval(actor.id, commitment=commitment, envelope=_envelope(call))
             call.session.add(
                 Approval(
@@ -313,9 +307,7 @@ class CeremonyService(KeyUseService):
             _save(call, row, state)
             return ceremony_view(row, call.now)
 
-        return self.run(
-            "ceremony.countersign", envelope, use_case, types=core.COUNTERSIGN, roles=SIDES
-        )
+        return self.run("ceremony.countersign", envelope, use_case, types=core.COUNTERSIGN, roles=SIDES)
 
     def reject_ceremony(self, envelope: Any) -> dict[str, Any]:
         """A custodian stops a ceremony before execution, giving a reason."""
@@ -332,9 +324,7 @@ class CeremonyService(KeyUseService):
             self.audit(call, "ceremony.rejected", {"ceremony": row.id, "reason": reason})
             return ceremony_view(row, call.now)
 
-        return self.run(
-            "ceremony.reject", envelope, use_case, types=core.REJECT, roles=(Role.CUSTODIAN,)
-        )
+        return self.run("ceremony.reject", envelope, use_case, types=core.REJECT, roles=(Role.CUSTODIAN,))
 
     def abort_ceremony(self, envelope: Any) -> dict[str, Any]:
         """The proposer withdraws its ceremony before execution."""
@@ -342,14 +332,8 @@ class CeremonyService(KeyUseService):
 
         def use_case(call: Call) -> dict[str, Any]:
             actor = _actor(call)
-            body = check_fields(
-                _body(call), required=("ceremony",), optional=("reason",), where="body"
-            )
-            reason = (
-                require_str(body, "reason", where="body", max_len=MAX_REASON)
-                if "reason" in body
-                else ""
-            )
+            body = check_fields(_body(call), required=("ceremony",), optional=("reason",), where="body")
+            reason = require_str(body, "reason", where="body", max_len=MAX_REASON) if "reason" in body else ""
             row, state = self._ceremony_open(call, body["ceremony"], "abort", kind=ANY_KIND)
             if actor.id != row.proposer:
                 raise ForbiddenError("only the proposer may abort a ceremony")
@@ -357,9 +341,7 @@ class CeremonyService(KeyUseService):
             self.audit(call, "ceremony.aborted", {"ceremony": row.id, "reason": reason})
             return ceremony_view(row, call.now)
 
-        return self.run(
-            "ceremony.abort", envelope, use_case, types=core.ABORT, roles=(Role.MANAGER,)
-        )
+        return self.run("ceremony.abort", envelope, use_case, types=core.ABORT, roles=(Role.MANAGER,))
 
     # --- key-set operations, export and import -------------------------------------------
 
@@ -376,9 +358,7 @@ class CeremonyService(KeyUseService):
                 doc = self.new_operation(call, keyset_id=keyset_id, purpose="reshare")
             elif purpose == "import":
                 if call.session.get(KeySet, keyset_id) is not None:
-                    raise ConflictError(
-                        f"key set {keyset_id} is already present; nothing to import"
-                    )
+                    raise ConflictError(f"key set {keyset_id} is already present; nothing to import")
                 doc = self._ceremony_detached_operation(call, keyset_id=keyset_id, purpose="import")
             else:
                 raise InputError("body.purpose must be 'reshare' or 'import'")
@@ -394,9 +374,7 @@ class CeremonyService(KeyUseService):
             )
             return doc
 
-        return self.run(
-            "keyset.operation", envelope, use_case, types="keyset.operation", roles=SIDES
-        )
+        return self.run("keyset.operation", envelope, use_case, types="keyset.operation", roles=SIDES)
 
     def export_keyset(self, envelope: Any) -> dict[str, Any]:
         """The sealed record and public data of a key set, for offline media (recorded)."""
@@ -416,7 +394,7 @@ class CeremonyService(KeyUseService):
                 "keyset.exported",
                 {
                     "keyset": ks.id,
-                    "export_hash": core.export_hash(doc),
+                    "export_hash": keyset_export.export_hash(doc),
                     "generation": ks.generation,
                 },
             )
@@ -433,10 +411,10 @@ class CeremonyService(KeyUseService):
             body = check_fields(
                 _body(call), required=("export_hash", "operation", "sealed_share"), where="body"
             )
-            export_hash = core.export_hash(export)
+            export_hash = keyset_export.export_hash(export)
             if body["export_hash"] != export_hash:
                 raise ConflictError("the signed export hash does not match the export sent")
-            sealed = core.check_export(export)
+            sealed = keyset_export.check_export(export)
             if export["deployment"] != call.deployment.id:
                 raise InputError("the export is from another deployment")
             keyset_id = sealed.keyset_id
@@ -476,9 +454,7 @@ class CeremonyService(KeyUseService):
             )
             return ceremony_view(row, call.now)
 
-        return self.run(
-            "keyset.import", envelope, use_case, types="keyset.import", roles=(Role.MANAGER,)
-        )
+        return self.run("keyset.import", envelope, use_case, types="keyset.import", roles=(Role.MANAGER,))
 
     def approve_import(self, envelope: Any, *, totp: str | None) -> dict[str, Any]:
         """A custodian re-seals its share to the import operation; the signer rebuilds the
@@ -488,9 +464,7 @@ class CeremonyService(KeyUseService):
 
         def use_case(call: Call) -> dict[str, Any]:
             actor = _actor(call)
-            body = check_fields(
-                _body(call), required=("import", "export_hash", "sealed_share"), where="body"
-            )
+            body = check_fields(_body(call), required=("import", "export_hash", "sealed_share"), where="body")
             row, state = self._ceremony_open(call, body["import"], "approve", kind=IMPORT_KIND)
             engine.admit(
                 engine.Request(requester=row.proposer, kind=IMPORT_KIND, digest=row.definition_hash),
@@ -636,9 +610,7 @@ class CeremonyService(KeyUseService):
             raise InputError("the ceremony id must be a string")
         row = call.session.get(Ceremony, ceremony_id)
         if row is None or (kind != ANY_KIND and (kind == IMPORT_KIND) != (row.kind == IMPORT_KIND)):
-            raise NotFoundError(
-                f"no {'import' if kind == IMPORT_KIND else 'ceremony'} {ceremony_id}"
-            )
+            raise NotFoundError(f"no {'import' if kind == IMPORT_KIND else 'ceremony'} {ceremony_id}")
         if row.status == core.EXPIRED or core.is_expired(row.status, row.expires_at, call.now):
             raise ExpiredError(
                 f"{row.id} expired at {row.expires_at}; propose it again",
@@ -690,9 +662,7 @@ class CeremonyService(KeyUseService):
         result: dict[str, Any] = doc
         return result
 
-    def _ceremony_detached_operation(
-        self, call: Call, *, keyset_id: str, purpose: str
-    ) -> dict[str, Any]:
+    def _ceremony_detached_operation(self, call: Call, *, keyset_id: str, purpose: str) -> dict[str, Any]:
         """Like :meth:`new_operation`, for a key set this database does not hold (import)."""
         if not 0 < len(keyset_id) <= 64:
             raise InputError("body.keyset must be a key set id")
@@ -829,9 +799,7 @@ class CeremonyService(KeyUseService):
         before = split.SealedKeyset.from_json(keyset.sealed)
         managers, custodians = current_recipients(call.session)
         pre = self._ceremony_pre_execution(call, row, state, definition)
-        with self.open_dek(
-            call, sealed=before, operation=state.operation["statement"]["operation"]
-        ) as dek:
+        with self.open_dek(call, sealed=before, operation=state.operation["statement"]["operation"]) as dek:
             fault_point("ceremony.reshare_after_dek")
             after = split.reshare(
                 before, dek=dek, new_manager_publics=managers, new_custodian_publics=custodians

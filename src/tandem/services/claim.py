@@ -131,8 +131,7 @@ class ClaimGate:
             )
         if not presented:
             raise ClaimTokenRequiredError(
-                "genesis needs the claim token `tandem init` printed (--claim-token or "
-                "TANDEM_CLAIM_TOKEN)"
+                "genesis needs the claim token `tandem init` printed (--claim-token or TANDEM_CLAIM_TOKEN)"
             )
         candidate = _digest(presented[:_MAX_TOKEN_CHARS]) if len(presented) <= _MAX_TOKEN_CHARS else ""
         if not hmac.compare_digest(candidate.encode(), self.token_sha256.encode()):

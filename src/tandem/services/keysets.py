@@ -9,7 +9,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from tandem.core.canonical import canonical, loads_strict
-from tandem.core.ceremony import EXPORT_FORMAT, EXPORT_KEYSET_FIELDS
+from tandem.core.keyset_export import EXPORT_FORMAT, EXPORT_KEYSET_FIELDS
 from tandem.core.lifecycles import KEYSETS, KeySetState, MemberState
 from tandem.core.roles import Role
 from tandem.core.split import SealedKeyset
@@ -57,9 +57,7 @@ def status_for_recipients(session: Session, sealed: SealedKeyset) -> str:
     managers, custodians = current_recipients(session)
     current = {**managers, **custodians}
     holders = sealed.members("manager") | sealed.members("custodian")
-    same_side = sealed.members("manager") <= set(managers) and sealed.members("custodian") <= set(
-        custodians
-    )
+    same_side = sealed.members("manager") <= set(managers) and sealed.members("custodian") <= set(custodians)
     return KeySetState.ACTIVE if holders <= set(current) and same_side else KeySetState.RESHARE_REQUIRED
 
 
@@ -74,9 +72,7 @@ def keyset_public(session: Session, ks: KeySet, *, with_sealed: bool = False) ->
     """Public facts about a key set; with ``with_sealed`` also its sealed record (only
     ciphertexts and sealed boxes: nothing in it opens without both sides)."""
     sealed = SealedKeyset.from_json(ks.sealed)
-    keys = session.exec(
-        select(KeyRow).where(KeyRow.keyset == ks.id).order_by(col(KeyRow.position))
-    ).all()
+    keys = session.exec(select(KeyRow).where(KeyRow.keyset == ks.id).order_by(col(KeyRow.position))).all()
     addresses = session.exec(
         select(AddressRow).where(AddressRow.keyset == ks.id).order_by(col(AddressRow.id))
     ).all()
@@ -122,16 +118,13 @@ def list_keysets(session: Session) -> list[dict[str, Any]]:
         view = keyset_public(session, ks)
         view["keys"] = len(view["keys"])
         view["addresses"] = [
-            {"chain": a["chain"], "network": a["network"], "address": a["address"]}
-            for a in view["addresses"]
+            {"chain": a["chain"], "network": a["network"], "address": a["address"]} for a in view["addresses"]
         ]
         out.append(view)
     return out
 
 
-def build_export(
-    session: Session, ks: KeySet, *, deployment: str, entity: str, now: int
-) -> dict[str, Any]:
+def build_export(session: Session, ks: KeySet, *, deployment: str, entity: str, now: int) -> dict[str, Any]:
     """The key set for offline media: its sealed record plus the public data needed to
     check it (keys, addresses, birth proofs, the transcript hash of its ceremony)."""
     view = keyset_public(session, ks, with_sealed=True)
@@ -152,10 +145,8 @@ def build_export(
     }
 
 
-def restore_keyset(
-    session: Session, export: dict[str, Any], sealed: SealedKeyset, *, status: str
-) -> None:
-    """Write the rows of an export that :func:`tandem.core.ceremony.check_export` accepted
+def restore_keyset(session: Session, export: dict[str, Any], sealed: SealedKeyset, *, status: str) -> None:
+    """Write the rows of an export that :func:`tandem.core.keyset_export.check_export` accepted
     and whose DEK both sides have proven."""
     ks = export["keyset"]
     if session.get(KeySet, ks["id"]) is not None:

@@ -10,36 +10,27 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from tandem.core import approvals as engine
 from tandem.core import membership as mcore
-from tandem.core.approvals import QuorumResult
-from tandem.core.canonical import canonical, check_fields, loads_strict
+from tandem.core.canonical import canonical, check_fields
 from tandem.core.identity import IdentityCard, unb64
 from tandem.core.lifecycles import MEMBERS, PROPOSALS, MemberState, ProposalState
 from tandem.core.membership import check_distinct, check_genesis, genesis_hash
-from tandem.core.policy import Policy
 from tandem.core.roles import Role
 from tandem.errors import (
     ClaimTokenError,
     ConflictError,
     DuplicateIdentityError,
     InputError,
-    InvalidStateError,
     NotFoundError,
-    QuorumNotMetError,
-    TimeLockedError,
     TotpError,
 )
-from tandem.localtime import local_iso, pending_change
-from tandem.services.approvals import current_membership
-from tandem.services.base import SESSION_SECONDS, Call, ServiceBase
+from tandem.services.base import SESSION_SECONDS, Call
 from tandem.services.claim import ClaimGate
+from tandem.services.policies import install_default_policy, install_genesis_terms, veto_proposal
+from tandem.services.proposal_docs import PROPOSAL_SECONDS, proposal_digest, proposal_public
+from tandem.services.proposals import SIDES, ProposalService
 from tandem.store.models import Approval, Deployment, Member, Proposal
 from tandem.store.models import Session as SessionRow
-
-PROPOSAL_SECONDS = mcore.PROPOSAL_SECONDS
-SIDES = (Role.MANAGER, Role.CUSTODIAN)
-
 
 TOTP_SEED_RE = re.compile(r"^[A-Z2-7]{16,128}$")
 
@@ -72,43 +63,7 @@ def member_public(m: Member) -> dict[str, Any]:
     }
 
 
-def proposal_public(p: Proposal, approvals: list[Approval], *, now: int | None = None) -> dict[str, Any]:
-    """A proposal as the API shows it. Given ``now``, an approved change still in its
-    delay also says when it takes effect (local time of the server) and who may veto."""
-    out: dict[str, Any] = {
-        "id": p.id,
-        "kind": p.kind,
-        "body": loads_strict(p.body),
-        "proposer": p.proposer,
-        "status": p.status,
-        "created_at": p.created_at,
-        "expires_at": p.expires_at,
-        "approved_at": p.approved_at,
-        "effective_at": p.effective_at,
-        "digest": proposal_digest(p),
-        "approvals": [{"member": a.member, "role": a.role, "at": a.created_at} for a in approvals],
-    }
-    if now is not None:
-        notice = pending_change(p.kind, p.status, p.effective_at, now)
-        if notice is not None:
-            out["pending_change"] = notice
-    return out
-
-
-def proposal_digest(p: Proposal) -> str:
-    """What an approver signs: the proposal's identity and exact content."""
-    return mcore.proposal_digest(
-        proposal_id=p.id, kind=p.kind, body=loads_strict(p.body), proposer=p.proposer
-    )
-
-
-def _request(p: Proposal) -> engine.Request:
-    return engine.Request(
-        requester=p.proposer, kind=p.kind, digest=proposal_digest(p), created_at=p.created_at
-    )
-
-
-class MembershipService(ServiceBase):
+class MembershipService(ProposalService):
     # --- genesis -------------------------------------------------------------------------
 
     # Set from the data directory by ``api.app.build_service``; a service built without
@@ -161,7 +116,6 @@ class MembershipService(ServiceBase):
                 call.session.add(_member_row(card, dep.id, call.now))
             call.session.flush()
             call.deployment = dep
-            from tandem.services.policies import install_default_policy, install_genesis_terms
 
             install_default_policy(call)
             self.audit(
@@ -351,176 +305,11 @@ class MembershipService(ServiceBase):
                 raise DuplicateIdentityError(f"{card.name!r} already holds a role; one person, one role")
         check_distinct([card])
 
-    def decide_proposal(self, envelope: Any, *, totp: str | None, approve: bool) -> dict[str, Any]:
-        action_type = "proposal.approve" if approve else "proposal.reject"
-
-        def use_case(call: Call) -> dict[str, Any]:
-            assert call.action is not None
-            assert call.actor is not None
-            body = check_fields(
-                call.action.body,
-                required=("proposal", "digest"),
-                optional=("reason",),
-                where="body",
-            )
-            proposal = call.session.get(Proposal, body["proposal"])
-            if proposal is None:
-                raise NotFoundError("no such proposal")
-            decided = PROPOSALS.transition(
-                proposal.status,
-                "approve" if approve else "reject",
-                expires_at=proposal.expires_at,
-                now=call.now,
-            )
-            if body["digest"] != proposal_digest(proposal):
-                raise ConflictError("the approval is for different proposal content (digest mismatch)")
-            proposer = call.session.get(Member, proposal.proposer)
-            assert proposer is not None
-            policy = _policy_at(call, call.now)
-            engine.admit(
-                _request(proposal),
-                member=call.actor.id,
-                role=Role(call.actor.role),
-                required=mcore.required_approvals(policy, proposal.kind, Role(proposer.role)),
-                what="this proposal",
-            )
-            if not approve:
-                proposal.status = decided
-                call.session.add(proposal)
-                self.audit(
-                    call,
-                    "proposal.rejected",
-                    {"proposal": proposal.id, "reason": body.get("reason", "")},
-                )
-                return proposal_public(proposal, [])
-            already = call.session.exec(
-                select(Approval).where(Approval.subject == proposal.id, Approval.member == call.actor.id)
-            ).first()
-            if already is not None:
-                raise ConflictError("this member has already approved; approvals count per member")
-            call.session.add(
-                Approval(
-                    subject=proposal.id,
-                    member=call.actor.id,
-                    role=call.actor.role,
-                    envelope=canonical(call.envelope).decode(),
-                    created_at=call.now,
-                )
-            )
-            call.session.flush()
-            approvals = self._proposal_approvals(call, proposal)
-            result = self._proposal_quorum(call, proposal, proposer, approvals, policy)
-            data: dict[str, Any] = {
-                "proposal": proposal.id,
-                "digest": body["digest"],
-                "quorum_met": result.met,
-            }
-            if result.met:
-                # The delay comes from the policy in force before the change, as for
-                # policy changes; the verifiers recompute it from the same policy.
-                data["effective_at"] = call.now + mcore.change_delay(policy, proposal.kind)
-            self.audit(call, "proposal.approved", data)
-            if result.met:
-                self._approved(call, proposal, data["effective_at"])
-            return proposal_public(proposal, approvals, now=call.now)
-
-        return self.run(
-            action_type,
-            envelope,
-            use_case,
-            types=action_type,
-            roles=SIDES,
-            require_totp=approve,
-            totp=totp,
-        )
-
-    @staticmethod
-    def _proposal_approvals(call: Call, proposal: Proposal) -> list[Approval]:
-        return list(call.session.exec(select(Approval).where(Approval.subject == proposal.id)).all())
-
-    def _proposal_quorum(
-        self, call: Call, proposal: Proposal, proposer: Member, approvals: list[Approval], policy: Policy
-    ) -> QuorumResult:
-        """Distinct current members of the approving side, as many as the policy in
-        force says (the membership section for member changes)."""
-        return engine.evaluate(
-            _request(proposal),
-            [
-                engine.Given(
-                    member=a.member,
-                    role=Role(a.role),
-                    at=a.created_at,
-                    digest=loads_strict(a.envelope)["action"]["body"]["digest"],
-                )
-                for a in approvals
-            ],
-            membership=current_membership(call.session),
-            required=mcore.required_approvals(policy, proposal.kind, Role(proposer.role)),
-            now=call.now,
-        )
-
-    def _approved(self, call: Call, proposal: Proposal, effective_at: int) -> None:
-        proposal.approved_at = call.now
-        body = loads_strict(proposal.body)
-        if proposal.kind.startswith("member."):
-            proposal.status = PROPOSALS.transition(proposal.status, "quorum")
-            proposal.effective_at = effective_at
-            if effective_at <= call.now:
-                self._apply_member(call, proposal, body)
-        else:
-            from tandem.services.policies import apply_policy_proposal
-
-            apply_policy_proposal(self, call, proposal, body)
-        call.session.add(proposal)
-
     # --- the delay: a membership change takes effect when asked after it, or never ------
-
-    def apply_proposal(self, envelope: Any) -> dict[str, Any]:
-        """Carry out an approved membership change whose delay has passed (any manager or
-        custodian may ask; it is the clock, not a decision). The quorum is counted again
-        among current members: an approver removed during the delay no longer counts."""
-
-        def use_case(call: Call) -> dict[str, Any]:
-            assert call.action is not None
-            body = check_fields(call.action.body, required=("proposal",), where="body")
-            proposal_id = body["proposal"]
-            proposal = call.session.get(Proposal, proposal_id) if isinstance(proposal_id, str) else None
-            if proposal is None:
-                raise NotFoundError("no such proposal")
-            if proposal.kind not in mcore.MEMBER_KINDS:
-                raise InvalidStateError(f"a {proposal.kind} change takes effect by itself after its delay")
-            if not PROPOSALS.allows(proposal.status, "apply") or proposal.effective_at is None:
-                raise InvalidStateError(
-                    f"proposal is {proposal.status}; only an approved change can be applied"
-                )
-            if call.now < proposal.effective_at:
-                raise TimeLockedError(
-                    f"the change is in its veto window until {local_iso(proposal.effective_at)} "
-                    f"({proposal.effective_at - call.now}s left)",
-                    details={"effective_at": proposal.effective_at},
-                )
-            proposer = call.session.get(Member, proposal.proposer)
-            assert proposer is not None
-            approvals = self._proposal_approvals(call, proposal)
-            result = self._proposal_quorum(
-                call, proposal, proposer, approvals, _policy_at(call, proposal.approved_at or call.now)
-            )
-            if not result.met:
-                raise QuorumNotMetError(
-                    "the approvals no longer meet the quorum (an approver was removed during the delay)"
-                )
-            self.audit(call, "proposal.applied", {"proposal": proposal.id, "kind": proposal.kind})
-            self._apply_member(call, proposal, loads_strict(proposal.body))
-            call.session.add(proposal)
-            return proposal_public(proposal, approvals)
-
-        return self.run("proposal.apply", envelope, use_case, types="proposal.apply", roles=SIDES)
 
     def veto_member_proposal(self, envelope: Any) -> dict[str, Any]:
         """Either side stops an approved membership change during its delay (the same
         mechanism as a policy veto)."""
-        from tandem.services.policies import veto_proposal
-
         return veto_proposal(self, envelope, kinds=mcore.MEMBER_KINDS, roles=SIDES)
 
     def _apply_member(self, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
@@ -609,12 +398,6 @@ class MembershipService(ServiceBase):
             if dep is not None:
                 info.update({"deployment": dep.id, "entity": dep.entity, "genesis_hash": dep.genesis_hash})
             return info
-
-
-def _policy_at(call: Call, at: int) -> Policy:
-    from tandem.services.policies import current_policy
-
-    return current_policy(call.session, at)
 
 
 def _member_row(card: IdentityCard, deployment: str, now: int) -> Member:

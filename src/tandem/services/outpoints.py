@@ -61,9 +61,7 @@ def reserve(session: Session, *, withdrawal: Withdrawal, intent: wcore.Intent, n
 
 def release(session: Session, withdrawal: Withdrawal) -> None:
     """Free the outputs of a withdrawal that ended without a signature."""
-    session.exec(
-        delete(OutpointReservation).where(col(OutpointReservation.withdrawal) == withdrawal.id)
-    )
+    session.exec(delete(OutpointReservation).where(col(OutpointReservation.withdrawal) == withdrawal.id))
 
 
 def reserved_by(session: Session, withdrawal_id: str) -> list[OutpointReservation]:

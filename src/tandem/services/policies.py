@@ -38,7 +38,7 @@ from tandem.core.policy import (
     parse_policy,
     velocity_window_seconds,
 )
-from tandem.core.roles import Role
+from tandem.core.roles import Role, a_role
 from tandem.errors import (
     ConflictError,
     InputError,
@@ -49,7 +49,7 @@ from tandem.errors import (
 )
 from tandem.localtime import local_iso
 from tandem.services.base import Call, ServiceBase
-from tandem.services.membership import PROPOSAL_SECONDS, proposal_digest, proposal_public
+from tandem.services.proposal_docs import PROPOSAL_SECONDS, proposal_digest, proposal_public
 from tandem.store.models import AddressBookRow, PolicyRow, Proposal, Withdrawal
 
 POLICY_KINDS = ("policy.change", "addressbook.add", "addressbook.remove")
@@ -89,8 +89,14 @@ def install_genesis_terms(service: Any, call: Call, doc: dict[str, Any]) -> None
         entry = book_entry_of(body, "ab_" + secrets.token_hex(8))
         call.session.add(
             AddressBookRow(
-                id=entry["id"], chain=entry["chain"], network=entry["network"], address=entry["address"],
-                asset=entry.get("asset"), label=entry["label"], effective_at=call.now, proposal="genesis",
+                id=entry["id"],
+                chain=entry["chain"],
+                network=entry["network"],
+                address=entry["address"],
+                asset=entry.get("asset"),
+                label=entry["label"],
+                effective_at=call.now,
+                proposal="genesis",
                 status=AddressBookState.ACTIVE,
             )
         )
@@ -397,7 +403,7 @@ def veto_proposal(
         if p.kind not in kinds:
             raise InvalidStateError(f"a {p.kind} proposal cannot be vetoed here")
         if Role(call.actor.role) not in veto_roles(p.kind):
-            raise RoleNotAllowedError(f"a {call.actor.role} may not veto a {p.kind} change")
+            raise RoleNotAllowedError(f"{a_role(call.actor.role)} may not veto a {p.kind} change")
         if not PROPOSALS.allows(p.status, "veto") or p.effective_at is None or p.approved_at is None:
             raise InvalidStateError(
                 f"proposal is {p.status}; only an approved change in its delay can be vetoed"

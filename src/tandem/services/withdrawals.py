@@ -72,6 +72,7 @@ SIDES = (Role.MANAGER, Role.CUSTODIAN)
 OPERATION_PURPOSE = "withdrawal"
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TXID = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+_SOLANA_TXID = re.compile(r"[1-9A-HJ-NP-Za-km-z]{64,88}")  # a signature, base58
 
 
 @dataclass(frozen=True)
@@ -458,8 +459,9 @@ class WithdrawalService(KeyUseService):
             row = self._row(call.session, body["withdrawal"])
             if event == "broadcast":
                 txid = body["txid"]
-                if not isinstance(txid, str) or not _TXID.fullmatch(txid):
-                    raise InputError("body.txid must be the transaction id in hex")
+                pattern = _SOLANA_TXID if row.chain == "solana" else _TXID
+                if not isinstance(txid, str) or not pattern.fullmatch(txid):
+                    raise InputError("body.txid must be the transaction id (hex; base58 on Solana)")
                 if row.txid is not None and txid.lower().removeprefix("0x") != row.txid.lower().removeprefix(
                     "0x"
                 ):
@@ -617,9 +619,7 @@ class WithdrawalService(KeyUseService):
                     prevouts=ctx["prevouts"],
                     from_address=intent.from_address,
                 )
-                answer = self._mark_released(
-                    call, row, signed=signed, txid=txid, offline=False, result=guard
-                )
+                answer = self._mark_released(call, row, signed=signed, txid=txid, offline=False, result=guard)
                 fault_point("release.after_sign")
             if idempotency_key is not None:
                 session.add(

@@ -186,9 +186,7 @@ def last_hash(session: Session) -> str:
 
 def latest_checkpoint(session: Session) -> dict[str, Any] | None:
     """The checkpoint of the largest tree: one row through the primary-key index."""
-    row = session.exec(
-        select(CheckpointRow).order_by(col(CheckpointRow.tree_size).desc()).limit(1)
-    ).first()
+    row = session.exec(select(CheckpointRow).order_by(col(CheckpointRow.tree_size).desc()).limit(1)).first()
     return loads_strict(row.doc) if row else None
 
 
@@ -270,9 +268,7 @@ def subtrees(session: Session, ids: Iterable[merkle.SubtreeId]) -> dict[merkle.S
         for seq, digest in session.exec(query).all():
             found[(0, seq)] = merkle.leaf_hash(_node_hex(digest, f"hash of entry {seq}"))
     if nodes:
-        condition = or_(
-            *(and_(col(AuditNode.height) == h, col(AuditNode.idx) == i) for h, i in nodes)
-        )
+        condition = or_(*(and_(col(AuditNode.height) == h, col(AuditNode.idx) == i) for h, i in nodes))
         query2 = select(AuditNode.height, AuditNode.idx, AuditNode.hash).where(condition)
         for height, idx, digest in session.exec(query2).all():
             found[(height, idx)] = _node_hex(digest, f"subtree root ({height}, {idx})")
@@ -312,9 +308,7 @@ def subtrees_completed_in(session: Session, start: int, stop: int) -> dict[merkl
 
 def root_at(session: Session, tree_size: int) -> bytes:
     """The Merkle root of the first ``tree_size`` entries from O(log n) stored roots."""
-    return merkle.root_from_subtrees(
-        tree_size, subtrees(session, merkle.root_subtrees(tree_size))
-    )
+    return merkle.root_from_subtrees(tree_size, subtrees(session, merkle.root_subtrees(tree_size)))
 
 
 def peaks_at(session: Session, tree_size: int) -> merkle.MerkleAccumulator:
@@ -374,4 +368,3 @@ def put_marker(session: Session, doc: dict[str, Any], *, replace: bool = False) 
         stored = AuditMarker(id=MARKER_ID, doc=canonical(doc).decode())
     session.add(stored)
     session.flush()
-

@@ -83,9 +83,7 @@ class Database:
             )
             self.reader = self.writer
         else:
-            raise ConfigurationError(
-                "TANDEM_DATABASE_URL must be sqlite:///... or postgresql://..."
-            )
+            raise ConfigurationError("TANDEM_DATABASE_URL must be sqlite:///... or postgresql://...")
 
     def migrate(self) -> None:
         from tandem.store.migrate import upgrade
@@ -98,9 +96,7 @@ class Database:
         # particular order; a process-local lock queues this process's writers fairly.
         with self._write_lock, Session(self.writer, expire_on_commit=False) as session, session.begin():
             if not self.sqlite:
-                session.exec(
-                    select(AuditHead).where(AuditHead.id == 1).with_for_update()
-                ).first()
+                session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
             yield session
 
     @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """Chain support: one implementation per chain behind :class:`base.Chain`, chosen by registry."""
 
-from tandem.core.chains.base import Chain, MessageProof, get_chain, register_chain
+from tandem.core.chains.base import Chain, MessageProof
+from tandem.core.chains.registry import CHAINS, NATIVE_ASSET, get_chain
 
-__all__ = ["Chain", "MessageProof", "get_chain", "register_chain"]
+__all__ = ["CHAINS", "NATIVE_ASSET", "Chain", "MessageProof", "get_chain"]

@@ -1,4 +1,4 @@
-"""The one interface every chain implements, and the registry that picks one by name.
+"""The one interface every chain implements (the registry is ``chains.registry``).
 
 A chain turns a public key into an address, validates addresses a person types, and
 signs/verifies proof-of-control messages in that chain's own standard format so that
@@ -32,6 +32,7 @@ class MessageProof:
 
 class Chain(Protocol):
     name: ClassVar[str]
+    native_asset: ClassVar[str]  # the asset fees are paid in: BTC, ETH, SOL
     curve: ClassVar[Curve]
     networks: ClassVar[frozenset[str]]
 
@@ -62,24 +63,6 @@ class Chain(Protocol):
         """Raise :class:`VerificationError` if the proof is wrong, or
         :class:`CannotVerifyError` if its format is not one this chain checks."""
         ...
-
-
-_REGISTRY: dict[str, Chain] = {}
-
-
-def register_chain(chain: Chain) -> Chain:
-    _REGISTRY[chain.name] = chain
-    return chain
-
-
-def get_chain(name: str) -> Chain:
-    # Importing here fills the registry without import cycles at module load.
-    from tandem.core.chains import bitcoin, ethereum, solana  # noqa: F401
-
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InputError(f"unknown chain {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def check_network(chain: Chain, network: str) -> None:

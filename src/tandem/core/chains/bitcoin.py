@@ -25,7 +25,7 @@ import coincurve
 from Crypto.Hash import RIPEMD160
 
 from tandem.core.chains import secp256k1
-from tandem.core.chains.base import Curve, MessageProof, check_network, register_chain
+from tandem.core.chains.base import Curve, MessageProof, check_network
 from tandem.core.chains.base58 import b58decode, b58encode
 from tandem.core.chains.bech32 import decode_segwit_address, encode_segwit_address
 from tandem.errors import (
@@ -979,6 +979,7 @@ def verify_bip137(address: str, message: str, signature: str, network: str) -> N
 
 class Bitcoin:
     name: ClassVar[str] = "bitcoin"
+    native_asset: ClassVar[str] = "BTC"
     curve: ClassVar[Curve] = "secp256k1"
     networks: ClassVar[frozenset[str]] = frozenset(NETWORKS)
 
@@ -1026,4 +1027,4 @@ class Bitcoin:
             raise CannotVerifyError(f"{proof.format!r} proofs are not checked for bitcoin")
 
 
-BITCOIN = register_chain(Bitcoin())
+BITCOIN = Bitcoin()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from Crypto.Hash import keccak
 
 from tandem.core.chains import rlp, secp256k1
-from tandem.core.chains.base import Curve, MessageProof, check_network, register_chain
+from tandem.core.chains.base import Curve, MessageProof, check_network
 from tandem.errors import (
     CannotVerifyError,
     CryptoError,
@@ -30,9 +30,7 @@ from tandem.errors import (
     VerificationError,
 )
 
-CHAIN_IDS: Mapping[str, int] = MappingProxyType(
-    {"mainnet": 1, "sepolia": 11155111, "holesky": 17000}
-)
+CHAIN_IDS: Mapping[str, int] = MappingProxyType({"mainnet": 1, "sepolia": 11155111, "holesky": 17000})
 _NETWORK_BY_CHAIN_ID = {chain_id: name for name, chain_id in CHAIN_IDS.items()}
 
 EIP1559_TX_TYPE = 0x02
@@ -144,8 +142,7 @@ class Eip1559Transaction:
     def _unsigned_fields(self) -> list[rlp.RlpEncodable]:
         to = bytes.fromhex(self.to[2:]) if self.to is not None else b""
         access: list[rlp.RlpEncodable] = [
-            [bytes.fromhex(entry.address[2:]), list(entry.storage_keys)]
-            for entry in self.access_list
+            [bytes.fromhex(entry.address[2:]), list(entry.storage_keys)] for entry in self.access_list
         ]
         return [
             self.chain_id,
@@ -372,9 +369,7 @@ def review(raw_unsigned: bytes, *, allowed_tokens: Collection[str]) -> dict[str,
             f"only ERC-20 transfer(address,uint256) is allowed; selector is 0x{selector}"
         )
     if len(tx.data) != 68:
-        raise DisallowedContractCallError(
-            f"ERC-20 transfer calldata must be 68 bytes, got {len(tx.data)}"
-        )
+        raise DisallowedContractCallError(f"ERC-20 transfer calldata must be 68 bytes, got {len(tx.data)}")
     address_word, amount_word = tx.data[4:36], tx.data[36:68]
     if address_word[:12] != b"\x00" * 12:
         raise DisallowedContractCallError("ERC-20 recipient word has non-zero high bytes")
@@ -491,6 +486,7 @@ def _recover_personal_signer_raw(message: bytes, signature: str) -> bytes:
 
 class Ethereum:
     name: ClassVar[str] = "ethereum"
+    native_asset: ClassVar[str] = "ETH"
     curve: ClassVar[Curve] = "secp256k1"
     networks: ClassVar[frozenset[str]] = frozenset(CHAIN_IDS)
 
@@ -548,4 +544,4 @@ class Ethereum:
             raise VerificationError(f"signature is by {_checksum(recovered)}, not {_checksum(expected)}")
 
 
-register_chain(Ethereum())
+ETHEREUM = Ethereum()

@@ -25,7 +25,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from tandem.core.chains.base import Curve, MessageProof, check_network, register_chain
+from tandem.core.chains.base import Curve, MessageProof, check_network
 from tandem.core.chains.base58 import b58decode, b58encode
 from tandem.errors import (
     CannotVerifyError,
@@ -180,9 +180,7 @@ def parse_offchain_message(data: bytes) -> OffchainMessage:
     pos += 2
     message = data[pos:]
     if length == 0 or len(message) != length:
-        raise InputError(
-            f"off-chain message length field says {length} bytes, body has {len(message)}"
-        )
+        raise InputError(f"off-chain message length field says {length} bytes, body has {len(message)}")
     expected = message_format_for(message, signer_count=signer_count)
     if declared != expected:
         raise InputError(
@@ -213,9 +211,7 @@ def serialize_offchain_message_legacy(message: bytes) -> bytes:
         raise InputError(f"off-chain message longer than {_LEGACY_MAX_LEN} bytes")
     else:
         raise InputError("off-chain message is not valid UTF-8")
-    return (
-        SIGNING_DOMAIN + bytes([HEADER_VERSION, fmt]) + len(message).to_bytes(2, "little") + message
-    )
+    return SIGNING_DOMAIN + bytes([HEADER_VERSION, fmt]) + len(message).to_bytes(2, "little") + message
 
 
 # --- keys and addresses ----------------------------------------------------------------
@@ -290,6 +286,7 @@ def verify_ed25519(public_key: bytes, data: bytes, signature: bytes) -> None:
 
 class Solana:
     name: ClassVar[str] = "solana"
+    native_asset: ClassVar[str] = "SOL"
     curve: ClassVar[Curve] = "ed25519"
     networks: ClassVar[frozenset[str]] = frozenset({"mainnet", "devnet", "testnet"})
 
@@ -299,9 +296,7 @@ class Solana:
             raise CryptoError("not a valid Ed25519 public key")
         return address_from_public_key(public_key)
 
-    def validate_address(
-        self, address: str, network: str, *, require_on_curve: bool = False
-    ) -> str:
+    def validate_address(self, address: str, network: str, *, require_on_curve: bool = False) -> str:
         check_network(self, network)
         return validate_address(address, require_on_curve=require_on_curve)
 
@@ -325,9 +320,7 @@ class Solana:
             _utf8(message), signers=[public_key], application_domain=application_domain
         )
         signature = bytes(key.sign(payload).signature)
-        return MessageProof(
-            format=PROOF_FORMAT, signature=b58encode(signature), payload_hex=payload.hex()
-        )
+        return MessageProof(format=PROOF_FORMAT, signature=b58encode(signature), payload_hex=payload.hex())
 
     def verify_message(
         self,
@@ -372,4 +365,4 @@ def _utf8(message: str) -> bytes:
         raise InputError("message is not encodable as UTF-8 (lone surrogate)") from None
 
 
-register_chain(Solana())
+SOLANA = Solana()

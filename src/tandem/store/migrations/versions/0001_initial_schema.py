@@ -193,9 +193,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("operation", "side", name="uq_operation_side"),
     )
     with op.batch_alter_table("operationshare", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_operationshare_operation"), ["operation"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_operationshare_operation"), ["operation"], unique=False)
 
     op.create_table(
         "policyrow",

@@ -28,9 +28,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("network", "txid", "vout"),
     )
     with op.batch_alter_table("outpointreservation", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_outpointreservation_withdrawal"), ["withdrawal"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_outpointreservation_withdrawal"), ["withdrawal"], unique=False)
 
 
 def downgrade() -> None:

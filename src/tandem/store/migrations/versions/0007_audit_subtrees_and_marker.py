@@ -48,9 +48,7 @@ def _backfill_subtrees() -> None:
     # Written out here rather than imported, so the migration keeps meaning what it
     # meant when it was written: RFC 6962 leaf (0x00) and node (0x01) hashing.
     bind = op.get_bind()
-    node_table = sa.table(
-        "auditnode", sa.column("height"), sa.column("idx"), sa.column("hash")
-    )
+    node_table = sa.table("auditnode", sa.column("height"), sa.column("idx"), sa.column("hash"))
     peaks: list[bytes] = []
     size = 0
     pending: list[dict[str, object]] = []

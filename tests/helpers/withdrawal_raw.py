@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 from sqlmodel import select
-from tests.audit_helpers import post
 from tests.conftest import World
+from tests.helpers.audit import post
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.split import reseal_for_operation
 from tandem.store.models import OutpointReservation, Withdrawal

@@ -5,49 +5,119 @@ client recomputes every digest from the content it is shown rather than trusting
 digest the server sends, so a server cannot get a signature over something other than
 what the member saw.
 
-Keys come from the member's genesis pin (``tandem.client_pin``), never from a server
+Keys come from the member's genesis pin (``tandem.client.pin``), never from a server
 response: a TOTP seed is sealed to the service key genesis names, a share is resealed
 only to an operation key that key signed, for a key set the member countersigned.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from tandem import client_pin
-from tandem.client_pin import PinnedDeployment
+from tandem.client import pin as client_pin
+from tandem.client.pin import PinnedDeployment
 from tandem.core import totp as totp_core
 from tandem.core.actions import sign_action
 from tandem.core.canonical import canonical, digest_hex, domain_bytes
 from tandem.core.identity import IdentityCard, MemberSecrets, b64
 from tandem.core.membership import GENESIS_FORMAT
 from tandem.core.service_key import seal_to
-from tandem.errors import Error, InputError, NotPinnedError, PinError, VerificationError
+from tandem.errors import (
+    InputError,
+    NotPinnedError,
+    PinError,
+    RemoteError,
+    ServerTimeoutError,
+    ServerTLSError,
+    ServerUnreachableError,
+    ServerURLError,
+    VerificationError,
+)
 
 CLAIM_HEADER = "X-Tandem-Claim-Token"
 
 DEFAULT_SERVER = "http://127.0.0.1:8600"
+REQUEST_TIMEOUT = 60.0
 
 
-class RemoteError(Error):
-    """An error answered by the server, carrying its stable code."""
+def check_server_url(server: str) -> None:
+    """Refuse, before anything is sent, a server URL httpx would misread: ``localhost:8600``
+    parses as scheme ``localhost``."""
+    try:
+        url = httpx.URL(server)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise ServerURLError(f"the server URL {shown_url(server)!r} is not a valid URL") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ServerURLError(
+            f"the server URL {shown_url(server)!r} needs a scheme and a host: write it as "
+            "http://HOST:PORT or https://HOST (--server or TANDEM_SERVER)"
+        )
 
-    def __init__(
-        self, code: str, message: str, status: int, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message, details=details)
-        self.remote_code = code
-        self.http_status = status
 
-    def diagnostics(self) -> str:
-        return f"{self.message} [{self.remote_code}, HTTP {self.http_status}]"
+def _tls_reason(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or "certificate not trusted")
+        if isinstance(seen, ssl.SSLError):
+            return str(seen.reason or type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return text if "SSL" in text or "CERTIFICATE" in text.upper() else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.remote_code, "message": self.message}
+
+def shown_url(server: str) -> str:
+    """``server`` as it may be printed: any user:password part is left out."""
+    try:
+        url = httpx.URL(server)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return server
+    return str(url.copy_with(username=None, password=None)) if url.userinfo else server
+
+
+def transport_error(server: str, method: str, exc: httpx.TransportError) -> ServerUnreachableError:
+    """What happened, in words, with what to do: no answer came back from ``server``."""
+    server = shown_url(server)
+    where = f"the Tandem server at {server}"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return ServerURLError(
+            f"the server URL {server!r} needs http:// or https:// (--server or TANDEM_SERVER)"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        sent = (
+            "; it may still have acted on the request, so look (list or show) before retrying"
+            if method != "GET" and not isinstance(exc, httpx.ConnectTimeout)
+            else ""
+        )
+        return ServerTimeoutError(
+            f"{where} did not answer within {REQUEST_TIMEOUT:.0f} s{sent}. Check the server is "
+            "running and reachable from here, then try again"
+        )
+    reason = _tls_reason(exc)
+    if reason is not None:
+        return ServerTLSError(
+            f"TLS with {where} failed ({reason}). Check the host name in the URL matches the "
+            "server's certificate; for a private CA set SSL_CERT_FILE to its certificate; "
+            "a server without TLS is reached with http://"
+        )
+    text = str(exc)
+    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+        return ServerUnreachableError(
+            f"cannot resolve the host of {where}. Check the host name in --server or TANDEM_SERVER"
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return ServerUnreachableError(
+            f"cannot connect to {where} (connection refused or no route). Is `tandem serve` "
+            "running there? Check --server or TANDEM_SERVER, or ask its operator"
+        )
+    return ServerUnreachableError(
+        f"the connection to {where} failed ({type(exc).__name__}). Check the network and try again"
+    )
 
 
 class Client:
@@ -60,8 +130,10 @@ class Client:
         pin: PinnedDeployment | None = None,
     ) -> None:
         """``pin``: the deployment this client trusts. Without one, each member's pin is
-        read from beside its keystore (see :func:`tandem.client_pin.remember_keystore`)."""
-        self.http = http or httpx.Client(base_url=server, timeout=60.0)
+        read from beside its keystore (see :func:`tandem.client.pin.remember_keystore`)."""
+        self.server = server
+        self._url_checked = http is not None
+        self.http = http or httpx.Client(base_url=server, timeout=REQUEST_TIMEOUT)
         self.clock = clock
         self.pin = pin
         self._pins: dict[str, PinnedDeployment] = {}
@@ -89,7 +161,15 @@ class Client:
         content = canonical(json_body) if json_body is not None else None
         if content is not None:
             hdrs["Content-Type"] = "application/json"
-        response = self.http.request(method, path, content=content, headers=hdrs, params=params)
+        if not self._url_checked:
+            check_server_url(self.server)
+            self._url_checked = True
+        try:
+            response = self.http.request(method, path, content=content, headers=hdrs, params=params)
+        except httpx.TransportError as exc:
+            raise transport_error(self.server, method, exc) from None
+        except httpx.InvalidURL:
+            raise ServerURLError(f"the server URL {shown_url(self.server)!r} is not a valid URL") from None
         if response.status_code >= 400:
             try:
                 err = response.json()
@@ -282,12 +362,27 @@ class Client:
 
     # --- second factor -------------------------------------------------------------------
 
-    def enrol_totp(self, member: MemberSecrets, *, old_code: str | None = None) -> dict[str, Any]:
+    def enrol_totp(
+        self,
+        member: MemberSecrets,
+        *,
+        old_code: str | None = None,
+        secret: str | None = None,
+        confirm_code: str | None = None,
+    ) -> dict[str, Any]:
+        """Register ``secret`` (default: the member's own seed) as the member's second
+        factor. ``confirm_code`` is a code of that seed as the authenticator shows it;
+        without one it is computed from the seed (scripts, tests)."""
+        seed = secret if secret is not None else member.totp_secret
+        if not seed:
+            raise InputError("no TOTP seed to enrol: this keystore does not keep one")
         # The seed is sealed to the key genesis names, never to one a response offers.
-        sealed = seal_to(self.pinned(member).seal_public, member.totp_secret.encode("ascii"))
+        sealed = seal_to(self.pinned(member).seal_public, seed.encode("ascii"))
         body = {
             "envelope": self.sign(member, "member.totp_enrol", {"sealed_secret": b64(sealed)}),
-            "confirm_code": totp_core.current_code(member.totp_secret, self.clock()),
+            "confirm_code": confirm_code
+            if confirm_code is not None
+            else totp_core.current_code(seed, self.clock()),
         }
         if old_code is not None:
             body["totp"] = old_code
@@ -295,6 +390,11 @@ class Client:
 
     def totp_code(self, member: MemberSecrets) -> str:
         """The member's current code from the keystore seed (scripts and demos)."""
+        if not member.holds_totp_seed:
+            raise InputError(
+                "this keystore does not keep your TOTP seed (your authenticator app holds it): "
+                "type the code it shows, or pass it with --totp"
+            )
         return totp_core.current_code(member.totp_secret, self.clock())
 
     # --- membership ------------------------------------------------------------------------
@@ -307,9 +407,7 @@ class Client:
         env = self.sign(member, "member.propose", {"change": "remove", "member": member_id})
         return self.request("POST", "/v1/members/proposals", json_body={"envelope": env})  # type: ignore[no-any-return]
 
-    def propose_rekey(
-        self, member: MemberSecrets, member_id: str, card: IdentityCard
-    ) -> dict[str, Any]:
+    def propose_rekey(self, member: MemberSecrets, member_id: str, card: IdentityCard) -> dict[str, Any]:
         env = self.sign(
             member,
             "member.propose",
@@ -350,9 +448,7 @@ class Client:
         )
         return result
 
-    def reject_proposal(
-        self, member: MemberSecrets, proposal_id: str, *, reason: str
-    ) -> dict[str, Any]:
+    def reject_proposal(self, member: MemberSecrets, proposal_id: str, *, reason: str) -> dict[str, Any]:
         proposal = self.get(member, f"/v1/proposals/{proposal_id}")
         env = self.sign(
             member,

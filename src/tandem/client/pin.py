@@ -218,8 +218,7 @@ class PinnedDeployment:
         root = genesis_hash(top)
         if expect_hash is not None and not _same(root, expect_hash.strip().lower()):
             raise PinError(
-                f"this genesis document hashes to {root}, not to the hash you were given; "
-                "nothing was pinned",
+                f"this genesis document hashes to {root}, not to the hash you were given; nothing was pinned",
                 details={"genesis_hash": root},
             )
         return cls(
@@ -321,8 +320,7 @@ class PinnedDeployment:
             return split.verify_operation(doc, self.sign_public)
         except BadSignatureError:
             raise PinError(
-                "the operation key is not signed by the service key your genesis names; "
-                "nothing was sealed"
+                "the operation key is not signed by the service key your genesis names; nothing was sealed"
             ) from None
 
     def keyset(self, keyset_id: str) -> PinnedKeyset:
@@ -364,8 +362,7 @@ class PinnedDeployment:
                 )
             if pinned.generation == held.generation and pinned != held:
                 raise KeysetPinError(
-                    f"key set {pinned.keyset}: a second, different transcript of generation "
-                    f"{held.generation}"
+                    f"key set {pinned.keyset}: a second, different transcript of generation {held.generation}"
                 )
         self.keysets[pinned.keyset] = pinned
         self.save()

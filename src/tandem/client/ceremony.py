@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tandem.client import Client
-from tandem.client_pin import PinnedKeyset
+from tandem.client.pin import PinnedKeyset
 from tandem.core import ceremony as core
-from tandem.core import keygen, split
+from tandem.core import keygen, keyset_export, split
 from tandem.core.ceremony_def import parse_definition
 from tandem.core.identity import MemberSecrets
 from tandem.errors import ConflictError, InputError, KeystoreError, VerificationError
@@ -68,9 +68,7 @@ def get_ceremony(client: Client, member: MemberSecrets, ceremony_id: str) -> dic
     return result
 
 
-def list_ceremonies(
-    client: Client, member: MemberSecrets, status: str | None = None
-) -> list[dict[str, Any]]:
+def list_ceremonies(client: Client, member: MemberSecrets, status: str | None = None) -> list[dict[str, Any]]:
     params = {"status": status} if status else {}
     result: list[dict[str, Any]] = client.get(member, "/v1/ceremonies", **params)
     return result
@@ -161,9 +159,7 @@ def local_digest(view: Mapping[str, Any]) -> str:
     )
 
 
-def request_operation(
-    client: Client, member: MemberSecrets, keyset_id: str, purpose: str
-) -> dict[str, Any]:
+def request_operation(client: Client, member: MemberSecrets, keyset_id: str, purpose: str) -> dict[str, Any]:
     """A service-signed one-time operation key for a reshare or an import."""
     env = client.sign(member, "keyset.operation", {"keyset": keyset_id, "purpose": purpose})
     doc = _post(client, f"/v1/keysets/{keyset_id}/operations", {"envelope": env})
@@ -208,9 +204,7 @@ def propose_ceremony(
         _side, sealed = client.reseal_for_operation(
             member, keyset["sealed"], operation, keyset_id=target_keyset, purpose="reshare"
         )
-        body.update(
-            {"target_keyset": target_keyset, "operation": operation, "sealed_share": sealed}
-        )
+        body.update({"target_keyset": target_keyset, "operation": operation, "sealed_share": sealed})
     env = client.sign(member, core.PROPOSE, body)
     return _post(client, "/v1/ceremonies", {"envelope": env})
 
@@ -261,13 +255,9 @@ def _custodian_share_held(view: Mapping[str, Any]) -> bool:
     )
 
 
-def reveal(
-    client: Client, member: MemberSecrets, ceremony_id: str, contribution: bytes
-) -> dict[str, Any]:
+def reveal(client: Client, member: MemberSecrets, ceremony_id: str, contribution: bytes) -> dict[str, Any]:
     """Reveal this member's contribution (only once every commitment is in)."""
-    env = client.sign(
-        member, core.REVEAL, {"ceremony": ceremony_id, "contribution": contribution.hex()}
-    )
+    env = client.sign(member, core.REVEAL, {"ceremony": ceremony_id, "contribution": contribution.hex()})
     return _post(client, f"/v1/ceremonies/{ceremony_id}/reveal", {"envelope": env})
 
 
@@ -354,7 +344,7 @@ def export_keyset(client: Client, member: MemberSecrets, keyset_id: str) -> dict
     """The key set for offline media, checked here before it is written anywhere."""
     env = client.sign(member, "keyset.export", {"keyset": keyset_id})
     doc = _post(client, f"/v1/keysets/{keyset_id}/export", {"envelope": env})
-    core.check_export(doc)
+    keyset_export.check_export(doc)
     client.pinned(member).check_keyset(doc["sealed"])
     return doc
 
@@ -362,7 +352,7 @@ def export_keyset(client: Client, member: MemberSecrets, keyset_id: str) -> dict
 def propose_import(client: Client, member: MemberSecrets, export: dict[str, Any]) -> dict[str, Any]:
     """A manager proposes restoring ``export``, re-sealing its own share to an import
     operation (which proves the share it holds opens)."""
-    sealed = core.check_export(export)
+    sealed = keyset_export.check_export(export)
     operation = request_operation(client, member, sealed.keyset_id, "import")
     _side, share = client.reseal_for_operation(
         member, export["sealed"], operation, keyset_id=sealed.keyset_id, purpose="import", local_copy=True
@@ -371,7 +361,7 @@ def propose_import(client: Client, member: MemberSecrets, export: dict[str, Any]
     env = client.sign(
         member,
         "keyset.import",
-        {"export_hash": core.export_hash(export), "operation": operation, "sealed_share": share},
+        {"export_hash": keyset_export.export_hash(export), "operation": operation, "sealed_share": share},
     )
     return _post(client, "/v1/keysets/import", {"envelope": env, "export": export})
 
@@ -382,10 +372,10 @@ def approve_import(
     """A custodian finishes an import of the export it holds itself: the pending import
     must be of exactly that export, and its share is re-sealed to the checked operation."""
     view = get_ceremony(client, member, import_id)
-    export_hash = core.export_hash(export)
+    export_hash = keyset_export.export_hash(export)
     if view.get("export_hash") != export_hash:
         raise ConflictError("the pending import is of a different export than your file")
-    sealed = core.check_export(export)
+    sealed = keyset_export.check_export(export)
     _check_operation(client, member, view["operation"], keyset_id=sealed.keyset_id, purpose="import")
     _side, share = client.reseal_for_operation(
         member,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from sqlmodel import select
 from tests.conftest import World
 
-from tandem.client_pin import PinnedKeyset
+from tandem.client.pin import PinnedKeyset
 from tandem.core import split
 from tandem.core.canonical import canonical
 from tandem.core.chains import get_chain

@@ -13,14 +13,14 @@ from bitcoin.core import CTransaction, b2lx
 from bitcoin.core.key import CPubKey
 from bitcoin.core.script import SIGHASH_ALL, SIGVERSION_WITNESS_V0, CScript, SignatureHash
 from eth_account import Account
-from tests.btc_funding import utxos_paying
 from tests.conftest import World
-from tests.keysets import make_keyset
+from tests.helpers.btc_funding import utxos_paying
+from tests.helpers.keysets import make_keyset
 
 if TYPE_CHECKING:
-    from tests.keysets import TestKeyset
+    from tests.helpers.keysets import TestKeyset
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 from tandem.core.chains.secp256k1 import public_key as secp_public

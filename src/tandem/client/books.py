@@ -3,10 +3,13 @@ approvals, scans, reconciliations, price imports and statements; read the regist
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from tandem.client import Client
 from tandem.core.identity import MemberSecrets
+from tandem.errors import RemoteError
 
 
 def _post(client: Client, path: str, body: dict[str, Any]) -> Any:
@@ -61,6 +64,27 @@ def reconcile(client: Client, member: MemberSecrets, *, snapshot: dict[str, Any]
     if snapshot is not None:
         body["snapshot"] = snapshot
     return _post(client, "/v1/books/reconciliations", body)
+
+
+def reconcile_with_progress(
+    client: Client,
+    member: MemberSecrets,
+    *,
+    progress: Callable[[int, int | None], None],
+    poll_seconds: float = 0.5,
+) -> Any:
+    """Reconcile against the server's chains as a background job, calling ``progress``
+    (addresses read, of how many) while it runs; the signed report when it is done."""
+    body = {"envelope": client.sign(member, "reconciliation.run", {}), "background": True}
+    job = _post(client, "/v1/books/reconciliations", body)
+    while True:
+        progress(job["done"], job["total"])
+        if job["state"] == "done":
+            return job["result"]
+        if job["state"] == "failed":
+            raise RemoteError(job["error"]["code"], job["error"]["message"], 502)
+        time.sleep(poll_seconds)
+        job = client.get(member, f"/v1/books/reconciliations/jobs/{job['job']}")
 
 
 def import_prices(client: Client, member: MemberSecrets, prices: list[dict[str, Any]]) -> Any:

@@ -69,6 +69,17 @@ def create_withdrawal(client: Client, manager: MemberSecrets, intent: dict[str, 
         # suggests them (chain_not_configured when it has none: give them by hand).
         params = {k: doc.get(k) for k in ("wallet", "chain", "network", "asset")}
         doc[doc["chain"]] = _get_doc(client, manager, "/v1/books/suggest", **params)[doc["chain"]]
+    given = doc.get("solana")
+    if doc.get("chain") == "solana" and (
+        given is None or (isinstance(given, dict) and "recent_blockhash" not in given)
+    ):
+        # A recent blockhash (or the named nonce account's stored nonce), the mint's
+        # decimals and whether the destination's token account exists, from the chain.
+        params = {k: doc.get(k) for k in ("wallet", "chain", "network", "asset", "destination")}
+        if given and given.get("nonce_account") is not None:
+            params["nonce_account"] = given["nonce_account"]
+        got = _get_doc(client, manager, "/v1/books/suggest", **params)
+        doc["solana"] = {**got["solana"], **(given or {})}
     normal = wcore.normalize_intent(doc)
     _side, sealed = client.reseal_for_operation(
         manager, prepared["keyset"], prepared["operation"], keyset_id=intent["wallet"]
@@ -180,6 +191,19 @@ def approve_withdrawal(
     fetched once here. The share goes with the approval only while the operation holds
     none of this member's side (a stored share is never replaced).
     """
+    payload = {"totp": totp, **signed_approval(client, member, withdrawal_id, expected_fingerprint, view)}
+    return _post(client, f"/v1/withdrawals/{withdrawal_id}/approve", payload)
+
+
+def signed_approval(
+    client: Client,
+    member: MemberSecrets,
+    withdrawal_id: str,
+    expected_fingerprint: str | None = None,
+    view: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One approval as it is sent, without its TOTP code: ``{envelope[, sealed_share]}``,
+    the signed ``withdrawal.approve`` built from the request reviewed locally."""
     if view is None:
         view = get_withdrawal(client, member, withdrawal_id)
     if view.get("id") != withdrawal_id:
@@ -198,7 +222,7 @@ def approve_withdrawal(
         policy_version=view["policy_version"],
         expires_at=expires_at,
     )
-    payload: dict[str, Any] = {"totp": totp}
+    item: dict[str, Any] = {}
     if member.role.value not in view.get("shares", ()):
         _side, sealed = client.reseal_for_operation(
             member, view["keyset"], view["operation"], keyset_id=view["wallet"]
@@ -206,9 +230,37 @@ def approve_withdrawal(
         body.update(
             operation=view["operation"]["statement"]["operation"], share_digest=wcore.share_digest(sealed)
         )
-        payload["sealed_share"] = sealed
-    payload["envelope"] = client.sign(member, "withdrawal.approve", body)
-    return _post(client, f"/v1/withdrawals/{withdrawal_id}/approve", payload)
+        item["sealed_share"] = sealed
+    item["envelope"] = client.sign(member, "withdrawal.approve", body)
+    return item
+
+
+def approve_withdrawals(
+    client: Client,
+    member: MemberSecrets,
+    views: list[dict[str, Any]],
+    *,
+    totp: str,
+    expected_fingerprints: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Approve several reviewed requests with one TOTP code (``POST /v1/withdrawals/approvals``).
+
+    Each approval is signed exactly as :func:`approve_withdrawal` signs it, from the very
+    view the member was shown (``views``); a signed ``withdrawal.batch_approve`` names them
+    by withdrawal id and nonce. The server checks the code once and answers per item:
+    ``{approved, refused, results: [{withdrawal, outcome, status | code, message}]}``.
+    """
+    fingerprints = expected_fingerprints or {}
+    items = [signed_approval(client, member, v["id"], fingerprints.get(v["id"]), v) for v in views]
+    batch = client.sign(
+        member,
+        "withdrawal.batch_approve",
+        {
+            "withdrawals": [v["id"] for v in views],
+            "nonces": [i["envelope"]["action"]["nonce"] for i in items],
+        },
+    )
+    return _post(client, "/v1/withdrawals/approvals", {"envelope": batch, "totp": totp, "items": items})
 
 
 def _close(
@@ -449,9 +501,13 @@ def run_withdrawal(
         status = approve_withdrawal(client, custodian, wid, totp=code(custodian))["status"]
     if status != wcore.APPROVED:
         raise InputError(f"withdrawal {wid} is {status} after every custodian approved")
-    released = release_withdrawal(client, custodians[0], wid)
+    return released_record(created, release_withdrawal(client, custodians[0], wid))
+
+
+def released_record(created: dict[str, Any], released: dict[str, Any]) -> dict[str, Any]:
+    """What a released withdrawal leaves for the books: its ids, intent and signed bytes."""
     return {
-        "id": wid,
+        "id": created["id"],
         "chain": created["chain"],
         "network": created["network"],
         "from_address": created["intent"]["from"],

@@ -1,0 +1,63 @@
+"""How a refusal reads on a page: its stable code, in words a person understands."""
+
+from __future__ import annotations
+
+import httpx
+
+from tandem.errors import Error, RemoteError
+
+# Stable codes a person meets most, in words; the code is always shown beside them.
+FRIENDLY = {
+    "totp_invalid": "The TOTP code was not accepted. Type the 6 digits your authenticator app shows now.",
+    "totp_replayed": "That TOTP code was already used. Wait for the next code (at most 30 seconds) "
+    "and type it.",
+    "totp_locked": "Too many wrong TOTP codes: the second factor is locked for a while.",
+    "totp_throttled": "Too many TOTP attempts in a short time: wait a minute and try again.",
+    "expired": "This request has expired: it can no longer be approved. The requester makes a new one.",
+    "fingerprint_mismatch": "The fingerprint you typed is not this request's. Do not approve: call the "
+    "requester back on a known number and compare again.",
+    "request_changed": "The request changed after you reviewed it. Review it again before approving.",
+    "self_approval": "You requested this yourself; the other side must approve it.",
+    "role_not_allowed": "Your role may not do this.",
+    "invalid_state": "The request is no longer in a state that accepts this.",
+    "conflict": "This conflicts with what is already recorded (approved twice?).",
+    "bad_signature": "The server did not accept the signature of this approval.",
+    "keystore_error": "The keystore could not be opened with that passphrase.",
+    "csrf_invalid": "This form is out of date (the console was restarted?). Reload the page and try again.",
+    "unreachable": "The Tandem server cannot be reached.",
+    "invalid_input": "The input was not accepted.",
+}
+
+
+class ConsoleError(Error):
+    """A refusal made by the console itself, before anything is signed."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self._code = code
+
+    def diagnostics(self) -> str:
+        return f"{self.message} [{self._code}]"
+
+    @property
+    def stable_code(self) -> str:
+        return self._code
+
+
+def words(code: str, detail: str) -> dict[str, str]:
+    """What a page shows for a refusal: the words for its code, the code, and the detail."""
+    return {"code": code, "text": FRIENDLY.get(code, detail), "detail": detail}
+
+
+def explain(exc: BaseException) -> dict[str, str]:
+    if isinstance(exc, ConsoleError):
+        code = exc.stable_code
+    elif isinstance(exc, RemoteError):
+        code = exc.remote_code
+    elif isinstance(exc, Error):
+        code = exc.code
+    elif isinstance(exc, httpx.HTTPError):
+        code = "unreachable"
+    else:
+        code = "error"
+    return words(code, exc.message if isinstance(exc, Error) else type(exc).__name__)

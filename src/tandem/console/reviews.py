@@ -1,0 +1,262 @@
+"""The requests a member decides on, one table: withdrawals, proposals (membership,
+policy, address book) and key ceremonies, each with the page that shows it, how it is
+approved and how it is rejected; and the batch approval of several withdrawals.
+
+Every approval is built from a fresh fetch that must match what the page showed (its
+digests travel in the form): a request that changed since it was read is refused
+(``request_changed``) before anything is signed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tandem.client import ceremony as cc
+from tandem.client import withdrawal as cw
+from tandem.console import pages
+from tandem.console.refusal import ConsoleError, words
+from tandem.console.state import ConsoleState
+from tandem.core import keygen
+from tandem.core.identity import MemberSecrets
+from tandem.errors import Error
+
+Form = Mapping[str, str]
+
+
+def normal_fingerprint(text: str) -> str:
+    digits = re.sub(r"[^0-9a-f]", "", text.lower())
+    return "-".join(digits[i : i + 4] for i in range(0, len(digits), 4))
+
+
+def normal_totp(text: str) -> str:
+    return re.sub(r"\s", "", text)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of request: ``/{prefix}/{id}`` shows it, ``/{prefix}/{id}/approve`` and
+    ``/{prefix}/{id}/reject`` decide it."""
+
+    prefix: str
+    template: str
+    title: str
+    noun: str
+    context: Callable[[ConsoleState, MemberSecrets, str], dict[str, Any]]
+    approve: Callable[[ConsoleState, MemberSecrets, str, Form], object]
+    reject: Callable[[ConsoleState, MemberSecrets, str, str], object]
+
+    def notice(self, key: str) -> str | None:
+        return {"approved": "Your approval was recorded.", "rejected": f"You rejected this {self.noun}."}.get(
+            key
+        )
+
+
+# --- withdrawals -------------------------------------------------------------------------
+
+
+def withdrawal_context(state: ConsoleState, member: MemberSecrets, wid: str) -> dict[str, Any]:
+    d = pages.directory(state.client, member)
+    view = cw.get_withdrawal(state.client, member, wid)
+    return {"r": pages.withdrawal_review(state.client, member, view, d)}
+
+
+def approve_withdrawal(state: ConsoleState, member: MemberSecrets, wid: str, form: Form) -> object:
+    """One fetch, checked against what the page showed, then the member-side approval
+    built from that very object."""
+    view = cw.get_withdrawal(state.client, member, wid)
+    checked = cw.review(view)
+    if (checked.intent_hash, checked.tx_digest) != (form.get("intent_hash"), form.get("tx_digest")):
+        raise ConsoleError("request_changed", "the request differs from the one reviewed")
+    if normal_fingerprint(form.get("fingerprint", "")) != checked.fingerprint:
+        raise ConsoleError("fingerprint_mismatch", f"the fingerprint typed is not this request's ({wid})")
+    return cw.approve_withdrawal(
+        state.client,
+        member,
+        wid,
+        totp=normal_totp(form.get("totp", "")),
+        expected_fingerprint=checked.fingerprint,
+        view=view,
+    )
+
+
+def reject_withdrawal(state: ConsoleState, member: MemberSecrets, wid: str, reason: str) -> object:
+    return cw.reject_withdrawal(state.client, member, wid, reason=reason)
+
+
+# --- proposals (membership, policy, address book) -----------------------------------------
+
+
+def proposal_context(state: ConsoleState, member: MemberSecrets, pid: str) -> dict[str, Any]:
+    d = pages.directory(state.client, member)
+    p: dict[str, Any] = state.client.get(member, f"/v1/proposals/{pid}")
+    ctx: dict[str, Any] = {
+        "p": p,
+        "summary": pages.proposal_summary(p, d),
+        "proposer": d.name(p.get("proposer")),
+        "digest": state.client.proposal_digest(p),
+        "body_json": json.dumps(p.get("body"), indent=2, sort_keys=True, ensure_ascii=False),
+        "approvals": [
+            {"who": d.name(a.get("member")), "at": pages.local_time(a.get("at"))}
+            for a in p.get("approvals", ())
+        ],
+        "created": pages.local_time(p.get("created_at")),
+        "expires": pages.local_time(p.get("expires_at")),
+        "effective": pages.local_time(p.get("effective_at")),
+        "time_left": pages.time_left(p.get("expires_at"), state.client.clock()),
+        "diff": None,
+        "names_warning": d.warning,
+    }
+    if str(p.get("kind", "")).startswith("policy."):
+        current = cw.policy_show(state.client, member)
+        ctx["diff"] = pages.policy_diff(current.get("policy"), p["body"].get("policy"))
+        ctx["current_version"] = current.get("version")
+    return ctx
+
+
+def approve_proposal(state: ConsoleState, member: MemberSecrets, pid: str, form: Form) -> object:
+    p = state.client.get(member, f"/v1/proposals/{pid}")
+    if state.client.proposal_digest(p) != form.get("digest"):
+        raise ConsoleError("request_changed", "the proposal differs from the one reviewed")
+    return state.client.approve_proposal(member, pid, totp=normal_totp(form.get("totp", "")), proposal=p)
+
+
+def reject_proposal(state: ConsoleState, member: MemberSecrets, pid: str, reason: str) -> object:
+    return state.client.reject_proposal(member, pid, reason=reason)
+
+
+# --- ceremonies ----------------------------------------------------------------------------
+
+
+def ceremony_context(state: ConsoleState, member: MemberSecrets, cid: str) -> dict[str, Any]:
+    d = pages.directory(state.client, member)
+    view = cc.get_ceremony(state.client, member, cid)
+    problem = None
+    digest = None
+    try:
+        digest = cc.local_digest(view) if view.get("kind") != "import" else None
+    except Error as exc:
+        problem = exc.diagnostics()
+    return {
+        "c": view,
+        "digest": digest,
+        "problem": problem,
+        "proposer": d.name(view.get("proposer")),
+        "approvals": [d.name(a) for a in view.get("approvals", ())],
+        "expires": pages.local_time(view.get("expires_at")),
+        "time_left": pages.time_left(view.get("expires_at"), state.client.clock()),
+        "names_warning": d.warning,
+    }
+
+
+def approve_ceremony(state: ConsoleState, member: MemberSecrets, cid: str, form: Form) -> object:
+    view = cc.get_ceremony(state.client, member, cid)
+    if view.get("kind") != "import" and cc.local_digest(view) != form.get("digest"):
+        raise ConsoleError("request_changed", "the ceremony differs from the one reviewed")
+    # A keygen approval keeps this member's contribution beside the keystore, as the CLI does.
+    contribution = keygen.make_contribution() if view["kind"] == "keygen" else None
+    store = cc.ContributionStore(state.keystore.resolve().parent)
+    if contribution is not None:
+        store.save(cid, member.member_id, contribution)
+    try:
+        return cc.approve_ceremony(
+            state.client,
+            member,
+            cid,
+            totp=normal_totp(form.get("totp", "")),
+            contribution=contribution,
+            view=view,
+        )
+    except Error:
+        if contribution is not None:
+            store.forget(cid, member.member_id)
+        raise
+
+
+def reject_ceremony(state: ConsoleState, member: MemberSecrets, cid: str, reason: str) -> object:
+    return cc.reject_ceremony(state.client, member, cid, reason=reason)
+
+
+KINDS = (
+    Kind(
+        "/withdrawals",
+        "withdrawal.html",
+        "Withdrawal",
+        "request",
+        withdrawal_context,
+        approve_withdrawal,
+        reject_withdrawal,
+    ),
+    Kind(
+        "/proposals",
+        "proposal.html",
+        "Proposal",
+        "proposal",
+        proposal_context,
+        approve_proposal,
+        reject_proposal,
+    ),
+    Kind(
+        "/ceremonies",
+        "ceremony.html",
+        "Ceremony",
+        "ceremony",
+        ceremony_context,
+        approve_ceremony,
+        reject_ceremony,
+    ),
+)
+
+
+# --- batch approval ---------------------------------------------------------------------------
+
+
+def batch_rows(state: ConsoleState, member: MemberSecrets) -> dict[str, Any]:
+    """Every pending withdrawal this member may still approve and that checks out here,
+    decoded as its own review page decodes it; and those that do not check out."""
+    d = pages.directory(state.client, member)
+    rows, problems = [], []
+    for w in cw.list_withdrawals(state.client, member, status="pending"):
+        view = cw.get_withdrawal(state.client, member, w["id"])
+        r = pages.withdrawal_review(state.client, member, view, d)
+        if not r["ok"]:
+            problems.append(r)
+        elif r["can_approve"] and not r["approved_by_me"] and view["requester"] != member.member_id:
+            rows.append(r)
+    return {"rows": rows, "problems": problems}
+
+
+def approve_batch(
+    state: ConsoleState, member: MemberSecrets, selected: list[str], form: Form
+) -> list[dict[str, Any]]:
+    """Sign one approval per selected request, each from a fresh fetch that must match
+    the one shown, and send them with one TOTP code; the server's answer per request."""
+    if not selected:
+        raise ConsoleError("invalid_input", "select at least one request to approve")
+    if len(set(selected)) != len(selected):
+        raise ConsoleError("invalid_input", "a request is selected twice")
+    if form.get("confirm") != "yes":
+        raise ConsoleError("invalid_input", "confirm that you read each selected fingerprint back")
+    views = []
+    for wid in selected:
+        view = cw.get_withdrawal(state.client, member, wid)
+        checked = cw.review(view)
+        if f"{checked.intent_hash}:{checked.tx_digest}" != form.get(f"reviewed-{wid}"):
+            raise ConsoleError("request_changed", f"request {wid} differs from the one reviewed")
+        views.append(view)
+    answer = cw.approve_withdrawals(state.client, member, views, totp=normal_totp(form.get("totp", "")))
+    results = []
+    for r in answer["results"]:
+        refused = r["outcome"] != "approved"
+        results.append(
+            {
+                "id": r["withdrawal"],
+                "outcome": r["outcome"],
+                "status": r.get("status"),
+                "error": words(str(r.get("code")), str(r.get("message"))) if refused else None,
+            }
+        )
+    return results

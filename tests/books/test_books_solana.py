@@ -1,0 +1,278 @@
+"""Solana in the books: deposits (SOL and SPL) found through getSignaturesForAddress and
+getTransaction, withdrawals whose blockhash or durable nonce, token decimals and fee
+come from the chain, broadcast and confirmed, and balances per address and mint
+reconciled, online and from an offline snapshot. On SQLite and PostgreSQL.
+
+No Solana validator installs from the registries here (see
+tests/chainio/test_chainio_solana.py), so the node is ``tests.chainio.mock_nodes.
+SolanaNode``, answering in the shapes the Solana JSON-RPC reference publishes; the
+transactions it is sent are the real ones Tandem built, signed and released."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import pytest
+from tests.books.helpers import make_client
+from tests.chainio.mock_nodes import (
+    SolanaNode,
+    backend_for,
+    new_account,
+    system_transfer_ix,
+    token_transfer_ix,
+)
+from tests.conftest import World
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import allow, approve, pass_delay
+
+from tandem.chainio import ChainConfig
+from tandem.client import withdrawal as cw
+from tandem.core import reconcile as rcore
+from tandem.core.chains import solana as sol
+from tandem.core.chains import solana_tx as stx
+from tandem.core.chains.base58 import b58encode
+from tandem.errors import RemoteError
+from tandem.services.books import Books
+
+SPEC = "jsonrpc+https://solana-rpc.example"
+DEST = sol.address_from_public_key(sol.public_key_from_seed(hashlib.sha256(b"sol cold vault").digest()))
+MINT = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
+SOL = 10**9
+
+
+def _books(world: World, node: SolanaNode) -> Books:
+    books = Books(world.svc, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+    books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, node.server)
+    world.client.http.app.state.books = books  # type: ignore[attr-defined]
+    return books
+
+
+@pytest.fixture
+def solana_world(world: World) -> dict[str, Any]:
+    node = SolanaNode()
+    books = _books(world, node)
+    make_client(world, books, "acme")
+    ks = make_keyset(world, curve="ed25519", chains=(("solana", "devnet"),), segregation="client:acme")
+    (address,) = [a["address"] for a in ks.addresses if a["chain"] == "solana"]
+    allow(world, chain="solana", network="devnet", address=DEST, label="sol cold vault", asset="SOL")
+    allow(world, chain="solana", network="devnet", address=DEST, label="usdc cold vault", asset=MINT)
+    pass_delay(world)
+    node.set_mint(MINT, 6)
+    _, funder = new_account()
+    sol_in = node.record_parsed(
+        payer=funder, instructions=[system_transfer_ix(funder, address, 3 * SOL)], touches=(address,)
+    )
+    node.balances[address] = 3 * SOL
+    ata = stx.associated_token_address(address, MINT)
+    _, their_account = new_account()
+    tok_in = node.record_parsed(
+        payer=funder,
+        instructions=[token_transfer_ix(their_account, ata, 7_000_000, mint=MINT, authority=funder)],
+        token_balances=[(ata, address, MINT, "7000000")],
+        touches=(address,),
+    )
+    node.add_token_account(address, MINT, "7000000")
+    return {"node": node, "books": books, "wallet": ks.id, "address": address, "in": (sol_in, tok_in)}
+
+
+def _intent(wallet: str, asset: str, amount: int, **solana: Any) -> dict[str, Any]:
+    intent = {
+        "wallet": wallet,
+        "chain": "solana",
+        "network": "devnet",
+        "asset": asset,
+        "amount": str(amount),
+        "destination": DEST,
+    }
+    return {**intent, "solana": solana} if solana else intent
+
+
+def test_deposits_withdrawal_and_fee_reconcile(world: World, solana_world: dict[str, Any]) -> None:
+    node: SolanaNode = solana_world["node"]
+    books: Books = solana_world["books"]
+    address = solana_world["address"]
+
+    seen = books.scan_deposits()
+    assert sorted((m["asset"], m["amount"], m["txid"]) for m in seen) == sorted(
+        [("SOL", str(3 * SOL), solana_world["in"][0]), (MINT, "7000000", solana_world["in"][1])]
+    )
+    assert all(m["client"] == "acme" and m["height"] == node.slot and m["index"] == 0 for m in seen)
+    assert books.scan_deposits() == []  # each deposit once, though the slot is scanned again
+    report = books.reconcile()["report"]
+    assert report["verdict"] == "reconciled", rcore.table(report)
+    assert {(r["asset"], r["chain_amount"]) for r in report["rows"]} == {
+        ("SOL", str(3 * SOL)),
+        (MINT, "7000000"),
+    }
+
+    # The manager names wallet, asset, amount and destination; the blockhash is the chain's.
+    created = cw.create_withdrawal(world.client, world["alice"], _intent(solana_world["wallet"], "SOL", SOL))
+    assert created["intent"]["solana"] == {"recent_blockhash": node.blockhash}
+    assert created["intent"]["from"] == address
+    approve(world, created["id"])
+    released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    wid, txid = created["id"], released["txid"]
+    env = world.client.sign(world["bob"], "withdrawal.broadcast", {"withdrawal": wid, "txid": txid})
+    sent = world.client.request("POST", f"/v1/books/withdrawals/{wid}/broadcast", json_body={"envelope": env})
+    assert sent["status"] == "broadcast"
+    assert node.sent == [bytes.fromhex(released["signed_tx"])]
+
+    # The cluster runs it: the payer pays the amount and 5000 lamports.
+    node.confirm(txid, slot=node.slot + 3, fee=5000)
+    node.transactions[txid]["meta"]["preBalances"] = [3 * SOL, 0, 1]
+    node.transactions[txid]["meta"]["postBalances"] = [2 * SOL - 5000, SOL, 1]
+    node.balances[address] = 2 * SOL - 5000
+    confirm = world.client.sign(world["bob"], "withdrawal.confirm", {"withdrawal": wid})
+    tracked = world.client.request(
+        "POST", f"/v1/books/withdrawals/{wid}/track", json_body={"envelope": confirm}
+    )
+    assert (tracked["state"], tracked["height"]) == ("confirmed", node.slot + 3)
+    moves = {m.type: m for m in books.register().movements if m.withdrawal == wid}
+    assert (moves["withdrawal"].amount, moves["fee"].amount, moves["fee"].asset) == (-SOL, -5000, "SOL")
+    logged = world.client.get(world["olga"], "/v1/books/reconciliations")
+    # After the scan, on demand, after the confirmation.
+    assert [r["verdict"] for r in logged] == ["reconciled", "reconciled", "reconciled"]
+
+    # A transfer nobody recorded, and a token the register never saw, are named.
+    node.balances[address] += 777
+    stranger_mint = new_account()[1]
+    node.add_token_account(address, stranger_mint, "42")
+    injected = books.reconcile()
+    kinds = sorted((d["kind"], d["asset"], d["difference"]) for d in injected["report"]["discrepancies"])
+    assert kinds == sorted([("unexpected_inflow", "SOL", "777"), ("unknown_token", stranger_mint, "42")])
+
+    # Offline: the export and the snapshot give the same verdict; a lying snapshot does not.
+    lines, checkpoint = world.client.audit_export(world["olga"])
+    reading = rcore.read_export(lines, checkpoint, world.svc.key.sign_public)
+    assert rcore.verify_report(injected, reading, injected["snapshot"])["verdict"] == "discrepancies"
+    lie = {
+        **injected["snapshot"],
+        "balances": [b for b in injected["snapshot"]["balances"] if b["asset"] == MINT],
+    }
+    with pytest.raises(Exception, match="re-run gives"):
+        rcore.verify_report(injected, reading, lie)
+
+
+def test_an_offline_snapshot_reconciles_solana(world: World, solana_world: dict[str, Any]) -> None:
+    books: Books = solana_world["books"]
+    books.scan_deposits()
+    address = solana_world["address"]
+    snapshot = {
+        "version": 1,
+        "heights": {"solana/devnet": 341_200_000},
+        "balances": [
+            {
+                "chain": "solana",
+                "network": "devnet",
+                "address": address,
+                "asset": "SOL",
+                "amount": str(3 * SOL),
+            },
+            {"chain": "solana", "network": "devnet", "address": address, "asset": MINT, "amount": "6999999"},
+        ],
+        "pending": [],
+    }
+    report = books.reconcile(snapshot)["report"]
+    assert [(d["kind"], d["asset"], d["difference"]) for d in report["discrepancies"]] == [
+        ("outflow_without_withdrawal", MINT, "-1")
+    ]
+
+
+def test_token_decimals_account_creation_and_durable_nonce_from_the_chain(
+    world: World, solana_world: dict[str, Any]
+) -> None:
+    node: SolanaNode = solana_world["node"]
+    wallet, address = solana_world["wallet"], solana_world["address"]
+
+    # The destination has no token account yet: the transfer creates it (its rent is in the fee).
+    created = cw.create_withdrawal(world.client, world["alice"], _intent(wallet, MINT, 2_500_000))
+    assert created["intent"]["solana"] == {
+        "recent_blockhash": node.blockhash,
+        "decimals": 6,
+        "create_destination_account": True,
+    }
+    assert int(created["fee"]) == 5000 + stx.TOKEN_ACCOUNT_RENT
+    node.set_account(stx.associated_token_address(DEST, MINT), stx.TOKEN_PROGRAM, bytes(165))
+    suggested = world.client.get(
+        world["alice"], "/v1/books/suggest", wallet=wallet, chain="solana", network="devnet",
+        asset=MINT, destination=DEST,
+    )  # fmt: skip
+    assert suggested["solana"]["create_destination_account"] is False
+    assert suggested["fee"] == "5000"
+    assert suggested["fee_worst_case"] == "5000"
+
+    # A durable nonce account named: its stored nonce, read from the account, is the blockhash.
+    _, nonce_account = new_account()
+    stored = b58encode(hashlib.sha256(b"stored nonce").digest())
+    node.set_nonce_account(nonce_account, address, stored)
+    durable = cw.create_withdrawal(
+        world.client, world["alice"], _intent(wallet, "SOL", 1000, nonce_account=nonce_account)
+    )
+    assert durable["intent"]["solana"] == {"recent_blockhash": stored, "nonce_account": nonce_account}
+    assert durable["decoded"]["nonce_account"] == nonce_account
+
+    # A nonce account another key advances would make a transaction that cannot land.
+    node.set_nonce_account(nonce_account, DEST, stored)
+    with pytest.raises(RemoteError, match="not by the wallet"):
+        cw.create_withdrawal(
+            world.client, world["alice"], _intent(wallet, "SOL", 1000, nonce_account=nonce_account)
+        )
+
+    # A cluster charging more than Tandem's fee review counts is refused, not believed.
+    node.lamports_per_signature = 10_000
+    with pytest.raises(RemoteError) as err:
+        cw.create_withdrawal(world.client, world["alice"], _intent(wallet, "SOL", 1000))
+    assert err.value.remote_code == "chain_bad_response"
+
+    # By hand stays possible: a blockhash given is used as written, no node asked.
+    calls = len(node.server.calls)
+    by_hand = cw.create_withdrawal(
+        world.client, world["alice"], _intent(wallet, "SOL", 1000, recent_blockhash=stored)
+    )
+    assert by_hand["intent"]["solana"] == {"recent_blockhash": stored}
+    assert len(node.server.calls) == calls
+
+
+def _follow(world: World, job: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while job["state"] == "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+        job = world.client.get(world["olga"], f"/v1/books/reconciliations/jobs/{job['job']}")
+    return job
+
+
+def test_reconciliation_over_the_api_runs_as_a_job_with_progress(
+    world: World, solana_world: dict[str, Any]
+) -> None:
+    books: Books = solana_world["books"]
+    books.scan_deposits()
+    env = world.client.sign(world["bob"], "reconciliation.run", {})
+    started = world.client.request(
+        "POST", "/v1/books/reconciliations", json_body={"envelope": env, "background": True}
+    )
+    assert started["state"] == "running"
+    assert started["job"].startswith("rj_")
+    job = _follow(world, started)
+    assert (job["state"], job["done"], job["total"]) == ("done", 1, 1)
+    result = job["result"]
+    assert result["report"]["verdict"] == "reconciled"
+    logged = world.client.get(world["olga"], "/v1/books/reconciliations")
+    assert logged[-1]["report_sha256"] == result["report_sha256"]
+
+    # A chain that fails is a failed job with the error's code, not a vanished one.
+    solana_world["node"].genesis = b58encode(hashlib.sha256(b"another cluster").digest())
+    books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, solana_world["node"].server)
+    env = world.client.sign(world["bob"], "reconciliation.run", {})
+    failed = _follow(
+        world,
+        world.client.request(
+            "POST", "/v1/books/reconciliations", json_body={"envelope": env, "background": True}
+        ),
+    )
+    assert (failed["state"], failed["error"]["code"]) == ("failed", "chain_mismatch")
+    with pytest.raises(RemoteError) as err:
+        world.client.get(world["olga"], "/v1/books/reconciliations/jobs/rj_0000000000000000")
+    assert err.value.remote_code == "not_found"

@@ -1,0 +1,179 @@
+"""Solana withdrawals executed by the real Solana runtime: LiteSVM, which ``solders``
+ships (see tests/chainio/svm_node.py; no validator installs from the registries, and
+LiteSVM serves no JSON-RPC, so a thin endpoint answers the RPC methods from the
+runtime's state). The manager names only wallet, asset, amount and destination;
+Tandem fills the blockhash (or the durable nonce), decimals and token account creation
+from the endpoint, builds, approves and releases the transaction, and the runtime runs
+the very bytes released: a SOL transfer, an SPL transfer that creates the destination's
+token account, and a durable-nonce transfer. Deposits made by transactions the runtime
+ran are found, and the register reconciles with the balances the runtime holds,
+fees and rent included. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from typing import Any
+
+import pytest
+from tests.books.helpers import make_client
+from tests.conftest import World
+from tests.helpers.keysets import make_keyset
+from tests.helpers.withdrawals import allow, approve, pass_delay
+
+pytest.importorskip("solders.litesvm")
+from tests.chainio.mock_nodes import backend_for
+from tests.chainio.svm_node import SYSTEM, SvmNode
+
+from tandem.chainio import ChainConfig
+from tandem.client import withdrawal as cw
+from tandem.core import reconcile as rcore
+from tandem.core.chains import solana as sol
+from tandem.core.chains import solana_tx as stx
+from tandem.core.chains.base58 import b58encode
+from tandem.services.books import Books
+
+SPEC = "jsonrpc+https://solana-rpc.example"
+SOL = 10**9
+
+
+class Funder:
+    """Someone outside Tandem, paying into its addresses with transactions the runtime runs."""
+
+    def __init__(self, node: SvmNode) -> None:
+        self.node = node
+        self.seed = secrets.token_bytes(32)
+        self.address = sol.address_from_public_key(sol.public_key_from_seed(self.seed))
+        node.svm.airdrop(sol_pk(self.address), 100 * SOL)
+
+    def send(self, instructions: list[stx.Instruction]) -> str:
+        message = stx.compile_message(
+            instructions, self.address, str(self.node.svm.latest_blockhash())
+        ).serialize()
+        raw = stx.serialize_transaction([sol.sign_ed25519(self.seed, message)], message)
+        return self.node.send_transaction([base64.b64encode(raw).decode("ascii"), {"encoding": "base64"}])
+
+    def new_mint(self, decimals: int) -> str:
+        mint = sol.address_from_public_key(sol.public_key_from_seed(secrets.token_bytes(32)))
+        authority = (1).to_bytes(4, "little") + sol_pk(self.address).__bytes__()
+        data = (
+            authority
+            + (0).to_bytes(8, "little")
+            + bytes([decimals, 1])
+            + (0).to_bytes(4, "little")
+            + bytes(32)
+        )
+        self.node.set_account(mint, stx.TOKEN_PROGRAM, data)
+        return mint
+
+    def mint_to(self, mint: str, owner: str, amount: int, decimals: int) -> stx.Instruction:
+        account = stx.associated_token_address(owner, mint)
+        return stx.Instruction(
+            stx.TOKEN_PROGRAM,
+            (stx.AccountMeta(mint, False, True), stx.AccountMeta(account, False, True),
+             stx.AccountMeta(self.address, True, False)),
+            bytes([14]) + amount.to_bytes(8, "little") + bytes([decimals]),  # MintToChecked
+        )  # fmt: skip
+
+
+def sol_pk(address: str) -> Any:
+    from solders.pubkey import Pubkey
+
+    return Pubkey.from_string(address)
+
+
+def _released_and_tracked(world: World, intent: dict[str, Any]) -> dict[str, Any]:
+    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    approve(world, created["id"])
+    released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    wid = created["id"]
+    env = world.client.sign(
+        world["bob"], "withdrawal.broadcast", {"withdrawal": wid, "txid": released["txid"]}
+    )
+    sent = world.client.request("POST", f"/v1/books/withdrawals/{wid}/broadcast", json_body={"envelope": env})
+    assert sent["status"] == "broadcast"
+    confirm = world.client.sign(world["bob"], "withdrawal.confirm", {"withdrawal": wid})
+    tracked = world.client.request(
+        "POST", f"/v1/books/withdrawals/{wid}/track", json_body={"envelope": confirm}
+    )
+    assert tracked["state"] == "confirmed", tracked
+    return {"created": created, "released": released, "tracked": tracked}
+
+
+def test_tandem_built_solana_transfers_run_in_the_runtime_and_the_books_reconcile(world: World) -> None:
+    node = SvmNode()
+    books = Books(world.svc, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+    books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, node.server)
+    world.client.http.app.state.books = books  # type: ignore[attr-defined]
+    make_client(world, books, "acme")
+    ks = make_keyset(world, curve="ed25519", chains=(("solana", "devnet"),), segregation="client:acme")
+    (ours,) = [a["address"] for a in ks.addresses if a["chain"] == "solana"]
+    dest = sol.address_from_public_key(sol.public_key_from_seed(secrets.token_bytes(32)))
+
+    funder = Funder(node)
+    mint = funder.new_mint(6)
+    allow(world, chain="solana", network="devnet", address=dest, label="vault", asset="SOL")
+    allow(world, chain="solana", network="devnet", address=dest, label="vault tokens", asset=mint)
+    pass_delay(world)
+
+    # Deposits: real transactions, run by the runtime, found by the scan.
+    sol_in = funder.send([stx.transfer(funder.address, ours, 5 * SOL)])
+    tok_in = funder.send(
+        [
+            stx.create_associated_token_account_idempotent(funder.address, funder.address, mint),
+            funder.mint_to(mint, funder.address, 10_000_000, 6),
+            stx.create_associated_token_account_idempotent(funder.address, ours, mint),
+            stx.transfer_checked(funder.address, ours, mint, 7_000_000, 6),
+        ]
+    )
+    seen = books.scan_deposits()
+    assert sorted((m["asset"], m["amount"], m["txid"], m["index"]) for m in seen) == sorted(
+        [("SOL", str(5 * SOL), sol_in, 0), (mint, "7000000", tok_in, 3)]
+    )
+    assert books.reconcile()["report"]["verdict"] == "reconciled"
+
+    # A SOL withdrawal: blockhash from the chain, the runtime runs the released bytes.
+    base = {"wallet": ks.id, "chain": "solana", "network": "devnet", "destination": dest}
+    one = _released_and_tracked(world, {**base, "asset": "SOL", "amount": str(SOL)})
+    assert node.balance(dest) == SOL
+    assert node.balance(ours) == 4 * SOL - 5000
+
+    # A token withdrawal creating the destination's token account: decimals from the mint.
+    two = _released_and_tracked(world, {**base, "asset": mint, "amount": "2500000"})
+    assert two["created"]["intent"]["solana"]["create_destination_account"] is True
+    assert two["created"]["intent"]["solana"]["decimals"] == 6
+    assert node.token_amount(dest, mint) == 2_500_000
+    assert node.token_amount(ours, mint) == 4_500_000
+    rent = node.svm.minimum_balance_for_rent_exemption(165)
+    assert node.balance(ours) == 4 * SOL - 5000 - 5000 - rent
+
+    # A durable-nonce withdrawal: the stored nonce read from the account is the blockhash.
+    nonce_account = sol.address_from_public_key(sol.public_key_from_seed(secrets.token_bytes(32)))
+    stored = b58encode(hashlib.sha256(b"a stored durable nonce").digest())
+    data = (
+        (1).to_bytes(4, "little") + (1).to_bytes(4, "little") + sol_pk(ours).__bytes__()
+        + sol_pk(stored).__bytes__() + (5000).to_bytes(8, "little")
+    )  # fmt: skip
+    node.set_account(nonce_account, SYSTEM, data)
+    three = _released_and_tracked(
+        world, {**base, "asset": "SOL", "amount": "1000000", "solana": {"nonce_account": nonce_account}}
+    )
+    assert three["created"]["intent"]["solana"] == {
+        "recent_blockhash": stored,
+        "nonce_account": nonce_account,
+    }
+    advanced = books.backend("solana", "devnet").durable_nonce(nonce_account)  # type: ignore[attr-defined]
+    assert advanced.nonce != stored  # the runtime advanced it: the release cannot run twice
+
+    # The register charged what the runtime charged: fees, and the rent of the account made.
+    fees = {m.withdrawal: -m.amount for m in books.register().movements if m.type == "fee"}
+    assert fees == {
+        one["created"]["id"]: 5000,
+        two["created"]["id"]: 5000 + rent,
+        three["created"]["id"]: 5000,
+    }
+    report = books.reconcile()["report"]
+    assert report["verdict"] == "reconciled", rcore.table(report)
+    chain = {r["asset"]: r["chain_amount"] for r in report["rows"] if r["address"] == ours}
+    assert chain == {"SOL": str(node.balance(ours)), mint: "4500000"}

@@ -1,0 +1,130 @@
+"""What a person reads about a withdrawal: amounts in BTC beside the satoshis, members by
+name, the destination's address-book label, local ISO-8601 times, rows never wrapped
+when piped, raw values under --json; a released one shows its txid and writes its signed
+transaction again; a release whose operation key is gone prints the commands that
+recover it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.conftest import World
+from tests.helpers.cli import invoke, ks, wire
+from tests.helpers.withdrawals import BTC_DEST, btc_intent, create_approved, setup, verify_bitcoin
+
+from tandem.cli import exit_codes
+from tandem.client import withdrawal as cw
+from tandem.localtime import local_iso
+
+PASSPHRASE = "cli withdrawal output passphrase"
+
+
+def run(*args: str, columns: int = 80) -> tuple[int, str]:
+    return invoke(*args, columns=columns)
+
+
+@pytest.fixture
+def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    return wire(world, tmp_path, monkeypatch, PASSPHRASE, world_clock=True)
+
+
+def test_list_and_show_read_as_a_person_reads(cli_world: World, tmp_path: Path) -> None:
+    world = cli_world
+    s = setup(world)
+    w = create_approved(world, btc_intent(s, amount=50_000))
+    label = next(e["label"] for e in cw.address_book(world.client, world["olga"]) if e["address"] == BTC_DEST)
+
+    status, out = run("withdraw", "list", *ks(tmp_path, "olga"), columns=60)
+    assert status == exit_codes.OK, out
+    (row,) = [line for line in out.splitlines() if w["id"] in line]
+    # Piped: the whole row on one line, however narrow the terminal would be.
+    assert w["fingerprint"] in row
+    assert f"{BTC_DEST} ({label})" in row
+    assert "0.0005 BTC (50,000 sat)" in row
+    assert f"alice ({world['alice'].member_id})" in row
+    assert local_iso(w["created_at"]) in row
+
+    status, out = run("withdraw", "list", *ks(tmp_path, "olga"), "--json")
+    assert status == exit_codes.OK, out
+    (raw,) = json.loads(out)
+    assert raw["intent"]["amount"] == "50000"
+    assert raw["requester"] == world["alice"].member_id
+    assert raw["created_at"] == w["created_at"]
+
+    status, out = run("withdraw", "show", w["id"], *ks(tmp_path, "olga"))
+    assert status == exit_codes.OK, out
+    assert f"approved by  bob ({world['bob'].member_id}) (custodian) at" in out
+    assert f"requested by alice ({world['alice'].member_id}) at {local_iso(w['created_at'])}" in out
+    assert "txid" not in out
+
+    status, out = run("withdraw", "show", w["id"], *ks(tmp_path, "olga"), "--json")
+    assert status == exit_codes.OK, out
+    doc = json.loads(out)
+    assert doc["fingerprint_computed_locally"] == w["fingerprint"]
+    assert doc["expires_at"] == w["expires_at"]
+
+
+def test_show_on_a_released_withdrawal_gives_the_txid_and_the_signed_tx_again(
+    cli_world: World, tmp_path: Path
+) -> None:
+    world = cli_world
+    s = setup(world)
+    w = create_approved(world, btc_intent(s))
+    early = tmp_path / "early.json"
+    status, out = run("withdraw", "show", w["id"], *ks(tmp_path, "olga"), "--out", str(early))
+    assert status == exit_codes.CONFLICT, out
+    assert "no signed transaction to write yet" in out
+    assert not early.exists()
+
+    released = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    again = tmp_path / "again.json"
+    status, out = run("withdraw", "show", w["id"], *ks(tmp_path, "olga"), "--out", str(again))
+    assert status == exit_codes.OK, out
+    assert f"txid         {released['txid']}" in out
+    doc = json.loads(again.read_text())
+    assert doc["txid"] == released["txid"]
+    assert doc["signed_tx"] == released["signed_tx"]
+    verify_bitcoin(doc["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
+
+
+def test_a_release_after_a_restart_prints_the_commands_that_recover_it(
+    cli_world: World, tmp_path: Path
+) -> None:
+    from tandem.services.keyuse import OperationKeys
+
+    world = cli_world
+    s = setup(world)
+    w = create_approved(world, btc_intent(s))
+    world.svc.operations = OperationKeys()  # what a restart does to the signer's memory
+    bob = str(tmp_path / "bob.keystore")
+    status, out = run("withdraw", "release", w["id"], "-k", bob)
+    assert status == exit_codes.CONFLICT, out
+    assert "The approvals of this request still stand" in out
+    renew = f"tandem withdraw contribute {w['id']} --renew -k {bob}"
+    other = f"tandem withdraw contribute {w['id']} -k MANAGER.keystore"
+    release = f"tandem withdraw release {w['id']} -k {bob}"
+    for line in (renew, other, release):
+        assert line in out
+
+    # The printed commands, run as printed (the manager's keystore for MANAGER.keystore),
+    # bring the request to its release without new approvals.
+    world.clock.advance(30)
+    status, out = run("withdraw", "contribute", w["id"], "--renew", "-k", bob, "--totp-from-keystore")
+    assert status == exit_codes.OK, out
+    status, out = run("withdraw", "contribute", w["id"], *ks(tmp_path, "alice"))
+    assert status == exit_codes.OK, out
+    status, out = run("withdraw", "release", w["id"], "-k", bob)
+    assert status == exit_codes.OK, out
+    verify_bitcoin(json.loads(out)["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
+
+
+def test_amounts_read_in_the_chain_s_units() -> None:
+    from tandem import humanize
+
+    assert humanize.amount("50000", "BTC") == "0.0005 BTC (50,000 sat)"
+    assert humanize.amount(10**15, "ETH") == "0.001 ETH (1,000,000,000,000,000 wei)"
+    usdc = "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238"
+    assert humanize.amount("2500000", usdc, network="sepolia") == "2.5 USDC (2,500,000 base units)"
+    assert humanize.amount("7", "0x" + "ab" * 20, network="sepolia").startswith("7 base units of 0xabab")
