@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.api.test_withdrawal_helpers import btc_intent, setup
 from tests.conftest import World
+from tests.helpers.withdrawals import btc_intent, setup
 from tests.perf_counts.sql_counter import SqlCounter
 
-from tandem import client_withdrawal as cw
+from tandem.client import withdrawal as cw
 
 CEILING = 84  # what a lifecycle costs today: a regression guard
 BUDGET = 35  # issue 11's goal
