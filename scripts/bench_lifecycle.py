@@ -306,6 +306,33 @@ def inproc_worker(
     return make
 
 
+class StatementCount:
+    """SQL statements the database's engines execute (SQLAlchemy cursor events)."""
+
+    def __init__(self, db: Any) -> None:
+        from sqlalchemy import event
+
+        self.count = 0
+        self._lock = threading.Lock()
+        self._engines = list({id(e): e for e in (db.writer, db.reader)}.values())
+        for engine in self._engines:
+            event.listen(engine, "before_cursor_execute", self._on_execute)
+
+    def _on_execute(self, *_args: Any) -> None:
+        with self._lock:
+            self.count += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self.count = 0
+
+    def close(self) -> None:
+        from sqlalchemy import event
+
+        for engine in self._engines:
+            event.remove(engine, "before_cursor_execute", self._on_execute)
+
+
 # --- one backend ----------------------------------------------------------------------------------
 
 
@@ -349,13 +376,22 @@ def bench_backend(backend: str, pg_url: str, quick: bool, workdir: Path) -> dict
             svc.startup_check()
             floor_totp = TotpSteps(clock=clock, sleep=clock.advance)
             worker = inproc_worker(svc, dep, clock, floor_totp)
-            for name, clients, n, who in (
-                ("inproc_1c", 1, sequential, alone),
-                ("inproc_16c", CLIENTS, each, crew),
-            ):
-                phase = Phase(clients, n, who)
-                phase.run(worker)
-                phase.summarise(f"{backend}_{name}", out)
+            statements = StatementCount(db)
+            try:
+                for name, clients, n, who in (
+                    ("inproc_1c", 1, sequential, alone),
+                    ("inproc_16c", CLIENTS, each, crew),
+                ):
+                    statements.reset()
+                    phase = Phase(clients, n, who)
+                    phase.run(worker)
+                    phase.summarise(f"{backend}_{name}", out)
+                    # The service's own statements (no HTTP session lookups), BEGINs included.
+                    out[f"{backend}_{name}_sql_statements_per_lifecycle"] = round(
+                        statements.count / (clients * n), 1
+                    )
+            finally:
+                statements.close()
         finally:
             db.dispose()
 

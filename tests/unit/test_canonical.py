@@ -286,3 +286,48 @@ def test_parse_amount_refuses(value: Any) -> None:
     with pytest.raises(Error) as err:
         parse_amount(value)
     assert err.value.code == "invalid_amount"
+
+
+# --- the fast encoder is RFC 8785 on its subset ----------------------------------------
+
+_any_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+_near_surrogates = st.text(
+    st.sampled_from(
+        ["a", "\u00e9", "\ud7ff", "\ue000", "\uffff", "\U00010000", "\U0001f600", "\x7f", "\x1f"]
+    ),
+    max_size=4,
+)
+_fast_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-MAX_SAFE_INT, max_value=MAX_SAFE_INT) | _any_text,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(_any_text | _near_surrogates, children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_fast_values)
+def test_fast_encoder_equals_rfc8785(value: Any) -> None:
+    import rfc8785
+
+    from tandem.core.canonical import _plain
+
+    assert canonical(value) == bytes(rfc8785.dumps(value))
+    # Keys at or above U+D800 must take the reference serialiser, not the fast path.
+    if isinstance(value, dict) and any(not k.isascii() and max(k) >= "\ud800" for k in value):
+        assert not _plain(value)
+
+
+def test_fast_encoder_sorts_astral_keys_by_utf16_units() -> None:
+    value = {"\U0001f600": 1, "\ue000": 2, "\uffff": 3, "a": 4}
+    # UTF-16: U+1F600 is D83D DE00, below U+E000; code-point order would put it last.
+    assert canonical(value) == '{"a":4,"\U0001f600":1,"\ue000":2,"\uffff":3}'.encode()
+
+
+def test_strict_parser_checks_depth_of_parsed_value() -> None:
+    doc = '{"k":' + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + ',"s":"' + "[" * 50 + '"}'
+    assert loads_strict(doc)["s"] == "[" * 50
+    with pytest.raises(Error) as err:
+        loads_strict('{"k":' + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "}")
+    assert err.value.code == "nesting_too_deep"

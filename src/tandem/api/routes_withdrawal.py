@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header
+from fastapi import FastAPI, Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
@@ -18,6 +18,7 @@ from tandem.api.schemas import EnvelopeIn, Strict, same_subject
 from tandem.errors import InputError
 from tandem.services import Tandem
 from tandem.services.batch import MAX_BATCH
+from tandem.store import pages
 
 
 class WithdrawalCreateIn(Strict):
@@ -81,8 +82,20 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901, 
         return svc.create_withdrawal(body.envelope, sealed_share=body.sealed_share)
 
     @app.get("/v1/withdrawals", tags=["withdrawals"])
-    def list_(viewer: Reader, status: str | None = None) -> list[dict[str, Any]]:
-        return svc.list_withdrawals(status=status)
+    def list_(
+        viewer: Reader,
+        response: Response,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page (``limit``, default 100, at most 500), oldest first; the
+        ``Tandem-Next-Cursor`` header, when present, is the ``cursor`` of the next page."""
+        page = svc.list_withdrawals(status=status, limit=limit, cursor=cursor)
+        if page["next_cursor"] is not None:
+            response.headers[pages.NEXT_CURSOR_HEADER] = page["next_cursor"]
+        items: list[dict[str, Any]] = page["items"]
+        return items
 
     @app.get("/v1/withdrawals/{withdrawal_id}", tags=["withdrawals"])
     def show(withdrawal_id: str, viewer: Reader) -> dict[str, Any]:

@@ -151,7 +151,10 @@ class Client:
         token: str | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        next_cursor: list[str | None] | None = None,
     ) -> Any:
+        """``next_cursor``, when given, receives the response's next-page cursor header
+        (None when this was the last page)."""
         hdrs = dict(headers or {})
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
@@ -178,6 +181,8 @@ class Client:
                 )
             except ValueError:
                 raise RemoteError("http_error", response.text[:200], response.status_code) from None
+        if next_cursor is not None:
+            next_cursor.append(response.headers.get("tandem-next-cursor"))
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.text
@@ -274,8 +279,33 @@ class Client:
             self._sessions.pop(member.member_id, None)
             return self.request("GET", path, token=self.session(member), params=params or None)
 
-    # --- genesis -------------------------------------------------------------------------
+    def get_all(self, member: MemberSecrets, path: str, **params: Any) -> list[Any]:
+        """Every item of a paginated list, following its cursors page by page."""
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            query = {**params, **({"cursor": cursor} if cursor else {})}
+            seen: list[str | None] = []
+            try:
+                page = self.request(
+                    "GET", path, token=self.session(member), params=query or None, next_cursor=seen
+                )
+            except RemoteError as exc:
+                if exc.remote_code != "invalid_session":
+                    raise
+                self._sessions.pop(member.member_id, None)
+                seen.clear()
+                page = self.request(
+                    "GET", path, token=self.session(member), params=query or None, next_cursor=seen
+                )
+            if not isinstance(page, list):
+                raise RemoteError("bad_response", "a list route answered with something else", 502)
+            items.extend(page)
+            cursor = seen[-1] if seen else None
+            if not cursor:
+                return items
 
+    # --- genesis -------------------------------------------------------------------------
     @staticmethod
     def draft_genesis(
         *,

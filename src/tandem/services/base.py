@@ -93,6 +93,9 @@ class ServiceBase:
         self.key = key
         self.clock = clock
         self.sealed_reason: str | None = None
+        # The deployment row is written once, at genesis, and never changes: once a
+        # transaction has found it committed, later calls need not read it again.
+        self._known_deployment: Deployment | None = None
 
     # --- transactions ------------------------------------------------------------------
 
@@ -116,7 +119,8 @@ class ServiceBase:
         actor_id: str | None = None
         try:
             with self.db.write() as session:
-                deployment = self.deployment(session)
+                deployment = self._known_deployment or self.deployment(session)
+                self._known_deployment = deployment
                 action = parse_envelope(envelope_doc)
                 # Only a verified signature names who acted: a refusal is never
                 # attributed to a member whose key did not sign it.

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from tandem.core import approvals as engine
@@ -52,7 +53,7 @@ from tandem.services import bundles, outpoints, policies
 from tandem.services.approvals import current_membership
 from tandem.services.base import Call, fault_point
 from tandem.services.keyuse import KeyUseService
-from tandem.store import audit_log
+from tandem.store import audit_log, pages
 from tandem.store.models import (
     AddressRow,
     Approval,
@@ -265,6 +266,7 @@ class WithdrawalService(KeyUseService):
             )
             session.add(row)
             session.flush()
+            _no_approvals_yet(session, row.id)
             outpoints.reserve(session, withdrawal=row, intent=intent, now=now)
             self.audit(
                 call,
@@ -333,12 +335,7 @@ class WithdrawalService(KeyUseService):
             latest = min(row.expires_at, now + decision["approval_ttl_seconds"])
             if not now < body["expires_at"] <= latest:
                 raise InputError(f"approval.expires_at must be after now and at most {latest}")
-            if (
-                session.exec(
-                    select(Approval).where(Approval.subject == row.id, Approval.member == actor.id)
-                ).first()
-                is not None
-            ):
+            if any(a.member == actor.id for a in _approvals(session, row.id)):
                 raise ConflictError("this member has already approved; approvals count per member")
             if "operation" in body:
                 operation = loads_strict(row.context)["operation"]["statement"]["operation"]
@@ -361,16 +358,16 @@ class WithdrawalService(KeyUseService):
                     "a custodian's approval carries the custodian share, resealed to this "
                     "request's operation key"
                 )
-            session.add(
+            _add_approval(
+                session,
                 Approval(
                     subject=row.id,
                     member=actor.id,
                     role=actor.role,
                     envelope=canonical(call.envelope).decode(),
                     created_at=now,
-                )
+                ),
             )
-            session.flush()
             result = self._quorum(session, row, now)
             if result.met:
                 row.status = wcore.transition(row.status, "quorum", expires_at=row.expires_at, now=now)
@@ -864,12 +861,38 @@ class WithdrawalService(KeyUseService):
 
     # --- reads ------------------------------------------------------------------------------
 
-    def list_withdrawals(self, *, status: str | None = None) -> list[dict[str, Any]]:
+    def list_withdrawals(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of withdrawals, oldest first: ``{"items", "next_cursor"}``. The
+        status filter (the effective status, expiry and lapse included) runs in SQL, and
+        the page's approvals are read in one query: three statements whatever the size."""
         now = self.clock()
+        size = pages.check_limit(limit)
+        after = pages.decode_cursor(cursor, "withdrawals", (int, str))
+        query = select(Withdrawal)
+        if status is not None:
+            query = query.where(_status_condition(status, now))
+        if after is not None:
+            created, wid = after
+            query = query.where(
+                or_(
+                    col(Withdrawal.created_at) > created,
+                    and_(col(Withdrawal.created_at) == created, col(Withdrawal.id) > wid),
+                )
+            )
+        query = query.order_by(col(Withdrawal.created_at), col(Withdrawal.id)).limit(size + 1)
         with self.db.read() as session:
-            rows = session.exec(select(Withdrawal).order_by(col(Withdrawal.created_at))).all()
-            out = [self._public(session, r, now, detail=False) for r in rows]
-        return [w for w in out if status is None or w["status"] == status]
+            rows = list(session.exec(query).all())
+            more = len(rows) > size
+            rows = rows[:size]
+            _load_approvals(session, [r.id for r in rows])
+            items = [self._public(session, r, now, detail=False) for r in rows]
+        last = rows[-1] if more else None
+        return {
+            "items": items,
+            "next_cursor": pages.encode_cursor("withdrawals", [last.created_at, last.id]) if last else None,
+        }
 
     def get_withdrawal(self, withdrawal_id: str) -> dict[str, Any]:
         now = self.clock()
@@ -1106,10 +1129,72 @@ def _given(a: Approval) -> engine.Given:
     )
 
 
+_APPROVALS_KEY = "tandem.withdrawal_approvals"
+
+
 def _approvals(session: Session, withdrawal_id: str) -> list[Approval]:
-    """A withdrawal's approval records, oldest first."""
-    return list(
-        session.exec(
-            select(Approval).where(Approval.subject == withdrawal_id).order_by(col(Approval.created_at))
-        ).all()
+    """A withdrawal's approval records, oldest first: read once per transaction (the
+    tamper check, the quorum and the answer of one release share the one query);
+    :func:`_add_approval` keeps the memo in step with what this transaction writes."""
+    memo: dict[str, list[Approval]] = session.info.setdefault(_APPROVALS_KEY, {})
+    found = memo.get(withdrawal_id)
+    if found is None:
+        found = memo[withdrawal_id] = list(
+            session.exec(
+                select(Approval)
+                .where(Approval.subject == withdrawal_id)
+                .order_by(col(Approval.created_at), col(Approval.id))
+            ).all()
+        )
+    return list(found)
+
+
+def _load_approvals(session: Session, withdrawal_ids: list[str]) -> None:
+    """The approvals of several withdrawals in one query, into the transaction's memo."""
+    memo: dict[str, list[Approval]] = session.info.setdefault(_APPROVALS_KEY, {})
+    wanted = [w for w in withdrawal_ids if w not in memo]
+    if not wanted:
+        return
+    found: dict[str, list[Approval]] = {w: [] for w in wanted}
+    query = (
+        select(Approval)
+        .where(col(Approval.subject).in_(wanted))
+        .order_by(col(Approval.created_at), col(Approval.id))
     )
+    for approval in session.exec(query).all():
+        found[approval.subject].append(approval)
+    memo.update(found)
+
+
+def _status_condition(status: str, now: int) -> Any:
+    """SQL for ``wcore.effective_status(...) == status``."""
+    st = col(Withdrawal.status)
+    if status == wcore.EXPIRED:
+        return and_(st.in_(sorted(wcore.OPEN)), col(Withdrawal.expires_at) <= now)
+    if status == wcore.LAPSED:
+        return and_(
+            st == wcore.RELEASED,
+            col(Withdrawal.release_expires_at).is_not(None),
+            col(Withdrawal.release_expires_at) <= now,
+        )
+    if status in wcore.OPEN:
+        return and_(st == status, col(Withdrawal.expires_at) > now)
+    if status == wcore.RELEASED:
+        return and_(
+            st == status,
+            or_(col(Withdrawal.release_expires_at).is_(None), col(Withdrawal.release_expires_at) > now),
+        )
+    return st == status
+
+
+def _add_approval(session: Session, approval: Approval) -> None:
+    """Insert an approval, and note it in the transaction's memo (the newest is last)."""
+    existing = _approvals(session, approval.subject)
+    session.add(approval)
+    session.flush()
+    session.info[_APPROVALS_KEY][approval.subject] = [*existing, approval]
+
+
+def _no_approvals_yet(session: Session, withdrawal_id: str) -> None:
+    """A withdrawal created in this transaction has no approval: no query for that."""
+    session.info.setdefault(_APPROVALS_KEY, {})[withdrawal_id] = []

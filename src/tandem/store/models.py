@@ -178,6 +178,7 @@ class Withdrawal(SQLModel, table=True):
     __table_args__ = (
         Index("ix_withdrawal_keyset_released_at", "keyset", "released_at"),
         Index("ix_withdrawal_keyset_created_at", "keyset", "created_at"),
+        Index("ix_withdrawal_created_at_id", "created_at", "id"),
     )
     id: str = Field(primary_key=True, max_length=64)
     keyset: str = Field(max_length=64, index=True)

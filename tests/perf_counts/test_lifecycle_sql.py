@@ -1,0 +1,62 @@
+"""SQL statements per withdrawal lifecycle (prepare, create, view, approve, release),
+counted with SQLAlchemy's cursor events on the server's own engines (the statements of
+the five calls, session lookups included). The count must not depend on how many
+withdrawals came before; it was 93 before the hot-path work and is 84 now, and the
+issue's budget of 35 is not reached yet (the strict xfail below turns red once it is,
+so that the ceiling here gets lowered)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.conftest import World
+from tests.helpers.withdrawals import btc_intent, setup
+from tests.perf_counts.sql_counter import SqlCounter
+
+from tandem.client import withdrawal as cw
+
+CEILING = 84  # what a lifecycle costs today: a regression guard
+BUDGET = 35  # issue 11's goal
+
+
+def _lifecycle(world: World, s: Any, amount: int) -> None:
+    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=amount))
+    approved = cw.approve_withdrawal(world.client, world["bob"], created["id"], totp=world.code("bob"))
+    assert approved["status"] == "approved"
+    out = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    assert out["status"] == "released"
+
+
+def _counts(world: World) -> tuple[dict[str, int], dict[str, int]]:
+    s = setup(world)
+    counter = SqlCounter(world.svc, world.client)
+    try:
+        _lifecycle(world, s, 50_000)
+        first = dict(counter.per_call)
+        for n in range(3):
+            _lifecycle(world, s, 50_001 + n)
+        counter.reset()
+        _lifecycle(world, s, 60_000)
+        return first, dict(counter.per_call)
+    finally:
+        counter.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_lifecycle_sql_statements_flat_and_under_ceiling(world: World) -> None:
+    first, later = _counts(world)
+    assert set(first) == {"prepare", "create", "view", "approve", "release"}, first
+    total = sum(later.values())
+    print(f"SQL statements per lifecycle: {total} {later}")
+    # One statement can move between prepare and create (the first write of a fresh
+    # service reads the deployment row once); the lifecycle's total does not move.
+    assert total == sum(first.values()) or total == sum(first.values()) - 1, (first, later)
+    assert total <= CEILING, later
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11 budget of 35 statements per lifecycle not reached yet")
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_lifecycle_sql_statements_within_issue_budget(world: World) -> None:
+    _first, later = _counts(world)
+    assert sum(later.values()) <= BUDGET, later
