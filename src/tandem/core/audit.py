@@ -29,7 +29,6 @@ checkpoint, and is reported at the last entry.
 from __future__ import annotations
 
 import base64
-import binascii
 import collections
 import concurrent.futures
 import hashlib
@@ -52,6 +51,7 @@ from tandem.core.canonical import (
     domain_bytes,
     loads_strict,
 )
+from tandem.core.identity import canonical_signature
 from tandem.core.merkle import EMPTY_ROOT, MerkleAccumulator
 from tandem.errors import AuditVerificationError, BadSignatureError, Error, InputError
 
@@ -384,14 +384,8 @@ def verify_checkpoint(doc: Mapping[str, Any], public_key_raw32: bytes) -> dict[s
             f"checkpoint is signed by another key (key id {checkpoint['key_id']}; "
             f"the service key given has key id {expected_key_id})"
         )
-    encoded = doc["signature"]
-    try:
-        signature = base64.b64decode(encoded, validate=True) if type(encoded) is str else b""
-    except binascii.Error:
-        signature = b""
-    # Only the one canonical encoding of 64 bytes is a signature, so a document has
-    # exactly one valid form.
-    if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != encoded:
+    signature = canonical_signature(doc["signature"])
+    if signature is None:
         raise BadSignatureError("checkpoint signature is not 64 bytes of canonical base64")
     try:
         nacl.signing.VerifyKey(public_key_raw32).verify(

@@ -21,8 +21,6 @@ every offline verification of an export (docs/adr/0010).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +30,7 @@ import nacl.signing
 
 from tandem.core.audit import _checkpoint_problem, key_id, sign_tree_head
 from tandem.core.canonical import domain_bytes
+from tandem.core.identity import canonical_signature
 from tandem.errors import AuditVerificationError
 
 MARKER_DOMAIN = "audit-verified-marker"
@@ -88,12 +87,8 @@ def verify_marker(doc: Any, public_key_raw32: bytes) -> VerifiedMarker:
             f"verified-up-to marker is signed by another key (key id {body['key_id']}; "
             f"the service key has key id {expected})"
         )
-    encoded = doc["signature"]
-    try:
-        signature = base64.b64decode(encoded, validate=True) if type(encoded) is str else b""
-    except binascii.Error:
-        signature = b""
-    if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != encoded:
+    signature = canonical_signature(doc["signature"])
+    if signature is None:
         raise AuditVerificationError("verified-up-to marker signature is not 64 bytes of canonical base64")
     try:
         nacl.signing.VerifyKey(public_key_raw32).verify(domain_bytes(MARKER_DOMAIN, body), signature)

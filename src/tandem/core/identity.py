@@ -9,6 +9,7 @@ so a card cannot name a public key its presenter does not hold.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 import re
@@ -45,6 +46,21 @@ def unb64(text: str, *, what: str) -> bytes:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError):
         raise InputError(f"{what} is not valid base64") from None
+
+
+def canonical_signature(encoded: Any) -> bytes | None:
+    """The 64 bytes of an Ed25519 signature given in its one canonical base64 form, or None.
+
+    Only that one encoding is accepted, so a signed document has exactly one valid form."""
+    if type(encoded) is not str:
+        return None
+    try:
+        signature = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        return None
+    if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != encoded:
+        return None
+    return signature
 
 
 def unhex(text: Any, *, what: str, length: int | None = None) -> bytes:

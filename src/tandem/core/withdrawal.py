@@ -21,7 +21,6 @@ interface, :class:`TxKind`, chosen from a registry by chain name.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import itertools
 import re
@@ -49,7 +48,7 @@ from tandem.core.chains import ethereum as eth
 from tandem.core.chains import psbt as bip174
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
-from tandem.core.identity import IdentityCard, unb64
+from tandem.core.identity import IdentityCard, canonical_signature, unb64
 from tandem.core.membership import REPLAYED_KINDS, LogState, check_genesis, genesis_hash
 from tandem.core.policy import (
     FEE_RATE_UNIT,
@@ -1233,12 +1232,8 @@ def verify_bundle_index(doc: Any, service_public: bytes) -> dict[str, Any]:
     """The body of an index document once its signature verifies under the service key."""
     check_fields(doc, required=("index", "signature"), where="bundle.audit.index")
     body = check_fields(doc["index"], required=_INDEX_FIELDS, where="bundle.audit.index.index")
-    encoded = doc["signature"]
-    try:
-        signature = base64.b64decode(encoded, validate=True) if type(encoded) is str else b""
-    except binascii.Error:
-        signature = b""
-    if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != encoded:
+    signature = canonical_signature(doc["signature"])
+    if signature is None:
         raise BadSignatureError("the bundle index signature is not 64 bytes of canonical base64")
     try:
         nacl.signing.VerifyKey(service_public).verify(domain_bytes(BUNDLE_INDEX_DOMAIN, body), signature)
