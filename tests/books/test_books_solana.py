@@ -34,6 +34,7 @@ from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
 from tandem.core.chains.base58 import b58encode
 from tandem.errors import RemoteError
+from tandem.services import books as books_mod
 from tandem.services.books import Books
 
 SPEC = "jsonrpc+https://solana-rpc.example"
@@ -153,6 +154,78 @@ def test_deposits_withdrawal_and_fee_reconcile(world: World, solana_world: dict[
     }
     with pytest.raises(Exception, match="re-run gives"):
         rcore.verify_report(injected, reading, lie)
+
+
+def test_deposits_are_read_back_to_the_keys_birth_in_budgeted_incremental_scans(
+    world: World, solana_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deposit far older than any slot look-back, behind a history longer than one
+    scan's page budget, is recorded by a later scan (not left to the reconciliation as an
+    unexpected inflow); the walk stops at the key set's creation; each scan goes on from
+    the cursor the log holds."""
+    node: SolanaNode = solana_world["node"]
+    address = solana_world["address"]
+    monkeypatch.setattr(books_mod, "SOLANA_PAGE", 3)
+    monkeypatch.setattr(books_mod, "SOLANA_SIGNATURE_PAGES", 2)
+    _, funder = new_account()
+    _, elsewhere = new_account()
+    listed = node.signatures_of[address]
+
+    def older(signature: str, block_time: int) -> None:
+        entry = next(e for e in listed if e["signature"] == signature)
+        listed.remove(entry)
+        listed.append({**entry, "blockTime": block_time})  # the oldest so far
+        node.parsed_transactions[signature]["blockTime"] = block_time
+
+    noise = [
+        node.record_parsed(payer=address, instructions=[system_transfer_ix(address, elsewhere, 1)],
+                           touches=(address,), slot=node.slot - 20_000)
+        for _ in range(6)
+    ]  # fmt: skip
+    for n in noise:
+        older(n, world.clock() - 600)
+    old_in = node.record_parsed(
+        payer=funder,
+        instructions=[system_transfer_ix(funder, address, 4 * SOL)],
+        touches=(address,),
+        slot=node.slot - 50_000,  # far beyond 10,000 slots
+    )
+    older(old_in, world.clock() - 3600)
+    before_birth = node.record_parsed(
+        payer=funder, instructions=[system_transfer_ix(funder, address, SOL)], touches=(address,)
+    )
+    older(before_birth, world.clock() - 10 * 86_400)
+    node.balances[address] = 7 * SOL
+
+    def read_txs() -> set[str]:
+        return {p[0] for m, p in node.server.calls if m == "getTransaction"}
+
+    first = solana_world["books"].scan_deposits()
+    assert sorted(m["txid"] for m in first) == sorted(solana_world["in"])  # two pages: the budget
+    assert solana_world["books"].reconcile()["report"]["verdict"] == "discrepancies"  # 4 SOL not yet seen
+
+    again = _books(world, node)  # a new process: the cursor comes from the log
+    second = again.scan_deposits()
+    assert [(m["txid"], m["amount"], m["height"]) for m in second] == [
+        (old_in, str(4 * SOL), node.slot - 50_000)
+    ]
+    third = _books(world, node).scan_deposits()
+    assert third == []
+    assert before_birth not in read_txs()  # older than the key set: never read
+    cursors = again.logged(books_mod.SOLANA_CURSOR_KIND)
+    assert cursors[-1]["gaps"] == [] and cursors[-1]["newest"] == solana_world["in"][1]
+    assert _books(world, node).reconcile()["report"]["verdict"] == "reconciled"
+
+    # Later scans ask only for what is newer than the cursor.
+    node.server.calls.clear()
+    late = node.record_parsed(
+        payer=funder, instructions=[system_transfer_ix(funder, address, SOL)], touches=(address,)
+    )
+    node.balances[address] += SOL
+    assert [m["txid"] for m in _books(world, node).scan_deposits()] == [late]
+    pages = [p[1] for m, p in node.server.calls if m == "getSignaturesForAddress"]
+    assert pages == [{"limit": 3, "commitment": "confirmed", "until": solana_world["in"][1]}]
+    assert read_txs() == {late}
 
 
 def test_an_offline_snapshot_reconciles_solana(world: World, solana_world: dict[str, Any]) -> None:

@@ -220,6 +220,17 @@ class JsonRpcServer:
 # --- Solana ---------------------------------------------------------------------------
 
 
+def signature_page(newest_first: list[dict[str, Any]], options: dict[str, Any]) -> list[dict[str, Any]]:
+    """getSignaturesForAddress's paging as the documentation states it: newest first,
+    starting below ``before`` and stopping at ``until`` (both excluded), ``limit`` long."""
+    names = [e["signature"] for e in newest_first]
+    if "before" in options and options["before"] not in names:
+        raise RpcFault(-32602, "Invalid param: signature not found")  # a node cannot page from it
+    start = names.index(options["before"]) + 1 if "before" in options else 0
+    stop = names.index(options["until"]) if options.get("until") in names else len(names)
+    return newest_first[start:stop][: options["limit"]]
+
+
 def new_account() -> tuple[bytes, str]:
     seed = secrets.token_bytes(32)
     return seed, sol.address_from_public_key(sol.public_key_from_seed(seed))
@@ -246,7 +257,7 @@ class SolanaNode:
                 "getSlot": lambda p: self.slot,
                 "getBalance": lambda p: self.context(self.balances.get(p[0], 0)),
                 "getTokenAccountsByOwner": self.get_token_accounts,
-                "getSignaturesForAddress": lambda p: self.signatures_of.get(p[0], [])[: p[1]["limit"]],
+                "getSignaturesForAddress": lambda p: signature_page(self.signatures_of.get(p[0], []), p[1]),
                 "getTransaction": self.get_transaction,
                 "getAccountInfo": lambda p: self.context(self.accounts.get(p[0])),
                 "getTokenAccountBalance": self.get_token_account_balance,

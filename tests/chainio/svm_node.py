@@ -26,7 +26,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import Transaction
 from solders.transaction_metadata import FailedTransactionMetadata
-from tests.chainio.mock_nodes import JsonRpcServer, RpcFault
+from tests.chainio.mock_nodes import JsonRpcServer, RpcFault, signature_page
 
 from tandem.chainio.solana import GENESIS_HASHES, TOKEN_PROGRAM
 from tandem.core.chains import solana_tx as stx
@@ -293,8 +293,11 @@ class SvmNode:
         address, options = params
         touching = [e for e in self.executed.values() if address in e.keys]
         touching.reverse()  # newest first
-        return [
-            {"blockTime": 1_790_000_000, "confirmationStatus": "finalized", "err": None, "memo": None,
-             "signature": e.signature, "slot": e.slot}
-            for e in touching[: options["limit"]]
-        ]  # fmt: skip
+        return signature_page(
+            [
+                {"blockTime": 1_790_000_000, "confirmationStatus": "finalized", "err": None, "memo": None,
+                 "signature": e.signature, "slot": e.slot}
+                for e in touching
+            ],
+            options,
+        )  # fmt: skip

@@ -194,14 +194,18 @@ class SolanaJsonRpc:
         )
 
     def signatures(
-        self, address: str, *, limit: int = 100, before: str | None = None
+        self, address: str, *, limit: int = 100, before: str | None = None, until: str | None = None
     ) -> tuple[SignatureInfo, ...]:
+        """The address's signatures, newest first: older than ``before`` and newer than
+        ``until`` (both excluded) when given, at most ``limit``."""
         target = sol.validate_address(address)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InputError("limit must be in [1, 1000]")
         options: dict[str, Any] = {"limit": limit, "commitment": COMMITMENT}
         if before is not None:
             options["before"] = _signature(before, "before")
+        if until is not None:
+            options["until"] = _signature(until, "until")
         what = "getSignaturesForAddress"
         out = []
         for item in parse.arr(self._call(what, [target, options]), what):

@@ -18,7 +18,7 @@ from typing import Any, cast
 from sqlmodel import Session, col, select
 
 from tandem.chainio import ChainConfig
-from tandem.chainio.base import ChainBackend
+from tandem.chainio.base import ChainBackend, SignatureInfo
 from tandem.core import reconcile as rcore
 from tandem.core import statement as score
 from tandem.core import withdrawal as wcore
@@ -59,7 +59,9 @@ CONTRACT_SEARCH_KIND = "register.tokens_scanned"  # the unknown-token search's c
 FIRST_SCAN_BLOCKS = 10_000
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
 SOLANA_PAGE = 1000  # getSignaturesForAddress's largest page
-SOLANA_SIGNATURE_PAGES = 20  # per address and scan; older ones are named by the reconciliation
+SOLANA_SIGNATURE_PAGES = 20  # per address and scan; a longer history goes on at the next scan
+SOLANA_CURSOR_KIND = "register.solana_signatures"  # per address: where its history was read to
+SOLANA_BIRTH_MARGIN = 86_400  # seconds of clock difference allowed between us and the cluster
 Progress = Callable[[int, int], None]
 
 
@@ -76,6 +78,39 @@ def _roles(session: Session) -> dict[str, str]:
 
 def read_register(session: Session) -> Register:
     return Register.replay(_entries(session, REGISTER_KINDS), roles=_roles(session))
+
+
+class _SignatureWalk:
+    """One address's ``getSignaturesForAddress`` pages, newest first, within a budget of
+    pages per scan, each signature handed to ``take``."""
+
+    def __init__(
+        self, backend: Any, address: str, take: Callable[[SignatureInfo], None], *, floor: int | None
+    ) -> None:
+        self.backend = backend
+        self.address = address
+        self.take = take
+        self.floor = floor  # block time before which the key did not exist
+        self.budget = SOLANA_SIGNATURE_PAGES
+        self.newest: str | None = None  # the newest finalized signature seen
+
+    def walk(self, before: str | None, until: str | None, *, record_newest: bool = False) -> str | None:
+        """Pages from ``before`` down to ``until`` (both excluded; None: the newest, the
+        end). Returns the signature to resume before if the budget ran out, else None."""
+        while True:
+            if self.budget <= 0:
+                return before
+            self.budget -= 1
+            infos = self.backend.signatures(self.address, limit=SOLANA_PAGE, before=before, until=until)
+            for info in infos:
+                if record_newest and self.newest is None and info.confirmation_status == "finalized":
+                    self.newest = info.signature
+                if self.floor is not None and info.block_time is not None and info.block_time < self.floor:
+                    return None  # older than the key: nothing of ours before it
+                self.take(info)
+            if len(infos) < SOLANA_PAGE:
+                return None
+            before = infos[-1].signature
 
 
 class Books:
@@ -306,6 +341,12 @@ class Books:
                 w.txid.lower().removeprefix("0x") for w in session.exec(select(Withdrawal)).all() if w.txid
             }
             tokens = {net: self._tokens(session, net) for (_a, _s) in addresses for net in [_a.network]}
+            sol_cursors = {
+                (e["data"]["network"], e["data"]["address"]): e["data"]
+                for e in _entries(session, (SOLANA_CURSOR_KIND,))
+            }
+            births = {k.id: k.created_at for k in session.exec(select(KeySet)).all()}
+        cursors: list[dict[str, Any]] = []
         found: list[tuple[dict[str, Any], str]] = []
         heights: dict[tuple[str, str], int] = {}
         by_net: dict[tuple[str, str], list[tuple[AddressRow, str]]] = {}
@@ -317,10 +358,9 @@ class Books:
             tip = backend.tip_height()
             # A first scan looks back FIRST_SCAN_BLOCKS; older deposits are not lost: the
             # reconciliation names them (unexpected_inflow) until they are accounted for.
+            # Solana keeps a cursor per address instead and reads back to the key's birth.
             start = (
-                # Solana: the scanned slot again, as a transaction can land in it after the
-                # slot was read; each deposit's evidence is recorded once all the same.
-                scanned[(chain, network)] + (0 if chain == "solana" else 1)
+                scanned[(chain, network)] + 1
                 if (chain, network) in scanned
                 else max(0, tip - FIRST_SCAN_BLOCKS)
             )
@@ -329,7 +369,9 @@ class Books:
             elif chain == "bitcoin":
                 found += self._btc_deposits(backend, rows, reg, ours, now)
             elif chain == "solana":
-                found += self._sol_deposits(backend, rows, start, reg, now)
+                sol_found, sol_new = self._sol_deposits(backend, rows, reg, now, sol_cursors, births)
+                found += sol_found
+                cursors += sol_new
             heights[(chain, network)] = tip
         recorded = []
 
@@ -349,6 +391,8 @@ class Books:
                 )
                 reg_now.observe(entry)
                 recorded.append(movement)
+            for cursor in cursors:
+                self.svc.audit(call, SOLANA_CURSOR_KIND, cursor, with_envelope=False)
             for (chain, network), h in heights.items():
                 if scanned.get((chain, network)) != h:
                     self.svc.audit(
@@ -460,39 +504,66 @@ class Books:
                     )
         return out
 
-    def _sol_deposits(
-        self, backend: Any, rows: list[tuple[AddressRow, str]], start: int, reg: Register, now: int
-    ) -> list[tuple[dict[str, Any], str]]:
-        """SOL and SPL token transfers into our addresses in the slots since ``start``:
-        ``getSignaturesForAddress`` pages (newest first) down to ``start``, each successful
-        transaction read once with ``getTransaction`` and its transfers to us parsed."""
+    def _sol_deposits(  # noqa: PLR0917 - one network's addresses and what the log holds
+        self,
+        backend: Any,
+        rows: list[tuple[AddressRow, str]],
+        reg: Register,
+        now: int,
+        cursors: dict[tuple[str, str], dict[str, Any]],
+        births: dict[str, int],
+    ) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any]]]:
+        """SOL and SPL token transfers into our addresses since each key was made.
+
+        Per address, ``getSignaturesForAddress`` is walked newest first with ``before``
+        down to the cursor the log holds (``until`` the newest finalized signature read
+        by the last scan), or on a first scan back to the key set's creation time or the
+        end of the address's history. A walk that runs out of its page budget leaves a
+        gap (``before``/``until``) in the cursor, and the next scan goes on from there:
+        old deposits are recorded, late, never skipped. Each successful transaction is
+        read once with ``getTransaction`` and its transfers to us parsed. Returns the
+        deposits and the cursors to record."""
         mine = {a.address: (a, seg) for a, seg in rows}
         out: list[tuple[dict[str, Any], str]] = []
         read: set[str] = set()
+        new_cursors: list[dict[str, Any]] = []
+
+        def take(info: SignatureInfo) -> None:
+            if info.failed or info.signature in read:
+                return
+            read.add(info.signature)
+            for t in backend.transfers_to(info.signature, tuple(mine)):
+                to, seg = mine[t.recipient]
+                client = self._credit(to, seg, reg)
+                if client is None or reg.evidence_seen(to.chain, to.network, t.asset, t.signature, t.index):
+                    continue
+                movement = self._movement(to, client, t.asset, t.amount, t.signature, t.index, t.slot, now)
+                out.append((movement, seg))
+
         for a, _seg in rows:
-            before = None
-            for _page in range(SOLANA_SIGNATURE_PAGES):
-                infos = backend.signatures(a.address, limit=SOLANA_PAGE, before=before)
-                fresh = [i for i in infos if i.slot >= start]
-                for info in fresh:
-                    if info.failed or info.signature in read:
-                        continue
-                    read.add(info.signature)
-                    for t in backend.transfers_to(info.signature, tuple(mine)):
-                        to, seg = mine[t.recipient]
-                        client = self._credit(to, seg, reg)
-                        if client is None or reg.evidence_seen(
-                            to.chain, to.network, t.asset, t.signature, t.index
-                        ):
-                            continue
-                        movement = self._movement(
-                            to, client, t.asset, t.amount, t.signature, t.index, t.slot, now
-                        )
-                        out.append((movement, seg))
-                if len(infos) < SOLANA_PAGE or len(fresh) < len(infos):
-                    break
-                before = infos[-1].signature
-        return out
+            old = cursors.get((a.network, a.address), {"newest": None, "gaps": []})
+            birth = births.get(a.keyset)
+            walker = _SignatureWalk(
+                backend, a.address, take, floor=None if birth is None else birth - SOLANA_BIRTH_MARGIN
+            )
+            gaps: list[dict[str, Any]] = []
+            resume = walker.walk(None, old["newest"], record_newest=True)
+            if resume is not None:
+                gaps.append({"before": resume, "until": old["newest"]})
+            for gap in old["gaps"]:
+                rest = walker.walk(gap["before"], gap["until"]) if walker.budget > 0 else gap["before"]
+                if rest is not None:
+                    gaps.append({"before": rest, "until": gap["until"]})
+            cursor = {
+                "chain": a.chain,
+                "network": a.network,
+                "address": a.address,
+                "newest": walker.newest or old["newest"],
+                "gaps": gaps,
+            }
+            if cursor["newest"] != old["newest"] or cursor["gaps"] != old["gaps"]:
+                new_cursors.append(cursor)
+        return out, new_cursors
 
     # --- broadcast and confirmation ---------------------------------------------------
 
