@@ -213,7 +213,8 @@ def test_deposits_are_read_back_to_the_keys_birth_in_budgeted_incremental_scans(
     assert third == []
     assert before_birth not in read_txs()  # older than the key set: never read
     cursors = again.logged(books_mod.SOLANA_CURSOR_KIND)
-    assert cursors[-1]["gaps"] == [] and cursors[-1]["newest"] == solana_world["in"][1]
+    assert cursors[-1]["gaps"] == []
+    assert cursors[-1]["newest"] == solana_world["in"][1]
     assert _books(world, node).reconcile()["report"]["verdict"] == "reconciled"
 
     # Later scans ask only for what is newer than the cursor.
