@@ -11,10 +11,12 @@ transactions it is sent are the real ones Tandem built, signed and released."""
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from tests.books.helpers import make_client
 from tests.chainio.mock_nodes import (
     SolanaNode,
@@ -23,19 +25,25 @@ from tests.chainio.mock_nodes import (
     system_transfer_ix,
     token_transfer_ix,
 )
-from tests.conftest import World
+from tests.conftest import FakeClock, World
 from tests.helpers.keysets import make_keyset
 from tests.helpers.withdrawals import allow, approve, pass_delay
 
+from tandem.api import create_app
 from tandem.chainio import ChainConfig
+from tandem.client import Client
+from tandem.client import books as cb
 from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
 from tandem.core.chains.base58 import b58encode
+from tandem.core.service_key import ServiceKey
 from tandem.errors import RemoteError
+from tandem.services import Tandem
 from tandem.services import books as books_mod
 from tandem.services.books import Books
+from tandem.store.db import Database
 
 SPEC = "jsonrpc+https://solana-rpc.example"
 DEST = sol.address_from_public_key(sol.public_key_from_seed(hashlib.sha256(b"sol cold vault").digest()))
@@ -350,3 +358,75 @@ def test_reconciliation_over_the_api_runs_as_a_job_with_progress(
     with pytest.raises(RemoteError) as err:
         world.client.get(world["olga"], "/v1/books/reconciliations/jobs/rj_0000000000000000")
     assert err.value.remote_code == "not_found"
+
+
+def test_a_reconciliation_job_outlives_a_restart(
+    world: World, solana_world: dict[str, Any], db: Database, service_key: ServiceKey, clock: FakeClock
+) -> None:
+    """A job is a database row: a second app on the same database (the server after a
+    restart) shows a job the first one left running with its progress, then, once that
+    process has been silent past the limit, as interrupted with a clear message; a new
+    job can then be started and finishes there."""
+    node: SolanaNode = solana_world["node"]
+    solana_world["books"].scan_deposits()
+    plain = node.server.methods["getBalance"]
+    entered, gate = threading.Event(), threading.Event()
+
+    def held(params: Any) -> Any:
+        entered.set()
+        assert gate.wait(60)
+        return plain(params)
+
+    node.server.methods["getBalance"] = held
+    env = world.client.sign(world["bob"], "reconciliation.run", {})
+    started = world.client.request(
+        "POST", "/v1/books/reconciliations", json_body={"envelope": env, "background": True}
+    )
+    jid = started["job"]
+    assert entered.wait(30)
+    try:
+        svc2 = Tandem(Database(db.url, schema=db.schema), service_key, clock=clock)
+        svc2.startup_check()
+        with TestClient(create_app(service=svc2), raise_server_exceptions=False) as tc:
+            after = Client(http=tc, clock=clock)
+            books2 = Books(svc2, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+            books2._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, node.server)
+            tc.app.state.books = books2  # type: ignore[attr-defined]
+
+            seen = after.get(world["olga"], f"/v1/books/reconciliations/jobs/{jid}")
+            assert (seen["state"], seen["done"], seen["total"]) == ("running", 0, 1)  # its progress
+            busy = after.sign(world["bob"], "reconciliation.run", {})
+            with pytest.raises(RemoteError) as err:
+                after.request(
+                    "POST", "/v1/books/reconciliations", json_body={"envelope": busy, "background": True}
+                )
+            assert err.value.remote_code == "conflict"
+
+            clock.advance(books_mod.JOB_STALE_SECONDS + 1)  # its process never wrote again
+            seen = after.get(world["olga"], f"/v1/books/reconciliations/jobs/{jid}")
+            assert (seen["state"], seen["error"]["code"]) == ("interrupted", "interrupted")
+            assert "start it again" in seen["error"]["message"]
+            assert "result" not in seen
+            listed = after.get(world["olga"], "/v1/books/reconciliations/jobs")
+            assert [(j["job"], j["state"]) for j in listed] == [(jid, "interrupted")]
+            with pytest.raises(RemoteError, match="start it again") as err:
+                cb.follow_job(after, world["olga"], seen, progress=lambda done, total: None, poll_seconds=0)
+            assert err.value.remote_code == "interrupted"
+
+            node.server.methods["getBalance"] = plain
+            report = cb.reconcile_with_progress(
+                after, world["bob"], progress=lambda done, total: None, poll_seconds=0.05
+            )
+            assert report["report"]["verdict"] == "reconciled"
+            listed = after.get(world["olga"], "/v1/books/reconciliations/jobs")
+            assert [j["state"] for j in listed] == ["done", "interrupted"]
+            fresh = after.get(world["olga"], f"/v1/books/reconciliations/jobs/{listed[0]['job']}")
+            assert fresh["result"]["report_sha256"] == report["report_sha256"]
+            svc2.db.dispose()
+    finally:
+        gate.set()
+    # The first process was alive after all: its job ends with its own report.
+    deadline = time.monotonic() + 30
+    while (last := solana_world["books"].job(jid))["state"] != "done":
+        assert time.monotonic() < deadline, last
+        time.sleep(0.05)

@@ -167,10 +167,17 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
             return books.start_reconcile()
         return books.reconcile(body.snapshot)
 
+    @app.get("/v1/books/reconciliations/jobs", tags=["books"])
+    def reconciliation_jobs(request: Request, viewer: Reader) -> list[dict[str, Any]]:
+        """The latest 50 background reconciliations, newest first, without their reports."""
+        return books_of(request).jobs()
+
     @app.get("/v1/books/reconciliations/jobs/{job_id}", tags=["books"])
     def reconciliation_job(request: Request, viewer: Reader, job_id: str) -> dict[str, Any]:
         """A background reconciliation: `running` with `done` of `total` addresses read,
-        then `done` with its `result` (the signed report), or `failed` with the error."""
+        then `done` with its `result` (the signed report), `failed` with the error, or
+        `interrupted` (the server stopped before it finished; start it again). Jobs are
+        kept in the database, so they outlive a restart."""
         return books_of(request).job(job_id)
 
     @app.get("/v1/books/reconciliations", tags=["books"])

@@ -211,7 +211,7 @@ def register_scan(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None
 # --- reconciliation --------------------------------------------------------------------
 
 
-def reconcile(
+def reconcile(  # noqa: PLR0917 - typer options
     snapshot: Annotated[
         Path | None,
         typer.Option(help="An offline chain snapshot (JSON) instead of the server's chain backends."),
@@ -219,6 +219,17 @@ def reconcile(
     out: Annotated[
         Path | None, typer.Option(help="Write the signed report (with its snapshot) here.")
     ] = None,
+    job: Annotated[
+        str | None,
+        typer.Option(
+            help="Follow a background reconciliation already started (its id, rj_...) instead of "
+            "starting one; an interrupted job (the server stopped) is said so, and is started again "
+            "without this option."
+        ),
+    ] = None,
+    list_jobs: Annotated[
+        bool, typer.Option("--list-jobs", help="List the latest background reconciliations and their state.")
+    ] = False,
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
 ) -> None:
@@ -230,6 +241,9 @@ def reconcile(
     from tandem.core import reconcile as rcore
 
     def go() -> None:
+        if list_jobs:
+            show(cb.reconciliation_jobs(Client(server), load_member(keystore)))
+            return
         if snapshot is not None:
             signed = cb.reconcile(Client(server), load_member(keystore), snapshot=read_json(snapshot))
         else:
@@ -241,7 +255,12 @@ def reconcile(
                     typer.echo(f"reading the chains: {done}/{total} addresses", err=True)
 
             # A background job on the server: many addresses take longer than one request.
-            signed = cb.reconcile_with_progress(Client(server), load_member(keystore), progress=progress)
+            client, member = Client(server), load_member(keystore)
+            if job is not None:
+                started = cb.reconciliation_job(client, member, job)
+                signed = cb.follow_job(client, member, started, progress=progress)
+            else:
+                signed = cb.reconcile_with_progress(client, member, progress=progress)
         if out is not None:
             write_json(out, signed)
         console.print(rcore.table(signed["report"]), markup=False)

@@ -77,14 +77,37 @@ def reconcile_with_progress(
     (addresses read, of how many) while it runs; the signed report when it is done."""
     body = {"envelope": client.sign(member, "reconciliation.run", {}), "background": True}
     job = _post(client, "/v1/books/reconciliations", body)
+    return follow_job(client, member, job, progress=progress, poll_seconds=poll_seconds)
+
+
+def reconciliation_job(client: Client, member: MemberSecrets, job_id: str) -> Any:
+    return client.get(member, f"/v1/books/reconciliations/jobs/{job_id}")
+
+
+def reconciliation_jobs(client: Client, member: MemberSecrets) -> Any:
+    return client.get(member, "/v1/books/reconciliations/jobs")
+
+
+def follow_job(
+    client: Client,
+    member: MemberSecrets,
+    job: dict[str, Any],
+    *,
+    progress: Callable[[int, int | None], None],
+    poll_seconds: float = 0.5,
+) -> Any:
+    """Poll a background reconciliation until it ends: its signed report when done; a
+    failed job raises its error, an interrupted one (the server stopped) says so."""
     while True:
         progress(job["done"], job["total"])
         if job["state"] == "done":
             return job["result"]
         if job["state"] == "failed":
             raise RemoteError(job["error"]["code"], job["error"]["message"], 502)
+        if job["state"] == "interrupted":
+            raise RemoteError("interrupted", job["error"]["message"], 409)
         time.sleep(poll_seconds)
-        job = client.get(member, f"/v1/books/reconciliations/jobs/{job['job']}")
+        job = reconciliation_job(client, member, job["job"])
 
 
 def import_prices(client: Client, member: MemberSecrets, prices: list[dict[str, Any]]) -> Any:

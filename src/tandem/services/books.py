@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -23,7 +24,7 @@ from tandem.core import reconcile as rcore
 from tandem.core import statement as score
 from tandem.core import withdrawal as wcore
 from tandem.core.actions import check_context, parse_envelope
-from tandem.core.canonical import check_fields, loads_strict, parse_amount
+from tandem.core.canonical import canonical, check_fields, loads_strict, parse_amount
 from tandem.core.chains import ethereum as eth
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
@@ -51,7 +52,7 @@ from tandem.errors import (
 from tandem.services import statement_pdf
 from tandem.services.base import Call, ServiceBase
 from tandem.store import audit_log
-from tandem.store.models import AddressRow, AuditRow, KeySet, Member, Withdrawal
+from tandem.store.models import AddressRow, AuditRow, KeySet, Member, ReconcileJob, Withdrawal
 
 NATIVE = {"ethereum": "ETH", "bitcoin": "BTC", "solana": "SOL"}
 SCAN_KIND = "register.scanned"
@@ -61,6 +62,8 @@ SIDES = (Role.MANAGER, Role.CUSTODIAN)
 SOLANA_PAGE = 1000  # getSignaturesForAddress's largest page
 SOLANA_SIGNATURE_PAGES = 20  # per address and scan; a longer history goes on at the next scan
 SOLANA_CURSOR_KIND = "register.solana_signatures"  # per address: where its history was read to
+JOB_PROGRESS_SECONDS = 0.5  # a running job writes its progress at most this often
+JOB_STALE_SECONDS = 300  # a running job of another process silent this long was interrupted
 SOLANA_BIRTH_MARGIN = 86_400  # seconds of clock difference allowed between us and the cluster
 Progress = Callable[[int, int], None]
 
@@ -78,6 +81,23 @@ def _roles(session: Session) -> dict[str, str]:
 
 def read_register(session: Session) -> Register:
     return Register.replay(_entries(session, REGISTER_KINDS), roles=_roles(session))
+
+
+def _job_view(row: ReconcileJob, *, with_result: bool = False) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "job": row.id,
+        "state": row.state,
+        "done": row.done,
+        "total": row.total,
+        "started_at": row.started_at,
+        "heartbeat_at": row.heartbeat_at,
+        "finished_at": row.finished_at,
+    }
+    if row.error_code is not None:
+        view["error"] = {"code": row.error_code, "message": row.error_message or ""}
+    if with_result and row.result is not None:
+        view["result"] = loads_strict(row.result)
+    return view
 
 
 class _SignatureWalk:
@@ -120,8 +140,7 @@ class Books:
         self.svc = svc
         self.chains = chains or ChainConfig()
         self._backends: dict[tuple[str, str], ChainBackend] = {}
-        self._jobs: dict[str, dict[str, Any]] = {}
-        self._jobs_lock = threading.Lock()
+        self._runner = "run_" + secrets.token_hex(8)  # this process, for the jobs it runs
 
     def backend(self, chain: str, network: str) -> ChainBackend:
         key = (chain, network)
@@ -724,6 +743,8 @@ class Books:
         for network in sorted({a.network for a, _s in todo if a.chain == "ethereum"}):
             ours = tuple(a.address for a, _s in todo if a.chain == "ethereum" and a.network == network)
             seen_tokens[network] = self._token_contracts(network, ours)
+        if progress is not None:
+            progress(0, len(todo))
         for i, (a, _seg) in enumerate(todo):
             backend = self.backend(a.chain, a.network)
             bal = backend.balance(a.address)
@@ -850,39 +871,109 @@ class Books:
     def start_reconcile(self) -> dict[str, Any]:
         """Run :meth:`reconcile` against the configured chains in the background (one at a
         time): reading ten thousand addresses takes longer than a request should. The
-        job's progress (addresses read of all) and, once done, its signed report are in
-        :meth:`job`. Jobs live in this process only; a restart forgets them (the reports
-        stay in the log)."""
-        with self._jobs_lock:
-            if any(j["state"] == "running" for j in self._jobs.values()):
-                raise ConflictError("a reconciliation is already running; follow its job")
-            jid = "rj_" + secrets.token_hex(8)
-            job: dict[str, Any] = {"job": jid, "state": "running", "done": 0, "total": None}
-            job["started_at"] = self.svc.clock()
-            self._jobs[jid] = job
+        job is a database row (:class:`ReconcileJob`): its progress (addresses read of
+        all) and, once done, its signed report are in :meth:`job` from any process and
+        after a restart. A job whose process stopped before it finished is shown as
+        ``interrupted`` and can simply be started again."""
+        now = self.svc.clock()
+        jid = "rj_" + secrets.token_hex(8)
+        with self.svc.db.write() as session:
+            for row in session.exec(select(ReconcileJob).where(col(ReconcileJob.state) == "running")).all():
+                if not self._interrupt_if_stale(session, row, now):
+                    raise ConflictError("a reconciliation is already running; follow its job")
+            row = ReconcileJob(id=jid, state="running", runner=self._runner, started_at=now, heartbeat_at=now)
+            session.add(row)
+            started = _job_view(row)
+        beat = [0.0]
+
+        def write(**fields: Any) -> None:
+            with self.svc.db.write() as session:
+                job = session.get(ReconcileJob, jid)
+                assert job is not None
+                for k, v in fields.items():
+                    setattr(job, k, v)
+                job.heartbeat_at = self.svc.clock()
+                if job.state == "interrupted" and "state" not in fields:
+                    job.state = "running"  # declared stale too early: it is alive after all
+                session.add(job)
 
         def progress(done: int, total: int) -> None:
-            job.update(done=done, total=total)
+            if done == total or time.monotonic() - beat[0] >= JOB_PROGRESS_SECONDS:
+                beat[0] = time.monotonic()
+                write(done=done, total=total)
 
         def work() -> None:
             try:
-                job["result"] = self.reconcile(progress=progress)
-                job["state"] = "done"
+                result = self.reconcile(progress=progress)
+                write(state="done", result=canonical(result).decode("utf-8"), finished_at=self.svc.clock())
             except Error as exc:
-                job.update(state="failed", error={"code": exc.code, "message": exc.message})
+                write(
+                    state="failed",
+                    error_code=exc.code,
+                    error_message=exc.message,
+                    finished_at=self.svc.clock(),
+                )
             except Exception as exc:  # a job reports its failure, it does not vanish
-                job.update(state="failed", error={"code": "internal_error", "message": type(exc).__name__})
-            job["finished_at"] = self.svc.clock()
+                write(
+                    state="failed",
+                    error_code="internal_error",
+                    error_message=type(exc).__name__,
+                    finished_at=self.svc.clock(),
+                )
 
         threading.Thread(target=work, name=f"reconcile-{jid}", daemon=True).start()
-        return {k: v for k, v in job.items() if k != "result"}
+        return started
+
+    def _interrupt_if_stale(self, session: Session, row: ReconcileJob, now: int) -> bool:
+        """Mark a running job of another process that has not written for
+        :data:`JOB_STALE_SECONDS` as interrupted (its process stopped). True if marked."""
+        if row.runner == self._runner or now - row.heartbeat_at <= JOB_STALE_SECONDS:
+            return False
+        row.state = "interrupted"
+        row.finished_at = now
+        row.error_code = "interrupted"
+        row.error_message = (
+            "the server stopped before this reconciliation finished; start it again "
+            "(reports already made are in the audit log)"
+        )
+        session.add(row)
+        return True
+
+    def _refresh(self, rows: list[ReconcileJob]) -> None:
+        now = self.svc.clock()
+        stale = [r.id for r in rows if r.state == "running" and r.runner != self._runner]
+        stale = [r.id for r in rows if r.id in stale and now - r.heartbeat_at > JOB_STALE_SECONDS]
+        if not stale:
+            return
+        with self.svc.db.write() as session:
+            for jid in stale:
+                row = session.get(ReconcileJob, jid)
+                if row is not None and row.state == "running":
+                    self._interrupt_if_stale(session, row, now)
 
     def job(self, jid: str) -> dict[str, Any]:
-        with self._jobs_lock:
-            job = self._jobs.get(jid)
-        if job is None:
-            raise NotFoundError("no reconciliation job with that id (jobs live until a restart)")
-        return dict(job)
+        """One job: ``running`` (``done`` of ``total`` addresses read), ``done`` with its
+        ``result`` (the signed report), ``failed`` or ``interrupted`` with the error."""
+        with self.svc.db.read() as session:
+            row = session.get(ReconcileJob, jid)
+        if row is None:
+            raise NotFoundError("no reconciliation job with that id")
+        self._refresh([row])
+        with self.svc.db.read() as session:
+            row = session.get(ReconcileJob, jid)
+            assert row is not None
+            return _job_view(row, with_result=True)
+
+    def jobs(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest jobs, newest first, without their reports."""
+
+        def latest() -> list[ReconcileJob]:
+            with self.svc.db.read() as session:
+                order = (col(ReconcileJob.started_at).desc(), col(ReconcileJob.id).desc())
+                return list(session.exec(select(ReconcileJob).order_by(*order).limit(limit)).all())
+
+        self._refresh(latest())
+        return [_job_view(r) for r in latest()]
 
     # --- prices and statements ----------------------------------------------------------
 

@@ -279,3 +279,21 @@ class OperationShare(SQLModel, table=True):
     member: str = Field(max_length=64)
     sealed: str = Field(sa_column=_text())
     created_at: int
+
+
+class ReconcileJob(SQLModel, table=True):
+    """A background reconciliation: its progress while it runs, then its signed report or
+    its error. ``runner`` names the process running it, ``heartbeat_at`` when it last
+    wrote: a running job whose runner went silent is shown as interrupted."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    state: str = Field(max_length=16, index=True)
+    done: int = 0
+    total: int | None = None
+    runner: str = Field(max_length=64)
+    started_at: int
+    heartbeat_at: int
+    finished_at: int | None = None
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, sa_column=_text_null())
+    result: str | None = Field(default=None, sa_column=_text_null())
