@@ -127,3 +127,47 @@ def test_offline_signer_signs_a_solana_release(world: World) -> None:
     tx.verify()
     assert str(tx.message.account_keys[0]) == source
     assert cw.import_result(world.client, world["bob"], result)["status"] == "released"
+
+
+def test_a_priority_fee_is_decoded_reviewed_and_capped_by_the_policy(world: World) -> None:
+    """A compute-unit price and limit (by hand here; from the chain in the books tests)
+    are in the bytes solders decodes, in the approving client's own decoded view and fee
+    review, counted in the worst-case fee, and refused above the policy's cap."""
+    wallet, _source = _setup(world)
+    priced = _intent(wallet, amount=10_000, compute_unit_limit=1_500, compute_unit_price=2_000_000)
+    shown, out = _released(world, priced)
+    assert shown["fee"] == str(5000 + 3000)  # 1,500 units at 2 lamports each
+    checked = cw.review(shown)  # decoded on the approver's machine from the raw bytes
+    d = checked.decoded
+    assert (d["compute_unit_limit"], d["compute_unit_price"], d["priority_fee"]) == (1_500, 2_000_000, "3000")
+    assert (checked.fee["fee"], checked.fee["priority_rate"]) == ("8000", "2000000")
+    assert checked.fee["priority_unit"] == "micro-lamports/compute unit"
+    tx = Transaction.from_bytes(bytes.fromhex(out["signed_tx"]))
+    tx.verify()
+    keys = tx.message.account_keys
+    budget = [
+        bytes(ix.data)
+        for ix in tx.message.instructions
+        if str(keys[ix.program_id_index]) == stx.COMPUTE_BUDGET_PROGRAM
+    ]
+    assert budget == [
+        bytes([2]) + (1_500).to_bytes(4, "little"),
+        bytes([3]) + (2_000_000).to_bytes(8, "little"),
+    ]
+
+    # The chain's cap on the compute-unit price (100 lamports per unit) refuses more.
+    too_much = _intent(wallet, amount=10_000, compute_unit_limit=1_500, compute_unit_price=100_000_001)
+    with pytest.raises(RemoteError) as err:
+        cw.create_withdrawal(world.client, world["alice"], too_much)
+    assert err.value.remote_code == "fee_exceeded"
+    assert "priority fee" in str(err.value)
+    # So does a worst-case fee above the chain's 0.01 SOL, priority fee included.
+    costly = _intent(wallet, amount=10_000, compute_unit_limit=200_000, compute_unit_price=50_000_000)
+    with pytest.raises(RemoteError) as err:
+        cw.create_withdrawal(world.client, world["alice"], costly)
+    assert err.value.remote_code == "fee_exceeded"
+    # A price without its limit is refused as input.
+    with pytest.raises(Exception, match="together"):
+        cw.create_withdrawal(
+            world.client, world["alice"], _intent(wallet, amount=10_000, compute_unit_price=5)
+        )

@@ -166,14 +166,50 @@ def test_tandem_built_solana_transfers_run_in_the_runtime_and_the_books_reconcil
     advanced = books.backend("solana", "devnet").durable_nonce(nonce_account)  # type: ignore[attr-defined]
     assert advanced.nonce != stored  # the runtime advanced it: the release cannot run twice
 
+    # Priority fees, asked for by the manager: a compute-unit price from the cluster's
+    # recent prioritization fees, the limit Tandem's transfer needs; the runtime runs it
+    # within that limit and charges exactly the fee the approvers reviewed.
+    node.prioritization_fees = [0, 0, 20_000, 50_000, 90_000, 0, 1_000_000]
+    before = node.balance(ours)
+    four = _released_and_tracked(
+        world, {**base, "asset": "SOL", "amount": "1000", "solana": {"priority": True}}
+    )
+    asked = four["created"]["intent"]["solana"]
+    assert (asked["compute_unit_limit"], asked["compute_unit_price"]) == (1_500, 1_000_000)
+    assert four["created"]["fee"] == str(5000 + 1_500)  # 1,500 units at 1 lamport each
+    assert node.balance(ours) == before - 1000 - 5000 - 1_500
+    node.prioritization_fees = [40_000]
+    before = node.balance(ours)
+    new_dest = sol.address_from_public_key(sol.public_key_from_seed(secrets.token_bytes(32)))
+    allow(world, chain="solana", network="devnet", address=new_dest, label="vault 2", asset=mint)
+    pass_delay(world)
+    five = _released_and_tracked(
+        world,
+        {**base, "destination": new_dest, "asset": mint, "amount": "1000", "solana": {"priority": True}},
+    )
+    asked = five["created"]["intent"]["solana"]
+    assert (
+        asked["compute_unit_limit"],
+        asked["compute_unit_price"],
+        asked["create_destination_account"],
+    ) == (
+        50_000,
+        40_000,
+        True,
+    )
+    assert node.balance(ours) == before - 5000 - 2000 - rent  # 50,000 units at 0.04 lamports
+    assert node.token_amount(new_dest, mint) == 1000
+
     # The register charged what the runtime charged: fees, and the rent of the account made.
     fees = {m.withdrawal: -m.amount for m in books.register().movements if m.type == "fee"}
     assert fees == {
         one["created"]["id"]: 5000,
         two["created"]["id"]: 5000 + rent,
         three["created"]["id"]: 5000,
+        four["created"]["id"]: 5000 + 1_500,
+        five["created"]["id"]: 5000 + 2000 + rent,
     }
     report = books.reconcile()["report"]
     assert report["verdict"] == "reconciled", rcore.table(report)
     chain = {r["asset"]: r["chain_amount"] for r in report["rows"] if r["address"] == ours}
-    assert chain == {"SOL": str(node.balance(ours)), mint: "4500000"}
+    assert chain == {"SOL": str(node.balance(ours)), mint: "4499000"}

@@ -39,6 +39,23 @@ def _pk(address: str) -> Pubkey:
     return Pubkey.from_string(address)
 
 
+def _priority_fee(message: bytes) -> int:
+    from solders.compute_budget import ID as COMPUTE_BUDGET
+    from solders.message import Message
+
+    parsed = Message.from_bytes(message)
+    limit = price = 0
+    for ix in parsed.instructions:
+        if parsed.account_keys[ix.program_id_index] != COMPUTE_BUDGET:
+            continue
+        data = bytes(ix.data)
+        if data[0] == 2:
+            limit = int.from_bytes(data[1:5], "little")
+        elif data[0] == 3:
+            price = int.from_bytes(data[1:9], "little")
+    return -(-limit * price // 1_000_000)
+
+
 @dataclass
 class Executed:
     signature: str
@@ -57,6 +74,8 @@ class SvmNode:
     svm: LiteSVM = field(default_factory=lambda: LiteSVM().with_sigverify(True).with_blockhash_check(True))
     executed: dict[str, Executed] = field(default_factory=dict)
     token_owners: set[tuple[str, str]] = field(default_factory=set)  # (owner, mint) pairs to list
+    # What getRecentPrioritizationFees answers: one compute-unit price per recent slot.
+    prioritization_fees: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.server = JsonRpcServer(
@@ -74,6 +93,10 @@ class SvmNode:
                 "getTransaction": self.get_transaction,
                 "getSignatureStatuses": self.signature_statuses,
                 "getSignaturesForAddress": self.signatures_for_address,
+                "getRecentPrioritizationFees": lambda p: [
+                    {"slot": self.slot - len(self.prioritization_fees) + i, "prioritizationFee": f}
+                    for i, f in enumerate(self.prioritization_fees)
+                ],
             }
         )
 
@@ -173,7 +196,11 @@ class SvmNode:
         message = stx.parse_message(base64.b64decode(params[0]))
         if message.recent_blockhash != str(self.svm.latest_blockhash()):
             return self.context(None)
-        return self.context(5000 * message.num_required_signatures)  # the runtime's signature fee
+        # The runtime's signature fee, plus the priority fee the ComputeBudget instructions
+        # set, read with solders' own message parser.
+        return self.context(
+            5000 * message.num_required_signatures + _priority_fee(base64.b64decode(params[0]))
+        )
 
     def send_transaction(self, params: list[Any]) -> str:
         raw = base64.b64decode(params[0])

@@ -37,6 +37,7 @@ from tandem.errors import (
     ChainBadResponseError,
     ChainMismatchError,
     ChainRejectedError,
+    InputError,
     InvalidTransactionError,
 )
 
@@ -232,6 +233,29 @@ def test_mint_decimals_account_existence_and_fee_for_message() -> None:
     assert backend.fee_for_message(bytes([1, 0, 1, 0])) == 5000
     node.server.methods["getFeeForMessage"] = lambda p: node.context(None)  # blockhash expired
     assert backend.fee_for_message(bytes([1, 0, 1, 0])) is None
+
+
+def test_recent_prioritization_fees_in_the_documented_shape() -> None:
+    """getRecentPrioritizationFees answers [{"slot", "prioritizationFee"}] per recent
+    slot (the Solana RPC reference's example); the accounts asked for are the writable
+    ones, at most 128."""
+    node = SolanaNode()
+    asked: list[Any] = []
+
+    def answer(params: list[Any]) -> Any:
+        asked.append(params)
+        return [{"slot": 348125, "prioritizationFee": 0}, {"slot": 348126, "prioritizationFee": 1000},
+                {"slot": 348127, "prioritizationFee": 500}]  # fmt: skip
+
+    node.server.methods["getRecentPrioritizationFees"] = answer
+    _, account = new_account()
+    assert solana(node).recent_prioritization_fees((account,)) == (0, 1000, 500)
+    assert asked == [[[account]]]
+    node.server.methods["getRecentPrioritizationFees"] = lambda p: [{"slot": 1, "prioritizationFee": "1000"}]
+    with pytest.raises(ChainBadResponseError):
+        solana(node).recent_prioritization_fees((account,))
+    with pytest.raises(InputError):
+        solana(node).recent_prioritization_fees(tuple(new_account()[1] for _ in range(129)))
 
 
 def test_token_account_balance_reads_the_amount_string() -> None:

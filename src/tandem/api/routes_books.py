@@ -118,7 +118,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         return books.scan_deposits()
 
     @app.get("/v1/books/suggest", tags=["books"])
-    def suggest(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
+    def suggest(  # noqa: PLR0913, PLR0917 - FastAPI maps query parameters to arguments
         request: Request,
         viewer: Reader,
         wallet: Annotated[str, Query(max_length=64)],
@@ -127,9 +127,11 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         asset: Annotated[str, Query(max_length=80)],
         destination: Annotated[str | None, Query(max_length=100)] = None,
         nonce_account: Annotated[str | None, Query(max_length=64)] = None,
+        priority: bool = False,
     ) -> dict[str, Any]:
         """What a withdrawal intent needs from the chain (nonce and fees, or UTXOs and a fee
-        rate, or a recent blockhash or durable nonce, token decimals and the fee)."""
+        rate, or a recent blockhash or durable nonce, token decimals and the fee; for
+        Solana with `priority=true` also a compute-unit price and limit)."""
         return books_of(request).suggest(
             wallet=wallet,
             chain=chain,
@@ -137,6 +139,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
             asset=asset,
             destination=destination,
             nonce_account=nonce_account,
+            priority=priority,
         )
 
     @app.post("/v1/books/withdrawals/{withdrawal_id}/broadcast", tags=["books"])

@@ -345,6 +345,23 @@ class SolanaJsonRpc:
             parse.bad(what, f"{mint} is not an initialized mint")
         return raw[44]
 
+    def recent_prioritization_fees(self, accounts: tuple[str, ...]) -> tuple[int, ...]:
+        """The compute-unit prices (micro-lamports) that landed transactions locking
+        ``accounts`` writable paid in the recent slots (``getRecentPrioritizationFees``),
+        one per slot."""
+        what = "getRecentPrioritizationFees"
+        if len(accounts) > 128:
+            raise InputError("getRecentPrioritizationFees takes at most 128 accounts")
+        keys = [sol.validate_address(a) for a in accounts]
+        out = []
+        for item in parse.arr(self._call(what, [keys]), what):
+            entry = parse.obj(item, what)
+            parse.integer(parse.field(entry, "slot", what), what)
+            out.append(parse.integer(parse.field(entry, "prioritizationFee", what), what, maximum=U64_MAX))
+        if len(out) > 150:
+            parse.bad(what, f"node sent {len(out)} slots; the cache holds 150")
+        return tuple(out)
+
     def fee_for_message(self, message: bytes) -> int | None:
         """What the cluster charges for ``message`` (``getFeeForMessage``); None once its
         blockhash has expired."""

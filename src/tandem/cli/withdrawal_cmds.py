@@ -74,6 +74,7 @@ def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
     fields: tuple[str, ...] = ("chain", "network", "chain_id", "from", "to", "amount", "asset", "token")
     fields += ("decimals", "fee", "change")
     solana = ("nonce_account", "destination_token_account", "creates_destination_account")
+    solana += ("compute_unit_limit", "compute_unit_price", "priority_fee")
     for key in fields + solana:
         value = d.get(key)
         if value is not None:
@@ -92,7 +93,7 @@ def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
     if fee is not None:
         share = f", {fee['share']} of the amount" if fee["share"] is not None else " (paid in another asset)"
         tip = (
-            f", priority {fee['priority_rate']} {fee['rate_unit']}"
+            f", priority {fee['priority_rate']} {fee.get('priority_unit', fee['rate_unit'])}"
             if fee["priority_rate"] is not None
             else ""
         )

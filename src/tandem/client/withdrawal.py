@@ -75,11 +75,19 @@ def create_withdrawal(client: Client, manager: MemberSecrets, intent: dict[str, 
     ):
         # A recent blockhash (or the named nonce account's stored nonce), the mint's
         # decimals and whether the destination's token account exists, from the chain.
+        # {"priority": true} asks for a priority fee: a compute-unit price from the
+        # cluster's recent prioritization fees, at the limit the transfer needs.
         params = {k: doc.get(k) for k in ("wallet", "chain", "network", "asset", "destination")}
-        if given and given.get("nonce_account") is not None:
-            params["nonce_account"] = given["nonce_account"]
+        asked = dict(given or {})
+        priority = asked.pop("priority", False)
+        if not isinstance(priority, bool):
+            raise InputError("intent.solana.priority must be true or false")
+        if priority:
+            params["priority"] = "true"
+        if asked.get("nonce_account") is not None:
+            params["nonce_account"] = asked["nonce_account"]
         got = _get_doc(client, manager, "/v1/books/suggest", **params)
-        doc["solana"] = {**got["solana"], **(given or {})}
+        doc["solana"] = {**got["solana"], **asked}
     normal = wcore.normalize_intent(doc)
     _side, sealed = client.reseal_for_operation(
         manager, prepared["keyset"], prepared["operation"], keyset_id=intent["wallet"]

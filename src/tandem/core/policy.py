@@ -189,6 +189,7 @@ _FEE_FIELDS = ("max_fee", "max_fee_rate", "max_priority_fee", "max_fee_bps", "wa
 FEE_RATE_UNIT: Mapping[str, str] = MappingProxyType(
     {"bitcoin": "sat/vB", "ethereum": "wei/gas", "solana": "lamports/signature"}
 )
+PRIORITY_FEE_UNIT: Mapping[str, str] = MappingProxyType({"solana": "micro-lamports/compute unit"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,8 +198,9 @@ class FeeLimits:
 
     ``max_fee`` bounds the worst case (Bitcoin: inputs - outputs; Ethereum: gas_limit x
     max_fee_per_gas); ``max_fee_rate`` the sat/vB or max_fee_per_gas; ``max_priority_fee``
-    the Ethereum tip per gas; ``max_fee_bps`` the fee as a share of the amount in basis
-    points (only when the fee is paid in the asset withdrawn). ``warn_bps`` is where the
+    the Ethereum tip per gas or the Solana compute-unit price (micro-lamports);
+    ``max_fee_bps`` the fee as a share of the amount in basis points (only when the fee
+    is paid in the asset withdrawn). ``warn_bps`` is where the
     approval view starts warning. None means "no limit beyond the chain's cap".
     """
 
@@ -244,8 +246,9 @@ CHAIN_FEE_CAPS: Mapping[str, FeeLimits] = MappingProxyType(
             max_priority_fee=100_000_000_000,
         ),
         # 0.01 SOL: the signature fee with room for the rent of a token account the
-        # transfer creates; Tandem sets no priority fee, so the rate is the base fee.
-        "solana": FeeLimits(max_fee=10_000_000, max_fee_rate=5_000),
+        # transfer creates and a priority fee; the rate is the base fee per signature,
+        # the priority fee a compute-unit price (at most 100 lamports per unit).
+        "solana": FeeLimits(max_fee=10_000_000, max_fee_rate=5_000, max_priority_fee=100_000_000),
     }
 )
 
@@ -286,6 +289,7 @@ def _check_fees(rule: Rule, facts: WithdrawalFacts, explanation: list[str]) -> l
     cap = CHAIN_FEE_CAPS.get(facts.chain, FeeLimits())
     mine = rule.fees or FeeLimits()
     unit = FEE_RATE_UNIT.get(facts.chain, "per unit")
+    priority_unit = PRIORITY_FEE_UNIT.get(facts.chain, unit)
     same_asset = _fold(fee.asset) == _fold(facts.asset)
     share = fee_share_text(fee.amount, facts.amount) if same_asset else "n/a (paid in another asset)"
     explanation.append(
@@ -298,7 +302,7 @@ def _check_fees(rule: Rule, facts: WithdrawalFacts, explanation: list[str]) -> l
             "priority fee",
             fee.priority_rate,
             _tightest(cap.max_priority_fee, mine.max_priority_fee),
-            unit,
+            priority_unit,
         ),
     )
     violations: list[PolicyError] = []

@@ -52,6 +52,7 @@ from tandem.core.identity import IdentityCard, canonical_signature, unb64
 from tandem.core.membership import REPLAYED_KINDS, LogState, check_genesis, genesis_hash
 from tandem.core.policy import (
     FEE_RATE_UNIT,
+    PRIORITY_FEE_UNIT,
     AddressBookEntry,
     Fee,
     PastWithdrawal,
@@ -137,12 +138,15 @@ class SolParams:
     """A Solana intent's chain parameters: the blockhash the message names (a durable
     nonce's stored value when ``nonce_account`` is given, which an approval that takes
     longer than a minute needs), and for tokens the mint's decimals and whether the
-    transaction creates the destination's associated token account."""
+    transaction creates the destination's associated token account. A priority fee is
+    a compute-unit price (micro-lamports) with the compute-unit limit it is paid at."""
 
     recent_blockhash: str
     nonce_account: str | None = None
     decimals: int | None = None
     create_destination_account: bool = False
+    compute_unit_limit: int | None = None
+    compute_unit_price: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,8 +215,14 @@ class Intent:
             if self.token is not None:
                 params["decimals"] = self.sol.decimals
                 params["create_destination_account"] = self.sol.create_destination_account
+            if self.sol.compute_unit_price is not None:
+                params["compute_unit_limit"] = self.sol.compute_unit_limit
+                params["compute_unit_price"] = self.sol.compute_unit_price
             out["solana"] = params
         return out
+
+
+_PRIORITY = ("compute_unit_limit", "compute_unit_price")  # a Solana priority fee, both or neither
 
 
 def _int(obj: Mapping[str, Any], key: str, where: str, *, low: int, high: int) -> int:
@@ -429,7 +439,7 @@ def _solana_intent(  # noqa: PLR0917 - the parsed fields of one intent
         params = check_fields(
             doc["solana"],
             required=("recent_blockhash", "decimals", "create_destination_account"),
-            optional=("nonce_account",),
+            optional=("nonce_account", *_PRIORITY),
             where=w,
         )
         if not isinstance(params["create_destination_account"], bool):
@@ -438,7 +448,7 @@ def _solana_intent(  # noqa: PLR0917 - the parsed fields of one intent
         create = params["create_destination_account"]
     else:
         params = check_fields(
-            doc["solana"], required=("recent_blockhash",), optional=("nonce_account",), where=w
+            doc["solana"], required=("recent_blockhash",), optional=("nonce_account", *_PRIORITY), where=w
         )
         decimals, create = None, False
     if amount > (1 << 64) - 1:
@@ -450,6 +460,12 @@ def _solana_intent(  # noqa: PLR0917 - the parsed fields of one intent
         nonce = _address("solana", network, nonce, f"{w}.nonce_account")
         if nonce in (from_address, destination):
             raise InputError(f"{w}.nonce_account must be an account of its own")
+    if ("compute_unit_limit" in params) != ("compute_unit_price" in params):
+        raise InputError(f"{w}: a priority fee names compute_unit_price and compute_unit_limit together")
+    limit = price = None
+    if "compute_unit_price" in params:
+        limit = _int(params, "compute_unit_limit", w, low=1, high=stx.MAX_COMPUTE_UNIT_LIMIT)
+        price = _int(params, "compute_unit_price", w, low=1, high=stx.MAX_COMPUTE_UNIT_PRICE)
     return Intent(
         wallet=wallet,
         from_address=from_address,
@@ -464,6 +480,8 @@ def _solana_intent(  # noqa: PLR0917 - the parsed fields of one intent
             nonce_account=nonce,
             decimals=decimals,
             create_destination_account=create,
+            compute_unit_limit=limit,
+            compute_unit_price=price,
         ),
     )
 
@@ -773,6 +791,8 @@ class _Solana:
             mint=intent.token,
             decimals=p.decimals,
             create_destination_account=p.create_destination_account,
+            compute_unit_limit=p.compute_unit_limit,
+            compute_unit_price=p.compute_unit_price,
         )
         return BuiltTx(raw, (), stx.review(raw).fee, 0)
 
@@ -810,6 +830,9 @@ class _Solana:
             "source_token_account": r.source_token_account,
             "destination_token_account": r.destination_token_account,
             "creates_destination_account": r.creates_destination_account,
+            "compute_unit_limit": r.compute_unit_limit,
+            "compute_unit_price": r.compute_unit_price,
+            "priority_fee": None if r.compute_unit_price is None else str(r.priority_fee),
         }
 
     def mismatches(self, intent: Intent, view: Mapping[str, Any]) -> list[str]:
@@ -826,8 +849,14 @@ class _Solana:
             problems.append(f"amount is {view['amount']}, the intent says {intent.amount}")
         if view["asset"] != intent.asset:
             problems.append(f"asset is {view['asset']}, the intent says {intent.asset}")
-        for key in ("recent_blockhash", "nonce_account", "decimals"):
-            if view[key] != getattr(p, key):
+        for key in (
+            "recent_blockhash",
+            "nonce_account",
+            "decimals",
+            "compute_unit_limit",
+            "compute_unit_price",
+        ):
+            if view.get(key) != getattr(p, key):
                 problems.append(f"{key} is {view[key]}, the intent says {getattr(p, key)}")
         if view["creates_destination_account"] != p.create_destination_account:
             problems.append("the transaction and the intent differ on creating the destination token account")
@@ -897,7 +926,9 @@ def fee_of(intent: Intent, view: Mapping[str, Any]) -> Fee:
 
     Bitcoin: inputs - outputs (input amounts from the prevouts the signatures commit
     to), at the higher of the stated and the effective sat/vB. Ethereum: gas_limit x
-    max_fee_per_gas, at max_fee_per_gas, with the priority fee beside it.
+    max_fee_per_gas, at max_fee_per_gas, with the priority fee beside it. Solana: the
+    signature fee, the priority fee at the message's compute-unit limit and any rent, at
+    the signature fee, with the compute-unit price beside it.
     """
     amount = int(view["fee"])
     if intent.chain == "bitcoin":
@@ -905,7 +936,13 @@ def fee_of(intent: Intent, view: Mapping[str, Any]) -> Fee:
         effective = -(-amount // vsize) if vsize > 0 else amount
         return Fee(amount=amount, asset=NATIVE_ASSET["bitcoin"], rate=max(intent.fee_rate or 0, effective))
     if intent.chain == "solana":
-        return Fee(amount=amount, asset=NATIVE_ASSET["solana"], rate=stx.LAMPORTS_PER_SIGNATURE)
+        price = view.get("compute_unit_price")
+        return Fee(
+            amount=amount,
+            asset=NATIVE_ASSET["solana"],
+            rate=stx.LAMPORTS_PER_SIGNATURE,
+            priority_rate=None if price is None else int(price),
+        )
     return Fee(
         amount=amount,
         asset=NATIVE_ASSET["ethereum"],
@@ -932,6 +969,7 @@ def fee_review(intent: Intent, view: Mapping[str, Any], *, warn_bps: int) -> dic
         "rate": str(fee.rate),
         "rate_unit": FEE_RATE_UNIT[intent.chain],
         "priority_rate": None if fee.priority_rate is None else str(fee.priority_rate),
+        "priority_unit": PRIORITY_FEE_UNIT.get(intent.chain, FEE_RATE_UNIT[intent.chain]),
         "share": fee_share_text(fee.amount, intent.amount) if same_asset else None,
         "share_bps": share_bps,
         "warning": warning,

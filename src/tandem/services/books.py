@@ -83,6 +83,37 @@ def read_register(session: Session) -> Register:
     return Register.replay(_entries(session, REGISTER_KINDS), roles=_roles(session))
 
 
+# Compute units Tandem's Solana transfers are given when they pay a priority fee: what
+# the runtime uses (ComputeBudget 150 each, System 150, SPL TransferChecked about 6,200,
+# an associated account's creation about 25,000) with a margin. Too few and the
+# transaction fails (and still pays); every unit asked for is paid at the price.
+SOL_TRANSFER_UNITS = 1_500
+TOKEN_TRANSFER_UNITS = 12_000
+TOKEN_TRANSFER_CREATING_UNITS = 50_000
+
+
+def _compute_units(mint: str | None, creates: bool) -> int:
+    if mint is None:
+        return SOL_TRANSFER_UNITS
+    return TOKEN_TRANSFER_CREATING_UNITS if creates else TOKEN_TRANSFER_UNITS
+
+
+def _priority_price(backend: Any, payer: str, destination: str, mint: str | None) -> int:
+    """A compute-unit price from the recent slots' prioritization fees for the accounts
+    the transfer writes: the 75th percentile of the slots that paid one, at least 1
+    micro-lamport, at most what Tandem builds."""
+    writable = [payer, destination]
+    if mint is not None:
+        writable = [
+            payer,
+            stx.associated_token_address(payer, mint),
+            stx.associated_token_address(destination, mint),
+        ]
+    paid = sorted(f for f in backend.recent_prioritization_fees(tuple(writable)) if f > 0)
+    price = paid[(len(paid) * 3) // 4] if paid else 1
+    return min(max(price, 1), stx.MAX_COMPUTE_UNIT_PRICE)
+
+
 def _job_view(row: ReconcileJob, *, with_result: bool = False) -> dict[str, Any]:
     view: dict[str, Any] = {
         "job": row.id,
@@ -1068,13 +1099,17 @@ class Books:
         asset: str,
         destination: str | None = None,
         nonce_account: str | None = None,
+        priority: bool = False,
     ) -> dict[str, Any]:
         """What a withdrawal intent needs from the chain: Ethereum nonce (past the nonces
         live withdrawals already hold), fee caps, gas limit and chain id; Bitcoin the
         wallet's unreserved UTXOs with their previous transactions and a fee rate; Solana
         a recent blockhash (or the named durable nonce account's stored nonce), the
         mint's decimals and whether the destination's token account must be created,
-        and the fee the cluster charges for exactly that transaction."""
+        and the fee the cluster charges for exactly that transaction; with ``priority``,
+        a compute-unit price from the cluster's recent prioritization fees and the
+        compute-unit limit Tandem's transfer needs (a priority fee the approvers review
+        and the policy's fee cap counts)."""
         from tandem.store.models import OutpointReservation, WithdrawalNonce
 
         with self.svc.db.read() as session:
@@ -1127,11 +1162,20 @@ class Books:
                 "bitcoin": {"utxos": utxos, "fee_rate": backend.suggest_fee_rate().sat_per_vb},
             }
         if chain == "solana":
-            return self._suggest_solana(backend, address, asset, destination, nonce_account)
+            return self._suggest_solana(
+                backend, address, asset, destination, nonce_account, priority=priority
+            )
         raise InputError(f"no intent filling for {chain}")
 
     def _suggest_solana(
-        self, backend: Any, address: str, asset: str, destination: str | None, nonce_account: str | None
+        self,
+        backend: Any,
+        address: str,
+        asset: str,
+        destination: str | None,
+        nonce_account: str | None,
+        *,
+        priority: bool = False,
     ) -> dict[str, Any]:
         if destination is None:
             raise InputError("a Solana suggestion needs the destination (its fee and token account)")
@@ -1154,6 +1198,11 @@ class Books:
             params["decimals"] = backend.mint_decimals(mint)
             account = stx.associated_token_address(destination, mint)
             params["create_destination_account"] = not backend.account_exists(account)
+        if priority:
+            params["compute_unit_limit"] = _compute_units(
+                mint, params.get("create_destination_account", False)
+            )
+            params["compute_unit_price"] = _priority_price(backend, address, destination, mint)
         message = stx.build_transfer(
             payer=address,
             destination=destination,
@@ -1163,8 +1212,11 @@ class Books:
             mint=mint,
             decimals=params.get("decimals"),
             create_destination_account=params.get("create_destination_account", False),
+            compute_unit_limit=params.get("compute_unit_limit"),
+            compute_unit_price=params.get("compute_unit_price"),
         )
         signatures = message[0]
+        reviewed = stx.review(message)
         if nonce_account is not None:
             # getFeeForMessage knows only recent blockhashes; the nonce account states its fee.
             fee = nonce.lamports_per_signature * signatures
@@ -1173,24 +1225,38 @@ class Books:
             if got is None:
                 raise ChainBadResponseError("getFeeForMessage: the blockhash just read is not known")
             fee = got
-        if fee > stx.LAMPORTS_PER_SIGNATURE * signatures:
+        if nonce_account is not None:
+            fee += reviewed.priority_fee  # the nonce account's fee is per signature only
+        counted = stx.LAMPORTS_PER_SIGNATURE * signatures + reviewed.priority_fee
+        if fee > counted:
             # The approval reviews (and the policy limits) Tandem's worst case; a cluster
             # charging more would make that review wrong, so nothing is suggested.
             raise ChainBadResponseError(
                 f"the cluster charges {fee} lamports for this transaction; Tandem's fee review "
                 f"counts {stx.LAMPORTS_PER_SIGNATURE} per signature"
+                + (f" and a priority fee of {reviewed.priority_fee}" if reviewed.priority_fee else "")
             )
-        worst = stx.review(message).fee
-        return {"from": address, "solana": params, "fee": str(fee), "fee_worst_case": str(worst)}
+        return {
+            "from": address,
+            "solana": params,
+            "fee": str(fee),
+            "fee_worst_case": str(reviewed.fee),
+            "priority_fee": str(reviewed.priority_fee),
+        }
 
     def fill_intent(self, intent: dict[str, Any]) -> dict[str, Any]:
         """``intent`` with what it leaves out filled from the chain; what it names is kept
         (by hand stays possible)."""
         chain = intent.get("chain")
         if chain == "solana":
-            given = intent.get("solana") or {}
-            if not isinstance(given, dict) or "recent_blockhash" in given:
+            asked = intent.get("solana") or {}
+            if not isinstance(asked, dict) or "recent_blockhash" in asked:
                 return dict(intent)
+            given = dict(asked)
+            # {"priority": true}: the manager asks for a priority fee, priced from the chain.
+            priority = given.pop("priority", False)
+            if not isinstance(priority, bool):
+                raise InputError("intent.solana.priority must be true or false")
             got = self.suggest(
                 wallet=intent["wallet"],
                 chain="solana",
@@ -1198,6 +1264,7 @@ class Books:
                 asset=intent["asset"],
                 destination=intent.get("destination"),
                 nonce_account=given.get("nonce_account"),
+                priority=priority,
             )
             return {"from": got["from"], **intent, "solana": {**got["solana"], **given}}
         if chain not in ("ethereum", "bitcoin") or chain in intent:

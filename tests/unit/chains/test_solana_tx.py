@@ -218,3 +218,65 @@ def test_bad_inputs_are_named() -> None:
         stx.build_transfer(payer=PAYER, destination=DEST, amount=1 << 64, recent_blockhash=BLOCKHASH)
     with pytest.raises(InputError, match="decimals"):
         stx.build_transfer(payer=PAYER, destination=DEST, amount=1, recent_blockhash=BLOCKHASH, mint=MINT)
+
+
+# --- priority fees: the ComputeBudget program's instructions -----------------------------
+
+from solders.compute_budget import ID as SD_COMPUTE_BUDGET  # noqa: E402
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price  # noqa: E402
+
+
+@pytest.mark.parametrize("nonce", [None, NONCE])
+@pytest.mark.parametrize("mint", [None, MINT])
+def test_priority_fee_instructions_equal_solders_and_are_counted(nonce: str | None, mint: str | None) -> None:
+    ours = stx.build_transfer(
+        payer=PAYER,
+        destination=DEST,
+        amount=7,
+        recent_blockhash=BLOCKHASH,
+        nonce_account=nonce,
+        mint=mint,
+        decimals=6 if mint else None,
+        create_destination_account=mint is not None,
+        compute_unit_limit=50_000,
+        compute_unit_price=123_457,
+    )
+    body = (
+        [sd_create_ata(), sd_transfer_checked(7, 6)]
+        if mint
+        else [sd_transfer(TransferParams(from_pubkey=pk(PAYER), to_pubkey=pk(DEST), lamports=7))]
+    )
+    budget = [set_compute_unit_limit(50_000), set_compute_unit_price(123_457)]
+    theirs = sd_message(([sd_nonce()] if nonce else []) + budget + body)  # AdvanceNonce stays first
+    assert str(SD_COMPUTE_BUDGET) == stx.COMPUTE_BUDGET_PROGRAM
+    assert ours == theirs
+    r = stx.review(ours)
+    assert (r.compute_unit_limit, r.compute_unit_price, r.nonce_account) == (50_000, 123_457, nonce)
+    # 50,000 units at 0.123457 lamports each: 6172.85, rounded up as the runtime does.
+    assert r.priority_fee == 6173
+    rent = stx.TOKEN_ACCOUNT_RENT if mint else 0
+    assert r.fee == stx.LAMPORTS_PER_SIGNATURE + 6173 + rent
+
+
+_PAY = sd_transfer(TransferParams(from_pubkey=pk(PAYER), to_pubkey=pk(DEST), lamports=7))
+_NOT_TANDEMS = {
+    "a price without a limit": [set_compute_unit_price(10), _PAY],
+    "a limit without a price": [set_compute_unit_limit(1000), _PAY],
+    "price before limit": [set_compute_unit_price(10), set_compute_unit_limit(1000), _PAY],
+    "twice": [set_compute_unit_limit(1000), set_compute_unit_price(1), set_compute_unit_price(9), _PAY],
+    "a limit past the runtime's": [set_compute_unit_limit(1_400_001), set_compute_unit_price(1), _PAY],
+    "a zero price": [set_compute_unit_limit(1000), set_compute_unit_price(0), _PAY],
+}
+
+
+@pytest.mark.parametrize("what", sorted(_NOT_TANDEMS))
+def test_a_compute_budget_tandem_does_not_build_is_refused(what: str) -> None:
+    with pytest.raises(InvalidTransactionError):
+        stx.review(sd_message(_NOT_TANDEMS[what]))
+
+
+def test_a_price_needs_its_limit_when_building() -> None:
+    with pytest.raises(InputError, match="together"):
+        stx.build_transfer(
+            payer=PAYER, destination=DEST, amount=1, recent_blockhash=BLOCKHASH, compute_unit_price=5
+        )

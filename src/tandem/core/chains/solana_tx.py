@@ -41,9 +41,15 @@ SYSTEM_PROGRAM = "11111111111111111111111111111111"
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"  # noqa: S105 - a program id
 ASSOCIATED_TOKEN_PROGRAM = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL"  # noqa: S105 - a program id
 RECENT_BLOCKHASHES_SYSVAR = "SysvarRecentB1ockHashes11111111111111111111"
+COMPUTE_BUDGET_PROGRAM = "ComputeBudget111111111111111111111111111111"
 
-# The fee a validator charges per signature (lamports); Tandem adds no priority fee.
+# The fee a validator charges per signature (lamports). A priority fee is added only when
+# the intent names a compute-unit price, and then with an explicit compute-unit limit,
+# so that the fee the approvers review is bounded: ceil(limit * price / 1e6) lamports.
 LAMPORTS_PER_SIGNATURE = 5000
+MAX_COMPUTE_UNIT_LIMIT = 1_400_000  # the most a transaction may ask for
+MAX_COMPUTE_UNIT_PRICE = 100_000_000_000  # micro-lamports per unit: 140,000 SOL at the limit
+MICRO_LAMPORTS = 1_000_000
 # Rent-exempt balance of a 165-byte SPL token account, which its creator pays.
 TOKEN_ACCOUNT_RENT = 2_039_280
 MAX_TX_BYTES = 1232  # one packet: the IPv6 minimum MTU less headers
@@ -52,6 +58,8 @@ _SYS_TRANSFER = 2
 _SYS_ADVANCE_NONCE = 4
 _TOKEN_TRANSFER_CHECKED = 12
 _ATA_CREATE_IDEMPOTENT = 1
+_CB_SET_LIMIT = 2
+_CB_SET_PRICE = 3
 _U64_MAX = (1 << 64) - 1
 
 
@@ -144,6 +152,29 @@ def advance_nonce(nonce_account: str, authority: str) -> Instruction:
         ),
         _SYS_ADVANCE_NONCE.to_bytes(4, "little"),
     )
+
+
+def set_compute_unit_limit(units: int) -> Instruction:
+    if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= MAX_COMPUTE_UNIT_LIMIT:
+        raise InputError(f"a compute-unit limit is 1-{MAX_COMPUTE_UNIT_LIMIT}")
+    return Instruction(COMPUTE_BUDGET_PROGRAM, (), bytes([_CB_SET_LIMIT]) + units.to_bytes(4, "little"))
+
+
+def set_compute_unit_price(micro_lamports: int) -> Instruction:
+    if (
+        isinstance(micro_lamports, bool)
+        or not isinstance(micro_lamports, int)
+        or not 1 <= micro_lamports <= MAX_COMPUTE_UNIT_PRICE
+    ):
+        raise InputError(f"a compute-unit price is 1-{MAX_COMPUTE_UNIT_PRICE} micro-lamports")
+    return Instruction(
+        COMPUTE_BUDGET_PROGRAM, (), bytes([_CB_SET_PRICE]) + micro_lamports.to_bytes(8, "little")
+    )
+
+
+def priority_fee(compute_unit_limit: int, compute_unit_price: int) -> int:
+    """Lamports a compute-unit price costs at a limit, rounded up as the runtime does."""
+    return -(-compute_unit_limit * compute_unit_price // MICRO_LAMPORTS)
 
 
 def create_associated_token_account_idempotent(payer: str, owner: str, mint: str) -> Instruction:
@@ -391,13 +422,22 @@ class Review:
     source_token_account: str | None
     destination_token_account: str | None
     creates_destination_account: bool
+    compute_unit_limit: int | None = None
+    compute_unit_price: int | None = None  # micro-lamports per compute unit
+
+    @property
+    def priority_fee(self) -> int:
+        if self.compute_unit_limit is None or self.compute_unit_price is None:
+            return 0
+        return priority_fee(self.compute_unit_limit, self.compute_unit_price)
 
     @property
     def fee(self) -> int:
-        """Worst case in lamports: the signature fee, plus the rent of a token account the
-        transaction may create (the payer funds it; it is not returned)."""
+        """Worst case in lamports: the signature fee, the priority fee (the compute-unit
+        price at the limit the message sets, charged whatever is used), plus the rent of a
+        token account the transaction may create (the payer funds it; it is not returned)."""
         rent = TOKEN_ACCOUNT_RENT if self.creates_destination_account else 0
-        return LAMPORTS_PER_SIGNATURE + rent
+        return LAMPORTS_PER_SIGNATURE + self.priority_fee + rent
 
 
 def _expect(ix: Instruction, program: str, data_len: int, tag: bytes, what: str) -> None:
@@ -442,11 +482,28 @@ def review(message_bytes: bytes) -> Review:
             "nonce",
         )[0]
         ixs = ixs[1:]
+    limit, price = None, None
+    if ixs and ixs[0].program == COMPUTE_BUDGET_PROGRAM:
+        # Both, in this order, or neither: a price without a limit would cost up to the
+        # default limit of every instruction, which the review would have to guess.
+        if len(ixs) < 2 or ixs[1].program != COMPUTE_BUDGET_PROGRAM:
+            raise InvalidTransactionError("a compute-unit price must come with a compute-unit limit")
+        _expect(ixs[0], COMPUTE_BUDGET_PROGRAM, 5, bytes([_CB_SET_LIMIT]), "SetComputeUnitLimit")
+        _expect(ixs[1], COMPUTE_BUDGET_PROGRAM, 9, bytes([_CB_SET_PRICE]), "SetComputeUnitPrice")
+        _metas(ixs[0], [], "compute-unit limit")
+        _metas(ixs[1], [], "compute-unit price")
+        limit = int.from_bytes(ixs[0].data[1:5], "little")
+        price = int.from_bytes(ixs[1].data[1:9], "little")
+        if not 1 <= limit <= MAX_COMPUTE_UNIT_LIMIT or not 1 <= price <= MAX_COMPUTE_UNIT_PRICE:
+            raise InvalidTransactionError("the compute budget is out of the range Tandem builds")
+        ixs = ixs[2:]
     if len(ixs) == 1 and ixs[0].program == SYSTEM_PROGRAM:
         ix = ixs[0]
         _expect(ix, SYSTEM_PROGRAM, 12, _SYS_TRANSFER.to_bytes(4, "little"), "a System transfer")
         _, to = _metas(ix, [(payer, True, True), (None, False, True)], "transfer")
         return Review(
+            compute_unit_limit=limit,
+            compute_unit_price=price,
             payer=payer,
             recent_blockhash=msg.recent_blockhash,
             nonce_account=nonce_account,
@@ -491,6 +548,8 @@ def review(message_bytes: bytes) -> Review:
     else:
         destination = ""  # the owner is not in the bytes; the caller derives and compares
     return Review(
+        compute_unit_limit=limit,
+        compute_unit_price=price,
         payer=payer,
         recent_blockhash=msg.recent_blockhash,
         nonce_account=nonce_account,
@@ -504,7 +563,7 @@ def review(message_bytes: bytes) -> Review:
     )
 
 
-def build_transfer(
+def build_transfer(  # noqa: PLR0913 - one keyword per field of a Solana intent
     *,
     payer: str,
     destination: str,
@@ -514,11 +573,19 @@ def build_transfer(
     mint: str | None = None,
     decimals: int | None = None,
     create_destination_account: bool = False,
+    compute_unit_limit: int | None = None,
+    compute_unit_price: int | None = None,
 ) -> bytes:
-    """The unsigned message of a SOL (no ``mint``) or SPL token transfer."""
+    """The unsigned message of a SOL (no ``mint``) or SPL token transfer; with a priority
+    fee, SetComputeUnitLimit and SetComputeUnitPrice come first (after AdvanceNonce,
+    which a durable-nonce transaction must start with)."""
     ixs: list[Instruction] = []
     if nonce_account is not None:
         ixs.append(advance_nonce(nonce_account, payer))
+    if (compute_unit_limit is None) != (compute_unit_price is None):
+        raise InputError("a compute-unit price and a compute-unit limit go together")
+    if compute_unit_limit is not None and compute_unit_price is not None:
+        ixs += [set_compute_unit_limit(compute_unit_limit), set_compute_unit_price(compute_unit_price)]
     if mint is None:
         ixs.append(transfer(payer, destination, amount))
     else:
