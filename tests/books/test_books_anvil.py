@@ -281,3 +281,38 @@ def test_outflows_named_by_kind(world: World, anvil: Anvil, funded: dict[str, An
     anvil.rpc("anvil_stopImpersonatingAccount", [address])
     found = books.reconcile()["report"]["discrepancies"]
     assert [(d["kind"], d["asset"]) for d in found] == [("outflow_without_withdrawal", "ETH")]
+
+
+# A forwarder, assembled by hand: CALL(gas, calldata[0:32] as the address, callvalue),
+# revert if that call fails. Init code copies the 24 runtime bytes and returns them.
+FORWARDER = bytes.fromhex(
+    "601880600b6000396000f3"  # PUSH1 24 DUP1 PUSH1 11 PUSH1 0 CODECOPY PUSH1 0 RETURN
+    "6000600060006000"  # retSize retOffset argsSize argsOffset: all 0
+    "34600035"  # CALLVALUE, PUSH1 0 CALLDATALOAD (the recipient)
+    "5af1"  # GAS CALL
+    "15601357"  # ISZERO PUSH1 19 JUMPI
+    "00"  # STOP
+    "5b600080fd"  # JUMPDEST PUSH1 0 DUP1 REVERT
+)
+
+
+def test_value_moved_by_a_contract_call_is_a_deposit(
+    world: World, anvil: Anvil, funded: dict[str, Any]
+) -> None:
+    """An internal transfer (a contract paying us inside someone's transaction: no
+    transaction to our address, no log) is found in the node's traces (anvil answers
+    trace_block), recorded with the trace's index as evidence, and reconciles."""
+    books: Books = funded["books"]
+    address = funded["address"]
+    books.scan_deposits()
+    forwarder = anvil.send_from_dev(None, FORWARDER)["contractAddress"]
+    before = int(anvil.rpc("eth_getBalance", [address, "latest"]), 16)
+    paid = anvil.send_from_dev(forwarder, eth.parse_address(address).rjust(32, b"\x00"), value=7 * 10**15)
+    assert int(anvil.rpc("eth_getBalance", [address, "latest"]), 16) == before + 7 * 10**15
+    seen = books.scan_deposits()
+    assert [(m["asset"], m["amount"], m["txid"], m["index"]) for m in seen] == [
+        ("ETH", str(7 * 10**15), paid["transactionHash"], 1)
+    ]
+    assert books.scan_deposits() == []
+    report = books.reconcile()["report"]
+    assert report["verdict"] == "reconciled", rcore.table(report)

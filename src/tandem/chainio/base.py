@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-
     from tandem.core.chains.bitcoin import Prevout
 
 TxState = Literal["unknown", "pending", "confirmed", "failed"]
@@ -116,6 +115,18 @@ class EthereumTransaction:
     nonce: int
     value: int
     block_height: int | None
+
+
+@dataclass(frozen=True)
+class InternalTransfer:
+    """Value a contract call moved inside a transaction (a trace, not a transaction):
+    ``index`` is the trace's place in the transaction's trace list (0 is the top call)."""
+
+    tx_hash: str
+    to: str
+    value: int
+    index: int
+    block_height: int
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from tandem.chainio.base import (
     Balance,
     EthereumFees,
     EthereumTransaction,
+    InternalTransfer,
     TokenBalance,
     TokenTransfer,
     TxState,
@@ -65,6 +66,7 @@ class EthereumJsonRpc:
         self.expected_chain_id = eth.CHAIN_IDS[endpoint.network]
         self.rpc = JsonRpcClient(HttpEndpoint(endpoint.url, timeout=endpoint.timeout, transport=transport))
         self._chain_checked = False
+        self._no_traces = False  # the node answered trace_block with "method not found"
 
     def close(self) -> None:
         self.rpc.close()
@@ -277,6 +279,62 @@ class EthereumJsonRpc:
                         block_height=height,
                     )
                 )
+        return tuple(found)
+
+    def internal_transfers_in_block(
+        self, height: int, recipients: tuple[str, ...]
+    ) -> tuple[InternalTransfer, ...] | None:
+        """Value moved to ``recipients`` by contract calls inside the transactions of block
+        ``height`` (``trace_block``: calls below the top one, and ``selfdestruct``
+        refunds), skipping any call that failed or sits under one that did. None when
+        the node has no trace API (method not found): such deposits are then not seen."""
+        what = "trace_block"
+        if self._no_traces:
+            return None
+        try:
+            traces = parse.arr(self._call(what, [hex(height)]), what)
+        except JsonRpcError as exc:
+            if exc.rpc_code != _METHOD_NOT_FOUND:
+                raise
+            self._no_traces = True
+            return None
+        wanted = {eth.to_checksum_address(r) for r in recipients}
+        failed: set[tuple[str, tuple[int, ...]]] = set()
+        position: dict[str, int] = {}
+        found = []
+        for raw in traces:
+            trace = parse.obj(raw, what)
+            kind = parse.string(parse.field(trace, "type", what), what)
+            tx_value = trace.get("transactionHash")
+            if tx_value is None:
+                continue  # a block reward trace: no transaction
+            tx_hash = parse.hash32(tx_value, what)
+            if parse.integer(parse.field(trace, "blockNumber", what), what) != height:
+                parse.bad(what, "a trace of another block")
+            path = tuple(
+                parse.integer(i, what, maximum=1 << 32)
+                for i in parse.arr(parse.field(trace, "traceAddress", what), what)
+            )
+            index = position.get(tx_hash, 0)
+            position[tx_hash] = index + 1
+            if trace.get("error") is not None:
+                failed.add((tx_hash, path))
+            if not path or any((tx_hash, path[:n]) in failed for n in range(len(path) + 1)):
+                continue  # the top call is the transaction itself; a failed call moved nothing
+            action = parse.obj(parse.field(trace, "action", what), what)
+            if kind == "call":
+                if action.get("callType") not in ("call", None):
+                    continue  # delegatecall and staticcall move no value of their own
+                to, value = action.get("to"), action.get("value")
+            elif kind in ("suicide", "selfdestruct"):
+                to, value = action.get("refundAddress"), action.get("balance")
+            else:
+                continue
+            if to is None or value is None or _address(to, what) not in wanted:
+                continue
+            amount = parse.quantity(value, what)
+            if amount:
+                found.append(InternalTransfer(tx_hash, _address(to, what), amount, index, height))
         return tuple(found)
 
     def token_contracts_paying(

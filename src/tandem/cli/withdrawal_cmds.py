@@ -73,7 +73,7 @@ def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
     table = whole_table("field", "decoded here from the raw transaction", show_header=True)
     fields: tuple[str, ...] = ("chain", "network", "chain_id", "from", "to", "amount", "asset", "token")
     fields += ("decimals", "fee", "change")
-    solana = ("nonce_account", "destination_token_account", "creates_destination_account")
+    solana: tuple[str, ...] = ("nonce_account", "destination_token_account", "creates_destination_account")
     solana += ("compute_unit_limit", "compute_unit_price", "priority_fee")
     for key in fields + solana:
         value = d.get(key)

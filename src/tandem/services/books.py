@@ -516,6 +516,18 @@ class Books:
                     out.append(
                         (self._movement(a, client, "ETH", tx.value, tx.tx_hash, None, height, now), seg)
                     )
+            # Value moved by contract calls (an internal transfer: a multisig, a batch
+            # payout, a selfdestruct), from the node's traces when it has a trace API;
+            # the evidence index is the trace's place in its transaction.
+            for it in backend.internal_transfers_in_block(height, tuple(mine)) or ():
+                a, seg = mine[eth.to_checksum_address(it.to)]
+                if backend.transaction_status(it.tx_hash).state != "confirmed":
+                    continue
+                client = self._credit(a, seg, reg)
+                if client is not None:
+                    out.append(
+                        (self._movement(a, client, "ETH", it.value, it.tx_hash, it.index, height, now), seg)
+                    )
         if tokens and start <= tip:
             for token in tokens:
                 for t in backend.token_transfers(token, tuple(mine), from_block=start, to_block=tip):
