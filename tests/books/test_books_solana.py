@@ -430,3 +430,24 @@ def test_a_reconciliation_job_outlives_a_restart(
     while (last := solana_world["books"].job(jid))["state"] != "done":
         assert time.monotonic() < deadline, last
         time.sleep(0.05)
+
+
+def test_a_deposit_waiting_for_its_client_is_not_scanned_past(
+    world: World, solana_world: dict[str, Any]
+) -> None:
+    """A deposit into a client's wallet before the client is approved is not recorded,
+    and the cursor does not move past it: it is recorded once the client exists."""
+    node: SolanaNode = solana_world["node"]
+    books: Books = solana_world["books"]
+    books.scan_deposits()
+    ks = make_keyset(world, curve="ed25519", chains=(("solana", "devnet"),), segregation="client:beta")
+    (early,) = [a["address"] for a in ks.addresses if a["chain"] == "solana"]
+    _, funder = new_account()
+    paid = node.record_parsed(
+        payer=funder, instructions=[system_transfer_ix(funder, early, SOL)], touches=(early,)
+    )
+    node.signatures_of[early][0]["blockTime"] = world.clock()  # paid now, after the key was made
+    assert books.scan_deposits() == []
+    assert books.scan_deposits() == []
+    make_client(world, books, "beta")
+    assert [(m["txid"], m["client"]) for m in books.scan_deposits()] == [(paid, "beta")]

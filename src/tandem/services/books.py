@@ -589,6 +589,7 @@ class Books:
         out: list[tuple[dict[str, Any], str]] = []
         read: set[str] = set()
         new_cursors: list[dict[str, Any]] = []
+        waiting: list[str] = []  # deposits to a client's wallet before the client exists
 
         def take(info: SignatureInfo) -> None:
             if info.failed or info.signature in read:
@@ -597,7 +598,10 @@ class Books:
             for t in backend.transfers_to(info.signature, tuple(mine)):
                 to, seg = mine[t.recipient]
                 client = self._credit(to, seg, reg)
-                if client is None or reg.evidence_seen(to.chain, to.network, t.asset, t.signature, t.index):
+                if client is None:
+                    waiting.append(t.signature)
+                    continue
+                if reg.evidence_seen(to.chain, to.network, t.asset, t.signature, t.index):
                     continue
                 movement = self._movement(to, client, t.asset, t.amount, t.signature, t.index, t.slot, now)
                 out.append((movement, seg))
@@ -625,6 +629,9 @@ class Books:
             }
             if cursor["newest"] != old["newest"] or cursor["gaps"] != old["gaps"]:
                 new_cursors.append(cursor)
+        if waiting:
+            # Not moved past a deposit that waits for its client: read again next scan.
+            return out, []
         return out, new_cursors
 
     # --- broadcast and confirmation ---------------------------------------------------
