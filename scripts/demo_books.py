@@ -161,7 +161,11 @@ def books_chapter(demo: Any, anvil_url: str) -> None:  # noqa: PLR0915 - one cha
 
     txid = _send(anvil_url, address, 5 * 10**18)
     seen = cb.scan(demo.client, bob)
-    note(f"deposit seen on the chain: {seen[0]['amount']} wei, tx {txid}, block {seen[0]['height']}")
+    eth_in = int(seen[0]["amount"]) / 10**18
+    note(
+        f"deposit seen on the chain: {eth_in:g} ETH ({seen[0]['amount']} wei) into acme's wallet, "
+        f"tx {txid}, block {seen[0]['height']}; credited to client {seen[0]['client']} in the register"
+    )
 
     intent = {
         "wallet": wallet,
@@ -213,7 +217,7 @@ def books_chapter(demo: Any, anvil_url: str) -> None:  # noqa: PLR0915 - one cha
     ]
     if bad.returncode == 0 or kinds != ["unexpected_inflow"]:
         raise SystemExit("DEMO FAILURE: a transfer Tandem did not make was not named")
-    note(f"a transfer Tandem did not make ({stray[:18]}...) is named: {kinds[0]}")
+    note(f"a transfer Tandem did not make (123456 wei, tx {stray[:18]}...) is named: {kinds[0]}")
 
     export_dir = out / "audit-export"
     cli("audit", "export", "--out", str(export_dir), "--keystore", ks["olga"], env=demo.env)
@@ -229,7 +233,10 @@ def books_chapter(demo: Any, anvil_url: str) -> None:  # noqa: PLR0915 - one cha
         str(out / "snapshot.json"),
         env=demo.env,
     )
-    note("auditor, offline: " + verified.stdout.strip().splitlines()[-1])
+    note(
+        "auditor, offline, from the exported log and the chain snapshot of that report: "
+        + verified.stdout.strip().splitlines()[-1]
+    )
 
     now = int(time.time())
     prices = out / "prices.csv"
