@@ -1,7 +1,7 @@
 """background reconciliation jobs are kept in the database, so a restart shows them
 
 Revision ID: 0010_books
-Revises: 0009_hot
+Revises: 0010_pages (re-chained after main gained 0010_pages)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0010_books"
-down_revision = "0009_hot"
+down_revision = "0010_pages"
 branch_labels = None
 depends_on = None
 
