@@ -64,6 +64,12 @@ def test_cli_books(world: World, anvil: Anvil, cli: CliRunner, tmp_path: Path) -
     assert "reading the chains: 1/1 addresses" in out  # a background job, its progress shown
     signed = json.loads(report.read_text())
     assert [d["kind"] for d in signed["report"]["discrepancies"]] == ["unexpected_inflow"]
+    # The job is kept: listed, and followed again by its id, with the same report.
+    (job,) = json.loads(run(cli, "reconcile", "--list-jobs", *bob))
+    assert (job["state"], job["done"], job["total"]) == ("done", 1, 1)
+    again = run(cli, "reconcile", "--job", job["job"], "--out", str(tmp_path / "again.json"), *bob, ok=False)
+    assert "verdict: discrepancies" in again
+    assert json.loads((tmp_path / "again.json").read_text())["report_sha256"] == signed["report_sha256"]
     snapshot = tmp_path / "snapshot.json"
     snapshot.write_text(json.dumps(signed["snapshot"]))
 
