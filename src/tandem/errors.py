@@ -113,6 +113,13 @@ class BadSignatureError(AuthError):
     code = "bad_signature"
 
 
+class KeyRotatedError(BadSignatureError):
+    """Signed with a key the member held before a key rotation took effect: the member
+    acts with its new keystore from then on."""
+
+    code = "key_rotated"
+
+
 class UnknownActorError(AuthError):
     code = "unknown_actor"
 

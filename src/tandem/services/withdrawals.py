@@ -51,7 +51,7 @@ from tandem.errors import (
 )
 from tandem.services import bundles, outpoints, policies
 from tandem.services.approvals import current_membership
-from tandem.services.base import Call, fault_point
+from tandem.services.base import Call, fault_point, verify_as_made
 from tandem.services.keyuse import KeyUseService
 from tandem.store import audit_log, pages
 from tandem.store.models import (
@@ -822,13 +822,13 @@ class WithdrawalService(KeyUseService):
                 or dict(create.body).get("intent") != intent_doc
             ):
                 return "the stored intent is not the one the requester signed"
-            create.verify(bytes.fromhex(requester.sign_public))
+            verify_as_made(session, create, requester)
             for a in _approvals(session, row.id):
                 action = parse_envelope(loads_strict(a.envelope))
                 member = session.get(Member, a.member)
                 if member is None or action.actor != member.id:
                     return "an approval record names another signer"
-                action.verify(bytes.fromhex(member.sign_public))
+                verify_as_made(session, action, member)
                 body = action.body
                 if (
                     body.get("withdrawal") != row.id
