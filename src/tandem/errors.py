@@ -215,6 +215,20 @@ class QuorumNotMetError(PolicyError):
     status = 409
 
 
+class EscalatedError(QuorumNotMetError):
+    """At release the policy asked for more approvals than the request has (a wallet
+    limit's escalation): the request waits for them again; nothing was signed."""
+
+    code = "escalated"
+
+
+class EscalationUnsatisfiableError(QuorumNotMetError):
+    """The approvals an escalation asks for can never be given: not enough members of a
+    role other than the requester. Nothing was signed and nothing changed."""
+
+    code = "escalation_unsatisfiable"
+
+
 class NoMatchingRuleError(PolicyError):
     code = "no_matching_rule"
 

@@ -86,7 +86,9 @@ def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
         console.print(inputs)
     console.print(
         f"request {view['id']}  status {view['status']}  policy v{view['policy_version']}  "
-        f"rule {view['decision'].get('rule')}  requires {view['decision'].get('required')}"
+        f"rule {view['decision'].get('rule')}  requires "
+        f"{view.get('required') or view['decision'].get('required')}"
+        + ("  (escalated at release: waiting for the extra approvals)" if view.get("escalated") else "")
     )
     fee = checked.fee
     if fee is not None:

@@ -992,6 +992,8 @@ ENDED_UNSPENT = frozenset({REJECTED, CANCELLED, VETOED, TAMPERED, ABANDONED})
 _TRANSITIONS: Mapping[str, Mapping[str, str]] = {
     "approve": {PENDING: PENDING, APPROVED: APPROVED},
     "quorum": {PENDING: APPROVED, APPROVED: APPROVED},
+    # At release a wallet limit asked for more approvals: the request waits again.
+    "escalate": {APPROVED: PENDING},
     "release": {APPROVED: RELEASED},
     "reject": {PENDING: REJECTED, APPROVED: REJECTED},
     "cancel": {PENDING: CANCELLED, APPROVED: CANCELLED},
