@@ -1,7 +1,7 @@
 """withdrawal.escalated: the approvals an escalation at release asked for
 
 Revision ID: 0010_sec
-Revises: 0009_hot
+Revises: 0010_pages
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_sec"
-down_revision = "0009_hot"
+down_revision = "0010_pages"
 branch_labels = None
 depends_on = None
 
