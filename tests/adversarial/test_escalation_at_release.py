@@ -23,7 +23,8 @@ from tests.helpers.withdrawals import Setup, approve, btc_intent, fresh_sessions
 from tandem.client import withdrawal as cw
 from tandem.console import pages
 from tandem.core import withdrawal as wcore
-from tandem.errors import RemoteError
+from tandem.errors import QuorumNotMetError, RemoteError
+from tandem.store.models import Withdrawal
 
 WINDOW = 3600
 
@@ -81,6 +82,15 @@ def test_escalated_release_waits_for_the_extra_approval_then_releases(world: Wor
     assert row["mine_to_approve"] is True
     assert "1 manager" in row["required_text"]
 
+    # The server exports only approved requests. One that marks the row approved again
+    # to export it anyway meets the offline signer, which reads the escalation from the
+    # log and asks for the same.
+    set_status(world, first["id"], wcore.APPROVED)
+    bundle = world.client.get(world["alice"], f"/v1/withdrawals/{first['id']}/bundle")
+    set_status(world, first["id"], wcore.PENDING)
+    with pytest.raises(QuorumNotMetError, match="manager"):
+        wcore.verify_bundle(bundle, now=world.clock())
+
     # The requester still cannot approve her own request; the other manager can.
     refused(
         world,
@@ -93,6 +103,11 @@ def test_escalated_release_waits_for_the_extra_approval_then_releases(world: Wor
         totp=world.code("alice"),
     )
     assert approve(world, first["id"], "mark")["status"] == wcore.APPROVED
+    bundle = world.client.get(world["alice"], f"/v1/withdrawals/{first['id']}/bundle")
+    assert wcore.verify_bundle(bundle, now=world.clock()).approvers == {
+        world["bob"].member_id,
+        world["mark"].member_id,
+    }
     released = cw.release_withdrawal(world.client, world["bob"], first["id"])
     assert released["status"] == "released"
     last = [e for e in audit_entries(world) if e["kind"] == "withdrawal.released"][-1]
@@ -139,6 +154,14 @@ def test_a_retry_under_the_same_idempotency_key_releases_once_approved(world: Wo
     )
     assert again.status_code == 200, again.text
     assert again.json()["status"] == "released"
+
+
+def set_status(world: World, withdrawal_id: str, status: str) -> None:
+    with world.svc.db.write() as session:
+        row = session.get(Withdrawal, withdrawal_id)
+        assert row is not None
+        row.status = status
+        session.add(row)
 
 
 def refused_committed(world: World, withdrawal_id: str) -> Any:
