@@ -291,6 +291,14 @@ class OutpointReservedError(ConflictError):
     code = "outpoint_reserved"
 
 
+class OperationKeyLostError(ConflictError):
+    """The signer no longer holds a request's one-time operation key (it was used, or
+    the server restarted). The approvals stand; both sides give their shares again to a
+    new operation. Its own code, so a client chooses the recovery by code, not by words."""
+
+    code = "operation_key_lost"
+
+
 class TamperedError(Error):
     code = "tampered"
     status = 409

@@ -34,7 +34,13 @@ from tandem.client import Client
 from tandem.client import withdrawal as cw
 from tandem.core.identity import IdentityCard, MemberSecrets
 from tandem.core.roles import Role
-from tandem.errors import InputError, InvalidStateError, RemoteError, RoleNotAllowedError
+from tandem.errors import (
+    InputError,
+    InvalidStateError,
+    OperationKeyLostError,
+    RemoteError,
+    RoleNotAllowedError,
+)
 
 withdraw_app = typer.Typer(
     help="Co-signed withdrawals: request, review, approve, release.", no_args_is_help=True
@@ -419,7 +425,7 @@ def withdraw_release(
         try:
             result = cw.release_withdrawal(cl, member, withdrawal_id, idempotency_key=key, envelope=envelope)
         except RemoteError as exc:
-            if exc.remote_code == "sealed" and "operation" in exc.message:
+            if exc.remote_code == OperationKeyLostError.code:
                 raise typer.Exit(_recover_release(exc, withdrawal_id, keystore, member)) from None
             raise
         doc = {
