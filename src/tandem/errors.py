@@ -151,6 +151,12 @@ class SelfApprovalError(ForbiddenError):
     code = "self_approval"
 
 
+class NotPublicError(ForbiddenError):
+    """Asked for without a session, a file that is not served publicly (ADR 0012)."""
+
+    code = "not_public"
+
+
 class DuplicateIdentityError(ForbiddenError):
     code = "duplicate_identity"
     status = 409
@@ -244,6 +250,13 @@ class TimeLockedError(PolicyError):
 class PolicyVersionError(PolicyError):
     code = "policy_version_mismatch"
     status = 409
+
+
+class RateLimitedError(Error):
+    """Too many session-less requests from one address; ``details.retry_in_seconds``."""
+
+    code = "rate_limited"
+    status = 429
 
 
 class ExpiredError(Error):
