@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlmodel import select
 from tests.conftest import World
 from tests.helpers.audit import audit_entries
+from tests.helpers.refusals import refused as refused_with
 
 from tandem.errors import RemoteError
 from tandem.store.models import Approval, OperationShare, Withdrawal, WithdrawalNonce
@@ -45,10 +45,9 @@ def refused(world: World, code: str, kind: str, fn: Any, *args: Any, **kwargs: A
     """``fn`` is refused with ``code``; withdrawals, approvals, shares and nonce claims
     are as they were; and the log's newest entry is the ``kind`` refusal with that code."""
     before = withdrawal_state(world)
-    with pytest.raises(RemoteError) as err:
-        fn(*args, **kwargs)
-    assert err.value.remote_code == code, err.value.message
-    assert 400 <= err.value.http_status < 500
+    exc = refused_with(code, fn, *args, **kwargs)
+    assert isinstance(exc, RemoteError)
+    assert 400 <= exc.http_status < 500
     after = withdrawal_state(world)
     assert after == before
     # Reading the log may itself open the auditor's session (an entry of its own).
@@ -56,7 +55,7 @@ def refused(world: World, code: str, kind: str, fn: Any, *args: Any, **kwargs: A
     assert last["kind"] == f"{kind}.refused", last
     assert last["outcome"] == "refused"
     assert last["code"] == code
-    return err.value
+    return exc
 
 
 def count_ok(world: World, kind: str) -> int:

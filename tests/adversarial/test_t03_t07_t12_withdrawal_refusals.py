@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 from tests.conftest import World
 from tests.helpers.audit import audit_entries
+from tests.helpers.refusals import refused
 from tests.helpers.withdrawals import (
     STRANGER_BTC,
     STRANGER_ETH,
@@ -26,14 +27,7 @@ from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
-from tandem.errors import DisallowedContractCallError, RemoteError
-
-
-def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> RemoteError:
-    with pytest.raises(RemoteError) as err:
-        fn(*args, **kwargs)
-    assert err.value.remote_code == code, err.value.message
-    return err.value
+from tandem.errors import DisallowedContractCallError
 
 
 def sql(world: World, statement: str, **params: Any) -> None:

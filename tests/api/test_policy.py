@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
-import pytest
 from tests.conftest import World
+from tests.helpers.refusals import refused
 from tests.helpers.withdrawals import (
     BTC_DEST,
     DELAY,
@@ -20,14 +19,6 @@ from tests.helpers.withdrawals import (
 )
 
 from tandem.client import withdrawal as cw
-from tandem.errors import RemoteError
-
-
-def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> RemoteError:
-    with pytest.raises(RemoteError) as err:
-        fn(*args, **kwargs)
-    assert err.value.remote_code == code, err.value.message
-    return err.value
 
 
 def kinds(world: World) -> list[str]:

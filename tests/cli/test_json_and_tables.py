@@ -73,3 +73,34 @@ def test_an_audit_entry_reads_by_name_and_local_time(
     assert f"by alice ({world['alice'].member_id}) at {local_iso(entry['time'])}" in out
     status, out = run("audit", "inclusion", str(index), "-k", str(tmp_path / "olga.keystore"), "--json")
     assert json.loads(out)["entry"]["time"] == entry["time"]
+
+
+def test_list_commands_follow_every_page_and_limit_shows_the_first(
+    cli_world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers.keysets import make_keyset
+
+    from tandem.store import pages
+
+    world = cli_world
+    for name in ("nina", "nora", "nell"):
+        world.client.propose_add(world["alice"], new_member(name, Role.CUSTODIAN).card())
+    for _ in range(3):
+        make_keyset(world)
+    monkeypatch.setattr(pages, "DEFAULT_LIMIT", 2)  # every list answers in pages of two
+    ks = ["-k", str(tmp_path / "olga.keystore")]
+    everyone = {m.member_id for m in world.members.values()}
+    assert len(everyone) > 2
+    status, out = run("member", "list", *ks, "--json")
+    assert status == exit_codes.OK, out
+    assert {m["id"] for m in json.loads(out)} == everyone
+    for command in (("proposal", "list"), ("keyset", "list")):
+        status, out = run(*command, *ks, "--json")
+        assert status == exit_codes.OK, out
+        every = [p["id"] for p in json.loads(out)]
+        assert len(every) >= 3, command
+        status, out = run(*command, *ks, "--json", "--limit", "3")
+        assert status == exit_codes.OK, out
+        assert [p["id"] for p in json.loads(out)] == every[:3], command
+        status, out = run(*command, *ks, "--limit", "0")
+        assert status != exit_codes.OK, out

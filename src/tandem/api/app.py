@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.routing import APIRoute
@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tandem import __version__
 from tandem.api import schemas
-from tandem.api.deps import Reader
+from tandem.api.deps import Reader, paged
 from tandem.api.routes_public import router as public_router
 from tandem.core.canonical import loads_strict
 from tandem.errors import Error, InputError, PayloadTooLargeError, UnknownFieldError
@@ -271,8 +271,12 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
     # --- membership --------------------------------------------------------------------
 
     @app.get("/v1/members", tags=["membership"])
-    def members(viewer: Reader) -> list[dict[str, Any]]:
-        return svc.list_members()
+    def members(
+        viewer: Reader, response: Response, limit: int | None = None, cursor: str | None = None
+    ) -> list[dict[str, Any]]:
+        """One page (``limit``, default 100, at most 500) in the order members were added;
+        the ``Tandem-Next-Cursor`` header, when present, is the ``cursor`` of the next page."""
+        return paged(response, svc.list_members(limit=limit, cursor=cursor))
 
     @app.post("/v1/members/proposals", status_code=201, tags=["membership"])
     def propose_member(body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:
@@ -280,8 +284,15 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
         return svc.propose_member_change(body.envelope)
 
     @app.get("/v1/proposals", tags=["membership"])
-    def proposals(viewer: Reader, status: str | None = None) -> list[dict[str, Any]]:
-        return svc.list_proposals(status=status)
+    def proposals(
+        viewer: Reader,
+        response: Response,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page, oldest first, paged as `GET /v1/members`."""
+        return paged(response, svc.list_proposals(status=status, limit=limit, cursor=cursor))
 
     @app.get("/v1/proposals/{proposal_id}", tags=["membership"])
     def proposal(proposal_id: str, viewer: Reader) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Response
 from pydantic import Field
 
-from tandem.api.deps import Reader
+from tandem.api.deps import Reader, paged
 from tandem.api.schemas import ApprovalIn, EnvelopeIn, Strict, same_subject
 from tandem.chainio import ChainConfig
 from tandem.services import Tandem
@@ -174,8 +174,17 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         return books_of(request).job(job_id)
 
     @app.get("/v1/books/reconciliations", tags=["books"])
-    def reconciliations(request: Request, viewer: Reader) -> list[dict[str, Any]]:
-        return books_of(request).logged("reconciliation.reported")
+    def reconciliations(
+        request: Request,
+        viewer: Reader,
+        response: Response,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page of the reports logged, oldest first, paged as `GET /v1/members`."""
+        return paged(
+            response, books_of(request).logged_page("reconciliation.reported", limit=limit, cursor=cursor)
+        )
 
     @app.post("/v1/books/prices", status_code=201, tags=["books"])
     def import_prices(request: Request, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
@@ -194,5 +203,12 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         return books_of(request).statements(body.envelope, custodian=body.custodian or "Custodian")
 
     @app.get("/v1/books/statements", tags=["books"])
-    def issued(request: Request, viewer: Reader) -> list[dict[str, Any]]:
-        return books_of(request).logged("statement.issued")
+    def issued(
+        request: Request,
+        viewer: Reader,
+        response: Response,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page of the statements issued, oldest first, paged as `GET /v1/members`."""
+        return paged(response, books_of(request).logged_page("statement.issued", limit=limit, cursor=cursor))

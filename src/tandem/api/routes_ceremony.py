@@ -7,11 +7,11 @@ imported inside :func:`register`, and FastAPI must see it as an object, not a st
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from pydantic import Field
 
 from tandem.api import schemas
-from tandem.api.deps import Reader
+from tandem.api.deps import Reader, paged
 from tandem.services import Tandem
 
 
@@ -51,8 +51,15 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         return svc.propose_ceremony(body.envelope)
 
     @app.get("/v1/ceremonies", tags=["ceremonies"])
-    def list_ceremonies(viewer: Reader, status: str | None = None) -> list[dict[str, Any]]:
-        return svc.list_ceremonies(status=status)
+    def list_ceremonies(
+        viewer: Reader,
+        response: Response,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page, oldest first, paged as `GET /v1/members`."""
+        return paged(response, svc.list_ceremonies(status=status, limit=limit, cursor=cursor))
 
     @app.get("/v1/ceremonies/{ceremony_id}", tags=["ceremonies"])
     def get_ceremony(ceremony_id: str, viewer: Reader) -> dict[str, Any]:
@@ -104,8 +111,11 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
     # --- key sets ------------------------------------------------------------------------
 
     @app.get("/v1/keysets", tags=["keysets"])
-    def list_keysets(viewer: Reader) -> list[dict[str, Any]]:
-        return svc.list_keysets()
+    def list_keysets(
+        viewer: Reader, response: Response, limit: int | None = None, cursor: str | None = None
+    ) -> list[dict[str, Any]]:
+        """One page, oldest first, paged as `GET /v1/members`."""
+        return paged(response, svc.list_keysets(limit=limit, cursor=cursor))
 
     @app.post("/v1/keysets/import", status_code=201, tags=["keysets"])
     def propose_import(body: ImportIn = strict(ImportIn)) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Response
 from pydantic import Field
 
 from tandem.api import schemas
-from tandem.api.deps import Reader
+from tandem.api.deps import Reader, paged
 from tandem.services import Tandem
 
 
@@ -36,8 +36,15 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:
         return svc.issue_proof_challenge(body.envelope)
 
     @app.get("/v1/proofs", tags=["proofs"])
-    def list_challenges(viewer: Reader) -> list[dict[str, Any]]:
-        return svc.list_proof_challenges()
+    def list_challenges(
+        viewer: Reader,
+        response: Response,
+        status: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page, oldest first, paged as `GET /v1/members`."""
+        return paged(response, svc.list_proof_challenges(status=status, limit=limit, cursor=cursor))
 
     @app.get("/v1/proofs/{challenge_id}", tags=["proofs"])
     def get_challenge(challenge_id: str, viewer: Reader) -> dict[str, Any]:

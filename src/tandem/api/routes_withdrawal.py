@@ -13,12 +13,11 @@ from fastapi import FastAPI, Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from tandem.api.deps import Reader
+from tandem.api.deps import Reader, paged
 from tandem.api.schemas import EnvelopeIn, Strict, same_subject
 from tandem.errors import InputError
 from tandem.services import Tandem
 from tandem.services.batch import MAX_BATCH
-from tandem.store import pages
 
 
 class WithdrawalCreateIn(Strict):
@@ -91,11 +90,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901, 
     ) -> list[dict[str, Any]]:
         """One page (``limit``, default 100, at most 500), oldest first; the
         ``Tandem-Next-Cursor`` header, when present, is the ``cursor`` of the next page."""
-        page = svc.list_withdrawals(status=status, limit=limit, cursor=cursor)
-        if page["next_cursor"] is not None:
-            response.headers[pages.NEXT_CURSOR_HEADER] = page["next_cursor"]
-        items: list[dict[str, Any]] = page["items"]
-        return items
+        return paged(response, svc.list_withdrawals(status=status, limit=limit, cursor=cursor))
 
     @app.get("/v1/withdrawals/{withdrawal_id}", tags=["withdrawals"])
     def show(withdrawal_id: str, viewer: Reader) -> dict[str, Any]:

@@ -139,7 +139,7 @@ def verify_server_database(data_dir: Path) -> StoredVerifyReport:
 def _entry_line(cl: Client, member: MemberSecrets, doc: dict[str, Any], cp: dict[str, Any]) -> str:
     """One entry as a person reads it: what, by whom (by name), when (local time)."""
     entry = doc["entry"]
-    names = humanize.member_names(cl.get(member, "/v1/members"))
+    names = humanize.member_names(cl.get_all(member, "/v1/members"))
     return (
         f"entry {entry.get('index', '')}: {entry.get('kind')} by "
         f"{humanize.member(entry.get('actor'), names)} at {humanize.when(entry.get('time'))}; "

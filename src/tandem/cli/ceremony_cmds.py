@@ -141,7 +141,7 @@ def ceremony_validate(
         if server is not None:
             if keystore is None:
                 raise InputError("--server needs --keystore to read the member list")
-            members = common.client(server).get(load_member(keystore), "/v1/members")
+            members = common.client(server).get_all(load_member(keystore), "/v1/members")
             counts = dict.fromkeys(Role, 0)
             for m in members:
                 if m["status"] == "active":
@@ -348,6 +348,7 @@ def ceremony_list(
         str | None,
         typer.Option(help="proposed, revealing, executed, complete, rejected, aborted, expired"),
     ] = None,
+    limit: int | None = common.LimitOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Ceremonies and imports, oldest first (--json: the raw values)."""
@@ -355,11 +356,11 @@ def ceremony_list(
     def go() -> None:
         cl = common.client(server)
         member = load_member(keystore)
-        rows = cc.list_ceremonies(cl, member, status)
+        rows = cc.list_ceremonies(cl, member, status, first=limit)
         if as_json:
             show(rows)
             return
-        names = humanize.member_names(cl.get(member, "/v1/members"))
+        names = humanize.member_names(cl.get_all(member, "/v1/members"))
         table = whole_table(
             Column("id", no_wrap=True),
             "kind",
@@ -433,11 +434,16 @@ def verify_transcript(
 
 
 @keyset_app.command("list")
-def keyset_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
+def keyset_list(
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    limit: int | None = common.LimitOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Every key set with its status (active, reshare_required, retired) and addresses."""
 
     def go() -> None:
-        rows = cc.list_keysets(common.client(server), load_member(keystore))
+        rows = cc.list_keysets(common.client(server), load_member(keystore), first=limit)
         if as_json:
             show(rows)
             return

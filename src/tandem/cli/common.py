@@ -59,6 +59,12 @@ def whole_table(*columns: str | Column, **kwargs: Any) -> Table:
 # For commands whose output is JSON already: --json is accepted, so scripts can pass it
 # to every command that shows or lists something.
 JsonAlreadyOpt = typer.Option(False, "--json", help="Accepted for scripts; this command prints JSON already.")
+LimitOpt = typer.Option(
+    None,
+    "--limit",
+    min=1,
+    help="Show only the first N, oldest first (without it, every one, read page by page).",
+)
 JsonOpt = typer.Option(
     False, "--json", help="Print the raw JSON (base units, ids, Unix seconds) instead of the table."
 )

@@ -22,6 +22,7 @@ from tandem.cli.common import (
     JsonAlreadyOpt,
     JsonOpt,
     KeystoreOpt,
+    LimitOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
     TotpOpt,
@@ -610,7 +611,7 @@ def member_list(
     def go() -> None:
         cl = Client(server)
         member = load_member(keystore)
-        rows = cl.get(member, "/v1/members")
+        rows = cl.get_all(member, "/v1/members")
         if genesis_hash is not None:
             from tandem.client import log as client_log
 
@@ -673,6 +674,7 @@ def proposal_list(
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
     status: Annotated[str | None, typer.Option(help="pending, applied, rejected...")] = None,
+    limit: int | None = LimitOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Proposals awaiting or past decision: who proposed (by name), approvals, and local
@@ -682,11 +684,11 @@ def proposal_list(
         cl = Client(server)
         member = load_member(keystore)
         params = {"status": status} if status else {}
-        rows = cl.get(member, "/v1/proposals", **params)
+        rows = cl.get_all(member, "/v1/proposals", first=limit, **params)
         if as_json:
             show(rows)
             return
-        names = humanize.member_names(cl.get(member, "/v1/members"))
+        names = humanize.member_names(cl.get_all(member, "/v1/members"))
         table = whole_table("id", "kind", "status", "proposer", "approvals", "created", "expires")
         for p in rows:
             table.add_row(

@@ -17,6 +17,7 @@ from tandem.cli import common
 from tandem.cli.common import (
     JsonOpt,
     KeystoreOpt,
+    LimitOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
     TotpOpt,
@@ -184,11 +185,17 @@ def proof_show(
 
 
 @proof_app.command("list")
-def proof_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
-    """Every challenge and its status (--json: the raw values)."""
+def proof_list(
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    status: Annotated[str | None, typer.Option(help="open, signed, expired")] = None,
+    limit: int | None = LimitOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Every challenge and its status, oldest first (--json: the raw values)."""
 
     def go() -> None:
-        rows = client_proof.list_challenges(Client(server), load_member(keystore))
+        rows = client_proof.list_challenges(Client(server), load_member(keystore), status=status, first=limit)
         if as_json:
             show(rows)
             return

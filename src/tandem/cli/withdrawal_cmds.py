@@ -21,6 +21,7 @@ from tandem.cli import common, exit_codes
 from tandem.cli.common import (
     JsonOpt,
     KeystoreOpt,
+    LimitOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
     TotpOpt,
@@ -150,7 +151,7 @@ def _people_and_book(
     cl: Client, member: MemberSecrets
 ) -> tuple[dict[str, str], dict[tuple[str, str, str], str]]:
     """Names for member ids and labels for addresses, to print beside the raw values."""
-    names = humanize.member_names(cl.get(member, "/v1/members"))
+    names = humanize.member_names(cl.get_all(member, "/v1/members"))
     book = humanize.labels(cw.address_book(cl, member))
     return names, book
 
@@ -173,15 +174,16 @@ def withdraw_list(
     status: Annotated[
         str | None, typer.Option(help="pending, approved, released, lapsed, broadcast, confirmed...")
     ] = None,
+    limit: int | None = LimitOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Withdrawal requests: amounts in the chain's units, who asked, the destination's
-    address-book label and local times (--json: the raw values)."""
+    """Withdrawal requests, oldest first: amounts in the chain's units, who asked, the
+    destination's address-book label and local times (--json: the raw values)."""
 
     def go() -> None:
         cl = Client(server)
         member = load_member(keystore)
-        rows = cw.list_withdrawals(cl, member, status=status)
+        rows = cw.list_withdrawals(cl, member, status=status, first=limit)
         if as_json:
             show(rows)
             return

@@ -43,6 +43,7 @@ CLAIM_HEADER = "X-Tandem-Claim-Token"
 
 DEFAULT_SERVER = "http://127.0.0.1:8600"
 REQUEST_TIMEOUT = 60.0
+_LARGEST_PAGE = 500  # the server's cap on a list page's ``limit``
 
 
 def check_server_url(server: str) -> None:
@@ -279,10 +280,17 @@ class Client:
             self._sessions.pop(member.member_id, None)
             return self.request("GET", path, token=self.session(member), params=params or None)
 
-    def get_all(self, member: MemberSecrets, path: str, **params: Any) -> list[Any]:
-        """Every item of a paginated list, following its cursors page by page."""
+    def get_all(
+        self, member: MemberSecrets, path: str, *, first: int | None = None, **params: Any
+    ) -> list[Any]:
+        """Every item of a paginated list, following its cursors page by page; with
+        ``first``, only that many from the start (in pages of at most the server's cap)."""
         items: list[Any] = []
         cursor: str | None = None
+        if first is not None:
+            if first < 1:
+                raise ValueError("first must be at least 1")
+            params = {**params, "limit": min(first, _LARGEST_PAGE)}
         while True:
             query = {**params, **({"cursor": cursor} if cursor else {})}
             seen: list[str | None] = []
@@ -302,6 +310,8 @@ class Client:
                 raise RemoteError("bad_response", "a list route answered with something else", 502)
             items.extend(page)
             cursor = seen[-1] if seen else None
+            if first is not None and len(items) >= first:
+                return items[:first]
             if not cursor:
                 return items
 

@@ -68,9 +68,12 @@ def get_ceremony(client: Client, member: MemberSecrets, ceremony_id: str) -> dic
     return result
 
 
-def list_ceremonies(client: Client, member: MemberSecrets, status: str | None = None) -> list[dict[str, Any]]:
+def list_ceremonies(
+    client: Client, member: MemberSecrets, status: str | None = None, *, first: int | None = None
+) -> list[dict[str, Any]]:
+    """Every ceremony (with ``status``, only those; with ``first``, only that many), oldest first."""
     params = {"status": status} if status else {}
-    result: list[dict[str, Any]] = client.get(member, "/v1/ceremonies", **params)
+    result: list[dict[str, Any]] = client.get_all(member, "/v1/ceremonies", first=first, **params)
     return result
 
 
@@ -79,8 +82,9 @@ def get_transcript(client: Client, member: MemberSecrets, ceremony_id: str) -> d
     return result
 
 
-def list_keysets(client: Client, member: MemberSecrets) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = client.get(member, "/v1/keysets")
+def list_keysets(client: Client, member: MemberSecrets, *, first: int | None = None) -> list[dict[str, Any]]:
+    """Every key set (with ``first``, only that many), oldest first."""
+    result: list[dict[str, Any]] = client.get_all(member, "/v1/keysets", first=first)
     return result
 
 

@@ -92,7 +92,7 @@ def check_member_list(state: LogState, rows: Iterable[Mapping[str, Any]]) -> Non
 def trusted_members(client: Client, member: MemberSecrets, *, genesis_hash_pin: str) -> list[MemberRecord]:
     """The current members as the log justifies them, once the server's list agrees."""
     state = fetch_log_state(client, member, genesis_hash_pin=genesis_hash_pin)
-    check_member_list(state, client.get(member, "/v1/members"))
+    check_member_list(state, client.get_all(member, "/v1/members"))
     return [m for m in state.members.values() if m.active]
 
 

@@ -43,8 +43,12 @@ def get_challenge(client: Client, member: MemberSecrets, challenge_id: str) -> d
     return client.get(member, f"/v1/proofs/{challenge_id}")  # type: ignore[no-any-return]
 
 
-def list_challenges(client: Client, member: MemberSecrets) -> list[dict[str, Any]]:
-    return client.get(member, "/v1/proofs")  # type: ignore[no-any-return]
+def list_challenges(
+    client: Client, member: MemberSecrets, *, status: str | None = None, first: int | None = None
+) -> list[dict[str, Any]]:
+    """Every challenge (with ``status``, only those; with ``first``, only that many), oldest first."""
+    params = {"status": status} if status else {}
+    return client.get_all(member, "/v1/proofs", first=first, **params)
 
 
 def renew_operations(client: Client, member: MemberSecrets, challenge_id: str) -> dict[str, Any]:

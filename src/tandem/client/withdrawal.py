@@ -101,11 +101,12 @@ def get_withdrawal(client: Client, member: MemberSecrets, withdrawal_id: str) ->
 
 
 def list_withdrawals(
-    client: Client, member: MemberSecrets, *, status: str | None = None
+    client: Client, member: MemberSecrets, *, status: str | None = None, first: int | None = None
 ) -> list[dict[str, Any]]:
-    """Every withdrawal (with ``status``, only those), following the list's pages."""
+    """Every withdrawal (with ``status``, only those; with ``first``, only that many),
+    following the list's pages."""
     params = {"status": status} if status else {}
-    rows: list[dict[str, Any]] = client.get_all(member, "/v1/withdrawals", **params)
+    rows: list[dict[str, Any]] = client.get_all(member, "/v1/withdrawals", first=first, **params)
     return rows
 
 

@@ -95,6 +95,9 @@ def required_total(required: Mapping[str, Any]) -> int:
 # --- the queue -----------------------------------------------------------------------------------
 
 
+QUEUED_CEREMONIES = ("proposed", "revealing", "executed")  # those still waiting on a member
+
+
 def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]:
     now = client.clock()
     me = member.member_id
@@ -122,10 +125,8 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
             }
         )
     proposals = []
-    rows: list[dict[str, Any]] = client.get(member, "/v1/proposals")
+    rows: list[dict[str, Any]] = client.get_all(member, "/v1/proposals", status="pending")
     for p in rows:
-        if p.get("status") != "pending":
-            continue
         proposals.append(
             {
                 "id": p["id"],
@@ -142,10 +143,11 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
             }
         )
     ceremonies = []
-    cer_rows: list[dict[str, Any]] = client.get(member, "/v1/ceremonies")
+    cer_rows: list[dict[str, Any]] = sorted(
+        (c for status in QUEUED_CEREMONIES for c in client.get_all(member, "/v1/ceremonies", status=status)),
+        key=lambda c: (c["created_at"], c["id"]),
+    )
     for c in cer_rows:
-        if c.get("status") not in ("proposed", "revealing", "executed"):
-            continue
         ceremonies.append(
             {
                 "id": c["id"],

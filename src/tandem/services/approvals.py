@@ -3,12 +3,12 @@ membership in force and the stored approvals, read the same way for every flow."
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tandem.core.approvals import Standing
 from tandem.core.lifecycles import MemberState
 from tandem.core.roles import Role
-from tandem.store.models import Member
+from tandem.store.models import Approval, Member
 
 
 def current_membership(session: Session) -> dict[str, Standing]:
@@ -18,3 +18,19 @@ def current_membership(session: Session) -> dict[str, Standing]:
         m.id: Standing(role=Role(m.role))
         for m in session.exec(select(Member).where(Member.status == MemberState.ACTIVE)).all()
     }
+
+
+def approvals_of(session: Session, subjects: list[str]) -> dict[str, list[Approval]]:
+    """The stored approvals of several subjects (a page of a list) in one query, each
+    subject's in the order given."""
+    found: dict[str, list[Approval]] = {s: [] for s in subjects}
+    if not subjects:
+        return found
+    query = (
+        select(Approval)
+        .where(col(Approval.subject).in_(subjects))
+        .order_by(col(Approval.created_at), col(Approval.id))
+    )
+    for approval in session.exec(query).all():
+        found[approval.subject].append(approval)
+    return found

@@ -50,7 +50,7 @@ from tandem.errors import (
 )
 from tandem.services import statement_pdf
 from tandem.services.base import Call, ServiceBase
-from tandem.store import audit_log
+from tandem.store import audit_log, pages
 from tandem.store.models import AddressRow, AuditRow, KeySet, Member, Withdrawal
 
 NATIVE = {"ethereum": "ETH", "bitcoin": "BTC", "solana": "SOL"}
@@ -1044,6 +1044,26 @@ class Books:
             wallet=intent["wallet"], chain=chain, network=intent["network"], asset=intent["asset"]
         )
         return {**got, **intent}
+
+    def logged_page(
+        self, kind: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of the log's entries of ``kind`` (reports, statements), oldest first,
+        found by the log's indexed ``kind`` column: index, time and data."""
+        with self.svc.db.read() as session:
+            page = pages.read_page(
+                session,
+                select(AuditRow).where(AuditRow.kind == kind),
+                kind=kind,
+                order=(col(AuditRow.seq),),
+                limit=limit,
+                cursor=cursor,
+            )
+        items = []
+        for row in page.rows:
+            e = cast(dict[str, Any], loads_strict(row.line))
+            items.append({"index": e["index"], "time": e["time"], **e["data"]})
+        return {"items": items, "next_cursor": page.next_cursor}
 
     def logged(self, kind: str) -> list[dict[str, Any]]:
         """The log's entries of ``kind`` (reports, statements): index, time and data."""

@@ -48,6 +48,7 @@ from tandem.services.keysets import (
     status_for_recipients,
 )
 from tandem.services.keyuse import KeyUseService
+from tandem.store import pages
 from tandem.store.models import (
     AddressRow,
     Approval,
@@ -538,12 +539,35 @@ class CeremonyService(KeyUseService):
                 raise NotFoundError(f"no ceremony {ceremony_id}")
             return ceremony_view(row, self.clock())
 
-    def list_ceremonies(self, *, status: str | None = None) -> list[dict[str, Any]]:
+    def list_ceremonies(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of ceremonies and imports, oldest first; the status filter (as it reads
+        now, expiry included) runs in SQL. Each row carries its own approvals."""
         now = self.clock()
+        query = select(Ceremony)
+        if status:
+            query = query.where(
+                pages.expiring_status(
+                    col(Ceremony.status),
+                    col(Ceremony.expires_at),
+                    status,
+                    expiring=core.OPEN_STATUSES,
+                    expired=core.EXPIRED,
+                    now=now,
+                )
+            )
         with self.db.read() as session:
-            rows = session.exec(select(Ceremony).order_by(col(Ceremony.created_at))).all()
-            views = [ceremony_view(r, now, brief=True) for r in rows]
-        return [v for v in views if status is None or v["status"] == status]
+            page = pages.read_page(
+                session,
+                query,
+                kind="ceremonies",
+                order=(col(Ceremony.created_at), col(Ceremony.id)),
+                limit=limit,
+                cursor=cursor,
+            )
+            items = [ceremony_view(r, now, brief=True) for r in page.rows]
+        return {"items": items, "next_cursor": page.next_cursor}
 
     def get_transcript(self, ceremony_id: str) -> dict[str, Any]:
         with self.db.read() as session:
@@ -555,9 +579,9 @@ class CeremonyService(KeyUseService):
             result: dict[str, Any] = loads_strict(row.transcript)
             return result
 
-    def list_keysets(self) -> list[dict[str, Any]]:
+    def list_keysets(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
         with self.db.read() as session:
-            return list_keysets(session)
+            return list_keysets(session, limit=limit, cursor=cursor)
 
     def get_keyset(self, keyset_id: str) -> dict[str, Any]:
         with self.db.read() as session:

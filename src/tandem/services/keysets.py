@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from tandem.core.canonical import canonical, loads_strict
 from tandem.core.keyset_export import EXPORT_FORMAT, EXPORT_KEYSET_FIELDS
@@ -15,6 +15,7 @@ from tandem.core.roles import Role
 from tandem.core.split import SealedKeyset
 from tandem.errors import ConflictError, NotFoundError
 from tandem.services.base import Call
+from tandem.store import pages
 from tandem.store.models import AddressRow, Ceremony, KeyRow, KeySet, Member
 
 
@@ -78,13 +79,7 @@ def keyset_public(session: Session, ks: KeySet, *, with_sealed: bool = False) ->
     ).all()
     key_public = {k.id: k.public_key for k in keys}
     out: dict[str, Any] = {
-        "id": ks.id,
-        "ceremony": ks.ceremony,
-        "curve": ks.curve,
-        "segregation": ks.segregation,
-        "status": ks.status,
-        "generation": ks.generation,
-        "created_at": ks.created_at,
+        **_keyset_facts(ks),
         "keys": [
             {"key_id": k.id, "position": k.position, "curve": k.curve, "public_key": k.public_key}
             for k in keys
@@ -111,17 +106,58 @@ def keyset_public(session: Session, ks: KeySet, *, with_sealed: bool = False) ->
     return out
 
 
-def list_keysets(session: Session) -> list[dict[str, Any]]:
-    rows = session.exec(select(KeySet).order_by(col(KeySet.created_at), col(KeySet.id))).all()
-    out = []
-    for ks in rows:
-        view = keyset_public(session, ks)
-        view["keys"] = len(view["keys"])
-        view["addresses"] = [
-            {"chain": a["chain"], "network": a["network"], "address": a["address"]} for a in view["addresses"]
-        ]
-        out.append(view)
-    return out
+def list_keysets(session: Session, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+    """One page of key sets, oldest first, with how many keys each has and its addresses:
+    the page's keys and addresses are read in one query each."""
+    page = pages.read_page(
+        session,
+        select(KeySet),
+        kind="keysets",
+        order=(col(KeySet.created_at), col(KeySet.id)),
+        limit=limit,
+        cursor=cursor,
+    )
+    ids = [ks.id for ks in page.rows]
+    key_counts: dict[str, int] = dict.fromkeys(ids, 0)
+    addresses: dict[str, list[dict[str, str]]] = {i: [] for i in ids}
+    if ids:
+        counted = session.exec(
+            select(KeyRow.keyset, func.count())
+            .where(col(KeyRow.keyset).in_(ids))
+            .group_by(col(KeyRow.keyset))
+        ).all()
+        key_counts.update({keyset: int(n) for keyset, n in counted})
+        for a in session.exec(
+            select(AddressRow).where(col(AddressRow.keyset).in_(ids)).order_by(col(AddressRow.id))
+        ).all():
+            addresses[a.keyset].append({"chain": a.chain, "network": a.network, "address": a.address})
+    items = []
+    for ks in page.rows:
+        sealed = SealedKeyset.from_json(ks.sealed)
+        items.append(
+            {
+                **_keyset_facts(ks),
+                "keys": key_counts[ks.id],
+                "addresses": addresses[ks.id],
+                "recipients": {
+                    "manager": sorted(sealed.members("manager")),
+                    "custodian": sorted(sealed.members("custodian")),
+                },
+            }
+        )
+    return {"items": items, "next_cursor": page.next_cursor}
+
+
+def _keyset_facts(ks: KeySet) -> dict[str, Any]:
+    return {
+        "id": ks.id,
+        "ceremony": ks.ceremony,
+        "curve": ks.curve,
+        "segregation": ks.segregation,
+        "status": ks.status,
+        "generation": ks.generation,
+        "created_at": ks.created_at,
+    }
 
 
 def build_export(session: Session, ks: KeySet, *, deployment: str, entity: str, now: int) -> dict[str, Any]:

@@ -24,11 +24,13 @@ from tandem.errors import (
     NotFoundError,
     TotpError,
 )
+from tandem.services.approvals import approvals_of
 from tandem.services.base import SESSION_SECONDS, Call
 from tandem.services.claim import ClaimGate
 from tandem.services.policies import install_default_policy, install_genesis_terms, veto_proposal
 from tandem.services.proposal_docs import PROPOSAL_SECONDS, proposal_digest, proposal_public
 from tandem.services.proposals import SIDES, ProposalService
+from tandem.store import pages
 from tandem.store.models import Approval, Deployment, Member, Proposal
 from tandem.store.models import Session as SessionRow
 
@@ -363,22 +365,40 @@ class MembershipService(ProposalService):
 
     # --- reads --------------------------------------------------------------------------
 
-    def list_members(self) -> list[dict[str, Any]]:
+    def list_members(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """One page of members, in the order they were added: ``{"items", "next_cursor"}``."""
         with self.db.read() as session:
-            return [
-                member_public(m) for m in session.exec(select(Member).order_by(col(Member.added_at))).all()
-            ]
+            page = pages.read_page(
+                session,
+                select(Member),
+                kind="members",
+                order=(col(Member.added_at), col(Member.id)),
+                limit=limit,
+                cursor=cursor,
+            )
+            return {"items": [member_public(m) for m in page.rows], "next_cursor": page.next_cursor}
 
-    def list_proposals(self, *, status: str | None = None) -> list[dict[str, Any]]:
+    def list_proposals(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of proposals, oldest first, the stored status filtered in SQL and the
+        page's approvals read in one query."""
+        now = self.clock()
+        query = select(Proposal)
+        if status:
+            query = query.where(Proposal.status == status)
         with self.db.read() as session:
-            query = select(Proposal).order_by(col(Proposal.created_at))
-            if status:
-                query = query.where(Proposal.status == status)
-            out = []
-            for p in session.exec(query).all():
-                approvals = list(session.exec(select(Approval).where(Approval.subject == p.id)).all())
-                out.append(proposal_public(p, approvals, now=self.clock()))
-            return out
+            page = pages.read_page(
+                session,
+                query,
+                kind="proposals",
+                order=(col(Proposal.created_at), col(Proposal.id)),
+                limit=limit,
+                cursor=cursor,
+            )
+            approvals = approvals_of(session, [p.id for p in page.rows])
+            items = [proposal_public(p, approvals[p.id], now=now) for p in page.rows]
+        return {"items": items, "next_cursor": page.next_cursor}
 
     def get_proposal(self, proposal_id: str) -> dict[str, Any]:
         with self.db.read() as session:

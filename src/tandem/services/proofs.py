@@ -43,7 +43,7 @@ from tandem.errors import (
 from tandem.services.approvals import current_membership
 from tandem.services.base import Call
 from tandem.services.keyuse import KeyUseService
-from tandem.store import audit_log
+from tandem.store import audit_log, pages
 from tandem.store.models import AddressRow, KeyRow, KeySet, Member, OperationShare, ProofChallenge
 
 ISSUERS = (Role.CUSTODIAN, Role.AUDITOR)
@@ -336,11 +336,34 @@ class ProofService(KeyUseService):
 
     # --- reads ----------------------------------------------------------------------------
 
-    def list_proof_challenges(self) -> list[dict[str, Any]]:
+    def list_proof_challenges(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of challenges, oldest first; the status filter (as it reads now,
+        expiry included) runs in SQL."""
+        now = self.clock()
+        query = select(ProofChallenge)
+        if status:
+            query = query.where(
+                pages.expiring_status(
+                    col(ProofChallenge.status),
+                    col(ProofChallenge.expires_at),
+                    status,
+                    expiring=CHALLENGES.expiring,
+                    expired=CHALLENGES.expired or status,
+                    now=now,
+                )
+            )
         with self.db.read() as session:
-            rows = session.exec(select(ProofChallenge).order_by(col(ProofChallenge.created_at))).all()
-            now = self.clock()
-            return [
+            page = pages.read_page(
+                session,
+                query,
+                kind="proofs",
+                order=(col(ProofChallenge.created_at), col(ProofChallenge.id)),
+                limit=limit,
+                cursor=cursor,
+            )
+            items = [
                 {
                     "id": r.id,
                     "nonce": r.nonce,
@@ -350,8 +373,9 @@ class ProofService(KeyUseService):
                     "expires_at": r.expires_at,
                     "bundle_hash": r.bundle_hash,
                 }
-                for r in rows
+                for r in page.rows
             ]
+        return {"items": items, "next_cursor": page.next_cursor}
 
     def get_proof_challenge(self, challenge_id: str, *, viewer: Member) -> dict[str, Any]:
         with self.db.read() as session:

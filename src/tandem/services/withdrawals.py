@@ -50,7 +50,7 @@ from tandem.errors import (
     TxidMismatchError,
 )
 from tandem.services import bundles, outpoints, policies
-from tandem.services.approvals import current_membership
+from tandem.services.approvals import approvals_of, current_membership
 from tandem.services.base import Call, fault_point
 from tandem.services.keyuse import KeyUseService
 from tandem.store import audit_log, pages
@@ -868,31 +868,21 @@ class WithdrawalService(KeyUseService):
         status filter (the effective status, expiry and lapse included) runs in SQL, and
         the page's approvals are read in one query: three statements whatever the size."""
         now = self.clock()
-        size = pages.check_limit(limit)
-        after = pages.decode_cursor(cursor, "withdrawals", (int, str))
         query = select(Withdrawal)
         if status is not None:
             query = query.where(_status_condition(status, now))
-        if after is not None:
-            created, wid = after
-            query = query.where(
-                or_(
-                    col(Withdrawal.created_at) > created,
-                    and_(col(Withdrawal.created_at) == created, col(Withdrawal.id) > wid),
-                )
-            )
-        query = query.order_by(col(Withdrawal.created_at), col(Withdrawal.id)).limit(size + 1)
         with self.db.read() as session:
-            rows = list(session.exec(query).all())
-            more = len(rows) > size
-            rows = rows[:size]
-            _load_approvals(session, [r.id for r in rows])
-            items = [self._public(session, r, now, detail=False) for r in rows]
-        last = rows[-1] if more else None
-        return {
-            "items": items,
-            "next_cursor": pages.encode_cursor("withdrawals", [last.created_at, last.id]) if last else None,
-        }
+            page = pages.read_page(
+                session,
+                query,
+                kind="withdrawals",
+                order=(col(Withdrawal.created_at), col(Withdrawal.id)),
+                limit=limit,
+                cursor=cursor,
+            )
+            _load_approvals(session, [r.id for r in page.rows])
+            items = [self._public(session, r, now, detail=False) for r in page.rows]
+        return {"items": items, "next_cursor": page.next_cursor}
 
     def get_withdrawal(self, withdrawal_id: str) -> dict[str, Any]:
         now = self.clock()
@@ -1155,15 +1145,7 @@ def _load_approvals(session: Session, withdrawal_ids: list[str]) -> None:
     wanted = [w for w in withdrawal_ids if w not in memo]
     if not wanted:
         return
-    found: dict[str, list[Approval]] = {w: [] for w in wanted}
-    query = (
-        select(Approval)
-        .where(col(Approval.subject).in_(wanted))
-        .order_by(col(Approval.created_at), col(Approval.id))
-    )
-    for approval in session.exec(query).all():
-        found[approval.subject].append(approval)
-    memo.update(found)
+    memo.update(approvals_of(session, wanted))
 
 
 def _status_condition(status: str, now: int) -> Any:

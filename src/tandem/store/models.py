@@ -24,6 +24,7 @@ class Deployment(SQLModel, table=True):
 
 
 class Member(SQLModel, table=True):
+    __table_args__ = (Index("ix_member_added_at_id", "added_at", "id"),)  # the list's page order
     id: str = Field(primary_key=True, max_length=64)
     deployment: str = Field(index=True, max_length=64)
     name: str = Field(max_length=64, unique=True)
@@ -85,6 +86,7 @@ class AuditMarker(SQLModel, table=True):
 
 
 class Proposal(SQLModel, table=True):
+    __table_args__ = (Index("ix_proposal_created_at_id", "created_at", "id"),)  # the list's page order
     id: str = Field(primary_key=True, max_length=64)
     deployment: str = Field(max_length=64)
     kind: str = Field(max_length=32, index=True)
@@ -127,6 +129,7 @@ class Idempotency(SQLModel, table=True):
 
 
 class Ceremony(SQLModel, table=True):
+    __table_args__ = (Index("ix_ceremony_created_at_id", "created_at", "id"),)  # the list's page order
     id: str = Field(primary_key=True, max_length=64)
     kind: str = Field(max_length=16)
     definition: str = Field(sa_column=_text())
@@ -142,6 +145,7 @@ class Ceremony(SQLModel, table=True):
 
 
 class KeySet(SQLModel, table=True):
+    __table_args__ = (Index("ix_keyset_created_at_id", "created_at", "id"),)  # the list's page order
     id: str = Field(primary_key=True, max_length=64)
     ceremony: str = Field(max_length=64)
     curve: str = Field(max_length=16)
@@ -257,6 +261,7 @@ class AddressBookRow(SQLModel, table=True):
 
 
 class ProofChallenge(SQLModel, table=True):
+    __table_args__ = (Index("ix_proofchallenge_created_at_id", "created_at", "id"),)  # the list's page order
     id: str = Field(primary_key=True, max_length=64)
     nonce: str = Field(max_length=128, unique=True)
     doc: str = Field(sa_column=_text())

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Integer, and_, or_
+from sqlmodel import Session
 
 from tandem.core.canonical import MAX_SAFE_INT, canonical, loads_strict
 from tandem.errors import Error, InputError
@@ -63,3 +68,61 @@ def decode_cursor(cursor: str | None, kind: str, shape: tuple[type, ...]) -> lis
     if canonical(doc) != raw:
         raise bad
     return key
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of rows and the cursor of the next page (None on the last)."""
+
+    rows: list[T]
+    next_cursor: str | None
+
+
+def after_key(columns: Sequence[Any], key: Sequence[Any]) -> Any:
+    """SQL for "the row's ``columns`` sort strictly after ``key``" (lexicographically)."""
+    terms = []
+    for i, column in enumerate(columns):
+        equal = [c == v for c, v in zip(columns[:i], key[:i], strict=True)]
+        terms.append(and_(*equal, column > key[i]))
+    return or_(*terms)
+
+
+def read_page(
+    session: Session,
+    query: Any,
+    *,
+    kind: str,
+    order: Sequence[Any],
+    limit: int | None,
+    cursor: str | None,
+) -> Page[Any]:
+    """Rows of ``query`` (filters already applied) in the unique ``order`` (columns of
+    the row, creation time first and id last), after the row ``cursor`` names, at most
+    ``limit`` of them: one statement whatever the table holds."""
+    size = check_limit(limit)
+    names = [column.key for column in order]
+    shape = tuple(int if isinstance(column.type, Integer) else str for column in order)
+    after = decode_cursor(cursor, kind, shape)
+    if after is not None:
+        query = query.where(after_key(order, after))
+    rows = list(session.exec(query.order_by(*order).limit(size + 1)).all())
+    more = len(rows) > size
+    rows = rows[:size]
+    last = rows[-1] if more else None
+    return Page(rows, encode_cursor(kind, [getattr(last, n) for n in names]) if last is not None else None)
+
+
+def expiring_status(
+    status_column: Any, expires_column: Any, status: str, *, expiring: Iterable[str], expired: str, now: int
+) -> Any:
+    """SQL for "the status as it reads at ``now`` is ``status``", for a lifecycle whose
+    ``expiring`` states read as ``expired`` once ``now >= expires_at``."""
+    open_states = sorted(str(s) for s in expiring)
+    if status == expired:
+        return or_(status_column == status, and_(status_column.in_(open_states), expires_column <= now))
+    if status in open_states:
+        return and_(status_column == status, expires_column > now)
+    return status_column == status
