@@ -158,6 +158,12 @@ class SelfApprovalError(ForbiddenError):
     code = "self_approval"
 
 
+class NotPublicError(ForbiddenError):
+    """Asked for without a session, a file that is not served publicly (ADR 0012)."""
+
+    code = "not_public"
+
+
 class DuplicateIdentityError(ForbiddenError):
     code = "duplicate_identity"
     status = 409
@@ -267,6 +273,13 @@ class PolicyVersionError(PolicyError):
     status = 409
 
 
+class RateLimitedError(Error):
+    """Too many session-less requests from one address; ``details.retry_in_seconds``."""
+
+    code = "rate_limited"
+    status = 429
+
+
 class ExpiredError(Error):
     code = "expired"
     status = 410
@@ -310,6 +323,14 @@ class OutpointReservedError(ConflictError):
     """The output is already being spent by another live withdrawal."""
 
     code = "outpoint_reserved"
+
+
+class OperationKeyLostError(ConflictError):
+    """The signer no longer holds a request's one-time operation key (it was used, or
+    the server restarted). The approvals stand; both sides give their shares again to a
+    new operation. Its own code, so a client chooses the recovery by code, not by words."""
+
+    code = "operation_key_lost"
 
 
 class TamperedError(Error):

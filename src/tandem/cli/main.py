@@ -849,6 +849,9 @@ books_cmds.register(app)
 from tandem.cli import queue_cmds  # noqa: E402
 
 queue_cmds.register(app)
+from tandem.cli import fetch_cmds  # noqa: E402
+
+fetch_cmds.register(app)
 
 
 # Every command runs inside the one error boundary (tandem.cli.errors_boundary).
