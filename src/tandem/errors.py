@@ -113,6 +113,13 @@ class BadSignatureError(AuthError):
     code = "bad_signature"
 
 
+class KeyRotatedError(BadSignatureError):
+    """Signed with a key the member held before a key rotation took effect: the member
+    acts with its new keystore from then on."""
+
+    code = "key_rotated"
+
+
 class UnknownActorError(AuthError):
     code = "unknown_actor"
 
@@ -149,6 +156,12 @@ class RoleNotAllowedError(ForbiddenError):
 
 class SelfApprovalError(ForbiddenError):
     code = "self_approval"
+
+
+class NotPublicError(ForbiddenError):
+    """Asked for without a session, a file that is not served publicly (ADR 0012)."""
+
+    code = "not_public"
 
 
 class DuplicateIdentityError(ForbiddenError):
@@ -208,6 +221,20 @@ class QuorumNotMetError(PolicyError):
     status = 409
 
 
+class EscalatedError(QuorumNotMetError):
+    """At release the policy asked for more approvals than the request has (a wallet
+    limit's escalation): the request waits for them again; nothing was signed."""
+
+    code = "escalated"
+
+
+class EscalationUnsatisfiableError(QuorumNotMetError):
+    """The approvals an escalation asks for can never be given: not enough members of a
+    role other than the requester. Nothing was signed and nothing changed."""
+
+    code = "escalation_unsatisfiable"
+
+
 class NoMatchingRuleError(PolicyError):
     code = "no_matching_rule"
 
@@ -244,6 +271,13 @@ class TimeLockedError(PolicyError):
 class PolicyVersionError(PolicyError):
     code = "policy_version_mismatch"
     status = 409
+
+
+class RateLimitedError(Error):
+    """Too many session-less requests from one address; ``details.retry_in_seconds``."""
+
+    code = "rate_limited"
+    status = 429
 
 
 class ExpiredError(Error):
@@ -289,6 +323,14 @@ class OutpointReservedError(ConflictError):
     """The output is already being spent by another live withdrawal."""
 
     code = "outpoint_reserved"
+
+
+class OperationKeyLostError(ConflictError):
+    """The signer no longer holds a request's one-time operation key (it was used, or
+    the server restarted). The approvals stand; both sides give their shares again to a
+    new operation. Its own code, so a client chooses the recovery by code, not by words."""
+
+    code = "operation_key_lost"
 
 
 class TamperedError(Error):

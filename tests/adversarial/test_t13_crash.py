@@ -451,7 +451,7 @@ class Release(Withdraw):
             cw.release_withdrawal(
                 self.client, self.custodian, self.id, idempotency_key=self.key, envelope=self.envelope
             )
-        assert (err.value.http_status, err.value.remote_code) == (503, "sealed")
+        assert (err.value.http_status, err.value.remote_code) == (409, "operation_key_lost")
 
     def recover(self) -> None:
         cw.renew_operation(self.client, self.manager, self.id)

@@ -106,7 +106,7 @@ def test_old_keys_session_is_refused_after_rekey(world: World) -> None:
     # The old key cannot open a new session either; the new key can, and reads.
     again = post(world, "/v1/sessions", {"envelope": session_open(world, world["bob"])})
     assert again.status_code == 401
-    assert again.json()["code"] == "bad_signature"
+    assert again.json()["code"] == "key_rotated"
     fresh = open_session(world, RekeyedSigner(world["bob"].member_id, new_bob))
     assert read_members(world, fresh).status_code == 200
 

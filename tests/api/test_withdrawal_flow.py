@@ -172,7 +172,7 @@ def test_after_a_restart_both_sides_give_their_shares_again(world: World) -> Non
     world.svc.operations = OperationKeys()  # what a restart does to the signer's memory
     with pytest.raises(RemoteError) as err:
         cw.release_withdrawal(world.client, world["bob"], w["id"])
-    assert err.value.remote_code == "sealed"
+    assert err.value.remote_code == "operation_key_lost"
     renewed = cw.renew_operation(world.client, world["alice"], w["id"])
     assert renewed["operation"]["statement"]["operation"] != w["operation"]["statement"]["operation"]
     with pytest.raises(RemoteError) as err:

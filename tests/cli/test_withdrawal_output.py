@@ -101,6 +101,7 @@ def test_a_release_after_a_restart_prints_the_commands_that_recover_it(
     bob = str(tmp_path / "bob.keystore")
     status, out = run("withdraw", "release", w["id"], "-k", bob)
     assert status == exit_codes.CONFLICT, out
+    assert "[operation_key_lost, HTTP 409]" in out
     assert "The approvals of this request still stand" in out
     renew = f"tandem withdraw contribute {w['id']} --renew -k {bob}"
     other = f"tandem withdraw contribute {w['id']} -k MANAGER.keystore"
@@ -118,6 +119,39 @@ def test_a_release_after_a_restart_prints_the_commands_that_recover_it(
     status, out = run("withdraw", "release", w["id"], "-k", bob)
     assert status == exit_codes.OK, out
     verify_bitcoin(json.loads(out)["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
+
+
+def test_the_recovery_is_chosen_by_the_error_code_not_by_its_words(
+    cli_world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's wording may change (or be translated); the stable code decides. A
+    lost key worded without "operation" still prints the recovery, and a sealed server
+    whose message mentions an operation does not."""
+    from tandem.errors import OperationKeyLostError, SealedError
+    from tandem.services.keyuse import OperationKeys
+
+    world = cli_world
+    s = setup(world)
+    w = create_approved(world, btc_intent(s))
+    bob = str(tmp_path / "bob.keystore")
+
+    def lost(self: OperationKeys, operation_id: str) -> None:
+        raise OperationKeyLostError("der Signierer hat diesen Schlüssel nicht mehr")
+
+    monkeypatch.setattr(OperationKeys, "get", lost)
+    status, out = run("withdraw", "release", w["id"], "-k", bob)
+    assert status == exit_codes.CONFLICT, out
+    assert "[operation_key_lost, HTTP 409]" in out
+    assert f"tandem withdraw contribute {w['id']} --renew -k {bob}" in out
+
+    def sealed(self: OperationKeys, operation_id: str) -> None:
+        raise SealedError("signing is sealed while the operation log is checked")
+
+    monkeypatch.setattr(OperationKeys, "get", sealed)
+    status, out = run("withdraw", "release", w["id"], "-k", bob)
+    assert status == exit_codes.SERVER_ERROR, out
+    assert "[sealed, HTTP 503]" in out
+    assert "--renew" not in out
 
 
 def test_amounts_read_in_the_chain_s_units() -> None:

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tandem import __version__
 from tandem.api import schemas
 from tandem.api.deps import Reader, paged
+from tandem.api.routes_public import router as public_router
 from tandem.core.canonical import loads_strict
 from tandem.errors import Error, InputError, PayloadTooLargeError, UnknownFieldError
 from tandem.services import Tandem
@@ -365,6 +366,7 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
     from tandem.api.routes_custody import register_custody_routes
 
     register_custody_routes(app, svc, strict=strict, reader=reader)
+    app.include_router(public_router)  # session-less self-verifying files (ADR 0012)
     _document_request_bodies(app, body_models)
 
     @app.middleware("http")

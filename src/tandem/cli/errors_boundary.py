@@ -116,7 +116,7 @@ def hint(exc: errors.Error) -> str | None:
         return None  # the message says what to run
     if isinstance(exc, errors.ServerUnreachableError) or code == "unreachable":
         return None  # the message says what to check
-    if code == "sealed" and "operation" not in exc.message:
+    if code == "sealed":
         return (
             "the server found its audit log changed and stopped signing; its operator must "
             "look (`tandem verify audit` on an export names the entry)"

@@ -42,8 +42,9 @@ from tandem.core.identity import (
     IdentityCard,
     MemberSecrets,
     card_from_keystore,
+    member_id_from_keystore,
 )
-from tandem.core.roles import parse_role
+from tandem.core.roles import Role, parse_role
 from tandem.errors import ConfigurationError, Error, InputError, PinError, VerificationError
 from tandem.localtime import pending_change_line
 
@@ -261,7 +262,7 @@ def id_show(
         lambda: show(
             {
                 **card_from_keystore(keystore.read_bytes()).to_json(),
-                "member_id": card_from_keystore(keystore.read_bytes()).member_id,
+                "member_id": member_id_from_keystore(keystore.read_bytes()),
             }
         )
     )
@@ -669,6 +670,56 @@ def member_propose_rekey(
     )
 
 
+@member_app.command("rotate-key")
+def member_rotate_key(
+    out: Annotated[Path, typer.Option(help="Where to write the new keystore.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    scrypt_log2_n: Annotated[int, typer.Option(hidden=True)] = DEFAULT_SCRYPT_LOG2_N,
+) -> None:
+    """Make new keys for yourself and propose the rotation. The other side approves it and
+    it takes effect after the membership delay; from then on only the new keystore signs,
+    under your unchanged member id (keep the old one until then, then destroy it)."""
+
+    def go() -> None:
+        import shutil
+
+        if out.exists():
+            raise InputError(f"{out} exists; refusing to overwrite a keystore")
+        member, _ = common.open_keystore(keystore)
+        client_pin.remember_keystore(member.member_id, keystore)
+        if member.role not in (Role.MANAGER, Role.CUSTODIAN):
+            raise InputError(
+                "an auditor's rotation is proposed by a manager or custodian: give them the new "
+                "card (`tandem id card`) for `tandem member propose-rekey`"
+            )
+        new = member.rotated()
+        keep = member.holds_totp_seed
+        console.print(f"new keystore for {member.name} ({member.member_id}): choose its passphrase")
+        data = new.to_keystore(common.passphrase(confirm=True), log2_n=scrypt_log2_n, keep_totp_seed=keep)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.touch(mode=0o600)
+        out.write_bytes(data)
+        old_pin, new_pin = client_pin.pin_path(keystore), client_pin.pin_path(out)
+        if old_pin.exists() and not new_pin.exists():
+            # The genesis pin is the member's, not the key's: the new keystore keeps it.
+            shutil.copyfile(old_pin, new_pin)
+        try:
+            proposal = Client(server).propose_rekey(member, member.member_id, new.card())
+        except Error:
+            out.unlink()
+            new_pin.unlink(missing_ok=True)
+            raise
+        show(proposal)
+        console.print(
+            f"new keystore: {out} (fingerprint {new.card().fingerprint}); rotation proposed as "
+            f"{proposal['id']}. Until it takes effect sign with {keystore}; afterwards only "
+            f"with {out}: the old key is refused (key_rotated)"
+        )
+
+    run_cli(go)
+
+
 @proposal_app.command("list")
 def proposal_list(
     keystore: Path = KeystoreOpt,
@@ -798,6 +849,9 @@ books_cmds.register(app)
 from tandem.cli import queue_cmds  # noqa: E402
 
 queue_cmds.register(app)
+from tandem.cli import fetch_cmds  # noqa: E402
+
+fetch_cmds.register(app)
 
 
 # Every command runs inside the one error boundary (tandem.cli.errors_boundary).

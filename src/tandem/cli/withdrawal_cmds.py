@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.table import Column
 
 from tandem import humanize
-from tandem.cli import common
+from tandem.cli import common, exit_codes
 from tandem.cli.common import (
     JsonOpt,
     KeystoreOpt,
@@ -35,7 +37,13 @@ from tandem.client import Client
 from tandem.client import withdrawal as cw
 from tandem.core.identity import IdentityCard, MemberSecrets
 from tandem.core.roles import Role
-from tandem.errors import InputError, InvalidStateError, RemoteError, RoleNotAllowedError
+from tandem.errors import (
+    InputError,
+    InvalidStateError,
+    OperationKeyLostError,
+    RemoteError,
+    RoleNotAllowedError,
+)
 
 withdraw_app = typer.Typer(
     help="Co-signed withdrawals: request, review, approve, release.", no_args_is_help=True
@@ -88,7 +96,9 @@ def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
         console.print(inputs)
     console.print(
         f"request {view['id']}  status {view['status']}  policy v{view['policy_version']}  "
-        f"rule {view['decision'].get('rule')}  requires {view['decision'].get('required')}"
+        f"rule {view['decision'].get('rule')}  requires "
+        f"{view.get('required') or view['decision'].get('required')}"
+        + ("  (escalated at release: waiting for the extra approvals)" if view.get("escalated") else "")
     )
     fee = checked.fee
     if fee is not None:
@@ -289,6 +299,23 @@ def withdraw_psbt(
     run_cli(go)
 
 
+def _refuse_auditor(member: MemberSecrets, withdrawal_id: str) -> None:
+    if member.role is Role.AUDITOR:
+        raise RoleNotAllowedError(
+            f"{member.name}'s keystore is an auditor's: auditors read and verify, they do not "
+            "approve withdrawals. A custodian approves (and a manager, where the policy asks "
+            f"for one); you can review it with `tandem withdraw show {withdrawal_id}`"
+        )
+
+
+def _reviewed(cl: Client, member: MemberSecrets, withdrawal_id: str) -> dict[str, Any]:
+    """Fetch once, decode and check here, print the review: what is printed is the very
+    object the approval is then built from."""
+    view = cw.get_withdrawal(cl, member, withdrawal_id)
+    _print_review(view, cw.review(view))
+    return view
+
+
 @withdraw_app.command("approve")
 def withdraw_approve(
     withdrawal_id: Annotated[str, typer.Argument()],
@@ -307,20 +334,88 @@ def withdraw_approve(
     def go() -> None:
         cl = Client(server)
         member = load_member(keystore)
-        if member.role is Role.AUDITOR:
-            raise RoleNotAllowedError(
-                f"{member.name}'s keystore is an auditor's: auditors read and verify, they do not "
-                "approve withdrawals. A custodian approves (and a manager, where the policy asks "
-                f"for one); you can review it with `tandem withdraw show {withdrawal_id}`"
-            )
-        # One fetch: what is printed is the very object the approval is built from.
-        view = cw.get_withdrawal(cl, member, withdrawal_id)
-        _print_review(view, cw.review(view))
+        _refuse_auditor(member, withdrawal_id)
+        view = _reviewed(cl, member, withdrawal_id)
         code = common.totp_code(cl, member, totp, totp_from_keystore)
         result = cw.approve_withdrawal(
             cl, member, withdrawal_id, totp=code, expected_fingerprint=fingerprint, view=view
         )
         console.print(f"approved; request is {result['status']}")
+
+    run_cli(go)
+
+
+def _fingerprints(values: list[str] | None, ids: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values or []:
+        wid, sep, fp = value.partition("=")
+        if not sep or not fp or wid not in ids:
+            raise InputError(
+                f"--fingerprint takes ID=FINGERPRINT for one of the requests named, not {value!r}"
+            )
+        out[wid] = fp.strip()
+    return out
+
+
+@withdraw_app.command("approve-batch")
+def withdraw_approve_batch(
+    withdrawal_ids: Annotated[list[str], typer.Argument(help="The requests to approve (wd_...).")],
+    *,
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    totp: str | None = TotpOpt,
+    totp_from_keystore: bool = TotpFromKeystoreOpt,
+    fingerprint: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ID=FINGERPRINT as the requester read it out (repeat); refuse that one if it differs."
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Do not ask (scripts; you read every fingerprint back already)."),
+    ] = False,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Approve several requests with one TOTP code: each is decoded, checked and shown here
+    as `withdraw approve` shows it, you confirm you read each fingerprint back, then one
+    code signs them all. Prints each request's result; exits 1 if any was refused."""
+
+    def go() -> None:
+        ids = list(withdrawal_ids)
+        if len(set(ids)) != len(ids):
+            raise InputError("a request is named twice")
+        expected = _fingerprints(fingerprint, ids)
+        cl = Client(server)
+        member = load_member(keystore)
+        _refuse_auditor(member, ids[0])
+        views = []
+        for n, wid in enumerate(ids, 1):
+            console.print(f"[bold]{n}/{len(ids)}[/]")
+            views.append(_reviewed(cl, member, wid))
+        if not yes and not typer.confirm(
+            f"Approve these {len(ids)} requests? Only if you read each fingerprint back with its requester"
+        ):
+            raise InputError("nothing approved: you declined")
+        code = common.totp_code(cl, member, totp, totp_from_keystore)
+        answer = cw.approve_withdrawals(cl, member, views, totp=code, expected_fingerprints=expected)
+        if as_json:
+            show(answer)
+        else:
+            table = whole_table(
+                Column("request", no_wrap=True), "outcome", "status or reason", show_header=True
+            )
+            for r in answer["results"]:
+                approved = r["outcome"] == "approved"
+                table.add_row(
+                    r["withdrawal"],
+                    r["outcome"] if approved else f"[red]{r['outcome']}[/]",
+                    str(r.get("status")) if approved else escape(f"{r.get('message')} [{r.get('code')}]"),
+                )
+            console.print(table)
+            console.print(f"{answer['approved']} approved, {answer['refused']} refused")
+        if answer["refused"]:
+            raise typer.Exit(exit_codes.REFUSED)
 
     run_cli(go)
 
@@ -422,7 +517,7 @@ def withdraw_release(
         try:
             result = cw.release_withdrawal(cl, member, withdrawal_id, idempotency_key=key, envelope=envelope)
         except RemoteError as exc:
-            if exc.remote_code == "sealed" and "operation" in exc.message:
+            if exc.remote_code == OperationKeyLostError.code:
                 raise typer.Exit(_recover_release(exc, withdrawal_id, keystore, member)) from None
             raise
         doc = {
@@ -442,7 +537,7 @@ def withdraw_release(
 def _recover_release(exc: RemoteError, withdrawal_id: str, keystore: Path, member: MemberSecrets) -> int:
     """The approvals stand; only the one-time operation key is gone (a restart, or it was
     used). Say exactly what brings the request back to a release."""
-    from tandem.cli import errors_boundary, exit_codes
+    from tandem.cli import errors_boundary
 
     errors_boundary.report(exc)
     other = "custodian" if member.role is Role.MANAGER else "manager"

@@ -104,7 +104,7 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
     withdrawals = []
     for w in cw.list_withdrawals(client, member, status="pending"):
         intent = w["intent"]
-        required = w["decision"].get("required", {})
+        required = w.get("required") or w["decision"].get("required", {})
         given = list(w.get("approvals", ()))
         withdrawals.append(
             {
@@ -222,7 +222,7 @@ def withdrawal_review(
     approvals = [
         {"who": d.name(a["member"]), "at": local_time(a.get("at"))} for a in view.get("approvals", ())
     ]
-    required = view["decision"].get("required", {})
+    required = view.get("required") or view["decision"].get("required", {})
     return {
         "ok": True,
         "id": view["id"],

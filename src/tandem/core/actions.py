@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from tandem.core.canonical import check_fields, domain_bytes
 from tandem.core.identity import b64, unb64, verify_ed25519
 from tandem.errors import (
+    BadSignatureError,
     InputError,
     StaleActionError,
     WrongActionTypeError,
@@ -69,6 +70,14 @@ class SignedAction:
 
     def verify(self, public_key: bytes) -> None:
         verify_ed25519(public_key, self.signing_bytes(), self.signature, what=f"action {self.type}")
+
+    def verifies_with(self, public_key: bytes) -> bool:
+        """Whether ``public_key`` made this signature (to name a refusal, never to accept)."""
+        try:
+            self.verify(public_key)
+        except BadSignatureError:
+            return False
+        return True
 
 
 def sign_action(

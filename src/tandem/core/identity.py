@@ -81,8 +81,12 @@ def check_name(name: str) -> str:
     return name
 
 
+MEMBER_ID_RE = re.compile(r"^mem_[0-9a-f]{20}$")
+
+
 def member_id_for(sign_public: bytes) -> str:
-    """A member's stable id: derived from the signing key it was registered with."""
+    """A member's stable id: derived from the signing key it was admitted with, and kept
+    across key rotations (the log maps the id to the member's current key)."""
     return "mem_" + hashlib.sha256(b"tandem member id\x00" + sign_public).hexdigest()[:20]
 
 
@@ -157,18 +161,30 @@ def check_passphrase(passphrase: str) -> None:
 class MemberSecrets:
     """A member's private keys. Never printed, never serialised except into a keystore."""
 
-    __slots__ = ("_seal", "_sign", "name", "role", "totp_secret")
+    __slots__ = ("_member_id", "_seal", "_sign", "name", "role", "totp_secret")
 
     def __init__(
-        self, *, name: str, role: Role, sign_seed: bytes, seal_private: bytes, totp_secret: str
+        self,
+        *,
+        name: str,
+        role: Role,
+        sign_seed: bytes,
+        seal_private: bytes,
+        totp_secret: str,
+        member_id: str | None = None,
     ) -> None:
         if len(sign_seed) != 32 or len(seal_private) != 32:
             raise KeystoreError("keystore holds keys of the wrong length")
+        if member_id is not None and not MEMBER_ID_RE.fullmatch(member_id):
+            raise KeystoreError("keystore names a malformed member id")
         self.name = check_name(name)
         self.role = role
         self._sign = nacl.signing.SigningKey(sign_seed)
         self._seal = nacl.public.PrivateKey(seal_private)
         self.totp_secret = totp_secret
+        # The id fixed at admission. None: this key is the one the member was admitted
+        # with, so the id is derived from it; after a key rotation the id stays the old one.
+        self._member_id = None if member_id == member_id_for(self.sign_public) else member_id
 
     def __repr__(self) -> str:
         return f"MemberSecrets(name={self.name!r}, role={self.role.value!r}, <private keys hidden>)"
@@ -203,7 +219,19 @@ class MemberSecrets:
 
     @property
     def member_id(self) -> str:
-        return member_id_for(self.sign_public)
+        return self._member_id or member_id_for(self.sign_public)
+
+    def rotated(self) -> MemberSecrets:
+        """New signing and sealing keys for the same member (same id, name, role and
+        TOTP seed): what a key rotation proposes, and what signs once it takes effect."""
+        return MemberSecrets(
+            name=self.name,
+            role=self.role,
+            sign_seed=os.urandom(32),
+            seal_private=os.urandom(32),
+            totp_secret=self.totp_secret,
+            member_id=self.member_id,
+        )
 
     def sign(self, message: bytes) -> bytes:
         return bytes(self._sign.sign(message).signature)
@@ -244,6 +272,7 @@ class MemberSecrets:
             sign_seed=bytes(self._sign),
             seal_private=bytes(self._seal),
             totp_secret=totp_secret,
+            member_id=self.member_id,
         )
 
     def to_keystore(
@@ -262,6 +291,9 @@ class MemberSecrets:
             "cipher": {"name": "aes-256-gcm", "nonce": b64(nonce)},
             "card": self.card().to_json(),
         }
+        if self._member_id is not None:
+            # Only a rotated key's keystore names its id (older keystores stay byte-identical).
+            header["member"] = self._member_id
         key = _scrypt(passphrase, salt, log2_n)
         plaintext = canonical(
             {
@@ -276,7 +308,12 @@ class MemberSecrets:
     @classmethod
     def from_keystore(cls, data: bytes, passphrase: str) -> MemberSecrets:
         doc = loads_strict(data)
-        check_fields(doc, required=("format", "kdf", "cipher", "card", "ciphertext"), where="keystore")
+        check_fields(
+            doc,
+            required=("format", "kdf", "cipher", "card", "ciphertext"),
+            optional=("member",),
+            where="keystore",
+        )
         if doc["format"] != KEYSTORE_FORMAT:
             raise KeystoreError(f"not a {KEYSTORE_FORMAT} file")
         kdf = check_fields(doc["kdf"], required=("name", "log2_n", "r", "p", "salt"), where="kdf")
@@ -286,7 +323,7 @@ class MemberSecrets:
         if not isinstance(log2_n, int) or not MIN_SCRYPT_LOG2_N <= log2_n <= 20:
             raise KeystoreError("unsupported scrypt cost")
         cipher = check_fields(doc["cipher"], required=("name", "nonce"), where="cipher")
-        header = {k: doc[k] for k in ("format", "kdf", "cipher", "card")}
+        header = {k: doc[k] for k in ("format", "kdf", "cipher", "card", "member") if k in doc}
         key = _scrypt(passphrase, unb64(kdf["salt"], what="salt"), log2_n)
         try:
             plaintext = AESGCM(key).decrypt(
@@ -308,10 +345,24 @@ class MemberSecrets:
             sign_seed=bytes.fromhex(inner["sign_seed"]),
             seal_private=bytes.fromhex(inner["seal_private"]),
             totp_secret=inner["totp_secret"],
+            member_id=doc.get("member"),
         )
         if secrets.sign_public != card.sign_public or secrets.seal_public != card.seal_public:
             raise KeystoreError("keystore keys do not match its identity card")
         return secrets
+
+
+def member_id_from_keystore(data: bytes) -> str:
+    """The member id a keystore acts as (readable without the passphrase): the id it
+    names after a key rotation, else the one derived from its card."""
+    doc = loads_strict(data)
+    card = card_from_keystore(data)
+    named = doc.get("member")
+    if named is None:
+        return card.member_id
+    if not isinstance(named, str) or not MEMBER_ID_RE.fullmatch(named):
+        raise KeystoreError("keystore names a malformed member id")
+    return named
 
 
 def card_from_keystore(data: bytes) -> IdentityCard:

@@ -30,6 +30,7 @@ from tandem.errors import (
     DuplicateIdentityError,
     Error,
     InputError,
+    KeyRotatedError,
     UnknownActorError,
     VerificationError,
 )
@@ -327,6 +328,9 @@ class LogState:
 
     def __init__(self, *, genesis_hash_pin: str | None = None) -> None:
         self.members: dict[str, MemberRecord] = {}
+        # Member id -> signing keys it held before a rotation, with the log index of the
+        # rotation that retired each (so an old key's signature is named for what it is).
+        self.retired_keys: dict[str, list[tuple[bytes, int]]] = {}
         self.deployment: str | None = None
         self.genesis_hash: str | None = None
         self.genesis_hash_pin = genesis_hash_pin
@@ -415,7 +419,16 @@ class LogState:
         rec = self.members.get(action.actor)
         if rec is None:
             raise VerificationError(f"action signed by {action.actor}, who is not a member at this point")
-        action.verify(rec.sign_public)
+        try:
+            action.verify(rec.sign_public)
+        except BadSignatureError:
+            for old, retired_at in self.retired_keys.get(rec.id, []):
+                if action.verifies_with(old):
+                    raise KeyRotatedError(
+                        f"action signed by {rec.id} with the key its rotation at entry {retired_at} "
+                        "retired; only the member's current key signs"
+                    ) from None
+            raise
         if action.deployment != self.deployment:
             raise VerificationError("an action in the log was signed for another deployment")
         self.signatures_verified += 1
@@ -670,6 +683,7 @@ class LogState:
                     for k in (card.sign_public, card.seal_public)
                 ):
                     raise DuplicateIdentityError("the new key is registered to another member")
+                self.retired_keys.setdefault(rec.id, []).append((rec.sign_public, entry["index"]))
                 self.members[rec.id] = MemberRecord(
                     id=rec.id,
                     name=rec.name,

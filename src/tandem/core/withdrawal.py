@@ -64,7 +64,7 @@ from tandem.core.policy import (
     parse_policy,
     velocity_window_seconds,
 )
-from tandem.core.roles import Role
+from tandem.core.roles import Role, parse_role
 from tandem.errors import (
     AlreadyReleasedError,
     AuditVerificationError,
@@ -1030,6 +1030,8 @@ ENDED_UNSPENT = frozenset({REJECTED, CANCELLED, VETOED, TAMPERED, ABANDONED})
 _TRANSITIONS: Mapping[str, Mapping[str, str]] = {
     "approve": {PENDING: PENDING, APPROVED: APPROVED},
     "quorum": {PENDING: APPROVED, APPROVED: APPROVED},
+    # At release a wallet limit asked for more approvals: the request waits again.
+    "escalate": {APPROVED: PENDING},
     "release": {APPROVED: RELEASED},
     "reject": {PENDING: REJECTED, APPROVED: REJECTED},
     "cancel": {PENDING: CANCELLED, APPROVED: CANCELLED},
@@ -1400,6 +1402,27 @@ def _book_from_log(state: LogState, *, at: int, before: int) -> list[AddressBook
     return state.book_at(at, before=before)
 
 
+def _escalated_required(
+    required: Mapping[Role, int], entries: Iterable[Mapping[str, Any]], withdrawal_id: str
+) -> dict[Role, int]:
+    """The quorum raised by every escalation the server recorded at a release attempt
+    (``withdrawal.escalated``). The entry is the server's, not a member's: it can only
+    make the offline signer ask for more, never for less."""
+    out = dict(required)
+    for e in entries:
+        if e["kind"] != "withdrawal.escalated" or e["data"].get("withdrawal") != withdrawal_id:
+            continue
+        raised = e["data"].get("required")
+        if not isinstance(raised, dict):
+            raise VerificationError("a withdrawal.escalated entry names no required approvals")
+        for name, n in raised.items():
+            if not isinstance(name, str) or isinstance(n, bool) or not isinstance(n, int):
+                raise VerificationError("a withdrawal.escalated entry has a malformed requirement")
+            role = parse_role(name)
+            out[role] = max(out.get(role, 0), n)
+    return out
+
+
 def _logged_action(env: Any, logged: Collection[bytes], *, type_: str, deployment: str) -> SignedAction:
     """An action from the bundle that the log holds verbatim. The membership replay
     checked its signature against the key its signer had at that point of the log, so
@@ -1583,6 +1606,7 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
         raise TimeLockedError(f"time-locked until {w['time_lock_until']}")
     if any(e["kind"] == "withdrawal.vetoed" and e["data"].get("withdrawal") == w["id"] for e in entries):
         raise VerificationError("the log records a veto of this request")
+    required = _escalated_required(decision.required, entries, w["id"])
     # The destination must still be allowed as of the end of the log, not only when the
     # request was made (THREATS 31).
     matched = next((r for r in policy.rules if r.name == decision.rule_name), None)
@@ -1625,7 +1649,7 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
         ),
         given,
         membership=approvals_engine.standing_by_role(eligible),
-        required=decision.required,
+        required=required,
         now=now,
         ttl_seconds=decision.approval_ttl_seconds,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -20,13 +21,16 @@ from sqlmodel import Session, select
 from tandem.core import totp as totp_core
 from tandem.core.actions import SignedAction, check_context, parse_envelope
 from tandem.core.canonical import canonical, domain_bytes, loads_strict
+from tandem.core.identity import IdentityCard
 from tandem.core.lifecycles import MemberState
 from tandem.core.roles import Role, a_role
 from tandem.core.service_key import ServiceKey
 from tandem.errors import (
+    BadSignatureError,
     ConflictError,
     Error,
     InputError,
+    KeyRotatedError,
     MemberRemovedError,
     NotFoundError,
     ReplayError,
@@ -243,7 +247,18 @@ class ServiceBase:
         member = session.get(Member, action.actor)
         if member is None:
             raise UnknownActorError("the action's signer is not a member of this deployment")
-        action.verify(bytes.fromhex(member.sign_public))
+        try:
+            action.verify(bytes.fromhex(member.sign_public))
+        except BadSignatureError:
+            # Name a retired key's signature for what it is (the key stays refused).
+            history = key_history(session, member.id)
+            for (old, _since), (_new, retired_at) in itertools.pairwise(history):
+                if action.verifies_with(old):
+                    raise KeyRotatedError(
+                        f"signed with a key of {member.name!r} that a key rotation retired at "
+                        f"{retired_at}; act with the new keystore"
+                    ) from None
+            raise
         if member.status != MemberState.ACTIVE:
             raise MemberRemovedError(f"member {member.name!r} has been removed")
         self.check_role(member, roles)
@@ -312,6 +327,32 @@ class ServiceBase:
     def require_unsealed(self) -> None:
         if self.sealed_reason is not None:
             raise SealedError(f"signing is sealed: {self.sealed_reason}")
+
+
+def key_history(session: Session, member_id: str) -> list[tuple[bytes, int]]:
+    """The signing keys ``member_id`` has held, oldest first, each with the time it took
+    effect: the card it was admitted with (genesis or ``member.added``), then one per
+    ``member.rekeyed``. The last is the member's key now."""
+    history: list[tuple[bytes, int]] = []
+    for e in audit_log.entries_of_kinds(session, ("deployment.genesis", "member.added", "member.rekeyed")):
+        data = e["data"]
+        if e["kind"] == "deployment.genesis":
+            cards = [IdentityCard.from_json(c) for c in data["genesis"]["members"]]
+            history += [(c.sign_public, e["time"]) for c in cards if c.member_id == member_id]
+        elif data.get("member") == member_id:
+            history.append((IdentityCard.from_json(data["card"]).sign_public, e["time"]))
+    return history
+
+
+def verify_as_made(session: Session, action: SignedAction, member: Member) -> None:
+    """Verify a stored action by the key ``member`` held when it was signed: its key now,
+    or, for an action signed before a key rotation, the key in force at its
+    ``issued_at`` (the log is read only then, so the common case costs no query)."""
+    current = bytes.fromhex(member.sign_public)
+    if action.verifies_with(current):
+        return
+    held = [key for key, since in key_history(session, member.id) if since <= action.issued_at]
+    action.verify(held[-1] if held else current)
 
 
 def database_refusal(exc: Exception) -> Error:

@@ -28,8 +28,8 @@ from tandem.errors import (
     ConflictError,
     InputError,
     NotFoundError,
+    OperationKeyLostError,
     ReshareRequiredError,
-    SealedError,
     ShareAlreadyStoredError,
     TotpError,
 )
@@ -58,7 +58,7 @@ class OperationKeys:
         with _lock:
             key = self._keys.get(operation_id)
         if key is None or key.closed:
-            raise SealedError(
+            raise OperationKeyLostError(
                 "the signer no longer holds this operation's key (used, or the server restarted); "
                 "both sides must contribute their shares to a new operation"
             )

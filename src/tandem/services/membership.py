@@ -298,6 +298,12 @@ class MembershipService(ProposalService):
         for m in existing:
             if m.id == rekey_of:
                 continue
+            if rekey_of is None and card.member_id == m.id:
+                # A key a member was admitted with (retired by a rotation or not) would
+                # take that member's id: one key, one member, for ever.
+                raise DuplicateIdentityError(
+                    "that key is already registered to another member; one key, one member"
+                )
             if card.sign_public.hex() in (m.sign_public,) or card.seal_public.hex() in (m.seal_public,):
                 raise DuplicateIdentityError(
                     "that key is already registered to another member; one key, one member"

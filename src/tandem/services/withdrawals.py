@@ -38,6 +38,8 @@ from tandem.core.split import verify_operation
 from tandem.errors import (
     ConflictError,
     Error,
+    EscalatedError,
+    EscalationUnsatisfiableError,
     ExpiredError,
     IdempotencyConflictError,
     InputError,
@@ -51,7 +53,7 @@ from tandem.errors import (
 )
 from tandem.services import bundles, outpoints, policies
 from tandem.services.approvals import approvals_of, current_membership
-from tandem.services.base import Call, fault_point
+from tandem.services.base import Call, fault_point, verify_as_made
 from tandem.services.keyuse import KeyUseService
 from tandem.store import audit_log, pages
 from tandem.store.models import (
@@ -320,8 +322,9 @@ class WithdrawalService(KeyUseService):
                 _request(row),
                 member=actor.id,
                 role=role,
-                required={Role(k): v for k, v in decision["required"].items()},
-                what=f"this withdrawal (rule {decision['rule']!r})",
+                required=_required(row),
+                what=f"this withdrawal (rule {decision['rule']!r}"
+                + (", escalated at release)" if row.escalated else ")"),
             )
             row.status = wcore.transition(row.status, "approve", expires_at=row.expires_at, now=now)
             current = policies.current_policy(session, now)
@@ -621,7 +624,9 @@ class WithdrawalService(KeyUseService):
                 )
                 answer = self._mark_released(call, row, signed=signed, txid=txid, offline=False, result=guard)
                 fault_point("release.after_sign")
-            if idempotency_key is not None:
+            if idempotency_key is not None and answer.body.get("code") != EscalatedError.code:
+                # An escalation is not the request's final answer: once the approvals are
+                # in, the same key must be able to release.
                 session.add(
                     Idempotency(
                         key=idempotency_key,
@@ -712,8 +717,50 @@ class WithdrawalService(KeyUseService):
             return ReleaseAnswer(err.status, err.to_dict())
         required = self._recheck_at_release(session, row, now, policy)
         result = self._quorum(session, row, now, required=required)
+        if not result.met and any(n > _required(row).get(role, 0) for role, n in required.items()):
+            return self._escalate(call, row, required, result)
         result.require()
         return result
+
+    def _escalate(
+        self, call: Call, row: Withdrawal, required: dict[Role, int], result: QuorumResult
+    ) -> ReleaseAnswer:
+        """The policy asks at release for approvals the request lacks (a wallet limit's
+        escalation). If they can be given, the request records them as required and waits
+        for them again (``pending``; the approval route then admits those roles); if not
+        enough members other than the requester hold a role, it is refused for good."""
+        session, now = call.session, call.now
+        membership = current_membership(session)
+        for role, n in sorted(required.items()):
+            eligible = sum(1 for m, st in membership.items() if st.role is role and m != row.requester)
+            if eligible < n:
+                raise EscalationUnsatisfiableError(
+                    f"at release the policy escalates this withdrawal to {n} {role.value} "
+                    f"approval(s), but only {eligible} {role.value}(s) other than the requester "
+                    "can approve: it can never be released; cancel it and request within the limits",
+                    details={"role": role.value, "required": n, "eligible": eligible},
+                )
+        row.escalated = canonical({r.value: n for r, n in required.items()}).decode()
+        row.status = wcore.transition(row.status, "escalate", expires_at=row.expires_at, now=now)
+        session.add(row)
+        missing = {r.value: n for r, n in result.missing.items() if n}
+        self.audit(
+            call,
+            "withdrawal.escalated",
+            {
+                "withdrawal": row.id,
+                "required": {r.value: n for r, n in required.items()},
+                "missing": missing,
+                "status": row.status,
+            },
+        )
+        err = EscalatedError(
+            f"withdrawal {row.id} was escalated at release: it now needs "
+            + ", ".join(f"{n} more {role}" for role, n in sorted(missing.items()))
+            + " approval(s); it waits for them again and nothing was signed",
+            details={"required": {r.value: n for r, n in required.items()}, "missing": missing},
+        )
+        return ReleaseAnswer(err.status, err.to_dict())
 
     def _recheck_at_release(
         self, session: Session, row: Withdrawal, now: int, policy: Policy
@@ -822,13 +869,13 @@ class WithdrawalService(KeyUseService):
                 or dict(create.body).get("intent") != intent_doc
             ):
                 return "the stored intent is not the one the requester signed"
-            create.verify(bytes.fromhex(requester.sign_public))
+            verify_as_made(session, create, requester)
             for a in _approvals(session, row.id):
                 action = parse_envelope(loads_strict(a.envelope))
                 member = session.get(Member, a.member)
                 if member is None or action.actor != member.id:
                     return "an approval record names another signer"
-                action.verify(bytes.fromhex(member.sign_public))
+                verify_as_made(session, action, member)
                 body = action.body
                 if (
                     body.get("withdrawal") != row.id
@@ -849,7 +896,7 @@ class WithdrawalService(KeyUseService):
         toward ``required`` (by default the one decided at creation)."""
         decision = loads_strict(row.decision)
         if required is None:
-            required = {Role(k): v for k, v in decision["required"].items()}
+            required = _required(row)
         return engine.evaluate(
             _request(row),
             [_given(a) for a in _approvals(session, row.id)],
@@ -993,6 +1040,9 @@ class WithdrawalService(KeyUseService):
             "txid": row.txid,
             "signed_tx": row.signed_tx,
             "decision": loads_strict(row.decision),
+            # What the request needs now (the decision's, raised by an escalation).
+            "required": {r.value: n for r, n in _required(row).items()},
+            "escalated": row.escalated is not None,
             "approvals": [
                 {
                     "member": a.member,
@@ -1087,12 +1137,27 @@ def _free_claims(session: Session, row: Withdrawal) -> None:
 
 
 def _raise_tampered(answer: ReleaseAnswer) -> ReleaseAnswer:
+    """Raise a refusal that was committed with its entry (tampered, escalated)."""
     if answer.status_code != 200:
-        err = TamperedError(answer.body.get("message", "tampered"))
-        # The tamper entry is already in the log; the app's handler must not add a refusal.
+        err: Error
+        if answer.body.get("code") == EscalatedError.code:
+            err = EscalatedError(answer.body.get("message", "escalated"), details=answer.body.get("details"))
+        else:
+            err = TamperedError(answer.body.get("message", "tampered"))
+        # The entry is already in the log; the app's handler must not add a refusal.
         err.audited = True
         raise err
     return answer
+
+
+def _required(row: Withdrawal) -> dict[Role, int]:
+    """The approvals this request needs now: the decision made at creation, raised by
+    any escalation recorded at a release attempt."""
+    required = {Role(k): v for k, v in loads_strict(row.decision)["required"].items()}
+    if row.escalated:
+        for k, v in loads_strict(row.escalated).items():
+            required[Role(k)] = max(required.get(Role(k), 0), v)
+    return required
 
 
 def _request(row: Withdrawal) -> engine.Request:

@@ -242,6 +242,12 @@ def row(session: Session, index: int) -> AuditRow | None:
     return session.get(AuditRow, index)
 
 
+def entries_of_kinds(session: Session, kinds: Iterable[str]) -> list[dict[str, Any]]:
+    """Every entry of ``kinds``, in log order (the kind column is indexed)."""
+    query = select(AuditRow).where(col(AuditRow.kind).in_(list(kinds))).order_by(col(AuditRow.seq))
+    return [loads_strict(r.line) for r in session.exec(query).all()]
+
+
 # --- subtree roots -------------------------------------------------------------------
 
 

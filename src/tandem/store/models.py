@@ -212,6 +212,9 @@ class Withdrawal(SQLModel, table=True):
     fee_asset: str | None = Field(default=None, max_length=16)
     # The release's lifetime and the operator's record of how it ended.
     release_expires_at: int | None = None
+    # Approvals a wallet limit's escalation asked for at a release attempt, beyond the
+    # decision made at creation (JSON role -> count, the larger of both); null: none.
+    escalated: str | None = Field(default=None, sa_column=_text_null())
     broadcast_at: int | None = None
     confirmed_at: int | None = None
     abandoned_at: int | None = None
