@@ -1,7 +1,7 @@
 """background reconciliation jobs are kept in the database, so a restart shows them
 
 Revision ID: 0010_books
-Revises: 0010_pages (re-chained after main gained 0010_pages)
+Revises: 0010_sec (re-chained after main gained 0010_pages and 0010_sec: one head)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0010_books"
-down_revision = "0010_pages"
+down_revision = "0010_sec"
 branch_labels = None
 depends_on = None
 
