@@ -95,8 +95,11 @@ class Anvil:
         if to is not None:
             tx["to"] = to
         tx_hash = self.rpc("eth_sendTransaction", [tx])
-        receipt = self.rpc("eth_getTransactionReceipt", [tx_hash])
-        assert receipt is not None
+        # Anvil mines it at once, but on a loaded machine the receipt can lag the answer.
+        deadline = time.monotonic() + 10
+        while (receipt := self.rpc("eth_getTransactionReceipt", [tx_hash])) is None:
+            assert time.monotonic() < deadline, f"no receipt for {tx_hash}"
+            time.sleep(0.02)
         assert receipt["status"] == "0x1", receipt
         return dict(receipt)
 
