@@ -190,9 +190,14 @@ def books_chapter(demo: Any, anvil_url: str) -> None:  # noqa: PLR0915 - one cha
         cli("withdraw", "broadcast", created["id"], "--keystore", ks["bob"], env=demo.env).stdout
     )
     note(f"broadcast through the chain backend: {sent['status']}, txid {sent['txid']}")
-    tracked = json.loads(
-        cli("withdraw", "track", created["id"], "--keystore", ks["bob"], env=demo.env).stdout
-    )
+    for _ in range(20):  # anvil mines at once; a loaded machine may answer a moment later
+        tracked = json.loads(
+            cli("withdraw", "track", created["id"], "--keystore", ks["bob"], env=demo.env).stdout
+        )
+        if tracked["state"] != "pending":
+            break
+        note("waiting for the node to mine it")
+        time.sleep(0.5)
     note(
         f"confirmed at block {tracked['height']} ({tracked['confirmations']} confirmation); "
         "the amount and the fee the chain charged entered the register"

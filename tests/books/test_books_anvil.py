@@ -6,6 +6,7 @@ refused by the offline check. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -32,6 +33,16 @@ def send_token(anvil: Anvil, token: str, to: str, amount: int) -> dict[str, Any]
     return anvil.send_from_dev(token, data)
 
 
+def mined(books: Books, txid: str) -> None:
+    """Wait for the node to mine ``txid``: anvil mines at once, but on a loaded machine
+    the receipt can lag the broadcast's answer."""
+    backend = books.backend("ethereum", "sepolia")
+    deadline = time.monotonic() + 10
+    while backend.transaction_status(txid).state == "pending":  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, f"{txid} not mined"
+        time.sleep(0.02)
+
+
 def withdraw_eth(world: World, books: Books, wallet: str, amount: int) -> dict[str, Any]:
     """Over the API: create naming only wallet, asset, amount and destination (nonce and
     fees come from the chain), approve, release, broadcast, track to confirmation."""
@@ -56,6 +67,7 @@ def withdraw_eth(world: World, books: Books, wallet: str, amount: int) -> dict[s
         "POST", f"/v1/books/withdrawals/{wid}/broadcast", json_body={"envelope": env}
     )
     assert broadcast["status"] == "broadcast"
+    mined(books, released["txid"])
     confirm = world.client.sign(world["bob"], "withdrawal.confirm", {"withdrawal": wid})
     tracked = world.client.request(
         "POST", f"/v1/books/withdrawals/{wid}/track", json_body={"envelope": confirm}
@@ -272,12 +284,13 @@ def test_outflows_named_by_kind(world: World, anvil: Anvil, funded: dict[str, An
     )
     pending = books.reconcile()["report"]["discrepancies"]
     assert [(d["kind"], d["asset"]) for d in pending] == [("withdrawal_not_confirmed", "ETH")]
+    mined(books, released["txid"])
     books.track(world.client.sign(world["bob"], "withdrawal.confirm", {"withdrawal": created["id"]}))
     assert books.reconcile()["report"]["verdict"] == "reconciled"
     # The key used outside Tandem (here: the node impersonating the address).
     anvil.rpc("anvil_impersonateAccount", [address])
     tx = anvil.rpc("eth_sendTransaction", [{"from": address, "to": ETH_DEST, "value": hex(5 * 10**16)}])
-    assert anvil.rpc("eth_getTransactionReceipt", [tx])["status"] == "0x1"
+    assert anvil.mined(tx)["status"] == "0x1"
     anvil.rpc("anvil_stopImpersonatingAccount", [address])
     found = books.reconcile()["report"]["discrepancies"]
     assert [(d["kind"], d["asset"]) for d in found] == [("outflow_without_withdrawal", "ETH")]

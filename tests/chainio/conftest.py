@@ -95,12 +95,17 @@ class Anvil:
         if to is not None:
             tx["to"] = to
         tx_hash = self.rpc("eth_sendTransaction", [tx])
-        # Anvil mines it at once, but on a loaded machine the receipt can lag the answer.
+        receipt = self.mined(tx_hash)
+        assert receipt["status"] == "0x1", receipt
+        return receipt
+
+    def mined(self, tx_hash: str) -> dict[str, Any]:
+        """The receipt of ``tx_hash`` once the node has mined it. Anvil mines each
+        transaction at once, but on a loaded machine the receipt can lag the answer."""
         deadline = time.monotonic() + 10
         while (receipt := self.rpc("eth_getTransactionReceipt", [tx_hash])) is None:
             assert time.monotonic() < deadline, f"no receipt for {tx_hash}"
             time.sleep(0.02)
-        assert receipt["status"] == "0x1", receipt
         return dict(receipt)
 
     def block_number(self) -> int:

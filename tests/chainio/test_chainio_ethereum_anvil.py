@@ -144,8 +144,9 @@ def test_broadcast_of_a_tandem_signed_eip1559_transfer_confirms_and_counts_confi
 
     raw, tx_hash = signed_transfer(backend, key, to=recipient, value=123_456_789)
     assert backend.broadcast(raw) == tx_hash
+    anvil.mined(tx_hash)
 
-    status = backend.transaction_status(tx_hash)  # anvil mines each transaction at once
+    status = backend.transaction_status(tx_hash)
     assert (status.state, status.confirmations) == ("confirmed", 1)
     assert status.block_height == anvil.block_number()
     assert status.fee is not None
@@ -177,6 +178,7 @@ def test_pending_nonce_and_pending_state_before_the_block_is_mined(
         assert backend.transaction_status(tx_hash).state == "pending"
         assert backend.transaction_status("0x" + "ab" * 32).state == "unknown"
         anvil.rpc("evm_mine")
+        anvil.mined(tx_hash)
     finally:
         anvil.rpc("evm_setAutomine", [True])
     assert backend.transaction_status(tx_hash).state == "confirmed"
@@ -200,6 +202,7 @@ def test_tandem_signed_erc20_transfer_moves_tokens_and_is_logged(
         "250",
     )
     assert backend.broadcast(raw) == tx_hash
+    anvil.mined(tx_hash)
     assert backend.transaction_status(tx_hash).state == "confirmed"
 
     assert backend.token_balance(token, holder).amount == 750
@@ -216,6 +219,7 @@ def test_a_reverted_transfer_is_mined_and_reads_failed(
     calldata = eth.erc20_transfer_calldata(new_address(), 5)
     raw, tx_hash = signed_transfer(backend, key, to=token, data=calldata, gas_limit=100_000)
     backend.broadcast(raw)
+    anvil.mined(tx_hash)
     status = backend.transaction_status(tx_hash)
     assert status.state == "failed"
     assert status.confirmations == 1
