@@ -137,6 +137,11 @@ class SignatureInfo:
     confirmation_status: str | None
     block_time: int | None
 
+    @property
+    def finalized(self) -> bool:
+        """Rooted by the cluster: it can no longer be rolled back."""
+        return self.confirmation_status == "finalized"
+
 
 @dataclass(frozen=True)
 class Blockhash:

@@ -154,7 +154,7 @@ class _SignatureWalk:
             self.budget -= 1
             infos = self.backend.signatures(self.address, limit=SOLANA_PAGE, before=before, until=until)
             for info in infos:
-                if record_newest and self.newest is None and info.confirmation_status == "finalized":
+                if record_newest and self.newest is None and info.finalized:
                     self.newest = info.signature
                 if self.floor is not None and info.block_time is not None and info.block_time < self.floor:
                     return None  # older than the key: nothing of ours before it
