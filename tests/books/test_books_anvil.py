@@ -13,6 +13,7 @@ import pytest
 from tests.books.helpers import books_for, make_client
 from tests.chainio.conftest import Anvil
 from tests.conftest import World
+from tests.helpers.audit import audit_entries
 from tests.helpers.keysets import make_keyset
 from tests.helpers.withdrawals import ETH_DEST, allow, approve, approve_proposal, pass_delay
 
@@ -329,3 +330,58 @@ def test_value_moved_by_a_contract_call_is_a_deposit(
     assert books.scan_deposits() == []
     report = books.reconcile()["report"]
     assert report["verdict"] == "reconciled", rcore.table(report)
+
+
+def test_a_dropped_broadcast_is_recorded_released_again_and_sent_again(
+    world: World, anvil: Anvil, funded: dict[str, Any]
+) -> None:
+    """The node forgets a broadcast transaction (evicted from its pool): tracking records
+    it as dropped, the withdrawal is released again, and the same bytes go out again."""
+    books: Books = funded["books"]
+    books.scan_deposits()
+    intent = {
+        "wallet": funded["wallet"],
+        "chain": "ethereum",
+        "network": "sepolia",
+        "asset": "ETH",
+        "amount": str(10**17),
+        "destination": ETH_DEST,
+    }
+    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    wid = created["id"]
+    approve(world, wid)
+    released = cw.release_withdrawal(world.client, world["bob"], wid)
+    txid = released["txid"]
+
+    def broadcast() -> dict[str, Any]:
+        env = world.client.sign(world["bob"], "withdrawal.broadcast", {"withdrawal": wid, "txid": txid})
+        path = f"/v1/books/withdrawals/{wid}/broadcast"
+        return dict(world.client.request("POST", path, json_body={"envelope": env}))
+
+    def track() -> dict[str, Any]:
+        env = world.client.sign(world["bob"], "withdrawal.confirm", {"withdrawal": wid})
+        path = f"/v1/books/withdrawals/{wid}/track"
+        return dict(world.client.request("POST", path, json_body={"envelope": env}))
+
+    anvil.rpc("evm_setAutomine", [False])
+    try:
+        assert broadcast()["status"] == "broadcast"
+        assert track()["state"] == "pending"
+        anvil.rpc("anvil_dropTransaction", [txid])
+        dropped = track()
+    finally:
+        anvil.rpc("evm_setAutomine", [True])
+    assert dropped["state"] == "dropped"
+    assert world.client.get(world["olga"], f"/v1/withdrawals/{wid}")["status"] == "released"
+    logged = [e for e in audit_entries(world) if e["kind"] == "withdrawal.dropped"]
+    assert [(e["data"]["withdrawal"], e["data"]["txid"], e["data"]["status"]) for e in logged] == [
+        (wid, txid, "released")
+    ]
+    # Tracking a release that is not broadcast records nothing more.
+    assert track()["state"] == "unknown"
+    assert len([e for e in audit_entries(world) if e["kind"] == "withdrawal.dropped"]) == 1
+
+    assert broadcast()["status"] == "broadcast"
+    mined(books, txid)
+    assert track()["state"] == "confirmed"
+    assert world.client.get(world["olga"], f"/v1/withdrawals/{wid}")["status"] == "confirmed"

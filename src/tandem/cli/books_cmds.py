@@ -404,7 +404,12 @@ def withdraw_track(
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
 ) -> None:
-    """Ask the chain: confirmed (height, confirmations; recorded, the register moves), pending, or dropped."""
+    """Ask the chain what became of a broadcast withdrawal.
+
+    confirmed: its block height and confirmations are recorded and the register moves;
+    pending: the node holds it, nothing changes; dropped: the node no longer knows it, so
+    it is recorded as released again (an audit entry) and `withdraw broadcast` sends the
+    same signed bytes again."""
     run_cli(lambda: show(cb.track(Client(server), load_member(keystore), withdrawal_id)))
 
 

@@ -1041,9 +1041,12 @@ _TRANSITIONS: Mapping[str, Mapping[str, str]] = {
     "broadcast": {RELEASED: BROADCAST},
     "confirm": {RELEASED: CONFIRMED, BROADCAST: CONFIRMED},
     "abandon": {RELEASED: ABANDONED, BROADCAST: ABANDONED},
+    # The node no longer knows a broadcast transaction: it is signed but not sent, and
+    # may be sent again (the same bytes, so the same txid).
+    "drop": {BROADCAST: RELEASED},
 }
 # Events about a signed transaction: the request's expiry no longer applies to them.
-_AFTER_RELEASE = frozenset({"broadcast", "confirm", "abandon"})
+_AFTER_RELEASE = frozenset({"broadcast", "confirm", "abandon", "drop"})
 
 
 def effective_status(status: str, expires_at: int, now: int, *, release_expires_at: int | None = None) -> str:

@@ -688,13 +688,15 @@ class Books:
             "height": status.block_height,
             "confirmations": status.confirmations,
         }
-        if status.state != "confirmed":
-            if status.state == "unknown":
-                answer["state"] = "dropped" if row.status == wcore.BROADCAST else "unknown"
-            return answer
         from tandem.services.withdrawals import WithdrawalService
 
         assert isinstance(self.svc, WithdrawalService)
+        if status.state != "confirmed":
+            if status.state == "unknown" and row.status == wcore.BROADCAST:
+                # Broadcast, and the node no longer knows it: recorded, released again.
+                self.svc.record_dropped(envelope)
+                answer["state"] = "dropped"
+            return answer
         if row.status != wcore.CONFIRMED:
             self.svc.confirm_withdrawal(envelope)
         fee = status.fee

@@ -442,13 +442,17 @@ class WithdrawalService(KeyUseService):
         """The operator records a release's end: ``broadcast`` (naming its txid),
         ``confirm`` or ``abandon`` (with a reason; its Ethereum nonce is freed). Whatever
         is recorded, a release counts against velocity from its release time; one with
-        nothing recorded past its lifetime reads as ``lapsed``."""
-        action_type = f"withdrawal.{event}"
+        nothing recorded past its lifetime reads as ``lapsed``. ``drop`` is what tracking
+        records when the node no longer knows a broadcast transaction: released again,
+        to be sent again; it is signed by the member's ``withdrawal.confirm`` that asked."""
+        action_type = "withdrawal.confirm" if event == "drop" else f"withdrawal.{event}"
         fields = {
             "broadcast": ("withdrawal", "txid"),
             "confirm": ("withdrawal",),
+            "drop": ("withdrawal",),
             "abandon": ("withdrawal", "reason"),
         }
+        past = {"broadcast": "broadcast", "confirm": "confirmed", "drop": "dropped", "abandon": "abandoned"}
 
         def use_case(call: Call) -> dict[str, Any]:
             assert call.action is not None
@@ -461,38 +465,44 @@ class WithdrawalService(KeyUseService):
             reason = _text(body, "reason", required=event == "abandon")
             row = self._row(call.session, body["withdrawal"])
             if event == "broadcast":
-                txid = body["txid"]
-                pattern = _SOLANA_TXID if row.chain == "solana" else _TXID
-                if not isinstance(txid, str) or not pattern.fullmatch(txid):
-                    raise InputError("body.txid must be the transaction id (hex; base58 on Solana)")
-                if row.txid is not None and txid.lower().removeprefix("0x") != row.txid.lower().removeprefix(
-                    "0x"
-                ):
-                    raise TxidMismatchError(
-                        f"txid {txid} is not the transaction released for {row.id} ({row.txid})",
-                        details={"released_txid": row.txid},
-                    )
+                self._check_txid(row, body["txid"])
             row.status = wcore.transition(row.status, event, expires_at=row.expires_at, now=call.now)
-            stamp = {"broadcast": "broadcast_at", "confirm": "confirmed_at", "abandon": "abandoned_at"}[event]
-            setattr(row, stamp, call.now)
+            stamps = {"broadcast": "broadcast_at", "confirm": "confirmed_at", "abandon": "abandoned_at"}
+            stamp = stamps.get(event)
+            if stamp is not None:
+                setattr(row, stamp, call.now)
             call.session.add(row)
             if event == "abandon":
                 _free_claims(call.session, row)
-            past = {"broadcast": "broadcast", "confirm": "confirmed", "abandon": "abandoned"}[event]
             self.audit(
                 call,
-                f"withdrawal.{past}",
+                f"withdrawal.{past[event]}",
                 {"withdrawal": row.id, "txid": row.txid, "status": row.status, "reason": reason},
             )
             return self._public(call.session, row, call.now, detail=False)
 
-        return self.run(action_type, envelope, use_case, types=action_type, roles=SIDES)
+        kind = "withdrawal.track" if event == "drop" else action_type
+        return self.run(kind, envelope, use_case, types=action_type, roles=SIDES)
+
+    @staticmethod
+    def _check_txid(row: Withdrawal, txid: Any) -> None:
+        pattern = _SOLANA_TXID if row.chain == "solana" else _TXID
+        if not isinstance(txid, str) or not pattern.fullmatch(txid):
+            raise InputError("body.txid must be the transaction id (hex; base58 on Solana)")
+        if row.txid is not None and txid.lower().removeprefix("0x") != row.txid.lower().removeprefix("0x"):
+            raise TxidMismatchError(
+                f"txid {txid} is not the transaction released for {row.id} ({row.txid})",
+                details={"released_txid": row.txid},
+            )
 
     def record_broadcast(self, envelope: Any) -> dict[str, Any]:
         return self._record_end(envelope, event="broadcast")
 
     def confirm_withdrawal(self, envelope: Any) -> dict[str, Any]:
         return self._record_end(envelope, event="confirm")
+
+    def record_dropped(self, envelope: Any) -> dict[str, Any]:
+        return self._record_end(envelope, event="drop")
 
     def abandon_withdrawal(self, envelope: Any) -> dict[str, Any]:
         return self._record_end(envelope, event="abandon")
