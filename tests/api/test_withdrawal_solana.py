@@ -16,9 +16,11 @@ from tests.helpers.keysets import make_keyset
 from tests.helpers.withdrawals import allow, approve, pass_delay
 
 from tandem.client import withdrawal as cw
+from tandem.core import withdrawal as wcore
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
-from tandem.errors import RemoteError
+from tandem.core.chains.base58 import b58decode
+from tandem.errors import Error, RemoteError
 
 solders = pytest.importorskip("solders")
 from solders.transaction import Transaction  # noqa: E402
@@ -171,3 +173,48 @@ def test_a_priority_fee_is_decoded_reviewed_and_capped_by_the_policy(world: Worl
         cw.create_withdrawal(
             world.client, world["alice"], _intent(wallet, amount=10_000, compute_unit_price=5)
         )
+
+
+def test_a_token_2022_transfer_is_built_in_that_program_decoded_and_signed_offline(world: World) -> None:
+    """The intent names Token-2022; the bytes run in that program, with its accounts and
+    its account rent, and the offline signer's own decoding agrees."""
+    wallet, source = _setup(world)
+    t22 = stx.TOKEN_2022_PROGRAM
+    intent = _intent(wallet, amount=3_000, asset=MINT, token_program=t22)
+    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    decoded = created["decoded"]
+    assert decoded["token_program"] == t22
+    assert decoded["destination_token_account"] == stx.associated_token_address(DEST, MINT, t22)
+    assert int(created["fee"]) == 5000 + stx.TOKEN_2022_ACCOUNT_RENT
+    approve(world, created["id"])
+    bundle = cw.export_bundle(world.client, world["alice"], created["id"], SIGNER.card())
+    bundle = cw.add_share(bundle, world["cora"], now=world.clock())
+    result = cw.offline_sign(json.loads(json.dumps(bundle)), SIGNER, now=world.clock())
+    tx = Transaction.from_bytes(bytes.fromhex(result["signed_tx"]))
+    tx.verify()
+    keys = [str(k) for k in tx.message.account_keys]
+    create, send = tx.message.instructions
+    assert keys[send.program_id_index] == t22
+    assert keys[create.accounts[5]] == t22
+    assert keys[send.accounts[0]] == stx.associated_token_address(source, MINT, t22)
+
+
+def test_the_token_program_has_one_spelling_and_must_match_the_bytes(world: World) -> None:
+    wallet, source = _setup(world)
+    spelled = _intent(wallet, amount=3, asset=MINT, token_program=stx.TOKEN_PROGRAM)
+    with pytest.raises(Error, match="token_program is named only for a Token-2022 mint"):
+        cw.create_withdrawal(world.client, world["alice"], spelled)
+    # The same transfer in the classic program is not what a Token-2022 intent says.
+    doc = {**_intent(wallet, amount=3, asset=MINT, token_program=stx.TOKEN_2022_PROGRAM), "from": source}
+    intent = wcore.parse_intent(doc)
+    classic = stx.build_transfer(
+        payer=source,
+        destination=DEST,
+        amount=3,
+        recent_blockhash=BLOCKHASH,
+        mint=MINT,
+        decimals=6,
+        create_destination_account=True,
+    )
+    with pytest.raises(Error, match="token program is TokenkegQ"):
+        wcore.check_transaction(intent, public_key=b58decode(source), unsigned=classic, prevouts=[])

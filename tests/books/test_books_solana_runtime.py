@@ -32,6 +32,7 @@ from tandem.core import reconcile as rcore
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
 from tandem.core.chains.base58 import b58encode
+from tandem.errors import RemoteError
 from tandem.services.books import Books
 
 SPEC = "jsonrpc+https://solana-rpc.example"
@@ -54,7 +55,7 @@ class Funder:
         raw = stx.serialize_transaction([sol.sign_ed25519(self.seed, message)], message)
         return self.node.send_transaction([base64.b64encode(raw).decode("ascii"), {"encoding": "base64"}])
 
-    def new_mint(self, decimals: int) -> str:
+    def new_mint(self, decimals: int, program: str = stx.TOKEN_PROGRAM, extra: bytes = b"") -> str:
         mint = sol.address_from_public_key(sol.public_key_from_seed(secrets.token_bytes(32)))
         authority = (1).to_bytes(4, "little") + sol_pk(self.address).__bytes__()
         data = (
@@ -64,13 +65,15 @@ class Funder:
             + (0).to_bytes(4, "little")
             + bytes(32)
         )
-        self.node.set_account(mint, stx.TOKEN_PROGRAM, data)
+        self.node.set_account(mint, program, data + extra)
         return mint
 
-    def mint_to(self, mint: str, owner: str, amount: int, decimals: int) -> stx.Instruction:
-        account = stx.associated_token_address(owner, mint)
+    def mint_to(
+        self, mint: str, owner: str, amount: int, decimals: int, program: str = stx.TOKEN_PROGRAM
+    ) -> stx.Instruction:
+        account = stx.associated_token_address(owner, mint, program)
         return stx.Instruction(
-            stx.TOKEN_PROGRAM,
+            program,
             (stx.AccountMeta(mint, False, True), stx.AccountMeta(account, False, True),
              stx.AccountMeta(self.address, True, False)),
             bytes([14]) + amount.to_bytes(8, "little") + bytes([decimals]),  # MintToChecked
@@ -213,3 +216,61 @@ def test_tandem_built_solana_transfers_run_in_the_runtime_and_the_books_reconcil
     assert report["verdict"] == "reconciled", rcore.table(report)
     chain = {r["asset"]: r["chain_amount"] for r in report["rows"] if r["address"] == ours}
     assert chain == {"SOL": str(node.balance(ours)), mint: "4499000"}
+
+
+def test_token_2022_withdrawals_run_in_the_runtime_and_extension_mints_are_refused(world: World) -> None:
+    """A Token-2022 mint: Tandem reads the program from the mint account, derives the
+    accounts in that program, names it in the intent (so the approvers' own decoding
+    compares it), charges the rent of a Token-2022 account, and the runtime runs it."""
+    t22 = stx.TOKEN_2022_PROGRAM
+    node = SvmNode()
+    books = Books(world.svc, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+    books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, node.server)
+    world.client.http.app.state.books = books  # type: ignore[attr-defined]
+    make_client(world, books, "acme")
+    ks = make_keyset(world, curve="ed25519", chains=(("solana", "devnet"),), segregation="client:acme")
+    (ours,) = [a["address"] for a in ks.addresses if a["chain"] == "solana"]
+    dest = sol.address_from_public_key(sol.public_key_from_seed(secrets.token_bytes(32)))
+    funder = Funder(node)
+    mint = funder.new_mint(2, t22)
+    allow(world, chain="solana", network="devnet", address=dest, label="vault tokens", asset=mint)
+    pass_delay(world)
+    sol_in = funder.send([stx.transfer(funder.address, ours, SOL)])
+    tok_in = funder.send(
+        [
+            stx.create_associated_token_account_idempotent(funder.address, funder.address, mint, t22),
+            funder.mint_to(mint, funder.address, 100_000, 2, t22),
+            stx.create_associated_token_account_idempotent(funder.address, ours, mint, t22),
+            stx.transfer_checked(funder.address, ours, mint, 90_000, 2, t22),
+        ]
+    )
+    seen = books.scan_deposits()
+    assert sorted((m["asset"], m["amount"], m["txid"]) for m in seen) == sorted(
+        [("SOL", str(SOL), sol_in), (mint, "90000", tok_in)]
+    )
+
+    base = {"wallet": ks.id, "chain": "solana", "network": "devnet", "destination": dest}
+    before = node.balance(ours)
+    done = _released_and_tracked(world, {**base, "asset": mint, "amount": "12345"})
+    asked = done["created"]["intent"]["solana"]
+    assert (asked["token_program"], asked["decimals"], asked["create_destination_account"]) == (t22, 2, True)
+    decoded = done["created"]["decoded"]
+    assert decoded["token_program"] == t22
+    assert decoded["destination_token_account"] == stx.associated_token_address(dest, mint, t22)
+    assert node.token_amount(dest, mint, t22) == 12_345
+    assert node.token_amount(ours, mint, t22) == 90_000 - 12_345
+    rent = node.svm.minimum_balance_for_rent_exemption(170)
+    assert rent == stx.TOKEN_2022_ACCOUNT_RENT
+    assert node.balance(ours) == before - 5000 - rent
+    assert done["created"]["fee"] == str(5000 + rent)
+    fees = {m.withdrawal: -m.amount for m in books.register().movements if m.type == "fee"}
+    assert fees == {done["created"]["id"]: 5000 + rent}
+    report = books.reconcile()["report"]
+    assert report["verdict"] == "reconciled", rcore.table(report)
+
+    # A Token-2022 mint with extensions (here a transfer-fee config): refused, by name.
+    fee_mint = funder.new_mint(2, t22, extra=bytes(83) + b"\x01" + bytes(112))
+    allow(world, chain="solana", network="devnet", address=dest, label="fee token", asset=fee_mint)
+    pass_delay(world)
+    with pytest.raises(RemoteError, match="Token-2022 mint with extensions"):
+        cw.create_withdrawal(world.client, world["alice"], {**base, "asset": fee_mint, "amount": "1"})

@@ -28,11 +28,14 @@ from solders.transaction import Transaction
 from solders.transaction_metadata import FailedTransactionMetadata
 from tests.chainio.mock_nodes import JsonRpcServer, RpcFault, signature_page
 
-from tandem.chainio.solana import GENESIS_HASHES, TOKEN_PROGRAM
+from tandem.chainio.solana import GENESIS_HASHES, TOKEN_2022_PROGRAM, TOKEN_PROGRAM, TOKEN_PROGRAMS
 from tandem.core.chains import solana_tx as stx
 from tandem.core.chains.base58 import b58encode
 
 SYSTEM = "11111111111111111111111111111111"
+
+
+_PROGRAM_NAMES = {TOKEN_PROGRAM: "spl-token", TOKEN_2022_PROGRAM: "spl-token-2022"}
 
 
 def _pk(address: str) -> Pubkey:
@@ -73,7 +76,8 @@ class SvmNode:
     # Signatures verified, and a blockhash must be recent (or a durable nonce's stored value).
     svm: LiteSVM = field(default_factory=lambda: LiteSVM().with_sigverify(True).with_blockhash_check(True))
     executed: dict[str, Executed] = field(default_factory=dict)
-    token_owners: set[tuple[str, str]] = field(default_factory=set)  # (owner, mint) pairs to list
+    # (owner, mint, token program) of the token accounts to list
+    token_owners: set[tuple[str, str, str]] = field(default_factory=set)
     # What getRecentPrioritizationFees answers: one compute-unit price per recent slot.
     prioritization_fees: list[int] = field(default_factory=list)
 
@@ -112,8 +116,8 @@ class SvmNode:
     def balance(self, address: str) -> int:
         return self.svm.get_balance(_pk(address)) or 0
 
-    def token_amount(self, owner: str, mint: str) -> int:
-        account = self.svm.get_account(_pk(stx.associated_token_address(owner, mint)))
+    def token_amount(self, owner: str, mint: str, program: str = TOKEN_PROGRAM) -> int:
+        account = self.svm.get_account(_pk(stx.associated_token_address(owner, mint, program)))
         return 0 if account is None else int.from_bytes(bytes(account.data)[64:72], "little")
 
     def set_account(self, address: str, owner: str, data: bytes, lamports: int | None = None) -> None:
@@ -135,9 +139,12 @@ class SvmNode:
 
     def _token_account(self, address: str) -> dict[str, Any] | None:
         account = self.svm.get_account(_pk(address))
-        if account is None or str(account.owner) != TOKEN_PROGRAM or len(bytes(account.data)) != 165:
+        if account is None or str(account.owner) not in TOKEN_PROGRAMS:
             return None
         data = bytes(account.data)
+        # SPL Token: 165 bytes; Token-2022: 165, then the account type (2) and extensions.
+        if len(data) != 165 and not (str(account.owner) == TOKEN_2022_PROGRAM and data[165:166] == b"\x02"):
+            return None
         mint, owner = b58encode(data[0:32]), b58encode(data[32:64])
         decimals = bytes(self.svm.get_account(_pk(mint)).data)[44]  # type: ignore[union-attr]
         amount = int.from_bytes(data[64:72], "little")
@@ -147,18 +154,20 @@ class SvmNode:
             "amount": str(amount),
             "decimals": decimals,
             "lamports": account.lamports,
+            "program": str(account.owner),
+            "space": len(data),
         }
 
     def token_accounts_by_owner(self, params: list[Any]) -> dict[str, Any]:
         owner, selector, options = params
         assert options["encoding"] == "jsonParsed"
         out = []
-        for who, mint in sorted(self.token_owners):
+        for who, mint, program in sorted(self.token_owners):
             if who != owner or ("mint" in selector and selector["mint"] != mint):
                 continue
-            if "programId" in selector and selector["programId"] != TOKEN_PROGRAM:
+            if "programId" in selector and selector["programId"] != program:
                 continue
-            address = stx.associated_token_address(owner, mint)
+            address = stx.associated_token_address(owner, mint, program)
             info = self._token_account(address)
             if info is None:
                 continue
@@ -172,19 +181,19 @@ class SvmNode:
                     "pubkey": address,
                     "account": {
                         "data": {
-                            "program": "spl-token",
+                            "program": _PROGRAM_NAMES[program],
                             "parsed": {
                                 "info": {"isNative": False, "mint": mint, "owner": owner,
                                          "state": "initialized", "tokenAmount": amount},
                                 "type": "account",
                             },
-                            "space": 165,
+                            "space": info["space"],
                         },
                         "executable": False,
                         "lamports": info["lamports"],
-                        "owner": TOKEN_PROGRAM,
+                        "owner": program,
                         "rentEpoch": 18_446_744_073_709_551_615,
-                        "space": 165,
+                        "space": info["space"],
                     },
                 }
             )  # fmt: skip
@@ -224,9 +233,9 @@ class SvmNode:
                 }
                 post_tokens.append(
                     {"accountIndex": i, "mint": info["mint"], "owner": info["owner"],
-                     "programId": TOKEN_PROGRAM, "uiTokenAmount": amount}
+                     "programId": info["program"], "uiTokenAmount": amount}
                 )  # fmt: skip
-                self.token_owners.add((info["owner"], info["mint"]))
+                self.token_owners.add((info["owner"], info["mint"], info["program"]))
         self.executed[signature] = Executed(
             signature,
             self.slot,
@@ -251,7 +260,7 @@ class SvmNode:
             }
             return {"parsed": {"info": info, "type": "transfer"}, "program": "system", "programId": SYSTEM,
                     "stackHeight": None}  # fmt: skip
-        if resolved.program == TOKEN_PROGRAM and data[:1] == bytes([12]):
+        if resolved.program in TOKEN_PROGRAMS and data[:1] == bytes([12]):
             amount = str(int.from_bytes(data[1:9], "little"))
             info = {
                 "source": accounts[0],
@@ -260,8 +269,9 @@ class SvmNode:
                 "authority": accounts[3],
                 "tokenAmount": {"amount": amount, "decimals": data[9], "uiAmountString": amount},
             }
-            return {"parsed": {"info": info, "type": "transferChecked"}, "program": "spl-token",
-                    "programId": TOKEN_PROGRAM, "stackHeight": None}  # fmt: skip
+            return {"parsed": {"info": info, "type": "transferChecked"},
+                    "program": _PROGRAM_NAMES[resolved.program], "programId": resolved.program,
+                    "stackHeight": None}  # fmt: skip
         return {
             "accounts": accounts,
             "data": b58encode(data),

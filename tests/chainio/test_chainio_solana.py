@@ -29,7 +29,8 @@ from tests.chainio.mock_nodes import (
     token_transfer_ix,
 )
 
-from tandem.chainio import SolanaBackend
+from tandem.chainio import Mint, SolanaBackend
+from tandem.chainio.solana import SYSTEM_PROGRAM as SYSTEM_PROGRAM_ID
 from tandem.chainio.solana import TOKEN_2022_PROGRAM, TOKEN_PROGRAM, SolanaJsonRpc
 from tandem.core.chains import solana as sol
 from tandem.core.chains.base58 import b58decode, b58encode
@@ -219,17 +220,24 @@ def test_durable_nonce_is_decoded_from_the_account_bytes() -> None:
         solana(node).durable_nonce(account)
 
 
-def test_mint_decimals_account_existence_and_fee_for_message() -> None:
+def test_mint_decimals_program_account_existence_and_fee_for_message() -> None:
     node = SolanaNode()
     _, mint = new_account()
     backend = solana(node)
     node.set_mint(mint, 9)
-    assert backend.mint_decimals(mint) == 9
+    assert backend.mint(mint) == Mint(decimals=9, program=TOKEN_PROGRAM)
     assert backend.account_exists(mint)
     assert not backend.account_exists(new_account()[1])
-    node.set_account(mint, TOKEN_2022_PROGRAM, bytes(82))
-    with pytest.raises(ChainBadResponseError, match="SPL Token program"):
-        backend.mint_decimals(mint)
+    plain = bytes(36) + (10**6).to_bytes(8, "little") + bytes([4, 1]) + bytes(36)
+    node.set_account(mint, TOKEN_2022_PROGRAM, plain)
+    assert backend.mint(mint) == Mint(decimals=4, program=TOKEN_2022_PROGRAM)
+    # Extensions follow the base mint (padded to 165 bytes, then the account type).
+    node.set_account(mint, TOKEN_2022_PROGRAM, plain + bytes(83) + b"\x01" + bytes(12))
+    with pytest.raises(ChainBadResponseError, match="Token-2022 mint with extensions"):
+        backend.mint(mint)
+    node.set_account(mint, SYSTEM_PROGRAM_ID, plain)
+    with pytest.raises(ChainBadResponseError, match="not a mint of the SPL Token or the Token-2022"):
+        backend.mint(mint)
     assert backend.fee_for_message(bytes([1, 0, 1, 0])) == 5000
     node.server.methods["getFeeForMessage"] = lambda p: node.context(None)  # blockhash expired
     assert backend.fee_for_message(bytes([1, 0, 1, 0])) is None

@@ -144,6 +144,14 @@ class SignatureInfo:
 
 
 @dataclass(frozen=True)
+class Mint:
+    """A token mint as the chain states it: its decimals and the program that owns it."""
+
+    decimals: int
+    program: str
+
+
+@dataclass(frozen=True)
 class Blockhash:
     blockhash: str
     last_valid_block_height: int
@@ -242,7 +250,7 @@ class SolanaBackend(ChainBackend, Protocol):
 
     def durable_nonce(self, account: str) -> DurableNonce: ...
 
-    def mint_decimals(self, mint: str) -> int: ...
+    def mint(self, mint: str) -> Mint: ...
 
     def account_exists(self, address: str) -> bool: ...
 

@@ -17,6 +17,7 @@ from tandem.chainio.base import (
     Balance,
     Blockhash,
     DurableNonce,
+    Mint,
     SignatureInfo,
     SolanaTransfer,
     TokenBalance,
@@ -26,6 +27,7 @@ from tandem.chainio.base import (
 from tandem.chainio.transport import HttpEndpoint, JsonRpcClient
 from tandem.core.chains import solana as sol
 from tandem.core.chains.base58 import b58decode, b58encode
+from tandem.core.chains.solana_tx import TOKEN_2022_PROGRAM, TOKEN_PROGRAM, TOKEN_PROGRAMS
 from tandem.errors import (
     ChainBadResponseError,
     ChainMismatchError,
@@ -44,10 +46,7 @@ GENESIS_HASHES = {
     "devnet": "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG",
     "testnet": "4uhcVJyU9pJkvQyS88uRDiswHXSCkY3zQawwpjk2NsNY",
 }
-TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"  # noqa: S105 - a program id
-TOKEN_2022_PROGRAM = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"  # noqa: S105
 SYSTEM_PROGRAM = "11111111111111111111111111111111"
-TOKEN_PROGRAMS = (TOKEN_PROGRAM, TOKEN_2022_PROGRAM)
 # A System nonce account (nonce::state::Versions): u32 version (1: current), u32 state
 # (1: initialized), the authority, the stored durable nonce, lamports per signature.
 NONCE_ACCOUNT_LEN = 80
@@ -332,18 +331,27 @@ class SolanaJsonRpc:
             slot=slot,
         )
 
-    def mint_decimals(self, mint: str) -> int:
-        """The decimals an SPL Token mint states (``getAccountInfo``, its bytes decoded)."""
+    def mint(self, mint: str) -> Mint:
+        """The decimals a mint states and the token program that owns it
+        (``getAccountInfo``, its bytes decoded). A Token-2022 mint with extensions is
+        refused: they change the rent of the accounts it creates and what a transfer
+        delivers, which Tandem's review does not cover."""
         what = "getAccountInfo (mint)"
         found = self._account(mint, what)
         if found is None:
             parse.bad(what, f"mint {mint} does not exist")
         _slot, owner, raw = found
-        if owner != TOKEN_PROGRAM:
-            parse.bad(what, f"{mint} is not a mint of the SPL Token program, which Tandem's transfers use")
+        if owner not in TOKEN_PROGRAMS:
+            parse.bad(what, f"{mint} is not a mint of the SPL Token or the Token-2022 program")
+        if owner == TOKEN_2022_PROGRAM and len(raw) > MINT_LEN:
+            parse.bad(
+                what,
+                f"{mint} is a Token-2022 mint with extensions (transfer fees, hooks, ...), "
+                "which Tandem does not withdraw",
+            )
         if len(raw) != MINT_LEN or raw[45] != 1:
             parse.bad(what, f"{mint} is not an initialized mint")
-        return raw[44]
+        return Mint(decimals=raw[44], program=owner)
 
     def recent_prioritization_fees(self, accounts: tuple[str, ...]) -> tuple[int, ...]:
         """The compute-unit prices (micro-lamports) that landed transactions locking

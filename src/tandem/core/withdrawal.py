@@ -139,7 +139,8 @@ class SolParams:
     nonce's stored value when ``nonce_account`` is given, which an approval that takes
     longer than a minute needs), and for tokens the mint's decimals and whether the
     transaction creates the destination's associated token account. A priority fee is
-    a compute-unit price (micro-lamports) with the compute-unit limit it is paid at."""
+    a compute-unit price (micro-lamports) with the compute-unit limit it is paid at.
+    ``token_program`` is set for a Token-2022 mint (None: SPL Token, the default)."""
 
     recent_blockhash: str
     nonce_account: str | None = None
@@ -147,6 +148,12 @@ class SolParams:
     create_destination_account: bool = False
     compute_unit_limit: int | None = None
     compute_unit_price: int | None = None
+    token_program: str | None = None
+
+    @property
+    def program(self) -> str:
+        """The token program the transfer runs in."""
+        return self.token_program or stx.TOKEN_PROGRAM
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,6 +222,8 @@ class Intent:
             if self.token is not None:
                 params["decimals"] = self.sol.decimals
                 params["create_destination_account"] = self.sol.create_destination_account
+                if self.sol.token_program is not None:
+                    params["token_program"] = self.sol.token_program
             if self.sol.compute_unit_price is not None:
                 params["compute_unit_limit"] = self.sol.compute_unit_limit
                 params["compute_unit_price"] = self.sol.compute_unit_price
@@ -439,18 +448,24 @@ def _solana_intent(  # noqa: PLR0917 - the parsed fields of one intent
         params = check_fields(
             doc["solana"],
             required=("recent_blockhash", "decimals", "create_destination_account"),
-            optional=("nonce_account", *_PRIORITY),
+            optional=("nonce_account", "token_program", *_PRIORITY),
             where=w,
         )
         if not isinstance(params["create_destination_account"], bool):
             raise InputError(f"{w}.create_destination_account must be true or false")
         decimals: int | None = _int(params, "decimals", w, low=0, high=255)
         create = params["create_destination_account"]
+        program = params.get("token_program")
+        if program is not None and program != stx.TOKEN_2022_PROGRAM:
+            # One spelling: SPL Token is the default and is not named.
+            raise InputError(
+                f"{w}.token_program is named only for a Token-2022 mint ({stx.TOKEN_2022_PROGRAM})"
+            )
     else:
         params = check_fields(
             doc["solana"], required=("recent_blockhash",), optional=("nonce_account", *_PRIORITY), where=w
         )
-        decimals, create = None, False
+        decimals, create, program = None, False, None
     if amount > (1 << 64) - 1:
         raise InputError("intent.amount is more than a Solana transfer can carry (64 bits)")
     if not isinstance(params["recent_blockhash"], str):
@@ -482,6 +497,7 @@ def _solana_intent(  # noqa: PLR0917 - the parsed fields of one intent
             create_destination_account=create,
             compute_unit_limit=limit,
             compute_unit_price=price,
+            token_program=program,
         ),
     )
 
@@ -793,6 +809,7 @@ class _Solana:
             create_destination_account=p.create_destination_account,
             compute_unit_limit=p.compute_unit_limit,
             compute_unit_price=p.compute_unit_price,
+            token_program=p.program,
         )
         return BuiltTx(raw, (), stx.review(raw).fee, 0)
 
@@ -806,7 +823,7 @@ class _Solana:
         if r.mint is not None and not r.creates_destination_account:
             # The owner is not in the bytes; the receiving account must be the intent's
             # destination's own associated account, or the view names the account itself.
-            owner_account = stx.associated_token_address(intent.destination, r.mint)
+            owner_account = stx.associated_token_address(intent.destination, r.mint, str(r.token_program))
             to = (
                 intent.destination
                 if r.destination_token_account == owner_account
@@ -833,6 +850,7 @@ class _Solana:
             "compute_unit_limit": r.compute_unit_limit,
             "compute_unit_price": r.compute_unit_price,
             "priority_fee": None if r.compute_unit_price is None else str(r.priority_fee),
+            "token_program": r.token_program,
         }
 
     def mismatches(self, intent: Intent, view: Mapping[str, Any]) -> list[str]:
@@ -858,6 +876,8 @@ class _Solana:
         ):
             if view.get(key) != getattr(p, key):
                 problems.append(f"{key} is {view[key]}, the intent says {getattr(p, key)}")
+        if intent.token is not None and view.get("token_program") != p.program:
+            problems.append(f"the token program is {view.get('token_program')}, the intent says {p.program}")
         if view["creates_destination_account"] != p.create_destination_account:
             problems.append("the transaction and the intent differ on creating the destination token account")
         return problems

@@ -98,7 +98,7 @@ def _compute_units(mint: str | None, creates: bool) -> int:
     return TOKEN_TRANSFER_CREATING_UNITS if creates else TOKEN_TRANSFER_UNITS
 
 
-def _priority_price(backend: Any, payer: str, destination: str, mint: str | None) -> int:
+def _priority_price(backend: Any, payer: str, destination: str, mint: str | None, program: str) -> int:
     """A compute-unit price from the recent slots' prioritization fees for the accounts
     the transfer writes: the 75th percentile of the slots that paid one, at least 1
     micro-lamport, at most what Tandem builds."""
@@ -106,8 +106,8 @@ def _priority_price(backend: Any, payer: str, destination: str, mint: str | None
     if mint is not None:
         writable = [
             payer,
-            stx.associated_token_address(payer, mint),
-            stx.associated_token_address(destination, mint),
+            stx.associated_token_address(payer, mint, program),
+            stx.associated_token_address(destination, mint, program),
         ]
     paid = sorted(f for f in backend.recent_prioritization_fees(tuple(writable)) if f > 0)
     price = paid[(len(paid) * 3) // 4] if paid else 1
@@ -1213,17 +1213,21 @@ class Books:
             params["nonce_account"] = nonce.account
         else:
             params["recent_blockhash"] = backend.latest_blockhash().blockhash
-        mint = None
+        mint, program = None, stx.TOKEN_PROGRAM
         if asset != "SOL":
             mint = sol.validate_address(asset)
-            params["decimals"] = backend.mint_decimals(mint)
-            account = stx.associated_token_address(destination, mint)
+            info = backend.mint(mint)
+            program = info.program
+            params["decimals"] = info.decimals
+            account = stx.associated_token_address(destination, mint, program)
             params["create_destination_account"] = not backend.account_exists(account)
+            if program != stx.TOKEN_PROGRAM:
+                params["token_program"] = program
         if priority:
             params["compute_unit_limit"] = _compute_units(
                 mint, params.get("create_destination_account", False)
             )
-            params["compute_unit_price"] = _priority_price(backend, address, destination, mint)
+            params["compute_unit_price"] = _priority_price(backend, address, destination, mint, program)
         message = stx.build_transfer(
             payer=address,
             destination=destination,
@@ -1235,6 +1239,7 @@ class Books:
             create_destination_account=params.get("create_destination_account", False),
             compute_unit_limit=params.get("compute_unit_limit"),
             compute_unit_price=params.get("compute_unit_price"),
+            token_program=program,
         )
         signatures = message[0]
         reviewed = stx.review(message)

@@ -23,6 +23,7 @@ from solders.system_program import (  # noqa: E402
     advance_nonce_account,
 )
 from solders.system_program import transfer as sd_transfer  # noqa: E402
+from solders.token.associated import get_associated_token_address  # noqa: E402
 from solders.transaction import Transaction  # noqa: E402
 
 SEED = hashlib.sha256(b"tandem solana wallet").digest()
@@ -32,6 +33,7 @@ MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"  # USDC on mainnet
 NONCE = sol.address_from_public_key(sol.public_key_from_seed(hashlib.sha256(b"nonce account").digest()))
 BLOCKHASH = "EkSnNWid2cvwEVnVx9aBqawnmiCNiDgp3gUdkDPTKN1N"
 TOKEN = Pubkey.from_string(stx.TOKEN_PROGRAM)
+TOKEN_2022 = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")  # written out, not ours
 ATA = Pubkey.from_string(stx.ASSOCIATED_TOKEN_PROGRAM)
 
 
@@ -39,7 +41,9 @@ def pk(address: str) -> Pubkey:
     return Pubkey.from_string(address)
 
 
-def sd_ata(owner: str, mint: str) -> Pubkey:
+def sd_ata(owner: str, mint: str, program: Pubkey | None = None) -> Pubkey:
+    if program is not None:
+        return get_associated_token_address(pk(owner), pk(mint), program)
     return Pubkey.find_program_address([bytes(pk(owner)), bytes(TOKEN), bytes(pk(mint))], ATA)[0]
 
 
@@ -47,30 +51,30 @@ def sd_message(ixs: list[Instruction]) -> bytes:
     return bytes(Message.new_with_blockhash(ixs, pk(PAYER), Hash.from_string(BLOCKHASH)))
 
 
-def sd_transfer_checked(amount: int, decimals: int) -> Instruction:
+def sd_transfer_checked(amount: int, decimals: int, program: Pubkey = TOKEN) -> Instruction:
     return Instruction(
-        TOKEN,
+        program,
         bytes([12]) + amount.to_bytes(8, "little") + bytes([decimals]),
         [
-            AccountMeta(sd_ata(PAYER, MINT), is_signer=False, is_writable=True),
+            AccountMeta(sd_ata(PAYER, MINT, program), is_signer=False, is_writable=True),
             AccountMeta(pk(MINT), is_signer=False, is_writable=False),
-            AccountMeta(sd_ata(DEST, MINT), is_signer=False, is_writable=True),
+            AccountMeta(sd_ata(DEST, MINT, program), is_signer=False, is_writable=True),
             AccountMeta(pk(PAYER), is_signer=True, is_writable=False),
         ],
     )
 
 
-def sd_create_ata() -> Instruction:
+def sd_create_ata(program: Pubkey = TOKEN) -> Instruction:
     return Instruction(
         ATA,
         bytes([1]),
         [
             AccountMeta(pk(PAYER), is_signer=True, is_writable=True),
-            AccountMeta(sd_ata(DEST, MINT), is_signer=False, is_writable=True),
+            AccountMeta(sd_ata(DEST, MINT, program), is_signer=False, is_writable=True),
             AccountMeta(pk(DEST), is_signer=False, is_writable=False),
             AccountMeta(pk(MINT), is_signer=False, is_writable=False),
             AccountMeta(pk(stx.SYSTEM_PROGRAM), is_signer=False, is_writable=False),
-            AccountMeta(TOKEN, is_signer=False, is_writable=False),
+            AccountMeta(program, is_signer=False, is_writable=False),
         ],
     )
 
@@ -84,6 +88,11 @@ def sd_nonce() -> Instruction:
 def test_associated_token_address_matches_solders() -> None:
     assert stx.associated_token_address(DEST, MINT) == str(sd_ata(DEST, MINT))
     assert stx.associated_token_address(PAYER, MINT) == str(sd_ata(PAYER, MINT))
+    assert stx.associated_token_address(DEST, MINT) == str(sd_ata(DEST, MINT, TOKEN))
+    # Token-2022: the program is a seed, so the same owner and mint have another account.
+    t22 = stx.associated_token_address(DEST, MINT, stx.TOKEN_2022_PROGRAM)
+    assert t22 == str(sd_ata(DEST, MINT, TOKEN_2022))
+    assert t22 != stx.associated_token_address(DEST, MINT)
 
 
 @pytest.mark.parametrize("n", [0, 1, 127, 128, 255, 16383, 16384, 65535])
@@ -118,9 +127,11 @@ def test_sol_transfer_with_durable_nonce_equals_solders() -> None:
     assert (r.nonce_account, r.destination, r.amount, r.mint) == (NONCE, DEST, 42, None)
 
 
+@pytest.mark.parametrize("program", [stx.TOKEN_PROGRAM, stx.TOKEN_2022_PROGRAM])
 @pytest.mark.parametrize("create", [False, True])
 @pytest.mark.parametrize("nonce", [None, NONCE])
-def test_token_transfer_bytes_equal_solders(create: bool, nonce: str | None) -> None:
+def test_token_transfer_bytes_equal_solders(create: bool, nonce: str | None, program: str) -> None:
+    prog = pk(program)
     ours = stx.build_transfer(
         payer=PAYER,
         destination=DEST,
@@ -130,18 +141,20 @@ def test_token_transfer_bytes_equal_solders(create: bool, nonce: str | None) -> 
         mint=MINT,
         decimals=6,
         create_destination_account=create,
+        token_program=program,
     )
     ixs = (
         ([sd_nonce()] if nonce else [])
-        + ([sd_create_ata()] if create else [])
-        + [sd_transfer_checked(2_500_000, 6)]
+        + ([sd_create_ata(prog)] if create else [])
+        + [sd_transfer_checked(2_500_000, 6, prog)]
     )
     assert ours == sd_message(ixs)
     r = stx.review(ours)
-    assert (r.mint, r.decimals, r.amount) == (MINT, 6, 2_500_000)
-    assert r.destination_token_account == str(sd_ata(DEST, MINT))
+    assert (r.mint, r.decimals, r.amount, r.token_program) == (MINT, 6, 2_500_000, program)
+    assert r.destination_token_account == str(sd_ata(DEST, MINT, prog))
     assert r.creates_destination_account is create
-    assert r.fee == 5000 + (stx.TOKEN_ACCOUNT_RENT if create else 0)
+    rent = stx.TOKEN_2022_ACCOUNT_RENT if program == stx.TOKEN_2022_PROGRAM else stx.TOKEN_ACCOUNT_RENT
+    assert r.fee == 5000 + (rent if create else 0)
     if create:
         assert r.destination == DEST
 
@@ -162,6 +175,27 @@ def test_signature_verifies_in_solders() -> None:
     with pytest.raises(VerificationError, match="not the approved"):
         stx.verify_transaction(signed, other, PAYER)
     assert isinstance(Signature.from_string(txid), Signature)
+
+
+def test_review_refuses_a_token_account_of_the_other_program() -> None:
+    """An account created in one token program and a transfer in the other, or a
+    transfer between accounts derived for the other program, is not what Tandem builds."""
+    t22 = pk(stx.TOKEN_2022_PROGRAM)
+    mixed = sd_message([sd_create_ata(TOKEN), sd_transfer_checked(1, 6, t22)])
+    with pytest.raises(InvalidTransactionError, match="create token account"):
+        stx.review(mixed)
+    wrong_accounts = Instruction(
+        t22,
+        bytes([12]) + (1).to_bytes(8, "little") + bytes([6]),
+        [
+            AccountMeta(sd_ata(PAYER, MINT), is_signer=False, is_writable=True),
+            AccountMeta(pk(MINT), is_signer=False, is_writable=False),
+            AccountMeta(sd_ata(DEST, MINT), is_signer=False, is_writable=True),
+            AccountMeta(pk(PAYER), is_signer=True, is_writable=False),
+        ],
+    )
+    with pytest.raises(InvalidTransactionError, match="associated token account"):
+        stx.review(sd_message([wrong_accounts]))
 
 
 def test_review_refuses_other_instructions() -> None:

@@ -39,6 +39,8 @@ from tandem.errors import InputError, InvalidTransactionError, VerificationError
 
 SYSTEM_PROGRAM = "11111111111111111111111111111111"
 TOKEN_PROGRAM = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"  # noqa: S105 - a program id
+TOKEN_2022_PROGRAM = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"  # noqa: S105 - a program id
+TOKEN_PROGRAMS = (TOKEN_PROGRAM, TOKEN_2022_PROGRAM)
 ASSOCIATED_TOKEN_PROGRAM = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL"  # noqa: S105 - a program id
 RECENT_BLOCKHASHES_SYSVAR = "SysvarRecentB1ockHashes11111111111111111111"
 COMPUTE_BUDGET_PROGRAM = "ComputeBudget111111111111111111111111111111"
@@ -50,8 +52,11 @@ LAMPORTS_PER_SIGNATURE = 5000
 MAX_COMPUTE_UNIT_LIMIT = 1_400_000  # the most a transaction may ask for
 MAX_COMPUTE_UNIT_PRICE = 100_000_000_000  # micro-lamports per unit: 140,000 SOL at the limit
 MICRO_LAMPORTS = 1_000_000
-# Rent-exempt balance of a 165-byte SPL token account, which its creator pays.
+# Rent-exempt balance of a 165-byte SPL token account, which its creator pays; a
+# Token-2022 associated account of a mint without extensions is 170 bytes (the account
+# type and its ImmutableOwner extension). Rent-exempt: (bytes + 128) * 3,480 * 2 lamports.
 TOKEN_ACCOUNT_RENT = 2_039_280
+TOKEN_2022_ACCOUNT_RENT = 2_074_080
 MAX_TX_BYTES = 1232  # one packet: the IPv6 minimum MTU less headers
 
 _SYS_TRANSFER = 2
@@ -177,33 +182,39 @@ def priority_fee(compute_unit_limit: int, compute_unit_price: int) -> int:
     return -(-compute_unit_limit * compute_unit_price // MICRO_LAMPORTS)
 
 
-def create_associated_token_account_idempotent(payer: str, owner: str, mint: str) -> Instruction:
+def create_associated_token_account_idempotent(
+    payer: str, owner: str, mint: str, program: str = TOKEN_PROGRAM
+) -> Instruction:
     return Instruction(
         ASSOCIATED_TOKEN_PROGRAM,
         (
             AccountMeta(payer, True, True),
-            AccountMeta(associated_token_address(owner, mint), False, True),
+            AccountMeta(associated_token_address(owner, mint, program), False, True),
             AccountMeta(owner, False, False),
             AccountMeta(mint, False, False),
             AccountMeta(SYSTEM_PROGRAM, False, False),
-            AccountMeta(TOKEN_PROGRAM, False, False),
+            AccountMeta(program, False, False),
         ),
         bytes([_ATA_CREATE_IDEMPOTENT]),
     )
 
 
-def transfer_checked(
-    owner: str, destination_owner: str, mint: str, amount: int, decimals: int
+def transfer_checked(  # noqa: PLR0917 - the fields of one TransferChecked
+    owner: str, destination_owner: str, mint: str, amount: int, decimals: int, program: str = TOKEN_PROGRAM
 ) -> Instruction:
+    """TransferChecked between two associated accounts; the same instruction in both
+    token programs (Token-2022 keeps SPL Token's layout for it)."""
     _u64(amount, "amount")
     if not 0 <= decimals <= 255:
         raise InputError("token decimals are 0-255")
+    if program not in TOKEN_PROGRAMS:
+        raise InputError("a token transfer runs in the SPL Token or the Token-2022 program")
     return Instruction(
-        TOKEN_PROGRAM,
+        program,
         (
-            AccountMeta(associated_token_address(owner, mint), False, True),
+            AccountMeta(associated_token_address(owner, mint, program), False, True),
             AccountMeta(mint, False, False),
-            AccountMeta(associated_token_address(destination_owner, mint), False, True),
+            AccountMeta(associated_token_address(destination_owner, mint, program), False, True),
             AccountMeta(owner, True, False),
         ),
         bytes([_TOKEN_TRANSFER_CHECKED]) + amount.to_bytes(8, "little") + bytes([decimals]),
@@ -243,8 +254,10 @@ def find_program_address(seeds: Sequence[bytes], program: str) -> tuple[str, int
     raise InputError("no program address exists for these seeds")  # pragma: no cover - 2^-256
 
 
-def associated_token_address(owner: str, mint: str) -> str:
-    return find_program_address([_key(owner), _key(TOKEN_PROGRAM), _key(mint)], ASSOCIATED_TOKEN_PROGRAM)[0]
+def associated_token_address(owner: str, mint: str, program: str = TOKEN_PROGRAM) -> str:
+    """The owner's associated account for ``mint`` in token ``program`` (the program is a
+    seed: the same owner and mint have another account in each token program)."""
+    return find_program_address([_key(owner), _key(program), _key(mint)], ASSOCIATED_TOKEN_PROGRAM)[0]
 
 
 @dataclass(frozen=True)
@@ -424,6 +437,7 @@ class Review:
     creates_destination_account: bool
     compute_unit_limit: int | None = None
     compute_unit_price: int | None = None  # micro-lamports per compute unit
+    token_program: str | None = None  # for a token: SPL Token or Token-2022
 
     @property
     def priority_fee(self) -> int:
@@ -436,7 +450,9 @@ class Review:
         """Worst case in lamports: the signature fee, the priority fee (the compute-unit
         price at the limit the message sets, charged whatever is used), plus the rent of a
         token account the transaction may create (the payer funds it; it is not returned)."""
-        rent = TOKEN_ACCOUNT_RENT if self.creates_destination_account else 0
+        rent = 0
+        if self.creates_destination_account:
+            rent = TOKEN_2022_ACCOUNT_RENT if self.token_program == TOKEN_2022_PROGRAM else TOKEN_ACCOUNT_RENT
         return LAMPORTS_PER_SIGNATURE + self.priority_fee + rent
 
 
@@ -519,13 +535,14 @@ def review(message_bytes: bytes) -> Review:
     if not ixs or len(ixs) > 2:
         raise InvalidTransactionError("the Solana message is not one SOL or token transfer")
     ix = ixs[-1]
-    _expect(ix, TOKEN_PROGRAM, 10, bytes([_TOKEN_TRANSFER_CHECKED]), "an SPL TransferChecked")
+    program = ix.program if ix.program in TOKEN_PROGRAMS else TOKEN_PROGRAM
+    _expect(ix, program, 10, bytes([_TOKEN_TRANSFER_CHECKED]), "an SPL TransferChecked")
     source, mint, dest_account, _ = _metas(
         ix,
         [(None, False, True), (None, False, False), (None, False, True), (payer, True, False)],
         "token transfer",
     )
-    if source != associated_token_address(payer, mint):
+    if source != associated_token_address(payer, mint, program):
         raise InvalidTransactionError("the tokens do not come from the wallet's associated token account")
     if creates:
         create = ixs[0]
@@ -538,11 +555,11 @@ def review(message_bytes: bytes) -> Review:
                 (None, False, False),
                 (mint, False, False),
                 (SYSTEM_PROGRAM, False, False),
-                (TOKEN_PROGRAM, False, False),
+                (program, False, False),
             ],
             "create token account",
         )
-        if account != associated_token_address(owner, create_mint):
+        if account != associated_token_address(owner, create_mint, program):
             raise InvalidTransactionError("the token account created is not the owner's associated account")
         destination = owner
     else:
@@ -560,6 +577,7 @@ def review(message_bytes: bytes) -> Review:
         source_token_account=source,
         destination_token_account=dest_account,
         creates_destination_account=creates,
+        token_program=program,
     )
 
 
@@ -575,6 +593,7 @@ def build_transfer(  # noqa: PLR0913 - one keyword per field of a Solana intent
     create_destination_account: bool = False,
     compute_unit_limit: int | None = None,
     compute_unit_price: int | None = None,
+    token_program: str = TOKEN_PROGRAM,
 ) -> bytes:
     """The unsigned message of a SOL (no ``mint``) or SPL token transfer; with a priority
     fee, SetComputeUnitLimit and SetComputeUnitPrice come first (after AdvanceNonce,
@@ -592,6 +611,6 @@ def build_transfer(  # noqa: PLR0913 - one keyword per field of a Solana intent
         if decimals is None:
             raise InputError("a token transfer states the mint's decimals")
         if create_destination_account:
-            ixs.append(create_associated_token_account_idempotent(payer, destination, mint))
-        ixs.append(transfer_checked(payer, destination, mint, amount, decimals))
+            ixs.append(create_associated_token_account_idempotent(payer, destination, mint, token_program))
+        ixs.append(transfer_checked(payer, destination, mint, amount, decimals, token_program))
     return compile_message(ixs, payer, recent_blockhash).serialize()
