@@ -385,3 +385,27 @@ def test_a_dropped_broadcast_is_recorded_released_again_and_sent_again(
     mined(books, txid)
     assert track()["state"] == "confirmed"
     assert world.client.get(world["olga"], f"/v1/withdrawals/{wid}")["status"] == "confirmed"
+
+
+def test_a_deposit_waiting_for_its_client_is_read_again_once_the_client_exists(
+    world: World, anvil: Anvil, token: str
+) -> None:
+    """A client's wallet paid before the client is registered: the scan does not move
+    past that block, so the deposit (ether and token alike) is recorded once the client
+    exists, however many blocks came since, and only once."""
+    books = books_for(world, anvil.url)
+    allow(world, chain="ethereum", network="sepolia", address=ETH_DEST, label="late token out", asset=token)
+    pass_delay(world)
+    ks = make_keyset(world, chains=(("ethereum", "sepolia"),), segregation="client:late")
+    address = ks.addresses[0]["address"]
+    eth_tx = anvil.send_from_dev(address, value=ONE_ETH)["transactionHash"]
+    tok_tx = send_token(anvil, token, address, 777)["transactionHash"]
+    assert books.scan_deposits() == []
+    anvil.mine(5)
+    assert books.scan_deposits() == []  # still waiting: nothing recorded, nothing skipped
+    make_client(world, books, "late")
+    anvil.mine(3)
+    seen = books.scan_deposits()
+    assert sorted((m["txid"], m["client"]) for m in seen) == sorted([(eth_tx, "late"), (tok_tx, "late")])
+    assert books.scan_deposits() == []
+    assert books.reconcile()["report"]["verdict"] == "reconciled"

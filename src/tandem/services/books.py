@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlmodel import Session, col, select
@@ -129,6 +130,18 @@ def _job_view(row: ReconcileJob, *, with_result: bool = False) -> dict[str, Any]
     if with_result and row.result is not None:
         view["result"] = loads_strict(row.result)
     return view
+
+
+@dataclass(frozen=True)
+class _ScanState:
+    """What a deposit scan read from the log before asking the chains."""
+
+    reg: Register
+    scanned: int | None  # the height the last scan of this network reached
+    tokens: list[str]
+    ours: set[str]  # txids of our own withdrawals (Bitcoin change is not a deposit)
+    sol_cursors: dict[tuple[str, str], dict[str, Any]]
+    births: dict[str, int]
 
 
 class _SignatureWalk:
@@ -404,25 +417,19 @@ class Books:
             if (a.chain, a.network) in self.chains.endpoints:
                 by_net.setdefault((a.chain, a.network), []).append((a, seg))
         for (chain, network), rows in sorted(by_net.items()):
-            backend = self.backend(chain, network)
-            tip = backend.tip_height()
-            # A first scan looks back FIRST_SCAN_BLOCKS; older deposits are not lost: the
-            # reconciliation names them (unexpected_inflow) until they are accounted for.
-            # Solana keeps a cursor per address instead and reads back to the key's birth.
-            start = (
-                scanned[(chain, network)] + 1
-                if (chain, network) in scanned
-                else max(0, tip - FIRST_SCAN_BLOCKS)
+            net_found, net_cursors, height = self._scan_network(
+                chain,
+                network,
+                rows,
+                _ScanState(
+                    reg, scanned.get((chain, network)), tokens.get(network, []), ours, sol_cursors, births
+                ),
+                now,
             )
-            if chain == "ethereum":
-                found += self._eth_deposits(backend, rows, tokens.get(network, []), start, tip, reg, now)
-            elif chain == "bitcoin":
-                found += self._btc_deposits(backend, rows, reg, ours, now)
-            elif chain == "solana":
-                sol_found, sol_new = self._sol_deposits(backend, rows, reg, now, sol_cursors, births)
-                found += sol_found
-                cursors += sol_new
-            heights[(chain, network)] = tip
+            found += net_found
+            cursors += net_cursors
+            if height is not None:
+                heights[(chain, network)] = height
         recorded = []
 
         def use_case(call: Call) -> list[dict[str, Any]]:
@@ -457,6 +464,29 @@ class Books:
         if recorded_now:
             self.reconcile()  # after every movement seen on the chain
         return recorded_now
+
+    def _scan_network(
+        self, chain: str, network: str, rows: list[tuple[AddressRow, str]], st: _ScanState, now: int
+    ) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any]], int | None]:
+        """One network's new deposits, the Solana cursors to record, and the height the
+        scan reached (None: record none)."""
+        backend = self.backend(chain, network)
+        tip = backend.tip_height()
+        if chain == "bitcoin":
+            return self._btc_deposits(backend, rows, st.reg, st.ours, now), [], tip
+        if chain == "solana":
+            found, cursors = self._sol_deposits(backend, rows, st.reg, now, st.sol_cursors, st.births)
+            return found, cursors, tip
+        # A first scan looks back FIRST_SCAN_BLOCKS; older deposits are not lost: the
+        # reconciliation names them (unexpected_inflow) until they are accounted for.
+        # Solana keeps a cursor per address instead and reads back to the key's birth.
+        start = st.scanned + 1 if st.scanned is not None else max(0, tip - FIRST_SCAN_BLOCKS)
+        found, waiting_from = self._eth_deposits(backend, rows, st.tokens, start, tip, st.reg, now)
+        if waiting_from is None:
+            return found, [], tip
+        # Not moved past a deposit that waits for its client: read again from its block
+        # next scan (what was recorded is not recorded twice).
+        return found, [], waiting_from - 1 if waiting_from > 0 else None
 
     def _credit(self, a: AddressRow, seg: str, reg: Register) -> str | None:
         owner = owner_of_segregation(seg)
@@ -503,16 +533,21 @@ class Books:
         tip: int,
         reg: Register,
         now: int,
-    ) -> list[tuple[dict[str, Any], str]]:
+    ) -> tuple[list[tuple[dict[str, Any], str]], int | None]:
+        """The deposits in blocks ``start``..``tip``, and the first block holding one that
+        waits for its client (a client's wallet paid before the client is registered)."""
         mine = {eth.to_checksum_address(a.address): (a, seg) for a, seg in rows}
         out: list[tuple[dict[str, Any], str]] = []
+        waiting: list[int] = []
         for height in range(start, tip + 1):
             for tx in backend.transfers_in_block(height, tuple(mine)):
                 a, seg = mine[eth.to_checksum_address(tx.to)]
                 if backend.transaction_status(tx.tx_hash).state != "confirmed":
                     continue  # reverted: no value arrived
                 client = self._credit(a, seg, reg)
-                if client is not None:
+                if client is None:
+                    waiting.append(height)
+                else:
                     out.append(
                         (self._movement(a, client, "ETH", tx.value, tx.tx_hash, None, height, now), seg)
                     )
@@ -524,7 +559,9 @@ class Books:
                 if backend.transaction_status(it.tx_hash).state != "confirmed":
                     continue
                 client = self._credit(a, seg, reg)
-                if client is not None:
+                if client is None:
+                    waiting.append(height)
+                else:
                     out.append(
                         (self._movement(a, client, "ETH", it.value, it.tx_hash, it.index, height, now), seg)
                     )
@@ -533,7 +570,9 @@ class Books:
                 for t in backend.token_transfers(token, tuple(mine), from_block=start, to_block=tip):
                     a, seg = mine[eth.to_checksum_address(t.recipient)]
                     client = self._credit(a, seg, reg)
-                    if client is not None:
+                    if client is None:
+                        waiting.append(t.block_height)
+                    else:
                         out.append(
                             (
                                 self._movement(
@@ -549,7 +588,7 @@ class Books:
                                 seg,
                             )
                         )
-        return out
+        return out, min(waiting) if waiting else None
 
     def _btc_deposits(
         self, backend: Any, rows: list[tuple[AddressRow, str]], reg: Register, ours: set[str], now: int
