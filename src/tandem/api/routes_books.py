@@ -85,18 +85,7 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
     @app.get("/v1/books/proposals", tags=["books"])
     def open_proposals(request: Request, viewer: Reader) -> list[dict[str, Any]]:
         """Client and allocation proposals not decided yet, with the digest an approval signs."""
-        reg = books_of(request).register()
-        return [
-            {
-                "proposal": pid,
-                "kind": p.kind,
-                "content": p.content,
-                "proposer": p.proposer,
-                "digest": p.digest,
-            }
-            for pid, p in reg._proposals.items()
-            if not p.done
-        ]
+        return books_of(request).open_proposals()
 
     # --- the register ----------------------------------------------------------------
 
@@ -106,9 +95,17 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         return books_of(request).positions(client=client)
 
     @app.get("/v1/books/movements", tags=["books"])
-    def movements(request: Request, viewer: Reader, client: str | None = None) -> list[dict[str, Any]]:
-        """Every register entry with its evidence (txid, output or log index, block height)."""
-        return books_of(request).movements(client=client)
+    def movements(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
+        request: Request,
+        viewer: Reader,
+        response: Response,
+        client: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page of the register's movements, each with its evidence (txid, output or
+        log index, block height), in the order recorded; paged as `GET /v1/members`."""
+        return paged(response, books_of(request).movements(client=client, limit=limit, cursor=cursor))
 
     @app.post("/v1/books/scan", tags=["books"])
     def scan(request: Request, body: EnvelopeIn = strict(EnvelopeIn)) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ import typer
 from tandem.cli.common import (
     JsonOpt,
     KeystoreOpt,
+    LimitOpt,
     ServerOpt,
     TotpFromKeystoreOpt,
     TotpOpt,
@@ -188,12 +189,18 @@ def register_positions(
 @register_app.command("movements")
 def register_movements(
     client_id: Annotated[str | None, typer.Option("--client", help="Only this client.")] = None,
+    limit: int | None = LimitOpt,
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
 ) -> None:
-    """Every movement with its evidence, as JSON."""
+    """Every movement with its evidence (txid, output or log index, block height), in
+    the order recorded, as JSON; --limit for the first N only."""
     params = {"client": client_id} if client_id else {}
-    run_cli(lambda: show(Client(server).get(load_member(keystore), "/v1/books/movements", **params)))
+    run_cli(
+        lambda: show(
+            Client(server).get_all(load_member(keystore), "/v1/books/movements", first=limit, **params)
+        )
+    )
 
 
 @register_app.command("proposals")

@@ -21,9 +21,10 @@ Pure: no I/O, no clock. Amounts are integers in base units.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tandem.core.canonical import canonical, parse_amount
@@ -111,7 +112,7 @@ class Movement:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Withdrawal:
     id: str
     wallet: str
@@ -127,7 +128,7 @@ class _Withdrawal:
     fee_charged: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Proposal:
     kind: str
     content: dict[str, Any]
@@ -147,6 +148,62 @@ class Register:
     _deposits: dict[str, Movement] = field(default_factory=dict)
     _allocated: dict[str, int] = field(default_factory=dict)
     _proposed_clients: set[str] = field(default_factory=set)  # open client proposals, by client id
+    # Kept as movements are added, so that answers cost what they return, not the history.
+    _positions: dict[tuple[str, str, str, str, str, str], int] = field(default_factory=dict)
+    _by_client: dict[str, list[int]] = field(default_factory=dict)  # client -> places in movements
+    _open: dict[str, None] = field(default_factory=dict)  # undecided proposals, in order proposed
+
+    def fork(self) -> Register:
+        """A copy to try entries on: what it observes leaves this register as it was.
+        The records held are immutable, so copying the containers is enough."""
+        return Register(
+            clients=dict(self.clients),
+            movements=list(self.movements),
+            entries_read=self.entries_read,
+            _proposals=dict(self._proposals),
+            _withdrawals=dict(self._withdrawals),
+            _evidence=set(self._evidence),
+            _deposits=dict(self._deposits),
+            _allocated=dict(self._allocated),
+            _proposed_clients=set(self._proposed_clients),
+            _positions=dict(self._positions),
+            _by_client={c: list(places) for c, places in self._by_client.items()},
+            _open=dict(self._open),
+        )
+
+    def open_proposals(self) -> list[tuple[str, _Proposal]]:
+        """Client and allocation proposals not decided yet, oldest first."""
+        return [(pid, self._proposals[pid]) for pid in self._open]
+
+    def proposal(self, pid: str) -> _Proposal | None:
+        return self._proposals.get(pid)
+
+    def client_taken(self, client_id: str) -> bool:
+        """Whether a client of that id exists or is proposed."""
+        return client_id in self.clients or client_id in self._proposed_clients
+
+    def _add(self, m: Movement) -> None:
+        self._by_client.setdefault(m.client, []).append(len(self.movements))
+        self.movements.append(m)
+        key = (m.client, m.chain, m.network, m.asset, m.wallet, m.address)
+        self._positions[key] = self._positions.get(key, 0) + m.amount
+
+    def movements_page(
+        self, *, client: str | None, after: int, limit: int
+    ) -> tuple[list[Movement], int | None]:
+        """Up to ``limit`` movements (of one client, or all) after place ``after`` (-1:
+        from the first), in the order recorded, and the place to continue after (None:
+        the last page). Costs the page, not the register."""
+        if client is None:
+            places: list[int] | range = range(after + 1, min(len(self.movements), after + 2 + limit))
+        else:
+            mine = self._by_client.get(client, [])
+            start = bisect.bisect_right(mine, after)
+            places = mine[start : start + limit + 1]
+        chosen = list(places)
+        more = len(chosen) > limit
+        chosen = chosen[:limit]
+        return [self.movements[i] for i in chosen], (chosen[-1] if more and chosen else None)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -201,6 +258,7 @@ class Register:
             if content["id"] in self.clients or content["id"] in self._proposed_clients:
                 raise VerificationError(f"client {content['id']} exists or is already proposed")
         self._proposals[pid] = _Proposal(pkind, content, actor, digest)
+        self._open[pid] = None
         if pkind == "client.create":
             self._proposed_clients.add(content["id"])
 
@@ -218,7 +276,8 @@ class Register:
         if action["actor"] == p.proposer:
             raise VerificationError("a proposer cannot approve its own proposal")
         _role(roles, action["actor"], "custodian")
-        p.done = True
+        p = self._proposals[pid] = replace(p, done=True)
+        self._open.pop(pid, None)
         if pkind == "client.create":
             self._proposed_clients.discard(p.content["id"])
         return p
@@ -258,10 +317,8 @@ class Register:
             "entry": entry.get("index"),
         }
         mid = entry["data"]["movement"]
-        self.movements.append(
-            Movement(id=mid + "-out", type="allocation", client=UNALLOCATED, amount=-amount, **base)
-        )
-        self.movements.append(Movement(id=mid, type="allocation", client=client.id, amount=amount, **base))
+        self._add(Movement(id=mid + "-out", type="allocation", client=UNALLOCATED, amount=-amount, **base))
+        self._add(Movement(id=mid, type="allocation", client=client.id, amount=amount, **base))
 
     def _withdrawal_created(self, entry: Mapping[str, Any], _roles: Mapping[str, str] | None) -> None:
         d = entry["data"]
@@ -281,7 +338,7 @@ class Register:
     def _withdrawal_released(self, entry: Mapping[str, Any], _roles: Mapping[str, str] | None) -> None:
         w = self._withdrawals.get(entry["data"]["withdrawal"])
         if w is not None:
-            w.txid = entry["data"]["txid"]
+            self._withdrawals[w.id] = replace(w, txid=entry["data"]["txid"])
 
     def _movement(self, entry: Mapping[str, Any], _roles: Mapping[str, str] | None) -> None:
         m = movement_from_json(entry["data"]["movement"], entry=entry.get("index"))
@@ -289,7 +346,7 @@ class Register:
             self._check_deposit(m, entry["data"]["segregation"])
         else:
             self._check_outflow(m)
-        self.movements.append(m)
+        self._add(m)
 
     def _check_deposit(self, m: Movement, segregation: str) -> None:
         if m.amount < 1 or m.txid is None:
@@ -327,11 +384,11 @@ class Register:
                     f"withdrawal {w.id} moved {w.amount} {w.asset}; the entry says {-m.amount} {m.asset}"
                     + (" (already recorded)" if w.moved else "")
                 )
-            w.moved = True
+            self._withdrawals[w.id] = replace(w, moved=True)
         elif m.type == "fee":
             if w.fee_charged or m.asset != w.fee_asset or not 0 <= -m.amount <= w.fee:
                 raise VerificationError(f"fee of withdrawal {w.id} is at most {w.fee} {w.fee_asset}")
-            w.fee_charged = True
+            self._withdrawals[w.id] = replace(w, fee_charged=True)
         else:
             raise VerificationError(f"unknown movement type {m.type}")
 
@@ -339,6 +396,8 @@ class Register:
 
     def positions(self, *, until: int | None = None) -> dict[tuple[str, str, str, str, str, str], int]:
         """(client, chain, network, asset, wallet, address) -> balance, at ``until`` (time)."""
+        if until is None:
+            return dict(self._positions)
         out: dict[tuple[str, str, str, str, str, str], int] = {}
         for m in self.movements:
             if until is not None and m.time > until:
@@ -354,6 +413,9 @@ class Register:
             key = (chain, network, address, asset)
             out[key] = out.get(key, 0) + amount
         return out
+
+    def deposit(self, movement_id: str) -> Movement | None:
+        return self._deposits.get(movement_id)
 
     def evidence_seen(self, chain: str, network: str, asset: str, txid: str, index: int | None) -> bool:
         return (chain, network, asset, txid.lower(), -1 if index is None else index) in self._evidence

@@ -9,11 +9,12 @@ through ``tandem.chainio`` and is off unless an endpoint is configured.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -81,7 +82,60 @@ def _roles(session: Session) -> dict[str, str]:
 
 
 def read_register(session: Session) -> Register:
+    """The register replayed from the whole log (what the offline check does)."""
     return Register.replay(_entries(session, REGISTER_KINDS), roles=_roles(session))
+
+
+class RegisterView:
+    """The register kept in memory, brought up to date by reading only the register
+    entries appended since it was last read (one range read of the log's indexed kind
+    and sequence columns), so that an answer costs what is new and what it returns, not
+    the history. It is advanced only from committed entries; a write works on a fork,
+    so an entry that is rolled back never reaches it. The rules applied are the same
+    :meth:`Register.observe` that the offline check replays."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reg = Register()
+        self._next = 0  # the first log index not read yet
+
+    @staticmethod
+    def _advance(reg: Register, session: Session, since: int) -> int:
+        rows = session.exec(
+            select(AuditRow.seq, AuditRow.line)
+            .where(col(AuditRow.kind).in_(REGISTER_KINDS), col(AuditRow.seq) >= since)
+            .order_by(col(AuditRow.seq))
+        ).all()
+        if rows:
+            roles = _roles(session)
+            for seq, line in rows:
+                reg.observe(cast(dict[str, Any], loads_strict(line)), roles=roles)
+                since = seq + 1
+        return since
+
+    def _catch_up(self, db: Any) -> None:
+        with db.read() as session:
+            try:
+                self._next = self._advance(self._reg, session, self._next)
+            except Exception:
+                self._reg, self._next = Register(), 0  # read again whole next time
+                raise
+
+    @contextlib.contextmanager
+    def reading(self, db: Any) -> Iterator[Register]:
+        """The committed register, held still while the caller reads it (not to change)."""
+        with self._lock:
+            self._catch_up(db)
+            yield self._reg
+
+    def for_write(self, db: Any, session: Session) -> Register:
+        """A fork of the committed register with what ``session`` sees beyond it: the
+        caller may observe entries on it before its commit."""
+        with self._lock:
+            self._catch_up(db)
+            fork, since = self._reg.fork(), self._next
+        self._advance(fork, session, since)
+        return fork
 
 
 # Compute units Tandem's Solana transfers are given when they pay a priority fee: what
@@ -185,6 +239,11 @@ class Books:
         self.chains = chains or ChainConfig()
         self._backends: dict[tuple[str, str], ChainBackend] = {}
         self._runner = "run_" + secrets.token_hex(8)  # this process, for the jobs it runs
+        self._view = RegisterView()
+
+    def _register(self, session: Session) -> Register:
+        """The register as a write transaction sees it, to check and observe on."""
+        return self._view.for_write(self.svc.db, session)
 
     def backend(self, chain: str, network: str) -> ChainBackend:
         key = (chain, network)
@@ -242,8 +301,8 @@ class Books:
                 content = check_client_content(body)
             except VerificationError as exc:
                 raise InputError(exc.message) from None
-            reg = read_register(call.session)
-            if content["id"] in reg.clients or content["id"] in reg._proposed_clients:
+            reg = self._register(call.session)
+            if reg.client_taken(content["id"]):
                 raise ConflictError(f"client {content['id']} exists or is already proposed")
             return content
 
@@ -253,9 +312,8 @@ class Books:
         def check(call: Call, body: Any) -> dict[str, Any]:
             content = check_fields(body, required=("deposit", "client", "amount"), where="body")
             parse_amount(content["amount"], where="body.amount")
-            reg = read_register(call.session)
-            deposits = {m.id: m for m in reg.movements if m.type == "deposit"}
-            dep = deposits.get(content["deposit"]) if isinstance(content["deposit"], str) else None
+            reg = self._register(call.session)
+            dep = reg.deposit(content["deposit"]) if isinstance(content["deposit"], str) else None
             if dep is None or dep.client != UNALLOCATED:
                 raise NotFoundError("no unallocated omnibus deposit with that id")
             client = reg.clients.get(content["client"]) if isinstance(content["client"], str) else None
@@ -274,8 +332,8 @@ class Books:
             assert call.action is not None
             assert call.actor is not None
             body = check_fields(call.action.body, required=("proposal", "digest"), where="body")
-            reg = read_register(call.session)
-            p = reg._proposals.get(body["proposal"]) if isinstance(body["proposal"], str) else None
+            reg = self._register(call.session)
+            p = reg.proposal(body["proposal"]) if isinstance(body["proposal"], str) else None
             if p is None or p.kind != pkind:
                 raise NotFoundError(f"no {pkind} proposal with that id")
             if p.done:
@@ -322,15 +380,17 @@ class Books:
     # --- reads ------------------------------------------------------------------------
 
     def register(self) -> Register:
-        with self.svc.db.read() as session:
-            return read_register(session)
+        """A copy of the register as committed."""
+        with self._view.reading(self.svc.db) as reg:
+            return reg.fork()
 
     def clients(self) -> list[dict[str, Any]]:
-        reg = self.register()
+        with self._view.reading(self.svc.db) as reg:
+            clients = list(reg.clients.values())
         with self.svc.db.read() as session:
             wallets = session.exec(select(KeySet)).all()
         out = []
-        for c in reg.clients.values():
+        for c in clients:
             owned = [k.id for k in wallets if owner_of_segregation(k.segregation) == c.id]
             out.append(
                 {
@@ -344,21 +404,36 @@ class Books:
             )
         return out
 
+    def open_proposals(self) -> list[dict[str, Any]]:
+        """Client and allocation proposals not decided yet, with the digest an approval signs."""
+        with self._view.reading(self.svc.db) as reg:
+            return [
+                {
+                    "proposal": pid,
+                    "kind": p.kind,
+                    "content": p.content,
+                    "proposer": p.proposer,
+                    "digest": p.digest,
+                }
+                for pid, p in reg.open_proposals()
+            ]
+
     def unowned_wallets(self) -> list[str]:
         """Key sets marked ``client:<id>`` for an id that is no client (yet)."""
-        reg = self.register()
+        with self._view.reading(self.svc.db) as reg:
+            known = set(reg.clients)
         with self.svc.db.read() as session:
             return [
                 k.id
                 for k in session.exec(select(KeySet)).all()
-                if (o := owner_of_segregation(k.segregation)) not in (None, FUND) and o not in reg.clients
+                if (o := owner_of_segregation(k.segregation)) not in (None, FUND) and o not in known
             ]
 
     def positions(self, *, client: str | None = None) -> list[dict[str, Any]]:
+        with self._view.reading(self.svc.db) as reg:
+            held = reg.positions()
         out = []
-        for (c, chain, network, asset, wallet, address), amount in sorted(
-            self.register().positions().items()
-        ):
+        for (c, chain, network, asset, wallet, address), amount in sorted(held.items()):
             if client is None or c == client:
                 out.append(
                     {
@@ -373,8 +448,20 @@ class Books:
                 )
         return out
 
-    def movements(self, *, client: str | None = None) -> list[dict[str, Any]]:
-        return [m.to_json() for m in self.register().movements if client is None or m.client == client]
+    def movements(
+        self, *, client: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of the register's movements (of one client, or all), in the order
+        recorded: ``{"items", "next_cursor"}``. Costs the page, not the register."""
+        size = pages.check_limit(limit)
+        after = pages.decode_cursor(cursor, "movements", (int,))
+        with self._view.reading(self.svc.db) as reg:
+            start = -1 if after is None else after[0]
+            chosen, last = reg.movements_page(client=client, after=start, limit=size)
+        return {
+            "items": [m.to_json() for m in chosen],
+            "next_cursor": None if last is None else pages.encode_cursor("movements", [last]),
+        }
 
     # --- deposits -----------------------------------------------------------------------
 
@@ -395,7 +482,7 @@ class Books:
         now = self.svc.clock() if now is None else now
         with self.svc.db.read() as session:
             addresses = self._addresses(session)
-            reg = read_register(session)
+            reg = self.register()
             scanned = {
                 (e["data"]["chain"], e["data"]["network"]): e["data"]["height"]
                 for e in _entries(session, (SCAN_KIND,))
@@ -433,7 +520,7 @@ class Books:
         recorded = []
 
         def use_case(call: Call) -> list[dict[str, Any]]:
-            reg_now = read_register(call.session)
+            reg_now = self._register(call.session)
             for movement, seg in found:
                 if reg_now.evidence_seen(
                     movement["chain"],
@@ -754,7 +841,7 @@ class Books:
             row = call.session.get(Withdrawal, wid)
             if row is None or row.txid is None or row.status != wcore.CONFIRMED:
                 raise InvalidStateError("only a confirmed withdrawal moves the register")
-            reg = read_register(call.session)
+            reg = self._register(call.session)
             if wid not in reg.unmoved_withdrawals():
                 return []
             ks = call.session.get(KeySet, row.keyset)
@@ -814,7 +901,7 @@ class Books:
         register or the address book knows there, at the tip read first."""
         with self.svc.db.read() as session:
             addresses = self._addresses(session)
-            reg = read_register(session)
+            reg = self.register()
             pending = [
                 w.id
                 for w in session.exec(
@@ -1097,7 +1184,7 @@ class Books:
             assert call.action is not None
             body = check_fields(call.action.body, required=("period",), optional=("client",), where="body")
             start, end = score.parse_period(body["period"])
-            reg = read_register(call.session)
+            reg = self._register(call.session)
             prices: list[score.Price] = []
             for e in _entries(call.session, ("prices.imported",)):
                 prices += score.parse_prices(e["data"]["prices"])
