@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from bitcoin.core import b2lx
+from scripts.harness import funding_tx, utxo
 from tests.conftest import World
-from tests.helpers.btc_funding import funding_tx, utxo
 from tests.helpers.withdrawals import (
     BTC_DEST,
     ETH_DEST,
