@@ -265,6 +265,7 @@ class WithdrawalService(KeyUseService):
                 amount=str(intent.amount),
                 fee=str(fee.amount),
                 fee_asset=fee.asset,
+                decoded=canonical(view).decode(),
             )
             session.add(row)
             session.flush()
@@ -704,7 +705,7 @@ class WithdrawalService(KeyUseService):
         check_time_lock(row.time_lock_until, now)
         policy = policies.current_policy(session, now)
         check_policy_version(row.policy_version, policy.version)
-        reason = self._tamper_reason(session, row)
+        reason, view = self._tamper_check(session, row)
         if reason is not None:
             row.status = wcore.transition(row.status, "tamper", expires_at=row.expires_at, now=now)
             session.add(row)
@@ -715,7 +716,8 @@ class WithdrawalService(KeyUseService):
                 "it is marked tampered and nothing was signed"
             )
             return ReleaseAnswer(err.status, err.to_dict())
-        required = self._recheck_at_release(session, row, now, policy)
+        assert view is not None  # the check passed, so the stored bytes decoded
+        required = self._recheck_at_release(session, row, now, policy, view)
         result = self._quorum(session, row, now, required=required)
         if not result.met and any(n > _required(row).get(role, 0) for role, n in required.items()):
             return self._escalate(call, row, required, result)
@@ -763,22 +765,16 @@ class WithdrawalService(KeyUseService):
         return ReleaseAnswer(err.status, err.to_dict())
 
     def _recheck_at_release(
-        self, session: Session, row: Withdrawal, now: int, policy: Policy
+        self, session: Session, row: Withdrawal, now: int, policy: Policy, view: dict[str, Any]
     ) -> dict[Role, int]:
         """Yesterday's checks are not enough (THREATS 31, 32, 38): the policy runs again
         now, on the address book in force now and on what was *released* in the window
         (plus this withdrawal), so a destination removed since approval, a window that
         filled meanwhile, or releases stockpiled for a joint broadcast are refused. Any
         stronger quorum it now asks for is added to the one decided at creation; the time
-        lock stays the one decided at creation."""
+        lock stays the one decided at creation. ``view``: the tamper check's decoding of
+        the stored bytes, moments ago in this transaction."""
         intent = wcore.parse_intent(loads_strict(row.intent))
-        ctx = loads_strict(row.context)
-        view = wcore.check_transaction(
-            intent,
-            public_key=bytes.fromhex(ctx["public_key"]),
-            unsigned=bytes.fromhex(row.unsigned_tx),
-            prevouts=ctx["prevouts"],
-        )
         decision = evaluate(
             policy,
             intent.facts(wcore.fee_of(intent, view)),
@@ -834,18 +830,23 @@ class WithdrawalService(KeyUseService):
 
     def _tamper_reason(self, session: Session, row: Withdrawal) -> str | None:
         """Recompute everything from the stored row; None when it is what was approved."""
+        return self._tamper_check(session, row)[0]
+
+    def _tamper_check(self, session: Session, row: Withdrawal) -> tuple[str | None, dict[str, Any] | None]:
+        """:meth:`_tamper_reason`, with the view decoded from the stored bytes when they
+        verify (the release's policy re-check decides on its fee)."""
         try:
             intent_doc = loads_strict(row.intent)
             intent = wcore.require_normal_intent(intent_doc)
             ih = wcore.intent_hash(intent_doc)
             if ih != row.intent_hash:
-                return "the stored intent does not hash to the request's intent hash"
+                return "the stored intent does not hash to the request's intent hash", None
             if (intent.wallet, intent.chain, intent.network) != (row.keyset, row.chain, row.network):
-                return "the stored intent names another wallet or chain than the request"
+                return "the stored intent names another wallet or chain than the request", None
             ctx = loads_strict(row.context)
             key = session.get(KeyRow, row.key_id)
             if key is None or key.keyset != row.keyset or key.public_key != ctx["public_key"]:
-                return "the signing key is not the request's"
+                return "the signing key is not the request's", None
             td = wcore.tx_digest(
                 chain=row.chain,
                 network=row.network,
@@ -854,8 +855,8 @@ class WithdrawalService(KeyUseService):
                 prevouts=ctx["prevouts"],
             )
             if td != row.tx_digest:
-                return "the stored transaction does not hash to the request's transaction digest"
-            wcore.check_transaction(
+                return "the stored transaction does not hash to the request's transaction digest", None
+            view = wcore.check_transaction(
                 intent,
                 public_key=bytes.fromhex(key.public_key),
                 unsigned=bytes.fromhex(row.unsigned_tx),
@@ -868,13 +869,13 @@ class WithdrawalService(KeyUseService):
                 or create.actor != requester.id
                 or dict(create.body).get("intent") != intent_doc
             ):
-                return "the stored intent is not the one the requester signed"
+                return "the stored intent is not the one the requester signed", None
             verify_as_made(session, create, requester)
             for a in _approvals(session, row.id):
                 action = parse_envelope(loads_strict(a.envelope))
                 member = session.get(Member, a.member)
                 if member is None or action.actor != member.id:
-                    return "an approval record names another signer"
+                    return "an approval record names another signer", None
                 verify_as_made(session, action, member)
                 body = action.body
                 if (
@@ -882,12 +883,12 @@ class WithdrawalService(KeyUseService):
                     or body.get("intent_hash") != ih
                     or body.get("tx_digest") != td
                 ):
-                    return "the stored request differs from what was approved"
+                    return "the stored request differs from what was approved", None
         except Error as exc:
-            return f"the stored request does not verify: {exc.message}"
+            return f"the stored request does not verify: {exc.message}", None
         except (KeyError, TypeError, ValueError, AttributeError):
-            return "the stored request is malformed"
-        return None
+            return "the stored request is malformed", None
+        return None, view
 
     def _quorum(
         self, session: Session, row: Withdrawal, now: int, *, required: dict[Role, int] | None = None
@@ -1075,11 +1076,17 @@ class WithdrawalService(KeyUseService):
             )
             try:
                 intent = wcore.parse_intent(out["intent"])
-                out["decoded"] = wcore.check_transaction(
-                    intent,
-                    public_key=bytes.fromhex(ctx["public_key"]),
-                    unsigned=bytes.fromhex(row.unsigned_tx),
-                    prevouts=ctx["prevouts"],
+                # Checked and stored at create; a row from before the column decodes now.
+                # A convenience for the page: members' clients decode the bytes themselves.
+                out["decoded"] = (
+                    loads_strict(row.decoded)
+                    if row.decoded is not None
+                    else wcore.check_transaction(
+                        intent,
+                        public_key=bytes.fromhex(ctx["public_key"]),
+                        unsigned=bytes.fromhex(row.unsigned_tx),
+                        prevouts=ctx["prevouts"],
+                    )
                 )
                 out["fee_review"] = wcore.fee_review(
                     intent,
