@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from tandem.core import approvals as engine
 from tandem.core import withdrawal as wcore
 from tandem.core.actions import parse_envelope
-from tandem.core.approvals import QuorumResult
+from tandem.core.approvals import QuorumResult, Standing
 from tandem.core.canonical import canonical, check_fields, loads_strict
 from tandem.core.ceremony_def import CHAIN_RULES
 from tandem.core.lifecycles import KEYSETS
@@ -52,9 +52,9 @@ from tandem.errors import (
     TxidMismatchError,
 )
 from tandem.services import bundles, outpoints, policies
-from tandem.services.approvals import approvals_of, current_membership
+from tandem.services.approvals import active_members, approvals_of, current_membership, membership_of
 from tandem.services.base import Call, fault_point, verify_as_made
-from tandem.services.keyuse import KeyUseService
+from tandem.services.keyuse import KeyUseService, operation_shares
 from tandem.store import audit_log, pages
 from tandem.store.models import (
     AddressRow,
@@ -64,7 +64,6 @@ from tandem.store.models import (
     KeyRow,
     KeySet,
     Member,
-    OperationShare,
     PolicyRow,
     Withdrawal,
     WithdrawalNonce,
@@ -195,7 +194,7 @@ class WithdrawalService(KeyUseService):
             if statement["expires_at"] <= now:
                 raise ExpiredError("the operation key has expired; prepare a new one")
             self._ops().get(operation)
-            if session.exec(select(OperationShare).where(OperationShare.operation == operation)).first():
+            if operation_shares(session, operation):
                 raise ConflictError("that operation is already in use; prepare a new one")
             if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
                 raise InputError(
@@ -705,6 +704,11 @@ class WithdrawalService(KeyUseService):
         check_time_lock(row.time_lock_until, now)
         policy = policies.current_policy(session, now)
         check_policy_version(row.policy_version, policy.version)
+        # Read once for the whole release: the members in force count toward the quorum
+        # (and an escalation), and while ``members`` holds their rows the tamper check
+        # finds the requester and the approvers among them without a query.
+        members = active_members(session)
+        membership = membership_of(members)
         reason, view = self._tamper_check(session, row)
         if reason is not None:
             row.status = wcore.transition(row.status, "tamper", expires_at=row.expires_at, now=now)
@@ -718,21 +722,25 @@ class WithdrawalService(KeyUseService):
             return ReleaseAnswer(err.status, err.to_dict())
         assert view is not None  # the check passed, so the stored bytes decoded
         required = self._recheck_at_release(session, row, now, policy, view)
-        result = self._quorum(session, row, now, required=required)
+        result = self._quorum(session, row, now, required=required, membership=membership)
         if not result.met and any(n > _required(row).get(role, 0) for role, n in required.items()):
-            return self._escalate(call, row, required, result)
+            return self._escalate(call, row, required, result, membership)
         result.require()
         return result
 
     def _escalate(
-        self, call: Call, row: Withdrawal, required: dict[Role, int], result: QuorumResult
+        self,
+        call: Call,
+        row: Withdrawal,
+        required: dict[Role, int],
+        result: QuorumResult,
+        membership: dict[str, Standing],
     ) -> ReleaseAnswer:
         """The policy asks at release for approvals the request lacks (a wallet limit's
         escalation). If they can be given, the request records them as required and waits
         for them again (``pending``; the approval route then admits those roles); if not
         enough members other than the requester hold a role, it is refused for good."""
         session, now = call.session, call.now
-        membership = current_membership(session)
         for role, n in sorted(required.items()):
             eligible = sum(1 for m, st in membership.items() if st.role is role and m != row.requester)
             if eligible < n:
@@ -891,7 +899,13 @@ class WithdrawalService(KeyUseService):
         return None, view
 
     def _quorum(
-        self, session: Session, row: Withdrawal, now: int, *, required: dict[Role, int] | None = None
+        self,
+        session: Session,
+        row: Withdrawal,
+        now: int,
+        *,
+        required: dict[Role, int] | None = None,
+        membership: dict[str, Standing] | None = None,
     ) -> QuorumResult:
         """Distinct current members, unexpired approvals under the request's policy version,
         toward ``required`` (by default the one decided at creation)."""
@@ -901,7 +915,7 @@ class WithdrawalService(KeyUseService):
         return engine.evaluate(
             _request(row),
             [_given(a) for a in _approvals(session, row.id)],
-            membership=current_membership(session),
+            membership=current_membership(session) if membership is None else membership,
             required=required,
             now=now,
             ttl_seconds=decision["approval_ttl_seconds"],
@@ -1065,14 +1079,7 @@ class WithdrawalService(KeyUseService):
                 operation=ctx["operation"],
                 keyset=loads_strict(keyset.sealed) if keyset else None,
                 # Sides whose share the current operation already holds (never replaced).
-                shares=sorted(
-                    r.side
-                    for r in session.exec(
-                        select(OperationShare).where(
-                            OperationShare.operation == ctx["operation"]["statement"]["operation"]
-                        )
-                    ).all()
-                ),
+                shares=sorted(operation_shares(session, ctx["operation"]["statement"]["operation"])),
             )
             try:
                 intent = wcore.parse_intent(out["intent"])
