@@ -40,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # tests.adversarial.server_harness builds the deployment
+    sys.path.insert(0, str(ROOT))  # scripts.harness builds the deployment
 
 SMALL = 1_000
 DEFAULT_ENTRIES = 100_000
@@ -211,7 +211,7 @@ def _code(clock: _Clock, member: Any) -> str:
 
 
 def _btc_intent(dep: Any, amount: int = 25_000) -> dict[str, Any]:
-    from tests.helpers.btc_funding import utxos_paying
+    from scripts.harness import utxos_paying
 
     address = dep.addresses[0]["address"]
     return {
@@ -229,7 +229,7 @@ def _btc_intent(dep: Any, amount: int = 25_000) -> dict[str, Any]:
 def _prepare_template(store: Any, key: Any, dep: Any, clock: _Clock) -> str:
     """Policy v2 with a one-day velocity limit (in force after its delay), and one
     withdrawal created, approved and released: the model the past ones copy."""
-    from tests.adversarial.server_harness import in_process
+    from scripts.harness import in_process
 
     from tandem.client import withdrawal as cw
 
@@ -349,7 +349,7 @@ def _median(values: list[float]) -> float:
 
 def _withdrawal_figures(store: Any, key: Any, dep: Any, clock: _Clock, *, creates: int) -> dict[str, float]:
     """Create, list, proof challenge and bundle on one deployment, in process."""
-    from tests.adversarial.server_harness import in_process
+    from scripts.harness import in_process
 
     from tandem.client import proof as client_proof
     from tandem.client import withdrawal as cw
@@ -401,7 +401,7 @@ def _withdrawal_figures(store: Any, key: Any, dep: Any, clock: _Clock, *, create
 
 
 def deployment_run(backend: str, pg: str, withdrawals: int, workdir: Path) -> dict[str, Any]:
-    from tests.adversarial.server_harness import Store, build_deployment
+    from scripts.harness import Store, build_deployment
 
     from tandem.core.service_key import ServiceKey
     from tandem.store import audit_log

@@ -40,14 +40,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.adversarial.server_harness import (  # noqa: E402 - the checkout root is added above
+from scripts.harness import (  # noqa: E402 - the checkout root is added above
     Deployment,
     Server,
     Store,
     TotpSteps,
     build_deployment,
+    utxos_paying,
 )
-from tests.helpers.btc_funding import utxos_paying  # noqa: E402
 
 from tandem.client import Client  # noqa: E402
 from tandem.client import withdrawal as cw  # noqa: E402

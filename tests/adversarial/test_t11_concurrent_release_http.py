@@ -19,16 +19,16 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.adversarial.server_harness import (
+from scripts.harness import (
     Deployment,
     Server,
     Store,
     TotpSteps,
     build_deployment,
-    verified_export,
+    utxos_paying,
 )
+from tests.adversarial.server_harness import verified_export
 from tests.conftest import BACKENDS, PG_URL
-from tests.helpers.btc_funding import utxos_paying
 from tests.helpers.withdrawals import verify_bitcoin
 
 from tandem.client import Client

@@ -35,20 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import select
-from tests.adversarial.server_harness import (
+from scripts.harness import (
     DEFINITION,
     KEYS_PER_KEYSET,
     RESHARE,
     Deployment,
-    Server,
     Store,
     TotpSteps,
     build_deployment,
-    verified_export,
+    utxos_paying,
 )
+from sqlmodel import select
+from tests.adversarial.server_harness import Server, verified_export
 from tests.conftest import BACKENDS, PG_URL
-from tests.helpers.btc_funding import utxos_paying
 from tests.helpers.withdrawals import verify_bitcoin
 
 from tandem.client import Client

@@ -17,10 +17,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from scripts.harness import funding_tx, utxo
 from sqlmodel import select
 from tests.conftest import World
 from tests.helpers.audit import audit_entries, refusals
-from tests.helpers.btc_funding import funding_tx, utxo
 from tests.helpers.withdrawal_raw import create_unchecked, withdrawal_state
 from tests.helpers.withdrawals import btc_intent, setup, verify_bitcoin
 

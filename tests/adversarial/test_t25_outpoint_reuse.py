@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from scripts.harness import funding_tx, utxo
 from tests.conftest import World
 from tests.helpers.audit import audit_entries, refusals
-from tests.helpers.btc_funding import funding_tx, utxo
 from tests.helpers.withdrawal_raw import create_unchecked, withdrawal_state
 from tests.helpers.withdrawals import approve, btc_intent, fresh_sessions, policy_doc, rule, setup
 

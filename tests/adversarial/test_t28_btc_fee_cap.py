@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scripts.harness import funding_tx, utxo
 from tests.adversarial.limits_helpers import refused
 from tests.conftest import World
-from tests.helpers.btc_funding import funding_tx, utxo
 from tests.helpers.withdrawals import Setup, btc_intent, policy_doc, rule, setup
 from typer.testing import CliRunner
 

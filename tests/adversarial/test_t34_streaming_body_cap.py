@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scripts.harness import Server, Store, in_process
 from sqlmodel import select as sql_select
-from tests.adversarial.server_harness import Server, Store, in_process
 from tests.conftest import BACKENDS, PG_URL, World
 from tests.helpers.audit import audit_entries, membership_state
 

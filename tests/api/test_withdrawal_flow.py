@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from bitcoin.core import b2lx
+from scripts.harness import funding_tx, utxo
 from tests.conftest import World
-from tests.helpers.btc_funding import funding_tx, utxo
 from tests.helpers.withdrawals import (
     BTC_DEST,
     ETH_DEST,
@@ -182,3 +182,27 @@ def test_after_a_restart_both_sides_give_their_shares_again(world: World) -> Non
     cw.contribute_share(world.client, world["cora"], w["id"], totp=world.code("cora"))
     out = cw.release_withdrawal(world.client, world["bob"], w["id"])
     verify_bitcoin(out["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
+
+
+def test_decoded_view_is_stored_at_create_and_rows_without_it_decode_when_read(world: World) -> None:
+    from tandem.core.canonical import loads_strict
+    from tandem.store.models import Withdrawal
+
+    s = setup(world)
+    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000))
+    with world.svc.db.read() as session:
+        row = session.get(Withdrawal, created["id"])
+        assert row is not None
+        assert row.decoded is not None
+        assert loads_strict(row.decoded) == created["decoded"]
+    shown = cw.get_withdrawal(world.client, world["alice"], created["id"])
+    assert shown["decoded"] == created["decoded"]
+    # A row written before the column existed has none: its view is decoded on the fly.
+    with world.svc.db.write() as session:
+        row = session.get(Withdrawal, created["id"])
+        assert row is not None
+        row.decoded = None
+        session.add(row)
+    again = cw.get_withdrawal(world.client, world["alice"], created["id"])
+    assert again["decoded"] == created["decoded"]
+    assert again["fee_review"] == shown["fee_review"]

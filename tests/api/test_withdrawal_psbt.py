@@ -7,9 +7,9 @@ import base64
 import json
 from pathlib import Path
 
+from scripts.harness import funding_tx
 from tests.api.test_withdrawal_cli import cli, run
 from tests.conftest import World
-from tests.helpers.btc_funding import funding_tx
 from tests.helpers.withdrawals import btc_intent, setup
 from typer.testing import CliRunner
 

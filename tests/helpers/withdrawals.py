@@ -13,8 +13,8 @@ from bitcoin.core import CTransaction, b2lx
 from bitcoin.core.key import CPubKey
 from bitcoin.core.script import SIGHASH_ALL, SIGVERSION_WITNESS_V0, CScript, SignatureHash
 from eth_account import Account
+from scripts.harness import utxos_paying
 from tests.conftest import World
-from tests.helpers.btc_funding import utxos_paying
 from tests.helpers.keysets import make_keyset
 
 if TYPE_CHECKING:

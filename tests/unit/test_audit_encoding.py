@@ -74,6 +74,8 @@ def test_the_spliced_line_is_canonical_entry(
         return  # refused (nesting, size): refused the same way as before
     assert line == canonical(entry)
     assert loads_strict(line) == entry
+    # The entry is what the parser reads back from the line, member order included.
+    assert list(entry) == list(loads_strict(line))
     body = {k: v for k, v in entry.items() if k != "hash"}
     assert entry["hash"] == audit.entry_hash(body)
 

@@ -220,19 +220,32 @@ def make_entry_line(  # noqa: PLR0913 - keyword-only fields of one entry
         raise InputError(f"audit entry: {problem}")
     if (index == 0) != (prev == GENESIS_PREV):
         raise InputError("audit entry: prev is 64 zeros for entry 0 and only for entry 0")
-    unhashed = fast_canonical(body)
+    unhashed, copy = _fast_canonical_and_copy(body)
     digest = _sha256(_ENTRY_PREFIX + unhashed).hexdigest()
     # The hash member sorts right after "envelope", just before "index"; everything
     # after the top-level "index" is an integer or a string (where a quote is always
     # escaped), so the last ',"index":' is the top-level one. The verifier removes
-    # the member at the same place, and the parse below re-checks the whole line.
+    # the member at the same place.
     cut = unhashed.rfind(b',"index":')
     line = unhashed[:cut] + b',"hash":"' + digest.encode("ascii") + b'"' + unhashed[cut:]
     if len(line) > MAX_DOCUMENT_BYTES:
         raise InputError(f"audit entry is {len(line)} bytes; the limit is {MAX_DOCUMENT_BYTES}")
-    # The verifier's parser, fast for the usual all-ASCII line, strict otherwise.
-    entry: dict[str, Any] = _parse_canonical_line(line)
-    return entry, line
+    if copy is not None and unhashed.count(b"{") + unhashed.count(b"[") <= MAX_DEPTH:
+        # Our own encoding of plain all-ASCII JSON (the round trip in the encoder
+        # proved it), no deeper than the verifier allows: the decoded copy is what the
+        # verifier's parser would read back from the line, so the line is not parsed.
+        entry = {k: copy[k] for k in _ENTRY_KEYS_BEFORE_HASH}
+        entry["hash"] = digest
+        entry.update((k, copy[k]) for k in _ENTRY_KEYS_AFTER_HASH)
+        return entry, line
+    # Anything else (non-ASCII text, many brackets): the verifier's own parser decides.
+    parsed: dict[str, Any] = _parse_canonical_line(line)
+    return parsed, line
+
+
+# An entry's members in canonical (sorted) order, around the hash.
+_ENTRY_KEYS_BEFORE_HASH = ("actor", "code", "data", "deployment", "envelope")
+_ENTRY_KEYS_AFTER_HASH = ("index", "kind", "outcome", "prev", "time")
 
 
 def fast_canonical(value: Any) -> bytes:
@@ -244,18 +257,25 @@ def fast_canonical(value: Any) -> bytes:
     floats, integers within 2^53), and anything else takes the RFC 8785 serialiser,
     which decides and refuses as before.
     """
+    return _fast_canonical_and_copy(value)[0]
+
+
+def _fast_canonical_and_copy(value: Any) -> tuple[bytes, Any]:
+    """:func:`fast_canonical`, and the value the round trip decoded (a fresh plain-JSON
+    copy, what a JSON parser reads back from the bytes) when the fast path was taken;
+    None when the RFC 8785 serialiser had to decide."""
     try:
         text = _encode_json(value)
     except (TypeError, ValueError):
-        return canonical(value)
+        return canonical(value), None
     if text.isascii():
         try:
             back = _decode_json(text)
         except (ValueError, RecursionError, _SlowPathNeededError):
-            return canonical(value)
+            return canonical(value), None
         if type(back) is type(value) and back == value:
-            return text.encode("ascii")
-    return canonical(value)
+            return text.encode("ascii"), back
+    return canonical(value), None
 
 
 def entry_leaf(entry: Mapping[str, Any]) -> bytes:

@@ -14,10 +14,18 @@ from tandem.store.models import Approval, Member
 def current_membership(session: Session) -> dict[str, Standing]:
     """Members in force now, with their roles: a member removed since an approval was
     given is absent, so that approval no longer counts."""
-    return {
-        m.id: Standing(role=Role(m.role))
-        for m in session.exec(select(Member).where(Member.status == MemberState.ACTIVE)).all()
-    }
+    return membership_of(active_members(session))
+
+
+def active_members(session: Session) -> list[Member]:
+    """The rows of the members in force now. While the caller holds the list, the
+    session finds each of them by id without a query."""
+    return list(session.exec(select(Member).where(Member.status == MemberState.ACTIVE)).all())
+
+
+def membership_of(members: list[Member]) -> dict[str, Standing]:
+    """:func:`current_membership` from rows :func:`active_members` read."""
+    return {m.id: Standing(role=Role(m.role)) for m in members}
 
 
 def approvals_of(session: Session, subjects: list[str]) -> dict[str, list[Approval]]:

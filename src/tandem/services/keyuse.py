@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from tandem.core import split
 from tandem.core.canonical import domain_bytes
@@ -38,6 +38,24 @@ from tandem.store.models import KeySet, OperationShare
 
 OPERATION_SECONDS = 24 * 3600
 _lock = threading.Lock()
+
+
+_SHARES_KEY = "tandem.operation_shares"
+
+
+def operation_shares(session: Session, operation: str) -> dict[str, OperationShare]:
+    """The shares ``operation`` holds, by side: read once per transaction (a request's
+    checks, its answer and a release's key opening share the one query);
+    :meth:`KeyUseService.store_share` keeps the memo in step with what this transaction
+    writes, and nothing else writes or deletes shares."""
+    memo: dict[str, dict[str, OperationShare]] = session.info.setdefault(_SHARES_KEY, {})
+    found = memo.get(operation)
+    if found is None:
+        found = memo[operation] = {
+            r.side: r
+            for r in session.exec(select(OperationShare).where(OperationShare.operation == operation)).all()
+        }
+    return found
 
 
 class OperationKeys:
@@ -112,32 +130,27 @@ class KeyUseService(ServiceBase):
         assert call.actor is not None
         if side == Role.CUSTODIAN.value and not call.totp_verified:
             raise TotpError("a custodian's share needs a TOTP code with it")
-        existing = call.session.exec(
-            select(OperationShare).where(OperationShare.operation == operation, OperationShare.side == side)
-        ).first()
-        if existing is not None:
+        held = operation_shares(call.session, operation)
+        if side in held:
             raise ShareAlreadyStoredError(
                 f"operation {operation} already holds a {side} share; it is never replaced "
                 "(after a failure, renew the operation and contribute to the new one)"
             )
-        call.session.add(
-            OperationShare(
-                operation=operation,
-                keyset=keyset_id,
-                side=side,
-                member=call.actor.id,
-                sealed=b64(sealed),
-                created_at=call.now,
-            )
+        share = OperationShare(
+            operation=operation,
+            keyset=keyset_id,
+            side=side,
+            member=call.actor.id,
+            sealed=b64(sealed),
+            created_at=call.now,
         )
+        call.session.add(share)
+        held[side] = share
 
     @staticmethod
     def has_share(call: Call, *, operation: str, side: str) -> bool:
         """Whether ``operation`` already holds a share of ``side``."""
-        row = call.session.exec(
-            select(OperationShare).where(OperationShare.operation == operation, OperationShare.side == side)
-        ).first()
-        return row is not None
+        return side in operation_shares(call.session, operation)
 
     @contextlib.contextmanager
     def private_keys(
@@ -177,12 +190,7 @@ class KeyUseService(ServiceBase):
 
     @staticmethod
     def _operation_shares(call: Call, operation: str) -> dict[str, OperationShare]:
-        rows = {
-            r.side: r
-            for r in call.session.exec(
-                select(OperationShare).where(OperationShare.operation == operation)
-            ).all()
-        }
+        rows = operation_shares(call.session, operation)
         missing = [s for s in split.SIDES if s not in rows]
         if missing:
             raise InputError(f"operation {operation} lacks the {' and '.join(missing)} share")

@@ -14,6 +14,7 @@ and an expired holder (expiry is read, never stored) is taken over by the next r
 
 from __future__ import annotations
 
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, delete, select
 
 from tandem.core import withdrawal as wcore
@@ -34,27 +35,44 @@ def holder_status(session: Session, reservation: OutpointReservation, now: int) 
 
 
 def reserve(session: Session, *, withdrawal: Withdrawal, intent: wcore.Intent, now: int) -> None:
-    """Reserve every output ``intent`` spends for ``withdrawal``, or refuse the request."""
-    if intent.chain != "bitcoin":
+    """Reserve every output ``intent`` spends for ``withdrawal``, or refuse the request.
+    The existing reservations of its outputs are read in one query and the new ones
+    inserted together (the intent lists no output twice)."""
+    if intent.chain != "bitcoin" or not intent.utxos:
         return
-    for u in intent.utxos:
-        held = session.get(OutpointReservation, (intent.network, u.txid, u.vout))
-        if held is not None:
-            status = holder_status(session, held, now)
-            if status is not None:
-                raise OutpointReservedError(
-                    f"output {u.txid}:{u.vout} is already spent by withdrawal {held.withdrawal} "
-                    f"({status}); it can be spent again once that one is rejected, cancelled, "
-                    "expired or abandoned",
-                    details={"txid": u.txid, "vout": u.vout, "withdrawal": held.withdrawal},
-                )
-            session.delete(held)
-            session.flush()
-        session.add(
-            OutpointReservation(
-                network=intent.network, txid=u.txid, vout=u.vout, withdrawal=withdrawal.id, reserved_at=now
+    query = select(OutpointReservation).where(
+        col(OutpointReservation.network) == intent.network,
+        or_(
+            *(
+                and_(col(OutpointReservation.txid) == u.txid, col(OutpointReservation.vout) == u.vout)
+                for u in intent.utxos
             )
+        ),
+    )
+    found = {(r.txid, r.vout): r for r in session.exec(query).all()}
+    freed = False
+    for u in intent.utxos:
+        held = found.get((u.txid, u.vout))
+        if held is None:
+            continue
+        status = holder_status(session, held, now)
+        if status is not None:
+            raise OutpointReservedError(
+                f"output {u.txid}:{u.vout} is already spent by withdrawal {held.withdrawal} "
+                f"({status}); it can be spent again once that one is rejected, cancelled, "
+                "expired or abandoned",
+                details={"txid": u.txid, "vout": u.vout, "withdrawal": held.withdrawal},
+            )
+        session.delete(held)
+        freed = True
+    if freed:
+        session.flush()
+    session.add_all(
+        OutpointReservation(
+            network=intent.network, txid=u.txid, vout=u.vout, withdrawal=withdrawal.id, reserved_at=now
         )
+        for u in intent.utxos
+    )
     # The primary key is checked here, inside the request's transaction.
     session.flush()
 

@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from tandem.core import approvals as engine
 from tandem.core import withdrawal as wcore
 from tandem.core.actions import parse_envelope
-from tandem.core.approvals import QuorumResult
+from tandem.core.approvals import QuorumResult, Standing
 from tandem.core.canonical import canonical, check_fields, loads_strict
 from tandem.core.ceremony_def import CHAIN_RULES
 from tandem.core.lifecycles import KEYSETS
@@ -52,9 +52,9 @@ from tandem.errors import (
     TxidMismatchError,
 )
 from tandem.services import bundles, outpoints, policies
-from tandem.services.approvals import approvals_of, current_membership
+from tandem.services.approvals import active_members, approvals_of, current_membership, membership_of
 from tandem.services.base import Call, fault_point, verify_as_made
-from tandem.services.keyuse import KeyUseService
+from tandem.services.keyuse import KeyUseService, operation_shares
 from tandem.store import audit_log, pages
 from tandem.store.models import (
     AddressRow,
@@ -64,7 +64,6 @@ from tandem.store.models import (
     KeyRow,
     KeySet,
     Member,
-    OperationShare,
     PolicyRow,
     Withdrawal,
     WithdrawalNonce,
@@ -195,7 +194,7 @@ class WithdrawalService(KeyUseService):
             if statement["expires_at"] <= now:
                 raise ExpiredError("the operation key has expired; prepare a new one")
             self._ops().get(operation)
-            if session.exec(select(OperationShare).where(OperationShare.operation == operation)).first():
+            if operation_shares(session, operation):
                 raise ConflictError("that operation is already in use; prepare a new one")
             if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
                 raise InputError(
@@ -265,6 +264,7 @@ class WithdrawalService(KeyUseService):
                 amount=str(intent.amount),
                 fee=str(fee.amount),
                 fee_asset=fee.asset,
+                decoded=canonical(view).decode(),
             )
             session.add(row)
             session.flush()
@@ -714,7 +714,12 @@ class WithdrawalService(KeyUseService):
         check_time_lock(row.time_lock_until, now)
         policy = policies.current_policy(session, now)
         check_policy_version(row.policy_version, policy.version)
-        reason = self._tamper_reason(session, row)
+        # Read once for the whole release: the members in force count toward the quorum
+        # (and an escalation), and while ``members`` holds their rows the tamper check
+        # finds the requester and the approvers among them without a query.
+        members = active_members(session)
+        membership = membership_of(members)
+        reason, view = self._tamper_check(session, row)
         if reason is not None:
             row.status = wcore.transition(row.status, "tamper", expires_at=row.expires_at, now=now)
             session.add(row)
@@ -725,22 +730,27 @@ class WithdrawalService(KeyUseService):
                 "it is marked tampered and nothing was signed"
             )
             return ReleaseAnswer(err.status, err.to_dict())
-        required = self._recheck_at_release(session, row, now, policy)
-        result = self._quorum(session, row, now, required=required)
+        assert view is not None  # the check passed, so the stored bytes decoded
+        required = self._recheck_at_release(session, row, now, policy, view)
+        result = self._quorum(session, row, now, required=required, membership=membership)
         if not result.met and any(n > _required(row).get(role, 0) for role, n in required.items()):
-            return self._escalate(call, row, required, result)
+            return self._escalate(call, row, required, result, membership)
         result.require()
         return result
 
     def _escalate(
-        self, call: Call, row: Withdrawal, required: dict[Role, int], result: QuorumResult
+        self,
+        call: Call,
+        row: Withdrawal,
+        required: dict[Role, int],
+        result: QuorumResult,
+        membership: dict[str, Standing],
     ) -> ReleaseAnswer:
         """The policy asks at release for approvals the request lacks (a wallet limit's
         escalation). If they can be given, the request records them as required and waits
         for them again (``pending``; the approval route then admits those roles); if not
         enough members other than the requester hold a role, it is refused for good."""
         session, now = call.session, call.now
-        membership = current_membership(session)
         for role, n in sorted(required.items()):
             eligible = sum(1 for m, st in membership.items() if st.role is role and m != row.requester)
             if eligible < n:
@@ -773,22 +783,16 @@ class WithdrawalService(KeyUseService):
         return ReleaseAnswer(err.status, err.to_dict())
 
     def _recheck_at_release(
-        self, session: Session, row: Withdrawal, now: int, policy: Policy
+        self, session: Session, row: Withdrawal, now: int, policy: Policy, view: dict[str, Any]
     ) -> dict[Role, int]:
         """Yesterday's checks are not enough (THREATS 31, 32, 38): the policy runs again
         now, on the address book in force now and on what was *released* in the window
         (plus this withdrawal), so a destination removed since approval, a window that
         filled meanwhile, or releases stockpiled for a joint broadcast are refused. Any
         stronger quorum it now asks for is added to the one decided at creation; the time
-        lock stays the one decided at creation."""
+        lock stays the one decided at creation. ``view``: the tamper check's decoding of
+        the stored bytes, moments ago in this transaction."""
         intent = wcore.parse_intent(loads_strict(row.intent))
-        ctx = loads_strict(row.context)
-        view = wcore.check_transaction(
-            intent,
-            public_key=bytes.fromhex(ctx["public_key"]),
-            unsigned=bytes.fromhex(row.unsigned_tx),
-            prevouts=ctx["prevouts"],
-        )
         decision = evaluate(
             policy,
             intent.facts(wcore.fee_of(intent, view)),
@@ -844,18 +848,23 @@ class WithdrawalService(KeyUseService):
 
     def _tamper_reason(self, session: Session, row: Withdrawal) -> str | None:
         """Recompute everything from the stored row; None when it is what was approved."""
+        return self._tamper_check(session, row)[0]
+
+    def _tamper_check(self, session: Session, row: Withdrawal) -> tuple[str | None, dict[str, Any] | None]:
+        """:meth:`_tamper_reason`, with the view decoded from the stored bytes when they
+        verify (the release's policy re-check decides on its fee)."""
         try:
             intent_doc = loads_strict(row.intent)
             intent = wcore.require_normal_intent(intent_doc)
             ih = wcore.intent_hash(intent_doc)
             if ih != row.intent_hash:
-                return "the stored intent does not hash to the request's intent hash"
+                return "the stored intent does not hash to the request's intent hash", None
             if (intent.wallet, intent.chain, intent.network) != (row.keyset, row.chain, row.network):
-                return "the stored intent names another wallet or chain than the request"
+                return "the stored intent names another wallet or chain than the request", None
             ctx = loads_strict(row.context)
             key = session.get(KeyRow, row.key_id)
             if key is None or key.keyset != row.keyset or key.public_key != ctx["public_key"]:
-                return "the signing key is not the request's"
+                return "the signing key is not the request's", None
             td = wcore.tx_digest(
                 chain=row.chain,
                 network=row.network,
@@ -864,8 +873,8 @@ class WithdrawalService(KeyUseService):
                 prevouts=ctx["prevouts"],
             )
             if td != row.tx_digest:
-                return "the stored transaction does not hash to the request's transaction digest"
-            wcore.check_transaction(
+                return "the stored transaction does not hash to the request's transaction digest", None
+            view = wcore.check_transaction(
                 intent,
                 public_key=bytes.fromhex(key.public_key),
                 unsigned=bytes.fromhex(row.unsigned_tx),
@@ -878,13 +887,13 @@ class WithdrawalService(KeyUseService):
                 or create.actor != requester.id
                 or dict(create.body).get("intent") != intent_doc
             ):
-                return "the stored intent is not the one the requester signed"
+                return "the stored intent is not the one the requester signed", None
             verify_as_made(session, create, requester)
             for a in _approvals(session, row.id):
                 action = parse_envelope(loads_strict(a.envelope))
                 member = session.get(Member, a.member)
                 if member is None or action.actor != member.id:
-                    return "an approval record names another signer"
+                    return "an approval record names another signer", None
                 verify_as_made(session, action, member)
                 body = action.body
                 if (
@@ -892,15 +901,21 @@ class WithdrawalService(KeyUseService):
                     or body.get("intent_hash") != ih
                     or body.get("tx_digest") != td
                 ):
-                    return "the stored request differs from what was approved"
+                    return "the stored request differs from what was approved", None
         except Error as exc:
-            return f"the stored request does not verify: {exc.message}"
+            return f"the stored request does not verify: {exc.message}", None
         except (KeyError, TypeError, ValueError, AttributeError):
-            return "the stored request is malformed"
-        return None
+            return "the stored request is malformed", None
+        return None, view
 
     def _quorum(
-        self, session: Session, row: Withdrawal, now: int, *, required: dict[Role, int] | None = None
+        self,
+        session: Session,
+        row: Withdrawal,
+        now: int,
+        *,
+        required: dict[Role, int] | None = None,
+        membership: dict[str, Standing] | None = None,
     ) -> QuorumResult:
         """Distinct current members, unexpired approvals under the request's policy version,
         toward ``required`` (by default the one decided at creation)."""
@@ -910,7 +925,7 @@ class WithdrawalService(KeyUseService):
         return engine.evaluate(
             _request(row),
             [_given(a) for a in _approvals(session, row.id)],
-            membership=current_membership(session),
+            membership=current_membership(session) if membership is None else membership,
             required=required,
             now=now,
             ttl_seconds=decision["approval_ttl_seconds"],
@@ -1074,22 +1089,21 @@ class WithdrawalService(KeyUseService):
                 operation=ctx["operation"],
                 keyset=loads_strict(keyset.sealed) if keyset else None,
                 # Sides whose share the current operation already holds (never replaced).
-                shares=sorted(
-                    r.side
-                    for r in session.exec(
-                        select(OperationShare).where(
-                            OperationShare.operation == ctx["operation"]["statement"]["operation"]
-                        )
-                    ).all()
-                ),
+                shares=sorted(operation_shares(session, ctx["operation"]["statement"]["operation"])),
             )
             try:
                 intent = wcore.parse_intent(out["intent"])
-                out["decoded"] = wcore.check_transaction(
-                    intent,
-                    public_key=bytes.fromhex(ctx["public_key"]),
-                    unsigned=bytes.fromhex(row.unsigned_tx),
-                    prevouts=ctx["prevouts"],
+                # Checked and stored at create; a row from before the column decodes now.
+                # A convenience for the page: members' clients decode the bytes themselves.
+                out["decoded"] = (
+                    loads_strict(row.decoded)
+                    if row.decoded is not None
+                    else wcore.check_transaction(
+                        intent,
+                        public_key=bytes.fromhex(ctx["public_key"]),
+                        unsigned=bytes.fromhex(row.unsigned_tx),
+                        prevouts=ctx["prevouts"],
+                    )
                 )
                 out["fee_review"] = wcore.fee_review(
                     intent,

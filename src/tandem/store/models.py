@@ -218,6 +218,10 @@ class Withdrawal(SQLModel, table=True):
     broadcast_at: int | None = None
     confirmed_at: int | None = None
     abandoned_at: int | None = None
+    # The decoded transaction view (canonical JSON) as the server checked it at create,
+    # for the request's page; null on rows written before the column existed. Nothing
+    # signs on its word: release decodes the stored bytes again.
+    decoded: str | None = Field(default=None, sa_column=_text_null())
 
 
 class WithdrawalNonce(SQLModel, table=True):
