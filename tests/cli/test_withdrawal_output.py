@@ -162,3 +162,35 @@ def test_amounts_read_in_the_chain_s_units() -> None:
     usdc = "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238"
     assert humanize.amount("2500000", usdc, network="sepolia") == "2.5 USDC (2,500,000 base units)"
     assert humanize.amount("7", "0x" + "ab" * 20, network="sepolia").startswith("7 base units of 0xabab")
+
+
+def test_an_approval_after_a_restart_is_refused_with_the_commands_that_recover_it(
+    cli_world: World, tmp_path: Path
+) -> None:
+    """A custodian's share sealed to an operation key the server lost could never be
+    opened: the approval is refused (nothing stands that cannot be released) and the
+    commands that bring the request back are printed, then work as printed."""
+    from tandem.services.keyuse import OperationKeys
+
+    world = cli_world
+    s = setup(world)
+    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    world.svc.operations = OperationKeys()
+    bob = str(tmp_path / "bob.keystore")
+    world.clock.advance(30)
+    status, out = run("withdraw", "approve", w["id"], "-k", bob, "--totp-from-keystore")
+    assert status == exit_codes.CONFLICT, out
+    assert "[operation_key_lost, HTTP 409]" in out
+    assert "Nothing was approved" in out
+    assert f"tandem withdraw contribute {w['id']} --renew -k MANAGER.keystore" in out
+    assert f"tandem withdraw approve {w['id']} -k {bob}" in out
+    assert cw.get_withdrawal(world.client, world["olga"], w["id"])["approvals"] == []
+
+    status, out = run("withdraw", "contribute", w["id"], "--renew", *ks(tmp_path, "alice"))
+    assert status == exit_codes.OK, out
+    world.clock.advance(30)
+    status, out = run("withdraw", "approve", w["id"], "-k", bob, "--totp-from-keystore")
+    assert status == exit_codes.OK, out
+    status, out = run("withdraw", "release", w["id"], "-k", bob)
+    assert status == exit_codes.OK, out
+    verify_bitcoin(json.loads(out)["signed_tx"], w["prevouts"], s.keyset.keys[0][1])

@@ -113,3 +113,37 @@ def test_a_high_fee_is_a_warning_on_the_review(console_world: ConsoleWorld, page
     warnings = page.get_by_role("note", name="Warnings").inner_text()
     assert "20.9" in warnings
     assert "fee" in warnings.lower()
+
+
+def test_a_lost_operation_key_reads_as_the_commands_that_recover_it(
+    console_world: ConsoleWorld, page: Any, tmp_path: Path
+) -> None:
+    """The server restarted between the request and the approval: its one-time operation
+    key is gone. The page says so in words, with the commands that bring the request back,
+    and nothing was counted."""
+    from tandem.services.keyuse import OperationKeys
+
+    c = console_world
+    created = request(c)
+    open_and_unlock(page, c)
+    _review(page, c, created["id"])
+    c.world.svc.operations = OperationKeys()  # what a restart leaves: no live operation key
+    text = _approve(page, created["fingerprint"], c.code())
+    page.screenshot(path=str(shots(tmp_path) / "operation-key-lost.png"), full_page=True)
+    assert "[operation_key_lost]" in text, text
+    assert "restarted" in text
+    assert f"tandem withdraw contribute {created['id']} --renew -k MANAGER.keystore" in text, text
+    assert cw.get_withdrawal(c.world.client, c.world["olga"], created["id"])["approvals"] == []
+
+    # The recovery as printed: the manager renews and gives the share again; the
+    # custodian approves here again; the release then goes through.
+    alice = c.world["alice"]
+    cw.renew_operation(c.world.client, alice, created["id"])
+    cw.contribute_share(c.world.client, alice, created["id"], totp=None)
+    _review(page, c, created["id"])
+    page.get_by_label("Fingerprint the requester read out").fill(created["fingerprint"])
+    page.get_by_label("TOTP code from your authenticator app").fill(c.code())
+    page.get_by_role("button", name="Approve and sign").click()
+    page.get_by_role("status").filter(has_text="Your approval was recorded.").wait_for()
+    released = cw.release_withdrawal(c.world.client, c.world["bob"], created["id"])
+    assert released["status"] == "released"

@@ -337,9 +337,14 @@ def withdraw_approve(
         _refuse_auditor(member, withdrawal_id)
         view = _reviewed(cl, member, withdrawal_id)
         code = common.totp_code(cl, member, totp, totp_from_keystore)
-        result = cw.approve_withdrawal(
-            cl, member, withdrawal_id, totp=code, expected_fingerprint=fingerprint, view=view
-        )
+        try:
+            result = cw.approve_withdrawal(
+                cl, member, withdrawal_id, totp=code, expected_fingerprint=fingerprint, view=view
+            )
+        except RemoteError as exc:
+            if exc.remote_code == OperationKeyLostError.code:
+                raise typer.Exit(_recover_approval(exc, withdrawal_id, keystore)) from None
+            raise
         console.print(f"approved; request is {result['status']}")
 
     run_cli(go)
@@ -532,6 +537,18 @@ def withdraw_release(
         show(doc)
 
     run_cli(go)
+
+
+def _recover_approval(exc: RemoteError, withdrawal_id: str, keystore: Path) -> int:
+    """Nothing was approved: the share would have been sealed to a key the server lost."""
+    from tandem.cli import errors_boundary
+
+    errors_boundary.report(exc)
+    err = common.err_console
+    err.print("  Nothing was approved. The requester renews the operation key, then you approve again:")
+    err.print(f"    tandem withdraw contribute {withdrawal_id} --renew -k MANAGER.keystore   (the manager)")
+    err.print(f"    tandem withdraw approve {withdrawal_id} -k {keystore}")
+    return exit_codes.CONFLICT
 
 
 def _recover_release(exc: RemoteError, withdrawal_id: str, keystore: Path, member: MemberSecrets) -> int:

@@ -198,7 +198,7 @@ class Console:
                     kind.template,
                     status=422,
                     member=member,
-                    error=explain(exc),
+                    error=explain(exc, kind.recovery(oid)),
                     title=f"{kind.title} {oid}",
                     **ctx,
                 )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import httpx
 
 from tandem.errors import Error, RemoteError
@@ -25,6 +28,9 @@ FRIENDLY = {
     "keystore_error": "The keystore could not be opened with that passphrase.",
     "csrf_invalid": "This form is out of date (the console was restarted?). Reload the page and try again.",
     "unreachable": "The Tandem server cannot be reached.",
+    "operation_key_lost": "The server no longer holds this request's one-time key (it restarted, "
+    "or the key was used), so your share could never be opened: nothing was approved. The request "
+    "itself stands; once it has a new operation key, approve it again.",
     "invalid_input": "The input was not accepted.",
 }
 
@@ -44,12 +50,20 @@ class ConsoleError(Error):
         return self._code
 
 
-def words(code: str, detail: str) -> dict[str, str]:
-    """What a page shows for a refusal: the words for its code, the code, and the detail."""
-    return {"code": code, "text": FRIENDLY.get(code, detail), "detail": detail}
+Recovery = tuple[str, str, str]  # who runs it, the command, what follows
 
 
-def explain(exc: BaseException) -> dict[str, str]:
+def words(code: str, detail: str, recovery: Recovery | None = None) -> dict[str, Any]:
+    """What a page shows for a refusal: the words for its code, the code, the detail, and
+    (when the page knows one) the command that recovers from it."""
+    shown: dict[str, Any] = {"code": code, "text": FRIENDLY.get(code, detail), "detail": detail}
+    if recovery is not None:
+        shown["recovery"] = recovery
+    return shown
+
+
+def explain(exc: BaseException, recoveries: Mapping[str, Recovery] | None = None) -> dict[str, Any]:
+    """``recoveries``: for the page's request, what to run after a refusal of that code."""
     if isinstance(exc, ConsoleError):
         code = exc.stable_code
     elif isinstance(exc, RemoteError):
@@ -60,4 +74,5 @@ def explain(exc: BaseException) -> dict[str, str]:
         code = "unreachable"
     else:
         code = "error"
-    return words(code, exc.message if isinstance(exc, Error) else type(exc).__name__)
+    detail = exc.message if isinstance(exc, Error) else type(exc).__name__
+    return words(code, detail, (recoveries or {}).get(code))

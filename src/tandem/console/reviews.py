@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.client import ceremony as cc
@@ -48,6 +48,12 @@ class Kind:
     context: Callable[[ConsoleState, MemberSecrets, str], dict[str, Any]]
     approve: Callable[[ConsoleState, MemberSecrets, str, Form], object]
     reject: Callable[[ConsoleState, MemberSecrets, str, str], object]
+    # What the people involved run after a refusal of a code, with ``{id}`` the request's.
+    # (who runs it, the command, what follows).
+    recoveries: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)
+
+    def recovery(self, oid: str) -> dict[str, tuple[str, str, str]]:
+        return {code: (w, c.format(id=oid), t) for code, (w, c, t) in self.recoveries.items()}
 
     def notice(self, key: str) -> str | None:
         return {"approved": "Your approval was recorded.", "rejected": f"You rejected this {self.noun}."}.get(
@@ -189,6 +195,13 @@ KINDS = (
         withdrawal_context,
         approve_withdrawal,
         reject_withdrawal,
+        {
+            "operation_key_lost": (
+                "the requester (a manager) runs",
+                "tandem withdraw contribute {id} --renew -k MANAGER.keystore",
+                "then you review and approve it here again.",
+            ),
+        },
     ),
     Kind(
         "/proposals",

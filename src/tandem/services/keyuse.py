@@ -123,7 +123,10 @@ class KeyUseService(ServiceBase):
         side is refused, whoever sends it, so no member can swap in a share of its own
         for the one an approver contributed. A custodian's share goes in only with a
         TOTP code checked in the same call, as every custodian step of every flow needs.
+        A share sealed to an operation key this signer no longer holds (a restart) could
+        never be opened: it is refused, so no approval stands that cannot be released.
         """
+        self._ops().get(operation)
         if not isinstance(sealed_b64, str):
             raise InputError("sealed_share must be base64")
         sealed = unb64(sealed_b64, what="sealed_share")
