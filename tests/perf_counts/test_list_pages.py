@@ -30,6 +30,7 @@ from tandem.store.models import (
     Member,
     ProofChallenge,
     Proposal,
+    ReconcileJob,
     Withdrawal,
 )
 
@@ -287,6 +288,26 @@ def _logged_order(kind: str) -> Callable[[World], list[Any]]:
     return order
 
 
+def _grow_jobs(world: World, n: int) -> None:
+    """Finished background reconciliations, some started in the same second."""
+    now = world.svc.clock()
+    with world.svc.db.write() as session:
+        for i in range(n):
+            at = now - 3600 + i // 3
+            session.add(
+                ReconcileJob(
+                    id=f"rj_copy{i:05d}", state="done", done=1, total=1, runner="run_gone",
+                    started_at=at, heartbeat_at=at, finished_at=at,
+                )
+            )  # fmt: skip
+
+
+def _jobs_newest_first(world: World) -> list[Any]:
+    with world.svc.db.read() as session:
+        order = (col(ReconcileJob.started_at).desc(), col(ReconcileJob.id).desc())
+        return [r.id for r in session.exec(select(ReconcileJob).order_by(*order)).all()]
+
+
 LISTINGS = {
     "proposals": Listing(
         "/v1/proposals", "id", _grow_proposals, _by_creation(Proposal), ("pending", "rejected", "approved")
@@ -304,6 +325,9 @@ LISTINGS = {
         "index",
         _grow_logged("reconciliation.reported"),
         _logged_order("reconciliation.reported"),
+    ),
+    "reconciliation jobs": Listing(
+        "/v1/books/reconciliations/jobs", "job", _grow_jobs, _jobs_newest_first
     ),
     "statements": Listing(
         "/v1/books/statements", "index", _grow_logged("statement.issued"), _logged_order("statement.issued")

@@ -168,9 +168,16 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         return books.reconcile(body.snapshot)
 
     @app.get("/v1/books/reconciliations/jobs", tags=["books"])
-    def reconciliation_jobs(request: Request, viewer: Reader) -> list[dict[str, Any]]:
-        """The latest 50 background reconciliations, newest first, without their reports."""
-        return books_of(request).jobs()
+    def reconciliation_jobs(
+        request: Request,
+        viewer: Reader,
+        response: Response,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page of the background reconciliations, newest first, without their
+        reports; paged as `GET /v1/members`."""
+        return paged(response, books_of(request).jobs(limit=limit, cursor=cursor))
 
     @app.get("/v1/books/reconciliations/jobs/{job_id}", tags=["books"])
     def reconciliation_job(request: Request, viewer: Reader, job_id: str) -> dict[str, Any]:

@@ -189,7 +189,9 @@ def register_positions(
 @register_app.command("movements")
 def register_movements(
     client_id: Annotated[str | None, typer.Option("--client", help="Only this client.")] = None,
-    limit: int | None = LimitOpt,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="With --list-jobs: only the newest N.")
+    ] = None,
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
 ) -> None:
@@ -235,8 +237,12 @@ def reconcile(  # noqa: PLR0917 - typer options
         ),
     ] = None,
     list_jobs: Annotated[
-        bool, typer.Option("--list-jobs", help="List the latest background reconciliations and their state.")
+        bool,
+        typer.Option(
+            "--list-jobs", help="List the background reconciliations, newest first, and their state."
+        ),
     ] = False,
+    limit: int | None = LimitOpt,
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
 ) -> None:
@@ -249,7 +255,7 @@ def reconcile(  # noqa: PLR0917 - typer options
 
     def go() -> None:
         if list_jobs:
-            show(cb.reconciliation_jobs(Client(server), load_member(keystore)))
+            show(cb.reconciliation_jobs(Client(server), load_member(keystore), first=limit))
             return
         if snapshot is not None:
             signed = cb.reconcile(Client(server), load_member(keystore), snapshot=read_json(snapshot))

@@ -84,8 +84,9 @@ def reconciliation_job(client: Client, member: MemberSecrets, job_id: str) -> An
     return client.get(member, f"/v1/books/reconciliations/jobs/{job_id}")
 
 
-def reconciliation_jobs(client: Client, member: MemberSecrets) -> Any:
-    return client.get(member, "/v1/books/reconciliations/jobs")
+def reconciliation_jobs(client: Client, member: MemberSecrets, *, first: int | None = None) -> list[Any]:
+    """The background reconciliations, newest first (``first``: only that many)."""
+    return client.get_all(member, "/v1/books/reconciliations/jobs", first=first)
 
 
 def follow_job(

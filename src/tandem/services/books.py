@@ -1117,17 +1117,20 @@ class Books:
         session.add(row)
         return True
 
-    def _refresh(self, rows: list[ReconcileJob]) -> None:
+    def _refresh(self, rows: list[ReconcileJob]) -> bool:
+        """Mark the running jobs among ``rows`` whose runner went silent as interrupted;
+        whether there was any."""
         now = self.svc.clock()
         stale = [r.id for r in rows if r.state == "running" and r.runner != self._runner]
         stale = [r.id for r in rows if r.id in stale and now - r.heartbeat_at > JOB_STALE_SECONDS]
         if not stale:
-            return
+            return False
         with self.svc.db.write() as session:
             for jid in stale:
                 row = session.get(ReconcileJob, jid)
                 if row is not None and row.state == "running":
                     self._interrupt_if_stale(session, row, now)
+        return True
 
     def job(self, jid: str) -> dict[str, Any]:
         """One job: ``running`` (``done`` of ``total`` addresses read), ``done`` with its
@@ -1142,16 +1145,26 @@ class Books:
             assert row is not None
             return _job_view(row, with_result=True)
 
-    def jobs(self, *, limit: int = 50) -> list[dict[str, Any]]:
-        """The latest jobs, newest first, without their reports."""
+    def jobs(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """One page of the jobs, newest first, without their reports: one indexed range
+        read whatever number of jobs the database keeps."""
 
-        def latest() -> list[ReconcileJob]:
+        def page() -> pages.Page[ReconcileJob]:
             with self.svc.db.read() as session:
-                order = (col(ReconcileJob.started_at).desc(), col(ReconcileJob.id).desc())
-                return list(session.exec(select(ReconcileJob).order_by(*order).limit(limit)).all())
+                return pages.read_page(
+                    session,
+                    select(ReconcileJob),
+                    kind="reconcile_job",
+                    order=(col(ReconcileJob.started_at), col(ReconcileJob.id)),
+                    limit=limit,
+                    cursor=cursor,
+                    descending=True,
+                )
 
-        self._refresh(latest())
-        return [_job_view(r) for r in latest()]
+        got = page()
+        if self._refresh(got.rows):
+            got = page()  # a job just marked interrupted is shown as it now is
+        return {"items": [_job_view(r) for r in got.rows], "next_cursor": got.next_cursor}
 
     # --- prices and statements ----------------------------------------------------------
 

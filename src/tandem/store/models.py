@@ -298,6 +298,7 @@ class ReconcileJob(SQLModel, table=True):
     its error. ``runner`` names the process running it, ``heartbeat_at`` when it last
     wrote: a running job whose runner went silent is shown as interrupted."""
 
+    __table_args__ = (Index("ix_reconcilejob_started_at_id", "started_at", "id"),)  # the list's page order
     id: str = Field(primary_key=True, max_length=64)
     state: str = Field(max_length=16, index=True)
     done: int = 0

@@ -81,12 +81,13 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-def after_key(columns: Sequence[Any], key: Sequence[Any]) -> Any:
-    """SQL for "the row's ``columns`` sort strictly after ``key``" (lexicographically)."""
+def after_key(columns: Sequence[Any], key: Sequence[Any], *, descending: bool = False) -> Any:
+    """SQL for "the row's ``columns`` sort strictly after ``key``" (lexicographically;
+    with ``descending``, strictly before it)."""
     terms = []
     for i, column in enumerate(columns):
         equal = [c == v for c, v in zip(columns[:i], key[:i], strict=True)]
-        terms.append(and_(*equal, column > key[i]))
+        terms.append(and_(*equal, column < key[i] if descending else column > key[i]))
     return or_(*terms)
 
 
@@ -98,17 +99,20 @@ def read_page(
     order: Sequence[Any],
     limit: int | None,
     cursor: str | None,
+    descending: bool = False,
 ) -> Page[Any]:
     """Rows of ``query`` (filters already applied) in the unique ``order`` (columns of
-    the row, creation time first and id last), after the row ``cursor`` names, at most
-    ``limit`` of them: one statement whatever the table holds."""
+    the row, creation time first and id last; ``descending``: newest first), after the
+    row ``cursor`` names, at most ``limit`` of them: one statement whatever the table
+    holds."""
     size = check_limit(limit)
     names = [column.key for column in order]
     shape = tuple(int if isinstance(column.type, Integer) else str for column in order)
     after = decode_cursor(cursor, kind, shape)
     if after is not None:
-        query = query.where(after_key(order, after))
-    rows = list(session.exec(query.order_by(*order).limit(size + 1)).all())
+        query = query.where(after_key(order, after, descending=descending))
+    sort = [c.desc() for c in order] if descending else list(order)
+    rows = list(session.exec(query.order_by(*sort).limit(size + 1)).all())
     more = len(rows) > size
     rows = rows[:size]
     last = rows[-1] if more else None
