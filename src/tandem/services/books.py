@@ -9,12 +9,11 @@ through ``tandem.chainio`` and is off unless an endpoint is configured.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -53,6 +52,7 @@ from tandem.errors import (
 )
 from tandem.services import statement_pdf
 from tandem.services.base import Call, ServiceBase
+from tandem.services.logview import LogView
 from tandem.store import audit_log, pages
 from tandem.store.models import AddressRow, AuditRow, KeySet, Member, ReconcileJob, Withdrawal
 
@@ -86,56 +86,25 @@ def read_register(session: Session) -> Register:
     return Register.replay(_entries(session, REGISTER_KINDS), roles=_roles(session))
 
 
-class RegisterView:
-    """The register kept in memory, brought up to date by reading only the register
-    entries appended since it was last read (one range read of the log's indexed kind
-    and sequence columns), so that an answer costs what is new and what it returns, not
-    the history. It is advanced only from committed entries; a write works on a fork,
-    so an entry that is rolled back never reaches it. The rules applied are the same
-    :meth:`Register.observe` that the offline check replays."""
+def _observe_register(reg: Register, entries: list[dict[str, Any]], session: Session) -> None:
+    roles = _roles(session)
+    for e in entries:
+        reg.observe(e, roles=roles)
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._reg = Register()
-        self._next = 0  # the first log index not read yet
 
-    @staticmethod
-    def _advance(reg: Register, session: Session, since: int) -> int:
-        rows = session.exec(
-            select(AuditRow.seq, AuditRow.line)
-            .where(col(AuditRow.kind).in_(REGISTER_KINDS), col(AuditRow.seq) >= since)
-            .order_by(col(AuditRow.seq))
-        ).all()
-        if rows:
-            roles = _roles(session)
-            for seq, line in rows:
-                reg.observe(cast(dict[str, Any], loads_strict(line)), roles=roles)
-                since = seq + 1
-        return since
+def register_view() -> LogView[Register]:
+    """The register kept in memory and advanced by the register entries appended since."""
+    return LogView(REGISTER_KINDS, empty=Register, fold=_observe_register, fork=Register.fork)
 
-    def _catch_up(self, db: Any) -> None:
-        with db.read() as session:
-            try:
-                self._next = self._advance(self._reg, session, self._next)
-            except Exception:
-                self._reg, self._next = Register(), 0  # read again whole next time
-                raise
 
-    @contextlib.contextmanager
-    def reading(self, db: Any) -> Iterator[Register]:
-        """The committed register, held still while the caller reads it (not to change)."""
-        with self._lock:
-            self._catch_up(db)
-            yield self._reg
+def _observe_prices(prices: list[score.Price], entries: list[dict[str, Any]], session: Session) -> None:
+    for e in entries:
+        prices += score.parse_prices(e["data"]["prices"])
 
-    def for_write(self, db: Any, session: Session) -> Register:
-        """A fork of the committed register with what ``session`` sees beyond it: the
-        caller may observe entries on it before its commit."""
-        with self._lock:
-            self._catch_up(db)
-            fork, since = self._reg.fork(), self._next
-        self._advance(fork, session, since)
-        return fork
+
+def prices_view() -> LogView[list[score.Price]]:
+    """Every imported price, in the order imported, advanced by new imports only."""
+    return LogView(("prices.imported",), empty=list, fold=_observe_prices, fork=list)
 
 
 # Compute units Tandem's Solana transfers are given when they pay a priority fee: what
@@ -239,7 +208,8 @@ class Books:
         self.chains = chains or ChainConfig()
         self._backends: dict[tuple[str, str], ChainBackend] = {}
         self._runner = "run_" + secrets.token_hex(8)  # this process, for the jobs it runs
-        self._view = RegisterView()
+        self._view = register_view()
+        self._prices = prices_view()
 
     def _register(self, session: Session) -> Register:
         """The register as a write transaction sees it, to check and observe on."""
@@ -1017,9 +987,8 @@ class Books:
         snap = snapshot if snapshot is not None else self.snapshot(progress)
 
         def use_case(call: Call) -> dict[str, Any]:
-            entries = _entries(call.session, REGISTER_KINDS)
             size = audit_log.size(call.session)
-            reg = Register.replay(entries, roles=_roles(call.session))
+            reg = self._register(call.session)
             report = rcore.reconcile(reg, snap, register_size=size)
             signature = self.svc.key.sign(rcore.report_bytes(report)).hex()
             digest = rcore.report_hash(report)
@@ -1184,11 +1153,8 @@ class Books:
         )
 
     def prices(self) -> list[score.Price]:
-        with self.svc.db.read() as session:
-            out: list[score.Price] = []
-            for e in _entries(session, ("prices.imported",)):
-                out += score.parse_prices(e["data"]["prices"])
-            return out
+        with self._prices.reading(self.svc.db) as prices:
+            return list(prices)
 
     def statements(self, envelope: Any, *, custodian: str) -> dict[str, Any]:
         """Statements for one client or all, for a period; their hashes into the log."""
@@ -1198,9 +1164,7 @@ class Books:
             body = check_fields(call.action.body, required=("period",), optional=("client",), where="body")
             start, end = score.parse_period(body["period"])
             reg = self._register(call.session)
-            prices: list[score.Price] = []
-            for e in _entries(call.session, ("prices.imported",)):
-                prices += score.parse_prices(e["data"]["prices"])
+            prices = self._prices.for_write(self.svc.db, call.session)
             ids = [body["client"]] if body.get("client") else sorted(reg.clients)
             grouped = score.by_client(reg)
             docs = []

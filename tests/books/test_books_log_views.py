@@ -1,0 +1,97 @@
+"""What the books read from the log per request does not grow with the log: the
+register and the imported prices are kept in memory and advanced by the entries
+appended since, and an entry of a write that is rolled back never reaches them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.books.helpers import books_for, make_client
+from tests.conftest import World
+
+from tandem.errors import NotFoundError
+from tandem.services import logview
+from tandem.store import audit_log
+
+
+class Folded:
+    """How many log entries the views fold, per kind, since the last reset."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.kinds: list[str] = []
+        real = logview.LogView._advance
+
+        def counting(view: Any, state: Any, session: Any, since: int) -> int:
+            folded = view._fold
+
+            def fold(st: Any, entries: list[dict[str, Any]], s: Any) -> None:
+                self.kinds += [e["kind"] for e in entries]
+                folded(st, entries, s)
+
+            view._fold = fold
+            try:
+                return int(real(view, state, session, since))
+            finally:
+                view._fold = folded
+
+        monkeypatch.setattr(logview.LogView, "_advance", counting)
+
+
+def _price(world: World, n: int) -> dict[str, Any]:
+    return {
+        "asset": "ETH",
+        "price": f"{2500 + n}.00",
+        "currency": "EUR",
+        "time": world.clock() - 10,
+        "source": "Example closing price",
+        "method": "last trade before period end",
+    }
+
+
+def _noise(world: World, n: int) -> None:
+    """``n`` entries of other kinds, through the log's own append."""
+    now = world.svc.clock()
+    with world.svc.db.write() as session:
+        deployment = world.svc.deployment(session).id
+        records = [audit_log.Record("noise.entry", None, "ok", None, None, {"i": i}, now) for i in range(n)]
+        audit_log.append_batch(session, world.svc.key, deployment=deployment, records=records)
+
+
+def test_prices_and_register_read_only_what_is_new(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    books = books_for(world, None)
+    make_client(world, books, "ann")
+    for n in range(3):
+        signed = world.client.sign(world["alice"], "prices.import", {"prices": [_price(world, n)]})
+        books.import_prices(signed)
+    _noise(world, 300)
+    folded = Folded(monkeypatch)
+
+    assert [str(p.price) for p in books.prices()] == ["2500.00", "2501.00", "2502.00"]
+    assert folded.kinds.count("prices.imported") == 3  # the first read, once
+    folded.kinds.clear()
+    assert len(books.prices()) == 3
+    assert [c["id"] for c in books.clients()] == ["ann"]
+    first = list(folded.kinds)
+    folded.kinds.clear()
+    assert len(books.prices()) == 3
+    assert [c["id"] for c in books.clients()] == ["ann"]
+    assert folded.kinds == []  # nothing new: nothing read again
+    assert "noise.entry" not in first
+
+    books.import_prices(world.client.sign(world["alice"], "prices.import", {"prices": [_price(world, 9)]}))
+    _noise(world, 300)
+    folded.kinds.clear()
+    assert [str(p.price) for p in books.prices()][-1] == "2509.00"
+    assert folded.kinds == ["prices.imported"]  # one new import, not the four
+
+    # A statement for a client that does not exist is refused and rolled back: the
+    # register and the prices the view holds are the committed ones.
+    folded.kinds.clear()
+    with pytest.raises(NotFoundError):
+        books.statements(
+            world.client.sign(world["bob"], "statement.issue", {"period": "2026-Q3", "client": "nobody"}),
+            custodian="Example Custodian S.A.",
+        )
+    assert len(books.prices()) == 4
+    assert [c["id"] for c in books.clients()] == ["ann"]
