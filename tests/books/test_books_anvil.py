@@ -127,7 +127,7 @@ def test_deposits_withdrawal_fee_reconcile_and_offline_check(
     assert all(m.height == done["tracked"]["height"] for m in moves)
     balance = int(anvil.rpc("eth_getBalance", [address, "latest"]), 16)
     assert reg.address_balances()[("ethereum", "sepolia", address, "ETH")] == balance
-    positions = books.positions(client="acme")
+    positions = books.positions(client="acme")["items"]
     assert {p["asset"]: p["balance"] for p in positions}["ETH"] == str(balance)
 
     # The confirmation reconciled on its own; its hash is in the log. Auditors read it all.

@@ -116,7 +116,7 @@ def test_omnibus_allocation_and_statement_totals(world: World, anvil: Anvil, tmp
     allocate("ann", 2 * ONE_ETH)
     allocate("ben", ONE_ETH)
     reg = books.register()
-    pos = {p["client"]: int(p["balance"]) for p in books.positions()}
+    pos = {p["client"]: int(p["balance"]) for p in books.positions()["items"]}
     assert pos == {"ann": 2 * ONE_ETH, "ben": ONE_ETH, UNALLOCATED: 0}
     # A further allocation beyond what the deposit brought is refused at approval.
     env = world.client.sign(

@@ -79,20 +79,42 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         return books_of(request).approve_allocation(body.envelope, totp=body.totp)
 
     @app.get("/v1/books/clients", tags=["books"])
-    def clients(request: Request, viewer: Reader) -> list[dict[str, Any]]:
-        return books_of(request).clients()
+    def clients(
+        request: Request,
+        viewer: Reader,
+        response: Response,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """One page of the clients, by id, each with the key sets it owns; paged as `GET /v1/members`."""
+        return paged(response, books_of(request).clients_page(limit=limit, cursor=cursor))
 
     @app.get("/v1/books/proposals", tags=["books"])
-    def open_proposals(request: Request, viewer: Reader) -> list[dict[str, Any]]:
-        """Client and allocation proposals not decided yet, with the digest an approval signs."""
-        return books_of(request).open_proposals()
+    def open_proposals(
+        request: Request,
+        viewer: Reader,
+        response: Response,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Client and allocation proposals not decided yet, with the digest an approval
+        signs; paged as `GET /v1/members`."""
+        return paged(response, books_of(request).open_proposals(limit=limit, cursor=cursor))
 
     # --- the register ----------------------------------------------------------------
 
     @app.get("/v1/books/positions", tags=["books"])
-    def positions(request: Request, viewer: Reader, client: str | None = None) -> list[dict[str, Any]]:
-        """A position per client, chain, asset, wallet and address (base units)."""
-        return books_of(request).positions(client=client)
+    def positions(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
+        request: Request,
+        viewer: Reader,
+        response: Response,
+        client: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """A position per client, chain, asset, wallet and address (base units), in that
+        order; paged as `GET /v1/members`."""
+        return paged(response, books_of(request).positions(client=client, limit=limit, cursor=cursor))
 
     @app.get("/v1/books/movements", tags=["books"])
     def movements(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
@@ -207,8 +229,15 @@ def register(app: FastAPI, svc: Tandem, *, strict: Any) -> None:  # noqa: C901 -
         return books_of(request).import_prices(body.envelope)
 
     @app.get("/v1/books/prices", tags=["books"])
-    def prices(request: Request, viewer: Reader) -> list[dict[str, Any]]:
-        return [p.to_json() for p in books_of(request).prices()]
+    def prices(
+        request: Request,
+        viewer: Reader,
+        response: Response,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The imported prices, in the order imported; paged as `GET /v1/members`."""
+        return paged(response, books_of(request).prices_page(limit=limit, cursor=cursor))
 
     @app.post("/v1/books/statements", tags=["books"])
     def statements(request: Request, body: StatementIssueIn = strict(StatementIssueIn)) -> dict[str, Any]:

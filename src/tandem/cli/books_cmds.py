@@ -123,7 +123,7 @@ def client_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: 
     """Clients with their segregation class and the wallets that belong to them."""
 
     def go() -> None:
-        rows = Client(server).get(load_member(keystore), "/v1/books/clients")
+        rows = Client(server).get_all(load_member(keystore), "/v1/books/clients")
         if as_json:
             show(rows)
             return
@@ -171,8 +171,8 @@ def register_positions(
 
     def go() -> None:
         table = whole_table("client", "chain", "asset", "wallet", "address", "balance")
-        params = {"client": client_id} if client_id else {}
-        for p in Client(server).get(load_member(keystore), "/v1/books/positions", **params):
+        params: dict[str, Any] = {"client": client_id} if client_id else {}
+        for p in Client(server).get_all(load_member(keystore), "/v1/books/positions", **params):
             table.add_row(
                 p["client"],
                 f"{p['chain']}/{p['network']}",

@@ -24,7 +24,7 @@ def propose_client(
 
 
 def open_proposals(client: Client, member: MemberSecrets) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = client.get(member, "/v1/books/proposals")
+    result: list[dict[str, Any]] = client.get_all(member, "/v1/books/proposals")
     return result
 
 

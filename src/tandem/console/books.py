@@ -72,7 +72,7 @@ def positions(client: Client, member: MemberSecrets) -> dict[str, Any]:
         )
     theirs: dict[tuple[str, ...], str] = {
         (p["client"], p["chain"], p["network"], p["asset"], p["wallet"], p["address"]): str(p["balance"])
-        for p in client.get(member, "/v1/books/positions")
+        for p in client.get_all(member, "/v1/books/positions")
     }
     differs = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     problem = None

@@ -33,6 +33,7 @@ from tandem.core.register import (
     FUND,
     REGISTER_KINDS,
     UNALLOCATED,
+    Client,
     Register,
     check_client_content,
     owner_of_segregation,
@@ -357,8 +358,22 @@ class Books:
     def clients(self) -> list[dict[str, Any]]:
         with self._view.reading(self.svc.db) as reg:
             clients = list(reg.clients.values())
+        return self._client_views(clients)
+
+    def clients_page(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """One page of the clients, by id, each with the key sets it owns."""
+        with self._view.reading(self.svc.db) as reg:
+            ordered = sorted(reg.clients.values(), key=lambda c: c.id)
+        page = pages.page_of(
+            ordered, lambda c: [c.id], kind="clients", shape=(str,), limit=limit, cursor=cursor
+        )
+        return {"items": self._client_views(page.rows), "next_cursor": page.next_cursor}
+
+    def _client_views(self, clients: list[Client]) -> list[dict[str, Any]]:
+        """``clients`` as shown, with their key sets (only theirs are read)."""
+        classes = {("own" if c.id == FUND else f"client:{c.id}"): c.id for c in clients}
         with self.svc.db.read() as session:
-            wallets = session.exec(select(KeySet)).all()
+            wallets = session.exec(select(KeySet).where(col(KeySet.segregation).in_(classes))).all()
         out = []
         for c in clients:
             owned = [k.id for k in wallets if owner_of_segregation(k.segregation) == c.id]
@@ -374,19 +389,27 @@ class Books:
             )
         return out
 
-    def open_proposals(self) -> list[dict[str, Any]]:
-        """Client and allocation proposals not decided yet, with the digest an approval signs."""
+    def open_proposals(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of the client and allocation proposals not decided yet (by id), with
+        the digest an approval signs."""
         with self._view.reading(self.svc.db) as reg:
-            return [
-                {
-                    "proposal": pid,
-                    "kind": p.kind,
-                    "content": p.content,
-                    "proposer": p.proposer,
-                    "digest": p.digest,
-                }
-                for pid, p in reg.open_proposals()
-            ]
+            ordered = sorted(reg.open_proposals())
+        page = pages.page_of(
+            ordered, lambda p: [p[0]], kind="books_proposals", shape=(str,), limit=limit, cursor=cursor
+        )
+        items = [
+            {
+                "proposal": pid,
+                "kind": p.kind,
+                "content": p.content,
+                "proposer": p.proposer,
+                "digest": p.digest,
+            }
+            for pid, p in page.rows
+        ]
+        return {"items": items, "next_cursor": page.next_cursor}
 
     def unowned_wallets(self) -> list[str]:
         """Key sets marked ``client:<id>`` for an id that is no client (yet)."""
@@ -399,24 +422,20 @@ class Books:
                 if (o := owner_of_segregation(k.segregation)) not in (None, FUND) and o not in known
             ]
 
-    def positions(self, *, client: str | None = None) -> list[dict[str, Any]]:
+    def positions(
+        self, *, client: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of the positions (of one client, or all): per client, chain, network,
+        asset, wallet and address, in that order, in base units."""
         with self._view.reading(self.svc.db) as reg:
             held = reg.positions()
-        out = []
-        for (c, chain, network, asset, wallet, address), amount in sorted(held.items()):
-            if client is None or c == client:
-                out.append(
-                    {
-                        "client": c,
-                        "chain": chain,
-                        "network": network,
-                        "asset": asset,
-                        "wallet": wallet,
-                        "address": address,
-                        "balance": str(amount),
-                    }
-                )
-        return out
+        ordered = sorted((k, v) for k, v in held.items() if client is None or k[0] == client)
+        page = pages.page_of(
+            ordered, lambda kv: list(kv[0]), kind="positions", shape=(str,) * 6, limit=limit, cursor=cursor
+        )
+        names = ("client", "chain", "network", "asset", "wallet", "address")
+        items = [{**dict(zip(names, k, strict=True)), "balance": str(v)} for k, v in page.rows]
+        return {"items": items, "next_cursor": page.next_cursor}
 
     def movements(
         self, *, client: str | None = None, limit: int | None = None, cursor: str | None = None
@@ -1155,6 +1174,18 @@ class Books:
     def prices(self) -> list[score.Price]:
         with self._prices.reading(self.svc.db) as prices:
             return list(prices)
+
+    def prices_page(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """One page of the imported prices, in the order imported."""
+        after = pages.decode_cursor(cursor, "prices", (int,))
+        size = pages.check_limit(limit)
+        start = 0 if after is None else after[0] + 1
+        with self._prices.reading(self.svc.db) as prices:
+            chosen = prices[start : start + size + 1]
+        more = len(chosen) > size
+        items = [p.to_json() for p in chosen[:size]]
+        last = start + size - 1
+        return {"items": items, "next_cursor": pages.encode_cursor("prices", [last]) if more else None}
 
     def statements(self, envelope: Any, *, custodian: str) -> dict[str, Any]:
         """Statements for one client or all, for a period; their hashes into the log."""

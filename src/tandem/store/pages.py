@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Sequence
+import bisect
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -130,3 +131,23 @@ def expiring_status(
     if status in open_states:
         return and_(status_column == status, expires_column > now)
     return status_column == status
+
+
+def page_of(
+    items: Sequence[T],
+    key: Callable[[T], list[Any]],
+    *,
+    kind: str,
+    shape: tuple[type, ...],
+    limit: int | None,
+    cursor: str | None,
+) -> Page[T]:
+    """A page of ``items`` held in memory, already in the unique order of ``key``: the
+    items strictly after the cursor's key, found by bisection, at most ``limit``."""
+    size = check_limit(limit)
+    after = decode_cursor(cursor, kind, shape)
+    start = 0 if after is None else bisect.bisect_right(items, after, key=key)
+    chosen = list(items[start : start + size + 1])
+    more = len(chosen) > size
+    chosen = chosen[:size]
+    return Page(chosen, encode_cursor(kind, key(chosen[-1])) if more else None)
