@@ -147,6 +147,66 @@ TOKEN_TRANSFER_UNITS = 12_000
 TOKEN_TRANSFER_CREATING_UNITS = 50_000
 
 
+def _solana_blockhash(backend: Any, address: str, nonce_account: str | None, params: dict[str, Any]) -> Any:
+    """The blockhash to sign over: the named durable nonce account's stored nonce (the
+    account must be advanced by this wallet), else the cluster's latest blockhash.
+    Returns the nonce account read, or None."""
+    if nonce_account is None:
+        params["recent_blockhash"] = backend.latest_blockhash().blockhash
+        return None
+    nonce = backend.durable_nonce(nonce_account)
+    if nonce.authority != address:
+        raise InputError(
+            f"nonce account {nonce.account} is advanced by {nonce.authority}, not by the wallet {address}"
+        )
+    params["recent_blockhash"] = nonce.nonce
+    params["nonce_account"] = nonce.account
+    return nonce
+
+
+def _solana_token(
+    backend: Any, asset: str, destination: str, params: dict[str, Any]
+) -> tuple[str | None, str]:
+    """For a token, its mint and program, its decimals, and whether the destination's
+    token account must be created; for SOL, no mint and the token program."""
+    if asset == "SOL":
+        return None, stx.TOKEN_PROGRAM
+    mint = sol.validate_address(asset)
+    info = backend.mint(mint)
+    program: str = info.program
+    params["decimals"] = info.decimals
+    account = stx.associated_token_address(destination, mint, program)
+    params["create_destination_account"] = not backend.account_exists(account)
+    if program != stx.TOKEN_PROGRAM:
+        params["token_program"] = program
+    return mint, program
+
+
+def _solana_fee(backend: Any, message: bytes, nonce: Any, reviewed: stx.Review) -> int:
+    """The fee the cluster charges for exactly this transaction, which must not exceed
+    the worst case Tandem's fee review counts."""
+    signatures = message[0]
+    if nonce is not None:
+        # getFeeForMessage knows only recent blockhashes; the nonce account states its fee,
+        # per signature only.
+        fee: int = nonce.lamports_per_signature * signatures + reviewed.priority_fee
+    else:
+        got = backend.fee_for_message(message)
+        if got is None:
+            raise ChainBadResponseError("getFeeForMessage: the blockhash just read is not known")
+        fee = got
+    counted = stx.LAMPORTS_PER_SIGNATURE * signatures + reviewed.priority_fee
+    if fee > counted:
+        # The approval reviews (and the policy limits) Tandem's worst case; a cluster
+        # charging more would make that review wrong, so nothing is suggested.
+        raise ChainBadResponseError(
+            f"the cluster charges {fee} lamports for this transaction; Tandem's fee review "
+            f"counts {stx.LAMPORTS_PER_SIGNATURE} per signature"
+            + (f" and a priority fee of {reviewed.priority_fee}" if reviewed.priority_fee else "")
+        )
+    return fee
+
+
 def _compute_units(mint: str | None, creates: bool) -> int:
     if mint is None:
         return SOL_TRANSFER_UNITS
@@ -1328,27 +1388,8 @@ class Books:
             raise InputError("a Solana suggestion needs the destination (its fee and token account)")
         destination = sol.validate_address(destination)
         params: dict[str, Any] = {}
-        if nonce_account is not None:
-            nonce = backend.durable_nonce(nonce_account)
-            if nonce.authority != address:
-                raise InputError(
-                    f"nonce account {nonce.account} is advanced by {nonce.authority}, "
-                    f"not by the wallet {address}"
-                )
-            params["recent_blockhash"] = nonce.nonce
-            params["nonce_account"] = nonce.account
-        else:
-            params["recent_blockhash"] = backend.latest_blockhash().blockhash
-        mint, program = None, stx.TOKEN_PROGRAM
-        if asset != "SOL":
-            mint = sol.validate_address(asset)
-            info = backend.mint(mint)
-            program = info.program
-            params["decimals"] = info.decimals
-            account = stx.associated_token_address(destination, mint, program)
-            params["create_destination_account"] = not backend.account_exists(account)
-            if program != stx.TOKEN_PROGRAM:
-                params["token_program"] = program
+        nonce = _solana_blockhash(backend, address, nonce_account, params)
+        mint, program = _solana_token(backend, asset, destination, params)
         if priority:
             params["compute_unit_limit"] = _compute_units(
                 mint, params.get("create_destination_account", False)
@@ -1367,27 +1408,8 @@ class Books:
             compute_unit_price=params.get("compute_unit_price"),
             token_program=program,
         )
-        signatures = message[0]
         reviewed = stx.review(message)
-        if nonce_account is not None:
-            # getFeeForMessage knows only recent blockhashes; the nonce account states its fee.
-            fee = nonce.lamports_per_signature * signatures
-        else:
-            got = backend.fee_for_message(message)
-            if got is None:
-                raise ChainBadResponseError("getFeeForMessage: the blockhash just read is not known")
-            fee = got
-        if nonce_account is not None:
-            fee += reviewed.priority_fee  # the nonce account's fee is per signature only
-        counted = stx.LAMPORTS_PER_SIGNATURE * signatures + reviewed.priority_fee
-        if fee > counted:
-            # The approval reviews (and the policy limits) Tandem's worst case; a cluster
-            # charging more would make that review wrong, so nothing is suggested.
-            raise ChainBadResponseError(
-                f"the cluster charges {fee} lamports for this transaction; Tandem's fee review "
-                f"counts {stx.LAMPORTS_PER_SIGNATURE} per signature"
-                + (f" and a priority fee of {reviewed.priority_fee}" if reviewed.priority_fee else "")
-            )
+        fee = _solana_fee(backend, message, nonce, reviewed)
         return {
             "from": address,
             "solana": params,
