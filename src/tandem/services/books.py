@@ -147,6 +147,35 @@ TOKEN_TRANSFER_UNITS = 12_000
 TOKEN_TRANSFER_CREATING_UNITS = 50_000
 
 
+def _suggest_ethereum(backend: Any, address: str, asset: str, held: list[int]) -> dict[str, Any]:
+    """The next nonce past those live withdrawals hold, the fee caps, gas limit and chain id."""
+    nonce = max([backend.nonce(address), *(n + 1 for n in held)])
+    fees = backend.suggest_fees()
+    return {
+        "from": address,
+        "ethereum": {
+            "chain_id": backend.chain_id(),
+            "nonce": nonce,
+            "max_fee_per_gas": str(fees.max_fee_per_gas),
+            "max_priority_fee_per_gas": str(fees.max_priority_fee_per_gas),
+            "gas_limit": 21000 if asset == "ETH" else 100000,
+        },
+    }
+
+
+def _suggest_bitcoin(backend: Any, address: str, reserved: set[tuple[str, int]]) -> dict[str, Any]:
+    """The wallet's unreserved UTXOs with their previous transactions, and a fee rate."""
+    utxos = [
+        {"txid": u.txid, "vout": u.vout, "prev_tx": u.raw_tx.hex()}
+        for u in backend.utxos(address)
+        if (u.txid, u.vout) not in reserved
+    ]
+    return {
+        "from": address,
+        "bitcoin": {"utxos": utxos, "fee_rate": backend.suggest_fee_rate().sat_per_vb},
+    }
+
+
 def _solana_blockhash(backend: Any, address: str, nonce_account: str | None, params: dict[str, Any]) -> Any:
     """The blockhash to sign over: the named durable nonce account's stored nonce (the
     account must be advanced by this wallet), else the cluster's latest blockhash.
@@ -577,6 +606,21 @@ class Books:
             cursors += net_cursors
             if height is not None:
                 heights[(chain, network)] = height
+        recorded_now = self._record_scan(found, cursors, heights, scanned)
+        if recorded_now:
+            self.reconcile()  # after every movement seen on the chain
+        return recorded_now
+
+    def _record_scan(
+        self,
+        found: list[tuple[dict[str, Any], str]],
+        cursors: list[dict[str, Any]],
+        heights: dict[tuple[str, str], int],
+        scanned: dict[tuple[str, str], int],
+    ) -> list[dict[str, Any]]:
+        """In one transaction: each deposit found that the register does not hold yet
+        (another scan may have recorded it meanwhile), the Solana cursors, and every
+        network's new scan height. Returns the deposits recorded."""
         recorded = []
 
         def use_case(call: Call) -> list[dict[str, Any]]:
@@ -607,10 +651,7 @@ class Books:
                     )
             return recorded
 
-        recorded_now = self.svc.run_plain("register.scan", use_case)
-        if recorded_now:
-            self.reconcile()  # after every movement seen on the chain
-        return recorded_now
+        return self.svc.run_plain("register.scan", use_case)
 
     def _scan_network(
         self, chain: str, network: str, rows: list[tuple[AddressRow, str]], st: _ScanState, now: int
@@ -1317,6 +1358,23 @@ class Books:
         a compute-unit price from the cluster's recent prioritization fees and the
         compute-unit limit Tandem's transfer needs (a priority fee the approvers review
         and the policy's fee cap counts)."""
+        address, held, reserved = self._wallet_holds(wallet, chain, network)
+        backend: Any = self.backend(chain, network)
+        if chain == "ethereum":
+            return _suggest_ethereum(backend, address, asset, held)
+        if chain == "bitcoin":
+            return _suggest_bitcoin(backend, address, reserved)
+        if chain == "solana":
+            return self._suggest_solana(
+                backend, address, asset, destination, nonce_account, priority=priority
+            )
+        raise InputError(f"no intent filling for {chain}")
+
+    def _wallet_holds(
+        self, wallet: str, chain: str, network: str
+    ) -> tuple[str, list[int], set[tuple[str, int]]]:
+        """The wallet's address on the network, the Ethereum nonces live withdrawals from
+        it already hold, and the outpoints reserved on the network."""
         from tandem.store.models import OutpointReservation, WithdrawalNonce
 
         with self.svc.db.read() as session:
@@ -1344,35 +1402,7 @@ class Books:
                     select(OutpointReservation).where(OutpointReservation.network == network)
                 ).all()
             }
-        backend: Any = self.backend(chain, network)
-        if chain == "ethereum":
-            nonce = max([backend.nonce(address), *(n + 1 for n in held)])
-            fees = backend.suggest_fees()
-            return {
-                "from": address,
-                "ethereum": {
-                    "chain_id": backend.chain_id(),
-                    "nonce": nonce,
-                    "max_fee_per_gas": str(fees.max_fee_per_gas),
-                    "max_priority_fee_per_gas": str(fees.max_priority_fee_per_gas),
-                    "gas_limit": 21000 if asset == "ETH" else 100000,
-                },
-            }
-        if chain == "bitcoin":
-            utxos = [
-                {"txid": u.txid, "vout": u.vout, "prev_tx": u.raw_tx.hex()}
-                for u in backend.utxos(address)
-                if (u.txid, u.vout) not in reserved
-            ]
-            return {
-                "from": address,
-                "bitcoin": {"utxos": utxos, "fee_rate": backend.suggest_fee_rate().sat_per_vb},
-            }
-        if chain == "solana":
-            return self._suggest_solana(
-                backend, address, asset, destination, nonce_account, priority=priority
-            )
-        raise InputError(f"no intent filling for {chain}")
+        return address, held, reserved
 
     def _suggest_solana(
         self,
