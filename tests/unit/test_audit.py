@@ -1032,3 +1032,12 @@ def test_sign_checkpoint_refuses_nonsense(changes: dict[str, Any]) -> None:
         sign_checkpoint(SERVICE_SEED, **fields)
     with pytest.raises(InputError):
         sign_checkpoint(SERVICE_SEED[:31], **{**fields, **{"tree_size": 1}})
+
+
+def test_default_workers_without_sched_getaffinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS and Windows have no os.sched_getaffinity: the machine's count is used."""
+    monkeypatch.delattr("os.sched_getaffinity", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    monkeypatch.setattr("multiprocessing.get_all_start_methods", lambda: ["fork", "spawn"])
+    assert audit._default_workers(audit.PARALLEL_THRESHOLD) == 6
+    assert audit._default_workers(audit.PARALLEL_THRESHOLD - 1) == 1  # small logs stay in this process

@@ -147,176 +147,182 @@ def _entry_line(cl: Client, member: MemberSecrets, doc: dict[str, Any], cp: dict
     )
 
 
-def register(audit_app: typer.Typer) -> None:  # noqa: C901, PLR0915 - the audit commands, registered in one place
-    @audit_app.command("export")
-    def export(
-        out: Annotated[Path, typer.Option(help="Directory for audit.jsonl and checkpoint.json.")] = Path(
-            "audit-export"
+def export(
+    out: Annotated[Path, typer.Option(help="Directory for audit.jsonl and checkpoint.json.")] = Path(
+        "audit-export"
+    ),
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Download the whole log (JSON Lines) and the signed checkpoint that covers it."""
+
+    def go() -> None:
+        cl = Client(server)
+        out.mkdir(parents=True, exist_ok=True)
+        size, checkpoint = download_export(cl, load_member(keystore), out / "audit.jsonl")
+        write_json(out / "checkpoint.json", checkpoint)
+        write_json(out / "service-key.json", cl.deployment()["service"])
+        console.print(f"{size} entries -> {out / 'audit.jsonl'}, checkpoint -> {out / 'checkpoint.json'}")
+
+    run_cli(go)
+
+
+def verify(  # noqa: PLR0917 - typer maps options to parameters
+    file: Annotated[Path | None, typer.Argument(help="audit.jsonl from `tandem audit export`.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint JSON (default: beside the file).")
+    ] = None,
+    service_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Service signing public key (hex), obtained independently of the export. "
+            "Default: service-key.json beside the file."
         ),
-        keystore: Path = KeystoreOpt,
-        server: str = ServerOpt,
-    ) -> None:
-        """Download the whole log (JSON Lines) and the signed checkpoint that covers it."""
+    ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="(Operator) Re-verify the server's own database from entry 0 instead of "
+            "an export: the check that finds a row before the start-up marker edited in "
+            "place. Moves the marker on success.",
+        ),
+    ] = False,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="TANDEM_DATA_DIR",
+            help="With --full: the server's data directory (TANDEM_DATABASE_URL overrides "
+            "the database in it).",
+        ),
+    ] = Path("tandem-data"),
+    genesis_hash: Annotated[
+        str | None,
+        typer.Option(help="The genesis hash you pinned; the log must start from that genesis."),
+    ] = None,
+) -> None:
+    """Verify an export offline: hash chain, every actor signature, every membership,
+    policy and address-book effect against its signed proposal and approvals, Merkle
+    root, signed checkpoint. Names the first bad entry and exits non-zero on any
+    problem. With --full, verify the server's own database instead."""
 
-        def go() -> None:
-            cl = Client(server)
-            out.mkdir(parents=True, exist_ok=True)
-            size, checkpoint = download_export(cl, load_member(keystore), out / "audit.jsonl")
-            write_json(out / "checkpoint.json", checkpoint)
-            write_json(out / "service-key.json", cl.deployment()["service"])
-            console.print(f"{size} entries -> {out / 'audit.jsonl'}, checkpoint -> {out / 'checkpoint.json'}")
-
-        run_cli(go)
-
-    # `tandem verify audit` beside the other offline checks; `audit verify` stays, hidden.
-    @audit_app.command("verify", hidden=True)
-    def verify(  # noqa: PLR0917 - typer maps options to parameters
-        file: Annotated[Path | None, typer.Argument(help="audit.jsonl from `tandem audit export`.")] = None,
-        checkpoint: Annotated[
-            Path | None, typer.Option(help="Checkpoint JSON (default: beside the file).")
-        ] = None,
-        service_key: Annotated[
-            str | None,
-            typer.Option(
-                help="Service signing public key (hex), obtained independently of the export. "
-                "Default: service-key.json beside the file."
-            ),
-        ] = None,
-        full: Annotated[
-            bool,
-            typer.Option(
-                "--full",
-                help="(Operator) Re-verify the server's own database from entry 0 instead of "
-                "an export: the check that finds a row before the start-up marker edited in "
-                "place. Moves the marker on success.",
-            ),
-        ] = False,
-        data_dir: Annotated[
-            Path,
-            typer.Option(
-                envvar="TANDEM_DATA_DIR",
-                help="With --full: the server's data directory (TANDEM_DATABASE_URL overrides "
-                "the database in it).",
-            ),
-        ] = Path("tandem-data"),
-        genesis_hash: Annotated[
-            str | None,
-            typer.Option(help="The genesis hash you pinned; the log must start from that genesis."),
-        ] = None,
-    ) -> None:
-        """Verify an export offline: hash chain, every actor signature, every membership,
-        policy and address-book effect against its signed proposal and approvals, Merkle
-        root, signed checkpoint. Names the first bad entry and exits non-zero on any
-        problem. With --full, verify the server's own database instead."""
-
-        def go() -> None:
-            if full:
-                stored = verify_server_database(data_dir)
-                console.print(
-                    f"[green]OK[/] {stored.entries} entries in the database; root {stored.root}; "
-                    f"verified-up-to marker {'moved to' if stored.marker_written else 'left at'} "
-                    f"{stored.entries}"
-                )
-                return
-            if file is None:
-                raise InputError("name the export to verify (audit.jsonl), or pass --full")
-            cp = read_json(checkpoint or file.parent / "checkpoint.json")
-            key_hex = service_key or read_json(file.parent / "service-key.json")["sign_public"]
-            try:
-                key = bytes.fromhex(key_hex)
-            except ValueError:
-                raise InputError("--service-key must be hex") from None
-            report, signed = verify_export_file(file, cp, key, genesis_hash=genesis_hash)
+    def go() -> None:
+        if full:
+            stored = verify_server_database(data_dir)
             console.print(
-                f"[green]OK[/] {report.entries} entries; root {report.root}; "
-                f"{signed} actor signatures re-verified; checkpoint signed by {audit.key_id(key)}"
+                f"[green]OK[/] {stored.entries} entries in the database; root {stored.root}; "
+                f"verified-up-to marker {'moved to' if stored.marker_written else 'left at'} "
+                f"{stored.entries}"
             )
+            return
+        if file is None:
+            raise InputError("name the export to verify (audit.jsonl), or pass --full")
+        cp = read_json(checkpoint or file.parent / "checkpoint.json")
+        key_hex = service_key or read_json(file.parent / "service-key.json")["sign_public"]
+        try:
+            key = bytes.fromhex(key_hex)
+        except ValueError:
+            raise InputError("--service-key must be hex") from None
+        report, signed = verify_export_file(file, cp, key, genesis_hash=genesis_hash)
+        console.print(
+            f"[green]OK[/] {report.entries} entries; root {report.root}; "
+            f"{signed} actor signatures re-verified; checkpoint signed by {audit.key_id(key)}"
+        )
 
-        run_cli(go)
+    run_cli(go)
 
+
+def members(
+    genesis_hash: Annotated[
+        str, typer.Option(help="The genesis hash you pinned when you joined the deployment.")
+    ],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """The members as the log justifies them (from your pinned genesis, through
+    member-signed proposals and approvals), checked against the server's list; a
+    member or key the log does not justify is refused, naming it."""
+
+    def go() -> None:
+        from tandem.client import log as client_log
+
+        rows = client_log.trusted_members(
+            Client(server), load_member(keystore), genesis_hash_pin=genesis_hash
+        )
+        for m in sorted(rows, key=lambda r: (r.role.value, r.name)):
+            console.print(f"{m.id}  {m.role.value:<9}  {m.name}")
+        console.print(f"[green]OK[/] {len(rows)} members, each justified by the log")
+
+    run_cli(go)
+
+
+def inclusion(
+    index: Annotated[int, typer.Argument(help="Entry index.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    tree_size: Annotated[int | None, typer.Option(help="Tree size (default: latest).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON (no summary lines).")] = False,
+) -> None:
+    """Fetch and check an RFC 6962 inclusion proof of one entry in a signed checkpoint."""
+
+    def go() -> None:
+        cl = Client(server)
+        member = load_member(keystore)
+        params = {"tree_size": tree_size} if tree_size else {}
+        doc = cl.get(member, f"/v1/audit/inclusion/{index}", **params)
+        cp = audit.verify_checkpoint(
+            doc["checkpoint"], bytes.fromhex(cl.deployment()["service"]["sign_public"])
+        )
+        merkle.verify_inclusion(
+            bytes.fromhex(doc["entry"]["hash"]),
+            index,
+            doc["tree_size"],
+            [bytes.fromhex(p) for p in doc["proof"]],
+            bytes.fromhex(cp["root"]),
+        )
+        show(doc)
+        if as_json:
+            return
+        console.print(_entry_line(cl, member, doc, cp))
+        console.print(f"[green]OK[/] entry {index} is in the signed tree of size {doc['tree_size']}")
+
+    run_cli(go)
+
+
+def consistency(
+    old: Annotated[int, typer.Argument(help="Older tree size.")],
+    new: Annotated[int, typer.Argument(help="Newer tree size.")],
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+) -> None:
+    """Prove the log of size NEW extends the log of size OLD without rewriting it."""
+
+    def go() -> None:
+        cl = Client(server)
+        doc = cl.get(load_member(keystore), "/v1/audit/consistency", old=old, new=new)
+        key = bytes.fromhex(cl.deployment()["service"]["sign_public"])
+        a = audit.verify_checkpoint(doc["old_checkpoint"], key)
+        b = audit.verify_checkpoint(doc["new_checkpoint"], key)
+        merkle.verify_consistency(
+            old,
+            new,
+            bytes.fromhex(a["root"]),
+            bytes.fromhex(b["root"]),
+            [bytes.fromhex(p) for p in doc["proof"]],
+        )
+        console.print(f"[green]OK[/] tree {new} is an append-only extension of tree {old}")
+
+    run_cli(go)
+
+
+def register(audit_app: typer.Typer) -> None:
+    """The audit commands on ``tandem audit``; offline verification also as ``tandem verify audit``."""
     from tandem.cli.ceremony_cmds import verify_app
 
+    audit_app.command("export")(export)
+    # `tandem verify audit` beside the other offline checks; `audit verify` stays, hidden.
+    audit_app.command("verify", hidden=True)(verify)
     verify_app.command("audit")(verify)
-
-    @audit_app.command("members")
-    def members(
-        genesis_hash: Annotated[
-            str, typer.Option(help="The genesis hash you pinned when you joined the deployment.")
-        ],
-        keystore: Path = KeystoreOpt,
-        server: str = ServerOpt,
-    ) -> None:
-        """The members as the log justifies them (from your pinned genesis, through
-        member-signed proposals and approvals), checked against the server's list; a
-        member or key the log does not justify is refused, naming it."""
-
-        def go() -> None:
-            from tandem.client import log as client_log
-
-            rows = client_log.trusted_members(
-                Client(server), load_member(keystore), genesis_hash_pin=genesis_hash
-            )
-            for m in sorted(rows, key=lambda r: (r.role.value, r.name)):
-                console.print(f"{m.id}  {m.role.value:<9}  {m.name}")
-            console.print(f"[green]OK[/] {len(rows)} members, each justified by the log")
-
-        run_cli(go)
-
-    @audit_app.command("inclusion")
-    def inclusion(
-        index: Annotated[int, typer.Argument(help="Entry index.")],
-        keystore: Path = KeystoreOpt,
-        server: str = ServerOpt,
-        tree_size: Annotated[int | None, typer.Option(help="Tree size (default: latest).")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Only the JSON (no summary lines).")] = False,
-    ) -> None:
-        """Fetch and check an RFC 6962 inclusion proof of one entry in a signed checkpoint."""
-
-        def go() -> None:
-            cl = Client(server)
-            member = load_member(keystore)
-            params = {"tree_size": tree_size} if tree_size else {}
-            doc = cl.get(member, f"/v1/audit/inclusion/{index}", **params)
-            cp = audit.verify_checkpoint(
-                doc["checkpoint"], bytes.fromhex(cl.deployment()["service"]["sign_public"])
-            )
-            merkle.verify_inclusion(
-                bytes.fromhex(doc["entry"]["hash"]),
-                index,
-                doc["tree_size"],
-                [bytes.fromhex(p) for p in doc["proof"]],
-                bytes.fromhex(cp["root"]),
-            )
-            show(doc)
-            if as_json:
-                return
-            console.print(_entry_line(cl, member, doc, cp))
-            console.print(f"[green]OK[/] entry {index} is in the signed tree of size {doc['tree_size']}")
-
-        run_cli(go)
-
-    @audit_app.command("consistency")
-    def consistency(
-        old: Annotated[int, typer.Argument(help="Older tree size.")],
-        new: Annotated[int, typer.Argument(help="Newer tree size.")],
-        keystore: Path = KeystoreOpt,
-        server: str = ServerOpt,
-    ) -> None:
-        """Prove the log of size NEW extends the log of size OLD without rewriting it."""
-
-        def go() -> None:
-            cl = Client(server)
-            doc = cl.get(load_member(keystore), "/v1/audit/consistency", old=old, new=new)
-            key = bytes.fromhex(cl.deployment()["service"]["sign_public"])
-            a = audit.verify_checkpoint(doc["old_checkpoint"], key)
-            b = audit.verify_checkpoint(doc["new_checkpoint"], key)
-            merkle.verify_consistency(
-                old,
-                new,
-                bytes.fromhex(a["root"]),
-                bytes.fromhex(b["root"]),
-                [bytes.fromhex(p) for p in doc["proof"]],
-            )
-            console.print(f"[green]OK[/] tree {new} is an append-only extension of tree {old}")
-
-        run_cli(go)
+    audit_app.command("members")(members)
+    audit_app.command("inclusion")(inclusion)
+    audit_app.command("consistency")(consistency)

@@ -829,26 +829,55 @@ def verify_export(
     )
     if workers is None:
         workers = _default_workers(tree_size)
-    beyond: int | None = None
     report = _ProgressReport(progress)
+    beyond = _check_lines(
+        chain, lines, deployment=checkpoint["deployment"], tree_size=tree_size, workers=workers, report=report
+    )
+    _require_covered(chain, checkpoint, beyond)
+    root = chain.accumulator.root().hex()
+    if root != checkpoint["root"]:
+        raise AuditVerificationError("the Merkle root of the export differs from the checkpoint")
+    report(chain.position)
+    return VerifyReport(
+        entries=chain.position,
+        tree_size=tree_size,
+        root=root,
+        last_hash=checkpoint["last_hash"],
+        deployment=checkpoint["deployment"],
+        checkpoint_time=checkpoint["time"],
+        envelopes_verified=chain.envelopes_verified,
+    )
+
+
+def _check_lines(
+    chain: _Chain,
+    lines: Iterable[bytes | str],
+    *,
+    deployment: str,
+    tree_size: int,
+    workers: int,
+    report: _ProgressReport,
+) -> int | None:
+    """Every line the checkpoint covers passes its checks, in worker processes or in
+    this one; the position of the first line beyond ``tree_size``, if there is one."""
     if workers > 1:
-        beyond = _verify_lines_parallel(
-            chain,
-            lines,
-            deployment=checkpoint["deployment"],
-            tree_size=tree_size,
-            workers=workers,
-            progress=report,
+        return _verify_lines_parallel(
+            chain, lines, deployment=deployment, tree_size=tree_size, workers=workers, progress=report
         )
-    else:
-        check_line = chain.check_line
-        for position, line in enumerate(lines):
-            if position >= tree_size:
-                beyond = position
-                break
-            check_line(_as_line_bytes(line))
-            if chain.position % PROGRESS_EVERY == 0:
-                report(chain.position)
+    check_line = chain.check_line
+    for position, line in enumerate(lines):
+        if position >= tree_size:
+            return position
+        check_line(_as_line_bytes(line))
+        if chain.position % PROGRESS_EVERY == 0:
+            report(chain.position)
+    return None
+
+
+def _require_covered(chain: _Chain, checkpoint: Mapping[str, Any], beyond: int | None) -> None:
+    """The export is exactly what the checkpoint covers: no entry more, none fewer,
+    ending in the signed last hash."""
+    tree_size: int = checkpoint["tree_size"]
     if beyond is not None:
         raise AuditVerificationError(
             f"entry {beyond}: not covered by the checkpoint, which covers {tree_size} entries",
@@ -869,19 +898,6 @@ def verify_export(
             "or an earlier one was changed and the chain re-hashed)",
             index=count - 1,
         )
-    root = chain.accumulator.root().hex()
-    if root != checkpoint["root"]:
-        raise AuditVerificationError("the Merkle root of the export differs from the checkpoint")
-    report(count)
-    return VerifyReport(
-        entries=count,
-        tree_size=tree_size,
-        root=root,
-        last_hash=checkpoint["last_hash"],
-        deployment=checkpoint["deployment"],
-        checkpoint_time=checkpoint["time"],
-        envelopes_verified=chain.envelopes_verified,
-    )
 
 
 def verify_chain(

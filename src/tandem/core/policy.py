@@ -1085,7 +1085,7 @@ def evaluate(
     )
 
 
-def _decide(  # noqa: PLR0912 - one branch per policy check
+def _decide(
     policy: Policy,
     rule: Rule,
     facts: WithdrawalFacts,
@@ -1099,96 +1099,16 @@ def _decide(  # noqa: PLR0912 - one branch per policy check
     explanation.append(f"requires approvals: {_describe_counts(rule.approvals)} (the requester never counts)")
     violations: list[PolicyError] = []
     violations.extend(_check_fees(rule, facts, explanation))
-    counted = facts.counted_amount
-    with_fee = "" if counted == facts.amount else f" (with its worst-case fee {counted})"
-
-    if rule.max_amount is not None:
-        if counted > rule.max_amount:
-            over = LimitExceededError(
-                f"amount {facts.amount}{with_fee} exceeds the rule's maximum {rule.max_amount}",
-                details={
-                    "amount": str(facts.amount),
-                    "counted": str(counted),
-                    "max_amount": str(rule.max_amount),
-                },
-            )
-            violations.append(over)
-            explanation.append(f"refused: {over.message}")
-        else:
-            explanation.append(f"amount {facts.amount}{with_fee} is within the maximum {rule.max_amount}")
-
-    if rule.velocity is not None:
-        velocity = rule.velocity
-        in_window = _window_sum(facts, velocity.period_seconds, now, history)
-        total = in_window + counted
-        if total > velocity.amount:
-            fast = VelocityExceededError(
-                f"velocity limit: {in_window} of {facts.asset} already left wallet "
-                f"{facts.wallet} in the last {velocity.period_seconds}s; with {counted} "
-                f"more that is {total}, over the rule's limit {velocity.amount}",
-                details={
-                    "window_sum": str(in_window),
-                    "amount": str(counted),
-                    "limit": str(velocity.amount),
-                    "period_seconds": velocity.period_seconds,
-                },
-            )
-            violations.append(fast)
-            explanation.append(f"refused: {fast.message}")
-        else:
-            explanation.append(
-                f"velocity: {in_window} in the last {velocity.period_seconds}s, "
-                f"{total} with this withdrawal, limit {velocity.amount}"
-            )
-
-    if rule.allowlist_only:
-        # The lowest label of all matching entries, so the explanation does not depend
-        # on the order the address book was read in.
-        entry = min(
-            (e for e in address_book if e.allows(facts)),
-            key=lambda e: (e.label, e.address, e.asset or ""),
-            default=None,
-        )
-        if entry is None:
-            blocked = DestinationNotAllowedError(
-                f"destination {facts.destination} is not on the address book for "
-                f"{facts.asset} on {facts.chain}/{facts.network}",
-                details={
-                    "destination": facts.destination,
-                    "chain": facts.chain,
-                    "network": facts.network,
-                    "asset": facts.asset,
-                },
-            )
-            violations.append(blocked)
-            explanation.append(f"refused: {blocked.message}")
-        else:
-            explanation.append(f"destination {facts.destination} is on the address book as {entry.label!r}")
-    else:
-        explanation.append("destination not checked: this rule sets allowlist_only to false")
-
-    time_lock_until: int | None = None
-    if rule.time_lock is not None and facts.amount > rule.time_lock.above:
-        time_lock_until = now + rule.time_lock.delay_seconds
-        explanation.append(
-            f"time lock: amount above {rule.time_lock.above}, so no release before "
-            f"{time_lock_until} ({rule.time_lock.delay_seconds}s from now)"
-        )
-
+    violations.extend(_check_max_amount(rule, facts, explanation))
+    violations.extend(_check_velocity(rule, facts, now, history, explanation))
+    violations.extend(_check_destination(rule, facts, address_book, explanation))
+    time_lock_until = _rule_time_lock(rule, facts, now, explanation)
     required: Mapping[Role, int] = rule.approvals
     if policy.wallet_limits:
         wallet = _check_wallet_limits(policy, facts, now=now, history=history, explanation=explanation)
         violations.extend(wallet.violations)
-        if any(n > rule.approvals.get(role, 0) for role, n in wallet.required.items()):
-            required = {
-                role: max(rule.approvals.get(role, 0), wallet.required.get(role, 0))
-                for role in _ROLE_ORDER
-                if rule.approvals.get(role, 0) or wallet.required.get(role, 0)
-            }
-            explanation.append(f"requires approvals: {_describe_counts(_ordered_counts(required))}")
-        if wallet.lock_seconds and (time_lock_until is None or time_lock_until < now + wallet.lock_seconds):
-            time_lock_until = now + wallet.lock_seconds
-            explanation.append(f"time lock: no release before {time_lock_until} (wallet limit)")
+        required = _with_wallet_approvals(rule, wallet, explanation)
+        time_lock_until = _with_wallet_lock(time_lock_until, wallet, now, explanation)
 
     if violations:
         explanation.append(f"refused: {len(violations)} problem(s); approvals cannot override")
@@ -1210,6 +1130,136 @@ def _decide(  # noqa: PLR0912 - one branch per policy check
         if rule.fees is None or rule.fees.warn_bps is None
         else rule.fees.warn_bps,
     )
+
+
+def _with_fee(facts: WithdrawalFacts) -> str:
+    counted = facts.counted_amount
+    return "" if counted == facts.amount else f" (with its worst-case fee {counted})"
+
+
+def _check_max_amount(rule: Rule, facts: WithdrawalFacts, explanation: list[str]) -> list[PolicyError]:
+    """The amount, counted with its worst-case fee, stays within the rule's maximum."""
+    if rule.max_amount is None:
+        return []
+    counted = facts.counted_amount
+    with_fee = _with_fee(facts)
+    if counted <= rule.max_amount:
+        explanation.append(f"amount {facts.amount}{with_fee} is within the maximum {rule.max_amount}")
+        return []
+    over = LimitExceededError(
+        f"amount {facts.amount}{with_fee} exceeds the rule's maximum {rule.max_amount}",
+        details={
+            "amount": str(facts.amount),
+            "counted": str(counted),
+            "max_amount": str(rule.max_amount),
+        },
+    )
+    explanation.append(f"refused: {over.message}")
+    return [over]
+
+
+def _check_velocity(
+    rule: Rule,
+    facts: WithdrawalFacts,
+    now: int,
+    history: Sequence[PastWithdrawal],
+    explanation: list[str],
+) -> list[PolicyError]:
+    """What already left the wallet in the rule's window, plus this amount, stays within its limit."""
+    if rule.velocity is None:
+        return []
+    velocity = rule.velocity
+    counted = facts.counted_amount
+    in_window = _window_sum(facts, velocity.period_seconds, now, history)
+    total = in_window + counted
+    if total <= velocity.amount:
+        explanation.append(
+            f"velocity: {in_window} in the last {velocity.period_seconds}s, "
+            f"{total} with this withdrawal, limit {velocity.amount}"
+        )
+        return []
+    fast = VelocityExceededError(
+        f"velocity limit: {in_window} of {facts.asset} already left wallet "
+        f"{facts.wallet} in the last {velocity.period_seconds}s; with {counted} "
+        f"more that is {total}, over the rule's limit {velocity.amount}",
+        details={
+            "window_sum": str(in_window),
+            "amount": str(counted),
+            "limit": str(velocity.amount),
+            "period_seconds": velocity.period_seconds,
+        },
+    )
+    explanation.append(f"refused: {fast.message}")
+    return [fast]
+
+
+def _check_destination(
+    rule: Rule,
+    facts: WithdrawalFacts,
+    address_book: Iterable[AddressBookEntry],
+    explanation: list[str],
+) -> list[PolicyError]:
+    """An allowlist-only rule sends only to a destination on the address book."""
+    if not rule.allowlist_only:
+        explanation.append("destination not checked: this rule sets allowlist_only to false")
+        return []
+    # The lowest label of all matching entries, so the explanation does not depend
+    # on the order the address book was read in.
+    entry = min(
+        (e for e in address_book if e.allows(facts)),
+        key=lambda e: (e.label, e.address, e.asset or ""),
+        default=None,
+    )
+    if entry is not None:
+        explanation.append(f"destination {facts.destination} is on the address book as {entry.label!r}")
+        return []
+    blocked = DestinationNotAllowedError(
+        f"destination {facts.destination} is not on the address book for "
+        f"{facts.asset} on {facts.chain}/{facts.network}",
+        details={
+            "destination": facts.destination,
+            "chain": facts.chain,
+            "network": facts.network,
+            "asset": facts.asset,
+        },
+    )
+    explanation.append(f"refused: {blocked.message}")
+    return [blocked]
+
+
+def _rule_time_lock(rule: Rule, facts: WithdrawalFacts, now: int, explanation: list[str]) -> int | None:
+    """An amount above the rule's time-lock threshold cannot be released before the delay."""
+    if rule.time_lock is None or facts.amount <= rule.time_lock.above:
+        return None
+    time_lock_until = now + rule.time_lock.delay_seconds
+    explanation.append(
+        f"time lock: amount above {rule.time_lock.above}, so no release before "
+        f"{time_lock_until} ({rule.time_lock.delay_seconds}s from now)"
+    )
+    return time_lock_until
+
+
+def _with_wallet_approvals(rule: Rule, wallet: _WalletOutcome, explanation: list[str]) -> Mapping[Role, int]:
+    """A wallet limit can raise, never lower, the approvals the rule requires."""
+    if not any(n > rule.approvals.get(role, 0) for role, n in wallet.required.items()):
+        return rule.approvals
+    required = {
+        role: max(rule.approvals.get(role, 0), wallet.required.get(role, 0))
+        for role in _ROLE_ORDER
+        if rule.approvals.get(role, 0) or wallet.required.get(role, 0)
+    }
+    explanation.append(f"requires approvals: {_describe_counts(_ordered_counts(required))}")
+    return required
+
+
+def _with_wallet_lock(
+    time_lock_until: int | None, wallet: _WalletOutcome, now: int, explanation: list[str]
+) -> int | None:
+    """A wallet limit can lengthen, never shorten, the time lock."""
+    if wallet.lock_seconds and (time_lock_until is None or time_lock_until < now + wallet.lock_seconds):
+        time_lock_until = now + wallet.lock_seconds
+        explanation.append(f"time lock: no release before {time_lock_until} (wallet limit)")
+    return time_lock_until
 
 
 def _window_sum(

@@ -654,7 +654,7 @@ def check_proofs(
     return results
 
 
-def verify_bundle(  # noqa: PLR0915 - one check per bundle part, in order
+def verify_bundle(
     bundle: Mapping[str, Any],
     *,
     nonce: str,
@@ -678,6 +678,54 @@ def verify_bundle(  # noqa: PLR0915 - one check per bundle part, in order
         raise InputError("not a proof bundle: expected an object with a challenge and proofs")
     challenge = bundle["challenge"]
     proofs: list[Any] = list(bundle["proofs"]) if isinstance(bundle.get("proofs"), list) else []
+    failures = _challenge_failures(bundle, challenge, nonce=nonce, entity=entity)
+    checkpoint = bundle["checkpoint"]
+    if not proofs:
+        failures.append(Failure("bundle holds no proof"))
+    if checkpoint is None:
+        failures.append(Failure("bundle carries no audit checkpoint"))
+    else:
+        failures.extend(_check_checkpoint(checkpoint, challenge, service_public_key))
+    checkpoint_checked = checkpoint is not None and service_public_key is not None
+
+    # Messages are checked against the nonce the auditor gave, not the bundle's own.
+    date = bundle["date"]
+    reasons = check_proofs(
+        proofs, entity=challenge["entity"], nonce=nonce, date=date, run_chunks=run_chunks, progress=progress
+    )
+    tally = _ProofTally()
+    for index, (entry, reason) in enumerate(zip(proofs, reasons, strict=True)):
+        failures.extend(tally.add(index, entry, reason))
+    failures.extend(
+        _segregation_failures(proofs, tally.valid_by_address, tally.classes_by_address, tally.classes_by_key)
+    )
+    if addresses is not None:
+        failures.extend(_listed_failures(proofs, addresses, tally.valid_by_address, tally.reason_by_address))
+
+    return ProofReport(
+        bundle_hash=bundle_hash(bundle),
+        nonce=challenge["nonce"],
+        entity=challenge["entity"],
+        deployment=challenge["deployment"],
+        statement=challenge["statement"],
+        signed_at=bundle["signed_at"],
+        date=date,
+        proofs=len(proofs),
+        verified=sum(t[0] for t in tally.tallies.values()),
+        summary=tuple(ChainSummary(c, n, f, v, x) for (c, n, f), (v, x) in sorted(tally.tallies.items())),
+        failures=tuple(failures),
+        listed=None if addresses is None else len(addresses),
+        checkpoint=checkpoint,
+        checkpoint_signature_checked=checkpoint_checked,
+        segregation_counts=tally.seg_counts,
+    )
+
+
+def _challenge_failures(
+    bundle: Mapping[str, Any], challenge: Mapping[str, Any], *, nonce: str, entity: str | None
+) -> list[Failure]:
+    """The bundle answers this challenge, for this entity, signed within its lifetime,
+    dated on the day it was signed, with this verifier's message template."""
     failures: list[Failure] = []
     bundle_nonce = challenge["nonce"]
     if bundle_nonce != nonce:
@@ -698,76 +746,46 @@ def verify_bundle(  # noqa: PLR0915 - one check per bundle part, in order
         failures.append(Failure(f"bundle date {date} is not the UTC day of signed_at"))
     if bundle["message_template"] != MESSAGE_TEMPLATE:
         failures.append(Failure("message_template is not this verifier's template"))
-    checkpoint = bundle["checkpoint"]
-    checkpoint_checked = False
-    if not proofs:
-        failures.append(Failure("bundle holds no proof"))
-    if checkpoint is None:
-        failures.append(Failure("bundle carries no audit checkpoint"))
-    else:
-        failures.extend(_check_checkpoint(checkpoint, challenge, service_public_key))
-        checkpoint_checked = service_public_key is not None
+    return failures
 
-    # Messages are checked against the nonce the auditor gave, not the bundle's own.
-    reasons = check_proofs(
-        proofs, entity=challenge["entity"], nonce=nonce, date=date, run_chunks=run_chunks, progress=progress
-    )
 
-    seen: dict[tuple[str, str, str], int] = {}
-    classes_by_address: dict[str, set[str]] = {}
-    classes_by_key: dict[str, set[str]] = {}
-    valid_by_address: dict[str, list[int]] = {}
-    reason_by_address: dict[str, str] = {}
-    tallies: dict[tuple[str, str, str], list[int]] = {}
-    seg_counts: dict[str, int] = {}
-    for index, (entry, checked) in enumerate(zip(proofs, reasons, strict=True)):
-        reason = checked
+class _ProofTally:
+    """Each proof's verdict, in bundle order: an address proved a second time fails, and
+    every valid proof is counted by chain, network and format, by class, by address and
+    by key, for the segregation and listed-address checks that follow."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str, str], int] = {}
+        self.classes_by_address: dict[str, set[str]] = {}
+        self.classes_by_key: dict[str, set[str]] = {}
+        self.valid_by_address: dict[str, list[int]] = {}
+        self.reason_by_address: dict[str, str] = {}
+        self.tallies: dict[tuple[str, str, str], list[int]] = {}
+        self.seg_counts: dict[str, int] = {}
+
+    def add(self, index: int, entry: Any, reason: str | None) -> list[Failure]:
         if not isinstance(entry, dict):
-            failures.append(Failure(f"proof {index}: {reason}"))
-            continue
+            return [Failure(f"proof {index}: {reason}")]
         chain = _text(entry.get("chain"))
         network = _text(entry.get("network"))
         address = _text(entry.get("address")) or f"(proof {index})"
-        key = (chain, network, normalise_address(address))
-        if reason is None and key in seen:
-            reason = f"proved twice (also proof {seen[key]})"
-        seen.setdefault(key, index)
-        tally = tallies.setdefault((chain, network, _text(entry.get("format"))), [0, 0])
+        norm = normalise_address(address)
+        key = (chain, network, norm)
+        if reason is None and key in self.seen:
+            reason = f"proved twice (also proof {self.seen[key]})"
+        self.seen.setdefault(key, index)
+        tally = self.tallies.setdefault((chain, network, _text(entry.get("format"))), [0, 0])
         if reason is not None:
             tally[1] += 1
-            failures.append(Failure(reason, address, chain, network))
-            reason_by_address.setdefault(normalise_address(address), reason)
-            continue
+            self.reason_by_address.setdefault(norm, reason)
+            return [Failure(reason, address, chain, network)]
         tally[0] += 1
         segregation = entry["segregation"]
-        seg_counts[segregation] = seg_counts.get(segregation, 0) + 1
-        classes_by_address.setdefault(normalise_address(address), set()).add(segregation)
-        classes_by_key.setdefault(entry["public_key"].lower(), set()).add(segregation)
-        valid_by_address.setdefault(normalise_address(address), []).append(index)
-
-    failures.extend(_segregation_failures(proofs, valid_by_address, classes_by_address, classes_by_key))
-    if addresses is not None:
-        failures.extend(_listed_failures(proofs, addresses, valid_by_address, reason_by_address))
-
-    verified = sum(t[0] for t in tallies.values())
-    summary = tuple(ChainSummary(c, n, f, v, x) for (c, n, f), (v, x) in sorted(tallies.items()))
-    return ProofReport(
-        bundle_hash=bundle_hash(bundle),
-        nonce=bundle_nonce,
-        entity=challenge["entity"],
-        deployment=challenge["deployment"],
-        statement=challenge["statement"],
-        signed_at=signed_at,
-        date=date,
-        proofs=len(proofs),
-        verified=verified,
-        summary=summary,
-        failures=tuple(failures),
-        listed=None if addresses is None else len(addresses),
-        checkpoint=checkpoint,
-        checkpoint_signature_checked=checkpoint_checked,
-        segregation_counts=seg_counts,
-    )
+        self.seg_counts[segregation] = self.seg_counts.get(segregation, 0) + 1
+        self.classes_by_address.setdefault(norm, set()).add(segregation)
+        self.classes_by_key.setdefault(entry["public_key"].lower(), set()).add(segregation)
+        self.valid_by_address.setdefault(norm, []).append(index)
+        return []
 
 
 def utc_time(unix_seconds: int) -> str:

@@ -12,7 +12,7 @@ import csv
 import hashlib
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -138,9 +138,44 @@ def statement(  # noqa: PLR0913 - every figure a statement names
     """One client's statement of position for ``[start, end)``; ``movements``, when given,
     are the register's movements of that client (see :func:`by_client`)."""
     c = reg.clients[client]
-    rows: dict[tuple[str, str, str], dict[str, int]] = {}
+    rows, transfers = _positions(reg.movements if movements is None else movements, client, start, end)
+    assets = []
+    valued_in: set[str] = set()
+    for (chain, network, asset), r in sorted(rows.items()):
+        price = _price_at(prices, asset, end - 1)
+        if price is not None:
+            valued_in.add(price.currency)
+        assets.append(_asset_line(chain, network, asset, r, price))
+    total = None
+    if len(valued_in) == 1 and all(a["value"] is not None for a in assets):
+        total = str(sum((Decimal(str(a["value"])) for a in assets), Decimal("0")))
+    return {
+        "version": 1,
+        "custodian": custodian,
+        "entity": entity,
+        "client": {"id": c.id, "name": c.name, "segregation": c.segregation},
+        "period": period,
+        "start": start,
+        "end": end,
+        "assets": assets,
+        "transfers": transfers,
+        "total_value": total,
+        "currency": next(iter(valued_in)) if len(valued_in) == 1 else None,
+    }
+
+
+_Row = dict[str, int]
+
+
+def _positions(
+    movements: Iterable[Movement], client: str, start: int, end: int
+) -> tuple[dict[tuple[str, str, str], _Row], list[dict[str, Any]]]:
+    """Per chain, network and asset: the client's balance before ``start`` (opening) and
+    before ``end`` (closing), with the inflows and outflows between; and every transfer
+    in ``[start, end)``, in the register's order."""
+    rows: dict[tuple[str, str, str], _Row] = {}
     transfers = []
-    for m in reg.movements if movements is None else movements:
+    for m in movements:
         if m.client != client:
             continue
         key = (m.chain, m.network, m.asset)
@@ -165,50 +200,31 @@ def statement(  # noqa: PLR0913 - every figure a statement names
                     "address": m.address,
                 }
             )
-    assets = []
-    valued_in: set[str] = set()
-    for (chain, network, asset), r in sorted(rows.items()):
-        price = _price_at(prices, asset, end - 1)
-        value = None
-        if price is not None:
-            value = str(
-                (Decimal(r["closing"]) / (Decimal(10) ** price.decimals) * price.price).quantize(
-                    Decimal("0.01")
-                )
-            )
-            valued_in.add(price.currency)
-        decimals = price.decimals if price is not None else DECIMALS.get(asset)
-        assets.append(
-            {
-                "chain": chain,
-                "network": network,
-                "asset": asset,
-                "opening": str(r["opening"]),
-                "inflows": str(r["in"]),
-                "outflows": str(r["out"]),
-                "closing": str(r["closing"]),
-                "decimals": decimals,
-                "closing_units": units(r["closing"], decimals),
-                "value": value,
-                "currency": price.currency if price else None,
-                "price": price.to_json() if price else None,
-            }
+    return rows, transfers
+
+
+def _asset_line(chain: str, network: str, asset: str, r: _Row, price: Price | None) -> dict[str, Any]:
+    """One asset's line: its flows and closing balance, valued at the last price known
+    at the end of the period when there is one."""
+    value = None
+    if price is not None:
+        value = str(
+            (Decimal(r["closing"]) / (Decimal(10) ** price.decimals) * price.price).quantize(Decimal("0.01"))
         )
-    total = None
-    if len(valued_in) == 1 and all(a["value"] is not None for a in assets):
-        total = str(sum((Decimal(str(a["value"])) for a in assets), Decimal("0")))
+    decimals = price.decimals if price is not None else DECIMALS.get(asset)
     return {
-        "version": 1,
-        "custodian": custodian,
-        "entity": entity,
-        "client": {"id": c.id, "name": c.name, "segregation": c.segregation},
-        "period": period,
-        "start": start,
-        "end": end,
-        "assets": assets,
-        "transfers": transfers,
-        "total_value": total,
-        "currency": next(iter(valued_in)) if len(valued_in) == 1 else None,
+        "chain": chain,
+        "network": network,
+        "asset": asset,
+        "opening": str(r["opening"]),
+        "inflows": str(r["in"]),
+        "outflows": str(r["out"]),
+        "closing": str(r["closing"]),
+        "decimals": decimals,
+        "closing_units": units(r["closing"], decimals),
+        "value": value,
+        "currency": price.currency if price else None,
+        "price": price.to_json() if price else None,
     }
 
 

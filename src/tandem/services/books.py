@@ -117,6 +117,95 @@ TOKEN_TRANSFER_UNITS = 12_000
 TOKEN_TRANSFER_CREATING_UNITS = 50_000
 
 
+def _suggest_ethereum(backend: Any, address: str, asset: str, held: list[int]) -> dict[str, Any]:
+    """The next nonce past those live withdrawals hold, the fee caps, gas limit and chain id."""
+    nonce = max([backend.nonce(address), *(n + 1 for n in held)])
+    fees = backend.suggest_fees()
+    return {
+        "from": address,
+        "ethereum": {
+            "chain_id": backend.chain_id(),
+            "nonce": nonce,
+            "max_fee_per_gas": str(fees.max_fee_per_gas),
+            "max_priority_fee_per_gas": str(fees.max_priority_fee_per_gas),
+            "gas_limit": 21000 if asset == "ETH" else 100000,
+        },
+    }
+
+
+def _suggest_bitcoin(backend: Any, address: str, reserved: set[tuple[str, int]]) -> dict[str, Any]:
+    """The wallet's unreserved UTXOs with their previous transactions, and a fee rate."""
+    utxos = [
+        {"txid": u.txid, "vout": u.vout, "prev_tx": u.raw_tx.hex()}
+        for u in backend.utxos(address)
+        if (u.txid, u.vout) not in reserved
+    ]
+    return {
+        "from": address,
+        "bitcoin": {"utxos": utxos, "fee_rate": backend.suggest_fee_rate().sat_per_vb},
+    }
+
+
+def _solana_blockhash(backend: Any, address: str, nonce_account: str | None, params: dict[str, Any]) -> Any:
+    """The blockhash to sign over: the named durable nonce account's stored nonce (the
+    account must be advanced by this wallet), else the cluster's latest blockhash.
+    Returns the nonce account read, or None."""
+    if nonce_account is None:
+        params["recent_blockhash"] = backend.latest_blockhash().blockhash
+        return None
+    nonce = backend.durable_nonce(nonce_account)
+    if nonce.authority != address:
+        raise InputError(
+            f"nonce account {nonce.account} is advanced by {nonce.authority}, not by the wallet {address}"
+        )
+    params["recent_blockhash"] = nonce.nonce
+    params["nonce_account"] = nonce.account
+    return nonce
+
+
+def _solana_token(
+    backend: Any, asset: str, destination: str, params: dict[str, Any]
+) -> tuple[str | None, str]:
+    """For a token, its mint and program, its decimals, and whether the destination's
+    token account must be created; for SOL, no mint and the token program."""
+    if asset == "SOL":
+        return None, stx.TOKEN_PROGRAM
+    mint = sol.validate_address(asset)
+    info = backend.mint(mint)
+    program: str = info.program
+    params["decimals"] = info.decimals
+    account = stx.associated_token_address(destination, mint, program)
+    params["create_destination_account"] = not backend.account_exists(account)
+    if program != stx.TOKEN_PROGRAM:
+        params["token_program"] = program
+    return mint, program
+
+
+def _solana_fee(backend: Any, message: bytes, nonce: Any, reviewed: stx.Review) -> int:
+    """The fee the cluster charges for exactly this transaction, which must not exceed
+    the worst case Tandem's fee review counts."""
+    signatures = message[0]
+    if nonce is not None:
+        # getFeeForMessage knows only recent blockhashes; the nonce account states its fee,
+        # per signature only.
+        fee: int = nonce.lamports_per_signature * signatures + reviewed.priority_fee
+    else:
+        got = backend.fee_for_message(message)
+        if got is None:
+            raise ChainBadResponseError("getFeeForMessage: the blockhash just read is not known")
+        fee = got
+    counted = stx.LAMPORTS_PER_SIGNATURE * signatures + reviewed.priority_fee
+    if fee > counted:
+        # The approval reviews (and the policy limits) Tandem's worst case; a cluster
+        # charging more would make that review wrong, so nothing is suggested.
+        raise ChainBadResponseError(
+            f"the cluster charges {fee} lamports for this transaction; Tandem's fee review "
+            f"counts {stx.LAMPORTS_PER_SIGNATURE} per signature"
+            + (f" and a priority fee of {reviewed.priority_fee}" if reviewed.priority_fee else "")
+        )
+    return fee
+
+
 def _compute_units(mint: str | None, creates: bool) -> int:
     if mint is None:
         return SOL_TRANSFER_UNITS
@@ -506,6 +595,21 @@ class Books:
             cursors += net_cursors
             if height is not None:
                 heights[(chain, network)] = height
+        recorded_now = self._record_scan(found, cursors, heights, scanned)
+        if recorded_now:
+            self.reconcile()  # after every movement seen on the chain
+        return recorded_now
+
+    def _record_scan(
+        self,
+        found: list[tuple[dict[str, Any], str]],
+        cursors: list[dict[str, Any]],
+        heights: dict[tuple[str, str], int],
+        scanned: dict[tuple[str, str], int],
+    ) -> list[dict[str, Any]]:
+        """In one transaction: each deposit found that the register does not hold yet
+        (another scan may have recorded it meanwhile), the Solana cursors, and every
+        network's new scan height. Returns the deposits recorded."""
         recorded = []
 
         def use_case(call: Call) -> list[dict[str, Any]]:
@@ -536,10 +640,7 @@ class Books:
                     )
             return recorded
 
-        recorded_now = self.svc.run_plain("register.scan", use_case)
-        if recorded_now:
-            self.reconcile()  # after every movement seen on the chain
-        return recorded_now
+        return self.svc.run_plain("register.scan", use_case)
 
     def _scan_network(
         self, chain: str, network: str, rows: list[tuple[AddressRow, str]], st: _ScanState, now: int
@@ -1265,6 +1366,23 @@ class Books:
         a compute-unit price from the cluster's recent prioritization fees and the
         compute-unit limit Tandem's transfer needs (a priority fee the approvers review
         and the policy's fee cap counts)."""
+        address, held, reserved = self._wallet_holds(wallet, chain, network)
+        backend: Any = self.backend(chain, network)
+        if chain == "ethereum":
+            return _suggest_ethereum(backend, address, asset, held)
+        if chain == "bitcoin":
+            return _suggest_bitcoin(backend, address, reserved)
+        if chain == "solana":
+            return self._suggest_solana(
+                backend, address, asset, destination, nonce_account, priority=priority
+            )
+        raise InputError(f"no intent filling for {chain}")
+
+    def _wallet_holds(
+        self, wallet: str, chain: str, network: str
+    ) -> tuple[str, list[int], set[tuple[str, int]]]:
+        """The wallet's address on the network, the Ethereum nonces live withdrawals from
+        it already hold, and the outpoints reserved on the network."""
         from tandem.store.models import OutpointReservation, WithdrawalNonce
 
         with self.svc.db.read() as session:
@@ -1292,35 +1410,7 @@ class Books:
                     select(OutpointReservation).where(OutpointReservation.network == network)
                 ).all()
             }
-        backend: Any = self.backend(chain, network)
-        if chain == "ethereum":
-            nonce = max([backend.nonce(address), *(n + 1 for n in held)])
-            fees = backend.suggest_fees()
-            return {
-                "from": address,
-                "ethereum": {
-                    "chain_id": backend.chain_id(),
-                    "nonce": nonce,
-                    "max_fee_per_gas": str(fees.max_fee_per_gas),
-                    "max_priority_fee_per_gas": str(fees.max_priority_fee_per_gas),
-                    "gas_limit": 21000 if asset == "ETH" else 100000,
-                },
-            }
-        if chain == "bitcoin":
-            utxos = [
-                {"txid": u.txid, "vout": u.vout, "prev_tx": u.raw_tx.hex()}
-                for u in backend.utxos(address)
-                if (u.txid, u.vout) not in reserved
-            ]
-            return {
-                "from": address,
-                "bitcoin": {"utxos": utxos, "fee_rate": backend.suggest_fee_rate().sat_per_vb},
-            }
-        if chain == "solana":
-            return self._suggest_solana(
-                backend, address, asset, destination, nonce_account, priority=priority
-            )
-        raise InputError(f"no intent filling for {chain}")
+        return address, held, reserved
 
     def _suggest_solana(
         self,
@@ -1336,27 +1426,8 @@ class Books:
             raise InputError("a Solana suggestion needs the destination (its fee and token account)")
         destination = sol.validate_address(destination)
         params: dict[str, Any] = {}
-        if nonce_account is not None:
-            nonce = backend.durable_nonce(nonce_account)
-            if nonce.authority != address:
-                raise InputError(
-                    f"nonce account {nonce.account} is advanced by {nonce.authority}, "
-                    f"not by the wallet {address}"
-                )
-            params["recent_blockhash"] = nonce.nonce
-            params["nonce_account"] = nonce.account
-        else:
-            params["recent_blockhash"] = backend.latest_blockhash().blockhash
-        mint, program = None, stx.TOKEN_PROGRAM
-        if asset != "SOL":
-            mint = sol.validate_address(asset)
-            info = backend.mint(mint)
-            program = info.program
-            params["decimals"] = info.decimals
-            account = stx.associated_token_address(destination, mint, program)
-            params["create_destination_account"] = not backend.account_exists(account)
-            if program != stx.TOKEN_PROGRAM:
-                params["token_program"] = program
+        nonce = _solana_blockhash(backend, address, nonce_account, params)
+        mint, program = _solana_token(backend, asset, destination, params)
         if priority:
             params["compute_unit_limit"] = _compute_units(
                 mint, params.get("create_destination_account", False)
@@ -1375,27 +1446,8 @@ class Books:
             compute_unit_price=params.get("compute_unit_price"),
             token_program=program,
         )
-        signatures = message[0]
         reviewed = stx.review(message)
-        if nonce_account is not None:
-            # getFeeForMessage knows only recent blockhashes; the nonce account states its fee.
-            fee = nonce.lamports_per_signature * signatures
-        else:
-            got = backend.fee_for_message(message)
-            if got is None:
-                raise ChainBadResponseError("getFeeForMessage: the blockhash just read is not known")
-            fee = got
-        if nonce_account is not None:
-            fee += reviewed.priority_fee  # the nonce account's fee is per signature only
-        counted = stx.LAMPORTS_PER_SIGNATURE * signatures + reviewed.priority_fee
-        if fee > counted:
-            # The approval reviews (and the policy limits) Tandem's worst case; a cluster
-            # charging more would make that review wrong, so nothing is suggested.
-            raise ChainBadResponseError(
-                f"the cluster charges {fee} lamports for this transaction; Tandem's fee review "
-                f"counts {stx.LAMPORTS_PER_SIGNATURE} per signature"
-                + (f" and a priority fee of {reviewed.priority_fee}" if reviewed.priority_fee else "")
-            )
+        fee = _solana_fee(backend, message, nonce, reviewed)
         return {
             "from": address,
             "solana": params,

@@ -94,29 +94,9 @@ class CeremonyService(KeyUseService):
             target: str | None = None
             commitment: str | None = None
             if definition.kind == "keygen":
-                for key in ("target_keyset", "operation", "sealed_share"):
-                    if key in body:
-                        raise InputError(f"body.{key} is only for a reshare ceremony")
-                commitment = body.get("commitment")
-                if commitment is None:
-                    raise InputError("body.commitment is required: commit to your contribution")
+                commitment = _keygen_commitment(body)
             else:
-                if "commitment" in body:
-                    raise InputError("a reshare makes no keys, so it takes no commitment")
-                target = _str_field(body, "target_keyset")
-                keyset = get_keyset_row(call.session, target)
-                if keyset.status == KeySetState.RETIRED:
-                    raise ConflictError(f"key set {target} is retired")
-                state.operation = self._ceremony_check_operation(
-                    call, body.get("operation"), keyset_id=target, purpose="reshare"
-                )
-                self.store_share(
-                    call,
-                    operation=state.operation["statement"]["operation"],
-                    keyset_id=target,
-                    side=Role.MANAGER.value,
-                    sealed_b64=body.get("sealed_share"),
-                )
+                target = self._ceremony_reshare_target(call, state, body)
             state.add_participant(actor.id, commitment=commitment, envelope=_envelope(call))
             row = Ceremony(
                 id=ceremony_id,
@@ -149,6 +129,27 @@ class CeremonyService(KeyUseService):
 
         return self.run("ceremony.propose", envelope, use_case, types=core.PROPOSE, roles=(Role.MANAGER,))
 
+    def _ceremony_reshare_target(self, call: Call, state: core.CeremonyState, body: dict[str, Any]) -> str:
+        """A reshare proposal names a key set that is not retired, the signed operation
+        over it, and the proposing manager's re-sealed share; it takes no commitment."""
+        if "commitment" in body:
+            raise InputError("a reshare makes no keys, so it takes no commitment")
+        target = _str_field(body, "target_keyset")
+        keyset = get_keyset_row(call.session, target)
+        if keyset.status == KeySetState.RETIRED:
+            raise ConflictError(f"key set {target} is retired")
+        state.operation = self._ceremony_check_operation(
+            call, body.get("operation"), keyset_id=target, purpose="reshare"
+        )
+        self.store_share(
+            call,
+            operation=state.operation["statement"]["operation"],
+            keyset_id=target,
+            side=Role.MANAGER.value,
+            sealed_b64=body.get("sealed_share"),
+        )
+        return target
+
     def approve_ceremony(self, envelope: Any, *, totp: str | None) -> dict[str, Any]:
         """An approver (custodian, or a further manager where the definition asks for one)
         signs the ceremony digest with its own commitment, plus a TOTP code."""
@@ -178,23 +179,7 @@ class CeremonyService(KeyUseService):
             if definition.kind == "keygen" and commitment is None:
                 raise InputError("body.commitment is required: commit to your contribution")
             if definition.kind == "reshare":
-                if commitment is not None:
-                    raise InputError("a reshare makes no keys, so it takes no commitment")
-                assert state.operation is not None
-                assert row.target_keyset
-                operation = state.operation["statement"]["operation"]
-                if "sealed_share" in body:
-                    self.store_share(
-                        call,
-                        operation=operation,
-                        keyset_id=row.target_keyset,
-                        side=role.value,
-                        sealed_b64=body["sealed_share"],
-                    )
-                elif role is Role.CUSTODIAN and not self.has_share(
-                    call, operation=operation, side=role.value
-                ):
-                    raise InputError("the first custodian approval of a reshare carries the custodian share")
+                self._ceremony_reshare_share(call, row, state, role, body)
             state.add_approval(actor.id, commitment=commitment, envelope=_envelope(call))
             call.session.add(
                 Approval(
@@ -205,28 +190,7 @@ class CeremonyService(KeyUseService):
                     created_at=call.now,
                 )
             )
-            result = self._ceremony_quorum(call, row, state, definition)
-            self.audit(
-                call,
-                "ceremony.approved",
-                {
-                    "ceremony": row.id,
-                    "digest": body["digest"],
-                    "quorum_met": result.met,
-                    "approved_by": sorted(state.approvals),
-                },
-            )
-            if result.met:
-                if definition.kind == "keygen":
-                    row.status = core.REVEALING
-                    self.audit(
-                        call,
-                        "ceremony.reveals_open",
-                        {"ceremony": row.id, "commitments": len(state.commitments)},
-                        with_envelope=False,
-                    )
-                else:
-                    self._ceremony_execute_reshare(call, row, state, definition)
+            self._ceremony_approved(call, row, state, definition, digest=body["digest"])
             _save(call, row, state)
             return ceremony_view(row, call.now)
 
@@ -239,6 +203,61 @@ class CeremonyService(KeyUseService):
             require_totp=True,
             totp=totp,
         )
+
+    def _ceremony_reshare_share(
+        self, call: Call, row: Ceremony, state: core.CeremonyState, role: Role, body: dict[str, Any]
+    ) -> None:
+        """A reshare approval takes no commitment; it may carry the approver's re-sealed
+        share, and the first custodian approval must carry the custodian's."""
+        if body.get("commitment") is not None:
+            raise InputError("a reshare makes no keys, so it takes no commitment")
+        assert state.operation is not None
+        assert row.target_keyset
+        operation = state.operation["statement"]["operation"]
+        if "sealed_share" in body:
+            self.store_share(
+                call,
+                operation=operation,
+                keyset_id=row.target_keyset,
+                side=role.value,
+                sealed_b64=body["sealed_share"],
+            )
+        elif role is Role.CUSTODIAN and not self.has_share(call, operation=operation, side=role.value):
+            raise InputError("the first custodian approval of a reshare carries the custodian share")
+
+    def _ceremony_approved(
+        self,
+        call: Call,
+        row: Ceremony,
+        state: core.CeremonyState,
+        definition: CeremonyDefinition,
+        *,
+        digest: str,
+    ) -> None:
+        """Audit the approval; at quorum a keygen opens its reveals and a reshare executes."""
+        result = self._ceremony_quorum(call, row, state, definition)
+        self.audit(
+            call,
+            "ceremony.approved",
+            {
+                "ceremony": row.id,
+                "digest": digest,
+                "quorum_met": result.met,
+                "approved_by": sorted(state.approvals),
+            },
+        )
+        if not result.met:
+            return
+        if definition.kind == "keygen":
+            row.status = core.REVEALING
+            self.audit(
+                call,
+                "ceremony.reveals_open",
+                {"ceremony": row.id, "commitments": len(state.commitments)},
+                with_envelope=False,
+            )
+        else:
+            self._ceremony_execute_reshare(call, row, state, definition)
 
     def reveal_contribution(self, envelope: Any) -> dict[str, Any]:
         """A committed participant reveals its contribution; the last reveal executes the
@@ -741,43 +760,8 @@ class CeremonyService(KeyUseService):
             custodian_publics=custodians,
             after_keys=lambda: fault_point("ceremony.after_keys"),
         )
-        session = call.session
-        session.add(
-            KeySet(
-                id=keyset_id,
-                ceremony=row.id,
-                curve=definition.curve,
-                segregation=definition.segregation,
-                status=KeySetState.ACTIVE,
-                sealed=generated.sealed.to_json(),
-                generation=1,
-                created_at=call.now,
-            )
-        )
-        for k in generated.keys:
-            session.add(
-                KeyRow(
-                    id=k["key_id"],
-                    keyset=keyset_id,
-                    position=k["position"],
-                    curve=k["curve"],
-                    public_key=k["public_key"],
-                    segregation=definition.segregation,
-                )
-            )
-        for a in generated.addresses:
-            session.add(
-                AddressRow(
-                    key_id=a["key_id"],
-                    keyset=keyset_id,
-                    chain=a["chain"],
-                    network=a["network"],
-                    address=a["address"],
-                    segregation=a["segregation"],
-                    birth_proof=canonical(a["birth_proof"]).decode(),
-                )
-            )
-        session.flush()
+        _add_keyset_rows(call, row, definition, keyset_id, generated)
+        call.session.flush()
         fault_point("ceremony.after_keyset_row")
         keyset_doc = _keyset_doc(keyset_id, generated.sealed, generation=1)
         keyset_doc.update({"curve": definition.curve, "segregation": definition.segregation})
@@ -949,6 +933,65 @@ def _digest(row: Ceremony, state: core.CeremonyState, definition: CeremonyDefini
         expires_at=row.expires_at,
         commitment=state.commitments.get(row.proposer),
     )
+
+
+def _keygen_commitment(body: dict[str, Any]) -> Any:
+    """A keygen proposal carries the proposer's commitment and nothing of a reshare."""
+    for key in ("target_keyset", "operation", "sealed_share"):
+        if key in body:
+            raise InputError(f"body.{key} is only for a reshare ceremony")
+    commitment = body.get("commitment")
+    if commitment is None:
+        raise InputError("body.commitment is required: commit to your contribution")
+    return commitment
+
+
+def _add_keyset_rows(
+    call: Call,
+    row: Ceremony,
+    definition: CeremonyDefinition,
+    keyset_id: str,
+    generated: core.GeneratedKeyset,
+) -> None:
+    """The new key set, active at generation 1, with its keys and their addresses."""
+    assert definition.curve is not None
+    assert definition.segregation is not None
+    session = call.session
+    session.add(
+        KeySet(
+            id=keyset_id,
+            ceremony=row.id,
+            curve=definition.curve,
+            segregation=definition.segregation,
+            status=KeySetState.ACTIVE,
+            sealed=generated.sealed.to_json(),
+            generation=1,
+            created_at=call.now,
+        )
+    )
+    for k in generated.keys:
+        session.add(
+            KeyRow(
+                id=k["key_id"],
+                keyset=keyset_id,
+                position=k["position"],
+                curve=k["curve"],
+                public_key=k["public_key"],
+                segregation=definition.segregation,
+            )
+        )
+    for a in generated.addresses:
+        session.add(
+            AddressRow(
+                key_id=a["key_id"],
+                keyset=keyset_id,
+                chain=a["chain"],
+                network=a["network"],
+                address=a["address"],
+                segregation=a["segregation"],
+                birth_proof=canonical(a["birth_proof"]).decode(),
+            )
+        )
 
 
 def _keyset_doc(keyset_id: str, sealed: split.SealedKeyset, *, generation: int) -> dict[str, Any]:

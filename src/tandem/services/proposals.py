@@ -85,36 +85,7 @@ class ProposalService(ServiceBase):
                     {"proposal": proposal.id, "reason": body.get("reason", "")},
                 )
                 return proposal_public(proposal, [])
-            already = call.session.exec(
-                select(Approval).where(Approval.subject == proposal.id, Approval.member == call.actor.id)
-            ).first()
-            if already is not None:
-                raise ConflictError("this member has already approved; approvals count per member")
-            call.session.add(
-                Approval(
-                    subject=proposal.id,
-                    member=call.actor.id,
-                    role=call.actor.role,
-                    envelope=canonical(call.envelope).decode(),
-                    created_at=call.now,
-                )
-            )
-            call.session.flush()
-            approvals = self._proposal_approvals(call, proposal)
-            result = self._proposal_quorum(call, proposal, proposer, approvals, policy)
-            data: dict[str, Any] = {
-                "proposal": proposal.id,
-                "digest": body["digest"],
-                "quorum_met": result.met,
-            }
-            if result.met:
-                # The delay comes from the policy in force before the change, as for
-                # policy changes; the verifiers recompute it from the same policy.
-                data["effective_at"] = call.now + mcore.change_delay(policy, proposal.kind)
-            self.audit(call, "proposal.approved", data)
-            if result.met:
-                self._approved(call, proposal, data["effective_at"])
-            return proposal_public(proposal, approvals, now=call.now)
+            return self._proposal_approve(call, proposal, proposer, policy, digest=body["digest"])
 
         return self.run(
             action_type,
@@ -125,6 +96,43 @@ class ProposalService(ServiceBase):
             require_totp=approve,
             totp=totp,
         )
+
+    def _proposal_approve(
+        self, call: Call, proposal: Proposal, proposer: Member, policy: Policy, *, digest: str
+    ) -> dict[str, Any]:
+        """One approval per member; at quorum the change takes effect after the delay the
+        policy in force sets."""
+        assert call.actor is not None
+        already = call.session.exec(
+            select(Approval).where(Approval.subject == proposal.id, Approval.member == call.actor.id)
+        ).first()
+        if already is not None:
+            raise ConflictError("this member has already approved; approvals count per member")
+        call.session.add(
+            Approval(
+                subject=proposal.id,
+                member=call.actor.id,
+                role=call.actor.role,
+                envelope=canonical(call.envelope).decode(),
+                created_at=call.now,
+            )
+        )
+        call.session.flush()
+        approvals = self._proposal_approvals(call, proposal)
+        result = self._proposal_quorum(call, proposal, proposer, approvals, policy)
+        data: dict[str, Any] = {
+            "proposal": proposal.id,
+            "digest": digest,
+            "quorum_met": result.met,
+        }
+        if result.met:
+            # The delay comes from the policy in force before the change, as for
+            # policy changes; the verifiers recompute it from the same policy.
+            data["effective_at"] = call.now + mcore.change_delay(policy, proposal.kind)
+        self.audit(call, "proposal.approved", data)
+        if result.met:
+            self._approved(call, proposal, data["effective_at"])
+        return proposal_public(proposal, approvals, now=call.now)
 
     @staticmethod
     def _proposal_approvals(call: Call, proposal: Proposal) -> list[Approval]:
