@@ -1,0 +1,475 @@
+"""The intent: what a manager asks for, strictly parsed per chain, normalised, hashed
+and fingerprinted."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tandem.core.canonical import (
+    check_fields,
+    digest_hex,
+    parse_amount,
+)
+from tandem.core.chains import NATIVE_ASSET
+from tandem.core.chains import bitcoin as btc
+from tandem.core.chains import ethereum as eth
+from tandem.core.chains import psbt as bip174
+from tandem.core.chains import solana as sol
+from tandem.core.chains import solana_tx as stx
+from tandem.core.policy import (
+    Fee,
+    WithdrawalFacts,
+)
+from tandem.errors import (
+    InputError,
+    InvalidTransactionError,
+)
+
+INTENT_DOMAIN = "withdrawal-intent"
+MAX_UTXOS = 200
+# The previous transactions an intent carries, together; leaves room in a 1 MiB request.
+MAX_PREV_TX_TOTAL_BYTES = 300_000
+
+_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,79}")
+_TXID = re.compile(r"[0-9a-fA-F]{64}")
+_HEX = re.compile(r"[0-9a-fA-F]*")
+_EVM = re.compile(r"0[xX][0-9a-fA-F]{40}")
+
+_NETWORKS: Mapping[str, Collection[str]] = {
+    "bitcoin": btc.NETWORKS,
+    "ethereum": eth.CHAIN_IDS,
+    "solana": sol.Solana.networks,
+}
+# Every chain and its networks, for callers outside this module.
+NETWORKS: Mapping[str, Collection[str]] = _NETWORKS
+
+
+# --- the intent ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Utxo:
+    """An output to spend, with the previous transaction whose hash is ``txid``: the only
+    source of its amount and script (see :func:`btc.prevout_from_tx`)."""
+
+    txid: str
+    vout: int
+    prev_tx: bytes = field(repr=False)  # kept in the legacy serialisation the txid hashes
+    prevout: btc.Prevout = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        stripped = btc.strip_witness(self.prev_tx)
+        object.__setattr__(self, "prev_tx", stripped)
+        object.__setattr__(self, "prevout", btc.prevout_from_tx(stripped, self.txid, self.vout))
+
+    @property
+    def amount(self) -> int:
+        return self.prevout.amount
+
+
+@dataclass(frozen=True)
+class EthParams:
+    chain_id: int
+    nonce: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    gas_limit: int
+
+
+@dataclass(frozen=True)
+class SolParams:
+    """A Solana intent's chain parameters: the blockhash the message names (a durable
+    nonce's stored value when ``nonce_account`` is given, which an approval that takes
+    longer than a minute needs), and for tokens the mint's decimals and whether the
+    transaction creates the destination's associated token account. A priority fee is
+    a compute-unit price (micro-lamports) with the compute-unit limit it is paid at.
+    ``token_program`` is set for a Token-2022 mint (None: SPL Token, the default)."""
+
+    recent_blockhash: str
+    nonce_account: str | None = None
+    decimals: int | None = None
+    create_destination_account: bool = False
+    compute_unit_limit: int | None = None
+    compute_unit_price: int | None = None
+    token_program: str | None = None
+
+    @property
+    def program(self) -> str:
+        """The token program the transfer runs in."""
+        return self.token_program or stx.TOKEN_PROGRAM
+
+
+@dataclass(frozen=True, kw_only=True)
+class Intent:
+    wallet: str
+    from_address: str
+    chain: str
+    network: str
+    asset: str
+    amount: int
+    destination: str
+    client: str | None = None
+    utxos: tuple[Utxo, ...] = ()
+    fee_rate: int | None = None
+    eth: EthParams | None = None
+    sol: SolParams | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The ERC-20 contract or SPL mint, when the asset is a token, not the native coin."""
+        if self.chain == "ethereum":
+            return self.asset if _EVM.fullmatch(self.asset) else None
+        return self.asset if self.chain == "solana" and self.asset != "SOL" else None
+
+    def facts(self, fee: Fee | None = None) -> WithdrawalFacts:
+        """The policy's facts; ``fee`` from :func:`fee_of` on the decoded transaction."""
+        return WithdrawalFacts(
+            wallet=self.wallet,
+            chain=self.chain,
+            network=self.network,
+            asset=self.asset,
+            amount=self.amount,
+            destination=self.destination,
+            fee=fee,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "wallet": self.wallet,
+            "from": self.from_address,
+            "chain": self.chain,
+            "network": self.network,
+            "asset": self.asset,
+            "amount": str(self.amount),
+            "destination": self.destination,
+        }
+        if self.client is not None:
+            out["client"] = self.client
+        if self.chain == "bitcoin":
+            out["bitcoin"] = {
+                "utxos": [{"txid": u.txid, "vout": u.vout, "prev_tx": u.prev_tx.hex()} for u in self.utxos],
+                "fee_rate": self.fee_rate,
+            }
+        if self.eth is not None:
+            out["ethereum"] = {
+                "chain_id": self.eth.chain_id,
+                "nonce": self.eth.nonce,
+                "max_fee_per_gas": str(self.eth.max_fee_per_gas),
+                "max_priority_fee_per_gas": str(self.eth.max_priority_fee_per_gas),
+                "gas_limit": self.eth.gas_limit,
+            }
+        if self.sol is not None:
+            params: dict[str, Any] = {"recent_blockhash": self.sol.recent_blockhash}
+            if self.sol.nonce_account is not None:
+                params["nonce_account"] = self.sol.nonce_account
+            if self.token is not None:
+                params["decimals"] = self.sol.decimals
+                params["create_destination_account"] = self.sol.create_destination_account
+                if self.sol.token_program is not None:
+                    params["token_program"] = self.sol.token_program
+            if self.sol.compute_unit_price is not None:
+                params["compute_unit_limit"] = self.sol.compute_unit_limit
+                params["compute_unit_price"] = self.sol.compute_unit_price
+            out["solana"] = params
+        return out
+
+
+_PRIORITY = ("compute_unit_limit", "compute_unit_price")  # a Solana priority fee, both or neither
+
+
+def _int(obj: Mapping[str, Any], key: str, where: str, *, low: int, high: int) -> int:
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{where}.{key} must be an integer")
+    if not low <= value <= high:
+        raise InputError(f"{where}.{key} must be in [{low}, {high}]")
+    return value
+
+
+def _ident(obj: Mapping[str, Any], key: str, where: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
+        raise InputError(f"{where}.{key} must be 1-80 letters, digits, ':', '.', '_' or '-'")
+    return value
+
+
+def _address(chain: str, network: str, value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be a string")
+    if chain == "bitcoin":
+        return btc.validate_address(value, network)
+    if chain == "solana":
+        return sol.validate_address(value)
+    return eth.validate_address(value)
+
+
+def _utxos_from_json(raw_utxos: Any) -> list[Utxo]:
+    if not isinstance(raw_utxos, list) or not 1 <= len(raw_utxos) <= MAX_UTXOS:
+        raise InputError(f"intent.bitcoin.utxos must list 1-{MAX_UTXOS} outputs to spend")
+    utxos = []
+    for i, raw in enumerate(raw_utxos):
+        w = f"intent.bitcoin.utxos[{i}]"
+        check_fields(raw, required=("txid", "vout", "prev_tx"), where=w)
+        if not isinstance(raw["txid"], str) or not _TXID.fullmatch(raw["txid"]):
+            raise InputError(f"{w}.txid must be 64 hex digits")
+        prev_hex = raw["prev_tx"]
+        if not isinstance(prev_hex, str) or not _HEX.fullmatch(prev_hex) or len(prev_hex) % 2:
+            raise InputError(f"{w}.prev_tx must be the previous transaction in hex")
+        if len(prev_hex) > 2 * btc.MAX_TX_BYTES:
+            raise InputError(f"{w}.prev_tx is larger than any transaction")
+        utxos.append(
+            Utxo(
+                txid=raw["txid"].lower(),
+                vout=_int(raw, "vout", w, low=0, high=0xFFFFFFFF),
+                prev_tx=bytes.fromhex(prev_hex),
+            )
+        )
+    return utxos
+
+
+def _utxos_from_psbt(text: Any, destination: str, amount: int, from_address: str, network: str) -> list[Utxo]:
+    """Inputs from a BIP-174 PSBT: each must carry its previous transaction. Tandem builds
+    the outputs itself; any the PSBT already has must pay the intent's destination its
+    amount (once), or the wallet's own address."""
+    if not isinstance(text, str):
+        raise InputError("intent.bitcoin.psbt must be base64 text")
+    psbt = bip174.decode_psbt_text(text)
+    tx = psbt.tx
+    if not 1 <= len(tx.inputs) <= MAX_UTXOS:
+        raise InputError(f"intent.bitcoin.psbt must spend 1-{MAX_UTXOS} outputs")
+    pay = btc.address_to_script(destination, network)
+    own = btc.address_to_script(from_address, network)
+    payments = [o for o in tx.outputs if o.script_pubkey == pay]
+    if tx.outputs and (
+        len(payments) != 1
+        or payments[0].amount != amount
+        or any(o.script_pubkey not in (pay, own) for o in tx.outputs)
+    ):
+        raise InputError(
+            "intent.bitcoin.psbt has outputs other than one payment of intent.amount to "
+            "intent.destination and change to intent.from"
+        )
+    return [Utxo(txid=p.txid, vout=p.vout, prev_tx=p.prev_tx) for p in bip174.proven_inputs(psbt)]
+
+
+def _check_utxos(utxos: list[Utxo], from_address: str, network: str) -> None:
+    """Each output proven by its previous transaction and paid to the wallet; none twice."""
+    if len({(u.txid, u.vout) for u in utxos}) != len(utxos):
+        raise InputError("intent.bitcoin.utxos lists an output twice")
+    own = btc.address_to_script(from_address, network)
+    total = 0
+    for i, u in enumerate(utxos):
+        total += len(u.prev_tx)
+        prevout = u.prevout
+        if prevout.script_pubkey != own:
+            paid = btc.script_to_address(prevout.script_pubkey, network) or prevout.script_pubkey.hex()
+            raise InvalidTransactionError(
+                f"intent.bitcoin.utxos[{i}] ({u.txid}:{u.vout}) pays {paid}, not intent.from {from_address}"
+            )
+    if total > MAX_PREV_TX_TOTAL_BYTES:
+        raise InputError(
+            f"the previous transactions add up to {total} bytes, above {MAX_PREV_TX_TOTAL_BYTES}; "
+            "spend fewer outputs per withdrawal"
+        )
+
+
+def parse_intent(doc: Any) -> Intent:  # noqa: C901, PLR0912 - one check per intent field
+    """Strictly parse and normalise an intent; see docs/withdrawals.md for the fields."""
+    where = "intent"
+    check_fields(
+        doc,
+        required=("wallet", "from", "chain", "network", "asset", "amount", "destination"),
+        optional=("client", *NATIVE_ASSET),
+        where=where,
+    )
+    chain = doc["chain"]
+    if chain not in NATIVE_ASSET:
+        raise InputError(f"intent.chain must be one of {', '.join(NATIVE_ASSET)}")
+    network = doc["network"]
+    networks = _NETWORKS[chain]
+    if network not in networks:
+        raise InputError(f"intent.network must be one of {', '.join(sorted(networks))} for {chain}")
+    wallet = _ident(doc, "wallet", where)
+    client = _ident(doc, "client", where) if "client" in doc else None
+    from_address = _address(chain, network, doc["from"], "intent.from")
+    destination = _address(chain, network, doc["destination"], "intent.destination")
+    if destination.lower() == from_address.lower():
+        raise InputError("intent.destination is the wallet's own address; that is not a withdrawal")
+    amount = parse_amount(doc["amount"], where="intent.amount")
+    if amount < 1:
+        raise InputError("intent.amount must be at least 1 base unit")
+    asset = doc["asset"]
+    if not isinstance(asset, str):
+        raise InputError("intent.asset must be a string")
+    for other in NATIVE_ASSET:
+        if other != chain and other in doc:
+            raise InputError(f"intent.{other} does not belong in a {chain} intent")
+    if chain not in doc:
+        raise InputError(f"intent.{chain} (the chain parameters) is required")
+    if chain == "bitcoin":
+        if asset != "BTC":
+            raise InputError("intent.asset must be BTC on bitcoin")
+        params = check_fields(
+            doc["bitcoin"], required=("fee_rate",), optional=("utxos", "psbt"), where="intent.bitcoin"
+        )
+        if ("utxos" in params) == ("psbt" in params):
+            raise InputError("intent.bitcoin gives its inputs as either utxos or a psbt (exactly one)")
+        if "psbt" in params:
+            utxos = _utxos_from_psbt(params["psbt"], destination, amount, from_address, network)
+        else:
+            utxos = _utxos_from_json(params["utxos"])
+        _check_utxos(utxos, from_address, network)
+        fee_rate = _int(params, "fee_rate", "intent.bitcoin", low=1, high=btc.MAX_FEE_RATE)
+        return Intent(
+            wallet=wallet,
+            from_address=from_address,
+            chain=chain,
+            network=network,
+            asset=asset,
+            amount=amount,
+            destination=destination,
+            client=client,
+            utxos=tuple(utxos),
+            fee_rate=fee_rate,
+        )
+    if chain == "solana":
+        return _solana_intent(doc, wallet, client, from_address, network, asset, amount, destination)
+    if asset != "ETH":
+        if not _EVM.fullmatch(asset):
+            raise InputError("intent.asset must be ETH or an ERC-20 contract address (0x + 40 hex)")
+        asset = eth.validate_address(asset)
+    w = "intent.ethereum"
+    params = check_fields(
+        doc["ethereum"],
+        required=("chain_id", "nonce", "max_fee_per_gas", "max_priority_fee_per_gas", "gas_limit"),
+        where=w,
+    )
+    chain_id = _int(params, "chain_id", w, low=1, high=(1 << 53) - 1)
+    if chain_id != eth.CHAIN_IDS[network]:
+        raise InputError(f"{w}.chain_id {chain_id} is not {network} ({eth.CHAIN_IDS[network]})")
+    eth_params = EthParams(
+        chain_id=chain_id,
+        nonce=_int(params, "nonce", w, low=0, high=(1 << 53) - 1),
+        max_fee_per_gas=parse_amount(params["max_fee_per_gas"], where=f"{w}.max_fee_per_gas"),
+        max_priority_fee_per_gas=parse_amount(
+            params["max_priority_fee_per_gas"], where=f"{w}.max_priority_fee_per_gas"
+        ),
+        gas_limit=_int(params, "gas_limit", w, low=eth.MIN_GAS_LIMIT, high=30_000_000),
+    )
+    if eth_params.max_priority_fee_per_gas > eth_params.max_fee_per_gas:
+        raise InputError(f"{w}.max_priority_fee_per_gas exceeds max_fee_per_gas")
+    return Intent(
+        wallet=wallet,
+        from_address=from_address,
+        chain=chain,
+        network=network,
+        asset=asset,
+        amount=amount,
+        destination=destination,
+        client=client,
+        eth=eth_params,
+    )
+
+
+def _solana_intent(  # noqa: PLR0917 - the parsed fields of one intent
+    doc: Mapping[str, Any],
+    wallet: str,
+    client: str | None,
+    from_address: str,
+    network: str,
+    asset: str,
+    amount: int,
+    destination: str,
+) -> Intent:
+    w = "intent.solana"
+    is_token = asset != "SOL"
+    if is_token:
+        try:
+            asset = sol.validate_address(asset)
+        except InputError:
+            raise InputError("intent.asset must be SOL or an SPL token mint address (base58)") from None
+        params = check_fields(
+            doc["solana"],
+            required=("recent_blockhash", "decimals", "create_destination_account"),
+            optional=("nonce_account", "token_program", *_PRIORITY),
+            where=w,
+        )
+        if not isinstance(params["create_destination_account"], bool):
+            raise InputError(f"{w}.create_destination_account must be true or false")
+        decimals: int | None = _int(params, "decimals", w, low=0, high=255)
+        create = params["create_destination_account"]
+        program = params.get("token_program")
+        if program is not None and program != stx.TOKEN_2022_PROGRAM:
+            # One spelling: SPL Token is the default and is not named.
+            raise InputError(
+                f"{w}.token_program is named only for a Token-2022 mint ({stx.TOKEN_2022_PROGRAM})"
+            )
+    else:
+        params = check_fields(
+            doc["solana"], required=("recent_blockhash",), optional=("nonce_account", *_PRIORITY), where=w
+        )
+        decimals, create, program = None, False, None
+    if amount > (1 << 64) - 1:
+        raise InputError("intent.amount is more than a Solana transfer can carry (64 bits)")
+    if not isinstance(params["recent_blockhash"], str):
+        raise InputError(f"{w}.recent_blockhash must be base58 text")
+    nonce = params.get("nonce_account")
+    if nonce is not None:
+        nonce = _address("solana", network, nonce, f"{w}.nonce_account")
+        if nonce in (from_address, destination):
+            raise InputError(f"{w}.nonce_account must be an account of its own")
+    if ("compute_unit_limit" in params) != ("compute_unit_price" in params):
+        raise InputError(f"{w}: a priority fee names compute_unit_price and compute_unit_limit together")
+    limit = price = None
+    if "compute_unit_price" in params:
+        limit = _int(params, "compute_unit_limit", w, low=1, high=stx.MAX_COMPUTE_UNIT_LIMIT)
+        price = _int(params, "compute_unit_price", w, low=1, high=stx.MAX_COMPUTE_UNIT_PRICE)
+    return Intent(
+        wallet=wallet,
+        from_address=from_address,
+        chain="solana",
+        network=network,
+        asset=asset,
+        amount=amount,
+        destination=destination,
+        client=client,
+        sol=SolParams(
+            recent_blockhash=stx.validate_blockhash(params["recent_blockhash"]),
+            nonce_account=nonce,
+            decimals=decimals,
+            create_destination_account=create,
+            compute_unit_limit=limit,
+            compute_unit_price=price,
+            token_program=program,
+        ),
+    )
+
+
+def normalize_intent(doc: Any) -> dict[str, Any]:
+    """The one spelling of an intent that is hashed and signed."""
+    return parse_intent(doc).to_json()
+
+
+def require_normal_intent(doc: Any) -> Intent:
+    """Parse an intent that must already be in normal form (as a client signs it)."""
+    intent = parse_intent(doc)
+    normal = intent.to_json()
+    if normal != doc:
+        differing = sorted(k for k in normal if normal.get(k) != doc.get(k))
+        raise InputError(
+            f"intent is not in normal form (field(s) {', '.join(differing)}); "
+            "sign the normalised intent (checksummed addresses, canonical amounts)"
+        )
+    return intent
+
+
+def intent_hash(intent_doc: Mapping[str, Any]) -> str:
+    return digest_hex(INTENT_DOMAIN, dict(intent_doc))
+
+
+def fingerprint(hash_hex: str) -> str:
+    """Four groups of four hex digits, for comparing over a second channel."""
+    return "-".join(hash_hex[i : i + 4] for i in range(0, 16, 4))
