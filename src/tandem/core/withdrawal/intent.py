@@ -4,7 +4,7 @@ and fingerprinted."""
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,8 +276,55 @@ def _check_utxos(utxos: list[Utxo], from_address: str, network: str) -> None:
         )
 
 
-def parse_intent(doc: Any) -> Intent:  # noqa: C901, PLR0912 - one check per intent field
-    """Strictly parse and normalise an intent; see docs/withdrawals.md for the fields."""
+@dataclass(frozen=True)
+class _Fields:
+    """The fields every intent has, parsed; a chain's parser adds its parameters."""
+
+    wallet: str
+    client: str | None
+    from_address: str
+    network: str
+    asset: str
+    amount: int
+    destination: str
+
+    def intent(
+        self,
+        chain: str,
+        *,
+        asset: str | None = None,
+        utxos: tuple[Utxo, ...] = (),
+        fee_rate: int | None = None,
+        eth: EthParams | None = None,
+        sol: SolParams | None = None,
+    ) -> Intent:
+        return Intent(
+            wallet=self.wallet,
+            from_address=self.from_address,
+            chain=chain,
+            network=self.network,
+            asset=self.asset if asset is None else asset,
+            amount=self.amount,
+            destination=self.destination,
+            client=self.client,
+            utxos=utxos,
+            fee_rate=fee_rate,
+            eth=eth,
+            sol=sol,
+        )
+
+
+def parse_intent(doc: Any) -> Intent:
+    """Strictly parse and normalise an intent; see docs/withdrawals.md for the fields.
+
+    The fields every intent has first, then the chain's own parameters (``intent.<chain>``)
+    by that chain's parser."""
+    chain, fields = _common_fields(doc)
+    return _CHAIN_PARAMS[chain](doc[chain], fields)
+
+
+def _common_fields(doc: Any) -> tuple[str, _Fields]:
+    """The chain an intent is on, and the fields every intent has."""
     where = "intent"
     check_fields(
         doc,
@@ -309,47 +356,41 @@ def parse_intent(doc: Any) -> Intent:  # noqa: C901, PLR0912 - one check per int
             raise InputError(f"intent.{other} does not belong in a {chain} intent")
     if chain not in doc:
         raise InputError(f"intent.{chain} (the chain parameters) is required")
-    if chain == "bitcoin":
-        if asset != "BTC":
-            raise InputError("intent.asset must be BTC on bitcoin")
-        params = check_fields(
-            doc["bitcoin"], required=("fee_rate",), optional=("utxos", "psbt"), where="intent.bitcoin"
-        )
-        if ("utxos" in params) == ("psbt" in params):
-            raise InputError("intent.bitcoin gives its inputs as either utxos or a psbt (exactly one)")
-        if "psbt" in params:
-            utxos = _utxos_from_psbt(params["psbt"], destination, amount, from_address, network)
-        else:
-            utxos = _utxos_from_json(params["utxos"])
-        _check_utxos(utxos, from_address, network)
-        fee_rate = _int(params, "fee_rate", "intent.bitcoin", low=1, high=btc.MAX_FEE_RATE)
-        return Intent(
-            wallet=wallet,
-            from_address=from_address,
-            chain=chain,
-            network=network,
-            asset=asset,
-            amount=amount,
-            destination=destination,
-            client=client,
-            utxos=tuple(utxos),
-            fee_rate=fee_rate,
-        )
-    if chain == "solana":
-        return _solana_intent(doc, wallet, client, from_address, network, asset, amount, destination)
+    return chain, _Fields(wallet, client, from_address, network, asset, amount, destination)
+
+
+def _bitcoin_intent(raw: Any, f: _Fields) -> Intent:
+    """``intent.bitcoin``: the outputs to spend (as utxos or a PSBT) and the fee rate."""
+    if f.asset != "BTC":
+        raise InputError("intent.asset must be BTC on bitcoin")
+    params = check_fields(raw, required=("fee_rate",), optional=("utxos", "psbt"), where="intent.bitcoin")
+    if ("utxos" in params) == ("psbt" in params):
+        raise InputError("intent.bitcoin gives its inputs as either utxos or a psbt (exactly one)")
+    if "psbt" in params:
+        utxos = _utxos_from_psbt(params["psbt"], f.destination, f.amount, f.from_address, f.network)
+    else:
+        utxos = _utxos_from_json(params["utxos"])
+    _check_utxos(utxos, f.from_address, f.network)
+    fee_rate = _int(params, "fee_rate", "intent.bitcoin", low=1, high=btc.MAX_FEE_RATE)
+    return f.intent("bitcoin", utxos=tuple(utxos), fee_rate=fee_rate)
+
+
+def _ethereum_intent(raw: Any, f: _Fields) -> Intent:
+    """``intent.ethereum``: chain id, nonce, EIP-1559 fees and the gas limit."""
+    asset = f.asset
     if asset != "ETH":
         if not _EVM.fullmatch(asset):
             raise InputError("intent.asset must be ETH or an ERC-20 contract address (0x + 40 hex)")
         asset = eth.validate_address(asset)
     w = "intent.ethereum"
     params = check_fields(
-        doc["ethereum"],
+        raw,
         required=("chain_id", "nonce", "max_fee_per_gas", "max_priority_fee_per_gas", "gas_limit"),
         where=w,
     )
     chain_id = _int(params, "chain_id", w, low=1, high=(1 << 53) - 1)
-    if chain_id != eth.CHAIN_IDS[network]:
-        raise InputError(f"{w}.chain_id {chain_id} is not {network} ({eth.CHAIN_IDS[network]})")
+    if chain_id != eth.CHAIN_IDS[f.network]:
+        raise InputError(f"{w}.chain_id {chain_id} is not {f.network} ({eth.CHAIN_IDS[f.network]})")
     eth_params = EthParams(
         chain_id=chain_id,
         nonce=_int(params, "nonce", w, low=0, high=(1 << 53) - 1),
@@ -361,91 +402,93 @@ def parse_intent(doc: Any) -> Intent:  # noqa: C901, PLR0912 - one check per int
     )
     if eth_params.max_priority_fee_per_gas > eth_params.max_fee_per_gas:
         raise InputError(f"{w}.max_priority_fee_per_gas exceeds max_fee_per_gas")
-    return Intent(
-        wallet=wallet,
-        from_address=from_address,
-        chain=chain,
-        network=network,
-        asset=asset,
-        amount=amount,
-        destination=destination,
-        client=client,
-        eth=eth_params,
-    )
+    return f.intent("ethereum", asset=asset, eth=eth_params)
 
 
-def _solana_intent(  # noqa: PLR0917 - the parsed fields of one intent
-    doc: Mapping[str, Any],
-    wallet: str,
-    client: str | None,
-    from_address: str,
-    network: str,
-    asset: str,
-    amount: int,
-    destination: str,
-) -> Intent:
+def _solana_intent(raw: Any, f: _Fields) -> Intent:
+    """``intent.solana``: the blockhash (or durable nonce), for a token its mint's
+    parameters, and an optional priority fee."""
     w = "intent.solana"
-    is_token = asset != "SOL"
-    if is_token:
+    asset = f.asset
+    decimals: int | None = None
+    create, program = False, None
+    if asset != "SOL":
         try:
             asset = sol.validate_address(asset)
         except InputError:
             raise InputError("intent.asset must be SOL or an SPL token mint address (base58)") from None
         params = check_fields(
-            doc["solana"],
+            raw,
             required=("recent_blockhash", "decimals", "create_destination_account"),
             optional=("nonce_account", "token_program", *_PRIORITY),
             where=w,
         )
-        if not isinstance(params["create_destination_account"], bool):
-            raise InputError(f"{w}.create_destination_account must be true or false")
-        decimals: int | None = _int(params, "decimals", w, low=0, high=255)
-        create = params["create_destination_account"]
-        program = params.get("token_program")
-        if program is not None and program != stx.TOKEN_2022_PROGRAM:
-            # One spelling: SPL Token is the default and is not named.
-            raise InputError(
-                f"{w}.token_program is named only for a Token-2022 mint ({stx.TOKEN_2022_PROGRAM})"
-            )
+        decimals, create, program = _solana_token_params(params)
     else:
         params = check_fields(
-            doc["solana"], required=("recent_blockhash",), optional=("nonce_account", *_PRIORITY), where=w
+            raw, required=("recent_blockhash",), optional=("nonce_account", *_PRIORITY), where=w
         )
-        decimals, create, program = None, False, None
-    if amount > (1 << 64) - 1:
+    if f.amount > (1 << 64) - 1:
         raise InputError("intent.amount is more than a Solana transfer can carry (64 bits)")
     if not isinstance(params["recent_blockhash"], str):
         raise InputError(f"{w}.recent_blockhash must be base58 text")
+    limit, price = _solana_priority_fee(params)
+    sol_params = SolParams(
+        recent_blockhash=stx.validate_blockhash(params["recent_blockhash"]),
+        nonce_account=_solana_nonce_account(params, f),
+        decimals=decimals,
+        create_destination_account=create,
+        compute_unit_limit=limit,
+        compute_unit_price=price,
+        token_program=program,
+    )
+    return f.intent("solana", asset=asset, sol=sol_params)
+
+
+def _solana_token_params(params: Mapping[str, Any]) -> tuple[int, bool, str | None]:
+    """A token transfer's decimals, whether it creates the destination's token account,
+    and its token program (named only for Token-2022)."""
+    w = "intent.solana"
+    if not isinstance(params["create_destination_account"], bool):
+        raise InputError(f"{w}.create_destination_account must be true or false")
+    decimals = _int(params, "decimals", w, low=0, high=255)
+    program = params.get("token_program")
+    if program is not None and program != stx.TOKEN_2022_PROGRAM:
+        # One spelling: SPL Token is the default and is not named.
+        raise InputError(f"{w}.token_program is named only for a Token-2022 mint ({stx.TOKEN_2022_PROGRAM})")
+    return decimals, params["create_destination_account"], program
+
+
+def _solana_nonce_account(params: Mapping[str, Any], f: _Fields) -> str | None:
+    """The durable nonce account, when the message names one: never the payer or the payee."""
+    w = "intent.solana"
     nonce = params.get("nonce_account")
     if nonce is not None:
-        nonce = _address("solana", network, nonce, f"{w}.nonce_account")
-        if nonce in (from_address, destination):
+        nonce = _address("solana", f.network, nonce, f"{w}.nonce_account")
+        if nonce in (f.from_address, f.destination):
             raise InputError(f"{w}.nonce_account must be an account of its own")
+    return nonce
+
+
+def _solana_priority_fee(params: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """The compute-unit limit and price of a priority fee: both or neither."""
+    w = "intent.solana"
     if ("compute_unit_limit" in params) != ("compute_unit_price" in params):
         raise InputError(f"{w}: a priority fee names compute_unit_price and compute_unit_limit together")
-    limit = price = None
-    if "compute_unit_price" in params:
-        limit = _int(params, "compute_unit_limit", w, low=1, high=stx.MAX_COMPUTE_UNIT_LIMIT)
-        price = _int(params, "compute_unit_price", w, low=1, high=stx.MAX_COMPUTE_UNIT_PRICE)
-    return Intent(
-        wallet=wallet,
-        from_address=from_address,
-        chain="solana",
-        network=network,
-        asset=asset,
-        amount=amount,
-        destination=destination,
-        client=client,
-        sol=SolParams(
-            recent_blockhash=stx.validate_blockhash(params["recent_blockhash"]),
-            nonce_account=nonce,
-            decimals=decimals,
-            create_destination_account=create,
-            compute_unit_limit=limit,
-            compute_unit_price=price,
-            token_program=program,
-        ),
+    if "compute_unit_price" not in params:
+        return None, None
+    return (
+        _int(params, "compute_unit_limit", w, low=1, high=stx.MAX_COMPUTE_UNIT_LIMIT),
+        _int(params, "compute_unit_price", w, low=1, high=stx.MAX_COMPUTE_UNIT_PRICE),
     )
+
+
+# Each chain's parameters, parsed by its own parser (the chains are those of the registry).
+_CHAIN_PARAMS: Mapping[str, Callable[[Any, _Fields], Intent]] = {
+    "bitcoin": _bitcoin_intent,
+    "ethereum": _ethereum_intent,
+    "solana": _solana_intent,
+}
 
 
 def normalize_intent(doc: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 
 from tandem.errors import (
     AlreadyReleasedError,
@@ -10,21 +11,37 @@ from tandem.errors import (
     InvalidStateError,
 )
 
-# --- state machine ---------------------------------------------------------------------
 
-PENDING = "pending"
-APPROVED = "approved"
-RELEASED = "released"
-BROADCAST = "broadcast"
-CONFIRMED = "confirmed"
-ABANDONED = "abandoned"
-REJECTED = "rejected"
-CANCELLED = "cancelled"
-VETOED = "vetoed"
-EXPIRED = "expired"
-TAMPERED = "tampered"
-# Read-only: a release whose end nobody recorded within its lifetime needs attention.
-LAPSED = "lapsed"
+class WithdrawalStatus(StrEnum):
+    """What a withdrawal request is. The module names below (``PENDING``...) are these."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    RELEASED = "released"
+    BROADCAST = "broadcast"
+    CONFIRMED = "confirmed"
+    ABANDONED = "abandoned"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    VETOED = "vetoed"
+    EXPIRED = "expired"
+    TAMPERED = "tampered"
+    # Read-only: a release whose end nobody recorded within its lifetime needs attention.
+    LAPSED = "lapsed"
+
+
+PENDING = WithdrawalStatus.PENDING
+APPROVED = WithdrawalStatus.APPROVED
+RELEASED = WithdrawalStatus.RELEASED
+BROADCAST = WithdrawalStatus.BROADCAST
+CONFIRMED = WithdrawalStatus.CONFIRMED
+ABANDONED = WithdrawalStatus.ABANDONED
+REJECTED = WithdrawalStatus.REJECTED
+CANCELLED = WithdrawalStatus.CANCELLED
+VETOED = WithdrawalStatus.VETOED
+EXPIRED = WithdrawalStatus.EXPIRED
+TAMPERED = WithdrawalStatus.TAMPERED
+LAPSED = WithdrawalStatus.LAPSED
 OPEN = frozenset({PENDING, APPROVED})
 # A signed transaction exists; it counts against velocity from its release on.
 SIGNED = frozenset({RELEASED, BROADCAST, CONFIRMED, ABANDONED})
