@@ -25,16 +25,20 @@ exists on one cluster only, ties the transaction to it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+from tandem.core.chains.base import BuiltTx, TxIntent
 from tandem.core.chains.base58 import b58decode, b58encode
-from tandem.core.chains.solana import (
+from tandem.core.chains.ed25519 import (
     PUBLIC_KEY_LEN,
     SIGNATURE_LEN,
+    address_from_public_key,
     sign_ed25519,
     verify_ed25519,
 )
+from tandem.core.policy import Fee
 from tandem.errors import InputError, InvalidTransactionError, VerificationError
 
 SYSTEM_PROGRAM = "11111111111111111111111111111111"
@@ -614,3 +618,160 @@ def build_transfer(  # noqa: PLR0913 - one keyword per field of a Solana intent
             ixs.append(create_associated_token_account_idempotent(payer, destination, mint, token_program))
         ixs.append(transfer_checked(payer, destination, mint, amount, decimals, token_program))
     return compile_message(ixs, payer, recent_blockhash).serialize()
+
+
+# --- withdrawals -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SolParams:
+    """A Solana intent's chain parameters: the blockhash the message names (a durable
+    nonce's stored value when ``nonce_account`` is given, which an approval that takes
+    longer than a minute needs), and for tokens the mint's decimals and whether the
+    transaction creates the destination's associated token account. A priority fee is
+    a compute-unit price (micro-lamports) with the compute-unit limit it is paid at.
+    ``token_program`` is set for a Token-2022 mint (None: SPL Token, the default)."""
+
+    recent_blockhash: str
+    nonce_account: str | None = None
+    decimals: int | None = None
+    create_destination_account: bool = False
+    compute_unit_limit: int | None = None
+    compute_unit_price: int | None = None
+    token_program: str | None = None
+
+    @property
+    def program(self) -> str:
+        """The token program the transfer runs in."""
+        return self.token_program or TOKEN_PROGRAM
+
+
+class SolanaIntent(TxIntent, Protocol):
+    """What Solana transfers read of a withdrawal intent, besides the fields every chain reads."""
+
+    @property
+    def sol(self) -> SolParams | None: ...
+
+
+class SolanaTx:
+    """Legacy messages of one SOL or SPL token transfer, as :func:`build_transfer` builds them."""
+
+    def own_address(self, public_key: bytes, network: str) -> str:
+        return address_from_public_key(public_key)
+
+    def token(self, asset: str) -> str | None:
+        return None if asset == "SOL" else asset
+
+    def token_key(self, token: str) -> str:
+        return token  # base58 is case-sensitive
+
+    def build(self, intent: SolanaIntent, public_key: bytes) -> BuiltTx:
+        p = intent.sol
+        assert p is not None  # noqa: S101 - parse_intent guarantees it
+        raw = build_transfer(
+            payer=intent.from_address,
+            destination=intent.destination,
+            amount=intent.amount,
+            recent_blockhash=p.recent_blockhash,
+            nonce_account=p.nonce_account,
+            mint=intent.token,
+            decimals=p.decimals,
+            create_destination_account=p.create_destination_account,
+            compute_unit_limit=p.compute_unit_limit,
+            compute_unit_price=p.compute_unit_price,
+            token_program=p.program,
+        )
+        return BuiltTx(raw, (), review(raw).fee, 0)
+
+    def decode(
+        self, intent: SolanaIntent, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        if prevouts:
+            raise InputError("a Solana transaction has no prevouts")
+        r = review(unsigned)
+        to = r.destination
+        if r.mint is not None and not r.creates_destination_account:
+            # The owner is not in the bytes; the receiving account must be the intent's
+            # destination's own associated account, or the view names the account itself.
+            owner_account = associated_token_address(intent.destination, r.mint, str(r.token_program))
+            to = (
+                intent.destination
+                if r.destination_token_account == owner_account
+                else str(r.destination_token_account)
+            )
+        return {
+            "chain": "solana",
+            "network": intent.network,
+            "chain_id": None,
+            "from": r.payer,
+            "to": to,
+            "amount": str(r.amount),
+            "asset": r.mint or "SOL",
+            "token": r.mint,
+            "decimals": r.decimals,
+            "fee": str(r.fee),
+            "change": None,
+            "txid": None,
+            "recent_blockhash": r.recent_blockhash,
+            "nonce_account": r.nonce_account,
+            "source_token_account": r.source_token_account,
+            "destination_token_account": r.destination_token_account,
+            "creates_destination_account": r.creates_destination_account,
+            "compute_unit_limit": r.compute_unit_limit,
+            "compute_unit_price": r.compute_unit_price,
+            "priority_fee": None if r.compute_unit_price is None else str(r.priority_fee),
+            "token_program": r.token_program,
+        }
+
+    def mismatches(self, intent: SolanaIntent, view: Mapping[str, Any]) -> list[str]:
+        p = intent.sol
+        assert p is not None  # noqa: S101
+        problems = []
+        if view["from"] != intent.from_address:
+            problems.append(
+                f"the fee payer and signer is {view['from']}, the intent says {intent.from_address}"
+            )
+        if view["to"] != intent.destination:
+            problems.append(f"destination is {view['to']}, the intent says {intent.destination}")
+        if view["amount"] != str(intent.amount):
+            problems.append(f"amount is {view['amount']}, the intent says {intent.amount}")
+        if view["asset"] != intent.asset:
+            problems.append(f"asset is {view['asset']}, the intent says {intent.asset}")
+        for key in (
+            "recent_blockhash",
+            "nonce_account",
+            "decimals",
+            "compute_unit_limit",
+            "compute_unit_price",
+        ):
+            if view.get(key) != getattr(p, key):
+                problems.append(f"{key} is {view[key]}, the intent says {getattr(p, key)}")
+        if intent.token is not None and view.get("token_program") != p.program:
+            problems.append(f"the token program is {view.get('token_program')}, the intent says {p.program}")
+        if view["creates_destination_account"] != p.create_destination_account:
+            problems.append("the transaction and the intent differ on creating the destination token account")
+        return problems
+
+    def fee(self, intent: SolanaIntent, view: Mapping[str, Any]) -> Fee:
+        """The signature fee, the priority fee at the message's compute-unit limit and any
+        rent, at the signature fee, with the compute-unit price beside it."""
+        price = view.get("compute_unit_price")
+        return Fee(
+            amount=int(view["fee"]),
+            asset="SOL",
+            rate=LAMPORTS_PER_SIGNATURE,
+            priority_rate=None if price is None else int(price),
+        )
+
+    def sign(
+        self, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], private_key: bytes
+    ) -> tuple[bytes, str]:
+        return sign_message(unsigned, private_key)
+
+    def check_signed(
+        self, signed: bytes, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], from_address: str
+    ) -> str:
+        return verify_transaction(signed, unsigned, from_address)
+
+
+SOLANA_TX = SolanaTx()

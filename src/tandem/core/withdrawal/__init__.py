@@ -27,6 +27,10 @@ This package re-exports their public names, so ``from tandem.core import withdra
 reaches all of them.
 """
 
+from tandem.core.chains.base import BuiltTx
+from tandem.core.chains.bitcoin import Utxo, prevouts_from_json, prevouts_to_json
+from tandem.core.chains.ethereum import EthParams
+from tandem.core.chains.solana_tx import SolParams
 from tandem.core.withdrawal.approval import (
     APPROVAL_FIELDS,
     SHARE_FIELDS,
@@ -56,10 +60,7 @@ from tandem.core.withdrawal.intent import (
     MAX_PREV_TX_TOTAL_BYTES,
     MAX_UTXOS,
     NETWORKS,
-    EthParams,
     Intent,
-    SolParams,
-    Utxo,
     fingerprint,
     intent_hash,
     normalize_intent,
@@ -89,18 +90,14 @@ from tandem.core.withdrawal.state import (
 )
 from tandem.core.withdrawal.tx import (
     TX_DOMAIN,
-    BuiltTx,
-    TxKind,
     build_transaction,
+    chain_tx,
     check_signed_transaction,
     check_transaction,
     fee_of,
     fee_review,
-    prevouts_from_json,
-    prevouts_to_json,
     sign_transaction,
     tx_digest,
-    tx_kind,
 )
 
 __all__ = [
@@ -136,7 +133,6 @@ __all__ = [
     "Intent",
     "SolParams",
     "SparseLog",
-    "TxKind",
     "Utxo",
     "VerifiedBundle",
     "WithdrawalStatus",
@@ -145,6 +141,7 @@ __all__ = [
     "approval_body",
     "build_transaction",
     "bundle_index_body",
+    "chain_tx",
     "check_signed_transaction",
     "check_transaction",
     "counted_amount",
@@ -167,7 +164,6 @@ __all__ = [
     "sign_transaction",
     "transition",
     "tx_digest",
-    "tx_kind",
     "verify_bundle",
     "verify_bundle_index",
     "verify_sparse_log",

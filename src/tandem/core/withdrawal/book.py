@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from tandem.core.chains import NATIVE_ASSET
+from tandem.core.chains import CHAINS
 from tandem.core.policy import (
     AddressBookEntry,
 )
-from tandem.core.withdrawal.intent import _EVM
 
 # --- address book ----------------------------------------------------------------------
 
@@ -35,6 +34,7 @@ def address_book_at(
 def allowed_tokens(book: Iterable[AddressBookEntry], network: str, chain: str = "ethereum") -> list[str]:
     """Token contracts (ERC-20) or mints (SPL) the address book allows on ``chain`` and
     ``network``: every asset an entry there names that is not the native coin."""
+    tx = CHAINS[chain].tx
     return sorted(
         {
             e.asset
@@ -42,7 +42,6 @@ def allowed_tokens(book: Iterable[AddressBookEntry], network: str, chain: str = 
             if e.chain == chain
             and e.network == network
             and e.asset is not None
-            and e.asset != NATIVE_ASSET[chain]
-            and (chain != "ethereum" or _EVM.fullmatch(e.asset))
+            and tx.token(e.asset) is not None
         }
     )

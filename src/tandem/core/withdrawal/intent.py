@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from tandem.core.canonical import (
     check_fields,
     digest_hex,
     parse_amount,
 )
-from tandem.core.chains import NATIVE_ASSET
+from tandem.core.chains import CHAINS, NATIVE_ASSET
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 from tandem.core.chains import psbt as bip174
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
+from tandem.core.chains.bitcoin import BitcoinIntent, Utxo
+from tandem.core.chains.ethereum import EthereumIntent, EthParams
+from tandem.core.chains.solana_tx import SolanaIntent, SolParams
 from tandem.core.policy import (
     Fee,
     WithdrawalFacts,
@@ -36,74 +40,19 @@ MAX_PREV_TX_TOTAL_BYTES = 300_000
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,79}")
 _TXID = re.compile(r"[0-9a-fA-F]{64}")
 _HEX = re.compile(r"[0-9a-fA-F]*")
-_EVM = re.compile(r"0[xX][0-9a-fA-F]{40}")
 
-_NETWORKS: Mapping[str, Collection[str]] = {
-    "bitcoin": btc.NETWORKS,
-    "ethereum": eth.CHAIN_IDS,
-    "solana": sol.Solana.networks,
-}
-# Every chain and its networks, for callers outside this module.
-NETWORKS: Mapping[str, Collection[str]] = _NETWORKS
+# Every chain and its networks, from the chain registry.
+NETWORKS: Mapping[str, Collection[str]] = MappingProxyType({c.name: c.networks for c in CHAINS.values()})
 
 
 # --- the intent ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Utxo:
-    """An output to spend, with the previous transaction whose hash is ``txid``: the only
-    source of its amount and script (see :func:`btc.prevout_from_tx`)."""
-
-    txid: str
-    vout: int
-    prev_tx: bytes = field(repr=False)  # kept in the legacy serialisation the txid hashes
-    prevout: btc.Prevout = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        stripped = btc.strip_witness(self.prev_tx)
-        object.__setattr__(self, "prev_tx", stripped)
-        object.__setattr__(self, "prevout", btc.prevout_from_tx(stripped, self.txid, self.vout))
-
-    @property
-    def amount(self) -> int:
-        return self.prevout.amount
-
-
-@dataclass(frozen=True)
-class EthParams:
-    chain_id: int
-    nonce: int
-    max_fee_per_gas: int
-    max_priority_fee_per_gas: int
-    gas_limit: int
-
-
-@dataclass(frozen=True)
-class SolParams:
-    """A Solana intent's chain parameters: the blockhash the message names (a durable
-    nonce's stored value when ``nonce_account`` is given, which an approval that takes
-    longer than a minute needs), and for tokens the mint's decimals and whether the
-    transaction creates the destination's associated token account. A priority fee is
-    a compute-unit price (micro-lamports) with the compute-unit limit it is paid at.
-    ``token_program`` is set for a Token-2022 mint (None: SPL Token, the default)."""
-
-    recent_blockhash: str
-    nonce_account: str | None = None
-    decimals: int | None = None
-    create_destination_account: bool = False
-    compute_unit_limit: int | None = None
-    compute_unit_price: int | None = None
-    token_program: str | None = None
-
-    @property
-    def program(self) -> str:
-        """The token program the transfer runs in."""
-        return self.token_program or stx.TOKEN_PROGRAM
-
-
 @dataclass(frozen=True, kw_only=True)
 class Intent:
+    """A withdrawal as asked for, parsed; what each chain's transactions read of it is that
+    chain's ``*Intent`` protocol (see the check below the class)."""
+
     wallet: str
     from_address: str
     chain: str
@@ -120,9 +69,7 @@ class Intent:
     @property
     def token(self) -> str | None:
         """The ERC-20 contract or SPL mint, when the asset is a token, not the native coin."""
-        if self.chain == "ethereum":
-            return self.asset if _EVM.fullmatch(self.asset) else None
-        return self.asset if self.chain == "solana" and self.asset != "SOL" else None
+        return CHAINS[self.chain].tx.token(self.asset)
 
     def facts(self, fee: Fee | None = None) -> WithdrawalFacts:
         """The policy's facts; ``fee`` from :func:`fee_of` on the decoded transaction."""
@@ -177,6 +124,13 @@ class Intent:
         return out
 
 
+if TYPE_CHECKING:
+
+    def _read_by_every_chain(intent: Intent) -> tuple[BitcoinIntent, EthereumIntent, SolanaIntent]:
+        """For the type checker: an Intent is what every chain's transactions read."""
+        return intent, intent, intent
+
+
 _PRIORITY = ("compute_unit_limit", "compute_unit_price")  # a Solana priority fee, both or neither
 
 
@@ -199,11 +153,7 @@ def _ident(obj: Mapping[str, Any], key: str, where: str) -> str:
 def _address(chain: str, network: str, value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise InputError(f"{what} must be a string")
-    if chain == "bitcoin":
-        return btc.validate_address(value, network)
-    if chain == "solana":
-        return sol.validate_address(value)
-    return eth.validate_address(value)
+    return CHAINS[chain].validate_address(value, network)
 
 
 def _utxos_from_json(raw_utxos: Any) -> list[Utxo]:
@@ -336,7 +286,7 @@ def _common_fields(doc: Any) -> tuple[str, _Fields]:
     if chain not in NATIVE_ASSET:
         raise InputError(f"intent.chain must be one of {', '.join(NATIVE_ASSET)}")
     network = doc["network"]
-    networks = _NETWORKS[chain]
+    networks = NETWORKS[chain]
     if network not in networks:
         raise InputError(f"intent.network must be one of {', '.join(sorted(networks))} for {chain}")
     wallet = _ident(doc, "wallet", where)
@@ -379,7 +329,7 @@ def _ethereum_intent(raw: Any, f: _Fields) -> Intent:
     """``intent.ethereum``: chain id, nonce, EIP-1559 fees and the gas limit."""
     asset = f.asset
     if asset != "ETH":
-        if not _EVM.fullmatch(asset):
+        if not eth.EVM_ADDRESS.fullmatch(asset):
             raise InputError("intent.asset must be ETH or an ERC-20 contract address (0x + 40 hex)")
         asset = eth.validate_address(asset)
     w = "intent.ethereum"
@@ -483,7 +433,7 @@ def _solana_priority_fee(params: Mapping[str, Any]) -> tuple[int | None, int | N
     )
 
 
-# Each chain's parameters, parsed by its own parser (the chains are those of the registry).
+# Each chain's parameters, parsed by its own parser: one per chain of the registry.
 _CHAIN_PARAMS: Mapping[str, Callable[[Any, _Fields], Intent]] = {
     "bitcoin": _bitcoin_intent,
     "ethereum": _ethereum_intent,
