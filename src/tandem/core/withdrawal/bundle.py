@@ -348,7 +348,40 @@ def _logged_action(env: Any, logged: Collection[bytes], *, type_: str, deploymen
     return action
 
 
-def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None) -> VerifiedBundle:  # noqa: C901, PLR0912, PLR0915 - to be split into named steps
+_BUNDLE_FIELDS = (
+    "format",
+    "genesis",
+    "genesis_signatures",
+    "audit",
+    "withdrawal",
+    "actions",
+    "keyset",
+    "signer",
+    "shares",
+    "policy",
+)
+_WITHDRAWAL_FIELDS = (
+    "id",
+    "wallet",
+    "key_id",
+    "chain",
+    "network",
+    "requester",
+    "intent",
+    "intent_hash",
+    "unsigned_tx",
+    "prevouts",
+    "public_key",
+    "tx_digest",
+    "decision",
+    "policy_version",
+    "created_at",
+    "expires_at",
+    "time_lock_until",
+)
+
+
+def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None) -> VerifiedBundle:
     """Everything the offline signer checks before it will sign, from the bundle alone.
 
     1. genesis: its members' signatures; its hash against ``genesis_hash_pin`` if given;
@@ -362,213 +395,288 @@ def verify_bundle(bundle: Any, *, now: int, genesis_hash_pin: str | None = None)
     5. quorum of current members, approvals unexpired, not time-locked, not expired;
     6. the transaction: decoded and compared with the intent, rebuilt from it byte for
        byte, and both digests recomputed and equal to what was approved.
+
+    The steps are those of :class:`_BundleVerifier`, in that order.
     """
-    check_fields(
-        bundle,
-        required=(
-            "format",
-            "genesis",
-            "genesis_signatures",
-            "audit",
-            "withdrawal",
-            "actions",
-            "keyset",
-            "signer",
-            "shares",
-            "policy",
-        ),
-        where="bundle",
-    )
-    if bundle["format"] != BUNDLE_FORMAT:
-        raise VerificationError(f"not a {BUNDLE_FORMAT} bundle")
-    genesis = bundle["genesis"]
-    check_genesis(genesis, bundle["genesis_signatures"])
-    root = genesis_hash(genesis)
-    if genesis_hash_pin is not None and root != genesis_hash_pin:
-        raise VerificationError(f"genesis hash {root} is not the pinned {genesis_hash_pin}")
-    deployment = genesis["deployment"]
-    service_public = bytes.fromhex(genesis["service"]["sign_public"])
+    return _BundleVerifier(bundle, now=now, genesis_hash_pin=genesis_hash_pin).run()
 
-    sparse = verify_sparse_log(bundle["audit"], deployment=deployment, service_public=service_public)
-    entries = sparse.entries
-    tree_size = sparse.tree_size
-    if entries[0]["kind"] != "deployment.genesis" or entries[0]["data"]["genesis"] != genesis:
-        raise VerificationError("the log does not start with this genesis")
-    # Every effect on members, policy and address book is recomputed from the member-
-    # signed proposals and approvals in the log; the server's word for it counts for
-    # nothing (THREATS 26).
-    replay = LogState(genesis_hash_pin=root)
-    for e in entries:
-        replay.observe_entry(e)
-    members = replay.members
-    eligible = {m.id: m.role for m in members.values() if m.active}
-    logged = {canonical(e["envelope"]) for e in entries if e["outcome"] == "ok" and e["envelope"] is not None}
 
-    w = bundle["withdrawal"]
-    check_fields(
-        w,
-        required=(
-            "id",
-            "wallet",
-            "key_id",
-            "chain",
-            "network",
-            "requester",
-            "intent",
-            "intent_hash",
-            "unsigned_tx",
-            "prevouts",
-            "public_key",
-            "tx_digest",
-            "decision",
-            "policy_version",
-            "created_at",
-            "expires_at",
-            "time_lock_until",
-        ),
-        where="bundle.withdrawal",
-    )
-    intent = require_normal_intent(w["intent"])
-    ih = intent_hash(w["intent"])
-    if ih != w["intent_hash"]:
-        raise VerificationError("the intent hash does not match the intent")
-    td = tx_digest(
-        chain=intent.chain,
-        network=intent.network,
-        public_key=w["public_key"],
-        unsigned_tx=w["unsigned_tx"],
-        prevouts=w["prevouts"],
-    )
-    if td != w["tx_digest"]:
-        raise VerificationError("the transaction digest does not match the transaction")
-    if (intent.wallet, intent.chain, intent.network) != (w["wallet"], w["chain"], w["network"]):
-        raise VerificationError("the withdrawal record disagrees with its intent")
+class _BundleVerifier:
+    """The offline signer's checks of one bundle, one named step each. Every step reads
+    what the steps before it established; the first refusal ends the verification."""
 
-    # The create action, and where the log recorded it.
-    actions = check_fields(bundle["actions"], required=("create", "approvals"), where="bundle.actions")
-    create = _logged_action(actions["create"], logged, type_="withdrawal.create", deployment=deployment)
-    if create.actor != w["requester"] or dict(create.body).get("intent") != w["intent"]:
-        raise VerificationError("the create action is not this request by its requester")
-    created_at = [
-        e["index"]
-        for e in entries
-        if e["kind"] == "withdrawal.created" and e["outcome"] == "ok" and e["data"]["withdrawal"] == w["id"]
-    ]
-    if len(created_at) != 1 or sparse.by_index[created_at[0]]["envelope"] != actions["create"]:
-        raise VerificationError("the log does not record this create action for this request")
-    index = created_at[0]
-    created = sparse.by_index[index]
-    # The bundle's selection is this request's (its entries from its creation on) and
-    # covers the history its velocity limits look at.
-    selection = sparse.index
-    if selection["withdrawal"] != w["id"] or selection["tail_from"] > index:
-        raise VerificationError("the bundle's entries are selected for another request")
-    if created["data"]["intent_hash"] != ih or created["data"]["tx_digest"] != td:
-        raise VerificationError("the log recorded other digests for this request")
-    if created["time"] != w["created_at"]:
-        raise VerificationError("the request's creation time differs from the log")
+    # Set by the steps, in order.
+    root: str
+    deployment: str
+    sparse: SparseLog
+    replay: LogState
+    eligible: dict[str, Role]
+    members: Mapping[str, Any]
+    logged: set[bytes]
+    w: Mapping[str, Any]
+    intent: Intent
+    ih: str
+    td: str
+    actions: Mapping[str, Any]
+    index: int
+    created: Mapping[str, Any]
+    policy: Policy
+    view: dict[str, Any]
+    decision: PolicyDecision
+    required: dict[Role, int]
 
-    # Policy and decision, re-run as of the request.
-    policy = _policy_from_log(replay, at=created["time"], before=index)
-    check_fields(
-        bundle["policy"],
-        required=("version", "change_delay_seconds", "rules"),
-        optional=("wallet_limits", "membership"),
-        where="bundle.policy",
-    )
-    if parse_policy(bundle["policy"]) != policy or policy.version != w["policy_version"]:
-        raise VerificationError("the bundle's policy is not the policy in force when the request was made")
+    def __init__(self, bundle: Any, *, now: int, genesis_hash_pin: str | None) -> None:
+        self.bundle = bundle
+        self.now = now
+        self.genesis_hash_pin = genesis_hash_pin
 
-    # The transaction itself: decoded first, since its worst-case fee is a policy fact.
-    keyset = split.SealedKeyset.from_dict(bundle["keyset"])
-    key = keyset.key(w["key_id"])
-    if keyset.keyset_id != w["wallet"] or key.public_key.hex() != w["public_key"]:
-        raise VerificationError("the key set in the bundle is not the wallet's")
-    view = check_transaction(
-        intent, public_key=key.public_key, unsigned=bytes.fromhex(w["unsigned_tx"]), prevouts=w["prevouts"]
-    )
-
-    history = selection["history"]
-    if (
-        history["wallet"] != intent.wallet
-        or history["before"] != index
-        or history["since"] > max(0, created["time"] - velocity_window_seconds(policy))
-    ):
-        raise VerificationError("the bundle's history does not cover the window the policy's limits look at")
-    book = _book_from_log(replay, at=created["time"], before=index)
-    decision = evaluate(
-        policy,
-        intent.facts(fee_of(intent, view)),
-        now=created["time"],
-        address_book=book,
-        history=_history_from_log(entries, before=index, now=created["time"]),
-    )
-    decision.require()
-    mine, theirs = decision.to_json(), dict(w["decision"])
-    mine.pop("explanation")
-    theirs.pop("explanation", None)
-    if mine != theirs:
-        raise VerificationError("the server's decision differs from the policy re-run offline")
-    if decision.request_expires_at != w["expires_at"] or decision.time_lock_until != w["time_lock_until"]:
-        raise VerificationError("the request's expiry or time lock differs from the policy decision")
-    if now >= w["expires_at"]:
-        raise ExpiredError(f"the request expired at {w['expires_at']}")
-    if w["time_lock_until"] is not None and now < w["time_lock_until"]:
-        raise TimeLockedError(f"time-locked until {w['time_lock_until']}")
-    if any(e["kind"] == "withdrawal.vetoed" and e["data"].get("withdrawal") == w["id"] for e in entries):
-        raise VerificationError("the log records a veto of this request")
-    required = _escalated_required(decision.required, entries, w["id"])
-    # The destination must still be allowed as of the end of the log, not only when the
-    # request was made (THREATS 31).
-    matched = next((r for r in policy.rules if r.name == decision.rule_name), None)
-    if matched is not None and matched.allowlist_only:
-        facts = intent.facts()
-        if not any(e.allows(facts) for e in _book_from_log(replay, at=now, before=tree_size)):
-            raise VerificationError(f"destination {intent.destination} has left the address book")
-
-    # Approvals: signed, recorded, for exactly this content, counted per current member
-    # by the same engine the server counts with.
-    if not isinstance(actions["approvals"], list):
-        raise VerificationError("bundle.actions.approvals must be a list")
-    logged_at: dict[bytes, int] = {}
-    for e in entries:
-        if e["outcome"] == "ok" and e["envelope"] is not None:
-            logged_at.setdefault(canonical(e["envelope"]), e["time"])
-    given: list[approvals_engine.Given] = []
-    for env in actions["approvals"]:
-        action = _logged_action(env, logged, type_="withdrawal.approve", deployment=deployment)
-        body = parse_approval(action.body)
-        if body["withdrawal"] != w["id"] or body["intent_hash"] != ih or body["tx_digest"] != td:
-            raise VerificationError(f"approval by {action.actor} is for other content")
-        given.append(
-            approvals_engine.Given(
-                member=action.actor,
-                role=members[action.actor].role,
-                at=logged_at[canonical(env)],
-                digest=body["tx_digest"],
-                policy_version=body["policy_version"],
-                expires_at=body["expires_at"],
-            )
+    def run(self) -> VerifiedBundle:
+        self.genesis_and_pin()
+        self.log_and_membership()
+        self.withdrawal_record()
+        self.creation_in_the_log()
+        self.policy_at_the_time()
+        self.transaction()
+        self.decision_at_the_time()
+        self.still_open()
+        self.address_book_now()
+        approvers = self.approvals_quorum()
+        return VerifiedBundle(
+            withdrawal=self.w,
+            intent=self.intent,
+            view=self.view,
+            decision=self.decision,
+            approvers=approvers,
+            members=self.eligible,
         )
-    result = approvals_engine.evaluate(
-        approvals_engine.Request(
-            requester=w["requester"],
-            kind="withdrawal",
-            digest=td,
-            policy_version=policy.version,
-            created_at=w["created_at"],
-        ),
-        given,
-        membership=approvals_engine.standing_by_role(eligible),
-        required=required,
-        now=now,
-        ttl_seconds=decision.approval_ttl_seconds,
-    )
-    result.require()
-    approvers = result.counted
-    return VerifiedBundle(
-        withdrawal=w, intent=intent, view=view, decision=decision, approvers=approvers, members=eligible
-    )
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        return self.sparse.entries
+
+    def genesis_and_pin(self) -> None:
+        """The bundle's format, its genesis signed by every initial member, and the
+        genesis hash against the pin."""
+        check_fields(self.bundle, required=_BUNDLE_FIELDS, where="bundle")
+        if self.bundle["format"] != BUNDLE_FORMAT:
+            raise VerificationError(f"not a {BUNDLE_FORMAT} bundle")
+        genesis = self.bundle["genesis"]
+        check_genesis(genesis, self.bundle["genesis_signatures"])
+        self.root = root = genesis_hash(genesis)
+        if self.genesis_hash_pin is not None and root != self.genesis_hash_pin:
+            raise VerificationError(f"genesis hash {root} is not the pinned {self.genesis_hash_pin}")
+        self.deployment = genesis["deployment"]
+
+    def log_and_membership(self) -> None:
+        """The log selection against the genesis service key, starting at this genesis,
+        and the membership replayed from it."""
+        genesis = self.bundle["genesis"]
+        service_public = bytes.fromhex(genesis["service"]["sign_public"])
+        self.sparse = verify_sparse_log(
+            self.bundle["audit"], deployment=self.deployment, service_public=service_public
+        )
+        entries = self.entries
+        if entries[0]["kind"] != "deployment.genesis" or entries[0]["data"]["genesis"] != genesis:
+            raise VerificationError("the log does not start with this genesis")
+        # Every effect on members, policy and address book is recomputed from the member-
+        # signed proposals and approvals in the log; the server's word for it counts for
+        # nothing (THREATS 26).
+        self.replay = LogState(genesis_hash_pin=self.root)
+        for e in entries:
+            self.replay.observe_entry(e)
+        self.members = members = self.replay.members
+        self.eligible = {m.id: m.role for m in members.values() if m.active}
+        self.logged = {
+            canonical(e["envelope"]) for e in entries if e["outcome"] == "ok" and e["envelope"] is not None
+        }
+
+    def withdrawal_record(self) -> None:
+        """The request: its intent in normal form, and both digests recomputed."""
+        self.w = w = self.bundle["withdrawal"]
+        check_fields(w, required=_WITHDRAWAL_FIELDS, where="bundle.withdrawal")
+        self.intent = intent = require_normal_intent(w["intent"])
+        self.ih = intent_hash(w["intent"])
+        if self.ih != w["intent_hash"]:
+            raise VerificationError("the intent hash does not match the intent")
+        self.td = tx_digest(
+            chain=intent.chain,
+            network=intent.network,
+            public_key=w["public_key"],
+            unsigned_tx=w["unsigned_tx"],
+            prevouts=w["prevouts"],
+        )
+        if self.td != w["tx_digest"]:
+            raise VerificationError("the transaction digest does not match the transaction")
+        if (intent.wallet, intent.chain, intent.network) != (w["wallet"], w["chain"], w["network"]):
+            raise VerificationError("the withdrawal record disagrees with its intent")
+
+    def creation_in_the_log(self) -> None:
+        """The create action, by the requester and logged once for this request; the
+        bundle's selection made for this request; the log's digests and time for it."""
+        w = self.w
+        self.actions = actions = check_fields(
+            self.bundle["actions"], required=("create", "approvals"), where="bundle.actions"
+        )
+        create = _logged_action(
+            actions["create"], self.logged, type_="withdrawal.create", deployment=self.deployment
+        )
+        if create.actor != w["requester"] or dict(create.body).get("intent") != w["intent"]:
+            raise VerificationError("the create action is not this request by its requester")
+        created_at = [
+            e["index"]
+            for e in self.entries
+            if e["kind"] == "withdrawal.created"
+            and e["outcome"] == "ok"
+            and e["data"]["withdrawal"] == w["id"]
+        ]
+        if len(created_at) != 1 or self.sparse.by_index[created_at[0]]["envelope"] != actions["create"]:
+            raise VerificationError("the log does not record this create action for this request")
+        self.index = index = created_at[0]
+        self.created = created = self.sparse.by_index[index]
+        # The bundle's selection is this request's (its entries from its creation on) and
+        # covers the history its velocity limits look at.
+        selection = self.sparse.index
+        if selection["withdrawal"] != w["id"] or selection["tail_from"] > index:
+            raise VerificationError("the bundle's entries are selected for another request")
+        if created["data"]["intent_hash"] != self.ih or created["data"]["tx_digest"] != self.td:
+            raise VerificationError("the log recorded other digests for this request")
+        if created["time"] != w["created_at"]:
+            raise VerificationError("the request's creation time differs from the log")
+
+    def policy_at_the_time(self) -> None:
+        """The policy in force when the request was made, from the log, and the bundle's
+        copy of it equal to it."""
+        self.policy = policy = _policy_from_log(self.replay, at=self.created["time"], before=self.index)
+        check_fields(
+            self.bundle["policy"],
+            required=("version", "change_delay_seconds", "rules"),
+            optional=("wallet_limits", "membership"),
+            where="bundle.policy",
+        )
+        if parse_policy(self.bundle["policy"]) != policy or policy.version != self.w["policy_version"]:
+            raise VerificationError(
+                "the bundle's policy is not the policy in force when the request was made"
+            )
+
+    def transaction(self) -> None:
+        """The wallet's key, and the transaction decoded, compared with the intent and
+        rebuilt from it (first, since its worst-case fee is a policy fact)."""
+        w = self.w
+        keyset = split.SealedKeyset.from_dict(self.bundle["keyset"])
+        key = keyset.key(w["key_id"])
+        if keyset.keyset_id != w["wallet"] or key.public_key.hex() != w["public_key"]:
+            raise VerificationError("the key set in the bundle is not the wallet's")
+        self.view = check_transaction(
+            self.intent,
+            public_key=key.public_key,
+            unsigned=bytes.fromhex(w["unsigned_tx"]),
+            prevouts=w["prevouts"],
+        )
+
+    def decision_at_the_time(self) -> None:
+        """The policy's decision re-run as of the request, on the history and the address
+        book of that time, and equal to the server's."""
+        w, intent, at = self.w, self.intent, self.created["time"]
+        history = self.sparse.index["history"]
+        if (
+            history["wallet"] != intent.wallet
+            or history["before"] != self.index
+            or history["since"] > max(0, at - velocity_window_seconds(self.policy))
+        ):
+            raise VerificationError(
+                "the bundle's history does not cover the window the policy's limits look at"
+            )
+        book = _book_from_log(self.replay, at=at, before=self.index)
+        self.decision = decision = evaluate(
+            self.policy,
+            intent.facts(fee_of(intent, self.view)),
+            now=at,
+            address_book=book,
+            history=_history_from_log(self.entries, before=self.index, now=at),
+        )
+        decision.require()
+        mine, theirs = decision.to_json(), dict(w["decision"])
+        mine.pop("explanation")
+        theirs.pop("explanation", None)
+        if mine != theirs:
+            raise VerificationError("the server's decision differs from the policy re-run offline")
+        if decision.request_expires_at != w["expires_at"] or decision.time_lock_until != w["time_lock_until"]:
+            raise VerificationError("the request's expiry or time lock differs from the policy decision")
+
+    def still_open(self) -> None:
+        """Not expired, not time-locked, not vetoed; the quorum raised by any escalation."""
+        w = self.w
+        if self.now >= w["expires_at"]:
+            raise ExpiredError(f"the request expired at {w['expires_at']}")
+        if w["time_lock_until"] is not None and self.now < w["time_lock_until"]:
+            raise TimeLockedError(f"time-locked until {w['time_lock_until']}")
+        if any(
+            e["kind"] == "withdrawal.vetoed" and e["data"].get("withdrawal") == w["id"] for e in self.entries
+        ):
+            raise VerificationError("the log records a veto of this request")
+        self.required = _escalated_required(self.decision.required, self.entries, w["id"])
+
+    def address_book_now(self) -> None:
+        """The destination still allowed as of the end of the log, not only when the
+        request was made (THREATS 31)."""
+        matched = next((r for r in self.policy.rules if r.name == self.decision.rule_name), None)
+        if matched is not None and matched.allowlist_only:
+            facts = self.intent.facts()
+            book = _book_from_log(self.replay, at=self.now, before=self.sparse.tree_size)
+            if not any(e.allows(facts) for e in book):
+                raise VerificationError(f"destination {self.intent.destination} has left the address book")
+
+    def approvals_quorum(self) -> frozenset[str]:
+        """Approvals signed, recorded, for exactly this content, counted per current member
+        by the same engine the server counts with; the members counted."""
+        result = approvals_engine.evaluate(
+            approvals_engine.Request(
+                requester=self.w["requester"],
+                kind="withdrawal",
+                digest=self.td,
+                policy_version=self.policy.version,
+                created_at=self.w["created_at"],
+            ),
+            self.approvals_given(),
+            membership=approvals_engine.standing_by_role(self.eligible),
+            required=self.required,
+            now=self.now,
+            ttl_seconds=self.decision.approval_ttl_seconds,
+        )
+        result.require()
+        return result.counted
+
+    def approvals_given(self) -> list[approvals_engine.Given]:
+        """Each approval in the bundle: logged, for this content, at the time the log
+        accepted it."""
+        if not isinstance(self.actions["approvals"], list):
+            raise VerificationError("bundle.actions.approvals must be a list")
+        logged_at: dict[bytes, int] = {}
+        for e in self.entries:
+            if e["outcome"] == "ok" and e["envelope"] is not None:
+                logged_at.setdefault(canonical(e["envelope"]), e["time"])
+        members = self.members
+        given: list[approvals_engine.Given] = []
+        for env in self.actions["approvals"]:
+            action = _logged_action(env, self.logged, type_="withdrawal.approve", deployment=self.deployment)
+            body = parse_approval(action.body)
+            if (
+                body["withdrawal"] != self.w["id"]
+                or body["intent_hash"] != self.ih
+                or body["tx_digest"] != self.td
+            ):
+                raise VerificationError(f"approval by {action.actor} is for other content")
+            given.append(
+                approvals_engine.Given(
+                    member=action.actor,
+                    role=members[action.actor].role,
+                    at=logged_at[canonical(env)],
+                    digest=body["tx_digest"],
+                    policy_version=body["policy_version"],
+                    expires_at=body["expires_at"],
+                )
+            )
+        return given
 
 
 def offline_sign(
