@@ -213,7 +213,7 @@ class SparseLog:
     by_index: Mapping[int, dict[str, Any]]
 
 
-def verify_sparse_log(audit: Any, *, deployment: str, service_public: bytes) -> SparseLog:  # noqa: C901, PLR0912 - one check per clause of ADR 0011
+def verify_sparse_log(audit: Any, *, deployment: str, service_public: bytes) -> SparseLog:
     """The bundle's log selection, checked against the pinned service key alone:
 
     the checkpoint's signature; the index's signature and that it names the same tree;
@@ -224,6 +224,34 @@ def verify_sparse_log(audit: Any, *, deployment: str, service_public: bytes) -> 
     (the last entry is also the checkpoint's ``last_hash``). Raises
     :class:`AuditVerificationError` naming the entry at fault."""
     audit = check_fields(audit, required=("checkpoint", "index", "lines", "proofs"), where="bundle.audit")
+    checkpoint, index = _signed_tree(audit, deployment=deployment, service_public=service_public)
+    tree_size: int = checkpoint["tree_size"]
+    indices = _selected_indices(index, tree_size)
+    lines, proofs = _lines_and_proofs(audit, indices)
+    entries = _entries_in_tree(
+        lines,
+        proofs,
+        indices,
+        deployment=deployment,
+        tree_size=tree_size,
+        root=bytes.fromhex(checkpoint["root"]),
+    )
+    if entries[-1]["hash"] != checkpoint["last_hash"]:
+        raise AuditVerificationError(
+            f"entry {tree_size - 1}: hash differs from the checkpoint's last_hash", index=tree_size - 1
+        )
+    if entries[0]["prev"] != audit_core.GENESIS_PREV:
+        raise AuditVerificationError("entry 0: prev is not the genesis value", index=0)
+    return SparseLog(
+        index=index, entries=entries, tree_size=tree_size, by_index={e["index"]: e for e in entries}
+    )
+
+
+def _signed_tree(
+    audit: Mapping[str, Any], *, deployment: str, service_public: bytes
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint and the index, each signed by the service key, for this deployment
+    and the same tree, the index selecting the kinds this signer replays."""
     try:
         checkpoint = audit_core.verify_checkpoint(audit["checkpoint"], service_public)
         index = verify_bundle_index(audit["index"], service_public)
@@ -231,11 +259,9 @@ def verify_sparse_log(audit: Any, *, deployment: str, service_public: bytes) -> 
         raise AuditVerificationError(exc.message) from None
     if checkpoint["deployment"] != deployment:
         raise AuditVerificationError("the checkpoint is for another deployment")
-    tree_size: int = checkpoint["tree_size"]
-    root = bytes.fromhex(checkpoint["root"])
     if (index["deployment"], index["tree_size"], index["root"]) != (
         deployment,
-        tree_size,
+        checkpoint["tree_size"],
         checkpoint["root"],
     ):
         raise AuditVerificationError("the bundle's index is for another tree than its checkpoint")
@@ -244,6 +270,12 @@ def verify_sparse_log(audit: Any, *, deployment: str, service_public: bytes) -> 
             "the bundle's index selects other entry kinds than this signer replays; "
             "signer and service versions differ"
         )
+    return checkpoint, index
+
+
+def _selected_indices(index: Mapping[str, Any], tree_size: int) -> list[int]:
+    """The indices the bundle lists: from the genesis, increasing, to the end of the
+    tree, with every entry from the request's creation on."""
     indices: list[int] = index["indices"]
     if not indices or indices[0] != 0 or any(b <= a for a, b in itertools.pairwise(indices)):
         raise AuditVerificationError("the bundle's indices must start at the genesis and increase")
@@ -253,6 +285,11 @@ def verify_sparse_log(audit: Any, *, deployment: str, service_public: bytes) -> 
     if not 1 <= tail <= len(indices) or indices[-tail] != index["tail_from"]:
         # Increasing, ending at tree_size - 1: the last ``tail`` are then exactly the tail.
         raise AuditVerificationError("the bundle's entries after the request's creation are not all there")
+    return indices
+
+
+def _lines_and_proofs(audit: Mapping[str, Any], indices: Sequence[int]) -> tuple[list[str], list[Any]]:
+    """One line, and one proof or null, per listed index."""
     lines, proofs = audit["lines"], audit["proofs"]
     if (
         not isinstance(lines, list)
@@ -262,6 +299,20 @@ def verify_sparse_log(audit: Any, *, deployment: str, service_public: bytes) -> 
         raise AuditVerificationError("bundle.audit.lines must be the lines of the listed entries")
     if not isinstance(proofs, list) or len(proofs) != len(indices):
         raise AuditVerificationError("bundle.audit.proofs must give one proof (or null) per line")
+    return lines, proofs
+
+
+def _entries_in_tree(
+    lines: Sequence[str],
+    proofs: Sequence[Any],
+    indices: Sequence[int],
+    *,
+    deployment: str,
+    tree_size: int,
+    root: bytes,
+) -> list[dict[str, Any]]:
+    """Each line's entry, from the last back: its own hash, and its place in the tree by
+    the next entry's ``prev`` where that one is listed, by an inclusion proof otherwise."""
     entries: list[dict[str, Any]] = [{}] * len(indices)
     for pos in range(len(indices) - 1, -1, -1):
         i = indices[pos]
@@ -276,25 +327,22 @@ def verify_sparse_log(audit: Any, *, deployment: str, service_public: bytes) -> 
                     f"entry {i + 1}: prev does not match the hash of entry {i}", index=i
                 )
         else:
-            if not isinstance(proof, list) or not all(isinstance(p, str) for p in proof):
-                raise AuditVerificationError(f"entry {i}: no inclusion proof", index=i)
-            try:
-                nodes = [bytes.fromhex(p) for p in proof]
-                merkle.verify_inclusion_for_hash(
-                    merkle.leaf_hash(bytes.fromhex(entry["hash"])), i, tree_size, nodes, root
-                )
-            except (ValueError, VerificationError) as exc:
-                raise AuditVerificationError(f"entry {i}: not in the signed tree: {exc}", index=i) from None
+            _check_inclusion(entry, proof, i, tree_size=tree_size, root=root)
         entries[pos] = entry
-    if entries[-1]["hash"] != checkpoint["last_hash"]:
-        raise AuditVerificationError(
-            f"entry {tree_size - 1}: hash differs from the checkpoint's last_hash", index=tree_size - 1
+    return entries
+
+
+def _check_inclusion(entry: Mapping[str, Any], proof: Any, i: int, *, tree_size: int, root: bytes) -> None:
+    """Entry ``i`` in the signed tree of ``tree_size`` entries, by its inclusion proof."""
+    if not isinstance(proof, list) or not all(isinstance(p, str) for p in proof):
+        raise AuditVerificationError(f"entry {i}: no inclusion proof", index=i)
+    try:
+        nodes = [bytes.fromhex(p) for p in proof]
+        merkle.verify_inclusion_for_hash(
+            merkle.leaf_hash(bytes.fromhex(entry["hash"])), i, tree_size, nodes, root
         )
-    if entries[0]["prev"] != audit_core.GENESIS_PREV:
-        raise AuditVerificationError("entry 0: prev is not the genesis value", index=0)
-    return SparseLog(
-        index=index, entries=entries, tree_size=tree_size, by_index={e["index"]: e for e in entries}
-    )
+    except (ValueError, VerificationError) as exc:
+        raise AuditVerificationError(f"entry {i}: not in the signed tree: {exc}", index=i) from None
 
 
 def _policy_from_log(state: LogState, *, at: int, before: int) -> Policy:
