@@ -17,8 +17,9 @@ the policy version and its own expiry; release recomputes both from what is stor
 The parts, one module each:
 
 - :mod:`.intent` parses, normalises and hashes intents, one parser per chain;
-- :mod:`.tx` builds, decodes, compares, signs and checks transactions, through the
-  per-chain interface chosen by chain name;
+- :mod:`.tx` builds, decodes, compares, signs and checks transactions, each by the
+  chain's ``chain.tx`` (:class:`tandem.core.chains.base.ChainTx`) from the one chain
+  registry;
 - :mod:`.state` is the state machine;
 - :mod:`.approval` is what an approval signs, :mod:`.book` the address book in force;
 - :mod:`.bundle` is the offline signer's verification of an exported bundle.
