@@ -18,7 +18,7 @@ from tandem.cli import withdrawal_cmds
 from tandem.cli.main import app
 from tandem.client import withdrawal as cw
 from tandem.core.policy import CHAIN_FEE_CAPS
-from tandem.core.withdrawal import MAX_UTXOS
+from tandem.core.withdrawal.intent import MAX_UTXOS
 
 
 def big_utxos(s: Setup, n: int, amount: int = 100_000_000) -> list[dict[str, Any]]:

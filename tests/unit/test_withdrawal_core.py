@@ -371,3 +371,28 @@ def test_state_machine_after_release() -> None:
     assert not w.holds_nonce("pending", 10, 99)  # expired
     assert not w.holds_nonce("abandoned", 100, 0)
     assert not w.holds_nonce("rejected", 100, 0)
+
+
+def test_one_registry_answers_for_every_chain() -> None:
+    """The chain registry is the one list of chains: each has its withdrawal transactions
+    (``chain.tx``), an intent parser and its networks, and nothing else names a chain."""
+    from tandem.core.chains import CHAINS
+    from tandem.core.withdrawal import intent as wintent
+
+    assert set(wintent._CHAIN_PARAMS) == set(CHAINS)
+    assert dict(w.NETWORKS) == {name: c.networks for name, c in CHAINS.items()}
+    for name, chain in CHAINS.items():
+        assert w.chain_tx(name) is chain.tx
+        assert chain.tx.token(chain.native_asset) is None
+    with pytest.raises(
+        InputError, match="Tandem builds withdrawals on bitcoin, ethereum, solana, not 'dogecoin'"
+    ):
+        w.chain_tx("dogecoin")
+
+
+def test_statuses_are_their_strings() -> None:
+    """A status is a StrEnum member: stored, compared and encoded as its string."""
+    assert w.PENDING == "pending"
+    assert w.transition("pending", "quorum", expires_at=10, now=1) == "approved"
+    assert {str(s) for s in w.WithdrawalStatus} >= {"pending", "approved", "released", "lapsed"}
+    assert w.effective_status("approved", 10, 10) == "expired"

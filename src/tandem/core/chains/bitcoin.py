@@ -17,17 +17,19 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal, Protocol
 
 import coincurve
 from Crypto.Hash import RIPEMD160
 
+from tandem.core.canonical import check_fields, parse_amount
 from tandem.core.chains import secp256k1
-from tandem.core.chains.base import Curve, MessageProof, check_network
+from tandem.core.chains.base import BuiltTx, Curve, MessageProof, TxIntent, check_network
 from tandem.core.chains.base58 import b58decode, b58encode
 from tandem.core.chains.bech32 import decode_segwit_address, encode_segwit_address
+from tandem.core.policy import Fee
 from tandem.errors import (
     CannotVerifyError,
     CryptoError,
@@ -977,11 +979,173 @@ def verify_bip137(address: str, message: str, signature: str, network: str) -> N
         raise VerificationError("signature was not made by the key of this address")
 
 
+# --- withdrawals -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Utxo:
+    """An output to spend, with the previous transaction whose hash is ``txid``: the only
+    source of its amount and script (see :func:`prevout_from_tx`)."""
+
+    txid: str
+    vout: int
+    prev_tx: bytes = field(repr=False)  # kept in the legacy serialisation the txid hashes
+    prevout: Prevout = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        stripped = strip_witness(self.prev_tx)
+        object.__setattr__(self, "prev_tx", stripped)
+        object.__setattr__(self, "prevout", prevout_from_tx(stripped, self.txid, self.vout))
+
+    @property
+    def amount(self) -> int:
+        return self.prevout.amount
+
+
+class BitcoinIntent(TxIntent, Protocol):
+    """What Bitcoin spends read of a withdrawal intent, besides the fields every chain reads."""
+
+    @property
+    def utxos(self) -> tuple[Utxo, ...]: ...
+
+    @property
+    def fee_rate(self) -> int | None: ...
+
+
+def prevouts_from_json(items: Any) -> list[Prevout]:
+    if not isinstance(items, list):
+        raise InputError("prevouts must be a list")
+    out = []
+    for i, p in enumerate(items):
+        check_fields(p, required=("txid", "vout", "amount", "script_pubkey"), where=f"prevouts[{i}]")
+        if not isinstance(p["script_pubkey"], str):
+            raise InputError(f"prevouts[{i}].script_pubkey must be hex")
+        out.append(
+            Prevout(
+                p["txid"],
+                p["vout"],
+                parse_amount(p["amount"], where=f"prevouts[{i}].amount"),
+                bytes.fromhex(p["script_pubkey"]),
+            )
+        )
+    return out
+
+
+def prevouts_to_json(prevouts: Iterable[Prevout]) -> list[dict[str, Any]]:
+    return [
+        {"txid": p.txid, "vout": p.vout, "amount": str(p.amount), "script_pubkey": p.script_pubkey.hex()}
+        for p in prevouts
+    ]
+
+
+class BitcoinTx:
+    """P2WPKH spends of the outputs an intent proves by their previous transactions."""
+
+    def own_address(self, public_key: bytes, network: str) -> str:
+        return p2wpkh_address(public_key, network)
+
+    def token(self, asset: str) -> str | None:
+        return None if asset == Bitcoin.native_asset else asset
+
+    def token_key(self, token: str) -> str:
+        return token
+
+    def build(self, intent: BitcoinIntent, public_key: bytes) -> BuiltTx:
+        assert intent.fee_rate is not None  # noqa: S101 - parse_intent guarantees it
+        u = build_p2wpkh_spend(
+            from_pubkey=public_key,
+            prevouts=[x.prevout for x in intent.utxos],
+            destination=intent.destination,
+            amount=intent.amount,
+            fee_rate=intent.fee_rate,
+            network=intent.network,
+        )
+        return BuiltTx(u.raw, tuple(prevouts_to_json(u.prevouts)), u.fee, u.change)
+
+    def decode(
+        self, intent: BitcoinIntent, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        # Amounts and scripts come from the intent's previous transactions; prevouts given
+        # beside the bytes (by the server, say) must agree with them or nothing is shown.
+        proven = [u.prevout for u in intent.utxos]
+        given = prevouts_from_json(list(prevouts))
+        if len(given) != len(proven):
+            raise VerificationError(f"{len(given)} prevouts shown for {len(proven)} inputs the intent proves")
+        for i, (g, p) in enumerate(zip(given, proven, strict=True)):
+            if g != p:
+                raise VerificationError(
+                    f"prevout {i} ({g.txid}:{g.vout}) says {g.amount} sats to {g.script_pubkey.hex()}; "
+                    f"its previous transaction holds {p.amount} sats to {p.script_pubkey.hex()}"
+                )
+        review = decode_for_review(unsigned, proven, intent.network, change_address=intent.from_address)
+        pay = [o for o in review["outputs"] if not o["is_change"]]
+        change = sum(int(o["amount"]) for o in review["outputs"] if o["is_change"])
+        return {
+            "chain": "bitcoin",
+            "network": intent.network,
+            "chain_id": None,
+            "from": intent.from_address,
+            "to": pay[0]["address"] if len(pay) == 1 else [o["address"] for o in pay],
+            "amount": str(sum(int(o["amount"]) for o in pay)),
+            "asset": "BTC",
+            "token": None,
+            "fee": review["fee"],
+            "change": str(change),
+            "txid": review["txid"],
+            "inputs": review["inputs"],
+            "outputs": review["outputs"],
+            "vsize": review["vsize"],
+        }
+
+    def mismatches(self, intent: BitcoinIntent, view: Mapping[str, Any]) -> list[str]:
+        problems = []
+        pay = [o for o in view["outputs"] if not o["is_change"]]
+        if len(pay) != 1:
+            problems.append(
+                f"the transaction pays {len(pay)} outputs outside the wallet; the intent names one"
+            )
+        elif pay[0]["address"] != intent.destination:
+            problems.append(f"destination is {pay[0]['address']}, the intent says {intent.destination}")
+        if view["amount"] != str(intent.amount):
+            problems.append(f"amount is {view['amount']}, the intent says {intent.amount}")
+        spent = [(i["txid"], i["vout"]) for i in view["inputs"]]
+        if spent != [(u.txid, u.vout) for u in intent.utxos]:
+            problems.append("the transaction spends other outputs than the intent lists")
+        return problems
+
+    def fee(self, intent: BitcoinIntent, view: Mapping[str, Any]) -> Fee:
+        """Inputs - outputs (input amounts from the prevouts the signatures commit to), at
+        the higher of the stated and the effective sat/vB."""
+        amount = int(view["fee"])
+        vsize = int(view["vsize"])
+        effective = -(-amount // vsize) if vsize > 0 else amount
+        return Fee(amount=amount, asset=Bitcoin.native_asset, rate=max(intent.fee_rate or 0, effective))
+
+    def sign(
+        self, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], private_key: bytes
+    ) -> tuple[bytes, str]:
+        return sign_p2wpkh_spend(unsigned, prevouts_from_json(list(prevouts)), private_key)
+
+    def check_signed(
+        self, signed: bytes, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], from_address: str
+    ) -> str:
+        tx = parse_transaction(signed)
+        if tx.serialize(include_witness=False) != unsigned:
+            raise VerificationError("the signed transaction is not the approved unsigned transaction")
+        for i, prev in enumerate(prevouts_from_json(list(prevouts))):
+            verify_p2wpkh_input(signed, i, prev)
+        return tx.txid
+
+
 class Bitcoin:
     name: ClassVar[str] = "bitcoin"
     native_asset: ClassVar[str] = "BTC"
     curve: ClassVar[Curve] = "secp256k1"
     networks: ClassVar[frozenset[str]] = frozenset(NETWORKS)
+
+    @property
+    def tx(self) -> BitcoinTx:
+        return _BITCOIN_TX
 
     def address(self, public_key: bytes, network: str) -> str:
         return p2wpkh_address(public_key, network)
@@ -1027,4 +1191,5 @@ class Bitcoin:
             raise CannotVerifyError(f"{proof.format!r} proofs are not checked for bitcoin")
 
 
+_BITCOIN_TX = BitcoinTx()
 BITCOIN = Bitcoin()

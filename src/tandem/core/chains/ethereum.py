@@ -11,19 +11,21 @@ approving a transaction whose calldata did something other than what the screen 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from Crypto.Hash import keccak
 
 from tandem.core.chains import rlp, secp256k1
-from tandem.core.chains.base import Curve, MessageProof, check_network
+from tandem.core.chains.base import BuiltTx, Curve, MessageProof, TxIntent, check_network
+from tandem.core.policy import Fee
 from tandem.errors import (
     CannotVerifyError,
     CryptoError,
     DisallowedContractCallError,
+    InputError,
     InvalidAddressError,
     InvalidAmountError,
     InvalidTransactionError,
@@ -47,6 +49,8 @@ _MAX_SAFE_INT = (1 << 53) - 1
 EIP191_PREFIX = b"\x19Ethereum Signed Message:\n"
 
 _HEX40 = re.compile(r"0x[0-9a-fA-F]{40}")
+# An address as hex (any case): how an ERC-20 asset is named.
+EVM_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
 _SIGNATURE_HEX = re.compile(r"0x[0-9a-fA-F]{130}")
 
 
@@ -484,11 +488,144 @@ def _recover_personal_signer_raw(message: bytes, signature: str) -> bytes:
 # --- the Chain implementation ----------------------------------------------------------
 
 
+# --- withdrawals -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EthParams:
+    chain_id: int
+    nonce: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    gas_limit: int
+
+
+class EthereumIntent(TxIntent, Protocol):
+    """What Ethereum transactions read of a withdrawal intent, besides the fields every chain reads."""
+
+    @property
+    def eth(self) -> EthParams | None: ...
+
+
+class EthereumTx:
+    """EIP-1559 transfers of ETH, or ``transfer()`` calls of the intent's own ERC-20."""
+
+    def own_address(self, public_key: bytes, network: str) -> str:
+        return address_from_public_key(public_key)
+
+    def token(self, asset: str) -> str | None:
+        return asset if EVM_ADDRESS.fullmatch(asset) else None
+
+    def token_key(self, token: str) -> str:
+        return token.lower()  # hex: case is only a checksum
+
+    def build(self, intent: EthereumIntent, public_key: bytes) -> BuiltTx:
+        p = intent.eth
+        assert p is not None  # noqa: S101 - parse_intent guarantees it
+        token = intent.token
+        to, value, data = (
+            (token, 0, erc20_transfer_calldata(intent.destination, intent.amount))
+            if token
+            else (intent.destination, intent.amount, b"")
+        )
+        raw = build_eip1559(
+            chain_id=p.chain_id,
+            nonce=p.nonce,
+            max_priority_fee_per_gas=p.max_priority_fee_per_gas,
+            max_fee_per_gas=p.max_fee_per_gas,
+            gas_limit=p.gas_limit,
+            to=to,
+            value=value,
+            data=data,
+        )
+        return BuiltTx(raw, (), p.gas_limit * p.max_fee_per_gas, 0)
+
+    def decode(
+        self, intent: EthereumIntent, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        if prevouts:
+            raise InputError("an Ethereum transaction has no prevouts")
+        # Only the intent's own token may be called, and only with transfer(); review()
+        # refuses every other call, contract creation and access lists.
+        r = review(unsigned, allowed_tokens=[intent.token] if intent.token else [])
+        token = r.get("token")
+        return {
+            "chain": "ethereum",
+            "network": r["network"],
+            "chain_id": r["chain_id"],
+            "from": intent.from_address,
+            "to": r["recipient"] if token else r["to"],
+            "amount": r["token_amount"] if token else r["value"],
+            "asset": token or "ETH",
+            "token": token,
+            "fee": r["max_fee"],
+            "change": None,
+            "kind": r["kind"],
+            "nonce": r["nonce"],
+            "gas_limit": r["gas_limit"],
+            "max_fee_per_gas": r["max_fee_per_gas"],
+            "max_priority_fee_per_gas": r["max_priority_fee_per_gas"],
+            "value": r["value"],
+            "contract": r["to"] if token else None,
+        }
+
+    def mismatches(self, intent: EthereumIntent, view: Mapping[str, Any]) -> list[str]:
+        p = intent.eth
+        assert p is not None  # noqa: S101
+        problems = []
+        if view["network"] != intent.network or view["chain_id"] != p.chain_id:
+            problems.append(
+                f"chain id is {view['chain_id']}, the intent says {p.chain_id} ({intent.network})"
+            )
+        if (view["to"] or "").lower() != intent.destination.lower():
+            problems.append(f"destination is {view['to']}, the intent says {intent.destination}")
+        if view["amount"] != str(intent.amount):
+            problems.append(f"amount is {view['amount']}, the intent says {intent.amount}")
+        if (view["token"] or "ETH").lower() != intent.asset.lower():
+            problems.append(f"asset is {view['token'] or 'ETH'}, the intent says {intent.asset}")
+        for key in ("nonce", "gas_limit"):
+            if view[key] != getattr(p, key):
+                problems.append(f"{key} is {view[key]}, the intent says {getattr(p, key)}")
+        for key in ("max_fee_per_gas", "max_priority_fee_per_gas"):
+            if view[key] != str(getattr(p, key)):
+                problems.append(f"{key} is {view[key]}, the intent says {getattr(p, key)}")
+        return problems
+
+    def fee(self, intent: EthereumIntent, view: Mapping[str, Any]) -> Fee:
+        """gas_limit x max_fee_per_gas, at max_fee_per_gas, with the priority fee beside it."""
+        return Fee(
+            amount=int(view["fee"]),
+            asset=Ethereum.native_asset,
+            rate=int(view["max_fee_per_gas"]),
+            priority_rate=int(view["max_priority_fee_per_gas"]),
+        )
+
+    def sign(
+        self, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], private_key: bytes
+    ) -> tuple[bytes, str]:
+        return sign_eip1559(unsigned, private_key)
+
+    def check_signed(
+        self, signed: bytes, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], from_address: str
+    ) -> str:
+        tx = decode_transaction(signed)
+        if not tx.is_signed or tx.unsigned_bytes() != unsigned:
+            raise VerificationError("the signed transaction is not the approved unsigned transaction")
+        sender = recover_sender(signed)
+        if sender.lower() != from_address.lower():
+            raise VerificationError(f"the transaction is signed by {sender}, not by {from_address}")
+        return transaction_hash(signed)
+
+
 class Ethereum:
     name: ClassVar[str] = "ethereum"
     native_asset: ClassVar[str] = "ETH"
     curve: ClassVar[Curve] = "secp256k1"
     networks: ClassVar[frozenset[str]] = frozenset(CHAIN_IDS)
+
+    @property
+    def tx(self) -> EthereumTx:
+        return _ETHEREUM_TX
 
     def address(self, public_key: bytes, network: str) -> str:
         check_network(self, network)
@@ -544,4 +681,5 @@ class Ethereum:
             raise VerificationError(f"signature is by {_checksum(recovered)}, not {_checksum(expected)}")
 
 
+_ETHEREUM_TX = EthereumTx()
 ETHEREUM = Ethereum()

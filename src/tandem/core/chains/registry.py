@@ -1,8 +1,9 @@
 """The one registry of chains, built in one place from the chain modules.
 
-Each chain module defines its :class:`~tandem.core.chains.base.Chain` and nothing
-registers itself at import time: the set of chains Tandem supports is this table, read
-top to bottom.
+Each chain module defines its :class:`~tandem.core.chains.base.Chain`, with its
+withdrawal transactions as ``chain.tx``, and nothing registers itself at import time:
+the set of chains Tandem supports (and builds withdrawals on) is this table, read top
+to bottom.
 """
 
 from __future__ import annotations

@@ -27,25 +27,64 @@ import nacl.signing
 
 from tandem.core.chains.base import Curve, MessageProof, check_network
 from tandem.core.chains.base58 import b58decode, b58encode
+from tandem.core.chains.ed25519 import (
+    ED25519_L,
+    PUBLIC_KEY_LEN,
+    SIGNATURE_LEN,
+    address_from_public_key,
+    check_seed,
+    is_on_curve,
+    public_key_from_address,
+    public_key_from_seed,
+    sign_ed25519,
+    validate_address,
+    verify_ed25519,
+)
+from tandem.core.chains.solana_tx import SOLANA_TX, SolanaTx
 from tandem.errors import (
     CannotVerifyError,
     CryptoError,
     InputError,
-    InvalidAddressError,
     VerificationError,
 )
+
+# The key functions are ed25519's, named here too: callers reach them as ``solana.*``.
+__all__ = [
+    "APPLICATION_DOMAIN_LEN",
+    "ED25519_L",
+    "HEADER_VERSION",
+    "MAX_TOTAL_LEN_EXTENDED",
+    "MAX_TOTAL_LEN_LEDGER",
+    "PROOF_FORMAT",
+    "PUBLIC_KEY_LEN",
+    "SIGNATURE_LEN",
+    "SIGNING_DOMAIN",
+    "SOLANA",
+    "MessageFormat",
+    "OffchainMessage",
+    "Solana",
+    "SolanaTx",
+    "address_from_public_key",
+    "check_seed",
+    "is_on_curve",
+    "message_format_for",
+    "parse_offchain_message",
+    "public_key_from_address",
+    "public_key_from_seed",
+    "serialize_offchain_message",
+    "serialize_offchain_message_legacy",
+    "sign_ed25519",
+    "validate_address",
+    "verify_ed25519",
+]
 
 SIGNING_DOMAIN = b"\xffsolana offchain"
 HEADER_VERSION = 0
 APPLICATION_DOMAIN_LEN = 32
-PUBLIC_KEY_LEN = 32
-SIGNATURE_LEN = 64
 # Formats 0 and 1 must fit, preamble included, in the 1232 bytes a hardware wallet
 # takes in one packet (the IPv6 minimum MTU less headers); format 2 in a u16.
 MAX_TOTAL_LEN_LEDGER = 1232
 MAX_TOTAL_LEN_EXTENDED = 0xFFFF
-# Ed25519 group order; a signature whose S is not below it is malleable.
-ED25519_L = 2**252 + 27742317777372353535851937790883648493
 
 PROOF_FORMAT = "solana-offchain-v0"
 
@@ -214,73 +253,6 @@ def serialize_offchain_message_legacy(message: bytes) -> bytes:
     return SIGNING_DOMAIN + bytes([HEADER_VERSION, fmt]) + len(message).to_bytes(2, "little") + message
 
 
-# --- keys and addresses ----------------------------------------------------------------
-
-
-def _check_seed(seed: bytes) -> None:
-    if not isinstance(seed, bytes) or len(seed) != 32:
-        raise CryptoError("an Ed25519 private key is a 32-byte seed")
-
-
-def public_key_from_seed(seed: bytes) -> bytes:
-    _check_seed(seed)
-    return bytes(nacl.signing.SigningKey(seed).verify_key)
-
-
-def is_on_curve(public_key: bytes) -> bool:
-    """Canonical encoding of a point of the prime-order subgroup, not of small order."""
-    return len(public_key) == PUBLIC_KEY_LEN and bool(
-        nacl.bindings.crypto_core_ed25519_is_valid_point(public_key)
-    )
-
-
-def address_from_public_key(public_key: bytes) -> str:
-    if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_LEN:
-        raise CryptoError("an Ed25519 public key is 32 bytes")
-    return b58encode(public_key)
-
-
-def public_key_from_address(address: str, *, require_on_curve: bool = False) -> bytes:
-    """The 32 bytes an address encodes. ``require_on_curve`` is for addresses of our own
-    keys: program-derived addresses are deliberately off the curve and have no key."""
-    try:
-        raw = b58decode(address)
-    except InputError as exc:
-        raise InvalidAddressError(f"Solana address is not base58: {exc.message}") from None
-    if len(raw) != PUBLIC_KEY_LEN:
-        raise InvalidAddressError(f"Solana address decodes to {len(raw)} bytes, not 32")
-    if require_on_curve and not is_on_curve(raw):
-        raise InvalidAddressError("Solana address is not an Ed25519 public key")
-    return raw
-
-
-def validate_address(address: str, *, require_on_curve: bool = False) -> str:
-    return b58encode(public_key_from_address(address, require_on_curve=require_on_curve))
-
-
-# --- Ed25519 ---------------------------------------------------------------------------
-
-
-def sign_ed25519(seed: bytes, data: bytes) -> bytes:
-    _check_seed(seed)
-    return bytes(nacl.signing.SigningKey(seed).sign(data).signature)
-
-
-def verify_ed25519(public_key: bytes, data: bytes, signature: bytes) -> None:
-    """Raise VerificationError unless ``signature`` is a canonical signature of ``data``."""
-    if len(public_key) != PUBLIC_KEY_LEN:
-        raise VerificationError("an Ed25519 public key is 32 bytes")
-    if len(signature) != SIGNATURE_LEN:
-        raise VerificationError(f"an Ed25519 signature is 64 bytes, got {len(signature)}")
-    # libsodium refuses S >= L too; checking here gives the refusal its own message.
-    if int.from_bytes(signature[32:], "little") >= ED25519_L:
-        raise VerificationError("Ed25519 signature S is not reduced (non-canonical)")
-    try:
-        nacl.signing.VerifyKey(public_key).verify(data, signature)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
-        raise VerificationError("Ed25519 signature does not verify") from None
-
-
 # --- the Chain implementation ----------------------------------------------------------
 
 
@@ -289,6 +261,10 @@ class Solana:
     native_asset: ClassVar[str] = "SOL"
     curve: ClassVar[Curve] = "ed25519"
     networks: ClassVar[frozenset[str]] = frozenset({"mainnet", "devnet", "testnet"})
+
+    @property
+    def tx(self) -> SolanaTx:
+        return SOLANA_TX
 
     def address(self, public_key: bytes, network: str) -> str:
         check_network(self, network)
@@ -311,7 +287,7 @@ class Solana:
         public_key: bytes | None = None,
     ) -> MessageProof:
         check_network(self, network)
-        _check_seed(private_key)
+        check_seed(private_key)
         key = nacl.signing.SigningKey(private_key)  # one key derivation for both uses
         public_key = bytes(key.verify_key)
         if public_key != public_key_from_address(address):

@@ -25,16 +25,20 @@ exists on one cluster only, ties the transaction to it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+from tandem.core.chains.base import BuiltTx, TxIntent
 from tandem.core.chains.base58 import b58decode, b58encode
-from tandem.core.chains.solana import (
+from tandem.core.chains.ed25519 import (
     PUBLIC_KEY_LEN,
     SIGNATURE_LEN,
+    address_from_public_key,
     sign_ed25519,
     verify_ed25519,
 )
+from tandem.core.policy import Fee
 from tandem.errors import InputError, InvalidTransactionError, VerificationError
 
 SYSTEM_PROGRAM = "11111111111111111111111111111111"
@@ -477,7 +481,11 @@ def _metas(ix: Instruction, expected: Sequence[tuple[str | None, bool, bool]], w
 
 def review(message_bytes: bytes) -> Review:
     """Decode a message Tandem could have built; refuse any other instruction, signer or
-    account flag. The caller compares the result with the intent."""
+    account flag. The caller compares the result with the intent.
+
+    The instructions are read in the order Tandem writes them: an optional nonce advance,
+    an optional compute budget, then one SOL transfer or one token transfer (with the
+    creation of the receiving account before it, when asked)."""
     if len(message_bytes) + 1 + SIGNATURE_LEN > MAX_TX_BYTES:
         raise InvalidTransactionError("the Solana transaction would not fit in one packet")
     msg = parse_message(message_bytes)
@@ -485,52 +493,84 @@ def review(message_bytes: bytes) -> Review:
         raise InvalidTransactionError("the Solana message asks for more than one signer")
     payer = msg.account_keys[0]
     ixs = [msg.resolve(ix) for ix in msg.instructions]
-    nonce_account = None
-    if (
-        ixs
-        and ixs[0].program == SYSTEM_PROGRAM
-        and ixs[0].data[:4] == _SYS_ADVANCE_NONCE.to_bytes(4, "little")
-    ):
-        _expect(ixs[0], SYSTEM_PROGRAM, 4, _SYS_ADVANCE_NONCE.to_bytes(4, "little"), "AdvanceNonceAccount")
-        nonce_account = _metas(
-            ixs[0],
-            [(None, False, True), (RECENT_BLOCKHASHES_SYSVAR, False, False), (payer, True, False)],
-            "nonce",
-        )[0]
-        ixs = ixs[1:]
-    limit, price = None, None
-    if ixs and ixs[0].program == COMPUTE_BUDGET_PROGRAM:
-        # Both, in this order, or neither: a price without a limit would cost up to the
-        # default limit of every instruction, which the review would have to guess.
-        if len(ixs) < 2 or ixs[1].program != COMPUTE_BUDGET_PROGRAM:
-            raise InvalidTransactionError("a compute-unit price must come with a compute-unit limit")
-        _expect(ixs[0], COMPUTE_BUDGET_PROGRAM, 5, bytes([_CB_SET_LIMIT]), "SetComputeUnitLimit")
-        _expect(ixs[1], COMPUTE_BUDGET_PROGRAM, 9, bytes([_CB_SET_PRICE]), "SetComputeUnitPrice")
-        _metas(ixs[0], [], "compute-unit limit")
-        _metas(ixs[1], [], "compute-unit price")
-        limit = int.from_bytes(ixs[0].data[1:5], "little")
-        price = int.from_bytes(ixs[1].data[1:9], "little")
-        if not 1 <= limit <= MAX_COMPUTE_UNIT_LIMIT or not 1 <= price <= MAX_COMPUTE_UNIT_PRICE:
-            raise InvalidTransactionError("the compute budget is out of the range Tandem builds")
-        ixs = ixs[2:]
+    nonce_account, ixs = _review_nonce_advance(ixs, payer)
+    limit, price, ixs = _review_compute_budget(ixs)
+    common = _Common(payer, msg.recent_blockhash, nonce_account, limit, price)
     if len(ixs) == 1 and ixs[0].program == SYSTEM_PROGRAM:
-        ix = ixs[0]
-        _expect(ix, SYSTEM_PROGRAM, 12, _SYS_TRANSFER.to_bytes(4, "little"), "a System transfer")
-        _, to = _metas(ix, [(payer, True, True), (None, False, True)], "transfer")
-        return Review(
-            compute_unit_limit=limit,
-            compute_unit_price=price,
-            payer=payer,
-            recent_blockhash=msg.recent_blockhash,
-            nonce_account=nonce_account,
-            destination=to,
-            amount=int.from_bytes(ix.data[4:], "little"),
-            mint=None,
-            decimals=None,
-            source_token_account=None,
-            destination_token_account=None,
-            creates_destination_account=False,
-        )
+        return _review_sol_transfer(ixs[0], common)
+    return _review_token_transfer(ixs, common)
+
+
+@dataclass(frozen=True)
+class _Common:
+    """What every transfer message states besides the transfer."""
+
+    payer: str
+    recent_blockhash: str
+    nonce_account: str | None
+    compute_unit_limit: int | None
+    compute_unit_price: int | None
+
+
+def _review_nonce_advance(ixs: list[Instruction], payer: str) -> tuple[str | None, list[Instruction]]:
+    """The durable nonce account a leading ``AdvanceNonceAccount`` names (or None), and
+    the instructions after it."""
+    advance = _SYS_ADVANCE_NONCE.to_bytes(4, "little")
+    if not (ixs and ixs[0].program == SYSTEM_PROGRAM and ixs[0].data[:4] == advance):
+        return None, ixs
+    _expect(ixs[0], SYSTEM_PROGRAM, 4, advance, "AdvanceNonceAccount")
+    nonce_account = _metas(
+        ixs[0],
+        [(None, False, True), (RECENT_BLOCKHASHES_SYSVAR, False, False), (payer, True, False)],
+        "nonce",
+    )[0]
+    return nonce_account, ixs[1:]
+
+
+def _review_compute_budget(ixs: list[Instruction]) -> tuple[int | None, int | None, list[Instruction]]:
+    """The compute-unit limit and price a leading compute budget sets (or neither), and
+    the instructions after it."""
+    if not (ixs and ixs[0].program == COMPUTE_BUDGET_PROGRAM):
+        return None, None, ixs
+    # Both, in this order, or neither: a price without a limit would cost up to the
+    # default limit of every instruction, which the review would have to guess.
+    if len(ixs) < 2 or ixs[1].program != COMPUTE_BUDGET_PROGRAM:
+        raise InvalidTransactionError("a compute-unit price must come with a compute-unit limit")
+    _expect(ixs[0], COMPUTE_BUDGET_PROGRAM, 5, bytes([_CB_SET_LIMIT]), "SetComputeUnitLimit")
+    _expect(ixs[1], COMPUTE_BUDGET_PROGRAM, 9, bytes([_CB_SET_PRICE]), "SetComputeUnitPrice")
+    _metas(ixs[0], [], "compute-unit limit")
+    _metas(ixs[1], [], "compute-unit price")
+    limit = int.from_bytes(ixs[0].data[1:5], "little")
+    price = int.from_bytes(ixs[1].data[1:9], "little")
+    if not 1 <= limit <= MAX_COMPUTE_UNIT_LIMIT or not 1 <= price <= MAX_COMPUTE_UNIT_PRICE:
+        raise InvalidTransactionError("the compute budget is out of the range Tandem builds")
+    return limit, price, ixs[2:]
+
+
+def _review_sol_transfer(ix: Instruction, common: _Common) -> Review:
+    """One System transfer of lamports from the payer."""
+    _expect(ix, SYSTEM_PROGRAM, 12, _SYS_TRANSFER.to_bytes(4, "little"), "a System transfer")
+    _, to = _metas(ix, [(common.payer, True, True), (None, False, True)], "transfer")
+    return Review(
+        compute_unit_limit=common.compute_unit_limit,
+        compute_unit_price=common.compute_unit_price,
+        payer=common.payer,
+        recent_blockhash=common.recent_blockhash,
+        nonce_account=common.nonce_account,
+        destination=to,
+        amount=int.from_bytes(ix.data[4:], "little"),
+        mint=None,
+        decimals=None,
+        source_token_account=None,
+        destination_token_account=None,
+        creates_destination_account=False,
+    )
+
+
+def _review_token_transfer(ixs: list[Instruction], common: _Common) -> Review:
+    """One ``TransferChecked`` from the payer's associated token account, after the
+    creation of the receiving account when the message creates it."""
+    payer = common.payer
     creates = len(ixs) == 2
     if not ixs or len(ixs) > 2:
         raise InvalidTransactionError("the Solana message is not one SOL or token transfer")
@@ -544,32 +584,14 @@ def review(message_bytes: bytes) -> Review:
     )
     if source != associated_token_address(payer, mint, program):
         raise InvalidTransactionError("the tokens do not come from the wallet's associated token account")
-    if creates:
-        create = ixs[0]
-        _expect(create, ASSOCIATED_TOKEN_PROGRAM, 1, bytes([_ATA_CREATE_IDEMPOTENT]), "CreateIdempotent")
-        _, account, owner, create_mint, _, _ = _metas(
-            create,
-            [
-                (payer, True, True),
-                (dest_account, False, True),
-                (None, False, False),
-                (mint, False, False),
-                (SYSTEM_PROGRAM, False, False),
-                (program, False, False),
-            ],
-            "create token account",
-        )
-        if account != associated_token_address(owner, create_mint, program):
-            raise InvalidTransactionError("the token account created is not the owner's associated account")
-        destination = owner
-    else:
-        destination = ""  # the owner is not in the bytes; the caller derives and compares
+    # Without the creation the owner is not in the bytes; the caller derives and compares.
+    destination = _review_create_account(ixs[0], payer, dest_account, mint, program) if creates else ""
     return Review(
-        compute_unit_limit=limit,
-        compute_unit_price=price,
+        compute_unit_limit=common.compute_unit_limit,
+        compute_unit_price=common.compute_unit_price,
         payer=payer,
-        recent_blockhash=msg.recent_blockhash,
-        nonce_account=nonce_account,
+        recent_blockhash=common.recent_blockhash,
+        nonce_account=common.nonce_account,
         destination=destination,
         amount=int.from_bytes(ix.data[1:9], "little"),
         mint=mint,
@@ -579,6 +601,27 @@ def review(message_bytes: bytes) -> Review:
         creates_destination_account=creates,
         token_program=program,
     )
+
+
+def _review_create_account(create: Instruction, payer: str, account: str, mint: str, program: str) -> str:
+    """A ``CreateIdempotent`` of the receiving account, the owner's associated account
+    for ``mint``; the owner."""
+    _expect(create, ASSOCIATED_TOKEN_PROGRAM, 1, bytes([_ATA_CREATE_IDEMPOTENT]), "CreateIdempotent")
+    _, created, owner, create_mint, _, _ = _metas(
+        create,
+        [
+            (payer, True, True),
+            (account, False, True),
+            (None, False, False),
+            (mint, False, False),
+            (SYSTEM_PROGRAM, False, False),
+            (program, False, False),
+        ],
+        "create token account",
+    )
+    if created != associated_token_address(owner, create_mint, program):
+        raise InvalidTransactionError("the token account created is not the owner's associated account")
+    return owner
 
 
 def build_transfer(  # noqa: PLR0913 - one keyword per field of a Solana intent
@@ -614,3 +657,160 @@ def build_transfer(  # noqa: PLR0913 - one keyword per field of a Solana intent
             ixs.append(create_associated_token_account_idempotent(payer, destination, mint, token_program))
         ixs.append(transfer_checked(payer, destination, mint, amount, decimals, token_program))
     return compile_message(ixs, payer, recent_blockhash).serialize()
+
+
+# --- withdrawals -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SolParams:
+    """A Solana intent's chain parameters: the blockhash the message names (a durable
+    nonce's stored value when ``nonce_account`` is given, which an approval that takes
+    longer than a minute needs), and for tokens the mint's decimals and whether the
+    transaction creates the destination's associated token account. A priority fee is
+    a compute-unit price (micro-lamports) with the compute-unit limit it is paid at.
+    ``token_program`` is set for a Token-2022 mint (None: SPL Token, the default)."""
+
+    recent_blockhash: str
+    nonce_account: str | None = None
+    decimals: int | None = None
+    create_destination_account: bool = False
+    compute_unit_limit: int | None = None
+    compute_unit_price: int | None = None
+    token_program: str | None = None
+
+    @property
+    def program(self) -> str:
+        """The token program the transfer runs in."""
+        return self.token_program or TOKEN_PROGRAM
+
+
+class SolanaIntent(TxIntent, Protocol):
+    """What Solana transfers read of a withdrawal intent, besides the fields every chain reads."""
+
+    @property
+    def sol(self) -> SolParams | None: ...
+
+
+class SolanaTx:
+    """Legacy messages of one SOL or SPL token transfer, as :func:`build_transfer` builds them."""
+
+    def own_address(self, public_key: bytes, network: str) -> str:
+        return address_from_public_key(public_key)
+
+    def token(self, asset: str) -> str | None:
+        return None if asset == "SOL" else asset
+
+    def token_key(self, token: str) -> str:
+        return token  # base58 is case-sensitive
+
+    def build(self, intent: SolanaIntent, public_key: bytes) -> BuiltTx:
+        p = intent.sol
+        assert p is not None  # noqa: S101 - parse_intent guarantees it
+        raw = build_transfer(
+            payer=intent.from_address,
+            destination=intent.destination,
+            amount=intent.amount,
+            recent_blockhash=p.recent_blockhash,
+            nonce_account=p.nonce_account,
+            mint=intent.token,
+            decimals=p.decimals,
+            create_destination_account=p.create_destination_account,
+            compute_unit_limit=p.compute_unit_limit,
+            compute_unit_price=p.compute_unit_price,
+            token_program=p.program,
+        )
+        return BuiltTx(raw, (), review(raw).fee, 0)
+
+    def decode(
+        self, intent: SolanaIntent, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        if prevouts:
+            raise InputError("a Solana transaction has no prevouts")
+        r = review(unsigned)
+        to = r.destination
+        if r.mint is not None and not r.creates_destination_account:
+            # The owner is not in the bytes; the receiving account must be the intent's
+            # destination's own associated account, or the view names the account itself.
+            owner_account = associated_token_address(intent.destination, r.mint, str(r.token_program))
+            to = (
+                intent.destination
+                if r.destination_token_account == owner_account
+                else str(r.destination_token_account)
+            )
+        return {
+            "chain": "solana",
+            "network": intent.network,
+            "chain_id": None,
+            "from": r.payer,
+            "to": to,
+            "amount": str(r.amount),
+            "asset": r.mint or "SOL",
+            "token": r.mint,
+            "decimals": r.decimals,
+            "fee": str(r.fee),
+            "change": None,
+            "txid": None,
+            "recent_blockhash": r.recent_blockhash,
+            "nonce_account": r.nonce_account,
+            "source_token_account": r.source_token_account,
+            "destination_token_account": r.destination_token_account,
+            "creates_destination_account": r.creates_destination_account,
+            "compute_unit_limit": r.compute_unit_limit,
+            "compute_unit_price": r.compute_unit_price,
+            "priority_fee": None if r.compute_unit_price is None else str(r.priority_fee),
+            "token_program": r.token_program,
+        }
+
+    def mismatches(self, intent: SolanaIntent, view: Mapping[str, Any]) -> list[str]:
+        p = intent.sol
+        assert p is not None  # noqa: S101
+        problems = []
+        if view["from"] != intent.from_address:
+            problems.append(
+                f"the fee payer and signer is {view['from']}, the intent says {intent.from_address}"
+            )
+        if view["to"] != intent.destination:
+            problems.append(f"destination is {view['to']}, the intent says {intent.destination}")
+        if view["amount"] != str(intent.amount):
+            problems.append(f"amount is {view['amount']}, the intent says {intent.amount}")
+        if view["asset"] != intent.asset:
+            problems.append(f"asset is {view['asset']}, the intent says {intent.asset}")
+        for key in (
+            "recent_blockhash",
+            "nonce_account",
+            "decimals",
+            "compute_unit_limit",
+            "compute_unit_price",
+        ):
+            if view.get(key) != getattr(p, key):
+                problems.append(f"{key} is {view[key]}, the intent says {getattr(p, key)}")
+        if intent.token is not None and view.get("token_program") != p.program:
+            problems.append(f"the token program is {view.get('token_program')}, the intent says {p.program}")
+        if view["creates_destination_account"] != p.create_destination_account:
+            problems.append("the transaction and the intent differ on creating the destination token account")
+        return problems
+
+    def fee(self, intent: SolanaIntent, view: Mapping[str, Any]) -> Fee:
+        """The signature fee, the priority fee at the message's compute-unit limit and any
+        rent, at the signature fee, with the compute-unit price beside it."""
+        price = view.get("compute_unit_price")
+        return Fee(
+            amount=int(view["fee"]),
+            asset="SOL",
+            rate=LAMPORTS_PER_SIGNATURE,
+            priority_rate=None if price is None else int(price),
+        )
+
+    def sign(
+        self, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], private_key: bytes
+    ) -> tuple[bytes, str]:
+        return sign_message(unsigned, private_key)
+
+    def check_signed(
+        self, signed: bytes, unsigned: bytes, prevouts: Sequence[Mapping[str, Any]], from_address: str
+    ) -> str:
+        return verify_transaction(signed, unsigned, from_address)
+
+
+SOLANA_TX = SolanaTx()
