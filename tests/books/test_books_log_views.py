@@ -164,3 +164,32 @@ def test_a_page_in_memory_walks_every_item_once_in_order() -> None:
         if cursor is None:
             break
     assert walked == items
+
+
+def test_the_scans_marks_are_read_once_and_advanced(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deposit scan starts from where the last one of its network stopped; that mark
+    comes from a view, so the thousandth scan does not read the 999 before it."""
+    from tandem.services.books import SCAN_KIND
+
+    books = books_for(world, None)
+    now = world.svc.clock()
+
+    def scanned(heights: list[int]) -> None:
+        with world.svc.db.write() as session:
+            deployment = world.svc.deployment(session).id
+            mark = {"chain": "ethereum", "network": "sepolia"}
+            records = [
+                audit_log.Record(SCAN_KIND, None, "ok", None, None, {**mark, "height": h}, now) for h in heights
+            ]
+            audit_log.append_batch(session, world.svc.key, deployment=deployment, records=records)
+
+    scanned(list(range(100, 400)))
+    folded = Folded(monkeypatch)
+    with books._scans.reading(world.svc.db) as marks:
+        assert marks.heights == {("ethereum", "sepolia"): 399}
+    assert folded.kinds.count(SCAN_KIND) == 300
+    folded.kinds.clear()
+    scanned([400])
+    with books._scans.reading(world.svc.db) as marks:
+        assert marks.heights == {("ethereum", "sepolia"): 400}
+    assert folded.kinds == [SCAN_KIND]

@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlmodel import Session, col, select
@@ -101,6 +101,51 @@ def register_view() -> LogView[Register]:
 def _observe_prices(prices: list[score.Price], entries: list[dict[str, Any]], session: Session) -> None:
     for e in entries:
         prices += score.parse_prices(e["data"]["prices"])
+
+
+@dataclass
+class ScanMarks:
+    """Where the deposit scans have read to, from their log entries: per network the
+    height reached, per Solana address its signature cursor, per Ethereum network the
+    token-contract search (addresses covered, contracts found, block reached)."""
+
+    heights: dict[tuple[str, str], int] = field(default_factory=dict)
+    sol_cursors: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    covered: dict[str, set[str]] = field(default_factory=dict)
+    tokens: dict[str, set[str]] = field(default_factory=dict)
+    searched_to: dict[str, int] = field(default_factory=dict)
+
+    def copy(self) -> ScanMarks:
+        return ScanMarks(
+            dict(self.heights),
+            dict(self.sol_cursors),
+            {k: set(v) for k, v in self.covered.items()},
+            {k: set(v) for k, v in self.tokens.items()},
+            dict(self.searched_to),
+        )
+
+
+def _observe_scans(marks: ScanMarks, entries: list[dict[str, Any]], session: Session) -> None:
+    for e in entries:
+        d = e["data"]
+        if e["kind"] == SCAN_KIND:
+            marks.heights[(d["chain"], d["network"])] = d["height"]
+        elif e["kind"] == SOLANA_CURSOR_KIND:
+            marks.sol_cursors[(d["network"], d["address"])] = d
+        elif d["chain"] == "ethereum":
+            marks.covered.setdefault(d["network"], set()).update(d["addresses"])
+            marks.tokens.setdefault(d["network"], set()).update(d["tokens"])
+            marks.searched_to[d["network"]] = d["to_block"]
+
+
+def scan_view() -> LogView[ScanMarks]:
+    """The scans' marks, advanced by the scan entries appended since."""
+    return LogView(
+        (SCAN_KIND, SOLANA_CURSOR_KIND, CONTRACT_SEARCH_KIND),
+        empty=ScanMarks,
+        fold=_observe_scans,
+        fork=ScanMarks.copy,
+    )
 
 
 def prices_view() -> LogView[list[score.Price]]:
@@ -252,7 +297,6 @@ class _ScanState:
     reg: Register
     scanned: int | None  # the height the last scan of this network reached
     tokens: list[str]
-    ours: set[str]  # txids of our own withdrawals (Bitcoin change is not a deposit)
     sol_cursors: dict[tuple[str, str], dict[str, Any]]
     births: dict[str, int]
 
@@ -300,6 +344,7 @@ class Books:
         self._runner = "run_" + secrets.token_hex(8)  # this process, for the jobs it runs
         self._view = register_view()
         self._prices = prices_view()
+        self._scans = scan_view()
 
     def _register(self, session: Session) -> Register:
         """The register as a write transaction sees it, to check and observe on."""
@@ -561,18 +606,9 @@ class Books:
         with self.svc.db.read() as session:
             addresses = self._addresses(session)
             reg = self.register()
-            scanned = {
-                (e["data"]["chain"], e["data"]["network"]): e["data"]["height"]
-                for e in _entries(session, (SCAN_KIND,))
-            }
-            ours = {
-                w.txid.lower().removeprefix("0x") for w in session.exec(select(Withdrawal)).all() if w.txid
-            }
+            with self._scans.reading(self.svc.db) as marks:
+                scanned, sol_cursors = dict(marks.heights), dict(marks.sol_cursors)
             tokens = {net: self._tokens(session, net) for (_a, _s) in addresses for net in [_a.network]}
-            sol_cursors = {
-                (e["data"]["network"], e["data"]["address"]): e["data"]
-                for e in _entries(session, (SOLANA_CURSOR_KIND,))
-            }
             births = {k.id: k.created_at for k in session.exec(select(KeySet)).all()}
         cursors: list[dict[str, Any]] = []
         found: list[tuple[dict[str, Any], str]] = []
@@ -587,7 +623,7 @@ class Books:
                 network,
                 rows,
                 _ScanState(
-                    reg, scanned.get((chain, network)), tokens.get(network, []), ours, sol_cursors, births
+                    reg, scanned.get((chain, network)), tokens.get(network, []), sol_cursors, births
                 ),
                 now,
             )
@@ -650,7 +686,7 @@ class Books:
         backend = self.backend(chain, network)
         tip = backend.tip_height()
         if chain == "bitcoin":
-            return self._btc_deposits(backend, rows, st.reg, st.ours, now), [], tip
+            return self._btc_deposits(backend, rows, st.reg, now), [], tip
         if chain == "solana":
             found, cursors = self._sol_deposits(backend, rows, st.reg, now, st.sol_cursors, st.births)
             return found, cursors, tip
@@ -768,19 +804,29 @@ class Books:
         return out, min(waiting) if waiting else None
 
     def _btc_deposits(
-        self, backend: Any, rows: list[tuple[AddressRow, str]], reg: Register, ours: set[str], now: int
+        self, backend: Any, rows: list[tuple[AddressRow, str]], reg: Register, now: int
     ) -> list[tuple[dict[str, Any], str]]:
+        """The UTXOs of our addresses the register does not hold, less our own change:
+        an output of one of our withdrawals (looked up by the txids seen, indexed)."""
+        held = [(a, seg, u) for a, seg in rows for u in backend.utxos(a.address)]
+        ours = self._our_txids({u.txid.lower() for _a, _s, u in held})
         out: list[tuple[dict[str, Any], str]] = []
-        for a, seg in rows:
-            for u in backend.utxos(a.address):
-                if u.txid.lower() in ours or reg.evidence_seen(a.chain, a.network, "BTC", u.txid, u.vout):
-                    continue
-                client = self._credit(a, seg, reg)
-                if client is not None:
-                    out.append(
-                        (self._movement(a, client, "BTC", u.amount, u.txid, u.vout, u.block_height, now), seg)
-                    )
+        for a, seg, u in held:
+            if u.txid.lower() in ours or reg.evidence_seen(a.chain, a.network, "BTC", u.txid, u.vout):
+                continue
+            client = self._credit(a, seg, reg)
+            if client is not None:
+                movement = self._movement(a, client, "BTC", u.amount, u.txid, u.vout, u.block_height, now)
+                out.append((movement, seg))
         return out
+
+    def _our_txids(self, txids: set[str]) -> set[str]:
+        """Which of ``txids`` (lower-case hex) are our own withdrawals'."""
+        if not txids:
+            return set()
+        with self.svc.db.read() as session:
+            rows = session.exec(select(Withdrawal.txid).where(col(Withdrawal.txid).in_(sorted(txids)))).all()
+        return {t.lower() for t in rows if t}
 
     def _sol_deposits(  # noqa: PLR0917 - one network's addresses and what the log holds
         self,
@@ -1042,19 +1088,10 @@ class Books:
         for the blocks since the last search: an address already searched continues
         from the cursor the log holds (``register.tokens_scanned``), a new one from block
         0. The cursor and what was found are recorded for the next run."""
-        with self.svc.db.read() as session:
-            done = [
-                e["data"]
-                for e in _entries(session, (CONTRACT_SEARCH_KIND,))
-                if e["data"]["chain"] == "ethereum" and e["data"]["network"] == network
-            ]
-        covered: set[str] = set()
-        found: set[str] = set()
-        cursor = -1
-        for d in done:
-            covered |= set(d["addresses"])
-            found |= set(d["tokens"])
-            cursor = d["to_block"]
+        with self._scans.reading(self.svc.db) as marks:
+            covered = set(marks.covered.get(network, ()))
+            found = set(marks.tokens.get(network, ()))
+            cursor = marks.searched_to.get(network, -1)
         eb: Any = self.backend("ethereum", network)
         tip = eb.tip_height()
         old = tuple(a for a in ours if a in covered)

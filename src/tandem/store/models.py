@@ -203,7 +203,7 @@ class Withdrawal(SQLModel, table=True):
     time_lock_until: int | None = None
     released_at: int | None = None
     signed_tx: str | None = Field(default=None, sa_column=_text_null())
-    txid: str | None = Field(default=None, max_length=100)
+    txid: str | None = Field(default=None, max_length=100, index=True)  # our own change, found by txid
     # What counts against limits, as decimal strings of base units (wei exceed 64 bits).
     # Null only on rows written before these columns existed.
     asset: str | None = Field(default=None, max_length=80)
