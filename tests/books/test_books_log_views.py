@@ -179,7 +179,8 @@ def test_the_scans_marks_are_read_once_and_advanced(world: World, monkeypatch: p
             deployment = world.svc.deployment(session).id
             mark = {"chain": "ethereum", "network": "sepolia"}
             records = [
-                audit_log.Record(SCAN_KIND, None, "ok", None, None, {**mark, "height": h}, now) for h in heights
+                audit_log.Record(SCAN_KIND, None, "ok", None, None, {**mark, "height": h}, now)
+                for h in heights
             ]
             audit_log.append_batch(session, world.svc.key, deployment=deployment, records=records)
 
