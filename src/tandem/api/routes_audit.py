@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from tandem.api import schemas
 from tandem.api.deps import Reader, ServiceDep
+from tandem.api.public_models import CheckpointPublic, ConsistencyPublic, InclusionPublic
 
 router = APIRouter(tags=["audit"])
 
@@ -35,7 +36,10 @@ def _ndjson_pages(lines: Iterable[str], per_chunk: int = 1000) -> Iterator[bytes
 @router.get(
     "/v1/audit/export",
     response_class=NDJSONResponse,
-    responses={s: {"model": schemas.ErrorBody, "content": {"application/json": {}}} for s in (401, 404)},
+    responses={
+        200: {"description": "JSON Lines, one audit entry a line", "content": {"application/x-ndjson": {}}},
+        **{s: {"model": schemas.ErrorBody, "content": {"application/json": {}}} for s in (401, 404)},
+    },
 )
 def audit_export(svc: ServiceDep, viewer: Reader) -> StreamingResponse:
     """JSON Lines of every entry; the header X-Tandem-Tree-Size says how many. Streamed
@@ -48,14 +52,14 @@ def audit_export(svc: ServiceDep, viewer: Reader) -> StreamingResponse:
     )
 
 
-@router.get("/v1/audit/checkpoint")
+@router.get("/v1/audit/checkpoint", response_model=CheckpointPublic)
 def audit_checkpoint(
     svc: ServiceDep, viewer: Reader, tree_size: Annotated[int | None, Query(ge=1)] = None
 ) -> dict[str, Any]:
     return svc.checkpoint(tree_size)
 
 
-@router.get("/v1/audit/inclusion/{index}")
+@router.get("/v1/audit/inclusion/{index}", response_model=InclusionPublic)
 def audit_inclusion(
     index: int, svc: ServiceDep, viewer: Reader, tree_size: Annotated[int | None, Query(ge=1)] = None
 ) -> dict[str, Any]:
@@ -63,7 +67,7 @@ def audit_inclusion(
     return svc.inclusion(index, tree_size)
 
 
-@router.get("/v1/audit/consistency")
+@router.get("/v1/audit/consistency", response_model=ConsistencyPublic)
 def audit_consistency(
     svc: ServiceDep, viewer: Reader, old: Annotated[int, Query(ge=1)], new: Annotated[int, Query(ge=1)]
 ) -> dict[str, Any]:

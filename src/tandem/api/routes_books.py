@@ -12,6 +12,21 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import Field
 
 from tandem.api.deps import Reader, document_request_bodies, paged, strict
+from tandem.api.public_models import (
+    BooksProposalPublic,
+    ClientPublic,
+    DepositPublic,
+    JobPublic,
+    LoggedPublic,
+    MovementPublic,
+    PositionPublic,
+    PriceImportPublic,
+    PricePublic,
+    ReportPublic,
+    StatementsPublic,
+    SuggestionPublic,
+    TrackingPublic,
+)
 from tandem.api.schemas import ApprovalIn, EnvelopeIn, Strict, same_subject
 from tandem.services.books import Books
 
@@ -46,7 +61,7 @@ router = APIRouter(tags=["books"])
 # --- clients and allocations -----------------------------------------------------
 
 
-@router.post("/v1/books/clients", status_code=201)
+@router.post("/v1/books/clients", status_code=201, response_model=BooksProposalPublic)
 def propose_client(books: BooksDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Manager) Propose a client: `client.propose` {id, name, segregation}. Segregation
     class `segregated` (its own `client:<id>` key sets) or `omnibus` (a share of an
@@ -54,7 +69,7 @@ def propose_client(books: BooksDep, body: EnvelopeIn = strict(EnvelopeIn)) -> di
     return books.propose_client(body.envelope)
 
 
-@router.post("/v1/books/clients/proposals/{proposal_id}/approve")
+@router.post("/v1/books/clients/proposals/{proposal_id}/approve", response_model=BooksProposalPublic)
 def approve_client(
     books: BooksDep, proposal_id: str, body: ApprovalIn = strict(ApprovalIn)
 ) -> dict[str, Any]:
@@ -63,14 +78,14 @@ def approve_client(
     return books.approve_client(body.envelope, totp=body.totp)
 
 
-@router.post("/v1/books/allocations", status_code=201)
+@router.post("/v1/books/allocations", status_code=201, response_model=BooksProposalPublic)
 def propose_allocation(books: BooksDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Manager) Attribute (part of) an omnibus deposit to an omnibus client:
     `allocation.propose` {deposit, client, amount}."""
     return books.propose_allocation(body.envelope)
 
 
-@router.post("/v1/books/allocations/{proposal_id}/approve")
+@router.post("/v1/books/allocations/{proposal_id}/approve", response_model=BooksProposalPublic)
 def approve_allocation(
     books: BooksDep, proposal_id: str, body: ApprovalIn = strict(ApprovalIn)
 ) -> dict[str, Any]:
@@ -79,12 +94,12 @@ def approve_allocation(
     return books.approve_allocation(body.envelope, totp=body.totp)
 
 
-@router.get("/v1/books/clients")
+@router.get("/v1/books/clients", response_model=list[ClientPublic])
 def clients(books: BooksDep, viewer: Reader) -> list[dict[str, Any]]:
     return books.clients()
 
 
-@router.get("/v1/books/proposals")
+@router.get("/v1/books/proposals", response_model=list[BooksProposalPublic])
 def open_proposals(books: BooksDep, viewer: Reader) -> list[dict[str, Any]]:
     """Client and allocation proposals not decided yet, with the digest an approval signs."""
     return books.open_proposals()
@@ -93,13 +108,13 @@ def open_proposals(books: BooksDep, viewer: Reader) -> list[dict[str, Any]]:
 # --- the register ----------------------------------------------------------------
 
 
-@router.get("/v1/books/positions")
+@router.get("/v1/books/positions", response_model=list[PositionPublic])
 def positions(books: BooksDep, viewer: Reader, client: str | None = None) -> list[dict[str, Any]]:
     """A position per client, chain, asset, wallet and address (base units)."""
     return books.positions(client=client)
 
 
-@router.get("/v1/books/movements")
+@router.get("/v1/books/movements", response_model=list[MovementPublic])
 def movements(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
     books: BooksDep,
     viewer: Reader,
@@ -113,14 +128,14 @@ def movements(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
     return paged(response, books.movements(client=client, limit=limit, cursor=cursor))
 
 
-@router.post("/v1/books/scan")
+@router.post("/v1/books/scan", response_model=list[DepositPublic])
 def scan(books: BooksDep, body: EnvelopeIn = strict(EnvelopeIn)) -> list[dict[str, Any]]:
     """(Manager or custodian) Record the deposits the configured chains show: `register.scan` {}."""
     books.gate("register.scan", body.envelope, types="register.scan")
     return books.scan_deposits()
 
 
-@router.get("/v1/books/suggest")
+@router.get("/v1/books/suggest", response_model=SuggestionPublic)
 def suggest(  # noqa: PLR0913, PLR0917 - FastAPI maps query parameters to arguments
     books: BooksDep,
     viewer: Reader,
@@ -146,7 +161,7 @@ def suggest(  # noqa: PLR0913, PLR0917 - FastAPI maps query parameters to argume
     )
 
 
-@router.post("/v1/books/withdrawals/{withdrawal_id}/broadcast")
+@router.post("/v1/books/withdrawals/{withdrawal_id}/broadcast", response_model=TrackingPublic)
 def broadcast(books: BooksDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """Send a released transaction through the chain backend and record it:
     `withdrawal.broadcast` {withdrawal, txid}."""
@@ -154,7 +169,7 @@ def broadcast(books: BooksDep, withdrawal_id: str, body: EnvelopeIn = strict(Env
     return books.broadcast(body.envelope)
 
 
-@router.post("/v1/books/withdrawals/{withdrawal_id}/track")
+@router.post("/v1/books/withdrawals/{withdrawal_id}/track", response_model=TrackingPublic)
 def track(books: BooksDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """Ask the chain about a broadcast release; when confirmed, record it (the signed
     `withdrawal.confirm` {withdrawal}) and move the register."""
@@ -165,7 +180,7 @@ def track(books: BooksDep, withdrawal_id: str, body: EnvelopeIn = strict(Envelop
 # --- reconciliation, prices, statements ------------------------------------------
 
 
-@router.post("/v1/books/reconciliations")
+@router.post("/v1/books/reconciliations", response_model=ReportPublic)
 def reconcile(books: BooksDep, body: ReconcileIn = strict(ReconcileIn)) -> dict[str, Any]:
     """(Manager or custodian) Compare the register with the chains (or a snapshot) at the
     heights read; the signed report, its hash logged: `reconciliation.run` {}."""
@@ -175,13 +190,13 @@ def reconcile(books: BooksDep, body: ReconcileIn = strict(ReconcileIn)) -> dict[
     return books.reconcile(body.snapshot)
 
 
-@router.get("/v1/books/reconciliations/jobs")
+@router.get("/v1/books/reconciliations/jobs", response_model=list[JobPublic])
 def reconciliation_jobs(books: BooksDep, viewer: Reader) -> list[dict[str, Any]]:
     """The latest 50 background reconciliations, newest first, without their reports."""
     return books.jobs()
 
 
-@router.get("/v1/books/reconciliations/jobs/{job_id}")
+@router.get("/v1/books/reconciliations/jobs/{job_id}", response_model=JobPublic)
 def reconciliation_job(books: BooksDep, viewer: Reader, job_id: str) -> dict[str, Any]:
     """A background reconciliation: `running` with `done` of `total` addresses read,
     then `done` with its `result` (the signed report), `failed` with the error, or
@@ -190,7 +205,7 @@ def reconciliation_job(books: BooksDep, viewer: Reader, job_id: str) -> dict[str
     return books.job(job_id)
 
 
-@router.get("/v1/books/reconciliations")
+@router.get("/v1/books/reconciliations", response_model=list[LoggedPublic])
 def reconciliations(
     books: BooksDep,
     viewer: Reader,
@@ -202,26 +217,26 @@ def reconciliations(
     return paged(response, books.logged_page("reconciliation.reported", limit=limit, cursor=cursor))
 
 
-@router.post("/v1/books/prices", status_code=201)
+@router.post("/v1/books/prices", status_code=201, response_model=PriceImportPublic)
 def import_prices(books: BooksDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Manager or custodian) Import a price file: `prices.import` {prices: [{asset, price,
     currency, time, source, method}]}."""
     return books.import_prices(body.envelope)
 
 
-@router.get("/v1/books/prices")
+@router.get("/v1/books/prices", response_model=list[PricePublic])
 def prices(books: BooksDep, viewer: Reader) -> list[dict[str, Any]]:
     return [p.to_json() for p in books.prices()]
 
 
-@router.post("/v1/books/statements")
+@router.post("/v1/books/statements", response_model=StatementsPublic)
 def statements(books: BooksDep, body: StatementIssueIn = strict(StatementIssueIn)) -> dict[str, Any]:
     """(Manager or custodian) Statements of position for a period (`2026-Q3`, `2026-07`),
     one client or all: JSON, CSV and the PDF (hex); the hashes are logged."""
     return books.statements(body.envelope, custodian=body.custodian or "Custodian")
 
 
-@router.get("/v1/books/statements")
+@router.get("/v1/books/statements", response_model=list[LoggedPublic])
 def issued(
     books: BooksDep,
     viewer: Reader,

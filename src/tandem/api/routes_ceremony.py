@@ -12,6 +12,14 @@ from pydantic import Field
 
 from tandem.api import schemas
 from tandem.api.deps import Reader, ServiceDep, document_request_bodies, paged, strict
+from tandem.api.public_models import (
+    CeremonyPublic,
+    KeysetExportPublic,
+    KeysetImportPublic,
+    KeysetOperationPublic,
+    KeysetPublic,
+    TranscriptPublic,
+)
 
 router = APIRouter()
 
@@ -40,7 +48,7 @@ class ImportApprovalIn(schemas.Strict):
 # --- ceremonies ----------------------------------------------------------------------
 
 
-@router.post("/v1/ceremonies", status_code=201, tags=["ceremonies"])
+@router.post("/v1/ceremonies", status_code=201, tags=["ceremonies"], response_model=CeremonyPublic)
 def propose(svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:
     """A manager proposes a ceremony: signed `ceremony.propose` with `{ceremony, definition
     (TOML text), commitment}` for keygen, or `{ceremony, definition, target_keyset,
@@ -48,7 +56,7 @@ def propose(svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeI
     return svc.propose_ceremony(body.envelope)
 
 
-@router.get("/v1/ceremonies", tags=["ceremonies"])
+@router.get("/v1/ceremonies", tags=["ceremonies"], response_model=list[CeremonyPublic])
 def list_ceremonies(
     svc: ServiceDep,
     *,
@@ -62,14 +70,14 @@ def list_ceremonies(
     return paged(response, svc.list_ceremonies(status=status, limit=limit, cursor=cursor))
 
 
-@router.get("/v1/ceremonies/{ceremony_id}", tags=["ceremonies"])
+@router.get("/v1/ceremonies/{ceremony_id}", tags=["ceremonies"], response_model=CeremonyPublic)
 def get_ceremony(svc: ServiceDep, ceremony_id: str, viewer: Reader) -> dict[str, Any]:
     """The ceremony, its definition text and who has approved, revealed, countersigned.
     Clients recompute `digest` themselves before approving."""
     return svc.get_ceremony(ceremony_id)
 
 
-@router.post("/v1/ceremonies/{ceremony_id}/approve", tags=["ceremonies"])
+@router.post("/v1/ceremonies/{ceremony_id}/approve", tags=["ceremonies"], response_model=CeremonyPublic)
 def approve(
     svc: ServiceDep,
     ceremony_id: str,
@@ -81,7 +89,7 @@ def approve(
     return svc.approve_ceremony(body.envelope, totp=body.totp)
 
 
-@router.post("/v1/ceremonies/{ceremony_id}/reject", tags=["ceremonies"])
+@router.post("/v1/ceremonies/{ceremony_id}/reject", tags=["ceremonies"], response_model=CeremonyPublic)
 def reject(
     svc: ServiceDep, ceremony_id: str, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def reject(
     return svc.reject_ceremony(body.envelope)
 
 
-@router.post("/v1/ceremonies/{ceremony_id}/reveal", tags=["ceremonies"])
+@router.post("/v1/ceremonies/{ceremony_id}/reveal", tags=["ceremonies"], response_model=CeremonyPublic)
 def reveal(
     svc: ServiceDep, ceremony_id: str, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:
@@ -100,7 +108,7 @@ def reveal(
     return svc.reveal_contribution(body.envelope)
 
 
-@router.post("/v1/ceremonies/{ceremony_id}/countersign", tags=["ceremonies"])
+@router.post("/v1/ceremonies/{ceremony_id}/countersign", tags=["ceremonies"], response_model=CeremonyPublic)
 def countersign(
     svc: ServiceDep, ceremony_id: str, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:
@@ -110,7 +118,7 @@ def countersign(
     return svc.countersign_transcript(body.envelope)
 
 
-@router.post("/v1/ceremonies/{ceremony_id}/abort", tags=["ceremonies"])
+@router.post("/v1/ceremonies/{ceremony_id}/abort", tags=["ceremonies"], response_model=CeremonyPublic)
 def abort(
     svc: ServiceDep, ceremony_id: str, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:
@@ -119,7 +127,7 @@ def abort(
     return svc.abort_ceremony(body.envelope)
 
 
-@router.get("/v1/ceremonies/{ceremony_id}/transcript", tags=["ceremonies"])
+@router.get("/v1/ceremonies/{ceremony_id}/transcript", tags=["ceremonies"], response_model=TranscriptPublic)
 def transcript(svc: ServiceDep, ceremony_id: str, viewer: Reader) -> dict[str, Any]:
     """The transcript: public data only, verifiable offline (`tandem verify transcript`)."""
     return svc.get_transcript(ceremony_id)
@@ -128,7 +136,7 @@ def transcript(svc: ServiceDep, ceremony_id: str, viewer: Reader) -> dict[str, A
 # --- key sets ------------------------------------------------------------------------
 
 
-@router.get("/v1/keysets", tags=["keysets"])
+@router.get("/v1/keysets", tags=["keysets"], response_model=list[KeysetPublic])
 def list_keysets(
     svc: ServiceDep, viewer: Reader, response: Response, limit: int | None = None, cursor: str | None = None
 ) -> list[dict[str, Any]]:
@@ -136,14 +144,14 @@ def list_keysets(
     return paged(response, svc.list_keysets(limit=limit, cursor=cursor))
 
 
-@router.post("/v1/keysets/import", status_code=201, tags=["keysets"])
+@router.post("/v1/keysets/import", status_code=201, tags=["keysets"], response_model=CeremonyPublic)
 def propose_import(svc: ServiceDep, body: ImportIn = strict(ImportIn)) -> dict[str, Any]:
     """A manager proposes restoring an exported key set, with its share re-sealed to an
     import operation; a custodian finishes it the same way."""
     return svc.propose_import(body.envelope, body.export)
 
 
-@router.post("/v1/keysets/import/{import_id}/approve", tags=["keysets"])
+@router.post("/v1/keysets/import/{import_id}/approve", tags=["keysets"], response_model=KeysetImportPublic)
 def approve_import(
     svc: ServiceDep,
     import_id: str,
@@ -155,14 +163,19 @@ def approve_import(
     return svc.approve_import(body.envelope, totp=body.totp)
 
 
-@router.get("/v1/keysets/{keyset_id}", tags=["keysets"])
+@router.get("/v1/keysets/{keyset_id}", tags=["keysets"], response_model=KeysetPublic)
 def get_keyset(svc: ServiceDep, keyset_id: str, viewer: Reader) -> dict[str, Any]:
     """Public keys, addresses, birth proofs, status, and the sealed record (ciphertexts
     and sealed shares only) that members re-seal their share from."""
     return svc.get_keyset(keyset_id)
 
 
-@router.post("/v1/keysets/{keyset_id}/operations", status_code=201, tags=["keysets"])
+@router.post(
+    "/v1/keysets/{keyset_id}/operations",
+    status_code=201,
+    tags=["keysets"],
+    response_model=KeysetOperationPublic,
+)
 def new_operation(
     svc: ServiceDep, keyset_id: str, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:
@@ -172,7 +185,7 @@ def new_operation(
     return svc.keyset_operation(body.envelope)
 
 
-@router.post("/v1/keysets/{keyset_id}/export", tags=["keysets"])
+@router.post("/v1/keysets/{keyset_id}/export", tags=["keysets"], response_model=KeysetExportPublic)
 def export(
     svc: ServiceDep, keyset_id: str, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from tandem.api import schemas
 from tandem.api.deps import ServiceDep, document_request_bodies, strict
+from tandem.api.public_models import DeploymentPublic, GenesisPublic, SessionPublic, TotpEnrolPublic
 
 router = APIRouter()
 
@@ -30,13 +31,13 @@ def health(svc: ServiceDep) -> Any:
     return JSONResponse(status_code=503, content=body.model_dump())
 
 
-@router.get("/v1/deployment", tags=["service"])
+@router.get("/v1/deployment", tags=["service"], response_model=DeploymentPublic)
 def deployment(svc: ServiceDep) -> dict[str, Any]:
     """Public facts: deployment id, entity, genesis hash (root of trust), service keys."""
     return svc.deployment_info()
 
 
-@router.post("/v1/genesis", status_code=201, tags=["membership"])
+@router.post("/v1/genesis", status_code=201, tags=["membership"], response_model=GenesisPublic)
 def genesis(
     svc: ServiceDep,
     body: schemas.GenesisIn = strict(schemas.GenesisIn),
@@ -47,13 +48,13 @@ def genesis(
     return svc.genesis(body.genesis, body.signatures, claim_token=claim_token)
 
 
-@router.post("/v1/sessions", status_code=201, tags=["membership"])
+@router.post("/v1/sessions", status_code=201, tags=["membership"], response_model=SessionPublic)
 def open_session(svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:
     """Open a 15-minute read session with a signed `session.open` action."""
     return svc.open_session(body.envelope)
 
 
-@router.post("/v1/totp/enrol", tags=["membership"])
+@router.post("/v1/totp/enrol", tags=["membership"], response_model=TotpEnrolPublic)
 def enrol_totp(svc: ServiceDep, body: schemas.TotpEnrolIn = strict(schemas.TotpEnrolIn)) -> dict[str, Any]:
     """Register the member's TOTP seed, sealed on its own machine to the service key."""
     return svc.enrol_totp(body.envelope, confirm_code=body.confirm_code, totp=body.totp)

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Response
 
 from tandem.api import schemas
 from tandem.api.deps import Reader, ServiceDep, document_request_bodies, paged, strict
+from tandem.api.public_models import MemberPublic, ProposalPublic
 
 router = APIRouter(tags=["membership"])
 
 
-@router.get("/v1/members")
+@router.get("/v1/members", response_model=list[MemberPublic])
 def members(
     svc: ServiceDep, viewer: Reader, response: Response, limit: int | None = None, cursor: str | None = None
 ) -> list[dict[str, Any]]:
@@ -22,13 +23,13 @@ def members(
     return paged(response, svc.list_members(limit=limit, cursor=cursor))
 
 
-@router.post("/v1/members/proposals", status_code=201)
+@router.post("/v1/members/proposals", status_code=201, response_model=ProposalPublic)
 def propose_member(svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:
     """Propose adding, removing or rekeying a member; the other side must approve."""
     return svc.propose_member_change(body.envelope)
 
 
-@router.get("/v1/proposals")
+@router.get("/v1/proposals", response_model=list[ProposalPublic])
 def proposals(
     *,
     svc: ServiceDep,
@@ -42,12 +43,12 @@ def proposals(
     return paged(response, svc.list_proposals(status=status, limit=limit, cursor=cursor))
 
 
-@router.get("/v1/proposals/{proposal_id}")
+@router.get("/v1/proposals/{proposal_id}", response_model=ProposalPublic)
 def proposal(proposal_id: str, svc: ServiceDep, viewer: Reader) -> dict[str, Any]:
     return svc.get_proposal(proposal_id)
 
 
-@router.post("/v1/proposals/{proposal_id}/approve")
+@router.post("/v1/proposals/{proposal_id}/approve", response_model=ProposalPublic)
 def approve(
     proposal_id: str, svc: ServiceDep, body: schemas.ApprovalIn = strict(schemas.ApprovalIn)
 ) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def approve(
     return svc.decide_proposal(body.envelope, totp=body.totp, approve=True)
 
 
-@router.post("/v1/proposals/{proposal_id}/reject")
+@router.post("/v1/proposals/{proposal_id}/reject", response_model=ProposalPublic)
 def reject(
     proposal_id: str, svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def reject(
     return svc.decide_proposal(body.envelope, totp=None, approve=False)
 
 
-@router.post("/v1/proposals/{proposal_id}/veto")
+@router.post("/v1/proposals/{proposal_id}/veto", response_model=ProposalPublic)
 def veto_member(
     proposal_id: str, svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def veto_member(
     return svc.veto_member_proposal(body.envelope)
 
 
-@router.post("/v1/proposals/{proposal_id}/apply")
+@router.post("/v1/proposals/{proposal_id}/apply", response_model=ProposalPublic)
 def apply_member(
     proposal_id: str, svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:

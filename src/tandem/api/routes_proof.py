@@ -9,6 +9,7 @@ from pydantic import Field
 
 from tandem.api import schemas
 from tandem.api.deps import Reader, ServiceDep, document_request_bodies, paged, strict
+from tandem.api.public_models import ProofChallengePublic
 
 router = APIRouter(tags=["proofs"])
 
@@ -23,7 +24,7 @@ class ProofContributionIn(schemas.Strict):
     )
 
 
-@router.post("/v1/proofs/challenges", status_code=201)
+@router.post("/v1/proofs/challenges", status_code=201, response_model=ProofChallengePublic)
 def issue_challenge(
     svc: ServiceDep,
     body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn),
@@ -34,7 +35,7 @@ def issue_challenge(
     return svc.issue_proof_challenge(body.envelope)
 
 
-@router.get("/v1/proofs")
+@router.get("/v1/proofs", response_model=list[ProofChallengePublic])
 def list_challenges(
     svc: ServiceDep,
     *,
@@ -48,14 +49,14 @@ def list_challenges(
     return paged(response, svc.list_proof_challenges(status=status, limit=limit, cursor=cursor))
 
 
-@router.get("/v1/proofs/{challenge_id}")
+@router.get("/v1/proofs/{challenge_id}", response_model=ProofChallengePublic)
 def get_challenge(svc: ServiceDep, challenge_id: str, viewer: Reader) -> dict[str, Any]:
     """The challenge, its operation keys and who has contributed; managers and
     custodians also get each key set's sealed document to re-seal their share from."""
     return svc.get_proof_challenge(challenge_id, viewer=viewer)
 
 
-@router.post("/v1/proofs/{challenge_id}/contributions")
+@router.post("/v1/proofs/{challenge_id}/contributions", response_model=ProofChallengePublic)
 def contribute(
     svc: ServiceDep,
     challenge_id: str,
@@ -67,7 +68,7 @@ def contribute(
     return svc.contribute_proof(body.envelope, totp=body.totp)
 
 
-@router.post("/v1/proofs/{challenge_id}/operations")
+@router.post("/v1/proofs/{challenge_id}/operations", response_model=ProofChallengePublic)
 def renew_operations(
     svc: ServiceDep,
     challenge_id: str,

@@ -14,6 +14,18 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from tandem.api.deps import Reader, ServiceDep, document_request_bodies, paged, strict
+from tandem.api.public_models import (
+    AddressPublic,
+    BatchApprovalPublic,
+    ExplanationPublic,
+    OperationPublic,
+    PolicyPublic,
+    ProposalPublic,
+    ShareReceiptPublic,
+    WithdrawalBundlePublic,
+    WithdrawalOperationPublic,
+    WithdrawalPublic,
+)
 from tandem.api.schemas import EnvelopeIn, Strict, same_subject
 from tandem.errors import InputError
 from tandem.services.batch import MAX_BATCH
@@ -68,20 +80,22 @@ class BatchApproveIn(Strict):
 # --- withdrawals -------------------------------------------------------------------
 
 
-@router.post("/v1/withdrawals/operations", status_code=201, tags=["withdrawals"])
+@router.post(
+    "/v1/withdrawals/operations", status_code=201, tags=["withdrawals"], response_model=OperationPublic
+)
 def prepare(svc: ServiceDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Manager) A one-time operation key for a withdrawal from a key set, signed by the
     service key; returns it with the sealed key set and the wallet's addresses."""
     return svc.prepare_withdrawal(body.envelope)
 
 
-@router.post("/v1/withdrawals", status_code=201, tags=["withdrawals"])
+@router.post("/v1/withdrawals", status_code=201, tags=["withdrawals"], response_model=WithdrawalPublic)
 def create(svc: ServiceDep, body: WithdrawalCreateIn = strict(WithdrawalCreateIn)) -> dict[str, Any]:
     """(Manager) Request a withdrawal. Tandem builds the transaction, the policy decides."""
     return svc.create_withdrawal(body.envelope, sealed_share=body.sealed_share)
 
 
-@router.get("/v1/withdrawals", tags=["withdrawals"])
+@router.get("/v1/withdrawals", tags=["withdrawals"], response_model=list[WithdrawalPublic])
 def list_(
     *,
     svc: ServiceDep,
@@ -96,13 +110,13 @@ def list_(
     return paged(response, svc.list_withdrawals(status=status, limit=limit, cursor=cursor))
 
 
-@router.get("/v1/withdrawals/{withdrawal_id}", tags=["withdrawals"])
+@router.get("/v1/withdrawals/{withdrawal_id}", tags=["withdrawals"], response_model=WithdrawalPublic)
 def show(svc: ServiceDep, withdrawal_id: str, viewer: Reader) -> dict[str, Any]:
     """The request with its raw unsigned transaction; clients decode it themselves."""
     return svc.get_withdrawal(withdrawal_id)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/approve", tags=["withdrawals"])
+@router.post("/v1/withdrawals/{withdrawal_id}/approve", tags=["withdrawals"], response_model=WithdrawalPublic)
 def approve(
     svc: ServiceDep, withdrawal_id: str, body: WithdrawalApproveIn = strict(WithdrawalApproveIn)
 ) -> dict[str, Any]:
@@ -111,7 +125,7 @@ def approve(
     return svc.approve_withdrawal(body.envelope, totp=body.totp, sealed_share=body.sealed_share)
 
 
-@router.post("/v1/withdrawals/approvals", tags=["withdrawals"])
+@router.post("/v1/withdrawals/approvals", tags=["withdrawals"], response_model=BatchApprovalPublic)
 def approve_batch(svc: ServiceDep, body: BatchApproveIn = strict(BatchApproveIn)) -> dict[str, Any]:
     """Approve several withdrawals with one TOTP code: the code is checked once, then
     each signed approval is admitted as by the single route. Per-item results; each
@@ -120,40 +134,48 @@ def approve_batch(svc: ServiceDep, body: BatchApproveIn = strict(BatchApproveIn)
     return svc.approve_withdrawals(body.envelope, totp=body.totp, items=items)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/reject", tags=["withdrawals"])
+@router.post("/v1/withdrawals/{withdrawal_id}/reject", tags=["withdrawals"], response_model=WithdrawalPublic)
 def reject(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     same_subject(body.envelope, "withdrawal", withdrawal_id)
     return svc.reject_withdrawal(body.envelope)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/cancel", tags=["withdrawals"])
+@router.post("/v1/withdrawals/{withdrawal_id}/cancel", tags=["withdrawals"], response_model=WithdrawalPublic)
 def cancel(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     same_subject(body.envelope, "withdrawal", withdrawal_id)
     return svc.cancel_withdrawal(body.envelope)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/veto", tags=["withdrawals"])
+@router.post("/v1/withdrawals/{withdrawal_id}/veto", tags=["withdrawals"], response_model=WithdrawalPublic)
 def veto(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Custodian) Stop a time-locked withdrawal during its lock."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
     return svc.veto_withdrawal(body.envelope)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/operation", tags=["withdrawals"])
+@router.post(
+    "/v1/withdrawals/{withdrawal_id}/operation",
+    tags=["withdrawals"],
+    response_model=WithdrawalOperationPublic,
+)
 def renew(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """A new operation key for an open request (after a restart); shares are given again."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
     return svc.renew_operation(body.envelope)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/shares", tags=["withdrawals"])
+@router.post(
+    "/v1/withdrawals/{withdrawal_id}/shares",
+    tags=["withdrawals"],
+    response_model=ShareReceiptPublic,
+)
 def contribute(svc: ServiceDep, withdrawal_id: str, body: ShareIn = strict(ShareIn)) -> dict[str, Any]:
     """A member's share resealed to the request's current operation key."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
     return svc.contribute_share(body.envelope, sealed_share=body.sealed_share, totp=body.totp)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/release", tags=["withdrawals"])
+@router.post("/v1/withdrawals/{withdrawal_id}/release", tags=["withdrawals"], response_model=WithdrawalPublic)
 def release(
     svc: ServiceDep,
     withdrawal_id: str,
@@ -169,7 +191,9 @@ def release(
     return JSONResponse(status_code=answer.status_code, content=answer.body)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/broadcast", tags=["withdrawals"])
+@router.post(
+    "/v1/withdrawals/{withdrawal_id}/broadcast", tags=["withdrawals"], response_model=WithdrawalPublic
+)
 def broadcast(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """Record that the released transaction was broadcast (`withdrawal.broadcast`
     {withdrawal, txid}); the txid must be the released one."""
@@ -177,14 +201,14 @@ def broadcast(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(Env
     return svc.record_broadcast(body.envelope)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/confirm", tags=["withdrawals"])
+@router.post("/v1/withdrawals/{withdrawal_id}/confirm", tags=["withdrawals"], response_model=WithdrawalPublic)
 def confirm(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """Record that the released transaction is confirmed on chain (`withdrawal.confirm`)."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
     return svc.confirm_withdrawal(body.envelope)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/abandon", tags=["withdrawals"])
+@router.post("/v1/withdrawals/{withdrawal_id}/abandon", tags=["withdrawals"], response_model=WithdrawalPublic)
 def abandon(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """Record that the released transaction will not be used (`withdrawal.abandon`
     {withdrawal, reason}); its Ethereum nonce is freed."""
@@ -192,13 +216,15 @@ def abandon(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(Envel
     return svc.abandon_withdrawal(body.envelope)
 
 
-@router.get("/v1/withdrawals/{withdrawal_id}/bundle", tags=["withdrawals"])
+@router.get(
+    "/v1/withdrawals/{withdrawal_id}/bundle", tags=["withdrawals"], response_model=WithdrawalBundlePublic
+)
 def bundle(svc: ServiceDep, withdrawal_id: str, viewer: Reader) -> dict[str, Any]:
     """Everything an offline signer re-verifies; members' clients add their shares."""
     return svc.withdrawal_bundle(withdrawal_id)
 
 
-@router.post("/v1/withdrawals/{withdrawal_id}/import", tags=["withdrawals"])
+@router.post("/v1/withdrawals/{withdrawal_id}/import", tags=["withdrawals"], response_model=WithdrawalPublic)
 def import_(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """Record an offline-signed transaction after re-verifying it."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
@@ -208,13 +234,13 @@ def import_(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(Envel
 # --- policy and address book -----------------------------------------------------------
 
 
-@router.get("/v1/policy", tags=["policy"])
+@router.get("/v1/policy", tags=["policy"], response_model=PolicyPublic)
 def policy(svc: ServiceDep, viewer: Reader) -> dict[str, Any]:
     """The policy in force and every version, pending ones included."""
     return svc.policy_info()
 
 
-@router.get("/v1/policy/explain", tags=["policy"])
+@router.get("/v1/policy/explain", tags=["policy"], response_model=ExplanationPublic)
 def explain(  # noqa: PLR0913 - FastAPI maps query parameters to arguments
     *,
     svc: ServiceDep,
@@ -244,26 +270,26 @@ def explain(  # noqa: PLR0913 - FastAPI maps query parameters to arguments
     return svc.explain_facts(**{k: v for k, v in facts.items() if v is not None})
 
 
-@router.post("/v1/policy/proposals", status_code=201, tags=["policy"])
+@router.post("/v1/policy/proposals", status_code=201, tags=["policy"], response_model=ProposalPublic)
 def propose_policy(svc: ServiceDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Manager) Propose the next policy version; a custodian approves it with
     POST /v1/proposals/{id}/approve; it takes effect after the current change delay."""
     return svc.propose_policy(body.envelope)
 
 
-@router.post("/v1/policy/proposals/{proposal_id}/veto", tags=["policy"])
+@router.post("/v1/policy/proposals/{proposal_id}/veto", tags=["policy"], response_model=ProposalPublic)
 def veto_change(svc: ServiceDep, proposal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Custodian) Veto an approved policy or address-book change during its delay."""
     same_subject(body.envelope, "proposal", proposal_id)
     return svc.veto_policy_proposal(body.envelope)
 
 
-@router.get("/v1/addressbook", tags=["policy"])
+@router.get("/v1/addressbook", tags=["policy"], response_model=list[AddressPublic])
 def addressbook(svc: ServiceDep, viewer: Reader) -> list[dict[str, Any]]:
     return svc.address_book_view()
 
 
-@router.post("/v1/addressbook/proposals", status_code=201, tags=["policy"])
+@router.post("/v1/addressbook/proposals", status_code=201, tags=["policy"], response_model=ProposalPublic)
 def propose_address(svc: ServiceDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Manager) Propose adding or removing an allow-listed destination."""
     return svc.propose_address_change(body.envelope)
