@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlmodel import func, select
 from tests.conftest import FakeClock, World, claim_token_of, new_member
 
+from tandem.api.deps import api_routes
 from tandem.client import Client
 from tandem.core.actions import sign_action
 from tandem.core.canonical import canonical, digest_hex
@@ -99,8 +99,8 @@ MALFORMED: list[tuple[str, bytes, tuple[str, ...]]] = [
 
 def _post_routes(app: Any) -> list[str]:
     paths = []
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.methods & {"POST", "PUT", "PATCH", "DELETE"}:
+    for route in api_routes(app):
+        if route.methods & {"POST", "PUT", "PATCH", "DELETE"}:
             paths.append(route.path.replace("{", "").replace("}", "_x"))
     assert "/v1/members/proposals" in paths
     return paths

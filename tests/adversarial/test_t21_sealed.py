@@ -16,6 +16,7 @@ from sqlmodel import select
 from tests.conftest import World
 
 from tandem.api import create_app
+from tandem.api.deps import api_routes
 from tandem.core.canonical import canonical
 from tandem.errors import SealedError
 from tandem.services import Tandem
@@ -83,7 +84,7 @@ REAL_SIGNING_ROUTES = [
 
 
 def real_signing_responses(world: World, http: TestClient) -> list[Any]:
-    paths = {getattr(r, "path", None) for r in http.app.routes}
+    paths = {r.path for r in api_routes(http.app)}
     out = []
     for path, who, type_, body in REAL_SIGNING_ROUTES:
         if path in paths:

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import T0, World, new_member
 from typer.testing import CliRunner
 
-from tandem.api.app import _ndjson_pages
+from tandem.api.routes_audit import _ndjson_pages
 from tandem.cli import audit_cmds
 from tandem.cli.main import app as cli_app
 from tandem.client import Client

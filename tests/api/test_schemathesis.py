@@ -33,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.conftest import BACKENDS, FakeClock, claim_token_of, make_database, new_member
 
 from tandem.api import create_app
+from tandem.api.deps import api_routes
 from tandem.client import Client
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
@@ -66,8 +67,8 @@ def body_model(route: APIRoute) -> type[BaseModel] | None:
 def with_request_bodies(app: FastAPI) -> dict[str, Any]:
     spec = app.openapi()
     components = spec.setdefault("components", {}).setdefault("schemas", {})
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or "POST" not in route.methods:
+    for route in api_routes(app):
+        if "POST" not in route.methods:
             continue
         model = body_model(route)
         if model is None:
@@ -199,9 +200,8 @@ def test_openapi_documents_request_bodies(fuzzed: Fuzzed) -> None:
     spec = fuzzed.app.openapi()
     missing = [
         route.path
-        for route in fuzzed.app.routes
-        if isinstance(route, APIRoute)
-        and "POST" in route.methods
+        for route in api_routes(fuzzed.app)
+        if "POST" in route.methods
         and body_model(route) is not None
         and "requestBody" not in spec["paths"][route.path]["post"]
     ]

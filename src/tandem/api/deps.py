@@ -1,14 +1,38 @@
-"""What routes depend on: the member behind a request's session token."""
+"""What routes depend on: the service, the member behind a request's session token, the
+strict body parser and the list page.
+
+Every route module holds a module-level ``APIRouter`` of plain functions that take
+these as dependencies; none of them reaches the application object except through
+``request.app.state`` (``service``, ``max_body_bytes``, ``books``).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel, ValidationError
 
+from tandem.core.canonical import loads_strict
+from tandem.errors import InputError, PayloadTooLargeError, UnknownFieldError
 from tandem.services import Tandem
+from tandem.settings import Settings
 from tandem.store import pages
 from tandem.store.models import Member
+
+M = TypeVar("M", bound=BaseModel)
+DEFAULT_MAX_BODY_BYTES = Settings.model_fields["max_body_bytes"].default
+
+
+def service(request: Request) -> Tandem:
+    """The service the application was built with (``app.state.service``)."""
+    svc: Tandem = request.app.state.service
+    return svc
+
+
+ServiceDep = Annotated[Tandem, Depends(service)]
 
 
 def current_member(request: Request, authorization: Annotated[str | None, Header()] = None) -> Member:
@@ -16,8 +40,7 @@ def current_member(request: Request, authorization: Annotated[str | None, Header
     token = None
     if authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
-    service: Tandem = request.app.state.service
-    return service.session_member(token)
+    return service(request).session_member(token)
 
 
 Reader = Annotated[Member, Depends(current_member)]
@@ -30,3 +53,79 @@ def paged(response: Response, page: dict[str, Any]) -> list[dict[str, Any]]:
         response.headers[pages.NEXT_CURSOR_HEADER] = page["next_cursor"]
     items: list[dict[str, Any]] = page["items"]
     return items
+
+
+# --- the strict body ---------------------------------------------------------------------
+
+# parse dependency -> the model it parses into (read by ``document_request_bodies``)
+BODY_MODELS: dict[Callable[..., Any], type[BaseModel]] = {}
+
+
+def max_body_bytes(request: Request) -> int:
+    limit: int = getattr(request.app.state, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    return limit
+
+
+async def body_bytes(request: Request) -> bytes:
+    # BodyCap has already refused anything longer while it arrived; this stays as a
+    # second line should the app ever be mounted without it.
+    limit = max_body_bytes(request)
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+    return body
+
+
+def parse_strict(model: type[M], raw: bytes, *, max_bytes: int) -> M:
+    """Strict JSON (``loads_strict``: no duplicate keys, NUL, NaN or deep nesting), then
+    the model's check; an unknown field is ``unknown_field``, anything else ``invalid_input``."""
+    doc = loads_strict(raw, max_bytes=max_bytes, forbid_nul=True)
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        kinds = {e["type"] for e in exc.errors()}
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        if "extra_forbidden" in kinds:
+            raise UnknownFieldError(f"unknown field(s): {fields}") from None
+        raise InputError(f"invalid request body: {fields}") from None
+
+
+def strict(model: type[M]) -> Any:
+    """A dependency (use it as the parameter's default) that parses the request body
+    strictly into ``model``. FastAPI never sees the body, so the model is published in
+    the OpenAPI document by :func:`document_request_bodies`."""
+
+    async def parse(request: Request) -> M:
+        return parse_strict(model, await body_bytes(request), max_bytes=max_body_bytes(request))
+
+    BODY_MODELS[parse] = model
+    return Depends(parse)
+
+
+def document_request_bodies(router: APIRouter) -> APIRouter:
+    """Publish each route's strict body schema in the OpenAPI document (call once a
+    router's routes are declared)."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        for dep in route.dependant.dependencies:
+            model = BODY_MODELS.get(dep.call) if dep.call is not None else None
+            if model is None:
+                continue
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            route.openapi_extra = {
+                **(route.openapi_extra or {}),
+                "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            }
+    return router
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every API route the application serves, those of included routers too (an
+    included router's routes are not themselves in ``app.routes``), in serving order."""
+    out = []
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute):
+            out.append(route)
+    return out

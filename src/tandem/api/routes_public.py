@@ -23,6 +23,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from tandem.api.public_models import CheckpointPublic, ConsistencyPublic, InclusionPublic, TranscriptPublic
 from tandem.core.ceremony import CEREMONY_ID
 from tandem.errors import InputError, NotPublicError, RateLimitedError
 from tandem.services import Tandem
@@ -111,14 +112,14 @@ Service = Annotated[Tandem, Depends(service)]
 router = APIRouter(prefix=PREFIX, tags=["public"], dependencies=[Depends(rate_limited)])
 
 
-@router.get("/checkpoint")
+@router.get("/checkpoint", response_model=CheckpointPublic)
 def checkpoint(svc: Service, tree_size: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
     """The signed audit checkpoint (latest, or of `tree_size`): deployment, size, Merkle
     root, last entry hash, time, signed by the service key the genesis names."""
     return svc.checkpoint(tree_size)
 
 
-@router.get("/inclusion/{index}")
+@router.get("/inclusion/{index}", response_model=InclusionPublic)
 def inclusion(
     index: int, svc: Service, tree_size: Annotated[int | None, Query(ge=1)] = None
 ) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def inclusion(
     }
 
 
-@router.get("/consistency")
+@router.get("/consistency", response_model=ConsistencyPublic)
 def consistency(
     svc: Service, old: Annotated[int, Query(ge=1)], new: Annotated[int, Query(ge=1)]
 ) -> dict[str, Any]:
@@ -162,7 +163,7 @@ def proof_bundle(challenge_id: str, svc: Service) -> Response:
     )
 
 
-@router.get("/ceremonies/{ceremony_id}/transcript")
+@router.get("/ceremonies/{ceremony_id}/transcript", response_model=TranscriptPublic)
 def transcript(ceremony_id: str, svc: Service) -> dict[str, Any]:
     """A keygen ceremony's transcript: signed actions, commitments and reveals, public
     keys, addresses and birth proofs, countersignatures. A transcript that carries key
