@@ -14,6 +14,7 @@ from typing import Any
 
 from tandem.client import Client
 from tandem.core import proofs as core
+from tandem.core import split
 from tandem.core.identity import MemberSecrets
 from tandem.errors import InputError, VerificationError
 
@@ -92,7 +93,7 @@ def reseal_shares(client: Client, member: MemberSecrets, view: Mapping[str, Any]
         shares.append(
             {
                 "keyset": entry["keyset"],
-                "operation": entry["operation"]["statement"]["operation"],
+                "operation": split.operation_id(entry["operation"]),
                 "sealed_share": sealed,
             }
         )

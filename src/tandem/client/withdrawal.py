@@ -237,7 +237,7 @@ def signed_approval(
             member, view["keyset"], view["operation"], keyset_id=view["wallet"]
         )
         body.update(
-            operation=view["operation"]["statement"]["operation"], share_digest=wcore.share_digest(sealed)
+            operation=split.operation_id(view["operation"]), share_digest=wcore.share_digest(sealed)
         )
         item["sealed_share"] = sealed
     item["envelope"] = client.sign(member, "withdrawal.approve", body)
@@ -316,7 +316,7 @@ def contribute_share(
     _side, sealed = client.reseal_for_operation(
         member, view["keyset"], view["operation"], keyset_id=view["wallet"]
     )
-    operation = view["operation"]["statement"]["operation"]
+    operation = split.operation_id(view["operation"])
     env = client.sign(
         member,
         "withdrawal.contribute",

@@ -165,6 +165,13 @@ class CeremonyState:
     def to_json(self) -> str:
         return canonical(self.__dict__).decode("utf-8")
 
+    @property
+    def operation_id(self) -> str:
+        """The operation key's id this ceremony's signed operation document names."""
+        if self.operation is None:
+            raise InputError("this ceremony holds no operation key")
+        return split.operation_id(self.operation)
+
     @classmethod
     def from_json(cls, text: str) -> CeremonyState:
         doc = loads_strict(text)

@@ -927,6 +927,15 @@ def verify_operation(doc: Any, service_sign_public: bytes) -> dict[str, Any]:
     return result
 
 
+def operation_id(doc: Mapping[str, Any]) -> str:
+    """The operation a signed operation-key document (``{statement, signature}``, one
+    this signer issued or :func:`verify_operation` checked) names."""
+    operation = doc["statement"]["operation"]
+    if not isinstance(operation, str):
+        raise InputError("operation.statement.operation must be text")
+    return operation
+
+
 def reseal_for_operation(
     member: Any,  # MemberSecrets: member_id and seal_private_key
     sealed_keyset_json: str | dict[str, Any],

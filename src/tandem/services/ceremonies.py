@@ -143,7 +143,7 @@ class CeremonyService(KeyUseService):
         )
         self.store_share(
             call,
-            operation=state.operation["statement"]["operation"],
+            operation=state.operation_id,
             keyset_id=target,
             side=Role.MANAGER.value,
             sealed_b64=body.get("sealed_share"),
@@ -213,7 +213,7 @@ class CeremonyService(KeyUseService):
             raise InputError("a reshare makes no keys, so it takes no commitment")
         assert state.operation is not None
         assert row.target_keyset
-        operation = state.operation["statement"]["operation"]
+        operation = state.operation_id
         if "sealed_share" in body:
             self.store_share(
                 call,
@@ -388,7 +388,7 @@ class CeremonyService(KeyUseService):
                 {
                     "keyset": keyset_id,
                     "purpose": purpose,
-                    "operation": doc["statement"]["operation"],
+                    "operation": split.operation_id(doc),
                     "public_key": doc["statement"]["public_key"],
                 },
             )
@@ -446,7 +446,7 @@ class CeremonyService(KeyUseService):
             )
             self.store_share(
                 call,
-                operation=state.operation["statement"]["operation"],
+                operation=state.operation_id,
                 keyset_id=keyset_id,
                 side=Role.MANAGER.value,
                 sealed_b64=body["sealed_share"],
@@ -497,7 +497,7 @@ class CeremonyService(KeyUseService):
                 raise ConflictError("the approval is for a different export (hash mismatch)")
             assert state.operation is not None
             assert row.target_keyset
-            operation = state.operation["statement"]["operation"]
+            operation = state.operation_id
             self.store_share(
                 call,
                 operation=operation,
@@ -669,7 +669,7 @@ class CeremonyService(KeyUseService):
 
     def _ceremony_forget_operation(self, state: core.CeremonyState) -> None:
         if state.operation is not None:
-            self._ops().discard(state.operation["statement"]["operation"])
+            self._ops().discard(state.operation_id)
 
     def _ceremony_quorum(
         self, call: Call, row: Ceremony, state: core.CeremonyState, definition: CeremonyDefinition
@@ -807,7 +807,7 @@ class CeremonyService(KeyUseService):
         before = split.SealedKeyset.from_json(keyset.sealed)
         managers, custodians = current_recipients(call.session)
         pre = self._ceremony_pre_execution(call, row, state, definition)
-        with self.open_dek(call, sealed=before, operation=state.operation["statement"]["operation"]) as dek:
+        with self.open_dek(call, sealed=before, operation=state.operation_id) as dek:
             fault_point("ceremony.reshare_after_dek")
             after = split.reshare(
                 before, dek=dek, new_manager_publics=managers, new_custodian_publics=custodians

@@ -24,6 +24,7 @@ from sqlmodel import col, select
 
 from tandem.core import approvals as engine
 from tandem.core import proofs as core
+from tandem.core import split
 from tandem.core import withdrawal as wcore
 from tandem.core.approvals import QuorumResult
 from tandem.core.canonical import canonical, check_fields, loads_strict
@@ -73,13 +74,13 @@ class ProofService(KeyUseService):
             old = self._proof_ops().pop(challenge_id, {})
             self._proof_ops()[challenge_id] = ops
         for doc in old.values():
-            self._ops().discard(doc["statement"]["operation"])
+            self._ops().discard(split.operation_id(doc))
 
     def _drop_proof_ops(self, challenge_id: str) -> None:
         with _proof_lock:
             old = self._proof_ops().pop(challenge_id, {})
         for doc in old.values():
-            self._ops().discard(doc["statement"]["operation"])
+            self._ops().discard(split.operation_id(doc))
 
     def _current_proof_ops(self, challenge_id: str) -> dict[str, dict[str, Any]] | None:
         with _proof_lock:
@@ -95,7 +96,7 @@ class ProofService(KeyUseService):
                 ops[keyset_id] = self.new_operation(call, keyset_id=keyset_id, purpose=_purpose(challenge_id))
         except Exception:
             for doc in ops.values():
-                self._ops().discard(doc["statement"]["operation"])
+                self._ops().discard(split.operation_id(doc))
             raise
         return ops
 
@@ -173,7 +174,7 @@ class ProofService(KeyUseService):
                 "proof.operations",
                 {
                     "challenge": row.id,
-                    "operations": {k: v["statement"]["operation"] for k, v in sorted(ops.items())},
+                    "operations": {k: split.operation_id(v) for k, v in sorted(ops.items())},
                 },
             )
             return self._challenge_view(call, row, call.actor)
@@ -210,7 +211,7 @@ class ProofService(KeyUseService):
             for keyset_id, operation, sealed in shares:
                 if keyset_id not in doc["keysets"]:
                     raise InputError(f"key set {keyset_id} is not in this challenge's scope")
-                if ops[keyset_id]["statement"]["operation"] != operation:
+                if split.operation_id(ops[keyset_id]) != operation:
                     raise ConflictError(
                         f"operation {operation} is not the current operation of key set "
                         f"{keyset_id} "
@@ -311,7 +312,7 @@ class ProofService(KeyUseService):
     ) -> None:
         for keyset_id in doc["keysets"]:
             key_ids = sorted({r.key_id for r in rows if r.keyset == keyset_id})
-            operation = ops[keyset_id]["statement"]["operation"]
+            operation = split.operation_id(ops[keyset_id])
             with self.private_keys(call, keyset_id=keyset_id, operation=operation, key_ids=key_ids) as keys:
                 for key_id in key_ids:
                     # The chain signers take bytes; this copy lives only for this key's addresses.
@@ -469,7 +470,7 @@ class ProofService(KeyUseService):
         return rows
 
     def _sides(self, call: Call, ops: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
-        by_op = {doc["statement"]["operation"]: keyset for keyset, doc in ops.items()}
+        by_op = {split.operation_id(doc): keyset for keyset, doc in ops.items()}
         sides: dict[str, list[str]] = {keyset: [] for keyset in ops}
         if by_op:
             shares = call.session.exec(
@@ -485,7 +486,7 @@ class ProofService(KeyUseService):
         """Per key set in scope, whether a manager and a custodian have both contributed,
         counted by the approval engine. The issuer may be one of them: a challenge asks
         for proof, not for someone else's consent, so it has no requester."""
-        by_op = {doc["statement"]["operation"]: keyset for keyset, doc in ops.items()}
+        by_op = {split.operation_id(doc): keyset for keyset, doc in ops.items()}
         given: dict[str, list[engine.Given]] = {keyset: [] for keyset in ops}
         shares = call.session.exec(
             select(OperationShare).where(col(OperationShare.operation).in_(list(by_op)))
