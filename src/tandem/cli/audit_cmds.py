@@ -18,7 +18,6 @@ from tandem.cli.common import (
     console,
     load_member,
     read_json,
-    run_cli,
     show,
     write_json,
 )
@@ -155,16 +154,12 @@ def export(
     server: str = ServerOpt,
 ) -> None:
     """Download the whole log (JSON Lines) and the signed checkpoint that covers it."""
-
-    def go() -> None:
-        cl = Client(server)
-        out.mkdir(parents=True, exist_ok=True)
-        size, checkpoint = download_export(cl, load_member(keystore), out / "audit.jsonl")
-        write_json(out / "checkpoint.json", checkpoint)
-        write_json(out / "service-key.json", cl.deployment()["service"])
-        console.print(f"{size} entries -> {out / 'audit.jsonl'}, checkpoint -> {out / 'checkpoint.json'}")
-
-    run_cli(go)
+    cl = Client(server)
+    out.mkdir(parents=True, exist_ok=True)
+    size, checkpoint = download_export(cl, load_member(keystore), out / "audit.jsonl")
+    write_json(out / "checkpoint.json", checkpoint)
+    write_json(out / "service-key.json", cl.deployment()["service"])
+    console.print(f"{size} entries -> {out / 'audit.jsonl'}, checkpoint -> {out / 'checkpoint.json'}")
 
 
 def verify(  # noqa: PLR0917 - typer maps options to parameters
@@ -205,31 +200,27 @@ def verify(  # noqa: PLR0917 - typer maps options to parameters
     policy and address-book effect against its signed proposal and approvals, Merkle
     root, signed checkpoint. Names the first bad entry and exits non-zero on any
     problem. With --full, verify the server's own database instead."""
-
-    def go() -> None:
-        if full:
-            stored = verify_server_database(data_dir)
-            console.print(
-                f"[green]OK[/] {stored.entries} entries in the database; root {stored.root}; "
-                f"verified-up-to marker {'moved to' if stored.marker_written else 'left at'} "
-                f"{stored.entries}"
-            )
-            return
-        if file is None:
-            raise InputError("name the export to verify (audit.jsonl), or pass --full")
-        cp = read_json(checkpoint or file.parent / "checkpoint.json")
-        key_hex = service_key or read_json(file.parent / "service-key.json")["sign_public"]
-        try:
-            key = bytes.fromhex(key_hex)
-        except ValueError:
-            raise InputError("--service-key must be hex") from None
-        report, signed = verify_export_file(file, cp, key, genesis_hash=genesis_hash)
+    if full:
+        stored = verify_server_database(data_dir)
         console.print(
-            f"[green]OK[/] {report.entries} entries; root {report.root}; "
-            f"{signed} actor signatures re-verified; checkpoint signed by {audit.key_id(key)}"
+            f"[green]OK[/] {stored.entries} entries in the database; root {stored.root}; "
+            f"verified-up-to marker {'moved to' if stored.marker_written else 'left at'} "
+            f"{stored.entries}"
         )
-
-    run_cli(go)
+        return
+    if file is None:
+        raise InputError("name the export to verify (audit.jsonl), or pass --full")
+    cp = read_json(checkpoint or file.parent / "checkpoint.json")
+    key_hex = service_key or read_json(file.parent / "service-key.json")["sign_public"]
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        raise InputError("--service-key must be hex") from None
+    report, signed = verify_export_file(file, cp, key, genesis_hash=genesis_hash)
+    console.print(
+        f"[green]OK[/] {report.entries} entries; root {report.root}; "
+        f"{signed} actor signatures re-verified; checkpoint signed by {audit.key_id(key)}"
+    )
 
 
 def members(
@@ -242,18 +233,12 @@ def members(
     """The members as the log justifies them (from your pinned genesis, through
     member-signed proposals and approvals), checked against the server's list; a
     member or key the log does not justify is refused, naming it."""
+    from tandem.client import log as client_log
 
-    def go() -> None:
-        from tandem.client import log as client_log
-
-        rows = client_log.trusted_members(
-            Client(server), load_member(keystore), genesis_hash_pin=genesis_hash
-        )
-        for m in sorted(rows, key=lambda r: (r.role.value, r.name)):
-            console.print(f"{m.id}  {m.role.value:<9}  {m.name}")
-        console.print(f"[green]OK[/] {len(rows)} members, each justified by the log")
-
-    run_cli(go)
+    rows = client_log.trusted_members(Client(server), load_member(keystore), genesis_hash_pin=genesis_hash)
+    for m in sorted(rows, key=lambda r: (r.role.value, r.name)):
+        console.print(f"{m.id}  {m.role.value:<9}  {m.name}")
+    console.print(f"[green]OK[/] {len(rows)} members, each justified by the log")
 
 
 def inclusion(
@@ -264,29 +249,23 @@ def inclusion(
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON (no summary lines).")] = False,
 ) -> None:
     """Fetch and check an RFC 6962 inclusion proof of one entry in a signed checkpoint."""
-
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        params = {"tree_size": tree_size} if tree_size else {}
-        doc = cl.get(member, f"/v1/audit/inclusion/{index}", **params)
-        cp = audit.verify_checkpoint(
-            doc["checkpoint"], bytes.fromhex(cl.deployment()["service"]["sign_public"])
-        )
-        merkle.verify_inclusion(
-            bytes.fromhex(doc["entry"]["hash"]),
-            index,
-            doc["tree_size"],
-            [bytes.fromhex(p) for p in doc["proof"]],
-            bytes.fromhex(cp["root"]),
-        )
-        show(doc)
-        if as_json:
-            return
-        console.print(_entry_line(cl, member, doc, cp))
-        console.print(f"[green]OK[/] entry {index} is in the signed tree of size {doc['tree_size']}")
-
-    run_cli(go)
+    cl = Client(server)
+    member = load_member(keystore)
+    params = {"tree_size": tree_size} if tree_size else {}
+    doc = cl.get(member, f"/v1/audit/inclusion/{index}", **params)
+    cp = audit.verify_checkpoint(doc["checkpoint"], bytes.fromhex(cl.deployment()["service"]["sign_public"]))
+    merkle.verify_inclusion(
+        bytes.fromhex(doc["entry"]["hash"]),
+        index,
+        doc["tree_size"],
+        [bytes.fromhex(p) for p in doc["proof"]],
+        bytes.fromhex(cp["root"]),
+    )
+    show(doc)
+    if as_json:
+        return
+    console.print(_entry_line(cl, member, doc, cp))
+    console.print(f"[green]OK[/] entry {index} is in the signed tree of size {doc['tree_size']}")
 
 
 def consistency(
@@ -296,23 +275,19 @@ def consistency(
     server: str = ServerOpt,
 ) -> None:
     """Prove the log of size NEW extends the log of size OLD without rewriting it."""
-
-    def go() -> None:
-        cl = Client(server)
-        doc = cl.get(load_member(keystore), "/v1/audit/consistency", old=old, new=new)
-        key = bytes.fromhex(cl.deployment()["service"]["sign_public"])
-        a = audit.verify_checkpoint(doc["old_checkpoint"], key)
-        b = audit.verify_checkpoint(doc["new_checkpoint"], key)
-        merkle.verify_consistency(
-            old,
-            new,
-            bytes.fromhex(a["root"]),
-            bytes.fromhex(b["root"]),
-            [bytes.fromhex(p) for p in doc["proof"]],
-        )
-        console.print(f"[green]OK[/] tree {new} is an append-only extension of tree {old}")
-
-    run_cli(go)
+    cl = Client(server)
+    doc = cl.get(load_member(keystore), "/v1/audit/consistency", old=old, new=new)
+    key = bytes.fromhex(cl.deployment()["service"]["sign_public"])
+    a = audit.verify_checkpoint(doc["old_checkpoint"], key)
+    b = audit.verify_checkpoint(doc["new_checkpoint"], key)
+    merkle.verify_consistency(
+        old,
+        new,
+        bytes.fromhex(a["root"]),
+        bytes.fromhex(b["root"]),
+        [bytes.fromhex(p) for p in doc["proof"]],
+    )
+    console.print(f"[green]OK[/] tree {new} is an append-only extension of tree {old}")
 
 
 def register(audit_app: typer.Typer) -> None:

@@ -35,7 +35,6 @@ from tandem.cli.common import (
     console,
     load_member,
     read_json,
-    run_cli,
     show,
     totp_code,
     whole_table,
@@ -92,11 +91,9 @@ def client_propose(
     server: str = ServerOpt,
 ) -> None:
     """(Manager) Propose a client; a custodian approves it."""
-    run_cli(
-        lambda: show(
-            cb.propose_client(
-                Client(server), load_member(keystore), client_id=client_id, name=name, segregation=segregation
-            )
+    show(
+        cb.propose_client(
+            Client(server), load_member(keystore), client_id=client_id, name=name, segregation=segregation
         )
     )
 
@@ -110,29 +107,21 @@ def client_approve(
     totp_from_keystore: bool = TotpFromKeystoreOpt,
 ) -> None:
     """(Custodian) Approve a client or allocation proposal, with your TOTP code."""
-
-    def go() -> None:
-        cl, me = Client(server), load_member(keystore)
-        show(cb.approve(cl, me, proposal, totp=totp_code(cl, me, totp, totp_from_keystore)))
-
-    run_cli(go)
+    cl, me = Client(server), load_member(keystore)
+    show(cb.approve(cl, me, proposal, totp=totp_code(cl, me, totp, totp_from_keystore)))
 
 
 @client_app.command("list")
 def client_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
     """Clients with their segregation class and the wallets that belong to them."""
-
-    def go() -> None:
-        rows = Client(server).get_all(load_member(keystore), "/v1/books/clients")
-        if as_json:
-            show(rows)
-            return
-        table = whole_table("id", "name", "segregation", "wallets")
-        for c in rows:
-            table.add_row(c["id"], c["name"], c["segregation"], ", ".join(c["wallets"]))
-        console.print(table)
-
-    run_cli(go)
+    rows = Client(server).get_all(load_member(keystore), "/v1/books/clients")
+    if as_json:
+        show(rows)
+        return
+    table = whole_table("id", "name", "segregation", "wallets")
+    for c in rows:
+        table.add_row(c["id"], c["name"], c["segregation"], ", ".join(c["wallets"]))
+    console.print(table)
 
 
 @allocation_app.command("propose")
@@ -146,11 +135,9 @@ def allocation_propose(
     server: str = ServerOpt,
 ) -> None:
     """(Manager) Propose attributing (part of) an omnibus deposit to a client."""
-    run_cli(
-        lambda: show(
-            cb.propose_allocation(
-                Client(server), load_member(keystore), deposit=deposit, client_id=client_id, amount=amount
-            )
+    show(
+        cb.propose_allocation(
+            Client(server), load_member(keystore), deposit=deposit, client_id=client_id, amount=amount
         )
     )
 
@@ -168,22 +155,18 @@ def register_positions(
     server: str = ServerOpt,
 ) -> None:
     """Balances per client, chain, asset, wallet and address, in base units."""
-
-    def go() -> None:
-        table = whole_table("client", "chain", "asset", "wallet", "address", "balance")
-        params: dict[str, Any] = {"client": client_id} if client_id else {}
-        for p in Client(server).get_all(load_member(keystore), "/v1/books/positions", **params):
-            table.add_row(
-                p["client"],
-                f"{p['chain']}/{p['network']}",
-                p["asset"],
-                p["wallet"],
-                p["address"],
-                p["balance"],
-            )
-        console.print(table)
-
-    run_cli(go)
+    table = whole_table("client", "chain", "asset", "wallet", "address", "balance")
+    params: dict[str, Any] = {"client": client_id} if client_id else {}
+    for p in Client(server).get_all(load_member(keystore), "/v1/books/positions", **params):
+        table.add_row(
+            p["client"],
+            f"{p['chain']}/{p['network']}",
+            p["asset"],
+            p["wallet"],
+            p["address"],
+            p["balance"],
+        )
+    console.print(table)
 
 
 @register_app.command("movements")
@@ -198,23 +181,19 @@ def register_movements(
     """Every movement with its evidence (txid, output or log index, block height), in
     the order recorded, as JSON; --limit for the first N only."""
     params = {"client": client_id} if client_id else {}
-    run_cli(
-        lambda: show(
-            Client(server).get_all(load_member(keystore), "/v1/books/movements", first=limit, **params)
-        )
-    )
+    show(Client(server).get_all(load_member(keystore), "/v1/books/movements", first=limit, **params))
 
 
 @register_app.command("proposals")
 def register_proposals(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
     """Client and allocation proposals waiting for a custodian."""
-    run_cli(lambda: show(cb.open_proposals(Client(server), load_member(keystore))))
+    show(cb.open_proposals(Client(server), load_member(keystore)))
 
 
 @register_app.command("scan")
 def register_scan(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
     """(Manager or custodian) Record the deposits the server's chain backends show."""
-    run_cli(lambda: show(cb.scan(Client(server), load_member(keystore))))
+    show(cb.scan(Client(server), load_member(keystore)))
 
 
 # --- reconciliation --------------------------------------------------------------------
@@ -253,34 +232,31 @@ def reconcile(  # noqa: PLR0917 - typer options
     register never recorded). The report is signed with the service key and its hash logged."""
     from tandem.core import reconcile as rcore
 
-    def go() -> None:
-        if list_jobs:
-            show(cb.reconciliation_jobs(Client(server), load_member(keystore), first=limit))
-            return
-        if snapshot is not None:
-            signed = cb.reconcile(Client(server), load_member(keystore), snapshot=read_json(snapshot))
+    if list_jobs:
+        show(cb.reconciliation_jobs(Client(server), load_member(keystore), first=limit))
+        return
+    if snapshot is not None:
+        signed = cb.reconcile(Client(server), load_member(keystore), snapshot=read_json(snapshot))
+    else:
+        shown: list[tuple[int, int | None]] = []
+
+        def progress(done: int, total: int | None) -> None:
+            if total and (done, total) not in shown:
+                shown.append((done, total))
+                typer.echo(f"reading the chains: {done}/{total} addresses", err=True)
+
+        # A background job on the server: many addresses take longer than one request.
+        client, member = Client(server), load_member(keystore)
+        if job is not None:
+            started = cb.reconciliation_job(client, member, job)
+            signed = cb.follow_job(client, member, started, progress=progress)
         else:
-            shown: list[tuple[int, int | None]] = []
-
-            def progress(done: int, total: int | None) -> None:
-                if total and (done, total) not in shown:
-                    shown.append((done, total))
-                    typer.echo(f"reading the chains: {done}/{total} addresses", err=True)
-
-            # A background job on the server: many addresses take longer than one request.
-            client, member = Client(server), load_member(keystore)
-            if job is not None:
-                started = cb.reconciliation_job(client, member, job)
-                signed = cb.follow_job(client, member, started, progress=progress)
-            else:
-                signed = cb.reconcile_with_progress(client, member, progress=progress)
-        if out is not None:
-            write_json(out, signed)
-        console.print(rcore.table(signed["report"]), markup=False)
-        if signed["report"]["discrepancies"]:
-            raise typer.Exit(1)
-
-    run_cli(go)
+            signed = cb.reconcile_with_progress(client, member, progress=progress)
+    if out is not None:
+        write_json(out, signed)
+    console.print(rcore.table(signed["report"]), markup=False)
+    if signed["report"]["discrepancies"]:
+        raise typer.Exit(1)
 
 
 def verify_reconciliation(
@@ -301,21 +277,18 @@ def verify_reconciliation(
     that was signed and logged."""
     from tandem.core import reconcile as rcore
 
-    def go() -> None:
-        cp = read_json(checkpoint or register_export.parent / "checkpoint.json")
-        key_hex = service_key or read_json(register_export.parent / "service-key.json")["sign_public"]
-        try:
-            key = bytes.fromhex(key_hex)
-        except ValueError:
-            raise InputError("--service-key must be hex") from None
-        reading = _read_export(register_export, cp, key)
-        again = rcore.verify_report(read_json(report), reading, read_json(snapshot))
-        console.print(rcore.table(again), markup=False)
-        console.print(
-            f"[green]OK[/] same verdict: {again['verdict']}; report {rcore.report_hash(again)} is logged"
-        )
-
-    run_cli(go)
+    cp = read_json(checkpoint or register_export.parent / "checkpoint.json")
+    key_hex = service_key or read_json(register_export.parent / "service-key.json")["sign_public"]
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        raise InputError("--service-key must be hex") from None
+    reading = _read_export(register_export, cp, key)
+    again = rcore.verify_report(read_json(report), reading, read_json(snapshot))
+    console.print(rcore.table(again), markup=False)
+    console.print(
+        f"[green]OK[/] same verdict: {again['verdict']}; report {rcore.report_hash(again)} is logged"
+    )
 
 
 # --- prices and statements -------------------------------------------------------------
@@ -333,12 +306,9 @@ def prices_import(
     and method (e.g. 'closing price, last trade before period end')."""
     from tandem.core.statement import prices_from_csv
 
-    def go() -> None:
-        text = file.read_text(encoding="utf-8")
-        rows: Any = prices_from_csv(text) if file.suffix.lower() == ".csv" else json.loads(text)
-        show(cb.import_prices(Client(server), load_member(keystore), rows))
-
-    run_cli(go)
+    text = file.read_text(encoding="utf-8")
+    rows: Any = prices_from_csv(text) if file.suffix.lower() == ".csv" else json.loads(text)
+    show(cb.import_prices(Client(server), load_member(keystore), rows))
 
 
 def statement(  # noqa: PLR0917 - typer maps options to parameters
@@ -357,18 +327,15 @@ def statement(  # noqa: PLR0917 - typer maps options to parameters
     if bool(client_id) == all_clients:
         raise typer.BadParameter("give --client ID or --all-clients")
 
-    def go() -> None:
-        bundle = cb.statements(
-            Client(server), load_member(keystore), period=period, client_id=client_id, custodian=custodian
-        )
-        stem = f"statement-{period}-{client_id or 'all'}"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{stem}.pdf").write_bytes(bytes.fromhex(bundle["pdf_hex"]))
-        write_json(out / f"{stem}.json", bundle["statements"])
-        (out / f"{stem}.csv").write_text(bundle["csv"], encoding="utf-8")
-        console.print(f"wrote {out / stem}.pdf/.json/.csv; PDF sha256 {bundle['pdf_sha256']} (logged)")
-
-    run_cli(go)
+    bundle = cb.statements(
+        Client(server), load_member(keystore), period=period, client_id=client_id, custodian=custodian
+    )
+    stem = f"statement-{period}-{client_id or 'all'}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.pdf").write_bytes(bytes.fromhex(bundle["pdf_hex"]))
+    write_json(out / f"{stem}.json", bundle["statements"])
+    (out / f"{stem}.csv").write_text(bundle["csv"], encoding="utf-8")
+    console.print(f"wrote {out / stem}.pdf/.json/.csv; PDF sha256 {bundle['pdf_sha256']} (logged)")
 
 
 def verify_statement(
@@ -385,19 +352,14 @@ def verify_statement(
     recorded."""
     from tandem.core.statement import find_issued
 
-    def go() -> None:
-        cp = read_json(checkpoint or register_export.parent / "checkpoint.json")
-        key = bytes.fromhex(
-            service_key or read_json(register_export.parent / "service-key.json")["sign_public"]
-        )
-        reading = _read_export(register_export, cp, key)
-        entry = find_issued(pdf.read_bytes(), reading.statements)
-        console.print(
-            f"[green]OK[/] statement for {entry['data']['period']} "
-            f"({', '.join(entry['data']['clients'])}) issued at entry {entry['index']}"
-        )
-
-    run_cli(go)
+    cp = read_json(checkpoint or register_export.parent / "checkpoint.json")
+    key = bytes.fromhex(service_key or read_json(register_export.parent / "service-key.json")["sign_public"])
+    reading = _read_export(register_export, cp, key)
+    entry = find_issued(pdf.read_bytes(), reading.statements)
+    console.print(
+        f"[green]OK[/] statement for {entry['data']['period']} "
+        f"({', '.join(entry['data']['clients'])}) issued at entry {entry['index']}"
+    )
 
 
 # --- broadcast and tracking ------------------------------------------------------------
@@ -409,7 +371,7 @@ def withdraw_broadcast(
     server: str = ServerOpt,
 ) -> None:
     """Send a released transaction through the server's chain backend and record the broadcast (txid)."""
-    run_cli(lambda: show(cb.broadcast(Client(server), load_member(keystore), withdrawal_id)))
+    show(cb.broadcast(Client(server), load_member(keystore), withdrawal_id))
 
 
 def withdraw_track(
@@ -423,7 +385,7 @@ def withdraw_track(
     pending: the node holds it, nothing changes; dropped: the node no longer knows it, so
     it is recorded as released again (an audit entry) and `withdraw broadcast` sends the
     same signed bytes again."""
-    run_cli(lambda: show(cb.track(Client(server), load_member(keystore), withdrawal_id)))
+    show(cb.track(Client(server), load_member(keystore), withdrawal_id))
 
 
 def _read_export(path: Path, checkpoint: Any, key: bytes) -> Any:

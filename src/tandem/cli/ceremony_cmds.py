@@ -26,7 +26,6 @@ from tandem.cli.common import (
     console,
     load_member,
     read_json,
-    run_cli,
     show,
     whole_table,
     write_json,
@@ -135,35 +134,31 @@ def ceremony_validate(
     """Check a definition file before proposing it. Every problem is listed with the field
     it is in. Works offline; with --server it also checks the deployment can meet the
     approvals."""
-
-    def go() -> None:
-        definition = parse_definition(_read_text(file), source=str(file))
-        if server is not None:
-            if keystore is None:
-                raise InputError("--server needs --keystore to read the member list")
-            members = common.client(server).get_all(load_member(keystore), "/v1/members")
-            counts = dict.fromkeys(Role, 0)
-            for m in members:
-                if m["status"] == "active":
-                    counts[Role(m["role"])] += 1
-            validate_against(definition, counts)
+    definition = parse_definition(_read_text(file), source=str(file))
+    if server is not None:
+        if keystore is None:
+            raise InputError("--server needs --keystore to read the member list")
+        members = common.client(server).get_all(load_member(keystore), "/v1/members")
+        counts = dict.fromkeys(Role, 0)
+        for m in members:
+            if m["status"] == "active":
+                counts[Role(m["role"])] += 1
+        validate_against(definition, counts)
+    console.print(
+        f"{file}: valid {definition.kind} ceremony {definition.name!r}, "
+        f"definition hash {definition.definition_hash()}"
+    )
+    if definition.kind == "keygen":
+        chains = ", ".join(f"{c.chain} {c.network}" for c in definition.chains)
         console.print(
-            f"{file}: valid {definition.kind} ceremony {definition.name!r}, "
-            f"definition hash {definition.definition_hash()}"
+            f"  {definition.count} {definition.curve} key(s) for {chains}; "
+            f"segregation {definition.segregation}"
         )
-        if definition.kind == "keygen":
-            chains = ", ".join(f"{c.chain} {c.network}" for c in definition.chains)
-            console.print(
-                f"  {definition.count} {definition.curve} key(s) for {chains}; "
-                f"segregation {definition.segregation}"
-            )
-        console.print(
-            f"  approvals: {definition.approvals.custodian} custodian(s), "
-            f"{definition.approvals.manager} further manager(s); expires after "
-            f"{definition.expiry_seconds} s"
-        )
-
-    run_cli(go)
+    console.print(
+        f"  approvals: {definition.approvals.custodian} custodian(s), "
+        f"{definition.approvals.manager} further manager(s); expires after "
+        f"{definition.expiry_seconds} s"
+    )
 
 
 @ceremony_app.command("propose")
@@ -180,35 +175,31 @@ def ceremony_propose(
     """(Manager) Propose a ceremony. For a keygen your client draws a contribution, sends
     only its commitment, and keeps the contribution for `tandem ceremony reveal`. For a
     reshare it re-seals your share of the key set to a one-time operation key."""
-
-    def go() -> None:
-        member = load_member(keystore)
-        text = _read_text(file)
-        definition = parse_definition(text, source=str(file))
-        ceremony_id = cc.new_ceremony_id()
-        contribution = None
-        store = _store(keystore, state_dir)
-        if definition.kind == "keygen":
-            contribution = keygen.make_contribution()
-            store.save(ceremony_id, member.member_id, contribution)
-        try:
-            view = cc.propose_ceremony(
-                common.client(server),
-                member,
-                text,
-                ceremony_id=ceremony_id,
-                contribution=contribution,
-                target_keyset=target_keyset,
-            )
-        except Error:
-            # Refused (here or by the server): no commitment exists, so forget the contribution.
-            # (On a transport failure it is kept: the server may have the commitment.)
-            store.forget(ceremony_id, member.member_id)
-            raise
-        _summary(view)
-        console.print("next: custodian(s) run `tandem ceremony approve " + view["id"] + "`")
-
-    run_cli(go)
+    member = load_member(keystore)
+    text = _read_text(file)
+    definition = parse_definition(text, source=str(file))
+    ceremony_id = cc.new_ceremony_id()
+    contribution = None
+    store = _store(keystore, state_dir)
+    if definition.kind == "keygen":
+        contribution = keygen.make_contribution()
+        store.save(ceremony_id, member.member_id, contribution)
+    try:
+        view = cc.propose_ceremony(
+            common.client(server),
+            member,
+            text,
+            ceremony_id=ceremony_id,
+            contribution=contribution,
+            target_keyset=target_keyset,
+        )
+    except Error:
+        # Refused (here or by the server): no commitment exists, so forget the contribution.
+        # (On a transport failure it is kept: the server may have the commitment.)
+        store.forget(ceremony_id, member.member_id)
+        raise
+    _summary(view)
+    console.print("next: custodian(s) run `tandem ceremony approve " + view["id"] + "`")
 
 
 @ceremony_app.command("approve")
@@ -223,31 +214,25 @@ def ceremony_approve(  # noqa: PLR0917 - typer maps parameters to options
     """(Custodian) Approve a ceremony. Your client re-reads the definition, recomputes what
     you sign, and commits to your own contribution (or re-seals your share, for a
     reshare). Run `tandem ceremony show` first to read what you approve."""
-
-    def go() -> None:
-        cl = common.client(server)
-        member = load_member(keystore)
-        # One fetch: what is printed is the very object the approval is computed from.
-        view = cc.get_ceremony(cl, member, ceremony_id)
-        _print_for_approval(view)
-        contribution = None
-        if view["kind"] == "keygen":
-            contribution = keygen.make_contribution()
-        code = common.totp_code(cl, member, totp, totp_from_keystore)
-        store = _store(keystore, state_dir)
+    cl = common.client(server)
+    member = load_member(keystore)
+    # One fetch: what is printed is the very object the approval is computed from.
+    view = cc.get_ceremony(cl, member, ceremony_id)
+    _print_for_approval(view)
+    contribution = None
+    if view["kind"] == "keygen":
+        contribution = keygen.make_contribution()
+    code = common.totp_code(cl, member, totp, totp_from_keystore)
+    store = _store(keystore, state_dir)
+    if contribution is not None:
+        store.save(ceremony_id, member.member_id, contribution)
+    try:
+        result = cc.approve_ceremony(cl, member, ceremony_id, totp=code, contribution=contribution, view=view)
+    except Error:
         if contribution is not None:
-            store.save(ceremony_id, member.member_id, contribution)
-        try:
-            result = cc.approve_ceremony(
-                cl, member, ceremony_id, totp=code, contribution=contribution, view=view
-            )
-        except Error:
-            if contribution is not None:
-                store.forget(ceremony_id, member.member_id)
-            raise
-        _summary(result)
-
-    run_cli(go)
+            store.forget(ceremony_id, member.member_id)
+        raise
+    _summary(result)
 
 
 @ceremony_app.command("reject")
@@ -258,11 +243,7 @@ def ceremony_reject(
     server: str = ServerOpt,
 ) -> None:
     """(Custodian) Stop a ceremony before any key is made."""
-    run_cli(
-        lambda: _summary(
-            cc.reject_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason)
-        )
-    )
+    _summary(cc.reject_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason))
 
 
 @ceremony_app.command("cancel")
@@ -273,11 +254,7 @@ def ceremony_abort(
     reason: Annotated[str, typer.Option(help="Why; recorded in the audit log.")] = "",
 ) -> None:
     """(Proposer) Withdraw your ceremony before any key is made."""
-    run_cli(
-        lambda: _summary(
-            cc.abort_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason)
-        )
-    )
+    _summary(cc.abort_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason))
 
 
 # One verb for calling a request off: `cancel`, as for withdrawals; `abort` stays, hidden.
@@ -293,20 +270,16 @@ def ceremony_reveal(
 ) -> None:
     """Reveal the contribution you committed to, once every approval is in. The last
     reveal makes the keys."""
-
-    def go() -> None:
-        member = load_member(keystore)
-        store = _store(keystore, state_dir)
-        contribution = store.load(ceremony_id, member.member_id)
-        view = cc.reveal(common.client(server), member, ceremony_id, contribution)
-        store.forget(ceremony_id, member.member_id)
-        _summary(view)
-        if view["status"] == "executed":
-            console.print(
-                "keys made: every participant now runs `tandem ceremony countersign " + ceremony_id + "`"
-            )
-
-    run_cli(go)
+    member = load_member(keystore)
+    store = _store(keystore, state_dir)
+    contribution = store.load(ceremony_id, member.member_id)
+    view = cc.reveal(common.client(server), member, ceremony_id, contribution)
+    store.forget(ceremony_id, member.member_id)
+    _summary(view)
+    if view["status"] == "executed":
+        console.print(
+            "keys made: every participant now runs `tandem ceremony countersign " + ceremony_id + "`"
+        )
 
 
 @ceremony_app.command("countersign")
@@ -317,7 +290,7 @@ def ceremony_countersign(
 ) -> None:
     """Verify the transcript on this machine (signatures, commitments, addresses, birth
     proofs) and countersign the hash computed here."""
-    run_cli(lambda: _summary(cc.countersign(common.client(server), load_member(keystore), ceremony_id)))
+    _summary(cc.countersign(common.client(server), load_member(keystore), ceremony_id))
 
 
 @ceremony_app.command("show")
@@ -329,15 +302,11 @@ def ceremony_show(
 ) -> None:
     """Show a ceremony: its definition, who approved and revealed, and the digest your
     client computes itself."""
-
-    def go() -> None:
-        view = cc.get_ceremony(common.client(server), load_member(keystore), ceremony_id)
-        if view["kind"] != "import":
-            view["digest_computed_locally"] = cc.local_digest(view)
-        view.pop("actions", None)
-        show(view)
-
-    run_cli(go)
+    view = cc.get_ceremony(common.client(server), load_member(keystore), ceremony_id)
+    if view["kind"] != "import":
+        view["digest_computed_locally"] = cc.local_digest(view)
+    view.pop("actions", None)
+    show(view)
 
 
 @ceremony_app.command("list")
@@ -352,35 +321,31 @@ def ceremony_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """Ceremonies and imports, oldest first (--json: the raw values)."""
-
-    def go() -> None:
-        cl = common.client(server)
-        member = load_member(keystore)
-        rows = cc.list_ceremonies(cl, member, status, first=limit)
-        if as_json:
-            show(rows)
-            return
-        names = humanize.member_names(cl.get_all(member, "/v1/members"))
-        table = whole_table(
-            Column("id", no_wrap=True),
-            "kind",
-            "status",
-            "proposer",
-            "approvals",
-            Column("key set", no_wrap=True),
+    cl = common.client(server)
+    member = load_member(keystore)
+    rows = cc.list_ceremonies(cl, member, status, first=limit)
+    if as_json:
+        show(rows)
+        return
+    names = humanize.member_names(cl.get_all(member, "/v1/members"))
+    table = whole_table(
+        Column("id", no_wrap=True),
+        "kind",
+        "status",
+        "proposer",
+        "approvals",
+        Column("key set", no_wrap=True),
+    )
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["kind"],
+            r["status"],
+            humanize.member(r["proposer"], names),
+            str(len(r["approvals"])),
+            r["keyset"] or "",
         )
-        for r in rows:
-            table.add_row(
-                r["id"],
-                r["kind"],
-                r["status"],
-                humanize.member(r["proposer"], names),
-                str(len(r["approvals"])),
-                r["keyset"] or "",
-            )
-        console.print(table)
-
-    run_cli(go)
+    console.print(table)
 
 
 @ceremony_app.command("transcript")
@@ -391,13 +356,9 @@ def ceremony_transcript(
     server: str = ServerOpt,
 ) -> None:
     """Save a ceremony's transcript for offline verification (`tandem verify transcript`)."""
-
-    def go() -> None:
-        doc = cc.get_transcript(common.client(server), load_member(keystore), ceremony_id)
-        write_json(out, doc)
-        console.print(f"transcript of {ceremony_id} -> {out} (hash {core.transcript_hash(doc)})")
-
-    run_cli(go)
+    doc = cc.get_transcript(common.client(server), load_member(keystore), ceremony_id)
+    write_json(out, doc)
+    console.print(f"transcript of {ceremony_id} -> {out} (hash {core.transcript_hash(doc)})")
 
 
 # --- verify ----------------------------------------------------------------------------
@@ -413,21 +374,15 @@ def verify_transcript(
     """Verify a ceremony transcript offline: every signed action, commitments against
     reveals, every address against its public key, birth proofs in each chain's own
     format, and the countersignatures. Exits non-zero on any problem."""
-
-    def go() -> None:
-        report = core.verify_transcript(read_json(file))
-        for line in report.checked:
-            console.print(f"  ok: {line}")
-        for problem in report.problems:
-            console.print(f"  [red]problem:[/] {problem}")
-        if report.missing_countersignatures:
-            console.print("  not yet countersigned by: " + ", ".join(report.missing_countersignatures))
-        report.require(complete=not allow_incomplete)
-        console.print(
-            f"[green]transcript verifies[/]: ceremony {report.ceremony}, hash {report.transcript_hash}"
-        )
-
-    run_cli(go)
+    report = core.verify_transcript(read_json(file))
+    for line in report.checked:
+        console.print(f"  ok: {line}")
+    for problem in report.problems:
+        console.print(f"  [red]problem:[/] {problem}")
+    if report.missing_countersignatures:
+        console.print("  not yet countersigned by: " + ", ".join(report.missing_countersignatures))
+    report.require(complete=not allow_incomplete)
+    console.print(f"[green]transcript verifies[/]: ceremony {report.ceremony}, hash {report.transcript_hash}")
 
 
 # --- key sets --------------------------------------------------------------------------
@@ -441,32 +396,28 @@ def keyset_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """Every key set with its status (active, reshare_required, retired) and addresses."""
-
-    def go() -> None:
-        rows = cc.list_keysets(common.client(server), load_member(keystore), first=limit)
-        if as_json:
-            show(rows)
-            return
-        table = whole_table(
-            Column("id", no_wrap=True),
-            "status",
-            "curve",
-            "segregation",
-            "gen",
-            Column("addresses", overflow="fold"),
+    rows = cc.list_keysets(common.client(server), load_member(keystore), first=limit)
+    if as_json:
+        show(rows)
+        return
+    table = whole_table(
+        Column("id", no_wrap=True),
+        "status",
+        "curve",
+        "segregation",
+        "gen",
+        Column("addresses", overflow="fold"),
+    )
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["status"],
+            r["curve"],
+            r["segregation"],
+            str(r["generation"]),
+            "\n".join(f"{a['chain']}/{a['network']} {a['address']}" for a in r["addresses"]),
         )
-        for r in rows:
-            table.add_row(
-                r["id"],
-                r["status"],
-                r["curve"],
-                r["segregation"],
-                str(r["generation"]),
-                "\n".join(f"{a['chain']}/{a['network']} {a['address']}" for a in r["addresses"]),
-            )
-        console.print(table)
-
-    run_cli(go)
+    console.print(table)
 
 
 @keyset_app.command("show")
@@ -478,14 +429,10 @@ def keyset_show(
     as_json: bool = JsonAlreadyOpt,
 ) -> None:
     """Public keys, addresses, birth proofs and who holds shares of a key set."""
-
-    def go() -> None:
-        view = cc.get_keyset(common.client(server), load_member(keystore), keyset_id)
-        if not sealed:
-            view.pop("sealed", None)
-        show(view)
-
-    run_cli(go)
+    view = cc.get_keyset(common.client(server), load_member(keystore), keyset_id)
+    if not sealed:
+        view.pop("sealed", None)
+    show(view)
 
 
 @keyset_app.command("export")
@@ -497,15 +444,11 @@ def keyset_export(
 ) -> None:
     """Export a key set for offline media: its encrypted keys and sealed shares plus public
     data. Opening it still needs a manager and a custodian. Recorded in the audit log."""
-
-    def go() -> None:
-        doc = cc.export_keyset(common.client(server), load_member(keystore), keyset_id)
-        if out.exists():
-            raise InputError(f"{out} exists; refusing to overwrite")
-        write_json(out, doc)
-        console.print(f"exported {keyset_id} -> {out} (export hash {export_core.export_hash(doc)})")
-
-    run_cli(go)
+    doc = cc.export_keyset(common.client(server), load_member(keystore), keyset_id)
+    if out.exists():
+        raise InputError(f"{out} exists; refusing to overwrite")
+    write_json(out, doc)
+    console.print(f"exported {keyset_id} -> {out} (export hash {export_core.export_hash(doc)})")
 
 
 @keyset_app.command("import")
@@ -516,16 +459,11 @@ def keyset_import(
 ) -> None:
     """(Manager) Propose restoring an exported key set. Your share is re-sealed to a
     one-time import key; a custodian finishes with `tandem keyset approve-import`."""
-
-    def go() -> None:
-        view = cc.propose_import(common.client(server), load_member(keystore), read_json(file))
-        console.print(
-            f"import {view['id']} of key set {view['target_keyset']} proposed; "
-            f"export hash {view['export_hash']}"
-        )
-        console.print(f"next: a custodian runs `tandem keyset approve-import {view['id']} {file}`")
-
-    run_cli(go)
+    view = cc.propose_import(common.client(server), load_member(keystore), read_json(file))
+    console.print(
+        f"import {view['id']} of key set {view['target_keyset']} proposed; export hash {view['export_hash']}"
+    )
+    console.print(f"next: a custodian runs `tandem keyset approve-import {view['id']} {file}`")
 
 
 @keyset_app.command("approve-import")
@@ -539,12 +477,8 @@ def keyset_approve_import(  # noqa: PLR0917 - typer maps parameters to options
 ) -> None:
     """(Custodian) Finish an import: checks the pending import is of your file, re-seals
     your share to the import key, and the signer checks both shares open the key set."""
-
-    def go() -> None:
-        cl = common.client(server)
-        member = load_member(keystore)
-        code = common.totp_code(cl, member, totp, totp_from_keystore)
-        view = cc.approve_import(cl, member, import_id, export=read_json(file), totp=code)
-        console.print(f"import {view['id']}: {view['status']}; key set {view['keyset']} restored")
-
-    run_cli(go)
+    cl = common.client(server)
+    member = load_member(keystore)
+    code = common.totp_code(cl, member, totp, totp_from_keystore)
+    view = cc.approve_import(cl, member, import_id, export=read_json(file), totp=code)
+    console.print(f"import {view['id']}: {view['status']}; key set {view['keyset']} restored")

@@ -1,4 +1,5 @@
-"""Shared CLI plumbing: the one place errors become messages and exit codes."""
+"""Shared CLI plumbing: options, keystores, prompts, JSON files and output. What a command
+raises becomes a message and an exit status in one place, :mod:`tandem.cli.errors_boundary`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -26,7 +26,6 @@ from tandem.errors import FloatNotAllowedError, InputError, KeystoreError, NotFo
 # for copy-paste and scripts whatever the terminal width (a pipe counts as 80 columns).
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 err_console = errors_boundary.err_console
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 # Wide enough for any row of ids, hashes and addresses: piped output is never wrapped.
@@ -98,13 +97,6 @@ TotpFromKeystoreOpt = typer.Option(
     help="Compute the code from the seed in your keystore (scripts and demos; a real member "
     "types the code from an authenticator app).",
 )
-
-
-def run_cli(fn: Callable[[], Any]) -> None:
-    """Call ``fn`` inside the CLI's one error boundary: a Tandem Error becomes its message,
-    code and hint on stderr and the exit status of its kind (see tandem.cli.exit_codes);
-    anything else becomes a one-line internal error, never a traceback."""
-    errors_boundary.call(fn)
 
 
 PASSPHRASE_TRIES = 3

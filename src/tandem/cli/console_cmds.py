@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tandem.cli.common import ServerOpt, console, run_cli
+from tandem.cli.common import ServerOpt, console
 from tandem.client import Client
 from tandem.errors import InputError
 
@@ -36,28 +36,24 @@ def console_command(
 ) -> None:
     """Open your console: a local web page for the queue, reviews and approvals, the audit
     log and proofs. Served on 127.0.0.1 by this install; the passphrase is asked on the page."""
+    from tandem.console.server import bind, make_server, opening_url
+    from tandem.console.state import ConsoleState
 
-    def go() -> None:
-        from tandem.console.server import bind, make_server, opening_url
-        from tandem.console.state import ConsoleState
-
-        if idle_minutes < 1:
-            raise InputError("--idle-minutes must be at least 1")
-        if not keystore.is_file():
-            raise InputError(f"no keystore at {keystore}")
-        state = ConsoleState(keystore=keystore, client=Client(server), idle_seconds=idle_minutes * 60)
-        sock = bind(port)
-        srv = make_server(state, sock)
-        url = opening_url(state)
-        console.print(f"Tandem console for {keystore} (server {server})")
-        console.print(f"open: {url}")
-        console.print("The link carries this run's token; keep it to yourself. Ctrl-C stops the console.")
-        if not no_open:
-            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
-        state.watch_idle()
-        srv.run(sockets=[sock])
-
-    run_cli(go)
+    if idle_minutes < 1:
+        raise InputError("--idle-minutes must be at least 1")
+    if not keystore.is_file():
+        raise InputError(f"no keystore at {keystore}")
+    state = ConsoleState(keystore=keystore, client=Client(server), idle_seconds=idle_minutes * 60)
+    sock = bind(port)
+    srv = make_server(state, sock)
+    url = opening_url(state)
+    console.print(f"Tandem console for {keystore} (server {server})")
+    console.print(f"open: {url}")
+    console.print("The link carries this run's token; keep it to yourself. Ctrl-C stops the console.")
+    if not no_open:
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    state.watch_idle()
+    srv.run(sockets=[sock])
 
 
 def register(app: typer.Typer) -> None:

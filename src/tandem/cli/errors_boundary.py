@@ -27,7 +27,7 @@ from tandem.errors import RemoteError
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Standard error, for every refusal; tandem.cli.common.err_console is this console (this
-# module cannot import common: common runs every command through this boundary).
+# module imports nothing of the CLI but its exit codes, so common can import it).
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -166,26 +166,31 @@ def _is_cli_framework(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in {"typer", "click"}
 
 
+def settle(exc: Exception) -> int:
+    """What ``exc`` means for a person: printed on stderr, with the exit status returned.
+    typer's (and click's) own exits and usage errors are raised again for typer to finish,
+    and so is a fault in this program under ``TANDEM_DEBUG=1``."""
+    if _is_cli_framework(exc):
+        if type(exc).__name__ == "Abort":  # a question met closed input, or Ctrl-C
+            err_console.print("stopped: a question got no answer (end of input, or Ctrl-C); nothing was done")
+            return exit_codes.INTERRUPTED
+        raise exc  # typer's (or click's) own exits and usage errors
+    if isinstance(exc, errors.Error):
+        return report(exc)
+    if os.environ.get("TANDEM_DEBUG"):
+        raise exc
+    return report_internal(exc)
+
+
 def call(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` inside the boundary; every outcome other than success is a typer.Exit."""
     try:
         return fn()
-    except Exception as exc:
-        if _is_cli_framework(exc):
-            if type(exc).__name__ == "Abort":  # a question met closed input, or Ctrl-C
-                err_console.print(
-                    "stopped: a question got no answer (end of input, or Ctrl-C); nothing was done"
-                )
-                raise typer.Exit(exit_codes.INTERRUPTED) from None
-            raise  # typer's (or click's) own exits and usage errors
-        if isinstance(exc, errors.Error):
-            raise typer.Exit(report(exc)) from None
-        if os.environ.get("TANDEM_DEBUG"):
-            raise
-        raise typer.Exit(report_internal(exc)) from None
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing more was sent")
         raise typer.Exit(exit_codes.INTERRUPTED) from None
+    except Exception as exc:
+        raise typer.Exit(settle(exc)) from None
 
 
 def guarded(fn: F) -> F:

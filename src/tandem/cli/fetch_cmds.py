@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from tandem.cli.common import ServerOpt, console, run_cli
+from tandem.cli.common import ServerOpt, console
 from tandem.client import Client
 from tandem.client import public_files as pf
 
@@ -51,27 +51,24 @@ def _fetch_and_verify(
     pin: Path | None,
     nonce: str | None = None,
 ) -> None:
-    def go() -> None:
-        # The trust is read before anything is fetched, so a wrong pin costs no request.
-        trust = pf.trust_from(genesis_hash=genesis_hash, genesis_file=genesis, pin_file=pin)
-        data = pf.download(Client(server), what, out)
-        console.print(f"{what.kind} -> {out} ({len(data):,} bytes)")
-        if trust is None:
-            console.print(
-                "[yellow]not verified[/]: pass --genesis genesis.json --genesis-hash HASH (or --pin "
-                "FILE) to check it offline"
-            )
-            return
-        try:
-            lines = pf.verify(what.kind, data, trust, nonce=nonce)
-        except Exception:
-            console.print(f"[bold red]FAILED[/]: {out} was written but does not verify")
-            raise
-        for line in lines:
-            console.print(f"  ok: {line}", markup=False, highlight=False)
-        console.print(f"[bold green]OK[/]: {out} verifies against genesis {trust.genesis_hash}")
-
-    run_cli(go)
+    # The trust is read before anything is fetched, so a wrong pin costs no request.
+    trust = pf.trust_from(genesis_hash=genesis_hash, genesis_file=genesis, pin_file=pin)
+    data = pf.download(Client(server), what, out)
+    console.print(f"{what.kind} -> {out} ({len(data):,} bytes)")
+    if trust is None:
+        console.print(
+            "[yellow]not verified[/]: pass --genesis genesis.json --genesis-hash HASH (or --pin "
+            "FILE) to check it offline"
+        )
+        return
+    try:
+        lines = pf.verify(what.kind, data, trust, nonce=nonce)
+    except Exception:
+        console.print(f"[bold red]FAILED[/]: {out} was written but does not verify")
+        raise
+    for line in lines:
+        console.print(f"  ok: {line}", markup=False, highlight=False)
+    console.print(f"[bold green]OK[/]: {out} verifies against genesis {trust.genesis_hash}")
 
 
 @fetch_app.command("checkpoint")

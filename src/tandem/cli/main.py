@@ -29,7 +29,6 @@ from tandem.cli.common import (
     console,
     load_member,
     read_json,
-    run_cli,
     show,
     whole_table,
     write_json,
@@ -45,7 +44,7 @@ from tandem.core.identity import (
     member_id_from_keystore,
 )
 from tandem.core.roles import Role, parse_role
-from tandem.errors import ConfigurationError, Error, InputError, PinError, VerificationError
+from tandem.errors import Error, InputError, PinError, VerificationError
 from tandem.localtime import pending_change_line
 
 app = typer.Typer(
@@ -124,61 +123,55 @@ def init(
 ) -> None:
     """(Operator) Create the service key, the database schema and the one-time claim token
     genesis must present. Safe to re-run."""
+    from tandem.server_extra import require_server_extra
 
-    def go() -> None:
-        from tandem.server_extra import require_server_extra
+    require_server_extra("init")
+    from sqlmodel import select
 
-        require_server_extra("init")
-        from sqlmodel import select
+    from tandem.core.service_key import ServiceKey
+    from tandem.services.claim import ClaimGate
+    from tandem.settings import Settings
+    from tandem.store.db import Database
+    from tandem.store.models import Deployment
 
-        from tandem.core.service_key import ServiceKey
-        from tandem.services.claim import ClaimGate
-        from tandem.settings import Settings
-        from tandem.store.db import Database
-        from tandem.store.models import Deployment
-
-        settings = Settings(data_dir=data_dir)
-        key_file = settings.resolved_key_file()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        if key_file.exists():
-            key = ServiceKey.from_file_bytes(key_file.read_bytes())
-            console.print(f"service key exists: {key_file}")
-        else:
-            key = ServiceKey.generate()
-            key_file.touch(mode=0o600)
-            key_file.write_bytes(key.to_file_bytes())
-            console.print(
-                f"created service key: {key_file} (keep it beside, not inside, backups of the database)"
-            )
-        db = Database(settings.resolved_database_url())
-        db.migrate()
-        with db.read() as session:
-            deployed = session.exec(select(Deployment)).first() is not None
-        db.dispose()
-        console.print(f"database ready: {settings.resolved_database_url().split('@')[-1]}")
-        show(key.public_json())
-        from tandem.core.audit import key_id
-
+    settings = Settings(data_dir=data_dir)
+    key_file = settings.resolved_key_file()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if key_file.exists():
+        key = ServiceKey.from_file_bytes(key_file.read_bytes())
+        console.print(f"service key exists: {key_file}")
+    else:
+        key = ServiceKey.generate()
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key.to_file_bytes())
         console.print(
-            f"service key id: {key_id(key.sign_public)} (members compare it at `tandem genesis sign`)"
+            f"created service key: {key_file} (keep it beside, not inside, backups of the database)"
         )
-        claim_file = settings.resolved_claim_file()
-        if deployed:
-            console.print("this server has its deployment; no claim token is needed")
-        elif ClaimGate.load(claim_file).issued and not new_claim_token:
-            console.print(
-                f"a claim token was issued already (only its hash is kept, in {claim_file}); "
-                "`tandem init --new-claim-token` replaces a lost one"
-            )
-        else:
-            _gate, token = ClaimGate.issue(claim_file)
-            console.print(
-                "claim token (shown once; give it to whoever submits genesis, by a channel you "
-                "trust, and to nobody else):"
-            )
-            console.print(f"  {token}")
+    db = Database(settings.resolved_database_url())
+    db.migrate()
+    with db.read() as session:
+        deployed = session.exec(select(Deployment)).first() is not None
+    db.dispose()
+    console.print(f"database ready: {settings.resolved_database_url().split('@')[-1]}")
+    show(key.public_json())
+    from tandem.core.audit import key_id
 
-    run_cli(go)
+    console.print(f"service key id: {key_id(key.sign_public)} (members compare it at `tandem genesis sign`)")
+    claim_file = settings.resolved_claim_file()
+    if deployed:
+        console.print("this server has its deployment; no claim token is needed")
+    elif ClaimGate.load(claim_file).issued and not new_claim_token:
+        console.print(
+            f"a claim token was issued already (only its hash is kept, in {claim_file}); "
+            "`tandem init --new-claim-token` replaces a lost one"
+        )
+    else:
+        _gate, token = ClaimGate.issue(claim_file)
+        console.print(
+            "claim token (shown once; give it to whoever submits genesis, by a channel you "
+            "trust, and to nobody else):"
+        )
+        console.print(f"  {token}")
 
 
 @app.command()
@@ -187,18 +180,14 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8600,
 ) -> None:
     """(Operator) Run the HTTP API. Verifies the audit chain first; seals signing if it fails."""
+    from tandem.server_extra import require_server_extra
 
-    def go() -> None:
-        from tandem.server_extra import require_server_extra
+    require_server_extra("serve")
+    import uvicorn
 
-        require_server_extra("serve")
-        import uvicorn
+    from tandem.api import create_app
 
-        from tandem.api import create_app
-
-        uvicorn.run(create_app(), host=host, port=port, log_level="info")
-
-    run_cli(go)
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
 
 
 # --- identity ---------------------------------------------------------------------------
@@ -229,28 +218,22 @@ def id_create(
 
     Your TOTP seed is made later, by `tandem totp enrol`, and lives in your authenticator
     app, not in this file (unless --keep-seed-in-keystore)."""
-
-    def go() -> None:
-        if out.exists():
-            raise InputError(f"{out} exists; refusing to overwrite a keystore")
-        member = MemberSecrets.generate(name=name, role=parse_role(role))
-        data = member.to_keystore(
-            common.passphrase(confirm=True), log2_n=scrypt_log2_n, keep_totp_seed=keep_seed
-        )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.touch(mode=0o600)
-        out.write_bytes(data)
-        card = member.card()
-        console.print(f"keystore written: {out}")
-        console.print(f"member id: {card.member_id}   fingerprint: {card.fingerprint}")
-        if keep_seed:
-            common.err_console.print(BOTH_FACTORS)
-        console.print(
-            f"next: `tandem id card {out} --out CARD.json` for whoever proposes you; once the "
-            f"deployment exists, `tandem totp enrol -k {out}` sets up your authenticator app"
-        )
-
-    run_cli(go)
+    if out.exists():
+        raise InputError(f"{out} exists; refusing to overwrite a keystore")
+    member = MemberSecrets.generate(name=name, role=parse_role(role))
+    data = member.to_keystore(common.passphrase(confirm=True), log2_n=scrypt_log2_n, keep_totp_seed=keep_seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.touch(mode=0o600)
+    out.write_bytes(data)
+    card = member.card()
+    console.print(f"keystore written: {out}")
+    console.print(f"member id: {card.member_id}   fingerprint: {card.fingerprint}")
+    if keep_seed:
+        common.err_console.print(BOTH_FACTORS)
+    console.print(
+        f"next: `tandem id card {out} --out CARD.json` for whoever proposes you; once the "
+        f"deployment exists, `tandem totp enrol -k {out}` sets up your authenticator app"
+    )
 
 
 @id_app.command("show")
@@ -258,13 +241,11 @@ def id_show(
     keystore: Annotated[Path, typer.Argument(help="Keystore file.")], as_json: bool = JsonAlreadyOpt
 ) -> None:
     """Print your public identity card (no passphrase needed)."""
-    run_cli(
-        lambda: show(
-            {
-                **card_from_keystore(keystore.read_bytes()).to_json(),
-                "member_id": member_id_from_keystore(keystore.read_bytes()),
-            }
-        )
+    show(
+        {
+            **card_from_keystore(keystore.read_bytes()).to_json(),
+            "member_id": member_id_from_keystore(keystore.read_bytes()),
+        }
     )
 
 
@@ -274,13 +255,9 @@ def id_card(
     out: Annotated[Path, typer.Option(help="Where to write the card JSON.")],
 ) -> None:
     """Write your public identity card to a file, to hand to whoever proposes you."""
-
-    def go() -> None:
-        card = card_from_keystore(keystore.read_bytes())
-        write_json(out, card.to_json())
-        console.print(f"{card.name} ({card.role.value}) fingerprint {card.fingerprint} -> {out}")
-
-    run_cli(go)
+    card = card_from_keystore(keystore.read_bytes())
+    write_json(out, card.to_json())
+    console.print(f"{card.name} ({card.role.value}) fingerprint {card.fingerprint} -> {out}")
 
 
 # --- genesis ----------------------------------------------------------------------------
@@ -312,40 +289,36 @@ def genesis_draft(  # noqa: PLR0917 - typer maps options to parameters
     The service key comes from the server's answer; a server that is not the one the
     operator set up could name its own. Pass --service-key-id to have the draft check it,
     or compare the id it prints with the operator's before anyone signs."""
+    from tandem.core.audit import key_id
 
-    def go() -> None:
-        from tandem.core.audit import key_id
-
-        cl = Client(server)
-        cards = [IdentityCard.from_json(read_json(p)) for p in card]
-        service = cl.deployment()["service"]
-        served_id = key_id(bytes.fromhex(service["sign_public"]))
-        if service_key_id is not None and not hmac.compare_digest(served_id, service_key_id.strip()):
-            raise VerificationError(
-                f"the server answers with service key {served_id}, not {service_key_id.strip()} "
-                "as the operator read out: this is not the server that was set up (nothing was written)"
-            )
-        doc = Client.draft_genesis(
-            deployment="dep_" + secrets.token_hex(8),
-            entity=entity,
-            created_at=int(time.time()),
-            service=service,
-            cards=cards,
-            policy=read_json(policy) if policy else None,
-            address_book=read_json(address_book) if address_book else None,
+    cl = Client(server)
+    cards = [IdentityCard.from_json(read_json(p)) for p in card]
+    service = cl.deployment()["service"]
+    served_id = key_id(bytes.fromhex(service["sign_public"]))
+    if service_key_id is not None and not hmac.compare_digest(served_id, service_key_id.strip()):
+        raise VerificationError(
+            f"the server answers with service key {served_id}, not {service_key_id.strip()} "
+            "as the operator read out: this is not the server that was set up (nothing was written)"
         )
-        write_json(out, {"genesis": doc, "signatures": {}})
-        genesis_view.print_genesis(doc)
-        if service_key_id is None:
-            console.print(
-                f"service key {served_id} is what the server answered: compare it with the id `tandem init` "
-                "printed before anyone signs (or pass --service-key-id to have it checked)"
-            )
-        else:
-            console.print(f"service key {served_id} matches what the operator read out")
-        console.print(f"drafted {out}: every member listed must now run `tandem genesis sign`")
-
-    run_cli(go)
+    doc = Client.draft_genesis(
+        deployment="dep_" + secrets.token_hex(8),
+        entity=entity,
+        created_at=int(time.time()),
+        service=service,
+        cards=cards,
+        policy=read_json(policy) if policy else None,
+        address_book=read_json(address_book) if address_book else None,
+    )
+    write_json(out, {"genesis": doc, "signatures": {}})
+    genesis_view.print_genesis(doc)
+    if service_key_id is None:
+        console.print(
+            f"service key {served_id} is what the server answered: compare it with the id `tandem init` "
+            "printed before anyone signs (or pass --service-key-id to have it checked)"
+        )
+    else:
+        console.print(f"service key {served_id} matches what the operator read out")
+    console.print(f"drafted {out}: every member listed must now run `tandem genesis sign`")
 
 
 @genesis_app.command("sign")
@@ -358,29 +331,25 @@ def genesis_sign(
 ) -> None:
     """Show what the genesis says (entity, members with role and fingerprint, service key,
     policy, address book), ask, then add your signature."""
-
-    def go() -> None:
-        doc = read_json(file)
-        member = load_member(keystore)
-        if member.member_id not in {IdentityCard.from_json(c).member_id for c in doc["genesis"]["members"]}:
-            raise InputError("you are not an initial member in this genesis file")
-        mid, sig = Client.sign_genesis(member, doc["genesis"])
-        if doc["signatures"].get(mid) == sig:
-            console.print("you already signed this genesis; nothing changed")
-            _say_pinned(_pin_genesis(doc["genesis"], keystore))
-            return
-        genesis_view.print_genesis(doc["genesis"], doc["signatures"])
-        if not yes and not typer.confirm(f"Sign this genesis as {member.name} ({member.role.value})?"):
-            raise InputError("not signed: you declined; nothing was written")
-        pin = _pin_genesis(doc["genesis"], keystore)
-        doc["signatures"][mid] = sig
-        write_json(file, doc)
-        console.print(
-            f"signed as {member.name}; {len(doc['signatures'])}/{len(doc['genesis']['members'])} signatures"
-        )
-        _say_pinned(pin)
-
-    run_cli(go)
+    doc = read_json(file)
+    member = load_member(keystore)
+    if member.member_id not in {IdentityCard.from_json(c).member_id for c in doc["genesis"]["members"]}:
+        raise InputError("you are not an initial member in this genesis file")
+    mid, sig = Client.sign_genesis(member, doc["genesis"])
+    if doc["signatures"].get(mid) == sig:
+        console.print("you already signed this genesis; nothing changed")
+        _say_pinned(_pin_genesis(doc["genesis"], keystore))
+        return
+    genesis_view.print_genesis(doc["genesis"], doc["signatures"])
+    if not yes and not typer.confirm(f"Sign this genesis as {member.name} ({member.role.value})?"):
+        raise InputError("not signed: you declined; nothing was written")
+    pin = _pin_genesis(doc["genesis"], keystore)
+    doc["signatures"][mid] = sig
+    write_json(file, doc)
+    console.print(
+        f"signed as {member.name}; {len(doc['signatures'])}/{len(doc['genesis']['members'])} signatures"
+    )
+    _say_pinned(pin)
 
 
 @genesis_app.command("submit")
@@ -391,12 +360,8 @@ def genesis_submit(
 ) -> None:
     """Create the deployment from a fully signed genesis file, claiming the fresh server
     with the one-time token its operator's `tandem init` printed."""
-
-    def go() -> None:
-        doc = read_json(file)
-        show(Client(server).submit_genesis(doc["genesis"], doc["signatures"], claim_token=claim_token))
-
-    run_cli(go)
+    doc = read_json(file)
+    show(Client(server).submit_genesis(doc["genesis"], doc["signatures"], claim_token=claim_token))
 
 
 def _pin_genesis(genesis: dict[str, object], keystore: Path, expect: str | None = None) -> PinnedDeployment:
@@ -442,19 +407,15 @@ def pin_genesis(
     keystore: Annotated[Path, typer.Option("--keystore", "-k", envvar="TANDEM_KEYSTORE")],
 ) -> None:
     """A member who joined after genesis pins it: signatures checked, hash must be --expect."""
+    from tandem.core.membership import check_genesis
 
-    def go() -> None:
-        from tandem.core.membership import check_genesis
-
-        doc = read_json(file)
-        genesis = doc.get("genesis", doc) if isinstance(doc, dict) else doc
-        if isinstance(doc, dict) and "signatures" in doc:
-            check_genesis(genesis, doc["signatures"])
-        else:
-            raise InputError("give the signed genesis file ({genesis, signatures})")
-        _say_pinned(_pin_genesis(genesis, keystore, expect=expect))
-
-    run_cli(go)
+    doc = read_json(file)
+    genesis = doc.get("genesis", doc) if isinstance(doc, dict) else doc
+    if isinstance(doc, dict) and "signatures" in doc:
+        check_genesis(genesis, doc["signatures"])
+    else:
+        raise InputError("give the signed genesis file ({genesis, signatures})")
+    _say_pinned(_pin_genesis(genesis, keystore, expect=expect))
 
 
 @pin_app.command("keyset")
@@ -469,22 +430,18 @@ def pin_keyset(
     """Pin a key set you did not countersign (you joined later, or missed a reshare).
 
     The transcript must verify offline, be complete, and hash to --expect."""
+    import hmac
 
-    def go() -> None:
-        import hmac
+    from tandem.core import ceremony as ceremony_core
 
-        from tandem.core import ceremony as ceremony_core
-
-        doc = read_json(transcript)
-        report = ceremony_core.verify_transcript(doc)
-        report.require(complete=True)
-        if not hmac.compare_digest(str(report.transcript_hash), expect.strip().lower()):
-            raise PinError(f"the transcript hashes to {report.transcript_hash}, not to --expect")
-        pin = PinnedDeployment.load(pin_path(keystore))
-        pinned = pin.add_transcript(doc)
-        console.print(f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}")
-
-    run_cli(go)
+    doc = read_json(transcript)
+    report = ceremony_core.verify_transcript(doc)
+    report.require(complete=True)
+    if not hmac.compare_digest(str(report.transcript_hash), expect.strip().lower()):
+        raise PinError(f"the transcript hashes to {report.transcript_hash}, not to --expect")
+    pin = PinnedDeployment.load(pin_path(keystore))
+    pinned = pin.add_transcript(doc)
+    console.print(f"pinned key set {pinned.keyset} generation {pinned.generation} -> {pin.path}")
 
 
 @pin_app.command("show")
@@ -493,7 +450,7 @@ def pin_show(
     as_json: bool = JsonAlreadyOpt,
 ) -> None:
     """Print what this keystore's pin trusts."""
-    run_cli(lambda: show(PinnedDeployment.load(pin_path(keystore)).to_json()))
+    show(PinnedDeployment.load(pin_path(keystore)).to_json())
 
 
 # --- TOTP -------------------------------------------------------------------------------
@@ -521,57 +478,49 @@ def totp_enrol(  # noqa: PLR0917 - typer maps options to parameters
     for your authenticator app, confirmed with the code the app then shows, and registered
     with the server sealed to its key on this machine. Run it again with --old-totp to move
     to a new authenticator."""
+    import pyotp
 
-    def go() -> None:
-        import pyotp
-
-        cl = Client(server)
-        member, secret = common.open_keystore(keystore)
-        client_pin.remember_keystore(member.member_id, keystore)
-        cl.pinned(member)  # refuse before showing a seed if this machine has no genesis pin
-        kept = member.holds_totp_seed and old_totp is None
-        seed = member.totp_secret if kept else pyotp.random_base32(32)
-        enrolling = member.with_totp_seed(seed)
-        if totp_from_keystore:
-            if not (kept or keep_seed):
-                raise InputError(
-                    "--totp-from-keystore needs a keystore that keeps its seed (--keep-seed-in-keystore)"
-                )
-            code = cl.totp_code(enrolling)
-        else:
-            common.show_totp_seed(enrolling)
-            code = common.totp_code(cl, enrolling, totp, False)
-        result = cl.enrol_totp(member, old_code=old_totp, secret=seed, confirm_code=code)
-        keeps = kept or keep_seed
-        if (keeps and member.totp_secret != seed) or (not keeps and member.holds_totp_seed):
-            # The keystore follows the enrolled seed: the new one if asked, none otherwise.
-            common.rewrite_keystore(keystore, enrolling, secret, keep_totp_seed=keeps)
-        if keeps:
-            common.err_console.print(BOTH_FACTORS)
-        show(result)
-        console.print(
-            "enrolled: approvals now need the code your authenticator shows. To move to a new "
-            f"phone or replace the seed: `tandem totp enrol -k {keystore} --old-totp CODE` with a "
-            "code of the current one (keep the old authenticator until the new one is enrolled)"
-        )
-
-    run_cli(go)
+    cl = Client(server)
+    member, secret = common.open_keystore(keystore)
+    client_pin.remember_keystore(member.member_id, keystore)
+    cl.pinned(member)  # refuse before showing a seed if this machine has no genesis pin
+    kept = member.holds_totp_seed and old_totp is None
+    seed = member.totp_secret if kept else pyotp.random_base32(32)
+    enrolling = member.with_totp_seed(seed)
+    if totp_from_keystore:
+        if not (kept or keep_seed):
+            raise InputError(
+                "--totp-from-keystore needs a keystore that keeps its seed (--keep-seed-in-keystore)"
+            )
+        code = cl.totp_code(enrolling)
+    else:
+        common.show_totp_seed(enrolling)
+        code = common.totp_code(cl, enrolling, totp, False)
+    result = cl.enrol_totp(member, old_code=old_totp, secret=seed, confirm_code=code)
+    keeps = kept or keep_seed
+    if (keeps and member.totp_secret != seed) or (not keeps and member.holds_totp_seed):
+        # The keystore follows the enrolled seed: the new one if asked, none otherwise.
+        common.rewrite_keystore(keystore, enrolling, secret, keep_totp_seed=keeps)
+    if keeps:
+        common.err_console.print(BOTH_FACTORS)
+    show(result)
+    console.print(
+        "enrolled: approvals now need the code your authenticator shows. To move to a new "
+        f"phone or replace the seed: `tandem totp enrol -k {keystore} --old-totp CODE` with a "
+        "code of the current one (keep the old authenticator until the new one is enrolled)"
+    )
 
 
 @totp_app.command("uri")
 def totp_uri(keystore: Path = KeystoreOpt) -> None:
     """Show the otpauth:// URI again (only for a keystore that keeps its seed)."""
-
-    def go() -> None:
-        member = load_member(keystore)
-        if not member.holds_totp_seed:
-            raise InputError(
-                "this keystore does not keep your TOTP seed; it lives in your authenticator app "
-                f"only. To set up another authenticator: `tandem totp enrol -k {keystore} --old-totp CODE`"
-            )
-        common.show_totp_seed(member)
-
-    run_cli(go)
+    member = load_member(keystore)
+    if not member.holds_totp_seed:
+        raise InputError(
+            "this keystore does not keep your TOTP seed; it lives in your authenticator app "
+            f"only. To set up another authenticator: `tandem totp enrol -k {keystore} --old-totp CODE`"
+        )
+    common.show_totp_seed(member)
 
 
 @totp_app.command("unlock")
@@ -580,15 +529,11 @@ def totp_unlock(
     data_dir: Annotated[Path, typer.Option(envvar="TANDEM_DATA_DIR")] = Path("tandem-data"),
 ) -> None:
     """(Operator) Clear a TOTP lock-out after confirming the person by another channel."""
+    from tandem.api.app import build_service
+    from tandem.settings import Settings
 
-    def go() -> None:
-        from tandem.api.app import build_service
-        from tandem.settings import Settings
-
-        build_service(Settings(data_dir=data_dir)).unlock_totp(member_id)
-        console.print(f"unlocked {member_id} (recorded in the audit log)")
-
-    run_cli(go)
+    build_service(Settings(data_dir=data_dir)).unlock_totp(member_id)
+    console.print(f"unlocked {member_id} (recorded in the audit log)")
 
 
 # --- membership -------------------------------------------------------------------------
@@ -608,25 +553,21 @@ def member_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """Every member, role and status."""
+    cl = Client(server)
+    member = load_member(keystore)
+    rows = cl.get_all(member, "/v1/members")
+    if genesis_hash is not None:
+        from tandem.client import log as client_log
 
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        rows = cl.get_all(member, "/v1/members")
-        if genesis_hash is not None:
-            from tandem.client import log as client_log
-
-            state = client_log.fetch_log_state(cl, member, genesis_hash_pin=genesis_hash)
-            client_log.check_member_list(state, rows)
-        if as_json:
-            show(rows)
-            return
-        table = whole_table("id", "name", "role", "status", "TOTP")
-        for m in rows:
-            table.add_row(m["id"], m["name"], m["role"], m["status"], "yes" if m["totp_enrolled"] else "no")
-        console.print(table)
-
-    run_cli(go)
+        state = client_log.fetch_log_state(cl, member, genesis_hash_pin=genesis_hash)
+        client_log.check_member_list(state, rows)
+    if as_json:
+        show(rows)
+        return
+    table = whole_table("id", "name", "role", "status", "TOTP")
+    for m in rows:
+        table.add_row(m["id"], m["name"], m["role"], m["status"], "yes" if m["totp_enrolled"] else "no")
+    console.print(table)
 
 
 @member_app.command("propose-add")
@@ -636,11 +577,7 @@ def member_propose_add(
     server: str = ServerOpt,
 ) -> None:
     """Propose a new member; someone from the other side must approve."""
-    run_cli(
-        lambda: show(
-            Client(server).propose_add(load_member(keystore), IdentityCard.from_json(read_json(card)))
-        )
-    )
+    show(Client(server).propose_add(load_member(keystore), IdentityCard.from_json(read_json(card))))
 
 
 @member_app.command("propose-remove")
@@ -650,7 +587,7 @@ def member_propose_remove(
     server: str = ServerOpt,
 ) -> None:
     """Propose removing a member. Key sets with its shares will need a reshare."""
-    run_cli(lambda: show(Client(server).propose_remove(load_member(keystore), member_id)))
+    show(Client(server).propose_remove(load_member(keystore), member_id))
 
 
 @member_app.command("propose-rekey")
@@ -661,11 +598,9 @@ def member_propose_rekey(
     server: str = ServerOpt,
 ) -> None:
     """Propose replacing a member's keys (same name and role)."""
-    run_cli(
-        lambda: show(
-            Client(server).propose_rekey(
-                load_member(keystore), member_id, IdentityCard.from_json(read_json(card))
-            )
+    show(
+        Client(server).propose_rekey(
+            load_member(keystore), member_id, IdentityCard.from_json(read_json(card))
         )
     )
 
@@ -680,44 +615,40 @@ def member_rotate_key(
     """Make new keys for yourself and propose the rotation. The other side approves it and
     it takes effect after the membership delay; from then on only the new keystore signs,
     under your unchanged member id (keep the old one until then, then destroy it)."""
+    import shutil
 
-    def go() -> None:
-        import shutil
-
-        if out.exists():
-            raise InputError(f"{out} exists; refusing to overwrite a keystore")
-        member, _ = common.open_keystore(keystore)
-        client_pin.remember_keystore(member.member_id, keystore)
-        if member.role not in (Role.MANAGER, Role.CUSTODIAN):
-            raise InputError(
-                "an auditor's rotation is proposed by a manager or custodian: give them the new "
-                "card (`tandem id card`) for `tandem member propose-rekey`"
-            )
-        new = member.rotated()
-        keep = member.holds_totp_seed
-        console.print(f"new keystore for {member.name} ({member.member_id}): choose its passphrase")
-        data = new.to_keystore(common.passphrase(confirm=True), log2_n=scrypt_log2_n, keep_totp_seed=keep)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.touch(mode=0o600)
-        out.write_bytes(data)
-        old_pin, new_pin = client_pin.pin_path(keystore), client_pin.pin_path(out)
-        if old_pin.exists() and not new_pin.exists():
-            # The genesis pin is the member's, not the key's: the new keystore keeps it.
-            shutil.copyfile(old_pin, new_pin)
-        try:
-            proposal = Client(server).propose_rekey(member, member.member_id, new.card())
-        except Error:
-            out.unlink()
-            new_pin.unlink(missing_ok=True)
-            raise
-        show(proposal)
-        console.print(
-            f"new keystore: {out} (fingerprint {new.card().fingerprint}); rotation proposed as "
-            f"{proposal['id']}. Until it takes effect sign with {keystore}; afterwards only "
-            f"with {out}: the old key is refused (key_rotated)"
+    if out.exists():
+        raise InputError(f"{out} exists; refusing to overwrite a keystore")
+    member, _ = common.open_keystore(keystore)
+    client_pin.remember_keystore(member.member_id, keystore)
+    if member.role not in (Role.MANAGER, Role.CUSTODIAN):
+        raise InputError(
+            "an auditor's rotation is proposed by a manager or custodian: give them the new "
+            "card (`tandem id card`) for `tandem member propose-rekey`"
         )
-
-    run_cli(go)
+    new = member.rotated()
+    keep = member.holds_totp_seed
+    console.print(f"new keystore for {member.name} ({member.member_id}): choose its passphrase")
+    data = new.to_keystore(common.passphrase(confirm=True), log2_n=scrypt_log2_n, keep_totp_seed=keep)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.touch(mode=0o600)
+    out.write_bytes(data)
+    old_pin, new_pin = client_pin.pin_path(keystore), client_pin.pin_path(out)
+    if old_pin.exists() and not new_pin.exists():
+        # The genesis pin is the member's, not the key's: the new keystore keeps it.
+        shutil.copyfile(old_pin, new_pin)
+    try:
+        proposal = Client(server).propose_rekey(member, member.member_id, new.card())
+    except Error:
+        out.unlink()
+        new_pin.unlink(missing_ok=True)
+        raise
+    show(proposal)
+    console.print(
+        f"new keystore: {out} (fingerprint {new.card().fingerprint}); rotation proposed as "
+        f"{proposal['id']}. Until it takes effect sign with {keystore}; afterwards only "
+        f"with {out}: the old key is refused (key_rotated)"
+    )
 
 
 @proposal_app.command("list")
@@ -730,35 +661,31 @@ def proposal_list(
 ) -> None:
     """Proposals awaiting or past decision: who proposed (by name), approvals, and local
     times (--json: the raw values)."""
-
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        params = {"status": status} if status else {}
-        rows = cl.get_all(member, "/v1/proposals", first=limit, **params)
-        if as_json:
-            show(rows)
-            return
-        names = humanize.member_names(cl.get_all(member, "/v1/members"))
-        table = whole_table("id", "kind", "status", "proposer", "approvals", "created", "expires")
-        for p in rows:
-            table.add_row(
-                p["id"],
-                p["kind"],
-                p["status"],
-                humanize.member(p["proposer"], names),
-                ", ".join(
-                    (names.get(str(a["member"])) or str(a["member"]))
-                    for a in p["approvals"]
-                    if isinstance(a, dict)
-                )
-                or str(len(p["approvals"])),
-                humanize.when(p.get("created_at")),
-                humanize.when(p.get("expires_at")),
+    cl = Client(server)
+    member = load_member(keystore)
+    params = {"status": status} if status else {}
+    rows = cl.get_all(member, "/v1/proposals", first=limit, **params)
+    if as_json:
+        show(rows)
+        return
+    names = humanize.member_names(cl.get_all(member, "/v1/members"))
+    table = whole_table("id", "kind", "status", "proposer", "approvals", "created", "expires")
+    for p in rows:
+        table.add_row(
+            p["id"],
+            p["kind"],
+            p["status"],
+            humanize.member(p["proposer"], names),
+            ", ".join(
+                (names.get(str(a["member"])) or str(a["member"]))
+                for a in p["approvals"]
+                if isinstance(a, dict)
             )
-        console.print(table)
-
-    run_cli(go)
+            or str(len(p["approvals"])),
+            humanize.when(p.get("created_at")),
+            humanize.when(p.get("expires_at")),
+        )
+    console.print(table)
 
 
 @proposal_app.command("show")
@@ -769,14 +696,10 @@ def proposal_show(
     as_json: bool = JsonAlreadyOpt,
 ) -> None:
     """Show one proposal with the digest your client computes itself."""
-
-    def go() -> None:
-        cl = Client(server)
-        p = cl.get(load_member(keystore), f"/v1/proposals/{proposal_id}")
-        p["digest_computed_locally"] = cl.proposal_digest(p)
-        show(p)
-
-    run_cli(go)
+    cl = Client(server)
+    p = cl.get(load_member(keystore), f"/v1/proposals/{proposal_id}")
+    p["digest_computed_locally"] = cl.proposal_digest(p)
+    show(p)
 
 
 @proposal_app.command("approve")
@@ -788,20 +711,16 @@ def proposal_approve(
     totp_from_keystore: bool = TotpFromKeystoreOpt,
 ) -> None:
     """Approve a proposal: signs its digest (computed here) and sends your TOTP code."""
-
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        # One fetch: what is printed is the very proposal whose digest is signed.
-        proposal = cl.get(member, f"/v1/proposals/{proposal_id}")
-        show({**proposal, "digest_computed_locally": cl.proposal_digest(proposal)})
-        code = common.totp_code(cl, member, totp, totp_from_keystore)
-        result = cl.approve_proposal(member, proposal_id, totp=code, proposal=proposal)
-        show(result)
-        if "pending_change" in result:
-            console.print(pending_change_line(result["pending_change"], proposal_id))
-
-    run_cli(go)
+    cl = Client(server)
+    member = load_member(keystore)
+    # One fetch: what is printed is the very proposal whose digest is signed.
+    proposal = cl.get(member, f"/v1/proposals/{proposal_id}")
+    show({**proposal, "digest_computed_locally": cl.proposal_digest(proposal)})
+    code = common.totp_code(cl, member, totp, totp_from_keystore)
+    result = cl.approve_proposal(member, proposal_id, totp=code, proposal=proposal)
+    show(result)
+    if "pending_change" in result:
+        console.print(pending_change_line(result["pending_change"], proposal_id))
 
 
 @proposal_app.command("reject")
@@ -812,7 +731,7 @@ def proposal_reject(
     server: str = ServerOpt,
 ) -> None:
     """Reject a proposal."""
-    run_cli(lambda: show(Client(server).reject_proposal(load_member(keystore), proposal_id, reason=reason)))
+    show(Client(server).reject_proposal(load_member(keystore), proposal_id, reason=reason))
 
 
 @proposal_app.command("veto")
@@ -824,7 +743,7 @@ def proposal_veto(
 ) -> None:
     """Stop an approved membership change during its delay (managers and custodians)."""
 
-    run_cli(lambda: show(Client(server).veto_proposal(load_member(keystore), proposal_id, reason=reason)))
+    show(Client(server).veto_proposal(load_member(keystore), proposal_id, reason=reason))
 
 
 @proposal_app.command("apply")
@@ -835,7 +754,7 @@ def proposal_apply(
 ) -> None:
     """Carry out an approved membership change once its delay has passed."""
 
-    run_cli(lambda: show(Client(server).apply_proposal(load_member(keystore), proposal_id)))
+    show(Client(server).apply_proposal(load_member(keystore), proposal_id))
 
 
 from tandem.cli import audit_cmds, custody_cmds  # noqa: E402  (command groups in their own modules)
@@ -859,17 +778,9 @@ errors_boundary.guard_all(app)
 
 
 def main() -> None:
-    """The console script. The boundary is inside every command; this catches what is
-    raised before one runs (an import, a parameter callback)."""
+    """The console script. The boundary is inside every command; what is raised before one
+    runs (an import, a parameter callback) goes through the same boundary here."""
     try:
         app()
-    except ConfigurationError as exc:
-        raise SystemExit(errors_boundary.report(exc)) from None
     except Exception as exc:  # the last line: no traceback reaches a person
-        import os
-
-        if os.environ.get("TANDEM_DEBUG"):
-            raise
-        if isinstance(exc, Error):
-            raise SystemExit(errors_boundary.report(exc)) from None
-        raise SystemExit(errors_boundary.report_internal(exc)) from None
+        raise SystemExit(errors_boundary.settle(exc)) from None

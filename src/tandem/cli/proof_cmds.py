@@ -24,7 +24,6 @@ from tandem.cli.common import (
     console,
     err_console,
     load_member,
-    run_cli,
     show,
     whole_table,
 )
@@ -109,22 +108,18 @@ def proof_challenge(  # noqa: PLR0913, PLR0917 - typer maps parameters to option
     server: str = ServerOpt,
 ) -> None:
     """(Custodian or auditor) Issue a proof-of-ownership challenge."""
-
-    def go() -> None:
-        cl = Client(server)
-        scope = _scope(all_, keyset, segregation, address, addresses)
-        view = client_proof.issue_challenge(
-            cl,
-            load_member(keystore),
-            statement=statement,
-            scope=scope,
-            nonce=nonce,
-            expires_at=cl.clock() + expires_in_hours * 3600,
-        )
-        _show_view(view)
-        console.print(f"next: a manager and a custodian run `tandem proof contribute {view['id']}`")
-
-    run_cli(go)
+    cl = Client(server)
+    scope = _scope(all_, keyset, segregation, address, addresses)
+    view = client_proof.issue_challenge(
+        cl,
+        load_member(keystore),
+        statement=statement,
+        scope=scope,
+        nonce=nonce,
+        expires_at=cl.clock() + expires_in_hours * 3600,
+    )
+    _show_view(view)
+    console.print(f"next: a manager and a custodian run `tandem proof contribute {view['id']}`")
 
 
 @proof_app.command("contribute")
@@ -137,19 +132,15 @@ def proof_contribute(
 ) -> None:
     """(Manager or custodian) Re-seal your share to the challenge's operation keys. The
     second side's contribution makes the service sign every address in scope."""
-
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        # One fetch: the shares go to the key sets and operations printed here.
-        view = client_proof.get_challenge(cl, member, challenge_id)
-        _show_view(view)
-        code = None
-        if member.role.value == "custodian":
-            code = common.totp_code(cl, member, totp, totp_from_keystore)
-        _show_view(client_proof.contribute(cl, member, challenge_id, totp=code, view=view))
-
-    run_cli(go)
+    cl = Client(server)
+    member = load_member(keystore)
+    # One fetch: the shares go to the key sets and operations printed here.
+    view = client_proof.get_challenge(cl, member, challenge_id)
+    _show_view(view)
+    code = None
+    if member.role.value == "custodian":
+        code = common.totp_code(cl, member, totp, totp_from_keystore)
+    _show_view(client_proof.contribute(cl, member, challenge_id, totp=code, view=view))
 
 
 @proof_app.command("renew")
@@ -160,9 +151,7 @@ def proof_renew(
 ) -> None:
     """New operation keys for an open challenge (after a server restart); both sides
     then contribute again."""
-    run_cli(
-        lambda: _show_view(client_proof.renew_operations(Client(server), load_member(keystore), challenge_id))
-    )
+    _show_view(client_proof.renew_operations(Client(server), load_member(keystore), challenge_id))
 
 
 @proof_app.command("show")
@@ -173,15 +162,11 @@ def proof_show(
     as_json: bool = JsonOpt,
 ) -> None:
     """A challenge, its key sets and who has contributed (--json: the raw values)."""
-
-    def go() -> None:
-        view = client_proof.get_challenge(Client(server), load_member(keystore), challenge_id)
-        if as_json:
-            show(view)
-        else:
-            _show_view(view)
-
-    run_cli(go)
+    view = client_proof.get_challenge(Client(server), load_member(keystore), challenge_id)
+    if as_json:
+        show(view)
+    else:
+        _show_view(view)
 
 
 @proof_app.command("list")
@@ -193,24 +178,20 @@ def proof_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """Every challenge and its status, oldest first (--json: the raw values)."""
-
-    def go() -> None:
-        rows = client_proof.list_challenges(Client(server), load_member(keystore), status=status, first=limit)
-        if as_json:
-            show(rows)
-            return
-        table = whole_table("id", "nonce", "status", "expires", "bundle sha256")
-        for r in rows:
-            table.add_row(
-                r["id"],
-                r["nonce"],
-                r["status"],
-                core.utc_time(r["expires_at"]),
-                r["bundle_hash"] or "-",
-            )
-        console.print(table)
-
-    run_cli(go)
+    rows = client_proof.list_challenges(Client(server), load_member(keystore), status=status, first=limit)
+    if as_json:
+        show(rows)
+        return
+    table = whole_table("id", "nonce", "status", "expires", "bundle sha256")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["nonce"],
+            r["status"],
+            core.utc_time(r["expires_at"]),
+            r["bundle_hash"] or "-",
+        )
+    console.print(table)
 
 
 @proof_app.command("bundle")
@@ -221,16 +202,12 @@ def proof_bundle(
     server: str = ServerOpt,
 ) -> None:
     """Download the signed bundle; `sha256sum` of the file equals the hash in the audit log."""
-
-    def go() -> None:
-        data, bundle = client_proof.fetch_bundle(Client(server), load_member(keystore), challenge_id)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
-        console.print(f"{len(bundle['proofs'])} proofs -> {out}")
-        console.print(f"sha256 {core.bundle_hash(bundle)}")
-        console.print(f"verify: tandem verify proofs {out} --challenge {bundle['challenge']['nonce']}")
-
-    run_cli(go)
+    data, bundle = client_proof.fetch_bundle(Client(server), load_member(keystore), challenge_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    console.print(f"{len(bundle['proofs'])} proofs -> {out}")
+    console.print(f"sha256 {core.bundle_hash(bundle)}")
+    console.print(f"verify: tandem verify proofs {out} --challenge {bundle['challenge']['nonce']}")
 
 
 def verify_proofs(  # noqa: PLR0917 - typer maps parameters to options
@@ -260,51 +237,47 @@ def verify_proofs(  # noqa: PLR0917 - typer maps parameters to options
     """Verify a proof-of-ownership bundle offline: every signature in its chain's own
     format, the nonce, the expiry, the message text, the address list and that own and
     client addresses are disjoint. Exits 1 naming each failing address."""
-
-    def go() -> None:
+    try:
+        data = bundle_file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {bundle_file}: {exc.strerror}") from None
+    bundle = core.parse_bundle(data)
+    listed = core.parse_address_list(_read_text(addresses)) if addresses is not None else None
+    key = None
+    if service_key is not None:
         try:
-            data = bundle_file.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read {bundle_file}: {exc.strerror}") from None
-        bundle = core.parse_bundle(data)
-        listed = core.parse_address_list(_read_text(addresses)) if addresses is not None else None
-        key = None
-        if service_key is not None:
-            try:
-                key = bytes.fromhex(service_key)
-            except ValueError:
-                raise InputError("--service-key must be hex") from None
-        started = time.monotonic()
-        with Progress(
-            TextColumn("verifying proofs"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("verify", total=len(bundle["proofs"]))
-            result = core.verify_bundle(
-                bundle,
-                nonce=challenge,
-                addresses=listed,
-                entity=entity,
-                service_public_key=key,
-                run_chunks=chunk_runner(jobs, len(bundle["proofs"])),
-                progress=lambda done, total: bar.update(task, completed=done),
-            )
-        elapsed = time.monotonic() - started
-        _print_report(result, elapsed)
-        if report is not None:
-            doc = result.to_json()
-            doc["file_sha256"] = hashlib.sha256(data).hexdigest()
-            doc["seconds"] = round(elapsed, 3)
-            common.write_json(report, doc)
-            console.print(f"report -> {report}")
-        if not result.ok:
-            raise typer.Exit(1)
-
-    run_cli(go)
+            key = bytes.fromhex(service_key)
+        except ValueError:
+            raise InputError("--service-key must be hex") from None
+    started = time.monotonic()
+    with Progress(
+        TextColumn("verifying proofs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("verify", total=len(bundle["proofs"]))
+        result = core.verify_bundle(
+            bundle,
+            nonce=challenge,
+            addresses=listed,
+            entity=entity,
+            service_public_key=key,
+            run_chunks=chunk_runner(jobs, len(bundle["proofs"])),
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    elapsed = time.monotonic() - started
+    _print_report(result, elapsed)
+    if report is not None:
+        doc = result.to_json()
+        doc["file_sha256"] = hashlib.sha256(data).hexdigest()
+        doc["seconds"] = round(elapsed, 3)
+        common.write_json(report, doc)
+        console.print(f"report -> {report}")
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def _print_report(result: core.ProofReport, elapsed: float) -> None:

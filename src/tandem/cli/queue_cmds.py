@@ -15,7 +15,6 @@ from tandem.cli.common import (
     ServerOpt,
     console,
     load_member,
-    run_cli,
     show,
     whole_table,
 )
@@ -28,22 +27,18 @@ def _mine(flag: bool, done: bool) -> str:
 def queue_command(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
     """What waits for a decision: withdrawals, proposals (membership, policy, address book)
     and ceremonies, with approvals given/required, who asked, and time left."""
+    from tandem.console import pages
 
-    def go() -> None:
-        from tandem.console import pages
-
-        cl = common.client(server)
-        member = load_member(keystore)
-        directory = pages.directory(cl, member)
-        waiting: dict[str, Any] = pages.queue(cl, member, directory)
-        if as_json:
-            show(waiting)
-            return
-        if directory.warning:
-            common.err_console.print(f"warning: {directory.warning}")
-        _print(waiting)
-
-    run_cli(go)
+    cl = common.client(server)
+    member = load_member(keystore)
+    directory = pages.directory(cl, member)
+    waiting: dict[str, Any] = pages.queue(cl, member, directory)
+    if as_json:
+        show(waiting)
+        return
+    if directory.warning:
+        common.err_console.print(f"warning: {directory.warning}")
+    _print(waiting)
 
 
 def _print(waiting: dict[str, Any]) -> None:

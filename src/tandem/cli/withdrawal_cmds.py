@@ -28,7 +28,6 @@ from tandem.cli.common import (
     console,
     load_member,
     read_json,
-    run_cli,
     show,
     whole_table,
     write_json,
@@ -129,25 +128,21 @@ def withdraw_create(
     server: str = ServerOpt,
 ) -> None:
     """(Manager) Request a withdrawal; prints the fingerprint to read out to the approver."""
-
-    def go() -> None:
-        w = cw.create_withdrawal(Client(server), load_member(keystore), read_json(intent))
-        show(
-            {
-                k: w[k]
-                for k in (
-                    "id",
-                    "status",
-                    "fingerprint",
-                    "decoded",
-                    "decision",
-                    "expires_at",
-                    "time_lock_until",
-                )
-            }
-        )
-
-    run_cli(go)
+    w = cw.create_withdrawal(Client(server), load_member(keystore), read_json(intent))
+    show(
+        {
+            k: w[k]
+            for k in (
+                "id",
+                "status",
+                "fingerprint",
+                "decoded",
+                "decision",
+                "expires_at",
+                "time_lock_until",
+            )
+        }
+    )
 
 
 def _people_and_book(
@@ -182,33 +177,29 @@ def withdraw_list(
 ) -> None:
     """Withdrawal requests, oldest first: amounts in the chain's units, who asked, the
     destination's address-book label and local times (--json: the raw values)."""
-
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        rows = cw.list_withdrawals(cl, member, status=status, first=limit)
-        if as_json:
-            show(rows)
-            return
-        names, book = _people_and_book(cl, member)
-        table = whole_table(
-            "id", "status", "amount", "destination", "requested by", "created", "expires", "fingerprint"
+    cl = Client(server)
+    member = load_member(keystore)
+    rows = cw.list_withdrawals(cl, member, status=status, first=limit)
+    if as_json:
+        show(rows)
+        return
+    names, book = _people_and_book(cl, member)
+    table = whole_table(
+        "id", "status", "amount", "destination", "requested by", "created", "expires", "fingerprint"
+    )
+    for w in rows:
+        i = w["intent"]
+        table.add_row(
+            w["id"],
+            w["status"],
+            f"{_amount(w)} on {w['chain']}/{w['network']}",
+            humanize.destination(i["destination"], w["chain"], w["network"], book),
+            humanize.member(w.get("requester"), names),
+            humanize.when(w.get("created_at")),
+            humanize.when(w.get("expires_at")),
+            w["fingerprint"],
         )
-        for w in rows:
-            i = w["intent"]
-            table.add_row(
-                w["id"],
-                w["status"],
-                f"{_amount(w)} on {w['chain']}/{w['network']}",
-                humanize.destination(i["destination"], w["chain"], w["network"], book),
-                humanize.member(w.get("requester"), names),
-                humanize.when(w.get("created_at")),
-                humanize.when(w.get("expires_at")),
-                w["fingerprint"],
-            )
-        console.print(table)
-
-    run_cli(go)
+    console.print(table)
 
 
 def _signed_doc(view: dict[str, Any]) -> dict[str, Any]:
@@ -228,50 +219,45 @@ def withdraw_show(
 ) -> None:
     """Decode the raw unsigned transaction here, compare it with the intent, show the
     fingerprint; who asked and approved, and when. A released one shows its txid."""
-
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        view = cw.get_withdrawal(cl, member, withdrawal_id)
-        checked = cw.review(view)
-        if out is not None:
-            if not view.get("signed_tx"):
-                raise InvalidStateError(
-                    f"{withdrawal_id} is {view['status']}: there is no signed transaction to write yet"
-                )
-            write_json(out, _signed_doc(view))
-        if as_json:
-            show({**view, "fingerprint_computed_locally": checked.fingerprint})
-            return
-        _print_review(view, checked)
-        names, book = _people_and_book(cl, member)
-        i = view["intent"]
-        console.print(f"amount       {_amount(view)}")
-        console.print(
-            f"destination  {humanize.destination(i['destination'], view['chain'], view['network'], book)}"
-        )
-        console.print(
-            f"requested by {humanize.member(view.get('requester'), names)} "
-            f"at {humanize.when(view.get('created_at'))}"
-        )
-        console.print(f"expires      {humanize.when(view.get('expires_at'))}")
-        if view.get("time_lock_until"):
-            console.print(f"time lock    until {humanize.when(view['time_lock_until'])}")
-        for a in view.get("approvals", []):
-            console.print(
-                f"approved by  {humanize.member(a['member'], names)} ({a['role']}) "
-                f"at {humanize.when(a['at'])}"
+    cl = Client(server)
+    member = load_member(keystore)
+    view = cw.get_withdrawal(cl, member, withdrawal_id)
+    checked = cw.review(view)
+    if out is not None:
+        if not view.get("signed_tx"):
+            raise InvalidStateError(
+                f"{withdrawal_id} is {view['status']}: there is no signed transaction to write yet"
             )
-        if view.get("txid"):
-            console.print(f"txid         {view['txid']}  (released {humanize.when(view.get('released_at'))})")
-            if out is not None:
-                console.print(f"wrote {out}: the signed transaction again")
-            else:
-                console.print(
-                    f"  `tandem withdraw show {withdrawal_id} --out FILE` writes the signed transaction again"
-                )
-
-    run_cli(go)
+        write_json(out, _signed_doc(view))
+    if as_json:
+        show({**view, "fingerprint_computed_locally": checked.fingerprint})
+        return
+    _print_review(view, checked)
+    names, book = _people_and_book(cl, member)
+    i = view["intent"]
+    console.print(f"amount       {_amount(view)}")
+    console.print(
+        f"destination  {humanize.destination(i['destination'], view['chain'], view['network'], book)}"
+    )
+    console.print(
+        f"requested by {humanize.member(view.get('requester'), names)} "
+        f"at {humanize.when(view.get('created_at'))}"
+    )
+    console.print(f"expires      {humanize.when(view.get('expires_at'))}")
+    if view.get("time_lock_until"):
+        console.print(f"time lock    until {humanize.when(view['time_lock_until'])}")
+    for a in view.get("approvals", []):
+        console.print(
+            f"approved by  {humanize.member(a['member'], names)} ({a['role']}) at {humanize.when(a['at'])}"
+        )
+    if view.get("txid"):
+        console.print(f"txid         {view['txid']}  (released {humanize.when(view.get('released_at'))})")
+        if out is not None:
+            console.print(f"wrote {out}: the signed transaction again")
+        else:
+            console.print(
+                f"  `tandem withdraw show {withdrawal_id} --out FILE` writes the signed transaction again"
+            )
 
 
 @withdraw_app.command("psbt")
@@ -286,17 +272,13 @@ def withdraw_psbt(
     """(Bitcoin) Export the unsigned transaction as a BIP-174 PSBT to inspect in a wallet.
 
     It is checked here first and carries each input's previous transaction."""
-
-    def go() -> None:
-        view = cw.get_withdrawal(Client(server), load_member(keystore), withdrawal_id)
-        data = cw.withdrawal_psbt(view)
-        if out is None:
-            typer.echo(base64.b64encode(data).decode("ascii"))
-        else:
-            out.write_bytes(data)
-            console.print(f"wrote {out} ({len(data)} bytes, fingerprint {view['fingerprint']})")
-
-    run_cli(go)
+    view = cw.get_withdrawal(Client(server), load_member(keystore), withdrawal_id)
+    data = cw.withdrawal_psbt(view)
+    if out is None:
+        typer.echo(base64.b64encode(data).decode("ascii"))
+    else:
+        out.write_bytes(data)
+        console.print(f"wrote {out} ({len(data)} bytes, fingerprint {view['fingerprint']})")
 
 
 def _refuse_auditor(member: MemberSecrets, withdrawal_id: str) -> None:
@@ -330,24 +312,20 @@ def withdraw_approve(
     ] = None,
 ) -> None:
     """Approve: decode and check locally, then sign (id, intent hash, tx digest, policy version, expiry)."""
-
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        _refuse_auditor(member, withdrawal_id)
-        view = _reviewed(cl, member, withdrawal_id)
-        code = common.totp_code(cl, member, totp, totp_from_keystore)
-        try:
-            result = cw.approve_withdrawal(
-                cl, member, withdrawal_id, totp=code, expected_fingerprint=fingerprint, view=view
-            )
-        except RemoteError as exc:
-            if exc.remote_code == OperationKeyLostError.code:
-                raise typer.Exit(_recover_approval(exc, withdrawal_id, keystore)) from None
-            raise
-        console.print(f"approved; request is {result['status']}")
-
-    run_cli(go)
+    cl = Client(server)
+    member = load_member(keystore)
+    _refuse_auditor(member, withdrawal_id)
+    view = _reviewed(cl, member, withdrawal_id)
+    code = common.totp_code(cl, member, totp, totp_from_keystore)
+    try:
+        result = cw.approve_withdrawal(
+            cl, member, withdrawal_id, totp=code, expected_fingerprint=fingerprint, view=view
+        )
+    except RemoteError as exc:
+        if exc.remote_code == OperationKeyLostError.code:
+            raise typer.Exit(_recover_approval(exc, withdrawal_id, keystore)) from None
+        raise
+    console.print(f"approved; request is {result['status']}")
 
 
 def _fingerprints(values: list[str] | None, ids: list[str]) -> dict[str, str]:
@@ -385,44 +363,38 @@ def withdraw_approve_batch(
     """Approve several requests with one TOTP code: each is decoded, checked and shown here
     as `withdraw approve` shows it, you confirm you read each fingerprint back, then one
     code signs them all. Prints each request's result; exits 1 if any was refused."""
-
-    def go() -> None:
-        ids = list(withdrawal_ids)
-        if len(set(ids)) != len(ids):
-            raise InputError("a request is named twice")
-        expected = _fingerprints(fingerprint, ids)
-        cl = Client(server)
-        member = load_member(keystore)
-        _refuse_auditor(member, ids[0])
-        views = []
-        for n, wid in enumerate(ids, 1):
-            console.print(f"[bold]{n}/{len(ids)}[/]")
-            views.append(_reviewed(cl, member, wid))
-        if not yes and not typer.confirm(
-            f"Approve these {len(ids)} requests? Only if you read each fingerprint back with its requester"
-        ):
-            raise InputError("nothing approved: you declined")
-        code = common.totp_code(cl, member, totp, totp_from_keystore)
-        answer = cw.approve_withdrawals(cl, member, views, totp=code, expected_fingerprints=expected)
-        if as_json:
-            show(answer)
-        else:
-            table = whole_table(
-                Column("request", no_wrap=True), "outcome", "status or reason", show_header=True
+    ids = list(withdrawal_ids)
+    if len(set(ids)) != len(ids):
+        raise InputError("a request is named twice")
+    expected = _fingerprints(fingerprint, ids)
+    cl = Client(server)
+    member = load_member(keystore)
+    _refuse_auditor(member, ids[0])
+    views = []
+    for n, wid in enumerate(ids, 1):
+        console.print(f"[bold]{n}/{len(ids)}[/]")
+        views.append(_reviewed(cl, member, wid))
+    if not yes and not typer.confirm(
+        f"Approve these {len(ids)} requests? Only if you read each fingerprint back with its requester"
+    ):
+        raise InputError("nothing approved: you declined")
+    code = common.totp_code(cl, member, totp, totp_from_keystore)
+    answer = cw.approve_withdrawals(cl, member, views, totp=code, expected_fingerprints=expected)
+    if as_json:
+        show(answer)
+    else:
+        table = whole_table(Column("request", no_wrap=True), "outcome", "status or reason", show_header=True)
+        for r in answer["results"]:
+            approved = r["outcome"] == "approved"
+            table.add_row(
+                r["withdrawal"],
+                r["outcome"] if approved else f"[red]{r['outcome']}[/]",
+                str(r.get("status")) if approved else escape(f"{r.get('message')} [{r.get('code')}]"),
             )
-            for r in answer["results"]:
-                approved = r["outcome"] == "approved"
-                table.add_row(
-                    r["withdrawal"],
-                    r["outcome"] if approved else f"[red]{r['outcome']}[/]",
-                    str(r.get("status")) if approved else escape(f"{r.get('message')} [{r.get('code')}]"),
-                )
-            console.print(table)
-            console.print(f"{answer['approved']} approved, {answer['refused']} refused")
-        if answer["refused"]:
-            raise typer.Exit(exit_codes.REFUSED)
-
-    run_cli(go)
+        console.print(table)
+        console.print(f"{answer['approved']} approved, {answer['refused']} refused")
+    if answer["refused"]:
+        raise typer.Exit(exit_codes.REFUSED)
 
 
 @withdraw_app.command("reject")
@@ -433,11 +405,7 @@ def withdraw_reject(
     server: str = ServerOpt,
 ) -> None:
     """Reject a request."""
-    run_cli(
-        lambda: show(
-            cw.reject_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason)
-        )
-    )
+    show(cw.reject_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason))
 
 
 @withdraw_app.command("cancel")
@@ -448,11 +416,7 @@ def withdraw_cancel(
     reason: str | None = ReasonOpt,
 ) -> None:
     """(Manager) Cancel a request."""
-    run_cli(
-        lambda: show(
-            cw.cancel_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason)
-        )
-    )
+    show(cw.cancel_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason))
 
 
 @withdraw_app.command("veto")
@@ -463,9 +427,7 @@ def withdraw_veto(
     reason: str | None = ReasonOpt,
 ) -> None:
     """(Custodian) Stop a time-locked withdrawal during its lock."""
-    run_cli(
-        lambda: show(cw.veto_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason))
-    )
+    show(cw.veto_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason))
 
 
 @withdraw_app.command("contribute")
@@ -479,18 +441,14 @@ def withdraw_contribute(  # noqa: PLR0917 - typer maps parameters to options
 ) -> None:
     """Give your share again, resealed to the request's operation key (after the signer lost it).
     A custodian's share needs a TOTP code, as its approval did."""
-
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        if renew:
-            cw.renew_operation(cl, member, withdrawal_id)
-        code = None
-        if member.role.value == "custodian":
-            code = common.totp_code(cl, member, totp, totp_from_keystore)
-        show(cw.contribute_share(cl, member, withdrawal_id, totp=code))
-
-    run_cli(go)
+    cl = Client(server)
+    member = load_member(keystore)
+    if renew:
+        cw.renew_operation(cl, member, withdrawal_id)
+    code = None
+    if member.role.value == "custodian":
+        code = common.totp_code(cl, member, totp, totp_from_keystore)
+    show(cw.contribute_share(cl, member, withdrawal_id, totp=code))
 
 
 @withdraw_app.command("release")
@@ -508,35 +466,31 @@ def withdraw_release(
     out: Annotated[Path | None, typer.Option(help="Write the signed transaction JSON here.")] = None,
 ) -> None:
     """Release an approved withdrawal: the server signs exactly once and returns the raw transaction."""
-
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        if retry_file is not None and retry_file.exists():
-            saved = read_json(retry_file)
-            key, envelope = saved["idempotency_key"], saved["envelope"]
-        else:
-            key, envelope = secrets.token_hex(16), cw.release_envelope(cl, member, withdrawal_id)
-            if retry_file is not None:
-                write_json(retry_file, {"idempotency_key": key, "envelope": envelope})
-        try:
-            result = cw.release_withdrawal(cl, member, withdrawal_id, idempotency_key=key, envelope=envelope)
-        except RemoteError as exc:
-            if exc.remote_code == OperationKeyLostError.code:
-                raise typer.Exit(_recover_release(exc, withdrawal_id, keystore, member)) from None
-            raise
-        doc = {
-            "id": result["id"],
-            "chain": result["chain"],
-            "network": result["network"],
-            "txid": result["txid"],
-            "signed_tx": result["signed_tx"],
-        }
-        if out is not None:
-            write_json(out, doc)
-        show(doc)
-
-    run_cli(go)
+    cl = Client(server)
+    member = load_member(keystore)
+    if retry_file is not None and retry_file.exists():
+        saved = read_json(retry_file)
+        key, envelope = saved["idempotency_key"], saved["envelope"]
+    else:
+        key, envelope = secrets.token_hex(16), cw.release_envelope(cl, member, withdrawal_id)
+        if retry_file is not None:
+            write_json(retry_file, {"idempotency_key": key, "envelope": envelope})
+    try:
+        result = cw.release_withdrawal(cl, member, withdrawal_id, idempotency_key=key, envelope=envelope)
+    except RemoteError as exc:
+        if exc.remote_code == OperationKeyLostError.code:
+            raise typer.Exit(_recover_release(exc, withdrawal_id, keystore, member)) from None
+        raise
+    doc = {
+        "id": result["id"],
+        "chain": result["chain"],
+        "network": result["network"],
+        "txid": result["txid"],
+        "signed_tx": result["signed_tx"],
+    }
+    if out is not None:
+        write_json(out, doc)
+    show(doc)
 
 
 def _recover_approval(exc: RemoteError, withdrawal_id: str, keystore: Path) -> int:
@@ -580,9 +534,7 @@ def withdraw_broadcast_recorded(
     server: str = ServerOpt,
 ) -> None:
     """Record that a released transaction was broadcast; the server checks the txid."""
-    run_cli(
-        lambda: show(cw.record_broadcast(Client(server), load_member(keystore), withdrawal_id, txid=txid))
-    )
+    show(cw.record_broadcast(Client(server), load_member(keystore), withdrawal_id, txid=txid))
 
 
 @withdraw_app.command("confirm")
@@ -592,7 +544,7 @@ def withdraw_confirm(
     server: str = ServerOpt,
 ) -> None:
     """Record that a released transaction is confirmed on chain."""
-    run_cli(lambda: show(cw.confirm_withdrawal(Client(server), load_member(keystore), withdrawal_id)))
+    show(cw.confirm_withdrawal(Client(server), load_member(keystore), withdrawal_id))
 
 
 @withdraw_app.command("abandon")
@@ -603,11 +555,7 @@ def withdraw_abandon(
     server: str = ServerOpt,
 ) -> None:
     """Record that a released transaction will never be broadcast (frees its nonce or outputs)."""
-    run_cli(
-        lambda: show(
-            cw.abandon_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason)
-        )
-    )
+    show(cw.abandon_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason))
 
 
 # --- policy ---------------------------------------------------------------------------------
@@ -628,37 +576,31 @@ def policy_show(  # noqa: PLR0913 - typer maps parameters to options
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON (no explanation lines).")] = False,
 ) -> None:
     """The policy in force; with --withdrawal or facts, which rule applies and why."""
-
-    def go() -> None:
-        cl = Client(server)
-        member = load_member(keystore)
-        facts = {
-            "wallet": wallet,
-            "chain": chain,
-            "network": network,
-            "asset": asset,
-            "amount": amount,
-            "destination": destination,
-        }
-        missing = [f"--{k}" for k, v in facts.items() if v is None]
-        if withdrawal is None and len(missing) == len(facts):
-            show(cw.policy_show(cl, member))
-            return
-        if withdrawal is None and missing:
-            # Said here in the command's own words, not as the API's query string.
-            raise InputError(
-                f"to explain a decision give --withdrawal ID, or every fact: {', '.join(missing)} missing"
-            )
-        params = (
-            {"withdrawal": withdrawal} if withdrawal else {k: v for k, v in facts.items() if v is not None}
+    cl = Client(server)
+    member = load_member(keystore)
+    facts = {
+        "wallet": wallet,
+        "chain": chain,
+        "network": network,
+        "asset": asset,
+        "amount": amount,
+        "destination": destination,
+    }
+    missing = [f"--{k}" for k, v in facts.items() if v is None]
+    if withdrawal is None and len(missing) == len(facts):
+        show(cw.policy_show(cl, member))
+        return
+    if withdrawal is None and missing:
+        # Said here in the command's own words, not as the API's query string.
+        raise InputError(
+            f"to explain a decision give --withdrawal ID, or every fact: {', '.join(missing)} missing"
         )
-        result = cw.policy_explain(cl, member, **params)
-        if not as_json:
-            for line in result["decision"]["explanation"]:
-                console.print(f"- {line}")
-        show(result)
-
-    run_cli(go)
+    params = {"withdrawal": withdrawal} if withdrawal else {k: v for k, v in facts.items() if v is not None}
+    result = cw.policy_explain(cl, member, **params)
+    if not as_json:
+        for line in result["decision"]["explanation"]:
+            console.print(f"- {line}")
+    show(result)
 
 
 @policy_app.command("propose")
@@ -668,7 +610,7 @@ def policy_propose(
     server: str = ServerOpt,
 ) -> None:
     """(Manager) Propose a new policy version; a custodian approves with `tandem proposal approve`."""
-    run_cli(lambda: show(cw.propose_policy(Client(server), load_member(keystore), read_json(file))))
+    show(cw.propose_policy(Client(server), load_member(keystore), read_json(file)))
 
 
 @policy_app.command("veto")
@@ -679,9 +621,7 @@ def policy_veto(
     reason: str | None = ReasonOpt,
 ) -> None:
     """(Custodian) Veto an approved policy or address-book change before it takes effect."""
-    run_cli(
-        lambda: show(cw.veto_change(Client(server), load_member(keystore), proposal_id, reason=reason or ""))
-    )
+    show(cw.veto_change(Client(server), load_member(keystore), proposal_id, reason=reason or ""))
 
 
 # --- address book -----------------------------------------------------------------------------
@@ -691,26 +631,22 @@ def policy_veto(
 def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
     """Every entry with its state (pending, active, removed, vetoed) and when it takes or
     took effect, in local time (--json: the raw values)."""
-
-    def go() -> None:
-        entries = cw.address_book(Client(server), load_member(keystore))
-        if as_json:
-            show(entries)
-            return
-        table = whole_table("id", "status", "chain", "address", "asset", "label", "effective")
-        for e in entries:
-            table.add_row(
-                e["id"],
-                e["status"],
-                f"{e['chain']}/{e['network']}",
-                e["address"],
-                e["asset"] or "any",
-                e["label"],
-                humanize.when(e["effective_at"]),
-            )
-        console.print(table)
-
-    run_cli(go)
+    entries = cw.address_book(Client(server), load_member(keystore))
+    if as_json:
+        show(entries)
+        return
+    table = whole_table("id", "status", "chain", "address", "asset", "label", "effective")
+    for e in entries:
+        table.add_row(
+            e["id"],
+            e["status"],
+            f"{e['chain']}/{e['network']}",
+            e["address"],
+            e["asset"] or "any",
+            e["label"],
+            humanize.when(e["effective_at"]),
+        )
+    console.print(table)
 
 
 @book_app.command("propose-add")
@@ -728,17 +664,15 @@ def book_add(
     ] = None,
 ) -> None:
     """(Manager) Propose a destination; a custodian approves; it applies after the delay."""
-    run_cli(
-        lambda: show(
-            cw.propose_address(
-                Client(server),
-                load_member(keystore),
-                chain=chain,
-                network=network,
-                address=address,
-                label=label,
-                asset=asset,
-            )
+    show(
+        cw.propose_address(
+            Client(server),
+            load_member(keystore),
+            chain=chain,
+            network=network,
+            address=address,
+            label=label,
+            asset=asset,
         )
     )
 
@@ -750,7 +684,7 @@ def book_remove(
     server: str = ServerOpt,
 ) -> None:
     """(Manager) Propose removing a destination."""
-    run_cli(lambda: show(cw.propose_address_removal(Client(server), load_member(keystore), entry_id)))
+    show(cw.propose_address_removal(Client(server), load_member(keystore), entry_id))
 
 
 # Proposals are named alike: member propose-add|propose-remove, addressbook propose-add|
@@ -772,14 +706,10 @@ def bundle_export(
 ) -> None:
     """Export an approved request for the offline signer, with your share resealed to it.
     A member of the other side then runs `tandem bundle add-share`."""
-
-    def go() -> None:
-        card = IdentityCard.from_json(read_json(signer_card))
-        bundle = cw.export_bundle(Client(server), load_member(keystore), withdrawal_id, card)
-        write_json(out, bundle)
-        console.print(f"bundle -> {out} (shares: {', '.join(sorted(bundle['shares']))})")
-
-    run_cli(go)
+    card = IdentityCard.from_json(read_json(signer_card))
+    bundle = cw.export_bundle(Client(server), load_member(keystore), withdrawal_id, card)
+    write_json(out, bundle)
+    console.print(f"bundle -> {out} (shares: {', '.join(sorted(bundle['shares']))})")
 
 
 @bundle_app.command("add-share")
@@ -788,13 +718,9 @@ def bundle_add_share(
     keystore: Path = KeystoreOpt,
 ) -> None:
     """Verify the bundle offline and add your side's share, resealed to the offline signer."""
-
-    def go() -> None:
-        bundle = cw.add_share(read_json(file), load_member(keystore), now=_now())
-        write_json(file, bundle)
-        console.print(f"added; shares: {', '.join(sorted(bundle['shares']))}")
-
-    run_cli(go)
+    bundle = cw.add_share(read_json(file), load_member(keystore), now=_now())
+    write_json(file, bundle)
+    console.print(f"added; shares: {', '.join(sorted(bundle['shares']))}")
 
 
 @bundle_app.command("import")
@@ -804,7 +730,7 @@ def bundle_import(
     server: str = ServerOpt,
 ) -> None:
     """Record an offline-signed transaction (the server re-verifies it first)."""
-    run_cli(lambda: show(cw.import_result(Client(server), load_member(keystore), read_json(result))))
+    show(cw.import_result(Client(server), load_member(keystore), read_json(result)))
 
 
 def offline_sign_cmd(
@@ -824,16 +750,12 @@ def offline_sign_cmd(
 ) -> None:
     """No server, no database: re-verify genesis, membership, every signature, the policy
     decision, quorum and both digests; only then sign."""
-
-    def go() -> None:
-        doc = read_json(bundle)
-        if not isinstance(doc, dict):
-            raise InputError("not a bundle")
-        result = cw.offline_sign(doc, load_member(signer_key), now=_now(), genesis_hash=genesis_hash)
-        write_json(out, result)
-        console.print(f"[green]signed[/] {result['withdrawal']} txid {result['txid']} -> {out}")
-
-    run_cli(go)
+    doc = read_json(bundle)
+    if not isinstance(doc, dict):
+        raise InputError("not a bundle")
+    result = cw.offline_sign(doc, load_member(signer_key), now=_now(), genesis_hash=genesis_hash)
+    write_json(out, result)
+    console.print(f"[green]signed[/] {result['withdrawal']} txid {result['txid']} -> {out}")
 
 
 def register(app: typer.Typer) -> None:
