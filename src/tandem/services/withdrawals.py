@@ -53,7 +53,7 @@ from tandem.errors import (
 )
 from tandem.services import bundles, outpoints, policies
 from tandem.services.approvals import active_members, approvals_of, current_membership, membership_of
-from tandem.services.base import Call, fault_point, verify_as_made
+from tandem.services.base import Call, Unrecorded, fault_point, verify_as_made
 from tandem.services.keyuse import KeyUseService, operation_shares
 from tandem.store import audit_log, pages
 from tandem.store.models import (
@@ -591,23 +591,19 @@ class WithdrawalService(KeyUseService):
             request_hash = hashlib.sha256(canonical(envelope)).hexdigest()
         except Error:
             request_hash = ""
-        if idempotency_key is not None:
-            cached = self._cached_answer(idempotency_key, request_hash)
-            if cached is not None:
-                return _raise_tampered(cached)
+
+        def answered(session: Session) -> ReleaseAnswer | None:
+            # A retry gets the first answer, looked up in the write transaction itself
+            # (writers are serialised, so no release with this key can commit meanwhile).
+            try:
+                return _seen_answer(session, idempotency_key, request_hash)
+            except IdempotencyConflictError as exc:
+                raise Unrecorded(exc) from None
 
         def use_case(call: Call) -> ReleaseAnswer:
             assert call.action is not None
             assert call.actor is not None
             session, now = call.session, call.now
-            if idempotency_key is not None:
-                seen = session.get(Idempotency, idempotency_key)
-                if seen is not None:
-                    if seen.request_hash != request_hash:
-                        raise IdempotencyConflictError(
-                            "that Idempotency-Key was used for a different request"
-                        )
-                    return ReleaseAnswer(seen.status_code, loads_strict(seen.response))
             body = check_fields(call.action.body, required=("withdrawal",), where="body")
             row = self._row(session, body["withdrawal"])
             guard = self._guard_release(call, row)
@@ -657,6 +653,7 @@ class WithdrawalService(KeyUseService):
                 types="withdrawal.release",
                 roles=SIDES,
                 signing=True,
+                answered=answered if idempotency_key is not None else None,
             )
         except ReplayError:
             # The same request may have just completed on another connection.
@@ -837,12 +834,7 @@ class WithdrawalService(KeyUseService):
         if key is None:
             return None
         with self.db.read() as session:
-            seen = session.get(Idempotency, key)
-            if seen is None:
-                return None
-            if seen.request_hash != request_hash:
-                raise IdempotencyConflictError("that Idempotency-Key was used for a different request")
-            return ReleaseAnswer(seen.status_code, loads_strict(seen.response))
+            return _seen_answer(session, key, request_hash)
 
     # --- integrity and quorum ----------------------------------------------------------------
 
@@ -1119,6 +1111,17 @@ class WithdrawalService(KeyUseService):
 
 def _status(row: Withdrawal, now: int) -> str:
     return wcore.effective_status(row.status, row.expires_at, now, release_expires_at=row.release_expires_at)
+
+
+def _seen_answer(session: Session, key: str | None, request_hash: str) -> ReleaseAnswer | None:
+    """The answer stored for Idempotency-Key ``key``, if any; a different request under
+    the same key is refused."""
+    seen = session.get(Idempotency, key) if key is not None else None
+    if seen is None:
+        return None
+    if seen.request_hash != request_hash:
+        raise IdempotencyConflictError("that Idempotency-Key was used for a different request")
+    return ReleaseAnswer(seen.status_code, loads_strict(seen.response))
 
 
 def _claim_nonce(session: Session, intent: wcore.Intent, *, withdrawal_id: str, now: int) -> None:
