@@ -27,11 +27,13 @@ from tandem.core.lifecycles import KEYSETS
 from tandem.core.policy import (
     DEFAULT_FEE_WARN_BPS,
     DEFAULT_RELEASE_TTL_SECONDS,
+    AddressBookEntry,
     Policy,
     check_policy_version,
     check_request_expiry,
     check_time_lock,
     evaluate,
+    parse_policy,
 )
 from tandem.core.roles import Role
 from tandem.core.split import verify_operation
@@ -55,7 +57,7 @@ from tandem.services import bundles, outpoints, policies
 from tandem.services.approvals import active_members, approvals_of, current_membership, membership_of
 from tandem.services.base import Call, Unrecorded, fault_point, verify_as_made
 from tandem.services.keyuse import KeyUseService, operation_shares
-from tandem.store import audit_log, pages
+from tandem.store import audit_log, facts, pages
 from tandem.store.models import (
     AddressRow,
     Approval,
@@ -137,8 +139,8 @@ class WithdrawalService(KeyUseService):
             keyset = self._active_keyset(call.session, body["keyset"])
             doc = self.new_operation(call, keyset_id=keyset.id, purpose=OPERATION_PURPOSE)
             addresses = [
-                {"key_id": a.key_id, "chain": a.chain, "network": a.network, "address": a.address}
-                for a in call.session.exec(select(AddressRow).where(AddressRow.keyset == keyset.id)).all()
+                {"key_id": key_id, "chain": chain, "network": network, "address": address}
+                for key_id, chain, network, address in _keyset_addresses(call.session, keyset.id)
             ]
             self.audit(
                 call, "withdrawal.prepared", {"keyset": keyset.id, "operation": doc["statement"]["operation"]}
@@ -169,22 +171,22 @@ class WithdrawalService(KeyUseService):
                 raise InputError(
                     f"key set {keyset.id} holds {keyset.curve} keys; {intent.chain} withdrawals need {wanted}"
                 )
-            address = session.exec(
-                select(AddressRow).where(
-                    AddressRow.keyset == keyset.id,
-                    AddressRow.chain == intent.chain,
-                    AddressRow.network == intent.network,
-                    AddressRow.address == intent.from_address,
-                )
-            ).first()
-            if address is None:
+            key_id = next(
+                (
+                    k
+                    for k, chain, network, address in _keyset_addresses(session, keyset.id)
+                    if (chain, network, address) == (intent.chain, intent.network, intent.from_address)
+                ),
+                None,
+            )
+            if key_id is None:
                 raise InputError(
                     f"{intent.from_address} is not an address of wallet {keyset.id} "
                     f"on {intent.chain}/{intent.network}"
                 )
-            key = session.get(KeyRow, address.key_id)
+            key = facts.kept_row(session, KeyRow, key_id)
             if key is None:
-                raise NotFoundError(f"no key {address.key_id}")
+                raise NotFoundError(f"no key {key_id}")
             public_key = bytes.fromhex(key.public_key)
 
             statement = verify_operation(body["operation"], self.key.sign_public)
@@ -201,7 +203,7 @@ class WithdrawalService(KeyUseService):
                     "the sealed share sent is not the one the signed action names (share_digest)"
                 )
 
-            book = policies.address_book(session, now)
+            book = _address_book(session, now)
             built = wcore.build_transaction(
                 intent, public_key, allowed_tokens=wcore.allowed_tokens(book, intent.network, intent.chain)
             )
@@ -211,7 +213,7 @@ class WithdrawalService(KeyUseService):
                 intent, public_key=public_key, unsigned=built.unsigned, prevouts=built.prevouts
             )
             fee = wcore.fee_of(intent, view)
-            policy = policies.current_policy(session, now)
+            policy = _current_policy(session, now)
             decision = evaluate(
                 policy,
                 intent.facts(fee),
@@ -327,7 +329,7 @@ class WithdrawalService(KeyUseService):
                 + (", escalated at release)" if row.escalated else ")"),
             )
             row.status = wcore.transition(row.status, "approve", expires_at=row.expires_at, now=now)
-            current = policies.current_policy(session, now)
+            current = _current_policy(session, now)
             check_policy_version(body["policy_version"], current.version)
             check_policy_version(row.policy_version, current.version)
             if body["intent_hash"] != row.intent_hash or body["tx_digest"] != row.tx_digest:
@@ -709,7 +711,7 @@ class WithdrawalService(KeyUseService):
         wcore.transition(row.status, "release", expires_at=row.expires_at, now=now)
         check_request_expiry(row.expires_at, now)
         check_time_lock(row.time_lock_until, now)
-        policy = policies.current_policy(session, now)
+        policy = _current_policy(session, now)
         check_policy_version(row.policy_version, policy.version)
         # Read once for the whole release: the members in force count toward the quorum
         # (and an escalation), and while ``members`` holds their rows the tamper check
@@ -794,7 +796,7 @@ class WithdrawalService(KeyUseService):
             policy,
             intent.facts(wcore.fee_of(intent, view)),
             now=now,
-            address_book=policies.address_book(session, now),
+            address_book=_address_book(session, now),
             history=policies.history_for(session, policy, row.keyset, now, released_only=True),
         )
         decision.require()
@@ -854,7 +856,7 @@ class WithdrawalService(KeyUseService):
             if (intent.wallet, intent.chain, intent.network) != (row.keyset, row.chain, row.network):
                 return "the stored intent names another wallet or chain than the request", None
             ctx = loads_strict(row.context)
-            key = session.get(KeyRow, row.key_id)
+            key = facts.kept_row(session, KeyRow, row.key_id)
             if key is None or key.keyset != row.keyset or key.public_key != ctx["public_key"]:
                 return "the signing key is not the request's", None
             td = wcore.tx_digest(
@@ -917,7 +919,7 @@ class WithdrawalService(KeyUseService):
         return engine.evaluate(
             _request(row),
             [_given(a) for a in _approvals(session, row.id)],
-            membership=current_membership(session) if membership is None else membership,
+            membership=_membership(session) if membership is None else membership,
             required=required,
             now=now,
             ttl_seconds=decision["approval_ttl_seconds"],
@@ -1019,7 +1021,7 @@ class WithdrawalService(KeyUseService):
 
     @staticmethod
     def _active_keyset(session: Session, keyset_id: Any) -> KeySet:
-        keyset = session.get(KeySet, keyset_id) if isinstance(keyset_id, str) else None
+        keyset = facts.kept_row(session, KeySet, keyset_id) if isinstance(keyset_id, str) else None
         if keyset is None:
             raise NotFoundError(f"no key set {keyset_id}")
         if not KEYSETS.allows(keyset.status, "sign"):
@@ -1111,6 +1113,44 @@ class WithdrawalService(KeyUseService):
 
 def _status(row: Withdrawal, now: int) -> str:
     return wcore.effective_status(row.status, row.expires_at, now, release_expires_at=row.release_expires_at)
+
+
+# --- facts a write reads from the per-process cache (tandem.store.facts) ---------------------
+
+
+def _keyset_addresses(session: Session, keyset_id: str) -> tuple[tuple[str, str, str, str], ...]:
+    """(key id, chain, network, address) of each address of ``keyset_id``."""
+
+    def load(s: Session) -> tuple[tuple[str, str, str, str], ...]:
+        rows = s.exec(select(AddressRow).where(AddressRow.keyset == keyset_id)).all()
+        return tuple((a.key_id, a.chain, a.network, a.address) for a in rows)
+
+    return facts.kept(session, ("addresses", keyset_id), load)
+
+
+def _current_policy(session: Session, now: int) -> Policy:
+    """:func:`policies.current_policy`: the newest version whose cool-down has passed."""
+    versions = facts.kept(session, "policies", _policy_versions)
+    for effective_at, policy in versions:
+        if effective_at <= now:
+            return policy
+    raise NotFoundError("no policy in force")
+
+
+def _policy_versions(session: Session) -> tuple[tuple[int, Policy], ...]:
+    rows = session.exec(select(PolicyRow).order_by(col(PolicyRow.version).desc())).all()
+    return tuple((r.effective_at, parse_policy(loads_strict(r.doc))) for r in rows)
+
+
+def _address_book(session: Session, now: int) -> list[AddressBookEntry]:
+    """:func:`policies.address_book`: the entries in force at ``now``."""
+    additions, removals = facts.kept(session, "address_book", policies.address_book_facts)
+    return wcore.address_book_at(additions, removals, now)
+
+
+def _membership(session: Session) -> dict[str, Standing]:
+    """:func:`current_membership`, a copy the caller may keep."""
+    return dict(facts.kept(session, "membership", current_membership))
 
 
 def _seen_answer(session: Session, key: str | None, request_hash: str) -> ReleaseAnswer | None:
