@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tandem.core import totp as totp_core
 from tandem.core.actions import SignedAction, check_context, parse_envelope
@@ -339,10 +339,15 @@ class ServiceBase:
         token_hash = hashlib.sha256(token.encode("utf-8")).hexdigest()
         now = self.clock()
         with self.db.read() as session:
-            row = session.get(SessionRow, token_hash)
+            # The session and its member in one query (the member may be gone).
+            found = session.exec(
+                select(SessionRow, Member)
+                .join(Member, col(Member.id) == col(SessionRow.member), isouter=True)
+                .where(SessionRow.token_hash == token_hash)
+            ).first()
+            row, member = found if found is not None else (None, None)
             if row is None or row.expires_at <= now:
                 raise SessionError("session unknown or expired; open a new one")
-            member = session.get(Member, row.member)
             if member is None or member.status != MemberState.ACTIVE:
                 raise SessionError("the session's member is no longer active")
             # A session belongs to the key that signed session.open, not just to the
