@@ -28,7 +28,9 @@ from tandem.core.policy import (
     DEFAULT_FEE_WARN_BPS,
     DEFAULT_RELEASE_TTL_SECONDS,
     AddressBookEntry,
+    Fee,
     Policy,
+    PolicyDecision,
     check_policy_version,
     check_request_expiry,
     check_time_lock,
@@ -165,136 +167,23 @@ class WithdrawalService(KeyUseService):
                 call.action.body, required=("intent", "operation", "share_digest"), where="body"
             )
             intent = wcore.require_normal_intent(body["intent"])
-            keyset = self._active_keyset(session, intent.wallet)
-            wanted = CHAIN_RULES[intent.chain].curve
-            if keyset.curve != wanted:
-                raise InputError(
-                    f"key set {keyset.id} holds {keyset.curve} keys; {intent.chain} withdrawals need {wanted}"
-                )
-            key_id = next(
-                (
-                    k
-                    for k, chain, network, address in _keyset_addresses(session, keyset.id)
-                    if (chain, network, address) == (intent.chain, intent.network, intent.from_address)
-                ),
-                None,
-            )
-            if key_id is None:
-                raise InputError(
-                    f"{intent.from_address} is not an address of wallet {keyset.id} "
-                    f"on {intent.chain}/{intent.network}"
-                )
-            key = facts.kept_row(session, KeyRow, key_id)
-            if key is None:
-                raise NotFoundError(f"no key {key_id}")
-            public_key = bytes.fromhex(key.public_key)
-
-            statement = verify_operation(body["operation"], self.key.sign_public)
-            operation = statement["operation"]
-            if statement["keyset"] != keyset.id or statement["purpose"] != OPERATION_PURPOSE:
-                raise InputError("the operation was issued for another key set or purpose")
-            if statement["expires_at"] <= now:
-                raise ExpiredError("the operation key has expired; prepare a new one")
-            self._ops().get(operation)
-            if operation_shares(session, operation):
-                raise ConflictError("that operation is already in use; prepare a new one")
-            if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
-                raise InputError(
-                    "the sealed share sent is not the one the signed action names (share_digest)"
-                )
-
-            book = _address_book(session, now)
-            built = wcore.build_transaction(
-                intent, public_key, allowed_tokens=wcore.allowed_tokens(book, intent.network, intent.chain)
-            )
-            # Our own decoder must agree with our own builder before anyone is asked to
-            # approve; the worst-case fee it decodes is a fact the policy decides on.
-            view = wcore.check_transaction(
-                intent, public_key=public_key, unsigned=built.unsigned, prevouts=built.prevouts
-            )
-            fee = wcore.fee_of(intent, view)
-            policy = _current_policy(session, now)
-            decision = evaluate(
-                policy,
-                intent.facts(fee),
-                now=now,
-                address_book=book,
-                history=policies.history_for(session, policy, intent.wallet, now),
-            )
-            decision.require()
+            keyset, key = self._source_of(session, intent)
+            operation = self._unused_operation(call, body, keyset.id, sealed_share)
+            made = self._decide(session, intent, key, now)
             withdrawal_id = "wd_" + secrets.token_hex(8)
             if intent.eth is not None:
                 _claim_nonce(session, intent, withdrawal_id=withdrawal_id, now=now)
-            ih = wcore.intent_hash(body["intent"])
-            td = wcore.tx_digest(
-                chain=intent.chain,
-                network=intent.network,
-                public_key=key.public_key,
-                unsigned_tx=built.unsigned.hex(),
-                prevouts=built.prevouts,
-            )
             self.store_share(
                 call, operation=operation, keyset_id=keyset.id, side="manager", sealed_b64=sealed_share
             )
-            context = {
-                "prevouts": list(built.prevouts),
-                "fee": str(built.fee),
-                "change": str(built.change),
-                "public_key": key.public_key,
-                "operation": body["operation"],
-                "create": call.envelope,
-            }
-            row = Withdrawal(
-                id=withdrawal_id,
-                keyset=keyset.id,
-                key_id=key.id,
-                chain=intent.chain,
-                network=intent.network,
-                requester=call.actor.id,
-                intent=canonical(body["intent"]).decode(),
-                intent_hash=ih,
-                unsigned_tx=built.unsigned.hex(),
-                context=canonical(context).decode(),
-                tx_digest=td,
-                decision=canonical(decision.to_json()).decode(),
-                policy_version=policy.version,
-                status=wcore.PENDING,
-                created_at=now,
-                expires_at=decision.request_expires_at,
-                time_lock_until=decision.time_lock_until,
-                asset=intent.asset,
-                amount=str(intent.amount),
-                fee=str(fee.amount),
-                fee_asset=fee.asset,
-                decoded=canonical(view).decode(),
+            row = _new_row(
+                call, withdrawal_id, body=body, intent=intent, keyset_id=keyset.id, key=key, made=made
             )
             session.add(row)
             session.flush()
             _no_approvals_yet(session, row.id)
             outpoints.reserve(session, withdrawal=row, intent=intent, now=now)
-            self.audit(
-                call,
-                "withdrawal.created",
-                {
-                    "withdrawal": row.id,
-                    "wallet": intent.wallet,
-                    "chain": intent.chain,
-                    "network": intent.network,
-                    "asset": intent.asset,
-                    "amount": str(intent.amount),
-                    "fee": str(fee.amount),
-                    "fee_asset": fee.asset,
-                    "destination": intent.destination,
-                    "intent_hash": ih,
-                    "tx_digest": td,
-                    "fingerprint": wcore.fingerprint(ih),
-                    "policy_version": policy.version,
-                    "rule": decision.rule_name,
-                    "required": decision.to_json()["required"],
-                    "expires_at": row.expires_at,
-                    "time_lock_until": row.time_lock_until,
-                },
-            )
+            self.audit(call, "withdrawal.created", _created_entry(row, intent, made))
             return self._public(session, row, now, detail=True)
 
         return self.run(
@@ -305,6 +194,77 @@ class WithdrawalService(KeyUseService):
             roles=(Role.MANAGER,),
             signing=True,
         )
+
+    def _source_of(self, session: Session, intent: wcore.Intent) -> tuple[KeySet, KeyRow]:
+        """The intent's wallet, active and of the chain's curve, and the key behind its
+        ``from`` address."""
+        keyset = self._active_keyset(session, intent.wallet)
+        wanted = CHAIN_RULES[intent.chain].curve
+        if keyset.curve != wanted:
+            raise InputError(
+                f"key set {keyset.id} holds {keyset.curve} keys; {intent.chain} withdrawals need {wanted}"
+            )
+        key_id = next(
+            (
+                k
+                for k, chain, network, address in _keyset_addresses(session, keyset.id)
+                if (chain, network, address) == (intent.chain, intent.network, intent.from_address)
+            ),
+            None,
+        )
+        if key_id is None:
+            raise InputError(
+                f"{intent.from_address} is not an address of wallet {keyset.id} "
+                f"on {intent.chain}/{intent.network}"
+            )
+        key = facts.kept_row(session, KeyRow, key_id)
+        if key is None:
+            raise NotFoundError(f"no key {key_id}")
+        return keyset, key
+
+    def _unused_operation(
+        self, call: Call, body: dict[str, Any], keyset_id: str, sealed_share: Any
+    ) -> str:
+        """The operation the request names: issued by this service for this key set and
+        purpose, unexpired, held in memory, not in use yet, and the share sent is the one
+        the signed action names."""
+        statement = verify_operation(body["operation"], self.key.sign_public)
+        operation: str = statement["operation"]
+        if statement["keyset"] != keyset_id or statement["purpose"] != OPERATION_PURPOSE:
+            raise InputError("the operation was issued for another key set or purpose")
+        if statement["expires_at"] <= call.now:
+            raise ExpiredError("the operation key has expired; prepare a new one")
+        self._ops().get(operation)
+        if operation_shares(call.session, operation):
+            raise ConflictError("that operation is already in use; prepare a new one")
+        if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
+            raise InputError("the sealed share sent is not the one the signed action names (share_digest)")
+        return operation
+
+    @staticmethod
+    def _decide(session: Session, intent: wcore.Intent, key: KeyRow, now: int) -> _Made:
+        """Build the transaction, decode it back, and let the policy in force decide."""
+        public_key = bytes.fromhex(key.public_key)
+        book = _address_book(session, now)
+        built = wcore.build_transaction(
+            intent, public_key, allowed_tokens=wcore.allowed_tokens(book, intent.network, intent.chain)
+        )
+        # Our own decoder must agree with our own builder before anyone is asked to
+        # approve; the worst-case fee it decodes is a fact the policy decides on.
+        view = wcore.check_transaction(
+            intent, public_key=public_key, unsigned=built.unsigned, prevouts=built.prevouts
+        )
+        fee = wcore.fee_of(intent, view)
+        policy = _current_policy(session, now)
+        decision = evaluate(
+            policy,
+            intent.facts(fee),
+            now=now,
+            address_book=book,
+            history=policies.history_for(session, policy, intent.wallet, now),
+        )
+        decision.require()
+        return _Made(built=built, view=view, fee=fee, policy=policy, decision=decision)
 
     # --- decisions ------------------------------------------------------------------------
 
@@ -342,27 +302,7 @@ class WithdrawalService(KeyUseService):
                 raise InputError(f"approval.expires_at must be after now and at most {latest}")
             if any(a.member == actor.id for a in _approvals(session, row.id)):
                 raise ConflictError("this member has already approved; approvals count per member")
-            if "operation" in body:
-                operation = loads_strict(row.context)["operation"]["statement"]["operation"]
-                if body["operation"] != operation:
-                    raise InputError("the share was resealed for another operation than this request's")
-                if (
-                    not isinstance(sealed_share, str)
-                    or wcore.share_digest(sealed_share) != body["share_digest"]
-                ):
-                    raise InputError("the sealed share sent is not the one the signed action names")
-                self.store_share(
-                    call, operation=operation, keyset_id=row.keyset, side=role.value, sealed_b64=sealed_share
-                )
-            elif role is Role.CUSTODIAN and not self.has_share(
-                call,
-                operation=loads_strict(row.context)["operation"]["statement"]["operation"],
-                side=role.value,
-            ):
-                raise InputError(
-                    "a custodian's approval carries the custodian share, resealed to this "
-                    "request's operation key"
-                )
+            self._approval_share(call, row, body, role, sealed_share)
             _add_approval(
                 session,
                 Approval(
@@ -401,6 +341,30 @@ class WithdrawalService(KeyUseService):
             require_totp=True,
             totp=totp,
         )
+
+    def _approval_share(
+        self, call: Call, row: Withdrawal, body: dict[str, Any], role: Role, sealed_share: Any
+    ) -> None:
+        """Store the share an approval carries, resealed to the request's operation key;
+        a custodian's approval without one stands only if its share is already there."""
+        if "operation" in body:
+            operation = loads_strict(row.context)["operation"]["statement"]["operation"]
+            if body["operation"] != operation:
+                raise InputError("the share was resealed for another operation than this request's")
+            if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
+                raise InputError("the sealed share sent is not the one the signed action names")
+            self.store_share(
+                call, operation=operation, keyset_id=row.keyset, side=role.value, sealed_b64=sealed_share
+            )
+        elif role is Role.CUSTODIAN and not self.has_share(
+            call,
+            operation=loads_strict(row.context)["operation"]["statement"]["operation"],
+            side=role.value,
+        ):
+            raise InputError(
+                "a custodian's approval carries the custodian share, resealed to this "
+                "request's operation key"
+            )
 
     def _close(self, envelope: Any, *, event: str, roles: tuple[Role, ...]) -> dict[str, Any]:
         action_type = f"withdrawal.{event}"
@@ -1113,6 +1077,93 @@ class WithdrawalService(KeyUseService):
 
 def _status(row: Withdrawal, now: int) -> str:
     return wcore.effective_status(row.status, row.expires_at, now, release_expires_at=row.release_expires_at)
+
+
+@dataclass(frozen=True)
+class _Made:
+    """What creation decided: the transaction built, its decoded view, its worst-case
+    fee, the policy in force and that policy's decision."""
+
+    built: wcore.BuiltTx
+    view: dict[str, Any]
+    fee: Fee
+    policy: Policy
+    decision: PolicyDecision
+
+
+def _new_row(
+    call: Call,
+    withdrawal_id: str,
+    *,
+    body: dict[str, Any],
+    intent: wcore.Intent,
+    keyset_id: str,
+    key: KeyRow,
+    made: _Made,
+) -> Withdrawal:
+    assert call.actor is not None
+    built, decision = made.built, made.decision
+    context = {
+        "prevouts": list(built.prevouts),
+        "fee": str(built.fee),
+        "change": str(built.change),
+        "public_key": key.public_key,
+        "operation": body["operation"],
+        "create": call.envelope,
+    }
+    return Withdrawal(
+        id=withdrawal_id,
+        keyset=keyset_id,
+        key_id=key.id,
+        chain=intent.chain,
+        network=intent.network,
+        requester=call.actor.id,
+        intent=canonical(body["intent"]).decode(),
+        intent_hash=wcore.intent_hash(body["intent"]),
+        unsigned_tx=built.unsigned.hex(),
+        context=canonical(context).decode(),
+        tx_digest=wcore.tx_digest(
+            chain=intent.chain,
+            network=intent.network,
+            public_key=key.public_key,
+            unsigned_tx=built.unsigned.hex(),
+            prevouts=built.prevouts,
+        ),
+        decision=canonical(decision.to_json()).decode(),
+        policy_version=made.policy.version,
+        status=wcore.PENDING,
+        created_at=call.now,
+        expires_at=decision.request_expires_at,
+        time_lock_until=decision.time_lock_until,
+        asset=intent.asset,
+        amount=str(intent.amount),
+        fee=str(made.fee.amount),
+        fee_asset=made.fee.asset,
+        decoded=canonical(made.view).decode(),
+    )
+
+
+def _created_entry(row: Withdrawal, intent: wcore.Intent, made: _Made) -> dict[str, Any]:
+    """The data of a ``withdrawal.created`` entry."""
+    return {
+        "withdrawal": row.id,
+        "wallet": intent.wallet,
+        "chain": intent.chain,
+        "network": intent.network,
+        "asset": intent.asset,
+        "amount": str(intent.amount),
+        "fee": str(made.fee.amount),
+        "fee_asset": made.fee.asset,
+        "destination": intent.destination,
+        "intent_hash": row.intent_hash,
+        "tx_digest": row.tx_digest,
+        "fingerprint": wcore.fingerprint(row.intent_hash),
+        "policy_version": made.policy.version,
+        "rule": made.decision.rule_name,
+        "required": made.decision.to_json()["required"],
+        "expires_at": row.expires_at,
+        "time_lock_until": row.time_lock_until,
+    }
 
 
 # --- facts a write reads from the per-process cache (tandem.store.facts) ---------------------
