@@ -302,8 +302,8 @@ class ServiceBase:
         row = {"nonce": action.nonce, "actor": action.actor, "used_at": now}
         dialect = session.get_bind().dialect.name
         make = pg_insert if dialect == "postgresql" else sqlite_insert
-        claimed = session.connection().execute(make(UsedNonce).values(**row).on_conflict_do_nothing())
-        if claimed.rowcount != 1:
+        insert = make(UsedNonce).values(**row).on_conflict_do_nothing().returning(col(UsedNonce.nonce))
+        if session.connection().execute(insert).first() is None:
             raise ReplayError("this signed action was already used (nonce seen before)")
 
     def check_totp(self, session: Session, member: Member, code: str | None, now: int) -> None:

@@ -55,8 +55,13 @@ def reserve(session: Session, *, withdrawal: Withdrawal, intent: wcore.Intent, n
         for u in intent.utxos
     ]
     make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    inserted = session.connection().execute(make(OutpointReservation).values(rows).on_conflict_do_nothing())
-    if inserted.rowcount == len(rows):
+    insert = (
+        make(OutpointReservation)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .returning(col(OutpointReservation.vout))
+    )
+    if len(session.connection().execute(insert).all()) == len(rows):
         return
     query = select(OutpointReservation).where(
         col(OutpointReservation.network) == intent.network,
