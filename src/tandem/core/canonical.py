@@ -135,11 +135,19 @@ def loads_strict(
             raise MalformedJSONError("document is not UTF-8") from None
     else:
         text = data
-        if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        if len(text) > max_bytes or (
+            not text.isascii() and len(text.encode("utf-8", "surrogatepass")) > max_bytes
+        ):
             raise PayloadTooLargeError(f"document exceeds {max_bytes} bytes")
-    _depth_guard(text, max_depth)
+    brackets = text.count("[") + text.count("{")
+    if brackets > max_depth:
+        _depth_guard(text, max_depth)
     value = parse_json_text(text)
-    _check_tree(value, forbid_nul, max_depth)
+    # All-ASCII text without a backslash holds no escape, so no string in it can be a
+    # lone surrogate or hold NUL; with no more opening brackets than the limit, nothing
+    # is nested deeper than it. The walk over the values would find nothing then.
+    if brackets > max_depth or "\\" in text or not text.isascii():
+        _check_tree(value, forbid_nul, max_depth)
     return value
 
 

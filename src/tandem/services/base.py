@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tandem.core import totp as totp_core
 from tandem.core.actions import SignedAction, check_context, parse_envelope
@@ -77,6 +79,15 @@ def fault_point(name: str) -> None:
         hook(name)
 
 
+class Unrecorded(Exception):  # noqa: N818 - a carrier, not an error of its own
+    """Carries an error out of :meth:`ServiceBase.run` without recording a refusal: a
+    retry's answer refused before the request was authenticated or anything was spent."""
+
+    def __init__(self, error: Error) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 @dataclass
 class Call:
     """What one use case knows about the request it is serving."""
@@ -103,7 +114,7 @@ class ServiceBase:
 
     # --- transactions ------------------------------------------------------------------
 
-    def run(
+    def run(  # noqa: PLR0913 - the options of one signed write
         self,
         kind: str,
         envelope_doc: Any,
@@ -114,15 +125,26 @@ class ServiceBase:
         totp: str | None = None,
         require_totp: bool = False,
         signing: bool = False,
+        answered: Callable[[Session], T | None] | None = None,
     ) -> T:
-        """Authenticate ``envelope_doc`` and run ``use_case`` in one write transaction."""
-        if signing:
+        """Authenticate ``envelope_doc`` and run ``use_case`` in one write transaction.
+
+        ``answered``, when given, runs first in the same transaction, before anything
+        is checked or spent: an answer the request already has (a retry) ends the call
+        there, and a :class:`Unrecorded` error it raises is not a refusal to record."""
+        if signing and answered is None:
             self.require_unsealed()
         now = self.clock()
         envelope = envelope_doc if isinstance(envelope_doc, dict) else None
         actor_id: str | None = None
         try:
             with self.db.write() as session:
+                if answered is not None:
+                    earlier = answered(session)
+                    if earlier is not None:
+                        return earlier
+                    if signing:
+                        self._require_unsealed_unrecorded()
                 deployment = self._known_deployment or self.deployment(session)
                 self._known_deployment = deployment
                 action = parse_envelope(envelope_doc)
@@ -145,6 +167,8 @@ class ServiceBase:
                     session, now, deployment, action, member, action.to_json(), totp_verified=totp_verified
                 )
                 return use_case(call)
+        except Unrecorded as unrecorded:
+            raise unrecorded.error from None
         except (IntegrityError, DataError) as db_exc:
             exc = database_refusal(db_exc)
             self.record_refusal(kind, exc, envelope=envelope, actor=actor_id, now=now)
@@ -273,10 +297,14 @@ class ServiceBase:
                 raise RoleNotAllowedError(f"{a_role(member.role)} may not do this (allowed: {names})")
 
     def claim_nonce(self, session: Session, action: SignedAction, now: int) -> None:
-        if session.get(UsedNonce, action.nonce) is not None:
+        """Spend the action's nonce: one insert that does nothing when the nonce is
+        already there (the primary key decides, inside the write transaction)."""
+        row = {"nonce": action.nonce, "actor": action.actor, "used_at": now}
+        dialect = session.get_bind().dialect.name
+        make = pg_insert if dialect == "postgresql" else sqlite_insert
+        insert = make(UsedNonce).values(**row).on_conflict_do_nothing().returning(col(UsedNonce.nonce))
+        if session.connection().execute(insert).first() is None:
             raise ReplayError("this signed action was already used (nonce seen before)")
-        session.add(UsedNonce(nonce=action.nonce, actor=action.actor, used_at=now))
-        session.flush()
 
     def check_totp(self, session: Session, member: Member, code: str | None, now: int) -> None:
         if member.totp_sealed is None:
@@ -311,10 +339,15 @@ class ServiceBase:
         token_hash = hashlib.sha256(token.encode("utf-8")).hexdigest()
         now = self.clock()
         with self.db.read() as session:
-            row = session.get(SessionRow, token_hash)
+            # The session and its member in one query (the member may be gone).
+            found = session.exec(
+                select(SessionRow, Member)
+                .join(Member, col(Member.id) == col(SessionRow.member), isouter=True)
+                .where(SessionRow.token_hash == token_hash)
+            ).first()
+            row, member = found if found is not None else (None, None)
             if row is None or row.expires_at <= now:
                 raise SessionError("session unknown or expired; open a new one")
-            member = session.get(Member, row.member)
             if member is None or member.status != MemberState.ACTIVE:
                 raise SessionError("the session's member is no longer active")
             # A session belongs to the key that signed session.open, not just to the
@@ -323,6 +356,12 @@ class ServiceBase:
             if row.sign_public is None or not hmac.compare_digest(row.sign_public, member.sign_public):
                 raise SessionError("the session was opened with a key the member no longer holds")
             return member
+
+    def _require_unsealed_unrecorded(self) -> None:
+        try:
+            self.require_unsealed()
+        except SealedError as exc:
+            raise Unrecorded(exc) from None
 
     def require_unsealed(self) -> None:
         if self.sealed_reason is not None:

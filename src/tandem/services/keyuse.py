@@ -34,6 +34,7 @@ from tandem.errors import (
     TotpError,
 )
 from tandem.services.base import Call, ServiceBase
+from tandem.store import facts
 from tandem.store.models import KeySet, OperationShare
 
 OPERATION_SECONDS = 24 * 3600
@@ -162,7 +163,7 @@ class KeyUseService(ServiceBase):
         """Combine both re-sealed shares, decrypt ``key_ids``, yield, then wipe and forget
         the operation key. Refuses unless the key set is active."""
         self.require_unsealed()
-        keyset = call.session.get(KeySet, keyset_id)
+        keyset = facts.kept_row(call.session, KeySet, keyset_id)
         if keyset is None:
             raise NotFoundError(f"no key set {keyset_id}")
         if not KEYSETS.allows(keyset.status, "sign"):

@@ -15,6 +15,8 @@ and an expired holder (expiry is read, never stored) is taken over by the next r
 from __future__ import annotations
 
 from sqlalchemy import and_, or_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, delete, select
 
 from tandem.core import withdrawal as wcore
@@ -36,12 +38,34 @@ def holder_status(session: Session, reservation: OutpointReservation, now: int) 
 
 def reserve(session: Session, *, withdrawal: Withdrawal, intent: wcore.Intent, now: int) -> None:
     """Reserve every output ``intent`` spends for ``withdrawal``, or refuse the request.
-    The existing reservations of its outputs are read in one query and the new ones
-    inserted together (the intent lists no output twice)."""
+    The reservations are inserted together, each doing nothing where its output is
+    reserved already (the primary key decides, inside the request's transaction); only
+    then are the existing reservations read, to take over those whose holder no longer
+    holds them or to refuse (the intent lists no output twice)."""
     if intent.chain != "bitcoin" or not intent.utxos:
+        return
+    rows = [
+        {
+            "network": intent.network,
+            "txid": u.txid,
+            "vout": u.vout,
+            "withdrawal": withdrawal.id,
+            "reserved_at": now,
+        }
+        for u in intent.utxos
+    ]
+    make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = (
+        make(OutpointReservation)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .returning(col(OutpointReservation.vout))
+    )
+    if len(session.connection().execute(insert).all()) == len(rows):
         return
     query = select(OutpointReservation).where(
         col(OutpointReservation.network) == intent.network,
+        col(OutpointReservation.withdrawal) != withdrawal.id,
         or_(
             *(
                 and_(col(OutpointReservation.txid) == u.txid, col(OutpointReservation.vout) == u.vout)
@@ -50,7 +74,7 @@ def reserve(session: Session, *, withdrawal: Withdrawal, intent: wcore.Intent, n
         ),
     )
     found = {(r.txid, r.vout): r for r in session.exec(query).all()}
-    freed = False
+    taken = []
     for u in intent.utxos:
         held = found.get((u.txid, u.vout))
         if held is None:
@@ -64,14 +88,13 @@ def reserve(session: Session, *, withdrawal: Withdrawal, intent: wcore.Intent, n
                 details={"txid": u.txid, "vout": u.vout, "withdrawal": held.withdrawal},
             )
         session.delete(held)
-        freed = True
-    if freed:
-        session.flush()
+        taken.append(u)
+    session.flush()
     session.add_all(
         OutpointReservation(
             network=intent.network, txid=u.txid, vout=u.vout, withdrawal=withdrawal.id, reserved_at=now
         )
-        for u in intent.utxos
+        for u in taken
     )
     # The primary key is checked here, inside the request's transaction.
     session.flush()

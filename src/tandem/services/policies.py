@@ -129,13 +129,20 @@ def latest_policy_version(session: Session) -> int:
 
 def address_book(session: Session, now: int) -> list[AddressBookEntry]:
     """Entries in force at ``now`` (same rule as the offline signer's rebuild from the log)."""
-    additions = [
+    additions, removals = address_book_facts(session)
+    return wcore.address_book_at(additions, removals, now)
+
+
+def address_book_facts(session: Session) -> tuple[tuple[wcore.BookAddition, ...], dict[str, int]]:
+    """What :func:`address_book` decides on at any time: the active additions and the
+    approved removals (entry id -> when each takes effect)."""
+    additions = tuple(
         wcore.BookAddition(r.id, _entry(r), r.effective_at)
         for r in session.exec(
             select(AddressBookRow).where(AddressBookRow.status == AddressBookState.ACTIVE)
         ).all()
-    ]
-    return wcore.address_book_at(additions, _removals(session), now)
+    )
+    return additions, _removals(session)
 
 
 def _entry(r: AddressBookRow) -> AddressBookEntry:

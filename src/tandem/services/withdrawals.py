@@ -27,11 +27,15 @@ from tandem.core.lifecycles import KEYSETS
 from tandem.core.policy import (
     DEFAULT_FEE_WARN_BPS,
     DEFAULT_RELEASE_TTL_SECONDS,
+    AddressBookEntry,
+    Fee,
     Policy,
+    PolicyDecision,
     check_policy_version,
     check_request_expiry,
     check_time_lock,
     evaluate,
+    parse_policy,
 )
 from tandem.core.roles import Role
 from tandem.core.split import verify_operation
@@ -53,9 +57,9 @@ from tandem.errors import (
 )
 from tandem.services import bundles, outpoints, policies
 from tandem.services.approvals import active_members, approvals_of, current_membership, membership_of
-from tandem.services.base import Call, fault_point, verify_as_made
+from tandem.services.base import Call, Unrecorded, fault_point, verify_as_made
 from tandem.services.keyuse import KeyUseService, operation_shares
-from tandem.store import audit_log, pages
+from tandem.store import audit_log, facts, pages
 from tandem.store.models import (
     AddressRow,
     Approval,
@@ -137,8 +141,8 @@ class WithdrawalService(KeyUseService):
             keyset = self._active_keyset(call.session, body["keyset"])
             doc = self.new_operation(call, keyset_id=keyset.id, purpose=OPERATION_PURPOSE)
             addresses = [
-                {"key_id": a.key_id, "chain": a.chain, "network": a.network, "address": a.address}
-                for a in call.session.exec(select(AddressRow).where(AddressRow.keyset == keyset.id)).all()
+                {"key_id": key_id, "chain": chain, "network": network, "address": address}
+                for key_id, chain, network, address in _keyset_addresses(call.session, keyset.id)
             ]
             self.audit(
                 call, "withdrawal.prepared", {"keyset": keyset.id, "operation": doc["statement"]["operation"]}
@@ -163,136 +167,23 @@ class WithdrawalService(KeyUseService):
                 call.action.body, required=("intent", "operation", "share_digest"), where="body"
             )
             intent = wcore.require_normal_intent(body["intent"])
-            keyset = self._active_keyset(session, intent.wallet)
-            wanted = CHAIN_RULES[intent.chain].curve
-            if keyset.curve != wanted:
-                raise InputError(
-                    f"key set {keyset.id} holds {keyset.curve} keys; {intent.chain} withdrawals need {wanted}"
-                )
-            address = session.exec(
-                select(AddressRow).where(
-                    AddressRow.keyset == keyset.id,
-                    AddressRow.chain == intent.chain,
-                    AddressRow.network == intent.network,
-                    AddressRow.address == intent.from_address,
-                )
-            ).first()
-            if address is None:
-                raise InputError(
-                    f"{intent.from_address} is not an address of wallet {keyset.id} "
-                    f"on {intent.chain}/{intent.network}"
-                )
-            key = session.get(KeyRow, address.key_id)
-            if key is None:
-                raise NotFoundError(f"no key {address.key_id}")
-            public_key = bytes.fromhex(key.public_key)
-
-            statement = verify_operation(body["operation"], self.key.sign_public)
-            operation = statement["operation"]
-            if statement["keyset"] != keyset.id or statement["purpose"] != OPERATION_PURPOSE:
-                raise InputError("the operation was issued for another key set or purpose")
-            if statement["expires_at"] <= now:
-                raise ExpiredError("the operation key has expired; prepare a new one")
-            self._ops().get(operation)
-            if operation_shares(session, operation):
-                raise ConflictError("that operation is already in use; prepare a new one")
-            if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
-                raise InputError(
-                    "the sealed share sent is not the one the signed action names (share_digest)"
-                )
-
-            book = policies.address_book(session, now)
-            built = wcore.build_transaction(
-                intent, public_key, allowed_tokens=wcore.allowed_tokens(book, intent.network, intent.chain)
-            )
-            # Our own decoder must agree with our own builder before anyone is asked to
-            # approve; the worst-case fee it decodes is a fact the policy decides on.
-            view = wcore.check_transaction(
-                intent, public_key=public_key, unsigned=built.unsigned, prevouts=built.prevouts
-            )
-            fee = wcore.fee_of(intent, view)
-            policy = policies.current_policy(session, now)
-            decision = evaluate(
-                policy,
-                intent.facts(fee),
-                now=now,
-                address_book=book,
-                history=policies.history_for(session, policy, intent.wallet, now),
-            )
-            decision.require()
+            keyset, key = self._source_of(session, intent)
+            operation = self._unused_operation(call, body, keyset.id, sealed_share)
+            made = self._decide(session, intent, key, now)
             withdrawal_id = "wd_" + secrets.token_hex(8)
             if intent.eth is not None:
                 _claim_nonce(session, intent, withdrawal_id=withdrawal_id, now=now)
-            ih = wcore.intent_hash(body["intent"])
-            td = wcore.tx_digest(
-                chain=intent.chain,
-                network=intent.network,
-                public_key=key.public_key,
-                unsigned_tx=built.unsigned.hex(),
-                prevouts=built.prevouts,
-            )
             self.store_share(
                 call, operation=operation, keyset_id=keyset.id, side="manager", sealed_b64=sealed_share
             )
-            context = {
-                "prevouts": list(built.prevouts),
-                "fee": str(built.fee),
-                "change": str(built.change),
-                "public_key": key.public_key,
-                "operation": body["operation"],
-                "create": call.envelope,
-            }
-            row = Withdrawal(
-                id=withdrawal_id,
-                keyset=keyset.id,
-                key_id=key.id,
-                chain=intent.chain,
-                network=intent.network,
-                requester=call.actor.id,
-                intent=canonical(body["intent"]).decode(),
-                intent_hash=ih,
-                unsigned_tx=built.unsigned.hex(),
-                context=canonical(context).decode(),
-                tx_digest=td,
-                decision=canonical(decision.to_json()).decode(),
-                policy_version=policy.version,
-                status=wcore.PENDING,
-                created_at=now,
-                expires_at=decision.request_expires_at,
-                time_lock_until=decision.time_lock_until,
-                asset=intent.asset,
-                amount=str(intent.amount),
-                fee=str(fee.amount),
-                fee_asset=fee.asset,
-                decoded=canonical(view).decode(),
+            row = _new_row(
+                call, withdrawal_id, body=body, intent=intent, keyset_id=keyset.id, key=key, made=made
             )
             session.add(row)
             session.flush()
             _no_approvals_yet(session, row.id)
             outpoints.reserve(session, withdrawal=row, intent=intent, now=now)
-            self.audit(
-                call,
-                "withdrawal.created",
-                {
-                    "withdrawal": row.id,
-                    "wallet": intent.wallet,
-                    "chain": intent.chain,
-                    "network": intent.network,
-                    "asset": intent.asset,
-                    "amount": str(intent.amount),
-                    "fee": str(fee.amount),
-                    "fee_asset": fee.asset,
-                    "destination": intent.destination,
-                    "intent_hash": ih,
-                    "tx_digest": td,
-                    "fingerprint": wcore.fingerprint(ih),
-                    "policy_version": policy.version,
-                    "rule": decision.rule_name,
-                    "required": decision.to_json()["required"],
-                    "expires_at": row.expires_at,
-                    "time_lock_until": row.time_lock_until,
-                },
-            )
+            self.audit(call, "withdrawal.created", _created_entry(row, intent, made))
             return self._public(session, row, now, detail=True)
 
         return self.run(
@@ -303,6 +194,77 @@ class WithdrawalService(KeyUseService):
             roles=(Role.MANAGER,),
             signing=True,
         )
+
+    def _source_of(self, session: Session, intent: wcore.Intent) -> tuple[KeySet, KeyRow]:
+        """The intent's wallet, active and of the chain's curve, and the key behind its
+        ``from`` address."""
+        keyset = self._active_keyset(session, intent.wallet)
+        wanted = CHAIN_RULES[intent.chain].curve
+        if keyset.curve != wanted:
+            raise InputError(
+                f"key set {keyset.id} holds {keyset.curve} keys; {intent.chain} withdrawals need {wanted}"
+            )
+        key_id = next(
+            (
+                k
+                for k, chain, network, address in _keyset_addresses(session, keyset.id)
+                if (chain, network, address) == (intent.chain, intent.network, intent.from_address)
+            ),
+            None,
+        )
+        if key_id is None:
+            raise InputError(
+                f"{intent.from_address} is not an address of wallet {keyset.id} "
+                f"on {intent.chain}/{intent.network}"
+            )
+        key = facts.kept_row(session, KeyRow, key_id)
+        if key is None:
+            raise NotFoundError(f"no key {key_id}")
+        return keyset, key
+
+    def _unused_operation(
+        self, call: Call, body: dict[str, Any], keyset_id: str, sealed_share: Any
+    ) -> str:
+        """The operation the request names: issued by this service for this key set and
+        purpose, unexpired, held in memory, not in use yet, and the share sent is the one
+        the signed action names."""
+        statement = verify_operation(body["operation"], self.key.sign_public)
+        operation: str = statement["operation"]
+        if statement["keyset"] != keyset_id or statement["purpose"] != OPERATION_PURPOSE:
+            raise InputError("the operation was issued for another key set or purpose")
+        if statement["expires_at"] <= call.now:
+            raise ExpiredError("the operation key has expired; prepare a new one")
+        self._ops().get(operation)
+        if operation_shares(call.session, operation):
+            raise ConflictError("that operation is already in use; prepare a new one")
+        if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
+            raise InputError("the sealed share sent is not the one the signed action names (share_digest)")
+        return operation
+
+    @staticmethod
+    def _decide(session: Session, intent: wcore.Intent, key: KeyRow, now: int) -> _Made:
+        """Build the transaction, decode it back, and let the policy in force decide."""
+        public_key = bytes.fromhex(key.public_key)
+        book = _address_book(session, now)
+        built = wcore.build_transaction(
+            intent, public_key, allowed_tokens=wcore.allowed_tokens(book, intent.network, intent.chain)
+        )
+        # Our own decoder must agree with our own builder before anyone is asked to
+        # approve; the worst-case fee it decodes is a fact the policy decides on.
+        view = wcore.check_transaction(
+            intent, public_key=public_key, unsigned=built.unsigned, prevouts=built.prevouts
+        )
+        fee = wcore.fee_of(intent, view)
+        policy = _current_policy(session, now)
+        decision = evaluate(
+            policy,
+            intent.facts(fee),
+            now=now,
+            address_book=book,
+            history=policies.history_for(session, policy, intent.wallet, now),
+        )
+        decision.require()
+        return _Made(built=built, view=view, fee=fee, policy=policy, decision=decision)
 
     # --- decisions ------------------------------------------------------------------------
 
@@ -327,7 +289,7 @@ class WithdrawalService(KeyUseService):
                 + (", escalated at release)" if row.escalated else ")"),
             )
             row.status = wcore.transition(row.status, "approve", expires_at=row.expires_at, now=now)
-            current = policies.current_policy(session, now)
+            current = _current_policy(session, now)
             check_policy_version(body["policy_version"], current.version)
             check_policy_version(row.policy_version, current.version)
             if body["intent_hash"] != row.intent_hash or body["tx_digest"] != row.tx_digest:
@@ -340,27 +302,7 @@ class WithdrawalService(KeyUseService):
                 raise InputError(f"approval.expires_at must be after now and at most {latest}")
             if any(a.member == actor.id for a in _approvals(session, row.id)):
                 raise ConflictError("this member has already approved; approvals count per member")
-            if "operation" in body:
-                operation = loads_strict(row.context)["operation"]["statement"]["operation"]
-                if body["operation"] != operation:
-                    raise InputError("the share was resealed for another operation than this request's")
-                if (
-                    not isinstance(sealed_share, str)
-                    or wcore.share_digest(sealed_share) != body["share_digest"]
-                ):
-                    raise InputError("the sealed share sent is not the one the signed action names")
-                self.store_share(
-                    call, operation=operation, keyset_id=row.keyset, side=role.value, sealed_b64=sealed_share
-                )
-            elif role is Role.CUSTODIAN and not self.has_share(
-                call,
-                operation=loads_strict(row.context)["operation"]["statement"]["operation"],
-                side=role.value,
-            ):
-                raise InputError(
-                    "a custodian's approval carries the custodian share, resealed to this "
-                    "request's operation key"
-                )
+            self._approval_share(call, row, body, role, sealed_share)
             _add_approval(
                 session,
                 Approval(
@@ -399,6 +341,30 @@ class WithdrawalService(KeyUseService):
             require_totp=True,
             totp=totp,
         )
+
+    def _approval_share(
+        self, call: Call, row: Withdrawal, body: dict[str, Any], role: Role, sealed_share: Any
+    ) -> None:
+        """Store the share an approval carries, resealed to the request's operation key;
+        a custodian's approval without one stands only if its share is already there."""
+        if "operation" in body:
+            operation = loads_strict(row.context)["operation"]["statement"]["operation"]
+            if body["operation"] != operation:
+                raise InputError("the share was resealed for another operation than this request's")
+            if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
+                raise InputError("the sealed share sent is not the one the signed action names")
+            self.store_share(
+                call, operation=operation, keyset_id=row.keyset, side=role.value, sealed_b64=sealed_share
+            )
+        elif role is Role.CUSTODIAN and not self.has_share(
+            call,
+            operation=loads_strict(row.context)["operation"]["statement"]["operation"],
+            side=role.value,
+        ):
+            raise InputError(
+                "a custodian's approval carries the custodian share, resealed to this "
+                "request's operation key"
+            )
 
     def _close(self, envelope: Any, *, event: str, roles: tuple[Role, ...]) -> dict[str, Any]:
         action_type = f"withdrawal.{event}"
@@ -591,23 +557,19 @@ class WithdrawalService(KeyUseService):
             request_hash = hashlib.sha256(canonical(envelope)).hexdigest()
         except Error:
             request_hash = ""
-        if idempotency_key is not None:
-            cached = self._cached_answer(idempotency_key, request_hash)
-            if cached is not None:
-                return _raise_tampered(cached)
+
+        def answered(session: Session) -> ReleaseAnswer | None:
+            # A retry gets the first answer, looked up in the write transaction itself
+            # (writers are serialised, so no release with this key can commit meanwhile).
+            try:
+                return _seen_answer(session, idempotency_key, request_hash)
+            except IdempotencyConflictError as exc:
+                raise Unrecorded(exc) from None
 
         def use_case(call: Call) -> ReleaseAnswer:
             assert call.action is not None
             assert call.actor is not None
             session, now = call.session, call.now
-            if idempotency_key is not None:
-                seen = session.get(Idempotency, idempotency_key)
-                if seen is not None:
-                    if seen.request_hash != request_hash:
-                        raise IdempotencyConflictError(
-                            "that Idempotency-Key was used for a different request"
-                        )
-                    return ReleaseAnswer(seen.status_code, loads_strict(seen.response))
             body = check_fields(call.action.body, required=("withdrawal",), where="body")
             row = self._row(session, body["withdrawal"])
             guard = self._guard_release(call, row)
@@ -657,6 +619,7 @@ class WithdrawalService(KeyUseService):
                 types="withdrawal.release",
                 roles=SIDES,
                 signing=True,
+                answered=answered if idempotency_key is not None else None,
             )
         except ReplayError:
             # The same request may have just completed on another connection.
@@ -712,7 +675,7 @@ class WithdrawalService(KeyUseService):
         wcore.transition(row.status, "release", expires_at=row.expires_at, now=now)
         check_request_expiry(row.expires_at, now)
         check_time_lock(row.time_lock_until, now)
-        policy = policies.current_policy(session, now)
+        policy = _current_policy(session, now)
         check_policy_version(row.policy_version, policy.version)
         # Read once for the whole release: the members in force count toward the quorum
         # (and an escalation), and while ``members`` holds their rows the tamper check
@@ -797,7 +760,7 @@ class WithdrawalService(KeyUseService):
             policy,
             intent.facts(wcore.fee_of(intent, view)),
             now=now,
-            address_book=policies.address_book(session, now),
+            address_book=_address_book(session, now),
             history=policies.history_for(session, policy, row.keyset, now, released_only=True),
         )
         decision.require()
@@ -837,12 +800,7 @@ class WithdrawalService(KeyUseService):
         if key is None:
             return None
         with self.db.read() as session:
-            seen = session.get(Idempotency, key)
-            if seen is None:
-                return None
-            if seen.request_hash != request_hash:
-                raise IdempotencyConflictError("that Idempotency-Key was used for a different request")
-            return ReleaseAnswer(seen.status_code, loads_strict(seen.response))
+            return _seen_answer(session, key, request_hash)
 
     # --- integrity and quorum ----------------------------------------------------------------
 
@@ -862,7 +820,7 @@ class WithdrawalService(KeyUseService):
             if (intent.wallet, intent.chain, intent.network) != (row.keyset, row.chain, row.network):
                 return "the stored intent names another wallet or chain than the request", None
             ctx = loads_strict(row.context)
-            key = session.get(KeyRow, row.key_id)
+            key = facts.kept_row(session, KeyRow, row.key_id)
             if key is None or key.keyset != row.keyset or key.public_key != ctx["public_key"]:
                 return "the signing key is not the request's", None
             td = wcore.tx_digest(
@@ -925,7 +883,7 @@ class WithdrawalService(KeyUseService):
         return engine.evaluate(
             _request(row),
             [_given(a) for a in _approvals(session, row.id)],
-            membership=current_membership(session) if membership is None else membership,
+            membership=_membership(session) if membership is None else membership,
             required=required,
             now=now,
             ttl_seconds=decision["approval_ttl_seconds"],
@@ -1027,7 +985,7 @@ class WithdrawalService(KeyUseService):
 
     @staticmethod
     def _active_keyset(session: Session, keyset_id: Any) -> KeySet:
-        keyset = session.get(KeySet, keyset_id) if isinstance(keyset_id, str) else None
+        keyset = facts.kept_row(session, KeySet, keyset_id) if isinstance(keyset_id, str) else None
         if keyset is None:
             raise NotFoundError(f"no key set {keyset_id}")
         if not KEYSETS.allows(keyset.status, "sign"):
@@ -1119,6 +1077,142 @@ class WithdrawalService(KeyUseService):
 
 def _status(row: Withdrawal, now: int) -> str:
     return wcore.effective_status(row.status, row.expires_at, now, release_expires_at=row.release_expires_at)
+
+
+@dataclass(frozen=True)
+class _Made:
+    """What creation decided: the transaction built, its decoded view, its worst-case
+    fee, the policy in force and that policy's decision."""
+
+    built: wcore.BuiltTx
+    view: dict[str, Any]
+    fee: Fee
+    policy: Policy
+    decision: PolicyDecision
+
+
+def _new_row(
+    call: Call,
+    withdrawal_id: str,
+    *,
+    body: dict[str, Any],
+    intent: wcore.Intent,
+    keyset_id: str,
+    key: KeyRow,
+    made: _Made,
+) -> Withdrawal:
+    assert call.actor is not None
+    built, decision = made.built, made.decision
+    context = {
+        "prevouts": list(built.prevouts),
+        "fee": str(built.fee),
+        "change": str(built.change),
+        "public_key": key.public_key,
+        "operation": body["operation"],
+        "create": call.envelope,
+    }
+    return Withdrawal(
+        id=withdrawal_id,
+        keyset=keyset_id,
+        key_id=key.id,
+        chain=intent.chain,
+        network=intent.network,
+        requester=call.actor.id,
+        intent=canonical(body["intent"]).decode(),
+        intent_hash=wcore.intent_hash(body["intent"]),
+        unsigned_tx=built.unsigned.hex(),
+        context=canonical(context).decode(),
+        tx_digest=wcore.tx_digest(
+            chain=intent.chain,
+            network=intent.network,
+            public_key=key.public_key,
+            unsigned_tx=built.unsigned.hex(),
+            prevouts=built.prevouts,
+        ),
+        decision=canonical(decision.to_json()).decode(),
+        policy_version=made.policy.version,
+        status=wcore.PENDING,
+        created_at=call.now,
+        expires_at=decision.request_expires_at,
+        time_lock_until=decision.time_lock_until,
+        asset=intent.asset,
+        amount=str(intent.amount),
+        fee=str(made.fee.amount),
+        fee_asset=made.fee.asset,
+        decoded=canonical(made.view).decode(),
+    )
+
+
+def _created_entry(row: Withdrawal, intent: wcore.Intent, made: _Made) -> dict[str, Any]:
+    """The data of a ``withdrawal.created`` entry."""
+    return {
+        "withdrawal": row.id,
+        "wallet": intent.wallet,
+        "chain": intent.chain,
+        "network": intent.network,
+        "asset": intent.asset,
+        "amount": str(intent.amount),
+        "fee": str(made.fee.amount),
+        "fee_asset": made.fee.asset,
+        "destination": intent.destination,
+        "intent_hash": row.intent_hash,
+        "tx_digest": row.tx_digest,
+        "fingerprint": wcore.fingerprint(row.intent_hash),
+        "policy_version": made.policy.version,
+        "rule": made.decision.rule_name,
+        "required": made.decision.to_json()["required"],
+        "expires_at": row.expires_at,
+        "time_lock_until": row.time_lock_until,
+    }
+
+
+# --- facts a write reads from the per-process cache (tandem.store.facts) ---------------------
+
+
+def _keyset_addresses(session: Session, keyset_id: str) -> tuple[tuple[str, str, str, str], ...]:
+    """(key id, chain, network, address) of each address of ``keyset_id``."""
+
+    def load(s: Session) -> tuple[tuple[str, str, str, str], ...]:
+        rows = s.exec(select(AddressRow).where(AddressRow.keyset == keyset_id)).all()
+        return tuple((a.key_id, a.chain, a.network, a.address) for a in rows)
+
+    return facts.kept(session, ("addresses", keyset_id), load)
+
+
+def _current_policy(session: Session, now: int) -> Policy:
+    """:func:`policies.current_policy`: the newest version whose cool-down has passed."""
+    versions = facts.kept(session, "policies", _policy_versions)
+    for effective_at, policy in versions:
+        if effective_at <= now:
+            return policy
+    raise NotFoundError("no policy in force")
+
+
+def _policy_versions(session: Session) -> tuple[tuple[int, Policy], ...]:
+    rows = session.exec(select(PolicyRow).order_by(col(PolicyRow.version).desc())).all()
+    return tuple((r.effective_at, parse_policy(loads_strict(r.doc))) for r in rows)
+
+
+def _address_book(session: Session, now: int) -> list[AddressBookEntry]:
+    """:func:`policies.address_book`: the entries in force at ``now``."""
+    additions, removals = facts.kept(session, "address_book", policies.address_book_facts)
+    return wcore.address_book_at(additions, removals, now)
+
+
+def _membership(session: Session) -> dict[str, Standing]:
+    """:func:`current_membership`, a copy the caller may keep."""
+    return dict(facts.kept(session, "membership", current_membership))
+
+
+def _seen_answer(session: Session, key: str | None, request_hash: str) -> ReleaseAnswer | None:
+    """The answer stored for Idempotency-Key ``key``, if any; a different request under
+    the same key is refused."""
+    seen = session.get(Idempotency, key) if key is not None else None
+    if seen is None:
+        return None
+    if seen.request_hash != request_hash:
+        raise IdempotencyConflictError("that Idempotency-Key was used for a different request")
+    return ReleaseAnswer(seen.status_code, loads_strict(seen.response))
 
 
 def _claim_nonce(session: Session, intent: wcore.Intent, *, withdrawal_id: str, now: int) -> None:

@@ -23,6 +23,7 @@ from tandem.core import audit, merkle
 from tandem.core.canonical import canonical, loads_strict
 from tandem.core.service_key import ServiceKey
 from tandem.errors import AuditVerificationError, AuditWriteError, NotFoundError
+from tandem.store import facts
 from tandem.store.models import AuditHead, AuditMarker, AuditNode, AuditRow, CheckpointRow
 
 PAGE = 5000
@@ -106,6 +107,7 @@ def append_batch(
 ) -> list[dict[str, Any]]:
     """:func:`append` for several entries in order, as one set of inserts: each entry
     still gets its own subtree roots and its own signed checkpoint."""
+    facts.head_at_start(session)  # the head this transaction found, for the fact cache
     head = session.get(AuditHead, 1)
     if head is None:
         head = AuditHead(id=1, size=0, last_hash=audit.GENESIS_PREV, state="")
@@ -171,6 +173,7 @@ def append_batch(
     except Exception as exc:
         raise AuditWriteError("the audit entry could not be written; nothing was changed") from exc
     cache.put(prev, acc)
+    facts.appended(session, [r.kind for r in records], (acc.size, prev))
     return entries
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine, select
 
 from tandem.errors import ConfigurationError
+from tandem.store import facts
 from tandem.store.models import AuditHead
 
 
@@ -94,10 +95,13 @@ class Database:
     def write(self) -> Iterator[Session]:
         # SQLite's busy handler retries with sleeps, so contended writers starve in no
         # particular order; a process-local lock queues this process's writers fairly.
-        with self._write_lock, Session(self.writer, expire_on_commit=False) as session, session.begin():
-            if not self.sqlite:
-                session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
-            yield session
+        with self._write_lock, Session(self.writer, expire_on_commit=False) as session:
+            with session.begin():
+                facts.begin_write(session)
+                if not self.sqlite:
+                    session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
+                yield session
+            facts.committed(session)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
