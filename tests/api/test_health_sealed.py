@@ -9,7 +9,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from tests.conftest import World
 from tests.helpers.keysets import make_keyset
+from tests.helpers.servers import serve
 
 from tandem.api import create_app
 from tandem.core.canonical import canonical
@@ -91,14 +91,6 @@ def test_mixed_networks_answers_503_with_its_code(world: World, caplog: pytest.L
     assert f"in key set {bad.id}" in errors[0]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _env(data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
     env["TANDEM_DATA_DIR"] = str(data)
@@ -119,23 +111,10 @@ def test_real_server_on_a_tampered_database(tmp_path: Path) -> None:
             "INSERT INTO auditrow (seq, hash, kind, line) VALUES (0, ?, 'withdrawal.release', ?)",
             ("00" * 32, '{"kind":"withdrawal.release"}'),
         )
-    port = _free_port()
     log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*TANDEM, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    proc, port = serve(env, log)
     try:
-        deadline = time.monotonic() + 60
-        r = None
-        while time.monotonic() < deadline:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, log.read_text()
-                time.sleep(0.2)
-        assert r is not None, log.read_text()
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5)
         assert r.status_code == 503
         assert r.json()["code"] == "audit_verification_failed"
     finally:

@@ -7,25 +7,16 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.helpers.servers import TANDEM, free_port, serve
 
 from tandem.server_lock import FileLock, PostgresLock, ServerRunningError, advisory_key
 
-TANDEM = [sys.executable, "-m", "tandem.cli"]
 PG_URL = os.environ.get("TANDEM_TEST_POSTGRES_URL", "")
 SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(data: Path, database_url: str = "") -> dict[str, str]:
@@ -37,36 +28,22 @@ def _env(data: Path, database_url: str = "") -> dict[str, str]:
     return env
 
 
-def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*TANDEM, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+def _second(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A second server on the same state, started without waiting: it is expected to refuse."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [*TANDEM, "serve", "--port", str(free_port())], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    return proc, port
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"server did not become healthy:\n{log.read_text()}")
 
 
 def _two_servers(tmp_path: Path, env: dict[str, str], data: Path) -> tuple[int, str, int]:
     """Start one server, then a second on the same state; the second's exit status and
     output, and the first's pid."""
     subprocess.run([*TANDEM, "init", "--data-dir", str(data)], env=env, check=True, capture_output=True)
-    first, port = _serve(env, tmp_path / "first.log")
+    first, port = serve(env, tmp_path / "first.log")
     try:
-        _wait_healthy(first, port, tmp_path / "first.log")
-        second, _ = _serve(env, tmp_path / "second.log")
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).status_code == 200
+        second = _second(env, tmp_path / "second.log")
         try:
             status = second.wait(timeout=60)
         finally:
@@ -180,10 +157,9 @@ def test_second_server_on_one_postgres_schema_refuses(tmp_path: Path, pg_schema:
     subprocess.run([*TANDEM, "init", "--data-dir", str(one)], env=env_one, check=True, capture_output=True)
     (two).mkdir()
     (two / "service.key").write_bytes((one / "service.key").read_bytes())
-    first, port = _serve(env_one, tmp_path / "first.log")
+    first, _port = serve(env_one, tmp_path / "first.log")
     try:
-        _wait_healthy(first, port, tmp_path / "first.log")
-        second, _ = _serve(_env(two, url), tmp_path / "second.log")
+        second = _second(_env(two, url), tmp_path / "second.log")
         status = second.wait(timeout=60)
         output = (tmp_path / "second.log").read_text()
         assert status != 0

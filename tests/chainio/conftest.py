@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.helpers.servers import free_port
 
 from tandem.chainio import ChainConfig
 from tandem.chainio.ethereum import EthereumJsonRpc
@@ -58,12 +58,6 @@ def _anvil_path() -> str | None:
 def _solcjs_path() -> str | None:
     candidates = [os.environ.get("TANDEM_SOLCJS", ""), str(TOOLS / "solc" / "solc.js")]
     return next((c for c in candidates if c and Path(c).is_file()), None)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raw_rpc(url: str, method: str, params: list[Any] | None = None) -> Any:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import World, new_member
 from tests.helpers.cli import ks, wire
+from tests.helpers.servers import free_port
 from typer.testing import CliRunner
 
 from tandem import client as client_module
@@ -42,12 +43,6 @@ def keystore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "alice.keystore"
     path.write_bytes(new_member("alice", Role.MANAGER).to_keystore(PASSPHRASE, log2_n=14))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the server cannot be reached -----------------------------------------------------------

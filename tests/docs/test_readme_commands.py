@@ -29,7 +29,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.helpers.servers import free_port
 
 from tandem.core.identity import MemberSecrets
 from tandem.core.totp import code_at
@@ -126,12 +126,6 @@ def commands_of(text: str) -> list[str]:
             line = "\n".join(parts)
         out.append(line)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
