@@ -145,7 +145,12 @@ class Demo:
     def stop_server(self) -> None:
         if self.server is not None:
             self.server.send_signal(signal.SIGINT)
-            self.server.wait(timeout=20)
+            try:
+                self.server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                note("the server did not stop within 60 s of Ctrl-C; ending it (its commits are on disk)")
+                self.server.kill()
+                self.server.wait()
 
     # --- helpers --------------------------------------------------------------------------
 

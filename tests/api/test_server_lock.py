@@ -188,3 +188,36 @@ def test_a_restart_after_the_holder_dies_waits_for_its_lock(pg_schema: str) -> N
     finally:
         timer.cancel()
         first.release()
+
+
+def test_an_interrupted_server_closes_its_database_and_lock_and_leaves(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) ends `tandem serve` with status 0: the SQLite write-ahead log is
+    checkpointed away (the database was closed, not abandoned), the lock is free, and the
+    process does not linger tearing down its interpreter."""
+    import signal
+    import time
+
+    data = tmp_path / "data"
+    env = _env(data)
+    subprocess.run([*TANDEM, "init", "--data-dir", str(data)], env=env, check=True, capture_output=True)
+    server, port = serve(env, tmp_path / "server.log")
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).status_code == 200
+        assert (data / "tandem.db-wal").exists()
+        server.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        status = server.wait(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    log = (tmp_path / "server.log").read_text()
+    assert status == 0, log
+    assert "Finished server process" in log
+    assert "Traceback" not in log
+    assert not (data / "tandem.db-wal").exists()
+    assert took < 30, f"the server took {took:.1f} s to leave after SIGINT"
+    lock = FileLock(data / "tandem.lock")
+    lock.acquire()
+    lock.release()

@@ -8,10 +8,12 @@ keystore, so the server can never act in your name.
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
+import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -187,7 +189,28 @@ def serve(
 
     from tandem.api import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    application = create_app()
+    uvicorn.run(application, host=host, port=port, log_level="info")
+    _exit_served(application)
+
+
+def _exit_served(application: Any) -> NoReturn:
+    """End the process once the server has shut down cleanly.
+
+    Every commit is already on disk (synchronous commits) and the server lock ends with
+    the process. What remains is tearing down a large interpreter module by module under a
+    final garbage collection, which takes seconds on a loaded machine and protects nothing,
+    so the database is closed, the logs flushed, and the process leaves at once."""
+    import logging
+
+    application.state.service.db.dispose()
+    lock = application.state.server_lock
+    if lock is not None:
+        lock.release()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # --- identity ---------------------------------------------------------------------------
