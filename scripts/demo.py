@@ -413,7 +413,7 @@ class Demo:
     ) -> dict[str, Any]:
         """One withdrawal as the custodian sees it: the screen their client shows before
         they approve, decoded on their own machine from the raw transaction."""
-        from tandem.cli.withdrawal_cmds import _print_review
+        from tandem.cli.withdrawal_cmds import _people_and_book, _print_review
         from tandem.client import withdrawal as cw
 
         alice, bob = self.members["alice"], custodians[0]
@@ -425,7 +425,7 @@ class Demo:
         )
         view = cw.get_withdrawal(self.client, bob, wid)
         print(flush=True)
-        _print_review(view, cw.review(view))
+        _print_review(view, cw.review(view), *_people_and_book(self.client, bob))
         print(flush=True)
         label = next(e["label"] for e in ADDRESS_BOOK if e["address"] == intent["destination"])
         note(

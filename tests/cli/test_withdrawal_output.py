@@ -58,6 +58,13 @@ def test_list_and_show_read_as_a_person_reads(cli_world: World, tmp_path: Path) 
     assert f"approved by  bob ({world['bob'].member_id}) (custodian) at" in out
     assert f"requested by alice ({world['alice'].member_id}) at {local_iso(w['created_at'])}" in out
     assert "txid" not in out
+    # The decoded table, as the approver reads it: the chain's units, the label, the rule.
+    table = out[: out.index("request ")]
+    assert "0.0005 BTC (50,000 sat)" in table
+    assert f"{BTC_DEST} ({label})" in table
+    assert " BTC (" in table.split("fee (worst case)")[1].splitlines()[0]
+    assert "needs 1 custodian approval" in out
+    assert "{" not in out
 
     status, out = run("withdraw", "show", w["id"], *ks(tmp_path, "olga"), "--json")
     assert status == exit_codes.OK, out

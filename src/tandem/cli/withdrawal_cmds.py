@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,16 +59,6 @@ bundle_app = typer.Typer(help="Offline signing: export a bundle, add shares, imp
 _NATIVE_UNITS = {"BTC": (8, "sat"), "ETH": (18, "wei"), "SOL": (9, "lamports")}
 
 
-def _native(amount: int, asset: str) -> str:
-    """``1045``, ``BTC`` -> ``0.00001045 BTC (1045 sat)``; other assets in base units."""
-    if asset.upper() not in _NATIVE_UNITS:
-        return f"{amount} base units of {asset}"
-    decimals, unit = _NATIVE_UNITS[asset.upper()]
-    whole, frac = divmod(amount, 10**decimals)
-    digits = f"{frac:0{decimals}d}".rstrip("0")
-    return f"{whole}{'.' + digits if digits else ''} {asset.upper()} ({amount} {unit})"
-
-
 def _now() -> int:
     """The offline machine's clock (approvals and requests expire against it)."""
     return int(time.time())
@@ -76,46 +67,88 @@ def _now() -> int:
 ReasonOpt = typer.Option(None, "--reason", help="Why; recorded in the audit log.")
 
 
-def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
-    d = checked.decoded
-    table = whole_table("field", "decoded here from the raw transaction", show_header=True)
-    fields: tuple[str, ...] = ("chain", "network", "chain_id", "from", "to", "amount", "asset", "token")
-    fields += ("decimals", "fee", "change")
-    solana: tuple[str, ...] = ("nonce_account", "destination_token_account", "creates_destination_account")
-    solana += ("compute_unit_limit", "compute_unit_price", "priority_fee")
-    for key in fields + solana:
-        value = d.get(key)
-        if value is not None:
-            table.add_row(key, str(value))
-    console.print(table)
-    if d.get("chain") == "bitcoin":
-        inputs = whole_table("input", "sats (read from its previous transaction)", show_header=True)
-        for i in d["inputs"]:
-            inputs.add_row(f"{i['txid']}:{i['vout']}", i["amount"])
+def _print_review(
+    view: dict[str, Any],
+    checked: cw.Review,
+    names: Mapping[str, str],
+    book: Mapping[tuple[str, str, str], str],
+) -> None:
+    """The approval screen: what this machine decoded from the raw transaction, in the
+    chain's units, with the destination's address-book label and the people by name."""
+    console.print(_decoded_table(checked, str(view["intent"]["asset"]), book))
+    if checked.decoded.get("chain") == "bitcoin":
+        inputs = whole_table("input", "amount (read from its previous transaction)", show_header=True)
+        for i in checked.decoded["inputs"]:
+            inputs.add_row(f"{i['txid']}:{i['vout']}", humanize.amount(i["amount"], "BTC"))
         console.print(inputs)
-    console.print(
-        f"request {view['id']}  status {view['status']}  policy v{view['policy_version']}  "
-        f"rule {view['decision'].get('rule')}  requires "
-        f"{view.get('required') or view['decision'].get('required')}"
-        + ("  (escalated at release: waiting for the extra approvals)" if view.get("escalated") else "")
-    )
-    fee = checked.fee
-    if fee is not None:
-        share = f", {fee['share']} of the amount" if fee["share"] is not None else " (paid in another asset)"
-        tip = (
-            f", priority {fee['priority_rate']} {fee.get('priority_unit', fee['rate_unit'])}"
-            if fee["priority_rate"] is not None
-            else ""
-        )
-        console.print(
-            f"fee (worst case): {_native(int(fee['fee']), fee['asset'])} at {fee['rate']} "
-            f"{fee['rate_unit']}{tip}{share}"
-        )
-        if fee["warning"] is not None:
-            console.print(f"[bold red]warning:[/] {fee['warning']}")
+    _print_request(view, names)
+    _print_fee(checked.fee)
     console.print(
         f"fingerprint (compare with the requester by another channel): [bold]{checked.fingerprint}[/]"
     )
+
+
+def _decoded_table(checked: cw.Review, asset: str, book: Mapping[tuple[str, str, str], str]) -> Any:
+    d = checked.decoded
+    network = str(d["network"])
+
+    def units(raw: Any) -> str:
+        return humanize.amount(
+            raw, asset, network=network, decimals=d.get("decimals"), symbol=d.get("symbol")
+        )
+
+    chain_id = f" (chain id {d['chain_id']})" if d.get("chain_id") else ""
+    table = whole_table("field", "decoded here from the raw transaction", show_header=True)
+    table.add_row("chain", f"{d['chain']} / {network}{chain_id}")
+    table.add_row("from", str(d["from"]))
+    table.add_row("to", humanize.destination(str(d["to"]), str(d["chain"]), network, book))
+    table.add_row("amount", units(d["amount"]))
+    if d.get("token"):
+        table.add_row("token contract", str(d["token"]))
+    if checked.fee is not None:
+        fee = humanize.amount(checked.fee["fee"], checked.fee["asset"], network=network)
+        table.add_row("fee (worst case)", fee)
+    if d.get("change"):
+        table.add_row("change (back to the wallet)", units(d["change"]))
+    solana: tuple[str, ...] = ("nonce_account", "destination_token_account", "creates_destination_account")
+    solana += ("compute_unit_limit", "compute_unit_price", "priority_fee")
+    for key in solana:
+        if d.get(key) is not None:
+            table.add_row(key.replace("_", " "), str(d[key]))
+    return table
+
+
+def _print_request(view: Mapping[str, Any], names: Mapping[str, str]) -> None:
+    required = view.get("required") or view["decision"].get("required") or {}
+    needs = ", ".join(f"{n} {role}{'s' if n != 1 else ''}" for role, n in sorted(required.items()))
+    console.print(
+        f"request {view['id']} ({view['status']}; policy v{view['policy_version']}, rule "
+        f"{view['decision'].get('rule')}: needs {needs or 'no'} approval)"
+        + ("  escalated at release: waiting for the extra approvals" if view.get("escalated") else "")
+    )
+    requester = humanize.member(view.get("requester"), names)
+    console.print(f"requested by {requester} at {humanize.when(view.get('created_at'))}")
+    console.print(f"expires      {humanize.when(view.get('expires_at'))}")
+    if view.get("time_lock_until"):
+        console.print(f"time lock    until {humanize.when(view['time_lock_until'])}")
+    for a in view.get("approvals", []):
+        console.print(
+            f"approved by  {humanize.member(a['member'], names)} ({a['role']}) at {humanize.when(a['at'])}"
+        )
+
+
+def _print_fee(fee: Mapping[str, Any] | None) -> None:
+    if fee is None:
+        return
+    share = f", {fee['share']} of the amount" if fee["share"] is not None else " (paid in another asset)"
+    tip = (
+        f", priority {fee['priority_rate']} {fee.get('priority_unit', fee['rate_unit'])}"
+        if fee["priority_rate"] is not None
+        else ""
+    )
+    console.print(f"fee rate     {fee['rate']} {fee['rate_unit']}{tip}{share}")
+    if fee["warning"] is not None:
+        console.print(f"[bold red]warning:[/] {fee['warning']}")
 
 
 # --- withdraw -------------------------------------------------------------------------------
@@ -232,24 +265,7 @@ def withdraw_show(
     if as_json:
         show({**view, "fingerprint_computed_locally": checked.fingerprint})
         return
-    _print_review(view, checked)
-    names, book = _people_and_book(cl, member)
-    i = view["intent"]
-    console.print(f"amount       {_amount(view)}")
-    console.print(
-        f"destination  {humanize.destination(i['destination'], view['chain'], view['network'], book)}"
-    )
-    console.print(
-        f"requested by {humanize.member(view.get('requester'), names)} "
-        f"at {humanize.when(view.get('created_at'))}"
-    )
-    console.print(f"expires      {humanize.when(view.get('expires_at'))}")
-    if view.get("time_lock_until"):
-        console.print(f"time lock    until {humanize.when(view['time_lock_until'])}")
-    for a in view.get("approvals", []):
-        console.print(
-            f"approved by  {humanize.member(a['member'], names)} ({a['role']}) at {humanize.when(a['at'])}"
-        )
+    _print_review(view, checked, *_people_and_book(cl, member))
     if view.get("txid"):
         console.print(f"txid         {view['txid']}  (released {humanize.when(view.get('released_at'))})")
         if out is not None:
@@ -294,7 +310,7 @@ def _reviewed(cl: Client, member: MemberSecrets, withdrawal_id: str) -> dict[str
     """Fetch once, decode and check here, print the review: what is printed is the very
     object the approval is then built from."""
     view = cw.get_withdrawal(cl, member, withdrawal_id)
-    _print_review(view, cw.review(view))
+    _print_review(view, cw.review(view), *_people_and_book(cl, member))
     return view
 
 
