@@ -9,6 +9,7 @@ fetched: the caller passes what it already has.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tandem.localtime import local_iso
@@ -16,11 +17,65 @@ from tandem.localtime import local_iso
 # The chain coins' decimals and base-unit names.
 NATIVE_UNITS: dict[str, tuple[int, str]] = {"BTC": (8, "sat"), "ETH": (18, "wei"), "SOL": (9, "lamports")}
 
+# ERC-20 contracts whose symbol and decimals are fixed facts of the token (lower-case
+# address per network). Anything else is rendered in base units, never guessed.
+KNOWN_TOKENS: dict[tuple[str, str], tuple[str, int]] = {
+    ("mainnet", "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"): ("USDC", 6),
+    ("mainnet", "0xdac17f958d2ee523a2206206994597c13d831ec7"): ("USDT", 6),
+    ("mainnet", "0x6b175474e89094c44da98b954eedeac495271d0f"): ("DAI", 18),
+    ("sepolia", "0x1c7d4b196cb0c7b01d743fbc6116a902379c7238"): ("USDC", 6),
+}
 
-def _decimal(amount: int, decimals: int) -> str:
-    whole, frac = divmod(amount, 10**decimals)
+
+@dataclass(frozen=True)
+class Amount:
+    """An amount as a person reads it, beside the exact base-unit integer."""
+
+    text: str  # e.g. "0.0005 BTC"
+    base: str  # e.g. "50,000 sat"
+    known: bool  # False when the decimals are not known here (then ``text`` is in base units)
+
+    def __str__(self) -> str:
+        return f"{self.text} ({self.base})" if self.known else self.text
+
+
+def decimal_text(value: int, decimals: int) -> str:
+    """``50000``, 8 -> ``0.0005`` by integer arithmetic (no floats anywhere)."""
+    sign = "-" if value < 0 else ""
+    whole, frac = divmod(abs(value), 10**decimals)
     digits = f"{frac:0{decimals}d}".rstrip("0") if decimals else ""
-    return f"{whole:,}{'.' + digits if digits else ''}"
+    return f"{sign}{whole:,}{'.' + digits if digits else ''}"
+
+
+def asset_symbol(asset: str, *, network: str | None = None) -> tuple[str, int | None]:
+    """The symbol and decimals of ``asset`` (a coin name, or a token contract well known
+    on ``network``); decimals ``None`` when not known here."""
+    native = NATIVE_UNITS.get(asset.upper())
+    if native is not None:
+        return asset.upper(), native[0]
+    token = KNOWN_TOKENS.get((network or "", asset.lower()))
+    return token if token is not None else (asset, None)
+
+
+def measure(
+    raw: int | str,
+    asset: str,
+    *,
+    network: str | None = None,
+    decimals: int | None = None,
+    symbol: str | None = None,
+) -> Amount:
+    """``50000``, ``BTC`` -> ``0.0005 BTC`` beside ``50,000 sat``. Decimals and symbol as
+    decoded from the transaction win over the well-known table."""
+    value = int(raw)
+    known_symbol, known_decimals = asset_symbol(asset, network=network)
+    places = decimals if decimals is not None else known_decimals
+    name = symbol or known_symbol
+    if places is None:
+        return Amount(text=f"{value:,} base units of token {name}", base=f"{value:,}", known=False)
+    native = NATIVE_UNITS.get(name.upper())
+    unit = native[1] if native is not None and native[0] == places else "base units"
+    return Amount(text=f"{decimal_text(value, places)} {name}", base=f"{value:,} {unit}", known=True)
 
 
 def amount(
@@ -31,23 +86,9 @@ def amount(
     decimals: int | None = None,
     symbol: str | None = None,
 ) -> str:
-    """``50000``, ``BTC`` -> ``0.0005 BTC (50,000 sat)``. A token with known decimals (a
-    well-known contract on ``network``, or as decoded) reads in its symbol; one without
-    them stays in base units."""
-    from tandem.console.units import KNOWN_TOKENS
-
-    value = int(raw)
-    native = NATIVE_UNITS.get(asset.upper())
-    if native is not None:
-        places, unit = native
-        return f"{_decimal(value, places)} {asset.upper()} ({value:,} {unit})"
-    known = KNOWN_TOKENS.get((network or "", asset.lower()))
-    if known is not None and decimals is None:
-        symbol, decimals = symbol or known[0], known[1]
-    name = symbol or short(asset)
-    if decimals is None:
-        return f"{value:,} base units of {name}"
-    return f"{_decimal(value, decimals)} {name} ({value:,} base units)"
+    """``50000``, ``BTC`` -> ``0.0005 BTC (50,000 sat)``; a token without known decimals
+    reads in base units, said so."""
+    return str(measure(raw, asset, network=network, decimals=decimals, symbol=symbol))
 
 
 def short(text: str, keep: int = 6) -> str:

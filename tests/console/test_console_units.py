@@ -3,22 +3,22 @@ arithmetic, the policy diff, time left, CSV cells a spreadsheet will not run."""
 
 from __future__ import annotations
 
-from tandem.console import units
+from tandem import humanize
 from tandem.console.app import _csv_cell, _safe_next, normal_fingerprint, normal_totp
 from tandem.console.pages import policy_diff, time_left
 
 
 def test_amounts_in_the_units_a_person_reads() -> None:
-    assert units.amount("50000", "BTC", network="testnet").text == "0.0005 BTC"
-    assert units.amount("50000", "BTC", network="testnet").base == "50,000 sat"
-    assert units.amount("2100000000000000", "BTC", network="mainnet").text == "21,000,000 BTC"
-    assert units.amount(10**15, "ETH", network="sepolia").text == "0.001 ETH"
-    assert units.amount(1, "ETH", network="sepolia").text == "0.000000000000000001 ETH"
-    usdc = units.amount("1234567", "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238", network="sepolia")
+    assert humanize.measure("50000", "BTC", network="testnet").text == "0.0005 BTC"
+    assert humanize.measure("50000", "BTC", network="testnet").base == "50,000 sat"
+    assert humanize.measure("2100000000000000", "BTC", network="mainnet").text == "21,000,000 BTC"
+    assert humanize.measure(10**15, "ETH", network="sepolia").text == "0.001 ETH"
+    assert humanize.measure(1, "ETH", network="sepolia").text == "0.000000000000000001 ETH"
+    usdc = humanize.measure("1234567", "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238", network="sepolia")
     assert usdc.text == "1.234567 USDC"
     assert usdc.known
     # The same contract address on another network is not that token: base units, said so.
-    other = units.amount("1234567", "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238", network="mainnet")
+    other = humanize.measure("1234567", "0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238", network="mainnet")
     assert not other.known
     assert "base units of token" in other.text
     assert "1,234,567" in other.text

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tandem import humanize
 from tandem.client import Client
 from tandem.client import books as cb
-from tandem.console import pages, units
+from tandem.console import pages
 from tandem.core import reconcile as rcore
 from tandem.core.canonical import loads_strict
 from tandem.core.identity import MemberSecrets
@@ -64,10 +65,10 @@ def positions(client: Client, member: MemberSecrets) -> dict[str, Any]:
                 "client": _owner(owner, names),
                 "chain": f"{chain}/{network}",
                 "asset": asset,
-                "symbol": units.asset_symbol(asset, network=network)[0],
+                "symbol": humanize.asset_symbol(asset, network=network)[0],
                 "wallet": wallet,
                 "address": address,
-                "amount": units.amount(amount, asset, network=network),
+                "amount": humanize.measure(amount, asset, network=network),
             }
         )
     theirs: dict[tuple[str, ...], str] = {
@@ -130,7 +131,7 @@ def verify_signed_report(client: Client, member: MemberSecrets, signed: Any) -> 
 
 def report_view(report: dict[str, Any], signed: dict[str, Any], *, logged_at: int) -> dict[str, Any]:
     def amount(value: str, asset: str, network: str) -> str:
-        return units.amount(int(value), asset, network=network).text
+        return humanize.measure(int(value), asset, network=network).text
 
     return {
         "hash": rcore.report_hash(report),

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tandem import humanize
 from tandem.client import Client
 from tandem.client import log as client_log
 from tandem.client import withdrawal as cw
-from tandem.console import units
 from tandem.core.identity import MemberSecrets
 from tandem.errors import Error
 
@@ -109,7 +109,7 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
         withdrawals.append(
             {
                 "id": w["id"],
-                "amount": units.amount(intent["amount"], intent["asset"], network=w["network"]).text,
+                "amount": humanize.measure(intent["amount"], intent["asset"], network=w["network"]).text,
                 "destination": intent["destination"],
                 "label": d.label(w["chain"], w["network"], intent["destination"], intent["asset"]),
                 "chain": f"{w['chain']}/{w['network']}",
@@ -207,9 +207,9 @@ def withdrawal_review(
         ("From (the wallet)", str(dec["from"])),
     ]
     label = d.label(str(dec["chain"]), network, str(dec["to"]), asset)
-    amt = units.amount(dec["amount"], asset, network=network)
+    amt = humanize.measure(dec["amount"], asset, network=network)
     fee = checked.fee or {}
-    fee_amt = units.amount(fee["fee"], fee["asset"], network=network) if fee else None
+    fee_amt = humanize.measure(fee["fee"], fee["asset"], network=network) if fee else None
     warnings = []
     if fee.get("warning"):
         warnings.append(str(fee["warning"]))
@@ -239,11 +239,11 @@ def withdrawal_review(
         "inputs": [
             {
                 "outpoint": f"{i['txid']}:{i['vout']}",
-                "amount": units.amount(i["amount"], "BTC", network=network),
+                "amount": humanize.measure(i["amount"], "BTC", network=network),
             }
             for i in dec.get("inputs", ())
         ],
-        "change": units.amount(dec["change"], asset, network=network) if dec.get("change") else None,
+        "change": humanize.measure(dec["change"], asset, network=network) if dec.get("change") else None,
         "fingerprint": checked.fingerprint,
         "intent_hash": checked.intent_hash,
         "tx_digest": checked.tx_digest,
