@@ -95,32 +95,7 @@ class Intent:
         }
         if self.client is not None:
             out["client"] = self.client
-        if self.chain == "bitcoin":
-            out["bitcoin"] = {
-                "utxos": [{"txid": u.txid, "vout": u.vout, "prev_tx": u.prev_tx.hex()} for u in self.utxos],
-                "fee_rate": self.fee_rate,
-            }
-        if self.eth is not None:
-            out["ethereum"] = {
-                "chain_id": self.eth.chain_id,
-                "nonce": self.eth.nonce,
-                "max_fee_per_gas": str(self.eth.max_fee_per_gas),
-                "max_priority_fee_per_gas": str(self.eth.max_priority_fee_per_gas),
-                "gas_limit": self.eth.gas_limit,
-            }
-        if self.sol is not None:
-            params: dict[str, Any] = {"recent_blockhash": self.sol.recent_blockhash}
-            if self.sol.nonce_account is not None:
-                params["nonce_account"] = self.sol.nonce_account
-            if self.token is not None:
-                params["decimals"] = self.sol.decimals
-                params["create_destination_account"] = self.sol.create_destination_account
-                if self.sol.token_program is not None:
-                    params["token_program"] = self.sol.token_program
-            if self.sol.compute_unit_price is not None:
-                params["compute_unit_limit"] = self.sol.compute_unit_limit
-                params["compute_unit_price"] = self.sol.compute_unit_price
-            out["solana"] = params
+        out[self.chain] = _CHAIN_PARAMS[self.chain].section(self)
         return out
 
 
@@ -270,7 +245,7 @@ def parse_intent(doc: Any) -> Intent:
     The fields every intent has first, then the chain's own parameters (``intent.<chain>``)
     by that chain's parser."""
     chain, fields = _common_fields(doc)
-    return _CHAIN_PARAMS[chain](doc[chain], fields)
+    return _CHAIN_PARAMS[chain].parse(doc[chain], fields)
 
 
 def _common_fields(doc: Any) -> tuple[str, _Fields]:
@@ -433,11 +408,57 @@ def _solana_priority_fee(params: Mapping[str, Any]) -> tuple[int | None, int | N
     )
 
 
-# Each chain's parameters, parsed by its own parser: one per chain of the registry.
-_CHAIN_PARAMS: Mapping[str, Callable[[Any, _Fields], Intent]] = {
-    "bitcoin": _bitcoin_intent,
-    "ethereum": _ethereum_intent,
-    "solana": _solana_intent,
+def _bitcoin_section(intent: Intent) -> dict[str, Any]:
+    return {
+        "utxos": [{"txid": u.txid, "vout": u.vout, "prev_tx": u.prev_tx.hex()} for u in intent.utxos],
+        "fee_rate": intent.fee_rate,
+    }
+
+
+def _ethereum_section(intent: Intent) -> dict[str, Any]:
+    e = intent.eth
+    if e is None:
+        raise InputError("an ethereum intent carries its chain parameters")
+    return {
+        "chain_id": e.chain_id,
+        "nonce": e.nonce,
+        "max_fee_per_gas": str(e.max_fee_per_gas),
+        "max_priority_fee_per_gas": str(e.max_priority_fee_per_gas),
+        "gas_limit": e.gas_limit,
+    }
+
+
+def _solana_section(intent: Intent) -> dict[str, Any]:
+    p = intent.sol
+    if p is None:
+        raise InputError("a solana intent carries its chain parameters")
+    params: dict[str, Any] = {"recent_blockhash": p.recent_blockhash}
+    if p.nonce_account is not None:
+        params["nonce_account"] = p.nonce_account
+    if intent.token is not None:
+        params["decimals"] = p.decimals
+        params["create_destination_account"] = p.create_destination_account
+        if p.token_program is not None:
+            params["token_program"] = p.token_program
+    if p.compute_unit_price is not None:
+        params["compute_unit_limit"] = p.compute_unit_limit
+        params["compute_unit_price"] = p.compute_unit_price
+    return params
+
+
+@dataclass(frozen=True)
+class _ChainParams:
+    """``intent.<chain>``: read by ``parse``, written back in its one spelling by ``section``."""
+
+    parse: Callable[[Any, _Fields], Intent]
+    section: Callable[[Intent], dict[str, Any]]
+
+
+# Each chain's parameters, parsed and written by its own pair: one per chain of the registry.
+_CHAIN_PARAMS: Mapping[str, _ChainParams] = {
+    "bitcoin": _ChainParams(_bitcoin_intent, _bitcoin_section),
+    "ethereum": _ChainParams(_ethereum_intent, _ethereum_section),
+    "solana": _ChainParams(_solana_intent, _solana_section),
 }
 
 
