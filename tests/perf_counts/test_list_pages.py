@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from sqlmodel import col, select
 from tests.conftest import World
 from tests.helpers.withdrawals import btc_intent, setup
 from tests.perf_counts.sql_counter import SqlCounter
 
+from tandem.api.app import ROUTERS
+from tandem.api.deps import api_routes, page_query
 from tandem.client import RemoteError
 from tandem.client import ceremony as cc
 from tandem.client import proof as client_proof
@@ -53,6 +56,25 @@ def _page(world: World, **params: Any) -> tuple[list[dict[str, Any]], str | None
     token = world.client.session(world["olga"])
     body = world.client.request("GET", "/v1/withdrawals", token=token, params=params, next_cursor=seen)
     return body, seen[0]
+
+
+def test_every_list_route_takes_the_one_page_query() -> None:
+    """Every GET route that answers a list pages it through ``PageQuery``: the same
+    ``limit`` and ``cursor`` parameters, the same bounds, the same next-page header."""
+    app = FastAPI()
+    for router in ROUTERS:
+        app.include_router(router)
+    lists = [
+        r
+        for r in api_routes(app)
+        if "GET" in r.methods and getattr(r.response_model, "__origin__", None) is list
+    ]
+    assert len(lists) >= 15
+    unpaged = [r.path for r in lists if page_query not in [d.call for d in r.dependant.dependencies]]
+    assert unpaged == ["/v1/addressbook"]  # the one list still read whole
+    for route in lists:
+        names = [p.name for p in route.dependant.query_params]
+        assert not {"limit", "cursor"} & set(names), route.path  # only through the page
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -326,9 +348,7 @@ LISTINGS = {
         _grow_logged("reconciliation.reported"),
         _logged_order("reconciliation.reported"),
     ),
-    "reconciliation jobs": Listing(
-        "/v1/books/reconciliations/jobs", "job", _grow_jobs, _jobs_newest_first
-    ),
+    "reconciliation jobs": Listing("/v1/books/reconciliations/jobs", "job", _grow_jobs, _jobs_newest_first),
     "statements": Listing(
         "/v1/books/statements", "index", _grow_logged("statement.issued"), _logged_order("statement.issued")
     ),

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from tandem.api.deps import Reader, ServiceDep, document_request_bodies, paged, strict
+from tandem.api.deps import PageQuery, Reader, ServiceDep, document_request_bodies, strict
 from tandem.api.public_models import (
     AddressPublic,
     BatchApprovalPublic,
@@ -100,14 +100,12 @@ def list_(
     *,
     svc: ServiceDep,
     viewer: Reader,
-    response: Response,
+    page: PageQuery,
     status: str | None = None,
-    limit: int | None = None,
-    cursor: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page (``limit``, default 100, at most 500), oldest first; the
     ``Tandem-Next-Cursor`` header, when present, is the ``cursor`` of the next page."""
-    return paged(response, svc.list_withdrawals(status=status, limit=limit, cursor=cursor))
+    return page.answer(svc.list_withdrawals, status=status)
 
 
 @router.get("/v1/withdrawals/{withdrawal_id}", tags=["withdrawals"], response_model=WithdrawalPublic)
