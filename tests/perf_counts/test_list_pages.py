@@ -22,8 +22,11 @@ from tandem.client import ceremony as cc
 from tandem.client import proof as client_proof
 from tandem.client import withdrawal as cw
 from tandem.core import keygen
+from tandem.core.canonical import canonical
+from tandem.core.membership import book_removal_content
 from tandem.store import audit_log, pages
 from tandem.store.models import (
+    AddressBookRow,
     AddressRow,
     Approval,
     AuditRow,
@@ -71,7 +74,7 @@ def test_every_list_route_takes_the_one_page_query() -> None:
     ]
     assert len(lists) >= 15
     unpaged = [r.path for r in lists if page_query not in [d.call for d in r.dependant.dependencies]]
-    assert unpaged == ["/v1/addressbook"]  # the one list still read whole
+    assert unpaged == []
     for route in lists:
         names = [p.name for p in route.dependant.query_params]
         assert not {"limit", "cursor"} & set(names), route.path  # only through the page
@@ -330,7 +333,53 @@ def _jobs_newest_first(world: World) -> list[Any]:
         return [r.id for r in session.exec(select(ReconcileJob).order_by(*order)).all()]
 
 
+def _grow_book(world: World, n: int) -> None:
+    """Copies of an entry, some taking effect in the same second; of every three, one
+    removed already, one whose removal is still in its delay, one left as it is."""
+    now = world.svc.clock()
+    with world.svc.db.write() as session:
+        template = session.exec(select(AddressBookRow).order_by(col(AddressBookRow.id))).first()
+        assert template is not None
+        added = session.get(Proposal, template.proposal)
+        assert added is not None
+        fields, proposal = template.model_dump(), added.model_dump()
+        for i in range(n):
+            entry = AddressBookRow(
+                **dict(
+                    fields,
+                    id=f"zz_copy{i:05d}",
+                    address=f"{fields['address']}-{i}",
+                    effective_at=now - 600 + i // 3,
+                )
+            )
+            session.add(entry)
+            if i % 3 == 2:
+                continue
+            content = book_removal_content(
+                entry.id, {"address": entry.address, "chain": entry.chain, "network": entry.network}
+            )
+            session.add(
+                Proposal(
+                    **dict(
+                        proposal,
+                        id=f"zz_removal{i:05d}",
+                        kind="addressbook.remove",
+                        body=canonical(content).decode(),
+                        status="approved",
+                        effective_at=now - 1 if i % 3 == 0 else now + 3600,
+                    )
+                )
+            )
+
+
+def _book_order(world: World) -> list[Any]:
+    with world.svc.db.read() as session:
+        order = (col(AddressBookRow.effective_at), col(AddressBookRow.id))
+        return [r.id for r in session.exec(select(AddressBookRow).order_by(*order)).all()]
+
+
 LISTINGS = {
+    "address book": Listing("/v1/addressbook", "id", _grow_book, _book_order),
     "proposals": Listing(
         "/v1/proposals", "id", _grow_proposals, _by_creation(Proposal), ("pending", "rejected", "approved")
     ),
@@ -425,6 +474,11 @@ def test_every_list_page_costs_the_same_statements_at_5_and_50_rows(world: World
         assert all(p["approvals"] for p in large if p["id"].startswith("zz_copy"))
     if name == "keysets":
         assert all(k["addresses"] and k["keys"] for k in large)
+    if name == "address book":  # each page reads its entries' removals, and only theirs
+        copies = {e["id"]: e["status"] for e in large if e["id"].startswith("zz_copy")}
+        assert copies
+        want = ("removed", "removal_pending", "active")
+        assert all(status == want[int(i[7:]) % 3] for i, status in copies.items()), copies
     print(f"SQL statements per {name} page: {at_50}")
 
 

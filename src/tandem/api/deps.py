@@ -49,10 +49,10 @@ Reader = Annotated[Member, Depends(current_member)]
 
 @dataclass(frozen=True)
 class Paging:
-    """The page a list route was asked for (``limit`` rows after ``cursor``), and the
-    response its next cursor goes out on."""
+    """The page a list route was asked for (``limit`` rows after ``cursor``; without a
+    limit, the list's default), and the response its next cursor goes out on."""
 
-    limit: int
+    limit: int | None
     cursor: str | None
     response: Response
 
@@ -70,9 +70,13 @@ class Paging:
 def page_query(
     response: Response,
     limit: Annotated[
-        int,
-        Query(ge=1, le=pages.MAX_LIMIT, description=f"At most this many items (1 to {pages.MAX_LIMIT})"),
-    ] = pages.DEFAULT_LIMIT,
+        int | None,
+        Query(
+            ge=1,
+            le=pages.MAX_LIMIT,
+            description=f"At most this many items (1 to {pages.MAX_LIMIT}; {pages.DEFAULT_LIMIT} without it)",
+        ),
+    ] = None,
     cursor: Annotated[
         str | None,
         Query(

@@ -283,8 +283,10 @@ def veto_change(svc: ServiceDep, proposal_id: str, body: EnvelopeIn = strict(Env
 
 
 @router.get("/v1/addressbook", tags=["policy"], response_model=list[AddressPublic])
-def addressbook(svc: ServiceDep, viewer: Reader) -> list[dict[str, Any]]:
-    return svc.address_book_view()
+def addressbook(svc: ServiceDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
+    """One page of the entries, every one ever added (vetoed ones too) with the state it
+    reads as now, in the order they take effect; paged as `GET /v1/members`."""
+    return page.answer(svc.address_book_view)
 
 
 @router.post("/v1/addressbook/proposals", status_code=201, tags=["policy"], response_model=ProposalPublic)

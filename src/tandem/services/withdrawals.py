@@ -110,8 +110,8 @@ class WithdrawalService(KeyUseService):
     def policy_info(self) -> dict[str, Any]:
         return policies.policy_info(self)
 
-    def address_book_view(self) -> list[dict[str, Any]]:
-        return policies.address_book_view(self)
+    def address_book_view(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        return policies.address_book_view(self, limit=limit, cursor=cursor)
 
     def explain_facts(self, **facts: str) -> dict[str, Any]:
         return policies.explain_facts(self, **facts)
