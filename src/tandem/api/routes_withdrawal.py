@@ -26,6 +26,7 @@ from tandem.api.public_models import (
     WithdrawalOperationPublic,
     WithdrawalPublic,
 )
+from tandem.api.routes_books import BooksDep
 from tandem.api.schemas import EnvelopeIn, Strict, same_subject
 from tandem.errors import InputError
 from tandem.services.batch import MAX_BATCH
@@ -90,9 +91,14 @@ def prepare(svc: ServiceDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str,
 
 
 @router.post("/v1/withdrawals", status_code=201, tags=["withdrawals"], response_model=WithdrawalPublic)
-def create(svc: ServiceDep, body: WithdrawalCreateIn = strict(WithdrawalCreateIn)) -> dict[str, Any]:
-    """(Manager) Request a withdrawal. Tandem builds the transaction, the policy decides."""
-    return svc.create_withdrawal(body.envelope, sealed_share=body.sealed_share)
+def create(
+    svc: ServiceDep, books: BooksDep, body: WithdrawalCreateIn = strict(WithdrawalCreateIn)
+) -> dict[str, Any]:
+    """(Manager) Request a withdrawal. Tandem builds the transaction, the policy decides;
+    a Solana token's program is checked against its mint when the server reads that network."""
+    return svc.create_withdrawal(
+        body.envelope, sealed_share=body.sealed_share, mint_program=books.mint_program
+    )
 
 
 @router.get("/v1/withdrawals", tags=["withdrawals"], response_model=list[WithdrawalPublic])
