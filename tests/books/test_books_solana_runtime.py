@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 from typing import Any
 
+import httpx
 import pytest
 from tests.books.helpers import make_client
 from tests.conftest import World
@@ -274,3 +276,68 @@ def test_token_2022_withdrawals_run_in_the_runtime_and_extension_mints_are_refus
     pass_delay(world)
     with pytest.raises(RemoteError, match="Token-2022 mint with extensions"):
         cw.create_withdrawal(world.client, world["alice"], {**base, "asset": fee_mint, "amount": "1"})
+
+
+def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_reads_solana(
+    world: World,
+) -> None:
+    """A manager who fills the Solana parameters by hand (the client then asks the chain
+    nothing) and names the wrong token program, or a Token-2022 mint with extensions, is
+    refused at create, with the code and in the log, when the server reads the network;
+    without a node there the intent goes on to the approvers' decoding as before."""
+    t22 = stx.TOKEN_2022_PROGRAM
+    node = SvmNode()
+    mint_reads: list[httpx.Request] = []
+
+    def counted(request: httpx.Request) -> httpx.Response:
+        mint_reads.extend([request] * request.content.count(b'"getAccountInfo"'))
+        answer: httpx.Response = node.server(request)
+        return answer
+
+    books = Books(world.svc, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+    books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, counted)
+    world.client.http.app.state.books = books  # type: ignore[attr-defined]
+    ks = make_keyset(world, curve="ed25519", chains=(("solana", "devnet"),))
+    dest = sol.address_from_public_key(sol.public_key_from_seed(secrets.token_bytes(32)))
+    funder = Funder(node)
+    classic, token22 = funder.new_mint(2), funder.new_mint(2, t22)
+    with_fees = funder.new_mint(2, t22, extra=bytes(83) + b"\x01" + bytes(112))
+    for i, mint in enumerate((classic, token22, with_fees)):
+        allow(world, chain="solana", network="devnet", address=dest, label=f"tokens {i}", asset=mint)
+    pass_delay(world)
+
+    def by_hand(mint: str, **named: str) -> dict[str, Any]:
+        params = {"recent_blockhash": str(node.svm.latest_blockhash()), "decimals": 2}
+        return {
+            "wallet": ks.id, "chain": "solana", "network": "devnet", "destination": dest, "asset": mint,
+            "amount": "5", "solana": {**params, "create_destination_account": True, **named},
+        }  # fmt: skip
+
+    refusals = [
+        (by_hand(token22), "invalid_input", "is a Token-2022 mint"),
+        (by_hand(classic, token_program=t22), "invalid_input", "is an SPL Token mint"),
+        (by_hand(with_fees, token_program=t22), "chain_bad_response", "Token-2022 mint with extensions"),
+    ]
+    for intent, code, words in refusals:
+        with pytest.raises(RemoteError, match=words) as err:
+            cw.create_withdrawal(world.client, world["alice"], intent)
+        assert err.value.remote_code == code
+    logged = [json.loads(line) for line in world.client.audit_export(world["olga"])[0]]
+    refused = [e for e in logged if e["kind"] == "withdrawal.create.refused"]
+    assert [(e["code"], e["actor"]) for e in refused[-3:]] == [
+        (code, world["alice"].member_id) for _, code, _ in refusals
+    ]
+
+    # Named rightly, both programs go through; the mints were read once each.
+    reads = len(mint_reads)
+    assert reads >= 3
+    made = cw.create_withdrawal(world.client, world["alice"], by_hand(token22, token_program=t22))
+    assert made["decoded"]["token_program"] == t22
+    assert cw.create_withdrawal(world.client, world["alice"], by_hand(classic))["status"] == "pending"
+    assert len(mint_reads) == reads
+
+    # Without a node for the network, the server does not look: the approvers' decoder
+    # is the check (it shows the program the bytes run in).
+    world.client.http.app.state.books = Books(world.svc)  # type: ignore[attr-defined]
+    unchecked = cw.create_withdrawal(world.client, world["alice"], by_hand(classic, token_program=t22))
+    assert unchecked["decoded"]["token_program"] == t22

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import World, new_member
 from tests.helpers.cli import wire
+from tests.helpers.withdrawals import BTC_DEST, STRANGER_BTC, STRANGER_ETH, allow
 from typer.testing import CliRunner
 
 from tandem.cli import exit_codes
@@ -87,6 +88,9 @@ def test_list_commands_follow_every_page_and_limit_shows_the_first(
         world.client.propose_add(world["alice"], new_member(name, Role.CUSTODIAN).card())
     for _ in range(3):
         make_keyset(world)
+    for address in (BTC_DEST, STRANGER_BTC, STRANGER_ETH):
+        chain, network = ("ethereum", "sepolia") if address.startswith("0x") else ("bitcoin", "testnet")
+        allow(world, chain=chain, network=network, address=address, label=f"to {address[:8]}")
     monkeypatch.setattr(pages, "DEFAULT_LIMIT", 2)  # every list answers in pages of two
     ks = ["-k", str(tmp_path / "olga.keystore")]
     everyone = {m.member_id for m in world.members.values()}
@@ -94,7 +98,7 @@ def test_list_commands_follow_every_page_and_limit_shows_the_first(
     status, out = run("member", "list", *ks, "--json")
     assert status == exit_codes.OK, out
     assert {m["id"] for m in json.loads(out)} == everyone
-    for command in (("proposal", "list"), ("keyset", "list")):
+    for command in (("proposal", "list"), ("keyset", "list"), ("addressbook", "list")):
         status, out = run(*command, *ks, "--json")
         assert status == exit_codes.OK, out
         every = [p["id"] for p in json.loads(out)]

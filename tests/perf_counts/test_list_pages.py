@@ -9,18 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from sqlmodel import col, select
 from tests.conftest import World
 from tests.helpers.withdrawals import btc_intent, setup
 from tests.perf_counts.sql_counter import SqlCounter
 
+from tandem.api.app import ROUTERS
+from tandem.api.deps import api_routes, page_query
 from tandem.client import RemoteError
 from tandem.client import ceremony as cc
 from tandem.client import proof as client_proof
 from tandem.client import withdrawal as cw
 from tandem.core import keygen
+from tandem.core.canonical import canonical
+from tandem.core.membership import book_removal_content
 from tandem.store import audit_log, pages
 from tandem.store.models import (
+    AddressBookRow,
     AddressRow,
     Approval,
     AuditRow,
@@ -53,6 +59,25 @@ def _page(world: World, **params: Any) -> tuple[list[dict[str, Any]], str | None
     token = world.client.session(world["olga"])
     body = world.client.request("GET", "/v1/withdrawals", token=token, params=params, next_cursor=seen)
     return body, seen[0]
+
+
+def test_every_list_route_takes_the_one_page_query() -> None:
+    """Every GET route that answers a list pages it through ``PageQuery``: the same
+    ``limit`` and ``cursor`` parameters, the same bounds, the same next-page header."""
+    app = FastAPI()
+    for router in ROUTERS:
+        app.include_router(router)
+    lists = [
+        r
+        for r in api_routes(app)
+        if "GET" in r.methods and getattr(r.response_model, "__origin__", None) is list
+    ]
+    assert len(lists) >= 15
+    unpaged = [r.path for r in lists if page_query not in [d.call for d in r.dependant.dependencies]]
+    assert unpaged == []
+    for route in lists:
+        names = [p.name for p in route.dependant.query_params]
+        assert not {"limit", "cursor"} & set(names), route.path  # only through the page
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -308,7 +333,53 @@ def _jobs_newest_first(world: World) -> list[Any]:
         return [r.id for r in session.exec(select(ReconcileJob).order_by(*order)).all()]
 
 
+def _grow_book(world: World, n: int) -> None:
+    """Copies of an entry, some taking effect in the same second; of every three, one
+    removed already, one whose removal is still in its delay, one left as it is."""
+    now = world.svc.clock()
+    with world.svc.db.write() as session:
+        template = session.exec(select(AddressBookRow).order_by(col(AddressBookRow.id))).first()
+        assert template is not None
+        added = session.get(Proposal, template.proposal)
+        assert added is not None
+        fields, proposal = template.model_dump(), added.model_dump()
+        for i in range(n):
+            entry = AddressBookRow(
+                **dict(
+                    fields,
+                    id=f"zz_copy{i:05d}",
+                    address=f"{fields['address']}-{i}",
+                    effective_at=now - 600 + i // 3,
+                )
+            )
+            session.add(entry)
+            if i % 3 == 2:
+                continue
+            content = book_removal_content(
+                entry.id, {"address": entry.address, "chain": entry.chain, "network": entry.network}
+            )
+            session.add(
+                Proposal(
+                    **dict(
+                        proposal,
+                        id=f"zz_removal{i:05d}",
+                        kind="addressbook.remove",
+                        body=canonical(content).decode(),
+                        status="approved",
+                        effective_at=now - 1 if i % 3 == 0 else now + 3600,
+                    )
+                )
+            )
+
+
+def _book_order(world: World) -> list[Any]:
+    with world.svc.db.read() as session:
+        order = (col(AddressBookRow.effective_at), col(AddressBookRow.id))
+        return [r.id for r in session.exec(select(AddressBookRow).order_by(*order)).all()]
+
+
 LISTINGS = {
+    "address book": Listing("/v1/addressbook", "id", _grow_book, _book_order),
     "proposals": Listing(
         "/v1/proposals", "id", _grow_proposals, _by_creation(Proposal), ("pending", "rejected", "approved")
     ),
@@ -326,9 +397,7 @@ LISTINGS = {
         _grow_logged("reconciliation.reported"),
         _logged_order("reconciliation.reported"),
     ),
-    "reconciliation jobs": Listing(
-        "/v1/books/reconciliations/jobs", "job", _grow_jobs, _jobs_newest_first
-    ),
+    "reconciliation jobs": Listing("/v1/books/reconciliations/jobs", "job", _grow_jobs, _jobs_newest_first),
     "statements": Listing(
         "/v1/books/statements", "index", _grow_logged("statement.issued"), _logged_order("statement.issued")
     ),
@@ -405,6 +474,11 @@ def test_every_list_page_costs_the_same_statements_at_5_and_50_rows(world: World
         assert all(p["approvals"] for p in large if p["id"].startswith("zz_copy"))
     if name == "keysets":
         assert all(k["addresses"] and k["keys"] for k in large)
+    if name == "address book":  # each page reads its entries' removals, and only theirs
+        copies = {e["id"]: e["status"] for e in large if e["id"].startswith("zz_copy")}
+        assert copies
+        want = ("removed", "removal_pending", "active")
+        assert all(status == want[int(i[7:]) % 3] for i, status in copies.items()), copies
     print(f"SQL statements per {name} page: {at_50}")
 
 

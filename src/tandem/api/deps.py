@@ -1,5 +1,5 @@
 """What routes depend on: the service, the member behind a request's session token, the
-strict body parser and the list page.
+strict body parser and the list page (:data:`PageQuery`).
 
 Every route module holds a module-level ``APIRouter`` of plain functions that take
 these as dependencies; none of them reaches the application object except through
@@ -9,9 +9,10 @@ these as dependencies; none of them reaches the application object except throug
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, ValidationError
 
@@ -46,13 +47,50 @@ def current_member(request: Request, authorization: Annotated[str | None, Header
 Reader = Annotated[Member, Depends(current_member)]
 
 
-def paged(response: Response, page: dict[str, Any]) -> list[dict[str, Any]]:
-    """A list route's answer: the page's items, and the cursor of the next page (when
-    there is one) in the ``Tandem-Next-Cursor`` header."""
-    if page["next_cursor"] is not None:
-        response.headers[pages.NEXT_CURSOR_HEADER] = page["next_cursor"]
-    items: list[dict[str, Any]] = page["items"]
-    return items
+@dataclass(frozen=True)
+class Paging:
+    """The page a list route was asked for (``limit`` rows after ``cursor``; without a
+    limit, the list's default), and the response its next cursor goes out on."""
+
+    limit: int | None
+    cursor: str | None
+    response: Response
+
+    def answer(self, read: Callable[..., dict[str, Any]], *args: Any, **filters: Any) -> list[dict[str, Any]]:
+        """A list route's answer: the items of the page ``read`` returns for this limit
+        and cursor (``{items, next_cursor}``), the cursor of the next page (when there is
+        one) in the ``Tandem-Next-Cursor`` header."""
+        page = read(*args, limit=self.limit, cursor=self.cursor, **filters)
+        if page["next_cursor"] is not None:
+            self.response.headers[pages.NEXT_CURSOR_HEADER] = page["next_cursor"]
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+
+def page_query(
+    response: Response,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=pages.MAX_LIMIT,
+            description=f"At most this many items (1 to {pages.MAX_LIMIT}; {pages.DEFAULT_LIMIT} without it)",
+        ),
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description=f"The `{pages.NEXT_CURSOR_HEADER}` header of the previous page; none for the first"
+        ),
+    ] = None,
+) -> Paging:
+    # The cursor is opaque to the client; the list that reads it checks it strictly.
+    return Paging(limit, cursor, response)
+
+
+# Every list route's page: ``limit`` and ``cursor`` query parameters (a bad one is
+# ``invalid_input``), the next page's cursor in the ``Tandem-Next-Cursor`` header.
+PageQuery = Annotated[Paging, Depends(page_query)]
 
 
 # --- the strict body ---------------------------------------------------------------------

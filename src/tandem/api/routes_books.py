@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 
-from tandem.api.deps import Reader, document_request_bodies, paged, strict
+from tandem.api.deps import PageQuery, Reader, document_request_bodies, strict
 from tandem.api.public_models import (
     BooksProposalPublic,
     ClientPublic,
@@ -95,51 +95,43 @@ def approve_allocation(
 
 
 @router.get("/v1/books/clients", response_model=list[ClientPublic])
-def clients(
-    books: BooksDep, viewer: Reader, response: Response, limit: int | None = None, cursor: str | None = None
-) -> list[dict[str, Any]]:
+def clients(books: BooksDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
     """One page of the clients, by id, each with the key sets it owns; paged as `GET /v1/members`."""
-    return paged(response, books.clients_page(limit=limit, cursor=cursor))
+    return page.answer(books.clients_page)
 
 
 @router.get("/v1/books/proposals", response_model=list[BooksProposalPublic])
-def open_proposals(
-    books: BooksDep, viewer: Reader, response: Response, limit: int | None = None, cursor: str | None = None
-) -> list[dict[str, Any]]:
+def open_proposals(books: BooksDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
     """Client and allocation proposals not decided yet, with the digest an approval
     signs; paged as `GET /v1/members`."""
-    return paged(response, books.open_proposals(limit=limit, cursor=cursor))
+    return page.answer(books.open_proposals)
 
 
 # --- the register ----------------------------------------------------------------
 
 
 @router.get("/v1/books/positions", response_model=list[PositionPublic])
-def positions(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
+def positions(
     books: BooksDep,
     viewer: Reader,
-    response: Response,
+    page: PageQuery,
     client: str | None = None,
-    limit: int | None = None,
-    cursor: str | None = None,
 ) -> list[dict[str, Any]]:
     """A position per client, chain, asset, wallet and address (base units), in that
     order; paged as `GET /v1/members`."""
-    return paged(response, books.positions(client=client, limit=limit, cursor=cursor))
+    return page.answer(books.positions, client=client)
 
 
 @router.get("/v1/books/movements", response_model=list[MovementPublic])
-def movements(  # noqa: PLR0917 - FastAPI maps query parameters to arguments
+def movements(
     books: BooksDep,
     viewer: Reader,
-    response: Response,
+    page: PageQuery,
     client: str | None = None,
-    limit: int | None = None,
-    cursor: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page of the register's movements, each with its evidence (txid, output or
     log index, block height), in the order recorded; paged as `GET /v1/members`."""
-    return paged(response, books.movements(client=client, limit=limit, cursor=cursor))
+    return page.answer(books.movements, client=client)
 
 
 @router.post("/v1/books/scan", response_model=list[DepositPublic])
@@ -205,12 +197,10 @@ def reconcile(books: BooksDep, body: ReconcileIn = strict(ReconcileIn)) -> dict[
 
 
 @router.get("/v1/books/reconciliations/jobs", response_model=list[JobPublic])
-def reconciliation_jobs(
-    books: BooksDep, viewer: Reader, response: Response, limit: int | None = None, cursor: str | None = None
-) -> list[dict[str, Any]]:
+def reconciliation_jobs(books: BooksDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
     """One page of the background reconciliations, newest first, without their
     reports; paged as `GET /v1/members`."""
-    return paged(response, books.jobs(limit=limit, cursor=cursor))
+    return page.answer(books.jobs)
 
 
 @router.get("/v1/books/reconciliations/jobs/{job_id}", response_model=JobPublic)
@@ -226,12 +216,10 @@ def reconciliation_job(books: BooksDep, viewer: Reader, job_id: str) -> dict[str
 def reconciliations(
     books: BooksDep,
     viewer: Reader,
-    response: Response,
-    limit: int | None = None,
-    cursor: str | None = None,
+    page: PageQuery,
 ) -> list[dict[str, Any]]:
     """One page of the reports logged, oldest first, paged as `GET /v1/members`."""
-    return paged(response, books.logged_page("reconciliation.reported", limit=limit, cursor=cursor))
+    return page.answer(books.logged_page, "reconciliation.reported")
 
 
 @router.post("/v1/books/prices", status_code=201, response_model=PriceImportPublic)
@@ -242,11 +230,9 @@ def import_prices(books: BooksDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dic
 
 
 @router.get("/v1/books/prices", response_model=list[PricePublic])
-def prices(
-    books: BooksDep, viewer: Reader, response: Response, limit: int | None = None, cursor: str | None = None
-) -> list[dict[str, Any]]:
+def prices(books: BooksDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
     """The imported prices, in the order imported; paged as `GET /v1/members`."""
-    return paged(response, books.prices_page(limit=limit, cursor=cursor))
+    return page.answer(books.prices_page)
 
 
 @router.post("/v1/books/statements", response_model=StatementsPublic)
@@ -260,12 +246,10 @@ def statements(books: BooksDep, body: StatementIssueIn = strict(StatementIssueIn
 def issued(
     books: BooksDep,
     viewer: Reader,
-    response: Response,
-    limit: int | None = None,
-    cursor: str | None = None,
+    page: PageQuery,
 ) -> list[dict[str, Any]]:
     """One page of the statements issued, oldest first, paged as `GET /v1/members`."""
-    return paged(response, books.logged_page("statement.issued", limit=limit, cursor=cursor))
+    return page.answer(books.logged_page, "statement.issued")
 
 
 document_request_bodies(router)

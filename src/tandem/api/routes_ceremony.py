@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from pydantic import Field
 
 from tandem.api import schemas
-from tandem.api.deps import Reader, ServiceDep, document_request_bodies, paged, strict
+from tandem.api.deps import PageQuery, Reader, ServiceDep, document_request_bodies, strict
 from tandem.api.public_models import (
     CeremonyPublic,
     KeysetExportPublic,
@@ -61,13 +61,11 @@ def list_ceremonies(
     svc: ServiceDep,
     *,
     viewer: Reader,
-    response: Response,
+    page: PageQuery,
     status: str | None = None,
-    limit: int | None = None,
-    cursor: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page, oldest first, paged as `GET /v1/members`."""
-    return paged(response, svc.list_ceremonies(status=status, limit=limit, cursor=cursor))
+    return page.answer(svc.list_ceremonies, status=status)
 
 
 @router.get("/v1/ceremonies/{ceremony_id}", tags=["ceremonies"], response_model=CeremonyPublic)
@@ -137,11 +135,9 @@ def transcript(svc: ServiceDep, ceremony_id: str, viewer: Reader) -> dict[str, A
 
 
 @router.get("/v1/keysets", tags=["keysets"], response_model=list[KeysetPublic])
-def list_keysets(
-    svc: ServiceDep, viewer: Reader, response: Response, limit: int | None = None, cursor: str | None = None
-) -> list[dict[str, Any]]:
+def list_keysets(svc: ServiceDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
     """One page, oldest first, paged as `GET /v1/members`."""
-    return paged(response, svc.list_keysets(limit=limit, cursor=cursor))
+    return page.answer(svc.list_keysets)
 
 
 @router.post("/v1/keysets/import", status_code=201, tags=["keysets"], response_model=CeremonyPublic)

@@ -5,22 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from tandem.api import schemas
-from tandem.api.deps import Reader, ServiceDep, document_request_bodies, paged, strict
+from tandem.api.deps import PageQuery, Reader, ServiceDep, document_request_bodies, strict
 from tandem.api.public_models import MemberPublic, ProposalPublic
 
 router = APIRouter(tags=["membership"])
 
 
 @router.get("/v1/members", response_model=list[MemberPublic])
-def members(
-    svc: ServiceDep, viewer: Reader, response: Response, limit: int | None = None, cursor: str | None = None
-) -> list[dict[str, Any]]:
+def members(svc: ServiceDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
     """One page (``limit``, default 100, at most 500) in the order members were added;
     the ``Tandem-Next-Cursor`` header, when present, is the ``cursor`` of the next page."""
-    return paged(response, svc.list_members(limit=limit, cursor=cursor))
+    return page.answer(svc.list_members)
 
 
 @router.post("/v1/members/proposals", status_code=201, response_model=ProposalPublic)
@@ -34,13 +32,11 @@ def proposals(
     *,
     svc: ServiceDep,
     viewer: Reader,
-    response: Response,
+    page: PageQuery,
     status: str | None = None,
-    limit: int | None = None,
-    cursor: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page, oldest first, paged as `GET /v1/members`."""
-    return paged(response, svc.list_proposals(status=status, limit=limit, cursor=cursor))
+    return page.answer(svc.list_proposals, status=status)
 
 
 @router.get("/v1/proposals/{proposal_id}", response_model=ProposalPublic)

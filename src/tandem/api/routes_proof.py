@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import Field
 
 from tandem.api import schemas
-from tandem.api.deps import Reader, ServiceDep, document_request_bodies, paged, strict
+from tandem.api.deps import PageQuery, Reader, ServiceDep, document_request_bodies, strict
 from tandem.api.public_models import ProofChallengePublic
 
 router = APIRouter(tags=["proofs"])
@@ -40,13 +40,11 @@ def list_challenges(
     svc: ServiceDep,
     *,
     viewer: Reader,
-    response: Response,
+    page: PageQuery,
     status: str | None = None,
-    limit: int | None = None,
-    cursor: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page, oldest first, paged as `GET /v1/members`."""
-    return paged(response, svc.list_proof_challenges(status=status, limit=limit, cursor=cursor))
+    return page.answer(svc.list_proof_challenges, status=status)
 
 
 @router.get("/v1/proofs/{challenge_id}", response_model=ProofChallengePublic)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from tandem.api.deps import Reader, ServiceDep, document_request_bodies, paged, strict
+from tandem.api.deps import PageQuery, Reader, ServiceDep, document_request_bodies, strict
 from tandem.api.public_models import (
     AddressPublic,
     BatchApprovalPublic,
@@ -26,6 +26,7 @@ from tandem.api.public_models import (
     WithdrawalOperationPublic,
     WithdrawalPublic,
 )
+from tandem.api.routes_books import BooksDep
 from tandem.api.schemas import EnvelopeIn, Strict, same_subject
 from tandem.errors import InputError
 from tandem.services.batch import MAX_BATCH
@@ -90,9 +91,14 @@ def prepare(svc: ServiceDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str,
 
 
 @router.post("/v1/withdrawals", status_code=201, tags=["withdrawals"], response_model=WithdrawalPublic)
-def create(svc: ServiceDep, body: WithdrawalCreateIn = strict(WithdrawalCreateIn)) -> dict[str, Any]:
-    """(Manager) Request a withdrawal. Tandem builds the transaction, the policy decides."""
-    return svc.create_withdrawal(body.envelope, sealed_share=body.sealed_share)
+def create(
+    svc: ServiceDep, books: BooksDep, body: WithdrawalCreateIn = strict(WithdrawalCreateIn)
+) -> dict[str, Any]:
+    """(Manager) Request a withdrawal. Tandem builds the transaction, the policy decides;
+    a Solana token's program is checked against its mint when the server reads that network."""
+    return svc.create_withdrawal(
+        body.envelope, sealed_share=body.sealed_share, mint_program=books.mint_program
+    )
 
 
 @router.get("/v1/withdrawals", tags=["withdrawals"], response_model=list[WithdrawalPublic])
@@ -100,14 +106,12 @@ def list_(
     *,
     svc: ServiceDep,
     viewer: Reader,
-    response: Response,
+    page: PageQuery,
     status: str | None = None,
-    limit: int | None = None,
-    cursor: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page (``limit``, default 100, at most 500), oldest first; the
     ``Tandem-Next-Cursor`` header, when present, is the ``cursor`` of the next page."""
-    return paged(response, svc.list_withdrawals(status=status, limit=limit, cursor=cursor))
+    return page.answer(svc.list_withdrawals, status=status)
 
 
 @router.get("/v1/withdrawals/{withdrawal_id}", tags=["withdrawals"], response_model=WithdrawalPublic)
@@ -285,8 +289,10 @@ def veto_change(svc: ServiceDep, proposal_id: str, body: EnvelopeIn = strict(Env
 
 
 @router.get("/v1/addressbook", tags=["policy"], response_model=list[AddressPublic])
-def addressbook(svc: ServiceDep, viewer: Reader) -> list[dict[str, Any]]:
-    return svc.address_book_view()
+def addressbook(svc: ServiceDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
+    """One page of the entries, every one ever added (vetoed ones too) with the state it
+    reads as now, in the order they take effect; paged as `GET /v1/members`."""
+    return page.answer(svc.address_book_view)
 
 
 @router.post("/v1/addressbook/proposals", status_code=201, tags=["policy"], response_model=ProposalPublic)

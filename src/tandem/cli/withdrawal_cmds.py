@@ -644,10 +644,15 @@ def policy_veto(
 
 
 @book_app.command("list")
-def book_list(keystore: Path = KeystoreOpt, server: str = ServerOpt, as_json: bool = JsonOpt) -> None:
+def book_list(
+    keystore: Path = KeystoreOpt,
+    server: str = ServerOpt,
+    as_json: bool = JsonOpt,
+    limit: int | None = LimitOpt,
+) -> None:
     """Every entry with its state (pending, active, removed, vetoed) and when it takes or
-    took effect, in local time (--json: the raw values)."""
-    entries = cw.address_book(Client(server), load_member(keystore))
+    took effect, in local time (--json: the raw values); --limit for the first N only."""
+    entries = cw.address_book(Client(server), load_member(keystore), first=limit)
     if as_json:
         show(entries)
         return

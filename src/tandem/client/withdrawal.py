@@ -426,8 +426,9 @@ def policy_explain(client: Client, member: MemberSecrets, **params: str) -> dict
     return _get_doc(client, member, "/v1/policy/explain", **params)
 
 
-def address_book(client: Client, member: MemberSecrets) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = client.get(member, "/v1/addressbook")
+def address_book(client: Client, member: MemberSecrets, *, first: int | None = None) -> list[dict[str, Any]]:
+    """Every address-book entry (with ``first``, only that many), following the list's pages."""
+    rows: list[dict[str, Any]] = client.get_all(member, "/v1/addressbook", first=first)
     return rows
 
 

@@ -341,6 +341,7 @@ class Books:
         self.svc = svc
         self.chains = chains or ChainConfig()
         self._backends: dict[tuple[str, str], ChainBackend] = {}
+        self._mint_programs: dict[tuple[str, str], str] = {}
         self._runner = "run_" + secrets.token_hex(8)  # this process, for the jobs it runs
         self._view = register_view()
         self._prices = prices_view()
@@ -355,6 +356,20 @@ class Books:
         if key not in self._backends:
             self._backends[key] = self.chains.backend(chain, network)
         return self._backends[key]
+
+    def mint_program(self, network: str, mint: str) -> str | None:
+        """The program that owns ``mint`` on Solana ``network``, read from the mint
+        account as the fill reads it (so refused as it refuses: not a mint, a Token-2022
+        mint with extensions); None when no backend for that network is configured. An
+        answer is kept: such a mint cannot be closed, so its owner never changes."""
+        if ("solana", network) not in self.chains.endpoints:
+            return None
+        key = (network, mint)
+        if key not in self._mint_programs:
+            backend: Any = self.backend("solana", network)  # a Solana backend reads mints
+            program: str = backend.mint(mint).program
+            self._mint_programs[key] = program
+        return self._mint_programs[key]
 
     def close(self) -> None:
         for b in self._backends.values():

@@ -50,6 +50,7 @@ from tandem.errors import (
 from tandem.localtime import local_iso
 from tandem.services.base import Call, ServiceBase
 from tandem.services.proposal_docs import PROPOSAL_SECONDS, proposal_digest, proposal_public
+from tandem.store import pages
 from tandem.store.models import AddressBookRow, PolicyRow, Proposal, Withdrawal
 
 POLICY_KINDS = ("policy.change", "addressbook.add", "addressbook.remove")
@@ -149,16 +150,26 @@ def _entry(r: AddressBookRow) -> AddressBookEntry:
     return AddressBookEntry(chain=r.chain, network=r.network, address=r.address, label=r.label, asset=r.asset)
 
 
-def _removals(session: Session) -> dict[str, int]:
+def _removals(session: Session, entries: list[AddressBookRow] | None = None) -> dict[str, int]:
+    """Approved removals: entry id -> when each takes effect; with ``entries``, of those
+    entries only (a removal's body is the canonical content made from its entry, so
+    they are found by equality, not by reading every removal)."""
+    query = select(Proposal).where(
+        Proposal.kind == "addressbook.remove", Proposal.status == ProposalState.APPROVED
+    )
+    if entries is not None:
+        query = query.where(col(Proposal.body).in_([_removal_body(r) for r in entries]))
     out: dict[str, int] = {}
-    for p in session.exec(
-        select(Proposal).where(
-            Proposal.kind == "addressbook.remove", Proposal.status == ProposalState.APPROVED
-        )
-    ).all():
+    for p in session.exec(query.order_by(col(Proposal.created_at), col(Proposal.id))).all():
         if p.effective_at is not None:
             out[loads_strict(p.body)["entry"]] = p.effective_at
     return out
+
+
+def _removal_body(r: AddressBookRow) -> str:
+    return canonical(
+        book_removal_content(r.id, {"address": r.address, "chain": r.chain, "network": r.network})
+    ).decode()
 
 
 def withdrawal_history(
@@ -466,34 +477,47 @@ def policy_info(service: ServiceBase) -> dict[str, Any]:
         }
 
 
-def address_book_view(service: ServiceBase) -> list[dict[str, Any]]:
+def address_book_view(
+    service: ServiceBase, *, limit: int | None = None, cursor: str | None = None
+) -> dict[str, Any]:
+    """One page of the address book, every entry ever added (vetoed ones too) in the
+    order they took or take effect, each in the state it reads as now:
+    ``{"items", "next_cursor"}``. Costs the page: its rows and their removals only."""
     now = service.clock()
     with service.db.read() as session:
-        removals = _removals(session)
-        out = []
-        for r in session.exec(select(AddressBookRow).order_by(col(AddressBookRow.effective_at))).all():
-            state = r.status
-            if state == AddressBookState.ACTIVE:
-                if r.effective_at > now:
-                    state = AddressBookState.PENDING
-                elif r.id in removals:
-                    due = removals[r.id] <= now
-                    state = AddressBookState.REMOVED if due else AddressBookState.REMOVAL_PENDING
-            out.append(
-                {
-                    "id": r.id,
-                    "chain": r.chain,
-                    "network": r.network,
-                    "address": r.address,
-                    "asset": r.asset,
-                    "label": r.label,
-                    "effective_at": r.effective_at,
-                    "effective_at_local": local_iso(r.effective_at),
-                    "proposal": r.proposal,
-                    "status": state,
-                }
-            )
-        return out
+        page = pages.read_page(
+            session,
+            select(AddressBookRow),
+            kind="addressbook",
+            order=(col(AddressBookRow.effective_at), col(AddressBookRow.id)),
+            limit=limit,
+            cursor=cursor,
+        )
+        removals = _removals(session, page.rows) if page.rows else {}
+        items = [_book_view(r, removals, now) for r in page.rows]
+    return {"items": items, "next_cursor": page.next_cursor}
+
+
+def _book_view(r: AddressBookRow, removals: dict[str, int], now: int) -> dict[str, Any]:
+    state = r.status
+    if state == AddressBookState.ACTIVE:
+        if r.effective_at > now:
+            state = AddressBookState.PENDING
+        elif r.id in removals:
+            due = removals[r.id] <= now
+            state = AddressBookState.REMOVED if due else AddressBookState.REMOVAL_PENDING
+    return {
+        "id": r.id,
+        "chain": r.chain,
+        "network": r.network,
+        "address": r.address,
+        "asset": r.asset,
+        "label": r.label,
+        "effective_at": r.effective_at,
+        "effective_at_local": local_iso(r.effective_at),
+        "proposal": r.proposal,
+        "status": state,
+    }
 
 
 def explain_facts(

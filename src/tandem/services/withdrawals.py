@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from tandem.core.actions import parse_envelope
 from tandem.core.approvals import QuorumResult, Standing
 from tandem.core.canonical import canonical, check_fields, loads_strict
 from tandem.core.ceremony_def import CHAIN_RULES
+from tandem.core.chains import solana_tx as stx
 from tandem.core.lifecycles import KEYSETS
 from tandem.core.policy import (
     DEFAULT_FEE_WARN_BPS,
@@ -110,8 +112,8 @@ class WithdrawalService(KeyUseService):
     def policy_info(self) -> dict[str, Any]:
         return policies.policy_info(self)
 
-    def address_book_view(self) -> list[dict[str, Any]]:
-        return policies.address_book_view(self)
+    def address_book_view(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        return policies.address_book_view(self, limit=limit, cursor=cursor)
 
     def explain_facts(self, **facts: str) -> dict[str, Any]:
         return policies.explain_facts(self, **facts)
@@ -158,7 +160,13 @@ class WithdrawalService(KeyUseService):
             signing=True,
         )
 
-    def create_withdrawal(self, envelope: Any, *, sealed_share: Any) -> dict[str, Any]:
+    def create_withdrawal(
+        self, envelope: Any, *, sealed_share: Any, mint_program: MintProgram | None = None
+    ) -> dict[str, Any]:
+        """``mint_program``, when the server reads a Solana network, names the program
+        that owns a mint there: a token intent must name the same (see
+        :func:`_check_token_program`)."""
+
         def use_case(call: Call) -> dict[str, Any]:
             assert call.action is not None
             assert call.actor is not None
@@ -170,6 +178,7 @@ class WithdrawalService(KeyUseService):
             keyset, key = self._source_of(session, intent)
             operation = self._unused_operation(call, body, keyset.id, sealed_share)
             made = self._decide(session, intent, key, now)
+            _check_token_program(intent, mint_program)
             withdrawal_id = "wd_" + secrets.token_hex(8)
             if intent.eth is not None:
                 _claim_nonce(session, intent, withdrawal_id=withdrawal_id, now=now)
@@ -1191,6 +1200,35 @@ def _current_policy(session: Session, now: int) -> Policy:
 def _policy_versions(session: Session) -> tuple[tuple[int, Policy], ...]:
     rows = session.exec(select(PolicyRow).order_by(col(PolicyRow.version).desc())).all()
     return tuple((r.effective_at, parse_policy(loads_strict(r.doc))) for r in rows)
+
+
+# (network, mint) -> the program that owns the mint on that Solana network, or None
+# when the server reads no node there. A mint it will not withdraw (not a mint, a
+# Token-2022 mint with extensions) is refused by the lookup itself, as the fill refuses it.
+MintProgram = Callable[[str, str], str | None]
+
+
+def _check_token_program(intent: wcore.Intent, mint_program: MintProgram | None) -> None:
+    """A Solana token intent names the program that owns its mint: Token-2022 by name,
+    SPL Token by naming none. Checked against the chain when the server reads the
+    intent's network (once the policy has allowed the mint); without a node there, the
+    approvers' own decoding of the bytes is the check."""
+    mint = intent.token
+    if mint_program is None or intent.sol is None or mint is None:
+        return
+    owner = mint_program(intent.network, mint)
+    if owner is None:
+        return
+    named = intent.sol.token_program or stx.TOKEN_PROGRAM
+    if owner == named:
+        return
+    if owner == stx.TOKEN_2022_PROGRAM:
+        raise InputError(
+            f"mint {mint} is a Token-2022 mint: intent.solana.token_program must name {owner}"
+        )
+    raise InputError(
+        f"mint {mint} is an SPL Token mint: intent.solana.token_program is named only for Token-2022"
+    )
 
 
 def _address_book(session: Session, now: int) -> list[AddressBookEntry]:

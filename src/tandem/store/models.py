@@ -256,6 +256,7 @@ class PolicyRow(SQLModel, table=True):
 
 
 class AddressBookRow(SQLModel, table=True):
+    __table_args__ = (Index("ix_addressbookrow_effective_at_id", "effective_at", "id"),)  # the page order
     id: str = Field(primary_key=True, max_length=64)
     chain: str = Field(max_length=16)
     network: str = Field(max_length=16)
