@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.books.helpers import make_client
-from tests.conftest import World
+from tests.conftest import World, new_member
 from tests.helpers.keysets import make_keyset
 from tests.helpers.withdrawals import allow, approve, pass_delay
 
@@ -31,9 +31,11 @@ from tests.chainio.svm_node import SYSTEM, SvmNode
 from tandem.chainio import ChainConfig
 from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
+from tandem.core.actions import sign_action
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
 from tandem.core.chains.base58 import b58encode
+from tandem.core.roles import Role
 from tandem.errors import RemoteError
 from tandem.services.books import Books
 
@@ -306,8 +308,8 @@ def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_
         allow(world, chain="solana", network="devnet", address=dest, label=f"tokens {i}", asset=mint)
     pass_delay(world)
 
-    def by_hand(mint: str, **named: str) -> dict[str, Any]:
-        params = {"recent_blockhash": str(node.svm.latest_blockhash()), "decimals": 2}
+    def by_hand(mint: str, decimals: int = 2, **named: str) -> dict[str, Any]:
+        params = {"recent_blockhash": str(node.svm.latest_blockhash()), "decimals": decimals}
         return {
             "wallet": ks.id, "chain": "solana", "network": "devnet", "destination": dest, "asset": mint,
             "amount": "5", "solana": {**params, "create_destination_account": True, **named},
@@ -317,6 +319,7 @@ def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_
         (by_hand(token22), "invalid_input", "is a Token-2022 mint"),
         (by_hand(classic, token_program=t22), "invalid_input", "is an SPL Token mint"),
         (by_hand(with_fees, token_program=t22), "chain_bad_response", "Token-2022 mint with extensions"),
+        (by_hand(classic, decimals=6), "invalid_input", "has 2 decimals on devnet; intent.solana.decimals"),
     ]
     for intent, code, words in refusals:
         with pytest.raises(RemoteError, match=words) as err:
@@ -324,7 +327,7 @@ def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_
         assert err.value.remote_code == code
     logged = [json.loads(line) for line in world.client.audit_export(world["olga"])[0]]
     refused = [e for e in logged if e["kind"] == "withdrawal.create.refused"]
-    assert [(e["code"], e["actor"]) for e in refused[-3:]] == [
+    assert [(e["code"], e["actor"]) for e in refused[-4:]] == [
         (code, world["alice"].member_id) for _, code, _ in refusals
     ]
 
@@ -334,6 +337,20 @@ def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_
     made = cw.create_withdrawal(world.client, world["alice"], by_hand(token22, token_program=t22))
     assert made["decoded"]["token_program"] == t22
     assert cw.create_withdrawal(world.client, world["alice"], by_hand(classic))["status"] == "pending"
+    assert len(mint_reads) == reads
+
+    # A stranger's signed request for a mint never seen makes the server ask the node nothing.
+    stranger = new_member("mallory", Role.MANAGER)
+    unseen = funder.new_mint(2)
+    envelope = sign_action(
+        stranger,
+        type="withdrawal.create",
+        deployment=world.deployment,
+        body={"intent": {**made["intent"], "asset": unseen}, "operation": "x", "share_digest": "x"},
+        issued_at=world.clock(),
+    ).to_json()
+    answer = world.client.http.post("/v1/withdrawals", json={"envelope": envelope, "sealed_share": "x"})
+    assert answer.json()["code"] == "unknown_actor"
     assert len(mint_reads) == reads
 
     # Without a node for the network, the server does not look: the approvers' decoder

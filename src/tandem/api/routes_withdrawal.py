@@ -97,7 +97,7 @@ def create(
     """(Manager) Request a withdrawal. Tandem builds the transaction, the policy decides;
     a Solana token's program is checked against its mint when the server reads that network."""
     return svc.create_withdrawal(
-        body.envelope, sealed_share=body.sealed_share, mint_program=books.mint_program
+        body.envelope, sealed_share=body.sealed_share, mint_facts=books.mint_facts
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any, cast
 from sqlmodel import Session, col, select
 
 from tandem.chainio import ChainConfig
-from tandem.chainio.base import ChainBackend, SignatureInfo
+from tandem.chainio.base import ChainBackend, Mint, SignatureInfo
 from tandem.core import reconcile as rcore
 from tandem.core import statement as score
 from tandem.core import withdrawal as wcore
@@ -341,7 +341,7 @@ class Books:
         self.svc = svc
         self.chains = chains or ChainConfig()
         self._backends: dict[tuple[str, str], ChainBackend] = {}
-        self._mint_programs: dict[tuple[str, str], str] = {}
+        self._mints: dict[tuple[str, str], Mint] = {}
         self._runner = "run_" + secrets.token_hex(8)  # this process, for the jobs it runs
         self._view = register_view()
         self._prices = prices_view()
@@ -357,19 +357,18 @@ class Books:
             self._backends[key] = self.chains.backend(chain, network)
         return self._backends[key]
 
-    def mint_program(self, network: str, mint: str) -> str | None:
-        """The program that owns ``mint`` on Solana ``network``, read from the mint
+    def mint_facts(self, network: str, mint: str) -> Mint | None:
+        """``mint`` on Solana ``network`` (its program and decimals), read from the mint
         account as the fill reads it (so refused as it refuses: not a mint, a Token-2022
         mint with extensions); None when no backend for that network is configured. An
-        answer is kept: such a mint cannot be closed, so its owner never changes."""
+        answer is kept: a mint's owner and decimals never change."""
         if ("solana", network) not in self.chains.endpoints:
             return None
         key = (network, mint)
-        if key not in self._mint_programs:
+        if key not in self._mints:
             backend: Any = self.backend("solana", network)  # a Solana backend reads mints
-            program: str = backend.mint(mint).program
-            self._mint_programs[key] = program
-        return self._mint_programs[key]
+            self._mints[key] = backend.mint(mint)
+        return self._mints[key]
 
     def close(self) -> None:
         for b in self._backends.values():
@@ -538,9 +537,7 @@ class Books:
             )
         return out
 
-    def open_proposals(
-        self, *, limit: int | None = None, cursor: str | None = None
-    ) -> dict[str, Any]:
+    def open_proposals(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
         """One page of the client and allocation proposals not decided yet (by id), with
         the digest an approval signs."""
         with self._view.reading(self.svc.db) as reg:
@@ -637,9 +634,7 @@ class Books:
                 chain,
                 network,
                 rows,
-                _ScanState(
-                    reg, scanned.get((chain, network)), tokens.get(network, []), sol_cursors, births
-                ),
+                _ScanState(reg, scanned.get((chain, network)), tokens.get(network, []), sol_cursors, births),
                 now,
             )
             found += net_found

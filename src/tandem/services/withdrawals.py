@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
+from tandem.chainio.base import Mint
 from tandem.core import approvals as engine
 from tandem.core import withdrawal as wcore
 from tandem.core.actions import parse_envelope
@@ -161,11 +162,14 @@ class WithdrawalService(KeyUseService):
         )
 
     def create_withdrawal(
-        self, envelope: Any, *, sealed_share: Any, mint_program: MintProgram | None = None
+        self, envelope: Any, *, sealed_share: Any, mint_facts: MintFacts | None = None
     ) -> dict[str, Any]:
-        """``mint_program``, when the server reads a Solana network, names the program
-        that owns a mint there: a token intent must name the same (see
-        :func:`_check_token_program`)."""
+        """``mint_facts``, when the server reads a Solana network, states a mint's program
+        and decimals there: a token intent must name the same (see :func:`_check_mint`).
+        The node is asked before the write transaction, and only for a manager's signed
+        request, so a slow node never holds the writers up and a stranger cannot make the
+        server query it."""
+        mint = self._ask_mint(envelope, mint_facts)
 
         def use_case(call: Call) -> dict[str, Any]:
             assert call.action is not None
@@ -178,7 +182,7 @@ class WithdrawalService(KeyUseService):
             keyset, key = self._source_of(session, intent)
             operation = self._unused_operation(call, body, keyset.id, sealed_share)
             made = self._decide(session, intent, key, now)
-            _check_token_program(intent, mint_program)
+            _check_mint(intent, mint)
             withdrawal_id = "wd_" + secrets.token_hex(8)
             if intent.eth is not None:
                 _claim_nonce(session, intent, withdrawal_id=withdrawal_id, now=now)
@@ -203,6 +207,26 @@ class WithdrawalService(KeyUseService):
             roles=(Role.MANAGER,),
             signing=True,
         )
+
+    def _ask_mint(self, envelope: Any, mint_facts: MintFacts | None) -> _MintAnswer | None:
+        """What the chain says of a Solana token intent's mint, asked outside any write
+        transaction; None when there is nothing to ask (or the request will be refused
+        for what it is inside the use case, and recorded there)."""
+        if mint_facts is None:
+            return None
+        try:
+            action = parse_envelope(envelope)
+            intent = wcore.require_normal_intent(action.body.get("intent"))
+            if intent.sol is None or intent.token is None:
+                return None
+            with self.db.read() as session:
+                self.authenticate(session, action, roles=(Role.MANAGER,))
+        except Error:
+            return None
+        try:
+            return _MintAnswer(intent.network, intent.token, mint_facts(intent.network, intent.token), None)
+        except Error as exc:  # refused inside the use case, so that it is recorded
+            return _MintAnswer(intent.network, intent.token, None, exc)
 
     def _source_of(self, session: Session, intent: wcore.Intent) -> tuple[KeySet, KeyRow]:
         """The intent's wallet, active and of the chain's curve, and the key behind its
@@ -231,9 +255,7 @@ class WithdrawalService(KeyUseService):
             raise NotFoundError(f"no key {key_id}")
         return keyset, key
 
-    def _unused_operation(
-        self, call: Call, body: dict[str, Any], keyset_id: str, sealed_share: Any
-    ) -> str:
+    def _unused_operation(self, call: Call, body: dict[str, Any], keyset_id: str, sealed_share: Any) -> str:
         """The operation the request names: issued by this service for this key set and
         purpose, unexpired, held in memory, not in use yet, and the share sent is the one
         the signed action names."""
@@ -371,8 +393,7 @@ class WithdrawalService(KeyUseService):
             side=role.value,
         ):
             raise InputError(
-                "a custodian's approval carries the custodian share, resealed to this "
-                "request's operation key"
+                "a custodian's approval carries the custodian share, resealed to this request's operation key"
             )
 
     def _close(self, envelope: Any, *, event: str, roles: tuple[Role, ...]) -> dict[str, Any]:
@@ -1202,33 +1223,48 @@ def _policy_versions(session: Session) -> tuple[tuple[int, Policy], ...]:
     return tuple((r.effective_at, parse_policy(loads_strict(r.doc))) for r in rows)
 
 
-# (network, mint) -> the program that owns the mint on that Solana network, or None
-# when the server reads no node there. A mint it will not withdraw (not a mint, a
-# Token-2022 mint with extensions) is refused by the lookup itself, as the fill refuses it.
-MintProgram = Callable[[str, str], str | None]
+# (network, mint) -> the mint as that Solana network states it, or None when the server
+# reads no node there. A mint it will not withdraw (not a mint, a Token-2022 mint with
+# extensions) is refused by the lookup itself, as the fill refuses it.
+MintFacts = Callable[[str, str], Mint | None]
 
 
-def _check_token_program(intent: wcore.Intent, mint_program: MintProgram | None) -> None:
-    """A Solana token intent names the program that owns its mint: Token-2022 by name,
-    SPL Token by naming none. Checked against the chain when the server reads the
-    intent's network (once the policy has allowed the mint); without a node there, the
-    approvers' own decoding of the bytes is the check."""
-    mint = intent.token
-    if mint_program is None or intent.sol is None or mint is None:
+@dataclass(frozen=True)
+class _MintAnswer:
+    network: str
+    mint: str
+    facts: Mint | None
+    refusal: Error | None
+
+
+def _check_mint(intent: wcore.Intent, answer: _MintAnswer | None) -> None:
+    """A Solana token intent names the program that owns its mint (Token-2022 by name,
+    SPL Token by naming none) and the mint's decimals. Checked against the chain when the
+    server reads the intent's network (once the policy has allowed the mint); without a
+    node there, the approvers' own decoding of the bytes is the check."""
+    if (
+        answer is None
+        or intent.sol is None
+        or (answer.network, answer.mint) != (intent.network, intent.token)
+    ):
         return
-    owner = mint_program(intent.network, mint)
-    if owner is None:
+    if answer.refusal is not None:
+        raise answer.refusal
+    if answer.facts is None:
         return
+    mint, owner = answer.mint, answer.facts.program
     named = intent.sol.token_program or stx.TOKEN_PROGRAM
-    if owner == named:
-        return
-    if owner == stx.TOKEN_2022_PROGRAM:
+    if owner != named and owner == stx.TOKEN_2022_PROGRAM:
+        raise InputError(f"mint {mint} is a Token-2022 mint: intent.solana.token_program must name {owner}")
+    if owner != named:
         raise InputError(
-            f"mint {mint} is a Token-2022 mint: intent.solana.token_program must name {owner}"
+            f"mint {mint} is an SPL Token mint: intent.solana.token_program is named only for Token-2022"
         )
-    raise InputError(
-        f"mint {mint} is an SPL Token mint: intent.solana.token_program is named only for Token-2022"
-    )
+    if intent.sol.decimals != answer.facts.decimals:
+        raise InputError(
+            f"mint {mint} has {answer.facts.decimals} decimals on {intent.network}; "
+            f"intent.solana.decimals says {intent.sol.decimals}"
+        )
 
 
 def _address_book(session: Session, now: int) -> list[AddressBookEntry]:
