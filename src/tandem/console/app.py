@@ -132,7 +132,15 @@ class Console:
     # --- unlock / lock -------------------------------------------------------------------------
 
     async def unlock_page(self, request: Request) -> Response:
-        return self.render(request, "unlock.html", next=_safe_next(request.query_params.get("next")))
+        notice = None
+        if self.state.locked_for_idle:
+            notice = (
+                f"The console locked itself after {self.state.idle_seconds // 60} minutes without use: "
+                "your key is no longer in its memory. Unlock again to go on where you were."
+            )
+        return self.render(
+            request, "unlock.html", next=_safe_next(request.query_params.get("next")), notice=notice
+        )
 
     async def unlock(self, request: Request) -> Response:
         target = _safe_next(request.query_params.get("next"))

@@ -131,6 +131,7 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
             {
                 "id": p["id"],
                 "kind": p["kind"],
+                "kind_words": proposal_kind(p["kind"]),
                 "summary": proposal_summary(p, d),
                 "proposer": d.name(p["proposer"]),
                 "given": len(p.get("approvals", ())),
@@ -161,6 +162,21 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
             }
         )
     return {"withdrawals": withdrawals, "proposals": proposals, "ceremonies": ceremonies}
+
+
+# A proposal's kind as a person names it; the kind itself stays shown beside it.
+PROPOSAL_KINDS = {
+    "addressbook.add": "Address book: add an entry",
+    "addressbook.remove": "Address book: remove an entry",
+    "policy.change": "Withdrawal policy: change",
+    "member.add": "Membership: add a member",
+    "member.remove": "Membership: remove a member",
+    "member.rekey": "Membership: replace a member's keys",
+}
+
+
+def proposal_kind(kind: str) -> str:
+    return PROPOSAL_KINDS.get(kind, kind)
 
 
 def proposal_summary(p: Mapping[str, Any], d: Directory) -> str:

@@ -102,6 +102,7 @@ def proposal_context(state: ConsoleState, member: MemberSecrets, pid: str) -> di
     ctx: dict[str, Any] = {
         "p": p,
         "summary": pages.proposal_summary(p, d),
+        "kind_words": pages.proposal_kind(str(p.get("kind", ""))),
         "proposer": d.name(p.get("proposer")),
         "digest": state.client.proposal_digest(p),
         "body_json": json.dumps(p.get("body"), indent=2, sort_keys=True, ensure_ascii=False),
