@@ -108,6 +108,12 @@ def test_idle_lock(console_world: ConsoleWorld) -> None:
     assert r.status_code == 303
     assert r.headers["location"].startswith("/unlock")
     assert c.state.member() is None
+    # The unlock page says why it is back, and says it no more once the key is unlocked again.
+    assert "locked itself after 10 minutes without use" in http.get(r.headers["location"]).text
+    origin = {"Origin": c.console.origin}
+    http.post("/unlock", data={"csrf": c.state.csrf, "passphrase": PASSPHRASE}, headers=origin)
+    http.post("/lock", data={"csrf": c.state.csrf}, headers=origin)
+    assert "locked itself" not in http.get("/unlock").text
 
 
 def test_idle_lock_without_a_request(console_world: ConsoleWorld) -> None:

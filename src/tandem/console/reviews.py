@@ -18,6 +18,7 @@ from typing import Any
 from tandem.client import ceremony as cc
 from tandem.client import withdrawal as cw
 from tandem.console import pages
+from tandem.console.policy_words import policy_words
 from tandem.console.refusal import ConsoleError, words
 from tandem.console.state import ConsoleState
 from tandem.core import keygen
@@ -121,6 +122,8 @@ def proposal_context(state: ConsoleState, member: MemberSecrets, pid: str) -> di
         current = cw.policy_show(state.client, member)
         ctx["diff"] = pages.policy_diff(current.get("policy"), p["body"].get("policy"))
         ctx["current_version"] = current.get("version")
+        ctx["proposed_words"] = policy_words(p["body"].get("policy"))
+        ctx["current_words"] = policy_words(current.get("policy"))
     return ctx
 
 
