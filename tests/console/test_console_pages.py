@@ -206,6 +206,9 @@ def test_ceremony_and_membership_reviews(console_world: ConsoleWorld, page: Any,
         cc.local_digest(cc.get_ceremony(w.client, w["olga"], ceremony["id"]))
         in page.locator("main").inner_text()
     )
+    who = page.get_by_role("region", name="Who and when").inner_text()
+    assert "key generation" in who
+    assert "0 so far (the definition asks for 1 custodian)" in who
     page.screenshot(path=str(shots(tmp_path) / "ceremony.png"), full_page=True)
     page.get_by_label("TOTP code from your authenticator app").fill(c.code())
     page.get_by_role("button", name="Approve and sign").click()
