@@ -147,7 +147,7 @@ def withdraw_create(
 
 def _people_and_book(
     cl: Client, member: MemberSecrets
-) -> tuple[dict[str, str], dict[tuple[str, str, str], str]]:
+) -> tuple[dict[str, str], dict[tuple[str, ...], str]]:
     """Names for member ids and labels for addresses, to print beside the raw values."""
     names = humanize.member_names(cl.get_all(member, "/v1/members"))
     book = humanize.labels(cw.address_book(cl, member))
@@ -193,7 +193,7 @@ def withdraw_list(
             w["id"],
             w["status"],
             f"{_amount(w)} on {w['chain']}/{w['network']}",
-            humanize.destination(i["destination"], w["chain"], w["network"], book),
+            humanize.destination(i["destination"], w["chain"], w["network"], book, i["asset"]),
             humanize.member(w.get("requester"), names),
             humanize.when(w.get("created_at")),
             humanize.when(w.get("expires_at")),
@@ -236,9 +236,8 @@ def withdraw_show(
     names, book = _people_and_book(cl, member)
     i = view["intent"]
     console.print(f"amount       {_amount(view)}")
-    console.print(
-        f"destination  {humanize.destination(i['destination'], view['chain'], view['network'], book)}"
-    )
+    to = humanize.destination(i["destination"], view["chain"], view["network"], book, i["asset"])
+    console.print(f"destination  {to}")
     console.print(
         f"requested by {humanize.member(view.get('requester'), names)} "
         f"at {humanize.when(view.get('created_at'))}"
