@@ -66,7 +66,10 @@ class Directory:
 
     def label(self, chain: str, network: str, address: str, asset: str | None = None) -> str | None:
         entries = self.labels.get((chain, network, address.lower()), [])
-        for e in entries:
+        # The entry naming this very asset first, then one that allows any asset.
+        wanted = (asset or "").lower()
+        exact = [e for e in entries if wanted and str(e.get("asset") or "").lower() == wanted]
+        for e in exact + entries:
             if e.get("asset") is None or asset is None or str(e["asset"]).lower() == asset.lower():
                 return str(e["label"])
         return None
