@@ -68,6 +68,23 @@ def _native(amount: int, asset: str) -> str:
     return f"{whole}{'.' + digits if digits else ''} {asset.upper()} ({amount} {unit})"
 
 
+def _in_units(d: dict[str, Any], fee: dict[str, Any] | None) -> dict[str, str]:
+    """The decoded amounts in coins, each with its exact base units beside it (a token's
+    decimals as decoded, or a well-known contract's; unknown ones stay in base units)."""
+    out: dict[str, str] = {}
+    network = str(d.get("network") or "")
+    if d.get("amount") is not None and d.get("asset"):
+        asset = str(d["asset"])
+        out["amount"] = humanize.amount(
+            d["amount"], asset, network=network, decimals=d.get("decimals"), symbol=d.get("symbol")
+        )
+    if d.get("fee") is not None and fee is not None:
+        out["fee"] = humanize.amount(d["fee"], str(fee["asset"]), network=network)
+    if d.get("change") is not None and d.get("chain") == "bitcoin":
+        out["change"] = humanize.amount(d["change"], "BTC", network=network)
+    return out
+
+
 def _now() -> int:
     """The offline machine's clock (approvals and requests expire against it)."""
     return int(time.time())
@@ -83,20 +100,22 @@ def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
     fields += ("decimals", "fee", "change")
     solana: tuple[str, ...] = ("nonce_account", "destination_token_account", "creates_destination_account")
     solana += ("compute_unit_limit", "compute_unit_price", "priority_fee")
+    in_units = _in_units(d, checked.fee)
     for key in fields + solana:
         value = d.get(key)
         if value is not None:
-            table.add_row(key, str(value))
+            table.add_row(key, in_units.get(key, str(value)))
     console.print(table)
     if d.get("chain") == "bitcoin":
         inputs = whole_table("input", "sats (read from its previous transaction)", show_header=True)
         for i in d["inputs"]:
             inputs.add_row(f"{i['txid']}:{i['vout']}", i["amount"])
         console.print(inputs)
+    required = view.get("required") or view["decision"].get("required") or {}
     console.print(
         f"request {view['id']}  status {view['status']}  policy v{view['policy_version']}  "
         f"rule {view['decision'].get('rule')}  requires "
-        f"{view.get('required') or view['decision'].get('required')}"
+        + (", ".join(f"{n} {role}" for role, n in required.items()) or "no approval")
         + ("  (escalated at release: waiting for the extra approvals)" if view.get("escalated") else "")
     )
     fee = checked.fee
