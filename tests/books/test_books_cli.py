@@ -61,6 +61,11 @@ def test_cli_books(world: World, anvil: Anvil, cli: CliRunner, tmp_path: Path) -
     report = tmp_path / "report.json"
     out = run(cli, "reconcile", "--out", str(report), *bob, ok=False)  # exits 1 on a discrepancy
     assert "verdict: discrepancies" in out
+    # In words: counted in the singular, the height read, the difference in coins and its meaning.
+    assert "(1 discrepancy; read ethereum/sepolia at height " in out
+    assert f"unexpected_inflow at {address}: +0.000000000000000777 ETH (777 wei)" in out
+    assert "(the chain holds more than the register)" in out
+    assert "1.000000000000000777 ETH" in out
     assert "reading the chains: 1/1 addresses" in out  # a background job, its progress shown
     signed = json.loads(report.read_text())
     assert [d["kind"] for d in signed["report"]["discrepancies"]] == ["unexpected_inflow"]
