@@ -42,6 +42,7 @@ from tandem.errors import (
     OperationKeyLostError,
     RemoteError,
     RoleNotAllowedError,
+    VerificationError,
 )
 
 withdraw_app = typer.Typer(
@@ -334,6 +335,7 @@ def withdraw_approve(
     member = load_member(keystore)
     _refuse_auditor(member, withdrawal_id)
     view = _reviewed(cl, member, withdrawal_id)
+    _require_fingerprint(view, fingerprint)
     code = common.totp_code(cl, member, totp, totp_from_keystore)
     try:
         result = cw.approve_withdrawal(
@@ -343,7 +345,20 @@ def withdraw_approve(
         if exc.remote_code == OperationKeyLostError.code:
             raise typer.Exit(_recover_approval(exc, withdrawal_id, keystore)) from None
         raise
-    console.print(f"approved; request is {result['status']}")
+    waiting = " (it waits for more approvals)" if result["status"] == "pending" else ""
+    console.print(f"your approval is recorded; the request is now {result['status']}{waiting}")
+
+
+def _require_fingerprint(view: dict[str, Any], fingerprint: str | None) -> None:
+    """Before any TOTP code is asked for: the fingerprint read out must be this request's."""
+    if fingerprint is None:
+        return
+    computed = cw.review(view).fingerprint
+    if fingerprint != computed:
+        raise VerificationError(
+            f"the fingerprint the requester read out ({fingerprint}) is not this request's ({computed}): "
+            "do not approve; call the requester back on a number you already know and compare again"
+        )
 
 
 def _fingerprints(values: list[str] | None, ids: list[str]) -> dict[str, str]:
