@@ -342,7 +342,10 @@ def statement(  # noqa: PLR0917 - typer maps options to parameters
     (out / f"{stem}.pdf").write_bytes(bytes.fromhex(bundle["pdf_hex"]))
     write_json(out / f"{stem}.json", bundle["statements"])
     (out / f"{stem}.csv").write_text(bundle["csv"], encoding="utf-8")
-    console.print(f"wrote {out / stem}.pdf/.json/.csv; PDF sha256 {bundle['pdf_sha256']} (logged)")
+    console.print(
+        f"wrote {stem}.pdf, {stem}.json and {stem}.csv in {out}; "
+        f"PDF SHA-256 {bundle['pdf_sha256']} (recorded in the audit log)"
+    )
 
 
 def verify_statement(
