@@ -394,7 +394,14 @@ class Console:
 
 
 def create_console_app(state: ConsoleState) -> Starlette:
-    app = Starlette(routes=Console(state).routes())
+    console = Console(state)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        # A mistyped or stale link: a page of the console saying so, not a bare "Not Found".
+        missing = ConsoleError("no_such_page", f"this console has no page {request.url.path}")
+        return console.failure(request, missing, state.member(), 404)
+
+    app = Starlette(routes=console.routes(), exception_handlers={404: not_found})
     app.add_middleware(Guard, state=state)
     return app
 

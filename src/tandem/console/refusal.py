@@ -33,12 +33,14 @@ FRIENDLY = {
     "itself stands; once it has a new operation key, approve it again.",
     "invalid_input": "The input was not accepted.",
     "not_found": "The server knows nothing by that id. Check the link, or go back to the queue.",
+    "no_such_page": "This console has no such page. Check the link, or go back to the queue.",
 }
 
 # Failures that are not a refusal of something the member did: headed as what they are.
 HEADINGS = {
     "unreachable": "The server did not answer",
     "not_found": "Not found",
+    "no_such_page": "Not found",
     "error": "Something went wrong",
 }
 
