@@ -114,17 +114,32 @@ def member(member_id: str | None, names: Mapping[str, str]) -> str:
     return f"{name} ({member_id})" if name else member_id
 
 
-def labels(book: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], str]:
-    """(chain, network, address) -> label, for the address book's entries in force."""
-    out: dict[tuple[str, str, str], str] = {}
+def labels(book: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], str]:
+    """Labels of the address book's entries in force: by (chain, network, address) for an
+    entry that allows any asset, and by (chain, network, address, asset) for one that names
+    its asset (the same address may be both "Prime broker" and "Prime broker USDC")."""
+    out: dict[tuple[str, ...], str] = {}
+    generic: set[tuple[str, ...]] = set()
     for entry in book:
         if entry.get("status", "active") not in {"active", "in_force"}:
             continue
-        out[(str(entry["chain"]), str(entry["network"]), str(entry["address"]).lower())] = str(entry["label"])
+        key = (str(entry["chain"]), str(entry["network"]), str(entry["address"]).lower())
+        label = str(entry["label"])
+        if entry.get("asset"):
+            out[(*key, str(entry["asset"]).lower())] = label
+            if key not in generic:
+                out[key] = label
+        else:
+            out[key] = label
+            generic.add(key)
     return out
 
 
-def destination(address: str, chain: str, network: str, book: Mapping[tuple[str, str, str], str]) -> str:
-    """The whole address, with its label when the address book names it."""
-    label = book.get((chain, network, address.lower()))
+def destination(
+    address: str, chain: str, network: str, book: Mapping[tuple[str, ...], str], asset: str | None = None
+) -> str:
+    """The whole address, with its label when the address book names it (for ``asset``,
+    the entry that names that asset first)."""
+    key = (chain, network, address.lower())
+    label = (book.get((*key, asset.lower())) if asset else None) or book.get(key)
     return f"{address} ({label})" if label else f"{address} (not in the address book)"

@@ -112,6 +112,7 @@ def test_cli_export_writes_the_same_bytes_and_verifies(
     entries = expected.count(b"\n")
     assert "verifying" not in verified.output  # no progress bar when piped
     assert f"OK {entries} entries" in verified.output
+    assert "checkpoint signed by the service key " in verified.output
 
 
 def test_verify_without_a_file_or_full_is_refused(cli: CliRunner) -> None:

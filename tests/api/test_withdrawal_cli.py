@@ -59,8 +59,10 @@ def test_cli_request_review_approve_release(world: World, cli: CliRunner, tmp_pa
         ok=False,
     )
     assert "refused" in out
+    assert "do not approve; call the requester back on a number you already know" in out
+    assert "needs 1 custodian approval" in out  # the quorum in words, not a dict
     world.clock.advance(30)
-    run(
+    out = run(
         cli,
         "withdraw",
         "approve",
@@ -71,6 +73,7 @@ def test_cli_request_review_approve_release(world: World, cli: CliRunner, tmp_pa
         "--fingerprint",
         w["fingerprint"],
     )
+    assert "your approval is recorded; the request is now approved" in out
 
     out = run(cli, "policy", "show", "--withdrawal", w["id"], "-k", str(tmp_path / "bob.ks"))
     assert "matched" in out

@@ -61,6 +61,14 @@ def test_cli_books(world: World, anvil: Anvil, cli: CliRunner, tmp_path: Path) -
     report = tmp_path / "report.json"
     out = run(cli, "reconcile", "--out", str(report), *bob, ok=False)  # exits 1 on a discrepancy
     assert "verdict: discrepancies" in out
+    # In words: counted in the singular, the height read, the difference in coins and its meaning.
+    worded = (
+        "(1 discrepancy; read ethereum/sepolia at height ",
+        f"unexpected_inflow at {address}: +0.000000000000000777 ETH (777 wei)",
+        "(the chain holds more than the register)",
+        "1.000000000000000777 ETH",
+    )
+    assert all(text in out for text in worded), out
     assert "reading the chains: 1/1 addresses" in out  # a background job, its progress shown
     signed = json.loads(report.read_text())
     assert [d["kind"] for d in signed["report"]["discrepancies"]] == ["unexpected_inflow"]
@@ -116,7 +124,7 @@ def test_cli_books(world: World, anvil: Anvil, cli: CliRunner, tmp_path: Path) -
     d = datetime.fromtimestamp(world.clock(), tz=UTC)
     period = f"{d.year}-Q{(d.month - 1) // 3 + 1}"
     folder = tmp_path / "statements"
-    run(
+    issued = run(
         cli,
         "statement",
         "--period",
@@ -130,6 +138,7 @@ def test_cli_books(world: World, anvil: Anvil, cli: CliRunner, tmp_path: Path) -
     )
     pdf = folder / f"statement-{period}-all.pdf"
     assert pdf.read_bytes().startswith(b"%PDF")
+    assert f"wrote {pdf.stem}.pdf, {pdf.stem}.json and {pdf.stem}.csv in " in issued, issued
     doc = json.loads((folder / f"statement-{period}-all.json").read_text())
     assert doc[0]["assets"][0]["value"] == "2000.00"
     audit_file = export(world, tmp_path / "export2")

@@ -108,6 +108,24 @@ def test_idle_lock(console_world: ConsoleWorld) -> None:
     assert r.status_code == 303
     assert r.headers["location"].startswith("/unlock")
     assert c.state.member() is None
+    # The unlock page says why it is back, and says it no more once the key is unlocked again.
+    assert "locked itself after 10 minutes without use" in http.get(r.headers["location"]).text
+    origin = {"Origin": c.console.origin}
+    http.post("/unlock", data={"csrf": c.state.csrf, "passphrase": PASSPHRASE}, headers=origin)
+    http.post("/lock", data={"csrf": c.state.csrf}, headers=origin)
+    assert "locked itself" not in http.get("/unlock").text
+
+
+def test_a_page_that_does_not_exist_is_a_console_page_saying_so(console_world: ConsoleWorld) -> None:
+    http = unlocked(console_world)
+    r = http.get("/withdrawls/wd_0123456789abcdef")
+    assert r.status_code == 404
+    assert "This console has no such page" in r.text
+    assert "[no_such_page]" in r.text
+    assert 'href="/"' in r.text  # the way back to the queue
+    r = http.get("/withdrawals/wd_0123456789abcdef")  # a page, for an id the server does not know
+    assert "The server knows nothing by that id" in r.text
+    assert "[not_found]" in r.text
 
 
 def test_idle_lock_without_a_request(console_world: ConsoleWorld) -> None:

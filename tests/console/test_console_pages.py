@@ -59,6 +59,9 @@ def test_policy_change_is_shown_as_a_diff_and_approved(
     assert "as 'payroll'" in queue_text
     assert "1.234567 USDC" in queue_text
     assert "0.00125 BTC" in queue_text
+    assert "Address book: add an entry" in queue_text
+    assert "Withdrawal policy: change" in queue_text
+    assert page.get_by_role("navigation", name="Main").locator("[aria-current=page]").inner_text() == "Queue"
     page.screenshot(path=str(out / "queue.png"), full_page=True)
 
     page.goto(f"{c.console.origin}/withdrawals/{_first_btc(c)}")
@@ -72,6 +75,11 @@ def test_policy_change_is_shown_as_a_diff_and_approved(
     assert any('"name": "large"' in line for line in added)
     assert any('"version": 2' in line for line in added)
     assert any('"version": 1' in line for line in removed)
+    assert "Policy change: version 1 → version 2" in page.locator("main").inner_text()
+    proposed = page.get_by_label("Proposed policy in words").inner_text()
+    assert "“large”: covers withdrawals of at least 1,000,000 base units" in proposed
+    assert "needs 2 custodians to approve" in proposed
+    assert "1 custodian" in page.get_by_label("Policy in force in words").inner_text()
     page.screenshot(path=str(out / "policy-diff.png"), full_page=True)
     page.get_by_label("TOTP code from your authenticator app").fill(c.code())
     page.get_by_role("button", name="Approve and sign").click()
@@ -134,6 +142,15 @@ def test_audit_viewer_filters_and_exports_csv(console_world: ConsoleWorld, page:
     assert table[0][:4] == ["index", "time_utc_unix", "time_local", "kind"]
     assert len(table) - 1 == page.locator("table.audit tbody tr").count()
     assert all(created["id"] in ",".join(r) for r in table[1:])
+    # An id the entry is about opens its page here.
+    link = page.locator("table.audit a", has_text=created["id"]).first
+    assert link.get_attribute("href") == f"/withdrawals/{created['id']}"
+    # A filter nothing matches says so, and offers the whole log back.
+    page.get_by_label("Search").fill("nothing-has-this-in-it")
+    filter_audit(page)
+    assert page.locator("table.audit").count() == 0
+    assert "No entry matches these filters." in page.locator("main").inner_text()
+    assert page.locator("main a[href='/audit']", has_text="Show all").count() == 1
 
 
 def test_proof_challenge_is_verified_on_this_machine(
@@ -160,6 +177,7 @@ def test_proof_challenge_is_verified_on_this_machine(
     page.screenshot(path=str(shots(tmp_path) / "proofs.png"), full_page=True)
     done = next(v for v in client_proof.list_challenges(w.client, w["olga"]) if v.get("bundle_hash"))
     page.goto(f"{c.console.origin}/proofs/{done['id']}")
+    assert "none yet" not in page.locator("main").inner_text()  # signed: both sides gave theirs
     result = page.locator("#proof-result").inner_text()
     assert result.startswith("Every proof verifies")
     assert str(len(bundle["proofs"])) in result
@@ -188,6 +206,9 @@ def test_ceremony_and_membership_reviews(console_world: ConsoleWorld, page: Any,
         cc.local_digest(cc.get_ceremony(w.client, w["olga"], ceremony["id"]))
         in page.locator("main").inner_text()
     )
+    who = page.get_by_role("region", name="Who and when").inner_text()
+    assert "key generation" in who
+    assert "0 so far (the definition asks for 1 custodian)" in who
     page.screenshot(path=str(shots(tmp_path) / "ceremony.png"), full_page=True)
     page.get_by_label("TOTP code from your authenticator app").fill(c.code())
     page.get_by_role("button", name="Approve and sign").click()

@@ -48,3 +48,16 @@ def test_time_left_and_inputs() -> None:
     for target in ("//evil.example/", "http://evil.example/", "", None, "/\\evil"):
         assert _safe_next(target) == "/"
     assert _safe_next("/withdrawals/wd_1") == "/withdrawals/wd_1"
+
+
+def test_a_destination_is_labelled_by_the_entry_for_its_asset() -> None:
+    from tandem.console.pages import Directory
+
+    addr, usdc = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+    d = Directory()
+    d.labels[("ethereum", "mainnet", addr)] = [
+        {"label": "Prime broker", "asset": None},
+        {"label": "Prime broker USDC", "asset": usdc},
+    ]
+    assert d.label("ethereum", "mainnet", addr, "ETH") == "Prime broker"
+    assert d.label("ethereum", "mainnet", addr, usdc.lower()) == "Prime broker USDC"

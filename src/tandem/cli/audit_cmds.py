@@ -219,7 +219,7 @@ def verify(  # noqa: PLR0917 - typer maps options to parameters
     report, signed = verify_export_file(file, cp, key, genesis_hash=genesis_hash)
     console.print(
         f"[green]OK[/] {report.entries} entries; root {report.root}; "
-        f"{signed} actor signatures re-verified; checkpoint signed by {audit.key_id(key)}"
+        f"{signed} actor signatures re-verified; checkpoint signed by the service key {audit.key_id(key)}"
     )
 
 

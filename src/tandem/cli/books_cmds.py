@@ -254,9 +254,16 @@ def reconcile(  # noqa: PLR0917 - typer options
             signed = cb.reconcile_with_progress(client, member, progress=progress)
     if out is not None:
         write_json(out, signed)
-    console.print(rcore.table(signed["report"]), markup=False)
+    console.print(rcore.table(signed["report"], _in_coins), markup=False)
     if signed["report"]["discrepancies"]:
         raise typer.Exit(1)
+
+
+def _in_coins(value: str, asset: str, network: str) -> str:
+    """A report's base units as a person reads them, e.g. ``0.5 ETH (500,000,... wei)``."""
+    from tandem import humanize
+
+    return humanize.amount(value, asset, network=network)
 
 
 def verify_reconciliation(
@@ -285,7 +292,7 @@ def verify_reconciliation(
         raise InputError("--service-key must be hex") from None
     reading = _read_export(register_export, cp, key)
     again = rcore.verify_report(read_json(report), reading, read_json(snapshot))
-    console.print(rcore.table(again), markup=False)
+    console.print(rcore.table(again, _in_coins), markup=False)
     console.print(
         f"[green]OK[/] same verdict: {again['verdict']}; report {rcore.report_hash(again)} is logged"
     )
@@ -335,7 +342,10 @@ def statement(  # noqa: PLR0917 - typer maps options to parameters
     (out / f"{stem}.pdf").write_bytes(bytes.fromhex(bundle["pdf_hex"]))
     write_json(out / f"{stem}.json", bundle["statements"])
     (out / f"{stem}.csv").write_text(bundle["csv"], encoding="utf-8")
-    console.print(f"wrote {out / stem}.pdf/.json/.csv; PDF sha256 {bundle['pdf_sha256']} (logged)")
+    console.print(
+        f"wrote {stem}.pdf, {stem}.json and {stem}.csv in {out}; "
+        f"PDF SHA-256 {bundle['pdf_sha256']} (recorded in the audit log)"
+    )
 
 
 def verify_statement(

@@ -43,6 +43,7 @@ from tandem.errors import (
     OperationKeyLostError,
     RemoteError,
     RoleNotAllowedError,
+    VerificationError,
 )
 
 withdraw_app = typer.Typer(
@@ -53,10 +54,6 @@ book_app = typer.Typer(
     help="Allow-listed destinations (dual-controlled, with a delay).", no_args_is_help=True
 )
 bundle_app = typer.Typer(help="Offline signing: export a bundle, add shares, import.", no_args_is_help=True)
-
-
-# The chain coins' base units, for amounts a person reads (raw values stay in JSON).
-_NATIVE_UNITS = {"BTC": (8, "sat"), "ETH": (18, "wei"), "SOL": (9, "lamports")}
 
 
 def _now() -> int:
@@ -71,7 +68,7 @@ def _print_review(
     view: dict[str, Any],
     checked: cw.Review,
     names: Mapping[str, str],
-    book: Mapping[tuple[str, str, str], str],
+    book: Mapping[tuple[str, ...], str],
 ) -> None:
     """The approval screen: what this machine decoded from the raw transaction, in the
     chain's units, with the destination's address-book label and the people by name."""
@@ -88,7 +85,7 @@ def _print_review(
     )
 
 
-def _decoded_table(checked: cw.Review, asset: str, book: Mapping[tuple[str, str, str], str]) -> Any:
+def _decoded_table(checked: cw.Review, asset: str, book: Mapping[tuple[str, ...], str]) -> Any:
     d = checked.decoded
     network = str(d["network"])
 
@@ -101,7 +98,7 @@ def _decoded_table(checked: cw.Review, asset: str, book: Mapping[tuple[str, str,
     table = whole_table("field", "decoded here from the raw transaction", show_header=True)
     table.add_row("chain", f"{d['chain']} / {network}{chain_id}")
     table.add_row("from", str(d["from"]))
-    table.add_row("to", humanize.destination(str(d["to"]), str(d["chain"]), network, book))
+    table.add_row("to", humanize.destination(str(d["to"]), str(d["chain"]), network, book, asset))
     table.add_row("amount", units(d["amount"]))
     if d.get("token"):
         table.add_row("token contract", str(d["token"]))
@@ -178,9 +175,7 @@ def withdraw_create(
     )
 
 
-def _people_and_book(
-    cl: Client, member: MemberSecrets
-) -> tuple[dict[str, str], dict[tuple[str, str, str], str]]:
+def _people_and_book(cl: Client, member: MemberSecrets) -> tuple[dict[str, str], dict[tuple[str, ...], str]]:
     """Names for member ids and labels for addresses, to print beside the raw values."""
     names = humanize.member_names(cl.get_all(member, "/v1/members"))
     book = humanize.labels(cw.address_book(cl, member))
@@ -226,7 +221,7 @@ def withdraw_list(
             w["id"],
             w["status"],
             f"{_amount(w)} on {w['chain']}/{w['network']}",
-            humanize.destination(i["destination"], w["chain"], w["network"], book),
+            humanize.destination(i["destination"], w["chain"], w["network"], book, i["asset"]),
             humanize.member(w.get("requester"), names),
             humanize.when(w.get("created_at")),
             humanize.when(w.get("expires_at")),
@@ -332,6 +327,7 @@ def withdraw_approve(
     member = load_member(keystore)
     _refuse_auditor(member, withdrawal_id)
     view = _reviewed(cl, member, withdrawal_id)
+    _require_fingerprint(view, fingerprint)
     code = common.totp_code(cl, member, totp, totp_from_keystore)
     try:
         result = cw.approve_withdrawal(
@@ -341,7 +337,20 @@ def withdraw_approve(
         if exc.remote_code == OperationKeyLostError.code:
             raise typer.Exit(_recover_approval(exc, withdrawal_id, keystore)) from None
         raise
-    console.print(f"approved; request is {result['status']}")
+    waiting = " (it waits for more approvals)" if result["status"] == "pending" else ""
+    console.print(f"your approval is recorded; the request is now {result['status']}{waiting}")
+
+
+def _require_fingerprint(view: dict[str, Any], fingerprint: str | None) -> None:
+    """Before any TOTP code is asked for: the fingerprint read out must be this request's."""
+    if fingerprint is None:
+        return
+    computed = cw.review(view).fingerprint
+    if fingerprint != computed:
+        raise VerificationError(
+            f"the fingerprint the requester read out ({fingerprint}) is not this request's ({computed}): "
+            "do not approve; call the requester back on a number you already know and compare again"
+        )
 
 
 def _fingerprints(values: list[str] | None, ids: list[str]) -> dict[str, str]:

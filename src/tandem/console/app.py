@@ -132,7 +132,15 @@ class Console:
     # --- unlock / lock -------------------------------------------------------------------------
 
     async def unlock_page(self, request: Request) -> Response:
-        return self.render(request, "unlock.html", next=_safe_next(request.query_params.get("next")))
+        notice = None
+        if self.state.locked_for_idle:
+            notice = (
+                f"The console locked itself after {self.state.idle_seconds // 60} minutes without use: "
+                "your key is no longer in its memory. Unlock again to go on where you were."
+            )
+        return self.render(
+            request, "unlock.html", next=_safe_next(request.query_params.get("next")), notice=notice
+        )
 
     async def unlock(self, request: Request) -> Response:
         target = _safe_next(request.query_params.get("next"))
@@ -386,7 +394,14 @@ class Console:
 
 
 def create_console_app(state: ConsoleState) -> Starlette:
-    app = Starlette(routes=Console(state).routes())
+    console = Console(state)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        # A mistyped or stale link: a page of the console saying so, not a bare "Not Found".
+        missing = ConsoleError("no_such_page", f"this console has no page {request.url.path}")
+        return console.failure(request, missing, state.member(), 404)
+
+    app = Starlette(routes=console.routes(), exception_handlers={404: not_found})
     app.add_middleware(Guard, state=state)
     return app
 

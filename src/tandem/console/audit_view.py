@@ -38,7 +38,10 @@ def rows(client: Client, member: MemberSecrets, params: dict[str, str]) -> dict[
     problem: str | None = None
     try:
         client_log.verify_log(lines, checkpoint, genesis_hash_pin=pin.genesis_hash)
-        verified = f"verified: {len(lines)} entries chain from the pinned genesis to the signed checkpoint"
+        verified = (
+            f"Audit log verified: all {len(lines)} entries, each linked to the one before, from the "
+            "genesis pinned on this machine to the server's signed checkpoint."
+        )
     except Error as exc:
         problem = exc.diagnostics()
     d = pages.directory(client, member)
@@ -77,6 +80,7 @@ def _matches(
 
 
 def _row(e: dict[str, Any], d: pages.Directory) -> dict[str, Any]:
+    about = _about(e, d)
     return {
         "index": e.get("index"),
         "time": pages.local_time(e.get("time")),
@@ -86,7 +90,8 @@ def _row(e: dict[str, Any], d: pages.Directory) -> dict[str, Any]:
         "actor_id": e.get("actor"),
         "outcome": e.get("outcome"),
         "code": e.get("code") or "",
-        "summary": _summary(e, d),
+        "summary": ", ".join(f"{key} {text}" for key, text, _href in about),
+        "about": about,
         "hash": e.get("hash"),
     }
 
@@ -118,15 +123,26 @@ def csv_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _summary(e: dict[str, Any], d: pages.Directory) -> str:
+# The ids an entry is about that have a page here, by their prefix.
+PAGES = {"wd_": "/withdrawals/", "prop_": "/proposals/", "cer_": "/ceremonies/", "pc_": "/proofs/"}
+
+
+def _page(value: str) -> str | None:
+    return next((path + value for prefix, path in PAGES.items() if value.startswith(prefix)), None)
+
+
+def _about(e: dict[str, Any], d: pages.Directory) -> list[tuple[str, str, str | None]]:
+    """``(what, text, link)`` for each id the entry is about: a member by name, a request
+    with a link to its page here."""
     env = e.get("envelope") or {}
     action = env.get("action") if isinstance(env, dict) else None
     body = action.get("body", {}) if isinstance(action, dict) else {}
     data = e.get("data") or {}
-    bits = []
+    bits: list[tuple[str, str, str | None]] = []
     for key in ("withdrawal", "proposal", "ceremony", "challenge", "keyset", "member", "reason"):
         value = body.get(key) if isinstance(body, dict) else None
         value = value if value is not None else (data.get(key) if isinstance(data, dict) else None)
         if isinstance(value, str):
-            bits.append(f"{key} {d.name(value) if key == 'member' else value}")
-    return ", ".join(bits)
+            text = d.name(value) if key == "member" else value
+            bits.append((key, text, None if key in ("member", "reason") else _page(value)))
+    return bits

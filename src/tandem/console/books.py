@@ -129,6 +129,17 @@ def verify_signed_report(client: Client, member: MemberSecrets, signed: Any) -> 
     return report_view(again, signed, logged_at=int(entry["index"]))
 
 
+# What each row status and discrepancy kind of a report means (core.reconcile names them).
+RECONCILE_WORDS = {
+    "ok": "agrees",
+    "unexpected_inflow": "the chain holds more than the register",
+    "outflow_without_withdrawal": "the chain holds less, and no withdrawal explains it",
+    "withdrawal_not_confirmed": "released withdrawals not yet confirmed on chain",
+    "amount_mismatch": "the chain holds less than pending withdrawals account for",
+    "unknown_token": "a token the register never recorded here",
+}
+
+
 def report_view(report: dict[str, Any], signed: dict[str, Any], *, logged_at: int) -> dict[str, Any]:
     def amount(value: str, asset: str, network: str) -> str:
         return humanize.measure(int(value), asset, network=network).text
@@ -146,12 +157,14 @@ def report_view(report: dict[str, Any], signed: dict[str, Any], *, logged_at: in
                 "register": amount(r["register"], r["asset"], r["network"]),
                 "chain": amount(r["chain_amount"], r["asset"], r["network"]),
                 "status": r["status"],
+                "status_words": RECONCILE_WORDS.get(r["status"], ""),
             }
             for r in report["rows"]
         ],
         "discrepancies": [
             {
                 "kind": d["kind"],
+                "words": RECONCILE_WORDS.get(d["kind"], ""),
                 "address": d.get("address"),
                 "difference": amount(d["difference"], d["asset"], d["network"])
                 if "difference" in d

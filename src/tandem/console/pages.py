@@ -66,7 +66,10 @@ class Directory:
 
     def label(self, chain: str, network: str, address: str, asset: str | None = None) -> str | None:
         entries = self.labels.get((chain, network, address.lower()), [])
-        for e in entries:
+        # The entry naming this very asset first, then one that allows any asset.
+        wanted = (asset or "").lower()
+        exact = [e for e in entries if wanted and str(e.get("asset") or "").lower() == wanted]
+        for e in exact + entries:
             if e.get("asset") is None or asset is None or str(e["asset"]).lower() == asset.lower():
                 return str(e["label"])
         return None
@@ -131,6 +134,7 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
             {
                 "id": p["id"],
                 "kind": p["kind"],
+                "kind_words": proposal_kind(p["kind"]),
                 "summary": proposal_summary(p, d),
                 "proposer": d.name(p["proposer"]),
                 "given": len(p.get("approvals", ())),
@@ -161,6 +165,21 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
             }
         )
     return {"withdrawals": withdrawals, "proposals": proposals, "ceremonies": ceremonies}
+
+
+# A proposal's kind as a person names it; the kind itself stays shown beside it.
+PROPOSAL_KINDS = {
+    "addressbook.add": "Address book: add an entry",
+    "addressbook.remove": "Address book: remove an entry",
+    "policy.change": "Withdrawal policy: change",
+    "member.add": "Membership: add a member",
+    "member.remove": "Membership: remove a member",
+    "member.rekey": "Membership: replace a member's keys",
+}
+
+
+def proposal_kind(kind: str) -> str:
+    return PROPOSAL_KINDS.get(kind, kind)
 
 
 def proposal_summary(p: Mapping[str, Any], d: Directory) -> str:

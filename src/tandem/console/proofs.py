@@ -46,8 +46,7 @@ def detail(client: Client, member: MemberSecrets, challenge_id: str) -> dict[str
         "doc": doc,
         "expires": pages.local_time(doc.get("expires_at")),
         "keysets": [
-            {"keyset": e["keyset"], "contributed": ", ".join(e.get("contributed", ())) or "none yet"}
-            for e in view.get("keysets", ())
+            {"keyset": e["keyset"], "contributed": _contributed(view, e)} for e in view.get("keysets", ())
         ],
         "report": None,
         "problem": None,
@@ -82,3 +81,13 @@ def detail(client: Client, member: MemberSecrets, challenge_id: str) -> dict[str
         "failures": [str(f) for f in report.failures],
     }
     return ctx
+
+
+def _contributed(view: dict[str, Any], entry: dict[str, Any]) -> str:
+    """Who gave their share for a key set: known while the challenge is open; once signed,
+    both sides did (the bundle could not be signed otherwise)."""
+    if view.get("bundle_hash"):
+        return "both sides (signed)"
+    if view.get("status") != "open":
+        return "—"
+    return ", ".join(entry.get("contributed", ())) or "none yet"

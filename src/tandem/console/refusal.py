@@ -32,6 +32,16 @@ FRIENDLY = {
     "or the key was used), so your share could never be opened: nothing was approved. The request "
     "itself stands; once it has a new operation key, approve it again.",
     "invalid_input": "The input was not accepted.",
+    "not_found": "The server knows nothing by that id. Check the link, or go back to the queue.",
+    "no_such_page": "This console has no such page. Check the link, or go back to the queue.",
+}
+
+# Failures that are not a refusal of something the member did: headed as what they are.
+HEADINGS = {
+    "unreachable": "The server did not answer",
+    "not_found": "Not found",
+    "no_such_page": "Not found",
+    "error": "Something went wrong",
 }
 
 
@@ -56,7 +66,12 @@ Recovery = tuple[str, str, str]  # who runs it, the command, what follows
 def words(code: str, detail: str, recovery: Recovery | None = None) -> dict[str, Any]:
     """What a page shows for a refusal: the words for its code, the code, the detail, and
     (when the page knows one) the command that recovers from it."""
-    shown: dict[str, Any] = {"code": code, "text": FRIENDLY.get(code, detail), "detail": detail}
+    shown: dict[str, Any] = {
+        "code": code,
+        "text": FRIENDLY.get(code, detail),
+        "detail": detail,
+        "heading": HEADINGS.get(code, "Refused"),
+    }
     if recovery is not None:
         shown["recovery"] = recovery
     return shown

@@ -18,9 +18,11 @@ from typing import Any
 from tandem.client import ceremony as cc
 from tandem.client import withdrawal as cw
 from tandem.console import pages
+from tandem.console.policy_words import policy_words
 from tandem.console.refusal import ConsoleError, words
 from tandem.console.state import ConsoleState
 from tandem.core import keygen
+from tandem.core.ceremony_def import parse_definition
 from tandem.core.identity import MemberSecrets
 from tandem.errors import Error
 
@@ -102,6 +104,7 @@ def proposal_context(state: ConsoleState, member: MemberSecrets, pid: str) -> di
     ctx: dict[str, Any] = {
         "p": p,
         "summary": pages.proposal_summary(p, d),
+        "kind_words": pages.proposal_kind(str(p.get("kind", ""))),
         "proposer": d.name(p.get("proposer")),
         "digest": state.client.proposal_digest(p),
         "body_json": json.dumps(p.get("body"), indent=2, sort_keys=True, ensure_ascii=False),
@@ -120,6 +123,8 @@ def proposal_context(state: ConsoleState, member: MemberSecrets, pid: str) -> di
         current = cw.policy_show(state.client, member)
         ctx["diff"] = pages.policy_diff(current.get("policy"), p["body"].get("policy"))
         ctx["current_version"] = current.get("version")
+        ctx["proposed_words"] = policy_words(p["body"].get("policy"))
+        ctx["current_words"] = policy_words(current.get("policy"))
     return ctx
 
 
@@ -142,12 +147,22 @@ def ceremony_context(state: ConsoleState, member: MemberSecrets, cid: str) -> di
     view = cc.get_ceremony(state.client, member, cid)
     problem = None
     digest = None
+    needed = ""
     try:
         digest = cc.local_digest(view) if view.get("kind") != "import" else None
+        if view.get("kind") != "import":
+            wanted = parse_definition(view["definition"], source=f"ceremony {cid}").approvals
+            needed = ", ".join(
+                f"{n} {role}"
+                for role, n in (("custodian", wanted.custodian), ("manager", wanted.manager))
+                if n
+            )
     except Error as exc:
         problem = exc.diagnostics()
     return {
         "c": view,
+        "kind_words": CEREMONY_KINDS.get(str(view.get("kind")), str(view.get("kind"))),
+        "needed": needed,
         "digest": digest,
         "problem": problem,
         "proposer": d.name(view.get("proposer")),
@@ -156,6 +171,13 @@ def ceremony_context(state: ConsoleState, member: MemberSecrets, cid: str) -> di
         "time_left": pages.time_left(view.get("expires_at"), state.client.clock()),
         "names_warning": d.warning,
     }
+
+
+CEREMONY_KINDS = {
+    "keygen": "key generation: a new key set, and new addresses",
+    "reshare": "reshare: the same keys, their shares dealt again to the members as they are now",
+    "import": "import of an existing key",
+}
 
 
 def approve_ceremony(state: ConsoleState, member: MemberSecrets, cid: str, form: Form) -> object:

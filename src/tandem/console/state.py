@@ -29,6 +29,8 @@ class ConsoleState:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     port: int = 0
+    # True once the key was dropped for idle time, until the next unlock: the unlock page says why.
+    locked_for_idle: bool = False
     _member: MemberSecrets | None = None
     _last_used: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,6 +56,7 @@ class ConsoleState:
         with self._lock:
             if self._member is not None and self.monotonic() - self._last_used > self.idle_seconds:
                 self._drop()
+                self.locked_for_idle = True
             if self._member is not None:
                 self._last_used = self.monotonic()
             return self._member
@@ -65,6 +68,7 @@ class ConsoleState:
         with self._lock:
             if self._member is not None and self.monotonic() - self._last_used > self.idle_seconds:
                 self._drop()
+                self.locked_for_idle = True
             return self._member is None
 
     def watch_idle(self, every: float = 5.0) -> threading.Event:
@@ -89,11 +93,13 @@ class ConsoleState:
         with self._lock:
             self._member = member
             self._last_used = self.monotonic()
+            self.locked_for_idle = False
         return member
 
     def lock(self) -> None:
         with self._lock:
             self._drop()
+            self.locked_for_idle = False
 
     def _drop(self) -> None:
         self._member = None

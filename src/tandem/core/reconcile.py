@@ -23,7 +23,7 @@ so the same register and snapshot give the same report, byte for byte.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,8 +166,22 @@ def same_verdict(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return canonical(dict(a)) == canonical(dict(b))
 
 
-def table(report: Mapping[str, Any]) -> str:
-    """The report as a plain-text table a person reads."""
+# What each discrepancy kind means, for the people who read a report.
+MEANINGS = {
+    "unexpected_inflow": "the chain holds more than the register",
+    "outflow_without_withdrawal": "the chain holds less, and no withdrawal explains it",
+    "withdrawal_not_confirmed": "the chain holds less by what released, unconfirmed withdrawals take",
+    "amount_mismatch": "the chain holds less than pending withdrawals account for",
+    "unknown_token": "the chain shows a token the register never recorded here",
+}
+
+Formatter = Callable[[str, str, str], str]  # (base units, asset, network) -> text
+
+
+def table(report: Mapping[str, Any], amount: Formatter | None = None) -> str:
+    """The report as a plain-text table a person reads; ``amount`` renders base units
+    (the CLI passes one that reads them in coins)."""
+    fmt = amount or (lambda value, _asset, _network: value)
     head = ("chain/network", "address", "asset", "register", "chain", "status")
     lines = [head]
     for r in report["rows"]:
@@ -176,15 +190,22 @@ def table(report: Mapping[str, Any]) -> str:
                 f"{r['chain']}/{r['network']}",
                 r["address"],
                 r["asset"],
-                r["register"],
-                r["chain_amount"],
+                fmt(r["register"], r["asset"], r["network"]),
+                fmt(r["chain_amount"], r["asset"], r["network"]),
                 r["status"],
             )
         )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
-    out = ["  ".join(str(v).ljust(widths[i]) for i, v in enumerate(line)) for line in lines]
-    heights = ", ".join(f"{k} at {v}" for k, v in sorted(report["heights"].items()))
-    out.append(f"verdict: {report['verdict']} ({len(report['discrepancies'])} discrepancies; {heights})")
+    out = ["  ".join(str(v).ljust(widths[i]) for i, v in enumerate(line)).rstrip() for line in lines]
+    heights = ", ".join(f"{k} at height {v}" for k, v in sorted(report["heights"].items()))
+    found = report["discrepancies"]
+    counted = f"{len(found)} discrepanc{'y' if len(found) == 1 else 'ies'}" if found else "no discrepancy"
+    read = f"read {heights}" if heights else "no chain read"
+    out.append(f"verdict: {report['verdict']} ({counted}; {read})")
+    for d in found:
+        diff = fmt(d["difference"].removeprefix("-"), d["asset"], d["network"])
+        sign = "-" if d["difference"].startswith("-") else "+"
+        out.append(f"  {d['kind']} at {d['address']}: {sign}{diff} ({MEANINGS.get(d['kind'], d['kind'])})")
     return "\n".join(out)
 
 
