@@ -184,6 +184,25 @@ def test_report_is_deterministic_and_table_reads() -> None:
     assert "unexpected_inflow" in rcore.table(a)
 
 
+def test_a_network_no_chain_was_read_for_is_not_compared_with_zero() -> None:
+    """A server without a connection for a network reads nothing there: the register's
+    balance on it is listed as not compared, never reported as an outflow."""
+    reg = Register.replay([*client_entries(), deposit(2, "1000")], roles=ROLES)
+    unread = {**snapshot(0), "heights": {}, "balances": []}
+    report = rcore.reconcile(reg, unread, register_size=3)
+    assert report["discrepancies"] == []
+    assert report["rows"] == []
+    assert report["verdict"] == "reconciled"
+    assert report["not_read"] == [
+        {"chain": "ethereum", "network": "sepolia", "address": ADDR, "asset": "ETH", "register": "1000"}
+    ]
+    assert "not compared: 1 register balance on ethereum/sepolia" in rcore.table(report)
+    # Read, the same balance is compared, and a read report carries no such list.
+    read = rcore.reconcile(reg, snapshot(990), register_size=3)
+    assert [d["kind"] for d in read["discrepancies"]] == ["outflow_without_withdrawal"]
+    assert "not_read" not in read
+
+
 @pytest.mark.parametrize(
     ("entries", "match"),
     [

@@ -108,9 +108,17 @@ def reconcile(register: Register, snapshot: Mapping[str, Any], *, register_size:
     known_assets = {(k[0], k[1], k[2]) for k in books} | {(k[0], k[1], k[3]) for k in books}
     rows = []
     discrepancies = []
+    not_read = []
     for key in sorted(set(books) | set(chain)):
         c, n, address, asset = key
         ours = books.get(key, 0)
+        if f"{c}/{n}" not in heights:
+            # No chain was read for this network: nothing is known of its balance, which
+            # is not the same as a balance of zero.
+            not_read.append(
+                {"chain": c, "network": n, "address": address, "asset": asset, "register": str(ours)}
+            )
+            continue
         theirs = chain.get(key, 0)
         kind = None
         if key not in books and (c, n, asset) not in known_assets and theirs > 0 and asset != _native(c):
@@ -138,7 +146,7 @@ def reconcile(register: Register, snapshot: Mapping[str, Any], *, register_size:
         rows.append(row)
         if kind is not None:
             discrepancies.append({**row, "kind": kind, "difference": str(theirs - ours)})
-    return {
+    report: dict[str, Any] = {
         "version": 1,
         "heights": heights,
         "register_size": register_size,
@@ -147,6 +155,9 @@ def reconcile(register: Register, snapshot: Mapping[str, Any], *, register_size:
         "discrepancies": discrepancies,
         "verdict": "reconciled" if not discrepancies else "discrepancies",
     }
+    if not_read:
+        report["not_read"] = not_read
+    return report
 
 
 def _native(chain: str) -> str:
@@ -202,6 +213,13 @@ def table(report: Mapping[str, Any], amount: Formatter | None = None) -> str:
     counted = f"{len(found)} discrepanc{'y' if len(found) == 1 else 'ies'}" if found else "no discrepancy"
     read = f"read {heights}" if heights else "no chain read"
     out.append(f"verdict: {report['verdict']} ({counted}; {read})")
+    unread = report.get("not_read", [])
+    if unread:
+        networks = ", ".join(sorted({f"{r['chain']}/{r['network']}" for r in unread}))
+        out.append(
+            f"  not compared: {len(unread)} register balance{'' if len(unread) == 1 else 's'} on {networks}, "
+            "where no chain connection is configured (nothing is known of them, which is not zero)"
+        )
     for d in found:
         diff = fmt(d["difference"].removeprefix("-"), d["asset"], d["network"])
         sign = "-" if d["difference"].startswith("-") else "+"
