@@ -537,6 +537,11 @@ def _signing_address20(address: str) -> bytes:
 
 
 def _recover_personal_signer_raw(message: bytes, signature: str) -> bytes:
+    return _address20(_recover_personal_key(message, signature))
+
+
+def _recover_personal_key(message: bytes, signature: str) -> bytes:
+    """Compressed public key that made an EIP-191 signature; raises VerificationError if none."""
     if not isinstance(signature, str) or not _SIGNATURE_HEX.fullmatch(signature):
         raise VerificationError("an EIP-191 signature is 0x followed by 130 hex digits")
     raw = bytes.fromhex(signature[2:])
@@ -545,8 +550,7 @@ def _recover_personal_signer_raw(message: bytes, signature: str) -> bytes:
         raise VerificationError(f"EIP-191 signature v must be 27 or 28, got {v}")
     r = int.from_bytes(raw[:32], "big")
     s = int.from_bytes(raw[32:64], "big")
-    public_key = secp256k1.recover_public_key(eip191_hash(message), r, s, v - 27)
-    return _address20(public_key)
+    return secp256k1.recover_public_key(eip191_hash(message), r, s, v - 27)
 
 
 # --- the Chain implementation ----------------------------------------------------------
@@ -729,14 +733,20 @@ class Ethereum:
             raise CannotVerifyError(f"Ethereum proofs are eip191, not {proof.format!r}")
         # Raw 20-byte comparisons; checksummed spellings only for the messages.
         expected = parse_address(address)
+        given: bytes | None = None
         if public_key is not None:
             try:
-                key_address = _address20(public_key)
+                point = secp256k1.uncompressed(public_key)
             except CryptoError:
                 raise VerificationError("the public key given is not a secp256k1 key") from None
-            if key_address != expected:
+            if keccak256(point[1:])[12:] != expected:
                 raise VerificationError(f"the public key given is not the key of {_checksum(expected)}")
-        recovered = _recover_personal_signer_raw(message.encode("utf-8"), proof.signature)
+            given = bytes([2 + (point[64] & 1)]) + point[1:33]  # its compressed form
+        recovered_key = _recover_personal_key(message.encode("utf-8"), proof.signature)
+        # The key given is the address's: recovering that same key proves the address.
+        if recovered_key == given:
+            return
+        recovered = _address20(recovered_key)
         if recovered != expected:
             raise VerificationError(f"signature is by {_checksum(recovered)}, not {_checksum(expected)}")
 
