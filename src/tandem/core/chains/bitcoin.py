@@ -978,7 +978,9 @@ def _given_key(decoded: DecodedAddress, public_key: bytes) -> tuple[bytes, coinc
         point = coincurve.PublicKey(public_key)
     except ValueError:
         raise CryptoError("not a valid secp256k1 public key") from None
-    compressed = bytes(point.format(compressed=True))
+    # A compressed key that parses is its own compressed form.
+    is_compressed = len(public_key) == 33 and public_key[0] in (2, 3)
+    compressed = bytes(public_key) if is_compressed else bytes(point.format(compressed=True))
     key_hash = hash160(compressed)
     if decoded.kind == "p2sh":
         forms = {hash160(p2wpkh_script(key_hash))}
@@ -991,6 +993,23 @@ def _given_key(decoded: DecodedAddress, public_key: bytes) -> tuple[bytes, coinc
     return compressed, point
 
 
+def _p2wpkh_stack(raw: bytes) -> tuple[bytes, ...]:
+    """The witness stack a BIP-322 simple signature serialises. The usual shape (two items,
+    a signature of under 253 bytes and a 33-byte key) is read in place; anything else goes
+    through the strict reader, which names what is wrong."""
+    if len(raw) > 2 and raw[0] == 2 and raw[1] < 0xFD:
+        end = 2 + raw[1]
+        if len(raw) == end + 34 and raw[end] == 33:
+            return raw[2:end], raw[end + 1 :]
+    reader = _Reader(raw, "BIP-322 signature")
+    try:
+        stack = _read_stack(reader)
+        reader.end()
+    except InvalidTransactionError as exc:
+        raise VerificationError(f"malformed witness: {exc.message}") from None
+    return stack
+
+
 def _verify_bip322_decoded(
     decoded: DecodedAddress,
     message: str,
@@ -998,12 +1017,7 @@ def _verify_bip322_decoded(
     given: tuple[bytes, coincurve.PublicKey] | None = None,
 ) -> None:
     _require_kind(decoded, ("p2wpkh",), "BIP-322 simple verification")
-    reader = _Reader(_decode_base64(signature), "BIP-322 signature")
-    try:
-        stack = _read_stack(reader)
-        reader.end()
-    except InvalidTransactionError as exc:
-        raise VerificationError(f"malformed witness: {exc.message}") from None
+    stack = _p2wpkh_stack(_decode_base64(signature))
     if len(stack) != 2:
         raise VerificationError("a P2WPKH witness is exactly a signature and a public key")
     sig, public_key = stack
