@@ -66,12 +66,12 @@ def _keccak256_raw() -> Callable[[bytes], bytes] | None:
     None where pycryptodome runs on another backend or the call does not give the
     known answer."""
     try:
-        from Crypto.Hash.keccak import _raw_keccak_lib as lib
+        from Crypto.Hash.keccak import _raw_keccak_lib as lib  # type: ignore[attr-defined]
         from Crypto.Util import _raw_api
 
         if getattr(_raw_api, "backend", None) != "cffi":
             return None
-        ffi = _raw_api.ffi  # type: ignore[attr-defined]
+        ffi = _raw_api.ffi
         # Capacity 512 bits (keccak-256), 24 rounds; padding byte 0x01 (Keccak, not SHA-3).
         init, absorb, digest = lib.keccak_init, lib.keccak_absorb, lib.keccak_digest
         destroy = lib.keccak_destroy
