@@ -61,6 +61,9 @@ NETWORKS: dict[str, NetworkParams] = {
 }
 
 
+_SEGWIT_HRPS = frozenset(p.hrp for p in NETWORKS.values())
+
+
 def _params(network: str) -> NetworkParams:
     check_network(BITCOIN, network)
     return NETWORKS[network]
@@ -193,7 +196,7 @@ def decode_address(address: str, network: str) -> DecodedAddress:
     if not address:
         raise InvalidAddressError("address is empty")
     hrp = address.lower().rpartition("1")[0]
-    if hrp in {p.hrp for p in NETWORKS.values()}:
+    if hrp in _SEGWIT_HRPS:
         if hrp != params.hrp:
             others = (n for n, p in NETWORKS.items() if p.hrp == hrp)
             raise InvalidAddressError(f"address is for {_network_names(others)}, not {network}")
