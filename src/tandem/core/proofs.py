@@ -657,16 +657,23 @@ def check_proofs(
     run_chunks: ChunkRunner | None = None,
     progress: Callable[[int, int], None] | None = None,
     meanwhile: Callable[[], None] | None = None,
+    each: Callable[[int, Reasons], None] | None = None,
 ) -> list[str | None]:
     """Verify every entry's signature and text, chunk by chunk through ``run_chunks``; one
     reason or None per entry, in order. The result never depends on the runner.
     ``meanwhile`` is called once, after the first chunk is back: work for this process
-    while a runner's workers go on with the rest."""
+    while a runner's workers go on with the rest; ``each`` gets every chunk's reasons, in
+    order, with the index of its first entry, as it comes back."""
     total = len(entries)
     chunks = [list(entries[start : start + CHUNK_SIZE]) for start in range(0, total, CHUNK_SIZE)]
     run = run_chunks or _in_process
     results: list[str | None] = []
-    for checked in run(functools.partial(_check_chunk, entity, nonce, date), chunks):
+    outcomes = run(functools.partial(_check_chunk, entity, nonce, date), chunks)
+    for chunk, checked in zip(chunks, outcomes, strict=True):
+        if len(checked) != len(chunk):
+            raise RuntimeError("a chunk came back with another number of results")
+        if each is not None:
+            each(len(results), checked)
         results.extend(checked)
         if meanwhile is not None:
             meanwhile()
@@ -714,7 +721,14 @@ def verify_bundle(
 
     # Messages are checked against the nonce the auditor gave, not the bundle's own.
     date = bundle["date"]
-    hashed: list[str] = []  # the bundle's hash, computed while worker processes verify
+    # The hash, and each chunk's tally, are done here while worker processes verify.
+    hashed: list[str] = []
+    tally = _ProofTally()
+
+    def count(start: int, checked: Reasons) -> None:
+        for index, reason in enumerate(checked, start):
+            failures.extend(tally.add(index, proofs[index], reason))
+
     reasons = check_proofs(
         proofs,
         entity=challenge["entity"],
@@ -723,10 +737,10 @@ def verify_bundle(
         run_chunks=run_chunks,
         progress=progress,
         meanwhile=lambda: hashed.append(bundle_hash(bundle)),
+        each=count,
     )
-    tally = _ProofTally()
-    for index, (entry, reason) in enumerate(zip(proofs, reasons, strict=True)):
-        failures.extend(tally.add(index, entry, reason))
+    if len(reasons) != len(proofs):
+        raise RuntimeError("verification returned another number of results than proofs")
     failures.extend(
         _segregation_failures(proofs, tally.valid_by_address, tally.classes_by_address, tally.classes_by_key)
     )
