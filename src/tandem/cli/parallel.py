@@ -8,10 +8,11 @@ and the count of cores this process may use.
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -31,11 +32,24 @@ def usable_cores() -> int:
 
 Runner = Callable[[Callable[[T], R], Sequence[T]], Iterator[R]]
 
+# The function and chunks of the run in progress. Workers are forked after this is set,
+# so they inherit it in their copy of memory and only a chunk's index crosses the pipe:
+# pickling each chunk to the workers cost more than verifying it.
+_JOB: tuple[Callable[[Any], Any], Sequence[Any]] | None = None
+
+
+def _run_inherited(index: int) -> Any:
+    if _JOB is None:
+        raise RuntimeError("worker started without a job")
+    fn, chunks = _JOB
+    return fn(chunks[index])
+
 
 def chunk_runner(jobs: int | None, total: int) -> Runner[T, R] | None:
-    """A runner mapping a picklable function over chunks in ``jobs`` worker processes,
+    """A runner mapping a function over chunks in ``jobs`` forked worker processes,
     results in order; None (run in this process) for one job, small inputs or where
-    ``fork`` is missing (spawn would re-import the caller's ``__main__``)."""
+    ``fork`` is missing (spawn would re-import the caller's ``__main__``). The function
+    and chunks reach the workers through the fork, not a pipe; a result must pickle."""
     if jobs is None:
         jobs = usable_cores() if total >= PARALLEL_THRESHOLD else 1
     if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
@@ -43,10 +57,22 @@ def chunk_runner(jobs: int | None, total: int) -> Runner[T, R] | None:
     workers = jobs
 
     def run(fn: Callable[[T], R], chunks: Sequence[T]) -> Iterator[R]:
+        global _JOB  # noqa: PLW0603 - handed to the forked workers, cleared after
+        if _JOB is not None:
+            raise RuntimeError("one parallel run at a time")
         context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(fn, chunk) for chunk in chunks]
-            for future in futures:
-                yield future.result()
+        _JOB = (fn, chunks)
+        # Objects alive now are never collected in the workers: a collection there would
+        # touch, and so copy, every page the fork shares.
+        gc.freeze()
+        try:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = [pool.submit(_run_inherited, i) for i in range(len(chunks))]
+                gc.unfreeze()
+                for future in futures:
+                    yield future.result()
+        finally:
+            gc.unfreeze()
+            _JOB = None
 
     return run

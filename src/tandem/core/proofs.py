@@ -574,9 +574,16 @@ def check_proof(entry: Any, *, entity: str, nonce: str, date: str) -> str | None
         return f"malformed proof ({type(exc).__name__})"
 
 
-def _check_proof(entry: Any, *, entity: str, nonce: str, date: str) -> str | None:
-    if not isinstance(entry, dict):
-        return "proof entry is not an object"
+_PROOF_KEYS = frozenset(PROOF_FIELDS)
+_PROOF_KEYS_WITH_PAYLOAD = frozenset((*PROOF_FIELDS, "payload_hex"))
+
+
+def _shape_reason(entry: dict[str, Any]) -> str | None:
+    """Why an entry does not have a proof's fields, all strings; None if it does."""
+    keys = entry.keys()
+    # The usual answer in one comparison; anything else is examined field by field.
+    if keys in (_PROOF_KEYS, _PROOF_KEYS_WITH_PAYLOAD) and all(type(v) is str for v in entry.values()):
+        return None
     optional = ("payload_hex",)
     unknown = sorted(set(entry) - set(PROOF_FIELDS) - set(optional))
     missing = sorted(set(PROOF_FIELDS) - set(entry))
@@ -587,6 +594,15 @@ def _check_proof(entry: Any, *, entity: str, nonce: str, date: str) -> str | Non
     for key in (*PROOF_FIELDS, *(k for k in optional if k in entry)):
         if not isinstance(entry[key], str):
             return f"{key} must be a string"
+    return None
+
+
+def _check_proof(entry: Any, *, entity: str, nonce: str, date: str) -> str | None:
+    if not isinstance(entry, dict):
+        return "proof entry is not an object"
+    shape = _shape_reason(entry)
+    if shape is not None:
+        return shape
     chain_name, fmt = entry["chain"], entry["format"]
     if chain_name not in FORMATS_BY_CHAIN:
         return f"unknown chain {chain_name[:20]!r}"
@@ -640,17 +656,32 @@ def check_proofs(
     date: str,
     run_chunks: ChunkRunner | None = None,
     progress: Callable[[int, int], None] | None = None,
+    meanwhile: Callable[[], None] | None = None,
+    each: Callable[[int, Reasons], None] | None = None,
 ) -> list[str | None]:
     """Verify every entry's signature and text, chunk by chunk through ``run_chunks``; one
-    reason or None per entry, in order. The result never depends on the runner."""
+    reason or None per entry, in order. The result never depends on the runner.
+    ``meanwhile`` is called once, after the first chunk is back: work for this process
+    while a runner's workers go on with the rest; ``each`` gets every chunk's reasons, in
+    order, with the index of its first entry, as it comes back."""
     total = len(entries)
     chunks = [list(entries[start : start + CHUNK_SIZE]) for start in range(0, total, CHUNK_SIZE)]
     run = run_chunks or _in_process
     results: list[str | None] = []
-    for checked in run(functools.partial(_check_chunk, entity, nonce, date), chunks):
+    outcomes = run(functools.partial(_check_chunk, entity, nonce, date), chunks)
+    for chunk, checked in zip(chunks, outcomes, strict=True):
+        if len(checked) != len(chunk):
+            raise RuntimeError("a chunk came back with another number of results")
+        if each is not None:
+            each(len(results), checked)
         results.extend(checked)
+        if meanwhile is not None:
+            meanwhile()
+            meanwhile = None
         if progress is not None:
             progress(len(results), total)
+    if meanwhile is not None:
+        meanwhile()
     return results
 
 
@@ -690,12 +721,26 @@ def verify_bundle(
 
     # Messages are checked against the nonce the auditor gave, not the bundle's own.
     date = bundle["date"]
-    reasons = check_proofs(
-        proofs, entity=challenge["entity"], nonce=nonce, date=date, run_chunks=run_chunks, progress=progress
-    )
+    # The hash, and each chunk's tally, are done here while worker processes verify.
+    hashed: list[str] = []
     tally = _ProofTally()
-    for index, (entry, reason) in enumerate(zip(proofs, reasons, strict=True)):
-        failures.extend(tally.add(index, entry, reason))
+
+    def count(start: int, checked: Reasons) -> None:
+        for index, reason in enumerate(checked, start):
+            failures.extend(tally.add(index, proofs[index], reason))
+
+    reasons = check_proofs(
+        proofs,
+        entity=challenge["entity"],
+        nonce=nonce,
+        date=date,
+        run_chunks=run_chunks,
+        progress=progress,
+        meanwhile=lambda: hashed.append(bundle_hash(bundle)),
+        each=count,
+    )
+    if len(reasons) != len(proofs):
+        raise RuntimeError("verification returned another number of results than proofs")
     failures.extend(
         _segregation_failures(proofs, tally.valid_by_address, tally.classes_by_address, tally.classes_by_key)
     )
@@ -703,7 +748,7 @@ def verify_bundle(
         failures.extend(_listed_failures(proofs, addresses, tally.valid_by_address, tally.reason_by_address))
 
     return ProofReport(
-        bundle_hash=bundle_hash(bundle),
+        bundle_hash=hashed[0],
         nonce=challenge["nonce"],
         entity=challenge["entity"],
         deployment=challenge["deployment"],

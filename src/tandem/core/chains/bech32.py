@@ -28,6 +28,9 @@ class Encoding(Enum):
         return self.value
 
 
+_ENCODING_BY_CONST = {encoding.const: encoding for encoding in Encoding}
+
+
 def _generator_xor(top: int) -> int:
     out = 0
     for i, gen in enumerate(_GENERATOR):
@@ -82,11 +85,10 @@ def bech32_decode(text: str) -> tuple[str, list[int], Encoding]:
         data = [_CHARSET_INDEX[c] for c in rest]
     except KeyError:
         raise InvalidAddressError("bech32 data contains an invalid character") from None
-    const = _polymod(_hrp_expand(hrp) + data)
-    for encoding in Encoding:
-        if const == encoding.const:
-            return hrp, data[:-6], encoding
-    raise InvalidAddressError("bech32 checksum is wrong (mistyped address?)")
+    encoding = _ENCODING_BY_CONST.get(_polymod(_hrp_expand(hrp) + data))
+    if encoding is None:
+        raise InvalidAddressError("bech32 checksum is wrong (mistyped address?)")
+    return hrp, data[:-6], encoding
 
 
 def convert_bits(data: Iterable[int], from_bits: int, to_bits: int, *, pad: bool) -> list[int]:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -60,6 +61,9 @@ NETWORKS: dict[str, NetworkParams] = {
 }
 
 
+_SEGWIT_HRPS = frozenset(p.hrp for p in NETWORKS.values())
+
+
 def _params(network: str) -> NetworkParams:
     check_network(BITCOIN, network)
     return NETWORKS[network]
@@ -73,9 +77,30 @@ def sha256d(data: bytes) -> bytes:
     return sha256(sha256(data))
 
 
+def _ripemd160_hashlib(data: bytes) -> bytes:
+    return hashlib.new("ripemd160", data).digest()
+
+
+def _ripemd160_pycryptodome(data: bytes) -> bytes:
+    return bytes(RIPEMD160.new(data).digest())
+
+
+def _pick_ripemd160() -> Callable[[bytes], bytes]:
+    """OpenSSL's RIPEMD-160 where this build has it (four times faster, and on every
+    proof's path); pycryptodome's otherwise: OpenSSL 3 builds may leave it out."""
+    try:
+        if _ripemd160_hashlib(b"") == bytes.fromhex("9c1185a5c5e9fc54612808977ee8f548b2258d31"):
+            return _ripemd160_hashlib
+    except ValueError:
+        pass
+    return _ripemd160_pycryptodome
+
+
+ripemd160 = _pick_ripemd160()
+
+
 def hash160(data: bytes) -> bytes:
-    # pycryptodome rather than hashlib: OpenSSL 3 builds may leave RIPEMD-160 out.
-    return bytes(RIPEMD160.new(sha256(data)).digest())
+    return ripemd160(hashlib.sha256(data).digest())
 
 
 def tagged_hash(tag: str, data: bytes) -> bytes:
@@ -171,7 +196,7 @@ def decode_address(address: str, network: str) -> DecodedAddress:
     if not address:
         raise InvalidAddressError("address is empty")
     hrp = address.lower().rpartition("1")[0]
-    if hrp in {p.hrp for p in NETWORKS.values()}:
+    if hrp in _SEGWIT_HRPS:
         if hrp != params.hrp:
             others = (n for n, p in NETWORKS.items() if p.hrp == hrp)
             raise InvalidAddressError(f"address is for {_network_names(others)}, not {network}")
@@ -778,8 +803,17 @@ _MAX_SIGNATURE_CHARS = 4096
 _NULL_TXID = "00" * 32
 
 
+# The tagged hash's first block (the tag's hash, twice) is the same for every message:
+# absorbed once, copied per message.
+_BIP322_TAG_HASH = sha256(BIP322_TAG.encode("ascii"))
+_BIP322_MIDSTATE = hashlib.sha256(_BIP322_TAG_HASH + _BIP322_TAG_HASH)
+
+
 def bip322_message_hash(message: str) -> bytes:
-    return tagged_hash(BIP322_TAG, _utf8(message))
+    """``tagged_hash(BIP322_TAG, message)``, from the precomputed midstate."""
+    state = _BIP322_MIDSTATE.copy()
+    state.update(_utf8(message))
+    return state.digest()
 
 
 def bip322_to_spend(message_challenge: bytes, message: str) -> Transaction:
@@ -808,6 +842,17 @@ _BIP322_HASH_SEQUENCE = sha256d(bytes(4))
 _BIP322_HASH_OUTPUTS = sha256d(bytes(8) + b"\x01\x6a")
 _BIP322_TO_SPEND_HEAD = bytes(4) + b"\x01" + bytes(32) + b"\xff\xff\xff\xff" + b"\x22\x00\x20"
 _BIP322_TO_SPEND_TAIL = bytes(4) + b"\x01" + bytes(8)
+# Amount, sequence, hashOutputs, locktime and sighash type of the to_sign preimage.
+_BIP322_PREIMAGE_END = bytes(12) + _BIP322_HASH_OUTPUTS + bytes(4) + SIGHASH_ALL.to_bytes(4, "little")
+
+
+def _bip322_script_parts(script_pubkey: bytes) -> tuple[bytes, bytes]:
+    """What a P2WPKH script contributes to its BIP-322 digest, whatever the message: the
+    end of the to_spend transaction and the BIP-143 scriptCode."""
+    return (
+        _BIP322_TO_SPEND_TAIL + _var_bytes(script_pubkey) + bytes(4),
+        b"\x19\x76\xa9\x14" + script_pubkey[2:] + b"\x88\xac",
+    )
 
 
 def bip322_simple_digest(script_pubkey: bytes, message: str) -> bytes:
@@ -817,29 +862,23 @@ def bip322_simple_digest(script_pubkey: bytes, message: str) -> bytes:
     since every proof of ownership computes one."""
     if not _is_p2wpkh(script_pubkey):
         raise InvalidTransactionError("BIP-322 simple digests are for P2WPKH scripts")
-    to_spend = (
-        _BIP322_TO_SPEND_HEAD
-        + bip322_message_hash(message)
-        + _BIP322_TO_SPEND_TAIL
-        + _var_bytes(script_pubkey)
-        + bytes(4)
-    )
-    outpoint = sha256d(to_spend) + bytes(4)
+    return _bip322_digest(bip322_message_hash(message), *_bip322_script_parts(script_pubkey))
+
+
+def _bip322_digest(message_hash: bytes, to_spend_tail: bytes, script_code: bytes) -> bytes:
+    h = hashlib.sha256
+    outpoint = h(h(_BIP322_TO_SPEND_HEAD + message_hash + to_spend_tail).digest()).digest() + bytes(4)
     preimage = b"".join(
         (
             bytes(4),
-            sha256d(outpoint),
+            h(h(outpoint).digest()).digest(),
             _BIP322_HASH_SEQUENCE,
             outpoint,
-            b"\x19\x76\xa9\x14" + script_pubkey[2:] + b"\x88\xac",
-            bytes(8),
-            bytes(4),
-            _BIP322_HASH_OUTPUTS,
-            bytes(4),
-            SIGHASH_ALL.to_bytes(4, "little"),
+            script_code,
+            _BIP322_PREIMAGE_END,
         )
     )
-    return sha256d(preimage)
+    return h(h(preimage).digest()).digest()
 
 
 def _bip322_virtual(decoded: DecodedAddress, message: str) -> tuple[Transaction, Prevout]:
@@ -876,47 +915,125 @@ def sign_bip322_simple(private_key: bytes, address: str, message: str, network: 
     return _sign_bip322_decoded(private_key, decode_address(address, network), message)
 
 
+@dataclass(frozen=True, eq=False)
+class _P2wpkhKey:
+    """What signing for one P2WPKH address with one public key needs, whatever the
+    message: the key checked against the address, parsed once, and the script's parts
+    of the BIP-322 digest."""
+
+    public_key: bytes
+    point: coincurve.PublicKey
+    to_spend_tail: bytes
+    script_code: bytes
+
+
+# A key set signs the same addresses challenge after challenge; this many (address, key)
+# pairs keep their decoded form. Only public data is held.
+_SIGNING_CACHE_SIZE = 1 << 14
+
+
+@functools.lru_cache(maxsize=_SIGNING_CACHE_SIZE)
+def _decode_for_signing(address: str, network: str) -> DecodedAddress:
+    return decode_address(address, network)
+
+
+@functools.lru_cache(maxsize=_SIGNING_CACHE_SIZE)
+def _p2wpkh_key(decoded: DecodedAddress, public_key: bytes) -> _P2wpkhKey:
+    if hash160(public_key) != decoded.payload:
+        raise CryptoError("the private key does not control this address")
+    try:
+        point = coincurve.PublicKey(public_key)
+    except ValueError:
+        raise CryptoError("not a valid secp256k1 public key") from None
+    return _P2wpkhKey(public_key, point, *_bip322_script_parts(decoded.script_pubkey))
+
+
 def _sign_bip322_decoded(
     private_key: bytes, decoded: DecodedAddress, message: str, public_key: bytes | None = None
 ) -> str:
     _require_kind(decoded, ("p2wpkh",), "BIP-322 simple signing")
     if public_key is None:
         public_key = secp256k1.public_key_fast(private_key)
-    if hash160(public_key) != decoded.payload:
-        raise CryptoError("the private key does not control this address")
-    digest = bip322_simple_digest(decoded.script_pubkey, message)
+    key = _p2wpkh_key(decoded, bytes(public_key))
+    digest = _bip322_digest(bip322_message_hash(message), key.to_spend_tail, key.script_code)
     der = bytes(secp256k1.signing_key(private_key).sign(digest, hasher=None))
     # As in _sign_checked: a faulty signature must not leave the machine. Checked against
-    # the address's own key, this also proves the private key is that key.
+    # the address's own key, this also proves the private key is that key. libsecp256k1
+    # signs low-S and verifies only low-S, so this is the whole check.
     try:
-        secp256k1.verify_digest_der(public_key, der, digest)
-    except VerificationError:
-        raise CryptoError("the private key does not control this address") from None
-    return base64.b64encode(_serialize_stack((der + bytes([SIGHASH_ALL]), public_key))).decode("ascii")
+        ok = key.point.verify(der, digest, hasher=None)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise CryptoError("the private key does not control this address")
+    return base64.b64encode(_serialize_stack((der + bytes([SIGHASH_ALL]), key.public_key))).decode("ascii")
 
 
 def verify_bip322_simple(address: str, message: str, signature: str, network: str) -> None:
     _verify_bip322_decoded(decode_address(address, network), message, signature)
 
 
-def _verify_bip322_decoded(decoded: DecodedAddress, message: str, signature: str) -> None:
-    _require_kind(decoded, ("p2wpkh",), "BIP-322 simple verification")
-    reader = _Reader(_decode_base64(signature), "BIP-322 signature")
+def _given_key(decoded: DecodedAddress, public_key: bytes) -> tuple[bytes, coincurve.PublicKey]:
+    """A public key handed in beside an address, parsed once: its compressed form and point,
+    after checking the address commits to it (compressed, uncompressed for P2PKH, or as
+    P2SH-P2WPKH)."""
+    try:
+        point = coincurve.PublicKey(public_key)
+    except ValueError:
+        raise CryptoError("not a valid secp256k1 public key") from None
+    # A compressed key that parses is its own compressed form.
+    is_compressed = len(public_key) == 33 and public_key[0] in (2, 3)
+    compressed = bytes(public_key) if is_compressed else bytes(point.format(compressed=True))
+    key_hash = hash160(compressed)
+    if decoded.kind == "p2sh":
+        forms = {hash160(p2wpkh_script(key_hash))}
+    elif decoded.kind == "p2pkh":
+        forms = {key_hash, hash160(bytes(point.format(compressed=False)))}
+    else:
+        forms = {key_hash}
+    if decoded.payload not in forms:
+        raise VerificationError("the public key given is not the one of this address")
+    return compressed, point
+
+
+def _p2wpkh_stack(raw: bytes) -> tuple[bytes, ...]:
+    """The witness stack a BIP-322 simple signature serialises. The usual shape (two items,
+    a signature of under 253 bytes and a 33-byte key) is read in place; anything else goes
+    through the strict reader, which names what is wrong."""
+    if len(raw) > 2 and raw[0] == 2 and raw[1] < 0xFD:
+        end = 2 + raw[1]
+        if len(raw) == end + 34 and raw[end] == 33:
+            return raw[2:end], raw[end + 1 :]
+    reader = _Reader(raw, "BIP-322 signature")
     try:
         stack = _read_stack(reader)
         reader.end()
     except InvalidTransactionError as exc:
         raise VerificationError(f"malformed witness: {exc.message}") from None
+    return stack
+
+
+def _verify_bip322_decoded(
+    decoded: DecodedAddress,
+    message: str,
+    signature: str,
+    given: tuple[bytes, coincurve.PublicKey] | None = None,
+) -> None:
+    _require_kind(decoded, ("p2wpkh",), "BIP-322 simple verification")
+    stack = _p2wpkh_stack(_decode_base64(signature))
     if len(stack) != 2:
         raise VerificationError("a P2WPKH witness is exactly a signature and a public key")
     sig, public_key = stack
     if len(public_key) != 33 or public_key[0] not in (2, 3):
         raise VerificationError("witness public key is not a compressed key")
-    if hash160(public_key) != decoded.payload:
+    # The key given beside the address was checked against it already (and parsed).
+    point = given[1] if given is not None and given[0] == public_key else None
+    if point is None and hash160(public_key) != decoded.payload:
         raise VerificationError("witness public key is not the one the address commits to")
     if not sig or sig[-1] != SIGHASH_ALL:
         raise VerificationError("signature does not use SIGHASH_ALL")
-    secp256k1.verify_digest_der(public_key, sig[:-1], bip322_simple_digest(decoded.script_pubkey, message))
+    digest = bip322_simple_digest(decoded.script_pubkey, message)
+    secp256k1.verify_digest_der(public_key, sig[:-1], digest, point=point)
 
 
 def bip137_message_hash(message: str) -> bytes:
@@ -1156,7 +1273,7 @@ class Bitcoin:
     def sign_message(
         self, private_key: bytes, address: str, message: str, network: str, *, public_key: bytes | None = None
     ) -> MessageProof:
-        decoded = decode_address(address, network)
+        decoded = _decode_for_signing(address, network)
         kind = decoded.kind
         if kind == "p2wpkh":
             signature = _sign_bip322_decoded(private_key, decoded, message, public_key)
@@ -1175,16 +1292,9 @@ class Bitcoin:
     ) -> None:
         decoded = decode_address(address, network)
         _require_kind(decoded, ("p2wpkh", "p2pkh", "p2sh"), "message verification")
-        if public_key is not None:
-            forms = {hash160(secp256k1.compressed(public_key))}
-            if decoded.kind == "p2pkh":
-                forms.add(hash160(secp256k1.uncompressed(public_key)))
-            if decoded.kind == "p2sh":
-                forms = {p2sh_p2wpkh_hash(public_key)}
-            if decoded.payload not in forms:
-                raise VerificationError("the public key given is not the one of this address")
+        given = None if public_key is None else _given_key(decoded, public_key)
         if proof.format == "bip322-simple":
-            _verify_bip322_decoded(decoded, message, proof.signature)
+            _verify_bip322_decoded(decoded, message, proof.signature, given)
         elif proof.format == "bip137":
             verify_bip137(address, message, proof.signature, network)
         else:

@@ -10,8 +10,9 @@ approving a transaction whose calldata did something other than what the screen 
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
@@ -54,20 +55,68 @@ EVM_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
 _SIGNATURE_HEX = re.compile(r"0x[0-9a-fA-F]{130}")
 
 
-def keccak256(data: bytes) -> bytes:
+def _keccak256_pycryptodome(data: bytes) -> bytes:
     return bytes(keccak.new(digest_bits=256, data=data).digest())
+
+
+def _keccak256_raw() -> Callable[[bytes], bytes] | None:
+    """pycryptodome's Keccak core called directly through cffi: the same C code as
+    :func:`_keccak256_pycryptodome` without its per-call object set-up, which costs as
+    much as the hash on the short inputs every proof hashes (keys, addresses, messages).
+    None where pycryptodome runs on another backend or the call does not give the
+    known answer."""
+    try:
+        from Crypto.Hash.keccak import _raw_keccak_lib as lib  # type: ignore[attr-defined]
+        from Crypto.Util import _raw_api
+
+        if getattr(_raw_api, "backend", None) != "cffi":
+            return None
+        ffi = _raw_api.ffi
+        # Capacity 512 bits (keccak-256), 24 rounds; padding byte 0x01 (Keccak, not SHA-3).
+        init, absorb, digest = lib.keccak_init, lib.keccak_absorb, lib.keccak_digest
+        destroy = lib.keccak_destroy
+    except (ImportError, AttributeError):
+        return None
+
+    def keccak256_raw(data: bytes) -> bytes:
+        state = ffi.new("void **")
+        if init(state, 64, 24):
+            raise CryptoError("keccak initialisation failed")
+        try:
+            out = ffi.new("uint8_t[32]")
+            if absorb(state[0], bytes(data), len(data)) or digest(state[0], out, 32, 1):
+                raise CryptoError("keccak failed")
+            return bytes(ffi.buffer(out))
+        finally:
+            destroy(state[0])
+
+    samples = (b"", b"abc", bytes(range(256)) * 3)
+    try:
+        known = all(keccak256_raw(d) == _keccak256_pycryptodome(d) for d in samples)
+    except Exception:  # any surprise here means: use the public API
+        known = False
+    return keccak256_raw if known else None
+
+
+keccak256: Callable[[bytes], bytes] = _keccak256_raw() or _keccak256_pycryptodome
 
 
 # --- addresses -------------------------------------------------------------------------
 
+# EIP-55 without a loop over the characters: a hex letter (a-f) is upper-cased where the
+# hash's hex digit at its place is 8 or more. Both tests become byte masks (0x20 where
+# true), ANDed as integers and subtracted from the lower-case text: 0x20 is the case bit.
+_LETTER_MASK = bytes.maketrans(b"0123456789abcdef", b"\x00" * 10 + b"\x20" * 6)
+_HIGH_NIBBLE_MASK = bytes.maketrans(b"0123456789abcdef", b"\x00" * 8 + b"\x20" * 8)
+
 
 def _checksum(address20: bytes) -> str:
-    lower = address20.hex()
-    digest = keccak256(lower.encode("ascii")).hex()
-    # A letter is upper case where the hash's hex digit at its place is 8 or more.
-    return "0x" + "".join(
-        ch.upper() if ch > "9" and h > "7" else ch for ch, h in zip(lower, digest, strict=False)
+    lower = address20.hex().encode("ascii")
+    digest = keccak256(lower).hex()[:40].encode("ascii")
+    upper = int.from_bytes(lower.translate(_LETTER_MASK), "big") & int.from_bytes(
+        digest.translate(_HIGH_NIBBLE_MASK), "big"
     )
+    return "0x" + (int.from_bytes(lower, "big") - upper).to_bytes(40, "big").decode("ascii")
 
 
 def parse_address(address: str) -> bytes:
@@ -472,7 +521,27 @@ def _address20(public_key: bytes) -> bytes:
     return keccak256(secp256k1.uncompressed(public_key)[1:])[12:]
 
 
+# A key set signs the same addresses challenge after challenge: this many keys and
+# addresses keep their 20 bytes. Only public data is held.
+_SIGNING_CACHE_SIZE = 1 << 14
+
+
+@functools.lru_cache(maxsize=_SIGNING_CACHE_SIZE)
+def _key_address20(public_key: bytes) -> bytes:
+    return _address20(public_key)
+
+
+@functools.lru_cache(maxsize=_SIGNING_CACHE_SIZE)
+def _signing_address20(address: str) -> bytes:
+    return parse_address(address)
+
+
 def _recover_personal_signer_raw(message: bytes, signature: str) -> bytes:
+    return _address20(_recover_personal_key(message, signature))
+
+
+def _recover_personal_key(message: bytes, signature: str) -> bytes:
+    """Compressed public key that made an EIP-191 signature; raises VerificationError if none."""
     if not isinstance(signature, str) or not _SIGNATURE_HEX.fullmatch(signature):
         raise VerificationError("an EIP-191 signature is 0x followed by 130 hex digits")
     raw = bytes.fromhex(signature[2:])
@@ -481,8 +550,7 @@ def _recover_personal_signer_raw(message: bytes, signature: str) -> bytes:
         raise VerificationError(f"EIP-191 signature v must be 27 or 28, got {v}")
     r = int.from_bytes(raw[:32], "big")
     s = int.from_bytes(raw[32:64], "big")
-    public_key = secp256k1.recover_public_key(eip191_hash(message), r, s, v - 27)
-    return _address20(public_key)
+    return secp256k1.recover_public_key(eip191_hash(message), r, s, v - 27)
 
 
 # --- the Chain implementation ----------------------------------------------------------
@@ -642,13 +710,9 @@ class Ethereum:
         # A key set's private key is decrypted under an AEAD binding its public key (and
         # was checked against it when sealed), so a public key handed in with it is the
         # key's own; without one it is derived here.
-        point = (
-            secp256k1.uncompressed(public_key)
-            if public_key is not None
-            else secp256k1.public_key_fast(private_key, compressed=False)
-        )
-        own = keccak256(point[1:])[12:]
-        if own != parse_address(address):
+        if public_key is None:
+            public_key = secp256k1.public_key_fast(private_key, compressed=False)
+        if _key_address20(bytes(public_key)) != _signing_address20(address):
             raise CryptoError(f"the signing key does not control {address}")
         key = secp256k1.signing_key(private_key)
         sig = key.sign_recoverable(eip191_hash(message.encode("utf-8")), hasher=None)
@@ -669,14 +733,20 @@ class Ethereum:
             raise CannotVerifyError(f"Ethereum proofs are eip191, not {proof.format!r}")
         # Raw 20-byte comparisons; checksummed spellings only for the messages.
         expected = parse_address(address)
+        given: bytes | None = None
         if public_key is not None:
             try:
-                key_address = _address20(public_key)
+                point = secp256k1.uncompressed(public_key)
             except CryptoError:
                 raise VerificationError("the public key given is not a secp256k1 key") from None
-            if key_address != expected:
+            if keccak256(point[1:])[12:] != expected:
                 raise VerificationError(f"the public key given is not the key of {_checksum(expected)}")
-        recovered = _recover_personal_signer_raw(message.encode("utf-8"), proof.signature)
+            given = bytes([2 + (point[64] & 1)]) + point[1:33]  # its compressed form
+        recovered_key = _recover_personal_key(message.encode("utf-8"), proof.signature)
+        # The key given is the address's: recovering that same key proves the address.
+        if recovered_key == given:
+            return
+        recovered = _address20(recovered_key)
         if recovered != expected:
             raise VerificationError(f"signature is by {_checksum(recovered)}, not {_checksum(expected)}")
 

@@ -102,14 +102,19 @@ def recover_public_key(digest32: bytes, r: int, s: int, recovery_id: int) -> byt
     return bytes(pub.format(compressed=True))
 
 
-def verify_digest_der(public_key_bytes: bytes, der: bytes, digest32: bytes) -> None:
+def verify_digest_der(
+    public_key_bytes: bytes, der: bytes, digest32: bytes, *, point: coincurve.PublicKey | None = None
+) -> None:
+    """Raise unless ``der`` is a strict, low-S signature of ``digest32`` by the key;
+    ``point`` is that key already parsed, when the caller has it."""
     try:
         _r, s = decode_der(der)
     except ValueError:
         raise VerificationError("malformed DER signature") from None
     require_low_s(s)
     try:
-        ok = coincurve.PublicKey(public_key_bytes).verify(der, digest32, hasher=None)
+        key = point if point is not None else coincurve.PublicKey(public_key_bytes)
+        ok = key.verify(der, digest32, hasher=None)
     except ValueError:
         ok = False
     if not ok:

@@ -319,19 +319,34 @@ class Solana:
         if proof.payload_hex is not None:
             try:
                 payload = bytes.fromhex(proof.payload_hex)
-                application_domain = parse_offchain_message(payload).application_domain
-            except (ValueError, InputError):
+            except ValueError:
                 raise VerificationError("payload_hex is not an off-chain message") from None
+            application_domain = _application_domain(payload)
         expected = serialize_offchain_message(
             _utf8(message), signers=[signer], application_domain=application_domain
         )
         if payload is not None and payload != expected:
+            # Equal to a serialisation means well-formed; otherwise say which it is not.
+            try:
+                parse_offchain_message(payload)
+            except InputError:
+                raise VerificationError("payload_hex is not an off-chain message") from None
             raise VerificationError("payload_hex is not the serialisation of this message")
         try:
             signature = b58decode(proof.signature)
         except InputError:
             raise VerificationError("signature is not base58") from None
         verify_ed25519(signer, expected, signature)
+
+
+_DOMAIN_AT = len(SIGNING_DOMAIN) + 1  # after the signing domain and the header version
+
+
+def _application_domain(payload: bytes) -> bytes:
+    """The application domain a payload carries (zeros if it is too short to carry one):
+    read in place, since the payload is then compared whole with the serialisation."""
+    domain = payload[_DOMAIN_AT : _DOMAIN_AT + APPLICATION_DOMAIN_LEN]
+    return domain if len(domain) == APPLICATION_DOMAIN_LEN else bytes(APPLICATION_DOMAIN_LEN)
 
 
 def _utf8(message: str) -> bytes:
