@@ -27,7 +27,6 @@ from tests.chainio.mock_nodes import backend_for
 from tests.chainio.svm_node import SYSTEM, SvmNode
 
 from tandem.chainio import ChainConfig
-from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
@@ -87,9 +86,9 @@ def sol_pk(address: str) -> Any:
 
 
 def _released_and_tracked(world: World, intent: dict[str, Any]) -> dict[str, Any]:
-    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    created = world.client.withdrawals.create(world["alice"], intent)
     approve(world, created["id"])
-    released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    released = world.client.withdrawals.release(world["bob"], created["id"])
     wid = created["id"]
     env = world.client.sign(
         world["bob"], "withdrawal.broadcast", {"withdrawal": wid, "txid": released["txid"]}
@@ -273,4 +272,4 @@ def test_token_2022_withdrawals_run_in_the_runtime_and_extension_mints_are_refus
     allow(world, chain="solana", network="devnet", address=dest, label="fee token", asset=fee_mint)
     pass_delay(world)
     with pytest.raises(RemoteError, match="Token-2022 mint with extensions"):
-        cw.create_withdrawal(world.client, world["alice"], {**base, "asset": fee_mint, "amount": "1"})
+        world.client.withdrawals.create(world["alice"], {**base, "asset": fee_mint, "amount": "1"})

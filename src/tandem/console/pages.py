@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tandem.client import Client
-from tandem.client import log as client_log
 from tandem.client import withdrawal as cw
 from tandem.console import units
 from tandem.core.identity import MemberSecrets
@@ -76,13 +75,13 @@ def directory(client: Client, member: MemberSecrets) -> Directory:
     d = Directory()
     try:
         pin = client.pinned(member)
-        for rec in client_log.trusted_members(client, member, genesis_hash_pin=pin.genesis_hash):
+        for rec in client.audit.trusted_members(member, genesis_hash_pin=pin.genesis_hash):
             d.names[rec.id] = rec.name
             d.roles[rec.id] = rec.role.value
     except Error as exc:
         # Ids stay shown; the person is told why the names are missing.
         d.warning = f"member names are not shown: {exc.diagnostics()}"
-    for e in cw.address_book(client, member):
+    for e in client.policy.address_book(member):
         if e.get("status", "active") == "active":
             d.labels.setdefault((e["chain"], e["network"], str(e["address"]).lower()), []).append(e)
     return d
@@ -102,7 +101,7 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
     now = client.clock()
     me = member.member_id
     withdrawals = []
-    for w in cw.list_withdrawals(client, member, status="pending"):
+    for w in client.withdrawals.list(member, status="pending"):
         intent = w["intent"]
         required = w.get("required") or w["decision"].get("required", {})
         given = list(w.get("approvals", ()))
