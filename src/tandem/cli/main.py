@@ -37,6 +37,7 @@ from tandem.client import Client
 from tandem.client import pin as client_pin
 from tandem.client.members import draft_genesis, proposal_digest, sign_genesis
 from tandem.client.pin import PinnedDeployment, pin_path
+from tandem.client.views import ProposalView
 from tandem.core.identity import (
     DEFAULT_SCRYPT_LOG2_N,
     IdentityCard,
@@ -664,27 +665,21 @@ def proposal_list(
     times (--json: the raw values)."""
     cl = Client(server)
     member = load_member(keystore)
-    params = {"status": status} if status else {}
-    rows = cl.get_all(member, "/v1/proposals", first=limit, **params)
+    rows = cl.members.proposals(member, status=status, first=limit)
     if as_json:
         show(rows)
         return
     names = humanize.member_names(cl.get_all(member, "/v1/members"))
     table = whole_table("id", "kind", "status", "proposer", "approvals", "created", "expires")
-    for p in rows:
+    for p in map(ProposalView.from_json, rows):
         table.add_row(
-            p["id"],
-            p["kind"],
-            p["status"],
-            humanize.member(p["proposer"], names),
-            ", ".join(
-                (names.get(str(a["member"])) or str(a["member"]))
-                for a in p["approvals"]
-                if isinstance(a, dict)
-            )
-            or str(len(p["approvals"])),
-            humanize.when(p.get("created_at")),
-            humanize.when(p.get("expires_at")),
+            p.id,
+            p.kind,
+            p.status,
+            humanize.member(p.proposer, names),
+            ", ".join(names.get(a.member) or a.member for a in p.approvals) or "0",
+            humanize.when(p.created_at),
+            humanize.when(p.expires_at),
         )
     console.print(table)
 
@@ -698,7 +693,7 @@ def proposal_show(
 ) -> None:
     """Show one proposal with the digest your client computes itself."""
     cl = Client(server)
-    p = cl.get(load_member(keystore), f"/v1/proposals/{proposal_id}")
+    p = cl.members.proposal(load_member(keystore), proposal_id)
     p["digest_computed_locally"] = proposal_digest(p)
     show(p)
 
@@ -715,7 +710,7 @@ def proposal_approve(
     cl = Client(server)
     member = load_member(keystore)
     # One fetch: what is printed is the very proposal whose digest is signed.
-    proposal = cl.get(member, f"/v1/proposals/{proposal_id}")
+    proposal = cl.members.proposal(member, proposal_id)
     show({**proposal, "digest_computed_locally": proposal_digest(proposal)})
     code = common.totp_code(cl, member, totp, totp_from_keystore)
     result = cl.members.approve(member, proposal_id, totp=code, proposal=proposal)

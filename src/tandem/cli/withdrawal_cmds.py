@@ -34,6 +34,7 @@ from tandem.cli.common import (
 )
 from tandem.client import Client
 from tandem.client import withdrawal as cw
+from tandem.client.views import WithdrawalView
 from tandem.core.identity import IdentityCard, MemberSecrets
 from tandem.core.roles import Role
 from tandem.errors import (
@@ -77,6 +78,7 @@ ReasonOpt = typer.Option(None, "--reason", help="Why; recorded in the audit log.
 
 
 def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
+    w = WithdrawalView.from_json(view)
     d = checked.decoded
     table = whole_table("field", "decoded here from the raw transaction", show_header=True)
     fields: tuple[str, ...] = ("chain", "network", "chain_id", "from", "to", "amount", "asset", "token")
@@ -94,10 +96,9 @@ def _print_review(view: dict[str, Any], checked: cw.Review) -> None:
             inputs.add_row(f"{i['txid']}:{i['vout']}", i["amount"])
         console.print(inputs)
     console.print(
-        f"request {view['id']}  status {view['status']}  policy v{view['policy_version']}  "
-        f"rule {view['decision'].get('rule')}  requires "
-        f"{view.get('required') or view['decision'].get('required')}"
-        + ("  (escalated at release: waiting for the extra approvals)" if view.get("escalated") else "")
+        f"request {w.id}  status {w.status}  policy v{w.policy_version}  "
+        f"rule {w.rule}  requires {dict(w.required)}"
+        + ("  (escalated at release: waiting for the extra approvals)" if w.escalated else "")
     )
     fee = checked.fee
     if fee is not None:
@@ -154,15 +155,8 @@ def _people_and_book(
     return names, book
 
 
-def _amount(w: dict[str, Any]) -> str:
-    intent, decoded = w["intent"], w.get("decoded") or {}
-    return humanize.amount(
-        intent["amount"],
-        intent["asset"],
-        network=w["network"],
-        decimals=decoded.get("decimals"),
-        symbol=decoded.get("symbol"),
-    )
+def _amount(w: WithdrawalView) -> str:
+    return humanize.amount(w.amount, w.asset, network=w.network, decimals=w.decimals, symbol=w.symbol)
 
 
 @withdraw_app.command("list")
@@ -187,17 +181,16 @@ def withdraw_list(
     table = whole_table(
         "id", "status", "amount", "destination", "requested by", "created", "expires", "fingerprint"
     )
-    for w in rows:
-        i = w["intent"]
+    for w in map(WithdrawalView.from_json, rows):
         table.add_row(
-            w["id"],
-            w["status"],
-            f"{_amount(w)} on {w['chain']}/{w['network']}",
-            humanize.destination(i["destination"], w["chain"], w["network"], book),
-            humanize.member(w.get("requester"), names),
-            humanize.when(w.get("created_at")),
-            humanize.when(w.get("expires_at")),
-            w["fingerprint"],
+            w.id,
+            w.status,
+            f"{_amount(w)} on {w.chain}/{w.network}",
+            humanize.destination(w.destination, w.chain, w.network, book),
+            humanize.member(w.requester, names),
+            humanize.when(w.created_at),
+            humanize.when(w.expires_at),
+            w.fingerprint,
         )
     console.print(table)
 
@@ -223,10 +216,11 @@ def withdraw_show(
     member = load_member(keystore)
     view = cl.withdrawals.get(member, withdrawal_id)
     checked = cw.review(view)
+    w = WithdrawalView.from_json(view)
     if out is not None:
-        if not view.get("signed_tx"):
+        if not w.signed_tx:
             raise InvalidStateError(
-                f"{withdrawal_id} is {view['status']}: there is no signed transaction to write yet"
+                f"{withdrawal_id} is {w.status}: there is no signed transaction to write yet"
             )
         write_json(out, _signed_doc(view))
     if as_json:
@@ -234,24 +228,16 @@ def withdraw_show(
         return
     _print_review(view, checked)
     names, book = _people_and_book(cl, member)
-    i = view["intent"]
-    console.print(f"amount       {_amount(view)}")
-    console.print(
-        f"destination  {humanize.destination(i['destination'], view['chain'], view['network'], book)}"
-    )
-    console.print(
-        f"requested by {humanize.member(view.get('requester'), names)} "
-        f"at {humanize.when(view.get('created_at'))}"
-    )
-    console.print(f"expires      {humanize.when(view.get('expires_at'))}")
-    if view.get("time_lock_until"):
-        console.print(f"time lock    until {humanize.when(view['time_lock_until'])}")
-    for a in view.get("approvals", []):
-        console.print(
-            f"approved by  {humanize.member(a['member'], names)} ({a['role']}) at {humanize.when(a['at'])}"
-        )
-    if view.get("txid"):
-        console.print(f"txid         {view['txid']}  (released {humanize.when(view.get('released_at'))})")
+    console.print(f"amount       {_amount(w)}")
+    console.print(f"destination  {humanize.destination(w.destination, w.chain, w.network, book)}")
+    console.print(f"requested by {humanize.member(w.requester, names)} at {humanize.when(w.created_at)}")
+    console.print(f"expires      {humanize.when(w.expires_at)}")
+    if w.time_lock_until:
+        console.print(f"time lock    until {humanize.when(w.time_lock_until)}")
+    for a in w.approvals:
+        console.print(f"approved by  {humanize.member(a.member, names)} ({a.role}) at {humanize.when(a.at)}")
+    if w.txid:
+        console.print(f"txid         {w.txid}  (released {humanize.when(w.released_at)})")
         if out is not None:
             console.print(f"wrote {out}: the signed transaction again")
         else:

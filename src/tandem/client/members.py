@@ -161,6 +161,14 @@ class Members:
         result: dict[str, Any] = self._client.get(member, f"/v1/proposals/{proposal_id}")
         return result
 
+    def proposals(
+        self, member: MemberSecrets, *, status: str | None = None, first: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Every proposal (with ``status``, only those; with ``first``, only that many)."""
+        params = {"status": status} if status else {}
+        rows: list[dict[str, Any]] = self._client.get_all(member, "/v1/proposals", first=first, **params)
+        return rows
+
     def approve(
         self,
         member: MemberSecrets,

@@ -18,6 +18,7 @@ from typing import Any
 from tandem.client import ceremony as cc
 from tandem.client import withdrawal as cw
 from tandem.client.members import proposal_digest
+from tandem.client.views import ProposalView
 from tandem.console import pages
 from tandem.console.refusal import ConsoleError, words
 from tandem.console.state import ConsoleState
@@ -98,33 +99,31 @@ def reject_withdrawal(state: ConsoleState, member: MemberSecrets, wid: str, reas
 
 def proposal_context(state: ConsoleState, member: MemberSecrets, pid: str) -> dict[str, Any]:
     d = pages.directory(state.client, member)
-    p: dict[str, Any] = state.client.get(member, f"/v1/proposals/{pid}")
+    doc = state.client.members.proposal(member, pid)
+    p = ProposalView.from_json(doc)
     ctx: dict[str, Any] = {
-        "p": p,
-        "summary": pages.proposal_summary(p, d),
-        "proposer": d.name(p.get("proposer")),
-        "digest": proposal_digest(p),
-        "body_json": json.dumps(p.get("body"), indent=2, sort_keys=True, ensure_ascii=False),
-        "approvals": [
-            {"who": d.name(a.get("member")), "at": pages.local_time(a.get("at"))}
-            for a in p.get("approvals", ())
-        ],
-        "created": pages.local_time(p.get("created_at")),
-        "expires": pages.local_time(p.get("expires_at")),
-        "effective": pages.local_time(p.get("effective_at")),
-        "time_left": pages.time_left(p.get("expires_at"), state.client.clock()),
+        "p": doc,
+        "summary": pages.proposal_summary(doc, d),
+        "proposer": d.name(p.proposer),
+        "digest": proposal_digest(doc),
+        "body_json": json.dumps(p.body, indent=2, sort_keys=True, ensure_ascii=False),
+        "approvals": [{"who": d.name(a.member), "at": pages.local_time(a.at)} for a in p.approvals],
+        "created": pages.local_time(p.created_at),
+        "expires": pages.local_time(p.expires_at),
+        "effective": pages.local_time(p.effective_at),
+        "time_left": pages.time_left(p.expires_at, state.client.clock()),
         "diff": None,
         "names_warning": d.warning,
     }
-    if str(p.get("kind", "")).startswith("policy."):
+    if p.kind.startswith("policy."):
         current = state.client.policy.show(member)
-        ctx["diff"] = pages.policy_diff(current.get("policy"), p["body"].get("policy"))
+        ctx["diff"] = pages.policy_diff(current.get("policy"), p.body.get("policy"))
         ctx["current_version"] = current.get("version")
     return ctx
 
 
 def approve_proposal(state: ConsoleState, member: MemberSecrets, pid: str, form: Form) -> object:
-    p = state.client.get(member, f"/v1/proposals/{pid}")
+    p = state.client.members.proposal(member, pid)
     if proposal_digest(p) != form.get("digest"):
         raise ConsoleError("request_changed", "the proposal differs from the one reviewed")
     return state.client.members.approve(member, pid, totp=normal_totp(form.get("totp", "")), proposal=p)
