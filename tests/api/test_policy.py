@@ -79,8 +79,8 @@ def test_policy_proposals_are_checked(world: World) -> None:
     refused("unknown_field", c.policy.propose, world["alice"], {**policy_doc(2, [rule("x")]), "extra": 1})
     prop = c.policy.propose(world["alice"], policy_doc(2, [rule("x")]))
     # Another manager is the wrong role for a policy change, not a self-approval.
-    refused("role_not_allowed", c.approve_proposal, world["mark"], prop["id"], totp=world.code("mark"))
-    refused("self_approval", c.approve_proposal, world["alice"], prop["id"], totp=world.code("alice"))
+    refused("role_not_allowed", c.members.approve, world["mark"], prop["id"], totp=world.code("mark"))
+    refused("self_approval", c.members.approve, world["alice"], prop["id"], totp=world.code("alice"))
 
 
 def test_address_book_entry_applies_after_its_delay_and_can_be_removed(world: World) -> None:

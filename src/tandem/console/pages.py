@@ -1,9 +1,10 @@
 """What each page shows, built from the member-side modules' own checks.
 
-Nothing here decides what is approved: ``client_withdrawal.review`` decodes the raw
-transaction and recomputes both digests, ``Client.proposal_digest`` and
-``client_ceremony.local_digest`` recompute what a member signs. These functions only turn
-their results into rows a person reads: names for member ids (from the member list the
+Nothing here decides what is approved: ``tandem.client.withdrawal.review`` decodes the
+raw transaction and recomputes both digests, ``tandem.client.members.proposal_digest``
+and ``tandem.client.ceremony.local_digest`` recompute what a member signs. These functions
+only turn their results (and the typed readers of ``tandem.client.views``) into rows a
+person reads: names for member ids (from the member list the
 audit log justifies), address-book labels for addresses, amounts in coins and tokens,
 local ISO-8601 times and time left.
 """
