@@ -231,8 +231,6 @@ def _prepare_template(store: Any, key: Any, dep: Any, clock: _Clock) -> str:
     withdrawal created, approved and released: the model the past ones copy."""
     from scripts.harness import in_process
 
-    from tandem.client import withdrawal as cw
-
     policy = {
         "version": 2,
         "change_delay_seconds": 0,
@@ -250,13 +248,13 @@ def _prepare_template(store: Any, key: Any, dep: Any, clock: _Clock) -> str:
     }
     with in_process(store, clock, key) as client:
         client.pin = dep.pin
-        prop = cw.propose_policy(client, dep["manager-1"], policy)
-        client.approve_proposal(dep["custodian-1"], prop["id"], totp=_code(clock, dep["custodian-1"]))
+        prop = client.policy.propose(dep["manager-1"], policy)
+        client.members.approve(dep["custodian-1"], prop["id"], totp=_code(clock, dep["custodian-1"]))
         clock.now += DAY + 1
         client._sessions.clear()
-        wid = cw.create_withdrawal(client, dep["manager-1"], _btc_intent(dep))["id"]
-        cw.approve_withdrawal(client, dep["custodian-1"], wid, totp=_code(clock, dep["custodian-1"]))
-        cw.release_withdrawal(client, dep["custodian-1"], wid)
+        wid = client.withdrawals.create(dep["manager-1"], _btc_intent(dep))["id"]
+        client.withdrawals.approve(dep["custodian-1"], wid, totp=_code(clock, dep["custodian-1"]))
+        client.withdrawals.release(dep["custodian-1"], wid)
         return str(wid)
 
 
@@ -351,8 +349,6 @@ def _withdrawal_figures(store: Any, key: Any, dep: Any, clock: _Clock, *, create
     """Create, list, proof challenge and bundle on one deployment, in process."""
     from scripts.harness import in_process
 
-    from tandem.client import proof as client_proof
-    from tandem.client import withdrawal as cw
     from tandem.core import withdrawal as wcore
     from tandem.core.canonical import canonical
 
@@ -363,9 +359,9 @@ def _withdrawal_figures(store: Any, key: Any, dep: Any, clock: _Clock, *, create
         custodians = [m for name, m in dep.members.items() if name.startswith("custodian-")]
         ids = []
         for i in range(creates + 1):
-            wid = cw.create_withdrawal(client, dep["manager-1"], _btc_intent(dep))["id"]
+            wid = client.withdrawals.create(dep["manager-1"], _btc_intent(dep))["id"]
             custodian = custodians[i % len(custodians)]
-            cw.approve_withdrawal(client, custodian, wid, totp=_code(clock, custodian))
+            client.withdrawals.approve(custodian, wid, totp=_code(clock, custodian))
             ids.append(wid)
         out["create_ms"] = _median(timed.samples["create"][1:])
         for _ in range(3):
@@ -377,8 +373,7 @@ def _withdrawal_figures(store: Any, key: Any, dep: Any, clock: _Clock, *, create
         for _ in range(PROOF_ROUNDS + 1):
             custodian = custodians[0]
             t = time.perf_counter()
-            client_proof.run_proof(
-                client,
+            client.proofs.run(
                 issuer=dep.auditor,
                 manager=dep["manager-2"],
                 custodian=custodian,

@@ -213,12 +213,10 @@ def http_worker(
             client.session(m)
 
         def lifecycle(c: int, n: int, manager: MemberSecrets, custodian: MemberSecrets) -> None:
-            created = cw.create_withdrawal(client, manager, _intent(dep, c * 1000 + n))
-            approved = cw.approve_withdrawal(client, custodian, created["id"], totp=totp.code(custodian))
+            created = client.withdrawals.create(manager, _intent(dep, c * 1000 + n))
+            approved = client.withdrawals.approve(custodian, created["id"], totp=totp.code(custodian))
             assert approved["status"] == "approved", approved
-            out = cw.release_withdrawal(
-                client, custodian, created["id"], idempotency_key=secrets.token_hex(12)
-            )
+            out = client.withdrawals.release(custodian, created["id"], idempotency_key=secrets.token_hex(12))
             assert out["status"] == "released", out
 
         return lifecycle, client.http.close

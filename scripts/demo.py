@@ -299,13 +299,13 @@ class Demo:
         self.members["cora"] = newbie
         ks = self.keystore("cora")
         ks.write_bytes(newbie.to_keystore(PASSPHRASE, log2_n=15))
-        prop = self.client.propose_add(self.members["alice"], newbie.card())
+        prop = self.client.members.propose_add(self.members["alice"], newbie.card())
         note(f"alice proposed adding custodian cora: {prop['id']}")
         self.refused(
             "alice approving her own proposal",
-            lambda: self.client.approve_proposal(self.members["alice"], prop["id"], totp=self.code("alice")),
+            lambda: self.client.members.approve(self.members["alice"], prop["id"], totp=self.code("alice")),
         )
-        done = self.client.approve_proposal(self.members["bob"], prop["id"], totp=self.code("bob"))
+        done = self.client.members.approve(self.members["bob"], prop["id"], totp=self.code("bob"))
         effective = int(done["effective_at"])
         when = datetime.fromtimestamp(effective).astimezone().isoformat(timespec="seconds")
         note(f"bob approved with signature + TOTP -> {done['status']}; takes effect at {when}")
@@ -317,7 +317,7 @@ class Demo:
             time.sleep(1)
         if tty:
             print(" " * 24, end="\r")
-        applied = self.client.apply_proposal(self.members["alice"], prop["id"])
+        applied = self.client.members.apply(self.members["alice"], prop["id"])
         note(f"the delay passed with no veto; alice carried it out -> {applied['status']}")
         cli(
             "pin",
@@ -330,12 +330,10 @@ class Demo:
             env=self.env,
         )
         note("cora pinned the genesis file against the hash a colleague read out to her")
-        self.client.enrol_totp(newbie)
+        self.client.members.enrol_totp(newbie)
         self.enrolled("cora")
 
     def ceremonies(self) -> dict[str, dict[str, Any]]:
-        from tandem.client.ceremony import run_ceremony
-
         say("Key ceremonies: a manager proposes, a custodian approves, both contribute entropy")
         out = self.out / "transcripts"
         out.mkdir(exist_ok=True)
@@ -351,8 +349,7 @@ class Demo:
             else:
                 approver = self.free_custodian()
                 note(f"{chain}: the same steps from {definition}, approved by {approver}")
-                transcript = run_ceremony(
-                    self.client,
+                transcript = self.client.ceremonies.run(
                     proposer=self.members["alice"],
                     approvers=[self.members[approver]],
                     definition_text=text,
@@ -381,26 +378,26 @@ class Demo:
         alice, bob = self.members["alice"], self.members["bob"]
         cid = cc.new_ceremony_id()
         mine = {alice.member_id: keygen.make_contribution(), bob.member_id: keygen.make_contribution()}
-        cc.propose_ceremony(self.client, alice, text, ceremony_id=cid, contribution=mine[alice.member_id])
+        self.client.ceremonies.propose(alice, text, ceremony_id=cid, contribution=mine[alice.member_id])
         note(
             f"bitcoin: alice proposed {cid}; commitment: her client drew a secret contribution "
             "and sent only its hash, so it cannot be changed later"
         )
-        cc.approve_ceremony(self.client, bob, cid, totp=self.code("bob"), contribution=mine[bob.member_id])
+        self.client.ceremonies.approve(bob, cid, totp=self.code("bob"), contribution=mine[bob.member_id])
         note("bob approved with signature + TOTP, and committed to his own secret contribution the same way")
         for member in (alice, bob):
-            cc.reveal(self.client, member, cid, mine[member.member_id])
+            self.client.ceremonies.reveal(member, cid, mine[member.member_id])
         note(
             "reveal: both disclosed their contributions; the server checked each against its "
             "commitment and derived the keys from both, so neither side chose the key"
         )
         for member in (alice, bob):
-            cc.countersign(self.client, member, cid)
+            self.client.ceremonies.countersign(member, cid)
         note(
             "countersign: each participant's client re-verified the record on its own machine, "
             "signed its hash and pinned the new key set"
         )
-        transcript = cc.get_transcript(self.client, alice, cid)
+        transcript = self.client.ceremonies.transcript(alice, cid)
         ceremony_core.verify_transcript(transcript).require()
         note(
             "transcript: the whole record (definition, approvals, commitments, reveals, "
@@ -417,13 +414,13 @@ class Demo:
         from tandem.client import withdrawal as cw
 
         alice, bob = self.members["alice"], custodians[0]
-        created = cw.create_withdrawal(self.client, alice, {**intent, "wallet": keyset_id})
+        created = self.client.withdrawals.create(alice, {**intent, "wallet": keyset_id})
         wid = created["id"]
         note(
             f"alice requested {wid} and reads its fingerprint {created['fingerprint']} out to bob "
             "by phone; this is bob's approval screen (tandem withdraw approve):"
         )
-        view = cw.get_withdrawal(self.client, bob, wid)
+        view = self.client.withdrawals.get(bob, wid)
         print(flush=True)
         _print_review(view, cw.review(view), *_people_and_book(self.client, bob))
         print(flush=True)
@@ -433,8 +430,7 @@ class Demo:
             f"to '{label}' (an address-book entry), the change back to the wallet, the fee, and the "
             "fingerprint against what alice read out"
         )
-        status = cw.approve_withdrawal(
-            self.client,
+        status = self.client.withdrawals.approve(
             bob,
             wid,
             totp=self.code("bob"),
@@ -442,10 +438,9 @@ class Demo:
             view=view,
         )["status"]
         note(f"bob's fingerprint matched what alice read out; he approved with signature + TOTP -> {status}")
-        return cw.released_record(created, cw.release_withdrawal(self.client, bob, wid))
+        return cw.released_record(created, self.client.withdrawals.release(bob, wid))
 
     def withdrawals(self, keysets: dict[str, dict[str, Any]]) -> None:
-        from tandem.client import withdrawal as cw
 
         say("Withdrawals: Tandem builds the transaction, the custodian's client decodes it before approving")
         out = self.out / "withdrawals"
@@ -505,8 +500,7 @@ class Demo:
                 result = self.withdrawal_step_by_step(wallets[name], intent, custodians)
             else:
                 first = self.free_custodian()
-                result = cw.run_withdrawal(
-                    self.client,
+                result = self.client.withdrawals.run(
                     manager=manager,
                     custodians=sorted(custodians, key=lambda m: m.name != first),
                     keyset_id=wallets[name],
@@ -517,8 +511,7 @@ class Demo:
             note(f"{name:8} released {result['txid']} from {result['from_address']}")
         note(f"Bitcoin spend from {btc_from}: prevouts with scriptPubKey written for independent checking")
 
-        created = cw.create_withdrawal(
-            self.client,
+        created = self.client.withdrawals.create(
             manager,
             {
                 **intents["ethereum"],
@@ -528,12 +521,11 @@ class Demo:
         )
         self.refused(
             "the manager approving its own withdrawal",
-            lambda: cw.approve_withdrawal(self.client, manager, created["id"], totp=self.code("alice")),
+            lambda: self.client.withdrawals.approve(manager, created["id"], totp=self.code("alice")),
         )
         self.refused(
             "a destination that is not in the address book",
-            lambda: cw.create_withdrawal(
-                self.client,
+            lambda: self.client.withdrawals.create(
                 manager,
                 {**intents["ethereum"], "wallet": eth_keyset, "destination": NOT_ALLOWED},
             ),
@@ -549,8 +541,7 @@ class Demo:
         self.client.request = recording  # type: ignore[method-assign]
         approver = self.free_custodian()
         try:
-            cw.approve_withdrawal(
-                self.client, self.members[approver], created["id"], totp=self.code(approver)
+            self.client.withdrawals.approve(self.members[approver], created["id"], totp=self.code(approver)
             )
         finally:
             self.client.request = original  # type: ignore[method-assign]
@@ -561,7 +552,6 @@ class Demo:
         )
 
     def proofs(self) -> None:
-        from tandem.client import proof as client_proof
         from tandem.core import proofs as proof_core
 
         say("Proof of ownership: every address signs in its chain's own message standard")
@@ -570,8 +560,7 @@ class Demo:
             f"olga (auditor) issues a challenge with a fresh nonce; alice and {custodian} each re-seal "
             "their share to it (one side alone cannot sign), then every address signs"
         )
-        bundle = client_proof.run_proof(
-            self.client,
+        bundle = self.client.proofs.run(
             issuer=self.members["olga"],
             manager=self.members["alice"],
             custodian=self.members[custodian],

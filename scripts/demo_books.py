@@ -126,9 +126,6 @@ def books_chapter(demo: Any, anvil_url: str) -> None:  # noqa: PLR0915 - one cha
     env, out), its server started with :func:`books_chain`'s environment."""
     import demo as demo_module
 
-    from tandem.client import books as cb
-    from tandem.client import withdrawal as cw
-    from tandem.client.ceremony import run_ceremony
     from tandem.core import reconcile as rcore
 
     cli, say, note = demo_module.cli, demo_module.say, demo_module.note
@@ -138,8 +135,8 @@ def books_chapter(demo: Any, anvil_url: str) -> None:  # noqa: PLR0915 - one cha
     out.mkdir(exist_ok=True)
 
     say("Books: clients, the register of positions, reconciliation and statements")
-    prop = cb.propose_client(
-        demo.client, alice, client_id="acme", name="Acme Pension Fund", segregation="segregated"
+    prop = demo.client.books.propose_client(
+        alice, client_id="acme", name="Acme Pension Fund", segregation="segregated"
     )
     cli(
         "client",
@@ -152,15 +149,15 @@ def books_chapter(demo: Any, anvil_url: str) -> None:  # noqa: PLR0915 - one cha
         env=demo.env,
     )
     note("client acme (segregated) proposed by the manager, approved by the custodian")
-    transcript = run_ceremony(
-        demo.client, proposer=alice, approvers=[bob], definition_text=CLIENT_CEREMONY, code=demo.code
+    transcript = demo.client.ceremonies.run(
+        proposer=alice, approvers=[bob], definition_text=CLIENT_CEREMONY, code=demo.code
     )
     wallet = transcript["keyset"]["id"]
     address = transcript["addresses"][0]["address"]
     note(f"its wallet {wallet}: {address} [client:acme]")
 
     txid = _send(anvil_url, address, 5 * 10**18)
-    seen = cb.scan(demo.client, bob)
+    seen = demo.client.books.scan(bob)
     eth_in = int(seen[0]["amount"]) / 10**18
     note(
         f"deposit seen on the chain: {eth_in:g} ETH ({seen[0]['amount']} wei) into acme's wallet, "
@@ -176,15 +173,15 @@ def books_chapter(demo: Any, anvil_url: str) -> None:  # noqa: PLR0915 - one cha
         "destination": DESTINATION,
     }
     (out / "intent.json").write_text(json.dumps(intent, indent=2) + "\n")
-    created = cw.create_withdrawal(demo.client, alice, intent)
+    created = demo.client.withdrawals.create(alice, intent)
     note(
         f"withdrawal {created['id']}: nonce {created['intent']['ethereum']['nonce']} and fee caps filled "
         "from the chain; the intent named only wallet, asset, amount and destination"
     )
-    cw.approve_withdrawal(
-        demo.client, bob, created["id"], totp=demo.code("bob"), expected_fingerprint=created["fingerprint"]
+    demo.client.withdrawals.approve(
+        bob, created["id"], totp=demo.code("bob"), expected_fingerprint=created["fingerprint"]
     )
-    released = cw.release_withdrawal(demo.client, bob, created["id"])
+    released = demo.client.withdrawals.release(bob, created["id"])
     (out / "released.json").write_text(json.dumps(released, indent=2) + "\n")
     sent = json.loads(
         cli("withdraw", "broadcast", created["id"], "--keystore", ks["bob"], env=demo.env).stdout

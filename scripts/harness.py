@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from tandem.client.members import draft_genesis, sign_genesis
 from tandem.core.chains import bitcoin as btc
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
@@ -450,9 +451,6 @@ def build_deployment(
     a key set the template does not hold, for import tests (what a deployment restored
     from an older backup would face).
     """
-    from tandem.client import Client
-    from tandem.client import ceremony as cc
-    from tandem.client import withdrawal as cw
     from tandem.core.chains.secp256k1 import public_key as secp_public
     from tandem.core.service_key import ServiceKey
 
@@ -476,7 +474,7 @@ def build_deployment(
 
     claim_token = secrets.token_urlsafe(24)
     with in_process(store, clock, key, claim_token=claim_token) as client:
-        doc = Client.draft_genesis(
+        doc = draft_genesis(
             deployment="dep_" + secrets.token_hex(8),
             entity="Crash Test Fund SICAV",
             created_at=clock(),
@@ -486,14 +484,13 @@ def build_deployment(
                 {"chain": "bitcoin", "network": "testnet", "address": destination, "label": "cold vault"}
             ],
         )
-        result = client.submit_genesis(
-            doc, dict(Client.sign_genesis(m, doc) for m in people.values()), claim_token=claim_token
+        result = client.members.submit_genesis(
+            doc, dict(sign_genesis(m, doc) for m in people.values()), claim_token=claim_token
         )
         pin = client.pin
         for m in people.values():
-            client.enrol_totp(m)
-        transcript = cc.run_ceremony(
-            client,
+            client.members.enrol_totp(m)
+        transcript = client.ceremonies.run(
             proposer=people["manager-1"],
             approvers=[people["custodian-1"]],
             definition_text=DEFINITION.read_text(),
@@ -513,9 +510,9 @@ def build_deployment(
                     "fee_rate": 2,
                 },
             }
-            wid = cw.create_withdrawal(client, people["manager-1"], intent)["id"]
-            cw.approve_withdrawal(client, people["custodian-1"], wid, totp=code("custodian-1"))
-            cw.release_withdrawal(client, people["custodian-1"], wid)
+            wid = client.withdrawals.create(people["manager-1"], intent)["id"]
+            client.withdrawals.approve(people["custodian-1"], wid, totp=code("custodian-1"))
+            client.withdrawals.release(people["custodian-1"], wid)
     keys = {k["key_id"]: k["public_key"] for k in transcript["keys"]}
     dep = Deployment(
         deployment_id=result["deployment"],
@@ -535,14 +532,13 @@ def build_deployment(
         try:
             with in_process(fork, clock, key) as client:
                 client.pin = pin
-                other = cc.run_ceremony(
-                    client,
+                other = client.ceremonies.run(
                     proposer=people["manager-1"],
                     approvers=[people["custodian-1"]],
                     definition_text=DEFINITION.read_text(),
                     code=code,
                 )
-                dep.export = cc.export_keyset(client, people["manager-1"], other["keyset"]["id"])
+                dep.export = client.keysets.export(people["manager-1"], other["keyset"]["id"])
         finally:
             fork.drop()
             shutil.rmtree(fork.data_dir, ignore_errors=True)

@@ -16,6 +16,7 @@ from tests.helpers.claim import claim_token_of
 
 from tandem.api import create_app
 from tandem.client import Client
+from tandem.client.members import draft_genesis, sign_genesis
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
@@ -148,7 +149,7 @@ class World:
     def code(self, name: str) -> str:
         """A fresh TOTP code: steps the clock to the next 30 s window first."""
         self.clock.advance(30)
-        return self.client.totp_code(self.members[name])
+        return self.client.members.totp_code(self.members[name])
 
 
 def new_member(name: str, role: Role) -> MemberSecrets:
@@ -170,18 +171,18 @@ def build_world(client: Client, clock: FakeClock, svc: Tandem) -> World:
         "olga": new_member("olga", Role.AUDITOR),
     }
     info = client.deployment()
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_" + secrets.token_hex(8),
         entity="Example Fund SICAV",
         created_at=clock(),
         service=info["service"],
         cards=[m.card() for m in people.values()],
     )
-    signatures = dict(Client.sign_genesis(m, doc) for m in people.values())
+    signatures = dict(sign_genesis(m, doc) for m in people.values())
     # Submitting pins the client to this genesis (every member here signed it).
-    result = client.submit_genesis(doc, signatures, claim_token=claim_token_of(svc))
+    result = client.members.submit_genesis(doc, signatures, claim_token=claim_token_of(svc))
     for m in people.values():
-        client.enrol_totp(m)
+        client.members.enrol_totp(m)
     return World(
         client=client, clock=clock, svc=svc, members=people, deployment=result["deployment"]
     )

@@ -43,7 +43,7 @@ def verified_export(client: Any, auditor: MemberSecrets, service_public: bytes) 
     from tandem.core.canonical import loads_strict
     from tandem.core.membership import replay_signatures
 
-    lines, checkpoint = client.audit_export(auditor)
+    lines, checkpoint = client.audit.export(auditor)
     audit.verify_export(lines, checkpoint, service_public)
     replay_signatures(loads_strict(line) for line in lines)
     return list(lines)

@@ -20,7 +20,6 @@ from tests.conftest import World
 from tests.helpers.audit import audit_entries
 from tests.helpers.withdrawals import Setup, approve, btc_intent, fresh_sessions, policy_doc, rule, setup
 
-from tandem.client import withdrawal as cw
 from tandem.console import pages
 from tandem.core import withdrawal as wcore
 from tandem.errors import QuorumNotMetError, RemoteError
@@ -47,14 +46,14 @@ def escalated_at_release(world: World, s: Setup) -> dict[str, Any]:
     quiet; after the window has moved on, mark's 60k request is made (alone in its
     window: one custodian), approved and released first. Releasing ``first`` now finds
     120k released in the window: above the escalation threshold."""
-    first = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=60_000))
+    first = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=60_000))
     assert first["decision"]["required"] == {"custodian": 1}
     world.clock.advance(WINDOW + 1)
     fresh_sessions(world)  # the read sessions lapsed with the hour
-    second = cw.create_withdrawal(world.client, world["mark"], btc_intent(s, amount=60_000))
+    second = world.client.withdrawals.create(world["mark"], btc_intent(s, amount=60_000))
     assert second["decision"]["required"] == {"custodian": 1}
     approve(world, second["id"], "cora")
-    assert cw.release_withdrawal(world.client, world["cora"], second["id"])["status"] == "released"
+    assert world.client.withdrawals.release(world["cora"], second["id"])["status"] == "released"
     assert approve(world, first["id"], "bob")["status"] == wcore.APPROVED
     return first
 
@@ -66,7 +65,7 @@ def test_escalated_release_waits_for_the_extra_approval_then_releases(world: Wor
     err = refused_committed(world, first["id"])
     assert err.remote_code == "escalated"
     assert "1 more manager" in err.message
-    view = cw.get_withdrawal(world.client, world["olga"], first["id"])
+    view = world.client.withdrawals.get(world["olga"], first["id"])
     assert view["status"] == wcore.PENDING
     assert view["escalated"] is True
     assert view["required"] == {"custodian": 1, "manager": 1}
@@ -96,8 +95,7 @@ def test_escalated_release_waits_for_the_extra_approval_then_releases(world: Wor
         world,
         "self_approval",
         "withdrawal.approve",
-        cw.approve_withdrawal,
-        world.client,
+        world.client.withdrawals.approve,
         world["alice"],
         first["id"],
         totp=world.code("alice"),
@@ -108,7 +106,7 @@ def test_escalated_release_waits_for_the_extra_approval_then_releases(world: Wor
         world["bob"].member_id,
         world["mark"].member_id,
     }
-    released = cw.release_withdrawal(world.client, world["bob"], first["id"])
+    released = world.client.withdrawals.release(world["bob"], first["id"])
     assert released["status"] == "released"
     last = [e for e in audit_entries(world) if e["kind"] == "withdrawal.released"][-1]
     assert set(last["data"]["approved_by"]) == {world["bob"].member_id, world["mark"].member_id}
@@ -123,14 +121,13 @@ def test_escalation_nobody_can_meet_is_refused_with_its_reason(world: World) -> 
         world,
         "escalation_unsatisfiable",
         "withdrawal.release",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         first["id"],
     )
     assert "2 manager approval(s)" in err.message
     assert "only 1 manager(s) other than the requester" in err.message
-    view = cw.get_withdrawal(world.client, world["olga"], first["id"])
+    view = world.client.withdrawals.get(world["olga"], first["id"])
     assert view["status"] == wcore.APPROVED
     assert view["escalated"] is False
 
@@ -141,14 +138,14 @@ def test_a_retry_under_the_same_idempotency_key_releases_once_approved(world: Wo
     s = setup(world, policy=escalating_policy({"custodian": 1, "manager": 1}))
     first = escalated_at_release(world, s)
     key = "release-" + first["id"]
-    body = {"envelope": cw.release_envelope(world.client, world["bob"], first["id"])}
+    body = {"envelope": world.client.withdrawals.release_envelope(world["bob"], first["id"])}
     response = world.client.http.post(
         f"/v1/withdrawals/{first['id']}/release", json=body, headers={"Idempotency-Key": key}
     )
     assert response.status_code == 409, response.text
     assert response.json()["code"] == "escalated"
     approve(world, first["id"], "mark")
-    body = {"envelope": cw.release_envelope(world.client, world["bob"], first["id"])}
+    body = {"envelope": world.client.withdrawals.release_envelope(world["bob"], first["id"])}
     again = world.client.http.post(
         f"/v1/withdrawals/{first['id']}/release", json=body, headers={"Idempotency-Key": key}
     )
@@ -170,7 +167,7 @@ def refused_committed(world: World, withdrawal_id: str) -> Any:
     before = withdrawal_state(world)
     logged = len(audit_entries(world))
     with pytest.raises(RemoteError) as err:
-        cw.release_withdrawal(world.client, world["bob"], withdrawal_id)
+        world.client.withdrawals.release(world["bob"], withdrawal_id)
     assert err.value.http_status == 409
     after = withdrawal_state(world)
     assert after != before  # pending again

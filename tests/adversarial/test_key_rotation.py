@@ -24,7 +24,7 @@ from tests.helpers.withdrawals import approve_proposal, btc_intent, setup
 from typer.testing import CliRunner
 
 from tandem.client import log as client_log
-from tandem.client import withdrawal as cw
+from tandem.client.members import proposal_digest
 from tandem.core import withdrawal as wcore
 from tandem.core.actions import sign_action
 from tandem.core.canonical import canonical
@@ -54,7 +54,7 @@ def rotate(world: World, who: str, *, approver: str) -> tuple[MemberSecrets, Mem
     old = world[who]
     # Through the keystore, as a member's machine holds it.
     new = MemberSecrets.from_keystore(old.rotated().to_keystore(PASSPHRASE, log2_n=14), PASSPHRASE)
-    prop = world.client.propose_rekey(old, old.member_id, new.card())
+    prop = world.client.members.propose_rekey(old, old.member_id, new.card())
     if approve(world, approver, prop["id"])["status"] != "applied":  # else no delay in force
         wait_out_delay(world)
         assert apply_change(world, approver, prop["id"])["status"] == "applied"
@@ -101,28 +101,27 @@ def test_rotated_member_acts_with_the_new_key(world: World) -> None:
 
     # New key: a session, then a withdrawal approved and released with cora in quorum.
     s = setup(world)  # the key set seals cora's share to the new sealing key
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s))
     refused(
         "key_rotated",
-        cw.approve_withdrawal,
-        world.client,
+        world.client.withdrawals.approve,
         old,
         w["id"],
-        totp=world.client.totp_code(new),
+        totp=world.client.members.totp_code(new),
     )
     world.client._sessions.pop(cora_id, None)
-    approved = cw.approve_withdrawal(world.client, new, w["id"], totp=world.code("cora"))
+    approved = world.client.withdrawals.approve(new, w["id"], totp=world.code("cora"))
     assert approved["status"] == wcore.APPROVED
     bundle = world.client.get(world["alice"], f"/v1/withdrawals/{w['id']}/bundle")
     verified = wcore.verify_bundle(bundle, now=world.clock(), genesis_hash_pin=genesis_pin(world))
     assert verified.withdrawal["id"] == w["id"]
-    released = cw.release_withdrawal(world.client, new, w["id"])
+    released = world.client.withdrawals.release(new, w["id"])
     assert released["status"] == "released"
     entry = next(e for e in audit_entries(world) if e["kind"] == "withdrawal.released")
     assert cora_id in entry["data"]["approved_by"]
 
     # The members' own replay of the whole log accepts the rotation and every action since.
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     state = client_log.verify_log(lines, checkpoint, genesis_hash_pin=genesis_pin(world))
     assert state.members[cora_id].sign_public == new.sign_public
     assert [k for k, _ in state.retired_keys[cora_id]] == [old.sign_public]
@@ -136,8 +135,8 @@ def test_approval_given_before_the_rotation_still_counts(world: World) -> None:
         "membership": {"approvals": {"custodian": 1, "manager": 1}, "delay_seconds": 0},
     }
     s = setup(world, policy=doc)  # rotations take effect at approval: the request stays live
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
-    cw.approve_withdrawal(world.client, world["bob"], w["id"], totp=world.code("bob"))
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s))
+    world.client.withdrawals.approve(world["bob"], w["id"], totp=world.code("bob"))
     # The requester rotates after signing the request, and bob after approving it.
     old_alice, new_alice = rotate(world, "alice", approver="cora")
     world.members["alice"] = new_alice
@@ -154,9 +153,9 @@ def test_approval_given_before_the_rotation_still_counts(world: World) -> None:
         stored = sess.get(Withdrawal, w["id"])
         assert stored is not None
         assert world.svc._tamper_reason(sess, stored) is None
-    err = refused("reshare_required", cw.release_withdrawal, world.client, world["cora"], w["id"])
+    err = refused("reshare_required", world.client.withdrawals.release, world["cora"], w["id"])
     assert "tamper" not in err.message
-    assert cw.get_withdrawal(world.client, world["olga"], w["id"])["status"] == wcore.APPROVED
+    assert world.client.withdrawals.get(world["olga"], w["id"])["status"] == wcore.APPROVED
 
 
 def forge_entry(
@@ -186,17 +185,16 @@ def test_old_key_in_the_log_refused_by_log_state_and_offline_signer(world: World
     old, new = rotate(world, "cora", approver="alice")
     world.members["cora"] = new
     s = setup(world)
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
-    cw.approve_withdrawal(world.client, new, w["id"], totp=world.code("cora"))
-    book = cw.propose_address(
-        world.client,
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s))
+    world.client.withdrawals.approve(new, w["id"], totp=world.code("cora"))
+    book = world.client.policy.propose_address(
         world["alice"],
         chain="bitcoin",
         network="testnet",
         address=s.btc_from,
         label="own change",
     )
-    digest = world.client.proposal_digest(world.client.get(world["olga"], f"/v1/proposals/{book['id']}"))
+    digest = proposal_digest(world.client.get(world["olga"], f"/v1/proposals/{book['id']}"))
     forged = sign_action(
         old,
         type="proposal.approve",
@@ -208,7 +206,7 @@ def test_old_key_in_the_log_refused_by_log_state_and_offline_signer(world: World
         world, kind="proposal.approved", actor=old.member_id, envelope=forged, data={"proposal": book["id"]}
     )
 
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     with pytest.raises(AuditVerificationError) as err:
         client_log.verify_log(lines, checkpoint, genesis_hash_pin=genesis_pin(world))
     assert err.value.index == index
@@ -227,7 +225,7 @@ def test_forged_rotation_refused_by_log_state(world: World) -> None:
     which it then accepts. The members' replay refuses the rotation at its entry."""
     old = world["cora"]
     thief = old.rotated()
-    prop = world.client.propose_rekey(old, old.member_id, thief.card())
+    prop = world.client.members.propose_rekey(old, old.member_id, thief.card())
     # The same side cannot approve it (the other side decides membership changes).
     refused("role_not_allowed", approve, world, "bob", prop["id"])
     with world.svc.db.write() as s:
@@ -252,7 +250,7 @@ def test_forged_rotation_refused_by_log_state(world: World) -> None:
     # The server now takes the thief's key...
     assert post(world, "/v1/sessions", {"envelope": session_open(world, thief)}).status_code == 201
     # ...the members' replay does not.
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     with pytest.raises(AuditVerificationError) as err:
         client_log.verify_log(lines, checkpoint, genesis_hash_pin=genesis_pin(world))
     assert err.value.index == index

@@ -47,8 +47,6 @@ from tests.helpers.withdrawals import rule as policy_rule
 
 from tandem.api import create_app
 from tandem.client import Client
-from tandem.client import proof as client_proof
-from tandem.client import withdrawal as cw
 from tandem.core import audit as audit_core
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
@@ -158,7 +156,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.eth_nonce += 1
             intent = eth_intent(self.setup, nonce=self.eth_nonce)
         try:
-            created = cw.create_withdrawal(self.c, self.world[who], intent)
+            created = self.c.withdrawals.create(self.world[who], intent)
         except Error as exc:
             refused_cleanly(exc)
             return
@@ -199,7 +197,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         step, code = self.last_code[who] if reused else self.code(who)
         before = self.status(wid)
         try:
-            cw.approve_withdrawal(self.c, self.world[who], wid, totp=code)
+            self.c.withdrawals.approve(self.world[who], wid, totp=code)
         except Error as exc:
             refused_cleanly(exc)
             return
@@ -238,7 +236,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         for _ in range(2 if twice else 1):
             before = self.status(wid)
             try:
-                out = cw.release_withdrawal(self.c, self.world[who], wid)
+                out = self.c.withdrawals.release(self.world[who], wid)
             except Error as exc:
                 refused_cleanly(exc)
                 continue
@@ -255,9 +253,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         before = self.status(wid)
         try:
             if reject:
-                cw.reject_withdrawal(self.c, self.world[who], wid, reason="no")
+                self.c.withdrawals.reject(self.world[who], wid, reason="no")
             else:
-                cw.cancel_withdrawal(self.c, self.world[who], wid)
+                self.c.withdrawals.cancel(self.world[who], wid)
         except Error as exc:
             refused_cleanly(exc)
             return
@@ -277,12 +275,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         fresh_sessions(self.world)
         try:
-            current = cw.policy_show(self.c, self.world["olga"])
+            current = self.c.policy.show(self.world["olga"])
             version = int(current.get("version", current.get("policy", {}).get("version", 0)))
             doc = policy_doc(version + 1, [policy_rule(f"c{custodians}", custodians=custodians)], delay=DELAY)
-            prop = cw.propose_policy(self.c, self.world["alice"], doc)
+            prop = self.c.policy.propose(self.world["alice"], doc)
             step, code = self.code(approver)
-            self.c.approve_proposal(self.world[approver], prop["id"], totp=code)
+            self.c.members.approve(self.world[approver], prop["id"], totp=code)
         except Error as exc:
             refused_cleanly(exc)
             return
@@ -296,9 +294,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.extra_members += 1
         card = new_member(f"aud{self.extra_members}x{secrets.token_hex(2)}", Role.AUDITOR).card()
         try:
-            prop = self.c.propose_add(self.world["alice"], card)
+            prop = self.c.members.propose_add(self.world["alice"], card)
             step, code = self.code(approver)
-            self.c.approve_proposal(self.world[approver], prop["id"], totp=code)
+            self.c.members.approve(self.world[approver], prop["id"], totp=code)
         except Error as exc:
             refused_cleanly(exc)
             return
@@ -310,17 +308,15 @@ class LifecycleMachine(RuleBasedStateMachine):
     def proof(self, issuer: str) -> None:
         fresh_sessions(self.world)
         try:
-            view = client_proof.issue_challenge(
-                self.c, self.world[issuer], statement="Q", scope={"kind": "all"}
-            )
+            view = self.c.proofs.issue(self.world[issuer], statement="Q", scope={"kind": "all"})
         except Error as exc:
             refused_cleanly(exc)
             return
         assert issuer in ("bob", "cora", "olga"), f"{issuer} issued a challenge"
         try:
-            client_proof.contribute(self.c, self.world["alice"], view["id"])
+            self.c.proofs.contribute(self.world["alice"], view["id"])
             step, code = self.code("bob")
-            done = client_proof.contribute(self.c, self.world["bob"], view["id"], totp=code)
+            done = self.c.proofs.contribute(self.world["bob"], view["id"], totp=code)
         except Error as exc:
             refused_cleanly(exc)
             return

@@ -95,7 +95,7 @@ def test_bundle_carries_every_replayed_entry_and_the_requests_tail(world: World)
     bundle = get_bundle(world, w["id"])
     verified = verify(world, bundle)
     assert verified.withdrawal["id"] == w["id"]
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     full = [json.loads(x) for x in lines]
     body = bundle["audit"]["index"]["index"]
     # Exactly the replayed kinds below the tail, and everything from the tail on.
@@ -222,12 +222,12 @@ def test_velocity_history_is_carried_and_its_omission_refused(world: World) -> N
     velocity = {"amount": "150000", "period_seconds": HOUR}
     s = setup(world, policy=policy_doc(2, [rule("capped", velocity=velocity, **LONG)]))
     first = create_approved(world, btc_intent(s, amount=60_000))
-    assert cw.release_withdrawal(world.client, world["bob"], first["id"])["status"] == "released"
+    assert world.client.withdrawals.release(world["bob"], first["id"])["status"] == "released"
     # Out of the window: not carried.
     world.clock.advance(HOUR + 1)
     fresh_sessions(world)
     second = create_approved(world, btc_intent(s, amount=60_000))
-    assert cw.release_withdrawal(world.client, world["bob"], second["id"])["status"] == "released"
+    assert world.client.withdrawals.release(world["bob"], second["id"])["status"] == "released"
     world.clock.advance(HOUR // 2)
     fresh_sessions(world)
     third = create_approved(world, btc_intent(s, amount=60_000))

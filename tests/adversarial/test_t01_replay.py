@@ -10,19 +10,20 @@ import pytest
 from tests.conftest import World, new_member
 from tests.helpers.audit import membership_state, post, refusals
 
+from tandem.client.members import proposal_digest
 from tandem.core.actions import parse_envelope, sign_action
 from tandem.core.roles import Role
 
 
 def approval_body(world: World, who: str, prop: dict[str, Any]) -> dict[str, Any]:
     env = world.client.sign(
-        world[who], "proposal.approve", {"proposal": prop["id"], "digest": world.client.proposal_digest(prop)}
+        world[who], "proposal.approve", {"proposal": prop["id"], "digest": proposal_digest(prop)}
     )
     return {"envelope": env, "totp": world.code(who)}
 
 
 def test_same_approval_request_resent_is_refused(world: World) -> None:
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     body = approval_body(world, "bob", prop)
     first = post(world, f"/v1/proposals/{prop['id']}/approve", body)
     assert first.status_code == 200, first.text
@@ -50,7 +51,7 @@ def test_same_approval_request_resent_is_refused(world: World) -> None:
 def test_resigned_copy_with_same_nonce_is_refused(world: World) -> None:
     """Identical fields, the same nonce, a different issued_at: a genuinely different
     signature over a copy of the request. The nonce is what is spent."""
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     body = approval_body(world, "bob", prop)
     assert post(world, f"/v1/proposals/{prop['id']}/approve", body).status_code == 200
     before = membership_state(world)
@@ -78,7 +79,7 @@ def test_resigned_copy_with_same_nonce_is_refused(world: World) -> None:
 def test_copy_with_fresh_nonce_cannot_approve_twice(world: World) -> None:
     """A copy with identical fields and a new nonce passes the nonce check but meets the
     proposal's state: it is no longer pending."""
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     assert (
         post(world, f"/v1/proposals/{prop['id']}/approve", approval_body(world, "bob", prop)).status_code
         == 200
@@ -106,11 +107,11 @@ def test_replayed_proposal_creates_nothing(world: World) -> None:
 
 
 def test_replayed_rejection_refused(world: World) -> None:
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     env = world.client.sign(
         world["bob"],
         "proposal.reject",
-        {"proposal": prop["id"], "digest": world.client.proposal_digest(prop), "reason": "no"},
+        {"proposal": prop["id"], "digest": proposal_digest(prop), "reason": "no"},
     )
     assert post(world, f"/v1/proposals/{prop['id']}/reject", {"envelope": env}).status_code == 200
     before = membership_state(world)
@@ -133,7 +134,7 @@ def test_approval_envelope_replayed_at_service_layer(world: World) -> None:
     """The same check without HTTP in front: the service itself refuses."""
     from tandem.errors import ReplayError
 
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     body = approval_body(world, "bob", prop)
     world.svc.decide_proposal(body["envelope"], totp=body["totp"], approve=True)
     before = membership_state(world)

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import World, new_member
 from tests.helpers.audit import assert_refused, membership_state, post, refusals
 
+from tandem.client.members import proposal_digest
 from tandem.core.actions import (
     MAX_AGE_SECONDS,
     MAX_FUTURE_SECONDS,
@@ -27,11 +28,11 @@ from tandem.store.models import Member
 
 @pytest.fixture
 def pending(world: World) -> dict[str, Any]:
-    return world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    return world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
 
 
 def approval_env(world: World, who: str, prop: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    body = {"proposal": prop["id"], "digest": world.client.proposal_digest(prop)}
+    body = {"proposal": prop["id"], "digest": proposal_digest(prop)}
     return sign_action(
         world[who],
         type=overrides.get("type", "proposal.approve"),
@@ -100,7 +101,7 @@ def test_approval_of_another_subject_kind_refused_for_a_proposal(
 
 
 def test_approval_for_one_proposal_presented_for_another(world: World, pending: dict[str, Any]) -> None:
-    other = world.client.propose_add(world["alice"], new_member("nora", Role.AUDITOR).card())
+    other = world.client.members.propose_add(world["alice"], new_member("nora", Role.AUDITOR).card())
     before = membership_state(world)
     env = approval_env(world, "bob", pending)
     response = post(
@@ -216,7 +217,7 @@ def test_envelope_signed_by_a_stranger_refused(world: World, pending: dict[str, 
         stranger,
         type="proposal.approve",
         deployment=world.deployment,
-        body={"proposal": pending["id"], "digest": world.client.proposal_digest(pending)},
+        body={"proposal": pending["id"], "digest": proposal_digest(pending)},
         issued_at=world.clock(),
     ).to_json()
     response = post(world, f"/v1/proposals/{pending['id']}/approve", {"envelope": env, "totp": "123456"})
@@ -299,14 +300,14 @@ def test_forged_envelope_is_not_attributed_to_the_claimed_actor(
         stranger,
         type="proposal.approve",
         deployment="dep_elsewhere" if context == "wrong-deployment" else world.deployment,
-        body={"proposal": pending["id"], "digest": world.client.proposal_digest(pending)},
+        body={"proposal": pending["id"], "digest": proposal_digest(pending)},
         issued_at=world.clock() - (3600 if context == "stale" else 0),
     ).to_json()
     env["action"]["actor"] = world["bob"].member_id
     response = post(world, f"/v1/proposals/{pending['id']}/approve", {"envelope": env, "totp": "123456"})
     assert response.status_code == 401
     world.client._sessions.clear()
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     refused = [json.loads(x) for x in lines if json.loads(x)["outcome"] == "refused"]
     assert len(refused) == 1
     # An unverified envelope is kept as a bounded summary (T33); the claim stays visible.

@@ -23,7 +23,6 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
@@ -46,7 +45,7 @@ def row(world: World, wid: str) -> dict[str, Any]:
 
 def test_self_approval_refused(world: World) -> None:
     s = setup(world, policy=policy_doc(2, [rule("dual", custodians=1, managers=1)]))
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s))
     refused("self_approval", approve, world, w["id"], "alice")
     assert any(
         e["kind"] == "withdrawal.approve.refused" and e["code"] == "self_approval"
@@ -56,19 +55,19 @@ def test_self_approval_refused(world: World) -> None:
 
 def test_manager_approving_a_custodian_rule_refused(world: World) -> None:
     s = setup(world)
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s))
     refused("role_not_allowed", approve, world, w["id"], "mark")
 
 
 def test_custodian_creating_refused(world: World) -> None:
     s = setup(world)
-    refused("role_not_allowed", cw.create_withdrawal, world.client, world["bob"], btc_intent(s))
+    refused("role_not_allowed", world.client.withdrawals.create, world["bob"], btc_intent(s))
 
 
 def test_auditor_can_change_nothing(world: World) -> None:
     s = setup(world)
     c, olga = world.client, world["olga"]
-    refused("role_not_allowed", cw.create_withdrawal, c, olga, btc_intent(s))
+    refused("role_not_allowed", c.withdrawals.create, olga, btc_intent(s))
     w = create_approved(world, btc_intent(s))
     body = wcore.approval_body(
         withdrawal=w["id"],
@@ -85,11 +84,11 @@ def test_auditor_can_change_nothing(world: World) -> None:
         f"/v1/withdrawals/{w['id']}/approve",
         json_body={"envelope": env, "totp": world.code("olga")},
     )
-    refused("role_not_allowed", cw.release_withdrawal, c, olga, w["id"])
-    refused("role_not_allowed", cw.cancel_withdrawal, c, olga, w["id"])
-    refused("role_not_allowed", cw.reject_withdrawal, c, olga, w["id"], reason="no")
-    refused("role_not_allowed", cw.propose_policy, c, olga, policy_doc(2, [rule("x")]))
-    assert cw.get_withdrawal(c, olga, w["id"])["status"] == "approved"
+    refused("role_not_allowed", c.withdrawals.release, olga, w["id"])
+    refused("role_not_allowed", c.withdrawals.cancel, olga, w["id"])
+    refused("role_not_allowed", c.withdrawals.reject, olga, w["id"], reason="no")
+    refused("role_not_allowed", c.policy.propose, olga, policy_doc(2, [rule("x")]))
+    assert c.withdrawals.get(olga, w["id"])["status"] == "approved"
 
 
 # --- what may leave (4) ----------------------------------------------------------------------
@@ -99,21 +98,19 @@ def test_destination_not_on_the_address_book_refused_at_create(world: World) -> 
     s = setup(world)
     refused(
         "destination_not_allowed",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         btc_intent(s, destination=STRANGER_BTC),
     )
     refused(
         "destination_not_allowed",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         eth_intent(s, destination=STRANGER_ETH),
     )
     refusals = [e for e in audit_entries(world) if e["kind"] == "withdrawal.create.refused"]
     assert [e["code"] for e in refusals] == ["destination_not_allowed"] * 2
-    assert cw.list_withdrawals(world.client, world["olga"]) == []
+    assert world.client.withdrawals.list(world["olga"]) == []
 
 
 def test_token_not_allow_listed_refused(world: World) -> None:
@@ -121,8 +118,7 @@ def test_token_not_allow_listed_refused(world: World) -> None:
     other_token = eth.address_from_private_key(b"\x07" * 32)
     refused(
         "disallowed_contract_call",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         eth_intent(s, asset=other_token),
     )
@@ -134,7 +130,7 @@ def test_non_transfer_contract_call_refused_by_the_approving_client(world: World
     from tests.helpers.withdrawals import ETH_DEST, TOKEN
 
     s = setup(world)
-    w = cw.create_withdrawal(world.client, world["alice"], eth_intent(s, asset=TOKEN, amount=5))
+    w = world.client.withdrawals.create(world["alice"], eth_intent(s, asset=TOKEN, amount=5))
     approve_call = (
         bytes.fromhex("095ea7b3") + bytes(12) + bytes.fromhex(ETH_DEST[2:]) + (2**256 - 1).to_bytes(32, "big")
     )
@@ -159,7 +155,7 @@ def test_non_transfer_contract_call_refused_by_the_approving_client(world: World
 
 def test_replayed_approval_refused(world: World) -> None:
     s = setup(world, policy=policy_doc(2, [rule("two", custodians=2)]))
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s))
     captured: dict[str, Any] = {}
     real = world.client.request
 
@@ -175,31 +171,29 @@ def test_replayed_approval_refused(world: World) -> None:
     refused(
         "replayed_action", world.client.request, "POST", f"/v1/withdrawals/{w['id']}/approve", json_body=again
     )
-    assert len(cw.get_withdrawal(world.client, world["olga"], w["id"])["approvals"]) == 1
+    assert len(world.client.withdrawals.get(world["olga"], w["id"])["approvals"]) == 1
 
 
 def test_approval_under_an_older_policy_version_refused(world: World) -> None:
     long = {"request_ttl_seconds": 7 * 86400}
     s = setup(world, policy=policy_doc(2, [rule("default", **long)]))
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s))
     approve(world, w["id"], "bob")
-    pending = cw.create_withdrawal(world.client, world["alice"], eth_intent(s))
+    pending = world.client.withdrawals.create(world["alice"], eth_intent(s))
     # Version 3 takes effect at once (version 2's delay is 0).
-    prop = cw.propose_policy(
-        world.client, world["alice"], policy_doc(3, [rule("default", custodians=1, **long)])
-    )
+    prop = world.client.policy.propose(world["alice"], policy_doc(3, [rule("default", custodians=1, **long)]))
     approve_proposal(world, prop["id"])
-    assert cw.policy_show(world.client, world["olga"])["version"] == 3
+    assert world.client.policy.show(world["olga"])["version"] == 3
     refused("policy_version_mismatch", approve, world, pending["id"], "bob")
-    refused("policy_version_mismatch", cw.release_withdrawal, world.client, world["bob"], w["id"])
+    refused("policy_version_mismatch", world.client.withdrawals.release, world["bob"], w["id"])
 
 
 def test_expired_request_refused(world: World) -> None:
     s = setup(world)
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s))
     world.clock.advance(86400)
     world.client._sessions.clear()
-    assert cw.get_withdrawal(world.client, world["olga"], w["id"])["status"] == "expired"
+    assert world.client.withdrawals.get(world["olga"], w["id"])["status"] == "expired"
     refused("expired", approve, world, w["id"], "bob")
 
 
@@ -208,16 +202,16 @@ def test_expired_approval_does_not_count(world: World) -> None:
     w = create_approved(world, btc_intent(s))
     world.clock.advance(3600)
     world.client._sessions.clear()
-    refused("quorum_not_met", cw.release_withdrawal, world.client, world["bob"], w["id"])
+    refused("quorum_not_met", world.client.withdrawals.release, world["bob"], w["id"])
 
 
 def test_approval_by_a_member_removed_after_the_request_does_not_count(world: World) -> None:
     s = setup(world, policy=policy_doc(2, [rule("two", custodians=2)]))
     w = create_approved(world, btc_intent(s), by=("bob", "cora"))
     assert w["status"] == "approved"
-    prop = world.client.propose_remove(world["mark"], world["cora"].member_id)
+    prop = world.client.members.propose_remove(world["mark"], world["cora"].member_id)
     approve_proposal(world, prop["id"], "bob")
-    err = refused("quorum_not_met", cw.release_withdrawal, world.client, world["bob"], w["id"])
+    err = refused("quorum_not_met", world.client.withdrawals.release, world["bob"], w["id"])
     assert "custodian 1/2" in err.message
     assert row(world, w["id"])["signed_tx"] is None
 
@@ -250,11 +244,11 @@ def test_swapping_the_unsigned_transaction_in_the_database_marks_it_tampered(wor
         network="testnet",
     )
     sql(world, "UPDATE withdrawal SET unsigned_tx = :tx WHERE id = :id", tx=swapped.raw.hex(), id=w["id"])
-    err = refused("tampered", cw.release_withdrawal, world.client, world["bob"], w["id"])
+    err = refused("tampered", world.client.withdrawals.release, world["bob"], w["id"])
     assert "nothing was signed" in err.message
     _no_signature(world, w["id"])
     # And it stays refused.
-    refused("tampered", cw.release_withdrawal, world.client, world["bob"], w["id"])
+    refused("tampered", world.client.withdrawals.release, world["bob"], w["id"])
     assert len([e for e in audit_entries(world) if e["kind"] == "withdrawal.tampered"]) == 1
 
 
@@ -284,7 +278,7 @@ def test_a_consistent_forgery_of_the_row_is_caught_by_the_approvals(world: World
         td=td,
         id=w["id"],
     )
-    refused("tampered", cw.release_withdrawal, world.client, world["bob"], w["id"])
+    refused("tampered", world.client.withdrawals.release, world["bob"], w["id"])
     _no_signature(world, w["id"])
 
 
@@ -294,15 +288,14 @@ def test_a_consistent_forgery_of_the_row_is_caught_by_the_approvals(world: World
 def test_idempotent_retry_returns_the_first_answer(world: World) -> None:
     s = setup(world)
     w = create_approved(world, btc_intent(s))
-    env = cw.release_envelope(world.client, world["bob"], w["id"])
-    first = cw.release_withdrawal(world.client, world["bob"], w["id"], idempotency_key="k-1", envelope=env)
-    again = cw.release_withdrawal(world.client, world["bob"], w["id"], idempotency_key="k-1", envelope=env)
+    env = world.client.withdrawals.release_envelope(world["bob"], w["id"])
+    first = world.client.withdrawals.release(world["bob"], w["id"], idempotency_key="k-1", envelope=env)
+    again = world.client.withdrawals.release(world["bob"], w["id"], idempotency_key="k-1", envelope=env)
     assert again == first
-    other = cw.release_envelope(world.client, world["bob"], w["id"])
+    other = world.client.withdrawals.release_envelope(world["bob"], w["id"])
     refused(
         "idempotency_conflict",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         w["id"],
         idempotency_key="k-1",
@@ -314,8 +307,8 @@ def test_idempotent_retry_returns_the_first_answer(world: World) -> None:
 def test_double_release_refused(world: World) -> None:
     s = setup(world)
     w = create_approved(world, btc_intent(s))
-    first = cw.release_withdrawal(world.client, world["bob"], w["id"])
-    err = refused("already_released", cw.release_withdrawal, world.client, world["cora"], w["id"])
+    first = world.client.withdrawals.release(world["bob"], w["id"])
+    err = refused("already_released", world.client.withdrawals.release, world["cora"], w["id"])
     assert err.http_status == 409
     assert row(world, w["id"])["signed_tx"] == first["signed_tx"]
 
@@ -323,7 +316,7 @@ def test_double_release_refused(world: World) -> None:
 def test_release_without_an_idempotency_key_refused(world: World) -> None:
     s = setup(world)
     w = create_approved(world, btc_intent(s))
-    env = cw.release_envelope(world.client, world["bob"], w["id"])
+    env = world.client.withdrawals.release_envelope(world["bob"], w["id"])
     refused(
         "invalid_input",
         world.client.request,
@@ -344,16 +337,15 @@ def test_time_lock_holds_release_and_a_custodian_can_veto_during_it(world: World
     vetoed = create_approved(world, btc_intent(s))
     kept = create_approved(world, eth_intent(s))
     assert kept["time_lock_until"] is not None
-    err = refused("time_locked", cw.release_withdrawal, world.client, world["bob"], kept["id"])
+    err = refused("time_locked", world.client.withdrawals.release, world["bob"], kept["id"])
     assert err.http_status == 409
-    refused("role_not_allowed", cw.veto_withdrawal, world.client, world["mark"], vetoed["id"])
+    refused("role_not_allowed", world.client.withdrawals.veto, world["mark"], vetoed["id"])
     assert (
-        cw.veto_withdrawal(world.client, world["cora"], vetoed["id"], reason="call back")["status"]
-        == "vetoed"
+        world.client.withdrawals.veto(world["cora"], vetoed["id"], reason="call back")["status"] == "vetoed"
     )
     world.clock.advance(1800)
     world.client._sessions.clear()
-    refused("invalid_state", cw.release_withdrawal, world.client, world["bob"], vetoed["id"])
-    refused("invalid_state", cw.veto_withdrawal, world.client, world["cora"], kept["id"])
-    out = cw.release_withdrawal(world.client, world["bob"], kept["id"])
+    refused("invalid_state", world.client.withdrawals.release, world["bob"], vetoed["id"])
+    refused("invalid_state", world.client.withdrawals.veto, world["cora"], kept["id"])
+    out = world.client.withdrawals.release(world["bob"], kept["id"])
     assert out["status"] == "released"

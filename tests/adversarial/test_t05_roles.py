@@ -15,6 +15,7 @@ from tests.conftest import World, claim_token_of, new_member
 from tests.helpers.audit import assert_refused, membership_state, post, refusals
 from tests.helpers.membership import apply_change, wait_out_delay
 
+from tandem.client.members import draft_genesis, proposal_digest, sign_genesis
 from tandem.core.canonical import canonical
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
@@ -28,7 +29,7 @@ def propose_add(world: World, who: str, card_doc: dict[str, Any]) -> httpx.Respo
 
 
 def decide(world: World, who: str, prop: dict[str, Any], *, approve: bool = True) -> httpx.Response:
-    body = {"proposal": prop["id"], "digest": world.client.proposal_digest(prop)}
+    body = {"proposal": prop["id"], "digest": proposal_digest(prop)}
     if approve:
         env = world.client.sign(world[who], "proposal.approve", body)
         return post(world, f"/v1/proposals/{prop['id']}/approve", {"envelope": env, "totp": world.code(who)})
@@ -41,7 +42,7 @@ def decide(world: World, who: str, prop: dict[str, Any], *, approve: bool = True
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
 def test_self_approval_refused(world: World, approve: bool) -> None:
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     before = membership_state(world)
     assert_refused(world, decide(world, "alice", prop, approve=approve), 403, "self_approval", before)
     assert len(refusals(world, "self_approval")) == 1
@@ -54,7 +55,7 @@ def test_self_approval_refused(world: World, approve: bool) -> None:
 )
 @pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
 def test_same_side_cannot_decide(world: World, proposer: str, decider: str, approve: bool) -> None:
-    prop = world.client.propose_add(world[proposer], new_member("nina", Role.AUDITOR).card())
+    prop = world.client.members.propose_add(world[proposer], new_member("nina", Role.AUDITOR).card())
     before = membership_state(world)
     # The same side is a wrong role, not a self-approval: it has its own code.
     assert_refused(world, decide(world, decider, prop, approve=approve), 403, "role_not_allowed", before)
@@ -64,8 +65,8 @@ def test_same_side_cannot_decide(world: World, proposer: str, decider: str, appr
 
 
 def test_other_side_may_decide_either_way(world: World) -> None:
-    by_manager = world.client.propose_add(world["alice"], new_member("nina", Role.AUDITOR).card())
-    by_custodian = world.client.propose_add(world["bob"], new_member("nora", Role.AUDITOR).card())
+    by_manager = world.client.members.propose_add(world["alice"], new_member("nina", Role.AUDITOR).card())
+    by_custodian = world.client.members.propose_add(world["bob"], new_member("nora", Role.AUDITOR).card())
     # An addition is approved, then waits out its delay (THREATS 35).
     assert decide(world, "cora", by_manager).json()["status"] == "approved"
     assert decide(world, "mark", by_custodian).json()["status"] == "approved"
@@ -82,7 +83,7 @@ def test_auditor_cannot_propose(world: World) -> None:
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
 def test_auditor_cannot_decide(world: World, approve: bool) -> None:
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     before = membership_state(world)
     assert_refused(world, decide(world, "olga", prop, approve=approve), 403, "role_not_allowed", before)
     assert len(refusals(world, "role_not_allowed")) == 1
@@ -148,8 +149,8 @@ def test_duplicate_checked_again_when_applied(world: World) -> None:
     (both are approved; the check runs again when each change is carried out)."""
     nina = new_member("nina", Role.CUSTODIAN)
     nina_again = new_member("nina", Role.AUDITOR)
-    first = world.client.propose_add(world["alice"], nina.card())
-    second = world.client.propose_add(world["mark"], nina_again.card())
+    first = world.client.members.propose_add(world["alice"], nina.card())
+    second = world.client.members.propose_add(world["mark"], nina_again.card())
     assert decide(world, "bob", first).status_code == 200
     assert decide(world, "cora", second).status_code == 200
     wait_out_delay(world)
@@ -174,7 +175,7 @@ def test_rekey_to_another_members_key_refused(world: World) -> None:
 
 
 def test_removed_members_key_cannot_come_back_under_another_name(world: World) -> None:
-    prop = world.client.propose_remove(world["alice"], world["cora"].member_id)
+    prop = world.client.members.propose_remove(world["alice"], world["cora"].member_id)
     assert decide(world, "bob", prop).json()["status"] == "applied"
     twin = _clone_keys(world["cora"], name="corinna", role=Role.CUSTODIAN)
     before = membership_state(world)
@@ -187,12 +188,12 @@ def test_removed_members_name_reused_with_new_keys_is_not_a_server_error(world: 
     """cora is removed; a new person named cora is proposed and approved. The member
     table has a UNIQUE name: the service must answer with a stable code (or apply the
     change), never a 500 with no audit entry."""
-    prop = world.client.propose_remove(world["alice"], world["cora"].member_id)
+    prop = world.client.members.propose_remove(world["alice"], world["cora"].member_id)
     assert decide(world, "bob", prop).json()["status"] == "applied"
     # Names stay reserved after removal (the log keeps naming the person), so the
     # proposal itself is refused with a stable code.
     with pytest.raises(RemoteError) as err:
-        world.client.propose_add(world["alice"], new_member("cora", Role.CUSTODIAN).card())
+        world.client.members.propose_add(world["alice"], new_member("cora", Role.CUSTODIAN).card())
     assert err.value.remote_code == "duplicate_identity"
 
 
@@ -200,7 +201,7 @@ def test_removed_members_name_reused_with_new_keys_is_not_a_server_error(world: 
 
 
 def test_double_approval_by_the_same_member_counts_once(world: World) -> None:
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     assert decide(world, "bob", prop).status_code == 200
     before = membership_state(world)
     response = decide(world, "bob", prop)
@@ -218,7 +219,7 @@ def test_double_approval_by_the_same_member_counts_once(world: World) -> None:
 
 def test_database_refuses_a_second_approval_row_for_one_member(world: World) -> None:
     """Defence in depth: even a code path that skipped the check could not store it."""
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     row = {
         "subject": prop["id"],
         "member": world["bob"].member_id,
@@ -239,16 +240,15 @@ def test_database_refuses_a_second_approval_row_for_one_member(world: World) -> 
 
 
 def _genesis(world_http: Any, clock: Any, people: list[MemberSecrets]) -> httpx.Response:
-    from tandem.client import Client
 
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_0123456789abcdef",
         entity="E",
         created_at=clock(),
         service=world_http.get("/v1/deployment").json()["service"],
         cards=[m.card() for m in people],
     )
-    sigs = dict(Client.sign_genesis(m, doc) for m in people)
+    sigs = dict(sign_genesis(m, doc) for m in people)
     return world_http.post(
         "/v1/genesis",
         content=canonical({"genesis": doc, "signatures": sigs}),

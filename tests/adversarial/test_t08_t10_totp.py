@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import World, new_member
 from tests.helpers.audit import membership_state, post, refusals
 
+from tandem.client.members import proposal_digest
 from tandem.core import totp
 from tandem.core.roles import Role
 from tandem.errors import Error, TotpError, TotpLockedError, TotpReplayError, TotpThrottledError
@@ -182,13 +183,13 @@ def member_row(world: World, name: str) -> Member:
 
 def approve(world: World, who: str, prop: dict[str, Any], totp_code: str) -> httpx.Response:
     env = world.client.sign(
-        world[who], "proposal.approve", {"proposal": prop["id"], "digest": world.client.proposal_digest(prop)}
+        world[who], "proposal.approve", {"proposal": prop["id"], "digest": proposal_digest(prop)}
     )
     return post(world, f"/v1/proposals/{prop['id']}/approve", {"envelope": env, "totp": totp_code})
 
 
 def new_proposal(world: World, name: str = "nina") -> dict[str, Any]:
-    return world.client.propose_add(world["alice"], new_member(name, Role.AUDITOR).card())
+    return world.client.members.propose_add(world["alice"], new_member(name, Role.AUDITOR).card())
 
 
 def step_code(world: World, who: str, delta: int = 0) -> str:
@@ -266,7 +267,7 @@ def test_service_brute_force_throttled_then_locked_then_unlocked(world: World) -
     done = approve(world, "bob", prop, step_code(world, "bob"))
     assert done.status_code == 200, done.text
     world.client._sessions.clear()
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     assert any(json.loads(line)["kind"] == "member.totp_unlocked" for line in lines)
 
 
@@ -340,7 +341,7 @@ def test_service_wrong_code_does_not_consume_the_action(world: World) -> None:
     env = world.client.sign(
         world["bob"],
         "proposal.approve",
-        {"proposal": prop["id"], "digest": world.client.proposal_digest(prop)},
+        {"proposal": prop["id"], "digest": proposal_digest(prop)},
     )
     world.clock.advance(60)
     bad = post(
@@ -364,10 +365,10 @@ def test_replacing_a_seed_needs_a_code_of_the_old_one(world: World) -> None:
     try:
         world.clock.advance(60)
         with pytest.raises(RemoteError) as err:
-            world.client.enrol_totp(bob)
+            world.client.members.enrol_totp(bob)
         assert err.value.remote_code == "totp_invalid"
         with pytest.raises(RemoteError) as err:
-            world.client.enrol_totp(bob, old_code=wrong_code(old_secret, world.clock()))
+            world.client.members.enrol_totp(bob, old_code=wrong_code(old_secret, world.clock()))
         assert err.value.remote_code == "totp_invalid"
     finally:
         bob.totp_secret = old_secret
@@ -392,7 +393,7 @@ def test_service_one_code_raced_across_many_approvals_wins_once(world: World) ->
     c = step_code(world, "bob")
     envelopes = [
         world.client.sign(
-            world["bob"], "proposal.approve", {"proposal": p["id"], "digest": world.client.proposal_digest(p)}
+            world["bob"], "proposal.approve", {"proposal": p["id"], "digest": proposal_digest(p)}
         )
         for p in props
     ]

@@ -32,7 +32,6 @@ from tests.conftest import BACKENDS, PG_URL
 from tests.helpers.withdrawals import verify_bitcoin
 
 from tandem.client import Client
-from tandem.client import withdrawal as cw
 from tandem.core.canonical import canonical
 from tandem.core.roles import Role
 
@@ -68,8 +67,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 def approved_withdrawal(s: Served, custodian: str) -> dict[str, Any]:
     source = s.dep.addresses[0]
-    created = cw.create_withdrawal(
-        s.client,
+    created = s.client.withdrawals.create(
         s.dep["manager-1"],
         {
             "wallet": s.dep.keyset_id,
@@ -85,11 +83,11 @@ def approved_withdrawal(s: Served, custodian: str) -> dict[str, Any]:
             },
         },
     )
-    approved = cw.approve_withdrawal(
-        s.client, s.dep[custodian], created["id"], totp=s.totp.code(s.dep[custodian])
+    approved = s.client.withdrawals.approve(
+        s.dep[custodian], created["id"], totp=s.totp.code(s.dep[custodian])
     )
     assert approved["status"] == "approved"
-    return cw.get_withdrawal(s.client, s.dep.auditor, created["id"])
+    return s.client.withdrawals.get(s.dep.auditor, created["id"])
 
 
 def burst(url: str, calls: list[tuple[str, bytes, dict[str, str]]]) -> list[tuple[int, dict[str, Any]]]:
@@ -123,7 +121,9 @@ def test_64_concurrent_http_releases_sign_exactly_once(served: Served) -> None:
     for round_no in range(ROUNDS):
         w = approved_withdrawal(s, f"custodian-{round_no + 1}")
         wid = w["id"]
-        envelopes = [cw.release_envelope(s.client, signers[i % len(signers)], wid) for i in range(CALLS)]
+        envelopes = [
+            s.client.withdrawals.release_envelope(signers[i % len(signers)], wid) for i in range(CALLS)
+        ]
         calls = [
             (
                 f"/v1/withdrawals/{wid}/release",
@@ -148,7 +148,7 @@ def test_64_concurrent_http_releases_sign_exactly_once(served: Served) -> None:
         won = answers[winners[0]][1]
         assert won["status"] == "released"
         verify_bitcoin(won["signed_tx"], w["prevouts"], bytes.fromhex(w["public_key"]))
-        stored = cw.get_withdrawal(s.client, s.dep.auditor, wid)
+        stored = s.client.withdrawals.get(s.dep.auditor, wid)
         assert (stored["signed_tx"], stored["txid"]) == (won["signed_tx"], won["txid"])
         released[wid] = won["txid"]
 

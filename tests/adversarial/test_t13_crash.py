@@ -52,7 +52,6 @@ from tests.helpers.withdrawals import verify_bitcoin
 
 from tandem.client import Client
 from tandem.client import ceremony as cc
-from tandem.client import withdrawal as cw
 from tandem.core import ceremony as ccore
 from tandem.core import keygen
 from tandem.core.canonical import loads_strict
@@ -243,8 +242,7 @@ class Flow:
         raise NotImplementedError
 
     def create(self) -> dict[str, Any]:
-        return cw.create_withdrawal(
-            self.client,
+        return self.client.withdrawals.create(
             self.manager,
             {
                 "wallet": self.run.dep.keyset_id,
@@ -264,10 +262,8 @@ class Flow:
     def release_one_first(self) -> None:
         """A whole withdrawal before the crash: its entries and its signature must survive."""
         wid = self.create()["id"]
-        cw.approve_withdrawal(
-            self.client, self.run.dep["custodian-3"], wid, totp=self.run.code("custodian-3")
-        )
-        assert cw.release_withdrawal(self.client, self.manager, wid)["status"] == "released"
+        self.client.withdrawals.approve(self.run.dep["custodian-3"], wid, totp=self.run.code("custodian-3"))
+        assert self.client.withdrawals.release(self.manager, wid)["status"] == "released"
 
     def db_keyset(self, keyset_id: str) -> KeySet | None:
         db = self.run.store.database()
@@ -285,30 +281,30 @@ class Keygen(Flow):
     def stage(self) -> Callable[[], Any]:
         self.id = cc.new_ceremony_id()
         mine, self.theirs = keygen.make_contribution(), keygen.make_contribution()
-        cc.propose_ceremony(
-            self.client, self.manager, DEFINITION.read_text(), contribution=mine, ceremony_id=self.id
+        self.client.ceremonies.propose(
+            self.manager, DEFINITION.read_text(), contribution=mine, ceremony_id=self.id
         )
-        cc.approve_ceremony(
-            self.client, self.custodian, self.id, totp=self.run.code("custodian-1"), contribution=self.theirs
+        self.client.ceremonies.approve(
+            self.custodian, self.id, totp=self.run.code("custodian-1"), contribution=self.theirs
         )
-        cc.reveal(self.client, self.manager, self.id, mine)
-        return lambda: cc.reveal(self.client, self.custodian, self.id, self.theirs)
+        self.client.ceremonies.reveal(self.manager, self.id, mine)
+        return lambda: self.client.ceremonies.reveal(self.custodian, self.id, self.theirs)
 
     def after_crash(self, entries: list[dict[str, Any]]) -> None:
-        view = cc.get_ceremony(self.client, self.run.dep.auditor, self.id)
+        view = self.client.ceremonies.get(self.run.dep.auditor, self.id)
         assert view["status"] == ccore.REVEALING
         assert not [
             e for e in entries if e["kind"] == "ceremony.executed" and e["data"]["ceremony"] == self.id
         ]
 
     def recover(self) -> None:
-        view = cc.reveal(self.client, self.custodian, self.id, self.theirs)  # the same reveal, again
+        view = self.client.ceremonies.reveal(self.custodian, self.id, self.theirs)  # the same reveal, again
         assert view["status"] == ccore.EXECUTED
         for member in (self.manager, self.custodian):
-            cc.countersign(self.client, member, self.id)
-        transcript = cc.get_transcript(self.client, self.manager, self.id)
+            self.client.ceremonies.countersign(member, self.id)
+        transcript = self.client.ceremonies.transcript(self.manager, self.id)
         ccore.verify_transcript(transcript).require()
-        keyset = cc.get_keyset(self.client, self.run.dep.auditor, transcript["keyset"]["id"])
+        keyset = self.client.keysets.get(self.run.dep.auditor, transcript["keyset"]["id"])
         assert {a["address"] for a in keyset["addresses"]} == {a["address"] for a in transcript["addresses"]}
 
 
@@ -321,15 +317,15 @@ class Reshare(Flow):
         assert before is not None
         self.before = (before.sealed, before.generation, before.status)
         self.id = cc.new_ceremony_id()
-        cc.propose_ceremony(
-            self.client, self.manager, RESHARE.read_text(), ceremony_id=self.id, target_keyset=self.keyset
+        self.client.ceremonies.propose(
+            self.manager, RESHARE.read_text(), ceremony_id=self.id, target_keyset=self.keyset
         )
-        return lambda: cc.approve_ceremony(
-            self.client, self.custodian, self.id, totp=self.run.code("custodian-1")
+        return lambda: self.client.ceremonies.approve(
+            self.custodian, self.id, totp=self.run.code("custodian-1")
         )
 
     def after_crash(self, entries: list[dict[str, Any]]) -> None:
-        view = cc.get_ceremony(self.client, self.run.dep.auditor, self.id)
+        view = self.client.ceremonies.get(self.run.dep.auditor, self.id)
         assert view["status"] == ccore.PROPOSED
         after = self.db_keyset(self.keyset)
         assert after is not None
@@ -337,9 +333,8 @@ class Reshare(Flow):
 
     def recover(self) -> None:
         # The operation key both shares were resealed to died with the process.
-        cc.abort_ceremony(self.client, self.manager, self.id, reason="operation key lost in a crash")
-        transcript = cc.run_ceremony(
-            self.client,
+        self.client.ceremonies.abort(self.manager, self.id, reason="operation key lost in a crash")
+        transcript = self.client.ceremonies.run(
             proposer=self.manager,
             approvers=[self.run.dep["custodian-2"]],
             definition_text=RESHARE.read_text(),
@@ -358,28 +353,27 @@ class Import(Flow):
         self.export: dict[str, Any] = export
         self.keyset = export["keyset"]["id"]
         assert self.db_keyset(self.keyset) is None
-        self.id = cc.propose_import(self.client, self.manager, self.export)["id"]
-        return lambda: cc.approve_import(
-            self.client, self.custodian, self.id, export=self.export, totp=self.run.code("custodian-1")
+        self.id = self.client.keysets.propose_import(self.manager, self.export)["id"]
+        return lambda: self.client.keysets.approve_import(
+            self.custodian, self.id, export=self.export, totp=self.run.code("custodian-1")
         )
 
     def after_crash(self, entries: list[dict[str, Any]]) -> None:
         assert self.db_keyset(self.keyset) is None
-        view = cc.get_ceremony(self.client, self.run.dep.auditor, self.id)
+        view = self.client.ceremonies.get(self.run.dep.auditor, self.id)
         assert view["status"] == ccore.PROPOSED
 
     def recover(self) -> None:
-        cc.abort_ceremony(self.client, self.manager, self.id, reason="operation key lost in a crash")
-        again = cc.propose_import(self.client, self.manager, self.export)
-        done = cc.approve_import(
-            self.client,
+        self.client.ceremonies.abort(self.manager, self.id, reason="operation key lost in a crash")
+        again = self.client.keysets.propose_import(self.manager, self.export)
+        done = self.client.keysets.approve_import(
             self.run.dep["custodian-2"],
             again["id"],
             export=self.export,
             totp=self.run.code("custodian-2"),
         )
         assert done["status"] == ccore.COMPLETE
-        keyset = cc.get_keyset(self.client, self.run.dep.auditor, self.keyset)
+        keyset = self.client.keysets.get(self.run.dep.auditor, self.keyset)
         assert [k["public_key"] for k in keyset["keys"]] == [k["public_key"] for k in self.export["keys"]]
 
 
@@ -389,23 +383,23 @@ class Withdraw(Flow):
 
     def release_and_retry(self, member_name: str, key: str, envelope: dict[str, Any]) -> None:
         member = self.run.dep[member_name]
-        out = cw.release_withdrawal(self.client, member, self.id, idempotency_key=key, envelope=envelope)
+        out = self.client.withdrawals.release(member, self.id, idempotency_key=key, envelope=envelope)
         assert out["status"] == "released"
-        again = cw.release_withdrawal(self.client, member, self.id, idempotency_key=key, envelope=envelope)
+        again = self.client.withdrawals.release(member, self.id, idempotency_key=key, envelope=envelope)
         assert again == out
-        view = cw.get_withdrawal(self.client, self.run.dep.auditor, self.id)
+        view = self.client.withdrawals.get(self.run.dep.auditor, self.id)
         verify_bitcoin(out["signed_tx"], view["prevouts"], bytes.fromhex(view["public_key"]))
 
 
 class Approve(Withdraw):
     def stage(self) -> Callable[[], Any]:
         self.id = self.create()["id"]
-        return lambda: cw.approve_withdrawal(
-            self.client, self.custodian, self.id, totp=self.run.code("custodian-1")
+        return lambda: self.client.withdrawals.approve(
+            self.custodian, self.id, totp=self.run.code("custodian-1")
         )
 
     def after_crash(self, entries: list[dict[str, Any]]) -> None:
-        view = cw.get_withdrawal(self.client, self.run.dep.auditor, self.id)
+        view = self.client.withdrawals.get(self.run.dep.auditor, self.id)
         assert (view["status"], view["approvals"]) == ("pending", [])
         assert not [
             e for e in entries if e["kind"] == "withdrawal.approved" and e["data"]["withdrawal"] == self.id
@@ -414,48 +408,46 @@ class Approve(Withdraw):
     def recover(self) -> None:
         # The request's operation key died with the process: a new one, and the
         # manager's share again; the custodian's approval carries its share.
-        cw.renew_operation(self.client, self.manager, self.id)
-        cw.contribute_share(self.client, self.manager, self.id)
+        self.client.withdrawals.renew_operation(self.manager, self.id)
+        self.client.withdrawals.contribute_share(self.manager, self.id)
         other = self.run.dep["custodian-2"]
-        approved = cw.approve_withdrawal(self.client, other, self.id, totp=self.run.code("custodian-2"))
+        approved = self.client.withdrawals.approve(other, self.id, totp=self.run.code("custodian-2"))
         assert approved["status"] == "approved"
         self.release_and_retry(
             "custodian-2",
             "after-crash-" + secrets.token_hex(4),
-            cw.release_envelope(self.client, other, self.id),
+            self.client.withdrawals.release_envelope(other, self.id),
         )
 
 
 class Release(Withdraw):
     def stage(self) -> Callable[[], Any]:
         self.id = self.create()["id"]
-        approved = cw.approve_withdrawal(
-            self.client, self.custodian, self.id, totp=self.run.code("custodian-1")
-        )
+        approved = self.client.withdrawals.approve(self.custodian, self.id, totp=self.run.code("custodian-1"))
         assert approved["status"] == "approved"
         self.key = "crash-" + secrets.token_hex(8)
-        self.envelope = cw.release_envelope(self.client, self.custodian, self.id)
-        return lambda: cw.release_withdrawal(
-            self.client, self.custodian, self.id, idempotency_key=self.key, envelope=self.envelope
+        self.envelope = self.client.withdrawals.release_envelope(self.custodian, self.id)
+        return lambda: self.client.withdrawals.release(
+            self.custodian, self.id, idempotency_key=self.key, envelope=self.envelope
         )
 
     def after_crash(self, entries: list[dict[str, Any]]) -> None:
-        view = cw.get_withdrawal(self.client, self.run.dep.auditor, self.id)
+        view = self.client.withdrawals.get(self.run.dep.auditor, self.id)
         assert (view["status"], view["signed_tx"], view["txid"]) == ("approved", None, None)
         assert not [
             e for e in entries if e["kind"] == "withdrawal.released" and e["data"]["withdrawal"] == self.id
         ]
         # The client's retry of the very same request cannot sign: the operation key is gone.
         with pytest.raises(RemoteError) as err:
-            cw.release_withdrawal(
-                self.client, self.custodian, self.id, idempotency_key=self.key, envelope=self.envelope
+            self.client.withdrawals.release(
+                self.custodian, self.id, idempotency_key=self.key, envelope=self.envelope
             )
         assert (err.value.http_status, err.value.remote_code) == (409, "operation_key_lost")
 
     def recover(self) -> None:
-        cw.renew_operation(self.client, self.manager, self.id)
-        cw.contribute_share(self.client, self.manager, self.id)
-        cw.contribute_share(self.client, self.custodian, self.id, totp=self.run.code("custodian-1"))
+        self.client.withdrawals.renew_operation(self.manager, self.id)
+        self.client.withdrawals.contribute_share(self.manager, self.id)
+        self.client.withdrawals.contribute_share(self.custodian, self.id, totp=self.run.code("custodian-1"))
         # The same request under the same key now signs, once.
         self.release_and_retry("custodian-1", self.key, self.envelope)
 

@@ -14,7 +14,6 @@ from sqlalchemy import text
 from tests.conftest import World
 from tests.helpers.withdrawals import btc_intent, eth_intent, setup
 
-from tandem.client import withdrawal as cw
 from tandem.core import split
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
@@ -140,7 +139,7 @@ def test_invalid_destination_refused_before_a_withdrawal_exists(
     intent = btc_intent(s, destination=address) if chain == "bitcoin" else eth_intent(s, destination=address)
     before = _counts(world)
     with pytest.raises((RemoteError, Exception)) as err:
-        cw.create_withdrawal(world.client, world["alice"], intent)
+        world.client.withdrawals.create(world["alice"], intent)
     code = getattr(err.value, "remote_code", getattr(err.value, "code", None))
     assert code in {"invalid_address", "destination_not_allowed"}, err.value
     after = _counts(world)
@@ -158,12 +157,12 @@ def test_invalid_address_book_entry_refused_and_audited(
 ) -> None:
     before = _counts(world)
     with pytest.raises(RemoteError) as err:
-        cw.propose_address(
-            world.client, world["alice"], chain=chain, network=network, address=address, label="x"
+        world.client.policy.propose_address(
+            world["alice"], chain=chain, network=network, address=address, label="x"
         )
     assert err.value.remote_code in {"invalid_address", "invalid_input"}
     assert _counts(world) == before
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     refusals = [json.loads(line) for line in lines if '"outcome":"refused"' in line]
     assert refusals
     assert refusals[-1]["code"] == err.value.remote_code

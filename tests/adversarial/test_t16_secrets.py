@@ -22,6 +22,7 @@ from tests.conftest import FakeClock, claim_token_of, make_database
 
 from tandem.api import create_app
 from tandem.client import Client
+from tandem.client.members import draft_genesis, proposal_digest, sign_genesis
 from tandem.core import totp
 from tandem.core.audit import verify_export
 from tandem.core.canonical import canonical
@@ -163,21 +164,21 @@ def test_no_secret_reaches_any_output(  # noqa: PLR0915 - one story through ever
 
         def code(name: str) -> str:
             clock.advance(30)
-            return c.totp_code(people[name])
+            return c.members.totp_code(people[name])
 
         # genesis and enrolment
-        doc = Client.draft_genesis(
+        doc = draft_genesis(
             deployment="dep_" + os.urandom(8).hex(),
             entity="Example Fund SICAV",
             created_at=clock(),
             service=c.deployment()["service"],
             cards=[m.card() for m in people.values()],
         )
-        c.submit_genesis(
-            doc, dict(Client.sign_genesis(m, doc) for m in people.values()), claim_token=claim_token_of(svc)
+        c.members.submit_genesis(
+            doc, dict(sign_genesis(m, doc) for m in people.values()), claim_token=claim_token_of(svc)
         )
         for m in people.values():
-            c.enrol_totp(m)
+            c.members.enrol_totp(m)
 
         # keystores, as a member's machine uses them
         for m in people.values():
@@ -193,17 +194,19 @@ def test_no_secret_reaches_any_output(  # noqa: PLR0915 - one story through ever
         # the happy path
         for person in people.values():
             c.get(person, "/v1/members")
-        prop = c.propose_add(people["alice"], nina.card())
-        c.approve_proposal(people["bob"], prop["id"], totp=code("bob"))
-        removal = c.propose_remove(people["bob"], people["mark"].member_id)
-        c.reject_proposal(people["alice"], removal["id"], reason="not now")
+        prop = c.members.propose_add(people["alice"], nina.card())
+        c.members.approve(people["bob"], prop["id"], totp=code("bob"))
+        removal = c.members.propose_remove(people["bob"], people["mark"].member_id)
+        c.members.reject(people["alice"], removal["id"], reason="not now")
         c.get(people["olga"], "/v1/proposals")
         c.get(people["olga"], f"/v1/proposals/{prop['id']}")
 
         # refusals of every family
-        pending = c.propose_add(people["mark"], MemberSecrets.generate(name="nell", role=Role.AUDITOR).card())
-        digest = c.proposal_digest(pending)
-        bad = f"{(int(c.totp_code(people['cora'])) + 1) % 1_000_000:06d}"
+        pending = c.members.propose_add(
+            people["mark"], MemberSecrets.generate(name="nell", role=Role.AUDITOR).card()
+        )
+        digest = proposal_digest(pending)
+        bad = f"{(int(c.members.totp_code(people['cora'])) + 1) % 1_000_000:06d}"
         _expect_refusal(
             rec,
             "wrong totp",
@@ -219,19 +222,19 @@ def test_no_secret_reaches_any_output(  # noqa: PLR0915 - one story through ever
             ),
         )
         _expect_refusal(
-            rec, "self approval", lambda: c.approve_proposal(people["mark"], pending["id"], totp=code("mark"))
+            rec, "self approval", lambda: c.members.approve(people["mark"], pending["id"], totp=code("mark"))
         )
         _expect_refusal(
             rec,
             "auditor proposes",
-            lambda: c.propose_add(
+            lambda: c.members.propose_add(
                 people["olga"], MemberSecrets.generate(name="zed", role=Role.AUDITOR).card()
             ),
         )
         _expect_refusal(
             rec,
             "duplicate key",
-            lambda: c.propose_add(
+            lambda: c.members.propose_add(
                 people["alice"],
                 MemberSecrets(
                     name="bobby",
@@ -286,7 +289,7 @@ def test_no_secret_reaches_any_output(  # noqa: PLR0915 - one story through ever
         _expect_refusal(
             rec,
             "seed swap without old code",
-            lambda: c.enrol_totp(
+            lambda: c.members.enrol_totp(
                 MemberSecrets(
                     name="olga",
                     role=Role.AUDITOR,
@@ -306,8 +309,10 @@ def test_no_secret_reaches_any_output(  # noqa: PLR0915 - one story through ever
         rec.add("bad session", http.get("/v1/members", headers={"Authorization": "Bearer nope"}).text)
 
         # brute force to a lock-out, then the operator unlock
-        target = c.propose_add(people["alice"], MemberSecrets.generate(name="nora", role=Role.AUDITOR).card())
-        tdig = c.proposal_digest(target)
+        target = c.members.propose_add(
+            people["alice"], MemberSecrets.generate(name="nora", role=Role.AUDITOR).card()
+        )
+        tdig = proposal_digest(target)
         for _ in range(totp.LOCK_AFTER + 6):
             clock.advance(61)
             _expect_refusal(
@@ -320,7 +325,7 @@ def test_no_secret_reaches_any_output(  # noqa: PLR0915 - one story through ever
                         "envelope": c.sign(
                             people["bob"], "proposal.approve", {"proposal": target["id"], "digest": tdig}
                         ),
-                        "totp": "000000" if c.totp_code(people["bob"]) != "000000" else "111111",
+                        "totp": "000000" if c.members.totp_code(people["bob"]) != "000000" else "111111",
                     },
                 ),
             )
@@ -340,7 +345,7 @@ def test_no_secret_reaches_any_output(  # noqa: PLR0915 - one story through ever
 
         # audit: export, proofs, offline verification
         c._sessions.clear()
-        lines, checkpoint = c.audit_export(people["olga"])
+        lines, checkpoint = c.audit.export(people["olga"])
         verify_export(lines, checkpoint, svc.key.sign_public)
         for line in lines:
             rec.add("audit line", line)
@@ -391,27 +396,27 @@ def test_whole_run_collector_sees_keys_logs_responses_and_errors(http: TestClien
             for n, r in [("alice", Role.MANAGER), ("bob", Role.CUSTODIAN), ("olga", Role.AUDITOR)]
         ]
         c = Client(http=http, clock=clock)
-        doc = Client.draft_genesis(
+        doc = draft_genesis(
             deployment="dep_" + os.urandom(8).hex(),
             entity="E",
             created_at=clock(),
             service=c.deployment()["service"],
             cards=[m.card() for m in people],
         )
-        c.submit_genesis(
+        c.members.submit_genesis(
             doc,
-            dict(Client.sign_genesis(m, doc) for m in people),
+            dict(sign_genesis(m, doc) for m in people),
             claim_token=claim_token_of(http.app.state.service),
         )
         for m in people:
-            c.enrol_totp(m)
+            c.members.enrol_totp(m)
         data = people[0].to_keystore(PASSPHRASE, log2_n=14)
         with pytest.raises(Error):
             MemberSecrets.from_keystore(data, PASSPHRASE + "x")
         with pytest.raises(RemoteError):
-            c.propose_add(people[2], MemberSecrets.generate(name="zed", role=Role.AUDITOR).card())
+            c.members.propose_add(people[2], MemberSecrets.generate(name="zed", role=Role.AUDITOR).card())
         c._sessions.clear()
-        c.audit_export(people[2])
+        c.audit.export(people[2])
     finally:
         clean = watch.finish()
     assert len(watch.holders) >= 4

@@ -18,7 +18,7 @@ from sqlmodel import func, select
 from tests.conftest import FakeClock, World, claim_token_of, new_member
 
 from tandem.api.deps import api_routes
-from tandem.client import Client
+from tandem.client.members import draft_genesis, proposal_digest, sign_genesis
 from tandem.core.actions import sign_action
 from tandem.core.canonical import canonical, digest_hex
 from tandem.core.identity import MemberSecrets
@@ -142,7 +142,7 @@ def test_refusals_of_bad_bodies_are_audited(world: World) -> None:
     post_raw(http, "/v1/members/proposals", b'{"envelope":{},"envelope":{}}')
     post_raw(http, "/v1/sessions", b'{"envelope":1.5}')
     world.client._sessions.clear()
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     codes = [json.loads(line)["code"] for line in lines if json.loads(line)["outcome"] == "refused"]
     assert "duplicate_key" in codes
     assert "float_not_allowed" in codes
@@ -173,7 +173,7 @@ def _genesis(
     resign: bool = True,
 ) -> tuple[httpx.Response, dict[str, Any]]:
     people = people or [new_member("alice", Role.MANAGER), new_member("bob", Role.CUSTODIAN)]
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_0123456789abcdef",
         entity="Example Fund SICAV",
         created_at=clock(),
@@ -182,7 +182,7 @@ def _genesis(
     )
     if edit is not None and resign:
         edit(doc)
-    sigs = dict(Client.sign_genesis(m, doc) for m in people)
+    sigs = dict(sign_genesis(m, doc) for m in people)
     if edit is not None and not resign:
         edit(doc)
     response = http.post(
@@ -270,14 +270,14 @@ def test_genesis_signature_map_injection_refused(
     svc: Tandem, http: TestClient, clock: FakeClock, inj: str
 ) -> None:
     people = [new_member("alice", Role.MANAGER), new_member("bob", Role.CUSTODIAN)]
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_0123456789abcdef",
         entity="E",
         created_at=clock(),
         service=http.get("/v1/deployment").json()["service"],
         cards=[m.card() for m in people],
     )
-    sigs = dict(Client.sign_genesis(m, doc) for m in people)
+    sigs = dict(sign_genesis(m, doc) for m in people)
     for bad in ({**sigs, inj: "AAAA"}, dict.fromkeys(sigs, inj), {inj: next(iter(sigs.values()))}):
         assert_4xx(post(http, "/v1/genesis", {"genesis": doc, "signatures": bad}))
     assert counts(svc)["deployment"] == 0
@@ -287,7 +287,7 @@ def test_genesis_signature_map_injection_refused(
 
 
 def _pending(world: World) -> dict[str, Any]:
-    return world.client.propose_add(world["alice"], new_member("nina", Role.AUDITOR).card())
+    return world.client.members.propose_add(world["alice"], new_member("nina", Role.AUDITOR).card())
 
 
 def _card_with(field: str, value: str) -> dict[str, Any]:
@@ -305,7 +305,7 @@ def test_membership_signed_body_fields(world: World, inj: str) -> None:
     before = counts(world.svc)
     pending = _pending(world)
     before = counts(world.svc)
-    digest = c.proposal_digest(pending)
+    digest = proposal_digest(pending)
     bodies = [
         ("member.propose", "/v1/members/proposals", {"change": inj}),
         ("member.propose", "/v1/members/proposals", {"change": "remove", "member": inj}),
@@ -394,7 +394,7 @@ def test_envelope_fields_injected_after_signing(
         (
             f"/v1/proposals/{pending['id']}/approve",
             "proposal.approve",
-            {"proposal": pending["id"], "digest": world.client.proposal_digest(pending)},
+            {"proposal": pending["id"], "digest": proposal_digest(pending)},
             "bob",
             {"totp": "123456"},
         ),
@@ -417,7 +417,7 @@ def test_totp_and_confirm_code_fields(world: World, inj: str) -> None:
     env = world.client.sign(
         world["bob"],
         "proposal.approve",
-        {"proposal": pending["id"], "digest": world.client.proposal_digest(pending)},
+        {"proposal": pending["id"], "digest": proposal_digest(pending)},
     )
     for value in (inj, (inj + "000000")[:6]):
         assert_4xx(post(http, f"/v1/proposals/{pending['id']}/approve", {"envelope": env, "totp": value}))
@@ -438,7 +438,7 @@ def test_reject_reason_stored_verbatim(world: World, inj: str) -> None:
                     "proposal.reject",
                     {
                         "proposal": pending["id"],
-                        "digest": world.client.proposal_digest(pending),
+                        "digest": proposal_digest(pending),
                         "reason": inj,
                     },
                 )
@@ -448,7 +448,7 @@ def test_reject_reason_stored_verbatim(world: World, inj: str) -> None:
     assert response.status_code < 500, response.text
     if response.status_code == 200:
         world.client._sessions.clear()
-        lines, _ = world.client.audit_export(world["olga"])
+        lines, _ = world.client.audit.export(world["olga"])
         entry = next(json.loads(x) for x in lines if json.loads(x)["kind"] == "proposal.rejected")
         assert entry["data"]["reason"] == inj
         assert entry["envelope"]["action"]["body"]["reason"] == inj
@@ -493,9 +493,9 @@ def test_non_nfc_entity_stored_verbatim(svc: Tandem, http: TestClient, clock: Fa
 
 def test_non_nfc_reason_stored_verbatim(world: World) -> None:
     pending = _pending(world)
-    world.client.reject_proposal(world["bob"], pending["id"], reason=NFD)
+    world.client.members.reject(world["bob"], pending["id"], reason=NFD)
     world.client._sessions.clear()
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     entry = next(json.loads(x) for x in lines if json.loads(x)["kind"] == "proposal.rejected")
     assert entry["data"]["reason"] == NFD
 
@@ -518,7 +518,7 @@ def test_non_nfc_body_signature_is_over_the_exact_bytes(world: World) -> None:
         world["bob"],
         type="proposal.reject",
         deployment=world.deployment,
-        body={"proposal": pending["id"], "digest": world.client.proposal_digest(pending), "reason": NFD},
+        body={"proposal": pending["id"], "digest": proposal_digest(pending), "reason": NFD},
         issued_at=world.clock(),
     ).to_json()
     normalised = copy.deepcopy(env)
@@ -539,7 +539,7 @@ def test_huge_reason_is_not_a_server_error(world: World) -> None:
     env = world.client.sign(
         world["bob"],
         "proposal.reject",
-        {"proposal": pending["id"], "digest": world.client.proposal_digest(pending), "reason": reason},
+        {"proposal": pending["id"], "digest": proposal_digest(pending), "reason": reason},
     )
     response = post(world.client.http, f"/v1/proposals/{pending['id']}/reject", {"envelope": env})
     assert response.status_code < 500, response.text[:300]

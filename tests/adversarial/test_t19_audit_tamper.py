@@ -20,6 +20,7 @@ from tandem.api import create_app
 from tandem.cli.audit_cmds import verify_export_file
 from tandem.cli.main import app as cli_app
 from tandem.client import Client
+from tandem.client.members import draft_genesis, sign_genesis
 from tandem.core import audit
 from tandem.core.canonical import canonical
 from tandem.core.roles import Role
@@ -56,25 +57,25 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     }
     with TestClient(create_app(service=svc), raise_server_exceptions=False) as http:
         c = Client(http=http, clock=clock)
-        doc = Client.draft_genesis(
+        doc = draft_genesis(
             deployment="dep_" + secrets.token_hex(8),
             entity="Example Fund SICAV",
             created_at=clock(),
             service=c.deployment()["service"],
             cards=[m.card() for m in people.values()],
         )
-        c.submit_genesis(
-            doc, dict(Client.sign_genesis(m, doc) for m in people.values()), claim_token=claim_token_of(svc)
+        c.members.submit_genesis(
+            doc, dict(sign_genesis(m, doc) for m in people.values()), claim_token=claim_token_of(svc)
         )
         for m in people.values():
-            c.enrol_totp(m)
+            c.members.enrol_totp(m)
 
         def code(name: str) -> str:
             clock.advance(30)
-            return c.totp_code(people[name])
+            return c.members.totp_code(people[name])
 
-        prop = c.propose_add(people["alice"], new_member("nina", Role.CUSTODIAN).card())
-        c.approve_proposal(people["bob"], prop["id"], totp=code("bob"))
+        prop = c.members.propose_add(people["alice"], new_member("nina", Role.CUSTODIAN).card())
+        c.members.approve(people["bob"], prop["id"], totp=code("bob"))
         # The addition takes effect once its delay has passed (THREATS 35).
         clock.advance(86401)
         c.request(
@@ -82,10 +83,10 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             f"/v1/proposals/{prop['id']}/apply",
             json_body={"envelope": c.sign(people["alice"], "proposal.apply", {"proposal": prop["id"]})},
         )
-        other = c.propose_add(people["bob"], new_member("nora", Role.AUDITOR).card())
+        other = c.members.propose_add(people["bob"], new_member("nora", Role.AUDITOR).card())
         with pytest.raises(RemoteError):
-            c.approve_proposal(people["cora"], other["id"], totp=code("cora"))  # same side: refused, audited
-        c.reject_proposal(people["mark"], other["id"], reason="no")
+            c.members.approve(people["cora"], other["id"], totp=code("cora"))  # same side: refused, audited
+        c.members.reject(people["mark"], other["id"], reason="no")
     lines, checkpoint = svc.export()
     assert len(lines) >= 15
     yield Exported(list(lines), checkpoint, svc.key.sign_public, svc.key, doc["deployment"])

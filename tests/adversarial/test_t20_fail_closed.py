@@ -16,6 +16,7 @@ from tests.conftest import World, claim_token_of, new_member
 from tests.helpers.audit import post, refusals
 from tests.helpers.membership import wait_out_delay
 
+from tandem.client.members import draft_genesis, proposal_digest, sign_genesis
 from tandem.core.canonical import canonical
 from tandem.core.roles import Role
 from tandem.errors import AuditWriteError
@@ -74,7 +75,7 @@ def approval(world: World, prop: dict[str, Any]) -> dict[str, Any]:
     env = world.client.sign(
         world["bob"],
         "proposal.approve",
-        {"proposal": prop["id"], "digest": world.client.proposal_digest(prop)},
+        {"proposal": prop["id"], "digest": proposal_digest(prop)},
     )
     return {"envelope": env, "totp": world.code("bob")}
 
@@ -97,7 +98,7 @@ def failing_step(world: World, prop: dict[str, Any], kind: str) -> tuple[str, di
 def test_approval_rolled_back_when_its_audit_entry_fails(
     world: World, failing_kinds: set[str], kind: str
 ) -> None:
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     path, body, refused_kind = failing_step(world, prop, kind)
     before = state(world)
     status_before = {p[0]: p[1] for p in before["proposals"]}[prop["id"]]
@@ -124,7 +125,7 @@ def test_approval_rolled_back_when_its_audit_entry_fails(
 def test_database_insert_failure_of_the_audit_row_fails_closed(
     world: World, failing_insert: set[str], kind: str
 ) -> None:
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     path, body, _refused_kind = failing_step(world, prop, kind)
     before = state(world)
     failing_insert.add(kind)
@@ -151,7 +152,7 @@ def test_proposal_not_created_when_its_audit_entry_fails(world: World, failing_k
 
 
 def test_removal_not_applied_when_its_audit_entry_fails(world: World, failing_kinds: set[str]) -> None:
-    prop = world.client.propose_remove(world["alice"], world["cora"].member_id)
+    prop = world.client.members.propose_remove(world["alice"], world["cora"].member_id)
     body = approval(world, prop)
     before = state(world)
     failing_kinds.add("member.removed")
@@ -200,7 +201,7 @@ def test_genesis_not_created_when_its_audit_entry_fails(
     monkeypatch.setattr(audit_log, "append", append)
     people = [new_member("alice", Role.MANAGER), new_member("bob", Role.CUSTODIAN)]
     client = Client(http=http, clock=clock)
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_0123456789abcdef",
         entity="E",
         created_at=clock(),
@@ -209,7 +210,7 @@ def test_genesis_not_created_when_its_audit_entry_fails(
     )
     response = http.post(
         "/v1/genesis",
-        content=canonical({"genesis": doc, "signatures": dict(Client.sign_genesis(m, doc) for m in people)}),
+        content=canonical({"genesis": doc, "signatures": dict(sign_genesis(m, doc) for m in people)}),
         headers={"X-Tandem-Claim-Token": claim_token_of(svc)},
     )
     assert response.status_code == 500

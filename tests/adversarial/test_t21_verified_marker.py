@@ -322,7 +322,7 @@ def test_entry_before_the_marker_edited_in_place(
     from tandem.client import Client
 
     auditor = Client(http=http, clock=world.clock)
-    lines, checkpoint = auditor.audit_export(world["olga"])
+    lines, checkpoint = auditor.audit.export(world["olga"])
     with pytest.raises(AuditVerificationError) as err:
         audit.verify_export(lines, checkpoint, world.svc.key.sign_public)
     assert err.value.index == 2

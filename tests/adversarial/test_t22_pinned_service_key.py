@@ -17,8 +17,6 @@ from tests.conftest import World
 from tests.helpers.audit import audit_entries
 from tests.helpers.withdrawals import Setup, btc_intent, setup
 
-from tandem.client import proof as client_proof
-from tandem.client import withdrawal as cw
 from tandem.core import split
 from tandem.errors import NotPinnedError, PinError
 
@@ -37,7 +35,7 @@ def _proxy(world: World, mode: tuple[bool, bool]) -> InterceptingProxy:
 def _withdrawals(world: World) -> list[tuple[str, str, int]]:
     return sorted(
         (w["id"], w["status"], len(w.get("approvals") or []))
-        for w in cw.list_withdrawals(world.client, world["olga"])
+        for w in world.client.withdrawals.list(world["olga"])
     )
 
 
@@ -57,7 +55,7 @@ def test_manager_create_refused_by_the_client(world: World, mode: tuple[bool, bo
     proxy = _proxy(world, mode)
     before, log_before = _withdrawals(world), _kinds(world)
     with pytest.raises(PinError) as refused:
-        cw.create_withdrawal(proxy.client(world), world["alice"], btc_intent(s))
+        proxy.client(world).withdrawals.create(world["alice"], btc_intent(s))
     assert refused.value.code == "pin_mismatch"
     assert "nothing was sealed" in refused.value.message
     _nothing_left(proxy, "/v1/withdrawals")
@@ -70,11 +68,11 @@ def test_manager_create_refused_by_the_client(world: World, mode: tuple[bool, bo
 @pytest.mark.parametrize("mode", [FULL, OPERATIONS_ONLY], ids=["service+operation", "operation"])
 def test_custodian_approve_refused_by_the_client(world: World, mode: tuple[bool, bool]) -> None:
     s = setup(world)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s))
     proxy = _proxy(world, mode)
     before, log_before = _withdrawals(world), _kinds(world)
     with pytest.raises(PinError) as refused:
-        cw.approve_withdrawal(proxy.client(world), world["bob"], created["id"], totp=world.code("bob"))
+        proxy.client(world).withdrawals.approve(world["bob"], created["id"], totp=world.code("bob"))
     assert refused.value.code == "pin_mismatch"
     _nothing_left(proxy, "/approve", "/shares")
     assert _withdrawals(world) == before
@@ -85,30 +83,30 @@ def test_custodian_approve_refused_by_the_client(world: World, mode: tuple[bool,
 @pytest.mark.parametrize("mode", [FULL, OPERATIONS_ONLY], ids=["service+operation", "operation"])
 def test_custodian_contribute_refused_by_the_client(world: World, mode: tuple[bool, bool]) -> None:
     s = setup(world)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s))
     proxy = _proxy(world, mode)
     with pytest.raises(PinError):
-        cw.contribute_share(proxy.client(world), world["bob"], created["id"])
+        proxy.client(world).withdrawals.contribute_share(world["bob"], created["id"])
     _nothing_left(proxy, "/shares")
 
 
 @pytest.mark.parametrize("mode", [FULL, OPERATIONS_ONLY], ids=["service+operation", "operation"])
 def test_proof_contributions_refused_by_the_client(world: World, mode: tuple[bool, bool]) -> None:
     setup(world)
-    view = client_proof.issue_challenge(world.client, world["olga"], statement="Q3", scope={"kind": "all"})
+    view = world.client.proofs.issue(world["olga"], statement="Q3", scope={"kind": "all"})
     proxy = _proxy(world, mode)
     for who in ("alice", "bob"):
         with pytest.raises(PinError):
-            client_proof.contribute(proxy.client(world), world[who], view["id"], totp=world.code(who))
+            proxy.client(world).proofs.contribute(world[who], view["id"], totp=world.code(who))
     _nothing_left(proxy, "/contributions")
-    after = client_proof.get_challenge(world.client, world["olga"], view["id"])
+    after = world.client.proofs.get(world["olga"], view["id"])
     assert after["status"] == view["status"]
 
 
 def test_totp_seed_never_sealed_to_the_proxys_key(world: World) -> None:
     proxy = _proxy(world, FULL)
     with pytest.raises(PinError):
-        proxy.client(world).enrol_totp(world["bob"], old_code=world.code("bob"))
+        proxy.client(world).members.enrol_totp(world["bob"], old_code=world.code("bob"))
     _nothing_left(proxy, "/v1/totp/enrol")
 
 
@@ -118,7 +116,7 @@ def test_a_client_without_a_pin_seals_nothing(world: World) -> None:
     bare = proxy.client(world)
     bare.pin = None
     with pytest.raises(NotPinnedError) as refused:
-        cw.create_withdrawal(bare, world["alice"], btc_intent(s))
+        bare.withdrawals.create(world["alice"], btc_intent(s))
     assert refused.value.code == "not_pinned"
     _nothing_left(proxy, "/v1/withdrawals")
 
@@ -129,7 +127,7 @@ def test_the_attack_is_real_without_the_pin(world: World) -> None:
     the proxy's key. The pinned client never makes such a box."""
     s: Setup = setup(world)
     proxy = _proxy(world, FULL)
-    prepared = cw.prepare(world.client, world["alice"], s.keyset.id)
+    prepared = world.client.withdrawals.prepare(world["alice"], s.keyset.id)
     forged = proxy.forged_operation(prepared["operation"])
     _side, sealed = split.reseal_for_operation(
         world["alice"], prepared["keyset"], forged, bytes(proxy.sign_key.verify_key)
@@ -142,8 +140,8 @@ def test_control_an_honest_proxy_passes_everything(world: World) -> None:
     s = setup(world)
     proxy = _proxy(world, (False, False))
     client = proxy.client(world)
-    created = cw.create_withdrawal(client, world["alice"], btc_intent(s))
-    approved = cw.approve_withdrawal(client, world["bob"], created["id"], totp=world.code("bob"))
+    created = client.withdrawals.create(world["alice"], btc_intent(s))
+    approved = client.withdrawals.approve(world["bob"], created["id"], totp=world.code("bob"))
     assert approved["status"] == "approved"
     assert proxy.posted("/approve")
     assert proxy.sealed_boxes_sent() >= 2

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from tandem.api import create_app
 from tandem.cli.main import app as cli_app
 from tandem.client import Client
+from tandem.client.members import draft_genesis, sign_genesis
 from tandem.core.canonical import canonical
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
@@ -42,14 +43,14 @@ def _people() -> list[MemberSecrets]:
 
 
 def _signed_genesis(http: TestClient, clock: FakeClock, people: list[MemberSecrets]) -> dict[str, Any]:
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_" + secrets.token_hex(8),
         entity="Example Fund SICAV",
         created_at=clock(),
         service=http.get("/v1/deployment").json()["service"],
         cards=[m.card() for m in people],
     )
-    return {"genesis": doc, "signatures": dict(Client.sign_genesis(m, doc) for m in people)}
+    return {"genesis": doc, "signatures": dict(sign_genesis(m, doc) for m in people)}
 
 
 def _post(http: TestClient, body: dict[str, Any], token: str | None) -> httpx.Response:
@@ -68,7 +69,7 @@ def _nothing_created(svc: Tandem, http: TestClient) -> None:
 
 def _log(http: TestClient, clock: FakeClock, member: MemberSecrets) -> list[dict[str, Any]]:
     client = Client(http=http, clock=clock)
-    lines, _ = client.audit_export(member)
+    lines, _ = client.audit.export(member)
     return [json.loads(line) for line in lines]
 
 
@@ -179,7 +180,7 @@ def test_tandem_init_prints_the_token_once_and_keeps_only_its_hash(tmp_path: Pat
         assert _post(http, body, "not-it").json()["code"] == "claim_token_invalid"
         assert json.loads((data / "claim.json").read_text())["refused"] == {"claim_token_invalid": 1}
         client = Client(http=http, clock=clock)
-        result = client.submit_genesis(body["genesis"], body["signatures"], claim_token=token)
+        result = client.members.submit_genesis(body["genesis"], body["signatures"], claim_token=token)
         assert result["deployment"] == body["genesis"]["deployment"]
     stored = json.loads((data / "claim.json").read_text())
     assert stored["token_sha256"] is None
@@ -206,6 +207,6 @@ def test_genesis_submit_cli_needs_the_token(tmp_path: Path, svc: Tandem, http: T
     assert ok.exit_code == 0, ok.output
     assert claim_token_of(svc) not in ok.output
     with pytest.raises(RemoteError):
-        Client(http=http, clock=clock).submit_genesis(
+        Client(http=http, clock=clock).members.submit_genesis(
             json.loads(file.read_text())["genesis"], {}, claim_token=claim_token_of(svc)
         )

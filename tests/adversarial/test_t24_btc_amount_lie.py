@@ -82,7 +82,7 @@ def test_an_amount_not_backed_by_its_previous_transaction_is_refused_at_create(w
     intent, deposit = lying_intent(s)
     # The manager's own client refuses before anything is signed ...
     with pytest.raises(UnprovenInputError, match=f"given for {deposit.txid}:1 hashes to"):
-        cw.create_withdrawal(world.client, world["alice"], intent)
+        world.client.withdrawals.create(world["alice"], intent)
     # ... and a client that does not check meets the same refusal at the server.
     before = withdrawal_state(world)
     response = create_unchecked(world, intent)
@@ -114,7 +114,7 @@ def test_the_second_half_of_the_attack_cannot_even_be_requested(world: World) ->
     s = setup(world)
     deposit = funding_tx(s.btc_from, [BTC, BTC])
     spend = [utxo(deposit, 0), utxo(deposit, 1)]
-    first = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, spend=spend))
+    first = world.client.withdrawals.create(world["alice"], btc_intent(s, spend=spend))
     assert [p["amount"] for p in first["prevouts"]] == [str(BTC), str(BTC)]
     assert int(first["fee"]) < 10_000  # the fee shown is the fee the transaction pays
     before = withdrawal_state(world)
@@ -130,8 +130,8 @@ def test_the_approving_client_refuses_a_view_whose_amounts_differ_from_the_prev_
     transaction digest recomputed over them. The client reads the amount from the
     previous transaction in the signed intent and refuses to approve."""
     s = setup(world)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
-    view = cw.get_withdrawal(world.client, world["bob"], created["id"])
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s))
+    view = world.client.withdrawals.get(world["bob"], created["id"])
     lie = [dict(p) for p in view["prevouts"]]
     lie[1]["amount"] = str(int(lie[1]["amount"]) // 1000)
     forged = {
@@ -147,9 +147,9 @@ def test_the_approving_client_refuses_a_view_whose_amounts_differ_from_the_prev_
     }
     with pytest.raises(VerificationError, match="its previous transaction holds"):
         cw.review(forged)
-    monkeypatch.setattr(cw, "get_withdrawal", lambda client, member, wid: forged)
+    monkeypatch.setattr(cw.Withdrawals, "get", lambda self, member, wid: forged)
     with pytest.raises(VerificationError, match=r"prevout 1 .* its previous transaction holds"):
-        cw.approve_withdrawal(world.client, world["bob"], created["id"], totp=world.code("bob"))
+        world.client.withdrawals.approve(world["bob"], created["id"], totp=world.code("bob"))
     with world.svc.db.read() as session:
         assert session.exec(select(Approval).where(Approval.subject == created["id"])).all() == []
     assert not any(e["kind"] == "withdrawal.approved" for e in audit_entries(world))

@@ -19,7 +19,6 @@ from tests.helpers.audit import audit_entries, refusals
 from tests.helpers.withdrawal_raw import create_unchecked, withdrawal_state
 from tests.helpers.withdrawals import approve, btc_intent, fresh_sessions, policy_doc, rule, setup
 
-from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
 from tandem.errors import InputError, RemoteError
 
@@ -34,7 +33,7 @@ def attempt(world: World, s: Any, spend: list[dict[str, Any]]) -> dict[str, Any]
     before = withdrawal_state(world)
     logged = len(refusals(world, "outpoint_reserved"))
     with pytest.raises(RemoteError) as err:
-        cw.create_withdrawal(world.client, world["alice"], btc_intent(s, spend=spend))
+        world.client.withdrawals.create(world["alice"], btc_intent(s, spend=spend))
     assert (err.value.http_status, err.value.remote_code) == (409, "outpoint_reserved")
     assert withdrawal_state(world) == before
     entries = refusals(world, "outpoint_reserved")
@@ -46,7 +45,7 @@ def attempt(world: World, s: Any, spend: list[dict[str, Any]]) -> dict[str, Any]
 def test_an_output_of_a_pending_withdrawal_cannot_be_spent_again(world: World) -> None:
     s = setup(world)
     spend, deposit = two_outputs(world, s)
-    first = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, spend=spend))
+    first = world.client.withdrawals.create(world["alice"], btc_intent(s, spend=spend))
     assert {(r[1], r[2], r[3]) for r in withdrawal_state(world)["reservations"]} == {
         (deposit.txid, 0, first["id"]),
         (deposit.txid, 1, first["id"]),
@@ -62,23 +61,23 @@ def test_an_output_of_a_pending_withdrawal_cannot_be_spent_again(world: World) -
 def test_approved_and_released_withdrawals_keep_their_outputs(world: World, state: str) -> None:
     s = setup(world)
     spend, _ = two_outputs(world, s)
-    first = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, spend=spend))
+    first = world.client.withdrawals.create(world["alice"], btc_intent(s, spend=spend))
     assert approve(world, first["id"])["status"] == "approved"
     if state == "released":
-        assert cw.release_withdrawal(world.client, world["bob"], first["id"])["status"] == "released"
+        assert world.client.withdrawals.release(world["bob"], first["id"])["status"] == "released"
     attempt(world, s, spend)
 
 
 def _reject(world: World, wid: str) -> None:
-    cw.reject_withdrawal(world.client, world["bob"], wid, reason="not today")
+    world.client.withdrawals.reject(world["bob"], wid, reason="not today")
 
 
 def _cancel(world: World, wid: str) -> None:
-    cw.cancel_withdrawal(world.client, world["alice"], wid)
+    world.client.withdrawals.cancel(world["alice"], wid)
 
 
 def _expire(world: World, wid: str) -> None:
-    view = cw.get_withdrawal(world.client, world["olga"], wid)
+    view = world.client.withdrawals.get(world["olga"], wid)
     world.clock.advance(view["expires_at"] - world.clock() + 1)
     fresh_sessions(world)
 
@@ -87,10 +86,10 @@ def _expire(world: World, wid: str) -> None:
 def test_once_the_first_ends_the_output_can_be_spent(world: World, end: Callable[[World, str], None]) -> None:
     s = setup(world)
     spend, deposit = two_outputs(world, s)
-    first = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, spend=spend))
+    first = world.client.withdrawals.create(world["alice"], btc_intent(s, spend=spend))
     attempt(world, s, spend)
     end(world, first["id"])
-    second = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, spend=spend))
+    second = world.client.withdrawals.create(world["alice"], btc_intent(s, spend=spend))
     assert second["status"] == "pending"
     assert {(r[1], r[2], r[3]) for r in withdrawal_state(world)["reservations"]} == {
         (deposit.txid, 0, second["id"]),
@@ -104,10 +103,10 @@ def test_a_vetoed_withdrawal_frees_its_outputs(world: World) -> None:
     lock = {"time_lock": {"above": "0", "delay_seconds": 3600}}
     s = setup(world, policy=policy_doc(2, [rule("locked", **lock)]))
     spend, _ = two_outputs(world, s)
-    first = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, spend=spend))
+    first = world.client.withdrawals.create(world["alice"], btc_intent(s, spend=spend))
     approve(world, first["id"])
-    cw.veto_withdrawal(world.client, world["bob"], first["id"], reason="stop")
-    second = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, spend=spend))
+    world.client.withdrawals.veto(world["bob"], first["id"], reason="stop")
+    second = world.client.withdrawals.create(world["alice"], btc_intent(s, spend=spend))
     assert second["status"] == "pending"
 
 
@@ -116,7 +115,7 @@ def test_the_same_output_twice_in_one_intent_is_refused(world: World) -> None:
     spend, _ = two_outputs(world, s)
     twice = [spend[0], spend[0]]
     with pytest.raises(InputError, match="lists an output twice"):
-        cw.create_withdrawal(world.client, world["alice"], btc_intent(s, spend=twice))
+        world.client.withdrawals.create(world["alice"], btc_intent(s, spend=twice))
     before = withdrawal_state(world)
     response = create_unchecked(world, {**btc_intent(s, spend=twice), "from": s.btc_from})
     assert (response.status_code, response.json()["code"]) == (422, "invalid_input")

@@ -54,7 +54,7 @@ def genesis_pin(world: World) -> str:
 
 
 def export(world: World) -> tuple[list[str], dict[str, Any]]:
-    return world.client.audit_export(world["olga"])
+    return world.client.audit.export(world["olga"])
 
 
 def forge(world: World, kind: str, *, proposal: str = "prop_forged000001") -> int:
@@ -146,10 +146,10 @@ def genuine_history(world: World) -> None:
     add_member(world, new_member("nina", Role.CUSTODIAN).card())
     new_cora = new_member("cora", Role.CUSTODIAN)
     rekey_member(world, world["cora"].member_id, new_cora.card())
-    prop = cw.propose_policy(world.client, world["alice"], policy_doc(2, [rule("two", custodians=2)]))
+    prop = world.client.policy.propose(world["alice"], policy_doc(2, [rule("two", custodians=2)]))
     approve(world, "bob", prop["id"])
-    book = cw.propose_address(
-        world.client, world["alice"], chain="bitcoin", network="testnet", address=STRANGER_BTC, label="broker"
+    book = world.client.policy.propose_address(
+        world["alice"], chain="bitcoin", network="testnet", address=STRANGER_BTC, label="broker"
     )
     approve(world, "bob", book["id"])
 
@@ -194,7 +194,7 @@ def test_genuine_log_verifies_everywhere(world: World, cli: CliRunner, tmp_path:
     assert state.effects_justified >= 4
     out = cli_verify(world, cli, tmp_path, ok=True)
     assert "OK" in out
-    members = client_log.trusted_members(world.client, world["olga"], genesis_hash_pin=genesis_pin(world))
+    members = world.client.audit.trusted_members(world["olga"], genesis_hash_pin=genesis_pin(world))
     assert {m.name for m in members} == names
     out = cli.invoke(
         cli_app, ["audit", "members", "--genesis-hash", genesis_pin(world), "-k", str(tmp_path / "olga.ks")]
@@ -241,9 +241,7 @@ def test_forged_effect_refused_by_members_client(
     index = forge(world, kind)
     lines, checkpoint = export(world)
     refused_at(index, client_log.verify_log, lines, checkpoint, genesis_hash_pin=genesis_pin(world))
-    refused_at(
-        index, client_log.trusted_members, world.client, world["olga"], genesis_hash_pin=genesis_pin(world)
-    )
+    refused_at(index, world.client.audit.trusted_members, world["olga"], genesis_hash_pin=genesis_pin(world))
     out = cli.invoke(
         cli_app, ["audit", "members", "--genesis-hash", genesis_pin(world), "-k", str(tmp_path / "olga.ks")]
     )
@@ -277,7 +275,7 @@ def test_forgery_citing_a_real_but_unapproved_proposal_refused(world: World) -> 
     """The proposer really signed the addition; no custodian approved it. Citing it is
     not enough."""
     card = new_member("nina", Role.CUSTODIAN).card()
-    prop = world.client.propose_add(world["alice"], card)
+    prop = world.client.members.propose_add(world["alice"], card)
     now = world.clock()
     with world.svc.db.write() as s:
         s.add(_member_row(card, world.deployment, now))
@@ -301,7 +299,7 @@ def test_forgery_citing_a_real_but_unapproved_proposal_refused(world: World) -> 
 def test_forgery_after_approval_but_before_the_delay_refused(world: World) -> None:
     """Approved, but the veto window is still open: carrying it out early is refused."""
     card = new_member("nina", Role.CUSTODIAN).card()
-    prop = world.client.propose_add(world["alice"], card)
+    prop = world.client.members.propose_add(world["alice"], card)
     approve(world, "bob", prop["id"])
     now = world.clock()
     with world.svc.db.write() as s:
@@ -337,14 +335,14 @@ def test_server_member_list_that_the_log_does_not_justify_refused(
     with world.svc.db.write() as s:
         s.add(_member_row(puppet.card(), world.deployment, world.clock()))
     with pytest.raises(VerificationError, match=puppet.member_id):
-        client_log.trusted_members(world.client, world["olga"], genesis_hash_pin=genesis_pin(world))
+        world.client.audit.trusted_members(world["olga"], genesis_hash_pin=genesis_pin(world))
     listed = cli.invoke(
         cli_app,
         ["member", "list", "--genesis-hash", genesis_pin(world), "-k", str(tmp_path / "olga.ks")],
     )
     assert listed.exit_code == 1
     assert puppet.member_id in listed.output
-    state = client_log.fetch_log_state(world.client, world["olga"], genesis_hash_pin=genesis_pin(world))
+    state = world.client.audit.log_state(world["olga"], genesis_hash_pin=genesis_pin(world))
     assert puppet.member_id not in client_log.seal_recipients(state, Role.CUSTODIAN)
 
 
@@ -357,20 +355,16 @@ def test_key_sets_follow_from_signed_ceremonies(world: World) -> None:
     refused, naming the entry."""
     from tests.api.test_ceremony_reshare import definition
 
-    from tandem.client import ceremony as cc
-
-    transcript = cc.run_ceremony(
-        world.client,
+    transcript = world.client.ceremonies.run(
         proposer=world["alice"],
         approvers=[world["bob"]],
         definition_text=definition("bitcoin-testnet-cold"),
         code=world.code,
     )
     ks = transcript["keyset"]["id"]
-    removal = world.client.propose_remove(world["alice"], world["bob"].member_id)
+    removal = world.client.members.propose_remove(world["alice"], world["bob"].member_id)
     approve(world, "cora", removal["id"])
-    cc.run_ceremony(
-        world.client,
+    world.client.ceremonies.run(
         proposer=world["alice"],
         approvers=[world["cora"]],
         definition_text=definition("reshare"),

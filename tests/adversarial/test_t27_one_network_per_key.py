@@ -71,7 +71,7 @@ def test_a_definition_mixing_networks_is_refused_naming_the_field() -> None:
 
 def test_the_server_refuses_to_propose_it(world: World) -> None:
     with pytest.raises(InvalidDefinitionError):
-        cc.propose_ceremony(world.client, world["alice"], MIXED, contribution=keygen.make_contribution())
+        world.client.ceremonies.propose(world["alice"], MIXED, contribution=keygen.make_contribution())
     ceremony_id = cc.new_ceremony_id()
     body = {
         "ceremony": ceremony_id,

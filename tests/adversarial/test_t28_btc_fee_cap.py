@@ -32,11 +32,11 @@ def test_t28_200_inputs_at_10000_sat_per_vbyte_refused(world: World) -> None:
     s = setup(world)
     intent = btc_intent(s, amount=100_000, fee_rate=10_000, spend=big_utxos(s, MAX_UTXOS))
     err = refused(
-        world, "fee_exceeded", "withdrawal.create", cw.create_withdrawal, world.client, world["alice"], intent
+        world, "fee_exceeded", "withdrawal.create", world.client.withdrawals.create, world["alice"], intent
     )
     assert err.http_status == 403
     assert "fee" in err.message
-    assert cw.list_withdrawals(world.client, world["olga"]) == []
+    assert world.client.withdrawals.list(world["olga"]) == []
 
 
 def test_t28_fee_rate_above_the_chain_cap_refused_even_with_two_inputs(world: World) -> None:
@@ -45,7 +45,7 @@ def test_t28_fee_rate_above_the_chain_cap_refused_even_with_two_inputs(world: Wo
     assert cap is not None
     intent = btc_intent(s, amount=100_000, fee_rate=cap + 1, spend=big_utxos(s, 2))
     err = refused(
-        world, "fee_exceeded", "withdrawal.create", cw.create_withdrawal, world.client, world["alice"], intent
+        world, "fee_exceeded", "withdrawal.create", world.client.withdrawals.create, world["alice"], intent
     )
     assert "fee rate" in err.message
 
@@ -57,14 +57,13 @@ def test_t28_rule_caps_the_fee_as_a_share_of_the_amount(world: World) -> None:
         world,
         "fee_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         btc_intent(s, amount=50_000, fee_rate=50),
     )
     assert "of the amount" in err.message
     # At 5 sat/vB (~2%) the same withdrawal is fine.
-    ok = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000, fee_rate=5))
+    ok = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=50_000, fee_rate=5))
     assert ok["status"] == "pending"
 
 
@@ -74,8 +73,7 @@ def test_t28_rule_caps_the_absolute_fee_and_the_rate(world: World) -> None:
         world,
         "fee_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         btc_intent(s, fee_rate=21),
     )
@@ -83,8 +81,7 @@ def test_t28_rule_caps_the_absolute_fee_and_the_rate(world: World) -> None:
         world,
         "fee_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         btc_intent(s, fee_rate=20, spend=big_utxos(s, 12, 10_000)),
     )
@@ -98,8 +95,7 @@ def test_t28_worst_case_fee_counts_against_max_amount(world: World) -> None:
         world,
         "limit_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         btc_intent(s, amount=50_000, fee_rate=5),
     )
@@ -109,8 +105,8 @@ def test_t28_worst_case_fee_counts_against_max_amount(world: World) -> None:
 def test_t28_the_approvers_review_shows_fee_rate_share_and_warns(world: World) -> None:
     s = setup(world)
     # ~209 vB at 40 sat/vB: ~8,360 sat, about 17% of 50,000 (warning above 10%).
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000, fee_rate=40))
-    view = cw.get_withdrawal(world.client, world["bob"], w["id"])
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=50_000, fee_rate=40))
+    view = world.client.withdrawals.get(world["bob"], w["id"])
     server = view["fee_review"]
     assert server["asset"] == "BTC"
     assert server["rate_unit"] == "sat/vB"
@@ -130,8 +126,8 @@ def test_t28_the_approvers_review_shows_fee_rate_share_and_warns(world: World) -
     lying = {**view, "fee_review": {**server, "warning": None, "share": "0.01%"}, "fee": "1"}
     assert cw.review(lying).fee == mine
 
-    calm = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000, fee_rate=2))
-    review = cw.review(cw.get_withdrawal(world.client, world["bob"], calm["id"])).fee
+    calm = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=50_000, fee_rate=2))
+    review = cw.review(world.client.withdrawals.get(world["bob"], calm["id"])).fee
     assert review is not None
     assert review["warning"] is None
 
@@ -149,7 +145,7 @@ def cli(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRun
 
 def test_t28_cli_review_prints_the_fee_and_the_warning(world: World, cli: CliRunner, tmp_path: Path) -> None:
     s = setup(world)
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000, fee_rate=40))
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=50_000, fee_rate=40))
     result = cli.invoke(app, ["withdraw", "show", w["id"], "-k", str(tmp_path / "bob.ks")])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())

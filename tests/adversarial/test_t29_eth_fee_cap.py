@@ -27,10 +27,10 @@ def test_t29_a_million_eth_of_possible_fee_on_a_0_001_eth_withdrawal_refused(wor
         max_priority_fee_per_gas="1000000000",
     )
     err = refused(
-        world, "fee_exceeded", "withdrawal.create", cw.create_withdrawal, world.client, world["alice"], intent
+        world, "fee_exceeded", "withdrawal.create", world.client.withdrawals.create, world["alice"], intent
     )
     assert err.http_status == 403
-    assert cw.list_withdrawals(world.client, world["olga"]) == []
+    assert world.client.withdrawals.list(world["olga"]) == []
 
 
 def test_t29_priority_fee_above_the_chain_cap_refused(world: World) -> None:
@@ -39,7 +39,7 @@ def test_t29_priority_fee_above_the_chain_cap_refused(world: World) -> None:
         eth_intent(s), max_fee_per_gas=str(500 * 10**9), max_priority_fee_per_gas=str(200 * 10**9)
     )
     err = refused(
-        world, "fee_exceeded", "withdrawal.create", cw.create_withdrawal, world.client, world["alice"], intent
+        world, "fee_exceeded", "withdrawal.create", world.client.withdrawals.create, world["alice"], intent
     )
     assert "priority fee" in err.message
 
@@ -52,8 +52,7 @@ def test_t29_rule_caps_max_fee_per_gas_and_tip(world: World) -> None:
         world,
         "fee_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         eth_intent(s),
     )
@@ -62,13 +61,11 @@ def test_t29_rule_caps_max_fee_per_gas_and_tip(world: World) -> None:
         world,
         "fee_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         with_fees(eth_intent(s), max_fee_per_gas=str(10 * 10**9), max_priority_fee_per_gas=str(3 * 10**9)),
     )
-    ok = cw.create_withdrawal(
-        world.client,
+    ok = world.client.withdrawals.create(
         world["alice"],
         with_fees(eth_intent(s), max_fee_per_gas=str(10 * 10**9), max_priority_fee_per_gas=str(10**9)),
     )
@@ -80,14 +77,13 @@ def test_t29_worst_case_fee_counts_against_velocity(world: World) -> None:
     would exactly fit; with 21000 x 30 gwei = 0.00063 ETH of worst-case fee each they do not."""
     velocity = {"amount": str(2 * 10**15), "period_seconds": 86400}
     s = setup(world, policy=policy_doc(2, [rule("default", velocity=velocity)]))
-    first = cw.create_withdrawal(world.client, world["alice"], eth_intent(s, amount=10**15, nonce=1))
+    first = world.client.withdrawals.create(world["alice"], eth_intent(s, amount=10**15, nonce=1))
     assert first["fee"] == str(21000 * 30 * 10**9)
     err = refused(
         world,
         "velocity_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         eth_intent(s, amount=10**15, nonce=2),
     )
@@ -100,8 +96,7 @@ def test_t29_worst_case_fee_counts_against_max_amount(world: World) -> None:
         world,
         "limit_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         eth_intent(s, amount=10**15),
     )
@@ -111,8 +106,8 @@ def test_t29_token_withdrawal_fee_is_in_eth_and_still_capped(world: World) -> No
     """A token's gas is paid in ETH: it does not count against the token amount, but the
     chain's caps hold, and the review says the fee is paid in another asset."""
     s = setup(world, policy=policy_doc(2, [rule("default", max_amount="5")]))
-    w = cw.create_withdrawal(world.client, world["alice"], eth_intent(s, amount=5, asset=TOKEN))
-    review = cw.review(cw.get_withdrawal(world.client, world["bob"], w["id"])).fee
+    w = world.client.withdrawals.create(world["alice"], eth_intent(s, amount=5, asset=TOKEN))
+    review = cw.review(world.client.withdrawals.get(world["bob"], w["id"])).fee
     assert review is not None
     assert review["asset"] == "ETH"
     assert review["share"] is None
@@ -120,8 +115,7 @@ def test_t29_token_withdrawal_fee_is_in_eth_and_still_capped(world: World) -> No
         world,
         "fee_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         with_fees(
             eth_intent(s, amount=5, asset=TOKEN, nonce=8), gas_limit=3_000_000, max_fee_per_gas=str(10**12)
@@ -131,8 +125,8 @@ def test_t29_token_withdrawal_fee_is_in_eth_and_still_capped(world: World) -> No
 
 def test_t29_approval_view_warns_on_a_fee_that_is_most_of_the_amount(world: World) -> None:
     s = setup(world)
-    w = cw.create_withdrawal(world.client, world["alice"], eth_intent(s, amount=10**15))
-    view = cw.get_withdrawal(world.client, world["bob"], w["id"])
+    w = world.client.withdrawals.create(world["alice"], eth_intent(s, amount=10**15))
+    view = world.client.withdrawals.get(world["bob"], w["id"])
     mine = cw.review(view).fee
     assert mine is not None
     assert mine["fee"] == str(21000 * 30 * 10**9)

@@ -20,8 +20,6 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem.client import withdrawal as cw
-
 LARGE = "100000"  # the rule threshold the attacker stays under
 
 
@@ -48,7 +46,7 @@ def test_t30_without_wallet_limits_structuring_passes(world: World) -> None:
     custodian and no delay, however many there are."""
     s = setup(world, policy=structured_policy(max_count=1000))
     for _ in range(4):
-        w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=90_000))
+        w = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=90_000))
         assert w["decision"]["rule"] == "default"
         assert w["decision"]["required"] == {"custodian": 1}
         assert w["time_lock_until"] is None
@@ -57,35 +55,33 @@ def test_t30_without_wallet_limits_structuring_passes(world: World) -> None:
 def test_t30_many_small_withdrawals_refused_by_the_wallet_count(world: World) -> None:
     s = setup(world, policy=structured_policy(max_count=8))
     for _ in range(8):
-        cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=10_000))
+        world.client.withdrawals.create(world["alice"], btc_intent(s, amount=10_000))
         world.clock.advance(5)
     err = refused(
         world,
         "wallet_limit_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         btc_intent(s, amount=10_000),
     )
     assert "9 withdrawals" in err.message
     assert "over 8" in err.message
     assert err.http_status == 403
-    assert len(cw.list_withdrawals(world.client, world["olga"])) == 8
+    assert len(world.client.withdrawals.list(world["olga"])) == 8
     # Another asset of the same wallet is not this limit's business.
-    assert cw.create_withdrawal(world.client, world["alice"], eth_intent(s))["status"] == "pending"
+    assert world.client.withdrawals.create(world["alice"], eth_intent(s))["status"] == "pending"
 
 
 def test_t30_wallet_total_refuses_what_each_rule_allows(world: World) -> None:
     s = setup(world, policy=structured_policy(max_amount="250000"))
     for _ in range(2):  # 2 x (90,000 + ~1,045 of fee): under 250,000
-        cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=90_000))
+        world.client.withdrawals.create(world["alice"], btc_intent(s, amount=90_000))
     err = refused(
         world,
         "wallet_limit_exceeded",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         btc_intent(s, amount=90_000),
     )
@@ -95,12 +91,12 @@ def test_t30_wallet_total_refuses_what_each_rule_allows(world: World) -> None:
 def test_t30_cumulative_threshold_brings_the_stronger_quorum_and_delay(world: World) -> None:
     escalate = {"above": "150000", "approvals": {"custodian": 2}, "delay_seconds": 3600}
     s = setup(world, policy=structured_policy(escalate=escalate))
-    first = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=60_000))
-    second = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=60_000))
+    first = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=60_000))
+    second = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=60_000))
     for w in (first, second):
         assert w["decision"]["required"] == {"custodian": 1}
         assert w["time_lock_until"] is None
-    third = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=60_000))
+    third = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=60_000))
     assert third["decision"]["rule"] == "default"  # still the weak rule ...
     assert third["decision"]["required"] == {"custodian": 2}  # ... but the wallet's quorum
     assert third["time_lock_until"] == third["created_at"] + 3600
@@ -112,8 +108,7 @@ def test_t30_cumulative_threshold_brings_the_stronger_quorum_and_delay(world: Wo
         world,
         "invalid_state",
         "withdrawal.release",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         third["id"],
     )
@@ -122,13 +117,12 @@ def test_t30_cumulative_threshold_brings_the_stronger_quorum_and_delay(world: Wo
         world,
         "time_locked",
         "withdrawal.release",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         third["id"],
     )
     pass_delay(world, 3600)
-    assert cw.release_withdrawal(world.client, world["bob"], third["id"])["status"] == "released"
+    assert world.client.withdrawals.release(world["bob"], third["id"])["status"] == "released"
 
 
 def test_t30_wallet_limits_are_policy_data(world: World) -> None:
@@ -137,12 +131,12 @@ def test_t30_wallet_limits_are_policy_data(world: World) -> None:
     setup(world)
     empty = {**structured_policy(), "wallet_limits": [{"name": "x", "period_seconds": 60}]}
     err = refused(
-        world, "invalid_input", "policy.propose", cw.propose_policy, world.client, world["alice"], empty
+        world, "invalid_input", "policy.propose", world.client.policy.propose, world["alice"], empty
     )
     assert "limits nothing" in err.message
-    prop = cw.propose_policy(world.client, world["alice"], structured_policy(max_count=3))
+    prop = world.client.policy.propose(world["alice"], structured_policy(max_count=3))
     approve_proposal(world, prop["id"])
     pass_delay(world)
-    shown = cw.policy_show(world.client, world["olga"])
+    shown = world.client.policy.show(world["olga"])
     assert shown["version"] == 2
     assert shown["policy"]["wallet_limits"][0]["max_count"] == 3

@@ -28,9 +28,11 @@ POLICY = policy_doc(2, [rule("default", approval_ttl_seconds=7200)])
 
 
 def remove_entry(world: World, entry_id: str) -> None:
-    prop = cw.propose_address_removal(world.client, world["mark"], entry_id)
+    prop = world.client.policy.propose_address_removal(world["mark"], entry_id)
     approve_proposal(world, prop["id"], "cora")
-    assert {e["id"]: e["status"] for e in cw.address_book(world.client, world["olga"])}[entry_id] == "removed"
+    assert {e["id"]: e["status"] for e in world.client.policy.address_book(world["olga"])}[
+        entry_id
+    ] == "removed"
 
 
 def test_t31_release_after_the_destination_left_the_address_book_refused(world: World) -> None:
@@ -42,13 +44,12 @@ def test_t31_release_after_the_destination_left_the_address_book_refused(world: 
         world,
         "destination_not_allowed",
         "withdrawal.release",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         w["id"],
     )
     assert err.http_status == 403
-    after = cw.get_withdrawal(world.client, world["olga"], w["id"])
+    after = world.client.withdrawals.get(world["olga"], w["id"])
     assert after["status"] == "approved"
     assert after["signed_tx"] is None
     assert count_ok(world, "withdrawal.released") == 0
@@ -63,19 +64,18 @@ def test_t31_removing_one_asset_entry_stops_that_assets_release_only(world: Worl
         world,
         "destination_not_allowed",
         "withdrawal.release",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         eth["id"],
     )
-    assert cw.release_withdrawal(world.client, world["bob"], btc["id"])["status"] == "released"
+    assert world.client.withdrawals.release(world["bob"], btc["id"])["status"] == "released"
 
 
 def test_t31_offline_signer_and_import_refuse_after_removal(world: World) -> None:
     s = setup(world, policy=POLICY)
     w = create_approved(world, btc_intent(s))
     signer = MemberSecrets.generate(name="cold-signer", role=Role.CUSTODIAN)
-    bundle = cw.export_bundle(world.client, world["alice"], w["id"], signer.card())
+    bundle = world.client.withdrawals.export_bundle(world["alice"], w["id"], signer.card())
     bundle = cw.add_share(bundle, world["bob"], now=world.clock())
     result = cw.offline_sign(bundle, signer, now=world.clock())
     remove_entry(world, s.entries["cold vault btc"])
@@ -84,11 +84,10 @@ def test_t31_offline_signer_and_import_refuse_after_removal(world: World) -> Non
         world,
         "destination_not_allowed",
         "withdrawal.import",
-        cw.import_result,
-        world.client,
+        world.client.withdrawals.import_result,
         world["bob"],
         result,
     )
     # ... and a bundle exported now is refused by the members' clients and the signer.
     with pytest.raises(VerificationError, match="left the address book"):
-        cw.export_bundle(world.client, world["alice"], w["id"], signer.card())
+        world.client.withdrawals.export_bundle(world["alice"], w["id"], signer.card())

@@ -16,8 +16,6 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem.client import withdrawal as cw
-
 HOUR = 3600
 LONG = {"request_ttl_seconds": 7 * 86400, "approval_ttl_seconds": 2 * 86400}
 
@@ -33,23 +31,22 @@ def test_t32_release_after_the_velocity_window_filled_refused(world: World) -> N
     fresh_sessions(world)
     second = create_approved(world, btc_intent(s, amount=80_000))
     assert second["status"] == "approved"
-    assert cw.release_withdrawal(world.client, world["bob"], first["id"])["status"] == "released"
+    assert world.client.withdrawals.release(world["bob"], first["id"])["status"] == "released"
     err = refused(
         world,
         "velocity_exceeded",
         "withdrawal.release",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         second["id"],
     )
     assert "over the rule's limit 150000" in err.message
-    assert cw.get_withdrawal(world.client, world["olga"], second["id"])["signed_tx"] is None
+    assert world.client.withdrawals.get(world["olga"], second["id"])["signed_tx"] is None
     assert count_ok(world, "withdrawal.released") == 1
     # Once the first release is out of the window the second may go.
     world.clock.advance(HOUR)
     fresh_sessions(world)
-    assert cw.release_withdrawal(world.client, world["bob"], second["id"])["status"] == "released"
+    assert world.client.withdrawals.release(world["bob"], second["id"])["status"] == "released"
 
 
 def test_t32_wallet_limit_filled_after_approval_refused_at_release(world: World) -> None:
@@ -60,13 +57,12 @@ def test_t32_wallet_limit_filled_after_approval_refused_at_release(world: World)
     world.clock.advance(HOUR + 1)
     fresh_sessions(world)
     second = create_approved(world, btc_intent(s))
-    cw.release_withdrawal(world.client, world["bob"], first["id"])
+    world.client.withdrawals.release(world["bob"], first["id"])
     refused(
         world,
         "wallet_limit_exceeded",
         "withdrawal.release",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         second["id"],
     )
@@ -75,16 +71,15 @@ def test_t32_wallet_limit_filled_after_approval_refused_at_release(world: World)
 def test_t32_release_after_the_only_approver_was_removed_refused(world: World) -> None:
     s = setup(world, policy=policy_doc(2, [rule("default", **LONG)]))
     w = create_approved(world, btc_intent(s), by=("cora",))
-    prop = world.client.propose_remove(world["mark"], world["cora"].member_id)
+    prop = world.client.members.propose_remove(world["mark"], world["cora"].member_id)
     approve_proposal(world, prop["id"], "bob")
     err = refused(
         world,
         "quorum_not_met",
         "withdrawal.release",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         w["id"],
     )
     assert "custodian 0/1" in err.message
-    assert cw.get_withdrawal(world.client, world["olga"], w["id"])["signed_tx"] is None
+    assert world.client.withdrawals.get(world["olga"], w["id"])["signed_tx"] is None

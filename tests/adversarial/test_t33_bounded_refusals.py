@@ -19,6 +19,7 @@ from sqlmodel import select
 from tests.conftest import World, new_member
 from tests.helpers.audit import audit_entries, membership_state, post
 
+from tandem.client.members import proposal_digest
 from tandem.core import audit
 from tandem.core.actions import parse_envelope, sign_action
 from tandem.core.canonical import canonical
@@ -55,7 +56,7 @@ def refused_digest(envelope: dict[str, Any]) -> str:
 
 def log_still_verifies(world: World) -> None:
     world.client._sessions.clear()
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     audit.verify_export(lines, checkpoint, world.svc.key.sign_public)
     replay_signatures(json.loads(line) for line in lines)
 
@@ -168,8 +169,8 @@ def test_unparsable_megabyte_leaves_one_bounded_entry(
 def test_verified_member_refusal_keeps_the_envelope_as_evidence(world: World) -> None:
     """bob replays his own approval: bob did sign it, so it is kept whole and anyone
     can re-verify it from the log."""
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
-    body = {"proposal": prop["id"], "digest": world.client.proposal_digest(prop)}
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    body = {"proposal": prop["id"], "digest": proposal_digest(prop)}
     env = world.client.sign(world["bob"], "proposal.approve", body)
     done = post(world, f"/v1/proposals/{prop['id']}/approve", {"envelope": env, "totp": world.code("bob")})
     assert done.status_code == 200, done.text

@@ -28,7 +28,7 @@ from sqlmodel import select as sql_select
 from tests.conftest import BACKENDS, PG_URL, World
 from tests.helpers.audit import audit_entries, membership_state
 
-from tandem.client import Client
+from tandem.client.members import draft_genesis, sign_genesis
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
@@ -80,15 +80,15 @@ def genesis(store: Store) -> None:
     ]
     claim_token = secrets.token_urlsafe(24)
     with in_process(store, lambda: now, key, claim_token=claim_token) as client:
-        doc = Client.draft_genesis(
+        doc = draft_genesis(
             deployment="dep_" + secrets.token_hex(8),
             entity="Body Cap Test Fund",
             created_at=now,
             service=client.deployment()["service"],
             cards=[m.card() for m in people],
         )
-        client.submit_genesis(
-            doc, dict(Client.sign_genesis(m, doc) for m in people), claim_token=claim_token
+        client.members.submit_genesis(
+            doc, dict(sign_genesis(m, doc) for m in people), claim_token=claim_token
         )
 
 

@@ -60,24 +60,23 @@ def names(world: World) -> dict[str, str]:
 
 
 def replayed(world: World) -> LogState:
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     state = LogState(genesis_hash_pin=world.client.deployment()["genesis_hash"])
     audit.verify_export(lines, checkpoint, world.svc.key.sign_public, replay=state.observe_entry)
     return state
 
 
 def sock_puppet(world: World, who: str = "alice") -> dict[str, Any]:
-    return world.client.propose_add(world[who], new_member("sock puppet", Role.CUSTODIAN).card())
+    return world.client.members.propose_add(world[who], new_member("sock puppet", Role.CUSTODIAN).card())
 
 
 def install_membership_policy(world: World, membership: dict[str, Any]) -> None:
-    from tandem.client import withdrawal as cw
 
     doc = {**policy_doc(2, [rule("default")]), "membership": membership}
-    prop = cw.propose_policy(world.client, world["alice"], doc)
+    prop = world.client.policy.propose(world["alice"], doc)
     approve(world, "bob", prop["id"])
     wait_out_delay(world)  # the current policy's change delay
-    assert cw.policy_show(world.client, world["olga"])["version"] == 2
+    assert world.client.policy.show(world["olga"])["version"] == 2
 
 
 # --- one approval no longer adds a custodian at once ---------------------------------------
@@ -196,7 +195,7 @@ def test_a_vetoed_change_forged_into_effect_is_refused_by_the_replay(world: Worl
     """The server carries out a vetoed addition anyway, writing the effect with its own
     key: the verifiers apply the same veto rule and refuse it."""
     card = new_member("sock puppet", Role.CUSTODIAN).card()
-    prop = world.client.propose_add(world["alice"], card)
+    prop = world.client.members.propose_add(world["alice"], card)
     approve(world, "bob", prop["id"])
     veto_member_change(world, "mark", prop["id"])
     wait_out_delay(world)
@@ -213,7 +212,7 @@ def test_a_vetoed_change_forged_into_effect_is_refused_by_the_replay(world: Worl
             data={"proposal": prop["id"], "member": card.member_id, "card": card.to_json()},
             time=world.clock(),
         )["index"]
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     with pytest.raises(Exception, match="vetoed") as err:
         client_log.verify_log(lines, checkpoint, genesis_hash_pin=world.client.deployment()["genesis_hash"])
     assert getattr(err.value, "index", None) == index
@@ -268,7 +267,7 @@ def test_policy_membership_section_is_checked() -> None:
 def test_approver_removed_during_the_delay_no_longer_counts(world: World) -> None:
     prop = sock_puppet(world)
     approve(world, "bob", prop["id"])
-    removal = world.client.propose_remove(world["mark"], world["bob"].member_id)
+    removal = world.client.members.propose_remove(world["mark"], world["bob"].member_id)
     assert approve(world, "cora", removal["id"])["status"] == "applied"  # removals: at once
     wait_out_delay(world)
     before = membership_state(world)
@@ -287,7 +286,7 @@ def test_a_removal_may_be_delayed_by_policy(world: World) -> None:
         world,
         {"approvals": {"custodian": 1, "manager": 1}, "delay_seconds": 3600, "remove_delay_seconds": 600},
     )
-    removal = world.client.propose_remove(world["alice"], world["cora"].member_id)
+    removal = world.client.members.propose_remove(world["alice"], world["cora"].member_id)
     assert approve(world, "bob", removal["id"])["status"] == "approved"
     assert names(world)["cora"] == "active"
     with pytest.raises(RemoteError) as err:

@@ -17,7 +17,6 @@ from tests.conftest import World
 from tests.helpers.audit import audit_entries, membership_state, post
 from tests.helpers.withdrawals import approve_proposal, pass_delay
 
-from tandem.client import withdrawal as cw
 from tandem.core.actions import sign_action
 from tandem.core.identity import MemberSecrets
 from tandem.core.policy import default_policy
@@ -35,7 +34,7 @@ def membership_changes_at_approval(world: World) -> None:
         "version": 2,
         "membership": {"approvals": {"custodian": 1, "manager": 1}, "delay_seconds": 0},
     }
-    approve_proposal(world, cw.propose_policy(world.client, world["alice"], doc)["id"])
+    approve_proposal(world, world.client.policy.propose(world["alice"], doc)["id"])
     pass_delay(world)
 
 
@@ -81,8 +80,8 @@ def session_refusals(world: World) -> list[dict[str, Any]]:
 def rekey(world: World, who: str, *, proposer: str, approver: str) -> MemberSecrets:
     old = world[who]
     new = MemberSecrets.generate(name=old.name, role=old.role)
-    prop = world.client.propose_rekey(world[proposer], old.member_id, new.card())
-    done = world.client.approve_proposal(world[approver], prop["id"], totp=world.code(approver))
+    prop = world.client.members.propose_rekey(world[proposer], old.member_id, new.card())
+    done = world.client.members.approve(world[approver], prop["id"], totp=world.code(approver))
     assert done["status"] == "applied", done
     return new
 

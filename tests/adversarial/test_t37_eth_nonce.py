@@ -20,7 +20,6 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem.client import withdrawal as cw
 from tandem.store.models import WithdrawalNonce
 
 
@@ -29,8 +28,7 @@ def second_with_same_nonce_refused(world: World, s: Setup, *, nonce: int = 7) ->
         world,
         "nonce_in_use",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         eth_intent(s, amount=2 * 10**15, nonce=nonce),
     )
@@ -40,21 +38,20 @@ def second_with_same_nonce_refused(world: World, s: Setup, *, nonce: int = 7) ->
 
 def test_t37_second_pending_withdrawal_with_the_same_nonce_refused(world: World) -> None:
     s = setup(world)
-    first = cw.create_withdrawal(world.client, world["alice"], eth_intent(s, nonce=7))
+    first = world.client.withdrawals.create(world["alice"], eth_intent(s, nonce=7))
     second_with_same_nonce_refused(world, s)
     # A token transfer from the same address is the same account nonce.
     refused(
         world,
         "nonce_in_use",
         "withdrawal.create",
-        cw.create_withdrawal,
-        world.client,
+        world.client.withdrawals.create,
         world["alice"],
         eth_intent(s, amount=5, asset=TOKEN, nonce=7),
     )
     # Another nonce is fine.
-    assert cw.create_withdrawal(world.client, world["alice"], eth_intent(s, nonce=8))["status"] == "pending"
-    ids = [w["id"] for w in cw.list_withdrawals(world.client, world["olga"])]
+    assert world.client.withdrawals.create(world["alice"], eth_intent(s, nonce=8))["status"] == "pending"
+    ids = [w["id"] for w in world.client.withdrawals.list(world["olga"])]
     assert first["id"] in ids
     assert len(ids) == 2
 
@@ -63,38 +60,37 @@ def test_t37_same_nonce_refused_while_approved_and_after_release(world: World) -
     s = setup(world)
     w = create_approved(world, eth_intent(s, nonce=7))
     second_with_same_nonce_refused(world, s)
-    cw.release_withdrawal(world.client, world["bob"], w["id"])
+    world.client.withdrawals.release(world["bob"], w["id"])
     second_with_same_nonce_refused(world, s)
-    cw.record_broadcast(
-        world.client,
+    world.client.withdrawals.record_broadcast(
         world["bob"],
         w["id"],
-        txid=cw.get_withdrawal(world.client, world["olga"], w["id"])["txid"],
+        txid=world.client.withdrawals.get(world["olga"], w["id"])["txid"],
     )
-    cw.confirm_withdrawal(world.client, world["bob"], w["id"])
+    world.client.withdrawals.confirm(world["bob"], w["id"])
     second_with_same_nonce_refused(world, s)
 
 
 def test_t37_nonce_free_again_after_reject_expiry_or_abandon(world: World) -> None:
     s = setup(world)
-    rejected = cw.create_withdrawal(world.client, world["alice"], eth_intent(s, nonce=7))
-    cw.reject_withdrawal(world.client, world["bob"], rejected["id"], reason="wrong amount")
-    expiring = cw.create_withdrawal(world.client, world["alice"], eth_intent(s, nonce=7))
+    rejected = world.client.withdrawals.create(world["alice"], eth_intent(s, nonce=7))
+    world.client.withdrawals.reject(world["bob"], rejected["id"], reason="wrong amount")
+    expiring = world.client.withdrawals.create(world["alice"], eth_intent(s, nonce=7))
     world.clock.advance(86400)
     fresh_sessions(world)
-    assert cw.get_withdrawal(world.client, world["olga"], expiring["id"])["status"] == "expired"
+    assert world.client.withdrawals.get(world["olga"], expiring["id"])["status"] == "expired"
     released = create_approved(world, eth_intent(s, nonce=7))
-    cw.release_withdrawal(world.client, world["bob"], released["id"])
+    world.client.withdrawals.release(world["bob"], released["id"])
     second_with_same_nonce_refused(world, s)
-    cw.abandon_withdrawal(world.client, world["bob"], released["id"], reason="fee too low, replaced")
-    again = cw.create_withdrawal(world.client, world["alice"], eth_intent(s, nonce=7))
+    world.client.withdrawals.abandon(world["bob"], released["id"], reason="fee too low, replaced")
+    again = world.client.withdrawals.create(world["alice"], eth_intent(s, nonce=7))
     assert again["status"] == "pending"
 
 
 def test_t37_the_database_refuses_a_second_claim_on_a_nonce(world: World) -> None:
     """Even a writer that skipped the service's check cannot store two live claims."""
     s = setup(world)
-    w = cw.create_withdrawal(world.client, world["alice"], eth_intent(s, nonce=7))
+    w = world.client.withdrawals.create(world["alice"], eth_intent(s, nonce=7))
     duplicate = WithdrawalNonce(
         chain="ethereum", network="sepolia", address=s.eth_from, nonce=7, withdrawal="wd_other", created_at=0
     )

@@ -26,7 +26,6 @@ from typer.testing import CliRunner
 
 from tandem.cli import withdrawal_cmds
 from tandem.cli.main import app
-from tandem.client import withdrawal as cw
 
 HOUR = 3600
 LONG = {"request_ttl_seconds": 7 * 86400, "approval_ttl_seconds": 7 * 86400}
@@ -41,34 +40,32 @@ def test_t38_requests_from_separate_windows_cannot_be_released_together(world: W
         world.clock.advance(HOUR + 1)
         fresh_sessions(world)
     assert [w["status"] for w in stock] == ["approved"] * 3
-    assert cw.release_withdrawal(world.client, world["bob"], stock[0]["id"])["status"] == "released"
-    assert cw.release_withdrawal(world.client, world["bob"], stock[1]["id"])["status"] == "released"
+    assert world.client.withdrawals.release(world["bob"], stock[0]["id"])["status"] == "released"
+    assert world.client.withdrawals.release(world["bob"], stock[1]["id"])["status"] == "released"
     err = refused(
         world,
         "velocity_exceeded",
         "withdrawal.release",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         stock[2]["id"],
     )
     assert "already left wallet" in err.message
     assert count_ok(world, "withdrawal.released") == 2
     # Recording a broadcast does not take a release out of the window: it left.
-    cw.record_broadcast(world.client, world["bob"], stock[0]["id"], txid=_txid(world, stock[0]["id"]))
+    world.client.withdrawals.record_broadcast(world["bob"], stock[0]["id"], txid=_txid(world, stock[0]["id"]))
     refused(
         world,
         "velocity_exceeded",
         "withdrawal.release",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         stock[2]["id"],
     )
 
 
 def _txid(world: World, wid: str) -> str:
-    txid = cw.get_withdrawal(world.client, world["olga"], wid)["txid"]
+    txid = world.client.withdrawals.get(world["olga"], wid)["txid"]
     assert isinstance(txid, str)
     return txid
 
@@ -76,32 +73,31 @@ def _txid(world: World, wid: str) -> str:
 def test_t38_every_release_has_a_lifetime_and_lapses_unrecorded(world: World) -> None:
     s = setup(world, policy=policy_doc(2, [rule("default", release_ttl_seconds=600)]))
     w = create_approved(world, btc_intent(s))
-    out = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    out = world.client.withdrawals.release(world["bob"], w["id"])
     assert out["release_expires_at"] == out["released_at"] + 600
     assert out["needs_attention"] is False
     released = [e for e in audit_entries(world) if e["kind"] == "withdrawal.released"]
     assert released[-1]["data"]["release_expires_at"] == out["release_expires_at"]
     world.clock.advance(600)
     fresh_sessions(world)
-    view = cw.get_withdrawal(world.client, world["olga"], w["id"])
+    view = world.client.withdrawals.get(world["olga"], w["id"])
     assert view["status"] == "lapsed"
     assert view["needs_attention"] is True
-    assert [x["id"] for x in cw.list_withdrawals(world.client, world["olga"], status="lapsed")] == [w["id"]]
+    assert [x["id"] for x in world.client.withdrawals.list(world["olga"], status="lapsed")] == [w["id"]]
     # A lapsed release can still be recorded: it is what the operator must do next.
-    cw.record_broadcast(world.client, world["cora"], w["id"], txid=out["txid"])
-    assert cw.get_withdrawal(world.client, world["olga"], w["id"])["status"] == "broadcast"
+    world.client.withdrawals.record_broadcast(world["cora"], w["id"], txid=out["txid"])
+    assert world.client.withdrawals.get(world["olga"], w["id"])["status"] == "broadcast"
 
 
 def test_t38_broadcast_must_name_the_released_transaction(world: World) -> None:
     s = setup(world)
     w = create_approved(world, btc_intent(s))
-    out = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    out = world.client.withdrawals.release(world["bob"], w["id"])
     err = refused(
         world,
         "txid_mismatch",
         "withdrawal.broadcast",
-        cw.record_broadcast,
-        world.client,
+        world.client.withdrawals.record_broadcast,
         world["bob"],
         w["id"],
         txid="ab" * 32,
@@ -111,16 +107,15 @@ def test_t38_broadcast_must_name_the_released_transaction(world: World) -> None:
         world,
         "invalid_input",
         "withdrawal.broadcast",
-        cw.record_broadcast,
-        world.client,
+        world.client.withdrawals.record_broadcast,
         world["bob"],
         w["id"],
         txid="nope",
     )
-    done = cw.record_broadcast(world.client, world["bob"], w["id"], txid=out["txid"].upper())
+    done = world.client.withdrawals.record_broadcast(world["bob"], w["id"], txid=out["txid"].upper())
     assert done["status"] == "broadcast"
     assert done["broadcast_at"] == world.clock()
-    confirmed = cw.confirm_withdrawal(world.client, world["cora"], w["id"])
+    confirmed = world.client.withdrawals.confirm(world["cora"], w["id"])
     assert confirmed["status"] == "confirmed"
     kinds = [e["kind"] for e in audit_entries(world)]
     assert kinds.count("withdrawal.broadcast") == 1
@@ -130,8 +125,7 @@ def test_t38_broadcast_must_name_the_released_transaction(world: World) -> None:
         world,
         "invalid_state",
         "withdrawal.abandon",
-        cw.abandon_withdrawal,
-        world.client,
+        world.client.withdrawals.abandon,
         world["bob"],
         w["id"],
         reason="x",
@@ -145,8 +139,7 @@ def test_t38_ends_are_recorded_only_for_a_release_and_only_by_the_sides(world: W
         world,
         "invalid_state",
         "withdrawal.confirm",
-        cw.confirm_withdrawal,
-        world.client,
+        world.client.withdrawals.confirm,
         world["bob"],
         w["id"],
     )
@@ -154,19 +147,17 @@ def test_t38_ends_are_recorded_only_for_a_release_and_only_by_the_sides(world: W
         world,
         "invalid_state",
         "withdrawal.abandon",
-        cw.abandon_withdrawal,
-        world.client,
+        world.client.withdrawals.abandon,
         world["bob"],
         w["id"],
         reason="x",
     )
-    cw.release_withdrawal(world.client, world["bob"], w["id"])
+    world.client.withdrawals.release(world["bob"], w["id"])
     refused(
         world,
         "role_not_allowed",
         "withdrawal.abandon",
-        cw.abandon_withdrawal,
-        world.client,
+        world.client.withdrawals.abandon,
         world["olga"],
         w["id"],
         reason="x",
@@ -175,15 +166,12 @@ def test_t38_ends_are_recorded_only_for_a_release_and_only_by_the_sides(world: W
         world,
         "invalid_input",
         "withdrawal.abandon",
-        cw.abandon_withdrawal,
-        world.client,
+        world.client.withdrawals.abandon,
         world["bob"],
         w["id"],
         reason="",
     )
-    done = cw.abandon_withdrawal(
-        world.client, world["bob"], w["id"], reason="stuck, replaced by a higher fee"
-    )
+    done = world.client.withdrawals.abandon(world["bob"], w["id"], reason="stuck, replaced by a higher fee")
     assert done["status"] == "abandoned"
     entry = [e for e in audit_entries(world) if e["kind"] == "withdrawal.abandoned"][-1]
     assert entry["data"]["reason"] == "stuck, replaced by a higher fee"
@@ -191,8 +179,7 @@ def test_t38_ends_are_recorded_only_for_a_release_and_only_by_the_sides(world: W
         world,
         "invalid_state",
         "withdrawal.broadcast",
-        cw.record_broadcast,
-        world.client,
+        world.client.withdrawals.record_broadcast,
         world["bob"],
         w["id"],
         txid=done["txid"],
@@ -215,8 +202,8 @@ def test_t38_cli_records_broadcast_confirm_and_abandon(world: World, cli: CliRun
     s = setup(world)
     first = create_approved(world, btc_intent(s))
     second = create_approved(world, eth_intent(s))
-    out1 = cw.release_withdrawal(world.client, world["bob"], first["id"])
-    cw.release_withdrawal(world.client, world["bob"], second["id"])
+    out1 = world.client.withdrawals.release(world["bob"], first["id"])
+    world.client.withdrawals.release(world["bob"], second["id"])
     bob = str(tmp_path / "bob.ks")
 
     def run(*args: str, ok: bool = True) -> str:
@@ -232,5 +219,5 @@ def test_t38_cli_records_broadcast_confirm_and_abandon(world: World, cli: CliRun
     )
     run("withdraw", "confirm", first["id"], "-k", str(tmp_path / "cora.ks"))
     run("withdraw", "abandon", second["id"], "--reason", "never sent", "-k", bob)
-    statuses = {w["id"]: w["status"] for w in cw.list_withdrawals(world.client, world["olga"])}
+    statuses = {w["id"]: w["status"] for w in world.client.withdrawals.list(world["olga"])}
     assert statuses == {first["id"]: "confirmed", second["id"]: "abandoned"}

@@ -30,8 +30,7 @@ from tandem.cli import common, main, proof_cmds, withdrawal_cmds
 from tandem.cli.main import app
 from tandem.client import Client
 from tandem.client import ceremony as cc
-from tandem.client import proof as client_proof
-from tandem.client import withdrawal as cw
+from tandem.client.members import proposal_digest
 from tandem.core import keygen
 from tandem.core import withdrawal as wcore
 from tandem.core.roles import Role
@@ -96,8 +95,8 @@ def test_withdraw_approve_signs_the_request_it_printed(
     world: World, keystores: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = setup(world)
-    shown = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=30_000))
-    other = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=90_000))
+    shown = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=30_000))
+    other = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=90_000))
     proxy = behind_proxy(
         world, monkeypatch, path=f"/v1/withdrawals/{shown['id']}", other_path=f"/v1/withdrawals/{other['id']}"
     )
@@ -116,22 +115,22 @@ def test_withdraw_approve_signs_the_request_it_printed(
         shown["tx_digest"],
     )
     assert wcore.fingerprint(signed["intent_hash"]) == shown["fingerprint"]
-    assert cw.get_withdrawal(world.client, world["olga"], shown["id"])["status"] == "approved"
-    assert cw.get_withdrawal(world.client, world["olga"], other["id"])["approvals"] == []
+    assert world.client.withdrawals.get(world["olga"], shown["id"])["status"] == "approved"
+    assert world.client.withdrawals.get(world["olga"], other["id"])["approvals"] == []
 
 
 def test_proposal_approve_signs_the_proposal_it_printed(
     world: World, keystores: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shown = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
-    other = world.client.propose_add(world["alice"], new_member("eve", Role.CUSTODIAN).card())
+    shown = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    other = world.client.members.propose_add(world["alice"], new_member("eve", Role.CUSTODIAN).card())
     proxy = behind_proxy(
         world, monkeypatch, path=f"/v1/proposals/{shown['id']}", other_path=f"/v1/proposals/{other['id']}"
     )
     world.clock.advance(30)
     out = run("proposal", "approve", shown["id"], "-k", str(keystores / "bob.ks"), "--totp-from-keystore")
 
-    digest = world.client.proposal_digest(shown)
+    digest = proposal_digest(shown)
     assert digest in out  # the digest computed locally is printed before signing
     assert (proxy.gets, proxy.lies_told) == (1, 0)
     ((_path, posted),) = [p for p in proxy.posts if p[0].endswith("/approve")]
@@ -144,11 +143,11 @@ def test_proposal_approve_signs_the_proposal_it_printed(
 def test_ceremony_approve_signs_the_ceremony_it_printed(
     world: World, keystores: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shown = cc.propose_ceremony(
-        world.client, world["alice"], custom_definition(), contribution=keygen.make_contribution()
+    shown = world.client.ceremonies.propose(
+        world["alice"], custom_definition(), contribution=keygen.make_contribution()
     )
-    other = cc.propose_ceremony(
-        world.client, world["alice"], custom_definition(expiry=7200), contribution=keygen.make_contribution()
+    other = world.client.ceremonies.propose(
+        world["alice"], custom_definition(expiry=7200), contribution=keygen.make_contribution()
     )
     proxy = behind_proxy(
         world, monkeypatch, path=f"/v1/ceremonies/{shown['id']}", other_path=f"/v1/ceremonies/{other['id']}"
@@ -165,22 +164,22 @@ def test_ceremony_approve_signs_the_ceremony_it_printed(
         str(keystores / "state"),
     )
 
-    view = cc.get_ceremony(world.client, world["olga"], shown["id"])
+    view = world.client.ceremonies.get(world["olga"], shown["id"])
     assert cc.local_digest(view) in out
     assert (proxy.gets, proxy.lies_told) == (1, 0)
     ((_path, posted),) = [p for p in proxy.posts if p[0].endswith("/approve")]
     body = posted["envelope"]["action"]["body"]
     assert (body["ceremony"], body["digest"]) == (shown["id"], cc.local_digest(view))
     assert world["bob"].member_id in view["approvals"]
-    assert cc.get_ceremony(world.client, world["olga"], other["id"])["approvals"] == []
+    assert world.client.ceremonies.get(world["olga"], other["id"])["approvals"] == []
 
 
 def test_proof_contribute_seals_to_the_challenge_it_printed(
     world: World, keystores: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_keyset(world)
-    shown = client_proof.issue_challenge(world.client, world["olga"], statement="Q3", scope={"kind": "all"})
-    other = client_proof.issue_challenge(world.client, world["olga"], statement="Q4", scope={"kind": "all"})
+    shown = world.client.proofs.issue(world["olga"], statement="Q3", scope={"kind": "all"})
+    other = world.client.proofs.issue(world["olga"], statement="Q4", scope={"kind": "all"})
     proxy = behind_proxy(
         world, monkeypatch, path=f"/v1/proofs/{shown['id']}", other_path=f"/v1/proofs/{other['id']}"
     )
@@ -191,29 +190,26 @@ def test_proof_contribute_seals_to_the_challenge_it_printed(
     body = posted["envelope"]["action"]["body"]
     assert body["challenge"] == shown["id"]
     assert body["operation"] == shown["keysets"][0]["operation"]["statement"]["operation"]
-    after = client_proof.get_challenge(world.client, world["olga"], shown["id"])
+    after = world.client.proofs.get(world["olga"], shown["id"])
     assert after["keysets"][0]["contributed"] == ["manager"]
-    assert (
-        client_proof.get_challenge(world.client, world["olga"], other["id"])["keysets"][0]["contributed"]
-        == []
-    )
+    assert world.client.proofs.get(world["olga"], other["id"])["keysets"][0]["contributed"] == []
 
 
 def test_a_reviewed_view_of_another_object_is_refused_before_signing(world: World) -> None:
     """The client functions take the reviewed view; one that is not the object named
     is refused locally, and nothing is sent."""
     s = setup(world)
-    a = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=30_000))
-    b = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=90_000))
-    view_b = cw.get_withdrawal(world.client, world["bob"], b["id"])
+    a = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=30_000))
+    b = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=90_000))
+    view_b = world.client.withdrawals.get(world["bob"], b["id"])
     proxy = SecondFetchLies(world.client.http, path="-", other_path="-")
     client = Client(http=proxy, clock=world.clock, pin=world.client.pin)  # type: ignore[arg-type]
     with pytest.raises(VerificationError, match="reviewed"):
-        cw.approve_withdrawal(client, world["bob"], a["id"], totp=world.code("bob"), view=view_b)
-    p1 = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
-    p2 = world.client.propose_add(world["alice"], new_member("eve", Role.CUSTODIAN).card())
+        client.withdrawals.approve(world["bob"], a["id"], totp=world.code("bob"), view=view_b)
+    p1 = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    p2 = world.client.members.propose_add(world["alice"], new_member("eve", Role.CUSTODIAN).card())
     with pytest.raises(VerificationError, match="reviewed"):
-        client.approve_proposal(world["bob"], p1["id"], totp=world.code("bob"), proposal=p2)
+        client.members.approve(world["bob"], p1["id"], totp=world.code("bob"), proposal=p2)
     assert [p for p in proxy.posts if not p[0].endswith("/sessions")] == []
     for w in (a, b):
-        assert cw.get_withdrawal(world.client, world["olga"], w["id"])["approvals"] == []
+        assert world.client.withdrawals.get(world["olga"], w["id"])["approvals"] == []

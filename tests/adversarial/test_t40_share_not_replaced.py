@@ -29,7 +29,6 @@ from tests.helpers.withdrawals import (
 )
 
 from tandem.client import ceremony as cc
-from tandem.client import proof as client_proof
 from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.split import reseal_for_operation
@@ -54,7 +53,7 @@ def refused(world: World, kind: str, code: str) -> list[dict[str, Any]]:
 def contribute_body(world: World, who: str, wid: str, *, totp: str | None) -> dict[str, Any]:
     """What the real client sends for ``withdrawal.contribute``, built here so the TOTP
     code can be left out."""
-    view = cw.get_withdrawal(world.client, world[who], wid)
+    view = world.client.withdrawals.get(world[who], wid)
     service = bytes.fromhex(world.client.deployment()["service"]["sign_public"])
     _side, sealed = reseal_for_operation(world[who], view["keyset"], view["operation"], service)
     env = world.client.sign(
@@ -103,7 +102,7 @@ def test_second_custodian_cannot_overwrite_the_approvers_share(world: World) -> 
     assert hits[0]["actor"] == world["cora"].member_id
 
     # The release opens exactly the shares the requester and the approver gave.
-    out = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    out = world.client.withdrawals.release(world["bob"], w["id"])
     verify_bitcoin(out["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
 
 
@@ -127,9 +126,9 @@ def test_an_approval_carrying_a_second_share_is_refused_whole(world: World) -> N
     approval is not counted either."""
     doc = policy_doc(2, [rule("dual", custodians=2)])
     s = setup(world, policy=doc)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s))
     assert approve(world, created["id"], "bob")["status"] == "pending"
-    view = cw.get_withdrawal(world.client, world["cora"], created["id"])
+    view = world.client.withdrawals.get(world["cora"], created["id"])
     assert view["shares"] == ["custodian", "manager"]
     before = shares(world)
     checked = cw.review(view)
@@ -158,7 +157,7 @@ def test_an_approval_carrying_a_second_share_is_refused_whole(world: World) -> N
     # The real client leaves its share out and the approval counts.
     assert approve(world, created["id"], "cora")["status"] == "approved"
     assert shares(world) == before
-    out = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    out = world.client.withdrawals.release(world["bob"], created["id"])
     verify_bitcoin(out["signed_tx"], created["prevouts"], s.keyset.keys[0][1])
 
 
@@ -168,8 +167,8 @@ def test_custodian_share_after_a_restart_needs_totp(world: World) -> None:
     s = setup(world)
     w = create_approved(world, btc_intent(s))
     world.svc.operations = OperationKeys()  # a restart: the signer lost the operation key
-    cw.renew_operation(world.client, world["alice"], w["id"])
-    cw.contribute_share(world.client, world["alice"], w["id"])
+    world.client.withdrawals.renew_operation(world["alice"], w["id"])
+    world.client.withdrawals.contribute_share(world["alice"], w["id"])
     before = shares(world)
     response = post(
         world, f"/v1/withdrawals/{w['id']}/shares", contribute_body(world, "cora", w["id"], totp=None)
@@ -178,8 +177,8 @@ def test_custodian_share_after_a_restart_needs_totp(world: World) -> None:
     assert response.json()["code"] == "totp_invalid"
     assert shares(world) == before
     assert len(refused(world, "withdrawal.contribute.refused", "totp_invalid")) == 1
-    cw.contribute_share(world.client, world["cora"], w["id"], totp=world.code("cora"))
-    out = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    world.client.withdrawals.contribute_share(world["cora"], w["id"], totp=world.code("cora"))
+    out = world.client.withdrawals.release(world["bob"], w["id"])
     verify_bitcoin(out["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
 
 
@@ -187,15 +186,15 @@ def test_custodian_share_after_a_restart_needs_totp(world: World) -> None:
 def test_proof_share_is_not_replaced(world: World, first: str, second: str) -> None:
     make_keyset(world)
     c = world.client
-    view = client_proof.issue_challenge(c, world["olga"], statement="Q3", scope={"kind": "all"})
+    view = c.proofs.issue(world["olga"], statement="Q3", scope={"kind": "all"})
 
     def code(who: str) -> str | None:
         return world.code(who) if world[who].role.value == "custodian" else None
 
-    client_proof.contribute(c, world[first], view["id"], totp=code(first))
+    c.proofs.contribute(world[first], view["id"], totp=code(first))
     before = shares(world)
-    fresh = client_proof.get_challenge(c, world[second], view["id"])
-    body = {"challenge": view["id"], **client_proof.reseal_shares(c, world[second], fresh)[0]}
+    fresh = c.proofs.get(world[second], view["id"])
+    body = {"challenge": view["id"], **c.proofs.reseal_shares(world[second], fresh)[0]}
     payload: dict[str, Any] = {"envelope": c.sign(world[second], "proof.contribute", body)}
     totp = code(second)
     if totp is not None:
@@ -206,7 +205,7 @@ def test_proof_share_is_not_replaced(world: World, first: str, second: str) -> N
     assert shares(world) == before
     hits = refused(world, "proof.contribute.refused", "share_already_stored")
     assert [h["actor"] for h in hits] == [world[second].member_id]
-    assert client_proof.get_challenge(c, world["olga"], view["id"])["status"] == "open"
+    assert c.proofs.get(world["olga"], view["id"])["status"] == "open"
 
 
 TWO_CUSTODIAN_RESHARE = """
@@ -227,15 +226,15 @@ def test_reshare_second_custodian_cannot_replace_the_first_share(world: World) -
     a second approval carrying another is refused whole, the real client sends none."""
     ks = make_keyset(world)
     c = world.client
-    view = cc.propose_ceremony(c, world["alice"], TWO_CUSTODIAN_RESHARE, target_keyset=ks.id)
-    cc.approve_ceremony(c, world["bob"], view["id"], totp=world.code("bob"))
+    view = c.ceremonies.propose(world["alice"], TWO_CUSTODIAN_RESHARE, target_keyset=ks.id)
+    c.ceremonies.approve(world["bob"], view["id"], totp=world.code("bob"))
     before = shares(world)
     assert [side for _op, side, _m, _s in before] == ["custodian", "manager"]
 
-    seen = cc.get_ceremony(c, world["cora"], view["id"])
+    seen = c.ceremonies.get(world["cora"], view["id"])
     service = bytes.fromhex(c.deployment()["service"]["sign_public"])
     _side, sealed = reseal_for_operation(
-        world["cora"], cc.get_keyset(c, world["cora"], ks.id)["sealed"], seen["operation"], service
+        world["cora"], c.keysets.get(world["cora"], ks.id)["sealed"], seen["operation"], service
     )
     body = {"ceremony": view["id"], "digest": cc.local_digest(seen), "sealed_share": sealed}
     env = c.sign(world["cora"], "ceremony.approve", body)
@@ -245,9 +244,9 @@ def test_reshare_second_custodian_cannot_replace_the_first_share(world: World) -
     assert response.status_code == 409, response.text
     assert response.json()["code"] == "share_already_stored"
     assert shares(world) == before
-    assert cc.get_ceremony(c, world["olga"], view["id"])["approvals"] == [world["bob"].member_id]
+    assert c.ceremonies.get(world["olga"], view["id"])["approvals"] == [world["bob"].member_id]
     assert len(refused(world, "ceremony.approve.refused", "share_already_stored")) == 1
 
-    done = cc.approve_ceremony(c, world["cora"], view["id"], totp=world.code("cora"))
+    done = c.ceremonies.approve(world["cora"], view["id"], totp=world.code("cora"))
     assert sorted(done["approvals"]) == sorted([world["bob"].member_id, world["cora"].member_id])
-    assert cc.get_keyset(c, world["olga"], ks.id)["generation"] == 2
+    assert c.keysets.get(world["olga"], ks.id)["generation"] == 2

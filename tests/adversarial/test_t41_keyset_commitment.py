@@ -31,9 +31,7 @@ from typer.testing import CliRunner
 
 from tandem.cli.main import app as cli_app
 from tandem.client import Client
-from tandem.client import ceremony as cc
-from tandem.client import proof as client_proof
-from tandem.client import withdrawal as cw
+from tandem.client.members import sign_genesis
 from tandem.client.pin import PinnedDeployment, pin_path
 from tandem.core import ceremony as ceremony_core
 from tandem.core import split
@@ -48,8 +46,7 @@ PASSPHRASE = "t41 passphrase"
 
 def _ceremony(world: World) -> dict[str, Any]:
     setup(world)  # the destination is allow-listed and the policy delay has passed
-    return cc.run_ceremony(
-        world.client,
+    return world.client.ceremonies.run(
         proposer=world["alice"],
         approvers=[world["bob"]],
         definition_text=(ROOT / "ceremonies" / "bitcoin-testnet-cold.toml").read_text(),
@@ -128,30 +125,30 @@ def test_server_serving_another_key_set_refused_at_create(world: World) -> None:
     keyset_id = transcript["keyset"]["id"]
     _swap_row(world, keyset_id, _impostor(world, keyset_id, len(transcript["keys"])))
     proxy = InterceptingProxy(world.client.http)  # records only: the server itself lies
-    before, log_before = cw.list_withdrawals(world.client, world["olga"]), _kinds(world)
+    before, log_before = world.client.withdrawals.list(world["olga"]), _kinds(world)
     with pytest.raises(KeysetPinError) as refused:
-        cw.create_withdrawal(proxy.client(world), world["alice"], _intent(transcript))
+        proxy.client(world).withdrawals.create(world["alice"], _intent(transcript))
     assert refused.value.code == "keyset_mismatch"
     assert "nothing was sealed" in refused.value.message
     assert proxy.posted("/v1/withdrawals") == []
     assert proxy.sealed_boxes_sent() == 0
-    assert cw.list_withdrawals(world.client, world["olga"]) == before
+    assert world.client.withdrawals.list(world["olga"]) == before
     assert not [k for k in _kinds(world)[len(log_before):] if k.startswith("withdrawal.created")]
 
 
 def test_server_serving_another_key_set_refused_at_approve(world: World) -> None:
     transcript = _ceremony(world)
     keyset_id = transcript["keyset"]["id"]
-    created = cw.create_withdrawal(world.client, world["alice"], _intent(transcript))
+    created = world.client.withdrawals.create(world["alice"], _intent(transcript))
     real = transcript["keys"]
     _swap_row(world, keyset_id, _impostor(world, keyset_id, len(real), real_keys=real))
     proxy = InterceptingProxy(world.client.http)
     with pytest.raises(KeysetPinError) as refused:
-        cw.approve_withdrawal(proxy.client(world), world["bob"], created["id"], totp=world.code("bob"))
+        proxy.client(world).withdrawals.approve(world["bob"], created["id"], totp=world.code("bob"))
     assert refused.value.code == "keyset_mismatch"
     assert proxy.posted("/approve") == []
     assert proxy.sealed_boxes_sent() == 0
-    after = cw.get_withdrawal(world.client, world["olga"], created["id"])
+    after = world.client.withdrawals.get(world["olga"], created["id"])
     assert after["status"] == created["status"]
     assert not [e for e in audit_entries(world) if e["kind"].startswith("withdrawal.approv")]
 
@@ -165,9 +162,9 @@ def test_proxy_serving_another_key_set_refused_for_proofs(world: World) -> None:
         return impostor.to_dict() if doc.get("keyset") == keyset_id else doc
 
     proxy = InterceptingProxy(world.client.http, rewrite_keyset=rewrite)
-    view = client_proof.issue_challenge(world.client, world["olga"], statement="Q3", scope={"kind": "all"})
+    view = world.client.proofs.issue(world["olga"], statement="Q3", scope={"kind": "all"})
     with pytest.raises(KeysetPinError):
-        client_proof.contribute(proxy.client(world), world["alice"], view["id"])
+        proxy.client(world).proofs.contribute(world["alice"], view["id"])
     assert proxy.posted("/contributions") == []
     assert proxy.sealed_boxes_sent() == 0
 
@@ -193,7 +190,7 @@ def test_member_who_did_not_countersign_imports_the_verified_transcript(
         dep = s.exec(select(Deployment)).one()
     genesis = json.loads(dep.genesis_doc)
     genesis_file = tmp_path / "genesis.json"
-    signatures = dict(Client.sign_genesis(m, genesis) for m in world.members.values())
+    signatures = dict(sign_genesis(m, genesis) for m in world.members.values())
     genesis_file.write_text(json.dumps({"genesis": genesis, "signatures": signatures}))
     runner = CliRunner()
 
@@ -211,7 +208,7 @@ def test_member_who_did_not_countersign_imports_the_verified_transcript(
     # mark's own machine: its pin names the deployment but no key set yet.
     mark = Client(http=world.client.http, clock=world.clock, pin=PinnedDeployment.load(pin_path(keystore)))
     with pytest.raises(KeysetNotPinnedError) as refused:
-        cw.create_withdrawal(mark, world["mark"], _intent(transcript))
+        mark.withdrawals.create(world["mark"], _intent(transcript))
     assert refused.value.code == "keyset_not_pinned"
 
     transcript_file = tmp_path / "transcript.json"
@@ -222,5 +219,5 @@ def test_member_who_did_not_countersign_imports_the_verified_transcript(
     good = pin_cli("keyset", str(transcript_file), "--expect", str(report.transcript_hash))
     assert good.exit_code == 0, good.output
     mark.pin = PinnedDeployment.load(pin_path(keystore))
-    created = cw.create_withdrawal(mark, world["mark"], _intent(transcript))
+    created = mark.withdrawals.create(world["mark"], _intent(transcript))
     assert created["status"] == "pending"

@@ -16,8 +16,6 @@ from tests.helpers.audit import audit_entries
 from tests.helpers.refusals import refused
 from tests.helpers.withdrawals import btc_intent, create_approved, policy_doc, rule, setup
 
-from tandem.client import ceremony as cc
-from tandem.client import withdrawal as cw
 from tandem.core import approvals as engine
 from tandem.core import withdrawal as wcore
 from tandem.core.canonical import canonical
@@ -51,8 +49,7 @@ def test_a_stored_approval_under_an_old_policy_version_refuses_the_release(world
         )
     refused(
         "policy_version_mismatch",
-        cw.release_withdrawal,
-        world.client,
+        world.client.withdrawals.release,
         world["bob"],
         w["id"],
         match="names policy version 1",
@@ -78,7 +75,7 @@ def test_a_release_counts_its_quorum_once(world: World, monkeypatch: pytest.Monk
         return real(request, *args, **kwargs)
 
     monkeypatch.setattr(engine, "evaluate", counting)
-    released = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    released = world.client.withdrawals.release(world["bob"], w["id"])
     assert released["status"] == "released"
     assert calls.count("withdrawal") == 1
     entry = next(e for e in audit_entries(world) if e["kind"] == "withdrawal.released")
@@ -94,10 +91,10 @@ def test_ceremony_quorum_is_read_from_the_approval_records(world: World) -> None
     with world.svc.db.read() as session:
         records = session.exec(select(Approval).where(Approval.subject == ceremony_id)).all()
         assert [(a.member, a.role) for a in records] == [(world["bob"].member_id, "custodian")]
-    cc.reveal(world.client, world["alice"], ceremony_id, mine)
+    world.client.ceremonies.reveal(world["alice"], ceremony_id, mine)
     with world.svc.db.write() as session:
         for a in session.exec(select(Approval).where(Approval.subject == ceremony_id)).all():
             session.delete(a)
     bob = world["bob"]
-    refused("quorum_not_met", cc.reveal, world.client, bob, ceremony_id, theirs, match="custodian 0/1")
-    assert cc.get_ceremony(world.client, world["olga"], ceremony_id)["status"] == "revealing"
+    refused("quorum_not_met", world.client.ceremonies.reveal, bob, ceremony_id, theirs, match="custodian 0/1")
+    assert world.client.ceremonies.get(world["olga"], ceremony_id)["status"] == "revealing"

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from tandem.api.routes_audit import _ndjson_pages
 from tandem.cli import audit_cmds
 from tandem.cli.main import app as cli_app
-from tandem.client import Client
+from tandem.client.members import draft_genesis, sign_genesis
 from tandem.core import audit
 from tandem.core.membership import genesis_hash
 from tandem.core.roles import Role
@@ -163,7 +163,7 @@ def synthetic_export(tmp_path: Path, count: int, key: ServiceKey) -> tuple[Path,
     path = tmp_path / f"audit-{count}.jsonl"
     # Entry 0 is a real genesis (the verifier replays the log from it); the rest filler.
     people = [new_member("mia", Role.MANAGER), new_member("carl", Role.CUSTODIAN)]
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_mem",
         entity="Streaming Test Fund",
         created_at=T0,
@@ -172,7 +172,7 @@ def synthetic_export(tmp_path: Path, count: int, key: ServiceKey) -> tuple[Path,
     )
     genesis = {
         "genesis": doc,
-        "signatures": dict(Client.sign_genesis(m, doc) for m in people),
+        "signatures": dict(sign_genesis(m, doc) for m in people),
         "genesis_hash": genesis_hash(doc),
     }
     with path.open("wb") as out:

@@ -19,7 +19,6 @@ from tests.conftest import World
 from tests.helpers.keysets import make_keyset
 
 from tandem.cli.audit_cmds import download_export
-from tandem.client import proof as client_proof
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_ONLY = (
@@ -105,8 +104,7 @@ def exported(world: World, tmp_path: Path) -> tuple[Path, dict[str, object]]:
     """A real proof bundle and a real audit export, as `tandem proof bundle` and `tandem
     audit export` write them."""
     make_keyset(world, chains=(("bitcoin", "testnet"), ("ethereum", "sepolia")), count=2)
-    bundle = client_proof.run_proof(
-        world.client,
+    bundle = world.client.proofs.run(
         issuer=world["olga"],
         manager=world["alice"],
         custodian=world["bob"],

@@ -25,6 +25,7 @@ from tests.helpers.audit import refusals
 
 from tandem.api import routes_public
 from tandem.api.deps import api_routes
+from tandem.client.members import proposal_digest
 from tandem.core.actions import sign_action
 from tandem.core.canonical import canonical
 from tandem.core.identity import b64
@@ -186,8 +187,8 @@ def test_expired_session_refused_everywhere(world: World) -> None:
 def test_removed_members_session_and_signature_stop_working(world: World) -> None:
     token = world.client.session(world["cora"])
     headers = {"Authorization": f"Bearer {token}"}
-    prop = world.client.propose_remove(world["alice"], world["cora"].member_id)
-    world.client.approve_proposal(world["bob"], prop["id"], totp=world.code("bob"))
+    prop = world.client.members.propose_remove(world["alice"], world["cora"].member_id)
+    world.client.members.approve(world["bob"], prop["id"], totp=world.code("bob"))
     for _method, path in routes(world, reads=True):
         if path in PUBLIC_READS:
             continue
@@ -251,8 +252,8 @@ def test_membership_matrix(world: World, case: tuple[str, str | None, str, int, 
         response = post(world, "POST", "/v1/members/proposals", canonical({"envelope": env}))
     else:
         assert proposer is not None
-        prop = c.propose_add(world[proposer], new_member("nina", Role.AUDITOR).card())
-        body = {"proposal": prop["id"], "digest": c.proposal_digest(prop)}
+        prop = c.members.propose_add(world[proposer], new_member("nina", Role.AUDITOR).card())
+        body = {"proposal": prop["id"], "digest": proposal_digest(prop)}
         if op == "approve":
             env = c.sign(world[actor], "proposal.approve", body)
             payload = {"envelope": env, "totp": world.code(actor)}
@@ -285,7 +286,7 @@ READS = [
 
 @pytest.mark.parametrize("reader", ["alice", "bob", "olga"], ids=["manager", "custodian", "auditor"])
 def test_every_role_may_read_membership_and_audit(world: World, reader: str) -> None:
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.AUDITOR).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.AUDITOR).card())
     token = world.client.session(world[reader])
     for path in READS:
         response = world.client.http.get(
@@ -309,7 +310,7 @@ def test_every_role_may_open_a_session_and_replace_its_own_totp_seed(world: Worl
         totp_secret="KRUGKIDROVUWG2ZAMJZG653OEBTG66BA",
     )
     world.clock.advance(30)
-    assert world.client.enrol_totp(replacement, old_code=old_code)["totp_enrolled"] is True
+    assert world.client.members.enrol_totp(replacement, old_code=old_code)["totp_enrolled"] is True
 
 
 def test_nobody_can_enrol_a_seed_for_someone_else(world: World) -> None:

@@ -21,16 +21,16 @@ from tandem.services.batch import MAX_BATCH
 
 
 def requests(world: World, s: Any, n: int, by: str = "alice") -> list[dict[str, Any]]:
-    return [cw.create_withdrawal(world.client, world[by], btc_intent(s, amount=40_000 + i)) for i in range(n)]
+    return [world.client.withdrawals.create(world[by], btc_intent(s, amount=40_000 + i)) for i in range(n)]
 
 
 def views(world: World, member: MemberSecrets, created: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [cw.get_withdrawal(world.client, member, w["id"]) for w in created]
+    return [world.client.withdrawals.get(member, w["id"]) for w in created]
 
 
 def batch_body(world: World, member: MemberSecrets, vs: list[dict[str, Any]], code: str) -> dict[str, Any]:
-    """The request cw.approve_withdrawals sends, built here so a test can change it."""
-    items = [cw.signed_approval(world.client, member, v["id"], view=v) for v in vs]
+    """The request client.withdrawals.approve_many sends, built here so a test can change it."""
+    items = [world.client.withdrawals.signed_approval(member, v["id"], view=v) for v in vs]
     env = world.client.sign(
         member,
         "withdrawal.batch_approve",
@@ -40,7 +40,7 @@ def batch_body(world: World, member: MemberSecrets, vs: list[dict[str, Any]], co
 
 
 def status_of(world: World, wid: str) -> str:
-    return str(cw.get_withdrawal(world.client, world["olga"], wid)["status"])
+    return str(world.client.withdrawals.get(world["olga"], wid)["status"])
 
 
 def test_three_withdrawals_approved_with_one_code_and_released(world: World) -> None:
@@ -48,8 +48,7 @@ def test_three_withdrawals_approved_with_one_code_and_released(world: World) -> 
     created = requests(world, s, 3)
     bob = world["bob"]
     fingerprints = {w["id"]: w["fingerprint"] for w in created}
-    out = cw.approve_withdrawals(
-        world.client,
+    out = world.client.withdrawals.approve_many(
         bob,
         views(world, bob, created),
         totp=world.code("bob"),
@@ -72,7 +71,7 @@ def test_three_withdrawals_approved_with_one_code_and_released(world: World) -> 
 
     # Each approval carried bob's share: the first releases, and an offline bundle of the
     # second verifies its batch-given approval from the log like any other.
-    released = cw.release_withdrawal(world.client, bob, created[0]["id"])
+    released = world.client.withdrawals.release(bob, created[0]["id"])
     assert released["status"] == "released"
     signed = cw.offline_sign(full_bundle(world, created[1]["id"]), SIGNER, now=world.clock())
     assert signed["withdrawal"] == created[1]["id"]
@@ -83,13 +82,13 @@ def test_the_code_cannot_be_used_again(world: World) -> None:
     first, second = requests(world, s, 2)
     bob = world["bob"]
     code = world.code("bob")
-    cw.approve_withdrawals(world.client, bob, views(world, bob, [first]), totp=code)
+    world.client.withdrawals.approve_many(bob, views(world, bob, [first]), totp=code)
     with pytest.raises(RemoteError) as err:
-        cw.approve_withdrawals(world.client, bob, views(world, bob, [second]), totp=code)
+        world.client.withdrawals.approve_many(bob, views(world, bob, [second]), totp=code)
     assert err.value.remote_code == "totp_replayed"
     # Nor on the single route.
     with pytest.raises(RemoteError) as err:
-        cw.approve_withdrawal(world.client, bob, second["id"], totp=code)
+        world.client.withdrawals.approve(bob, second["id"], totp=code)
     assert err.value.remote_code == "totp_replayed"
     assert status_of(world, second["id"]) == "pending"
     assert [e["kind"] for e in refusals(world, "totp_replayed")] == [
@@ -104,16 +103,16 @@ def test_own_request_in_a_batch_is_refused_and_audited(world: World) -> None:
     mine = requests(world, s, 1, by="alice")[0]
     theirs = requests(world, s, 1, by="mark")[0]
     alice = world["alice"]
-    out = cw.approve_withdrawals(
-        world.client, alice, views(world, alice, [mine, theirs]), totp=world.code("alice")
+    out = world.client.withdrawals.approve_many(
+        alice, views(world, alice, [mine, theirs]), totp=world.code("alice")
     )
     by_id = {r["withdrawal"]: r for r in out["results"]}
     assert by_id[mine["id"]]["outcome"] == "refused"
     assert by_id[mine["id"]]["code"] == "self_approval"
     assert by_id[theirs["id"]]["outcome"] == "approved"
     assert (out["approved"], out["refused"]) == (1, 1)
-    assert cw.get_withdrawal(world.client, world["olga"], mine["id"])["approvals"] == []
-    given = cw.get_withdrawal(world.client, world["olga"], theirs["id"])["approvals"]
+    assert world.client.withdrawals.get(world["olga"], mine["id"])["approvals"] == []
+    given = world.client.withdrawals.get(world["olga"], theirs["id"])["approvals"]
     assert [a["member"] for a in given] == [alice.member_id]
     refused = refusals(world, "self_approval")
     assert len(refused) == 1
@@ -154,7 +153,7 @@ def test_items_not_named_by_the_signed_batch_refuse_the_whole_batch(world: World
     bob, cora = world["bob"], world["cora"]
     code = world.code("bob")
     body = batch_body(world, bob, views(world, bob, created), code)
-    other = cw.signed_approval(world.client, cora, created[0]["id"])
+    other = world.client.withdrawals.signed_approval(cora, created[0]["id"])
     change(body, other)
     answer = post(world, "/v1/withdrawals/approvals", copy.deepcopy(body))
     assert answer.status_code == 422, answer.text
@@ -162,7 +161,7 @@ def test_items_not_named_by_the_signed_batch_refuse_the_whole_batch(world: World
     assert all(status_of(world, w["id"]) == "pending" for w in created)
     assert refusals(world, "invalid_input")[-1]["kind"] == "withdrawal.batch_approve.refused"
     # The code was not spent by a refused batch: it still approves one request.
-    cw.approve_withdrawal(world.client, bob, created[0]["id"], totp=code)
+    world.client.withdrawals.approve(bob, created[0]["id"], totp=code)
     assert status_of(world, created[0]["id"]) == "approved"
 
 
@@ -172,7 +171,7 @@ def test_a_wrong_code_approves_nothing_and_counts_as_a_failure(world: World) -> 
     bob = world["bob"]
     wrong = f"{(int(world.code('bob')) + 1) % 1_000_000:06d}"
     with pytest.raises(RemoteError) as err:
-        cw.approve_withdrawals(world.client, bob, views(world, bob, created), totp=wrong)
+        world.client.withdrawals.approve_many(bob, views(world, bob, created), totp=wrong)
     assert err.value.remote_code == "totp_invalid"
     assert all(status_of(world, w["id"]) == "pending" for w in created)
     assert not [e for e in audit_entries(world) if e["kind"] == "withdrawal.approved"]
@@ -203,7 +202,7 @@ def test_a_grant_is_only_honoured_while_its_batch_runs(world: World) -> None:
     s = setup(world)
     created = requests(world, s, 1)
     bob = world["bob"]
-    item = cw.signed_approval(world.client, bob, created[0]["id"])
+    item = world.client.withdrawals.signed_approval(bob, created[0]["id"])
     with pytest.raises(Exception) as err:
         world.svc.approve_withdrawal(
             item["envelope"], totp=TotpGrant(bob.member_id), sealed_share=item["sealed_share"]

@@ -58,20 +58,20 @@ manager = {managers}
 
 def propose(world: World, who: str = "alice", text: str | None = None) -> tuple[str, bytes]:
     contribution = keygen.make_contribution()
-    view = cc.propose_ceremony(world.client, world[who], text or custom_definition(),
+    view = world.client.ceremonies.propose(world[who], text or custom_definition(),
                                contribution=contribution)
     return view["id"], contribution
 
 
 def approve(world: World, ceremony_id: str, who: str) -> tuple[dict[str, Any], bytes]:
     contribution = keygen.make_contribution()
-    view = cc.approve_ceremony(world.client, world[who], ceremony_id, totp=world.code(who),
+    view = world.client.ceremonies.approve(world[who], ceremony_id, totp=world.code(who),
                                contribution=contribution)
     return view, contribution
 
 
 def run(world: World, text: str, approvers: tuple[str, ...] = ("bob",)) -> dict[str, Any]:
-    return cc.run_ceremony(world.client, proposer=world["alice"],
+    return world.client.ceremonies.run(proposer=world["alice"],
                            approvers=[world[a] for a in approvers], definition_text=text,
                            code=world.code)
 
@@ -112,9 +112,9 @@ def test_bitcoin_ceremony_makes_verifiable_keys_and_is_audited(world: World) -> 
         assert a["birth_proof"]["format"] == "bip322-simple"
 
     ceremony_id = transcript["ceremony"]["id"]
-    view = cc.get_ceremony(world.client, world["olga"], ceremony_id)
+    view = world.client.ceremonies.get(world["olga"], ceremony_id)
     assert view["status"] == "complete"
-    keyset = cc.get_keyset(world.client, world["olga"], view["keyset"])
+    keyset = world.client.keysets.get(world["olga"], view["keyset"])
     assert keyset["status"] == "active"
     assert {a["address"] for a in keyset["addresses"]} == {
         a["address"] for a in transcript["addresses"]}
@@ -179,12 +179,12 @@ def test_two_custodian_ceremony_counts_distinct_members(world: World) -> None:
     view, cora_c = approve(world, ceremony_id, "cora")
     assert view["status"] == "revealing"
     for who, c in (("alice", mine), ("bob", bob_c), ("cora", cora_c)):
-        view = cc.reveal(world.client, world[who], ceremony_id, c)
+        view = world.client.ceremonies.reveal(world[who], ceremony_id, c)
     assert view["status"] == "executed"
     for who in ("cora", "alice", "bob"):
-        view = cc.countersign(world.client, world[who], ceremony_id)
+        view = world.client.ceremonies.countersign(world[who], ceremony_id)
     assert view["status"] == "complete"
-    transcript = cc.get_transcript(world.client, world["olga"], ceremony_id)
+    transcript = world.client.ceremonies.transcript(world["olga"], ceremony_id)
     assert core.verify_transcript(transcript).complete
     assert transcript["addresses"][0]["segregation"] == "client:acme-pension-fund"
 
@@ -270,8 +270,8 @@ def test_verify_transcript_detects_tampering(world: World) -> None:
 def test_countersign_over_wrong_hash_is_refused(world: World) -> None:
     ceremony_id, mine = propose(world)
     _, theirs = approve(world, ceremony_id, "bob")
-    cc.reveal(world.client, world["alice"], ceremony_id, mine)
-    cc.reveal(world.client, world["bob"], ceremony_id, theirs)
+    world.client.ceremonies.reveal(world["alice"], ceremony_id, mine)
+    world.client.ceremonies.reveal(world["bob"], ceremony_id, theirs)
     env = world.client.sign(world["bob"], "ceremony.countersign",
                             {"ceremony": ceremony_id, "transcript_hash": "ab" * 32})
     with pytest.raises(RemoteError) as err:
@@ -280,8 +280,8 @@ def test_countersign_over_wrong_hash_is_refused(world: World) -> None:
     assert err.value.remote_code == "conflict"
     # an auditor is no participant and never countersigns; the client refuses first
     with pytest.raises(InputError, match="not a participant"):
-        cc.countersign(world.client, world["olga"], ceremony_id)
-    right_hash = cc.get_ceremony(world.client, world["olga"], ceremony_id)["transcript_hash"]
+        world.client.ceremonies.countersign(world["olga"], ceremony_id)
+    right_hash = world.client.ceremonies.get(world["olga"], ceremony_id)["transcript_hash"]
     for who, code in (("olga", "role_not_allowed"), ("cora", "invalid_input")):
         env = world.client.sign(world[who], "ceremony.countersign",
                                 {"ceremony": ceremony_id, "transcript_hash": right_hash})
@@ -301,7 +301,7 @@ def test_self_approval_refused_and_audited(world: World) -> None:
         approve(world, ceremony_id, "alice")
     assert err.value.remote_code == "self_approval"
     assert any(e["kind"] == "ceremony.approve.refused" for e in refusals(world, "self_approval"))
-    assert cc.get_ceremony(world.client, world["olga"], ceremony_id)["approvals"] == []
+    assert world.client.ceremonies.get(world["olga"], ceremony_id)["approvals"] == []
 
 
 def test_manager_approving_refused(world: World) -> None:
@@ -334,37 +334,37 @@ def test_custodian_proposing_refused(world: World) -> None:
 def test_reveal_before_approvals_refused(world: World) -> None:
     ceremony_id, mine = propose(world, text=custom_definition(custodians=2))
     with pytest.raises(RemoteError) as err:
-        cc.reveal(world.client, world["alice"], ceremony_id, mine)
+        world.client.ceremonies.reveal(world["alice"], ceremony_id, mine)
     assert err.value.remote_code == "quorum_not_met"
     assert "custodian 0/2" in err.value.message
     approve(world, ceremony_id, "bob")
     with pytest.raises(RemoteError) as err:
-        cc.reveal(world.client, world["alice"], ceremony_id, mine)
+        world.client.ceremonies.reveal(world["alice"], ceremony_id, mine)
     assert "custodian 1/2" in err.value.message
     assert len(refusals(world, "quorum_not_met")) == 2
-    assert cc.get_ceremony(world.client, world["olga"], ceremony_id)["revealed"] == []
+    assert world.client.ceremonies.get(world["olga"], ceremony_id)["revealed"] == []
 
 
 def test_wrong_reveal_refused_and_audited(world: World) -> None:
     ceremony_id, mine = propose(world)
     _, theirs = approve(world, ceremony_id, "bob")
     with pytest.raises(RemoteError) as err:
-        cc.reveal(world.client, world["alice"], ceremony_id, keygen.make_contribution())
+        world.client.ceremonies.reveal(world["alice"], ceremony_id, keygen.make_contribution())
     assert err.value.remote_code == "commitment_mismatch"
     # bob cannot reveal alice's contribution as his own either
     with pytest.raises(RemoteError) as err:
-        cc.reveal(world.client, world["bob"], ceremony_id, mine)
+        world.client.ceremonies.reveal(world["bob"], ceremony_id, mine)
     assert err.value.remote_code == "commitment_mismatch"
     entries = refusals(world, "commitment_mismatch")
     assert [e["kind"] for e in entries] == ["ceremony.reveal.refused"] * 2
-    assert cc.get_ceremony(world.client, world["olga"], ceremony_id)["revealed"] == []
-    cc.reveal(world.client, world["alice"], ceremony_id, mine)
-    assert cc.reveal(world.client, world["bob"], ceremony_id, theirs)["status"] == "executed"
+    assert world.client.ceremonies.get(world["olga"], ceremony_id)["revealed"] == []
+    world.client.ceremonies.reveal(world["alice"], ceremony_id, mine)
+    assert world.client.ceremonies.reveal(world["bob"], ceremony_id, theirs)["status"] == "executed"
 
 
 def test_replayed_envelope_refused(world: World) -> None:
     ceremony_id, _ = propose(world, text=custom_definition(custodians=2))
-    view = cc.get_ceremony(world.client, world["bob"], ceremony_id)
+    view = world.client.ceremonies.get(world["bob"], ceremony_id)
     contribution = keygen.make_contribution()
     env = world.client.sign(world["bob"], "ceremony.approve", {
         "ceremony": ceremony_id, "digest": cc.local_digest(view),
@@ -377,7 +377,7 @@ def test_replayed_envelope_refused(world: World) -> None:
         world.client.request("POST", path, json_body={"envelope": env, "totp": world.code("bob")})
     assert err.value.remote_code == "replayed_action"
     assert refusals(world, "replayed_action")
-    assert cc.get_ceremony(world.client, world["olga"], ceremony_id)["approvals"] == [
+    assert world.client.ceremonies.get(world["olga"], ceremony_id)["approvals"] == [
         world["bob"].member_id]
 
 
@@ -404,7 +404,7 @@ def test_expired_ceremony_refused_and_marked(world: World) -> None:
     with pytest.raises(RemoteError) as err:
         approve(world, ceremony_id, "bob")
     assert err.value.remote_code == "expired"
-    view = cc.get_ceremony(world.client, world["olga"], ceremony_id)
+    view = world.client.ceremonies.get(world["olga"], ceremony_id)
     assert view["status"] == "expired"
     with world.svc.db.read() as session:
         row = session.get(Ceremony, ceremony_id)
@@ -416,7 +416,7 @@ def test_expired_ceremony_refused_and_marked(world: World) -> None:
     assert any(e["kind"] == "ceremony.approve.refused" and e["code"] == "expired"
                for e in entries)
     with pytest.raises(RemoteError) as err:
-        cc.reject_ceremony(world.client, world["cora"], ceremony_id, reason="too late")
+        world.client.ceremonies.reject(world["cora"], ceremony_id, reason="too late")
     assert err.value.remote_code == "expired"
 
 
@@ -430,7 +430,7 @@ def test_impossible_quorum_definition_refused(world: World) -> None:
         propose(world, text=custom_definition(managers=2))
     assert "ceremony.approvals.manager" in err.value.message
     assert len(refusals(world, "invalid_definition")) == 2
-    assert cc.list_ceremonies(world.client, world["olga"]) == []
+    assert world.client.ceremonies.list(world["olga"]) == []
 
 
 def test_invalid_definition_names_the_field(world: World) -> None:
@@ -461,7 +461,7 @@ def test_unknown_fields_refused(world: World) -> None:
 
 def test_reject_and_abort_are_recorded(world: World) -> None:
     ceremony_id, _ = propose(world)
-    view = cc.reject_ceremony(world.client, world["bob"], ceremony_id, reason="wrong chain")
+    view = world.client.ceremonies.reject(world["bob"], ceremony_id, reason="wrong chain")
     assert view["status"] == "rejected"
     assert view["outcome"]["reason"] == "wrong chain"
     with pytest.raises(RemoteError) as err:
@@ -470,32 +470,32 @@ def test_reject_and_abort_are_recorded(world: World) -> None:
 
     other, _ = propose(world)
     with pytest.raises(RemoteError) as err:
-        cc.abort_ceremony(world.client, world["mark"], other, reason="not mine")
+        world.client.ceremonies.abort(world["mark"], other, reason="not mine")
     assert err.value.remote_code == "forbidden"
     with pytest.raises(RemoteError) as err:
-        cc.reject_ceremony(world.client, world["mark"], other, reason="managers do not reject")
+        world.client.ceremonies.reject(world["mark"], other, reason="managers do not reject")
     assert err.value.remote_code == "role_not_allowed"
-    assert cc.abort_ceremony(world.client, world["alice"], other, reason="typo")["status"] == (
+    assert world.client.ceremonies.abort(world["alice"], other, reason="typo")["status"] == (
         "aborted")
     entries = audit_entries(world)
     rejected = [e for e in entries if e["kind"] == "ceremony.rejected"]
     assert rejected[0]["data"] == {"ceremony": ceremony_id, "reason": "wrong chain"}
     assert any(e["kind"] == "ceremony.aborted" and e["data"]["ceremony"] == other
                for e in entries)
-    assert {c["status"] for c in cc.list_ceremonies(world.client, world["olga"])} == {
+    assert {c["status"] for c in world.client.ceremonies.list(world["olga"])} == {
         "rejected", "aborted"}
 
 
 def test_executed_ceremony_cannot_be_stopped(world: World) -> None:
     ceremony_id, mine = propose(world)
     _, theirs = approve(world, ceremony_id, "bob")
-    cc.reveal(world.client, world["alice"], ceremony_id, mine)
-    cc.reveal(world.client, world["bob"], ceremony_id, theirs)
+    world.client.ceremonies.reveal(world["alice"], ceremony_id, mine)
+    world.client.ceremonies.reveal(world["bob"], ceremony_id, theirs)
     with pytest.raises(RemoteError) as err:
-        cc.abort_ceremony(world.client, world["alice"], ceremony_id)
+        world.client.ceremonies.abort(world["alice"], ceremony_id)
     assert err.value.remote_code == "invalid_state"
     with pytest.raises(RemoteError) as err:
-        cc.reveal(world.client, world["bob"], ceremony_id, theirs)
+        world.client.ceremonies.reveal(world["bob"], ceremony_id, theirs)
     assert err.value.remote_code == "invalid_state"
 
 
@@ -509,7 +509,7 @@ def test_failure_during_execution_leaves_no_keyset(world: World,
 
     ceremony_id, mine = propose(world)
     _, theirs = approve(world, ceremony_id, "bob")
-    cc.reveal(world.client, world["alice"], ceremony_id, mine)
+    world.client.ceremonies.reveal(world["alice"], ceremony_id, mine)
 
     def fail(name: str) -> None:
         if name == "ceremony.after_keyset_row":
@@ -517,7 +517,7 @@ def test_failure_during_execution_leaves_no_keyset(world: World,
 
     monkeypatch.setattr(ceremonies, "fault_point", fail)
     with pytest.raises(RemoteError):
-        cc.reveal(world.client, world["bob"], ceremony_id, theirs)
+        world.client.ceremonies.reveal(world["bob"], ceremony_id, theirs)
     with world.svc.db.read() as session:
         from sqlmodel import select
 
@@ -528,7 +528,7 @@ def test_failure_during_execution_leaves_no_keyset(world: World,
         assert row.status == "revealing"
         assert row.transcript is None
     monkeypatch.undo()
-    assert cc.reveal(world.client, world["bob"], ceremony_id, theirs)["status"] == "executed"
+    assert world.client.ceremonies.reveal(world["bob"], ceremony_id, theirs)["status"] == "executed"
 
 
 def test_signed_action_for_another_ceremony_type_refused(world: World) -> None:

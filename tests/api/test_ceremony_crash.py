@@ -27,9 +27,9 @@ CHILD = textwrap.dedent(
     from fastapi.testclient import TestClient
     from tests.helpers.faults import sigkill_at
     from tandem.services.base import install_fault_hook
-    from tandem.client import ceremony as cc
     from tandem.api import create_app
     from tandem.client import Client
+    from tandem.client.members import draft_genesis, sign_genesis
     from tandem.core import keygen
     from tandem.core.identity import MemberSecrets
     from tandem.core.roles import Role
@@ -50,22 +50,22 @@ CHILD = textwrap.dedent(
     client = Client(http=http, clock=lambda: now[0])
     people = {n: MemberSecrets.generate(name=n, role=r) for n, r in
               (("alice", Role.MANAGER), ("bob", Role.CUSTODIAN), ("olga", Role.AUDITOR))}
-    doc = Client.draft_genesis(deployment="dep_crash", entity="Crash Test Fund",
-                               created_at=now[0], service=client.deployment()["service"],
-                               cards=[m.card() for m in people.values()])
-    client.submit_genesis(doc, dict(Client.sign_genesis(m, doc) for m in people.values()),
-                          claim_token=svc.issue_claim_token())
+    doc = draft_genesis(deployment="dep_crash", entity="Crash Test Fund",
+                        created_at=now[0], service=client.deployment()["service"],
+                        cards=[m.card() for m in people.values()])
+    client.members.submit_genesis(doc, dict(sign_genesis(m, doc) for m in people.values()),
+                                  claim_token=svc.issue_claim_token())
     for m in people.values():
-        client.enrol_totp(m)
+        client.members.enrol_totp(m)
     definition = (Path(sys.argv[2]) / "ceremonies" / "bitcoin-testnet-cold.toml").read_text()
     mine, theirs = keygen.make_contribution(), keygen.make_contribution()
-    view = cc.propose_ceremony(client, people["alice"], definition, contribution=mine)
+    view = client.ceremonies.propose(people["alice"], definition, contribution=mine)
     (workdir / "ceremony").write_text(view["id"])
     now[0] += 30
-    cc.approve_ceremony(client, people["bob"], view["id"], contribution=theirs,
-                        totp=client.totp_code(people["bob"]))
-    cc.reveal(client, people["alice"], view["id"], mine)
-    cc.reveal(client, people["bob"], view["id"], theirs)  # executes: the fault point fires
+    client.ceremonies.approve(people["bob"], view["id"], contribution=theirs,
+                              totp=client.members.totp_code(people["bob"]))
+    client.ceremonies.reveal(people["alice"], view["id"], mine)
+    client.ceremonies.reveal(people["bob"], view["id"], theirs)  # executes: the fault point fires
     print("survived")
     """
 )

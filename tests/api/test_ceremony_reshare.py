@@ -31,9 +31,9 @@ def definition(name: str) -> str:
 
 
 def make_keyset(world: World, name: str = "bitcoin-testnet-cold") -> dict[str, Any]:
-    transcript = cc.run_ceremony(world.client, proposer=world["alice"], approvers=[world["bob"]],
+    transcript = world.client.ceremonies.run(proposer=world["alice"], approvers=[world["bob"]],
                                  definition_text=definition(name), code=world.code)
-    return cc.get_keyset(world.client, world["olga"], transcript["keyset"]["id"])
+    return world.client.keysets.get(world["olga"], transcript["keyset"]["id"])
 
 
 def service_public(world: World) -> bytes:
@@ -49,7 +49,7 @@ def open_first_key(world: World, keyset_id: str, manager: MemberSecrets,
         call = Call(session, world.clock(), svc.deployment(session))
         operation = svc.new_operation(call, keyset_id=keyset_id, purpose="test-use")
     op_id = operation["statement"]["operation"]
-    sealed = cc.get_keyset(world.client, world["olga"], keyset_id)["sealed"]
+    sealed = world.client.keysets.get(world["olga"], keyset_id)["sealed"]
     resealed = [(m, *reseal_for_operation(m, sealed, operation, service_public(world)))
                 for m in (manager, custodian)]
     with svc.db.write() as session:
@@ -70,8 +70,8 @@ OPENED: dict[str, bytes] = {}
 
 
 def remove_member(world: World, who: str, *, proposer: str, approver: str) -> None:
-    prop = world.client.propose_remove(world[proposer], world[who].member_id)
-    done = world.client.approve_proposal(world[approver], prop["id"], totp=world.code(approver))
+    prop = world.client.members.propose_remove(world[proposer], world[who].member_id)
+    done = world.client.members.approve(world[approver], prop["id"], totp=world.code(approver))
     assert done["status"] == "applied"
 
 
@@ -86,7 +86,7 @@ def test_reshare_after_custodian_removal_restores_use(world: World) -> None:
     assert open_first_key(world, ks, world["alice"], world["bob"]).hex() == first_public
 
     remove_member(world, "bob", proposer="alice", approver="cora")
-    assert cc.get_keyset(world.client, world["olga"], ks)["status"] == "reshare_required"
+    assert world.client.keysets.get(world["olga"], ks)["status"] == "reshare_required"
     with world.svc.db.write() as session:
         call = Call(session, world.clock(), world.svc.deployment(session))
         keys = world.svc.private_keys(call, keyset_id=ks, operation="op_unused",
@@ -95,7 +95,7 @@ def test_reshare_after_custodian_removal_restores_use(world: World) -> None:
             keys.__enter__()
     assert err.value.code == "reshare_required"
 
-    transcript = cc.run_ceremony(world.client, proposer=world["alice"], approvers=[world["cora"]],
+    transcript = world.client.ceremonies.run(proposer=world["alice"], approvers=[world["cora"]],
                                  definition_text=definition("reshare"), code=world.code,
                                  target_keyset=ks)
     report = core.verify_transcript(transcript)
@@ -103,7 +103,7 @@ def test_reshare_after_custodian_removal_restores_use(world: World) -> None:
     assert transcript["keyset"]["previous"]["status"] == "reshare_required"
     assert world["bob"].member_id in transcript["keyset"]["previous"]["custodians"]
 
-    after_view = cc.get_keyset(world.client, world["olga"], ks)
+    after_view = world.client.keysets.get(world["olga"], ks)
     assert after_view["status"] == "active"
     assert after_view["generation"] == 2
     assert after_view["recipients"]["custodian"] == [world["cora"].member_id]
@@ -144,8 +144,8 @@ def test_reshare_needs_both_shares_and_current_members(world: World) -> None:
     alice, cora = world["alice"], world["cora"]
 
     # an operation for another key set is refused at proposal
-    wrong_op = cc.request_operation(world.client, alice, other, "reshare")
-    sealed = cc.get_keyset(world.client, alice, other)["sealed"]
+    wrong_op = world.client.keysets.request_operation(alice, other, "reshare")
+    sealed = world.client.keysets.get(alice, other)["sealed"]
     _side, box = reseal_for_operation(alice, sealed, wrong_op, service_public(world))
     env = world.client.sign(alice, "ceremony.propose", {
         "ceremony": cc.new_ceremony_id(), "definition": definition("reshare"),
@@ -155,9 +155,9 @@ def test_reshare_needs_both_shares_and_current_members(world: World) -> None:
     assert err.value.remote_code == "invalid_input"
     assert "not a reshare operation for key set" in err.value.message
 
-    view = cc.propose_ceremony(world.client, alice, definition("reshare"), target_keyset=ks)
+    view = world.client.ceremonies.propose(alice, definition("reshare"), target_keyset=ks)
     ceremony_id = view["id"]
-    digest = cc.local_digest(cc.get_ceremony(world.client, cora, ceremony_id))
+    digest = cc.local_digest(world.client.ceremonies.get(cora, ceremony_id))
     # a custodian approval without its share cannot rotate anything
     env = world.client.sign(cora, "ceremony.approve", {"ceremony": ceremony_id, "digest": digest})
     with pytest.raises(RemoteError) as err:
@@ -172,12 +172,12 @@ def test_reshare_needs_both_shares_and_current_members(world: World) -> None:
         world.client.request("POST", f"/v1/ceremonies/{ceremony_id}/approve",
                              json_body={"envelope": env, "totp": world.code("cora")})
     assert err.value.remote_code == "decryption_failed"
-    assert cc.get_keyset(world.client, alice, ks)["generation"] == 1
+    assert world.client.keysets.get(alice, ks)["generation"] == 1
 
     # the right share completes it
-    done = cc.approve_ceremony(world.client, cora, ceremony_id, totp=world.code("cora"))
+    done = world.client.ceremonies.approve(cora, ceremony_id, totp=world.code("cora"))
     assert done["status"] == "executed"
-    assert cc.get_keyset(world.client, alice, ks)["generation"] == 2
+    assert world.client.keysets.get(alice, ks)["generation"] == 2
     codes = {e["code"] for e in audit_entries(world) if e["outcome"] == "refused"}
     assert {"invalid_input", "decryption_failed"} <= codes
 
@@ -185,10 +185,10 @@ def test_reshare_needs_both_shares_and_current_members(world: World) -> None:
 def test_removed_member_cannot_take_part_in_reshare(world: World) -> None:
     ks = make_keyset(world)["id"]
     remove_member(world, "bob", proposer="alice", approver="cora")
-    view = cc.propose_ceremony(world.client, world["alice"], definition("reshare"),
+    view = world.client.ceremonies.propose(world["alice"], definition("reshare"),
                                target_keyset=ks)
     with pytest.raises(RemoteError) as err:
-        cc.approve_ceremony(world.client, world["bob"], view["id"], totp=world.code("bob"))
+        world.client.ceremonies.approve(world["bob"], view["id"], totp=world.code("bob"))
     assert err.value.remote_code in ("member_removed", "invalid_session")
 
 
@@ -206,7 +206,7 @@ def forget_keyset(world: World, keyset_id: str) -> None:
 def test_export_import_needs_a_manager_and_a_custodian(world: World) -> None:
     keyset = make_keyset(world, "ethereum-cold")
     ks = keyset["id"]
-    export = cc.export_keyset(world.client, world["alice"], ks)
+    export = world.client.keysets.export(world["alice"], ks)
     assert export["format"] == keyset_export.EXPORT_FORMAT
     keyset_export.check_export(export)
     env = world.client.sign(world["olga"], "keyset.export", {"keyset": ks})
@@ -216,19 +216,19 @@ def test_export_import_needs_a_manager_and_a_custodian(world: World) -> None:
 
     # nothing to import while the key set is present
     with pytest.raises(RemoteError) as err:
-        cc.propose_import(world.client, world["mark"], export)
+        world.client.keysets.propose_import(world["mark"], export)
     assert err.value.remote_code == "conflict"
 
     forget_keyset(world, ks)
     with pytest.raises(RemoteError) as err:
-        cc.get_keyset(world.client, world["olga"], ks)
+        world.client.keysets.get(world["olga"], ks)
     assert err.value.remote_code == "not_found"
 
     # a tampered export (an address swapped) is refused before anything is proposed
     tampered = copy.deepcopy(export)
     tampered["addresses"][0]["address"] = "0x" + "12" * 20
     with pytest.raises(Exception, match="does not verify"):
-        cc.propose_import(world.client, world["mark"], tampered)
+        world.client.keysets.propose_import(world["mark"], tampered)
     env = world.client.sign(world["mark"], "keyset.import", {
         "export_hash": keyset_export.export_hash(tampered), "operation": {}, "sealed_share": ""})
     with pytest.raises(RemoteError) as err:
@@ -238,22 +238,22 @@ def test_export_import_needs_a_manager_and_a_custodian(world: World) -> None:
 
     # a custodian cannot start an import, a manager cannot finish one
     with pytest.raises(RemoteError) as err:
-        cc.propose_import(world.client, world["bob"], export)
+        world.client.keysets.propose_import(world["bob"], export)
     assert err.value.remote_code == "role_not_allowed"
-    pending = cc.propose_import(world.client, world["mark"], export)
+    pending = world.client.keysets.propose_import(world["mark"], export)
     assert pending["status"] == "proposed"
     with pytest.raises(RemoteError) as err:
-        cc.approve_import(world.client, world["alice"], pending["id"], export=export,
+        world.client.keysets.approve_import(world["alice"], pending["id"], export=export,
                           totp=world.code("alice"))
     assert err.value.remote_code == "role_not_allowed"
     with pytest.raises(RemoteError) as err:
-        cc.get_keyset(world.client, world["olga"], ks)
+        world.client.keysets.get(world["olga"], ks)
     assert err.value.remote_code == "not_found"
 
-    done = cc.approve_import(world.client, world["cora"], pending["id"], export=export,
+    done = world.client.keysets.approve_import(world["cora"], pending["id"], export=export,
                              totp=world.code("cora"))
     assert done["status"] == "complete"
-    restored = cc.get_keyset(world.client, world["olga"], ks)
+    restored = world.client.keysets.get(world["olga"], ks)
     assert restored["status"] == "active"
     assert restored["addresses"] == keyset["addresses"]
     assert restored["sealed"] == keyset["sealed"]
@@ -273,11 +273,11 @@ def test_export_import_needs_a_manager_and_a_custodian(world: World) -> None:
 def test_import_refuses_a_share_that_does_not_open(world: World) -> None:
     keyset = make_keyset(world)
     ks = keyset["id"]
-    export = cc.export_keyset(world.client, world["bob"], ks)
+    export = world.client.keysets.export(world["bob"], ks)
     forget_keyset(world, ks)
-    pending = cc.propose_import(world.client, world["alice"], export)
+    pending = world.client.keysets.propose_import(world["alice"], export)
     # cora re-seals her share to an operation other than the import's
-    stray = cc.request_operation(world.client, world["cora"], ks, "import")
+    stray = world.client.keysets.request_operation(world["cora"], ks, "import")
     _side, box = reseal_for_operation(world["cora"], export["sealed"], stray,
                                       service_public(world))
     env = world.client.sign(world["cora"], "keyset.import_approve", {
@@ -287,14 +287,14 @@ def test_import_refuses_a_share_that_does_not_open(world: World) -> None:
                              json_body={"envelope": env, "totp": world.code("cora")})
     assert err.value.remote_code == "decryption_failed"
     with pytest.raises(RemoteError):
-        cc.get_keyset(world.client, world["olga"], ks)
+        world.client.keysets.get(world["olga"], ks)
     # the custodian's client refuses to finish an import of another export than its file
     other = copy.deepcopy(export)
     other["exported_at"] += 1
     with pytest.raises(Exception, match="different export"):
-        cc.approve_import(world.client, world["cora"], pending["id"], export=other,
+        world.client.keysets.approve_import(world["cora"], pending["id"], export=other,
                           totp=world.code("cora"))
-    assert cc.approve_import(world.client, world["cora"], pending["id"], export=export,
+    assert world.client.keysets.approve_import(world["cora"], pending["id"], export=export,
                              totp=world.code("cora"))["status"] == "complete"
 
 
@@ -308,12 +308,12 @@ def test_no_private_key_in_any_ceremony_output(world: World) -> None:
     ks = keyset["id"]
     open_first_key(world, ks, world["alice"], world["bob"])
     private = OPENED.pop(ks)
-    transcript = cc.get_transcript(world.client, world["olga"], keyset["ceremony"])
-    export = cc.export_keyset(world.client, world["alice"], ks)
+    transcript = world.client.ceremonies.transcript(world["olga"], keyset["ceremony"])
+    export = world.client.keysets.export(world["alice"], ks)
     blobs: dict[str, str | bytes] = {
         "transcript": json.dumps(transcript),
-        "keyset": json.dumps(cc.get_keyset(world.client, world["olga"], ks)),
-        "ceremony": json.dumps(cc.get_ceremony(world.client, world["olga"], keyset["ceremony"])),
+        "keyset": json.dumps(world.client.keysets.get(world["olga"], ks)),
+        "ceremony": json.dumps(world.client.ceremonies.get(world["olga"], keyset["ceremony"])),
         "export": json.dumps(export),
         "audit": "\n".join(json.dumps(e) for e in audit_entries(world)),
     }

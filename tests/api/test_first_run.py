@@ -15,8 +15,7 @@ from tests.helpers.membership import MEMBER_DELAY, approve, wait_out_delay
 from typer.testing import CliRunner
 
 from tandem.cli import main as cli_main
-from tandem.client import Client
-from tandem.client import withdrawal as cw
+from tandem.client.members import draft_genesis
 from tandem.core.audit import key_id
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
@@ -38,7 +37,7 @@ def check_notice(
 
 
 def test_member_change_in_its_delay_says_when_and_who_can_veto(world: World) -> None:
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     assert "pending_change" not in prop  # not approved yet: nothing is waiting
     done = approve(world, "bob", prop["id"])
     now = world.clock()
@@ -59,10 +58,10 @@ def test_member_change_in_its_delay_says_when_and_who_can_veto(world: World) -> 
 
 
 def test_address_book_change_names_custodians_as_its_vetoers(world: World) -> None:
-    prop = cw.propose_address(
-        world.client, world["alice"], chain="bitcoin", network="testnet", address=BTC_ADDRESS, label="broker"
+    prop = world.client.policy.propose_address(
+        world["alice"], chain="bitcoin", network="testnet", address=BTC_ADDRESS, label="broker"
     )
-    done = world.client.approve_proposal(world["bob"], prop["id"], totp=world.code("bob"))
+    done = world.client.members.approve(world["bob"], prop["id"], totp=world.code("bob"))
     now = world.clock()
     check_notice(
         done["pending_change"],
@@ -71,7 +70,7 @@ def test_address_book_change_names_custodians_as_its_vetoers(world: World) -> No
         veto_by=["custodian"],
         command="tandem policy veto",
     )
-    (entry,) = [e for e in cw.address_book(world.client, world["olga"]) if e["address"] == BTC_ADDRESS]
+    (entry,) = [e for e in world.client.policy.address_book(world["olga"]) if e["address"] == BTC_ADDRESS]
     assert entry["status"] == "pending"
     assert int(datetime.fromisoformat(entry["effective_at_local"]).timestamp()) == entry["effective_at"]
 
@@ -94,9 +93,9 @@ def test_cli_approve_prints_when_the_change_takes_effect(
     monkeypatch.setattr(cli_main, "Client", lambda server: world.client)
     bob = tmp_path / "bob.keystore"
     bob.write_bytes(world["bob"].to_keystore(PASSPHRASE, log2_n=14))
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     world.clock.advance(30)
-    monkeypatch.setenv("TANDEM_TOTP", world.client.totp_code(world["bob"]))
+    monkeypatch.setenv("TANDEM_TOTP", world.client.members.totp_code(world["bob"]))
     result = CliRunner().invoke(cli_main.app, ["proposal", "approve", prop["id"], "-k", str(bob)])
     assert result.exit_code == 0, result.output
     when = datetime.fromtimestamp(world.clock() + MEMBER_DELAY).astimezone().isoformat(timespec="seconds")
@@ -112,7 +111,7 @@ def draft(
     from tandem.core.identity import card_from_keystore
 
     service = ServiceKey.generate()
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_0123456789abcdef",
         entity=entity,
         created_at=1_790_000_000,

@@ -15,9 +15,9 @@ def test_member_added_with_other_side_approval(world: World) -> None:
     the delay has passed (THREATS 35: never at once)."""
     c = world.client
     newbie = new_member("nina", Role.CUSTODIAN)
-    prop = c.propose_add(world["alice"], newbie.card())
+    prop = c.members.propose_add(world["alice"], newbie.card())
     assert prop["status"] == "pending"
-    done = c.approve_proposal(world["bob"], prop["id"], totp=world.code("bob"))
+    done = c.members.approve(world["bob"], prop["id"], totp=world.code("bob"))
     assert done["status"] == "approved"
     assert "nina" not in {m["name"] for m in c.get(world["olga"], "/v1/members")}
     wait_out_delay(world)
@@ -29,8 +29,8 @@ def test_member_added_with_other_side_approval(world: World) -> None:
 def test_a_removal_takes_effect_at_once(world: World) -> None:
     """Removing a member only takes power away: no delay by default."""
     c = world.client
-    prop = c.propose_remove(world["alice"], world["cora"].member_id)
-    done = c.approve_proposal(world["bob"], prop["id"], totp=world.code("bob"))
+    prop = c.members.propose_remove(world["alice"], world["cora"].member_id)
+    done = c.members.approve(world["bob"], prop["id"], totp=world.code("bob"))
     assert done["status"] == "applied"
     status = {m["name"]: m["status"] for m in c.get(world["olga"], "/v1/members")}
     assert status["cora"] == "removed"
@@ -38,11 +38,11 @@ def test_a_removal_takes_effect_at_once(world: World) -> None:
 
 def test_self_approval_refused_and_audited(world: World) -> None:
     c = world.client
-    prop = c.propose_add(world["alice"], new_member("nina", Role.AUDITOR).card())
+    prop = c.members.propose_add(world["alice"], new_member("nina", Role.AUDITOR).card())
     with pytest.raises(RemoteError) as err:
-        c.approve_proposal(world["alice"], prop["id"], totp=world.code("alice"))
+        c.members.approve(world["alice"], prop["id"], totp=world.code("alice"))
     assert err.value.remote_code == "self_approval"
-    lines, _ = c.audit_export(world["olga"])
+    lines, _ = c.audit.export(world["olga"])
     assert any('"outcome":"refused"' in line and "self_approval" in line for line in lines)
 
 
@@ -50,7 +50,7 @@ def test_refused_reads_are_audited_too(world: World) -> None:
     response = world.client.http.get("/v1/members")
     assert response.status_code == 401
     assert response.json()["code"] == "invalid_session"
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     refused = [line for line in lines if '"kind":"http.request.refused"' in line]
     assert any('"code":"invalid_session"' in line and '"path":"/v1/members"' in line for line in refused)
 
@@ -65,7 +65,7 @@ def test_a_lapsed_session_is_reopened_once_by_the_client(world: World) -> None:
     world.clock.advance(16 * 60)
     assert c.get(world["olga"], "/v1/proposals") == []
     assert c._sessions[world["olga"].member_id] != first
-    lines, _ = c.audit_export(world["olga"])
+    lines, _ = c.audit.export(world["olga"])
     opened = [
         e
         for e in map(json.loads, lines)

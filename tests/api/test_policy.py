@@ -18,31 +18,29 @@ from tests.helpers.withdrawals import (
     setup,
 )
 
-from tandem.client import withdrawal as cw
-
 
 def kinds(world: World) -> list[str]:
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     return [json.loads(line)["kind"] for line in lines]
 
 
 def test_policy_change_waits_out_the_current_delay_then_applies(world: World) -> None:
     c = world.client
-    assert cw.policy_show(c, world["olga"])["version"] == 1
-    prop = cw.propose_policy(c, world["alice"], policy_doc(2, [rule("two", custodians=2)]))
+    assert c.policy.show(world["olga"])["version"] == 1
+    prop = c.policy.propose(world["alice"], policy_doc(2, [rule("two", custodians=2)]))
     assert prop["kind"] == "policy.change"
     assert prop["status"] == "pending"
     done = approve_proposal(world, prop["id"])
     assert done["status"] == "approved"
     assert done["effective_at"] == world.clock() + DELAY
-    info = cw.policy_show(c, world["olga"])
+    info = c.policy.show(world["olga"])
     assert info["version"] == 1
     assert [v["pending"] for v in info["versions"]] == [False, True]
     world.clock.advance(DELAY - 60)
     fresh_sessions(world)
-    assert cw.policy_show(c, world["olga"])["version"] == 1
+    assert c.policy.show(world["olga"])["version"] == 1
     pass_delay(world, 60)
-    info = cw.policy_show(c, world["olga"])
+    info = c.policy.show(world["olga"])
     assert info["version"] == 2
     assert info["policy"]["rules"][0]["approvals"] == {"custodian": 2}
     assert "policy.change_approved" in kinds(world)
@@ -50,39 +48,39 @@ def test_policy_change_waits_out_the_current_delay_then_applies(world: World) ->
 
 def test_a_custodian_vetoes_a_policy_change_during_its_delay(world: World) -> None:
     c = world.client
-    prop = cw.propose_policy(c, world["alice"], policy_doc(2, [rule("lax", allowlist_only=False)]))
+    prop = c.policy.propose(world["alice"], policy_doc(2, [rule("lax", allowlist_only=False)]))
     approve_proposal(world, prop["id"])
-    refused("role_not_allowed", cw.veto_change, c, world["mark"], prop["id"])
-    vetoed = cw.veto_change(c, world["cora"], prop["id"], reason="no allow-list is not acceptable")
+    refused("role_not_allowed", c.policy.veto, world["mark"], prop["id"])
+    vetoed = c.policy.veto(world["cora"], prop["id"], reason="no allow-list is not acceptable")
     assert vetoed["status"] == "vetoed"
     pass_delay(world)
-    info = cw.policy_show(c, world["olga"])
+    info = c.policy.show(world["olga"])
     assert info["version"] == 1
     assert [v["version"] for v in info["versions"]] == [1]
     # The next proposal reuses the version number the vetoed one never got.
-    again = cw.propose_policy(c, world["alice"], policy_doc(2, [rule("strict", custodians=2)]))
+    again = c.policy.propose(world["alice"], policy_doc(2, [rule("strict", custodians=2)]))
     assert again["status"] == "pending"
 
 
 def test_veto_after_the_change_took_effect_is_refused(world: World) -> None:
-    prop = cw.propose_policy(world.client, world["alice"], policy_doc(2, [rule("two", custodians=2)]))
+    prop = world.client.policy.propose(world["alice"], policy_doc(2, [rule("two", custodians=2)]))
     approve_proposal(world, prop["id"])
     pass_delay(world)
-    refused("expired", cw.veto_change, world.client, world["bob"], prop["id"])
-    assert cw.policy_show(world.client, world["olga"])["version"] == 2
+    refused("expired", world.client.policy.veto, world["bob"], prop["id"])
+    assert world.client.policy.show(world["olga"])["version"] == 2
 
 
 def test_policy_proposals_are_checked(world: World) -> None:
     c = world.client
-    refused("role_not_allowed", cw.propose_policy, c, world["bob"], policy_doc(2, [rule("x")]))
-    refused("policy_version_mismatch", cw.propose_policy, c, world["alice"], policy_doc(3, [rule("x")]))
+    refused("role_not_allowed", c.policy.propose, world["bob"], policy_doc(2, [rule("x")]))
+    refused("policy_version_mismatch", c.policy.propose, world["alice"], policy_doc(3, [rule("x")]))
     no_custodian = policy_doc(2, [{**rule("x"), "approvals": {"custodian": 0, "manager": 2}}])
-    refused("invalid_input", cw.propose_policy, c, world["alice"], no_custodian)
-    refused("unknown_field", cw.propose_policy, c, world["alice"], {**policy_doc(2, [rule("x")]), "extra": 1})
-    prop = cw.propose_policy(c, world["alice"], policy_doc(2, [rule("x")]))
+    refused("invalid_input", c.policy.propose, world["alice"], no_custodian)
+    refused("unknown_field", c.policy.propose, world["alice"], {**policy_doc(2, [rule("x")]), "extra": 1})
+    prop = c.policy.propose(world["alice"], policy_doc(2, [rule("x")]))
     # Another manager is the wrong role for a policy change, not a self-approval.
-    refused("role_not_allowed", c.approve_proposal, world["mark"], prop["id"], totp=world.code("mark"))
-    refused("self_approval", c.approve_proposal, world["alice"], prop["id"], totp=world.code("alice"))
+    refused("role_not_allowed", c.members.approve, world["mark"], prop["id"], totp=world.code("mark"))
+    refused("self_approval", c.members.approve, world["alice"], prop["id"], totp=world.code("alice"))
 
 
 def test_address_book_entry_applies_after_its_delay_and_can_be_removed(world: World) -> None:
@@ -90,30 +88,29 @@ def test_address_book_entry_applies_after_its_delay_and_can_be_removed(world: Wo
     c = world.client
     from tests.helpers.withdrawals import STRANGER_BTC
 
-    prop = cw.propose_address(
-        c, world["alice"], chain="bitcoin", network="testnet", address=STRANGER_BTC, label="new broker"
+    prop = c.policy.propose_address(
+        world["alice"], chain="bitcoin", network="testnet", address=STRANGER_BTC, label="new broker"
     )
     approve_proposal(world, prop["id"])
-    book = {e["address"]: e for e in cw.address_book(c, world["olga"])}
+    book = {e["address"]: e for e in c.policy.address_book(world["olga"])}
     assert book[STRANGER_BTC]["status"] == "pending"
     refused(
         "destination_not_allowed",
-        cw.create_withdrawal,
-        c,
+        c.withdrawals.create,
         world["alice"],
         btc_intent(s, destination=STRANGER_BTC),
     )
     pass_delay(world)
-    created = cw.create_withdrawal(c, world["alice"], btc_intent(s, destination=STRANGER_BTC))
+    created = c.withdrawals.create(world["alice"], btc_intent(s, destination=STRANGER_BTC))
     assert created["status"] == "pending"
 
-    removal = cw.propose_address_removal(c, world["alice"], s.entries["cold vault btc"])
+    removal = c.policy.propose_address_removal(world["alice"], s.entries["cold vault btc"])
     approve_proposal(world, removal["id"])
-    assert cw.create_withdrawal(c, world["alice"], btc_intent(s))["status"] == "pending"
+    assert c.withdrawals.create(world["alice"], btc_intent(s))["status"] == "pending"
     pass_delay(world)
-    book = {e["address"]: e for e in cw.address_book(c, world["olga"])}
+    book = {e["address"]: e for e in c.policy.address_book(world["olga"])}
     assert book[BTC_DEST]["status"] == "removed"
-    refused("destination_not_allowed", cw.create_withdrawal, c, world["alice"], btc_intent(s))
+    refused("destination_not_allowed", c.withdrawals.create, world["alice"], btc_intent(s))
 
 
 def test_vetoed_address_never_becomes_allowed(world: World) -> None:
@@ -121,18 +118,17 @@ def test_vetoed_address_never_becomes_allowed(world: World) -> None:
     c = world.client
     from tests.helpers.withdrawals import STRANGER_BTC
 
-    prop = cw.propose_address(
-        c, world["alice"], chain="bitcoin", network="testnet", address=STRANGER_BTC, label="suspicious"
+    prop = c.policy.propose_address(
+        world["alice"], chain="bitcoin", network="testnet", address=STRANGER_BTC, label="suspicious"
     )
     approve_proposal(world, prop["id"])
-    cw.veto_change(c, world["bob"], prop["id"], reason="not ours")
+    c.policy.veto(world["bob"], prop["id"], reason="not ours")
     pass_delay(world)
-    book = {e["address"]: e for e in cw.address_book(c, world["olga"])}
+    book = {e["address"]: e for e in c.policy.address_book(world["olga"])}
     assert book[STRANGER_BTC]["status"] == "vetoed"
     refused(
         "destination_not_allowed",
-        cw.create_withdrawal,
-        c,
+        c.withdrawals.create,
         world["alice"],
         btc_intent(s, destination=STRANGER_BTC),
     )
@@ -143,8 +139,7 @@ def test_address_proposals_are_validated(world: World) -> None:
     bad_checksum = "0x52908400098527886E0F7030069857D2E4169EE7".replace("E", "e", 1)
     refused(
         "invalid_address",
-        cw.propose_address,
-        c,
+        c.policy.propose_address,
         alice,
         chain="ethereum",
         network="sepolia",
@@ -153,8 +148,7 @@ def test_address_proposals_are_validated(world: World) -> None:
     )
     refused(
         "invalid_address",
-        cw.propose_address,
-        c,
+        c.policy.propose_address,
         alice,
         chain="bitcoin",
         network="testnet",
@@ -163,8 +157,7 @@ def test_address_proposals_are_validated(world: World) -> None:
     )
     refused(
         "invalid_input",
-        cw.propose_address,
-        c,
+        c.policy.propose_address,
         alice,
         chain="bitcoin",
         network="testnet",
@@ -173,8 +166,7 @@ def test_address_proposals_are_validated(world: World) -> None:
     )
     refused(
         "role_not_allowed",
-        cw.propose_address,
-        c,
+        c.policy.propose_address,
         world["bob"],
         chain="bitcoin",
         network="testnet",
@@ -203,34 +195,33 @@ def test_policy_show_explains_which_rule_applies_and_why(world: World) -> None:
         "amount": "120000",
         "destination": BTC_DEST,
     }
-    out = cw.policy_explain(c, world["olga"], **facts)
+    out = c.policy.explain(world["olga"], **facts)
     assert out["allowed"] is True
     assert out["decision"]["rule"] == "large"
     assert out["decision"]["required"] == {"custodian": 2}
     assert any("cold vault btc" in line for line in out["decision"]["explanation"])
-    over = cw.policy_explain(c, world["olga"], **{**facts, "amount": "200000"})
+    over = c.policy.explain(world["olga"], **{**facts, "amount": "200000"})
     assert over["allowed"] is False
     assert over["decision"]["violations"][0]["code"] == "limit_exceeded"
-    small = cw.create_withdrawal(c, world["alice"], btc_intent(s, amount=50_000))
-    explained = cw.policy_explain(c, world["olga"], withdrawal=small["id"])
+    small = c.withdrawals.create(world["alice"], btc_intent(s, amount=50_000))
+    explained = c.policy.explain(world["olga"], withdrawal=small["id"])
     assert explained["decision"]["rule"] == "default"
     assert explained["decision"]["explanation"][0].startswith("rule 'large' skipped")
 
 
 def test_no_matching_rule_refuses(world: World) -> None:
     s = setup(world, policy=policy_doc(2, [rule("eth-only", match={"chain": "ethereum"})]))
-    refused("no_matching_rule", cw.create_withdrawal, world.client, world["alice"], btc_intent(s))
+    refused("no_matching_rule", world.client.withdrawals.create, world["alice"], btc_intent(s))
 
 
 def test_velocity_counts_open_requests(world: World) -> None:
     doc = policy_doc(2, [rule("capped", velocity={"amount": "120000", "period_seconds": 86400})])
     s = setup(world, policy=doc)
-    first = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=70_000))
+    first = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=70_000))
     refused(
-        "velocity_exceeded", cw.create_withdrawal, world.client, world["alice"], btc_intent(s, amount=60_000)
+        "velocity_exceeded", world.client.withdrawals.create, world["alice"], btc_intent(s, amount=60_000)
     )
-    cw.cancel_withdrawal(world.client, world["alice"], first["id"])
+    world.client.withdrawals.cancel(world["alice"], first["id"])
     assert (
-        cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=60_000))["status"]
-        == "pending"
+        world.client.withdrawals.create(world["alice"], btc_intent(s, amount=60_000))["status"] == "pending"
     )

@@ -18,7 +18,6 @@ from tests.conftest import World
 from tests.helpers.keysets import make_keyset
 from typer.testing import CliRunner
 
-from tandem.client import proof as client_proof
 from tandem.core import proofs as core
 from tandem.core.chains.base58 import b58decode
 from tandem.errors import InputError, RemoteError
@@ -38,13 +37,12 @@ def three_chains(world: World) -> tuple[TestKeyset, TestKeyset]:
 
 
 def audit_entries(world: World, kind_prefix: str = "proof.") -> list[dict[str, Any]]:
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     return [e for e in map(json.loads, lines) if e["kind"].startswith(kind_prefix)]
 
 
 def run(world: World, scope: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-    return client_proof.run_proof(
-        world.client,
+    return world.client.proofs.run(
         issuer=world["olga"],
         manager=world["alice"],
         custodian=world["bob"],
@@ -152,32 +150,32 @@ def test_non_ascii_entity_name(world: World) -> None:
 def test_one_side_alone_signs_nothing(world: World, only: str) -> None:
     make_keyset(world)
     c = world.client
-    view = client_proof.issue_challenge(c, world["bob"], statement="Q3", scope={"kind": "all"})
+    view = c.proofs.issue(world["bob"], statement="Q3", scope={"kind": "all"})
     totp = world.code("bob") if only == "bob" else None
-    after = client_proof.contribute(c, world[only], view["id"], totp=totp)
+    after = c.proofs.contribute(world[only], view["id"], totp=totp)
     assert after["status"] == "open"
     assert after["keysets"][0]["contributed"] == ["manager" if only == "alice" else "custodian"]
     assert after["bundle_hash"] is None
     with pytest.raises(RemoteError) as err:
-        client_proof.fetch_bundle(c, world["olga"], view["id"])
+        c.proofs.bundle(world["olga"], view["id"])
     assert err.value.remote_code == "invalid_state"
     # The same side again (even another member of it) still is one side, and the share
     # already stored is never replaced (THREATS 40).
     other = "mark" if only == "alice" else "cora"
     totp = world.code(other) if other == "cora" else None
     with pytest.raises(RemoteError) as again:
-        client_proof.contribute(c, world[other], view["id"], totp=totp)
+        c.proofs.contribute(world[other], view["id"], totp=totp)
     assert again.value.remote_code == "share_already_stored"
-    assert client_proof.get_challenge(c, world["olga"], view["id"])["status"] == "open"
+    assert c.proofs.get(world["olga"], view["id"])["status"] == "open"
     assert [e["kind"] for e in audit_entries(world) if e["kind"] == "proof.bundle"] == []
 
 
 def test_custodian_contribution_needs_totp(world: World) -> None:
     make_keyset(world)
     c = world.client
-    view = client_proof.issue_challenge(c, world["olga"], statement="Q3", scope={"kind": "all"})
+    view = c.proofs.issue(world["olga"], statement="Q3", scope={"kind": "all"})
     with pytest.raises(RemoteError) as err:
-        client_proof.contribute(c, world["bob"], view["id"])
+        c.proofs.contribute(world["bob"], view["id"])
     assert err.value.remote_code == "totp_invalid"
     assert any(e["kind"] == "proof.contribute.refused" for e in audit_entries(world))
 
@@ -186,9 +184,9 @@ def test_roles(world: World) -> None:
     make_keyset(world)
     c = world.client
     with pytest.raises(RemoteError) as err:
-        client_proof.issue_challenge(c, world["alice"], statement="Q3", scope={"kind": "all"})
+        c.proofs.issue(world["alice"], statement="Q3", scope={"kind": "all"})
     assert err.value.remote_code == "role_not_allowed"
-    view = client_proof.issue_challenge(c, world["bob"], statement="Q3", scope={"kind": "all"})
+    view = c.proofs.issue(world["bob"], statement="Q3", scope={"kind": "all"})
     env = c.sign(
         world["olga"],
         "proof.contribute",
@@ -203,19 +201,17 @@ def test_roles(world: World) -> None:
         c.request("POST", f"/v1/proofs/{view['id']}/contributions", json_body={"envelope": env})
     assert err.value.remote_code == "role_not_allowed"
     # An auditor reads the challenge but is never sent a key set's sealed document.
-    seen = client_proof.get_challenge(c, world["olga"], view["id"])
+    seen = c.proofs.get(world["olga"], view["id"])
     assert "sealed" not in seen["keysets"][0]
-    assert client_proof.get_challenge(c, world["alice"], view["id"])["keysets"][0]["sealed"]
+    assert c.proofs.get(world["alice"], view["id"])["keysets"][0]["sealed"]
 
 
 def test_contribution_to_a_stale_operation_refused(world: World) -> None:
     ks = make_keyset(world)
     c = world.client
-    view = client_proof.issue_challenge(c, world["olga"], statement="Q3", scope={"kind": "all"})
-    shares = client_proof.reseal_shares(
-        c, world["alice"], client_proof.get_challenge(c, world["alice"], view["id"])
-    )
-    client_proof.renew_operations(c, world["olga"], view["id"])
+    view = c.proofs.issue(world["olga"], statement="Q3", scope={"kind": "all"})
+    shares = c.proofs.reseal_shares(world["alice"], c.proofs.get(world["alice"], view["id"]))
+    c.proofs.renew_operations(world["olga"], view["id"])
     env = c.sign(world["alice"], "proof.contribute", {"challenge": view["id"], **shares[0]})
     with pytest.raises(RemoteError) as err:
         c.request("POST", f"/v1/proofs/{view['id']}/contributions", json_body={"envelope": env})
@@ -226,37 +222,35 @@ def test_contribution_to_a_stale_operation_refused(world: World) -> None:
 def test_restart_loses_operations_and_renew_recovers(world: World) -> None:
     make_keyset(world)
     c = world.client
-    view = client_proof.issue_challenge(c, world["olga"], statement="Q3", scope={"kind": "all"})
-    shares = client_proof.reseal_shares(
-        c, world["alice"], client_proof.get_challenge(c, world["alice"], view["id"])
-    )
+    view = c.proofs.issue(world["olga"], statement="Q3", scope={"kind": "all"})
+    shares = c.proofs.reseal_shares(world["alice"], c.proofs.get(world["alice"], view["id"]))
     world.svc._proof_operations.clear()  # what a restart does to process memory
-    seen = client_proof.get_challenge(c, world["alice"], view["id"])
+    seen = c.proofs.get(world["alice"], view["id"])
     assert seen["operations_held"] is False
     with pytest.raises(InputError, match="no live operation key"):
-        client_proof.contribute(c, world["alice"], view["id"])
+        c.proofs.contribute(world["alice"], view["id"])
     env = c.sign(world["alice"], "proof.contribute", {"challenge": view["id"], **shares[0]})
     with pytest.raises(RemoteError) as err:
         c.request("POST", f"/v1/proofs/{view['id']}/contributions", json_body={"envelope": env})
     assert err.value.remote_code == "invalid_state"
-    client_proof.renew_operations(c, world["bob"], view["id"])
-    client_proof.contribute(c, world["alice"], view["id"])
-    done = client_proof.contribute(c, world["bob"], view["id"], totp=world.code("bob"))
+    c.proofs.renew_operations(world["bob"], view["id"])
+    c.proofs.contribute(world["alice"], view["id"])
+    done = c.proofs.contribute(world["bob"], view["id"], totp=world.code("bob"))
     assert done["status"] == "signed"
 
 
 def test_expired_challenge_refuses_contributions(world: World) -> None:
     make_keyset(world)
     c = world.client
-    view = client_proof.issue_challenge(
-        c, world["olga"], statement="Q3", scope={"kind": "all"}, expires_at=world.clock() + 600
+    view = c.proofs.issue(
+        world["olga"], statement="Q3", scope={"kind": "all"}, expires_at=world.clock() + 600
     )
-    client_proof.contribute(c, world["alice"], view["id"])
+    c.proofs.contribute(world["alice"], view["id"])
     world.clock.advance(600)
     with pytest.raises(RemoteError) as err:
-        client_proof.contribute(c, world["bob"], view["id"], totp=world.code("bob"))
+        c.proofs.contribute(world["bob"], view["id"], totp=world.code("bob"))
     assert err.value.remote_code == "expired"
-    assert client_proof.get_challenge(c, world["olga"], view["id"])["status"] == "expired"
+    assert c.proofs.get(world["olga"], view["id"])["status"] == "expired"
 
 
 def test_scopes_keyset_segregation_and_addresses(world: World) -> None:
@@ -277,16 +271,16 @@ def test_unknown_address_and_reused_nonce_refused(world: World) -> None:
     make_keyset(world)
     c = world.client
     with pytest.raises(RemoteError) as err:
-        client_proof.issue_challenge(
-            c, world["olga"], statement="Q3", scope={"kind": "addresses", "addresses": ["tb1qnotours"]}
+        c.proofs.issue(
+            world["olga"], statement="Q3", scope={"kind": "addresses", "addresses": ["tb1qnotours"]}
         )
     assert err.value.remote_code == "not_found"
-    client_proof.issue_challenge(
-        c, world["olga"], statement="Q3", scope={"kind": "all"}, nonce="block-000000000000000000012345"
+    c.proofs.issue(
+        world["olga"], statement="Q3", scope={"kind": "all"}, nonce="block-000000000000000000012345"
     )
     with pytest.raises(RemoteError) as err:
-        client_proof.issue_challenge(
-            c, world["olga"], statement="Q4", scope={"kind": "all"}, nonce="block-000000000000000000012345"
+        c.proofs.issue(
+            world["olga"], statement="Q4", scope={"kind": "all"}, nonce="block-000000000000000000012345"
         )
     assert err.value.remote_code == "conflict"
 
@@ -299,14 +293,14 @@ def test_key_set_needing_reshare_cannot_be_challenged(world: World) -> None:
         row.status = "reshare_required"
         session.add(row)
     with pytest.raises(RemoteError) as err:
-        client_proof.issue_challenge(world.client, world["olga"], statement="Q3", scope={"kind": "all"})
+        world.client.proofs.issue(world["olga"], statement="Q3", scope={"kind": "all"})
     assert err.value.remote_code == "reshare_required"
 
 
 def test_auditor_verifies_downloaded_bundle_with_cli(world: World, tmp_path: Path) -> None:
     own, client = three_chains(world)
     bundle = run(world)
-    data, parsed = client_proof.fetch_bundle(world.client, world["olga"], bundle["challenge"]["id"])
+    data, parsed = world.client.proofs.bundle(world["olga"], bundle["challenge"]["id"])
     assert parsed == bundle
     path = tmp_path / "bundle.json"
     path.write_bytes(data)

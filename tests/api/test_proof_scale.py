@@ -13,7 +13,6 @@ from sqlalchemy import event
 from tests.conftest import World
 from tests.helpers.keysets import make_keyset
 
-from tandem.client import proof as client_proof
 from tandem.store import audit_log
 from tandem.store.models import AddressRow
 
@@ -31,8 +30,7 @@ def three_chains(world: World) -> tuple[Any, Any]:
 
 
 def run(world: World, scope: dict[str, Any]) -> dict[str, Any]:
-    return client_proof.run_proof(
-        world.client,
+    return world.client.proofs.run(
         issuer=world["olga"],
         manager=world["alice"],
         custodian=world["bob"],

@@ -20,8 +20,6 @@ from tests.conftest import World
 from tests.helpers.audit import audit_entries, refusals
 
 from tandem.api import routes_public
-from tandem.client import ceremony as cc
-from tandem.client import proof as client_proof
 from tandem.client import public_files as pf
 from tandem.client.pin import PinnedDeployment
 from tandem.core.canonical import canonical
@@ -44,15 +42,13 @@ def definition(name: str) -> str:
 @pytest.fixture
 def filled(world: World) -> dict[str, Any]:
     """A deployment with a keygen ceremony done and a proof challenge answered."""
-    transcript = cc.run_ceremony(
-        world.client,
+    transcript = world.client.ceremonies.run(
         proposer=world["alice"],
         approvers=[world["bob"]],
         definition_text=definition("bitcoin-testnet-cold"),
         code=world.code,
     )
-    bundle = client_proof.run_proof(
-        world.client,
+    bundle = world.client.proofs.run(
         issuer=world["olga"],
         manager=world["alice"],
         custodian=world["bob"],
@@ -185,8 +181,7 @@ def test_what_names_clients_or_amounts_still_needs_a_session(world: World, fille
 
 def test_a_reshare_transcript_is_not_served_publicly(world: World, filled: dict[str, Any]) -> None:
     keyset = filled["transcript"]["keyset"]["id"]
-    reshare = cc.run_ceremony(
-        world.client,
+    reshare = world.client.ceremonies.run(
         proposer=world["alice"],
         approvers=[world["cora"]],
         definition_text=definition("reshare"),
@@ -202,7 +197,7 @@ def test_a_reshare_transcript_is_not_served_publicly(world: World, filled: dict[
     assert refused[-1]["data"]["path"] == f"/v1/public/ceremonies/{ceremony}/transcript"
     assert refused[-1]["actor"] is None
     # Members still read it with a session.
-    assert cc.get_transcript(world.client, world["olga"], ceremony) == reshare
+    assert world.client.ceremonies.transcript(world["olga"], ceremony) == reshare
     # And a keygen transcript carries none of those fields.
     assert routes_public.secret_field(filled["transcript"]) is None
 

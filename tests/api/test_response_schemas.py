@@ -26,9 +26,6 @@ from tests.helpers.withdrawals import approve, btc_intent, setup, utxos
 from tandem.api import schemas
 from tandem.api.deps import api_routes
 from tandem.api.public_models import Public
-from tandem.client import ceremony as cc
-from tandem.client import proof as client_proof
-from tandem.client import withdrawal as cw
 from tandem.core.canonical import canonical
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,15 +103,13 @@ def definition(name: str) -> str:
 def lifecycle(world: World) -> None:
     """Genesis is done by the fixture; the rest of a short deployment's life."""
     c = world.client
-    cc.run_ceremony(
-        c,
+    c.ceremonies.run(
         proposer=world["alice"],
         approvers=[world["bob"]],
         definition_text=definition("bitcoin-testnet-cold"),
         code=world.code,
     )
-    client_proof.run_proof(
-        c,
+    c.proofs.run(
         issuer=world["olga"],
         manager=world["alice"],
         custodian=world["bob"],
@@ -122,9 +117,9 @@ def lifecycle(world: World) -> None:
         code=lambda: world.code("bob"),
     )
     s = setup(world)
-    created = cw.create_withdrawal(c, world["alice"], btc_intent(s, spend=utxos(s.btc_from)))
+    created = c.withdrawals.create(world["alice"], btc_intent(s, spend=utxos(s.btc_from)))
     approve(world, created["id"])
-    cw.release_withdrawal(c, world["cora"], created["id"])
+    c.withdrawals.release(world["cora"], created["id"])
     olga = c.session(world["olga"])
     reads = [
         "/v1/health",

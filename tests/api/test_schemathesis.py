@@ -35,6 +35,7 @@ from tests.conftest import BACKENDS, FakeClock, claim_token_of, make_database, n
 from tandem.api import create_app
 from tandem.api.deps import api_routes
 from tandem.client import Client
+from tandem.client.members import draft_genesis, sign_genesis
 from tandem.core.roles import Role
 from tandem.core.service_key import ServiceKey
 from tandem.services import Tandem
@@ -96,19 +97,19 @@ def fuzzed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     ]
     with TestClient(app, raise_server_exceptions=False) as http:
         c = Client(http=http, clock=clock)
-        doc = Client.draft_genesis(
+        doc = draft_genesis(
             deployment="dep_" + secrets.token_hex(8),
             entity="Fuzz Fund",
             created_at=clock(),
             service=c.deployment()["service"],
             cards=[m.card() for m in people],
         )
-        c.submit_genesis(
-            doc, dict(Client.sign_genesis(m, doc) for m in people), claim_token=claim_token_of(svc)
+        c.members.submit_genesis(
+            doc, dict(sign_genesis(m, doc) for m in people), claim_token=claim_token_of(svc)
         )
         for m in people:
-            c.enrol_totp(m)
-        c.propose_add(people[0], new_member("nina", Role.AUDITOR).card())
+            c.members.enrol_totp(m)
+        c.members.propose_add(people[0], new_member("nina", Role.AUDITOR).card())
         token = c.session(people[2])
     yield Fuzzed(request.param, app, svc, token)
     db.drop_schema()

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from tandem.cli import withdrawal_cmds
 from tandem.cli.main import app
-from tandem.client import withdrawal as cw
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
 
@@ -41,7 +40,7 @@ def test_cli_request_review_approve_release(world: World, cli: CliRunner, tmp_pa
     intent_file = tmp_path / "intent.json"
     intent_file.write_text(json.dumps(btc_intent(s)))
     run(cli, "withdraw", "create", str(intent_file), "-k", str(tmp_path / "alice.ks"))
-    (w,) = cw.list_withdrawals(world.client, world["olga"])
+    (w,) = world.client.withdrawals.list(world["olga"])
     out = run(cli, "withdraw", "show", w["id"], "-k", str(tmp_path / "bob.ks"))
     assert w["fingerprint"] in out
 
@@ -96,7 +95,7 @@ def test_cli_request_review_approve_release(world: World, cli: CliRunner, tmp_pa
     assert json.loads(tx.read_text()) == first
     verify_bitcoin(
         first["signed_tx"],
-        cw.get_withdrawal(world.client, world["olga"], w["id"])["prevouts"],
+        world.client.withdrawals.get(world["olga"], w["id"])["prevouts"],
         s.keyset.keys[0][1],
     )
     run(cli, "withdraw", "release", w["id"], "-k", str(tmp_path / "cora.ks"), ok=False)
@@ -106,7 +105,7 @@ def test_cli_review_never_cuts_an_address_short(world: World, cli: CliRunner, tm
     """In a narrow terminal the approver still sees the whole destination and change
     address: a cell that does not fit is folded, never ended with an ellipsis."""
     s = setup(world)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s))
     result = cli.invoke(
         app, ["withdraw", "show", created["id"], "-k", str(tmp_path / "bob.ks")], env={"COLUMNS": "40"}
     )
@@ -120,8 +119,8 @@ def test_cli_review_never_cuts_an_address_short(world: World, cli: CliRunner, tm
 
 def test_cli_offline_bundle_round_trip(world: World, cli: CliRunner, tmp_path: Path) -> None:
     s = setup(world)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
-    cw.approve_withdrawal(world.client, world["bob"], created["id"], totp=world.code("bob"))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s))
+    world.client.withdrawals.approve(world["bob"], created["id"], totp=world.code("bob"))
     signer = MemberSecrets.generate(name="cold signer", role=Role.CUSTODIAN)
     (tmp_path / "cold.ks").write_bytes(signer.to_keystore(PASSPHRASE, log2_n=14))
     (tmp_path / "cold.card").write_text(json.dumps(signer.card().to_json()))
@@ -152,6 +151,6 @@ def test_cli_offline_bundle_round_trip(world: World, cli: CliRunner, tmp_path: P
     run(cli, "bundle", "add-share", str(bundle), "-k", str(tmp_path / "cora.ks"))
     run(cli, "offline-sign", str(bundle), "--signer-key", str(tmp_path / "cold.ks"), "--out", str(result))
     run(cli, "bundle", "import", str(result), "-k", str(tmp_path / "bob.ks"))
-    done = cw.get_withdrawal(world.client, world["olga"], created["id"])
+    done = world.client.withdrawals.get(world["olga"], created["id"])
     assert done["status"] == "released"
     verify_bitcoin(done["signed_tx"], done["prevouts"], s.keyset.keys[0][1])

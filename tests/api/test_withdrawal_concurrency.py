@@ -14,7 +14,6 @@ import pytest
 from tests.conftest import World
 from tests.helpers.withdrawals import btc_intent, create_approved, setup, verify_bitcoin
 
-from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.errors import AlreadyReleasedError
 
@@ -25,7 +24,8 @@ def test_64_concurrent_releases_sign_exactly_once(world: World, monkeypatch: pyt
     s = setup(world)
     w = create_approved(world, btc_intent(s))
     envelopes = [
-        cw.release_envelope(world.client, world["bob" if i % 2 else "cora"], w["id"]) for i in range(CALLS)
+        world.client.withdrawals.release_envelope(world["bob" if i % 2 else "cora"], w["id"])
+        for i in range(CALLS)
     ]
 
     signatures = 0
@@ -57,11 +57,11 @@ def test_64_concurrent_releases_sign_exactly_once(world: World, monkeypatch: pyt
     assert len(signed) == 1
     assert results.count("already_released") == CALLS - 1
     assert signatures == 1
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     log = [json.loads(line) for line in lines]
     released = [e for e in log if e["kind"] == "withdrawal.released"]
     assert len(released) == 1
-    assert released[0]["data"]["txid"] == cw.get_withdrawal(world.client, world["olga"], w["id"])["txid"]
+    assert released[0]["data"]["txid"] == world.client.withdrawals.get(world["olga"], w["id"])["txid"]
     refusals = [e for e in log if e["kind"] == "withdrawal.release.refused"]
     assert len(refusals) == CALLS - 1
     assert {e["code"] for e in refusals} == {"already_released"}

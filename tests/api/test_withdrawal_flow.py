@@ -19,13 +19,12 @@ from tests.helpers.withdrawals import (
     verify_ethereum,
 )
 
-from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 
 
 def audit_kinds(world: World) -> list[str]:
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     import json
 
     return [json.loads(line)["kind"] for line in lines]
@@ -37,7 +36,7 @@ def test_bitcoin_release_verifies_with_python_bitcoinlib(world: World) -> None:
     second = funding_tx(s.btc_from, [5_000, 1_000, 2_000, 70_000])
     # The first as a node serves it, witness included: the client normalises it away.
     spend = [{"txid": first.txid, "vout": 0, "prev_tx": first.serialize().hex()}, utxo(second, 3)]
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000, spend=spend))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=50_000, spend=spend))
     assert created["status"] == "pending"
     assert created["intent"]["bitcoin"]["utxos"][0]["prev_tx"] == first.serialize(include_witness=False).hex()
     assert [p["amount"] for p in created["prevouts"]] == ["60000", "70000"]
@@ -48,7 +47,7 @@ def test_bitcoin_release_verifies_with_python_bitcoinlib(world: World) -> None:
 
     approved = approve(world, created["id"])
     assert approved["status"] == "approved"
-    out = cw.release_withdrawal(world.client, world["cora"], created["id"])
+    out = world.client.withdrawals.release(world["cora"], created["id"])
     assert out["status"] == "released"
 
     pub = s.keyset.keys[0][1]
@@ -66,7 +65,7 @@ def test_bitcoin_release_verifies_with_python_bitcoinlib(world: World) -> None:
 def test_ethereum_release_recovers_to_the_wallet_with_eth_account(world: World) -> None:
     s = setup(world)
     w = create_approved(world, eth_intent(s, amount=12345678901234567))
-    out = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    out = world.client.withdrawals.release(world["bob"], w["id"])
     fields = verify_ethereum(out["signed_tx"], s.eth_from)
     assert fields == {
         "to": ETH_DEST,
@@ -83,7 +82,7 @@ def test_erc20_release_is_a_transfer_call_on_the_allowed_token(world: World) -> 
     w = create_approved(world, eth_intent(s, amount=2_500_000_000, asset=TOKEN))
     assert w["decoded"]["token"] == TOKEN
     assert w["decoded"]["to"] == ETH_DEST
-    out = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    out = world.client.withdrawals.release(world["bob"], w["id"])
     fields = verify_ethereum(out["signed_tx"], s.eth_from)
     assert fields["to"] == TOKEN
     assert fields["value"] == 0
@@ -97,8 +96,7 @@ def test_demo_helper_runs_the_whole_story(world: World) -> None:
     s = setup(world)
     intent = btc_intent(s)
     intent.pop("wallet")
-    result = cw.run_withdrawal(
-        world.client,
+    result = world.client.withdrawals.run(
         manager=world["alice"],
         custodians=[world["bob"]],
         keyset_id=s.keyset.id,
@@ -117,7 +115,7 @@ def test_two_custodians_above_an_amount_counted_per_member(world: World) -> None
 
     doc = policy_doc(2, [rule("large", custodians=2, match={"min_amount": "40000"}), rule("default")])
     s = setup(world, policy=doc)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=50_000))
     assert created["decision"]["rule"] == "large"
     assert approve(world, created["id"], "bob")["status"] == "pending"
     from tandem.errors import RemoteError
@@ -126,10 +124,10 @@ def test_two_custodians_above_an_amount_counted_per_member(world: World) -> None
         approve(world, created["id"], "bob")
     assert err.value.remote_code == "conflict"
     with pytest.raises(RemoteError) as err:
-        cw.release_withdrawal(world.client, world["bob"], created["id"])
+        world.client.withdrawals.release(world["bob"], created["id"])
     assert err.value.remote_code == "invalid_state"
     assert approve(world, created["id"], "cora")["status"] == "approved"
-    out = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    out = world.client.withdrawals.release(world["bob"], created["id"])
     verify_bitcoin(out["signed_tx"], created["prevouts"], s.keyset.keys[0][1])
 
 
@@ -137,22 +135,22 @@ def test_manager_approval_counts_only_when_the_rule_asks_for_one(world: World) -
     from tests.helpers.withdrawals import policy_doc, rule
 
     s = setup(world, policy=policy_doc(2, [rule("dual", custodians=1, managers=1)]))
-    created = cw.create_withdrawal(world.client, world["alice"], eth_intent(s))
+    created = world.client.withdrawals.create(world["alice"], eth_intent(s))
     assert approve(world, created["id"], "bob")["status"] == "pending"
     assert approve(world, created["id"], "mark")["status"] == "approved"
-    out = cw.release_withdrawal(world.client, world["mark"], created["id"])
+    out = world.client.withdrawals.release(world["mark"], created["id"])
     verify_ethereum(out["signed_tx"], s.eth_from)
 
 
 def test_reject_and_cancel_close_a_request(world: World) -> None:
     s = setup(world)
-    a = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
-    b = cw.create_withdrawal(world.client, world["alice"], eth_intent(s))
+    a = world.client.withdrawals.create(world["alice"], btc_intent(s))
+    b = world.client.withdrawals.create(world["alice"], eth_intent(s))
     assert (
-        cw.reject_withdrawal(world.client, world["bob"], a["id"], reason="unknown purpose")["status"]
+        world.client.withdrawals.reject(world["bob"], a["id"], reason="unknown purpose")["status"]
         == "rejected"
     )
-    assert cw.cancel_withdrawal(world.client, world["mark"], b["id"])["status"] == "cancelled"
+    assert world.client.withdrawals.cancel(world["mark"], b["id"])["status"] == "cancelled"
     from tandem.errors import RemoteError
 
     with pytest.raises(RemoteError) as err:
@@ -171,16 +169,16 @@ def test_after_a_restart_both_sides_give_their_shares_again(world: World) -> Non
     w = create_approved(world, btc_intent(s))
     world.svc.operations = OperationKeys()  # what a restart does to the signer's memory
     with pytest.raises(RemoteError) as err:
-        cw.release_withdrawal(world.client, world["bob"], w["id"])
+        world.client.withdrawals.release(world["bob"], w["id"])
     assert err.value.remote_code == "operation_key_lost"
-    renewed = cw.renew_operation(world.client, world["alice"], w["id"])
+    renewed = world.client.withdrawals.renew_operation(world["alice"], w["id"])
     assert renewed["operation"]["statement"]["operation"] != w["operation"]["statement"]["operation"]
     with pytest.raises(RemoteError) as err:
-        cw.release_withdrawal(world.client, world["bob"], w["id"])
+        world.client.withdrawals.release(world["bob"], w["id"])
     assert err.value.remote_code == "invalid_input"  # no shares for the new operation yet
-    cw.contribute_share(world.client, world["mark"], w["id"])
-    cw.contribute_share(world.client, world["cora"], w["id"], totp=world.code("cora"))
-    out = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    world.client.withdrawals.contribute_share(world["mark"], w["id"])
+    world.client.withdrawals.contribute_share(world["cora"], w["id"], totp=world.code("cora"))
+    out = world.client.withdrawals.release(world["bob"], w["id"])
     verify_bitcoin(out["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
 
 
@@ -189,13 +187,13 @@ def test_decoded_view_is_stored_at_create_and_rows_without_it_decode_when_read(w
     from tandem.store.models import Withdrawal
 
     s = setup(world)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=50_000))
     with world.svc.db.read() as session:
         row = session.get(Withdrawal, created["id"])
         assert row is not None
         assert row.decoded is not None
         assert loads_strict(row.decoded) == created["decoded"]
-    shown = cw.get_withdrawal(world.client, world["alice"], created["id"])
+    shown = world.client.withdrawals.get(world["alice"], created["id"])
     assert shown["decoded"] == created["decoded"]
     # A row written before the column existed has none: its view is decoded on the fly.
     with world.svc.db.write() as session:
@@ -203,6 +201,6 @@ def test_decoded_view_is_stored_at_create_and_rows_without_it_decode_when_read(w
         assert row is not None
         row.decoded = None
         session.add(row)
-    again = cw.get_withdrawal(world.client, world["alice"], created["id"])
+    again = world.client.withdrawals.get(world["alice"], created["id"])
     assert again["decoded"] == created["decoded"]
     assert again["fee_review"] == shown["fee_review"]

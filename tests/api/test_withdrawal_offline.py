@@ -42,7 +42,7 @@ def _edit_line(bundle: dict[str, Any], index: int) -> None:
 
 
 def full_bundle(world: World, wid: str, signer: MemberSecrets = SIGNER) -> dict[str, Any]:
-    bundle = cw.export_bundle(world.client, world["alice"], wid, signer.card())
+    bundle = world.client.withdrawals.export_bundle(world["alice"], wid, signer.card())
     return cw.add_share(bundle, world["cora"], now=world.clock())
 
 
@@ -57,13 +57,13 @@ def test_offline_signed_bitcoin_release_imports_once(world: World) -> None:
     result = cw.offline_sign(bundle, SIGNER, now=world.clock(), genesis_hash=genesis)
     verify_bitcoin(result["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
 
-    released = cw.import_result(world.client, world["bob"], result)
+    released = world.client.withdrawals.import_result(world["bob"], result)
     assert released["status"] == "released"
     assert released["txid"] == result["txid"]
     with pytest.raises(RemoteError) as err:
-        cw.import_result(world.client, world["bob"], result)
+        world.client.withdrawals.import_result(world["bob"], result)
     assert err.value.remote_code == "already_released"
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     done = [json.loads(x) for x in lines if '"withdrawal.released"' in x]
     assert len(done) == 1
     assert done[0]["data"]["offline"] is True
@@ -74,7 +74,7 @@ def test_offline_signed_ethereum_release(world: World) -> None:
     w = create_approved(world, eth_intent(s))
     result = cw.offline_sign(full_bundle(world, w["id"]), SIGNER, now=world.clock())
     verify_ethereum(result["signed_tx"], s.eth_from)
-    assert cw.import_result(world.client, world["mark"], result)["status"] == "released"
+    assert world.client.withdrawals.import_result(world["mark"], result)["status"] == "released"
 
 
 def test_import_of_a_transaction_signed_by_another_key_refused(world: World) -> None:
@@ -85,9 +85,9 @@ def test_import_of_a_transaction_signed_by_another_key_refused(world: World) -> 
     forged = eth.sign_eip1559(bytes.fromhex(w["unsigned_tx"]), b"\x01" * 32)[0]
     result = {"format": "tandem-offline-result/1", "withdrawal": w["id"], "signed_tx": forged.hex()}
     with pytest.raises(RemoteError) as err:
-        cw.import_result(world.client, world["bob"], result)
+        world.client.withdrawals.import_result(world["bob"], result)
     assert err.value.remote_code == "verification_failed"
-    assert cw.get_withdrawal(world.client, world["olga"], w["id"])["status"] == "approved"
+    assert world.client.withdrawals.get(world["olga"], w["id"])["status"] == "approved"
 
 
 def test_pinned_genesis_hash_must_match(world: World) -> None:

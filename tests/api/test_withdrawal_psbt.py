@@ -13,7 +13,6 @@ from tests.conftest import World
 from tests.helpers.withdrawals import btc_intent, setup
 from typer.testing import CliRunner
 
-from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import psbt
 
@@ -24,7 +23,7 @@ def test_withdraw_psbt_writes_the_checked_transaction_with_its_previous_transact
     world: World, cli: CliRunner, tmp_path: Path
 ) -> None:
     s = setup(world)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s))
     out = tmp_path / "tx.psbt"
     printed = run(cli, "withdraw", "psbt", created["id"], "--out", str(out), "-k", str(tmp_path / "bob.ks"))
     assert created["fingerprint"] in printed
@@ -55,9 +54,9 @@ def test_an_intent_may_give_its_inputs_as_a_psbt(world: World, cli: CliRunner, t
     intent_file = tmp_path / "intent.json"
     intent_file.write_text(json.dumps(intent))
     run(cli, "withdraw", "create", str(intent_file), "-k", str(tmp_path / "alice.ks"))
-    (w,) = cw.list_withdrawals(world.client, world["olga"])
+    (w,) = world.client.withdrawals.list(world["olga"])
     utxos = w["intent"]["bitcoin"]["utxos"]
     assert [(u["txid"], u["vout"]) for u in utxos] == [(deposit.txid, 1), (deposit.txid, 0)]
     assert utxos[0]["prev_tx"] == deposit.serialize(include_witness=False).hex()
-    view = cw.get_withdrawal(world.client, world["bob"], w["id"])
+    view = world.client.withdrawals.get(world["bob"], w["id"])
     assert [p["amount"] for p in view["prevouts"]] == ["80000", "70000"]

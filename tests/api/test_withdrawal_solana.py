@@ -58,10 +58,10 @@ def _intent(wallet: str, *, amount: int, asset: str = "SOL", **solana: Any) -> d
 
 
 def _released(world: World, intent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    created = world.client.withdrawals.create(world["alice"], intent)
     approve(world, created["id"])
-    shown = cw.get_withdrawal(world.client, world["olga"], created["id"])
-    out = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    shown = world.client.withdrawals.get(world["olga"], created["id"])
+    out = world.client.withdrawals.release(world["bob"], created["id"])
     return shown, out
 
 
@@ -79,7 +79,7 @@ def test_sol_transfer_released_once_and_verified_by_solders(world: World) -> Non
     transfer = tx.message.instructions[-1]
     assert bytes(transfer.data) == (2).to_bytes(4, "little") + (1_250_000_000).to_bytes(8, "little")
     with pytest.raises(RemoteError) as err:
-        cw.release_withdrawal(world.client, world["bob"], shown["id"])
+        world.client.withdrawals.release(world["bob"], shown["id"])
     assert err.value.remote_code == "already_released"
 
 
@@ -104,7 +104,7 @@ def test_mint_without_an_address_book_entry_is_refused(world: World) -> None:
     wallet, _ = _setup(world)
     other_mint = "Es9vMFrzaCERmJfrF4H2FYD4KCoNkY11McCe8BenwNYB"
     with pytest.raises(RemoteError) as err:
-        cw.create_withdrawal(world.client, world["alice"], _intent(wallet, amount=5, asset=other_mint))
+        world.client.withdrawals.create(world["alice"], _intent(wallet, amount=5, asset=other_mint))
     assert err.value.remote_code == "disallowed_contract_call"
 
 
@@ -113,22 +113,22 @@ def test_destination_outside_the_address_book_is_refused(world: World) -> None:
     intent = _intent(wallet, amount=5)
     intent["destination"] = STRANGER
     with pytest.raises(RemoteError) as err:
-        cw.create_withdrawal(world.client, world["alice"], intent)
+        world.client.withdrawals.create(world["alice"], intent)
     assert err.value.remote_code == "destination_not_allowed"
 
 
 def test_offline_signer_signs_a_solana_release(world: World) -> None:
     wallet, source = _setup(world)
-    created = cw.create_withdrawal(world.client, world["alice"], _intent(wallet, amount=7_000))
+    created = world.client.withdrawals.create(world["alice"], _intent(wallet, amount=7_000))
     approve(world, created["id"])
-    bundle = cw.export_bundle(world.client, world["alice"], created["id"], SIGNER.card())
+    bundle = world.client.withdrawals.export_bundle(world["alice"], created["id"], SIGNER.card())
     bundle = cw.add_share(bundle, world["cora"], now=world.clock())
     bundle = json.loads(json.dumps(bundle))
     result = cw.offline_sign(bundle, SIGNER, now=world.clock())
     tx = Transaction.from_bytes(bytes.fromhex(result["signed_tx"]))
     tx.verify()
     assert str(tx.message.account_keys[0]) == source
-    assert cw.import_result(world.client, world["bob"], result)["status"] == "released"
+    assert world.client.withdrawals.import_result(world["bob"], result)["status"] == "released"
 
 
 def test_a_priority_fee_is_decoded_reviewed_and_capped_by_the_policy(world: World) -> None:
@@ -160,19 +160,17 @@ def test_a_priority_fee_is_decoded_reviewed_and_capped_by_the_policy(world: Worl
     # The chain's cap on the compute-unit price (100 lamports per unit) refuses more.
     too_much = _intent(wallet, amount=10_000, compute_unit_limit=1_500, compute_unit_price=100_000_001)
     with pytest.raises(RemoteError) as err:
-        cw.create_withdrawal(world.client, world["alice"], too_much)
+        world.client.withdrawals.create(world["alice"], too_much)
     assert err.value.remote_code == "fee_exceeded"
     assert "priority fee" in str(err.value)
     # So does a worst-case fee above the chain's 0.01 SOL, priority fee included.
     costly = _intent(wallet, amount=10_000, compute_unit_limit=200_000, compute_unit_price=50_000_000)
     with pytest.raises(RemoteError) as err:
-        cw.create_withdrawal(world.client, world["alice"], costly)
+        world.client.withdrawals.create(world["alice"], costly)
     assert err.value.remote_code == "fee_exceeded"
     # A price without its limit is refused as input.
     with pytest.raises(Exception, match="together"):
-        cw.create_withdrawal(
-            world.client, world["alice"], _intent(wallet, amount=10_000, compute_unit_price=5)
-        )
+        world.client.withdrawals.create(world["alice"], _intent(wallet, amount=10_000, compute_unit_price=5))
 
 
 def test_a_token_2022_transfer_is_built_in_that_program_decoded_and_signed_offline(world: World) -> None:
@@ -181,13 +179,13 @@ def test_a_token_2022_transfer_is_built_in_that_program_decoded_and_signed_offli
     wallet, source = _setup(world)
     t22 = stx.TOKEN_2022_PROGRAM
     intent = _intent(wallet, amount=3_000, asset=MINT, token_program=t22)
-    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    created = world.client.withdrawals.create(world["alice"], intent)
     decoded = created["decoded"]
     assert decoded["token_program"] == t22
     assert decoded["destination_token_account"] == stx.associated_token_address(DEST, MINT, t22)
     assert int(created["fee"]) == 5000 + stx.TOKEN_2022_ACCOUNT_RENT
     approve(world, created["id"])
-    bundle = cw.export_bundle(world.client, world["alice"], created["id"], SIGNER.card())
+    bundle = world.client.withdrawals.export_bundle(world["alice"], created["id"], SIGNER.card())
     bundle = cw.add_share(bundle, world["cora"], now=world.clock())
     result = cw.offline_sign(json.loads(json.dumps(bundle)), SIGNER, now=world.clock())
     tx = Transaction.from_bytes(bytes.fromhex(result["signed_tx"]))
@@ -203,7 +201,7 @@ def test_the_token_program_has_one_spelling_and_must_match_the_bytes(world: Worl
     wallet, source = _setup(world)
     spelled = _intent(wallet, amount=3, asset=MINT, token_program=stx.TOKEN_PROGRAM)
     with pytest.raises(Error, match="token_program is named only for a Token-2022 mint"):
-        cw.create_withdrawal(world.client, world["alice"], spelled)
+        world.client.withdrawals.create(world["alice"], spelled)
     # The same transfer in the classic program is not what a Token-2022 intent says.
     doc = {**_intent(wallet, amount=3, asset=MINT, token_program=stx.TOKEN_2022_PROGRAM), "from": source}
     intent = wcore.parse_intent(doc)

@@ -17,7 +17,6 @@ from tests.helpers.audit import audit_entries
 from tests.helpers.keysets import make_keyset
 from tests.helpers.withdrawals import ETH_DEST, allow, approve, approve_proposal, pass_delay
 
-from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.chains import ethereum as eth
 from tandem.core.register import Register
@@ -55,11 +54,11 @@ def withdraw_eth(world: World, books: Books, wallet: str, amount: int) -> dict[s
         "amount": str(amount),
         "destination": ETH_DEST,
     }
-    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    created = world.client.withdrawals.create(world["alice"], intent)
     chain_nonce = int(books.backend("ethereum", "sepolia").nonce(created["intent"]["from"]))  # type: ignore[attr-defined]
     assert created["intent"]["ethereum"]["nonce"] == chain_nonce
     approve(world, created["id"])
-    released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    released = world.client.withdrawals.release(world["bob"], created["id"])
     wid = created["id"]
     env = world.client.sign(
         world["bob"], "withdrawal.broadcast", {"withdrawal": wid, "txid": released["txid"]}
@@ -150,7 +149,7 @@ def test_deposits_withdrawal_fee_reconcile_and_offline_check(
     assert "unexpected_inflow" in rcore.table(injected["report"])
 
     # Offline: the export and the snapshot give the same verdict.
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     reading = rcore.read_export(lines, checkpoint, world.svc.key.sign_public)
     again = rcore.verify_report(injected, reading, injected["snapshot"])
     assert again["verdict"] == "discrepancies"
@@ -200,9 +199,9 @@ def test_fees_charged_to_the_fund_when_the_policy_says_so(
 
     books: Books = funded["books"]
     books.scan_deposits()
-    current = cw.policy_show(world.client, world["olga"])["policy"]
-    proposal = cw.propose_policy(
-        world.client, world["alice"], {**current, "version": 2, "fees_charged_to": "fund"}
+    current = world.client.policy.show(world["olga"])["policy"]
+    proposal = world.client.policy.propose(
+        world["alice"], {**current, "version": 2, "fees_charged_to": "fund"}
     )
     approve_proposal(world, proposal["id"])
     pass_delay(world)
@@ -236,7 +235,7 @@ def test_forged_register_entry_refused_offline(world: World, anvil: Anvil, funde
                 "segregation": "client:acme",
             },
         )
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     reading = rcore.read_export(lines, checkpoint, world.svc.key.sign_public)
     with pytest.raises(VerificationError, match="recorded twice"):
         Register.replay(reading.register_entries, roles=reading.roles)
@@ -248,7 +247,7 @@ def test_withdrawal_movement_must_match_the_release(
     books: Books = funded["books"]
     books.scan_deposits()
     done = withdraw_eth(world, books, funded["wallet"], 10**17)
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     reading = rcore.read_export(lines, checkpoint, world.svc.key.sign_public)
     Register.replay(reading.register_entries, roles=reading.roles)  # genuine: fine
     forged = []
@@ -275,9 +274,9 @@ def test_outflows_named_by_kind(world: World, anvil: Anvil, funded: dict[str, An
         "amount": str(10**17),
         "destination": ETH_DEST,
     }
-    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    created = world.client.withdrawals.create(world["alice"], intent)
     approve(world, created["id"])
-    released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    released = world.client.withdrawals.release(world["bob"], created["id"])
     books.broadcast(
         world.client.sign(
             world["bob"], "withdrawal.broadcast", {"withdrawal": created["id"], "txid": released["txid"]}
@@ -347,10 +346,10 @@ def test_a_dropped_broadcast_is_recorded_released_again_and_sent_again(
         "amount": str(10**17),
         "destination": ETH_DEST,
     }
-    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    created = world.client.withdrawals.create(world["alice"], intent)
     wid = created["id"]
     approve(world, wid)
-    released = cw.release_withdrawal(world.client, world["bob"], wid)
+    released = world.client.withdrawals.release(world["bob"], wid)
     txid = released["txid"]
 
     def broadcast() -> dict[str, Any]:

@@ -37,7 +37,7 @@ def run(cli: CliRunner, *args: str, ok: bool = True) -> str:
 
 
 def export(world: World, folder: Path) -> Path:
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     folder.mkdir(exist_ok=True)
     (folder / "audit.jsonl").write_text("".join(line + "\n" for line in lines))
     (folder / "checkpoint.json").write_text(json.dumps(checkpoint))

@@ -142,7 +142,7 @@ def test_the_books_lists_come_in_cursor_pages(world: World) -> None:
     assert world.client.get_all(world["olga"], "/v1/books/prices") == prices
     for path, other in (("/v1/books/clients", "prices"), ("/v1/books/prices", "clients")):
         # a cursor of another list is refused, not misread
-        from tandem.client import RemoteError
+        from tandem.errors import RemoteError
         from tandem.store import pages
 
         shape: list[Any] = [3] if other == "prices" else ["ann"]

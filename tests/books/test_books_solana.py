@@ -32,8 +32,6 @@ from tests.helpers.withdrawals import allow, approve, pass_delay
 from tandem.api import create_app
 from tandem.chainio import ChainConfig
 from tandem.client import Client
-from tandem.client import books as cb
-from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.chains import solana as sol
 from tandem.core.chains import solana_tx as stx
@@ -117,11 +115,11 @@ def test_deposits_withdrawal_and_fee_reconcile(world: World, solana_world: dict[
     }
 
     # The manager names wallet, asset, amount and destination; the blockhash is the chain's.
-    created = cw.create_withdrawal(world.client, world["alice"], _intent(solana_world["wallet"], "SOL", SOL))
+    created = world.client.withdrawals.create(world["alice"], _intent(solana_world["wallet"], "SOL", SOL))
     assert created["intent"]["solana"] == {"recent_blockhash": node.blockhash}
     assert created["intent"]["from"] == address
     approve(world, created["id"])
-    released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    released = world.client.withdrawals.release(world["bob"], created["id"])
     wid, txid = created["id"], released["txid"]
     env = world.client.sign(world["bob"], "withdrawal.broadcast", {"withdrawal": wid, "txid": txid})
     sent = world.client.request("POST", f"/v1/books/withdrawals/{wid}/broadcast", json_body={"envelope": env})
@@ -153,7 +151,7 @@ def test_deposits_withdrawal_and_fee_reconcile(world: World, solana_world: dict[
     assert kinds == sorted([("unexpected_inflow", "SOL", "777"), ("unknown_token", stranger_mint, "42")])
 
     # Offline: the export and the snapshot give the same verdict; a lying snapshot does not.
-    lines, checkpoint = world.client.audit_export(world["olga"])
+    lines, checkpoint = world.client.audit.export(world["olga"])
     reading = rcore.read_export(lines, checkpoint, world.svc.key.sign_public)
     assert rcore.verify_report(injected, reading, injected["snapshot"])["verdict"] == "discrepancies"
     lie = {
@@ -269,7 +267,7 @@ def test_token_decimals_account_creation_and_durable_nonce_from_the_chain(
     wallet, address = solana_world["wallet"], solana_world["address"]
 
     # The destination has no token account yet: the transfer creates it (its rent is in the fee).
-    created = cw.create_withdrawal(world.client, world["alice"], _intent(wallet, MINT, 2_500_000))
+    created = world.client.withdrawals.create(world["alice"], _intent(wallet, MINT, 2_500_000))
     assert created["intent"]["solana"] == {
         "recent_blockhash": node.blockhash,
         "decimals": 6,
@@ -289,8 +287,8 @@ def test_token_decimals_account_creation_and_durable_nonce_from_the_chain(
     _, nonce_account = new_account()
     stored = b58encode(hashlib.sha256(b"stored nonce").digest())
     node.set_nonce_account(nonce_account, address, stored)
-    durable = cw.create_withdrawal(
-        world.client, world["alice"], _intent(wallet, "SOL", 1000, nonce_account=nonce_account)
+    durable = world.client.withdrawals.create(
+        world["alice"], _intent(wallet, "SOL", 1000, nonce_account=nonce_account)
     )
     assert durable["intent"]["solana"] == {"recent_blockhash": stored, "nonce_account": nonce_account}
     assert durable["decoded"]["nonce_account"] == nonce_account
@@ -298,20 +296,20 @@ def test_token_decimals_account_creation_and_durable_nonce_from_the_chain(
     # A nonce account another key advances would make a transaction that cannot land.
     node.set_nonce_account(nonce_account, DEST, stored)
     with pytest.raises(RemoteError, match="not by the wallet"):
-        cw.create_withdrawal(
-            world.client, world["alice"], _intent(wallet, "SOL", 1000, nonce_account=nonce_account)
+        world.client.withdrawals.create(
+            world["alice"], _intent(wallet, "SOL", 1000, nonce_account=nonce_account)
         )
 
     # A cluster charging more than Tandem's fee review counts is refused, not believed.
     node.lamports_per_signature = 10_000
     with pytest.raises(RemoteError) as err:
-        cw.create_withdrawal(world.client, world["alice"], _intent(wallet, "SOL", 1000))
+        world.client.withdrawals.create(world["alice"], _intent(wallet, "SOL", 1000))
     assert err.value.remote_code == "chain_bad_response"
 
     # By hand stays possible: a blockhash given is used as written, no node asked.
     calls = len(node.server.calls)
-    by_hand = cw.create_withdrawal(
-        world.client, world["alice"], _intent(wallet, "SOL", 1000, recent_blockhash=stored)
+    by_hand = world.client.withdrawals.create(
+        world["alice"], _intent(wallet, "SOL", 1000, recent_blockhash=stored)
     )
     assert by_hand["intent"]["solana"] == {"recent_blockhash": stored}
     assert len(node.server.calls) == calls
@@ -410,12 +408,12 @@ def test_a_reconciliation_job_outlives_a_restart(
             listed = after.get(world["olga"], "/v1/books/reconciliations/jobs")
             assert [(j["job"], j["state"]) for j in listed] == [(jid, "interrupted")]
             with pytest.raises(RemoteError, match="start it again") as err:
-                cb.follow_job(after, world["olga"], seen, progress=lambda done, total: None, poll_seconds=0)
+                after.books.follow_job(world["olga"], seen, progress=lambda done, total: None, poll_seconds=0)
             assert err.value.remote_code == "interrupted"
 
             node.server.methods["getBalance"] = plain
-            report = cb.reconcile_with_progress(
-                after, world["bob"], progress=lambda done, total: None, poll_seconds=0.05
+            report = after.books.reconcile_with_progress(
+                world["bob"], progress=lambda done, total: None, poll_seconds=0.05
             )
             assert report["report"]["verdict"] == "reconciled"
             listed = after.get(world["olga"], "/v1/books/reconciliations/jobs")

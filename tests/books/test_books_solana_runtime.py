@@ -29,7 +29,6 @@ from tests.chainio.mock_nodes import backend_for
 from tests.chainio.svm_node import SYSTEM, SvmNode
 
 from tandem.chainio import ChainConfig
-from tandem.client import withdrawal as cw
 from tandem.core import reconcile as rcore
 from tandem.core.actions import sign_action
 from tandem.core.chains import solana as sol
@@ -91,9 +90,9 @@ def sol_pk(address: str) -> Any:
 
 
 def _released_and_tracked(world: World, intent: dict[str, Any]) -> dict[str, Any]:
-    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    created = world.client.withdrawals.create(world["alice"], intent)
     approve(world, created["id"])
-    released = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    released = world.client.withdrawals.release(world["bob"], created["id"])
     wid = created["id"]
     env = world.client.sign(
         world["bob"], "withdrawal.broadcast", {"withdrawal": wid, "txid": released["txid"]}
@@ -277,7 +276,7 @@ def test_token_2022_withdrawals_run_in_the_runtime_and_extension_mints_are_refus
     allow(world, chain="solana", network="devnet", address=dest, label="fee token", asset=fee_mint)
     pass_delay(world)
     with pytest.raises(RemoteError, match="Token-2022 mint with extensions"):
-        cw.create_withdrawal(world.client, world["alice"], {**base, "asset": fee_mint, "amount": "1"})
+        world.client.withdrawals.create(world["alice"], {**base, "asset": fee_mint, "amount": "1"})
 
 
 def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_reads_solana(
@@ -323,9 +322,9 @@ def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_
     ]
     for intent, code, words in refusals:
         with pytest.raises(RemoteError, match=words) as err:
-            cw.create_withdrawal(world.client, world["alice"], intent)
+            world.client.withdrawals.create(world["alice"], intent)
         assert err.value.remote_code == code
-    logged = [json.loads(line) for line in world.client.audit_export(world["olga"])[0]]
+    logged = [json.loads(line) for line in world.client.audit.export(world["olga"])[0]]
     refused = [e for e in logged if e["kind"] == "withdrawal.create.refused"]
     assert [(e["code"], e["actor"]) for e in refused[-4:]] == [
         (code, world["alice"].member_id) for _, code, _ in refusals
@@ -334,9 +333,9 @@ def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_
     # Named rightly, both programs go through; the mints were read once each.
     reads = len(mint_reads)
     assert reads >= 3
-    made = cw.create_withdrawal(world.client, world["alice"], by_hand(token22, token_program=t22))
+    made = world.client.withdrawals.create(world["alice"], by_hand(token22, token_program=t22))
     assert made["decoded"]["token_program"] == t22
-    assert cw.create_withdrawal(world.client, world["alice"], by_hand(classic))["status"] == "pending"
+    assert world.client.withdrawals.create(world["alice"], by_hand(classic))["status"] == "pending"
     assert len(mint_reads) == reads
 
     # A stranger's signed request for a mint never seen makes the server ask the node nothing.
@@ -356,5 +355,5 @@ def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_
     # Without a node for the network, the server does not look: the approvers' decoder
     # is the check (it shows the program the bytes run in).
     world.client.http.app.state.books = Books(world.svc)  # type: ignore[attr-defined]
-    unchecked = cw.create_withdrawal(world.client, world["alice"], by_hand(classic, token_program=t22))
+    unchecked = world.client.withdrawals.create(world["alice"], by_hand(classic, token_program=t22))
     assert unchecked["decoded"]["token_program"] == t22

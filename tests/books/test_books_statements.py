@@ -21,7 +21,7 @@ ONE_ETH = 10**18
 
 
 def _kinds(world: World) -> list[str]:
-    lines, _cp = world.client.audit_export(world["olga"])
+    lines, _cp = world.client.audit.export(world["olga"])
     import json
 
     return [json.loads(line)["kind"] for line in lines]

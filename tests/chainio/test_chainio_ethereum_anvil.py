@@ -13,7 +13,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from tests.chainio.conftest import SEPOLIA_CHAIN_ID, TOKEN_SUPPLY, Anvil, free_port
+from tests.chainio.conftest import SEPOLIA_CHAIN_ID, TOKEN_SUPPLY, Anvil
+from tests.helpers.servers import free_port
 
 from tandem.chainio import ChainConfig, EthereumBackend
 from tandem.chainio.ethereum import TRANSFER_TOPIC, EthereumJsonRpc

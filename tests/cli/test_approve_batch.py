@@ -15,7 +15,6 @@ from tests.helpers.cli import invoke, ks, wire
 from tests.helpers.withdrawals import btc_intent, policy_doc, rule, setup
 
 from tandem.cli import exit_codes
-from tandem.client import withdrawal as cw
 
 PASSPHRASE = "cli approve-batch passphrase"
 
@@ -26,11 +25,11 @@ def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def requests(world: World, s: Any, n: int, by: str = "alice") -> list[dict[str, Any]]:
-    return [cw.create_withdrawal(world.client, world[by], btc_intent(s, amount=40_000 + i)) for i in range(n)]
+    return [world.client.withdrawals.create(world[by], btc_intent(s, amount=40_000 + i)) for i in range(n)]
 
 
 def status_of(world: World, wid: str) -> str:
-    return str(cw.get_withdrawal(world.client, world["olga"], wid)["status"])
+    return str(world.client.withdrawals.get(world["olga"], wid)["status"])
 
 
 def test_three_requests_reviewed_confirmed_and_approved_with_one_code(
@@ -79,7 +78,7 @@ def test_any_refused_item_makes_the_exit_status_1(cli_world: World, tmp_path: Pa
     assert status == exit_codes.REFUSED, out
     assert '"self_approval"' in out
     assert status_of(world, mine["id"]) == "pending"
-    given = cw.get_withdrawal(world.client, world["olga"], theirs["id"])["approvals"]
+    given = world.client.withdrawals.get(world["olga"], theirs["id"])["approvals"]
     assert [a["member"] for a in given] == [world["alice"].member_id]
     assert len(refusals(world, "self_approval")) == 1
 

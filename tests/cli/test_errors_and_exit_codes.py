@@ -20,9 +20,10 @@ from tests.helpers.cli import ks, wire
 from tests.helpers.servers import free_port
 from typer.testing import CliRunner
 
-from tandem import client as client_module
 from tandem.cli import errors_boundary, exit_codes
 from tandem.cli import main as cli_main
+from tandem.client import transport as client_module
+from tandem.client.members import draft_genesis
 from tandem.core.roles import Role
 from tandem.errors import InvalidStateError, RemoteError, TotpReplayError
 
@@ -296,14 +297,13 @@ def test_a_question_on_closed_input_stops_without_aborted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`genesis sign` asks before signing; with no answer it stops and writes nothing."""
-    from tandem.client import Client
     from tandem.core.service_key import ServiceKey
 
     monkeypatch.setenv("TANDEM_PASSPHRASE", PASSPHRASE)
     member = new_member("alice", Role.MANAGER)
     keystore = tmp_path / "alice.keystore"
     keystore.write_bytes(member.to_keystore(PASSPHRASE, log2_n=14))
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_0123456789abcdef",
         entity="Example Fund",
         created_at=1_790_000_000,

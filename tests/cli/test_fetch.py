@@ -21,8 +21,6 @@ from tests.helpers.cli import invoke
 
 from tandem.cli import exit_codes, fetch_cmds
 from tandem.client import Client
-from tandem.client import ceremony as cc
-from tandem.client import proof as client_proof
 from tandem.core.canonical import canonical
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,15 +34,13 @@ def auditor(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
     sent: list[httpx.Request] = []
     world.client.http.event_hooks["request"].append(sent.append)
     monkeypatch.setattr(fetch_cmds, "Client", lambda server: Client(http=world.client.http))
-    transcript = cc.run_ceremony(
-        world.client,
+    transcript = world.client.ceremonies.run(
         proposer=world["alice"],
         approvers=[world["bob"]],
         definition_text=(ROOT / "ceremonies" / "bitcoin-testnet-cold.toml").read_text(),
         code=world.code,
     )
-    bundle = client_proof.run_proof(
-        world.client,
+    bundle = world.client.proofs.run(
         issuer=world["olga"],
         manager=world["alice"],
         custodian=world["bob"],

@@ -33,7 +33,7 @@ def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_proposal_list_names_people_and_local_times(cli_world: World, tmp_path: Path) -> None:
     world = cli_world
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     ks = ["-k", str(tmp_path / "olga.keystore")]
     status, out = run("proposal", "list", *ks)
     assert status == exit_codes.OK, out
@@ -65,8 +65,8 @@ def test_an_audit_entry_reads_by_name_and_local_time(
 
     world = cli_world
     monkeypatch.setattr(audit_cmds, "Client", lambda server: world.client)
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
-    entries = [json.loads(line) for line in world.client.audit_export(world["olga"])[0]]
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    entries = [json.loads(line) for line in world.client.audit.export(world["olga"])[0]]
     (index,) = [e["index"] for e in entries if e["kind"] == "member.proposed" and prop["id"] in json.dumps(e)]
     status, out = run("audit", "inclusion", str(index), "-k", str(tmp_path / "olga.keystore"))
     assert status == exit_codes.OK, out
@@ -85,7 +85,7 @@ def test_list_commands_follow_every_page_and_limit_shows_the_first(
 
     world = cli_world
     for name in ("nina", "nora", "nell"):
-        world.client.propose_add(world["alice"], new_member(name, Role.CUSTODIAN).card())
+        world.client.members.propose_add(world["alice"], new_member(name, Role.CUSTODIAN).card())
     for _ in range(3):
         make_keyset(world)
     for address in (BTC_DEST, STRANGER_BTC, STRANGER_ETH):

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from tandem.cli import exit_codes
 from tandem.cli import main as cli_main
-from tandem.client import withdrawal as cw
 from tandem.core.roles import Role
 
 PASSPHRASE = "cli queue passphrase"
@@ -27,8 +26,8 @@ def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_the_queue_shows_what_waits_for_a_custodian(cli_world: World, tmp_path: Path) -> None:
     world = cli_world
     s = setup(world)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=50_000))
-    prop = world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=50_000))
+    prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     result = CliRunner().invoke(cli_main.app, ["queue", "-k", str(tmp_path / "bob.keystore")])
     assert result.exit_code == exit_codes.OK, result.output
     (row,) = [line for line in result.output.splitlines() if created["id"] in line]

@@ -30,7 +30,9 @@ def cli_world(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def proposal(world: World) -> str:
-    return str(world.client.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())["id"])
+    return str(
+        world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())["id"]
+    )
 
 
 def test_a_code_typed_with_a_space_is_accepted(cli_world: World, tmp_path: Path) -> None:
@@ -64,7 +66,9 @@ def test_a_used_code_says_how_many_seconds_until_the_next(cli_world: World, tmp_
     status, out = run("proposal", "approve", first, *ks(tmp_path, "bob"), "--totp", code)
     assert status == exit_codes.OK, out
     world.clock.advance(7)
-    second = str(world.client.propose_add(world["mark"], new_member("nick", Role.CUSTODIAN).card())["id"])
+    second = str(
+        world.client.members.propose_add(world["mark"], new_member("nick", Role.CUSTODIAN).card())["id"]
+    )
     status, out = run("proposal", "approve", second, *ks(tmp_path, "bob"), "--totp", code)
     wait = STEP_SECONDS - world.clock() % STEP_SECONDS
     assert status == exit_codes.REFUSED, out

@@ -13,7 +13,6 @@ from tests.conftest import World, new_member
 from tests.helpers.cli import invoke, ks, wire
 
 from tandem.cli import exit_codes
-from tandem.client import withdrawal as cw
 from tandem.core.roles import Role, a_role
 
 PASSPHRASE = "cli unclear errors passphrase"
@@ -42,7 +41,7 @@ def test_an_auditor_approving_a_withdrawal_is_told_who_approves(cli_world: World
 def test_roles_take_their_article(cli_world: World, tmp_path: Path) -> None:
     assert a_role("auditor") == "an auditor"
     assert a_role(Role.MANAGER) == "a manager"
-    prop = cli_world.client.propose_add(cli_world["alice"], new_member("nina", Role.CUSTODIAN).card())
+    prop = cli_world.client.members.propose_add(cli_world["alice"], new_member("nina", Role.CUSTODIAN).card())
     status, out = run("proposal", "veto", prop["id"], "--reason", "no", *ks(tmp_path, "olga"))
     assert status == exit_codes.REFUSED, out
     assert "an auditor may not" in out
@@ -66,7 +65,7 @@ def test_a_missing_file_is_not_found(cli_world: World, tmp_path: Path) -> None:
 
 
 def test_a_float_is_named_for_the_field_it_is_in(cli_world: World, tmp_path: Path) -> None:
-    policy = cw.policy_show(cli_world.client, cli_world["alice"])["policy"]
+    policy = cli_world.client.policy.show(cli_world["alice"])["policy"]
     policy = {**policy, "version": policy["version"] + 1}
     policy["rules"][0]["approval_ttl_seconds"] = 3600.0
     policy["rules"][0]["max_amount"] = 0.5

@@ -15,7 +15,6 @@ from tests.helpers.cli import invoke, ks, wire
 from tests.helpers.withdrawals import BTC_DEST, btc_intent, create_approved, setup, verify_bitcoin
 
 from tandem.cli import exit_codes
-from tandem.client import withdrawal as cw
 from tandem.localtime import local_iso
 
 PASSPHRASE = "cli withdrawal output passphrase"
@@ -34,7 +33,9 @@ def test_list_and_show_read_as_a_person_reads(cli_world: World, tmp_path: Path) 
     world = cli_world
     s = setup(world)
     w = create_approved(world, btc_intent(s, amount=50_000))
-    label = next(e["label"] for e in cw.address_book(world.client, world["olga"]) if e["address"] == BTC_DEST)
+    label = next(
+        e["label"] for e in world.client.policy.address_book(world["olga"]) if e["address"] == BTC_DEST
+    )
 
     status, out = run("withdraw", "list", *ks(tmp_path, "olga"), columns=60)
     assert status == exit_codes.OK, out
@@ -85,7 +86,7 @@ def test_show_on_a_released_withdrawal_gives_the_txid_and_the_signed_tx_again(
     assert "no signed transaction to write yet" in out
     assert not early.exists()
 
-    released = cw.release_withdrawal(world.client, world["bob"], w["id"])
+    released = world.client.withdrawals.release(world["bob"], w["id"])
     again = tmp_path / "again.json"
     status, out = run("withdraw", "show", w["id"], *ks(tmp_path, "olga"), "--out", str(again))
     assert status == exit_codes.OK, out
@@ -182,7 +183,7 @@ def test_an_approval_after_a_restart_is_refused_with_the_commands_that_recover_i
 
     world = cli_world
     s = setup(world)
-    w = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    w = world.client.withdrawals.create(world["alice"], btc_intent(s))
     world.svc.operations = OperationKeys()
     bob = str(tmp_path / "bob.keystore")
     world.clock.advance(30)
@@ -192,7 +193,7 @@ def test_an_approval_after_a_restart_is_refused_with_the_commands_that_recover_i
     assert "Nothing was approved" in out
     assert f"tandem withdraw contribute {w['id']} --renew -k MANAGER.keystore" in out
     assert f"tandem withdraw approve {w['id']} -k {bob}" in out
-    assert cw.get_withdrawal(world.client, world["olga"], w["id"])["approvals"] == []
+    assert world.client.withdrawals.get(world["olga"], w["id"])["approvals"] == []
 
     status, out = run("withdraw", "contribute", w["id"], "--renew", *ks(tmp_path, "alice"))
     assert status == exit_codes.OK, out

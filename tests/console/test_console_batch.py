@@ -10,11 +10,9 @@ from typing import Any
 from tests.console.conftest import ConsoleWorld, shots
 from tests.console.test_console_browser import open_and_unlock, request
 
-from tandem.client import withdrawal as cw
-
 
 def status_of(c: ConsoleWorld, wid: str) -> str:
-    return str(cw.get_withdrawal(c.world.client, c.world["olga"], wid)["status"])
+    return str(c.world.client.withdrawals.get(c.world["olga"], wid)["status"])
 
 
 def test_custodian_approves_two_of_three_with_one_code(

@@ -10,12 +10,10 @@ from typing import Any
 from tests.console.conftest import PASSPHRASE, ConsoleWorld, shots
 from tests.helpers.withdrawals import btc_intent
 
-from tandem.client import withdrawal as cw
-
 
 def request(cw_: ConsoleWorld, **kw: Any) -> dict[str, Any]:
     """alice (manager) asks for a withdrawal, as `tandem withdraw create` would."""
-    return cw.create_withdrawal(cw_.world.client, cw_.world["alice"], btc_intent(cw_.s, **kw))
+    return cw_.world.client.withdrawals.create(cw_.world["alice"], btc_intent(cw_.s, **kw))
 
 
 def open_and_unlock(page: Any, c: ConsoleWorld) -> None:
@@ -57,7 +55,7 @@ def test_custodian_reviews_and_approves_a_withdrawal(console_world: ConsoleWorld
     assert page.locator("h1 .status").inner_text() == "approved"
     assert "bob (custodian)" in page.locator("#approvals").inner_text()
     # The server agrees: the approval counted.
-    assert cw.get_withdrawal(c.world.client, c.world["olga"], created["id"])["status"] == "approved"
+    assert c.world.client.withdrawals.get(c.world["olga"], created["id"])["status"] == "approved"
 
 
 def _review(page: Any, c: ConsoleWorld, wid: str) -> None:
@@ -102,7 +100,7 @@ def test_refusals_read_as_sentences(console_world: ConsoleWorld, page: Any, tmp_
     text = _approve(page, fp, c.code())
     assert "[expired]" in text, text
     assert "This request has expired" in text
-    assert cw.get_withdrawal(c.world.client, c.world["olga"], wid)["approvals"] == []
+    assert c.world.client.withdrawals.get(c.world["olga"], wid)["approvals"] == []
 
 
 def test_a_high_fee_is_a_warning_on_the_review(console_world: ConsoleWorld, page: Any) -> None:
@@ -133,17 +131,17 @@ def test_a_lost_operation_key_reads_as_the_commands_that_recover_it(
     assert "[operation_key_lost]" in text, text
     assert "restarted" in text
     assert f"tandem withdraw contribute {created['id']} --renew -k MANAGER.keystore" in text, text
-    assert cw.get_withdrawal(c.world.client, c.world["olga"], created["id"])["approvals"] == []
+    assert c.world.client.withdrawals.get(c.world["olga"], created["id"])["approvals"] == []
 
     # The recovery as printed: the manager renews and gives the share again; the
     # custodian approves here again; the release then goes through.
     alice = c.world["alice"]
-    cw.renew_operation(c.world.client, alice, created["id"])
-    cw.contribute_share(c.world.client, alice, created["id"], totp=None)
+    c.world.client.withdrawals.renew_operation(alice, created["id"])
+    c.world.client.withdrawals.contribute_share(alice, created["id"], totp=None)
     _review(page, c, created["id"])
     page.get_by_label("Fingerprint the requester read out").fill(created["fingerprint"])
     page.get_by_label("TOTP code from your authenticator app").fill(c.code())
     page.get_by_role("button", name="Approve and sign").click()
     page.get_by_role("status").filter(has_text="Your approval was recorded.").wait_for()
-    released = cw.release_withdrawal(c.world.client, c.world["bob"], created["id"])
+    released = c.world.client.withdrawals.release(c.world["bob"], created["id"])
     assert released["status"] == "released"

@@ -219,7 +219,7 @@ def test_every_form_route_checks_the_csrf_token(console_world: ConsoleWorld) -> 
         if isinstance(r, Route) and "POST" in (r.methods or ())
     ]
     assert {"/batch/approve", "/books/reconciliations/run", "/books/statements/issue"} <= set(posts)
-    before = len(c.world.client.audit_export(c.world["olga"])[0])
+    before = len(c.world.client.audit.export(c.world["olga"])[0])
     for path in posts:
         url = path.replace("{id}", "wd_0000").replace("{action}", "approve")
         r = http.post(
@@ -229,6 +229,6 @@ def test_every_form_route_checks_the_csrf_token(console_world: ConsoleWorld) -> 
         assert "csrf_invalid" in r.text, path
     # Nothing was signed or sent: the log holds no new action (the pages shown with the
     # refusal read the server, over the console's own read session, and nothing else).
-    lines = c.world.client.audit_export(c.world["olga"])[0][before:]
+    lines = c.world.client.audit.export(c.world["olga"])[0][before:]
     assert {json.loads(line)["kind"] for line in lines} <= {"session.opened"}
     assert http.get("/").status_code == 200  # and the key is still unlocked

@@ -18,8 +18,6 @@ from tests.console.test_console_browser import open_and_unlock
 from tests.helpers.withdrawals import STRANGER_ETH, TOKEN, btc_intent, eth_intent, policy_doc, rule
 
 from tandem.client import ceremony as cc
-from tandem.client import proof as client_proof
-from tandem.client import withdrawal as cw
 from tandem.core import keygen
 from tandem.core.identity import MemberSecrets
 from tandem.core.roles import Role
@@ -40,9 +38,8 @@ def test_policy_change_is_shown_as_a_diff_and_approved(
         ],
         delay=86400,
     )
-    prop = cw.propose_policy(w.client, w["alice"], new_policy)
-    book = cw.propose_address(
-        w.client,
+    prop = w.client.policy.propose(w["alice"], new_policy)
+    book = w.client.policy.propose_address(
         w["alice"],
         chain="ethereum",
         network="sepolia",
@@ -50,8 +47,8 @@ def test_policy_change_is_shown_as_a_diff_and_approved(
         label="payroll",
         asset="ETH",
     )
-    cw.create_withdrawal(w.client, w["alice"], btc_intent(c.s, amount=125_000))
-    cw.create_withdrawal(w.client, w["alice"], eth_intent(c.s, asset=TOKEN, amount=1_234_567))
+    w.client.withdrawals.create(w["alice"], btc_intent(c.s, amount=125_000))
+    w.client.withdrawals.create(w["alice"], eth_intent(c.s, asset=TOKEN, amount=1_234_567))
     out = shots(tmp_path)
     open_and_unlock(page, c)
     queue_text = page.locator("main").inner_text()
@@ -96,7 +93,7 @@ def test_policy_change_is_shown_as_a_diff_and_approved(
 
 
 def _first_btc(c: ConsoleWorld) -> str:
-    rows = cw.list_withdrawals(c.world.client, c.world["olga"], status="pending")
+    rows = c.world.client.withdrawals.list(c.world["olga"], status="pending")
     return next(r["id"] for r in rows if r["chain"] == "bitcoin")
 
 
@@ -108,10 +105,10 @@ def filter_audit(page: Any) -> None:
 
 def test_audit_viewer_filters_and_exports_csv(console_world: ConsoleWorld, page: Any, tmp_path: Path) -> None:
     c, w = console_world, console_world.world
-    created = cw.create_withdrawal(w.client, w["alice"], btc_intent(c.s))
+    created = w.client.withdrawals.create(w["alice"], btc_intent(c.s))
     # A refusal for the log: bob's wrong code.
     with pytest.raises(RemoteError):
-        cw.approve_withdrawal(w.client, w["bob"], created["id"], totp="000000")
+        w.client.withdrawals.approve(w["bob"], created["id"], totp="000000")
     open_and_unlock(page, c)
     page.goto(f"{c.console.origin}/audit")
     assert "verified:" in page.get_by_role("status").inner_text()
@@ -157,16 +154,15 @@ def test_proof_challenge_is_verified_on_this_machine(
     console_world: ConsoleWorld, page: Any, tmp_path: Path
 ) -> None:
     c, w = console_world, console_world.world
-    bundle = client_proof.run_proof(
-        w.client,
+    bundle = w.client.proofs.run(
         issuer=w["olga"],
         manager=w["alice"],
         custodian=w["cora"],
         scope={"kind": "all"},
         code=lambda: w.code("cora"),
     )
-    pending = client_proof.issue_challenge(
-        w.client, w["olga"], statement="Year end <as of 31 December>", scope={"kind": "all"}
+    pending = w.client.proofs.issue(
+        w["olga"], statement="Year end <as of 31 December>", scope={"kind": "all"}
     )
     open_and_unlock(page, c)
     page.goto(f"{c.console.origin}/proofs")
@@ -175,7 +171,7 @@ def test_proof_challenge_is_verified_on_this_machine(
     assert "Year end <as of 31 December>" in page.locator("main").inner_text()
     assert page.locator("main b", has_text="Year end").count() == 0
     page.screenshot(path=str(shots(tmp_path) / "proofs.png"), full_page=True)
-    done = next(v for v in client_proof.list_challenges(w.client, w["olga"]) if v.get("bundle_hash"))
+    done = next(v for v in w.client.proofs.list(w["olga"]) if v.get("bundle_hash"))
     page.goto(f"{c.console.origin}/proofs/{done['id']}")
     assert "none yet" not in page.locator("main").inner_text()  # signed: both sides gave theirs
     result = page.locator("#proof-result").inner_text()
@@ -192,9 +188,9 @@ def test_console_pages_need_the_cookie_even_for_csv(console_world: ConsoleWorld)
 def test_ceremony_and_membership_reviews(console_world: ConsoleWorld, page: Any, tmp_path: Path) -> None:
     c, w = console_world, console_world.world
     text = (ROOT / "ceremonies" / "bitcoin-testnet-cold.toml").read_text(encoding="utf-8")
-    ceremony = cc.propose_ceremony(w.client, w["alice"], text, contribution=keygen.make_contribution())
+    ceremony = w.client.ceremonies.propose(w["alice"], text, contribution=keygen.make_contribution())
     newcomer = MemberSecrets.generate(name="dora", role=Role.CUSTODIAN)
-    added = w.client.propose_add(w["alice"], newcomer.card())
+    added = w.client.members.propose_add(w["alice"], newcomer.card())
     open_and_unlock(page, c)
     queue_text = page.locator("main").inner_text()
     assert ceremony["id"] in queue_text
@@ -203,7 +199,7 @@ def test_ceremony_and_membership_reviews(console_world: ConsoleWorld, page: Any,
     page.goto(f"{c.console.origin}/ceremonies/{ceremony['id']}")
     assert "does not check out" not in page.locator("main").inner_text()
     assert (
-        cc.local_digest(cc.get_ceremony(w.client, w["olga"], ceremony["id"]))
+        cc.local_digest(w.client.ceremonies.get(w["olga"], ceremony["id"]))
         in page.locator("main").inner_text()
     )
     who = page.get_by_role("region", name="Who and when").inner_text()

@@ -17,7 +17,6 @@ from tests.console.test_console_browser import open_and_unlock
 from tests.helpers.keysets import make_keyset
 
 from tandem.chainio import ChainConfig
-from tandem.client import books as cb
 from tandem.services.books import Books
 
 SPEC = "esplora+https://esplora.example/api"
@@ -82,7 +81,7 @@ def test_reconciliation_is_re_verified_here(console_world: ConsoleWorld, page: A
     page.screenshot(path=str(shots(tmp_path) / "reconciliation.png"), full_page=True)
 
     # A signed report from the CLI (`tandem reconcile --out`), checked here; then one altered.
-    signed = cb.reconcile(c.world.client, c.world["alice"])
+    signed = c.world.client.books.reconcile(c.world["alice"])
     good = tmp_path / "report.json"
     good.write_text(json.dumps(signed), encoding="utf-8")
     page.set_input_files("#report", str(good))

@@ -32,7 +32,7 @@ def membership_state(world: World) -> dict[str, Any]:
 
 def audit_entries(world: World) -> list[dict[str, Any]]:
     """The whole log, exported over the API by the auditor."""
-    lines, _ = world.client.audit_export(world["olga"])
+    lines, _ = world.client.audit.export(world["olga"])
     return [json.loads(line) for line in lines]
 
 

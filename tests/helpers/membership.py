@@ -45,7 +45,7 @@ def wait_out_delay(world: World, seconds: int = MEMBER_DELAY) -> None:
 
 
 def approve(world: World, who: str, proposal_id: str) -> dict[str, Any]:
-    return world.client.approve_proposal(world[who], proposal_id, totp=world.code(who))
+    return world.client.members.approve(world[who], proposal_id, totp=world.code(who))
 
 
 def carry_out(world: World, proposal_id: str, *, approvers: tuple[str, ...] = ("bob",)) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def carry_out(world: World, proposal_id: str, *, approvers: tuple[str, ...] = ("
 def add_member(
     world: World, card: IdentityCard, *, proposer: str = "alice", approvers: tuple[str, ...] = ("bob",)
 ) -> dict[str, Any]:
-    prop = world.client.propose_add(world[proposer], card)
+    prop = world.client.members.propose_add(world[proposer], card)
     return carry_out(world, prop["id"], approvers=approvers)
 
 
@@ -71,5 +71,5 @@ def rekey_member(
     proposer: str = "alice",
     approvers: tuple[str, ...] = ("bob",),
 ) -> dict[str, Any]:
-    prop = world.client.propose_rekey(world[proposer], member_id, card)
+    prop = world.client.members.propose_rekey(world[proposer], member_id, card)
     return carry_out(world, prop["id"], approvers=approvers)

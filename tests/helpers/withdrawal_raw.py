@@ -12,7 +12,6 @@ from sqlmodel import select
 from tests.conftest import World
 from tests.helpers.audit import post
 
-from tandem.client import withdrawal as cw
 from tandem.core import withdrawal as wcore
 from tandem.core.split import reseal_for_operation
 from tandem.store.models import OutpointReservation, Withdrawal
@@ -22,7 +21,7 @@ def create_unchecked(world: World, intent: dict[str, Any], who: str = "alice") -
     manager = world[who]
     if "from" not in intent:
         raise ValueError("give intent.from")
-    prepared = cw.prepare(world.client, manager, intent["wallet"])
+    prepared = world.client.withdrawals.prepare(manager, intent["wallet"])
     service_public = bytes.fromhex(world.client.deployment()["service"]["sign_public"])
     _side, sealed = reseal_for_operation(manager, prepared["keyset"], prepared["operation"], service_public)
     env = world.client.sign(

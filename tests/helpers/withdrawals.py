@@ -20,7 +20,6 @@ from tests.helpers.keysets import make_keyset
 if TYPE_CHECKING:
     from tests.helpers.keysets import TestKeyset
 
-from tandem.client import withdrawal as cw
 from tandem.core.chains import bitcoin as btc
 from tandem.core.chains import ethereum as eth
 from tandem.core.chains.secp256k1 import public_key as secp_public
@@ -53,7 +52,7 @@ def fresh_sessions(world: World) -> None:
 
 
 def approve_proposal(world: World, proposal_id: str, who: str = "bob") -> dict[str, Any]:
-    return world.client.approve_proposal(world[who], proposal_id, totp=world.code(who))
+    return world.client.members.approve(world[who], proposal_id, totp=world.code(who))
 
 
 def pass_delay(world: World, seconds: int = DELAY) -> None:
@@ -64,8 +63,8 @@ def pass_delay(world: World, seconds: int = DELAY) -> None:
 def allow(
     world: World, *, chain: str, network: str, address: str, label: str, asset: str | None = None
 ) -> dict[str, Any]:
-    prop = cw.propose_address(
-        world.client, world["alice"], chain=chain, network=network, address=address, label=label, asset=asset
+    prop = world.client.policy.propose_address(
+        world["alice"], chain=chain, network=network, address=address, label=label, asset=asset
     )
     return approve_proposal(world, prop["id"])
 
@@ -78,11 +77,11 @@ def setup(world: World, *, policy: dict[str, Any] | None = None) -> Setup:
     allow(world, chain="ethereum", network="sepolia", address=ETH_DEST, label="cold vault eth", asset="ETH")
     allow(world, chain="ethereum", network="sepolia", address=ETH_DEST, label="cold vault usdc", asset=TOKEN)
     if policy is not None:
-        prop = cw.propose_policy(world.client, world["alice"], policy)
+        prop = world.client.policy.propose(world["alice"], policy)
         approve_proposal(world, prop["id"])
     pass_delay(world)
     addr = {(a["chain"], a["network"]): a["address"] for a in ks.addresses}
-    book = {e["label"]: e["id"] for e in cw.address_book(world.client, world["olga"])}
+    book = {e["label"]: e["id"] for e in world.client.policy.address_book(world["olga"])}
     return Setup(
         keyset=ks, btc_from=addr[("bitcoin", "testnet")], eth_from=addr[("ethereum", "sepolia")], entries=book
     )
@@ -151,16 +150,16 @@ def eth_intent(
 
 
 def approve(world: World, wid: str, who: str = "bob") -> dict[str, Any]:
-    return cw.approve_withdrawal(world.client, world[who], wid, totp=world.code(who))
+    return world.client.withdrawals.approve(world[who], wid, totp=world.code(who))
 
 
 def create_approved(
     world: World, intent: dict[str, Any], *, by: tuple[str, ...] = ("bob",)
 ) -> dict[str, Any]:
-    created = cw.create_withdrawal(world.client, world["alice"], intent)
+    created = world.client.withdrawals.create(world["alice"], intent)
     for who in by:
         approve(world, created["id"], who)
-    return cw.get_withdrawal(world.client, world["olga"], created["id"])
+    return world.client.withdrawals.get(world["olga"], created["id"])
 
 
 def verify_bitcoin(raw_hex: str, prevouts: list[dict[str, Any]], from_pubkey: bytes) -> CTransaction:

@@ -21,18 +21,16 @@ from tests.conftest import World
 from tests.helpers.withdrawals import btc_intent, setup
 from tests.perf_counts.sql_counter import SqlCounter
 
-from tandem.client import withdrawal as cw
-
 CEILING = 55  # what a lifecycle costs today: a regression guard
 COLD_CEILING = 62  # the first one after a change of policy, address book or key sets
 BUDGET = 35  # issue 11's goal
 
 
 def _lifecycle(world: World, s: Any, amount: int) -> None:
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s, amount=amount))
-    approved = cw.approve_withdrawal(world.client, world["bob"], created["id"], totp=world.code("bob"))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s, amount=amount))
+    approved = world.client.withdrawals.approve(world["bob"], created["id"], totp=world.code("bob"))
     assert approved["status"] == "approved"
-    out = cw.release_withdrawal(world.client, world["bob"], created["id"])
+    out = world.client.withdrawals.release(world["bob"], created["id"])
     assert out["status"] == "released"
 
 

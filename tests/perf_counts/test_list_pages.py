@@ -17,13 +17,10 @@ from tests.perf_counts.sql_counter import SqlCounter
 
 from tandem.api.app import ROUTERS
 from tandem.api.deps import api_routes, page_query
-from tandem.client import RemoteError
-from tandem.client import ceremony as cc
-from tandem.client import proof as client_proof
-from tandem.client import withdrawal as cw
 from tandem.core import keygen
 from tandem.core.canonical import canonical
 from tandem.core.membership import book_removal_content
+from tandem.errors import RemoteError
 from tandem.store import audit_log, pages
 from tandem.store.models import (
     AddressBookRow,
@@ -83,7 +80,7 @@ def test_every_list_route_takes_the_one_page_query() -> None:
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_walk_250_withdrawals_in_pages_without_dupes_or_misses(world: World) -> None:
     s = setup(world)
-    cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
+    world.client.withdrawals.create(world["alice"], btc_intent(s))
     _copies(world, 249)
     with world.svc.db.read() as session:
         expected = [
@@ -107,13 +104,13 @@ def test_walk_250_withdrawals_in_pages_without_dupes_or_misses(world: World) -> 
     first, cursor = _page(world)
     assert len(first) == pages.DEFAULT_LIMIT
     assert cursor is not None
-    assert [w["id"] for w in cw.list_withdrawals(world.client, world["olga"])] == expected
-    pending = cw.list_withdrawals(world.client, world["olga"], status="pending")
+    assert [w["id"] for w in world.client.withdrawals.list(world["olga"])] == expected
+    pending = world.client.withdrawals.list(world["olga"], status="pending")
     assert [w["id"] for w in pending] == [
         i for i in expected if not i.startswith("wd_copy") or int(i[7:]) % 2
     ]
     assert all(w["status"] == "pending" for w in pending)
-    assert cw.list_withdrawals(world.client, world["olga"], status="expired") == []
+    assert world.client.withdrawals.list(world["olga"], status="expired") == []
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -135,8 +132,8 @@ def test_bad_page_parameters_are_refused(world: World, params: dict[str, Any]) -
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_list_page_sql_count_does_not_grow_with_rows(world: World) -> None:
     s = setup(world)
-    created = cw.create_withdrawal(world.client, world["alice"], btc_intent(s))
-    cw.approve_withdrawal(world.client, world["bob"], created["id"], totp=world.code("bob"))
+    created = world.client.withdrawals.create(world["alice"], btc_intent(s))
+    world.client.withdrawals.approve(world["bob"], created["id"], totp=world.code("bob"))
     _copies(world, 4)
     counter = SqlCounter(world.svc, world.client)
     try:
@@ -212,7 +209,7 @@ def _grow_ceremonies(world: World, n: int) -> None:
     text = (Path(__file__).resolve().parents[2] / "ceremonies" / "bitcoin-testnet-cold.toml").read_text(
         "utf-8"
     )
-    cc.propose_ceremony(world.client, world["alice"], text, contribution=keygen.make_contribution())
+    world.client.ceremonies.propose(world["alice"], text, contribution=keygen.make_contribution())
     now = world.svc.clock()
 
     def tweak(row: dict[str, Any], i: int) -> None:
@@ -246,8 +243,8 @@ def _grow_keysets(world: World, n: int) -> None:
 
 
 def _grow_proofs(world: World, n: int) -> None:
-    if not client_proof.list_challenges(world.client, world["olga"]):
-        client_proof.issue_challenge(world.client, world["olga"], statement="Q3", scope={"kind": "all"})
+    if not world.client.proofs.list(world["olga"]):
+        world.client.proofs.issue(world["olga"], statement="Q3", scope={"kind": "all"})
     now = world.svc.clock()
 
     def tweak(row: dict[str, Any], i: int) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tandem.client import Client
+from tandem.client.members import draft_genesis
 from tandem.client.pin import PinnedDeployment, PinnedKeyset, pin_path
 from tandem.core.identity import MemberSecrets
 from tandem.core.membership import genesis_hash
@@ -28,7 +28,7 @@ def _genesis() -> tuple[dict[str, object], ServiceKey]:
     key = ServiceKey.generate()
     people = [MemberSecrets.generate(name="alice", role=Role.MANAGER),
               MemberSecrets.generate(name="bob", role=Role.CUSTODIAN)]
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_unit",
         entity="E",
         created_at=1,

@@ -19,10 +19,15 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "tandem"
 CLIENT_MODULES = (
     "tandem.client",
+    "tandem.client.books",
     "tandem.client.ceremony",
     "tandem.client.log",
+    "tandem.client.members",
     "tandem.client.pin",
+    "tandem.client.policy",
     "tandem.client.proof",
+    "tandem.client.public_files",
+    "tandem.client.transport",
     "tandem.client.withdrawal",
 )
 

@@ -233,9 +233,8 @@ def members(
     """The members as the log justifies them (from your pinned genesis, through
     member-signed proposals and approvals), checked against the server's list; a
     member or key the log does not justify is refused, naming it."""
-    from tandem.client import log as client_log
 
-    rows = client_log.trusted_members(Client(server), load_member(keystore), genesis_hash_pin=genesis_hash)
+    rows = Client(server).audit.trusted_members(load_member(keystore), genesis_hash_pin=genesis_hash)
     for m in sorted(rows, key=lambda r: (r.role.value, r.name)):
         console.print(f"{m.id}  {m.role.value:<9}  {m.name}")
     console.print(f"[green]OK[/] {len(rows)} members, each justified by the log")

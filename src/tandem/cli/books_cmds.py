@@ -41,7 +41,6 @@ from tandem.cli.common import (
     write_json,
 )
 from tandem.client import Client
-from tandem.client import books as cb
 from tandem.errors import InputError
 
 client_app = typer.Typer(
@@ -92,8 +91,8 @@ def client_propose(
 ) -> None:
     """(Manager) Propose a client; a custodian approves it."""
     show(
-        cb.propose_client(
-            Client(server), load_member(keystore), client_id=client_id, name=name, segregation=segregation
+        Client(server).books.propose_client(
+            load_member(keystore), client_id=client_id, name=name, segregation=segregation
         )
     )
 
@@ -108,7 +107,7 @@ def client_approve(
 ) -> None:
     """(Custodian) Approve a client or allocation proposal, with your TOTP code."""
     cl, me = Client(server), load_member(keystore)
-    show(cb.approve(cl, me, proposal, totp=totp_code(cl, me, totp, totp_from_keystore)))
+    show(cl.books.approve(me, proposal, totp=totp_code(cl, me, totp, totp_from_keystore)))
 
 
 @client_app.command("list")
@@ -136,8 +135,8 @@ def allocation_propose(
 ) -> None:
     """(Manager) Propose attributing (part of) an omnibus deposit to a client."""
     show(
-        cb.propose_allocation(
-            Client(server), load_member(keystore), deposit=deposit, client_id=client_id, amount=amount
+        Client(server).books.propose_allocation(
+            load_member(keystore), deposit=deposit, client_id=client_id, amount=amount
         )
     )
 
@@ -187,13 +186,13 @@ def register_movements(
 @register_app.command("proposals")
 def register_proposals(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
     """Client and allocation proposals waiting for a custodian."""
-    show(cb.open_proposals(Client(server), load_member(keystore)))
+    show(Client(server).books.open_proposals(load_member(keystore)))
 
 
 @register_app.command("scan")
 def register_scan(keystore: Path = KeystoreOpt, server: str = ServerOpt) -> None:
     """(Manager or custodian) Record the deposits the server's chain backends show."""
-    show(cb.scan(Client(server), load_member(keystore)))
+    show(Client(server).books.scan(load_member(keystore)))
 
 
 # --- reconciliation --------------------------------------------------------------------
@@ -233,10 +232,10 @@ def reconcile(  # noqa: PLR0917 - typer options
     from tandem.core import reconcile as rcore
 
     if list_jobs:
-        show(cb.reconciliation_jobs(Client(server), load_member(keystore), first=limit))
+        show(Client(server).books.reconciliation_jobs(load_member(keystore), first=limit))
         return
     if snapshot is not None:
-        signed = cb.reconcile(Client(server), load_member(keystore), snapshot=read_json(snapshot))
+        signed = Client(server).books.reconcile(load_member(keystore), snapshot=read_json(snapshot))
     else:
         shown: list[tuple[int, int | None]] = []
 
@@ -248,10 +247,10 @@ def reconcile(  # noqa: PLR0917 - typer options
         # A background job on the server: many addresses take longer than one request.
         client, member = Client(server), load_member(keystore)
         if job is not None:
-            started = cb.reconciliation_job(client, member, job)
-            signed = cb.follow_job(client, member, started, progress=progress)
+            started = client.books.reconciliation_job(member, job)
+            signed = client.books.follow_job(member, started, progress=progress)
         else:
-            signed = cb.reconcile_with_progress(client, member, progress=progress)
+            signed = client.books.reconcile_with_progress(member, progress=progress)
     if out is not None:
         write_json(out, signed)
     console.print(rcore.table(signed["report"], _in_coins), markup=False)
@@ -315,7 +314,7 @@ def prices_import(
 
     text = file.read_text(encoding="utf-8")
     rows: Any = prices_from_csv(text) if file.suffix.lower() == ".csv" else json.loads(text)
-    show(cb.import_prices(Client(server), load_member(keystore), rows))
+    show(Client(server).books.import_prices(load_member(keystore), rows))
 
 
 def statement(  # noqa: PLR0917 - typer maps options to parameters
@@ -334,8 +333,8 @@ def statement(  # noqa: PLR0917 - typer maps options to parameters
     if bool(client_id) == all_clients:
         raise typer.BadParameter("give --client ID or --all-clients")
 
-    bundle = cb.statements(
-        Client(server), load_member(keystore), period=period, client_id=client_id, custodian=custodian
+    bundle = Client(server).books.statements(
+        load_member(keystore), period=period, client_id=client_id, custodian=custodian
     )
     stem = f"statement-{period}-{client_id or 'all'}"
     out.mkdir(parents=True, exist_ok=True)
@@ -381,7 +380,7 @@ def withdraw_broadcast(
     server: str = ServerOpt,
 ) -> None:
     """Send a released transaction through the server's chain backend and record the broadcast (txid)."""
-    show(cb.broadcast(Client(server), load_member(keystore), withdrawal_id))
+    show(Client(server).books.broadcast(load_member(keystore), withdrawal_id))
 
 
 def withdraw_track(
@@ -395,7 +394,7 @@ def withdraw_track(
     pending: the node holds it, nothing changes; dropped: the node no longer knows it, so
     it is recorded as released again (an audit entry) and `withdraw broadcast` sends the
     same signed bytes again."""
-    show(cb.track(Client(server), load_member(keystore), withdrawal_id))
+    show(Client(server).books.track(load_member(keystore), withdrawal_id))
 
 
 def _read_export(path: Path, checkpoint: Any, key: bytes) -> Any:

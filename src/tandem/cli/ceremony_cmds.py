@@ -185,8 +185,7 @@ def ceremony_propose(
         contribution = keygen.make_contribution()
         store.save(ceremony_id, member.member_id, contribution)
     try:
-        view = cc.propose_ceremony(
-            common.client(server),
+        view = common.client(server).ceremonies.propose(
             member,
             text,
             ceremony_id=ceremony_id,
@@ -217,7 +216,7 @@ def ceremony_approve(  # noqa: PLR0917 - typer maps parameters to options
     cl = common.client(server)
     member = load_member(keystore)
     # One fetch: what is printed is the very object the approval is computed from.
-    view = cc.get_ceremony(cl, member, ceremony_id)
+    view = cl.ceremonies.get(member, ceremony_id)
     _print_for_approval(view)
     contribution = None
     if view["kind"] == "keygen":
@@ -227,7 +226,7 @@ def ceremony_approve(  # noqa: PLR0917 - typer maps parameters to options
     if contribution is not None:
         store.save(ceremony_id, member.member_id, contribution)
     try:
-        result = cc.approve_ceremony(cl, member, ceremony_id, totp=code, contribution=contribution, view=view)
+        result = cl.ceremonies.approve(member, ceremony_id, totp=code, contribution=contribution, view=view)
     except Error:
         if contribution is not None:
             store.forget(ceremony_id, member.member_id)
@@ -243,7 +242,7 @@ def ceremony_reject(
     server: str = ServerOpt,
 ) -> None:
     """(Custodian) Stop a ceremony before any key is made."""
-    _summary(cc.reject_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason))
+    _summary(common.client(server).ceremonies.reject(load_member(keystore), ceremony_id, reason=reason))
 
 
 @ceremony_app.command("cancel")
@@ -254,7 +253,7 @@ def ceremony_abort(
     reason: Annotated[str, typer.Option(help="Why; recorded in the audit log.")] = "",
 ) -> None:
     """(Proposer) Withdraw your ceremony before any key is made."""
-    _summary(cc.abort_ceremony(common.client(server), load_member(keystore), ceremony_id, reason=reason))
+    _summary(common.client(server).ceremonies.abort(load_member(keystore), ceremony_id, reason=reason))
 
 
 # One verb for calling a request off: `cancel`, as for withdrawals; `abort` stays, hidden.
@@ -273,7 +272,7 @@ def ceremony_reveal(
     member = load_member(keystore)
     store = _store(keystore, state_dir)
     contribution = store.load(ceremony_id, member.member_id)
-    view = cc.reveal(common.client(server), member, ceremony_id, contribution)
+    view = common.client(server).ceremonies.reveal(member, ceremony_id, contribution)
     store.forget(ceremony_id, member.member_id)
     _summary(view)
     if view["status"] == "executed":
@@ -290,7 +289,7 @@ def ceremony_countersign(
 ) -> None:
     """Verify the transcript on this machine (signatures, commitments, addresses, birth
     proofs) and countersign the hash computed here."""
-    _summary(cc.countersign(common.client(server), load_member(keystore), ceremony_id))
+    _summary(common.client(server).ceremonies.countersign(load_member(keystore), ceremony_id))
 
 
 @ceremony_app.command("show")
@@ -302,7 +301,7 @@ def ceremony_show(
 ) -> None:
     """Show a ceremony: its definition, who approved and revealed, and the digest your
     client computes itself."""
-    view = cc.get_ceremony(common.client(server), load_member(keystore), ceremony_id)
+    view = common.client(server).ceremonies.get(load_member(keystore), ceremony_id)
     if view["kind"] != "import":
         view["digest_computed_locally"] = cc.local_digest(view)
     view.pop("actions", None)
@@ -323,7 +322,7 @@ def ceremony_list(
     """Ceremonies and imports, oldest first (--json: the raw values)."""
     cl = common.client(server)
     member = load_member(keystore)
-    rows = cc.list_ceremonies(cl, member, status, first=limit)
+    rows = cl.ceremonies.list(member, status, first=limit)
     if as_json:
         show(rows)
         return
@@ -356,7 +355,7 @@ def ceremony_transcript(
     server: str = ServerOpt,
 ) -> None:
     """Save a ceremony's transcript for offline verification (`tandem verify transcript`)."""
-    doc = cc.get_transcript(common.client(server), load_member(keystore), ceremony_id)
+    doc = common.client(server).ceremonies.transcript(load_member(keystore), ceremony_id)
     write_json(out, doc)
     console.print(f"transcript of {ceremony_id} -> {out} (hash {core.transcript_hash(doc)})")
 
@@ -396,7 +395,7 @@ def keyset_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """Every key set with its status (active, reshare_required, retired) and addresses."""
-    rows = cc.list_keysets(common.client(server), load_member(keystore), first=limit)
+    rows = common.client(server).keysets.list(load_member(keystore), first=limit)
     if as_json:
         show(rows)
         return
@@ -429,7 +428,7 @@ def keyset_show(
     as_json: bool = JsonAlreadyOpt,
 ) -> None:
     """Public keys, addresses, birth proofs and who holds shares of a key set."""
-    view = cc.get_keyset(common.client(server), load_member(keystore), keyset_id)
+    view = common.client(server).keysets.get(load_member(keystore), keyset_id)
     if not sealed:
         view.pop("sealed", None)
     show(view)
@@ -444,7 +443,7 @@ def keyset_export(
 ) -> None:
     """Export a key set for offline media: its encrypted keys and sealed shares plus public
     data. Opening it still needs a manager and a custodian. Recorded in the audit log."""
-    doc = cc.export_keyset(common.client(server), load_member(keystore), keyset_id)
+    doc = common.client(server).keysets.export(load_member(keystore), keyset_id)
     if out.exists():
         raise InputError(f"{out} exists; refusing to overwrite")
     write_json(out, doc)
@@ -459,7 +458,7 @@ def keyset_import(
 ) -> None:
     """(Manager) Propose restoring an exported key set. Your share is re-sealed to a
     one-time import key; a custodian finishes with `tandem keyset approve-import`."""
-    view = cc.propose_import(common.client(server), load_member(keystore), read_json(file))
+    view = common.client(server).keysets.propose_import(load_member(keystore), read_json(file))
     console.print(
         f"import {view['id']} of key set {view['target_keyset']} proposed; export hash {view['export_hash']}"
     )
@@ -480,5 +479,5 @@ def keyset_approve_import(  # noqa: PLR0917 - typer maps parameters to options
     cl = common.client(server)
     member = load_member(keystore)
     code = common.totp_code(cl, member, totp, totp_from_keystore)
-    view = cc.approve_import(cl, member, import_id, export=read_json(file), totp=code)
+    view = cl.keysets.approve_import(member, import_id, export=read_json(file), totp=code)
     console.print(f"import {view['id']}: {view['status']}; key set {view['keyset']} restored")

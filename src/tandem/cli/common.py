@@ -170,7 +170,7 @@ def totp_code(cl: Client, member: MemberSecrets, totp: str | None, from_keystore
     if totp:
         return normal_totp(totp)
     if from_keystore:
-        return cl.totp_code(member)
+        return cl.members.totp_code(member)
     try:
         typed = str(typer.prompt("TOTP code from your authenticator", hide_input=False))
     except (typer.Abort, EOFError):

@@ -53,7 +53,7 @@ def _fetch_and_verify(
 ) -> None:
     # The trust is read before anything is fetched, so a wrong pin costs no request.
     trust = pf.trust_from(genesis_hash=genesis_hash, genesis_file=genesis, pin_file=pin)
-    data = pf.download(Client(server), what, out)
+    data = Client(server).public_files.download(what, out)
     console.print(f"{what.kind} -> {out} ({len(data):,} bytes)")
     if trust is None:
         console.print(

@@ -37,7 +37,9 @@ from tandem.cli.common import (
 )
 from tandem.client import Client
 from tandem.client import pin as client_pin
+from tandem.client.members import draft_genesis, proposal_digest, sign_genesis
 from tandem.client.pin import PinnedDeployment, pin_path
+from tandem.client.views import ProposalView
 from tandem.core.identity import (
     DEFAULT_SCRYPT_LOG2_N,
     IdentityCard,
@@ -323,7 +325,7 @@ def genesis_draft(  # noqa: PLR0917 - typer maps options to parameters
             f"the server answers with service key {served_id}, not {service_key_id.strip()} "
             "as the operator read out: this is not the server that was set up (nothing was written)"
         )
-    doc = Client.draft_genesis(
+    doc = draft_genesis(
         deployment="dep_" + secrets.token_hex(8),
         entity=entity,
         created_at=int(time.time()),
@@ -358,7 +360,7 @@ def genesis_sign(
     member = load_member(keystore)
     if member.member_id not in {IdentityCard.from_json(c).member_id for c in doc["genesis"]["members"]}:
         raise InputError("you are not an initial member in this genesis file")
-    mid, sig = Client.sign_genesis(member, doc["genesis"])
+    mid, sig = sign_genesis(member, doc["genesis"])
     if doc["signatures"].get(mid) == sig:
         console.print("you already signed this genesis; nothing changed")
         _say_pinned(_pin_genesis(doc["genesis"], keystore))
@@ -384,7 +386,7 @@ def genesis_submit(
     """Create the deployment from a fully signed genesis file, claiming the fresh server
     with the one-time token its operator's `tandem init` printed."""
     doc = read_json(file)
-    show(Client(server).submit_genesis(doc["genesis"], doc["signatures"], claim_token=claim_token))
+    show(Client(server).members.submit_genesis(doc["genesis"], doc["signatures"], claim_token=claim_token))
 
 
 def _pin_genesis(genesis: dict[str, object], keystore: Path, expect: str | None = None) -> PinnedDeployment:
@@ -515,11 +517,11 @@ def totp_enrol(  # noqa: PLR0917 - typer maps options to parameters
             raise InputError(
                 "--totp-from-keystore needs a keystore that keeps its seed (--keep-seed-in-keystore)"
             )
-        code = cl.totp_code(enrolling)
+        code = cl.members.totp_code(enrolling)
     else:
         common.show_totp_seed(enrolling)
         code = common.totp_code(cl, enrolling, totp, False)
-    result = cl.enrol_totp(member, old_code=old_totp, secret=seed, confirm_code=code)
+    result = cl.members.enrol_totp(member, old_code=old_totp, secret=seed, confirm_code=code)
     keeps = kept or keep_seed
     if (keeps and member.totp_secret != seed) or (not keeps and member.holds_totp_seed):
         # The keystore follows the enrolled seed: the new one if asked, none otherwise.
@@ -582,7 +584,7 @@ def member_list(
     if genesis_hash is not None:
         from tandem.client import log as client_log
 
-        state = client_log.fetch_log_state(cl, member, genesis_hash_pin=genesis_hash)
+        state = cl.audit.log_state(member, genesis_hash_pin=genesis_hash)
         client_log.check_member_list(state, rows)
     if as_json:
         show(rows)
@@ -600,7 +602,7 @@ def member_propose_add(
     server: str = ServerOpt,
 ) -> None:
     """Propose a new member; someone from the other side must approve."""
-    show(Client(server).propose_add(load_member(keystore), IdentityCard.from_json(read_json(card))))
+    show(Client(server).members.propose_add(load_member(keystore), IdentityCard.from_json(read_json(card))))
 
 
 @member_app.command("propose-remove")
@@ -610,7 +612,7 @@ def member_propose_remove(
     server: str = ServerOpt,
 ) -> None:
     """Propose removing a member. Key sets with its shares will need a reshare."""
-    show(Client(server).propose_remove(load_member(keystore), member_id))
+    show(Client(server).members.propose_remove(load_member(keystore), member_id))
 
 
 @member_app.command("propose-rekey")
@@ -622,7 +624,7 @@ def member_propose_rekey(
 ) -> None:
     """Propose replacing a member's keys (same name and role)."""
     show(
-        Client(server).propose_rekey(
+        Client(server).members.propose_rekey(
             load_member(keystore), member_id, IdentityCard.from_json(read_json(card))
         )
     )
@@ -661,7 +663,7 @@ def member_rotate_key(
         # The genesis pin is the member's, not the key's: the new keystore keeps it.
         shutil.copyfile(old_pin, new_pin)
     try:
-        proposal = Client(server).propose_rekey(member, member.member_id, new.card())
+        proposal = Client(server).members.propose_rekey(member, member.member_id, new.card())
     except Error:
         out.unlink()
         new_pin.unlink(missing_ok=True)
@@ -686,27 +688,21 @@ def proposal_list(
     times (--json: the raw values)."""
     cl = Client(server)
     member = load_member(keystore)
-    params = {"status": status} if status else {}
-    rows = cl.get_all(member, "/v1/proposals", first=limit, **params)
+    rows = cl.members.proposals(member, status=status, first=limit)
     if as_json:
         show(rows)
         return
     names = humanize.member_names(cl.get_all(member, "/v1/members"))
     table = whole_table("id", "kind", "status", "proposer", "approvals", "created", "expires")
-    for p in rows:
+    for p in map(ProposalView.from_json, rows):
         table.add_row(
-            p["id"],
-            p["kind"],
-            p["status"],
-            humanize.member(p["proposer"], names),
-            ", ".join(
-                (names.get(str(a["member"])) or str(a["member"]))
-                for a in p["approvals"]
-                if isinstance(a, dict)
-            )
-            or str(len(p["approvals"])),
-            humanize.when(p.get("created_at")),
-            humanize.when(p.get("expires_at")),
+            p.id,
+            p.kind,
+            p.status,
+            humanize.member(p.proposer, names),
+            ", ".join(names.get(a.member) or a.member for a in p.approvals) or "0",
+            humanize.when(p.created_at),
+            humanize.when(p.expires_at),
         )
     console.print(table)
 
@@ -720,8 +716,8 @@ def proposal_show(
 ) -> None:
     """Show one proposal with the digest your client computes itself."""
     cl = Client(server)
-    p = cl.get(load_member(keystore), f"/v1/proposals/{proposal_id}")
-    p["digest_computed_locally"] = cl.proposal_digest(p)
+    p = cl.members.proposal(load_member(keystore), proposal_id)
+    p["digest_computed_locally"] = proposal_digest(p)
     show(p)
 
 
@@ -737,10 +733,10 @@ def proposal_approve(
     cl = Client(server)
     member = load_member(keystore)
     # One fetch: what is printed is the very proposal whose digest is signed.
-    proposal = cl.get(member, f"/v1/proposals/{proposal_id}")
-    show({**proposal, "digest_computed_locally": cl.proposal_digest(proposal)})
+    proposal = cl.members.proposal(member, proposal_id)
+    show({**proposal, "digest_computed_locally": proposal_digest(proposal)})
     code = common.totp_code(cl, member, totp, totp_from_keystore)
-    result = cl.approve_proposal(member, proposal_id, totp=code, proposal=proposal)
+    result = cl.members.approve(member, proposal_id, totp=code, proposal=proposal)
     show(result)
     if "pending_change" in result:
         console.print(pending_change_line(result["pending_change"], proposal_id))
@@ -754,7 +750,7 @@ def proposal_reject(
     server: str = ServerOpt,
 ) -> None:
     """Reject a proposal."""
-    show(Client(server).reject_proposal(load_member(keystore), proposal_id, reason=reason))
+    show(Client(server).members.reject(load_member(keystore), proposal_id, reason=reason))
 
 
 @proposal_app.command("veto")
@@ -766,7 +762,7 @@ def proposal_veto(
 ) -> None:
     """Stop an approved membership change during its delay (managers and custodians)."""
 
-    show(Client(server).veto_proposal(load_member(keystore), proposal_id, reason=reason))
+    show(Client(server).members.veto(load_member(keystore), proposal_id, reason=reason))
 
 
 @proposal_app.command("apply")
@@ -777,7 +773,7 @@ def proposal_apply(
 ) -> None:
     """Carry out an approved membership change once its delay has passed."""
 
-    show(Client(server).apply_proposal(load_member(keystore), proposal_id))
+    show(Client(server).members.apply(load_member(keystore), proposal_id))
 
 
 from tandem.cli import audit_cmds, custody_cmds  # noqa: E402  (command groups in their own modules)

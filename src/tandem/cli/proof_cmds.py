@@ -29,7 +29,6 @@ from tandem.cli.common import (
 )
 from tandem.cli.parallel import chunk_runner
 from tandem.client import Client
-from tandem.client import proof as client_proof
 from tandem.core import proofs as core
 from tandem.errors import InputError
 
@@ -110,8 +109,7 @@ def proof_challenge(  # noqa: PLR0913, PLR0917 - typer maps parameters to option
     """(Custodian or auditor) Issue a proof-of-ownership challenge."""
     cl = Client(server)
     scope = _scope(all_, keyset, segregation, address, addresses)
-    view = client_proof.issue_challenge(
-        cl,
+    view = cl.proofs.issue(
         load_member(keystore),
         statement=statement,
         scope=scope,
@@ -135,12 +133,12 @@ def proof_contribute(
     cl = Client(server)
     member = load_member(keystore)
     # One fetch: the shares go to the key sets and operations printed here.
-    view = client_proof.get_challenge(cl, member, challenge_id)
+    view = cl.proofs.get(member, challenge_id)
     _show_view(view)
     code = None
     if member.role.value == "custodian":
         code = common.totp_code(cl, member, totp, totp_from_keystore)
-    _show_view(client_proof.contribute(cl, member, challenge_id, totp=code, view=view))
+    _show_view(cl.proofs.contribute(member, challenge_id, totp=code, view=view))
 
 
 @proof_app.command("renew")
@@ -151,7 +149,7 @@ def proof_renew(
 ) -> None:
     """New operation keys for an open challenge (after a server restart); both sides
     then contribute again."""
-    _show_view(client_proof.renew_operations(Client(server), load_member(keystore), challenge_id))
+    _show_view(Client(server).proofs.renew_operations(load_member(keystore), challenge_id))
 
 
 @proof_app.command("show")
@@ -162,7 +160,7 @@ def proof_show(
     as_json: bool = JsonOpt,
 ) -> None:
     """A challenge, its key sets and who has contributed (--json: the raw values)."""
-    view = client_proof.get_challenge(Client(server), load_member(keystore), challenge_id)
+    view = Client(server).proofs.get(load_member(keystore), challenge_id)
     if as_json:
         show(view)
     else:
@@ -178,7 +176,7 @@ def proof_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """Every challenge and its status, oldest first (--json: the raw values)."""
-    rows = client_proof.list_challenges(Client(server), load_member(keystore), status=status, first=limit)
+    rows = Client(server).proofs.list(load_member(keystore), status=status, first=limit)
     if as_json:
         show(rows)
         return
@@ -202,7 +200,7 @@ def proof_bundle(
     server: str = ServerOpt,
 ) -> None:
     """Download the signed bundle; `sha256sum` of the file equals the hash in the audit log."""
-    data, bundle = client_proof.fetch_bundle(Client(server), load_member(keystore), challenge_id)
+    data, bundle = Client(server).proofs.bundle(load_member(keystore), challenge_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     console.print(f"{len(bundle['proofs'])} proofs -> {out}")

@@ -35,6 +35,7 @@ from tandem.cli.common import (
 )
 from tandem.client import Client
 from tandem.client import withdrawal as cw
+from tandem.client.views import WithdrawalView
 from tandem.core.identity import IdentityCard, MemberSecrets
 from tandem.core.roles import Role
 from tandem.errors import (
@@ -158,7 +159,7 @@ def withdraw_create(
     server: str = ServerOpt,
 ) -> None:
     """(Manager) Request a withdrawal; prints the fingerprint to read out to the approver."""
-    w = cw.create_withdrawal(Client(server), load_member(keystore), read_json(intent))
+    w = Client(server).withdrawals.create(load_member(keystore), read_json(intent))
     show(
         {
             k: w[k]
@@ -178,19 +179,12 @@ def withdraw_create(
 def _people_and_book(cl: Client, member: MemberSecrets) -> tuple[dict[str, str], dict[tuple[str, ...], str]]:
     """Names for member ids and labels for addresses, to print beside the raw values."""
     names = humanize.member_names(cl.get_all(member, "/v1/members"))
-    book = humanize.labels(cw.address_book(cl, member))
+    book = humanize.labels(cl.policy.address_book(member))
     return names, book
 
 
-def _amount(w: dict[str, Any]) -> str:
-    intent, decoded = w["intent"], w.get("decoded") or {}
-    return humanize.amount(
-        intent["amount"],
-        intent["asset"],
-        network=w["network"],
-        decimals=decoded.get("decimals"),
-        symbol=decoded.get("symbol"),
-    )
+def _amount(w: WithdrawalView) -> str:
+    return humanize.amount(w.amount, w.asset, network=w.network, decimals=w.decimals, symbol=w.symbol)
 
 
 @withdraw_app.command("list")
@@ -207,7 +201,7 @@ def withdraw_list(
     destination's address-book label and local times (--json: the raw values)."""
     cl = Client(server)
     member = load_member(keystore)
-    rows = cw.list_withdrawals(cl, member, status=status, first=limit)
+    rows = cl.withdrawals.list(member, status=status, first=limit)
     if as_json:
         show(rows)
         return
@@ -215,17 +209,16 @@ def withdraw_list(
     table = whole_table(
         "id", "status", "amount", "destination", "requested by", "created", "expires", "fingerprint"
     )
-    for w in rows:
-        i = w["intent"]
+    for w in map(WithdrawalView.from_json, rows):
         table.add_row(
-            w["id"],
-            w["status"],
-            f"{_amount(w)} on {w['chain']}/{w['network']}",
-            humanize.destination(i["destination"], w["chain"], w["network"], book, i["asset"]),
-            humanize.member(w.get("requester"), names),
-            humanize.when(w.get("created_at")),
-            humanize.when(w.get("expires_at")),
-            w["fingerprint"],
+            w.id,
+            w.status,
+            f"{_amount(w)} on {w.chain}/{w.network}",
+            humanize.destination(w.destination, w.chain, w.network, book, w.asset),
+            humanize.member(w.requester, names),
+            humanize.when(w.created_at),
+            humanize.when(w.expires_at),
+            w.fingerprint,
         )
     console.print(table)
 
@@ -249,12 +242,13 @@ def withdraw_show(
     fingerprint; who asked and approved, and when. A released one shows its txid."""
     cl = Client(server)
     member = load_member(keystore)
-    view = cw.get_withdrawal(cl, member, withdrawal_id)
+    view = cl.withdrawals.get(member, withdrawal_id)
     checked = cw.review(view)
+    w = WithdrawalView.from_json(view)
     if out is not None:
-        if not view.get("signed_tx"):
+        if not w.signed_tx:
             raise InvalidStateError(
-                f"{withdrawal_id} is {view['status']}: there is no signed transaction to write yet"
+                f"{withdrawal_id} is {w.status}: there is no signed transaction to write yet"
             )
         write_json(out, _signed_doc(view))
     if as_json:
@@ -283,7 +277,7 @@ def withdraw_psbt(
     """(Bitcoin) Export the unsigned transaction as a BIP-174 PSBT to inspect in a wallet.
 
     It is checked here first and carries each input's previous transaction."""
-    view = cw.get_withdrawal(Client(server), load_member(keystore), withdrawal_id)
+    view = Client(server).withdrawals.get(load_member(keystore), withdrawal_id)
     data = cw.withdrawal_psbt(view)
     if out is None:
         typer.echo(base64.b64encode(data).decode("ascii"))
@@ -304,7 +298,7 @@ def _refuse_auditor(member: MemberSecrets, withdrawal_id: str) -> None:
 def _reviewed(cl: Client, member: MemberSecrets, withdrawal_id: str) -> dict[str, Any]:
     """Fetch once, decode and check here, print the review: what is printed is the very
     object the approval is then built from."""
-    view = cw.get_withdrawal(cl, member, withdrawal_id)
+    view = cl.withdrawals.get(member, withdrawal_id)
     _print_review(view, cw.review(view), *_people_and_book(cl, member))
     return view
 
@@ -330,8 +324,8 @@ def withdraw_approve(
     _require_fingerprint(view, fingerprint)
     code = common.totp_code(cl, member, totp, totp_from_keystore)
     try:
-        result = cw.approve_withdrawal(
-            cl, member, withdrawal_id, totp=code, expected_fingerprint=fingerprint, view=view
+        result = cl.withdrawals.approve(
+            member, withdrawal_id, totp=code, expected_fingerprint=fingerprint, view=view
         )
     except RemoteError as exc:
         if exc.remote_code == OperationKeyLostError.code:
@@ -404,7 +398,7 @@ def withdraw_approve_batch(
     ):
         raise InputError("nothing approved: you declined")
     code = common.totp_code(cl, member, totp, totp_from_keystore)
-    answer = cw.approve_withdrawals(cl, member, views, totp=code, expected_fingerprints=expected)
+    answer = cl.withdrawals.approve_many(member, views, totp=code, expected_fingerprints=expected)
     if as_json:
         show(answer)
     else:
@@ -430,7 +424,7 @@ def withdraw_reject(
     server: str = ServerOpt,
 ) -> None:
     """Reject a request."""
-    show(cw.reject_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason))
+    show(Client(server).withdrawals.reject(load_member(keystore), withdrawal_id, reason=reason))
 
 
 @withdraw_app.command("cancel")
@@ -441,7 +435,7 @@ def withdraw_cancel(
     reason: str | None = ReasonOpt,
 ) -> None:
     """(Manager) Cancel a request."""
-    show(cw.cancel_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason))
+    show(Client(server).withdrawals.cancel(load_member(keystore), withdrawal_id, reason=reason))
 
 
 @withdraw_app.command("veto")
@@ -452,7 +446,7 @@ def withdraw_veto(
     reason: str | None = ReasonOpt,
 ) -> None:
     """(Custodian) Stop a time-locked withdrawal during its lock."""
-    show(cw.veto_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason))
+    show(Client(server).withdrawals.veto(load_member(keystore), withdrawal_id, reason=reason))
 
 
 @withdraw_app.command("contribute")
@@ -469,11 +463,11 @@ def withdraw_contribute(  # noqa: PLR0917 - typer maps parameters to options
     cl = Client(server)
     member = load_member(keystore)
     if renew:
-        cw.renew_operation(cl, member, withdrawal_id)
+        cl.withdrawals.renew_operation(member, withdrawal_id)
     code = None
     if member.role.value == "custodian":
         code = common.totp_code(cl, member, totp, totp_from_keystore)
-    show(cw.contribute_share(cl, member, withdrawal_id, totp=code))
+    show(cl.withdrawals.contribute_share(member, withdrawal_id, totp=code))
 
 
 @withdraw_app.command("release")
@@ -497,11 +491,11 @@ def withdraw_release(
         saved = read_json(retry_file)
         key, envelope = saved["idempotency_key"], saved["envelope"]
     else:
-        key, envelope = secrets.token_hex(16), cw.release_envelope(cl, member, withdrawal_id)
+        key, envelope = secrets.token_hex(16), cl.withdrawals.release_envelope(member, withdrawal_id)
         if retry_file is not None:
             write_json(retry_file, {"idempotency_key": key, "envelope": envelope})
     try:
-        result = cw.release_withdrawal(cl, member, withdrawal_id, idempotency_key=key, envelope=envelope)
+        result = cl.withdrawals.release(member, withdrawal_id, idempotency_key=key, envelope=envelope)
     except RemoteError as exc:
         if exc.remote_code == OperationKeyLostError.code:
             raise typer.Exit(_recover_release(exc, withdrawal_id, keystore, member)) from None
@@ -559,7 +553,7 @@ def withdraw_broadcast_recorded(
     server: str = ServerOpt,
 ) -> None:
     """Record that a released transaction was broadcast; the server checks the txid."""
-    show(cw.record_broadcast(Client(server), load_member(keystore), withdrawal_id, txid=txid))
+    show(Client(server).withdrawals.record_broadcast(load_member(keystore), withdrawal_id, txid=txid))
 
 
 @withdraw_app.command("confirm")
@@ -569,7 +563,7 @@ def withdraw_confirm(
     server: str = ServerOpt,
 ) -> None:
     """Record that a released transaction is confirmed on chain."""
-    show(cw.confirm_withdrawal(Client(server), load_member(keystore), withdrawal_id))
+    show(Client(server).withdrawals.confirm(load_member(keystore), withdrawal_id))
 
 
 @withdraw_app.command("abandon")
@@ -580,7 +574,7 @@ def withdraw_abandon(
     server: str = ServerOpt,
 ) -> None:
     """Record that a released transaction will never be broadcast (frees its nonce or outputs)."""
-    show(cw.abandon_withdrawal(Client(server), load_member(keystore), withdrawal_id, reason=reason))
+    show(Client(server).withdrawals.abandon(load_member(keystore), withdrawal_id, reason=reason))
 
 
 # --- policy ---------------------------------------------------------------------------------
@@ -613,7 +607,7 @@ def policy_show(  # noqa: PLR0913 - typer maps parameters to options
     }
     missing = [f"--{k}" for k, v in facts.items() if v is None]
     if withdrawal is None and len(missing) == len(facts):
-        show(cw.policy_show(cl, member))
+        show(cl.policy.show(member))
         return
     if withdrawal is None and missing:
         # Said here in the command's own words, not as the API's query string.
@@ -621,7 +615,7 @@ def policy_show(  # noqa: PLR0913 - typer maps parameters to options
             f"to explain a decision give --withdrawal ID, or every fact: {', '.join(missing)} missing"
         )
     params = {"withdrawal": withdrawal} if withdrawal else {k: v for k, v in facts.items() if v is not None}
-    result = cw.policy_explain(cl, member, **params)
+    result = cl.policy.explain(member, **params)
     if not as_json:
         for line in result["decision"]["explanation"]:
             console.print(f"- {line}")
@@ -635,7 +629,7 @@ def policy_propose(
     server: str = ServerOpt,
 ) -> None:
     """(Manager) Propose a new policy version; a custodian approves with `tandem proposal approve`."""
-    show(cw.propose_policy(Client(server), load_member(keystore), read_json(file)))
+    show(Client(server).policy.propose(load_member(keystore), read_json(file)))
 
 
 @policy_app.command("veto")
@@ -646,7 +640,7 @@ def policy_veto(
     reason: str | None = ReasonOpt,
 ) -> None:
     """(Custodian) Veto an approved policy or address-book change before it takes effect."""
-    show(cw.veto_change(Client(server), load_member(keystore), proposal_id, reason=reason or ""))
+    show(Client(server).policy.veto(load_member(keystore), proposal_id, reason=reason or ""))
 
 
 # --- address book -----------------------------------------------------------------------------
@@ -661,7 +655,7 @@ def book_list(
 ) -> None:
     """Every entry with its state (pending, active, removed, vetoed) and when it takes or
     took effect, in local time (--json: the raw values); --limit for the first N only."""
-    entries = cw.address_book(Client(server), load_member(keystore), first=limit)
+    entries = Client(server).policy.address_book(load_member(keystore), first=limit)
     if as_json:
         show(entries)
         return
@@ -695,8 +689,7 @@ def book_add(
 ) -> None:
     """(Manager) Propose a destination; a custodian approves; it applies after the delay."""
     show(
-        cw.propose_address(
-            Client(server),
+        Client(server).policy.propose_address(
             load_member(keystore),
             chain=chain,
             network=network,
@@ -714,7 +707,7 @@ def book_remove(
     server: str = ServerOpt,
 ) -> None:
     """(Manager) Propose removing a destination."""
-    show(cw.propose_address_removal(Client(server), load_member(keystore), entry_id))
+    show(Client(server).policy.propose_address_removal(load_member(keystore), entry_id))
 
 
 # Proposals are named alike: member propose-add|propose-remove, addressbook propose-add|
@@ -737,7 +730,7 @@ def bundle_export(
     """Export an approved request for the offline signer, with your share resealed to it.
     A member of the other side then runs `tandem bundle add-share`."""
     card = IdentityCard.from_json(read_json(signer_card))
-    bundle = cw.export_bundle(Client(server), load_member(keystore), withdrawal_id, card)
+    bundle = Client(server).withdrawals.export_bundle(load_member(keystore), withdrawal_id, card)
     write_json(out, bundle)
     console.print(f"bundle -> {out} (shares: {', '.join(sorted(bundle['shares']))})")
 
@@ -760,7 +753,7 @@ def bundle_import(
     server: str = ServerOpt,
 ) -> None:
     """Record an offline-signed transaction (the server re-verifies it first)."""
-    show(cw.import_result(Client(server), load_member(keystore), read_json(result)))
+    show(Client(server).withdrawals.import_result(load_member(keystore), read_json(result)))
 
 
 def offline_sign_cmd(

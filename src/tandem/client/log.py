@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tandem.client import Client
+from tandem.client.transport import Transport
 from tandem.core import audit
 from tandem.core.canonical import loads_strict
 from tandem.core.identity import MemberSecrets
@@ -24,13 +24,7 @@ from tandem.core.membership import LogState, MemberRecord, genesis_hash
 from tandem.core.roles import Role
 from tandem.errors import Error, VerificationError
 
-__all__ = [
-    "check_member_list",
-    "fetch_log_state",
-    "seal_recipients",
-    "trusted_members",
-    "verify_log",
-]
+__all__ = ["Audit", "check_member_list", "seal_recipients", "verify_log"]
 
 
 def verify_log(lines: Sequence[str], checkpoint: Mapping[str, Any], *, genesis_hash_pin: str) -> LogState:
@@ -54,11 +48,6 @@ def verify_log(lines: Sequence[str], checkpoint: Mapping[str, Any], *, genesis_h
     state = LogState(genesis_hash_pin=genesis_hash_pin)
     audit.verify_export([line.encode() for line in lines], checkpoint, named, replay=state.observe_entry)
     return state
-
-
-def fetch_log_state(client: Client, member: MemberSecrets, *, genesis_hash_pin: str) -> LogState:
-    lines, checkpoint = client.audit_export(member)
-    return verify_log(lines, checkpoint, genesis_hash_pin=genesis_hash_pin)
 
 
 def check_member_list(state: LogState, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -89,14 +78,32 @@ def check_member_list(state: LogState, rows: Iterable[Mapping[str, Any]]) -> Non
         raise VerificationError(f"the server's member list leaves out {', '.join(missing)}")
 
 
-def trusted_members(client: Client, member: MemberSecrets, *, genesis_hash_pin: str) -> list[MemberRecord]:
-    """The current members as the log justifies them, once the server's list agrees."""
-    state = fetch_log_state(client, member, genesis_hash_pin=genesis_hash_pin)
-    check_member_list(state, client.get_all(member, "/v1/members"))
-    return [m for m in state.members.values() if m.active]
-
-
 def seal_recipients(state: LogState, role: Role) -> dict[str, bytes]:
     """Member id -> X25519 key for every active member of ``role``: the only keys a
     member's client would seal that side's share to."""
     return {m.id: m.seal_public for m in state.members.values() if m.active and m.role is role}
+
+
+class Audit:
+    """``client.audit``: the exported log, verified here from the pinned genesis."""
+
+    def __init__(self, client: Transport) -> None:
+        self._client = client
+
+    def export(self, member: MemberSecrets) -> tuple[list[str], dict[str, Any]]:
+        """The log's lines as served and a signed checkpoint of exactly that many."""
+        text = self._client.get(member, "/v1/audit/export")
+        lines = [line for line in str(text).split("\n") if line]
+        checkpoint: dict[str, Any] = self._client.get(member, "/v1/audit/checkpoint", tree_size=len(lines))
+        return lines, checkpoint
+
+    def log_state(self, member: MemberSecrets, *, genesis_hash_pin: str) -> LogState:
+        """The state the exported log justifies, once it verifies from the pinned genesis."""
+        lines, checkpoint = self.export(member)
+        return verify_log(lines, checkpoint, genesis_hash_pin=genesis_hash_pin)
+
+    def trusted_members(self, member: MemberSecrets, *, genesis_hash_pin: str) -> list[MemberRecord]:
+        """The current members as the log justifies them, once the server's list agrees."""
+        state = self.log_state(member, genesis_hash_pin=genesis_hash_pin)
+        check_member_list(state, self._client.get_all(member, "/v1/members"))
+        return [m for m in state.members.values() if m.active]

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tandem.client import Client
 from tandem.client.pin import PinnedDeployment
+from tandem.client.transport import Transport
 from tandem.core import audit, merkle
 from tandem.core.canonical import canonical, loads_strict
 from tandem.errors import InputError, PinError, VerificationError
@@ -54,16 +54,22 @@ def transcript(ceremony_id: str) -> Fetch:
     return Fetch("transcript", f"{PREFIX}/ceremonies/{_plain_id(ceremony_id, 'cer_')}/transcript")
 
 
-def download(client: Client, what: Fetch, out: Path) -> bytes:
-    """GET the file with no session and write it to ``out`` as canonical JSON (for a
-    bundle, the very bytes whose SHA-256 the audit log records)."""
-    doc = client.request("GET", what.path, params=what.params or None)
-    if not isinstance(doc, dict):
-        raise VerificationError(f"the server answered something other than a {what.kind} file")
-    data = canonical(doc)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
-    return data
+class PublicFiles:
+    """``client.public_files``: the files served without a session."""
+
+    def __init__(self, client: Transport) -> None:
+        self._client = client
+
+    def download(self, what: Fetch, out: Path) -> bytes:
+        """GET the file with no session and write it to ``out`` as canonical JSON (for a
+        bundle, the very bytes whose SHA-256 the audit log records)."""
+        doc = self._client.request("GET", what.path, params=what.params or None)
+        if not isinstance(doc, dict):
+            raise VerificationError(f"the server answered something other than a {what.kind} file")
+        data = canonical(doc)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        return data
 
 
 # --- trust ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ CSV_COLUMNS = (
 
 
 def rows(client: Client, member: MemberSecrets, params: dict[str, str]) -> dict[str, Any]:
-    lines, checkpoint = client.audit_export(member)
+    lines, checkpoint = client.audit.export(member)
     pin = client.pinned(member)
     verified: str | None = None
     problem: str | None = None

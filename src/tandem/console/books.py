@@ -18,7 +18,6 @@ from typing import Any
 
 from tandem import humanize
 from tandem.client import Client
-from tandem.client import books as cb
 from tandem.console import pages
 from tandem.core import reconcile as rcore
 from tandem.core.canonical import loads_strict
@@ -31,7 +30,7 @@ from tandem.errors import Error, InputError, VerificationError
 
 def verified_reading(client: Client, member: MemberSecrets) -> rcore.ExportReading:
     """The whole log, verified here from the pinned genesis under the pinned service key."""
-    lines, checkpoint = client.audit_export(member)
+    lines, checkpoint = client.audit.export(member)
     pin = client.pinned(member)
     try:
         first = loads_strict(lines[0])["data"]["genesis"]
@@ -178,7 +177,7 @@ def report_view(report: dict[str, Any], signed: dict[str, Any], *, logged_at: in
 
 def run_reconciliation(client: Client, member: MemberSecrets) -> dict[str, Any]:
     """Ask the server to reconcile (its chain backends read), then verify what it signed."""
-    signed = cb.reconcile(client, member)
+    signed = client.books.reconcile(member)
     return verify_signed_report(client, member, signed)
 
 
@@ -216,7 +215,7 @@ def issue_statements(
     client: Client, member: MemberSecrets, *, period: str, client_id: str | None, custodian: str
 ) -> dict[str, Any]:
     """Issue statements and check both files against the verified log before offering them."""
-    bundle = cb.statements(client, member, period=period, client_id=client_id, custodian=custodian)
+    bundle = client.books.statements(member, period=period, client_id=client_id, custodian=custodian)
     pdf = bytes.fromhex(bundle["pdf_hex"])
     body = json.dumps(bundle["statements"], indent=2, sort_keys=True, ensure_ascii=False).encode()
     found = check_statement(client, member, pdf)

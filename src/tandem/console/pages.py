@@ -1,9 +1,10 @@
 """What each page shows, built from the member-side modules' own checks.
 
-Nothing here decides what is approved: ``client_withdrawal.review`` decodes the raw
-transaction and recomputes both digests, ``Client.proposal_digest`` and
-``client_ceremony.local_digest`` recompute what a member signs. These functions only turn
-their results into rows a person reads: names for member ids (from the member list the
+Nothing here decides what is approved: ``tandem.client.withdrawal.review`` decodes the
+raw transaction and recomputes both digests, ``tandem.client.members.proposal_digest``
+and ``tandem.client.ceremony.local_digest`` recompute what a member signs. These functions
+only turn their results (and the typed readers of ``tandem.client.views``) into rows a
+person reads: names for member ids (from the member list the
 audit log justifies), address-book labels for addresses, amounts in coins and tokens,
 local ISO-8601 times and time left.
 """
@@ -19,8 +20,8 @@ from typing import Any
 
 from tandem import humanize
 from tandem.client import Client
-from tandem.client import log as client_log
 from tandem.client import withdrawal as cw
+from tandem.client.views import ProposalView, WithdrawalView
 from tandem.core.identity import MemberSecrets
 from tandem.errors import Error
 
@@ -79,13 +80,13 @@ def directory(client: Client, member: MemberSecrets) -> Directory:
     d = Directory()
     try:
         pin = client.pinned(member)
-        for rec in client_log.trusted_members(client, member, genesis_hash_pin=pin.genesis_hash):
+        for rec in client.audit.trusted_members(member, genesis_hash_pin=pin.genesis_hash):
             d.names[rec.id] = rec.name
             d.roles[rec.id] = rec.role.value
     except Error as exc:
         # Ids stay shown; the person is told why the names are missing.
         d.warning = f"member names are not shown: {exc.diagnostics()}"
-    for e in cw.address_book(client, member):
+    for e in client.policy.address_book(member):
         if e.get("status", "active") == "active":
             d.labels.setdefault((e["chain"], e["network"], str(e["address"]).lower()), []).append(e)
     return d
@@ -105,45 +106,41 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
     now = client.clock()
     me = member.member_id
     withdrawals = []
-    for w in cw.list_withdrawals(client, member, status="pending"):
-        intent = w["intent"]
-        required = w.get("required") or w["decision"].get("required", {})
-        given = list(w.get("approvals", ()))
+    for w in map(WithdrawalView.from_json, client.withdrawals.list(member, status="pending")):
         withdrawals.append(
             {
-                "id": w["id"],
-                "amount": humanize.measure(intent["amount"], intent["asset"], network=w["network"]).text,
-                "destination": intent["destination"],
-                "label": d.label(w["chain"], w["network"], intent["destination"], intent["asset"]),
-                "chain": f"{w['chain']}/{w['network']}",
-                "requester": d.name(w["requester"]),
-                "given": len(given),
-                "required": required_total(required),
-                "required_text": ", ".join(f"{n} {role}" for role, n in sorted(required.items())),
-                "approved_by_me": any(a["member"] == me for a in given),
-                "mine_to_approve": member.role.value in required and w["requester"] != me,
-                "time_left": time_left(w["expires_at"], now),
-                "expires": local_time(w["expires_at"]),
-                "fingerprint": w["fingerprint"],
+                "id": w.id,
+                "amount": humanize.measure(w.amount, w.asset, network=w.network).text,
+                "destination": w.destination,
+                "label": d.label(w.chain, w.network, w.destination, w.asset),
+                "chain": f"{w.chain}/{w.network}",
+                "requester": d.name(w.requester),
+                "given": len(w.approvals),
+                "required": required_total(w.required),
+                "required_text": ", ".join(f"{n} {role}" for role, n in sorted(w.required.items())),
+                "approved_by_me": w.approved_by(me),
+                "mine_to_approve": member.role.value in w.required and w.requester != me,
+                "time_left": time_left(w.expires_at, now),
+                "expires": local_time(w.expires_at),
+                "fingerprint": w.fingerprint,
             }
         )
     proposals = []
-    rows: list[dict[str, Any]] = client.get_all(member, "/v1/proposals", status="pending")
-    for p in rows:
+    for p in map(ProposalView.from_json, client.members.proposals(member, status="pending")):
         proposals.append(
             {
-                "id": p["id"],
-                "kind": p["kind"],
-                "kind_words": proposal_kind(p["kind"]),
-                "summary": proposal_summary(p, d),
-                "proposer": d.name(p["proposer"]),
-                "given": len(p.get("approvals", ())),
+                "id": p.id,
+                "kind": p.kind,
+                "kind_words": proposal_kind(p.kind),
+                "summary": proposal_summary(p.doc, d),
+                "proposer": d.name(p.proposer),
+                "given": len(p.approvals),
                 "required": 1,
-                "approved_by_me": any(a.get("member") == me for a in p.get("approvals", ())),
+                "approved_by_me": p.approved_by(me),
                 # The other side decides a proposal: never its proposer, never the proposer's role.
-                "mine_to_decide": p["proposer"] != me and d.roles.get(p["proposer"]) != member.role.value,
-                "time_left": time_left(p.get("expires_at"), now),
-                "expires": local_time(p.get("expires_at")),
+                "mine_to_decide": p.proposer != me and d.roles.get(p.proposer) != member.role.value,
+                "time_left": time_left(p.expires_at, now),
+                "expires": local_time(p.expires_at),
             }
         )
     ceremonies = []
@@ -208,16 +205,17 @@ def proposal_summary(p: Mapping[str, Any], d: Directory) -> str:
 def withdrawal_review(
     client: Client, member: MemberSecrets, view: dict[str, Any], d: Directory
 ) -> dict[str, Any]:
-    """The review page: what ``client_withdrawal.review`` established from the raw bytes.
+    """The review page: what ``tandem.client.withdrawal.review`` established from the raw bytes.
     A request that does not check out is shown as such, and without an approve form."""
     now = client.clock()
     try:
         checked = cw.review(view)
     except Error as exc:
         return {"ok": False, "problem": exc.diagnostics(), "id": view.get("id"), "status": view.get("status")}
+    w = WithdrawalView.from_json(view)
     dec = checked.decoded
     network = str(dec["network"])
-    asset = str(view["intent"]["asset"])
+    asset = w.asset
     rows = [
         (
             "Chain",
@@ -236,16 +234,13 @@ def withdrawal_review(
         warnings.append("the destination is not on the address book")
     if not amt.known:
         warnings.append("this token's decimals are not known here: the amount is in base units")
-    if view["requester"] == member.member_id:
+    if w.requester == member.member_id:
         warnings.append("you requested this withdrawal yourself; your approval does not count")
-    approvals = [
-        {"who": d.name(a["member"]), "at": local_time(a.get("at"))} for a in view.get("approvals", ())
-    ]
-    required = view.get("required") or view["decision"].get("required", {})
+    approvals = [{"who": d.name(a.member), "at": local_time(a.at)} for a in w.approvals]
     return {
         "ok": True,
-        "id": view["id"],
-        "status": view["status"],
+        "id": w.id,
+        "status": w.status,
         "rows": rows,
         "to": dec["to"],
         "to_label": label,
@@ -266,18 +261,18 @@ def withdrawal_review(
         "fingerprint": checked.fingerprint,
         "intent_hash": checked.intent_hash,
         "tx_digest": checked.tx_digest,
-        "requester": d.name(view["requester"]),
-        "requested": local_time(view["created_at"]),
-        "expires": local_time(view["expires_at"]),
-        "time_left": time_left(view["expires_at"], now),
-        "policy_version": view["policy_version"],
-        "rule": view["decision"].get("rule"),
-        "explanation": view["decision"].get("explanation", []),
+        "requester": d.name(w.requester),
+        "requested": local_time(w.created_at),
+        "expires": local_time(w.expires_at),
+        "time_left": time_left(w.expires_at, now),
+        "policy_version": w.policy_version,
+        "rule": w.rule,
+        "explanation": list(w.explanation),
         "approvals": approvals,
-        "required": required_total(required),
-        "required_text": ", ".join(f"{n} {role}" for role, n in sorted(required.items())),
-        "approved_by_me": any(a["member"] == member.member_id for a in view.get("approvals", ())),
-        "can_approve": view["status"] == "pending" and member.role.value in ("custodian", "manager"),
+        "required": required_total(w.required),
+        "required_text": ", ".join(f"{n} {role}" for role, n in sorted(w.required.items())),
+        "approved_by_me": w.approved_by(member.member_id),
+        "can_approve": w.status == "pending" and member.role.value in ("custodian", "manager"),
     }
 
 

@@ -1,5 +1,5 @@
 """Proof challenges and their verification, as the auditor's own tools check them:
-the bundle is fetched with ``client_proof.fetch_bundle`` (its bytes must hash to the
+the bundle is fetched with ``client.proofs.bundle`` (its bytes must hash to the
 hash the challenge records) and verified with ``core.proofs.verify_bundle`` under the
 challenge's nonce and the service key the member's genesis pin names."""
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from tandem.client import Client
-from tandem.client import proof as client_proof
 from tandem.console import pages
 from tandem.core import proofs as core
 from tandem.core.identity import MemberSecrets
@@ -20,8 +19,8 @@ def listing(client: Client, member: MemberSecrets) -> dict[str, Any]:
     d = pages.directory(client, member)
     now = client.clock()
     rows = []
-    for summary in client_proof.list_challenges(client, member):
-        v = client_proof.get_challenge(client, member, summary["id"])
+    for summary in client.proofs.list(member):
+        v = client.proofs.get(member, summary["id"])
         doc = v.get("challenge", {})
         rows.append(
             {
@@ -39,7 +38,7 @@ def listing(client: Client, member: MemberSecrets) -> dict[str, Any]:
 
 
 def detail(client: Client, member: MemberSecrets, challenge_id: str) -> dict[str, Any]:
-    view = client_proof.get_challenge(client, member, challenge_id)
+    view = client.proofs.get(member, challenge_id)
     doc = view["challenge"]
     ctx: dict[str, Any] = {
         "v": view,
@@ -54,7 +53,7 @@ def detail(client: Client, member: MemberSecrets, challenge_id: str) -> dict[str
     if not view.get("bundle_hash"):
         return ctx
     try:
-        _data, bundle = client_proof.fetch_bundle(client, member, challenge_id)
+        _data, bundle = client.proofs.bundle(member, challenge_id)
         pin = client.pinned(member)
         report = core.verify_bundle(bundle, nonce=view["nonce"], service_public_key=pin.sign_public)
     except Error as exc:

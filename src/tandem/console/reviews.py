@@ -17,6 +17,8 @@ from typing import Any
 
 from tandem.client import ceremony as cc
 from tandem.client import withdrawal as cw
+from tandem.client.members import proposal_digest
+from tandem.client.views import ProposalView
 from tandem.console import pages
 from tandem.console.policy_words import policy_words
 from tandem.console.refusal import ConsoleError, words
@@ -68,21 +70,20 @@ class Kind:
 
 def withdrawal_context(state: ConsoleState, member: MemberSecrets, wid: str) -> dict[str, Any]:
     d = pages.directory(state.client, member)
-    view = cw.get_withdrawal(state.client, member, wid)
+    view = state.client.withdrawals.get(member, wid)
     return {"r": pages.withdrawal_review(state.client, member, view, d)}
 
 
 def approve_withdrawal(state: ConsoleState, member: MemberSecrets, wid: str, form: Form) -> object:
     """One fetch, checked against what the page showed, then the member-side approval
     built from that very object."""
-    view = cw.get_withdrawal(state.client, member, wid)
+    view = state.client.withdrawals.get(member, wid)
     checked = cw.review(view)
     if (checked.intent_hash, checked.tx_digest) != (form.get("intent_hash"), form.get("tx_digest")):
         raise ConsoleError("request_changed", "the request differs from the one reviewed")
     if normal_fingerprint(form.get("fingerprint", "")) != checked.fingerprint:
         raise ConsoleError("fingerprint_mismatch", f"the fingerprint typed is not this request's ({wid})")
-    return cw.approve_withdrawal(
-        state.client,
+    return state.client.withdrawals.approve(
         member,
         wid,
         totp=normal_totp(form.get("totp", "")),
@@ -92,7 +93,7 @@ def approve_withdrawal(state: ConsoleState, member: MemberSecrets, wid: str, for
 
 
 def reject_withdrawal(state: ConsoleState, member: MemberSecrets, wid: str, reason: str) -> object:
-    return cw.reject_withdrawal(state.client, member, wid, reason=reason)
+    return state.client.withdrawals.reject(member, wid, reason=reason)
 
 
 # --- proposals (membership, policy, address book) -----------------------------------------
@@ -100,43 +101,41 @@ def reject_withdrawal(state: ConsoleState, member: MemberSecrets, wid: str, reas
 
 def proposal_context(state: ConsoleState, member: MemberSecrets, pid: str) -> dict[str, Any]:
     d = pages.directory(state.client, member)
-    p: dict[str, Any] = state.client.get(member, f"/v1/proposals/{pid}")
+    doc = state.client.members.proposal(member, pid)
+    p = ProposalView.from_json(doc)
     ctx: dict[str, Any] = {
-        "p": p,
-        "summary": pages.proposal_summary(p, d),
-        "kind_words": pages.proposal_kind(str(p.get("kind", ""))),
-        "proposer": d.name(p.get("proposer")),
-        "digest": state.client.proposal_digest(p),
-        "body_json": json.dumps(p.get("body"), indent=2, sort_keys=True, ensure_ascii=False),
-        "approvals": [
-            {"who": d.name(a.get("member")), "at": pages.local_time(a.get("at"))}
-            for a in p.get("approvals", ())
-        ],
-        "created": pages.local_time(p.get("created_at")),
-        "expires": pages.local_time(p.get("expires_at")),
-        "effective": pages.local_time(p.get("effective_at")),
-        "time_left": pages.time_left(p.get("expires_at"), state.client.clock()),
+        "p": doc,
+        "summary": pages.proposal_summary(doc, d),
+        "kind_words": pages.proposal_kind(p.kind),
+        "proposer": d.name(p.proposer),
+        "digest": proposal_digest(doc),
+        "body_json": json.dumps(p.body, indent=2, sort_keys=True, ensure_ascii=False),
+        "approvals": [{"who": d.name(a.member), "at": pages.local_time(a.at)} for a in p.approvals],
+        "created": pages.local_time(p.created_at),
+        "expires": pages.local_time(p.expires_at),
+        "effective": pages.local_time(p.effective_at),
+        "time_left": pages.time_left(p.expires_at, state.client.clock()),
         "diff": None,
         "names_warning": d.warning,
     }
-    if str(p.get("kind", "")).startswith("policy."):
-        current = cw.policy_show(state.client, member)
-        ctx["diff"] = pages.policy_diff(current.get("policy"), p["body"].get("policy"))
+    if p.kind.startswith("policy."):
+        current = state.client.policy.show(member)
+        ctx["diff"] = pages.policy_diff(current.get("policy"), p.body.get("policy"))
         ctx["current_version"] = current.get("version")
-        ctx["proposed_words"] = policy_words(p["body"].get("policy"))
+        ctx["proposed_words"] = policy_words(p.body.get("policy"))
         ctx["current_words"] = policy_words(current.get("policy"))
     return ctx
 
 
 def approve_proposal(state: ConsoleState, member: MemberSecrets, pid: str, form: Form) -> object:
-    p = state.client.get(member, f"/v1/proposals/{pid}")
-    if state.client.proposal_digest(p) != form.get("digest"):
+    p = state.client.members.proposal(member, pid)
+    if proposal_digest(p) != form.get("digest"):
         raise ConsoleError("request_changed", "the proposal differs from the one reviewed")
-    return state.client.approve_proposal(member, pid, totp=normal_totp(form.get("totp", "")), proposal=p)
+    return state.client.members.approve(member, pid, totp=normal_totp(form.get("totp", "")), proposal=p)
 
 
 def reject_proposal(state: ConsoleState, member: MemberSecrets, pid: str, reason: str) -> object:
-    return state.client.reject_proposal(member, pid, reason=reason)
+    return state.client.members.reject(member, pid, reason=reason)
 
 
 # --- ceremonies ----------------------------------------------------------------------------
@@ -144,7 +143,7 @@ def reject_proposal(state: ConsoleState, member: MemberSecrets, pid: str, reason
 
 def ceremony_context(state: ConsoleState, member: MemberSecrets, cid: str) -> dict[str, Any]:
     d = pages.directory(state.client, member)
-    view = cc.get_ceremony(state.client, member, cid)
+    view = state.client.ceremonies.get(member, cid)
     problem = None
     digest = None
     needed = ""
@@ -181,7 +180,7 @@ CEREMONY_KINDS = {
 
 
 def approve_ceremony(state: ConsoleState, member: MemberSecrets, cid: str, form: Form) -> object:
-    view = cc.get_ceremony(state.client, member, cid)
+    view = state.client.ceremonies.get(member, cid)
     if view.get("kind") != "import" and cc.local_digest(view) != form.get("digest"):
         raise ConsoleError("request_changed", "the ceremony differs from the one reviewed")
     # A keygen approval keeps this member's contribution beside the keystore, as the CLI does.
@@ -190,8 +189,7 @@ def approve_ceremony(state: ConsoleState, member: MemberSecrets, cid: str, form:
     if contribution is not None:
         store.save(cid, member.member_id, contribution)
     try:
-        return cc.approve_ceremony(
-            state.client,
+        return state.client.ceremonies.approve(
             member,
             cid,
             totp=normal_totp(form.get("totp", "")),
@@ -205,7 +203,7 @@ def approve_ceremony(state: ConsoleState, member: MemberSecrets, cid: str, form:
 
 
 def reject_ceremony(state: ConsoleState, member: MemberSecrets, cid: str, reason: str) -> object:
-    return cc.reject_ceremony(state.client, member, cid, reason=reason)
+    return state.client.ceremonies.reject(member, cid, reason=reason)
 
 
 KINDS = (
@@ -254,8 +252,8 @@ def batch_rows(state: ConsoleState, member: MemberSecrets) -> dict[str, Any]:
     decoded as its own review page decodes it; and those that do not check out."""
     d = pages.directory(state.client, member)
     rows, problems = [], []
-    for w in cw.list_withdrawals(state.client, member, status="pending"):
-        view = cw.get_withdrawal(state.client, member, w["id"])
+    for w in state.client.withdrawals.list(member, status="pending"):
+        view = state.client.withdrawals.get(member, w["id"])
         r = pages.withdrawal_review(state.client, member, view, d)
         if not r["ok"]:
             problems.append(r)
@@ -277,12 +275,12 @@ def approve_batch(
         raise ConsoleError("invalid_input", "confirm that you read each selected fingerprint back")
     views = []
     for wid in selected:
-        view = cw.get_withdrawal(state.client, member, wid)
+        view = state.client.withdrawals.get(member, wid)
         checked = cw.review(view)
         if f"{checked.intent_hash}:{checked.tx_digest}" != form.get(f"reviewed-{wid}"):
             raise ConsoleError("request_changed", f"request {wid} differs from the one reviewed")
         views.append(view)
-    answer = cw.approve_withdrawals(state.client, member, views, totp=normal_totp(form.get("totp", "")))
+    answer = state.client.withdrawals.approve_many(member, views, totp=normal_totp(form.get("totp", "")))
     results = []
     for r in answer["results"]:
         refused = r["outcome"] != "approved"
