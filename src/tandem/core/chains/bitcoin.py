@@ -264,7 +264,8 @@ _P2WPKH_WITNESS_BYTES = 1 + 1 + 72 + 1 + 33
 _TXID_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def _varint(n: int) -> bytes:
+def compact_size(n: int) -> bytes:
+    """``n`` as Bitcoin's CompactSize (the minimal varint of lengths and counts)."""
     if n < 0xFD:
         return bytes([n])
     if n <= 0xFFFF:
@@ -275,7 +276,7 @@ def _varint(n: int) -> bytes:
 
 
 def _var_bytes(data: bytes) -> bytes:
-    return _varint(len(data)) + data
+    return compact_size(len(data)) + data
 
 
 def _check_int(value: object, low: int, high: int, what: str) -> int:
@@ -402,14 +403,14 @@ class Transaction:
         parts = [self.version.to_bytes(4, "little")]
         if segwit:
             parts.append(b"\x00\x01")
-        parts.append(_varint(len(self.inputs)))
+        parts.append(compact_size(len(self.inputs)))
         for txin in self.inputs:
             parts += [
                 txin.outpoint,
                 _var_bytes(txin.script_sig),
                 txin.sequence.to_bytes(4, "little"),
             ]
-        parts.append(_varint(len(self.outputs)))
+        parts.append(compact_size(len(self.outputs)))
         parts += [o.serialize() for o in self.outputs]
         if segwit:
             parts += [_serialize_stack(stack) for stack in self.witnesses]
@@ -427,7 +428,7 @@ class Transaction:
 
 
 def _serialize_stack(stack: Sequence[bytes]) -> bytes:
-    return _varint(len(stack)) + b"".join(_var_bytes(item) for item in stack)
+    return compact_size(len(stack)) + b"".join(_var_bytes(item) for item in stack)
 
 
 def _read_stack(reader: _Reader) -> tuple[bytes, ...]:

@@ -120,16 +120,6 @@ class _Bytes:
         return value
 
 
-def _compact_size(n: int) -> bytes:
-    if n < 0xFD:
-        return bytes([n])
-    if n <= 0xFFFF:
-        return b"\xfd" + n.to_bytes(2, "little")
-    if n <= 0xFFFFFFFF:
-        return b"\xfe" + n.to_bytes(4, "little")
-    return b"\xff" + n.to_bytes(8, "little")
-
-
 def key_type(key: bytes) -> tuple[int, bytes]:
     """Split a key into its compact-size type and its key data."""
     cur = _Bytes(key)
@@ -154,7 +144,7 @@ def _read_map(cur: _Bytes, where: str) -> tuple[Pair, ...]:
 
 
 def _write_map(pairs: Sequence[Pair]) -> bytes:
-    out = [_compact_size(len(k)) + k + _compact_size(len(v)) + v for k, v in pairs]
+    out = [btc.compact_size(len(k)) + k + btc.compact_size(len(v)) + v for k, v in pairs]
     return b"".join(out) + b"\x00"
 
 
@@ -169,11 +159,11 @@ class UnsignedTx:
     locktime: int
 
     def serialize(self) -> bytes:
-        parts = [self.version.to_bytes(4, "little"), _compact_size(len(self.inputs))]
+        parts = [self.version.to_bytes(4, "little"), btc.compact_size(len(self.inputs))]
         for i in self.inputs:
-            script_sig = _compact_size(len(i.script_sig)) + i.script_sig
+            script_sig = btc.compact_size(len(i.script_sig)) + i.script_sig
             parts += [i.outpoint, script_sig, i.sequence.to_bytes(4, "little")]
-        parts.append(_compact_size(len(self.outputs)))
+        parts.append(btc.compact_size(len(self.outputs)))
         parts += [o.serialize() for o in self.outputs]
         parts.append(self.locktime.to_bytes(4, "little"))
         return b"".join(parts)
