@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from Crypto.Hash import RIPEMD160
@@ -234,18 +234,23 @@ def _check_keypath(value: bytes, where: str) -> None:
         raise _fail(f"{where} value is not a fingerprint and 32-bit path elements")
 
 
-def _check_bare(kind: int, data: bytes, bare: frozenset[int], where: str) -> None:
-    if kind in bare and data:
-        raise _fail(f"{where} key type {kind:#04x} takes no key data")
+def _typed_pairs(
+    pairs: Sequence[Pair], bare: frozenset[int], v2_only: frozenset[int], where: str
+) -> Iterator[tuple[int, bytes, bytes]]:
+    """Each pair of one map as (key type, key data, value), refusing key data on a type
+    that takes none and a type that belongs to PSBT version 2."""
+    for key, value in pairs:
+        kind, data = key_type(key)
+        if kind in bare and data:
+            raise _fail(f"{where} key type {kind:#04x} takes no key data")
+        if kind in v2_only:
+            raise _fail(f"{where} type {kind:#04x} belongs to PSBT version 2")
+        yield kind, data, value
 
 
 def _check_global(pairs: Sequence[Pair]) -> UnsignedTx:
     tx: UnsignedTx | None = None
-    for key, value in pairs:
-        kind, data = key_type(key)
-        _check_bare(kind, data, _BARE_GLOBAL, "global")
-        if kind in _V2_ONLY_GLOBAL:
-            raise _fail(f"global type {kind:#04x} belongs to PSBT version 2")
+    for kind, data, value in _typed_pairs(pairs, _BARE_GLOBAL, _V2_ONLY_GLOBAL, "global"):
         if kind == GLOBAL_UNSIGNED_TX:
             tx = _parse_unsigned_tx(value)
         elif kind == GLOBAL_XPUB:
@@ -266,11 +271,7 @@ def _check_global(pairs: Sequence[Pair]) -> UnsignedTx:
 
 def _check_input(pairs: Sequence[Pair], index: int, txin: btc.TxInput) -> None:
     where = f"input {index}"
-    for key, value in pairs:
-        kind, data = key_type(key)
-        _check_bare(kind, data, _BARE_INPUT, where)
-        if kind in _V2_ONLY_INPUT:
-            raise _fail(f"{where} type {kind:#04x} belongs to PSBT version 2")
+    for kind, data, value in _typed_pairs(pairs, _BARE_INPUT, _V2_ONLY_INPUT, where):
         if kind == IN_NON_WITNESS_UTXO:
             prev = btc.parse_transaction(value)
             if prev.txid != txin.txid:
@@ -302,11 +303,7 @@ def _check_input(pairs: Sequence[Pair], index: int, txin: btc.TxInput) -> None:
 
 def _check_output(pairs: Sequence[Pair], index: int) -> None:
     where = f"output {index}"
-    for key, value in pairs:
-        kind, data = key_type(key)
-        _check_bare(kind, data, _BARE_OUTPUT, where)
-        if kind in _V2_ONLY_OUTPUT:
-            raise _fail(f"{where} type {kind:#04x} belongs to PSBT version 2")
+    for kind, data, value in _typed_pairs(pairs, _BARE_OUTPUT, _V2_ONLY_OUTPUT, where):
         if kind == OUT_BIP32_DERIVATION:
             _check_pubkey(data, f"{where} BIP-32 derivation")
             _check_keypath(value, f"{where} BIP-32 derivation")
