@@ -275,7 +275,8 @@ def compact_size(n: int) -> bytes:
     return b"\xff" + n.to_bytes(8, "little")
 
 
-def _var_bytes(data: bytes) -> bytes:
+def var_bytes(data: bytes) -> bytes:
+    """``data`` after its CompactSize length."""
     return compact_size(len(data)) + data
 
 
@@ -373,7 +374,7 @@ class TxOutput:
         _check_int(self.amount, 0, MAX_MONEY, "output amount")
 
     def serialize(self) -> bytes:
-        return self.amount.to_bytes(8, "little") + _var_bytes(self.script_pubkey)
+        return self.amount.to_bytes(8, "little") + var_bytes(self.script_pubkey)
 
 
 @dataclass(frozen=True)
@@ -407,7 +408,7 @@ class Transaction:
         for txin in self.inputs:
             parts += [
                 txin.outpoint,
-                _var_bytes(txin.script_sig),
+                var_bytes(txin.script_sig),
                 txin.sequence.to_bytes(4, "little"),
             ]
         parts.append(compact_size(len(self.outputs)))
@@ -428,7 +429,7 @@ class Transaction:
 
 
 def _serialize_stack(stack: Sequence[bytes]) -> bytes:
-    return compact_size(len(stack)) + b"".join(_var_bytes(item) for item in stack)
+    return compact_size(len(stack)) + b"".join(var_bytes(item) for item in stack)
 
 
 def _read_stack(reader: _Reader) -> tuple[bytes, ...]:
@@ -502,7 +503,7 @@ def dust_threshold(script_pubkey: bytes) -> int:
     The cost of the output plus the input that would later spend it, with witness
     bytes discounted for witness programs (294 sats for P2WPKH, 546 for P2PKH).
     """
-    output_size = 8 + len(_var_bytes(script_pubkey))
+    output_size = 8 + len(var_bytes(script_pubkey))
     witness = _witness_program(script_pubkey) is not None
     spend_size = 32 + 4 + 1 + (107 // 4 if witness else 107) + 4
     return (output_size + spend_size) * 3
@@ -687,7 +688,7 @@ def _bip143_digest(tx: Transaction, index: int, prevout: Prevout, sighash_type: 
         raise InvalidTransactionError(f"prevout is not the output input {index} spends")
     if not _is_p2wpkh(prevout.script_pubkey):
         raise InvalidTransactionError(f"input {index} does not spend a P2WPKH output")
-    script_code = _var_bytes(p2pkh_script(prevout.script_pubkey[2:]))
+    script_code = var_bytes(p2pkh_script(prevout.script_pubkey[2:]))
     preimage = b"".join(
         [
             tx.version.to_bytes(4, "little"),
@@ -822,7 +823,7 @@ def bip322_simple_digest(script_pubkey: bytes, message: str) -> bytes:
         _BIP322_TO_SPEND_HEAD
         + bip322_message_hash(message)
         + _BIP322_TO_SPEND_TAIL
-        + _var_bytes(script_pubkey)
+        + var_bytes(script_pubkey)
         + bytes(4)
     )
     outpoint = sha256d(to_spend) + bytes(4)
@@ -921,7 +922,7 @@ def _verify_bip322_decoded(decoded: DecodedAddress, message: str, signature: str
 
 
 def bip137_message_hash(message: str) -> bytes:
-    return sha256d(_var_bytes(BIP137_MAGIC) + _var_bytes(_utf8(message)))
+    return sha256d(var_bytes(BIP137_MAGIC) + var_bytes(_utf8(message)))
 
 
 # Header byte = base + recovery id; the base says which address type signed, and

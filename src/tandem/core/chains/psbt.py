@@ -144,7 +144,7 @@ def _read_map(cur: _Bytes, where: str) -> tuple[Pair, ...]:
 
 
 def _write_map(pairs: Sequence[Pair]) -> bytes:
-    out = [btc.compact_size(len(k)) + k + btc.compact_size(len(v)) + v for k, v in pairs]
+    out = [btc.var_bytes(k) + btc.var_bytes(v) for k, v in pairs]
     return b"".join(out) + b"\x00"
 
 
@@ -161,7 +161,7 @@ class UnsignedTx:
     def serialize(self) -> bytes:
         parts = [self.version.to_bytes(4, "little"), btc.compact_size(len(self.inputs))]
         for i in self.inputs:
-            script_sig = btc.compact_size(len(i.script_sig)) + i.script_sig
+            script_sig = btc.var_bytes(i.script_sig)
             parts += [i.outpoint, script_sig, i.sequence.to_bytes(4, "little")]
         parts.append(btc.compact_size(len(self.outputs)))
         parts += [o.serialize() for o in self.outputs]
