@@ -11,9 +11,9 @@ Before its first question each backend checks which chain the node serves.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tandem.chainio import parse
 from tandem.chainio.base import Balance, BitcoinFeeRate, TxStatus, Utxo
@@ -94,6 +94,40 @@ def checked_utxo(
             f"its transaction says {output.amount}"
         )
     return Utxo(txid, vout, output.amount, address, script, raw_tx, block_height)
+
+
+_Height = TypeVar("_Height", bound=int | None)
+
+
+def _checked_utxos(
+    found: Iterable[tuple[str, int, int, _Height]],
+    fetch_raw: Callable[[str, _Height], bytes],
+    *,
+    address: str,
+    network: str,
+    what: str,
+) -> tuple[Utxo, ...]:
+    """The UTXOs a backend lists as (txid, vout, claimed amount, block height), each
+    checked against its previous transaction, fetched once per txid; refuses an outpoint
+    listed twice."""
+    raw_by_txid: dict[str, bytes] = {}
+    out: list[Utxo] = []
+    for txid, vout, amount, height in found:
+        if txid not in raw_by_txid:
+            raw_by_txid[txid] = fetch_raw(txid, height)
+        out.append(
+            checked_utxo(
+                txid=txid,
+                vout=vout,
+                raw_tx=raw_by_txid[txid],
+                address=address,
+                network=network,
+                claimed_amount=amount,
+                block_height=height,
+                what=what,
+            )
+        )
+    return _check_unique(out, what)
 
 
 def _check_unique(utxos: Sequence[Utxo], what: str) -> tuple[Utxo, ...]:
@@ -210,32 +244,26 @@ class EsploraBackend(_BitcoinBase):
         what = "GET /address/:address/utxo"
         body = self._get(f"/address/{normalised}/utxo", what)
         entries = parse.arr(parse.loads(body, what), what)
-        raw_by_txid: dict[str, bytes] = {}
-        out: list[Utxo] = []
-        for item in entries:
-            entry = parse.obj(item, what)
-            txid = parse.txid(parse.field(entry, "txid", what), what)
-            vout = parse.integer(parse.field(entry, "vout", what), what, maximum=0xFFFFFFFF)
-            value = parse.integer(parse.field(entry, "value", what), what, maximum=btc.MAX_MONEY)
-            status = parse.obj(parse.field(entry, "status", what), what)
-            height = None
-            if parse.boolean(parse.field(status, "confirmed", what), what):
-                height = parse.integer(parse.field(status, "block_height", what), what)
-            if txid not in raw_by_txid:
-                raw_by_txid[txid] = self.raw_transaction(txid)
-            out.append(
-                checked_utxo(
-                    txid=txid,
-                    vout=vout,
-                    raw_tx=raw_by_txid[txid],
-                    address=normalised,
-                    network=self.network,
-                    claimed_amount=value,
-                    block_height=height,
-                    what=what,
-                )
-            )
-        return _check_unique(out, what)
+
+        def found() -> Iterator[tuple[str, int, int, int | None]]:
+            for item in entries:
+                entry = parse.obj(item, what)
+                txid = parse.txid(parse.field(entry, "txid", what), what)
+                vout = parse.integer(parse.field(entry, "vout", what), what, maximum=0xFFFFFFFF)
+                value = parse.integer(parse.field(entry, "value", what), what, maximum=btc.MAX_MONEY)
+                status = parse.obj(parse.field(entry, "status", what), what)
+                height = None
+                if parse.boolean(parse.field(status, "confirmed", what), what):
+                    height = parse.integer(parse.field(status, "block_height", what), what)
+                yield txid, vout, value, height
+
+        return _checked_utxos(
+            found(),
+            lambda txid, _height: self.raw_transaction(txid),
+            address=normalised,
+            network=self.network,
+            what=what,
+        )
 
     def transaction_status(self, txid: str) -> TxStatus:
         wanted = parse.txid(txid, "txid")
@@ -339,35 +367,26 @@ class BitcoinCoreBackend(_BitcoinBase):
         scan = parse.obj(self._call(what, ["start", [f"addr({normalised})"]]), what)
         if scan.get("success") is not True:
             raise ChainRejectedError(f"{what}: the node did not complete the scan")
-        raw_by_txid: dict[str, bytes] = {}
         hash_by_height: dict[int, str] = {}
         script = btc.address_to_script(normalised, self.network)
-        out: list[Utxo] = []
-        for item in parse.arr(parse.field(scan, "unspents", what), what):
-            entry = parse.obj(item, what)
-            txid = parse.txid(parse.field(entry, "txid", what), what)
-            vout = parse.integer(parse.field(entry, "vout", what), what, maximum=0xFFFFFFFF)
-            amount = parse.btc_to_sats(parse.field(entry, "amount", what), what)
-            height = parse.integer(parse.field(entry, "height", what), what)
-            if parse.hex_bytes(parse.field(entry, "scriptPubKey", what), what) != script:
-                parse.bad(what, f"unspent {txid}:{vout} has another script than {normalised}'s")
-            if txid not in raw_by_txid:
-                if height not in hash_by_height:
-                    hash_by_height[height] = parse.txid(self._call("getblockhash", [height]), "getblockhash")
-                raw_by_txid[txid] = self.raw_transaction(txid, block_hash=hash_by_height[height])
-            out.append(
-                checked_utxo(
-                    txid=txid,
-                    vout=vout,
-                    raw_tx=raw_by_txid[txid],
-                    address=normalised,
-                    network=self.network,
-                    claimed_amount=amount,
-                    block_height=height,
-                    what=what,
-                )
-            )
-        return _check_unique(out, what)
+
+        def found() -> Iterator[tuple[str, int, int, int]]:
+            for item in parse.arr(parse.field(scan, "unspents", what), what):
+                entry = parse.obj(item, what)
+                txid = parse.txid(parse.field(entry, "txid", what), what)
+                vout = parse.integer(parse.field(entry, "vout", what), what, maximum=0xFFFFFFFF)
+                amount = parse.btc_to_sats(parse.field(entry, "amount", what), what)
+                height = parse.integer(parse.field(entry, "height", what), what)
+                if parse.hex_bytes(parse.field(entry, "scriptPubKey", what), what) != script:
+                    parse.bad(what, f"unspent {txid}:{vout} has another script than {normalised}'s")
+                yield txid, vout, amount, height
+
+        def fetch_raw(txid: str, height: int) -> bytes:
+            if height not in hash_by_height:
+                hash_by_height[height] = parse.txid(self._call("getblockhash", [height]), "getblockhash")
+            return self.raw_transaction(txid, block_hash=hash_by_height[height])
+
+        return _checked_utxos(found(), fetch_raw, address=normalised, network=self.network, what=what)
 
     def transaction_status(self, txid: str) -> TxStatus:
         wanted = parse.txid(txid, "txid")

@@ -10,6 +10,7 @@ transaction bytes, which is the transaction's id.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tandem.chainio import parse
@@ -240,22 +241,32 @@ class SolanaJsonRpc:
             return True, FINALIZED_CONFIRMATIONS
         return True, parse.integer(confirmations, what)
 
-    def transaction_status(self, txid: str) -> TxStatus:
-        signature = _signature(txid, "signature")
+    def _transaction(
+        self, signature: str, encoding: str
+    ) -> tuple[Mapping[str, Any], Mapping[str, Any], int] | None:
+        """``getTransaction`` of ``signature`` in ``encoding``: the answer, its
+        ``transaction`` object and its slot, once the answer is checked to be for that
+        signature; None when the node does not know the transaction."""
         what = "getTransaction"
-        answer = self._call(
-            what,
-            [signature, {"encoding": "json", "maxSupportedTransactionVersion": 0, "commitment": COMMITMENT}],
-        )
+        options = {"encoding": encoding, "maxSupportedTransactionVersion": 0, "commitment": COMMITMENT}
+        answer = self._call(what, [signature, options])
         if answer is None:
-            known, _ = self._confirmations(signature)
-            return TxStatus(signature, "pending" if known else "unknown")
+            return None
         tx = parse.obj(answer, what)
         body = parse.obj(parse.field(tx, "transaction", what), what)
         signatures = parse.arr(parse.field(body, "signatures", what), what)
         if not signatures or _signature(signatures[0], what) != signature:
             parse.bad(what, "answer is for another transaction")
-        slot = parse.integer(parse.field(tx, "slot", what), what)
+        return tx, body, parse.integer(parse.field(tx, "slot", what), what)
+
+    def transaction_status(self, txid: str) -> TxStatus:
+        signature = _signature(txid, "signature")
+        what = "getTransaction"
+        found = self._transaction(signature, "json")
+        if found is None:
+            known, _ = self._confirmations(signature)
+            return TxStatus(signature, "pending" if known else "unknown")
+        tx, _body, slot = found
         meta = parse.obj(parse.field(tx, "meta", what), what)
         fee = parse.integer(parse.field(meta, "fee", what), what, maximum=U64_MAX)
         _, confirmations = self._confirmations(signature)
@@ -404,18 +415,10 @@ class SolanaJsonRpc:
         sig = _signature(signature, "signature")
         ours = {sol.validate_address(r) for r in recipients}
         what = "getTransaction"
-        answer = self._call(
-            what,
-            [sig, {"encoding": "jsonParsed", "maxSupportedTransactionVersion": 0, "commitment": COMMITMENT}],
-        )
-        if answer is None:
+        found = self._transaction(sig, "jsonParsed")
+        if found is None:
             return ()
-        tx = parse.obj(answer, what)
-        body = parse.obj(parse.field(tx, "transaction", what), what)
-        signatures = parse.arr(parse.field(body, "signatures", what), what)
-        if not signatures or _signature(signatures[0], what) != sig:
-            parse.bad(what, "answer is for another transaction")
-        slot = parse.integer(parse.field(tx, "slot", what), what)
+        tx, body, slot = found
         block_time = _optional_int(tx.get("blockTime"), what)
         meta = parse.obj(parse.field(tx, "meta", what), what)
         if meta.get("err") is not None:

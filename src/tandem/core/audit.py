@@ -51,7 +51,7 @@ from tandem.core.canonical import (
     domain_bytes,
     loads_strict,
 )
-from tandem.core.identity import canonical_signature
+from tandem.core.identity import verify_service_signature
 from tandem.core.merkle import EMPTY_ROOT, MerkleAccumulator
 from tandem.errors import AuditVerificationError, BadSignatureError, Error, InputError
 
@@ -324,20 +324,42 @@ def _checkpoint_problem(checkpoint: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class TreeHeadKind:
+    """One kind of signed tree head: the member that holds it in its document, the
+    domain it is signed under (distinct, so one kind never passes for another) and the
+    words a refusal names it with."""
+
+    member: str
+    domain: str
+    label: str  # the head, in a refusal
+    document: str  # the whole document, in a refusal
+    key: str  # the key it is verified under, in a refusal
+    signature_error: type[Error]
+
+
+CHECKPOINT = TreeHeadKind(
+    member="checkpoint",
+    domain=CHECKPOINT_DOMAIN,
+    label="checkpoint",
+    document="checkpoint document",
+    key="the service key given",
+    signature_error=BadSignatureError,
+)
+
+
 def sign_tree_head(
+    kind: TreeHeadKind,
     private_key_raw32: bytes,
     *,
-    domain: str,
-    what: str,
     deployment: str,
     tree_size: int,
     root: str,
     last_hash: str,
     time: int,
-) -> tuple[dict[str, Any], str]:
-    """A tree head (root and last_hash as hex) and its base64 Ed25519 signature under
-    ``domain``: one shape for the checkpoint and the start-up marker, whose different
-    domains keep one from passing for the other."""
+) -> dict[str, Any]:
+    """A signed document of ``kind`` for the tree head (root and last_hash as hex):
+    ``{kind.member: head, "signature": base64 Ed25519 over domain_bytes(kind.domain, head)}``."""
     if not isinstance(private_key_raw32, bytes) or len(private_key_raw32) != 32:
         raise InputError("an Ed25519 private key is a 32-byte seed")
     signing_key = nacl.signing.SigningKey(private_key_raw32)
@@ -351,14 +373,39 @@ def sign_tree_head(
     }
     problem = _checkpoint_problem(head)
     if problem is not None:
-        raise InputError(f"{what}: {problem}")
+        raise InputError(f"{kind.member}: {problem}")
     # The checkpoint is signed on every append: its prefix is computed once.
-    if domain == CHECKPOINT_DOMAIN:
+    if kind.domain == CHECKPOINT_DOMAIN:
         message = _CHECKPOINT_PREFIX + fast_canonical(head)
     else:
-        message = domain_bytes(domain, head)
+        message = domain_bytes(kind.domain, head)
     signature = bytes(signing_key.sign(message).signature)
-    return head, base64.b64encode(signature).decode("ascii")
+    return {kind.member: head, "signature": base64.b64encode(signature).decode("ascii")}
+
+
+def verify_tree_head(kind: TreeHeadKind, doc: Any, public_key_raw32: bytes) -> dict[str, Any]:
+    """The head of a ``kind`` document once its signature verifies under
+    ``public_key_raw32``. A malformed document or one naming another key is an
+    :class:`AuditVerificationError` saying so; a signature that does not verify is a
+    ``kind.signature_error``."""
+    expected_key_id = key_id(public_key_raw32)
+    if not isinstance(doc, Mapping) or set(doc) != {kind.member, "signature"}:
+        raise AuditVerificationError(
+            f"{kind.document} must have exactly the fields {kind.member} and signature"
+        )
+    head = doc[kind.member]
+    problem = _checkpoint_problem(head)
+    if problem is not None:
+        raise AuditVerificationError(f"{kind.label} is malformed: {problem}")
+    if head["key_id"] != expected_key_id:
+        raise AuditVerificationError(
+            f"{kind.label} is signed by another key (key id {head['key_id']}; "
+            f"{kind.key} has key id {expected_key_id})"
+        )
+    verify_service_signature(
+        public_key_raw32, kind.domain, head, doc["signature"], what=kind.label, error=kind.signature_error
+    )
+    return dict(head)
 
 
 def sign_checkpoint(
@@ -371,17 +418,15 @@ def sign_checkpoint(
     time: int,
 ) -> dict[str, Any]:
     """A signed checkpoint document for the tree head (root and last_hash as hex)."""
-    checkpoint, signature = sign_tree_head(
+    return sign_tree_head(
+        CHECKPOINT,
         private_key_raw32,
-        domain=CHECKPOINT_DOMAIN,
-        what="checkpoint",
         deployment=deployment,
         tree_size=tree_size,
         root=root,
         last_hash=last_hash,
         time=time,
     )
-    return {"checkpoint": checkpoint, "signature": signature}
 
 
 def verify_checkpoint(doc: Mapping[str, Any], public_key_raw32: bytes) -> dict[str, Any]:
@@ -390,30 +435,7 @@ def verify_checkpoint(doc: Mapping[str, Any], public_key_raw32: bytes) -> dict[s
     A checkpoint naming another key is an :class:`AuditVerificationError` saying so; a
     signature that does not verify is a :class:`BadSignatureError`.
     """
-    expected_key_id = key_id(public_key_raw32)
-    if not isinstance(doc, Mapping) or set(doc) != {"checkpoint", "signature"}:
-        raise AuditVerificationError(
-            "checkpoint document must have exactly the fields checkpoint and signature"
-        )
-    checkpoint = doc["checkpoint"]
-    problem = _checkpoint_problem(checkpoint)
-    if problem is not None:
-        raise AuditVerificationError(f"checkpoint is malformed: {problem}")
-    if checkpoint["key_id"] != expected_key_id:
-        raise AuditVerificationError(
-            f"checkpoint is signed by another key (key id {checkpoint['key_id']}; "
-            f"the service key given has key id {expected_key_id})"
-        )
-    signature = canonical_signature(doc["signature"])
-    if signature is None:
-        raise BadSignatureError("checkpoint signature is not 64 bytes of canonical base64")
-    try:
-        nacl.signing.VerifyKey(public_key_raw32).verify(
-            domain_bytes(CHECKPOINT_DOMAIN, checkpoint), signature
-        )
-    except nacl.exceptions.BadSignatureError:
-        raise BadSignatureError("checkpoint signature does not verify under the service key") from None
-    return dict(checkpoint)
+    return verify_tree_head(CHECKPOINT, doc, public_key_raw32)
 
 
 # --- parsing an export line ----------------------------------------------------------

@@ -21,16 +21,10 @@ every offline verification of an export (docs/adr/0010).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
-
-from tandem.core.audit import _checkpoint_problem, key_id, sign_tree_head
-from tandem.core.canonical import domain_bytes
-from tandem.core.identity import canonical_signature
+from tandem.core.audit import TreeHeadKind, sign_tree_head, verify_tree_head
 from tandem.errors import AuditVerificationError
 
 MARKER_DOMAIN = "audit-verified-marker"
@@ -47,6 +41,16 @@ class VerifiedMarker:
     time: int
 
 
+MARKER = TreeHeadKind(
+    member="marker",
+    domain=MARKER_DOMAIN,
+    label="verified-up-to marker",
+    document="verified-up-to marker",
+    key="the service key",
+    signature_error=AuditVerificationError,
+)
+
+
 def sign_marker(
     private_key_raw32: bytes,
     *,
@@ -57,45 +61,21 @@ def sign_marker(
     time: int,
 ) -> dict[str, Any]:
     """A signed marker document (root and last_hash as hex)."""
-    marker, signature = sign_tree_head(
+    return sign_tree_head(
+        MARKER,
         private_key_raw32,
-        domain=MARKER_DOMAIN,
-        what="marker",
         deployment=deployment,
         tree_size=tree_size,
         root=root,
         last_hash=last_hash,
         time=time,
     )
-    return {"marker": marker, "signature": signature}
 
 
 def verify_marker(doc: Any, public_key_raw32: bytes) -> VerifiedMarker:
     """The marker of ``doc`` once its signature verifies under ``public_key_raw32``;
     :class:`AuditVerificationError` naming what is wrong otherwise."""
-    if not isinstance(doc, Mapping) or set(doc) != {"marker", "signature"}:
-        raise AuditVerificationError(
-            "verified-up-to marker must have exactly the fields marker and signature"
-        )
-    body = doc["marker"]
-    problem = _checkpoint_problem(body)
-    if problem is not None:
-        raise AuditVerificationError(f"verified-up-to marker is malformed: {problem}")
-    expected = key_id(public_key_raw32)
-    if body["key_id"] != expected:
-        raise AuditVerificationError(
-            f"verified-up-to marker is signed by another key (key id {body['key_id']}; "
-            f"the service key has key id {expected})"
-        )
-    signature = canonical_signature(doc["signature"])
-    if signature is None:
-        raise AuditVerificationError("verified-up-to marker signature is not 64 bytes of canonical base64")
-    try:
-        nacl.signing.VerifyKey(public_key_raw32).verify(domain_bytes(MARKER_DOMAIN, body), signature)
-    except nacl.exceptions.BadSignatureError:
-        raise AuditVerificationError(
-            "verified-up-to marker signature does not verify under the service key"
-        ) from None
+    body = verify_tree_head(MARKER, doc, public_key_raw32)
     return VerifiedMarker(
         deployment=body["deployment"],
         tree_size=body["tree_size"],

@@ -127,12 +127,7 @@ def loads_strict(
     some databases cannot store NUL in text, while stored documents that already hold
     an escaped NUL still parse."""
     if isinstance(data, bytes):
-        if len(data) > max_bytes:
-            raise PayloadTooLargeError(f"document of {len(data)} bytes exceeds {max_bytes}")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise MalformedJSONError("document is not UTF-8") from None
+        text = utf8_text(data, max_bytes)
     else:
         text = data
         if len(text) > max_bytes or (
@@ -149,6 +144,16 @@ def loads_strict(
     if brackets > max_depth or "\\" in text or not text.isascii():
         _check_tree(value, forbid_nul, max_depth)
     return value
+
+
+def utf8_text(data: bytes, max_bytes: int, what: str = "document") -> str:
+    """``data`` decoded as UTF-8, once it is known to be at most ``max_bytes``."""
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(f"{what} of {len(data)} bytes exceeds {max_bytes}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedJSONError(f"{what} is not UTF-8") from None
 
 
 def parse_json_text(text: str, what: str = "JSON") -> JSON:

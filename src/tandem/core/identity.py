@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from tandem.core.canonical import canonical, check_fields, domain_bytes, loads_strict
 from tandem.core.roles import Role, parse_role
-from tandem.errors import BadSignatureError, InputError, KeystoreError
+from tandem.errors import BadSignatureError, Error, InputError, KeystoreError
 
 KEYSTORE_FORMAT = "tandem-keystore/1"
 CARD_FORMAT = "tandem-identity/1"
@@ -61,6 +61,21 @@ def canonical_signature(encoded: Any) -> bytes | None:
     if len(signature) != 64 or base64.b64encode(signature).decode("ascii") != encoded:
         return None
     return signature
+
+
+def verify_service_signature(
+    public_key_raw32: bytes, domain: str, body: Any, encoded: Any, *, what: str, error: type[Error]
+) -> None:
+    """Check that ``encoded`` is the canonical base64 Ed25519 signature by the service key
+    ``public_key_raw32`` over ``domain_bytes(domain, body)``; ``error`` naming ``what``
+    otherwise."""
+    signature = canonical_signature(encoded)
+    if signature is None:
+        raise error(f"{what} signature is not 64 bytes of canonical base64")
+    try:
+        nacl.signing.VerifyKey(public_key_raw32).verify(domain_bytes(domain, body), signature)
+    except nacl.exceptions.BadSignatureError:
+        raise error(f"{what} signature does not verify under the service key") from None
 
 
 def unhex(text: Any, *, what: str, length: int | None = None) -> bytes:

@@ -17,10 +17,10 @@ A policy is data (see ``docs/policy.md``): a JSON document parsed strictly by
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from tandem.core import approvals as approvals_engine
 from tandem.core.approvals import QuorumResult
@@ -465,18 +465,34 @@ def _parse_wallet_limit(obj: Any, where: str) -> WalletLimit:
 def parse_wallet_limits(obj: Any, where: str) -> tuple[WalletLimit, ...]:
     if not isinstance(obj, list):
         raise InputError(f"{where} must be a list of wallet limits")
-    limits: list[WalletLimit] = []
-    seen: dict[str, int] = {}
-    for index, raw in enumerate(obj):
-        limit = _parse_wallet_limit(raw, f"{where}[{index}]")
-        if limit.name in seen:
+    return _parse_named(obj, where, _parse_wallet_limit, "wallet limit")
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_N = TypeVar("_N", bound=_Named)
+
+
+def _parse_named(
+    items: list[Any], where: str, parse_one: Callable[[Any, str], _N], noun: str
+) -> tuple[_N, ...]:
+    """Each of ``items`` parsed at ``where[i]``, refusing a name used twice (the second
+    use is named, with the index of the first)."""
+    parsed: list[_N] = []
+    first_index: dict[str, int] = {}
+    for index, raw in enumerate(items):
+        item = parse_one(raw, f"{where}[{index}]")
+        if item.name in first_index:
             raise InputError(
-                f"{where}[{index}].name: duplicate wallet limit name {limit.name!r} "
-                f"(already used by {where}[{seen[limit.name]}])"
+                f"{where}[{index}].name: duplicate {noun} name {item.name!r} "
+                f"(already used by {where}[{first_index[item.name]}])"
             )
-        seen[limit.name] = index
-        limits.append(limit)
-    return tuple(limits)
+        first_index[item.name] = index
+        parsed.append(item)
+    return tuple(parsed)
 
 
 def velocity_window_seconds(policy: Policy) -> int:
@@ -879,17 +895,7 @@ def parse_policy(doc: dict[str, Any]) -> Policy:
             f"{where}.rules is empty: a policy needs at least one rule "
             '(end with a catch-all rule, "match": {})'
         )
-    rules: list[Rule] = []
-    first_index: dict[str, int] = {}
-    for index, raw in enumerate(raw_rules):
-        rule = _parse_rule(raw, f"{where}.rules[{index}]")
-        if rule.name in first_index:
-            raise InputError(
-                f"{where}.rules[{index}].name: duplicate rule name {rule.name!r} "
-                f"(already used by {where}.rules[{first_index[rule.name]}])"
-            )
-        first_index[rule.name] = index
-        rules.append(rule)
+    rules = _parse_named(raw_rules, f"{where}.rules", _parse_rule, "rule")
     wallet_limits = (
         parse_wallet_limits(doc["wallet_limits"], f"{where}.wallet_limits") if "wallet_limits" in doc else ()
     )
@@ -900,7 +906,7 @@ def parse_policy(doc: dict[str, Any]) -> Policy:
     return Policy(
         version=version,
         change_delay_seconds=change_delay,
-        rules=tuple(rules),
+        rules=rules,
         wallet_limits=wallet_limits,
         membership=membership,
         fees_charged_to=fees_charged_to,

@@ -39,13 +39,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.core.canonical import MAX_SAFE_INT, canonical, parse_json_text
+from tandem.core.canonical import MAX_SAFE_INT, canonical, parse_json_text, utf8_text
 from tandem.core.chains import MessageProof, get_chain
 from tandem.errors import (
     Error,
     InputError,
-    MalformedJSONError,
-    PayloadTooLargeError,
     UnknownFieldError,
     VerificationError,
 )
@@ -367,13 +365,7 @@ def parse_bundle(data: bytes) -> dict[str, Any]:
     refused, and the top level and challenge must have exactly their fields. Each
     proof's fields are checked when it is verified, so one bad entry is reported
     against its address instead of refusing the whole file."""
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise PayloadTooLargeError(f"bundle of {len(data)} bytes exceeds {MAX_BUNDLE_BYTES}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedJSONError("bundle is not UTF-8") from None
-    doc = parse_json_text(text, "bundle JSON")
+    doc = parse_json_text(utf8_text(data, MAX_BUNDLE_BYTES, "bundle"), "bundle JSON")
     if not isinstance(doc, dict):
         raise InputError("bundle must be a JSON object")
     _exact_fields(doc, BUNDLE_FIELDS, (), "bundle")

@@ -9,14 +9,12 @@ export pages through the rows in index order without holding them.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, insert, or_
-from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from tandem.core import audit, merkle
@@ -55,18 +53,7 @@ class _TreeCache:
                 self._states.popitem(last=False)
 
 
-_caches: weakref.WeakKeyDictionary[Engine, _TreeCache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
-
-
-def _cache_for(session: Session) -> _TreeCache:
-    bind = session.get_bind()
-    engine = bind.engine if isinstance(bind, Connection) else bind
-    with _caches_lock:
-        cache = _caches.get(engine)
-        if cache is None:
-            cache = _caches[engine] = _TreeCache()
-        return cache
+_cache_for = facts.PerEngine(_TreeCache).of
 
 
 @dataclass(frozen=True)

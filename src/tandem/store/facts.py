@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Connection, Engine
@@ -74,18 +74,26 @@ class _Facts:
         self.values: dict[Any, Any] = {}
 
 
-_caches: weakref.WeakKeyDictionary[Engine, _Facts] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
+class PerEngine(Generic[T]):
+    """One ``T`` per database engine, made on first use by a session bound to it and
+    dropped with the engine: what a process keeps across transactions of one database."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._by_engine: weakref.WeakKeyDictionary[Engine, T] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def of(self, session: Session) -> T:
+        bind = session.get_bind()
+        engine = bind.engine if isinstance(bind, Connection) else bind
+        with self._lock:
+            value = self._by_engine.get(engine)
+            if value is None:
+                value = self._by_engine[engine] = self._make()
+            return value
 
 
-def _facts_for(session: Session) -> _Facts:
-    bind = session.get_bind()
-    engine = bind.engine if isinstance(bind, Connection) else bind
-    with _caches_lock:
-        facts = _caches.get(engine)
-        if facts is None:
-            facts = _caches[engine] = _Facts()
-        return facts
+_facts_for = PerEngine(_Facts).of
 
 
 def begin_write(session: Session) -> None:

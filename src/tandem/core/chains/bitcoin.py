@@ -289,7 +289,8 @@ _P2WPKH_WITNESS_BYTES = 1 + 1 + 72 + 1 + 33
 _TXID_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def _varint(n: int) -> bytes:
+def compact_size(n: int) -> bytes:
+    """``n`` as Bitcoin's CompactSize (the minimal varint of lengths and counts)."""
     if n < 0xFD:
         return bytes([n])
     if n <= 0xFFFF:
@@ -299,8 +300,9 @@ def _varint(n: int) -> bytes:
     return b"\xff" + n.to_bytes(8, "little")
 
 
-def _var_bytes(data: bytes) -> bytes:
-    return _varint(len(data)) + data
+def var_bytes(data: bytes) -> bytes:
+    """``data`` after its CompactSize length."""
+    return compact_size(len(data)) + data
 
 
 def _check_int(value: object, low: int, high: int, what: str) -> int:
@@ -397,7 +399,7 @@ class TxOutput:
         _check_int(self.amount, 0, MAX_MONEY, "output amount")
 
     def serialize(self) -> bytes:
-        return self.amount.to_bytes(8, "little") + _var_bytes(self.script_pubkey)
+        return self.amount.to_bytes(8, "little") + var_bytes(self.script_pubkey)
 
 
 @dataclass(frozen=True)
@@ -427,14 +429,14 @@ class Transaction:
         parts = [self.version.to_bytes(4, "little")]
         if segwit:
             parts.append(b"\x00\x01")
-        parts.append(_varint(len(self.inputs)))
+        parts.append(compact_size(len(self.inputs)))
         for txin in self.inputs:
             parts += [
                 txin.outpoint,
-                _var_bytes(txin.script_sig),
+                var_bytes(txin.script_sig),
                 txin.sequence.to_bytes(4, "little"),
             ]
-        parts.append(_varint(len(self.outputs)))
+        parts.append(compact_size(len(self.outputs)))
         parts += [o.serialize() for o in self.outputs]
         if segwit:
             parts += [_serialize_stack(stack) for stack in self.witnesses]
@@ -452,7 +454,7 @@ class Transaction:
 
 
 def _serialize_stack(stack: Sequence[bytes]) -> bytes:
-    return _varint(len(stack)) + b"".join(_var_bytes(item) for item in stack)
+    return compact_size(len(stack)) + b"".join(var_bytes(item) for item in stack)
 
 
 def _read_stack(reader: _Reader) -> tuple[bytes, ...]:
@@ -526,7 +528,7 @@ def dust_threshold(script_pubkey: bytes) -> int:
     The cost of the output plus the input that would later spend it, with witness
     bytes discounted for witness programs (294 sats for P2WPKH, 546 for P2PKH).
     """
-    output_size = 8 + len(_var_bytes(script_pubkey))
+    output_size = 8 + len(var_bytes(script_pubkey))
     witness = _witness_program(script_pubkey) is not None
     spend_size = 32 + 4 + 1 + (107 // 4 if witness else 107) + 4
     return (output_size + spend_size) * 3
@@ -711,7 +713,7 @@ def _bip143_digest(tx: Transaction, index: int, prevout: Prevout, sighash_type: 
         raise InvalidTransactionError(f"prevout is not the output input {index} spends")
     if not _is_p2wpkh(prevout.script_pubkey):
         raise InvalidTransactionError(f"input {index} does not spend a P2WPKH output")
-    script_code = _var_bytes(p2pkh_script(prevout.script_pubkey[2:]))
+    script_code = var_bytes(p2pkh_script(prevout.script_pubkey[2:]))
     preimage = b"".join(
         [
             tx.version.to_bytes(4, "little"),
@@ -850,7 +852,7 @@ def _bip322_script_parts(script_pubkey: bytes) -> tuple[bytes, bytes]:
     """What a P2WPKH script contributes to its BIP-322 digest, whatever the message: the
     end of the to_spend transaction and the BIP-143 scriptCode."""
     return (
-        _BIP322_TO_SPEND_TAIL + _var_bytes(script_pubkey) + bytes(4),
+        _BIP322_TO_SPEND_TAIL + var_bytes(script_pubkey) + bytes(4),
         b"\x19\x76\xa9\x14" + script_pubkey[2:] + b"\x88\xac",
     )
 
@@ -1037,7 +1039,7 @@ def _verify_bip322_decoded(
 
 
 def bip137_message_hash(message: str) -> bytes:
-    return sha256d(_var_bytes(BIP137_MAGIC) + _var_bytes(_utf8(message)))
+    return sha256d(var_bytes(BIP137_MAGIC) + var_bytes(_utf8(message)))
 
 
 # Header byte = base + recovery id; the base says which address type signed, and

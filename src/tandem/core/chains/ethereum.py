@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
@@ -461,20 +461,7 @@ def sign_eip1559(raw_unsigned: bytes, private_key: bytes) -> tuple[bytes, str]:
         # Only possible when r overflowed the group order (probability ~2^-127); the
         # type-2 signature has no room to say so.
         raise CryptoError("signature needs a recovery id beyond y-parity; not encodable")
-    signed = Eip1559Transaction(
-        chain_id=tx.chain_id,
-        nonce=tx.nonce,
-        max_priority_fee_per_gas=tx.max_priority_fee_per_gas,
-        max_fee_per_gas=tx.max_fee_per_gas,
-        gas_limit=tx.gas_limit,
-        to=tx.to,
-        value=tx.value,
-        data=tx.data,
-        access_list=tx.access_list,
-        y_parity=recovery_id,
-        r=r,
-        s=s,
-    ).signed_bytes()
+    signed = replace(tx, y_parity=recovery_id, r=r, s=s).signed_bytes()
     return signed, "0x" + keccak256(signed).hex()
 
 

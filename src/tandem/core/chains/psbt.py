@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from Crypto.Hash import RIPEMD160
@@ -120,16 +120,6 @@ class _Bytes:
         return value
 
 
-def _compact_size(n: int) -> bytes:
-    if n < 0xFD:
-        return bytes([n])
-    if n <= 0xFFFF:
-        return b"\xfd" + n.to_bytes(2, "little")
-    if n <= 0xFFFFFFFF:
-        return b"\xfe" + n.to_bytes(4, "little")
-    return b"\xff" + n.to_bytes(8, "little")
-
-
 def key_type(key: bytes) -> tuple[int, bytes]:
     """Split a key into its compact-size type and its key data."""
     cur = _Bytes(key)
@@ -154,7 +144,7 @@ def _read_map(cur: _Bytes, where: str) -> tuple[Pair, ...]:
 
 
 def _write_map(pairs: Sequence[Pair]) -> bytes:
-    out = [_compact_size(len(k)) + k + _compact_size(len(v)) + v for k, v in pairs]
+    out = [btc.var_bytes(k) + btc.var_bytes(v) for k, v in pairs]
     return b"".join(out) + b"\x00"
 
 
@@ -169,11 +159,11 @@ class UnsignedTx:
     locktime: int
 
     def serialize(self) -> bytes:
-        parts = [self.version.to_bytes(4, "little"), _compact_size(len(self.inputs))]
+        parts = [self.version.to_bytes(4, "little"), btc.compact_size(len(self.inputs))]
         for i in self.inputs:
-            script_sig = _compact_size(len(i.script_sig)) + i.script_sig
+            script_sig = btc.var_bytes(i.script_sig)
             parts += [i.outpoint, script_sig, i.sequence.to_bytes(4, "little")]
-        parts.append(_compact_size(len(self.outputs)))
+        parts.append(btc.compact_size(len(self.outputs)))
         parts += [o.serialize() for o in self.outputs]
         parts.append(self.locktime.to_bytes(4, "little"))
         return b"".join(parts)
@@ -244,18 +234,23 @@ def _check_keypath(value: bytes, where: str) -> None:
         raise _fail(f"{where} value is not a fingerprint and 32-bit path elements")
 
 
-def _check_bare(kind: int, data: bytes, bare: frozenset[int], where: str) -> None:
-    if kind in bare and data:
-        raise _fail(f"{where} key type {kind:#04x} takes no key data")
+def _typed_pairs(
+    pairs: Sequence[Pair], bare: frozenset[int], v2_only: frozenset[int], where: str
+) -> Iterator[tuple[int, bytes, bytes]]:
+    """Each pair of one map as (key type, key data, value), refusing key data on a type
+    that takes none and a type that belongs to PSBT version 2."""
+    for key, value in pairs:
+        kind, data = key_type(key)
+        if kind in bare and data:
+            raise _fail(f"{where} key type {kind:#04x} takes no key data")
+        if kind in v2_only:
+            raise _fail(f"{where} type {kind:#04x} belongs to PSBT version 2")
+        yield kind, data, value
 
 
 def _check_global(pairs: Sequence[Pair]) -> UnsignedTx:
     tx: UnsignedTx | None = None
-    for key, value in pairs:
-        kind, data = key_type(key)
-        _check_bare(kind, data, _BARE_GLOBAL, "global")
-        if kind in _V2_ONLY_GLOBAL:
-            raise _fail(f"global type {kind:#04x} belongs to PSBT version 2")
+    for kind, data, value in _typed_pairs(pairs, _BARE_GLOBAL, _V2_ONLY_GLOBAL, "global"):
         if kind == GLOBAL_UNSIGNED_TX:
             tx = _parse_unsigned_tx(value)
         elif kind == GLOBAL_XPUB:
@@ -276,11 +271,7 @@ def _check_global(pairs: Sequence[Pair]) -> UnsignedTx:
 
 def _check_input(pairs: Sequence[Pair], index: int, txin: btc.TxInput) -> None:
     where = f"input {index}"
-    for key, value in pairs:
-        kind, data = key_type(key)
-        _check_bare(kind, data, _BARE_INPUT, where)
-        if kind in _V2_ONLY_INPUT:
-            raise _fail(f"{where} type {kind:#04x} belongs to PSBT version 2")
+    for kind, data, value in _typed_pairs(pairs, _BARE_INPUT, _V2_ONLY_INPUT, where):
         if kind == IN_NON_WITNESS_UTXO:
             prev = btc.parse_transaction(value)
             if prev.txid != txin.txid:
@@ -312,11 +303,7 @@ def _check_input(pairs: Sequence[Pair], index: int, txin: btc.TxInput) -> None:
 
 def _check_output(pairs: Sequence[Pair], index: int) -> None:
     where = f"output {index}"
-    for key, value in pairs:
-        kind, data = key_type(key)
-        _check_bare(kind, data, _BARE_OUTPUT, where)
-        if kind in _V2_ONLY_OUTPUT:
-            raise _fail(f"{where} type {kind:#04x} belongs to PSBT version 2")
+    for kind, data, value in _typed_pairs(pairs, _BARE_OUTPUT, _V2_ONLY_OUTPUT, where):
         if kind == OUT_BIP32_DERIVATION:
             _check_pubkey(data, f"{where} BIP-32 derivation")
             _check_keypath(value, f"{where} BIP-32 derivation")

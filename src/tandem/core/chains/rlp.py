@@ -77,6 +77,21 @@ def _read_length(data: bytes, pos: int, size_of_length: int) -> int:
     return length
 
 
+def _payload(data: bytes, pos: int, offset: int, what: str) -> tuple[int, int]:
+    """Where the payload of the header at ``pos`` starts and ends; ``offset`` is 0x80
+    for a string and 0xC0 for a list (as in :func:`_length_prefix`)."""
+    prefix = data[pos]
+    if prefix <= offset + 55:
+        length, start = prefix - offset, pos + 1
+    else:
+        size = prefix - offset - 55
+        length, start = _read_length(data, pos + 1, size), pos + 1 + size
+    end = start + length
+    if end > len(data):
+        raise InvalidTransactionError(f"RLP {what} runs past the end of the input")
+    return start, end
+
+
 def _decode_at(data: bytes, pos: int, depth: int) -> tuple[RlpItem, int]:
     if depth > MAX_DEPTH:
         raise InvalidTransactionError(f"RLP nesting deeper than {MAX_DEPTH}")
@@ -86,26 +101,12 @@ def _decode_at(data: bytes, pos: int, depth: int) -> tuple[RlpItem, int]:
     if prefix < 0x80:
         return data[pos : pos + 1], pos + 1
     if prefix < 0xC0:
-        if prefix <= 0xB7:
-            length, start = prefix - 0x80, pos + 1
-        else:
-            size = prefix - 0xB7
-            length, start = _read_length(data, pos + 1, size), pos + 1 + size
-        end = start + length
-        if end > len(data):
-            raise InvalidTransactionError("RLP string runs past the end of the input")
+        start, end = _payload(data, pos, 0x80, "string")
         body = data[start:end]
-        if length == 1 and body[0] < 0x80:
+        if len(body) == 1 and body[0] < 0x80:
             raise InvalidTransactionError("RLP single byte below 0x80 wrapped in a header")
         return body, end
-    if prefix <= 0xF7:
-        length, start = prefix - 0xC0, pos + 1
-    else:
-        size = prefix - 0xF7
-        length, start = _read_length(data, pos + 1, size), pos + 1 + size
-    end = start + length
-    if end > len(data):
-        raise InvalidTransactionError("RLP list runs past the end of the input")
+    start, end = _payload(data, pos, 0xC0, "list")
     items: list[RlpItem] = []
     cursor = start
     while cursor < end:

@@ -20,7 +20,7 @@ from tandem.core.canonical import (
     check_fields,
     domain_bytes,
 )
-from tandem.core.identity import IdentityCard, canonical_signature, unb64
+from tandem.core.identity import IdentityCard, unb64, verify_service_signature
 from tandem.core.membership import REPLAYED_KINDS, LogState, check_genesis, genesis_hash
 from tandem.core.policy import (
     AddressBookEntry,
@@ -183,13 +183,14 @@ def verify_bundle_index(doc: Any, service_public: bytes) -> dict[str, Any]:
     """The body of an index document once its signature verifies under the service key."""
     check_fields(doc, required=("index", "signature"), where="bundle.audit.index")
     body = check_fields(doc["index"], required=_INDEX_FIELDS, where="bundle.audit.index.index")
-    signature = canonical_signature(doc["signature"])
-    if signature is None:
-        raise BadSignatureError("the bundle index signature is not 64 bytes of canonical base64")
-    try:
-        nacl.signing.VerifyKey(service_public).verify(domain_bytes(BUNDLE_INDEX_DOMAIN, body), signature)
-    except nacl.exceptions.BadSignatureError:
-        raise BadSignatureError("the bundle index signature does not verify under the service key") from None
+    verify_service_signature(
+        service_public,
+        BUNDLE_INDEX_DOMAIN,
+        body,
+        doc["signature"],
+        what="the bundle index",
+        error=BadSignatureError,
+    )
     history = check_fields(
         body["history"], required=("wallet", "since", "before"), where="bundle index history"
     )
