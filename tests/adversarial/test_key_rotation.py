@@ -153,7 +153,7 @@ def test_approval_given_before_the_rotation_still_counts(world: World) -> None:
     with world.svc.db.read() as sess:
         stored = sess.get(Withdrawal, w["id"])
         assert stored is not None
-        assert world.svc._tamper_reason(sess, stored) is None
+        assert world.svc.withdrawals._tamper_reason(sess, stored) is None
     err = refused("reshare_required", cw.release_withdrawal, world.client, world["cora"], w["id"])
     assert "tamper" not in err.message
     assert cw.get_withdrawal(world.client, world["olga"], w["id"])["status"] == wcore.APPROVED

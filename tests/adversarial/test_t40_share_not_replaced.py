@@ -167,7 +167,7 @@ def test_custodian_share_after_a_restart_needs_totp(world: World) -> None:
 
     s = setup(world)
     w = create_approved(world, btc_intent(s))
-    world.svc.operations = OperationKeys()  # a restart: the signer lost the operation key
+    world.svc.keys.operations = OperationKeys()  # a restart: the signer lost the operation key
     cw.renew_operation(world.client, world["alice"], w["id"])
     cw.contribute_share(world.client, world["alice"], w["id"])
     before = shares(world)

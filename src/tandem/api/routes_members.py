@@ -20,13 +20,13 @@ def members(
 ) -> list[dict[str, Any]]:
     """One page (``limit``, default 100, at most 500) in the order members were added;
     the ``Tandem-Next-Cursor`` header, when present, is the ``cursor`` of the next page."""
-    return paged(response, svc.list_members(limit=limit, cursor=cursor))
+    return paged(response, svc.members.list_members(limit=limit, cursor=cursor))
 
 
 @router.post("/v1/members/proposals", status_code=201, response_model=ProposalPublic)
 def propose_member(svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:
     """Propose adding, removing or rekeying a member; the other side must approve."""
-    return svc.propose_member_change(body.envelope)
+    return svc.members.propose_member_change(body.envelope)
 
 
 @router.get("/v1/proposals", response_model=list[ProposalPublic])
@@ -40,12 +40,12 @@ def proposals(
     cursor: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page, oldest first, paged as `GET /v1/members`."""
-    return paged(response, svc.list_proposals(status=status, limit=limit, cursor=cursor))
+    return paged(response, svc.proposals.list_proposals(status=status, limit=limit, cursor=cursor))
 
 
 @router.get("/v1/proposals/{proposal_id}", response_model=ProposalPublic)
 def proposal(proposal_id: str, svc: ServiceDep, viewer: Reader) -> dict[str, Any]:
-    return svc.get_proposal(proposal_id)
+    return svc.proposals.get_proposal(proposal_id)
 
 
 @router.post("/v1/proposals/{proposal_id}/approve", response_model=ProposalPublic)
@@ -54,7 +54,7 @@ def approve(
 ) -> dict[str, Any]:
     """Approve with a signed `proposal.approve` over the proposal digest, plus TOTP."""
     schemas.same_subject(body.envelope, "proposal", proposal_id)
-    return svc.decide_proposal(body.envelope, totp=body.totp, approve=True)
+    return svc.proposals.decide_proposal(body.envelope, totp=body.totp, approve=True)
 
 
 @router.post("/v1/proposals/{proposal_id}/reject", response_model=ProposalPublic)
@@ -62,7 +62,7 @@ def reject(
     proposal_id: str, svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:
     schemas.same_subject(body.envelope, "proposal", proposal_id)
-    return svc.decide_proposal(body.envelope, totp=None, approve=False)
+    return svc.proposals.decide_proposal(body.envelope, totp=None, approve=False)
 
 
 @router.post("/v1/proposals/{proposal_id}/veto", response_model=ProposalPublic)
@@ -71,7 +71,7 @@ def veto_member(
 ) -> dict[str, Any]:
     """Either side stops an approved membership change during its delay (`proposal.veto`)."""
     schemas.same_subject(body.envelope, "proposal", proposal_id)
-    return svc.veto_member_proposal(body.envelope)
+    return svc.members.veto_member_proposal(body.envelope)
 
 
 @router.post("/v1/proposals/{proposal_id}/apply", response_model=ProposalPublic)
@@ -80,7 +80,7 @@ def apply_member(
 ) -> dict[str, Any]:
     """Carry out an approved membership change once its delay has passed (`proposal.apply`)."""
     schemas.same_subject(body.envelope, "proposal", proposal_id)
-    return svc.apply_proposal(body.envelope)
+    return svc.proposals.apply_proposal(body.envelope)
 
 
 document_request_bodies(router)

@@ -52,7 +52,7 @@ from tandem.errors import (
     VerificationError,
 )
 from tandem.services import statement_pdf
-from tandem.services.base import Call, ServiceBase
+from tandem.services.base import Call, Runner
 from tandem.services.logview import LogView
 from tandem.store import audit_log, pages
 from tandem.store.models import AddressRow, AuditRow, KeySet, Member, ReconcileJob, Withdrawal
@@ -337,7 +337,7 @@ class _SignatureWalk:
 class Books:
     """One object per deployment's books, beside the service it records through."""
 
-    def __init__(self, svc: ServiceBase, chains: ChainConfig | None = None) -> None:
+    def __init__(self, svc: Runner, chains: ChainConfig | None = None) -> None:
         self.svc = svc
         self.chains = chains or ChainConfig()
         self._backends: dict[tuple[str, str], ChainBackend] = {}

@@ -48,7 +48,7 @@ from tandem.errors import (
     RoleNotAllowedError,
 )
 from tandem.localtime import local_iso
-from tandem.services.base import Call, ServiceBase
+from tandem.services.base import Call, Runner
 from tandem.services.proposal_docs import PROPOSAL_SECONDS, proposal_digest, proposal_public
 from tandem.store.models import AddressBookRow, PolicyRow, Proposal, Withdrawal
 
@@ -67,7 +67,7 @@ def install_default_policy(call: Call) -> None:
     )
 
 
-def install_genesis_terms(service: Any, call: Call, doc: dict[str, Any]) -> None:
+def install_genesis_terms(service: Runner, call: Call, doc: dict[str, Any]) -> None:
     """An initial policy and address book carried by the genesis document take effect at
     once: every initial member (both sides) signed them. They are logged as ordinary
     approved changes so that an offline verifier rebuilds them from the log alone."""
@@ -227,7 +227,7 @@ def history_for(
 # --- applying an approved proposal (called by membership's approval path) -------------
 
 
-def apply_policy_proposal(service: Any, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
+def apply_policy_proposal(service: Runner, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
     session = call.session
     effective_at = call.now + change_delay(current_policy(session, call.now), proposal.kind)
     proposal.status = PROPOSALS.transition(proposal.status, "quorum")
@@ -323,7 +323,7 @@ def _new_proposal(call: Call, kind: str, content: dict[str, Any]) -> Proposal:
     return proposal
 
 
-def propose_policy(service: ServiceBase, envelope: Any) -> dict[str, Any]:
+def propose_policy(service: Runner, envelope: Any) -> dict[str, Any]:
     def use_case(call: Call) -> dict[str, Any]:
         assert call.action is not None
         content = policy_proposal_content(call.action.body)
@@ -347,7 +347,7 @@ def propose_policy(service: ServiceBase, envelope: Any) -> dict[str, Any]:
     return service.run("policy.propose", envelope, use_case, types="policy.propose", roles=(Role.MANAGER,))
 
 
-def propose_address_change(service: ServiceBase, envelope: Any) -> dict[str, Any]:
+def propose_address_change(service: Runner, envelope: Any) -> dict[str, Any]:
     def use_case(call: Call) -> dict[str, Any]:
         assert call.action is not None
         body = call.action.body
@@ -390,7 +390,7 @@ def propose_address_change(service: ServiceBase, envelope: Any) -> dict[str, Any
 
 
 def veto_proposal(
-    service: ServiceBase,
+    service: Runner,
     envelope: Any,
     *,
     kinds: tuple[str, ...] = POLICY_KINDS,
@@ -441,7 +441,7 @@ def veto_proposal(
 # --- reads --------------------------------------------------------------------------
 
 
-def policy_info(service: ServiceBase) -> dict[str, Any]:
+def policy_info(service: Runner) -> dict[str, Any]:
     now = service.clock()
     with service.db.read() as session:
         current = _current_row(session, now)
@@ -466,7 +466,7 @@ def policy_info(service: ServiceBase) -> dict[str, Any]:
         }
 
 
-def address_book_view(service: ServiceBase) -> list[dict[str, Any]]:
+def address_book_view(service: Runner) -> list[dict[str, Any]]:
     now = service.clock()
     with service.db.read() as session:
         removals = _removals(session)
@@ -497,7 +497,7 @@ def address_book_view(service: ServiceBase) -> list[dict[str, Any]]:
 
 
 def explain_facts(
-    service: ServiceBase, *, wallet: str, chain: str, network: str, asset: str, amount: str, destination: str
+    service: Runner, *, wallet: str, chain: str, network: str, asset: str, amount: str, destination: str
 ) -> dict[str, Any]:
     """What the policy in force would say about a withdrawal with these facts, now."""
     now = service.clock()
@@ -530,3 +530,28 @@ def explain_facts(
         "decision": decision.to_json(),
         "allowed": decision.allowed,
     }
+
+
+class PolicyService:
+    """The policy and the address book: dual-controlled proposals and what is in force."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def propose_policy(self, envelope: Any) -> dict[str, Any]:
+        return propose_policy(self.runner, envelope)
+
+    def propose_address_change(self, envelope: Any) -> dict[str, Any]:
+        return propose_address_change(self.runner, envelope)
+
+    def veto_policy_proposal(self, envelope: Any) -> dict[str, Any]:
+        return veto_proposal(self.runner, envelope)
+
+    def policy_info(self) -> dict[str, Any]:
+        return policy_info(self.runner)
+
+    def address_book_view(self) -> list[dict[str, Any]]:
+        return address_book_view(self.runner)
+
+    def explain_facts(self, **facts: str) -> dict[str, Any]:
+        return explain_facts(self.runner, **facts)
