@@ -106,7 +106,7 @@ def _released_and_tracked(world: World, intent: dict[str, Any]) -> dict[str, Any
 
 def test_tandem_built_solana_transfers_run_in_the_runtime_and_the_books_reconcile(world: World) -> None:
     node = SvmNode()
-    books = Books(world.svc.runner, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+    books = Books(world.svc.runner, world.svc.withdrawals, ChainConfig.from_mapping({"solana.devnet": SPEC}))
     books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, node.server)
     world.client.http.app.state.books = books  # type: ignore[attr-defined]
     make_client(world, books, "acme")
@@ -224,7 +224,7 @@ def test_token_2022_withdrawals_run_in_the_runtime_and_extension_mints_are_refus
     compares it), charges the rent of a Token-2022 account, and the runtime runs it."""
     t22 = stx.TOKEN_2022_PROGRAM
     node = SvmNode()
-    books = Books(world.svc.runner, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+    books = Books(world.svc.runner, world.svc.withdrawals, ChainConfig.from_mapping({"solana.devnet": SPEC}))
     books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, node.server)
     world.client.http.app.state.books = books  # type: ignore[attr-defined]
     make_client(world, books, "acme")

@@ -25,8 +25,8 @@ class Tandem:
 
     Every flow service shares the runner (transactions, signatures, second factors,
     refusals, audit) and is handed the other services it needs, nothing more: the
-    withdrawals, ceremonies and proofs the operation keys (``keys``), the batch the
-    withdrawals, the proposals the member changes they apply (``members``).
+    withdrawals, ceremonies and proofs the operation keys (``keys``), the batch and the
+    books the withdrawals, the proposals the member changes they apply (``members``).
     """
 
     def __init__(
@@ -45,7 +45,7 @@ class Tandem:
         self.ceremonies = CeremonyService(self.runner, self.keys)
         self.proofs = ProofService(self.runner, self.keys)
         self.audit = AuditService(self.runner)
-        self.books = Books(self.runner, chains)
+        self.books = Books(self.runner, self.withdrawals, chains)
 
 
 __all__ = ["Tandem"]
