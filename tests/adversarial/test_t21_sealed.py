@@ -32,7 +32,7 @@ def restart(world: World) -> Tandem:
 
 
 def app_with_signing_probe(svc: Tandem) -> FastAPI:
-    """The real app plus one route that goes through ServiceBase.run(signing=True),
+    """The real app plus one route that goes through Runner.run(signing=True),
     standing in for the ceremony/withdrawal/proof signing routes."""
     app = create_app(service=svc)
 
@@ -76,7 +76,7 @@ def sign_request(world: World, who: str = "olga") -> dict[str, Any]:
     return {"envelope": world.client.sign(world[who], "session.open", {})}
 
 
-# Real signing routes (ServiceBase.run(signing=True) checks the seal before anything
+# Real signing routes (Runner.run(signing=True) checks the seal before anything
 # else), exercised when they exist in this build of the app.
 REAL_SIGNING_ROUTES = [
     ("/v1/withdrawals/operations", "alice", "withdrawal.prepare", {"keyset": "ks_missing"})
