@@ -178,7 +178,7 @@ def test_tandem_init_prints_the_token_once_and_keeps_only_its_hash(tmp_path: Pat
     clock = FakeClock()
     with TestClient(create_app(Settings(data_dir=data)), raise_server_exceptions=False) as http:
         svc = http.app.state.service  # type: ignore[attr-defined]
-        svc.clock = clock
+        svc.runner.clock = clock
         people = _people()
         body = _signed_genesis(http, clock, people)
         assert _post(http, body, "not-it").json()["code"] == "claim_token_invalid"

@@ -32,9 +32,6 @@ class Tandem:
     def __init__(
         self, db: Database, key: ServiceKey, *, clock: Callable[[], int], chains: ChainConfig | None = None
     ) -> None:
-        self.db = db
-        self.key = key
-        self.clock = clock
         self.runner = Runner(db, key, clock=clock)
         self.keys = KeyUseService(self.runner)
         self.members = MembershipService(self.runner)
@@ -46,6 +43,20 @@ class Tandem:
         self.proofs = ProofService(self.runner, self.keys)
         self.audit = AuditService(self.runner)
         self.books = Books(self.runner, self.withdrawals, chains)
+
+    # Read-only views of what the runner holds; set them on the runner.
+
+    @property
+    def db(self) -> Database:
+        return self.runner.db
+
+    @property
+    def key(self) -> ServiceKey:
+        return self.runner.key
+
+    @property
+    def clock(self) -> Callable[[], int]:
+        return self.runner.clock
 
 
 __all__ = ["Tandem"]
