@@ -133,36 +133,36 @@ def measure(db: Any, key: Any, n: int, workdir: Path) -> dict[str, float]:
     svc = Tandem(db, key, clock=lambda: T0 + n)
     # A restart after a start-up that verified everything but the last 10 entries: the
     # usual case, where start-up checks only what was appended since.
-    svc.verify_stored(full=True)
+    svc.audit.verify_stored(full=True)
     _grow(db, key, n + 10, report=False)
     n += 10
     out: dict[str, float] = {}
-    out["startup_s"] = _seconds(svc.startup_check)
-    assert svc.sealed_reason is None, svc.sealed_reason
+    out["startup_s"] = _seconds(svc.audit.startup_check)
+    assert svc.runner.sealed_reason is None, svc.runner.sealed_reason
     _grow(db, key, n + 10, report=False)
     n += 10
-    out["startup_peak_mib"] = _peak_mib(svc.startup_check)
+    out["startup_peak_mib"] = _peak_mib(svc.audit.startup_check)
     rng = random.Random(n)  # noqa: S311  (which entries to prove, not a secret)
-    out["checkpoint_ms"] = _median_ms(svc.checkpoint)
-    out["inclusion_ms"] = _median_ms(lambda: svc.inclusion(rng.randrange(n), n))
-    out["consistency_ms"] = _median_ms(lambda: svc.consistency(rng.randrange(1, n), n))
+    out["checkpoint_ms"] = _median_ms(svc.audit.checkpoint)
+    out["inclusion_ms"] = _median_ms(lambda: svc.audit.inclusion(rng.randrange(n), n))
+    out["consistency_ms"] = _median_ms(lambda: svc.audit.consistency(rng.randrange(1, n), n))
 
     path = workdir / f"audit-{n}.jsonl"
 
     def export() -> None:
-        _size, lines = svc.export_stream()
+        _size, lines = svc.audit.export_stream()
         with path.open("wb") as handle:
             for chunk in _ndjson_pages(lines):
                 handle.write(chunk)
 
     out["export_s"] = _seconds(export)
     out["export_peak_mib"] = _peak_mib(export)
-    checkpoint = svc.checkpoint(n)
+    checkpoint = svc.audit.checkpoint(n)
     out["verify_s"] = _seconds(lambda: _verify_file(path, checkpoint, key.sign_public))
     out["verify_peak_mib"] = _peak_mib(lambda: _verify_file(path, checkpoint, key.sign_public))
     out["export_mib"] = path.stat().st_size / (1 << 20)
     path.unlink()
-    out["full_verify_s"] = _seconds(lambda: svc.verify_stored(full=True))
+    out["full_verify_s"] = _seconds(lambda: svc.audit.verify_stored(full=True))
     return out
 
 

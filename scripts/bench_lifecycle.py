@@ -252,7 +252,7 @@ def inproc_worker(
         def lifecycle(c: int, n: int, manager: MemberSecrets, custodian: MemberSecrets) -> None:
             prepared = timings.timed(
                 "prepare",
-                svc.prepare_withdrawal,
+                svc.withdrawals.prepare_withdrawal,
                 sign(manager, "withdrawal.prepare", {"keyset": dep.keyset_id}),
             )
             intent = wcore.normalize_intent(_intent(dep, c * 1000 + n))
@@ -265,9 +265,12 @@ def inproc_worker(
                 "share_digest": wcore.share_digest(sealed),
             }
             created = timings.timed(
-                "create", svc.create_withdrawal, sign(manager, "withdrawal.create", body), sealed_share=sealed
+                "create",
+                svc.withdrawals.create_withdrawal,
+                sign(manager, "withdrawal.create", body),
+                sealed_share=sealed,
             )
-            view = timings.timed("view", svc.get_withdrawal, created["id"])
+            view = timings.timed("view", svc.withdrawals.get_withdrawal, created["id"])
             checked = cw.review(view)
             _side, sealed_c = reseal_for_operation(
                 custodian, view["keyset"], view["operation"], dep.service_public
@@ -284,7 +287,7 @@ def inproc_worker(
             code = totp.code(custodian)
             approved = timings.timed(
                 "approve",
-                svc.approve_withdrawal,
+                svc.withdrawals.approve_withdrawal,
                 sign(custodian, "withdrawal.approve", approval),
                 totp=code,
                 sealed_share=sealed_c,
@@ -292,7 +295,7 @@ def inproc_worker(
             assert approved["status"] == "approved", approved
             answer = timings.timed(
                 "release",
-                svc.release_withdrawal,
+                svc.withdrawals.release_withdrawal,
                 sign(custodian, "withdrawal.release", {"withdrawal": created["id"]}),
                 idempotency_key=secrets.token_hex(12),
             )
@@ -371,7 +374,7 @@ def bench_backend(backend: str, pg_url: str, quick: bool, workdir: Path) -> dict
         db = floor_store.database()
         try:
             svc = Tandem(db, key, clock=clock)
-            svc.startup_check()
+            svc.audit.startup_check()
             floor_totp = TotpSteps(clock=clock, sleep=clock.advance)
             worker = inproc_worker(svc, dep, clock, floor_totp)
             statements = StatementCount(db)

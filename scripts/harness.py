@@ -425,8 +425,8 @@ def in_process(
     db.migrate()
     svc = Tandem(db, key, clock=clock)
     if claim_token is not None:
-        svc.use_claim(ClaimGate.for_token(claim_token))
-    svc.startup_check()
+        svc.members.use_claim(ClaimGate.for_token(claim_token))
+    svc.audit.startup_check()
     try:
         with TestClient(create_app(service=svc), raise_server_exceptions=True) as http:
             yield Client(http=http, clock=clock)

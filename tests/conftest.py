@@ -117,7 +117,7 @@ def service_key() -> ServiceKey:
 @pytest.fixture
 def svc(db: Database, service_key: ServiceKey, clock: FakeClock) -> Tandem:
     service = Tandem(db, service_key, clock=clock)
-    service.startup_check()
+    service.audit.startup_check()
     claim_token_of(service)
     return service
 

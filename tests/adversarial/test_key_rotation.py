@@ -152,7 +152,7 @@ def test_approval_given_before_the_rotation_still_counts(world: World) -> None:
     with world.svc.db.read() as sess:
         stored = sess.get(Withdrawal, w["id"])
         assert stored is not None
-        assert world.svc._tamper_reason(sess, stored) is None
+        assert world.svc.withdrawals._tamper_reason(sess, stored) is None
     err = refused("reshare_required", world.client.withdrawals.release, world["cora"], w["id"])
     assert "tamper" not in err.message
     assert world.client.withdrawals.get(world["olga"], w["id"])["status"] == wcore.APPROVED

@@ -86,7 +86,7 @@ def build_world(directory: str) -> World:
     db = Database(f"sqlite:///{directory}/t.db")
     db.migrate()
     svc = Tandem(db, ServiceKey.generate(), clock=clock)
-    svc.startup_check()
+    svc.audit.startup_check()
     http = TestClient(create_app(service=svc), raise_server_exceptions=False)
     client = RecordingClient(http=http, clock=clock)
     return build_fixture_world(client, clock, svc)
@@ -327,7 +327,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     # --- invariants ---------------------------------------------------------------------
 
     def _audit_entries(self) -> list[dict[str, Any]]:
-        lines, checkpoint = self.world.svc.export()
+        lines, checkpoint = self.world.svc.audit.export()
         audit_core.verify_export(lines, checkpoint, self.world.svc.key.sign_public, workers=1)
         entries = [json.loads(line) for line in lines]
         audit_core.verify_chain(entries)

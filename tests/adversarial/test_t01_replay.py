@@ -136,12 +136,12 @@ def test_approval_envelope_replayed_at_service_layer(world: World) -> None:
 
     prop = world.client.members.propose_add(world["alice"], new_member("nina", Role.CUSTODIAN).card())
     body = approval_body(world, "bob", prop)
-    world.svc.decide_proposal(body["envelope"], totp=body["totp"], approve=True)
+    world.svc.proposals.decide_proposal(body["envelope"], totp=body["totp"], approve=True)
     before = membership_state(world)
     world.clock.advance(30)
     totp_code = world.code("bob")
     with pytest.raises(ReplayError) as err:
-        world.svc.decide_proposal(body["envelope"], totp=totp_code, approve=True)
+        world.svc.proposals.decide_proposal(body["envelope"], totp=totp_code, approve=True)
     assert err.value.code == "replayed_action"
     assert membership_state(world) == before
 
@@ -160,7 +160,7 @@ def test_one_envelope_raced_many_times_is_used_once(world: World) -> None:
     def attempt() -> None:
         barrier.wait()
         try:
-            world.svc.propose_member_change(env)
+            world.svc.members.propose_member_change(env)
             outcomes.append("ok")
         except Error as exc:
             outcomes.append(exc.code)

@@ -260,7 +260,7 @@ def test_service_brute_force_throttled_then_locked_then_unlocked(world: World) -
     world.clock.advance(totp.LOCK_SECONDS - 120)
     assert approve(world, "bob", prop, step_code(world, "bob")).json()["code"] == "totp_locked"
 
-    world.svc.unlock_totp(bob.member_id)
+    world.svc.members.unlock_totp(bob.member_id)
     row = member_row(world, "bob")
     assert (row.totp_failures, row.totp_locked_until) == (0, None)
     world.clock.advance(30)
@@ -379,7 +379,7 @@ def test_replacing_a_seed_needs_a_code_of_the_old_one(world: World) -> None:
 
 def test_unlock_of_unknown_member_is_a_clean_error(world: World) -> None:
     with pytest.raises(Error) as err:
-        world.svc.unlock_totp("mem_" + "0" * 20)
+        world.svc.members.unlock_totp("mem_" + "0" * 20)
     assert err.value.code == "not_found"
 
 
@@ -403,7 +403,7 @@ def test_service_one_code_raced_across_many_approvals_wins_once(world: World) ->
     def attempt(env: dict[str, Any]) -> None:
         barrier.wait()
         try:
-            world.svc.decide_proposal(env, totp=c, approve=True)
+            world.svc.proposals.decide_proposal(env, totp=c, approve=True)
             outcomes.append("ok")
         except Error as exc:
             outcomes.append(exc.code)

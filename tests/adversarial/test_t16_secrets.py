@@ -135,7 +135,7 @@ def story_service(
     db = make_database(backend, tmp_path)
     clock = FakeClock()
     svc = Tandem(db, ServiceKey.generate(), clock=clock)
-    svc.startup_check()
+    svc.audit.startup_check()
     yield svc, clock
     db.drop_schema()
     db.dispose()
@@ -329,13 +329,13 @@ def test_no_secret_reaches_any_output(  # noqa: PLR0915 - one story through ever
                     },
                 ),
             )
-        svc.unlock_totp(people["bob"].member_id)
+        svc.members.unlock_totp(people["bob"].member_id)
 
         # service-level refusals, exceptions caught where they are raised
         _expect_refusal(
             rec,
             "service wrong totp",
-            lambda: svc.decide_proposal(
+            lambda: svc.proposals.decide_proposal(
                 c.sign(people["bob"], "proposal.approve", {"proposal": target["id"], "digest": tdig}),
                 totp="000001",
                 approve=True,
@@ -364,7 +364,7 @@ def test_no_secret_reaches_any_output(  # noqa: PLR0915 - one story through ever
         rec.add(f"repr card {m.name}", repr(m.card()))
     rec.add("repr service key", repr(svc.key))
     rec.add("repr service", repr(svc))
-    rec.add("repr members", repr(svc.list_members()))
+    rec.add("repr members", repr(svc.members.list_members()))
     _dump_tables(svc, rec)
 
     # every log record, formatted, with any exception text

@@ -68,8 +68,8 @@ def intact(svc: Tandem) -> None:
     with svc.db.read() as s:
         assert s.exec(select(func.count()).select_from(AuditRow)).one() > 0
     fresh = Tandem(svc.db, svc.key, clock=svc.clock)
-    fresh.startup_check()
-    assert fresh.sealed_reason is None, fresh.sealed_reason
+    fresh.audit.startup_check()
+    assert fresh.runner.sealed_reason is None, fresh.runner.sealed_reason
 
 
 # --- body parsing on every write route -------------------------------------------------------

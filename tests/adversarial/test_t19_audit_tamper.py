@@ -44,7 +44,7 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     db = make_database(request.param, tmp_path_factory.mktemp("t19"))
     clock = FakeClock()
     svc = Tandem(db, ServiceKey.generate(), clock=clock)
-    svc.startup_check()
+    svc.audit.startup_check()
     people = {
         n: new_member(n, r)
         for n, r in [
@@ -87,7 +87,7 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         with pytest.raises(RemoteError):
             c.members.approve(people["cora"], other["id"], totp=code("cora"))  # same side: refused, audited
         c.members.reject(people["mark"], other["id"], reason="no")
-    lines, checkpoint = svc.export()
+    lines, checkpoint = svc.audit.export()
     assert len(lines) >= 15
     yield Exported(list(lines), checkpoint, svc.key.sign_public, svc.key, doc["deployment"])
     db.drop_schema()

@@ -181,7 +181,7 @@ def test_totp_unlock_not_applied_when_its_audit_entry_fails(world: World, failin
         s.add(row)
     failing_kinds.add("member.totp_unlocked")
     with pytest.raises(AuditWriteError):
-        world.svc.unlock_totp(world["bob"].member_id)
+        world.svc.members.unlock_totp(world["bob"].member_id)
     with world.svc.db.read() as s:
         assert s.get(Member, world["bob"].member_id).totp_locked_until is not None
 

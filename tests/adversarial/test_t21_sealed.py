@@ -27,18 +27,18 @@ from tandem.store.models import AuditHead, AuditRow, CheckpointRow
 def restart(world: World) -> Tandem:
     """A fresh service over the same database and key, as after a process restart."""
     svc = Tandem(world.svc.db, world.svc.key, clock=world.clock)
-    svc.startup_check()
+    svc.audit.startup_check()
     return svc
 
 
 def app_with_signing_probe(svc: Tandem) -> FastAPI:
-    """The real app plus one route that goes through ServiceBase.run(signing=True),
+    """The real app plus one route that goes through Runner.run(signing=True),
     standing in for the ceremony/withdrawal/proof signing routes."""
     app = create_app(service=svc)
 
     @app.post("/test/sign")
     def sign_probe(body: dict[str, Any]) -> dict[str, Any]:
-        return svc.run(
+        return svc.runner.run(
             "test.sign", body["envelope"], lambda call: {"signed": True}, types="session.open", signing=True
         )
 
@@ -76,7 +76,7 @@ def sign_request(world: World, who: str = "olga") -> dict[str, Any]:
     return {"envelope": world.client.sign(world[who], "session.open", {})}
 
 
-# Real signing routes (ServiceBase.run(signing=True) checks the seal before anything
+# Real signing routes (Runner.run(signing=True) checks the seal before anything
 # else), exercised when they exist in this build of the app.
 REAL_SIGNING_ROUTES = [
     ("/v1/withdrawals/operations", "alice", "withdrawal.prepare", {"keyset": "ks_missing"})
@@ -94,7 +94,7 @@ def real_signing_responses(world: World, http: TestClient) -> list[Any]:
 
 
 def assert_sealed(world: World, svc: Tandem, http: TestClient) -> None:
-    assert svc.sealed_reason is not None
+    assert svc.runner.sealed_reason is not None
     health = http.get("/v1/health").json()
     assert health["status"] == "sealed"
     assert health["sealed"] is True
@@ -104,7 +104,7 @@ def assert_sealed(world: World, svc: Tandem, http: TestClient) -> None:
     assert response.status_code == 503
     assert response.json()["code"] == "sealed"
     with pytest.raises(SealedError) as err:
-        svc.run(
+        svc.runner.run(
             "test.sign",
             sign_request(world)["envelope"],
             lambda call: None,
@@ -117,7 +117,7 @@ def assert_sealed(world: World, svc: Tandem, http: TestClient) -> None:
 
 
 def assert_unsealed(world: World, svc: Tandem, http: TestClient) -> None:
-    assert svc.sealed_reason is None
+    assert svc.runner.sealed_reason is None
     health = http.get("/v1/health").json()
     assert (health["status"], health["sealed"]) == ("ok", False)
     response = http.post("/test/sign", json=sign_request(world))
@@ -145,10 +145,10 @@ def test_edited_row_seals_and_restoring_it_unseals(world: World, http_for: Any, 
     svc = restart(world)
     http = http_for(svc)
     assert_sealed(world, svc, http)
-    assert f"entry {i}" in svc.sealed_reason
+    assert f"entry {i}" in svc.runner.sealed_reason
 
     set_line(world, i, original)
-    svc.startup_check()
+    svc.audit.startup_check()
     assert_unsealed(world, svc, http)
 
 
@@ -220,7 +220,7 @@ def test_whole_chain_rewritten_without_the_key_seals(world: World, http_for: Any
 def test_unparseable_row_seals_rather_than_crashing(world: World, http_for: Any) -> None:
     set_line(world, 1, "{this is not json")
     svc = Tandem(world.svc.db, world.svc.key, clock=world.clock)
-    svc.startup_check()  # must not raise: the server still starts, sealed
+    svc.audit.startup_check()  # must not raise: the server still starts, sealed
     assert_sealed(world, svc, http_for(svc))
 
 
@@ -237,18 +237,18 @@ def test_checkpoint_with_a_bad_signature_seals_rather_than_crashing(world: World
             )
         )
     svc = Tandem(world.svc.db, world.svc.key, clock=world.clock)
-    svc.startup_check()
+    svc.audit.startup_check()
     assert_sealed(world, svc, http_for(svc))
 
 
 def test_key_use_refuses_while_sealed(world: World) -> None:
     svc = restart(world)
-    svc.sealed_reason = "audit chain does not verify at start-up: test"
+    svc.runner.sealed_reason = "audit chain does not verify at start-up: test"
     with svc.db.write() as s:
-        call = Call(session=s, now=world.clock(), deployment=svc.deployment(s))
+        call = Call(session=s, now=world.clock(), deployment=svc.runner.deployment(s))
         with (
             pytest.raises(SealedError) as err,
-            svc.private_keys(call, keyset_id="ks_x", operation="op_x", key_ids=["k"]),
+            svc.keys.private_keys(call, keyset_id="ks_x", operation="op_x", key_ids=["k"]),
         ):
             pass
     assert err.value.code == "sealed"

@@ -107,7 +107,7 @@ def test_startup_reads_only_the_entries_after_the_marker(
     _svc, _http, marked = verified
     n = head_size(world)
     svc = restart(world)
-    assert svc.sealed_reason is None
+    assert svc.runner.sealed_reason is None
     assert pages_read
     assert all(start >= marked for start, _stop in pages_read)
     assert sum(stop - start for start, stop in pages_read) == n - marked
@@ -131,10 +131,10 @@ def test_edit_after_the_marker_seals(world: World, verified: Any, http_for: Any)
     svc = restart(world)
     http = http_for(svc)
     assert_sealed(world, svc, http)
-    assert f"entry {marked + 1}" in str(svc.sealed_reason)
+    assert f"entry {marked + 1}" in str(svc.runner.sealed_reason)
     refused_sign_changes_nothing(world, http)
     set_line(world, marked + 1, original)
-    svc.startup_check()
+    svc.audit.startup_check()
     assert_unsealed(world, svc, http)
 
 
@@ -146,7 +146,7 @@ def test_edit_of_the_marker_entry_itself_seals(world: World, verified: Any, http
     svc = restart(world)
     http = http_for(svc)
     assert_sealed(world, svc, http)
-    assert f"entry {marked - 1}" in str(svc.sealed_reason)
+    assert f"entry {marked - 1}" in str(svc.runner.sealed_reason)
     refused_sign_changes_nothing(world, http)
 
 
@@ -195,7 +195,7 @@ def test_truncation_below_the_marker_seals(world: World, verified: Any, http_for
         )
     svc = restart(world)
     assert_sealed(world, svc, http_for(svc))
-    assert "verified earlier" in str(svc.sealed_reason)
+    assert "verified earlier" in str(svc.runner.sealed_reason)
 
 
 def _forged_markers(world: World, marked: int) -> list[tuple[str, dict[str, Any]]]:
@@ -228,7 +228,7 @@ def test_forged_marker_seals_and_full_verification_clears_it(
     svc = restart(world)
     http = http_for(svc)
     assert_sealed(world, svc, http)
-    assert "marker" in str(svc.sealed_reason)
+    assert "marker" in str(svc.runner.sealed_reason)
     refused_sign_changes_nothing(world, http)
 
     # The operator looks: --full finds the edited entry and leaves the marker alone.
@@ -241,7 +241,7 @@ def test_forged_marker_seals_and_full_verification_clears_it(
     result = full_verify(world, tmp_path)
     assert result.exit_code == 0, result.output
     assert marker_doc(world)["marker"]["tree_size"] == head_size(world)  # type: ignore[index]
-    svc.startup_check()
+    svc.audit.startup_check()
     assert_unsealed(world, svc, http)
 
 
@@ -266,7 +266,7 @@ def test_stored_subtree_root_edited_seals(world: World, verified: Any, http_for:
         )
     svc = restart(world)
     assert_sealed(world, svc, http_for(svc))
-    assert ("subtree root" if where == "after the marker" else "Merkle tree") in str(svc.sealed_reason)
+    assert ("subtree root" if where == "after the marker" else "Merkle tree") in str(svc.runner.sealed_reason)
 
 
 def test_deleted_marker_means_the_whole_chain_is_verified(
@@ -279,7 +279,7 @@ def test_deleted_marker_means_the_whole_chain_is_verified(
     set_line(world, 2, canonical(entry).decode())
     svc = restart(world)
     assert_sealed(world, svc, http_for(svc))
-    assert "entry 2" in str(svc.sealed_reason)
+    assert "entry 2" in str(svc.runner.sealed_reason)
 
 
 # --- before the marker: not re-read at start-up, caught by --full and by the auditor ------------
@@ -310,7 +310,7 @@ def test_entry_before_the_marker_edited_in_place(
 
     # Start-up does not re-read it: that is the price of not re-reading the whole log.
     svc = restart(world)
-    assert svc.sealed_reason is None
+    assert svc.runner.sealed_reason is None
 
     # The operator's full re-verification of the database names it...
     result = full_verify(world, tmp_path)

@@ -94,7 +94,12 @@ def test_genesis_without_the_claim_token_refused(
     if token:
         assert token[:20] not in response.text  # never echoed back
     _nothing_created(svc, http)
-    assert svc.claim.refusals() == {"count": 1, "codes": {code: 1}, "first_at": clock(), "last_at": clock()}
+    assert svc.members.claim.refusals() == {
+        "count": 1,
+        "codes": {code: 1},
+        "first_at": clock(),
+        "last_at": clock(),
+    }
 
     # The rightful claimant still can; the log then holds the refusal, in fixed size.
     accepted = _post(http, body, claim_token_of(svc))
@@ -131,7 +136,7 @@ def test_the_claim_token_is_used_once(svc: Tandem, http: TestClient, clock: Fake
     people = _people()
     token = claim_token_of(svc)
     assert _post(http, _signed_genesis(http, clock, people), token).status_code == 201
-    assert svc.claim.issued is False
+    assert svc.members.claim.issued is False
     # A second genesis with the same token: the server is taken, and says so (audited).
     again = _post(http, _signed_genesis(http, clock, _people()), token)
     assert again.status_code == 409
@@ -145,7 +150,7 @@ def test_a_service_with_no_claim_issued_refuses_every_genesis(
     db: Any, service_key: Any, clock: FakeClock
 ) -> None:
     svc = Tandem(db, service_key, clock=clock)
-    svc.startup_check()
+    svc.audit.startup_check()
     with TestClient(create_app(service=svc), raise_server_exceptions=False) as http:
         response = _post(http, _signed_genesis(http, clock, _people()), "anything")
         assert response.status_code == 403
@@ -174,7 +179,7 @@ def test_tandem_init_prints_the_token_once_and_keeps_only_its_hash(tmp_path: Pat
     clock = FakeClock()
     with TestClient(create_app(Settings(data_dir=data)), raise_server_exceptions=False) as http:
         svc = http.app.state.service  # type: ignore[attr-defined]
-        svc.clock = clock
+        svc.runner.clock = clock
         people = _people()
         body = _signed_genesis(http, clock, people)
         assert _post(http, body, "not-it").json()["code"] == "claim_token_invalid"

@@ -94,20 +94,20 @@ def test_the_server_refuses_to_propose_it(world: World) -> None:
 
 def restart(world: World) -> Tandem:
     svc = Tandem(world.svc.db, world.svc.key, clock=world.clock)
-    svc.startup_check()
+    svc.audit.startup_check()
     return svc
 
 
 def test_a_stored_key_set_with_both_networks_is_found_at_start_up(world: World) -> None:
     good = make_keyset(world)
-    assert restart(world).sealed_reason is None
+    assert restart(world).runner.sealed_reason is None
     bad = make_keyset(world, chains=(("bitcoin", "mainnet"), ("bitcoin", "testnet")))
     svc = restart(world)
-    assert svc.sealed_reason is not None
-    assert "mixed_networks" in svc.sealed_reason
-    assert bad.id in svc.sealed_reason
-    assert good.id not in svc.sealed_reason
-    assert "bitcoin on mainnet and testnet" in svc.sealed_reason
+    assert svc.runner.sealed_reason is not None
+    assert "mixed_networks" in svc.runner.sealed_reason
+    assert bad.id in svc.runner.sealed_reason
+    assert good.id not in svc.runner.sealed_reason
+    assert "bitcoin on mainnet and testnet" in svc.runner.sealed_reason
 
     with TestClient(create_app(service=svc), raise_server_exceptions=False) as http:
         health = http.get("/v1/health").json()
@@ -123,7 +123,7 @@ def test_a_stored_key_set_with_both_networks_is_found_at_start_up(world: World) 
             select(AddressRow).where(AddressRow.keyset == bad.id, AddressRow.network == "testnet")
         ).all():
             session.delete(row)
-    assert restart(world).sealed_reason is None
+    assert restart(world).runner.sealed_reason is None
 
 
 def test_the_start_up_rule_is_the_validation_rule() -> None:

@@ -166,7 +166,7 @@ def test_custodian_share_after_a_restart_needs_totp(world: World) -> None:
 
     s = setup(world)
     w = create_approved(world, btc_intent(s))
-    world.svc.operations = OperationKeys()  # a restart: the signer lost the operation key
+    world.svc.keys.operations = OperationKeys()  # a restart: the signer lost the operation key
     world.client.withdrawals.renew_operation(world["alice"], w["id"])
     world.client.withdrawals.contribute_share(world["alice"], w["id"])
     before = shares(world)

@@ -29,14 +29,14 @@ from tandem.store import audit_log
 
 def old_export_bytes(world: World) -> bytes:
     """What the export route answered before it streamed: every line joined at once."""
-    lines, _checkpoint = world.svc.export()
+    lines, _checkpoint = world.svc.audit.export()
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def fill(world: World, count: int) -> None:
     """More entries through the store's own append path (no envelopes, so cheap)."""
     with world.svc.db.write() as session:
-        deployment = world.svc.deployment(session).id
+        deployment = world.svc.runner.deployment(session).id
         for i in range(count):
             audit_log.append(
                 session,
@@ -83,7 +83,7 @@ def test_empty_log_export_is_refused_before_streaming(world: World, tmp_path: Pa
     empty.migrate()
     try:
         with pytest.raises(NotFoundError):
-            Tandem(empty, world.svc.key, clock=world.clock).export_stream()
+            Tandem(empty, world.svc.key, clock=world.clock).audit.export_stream()
     finally:
         empty.dispose()
 
@@ -104,7 +104,7 @@ def test_cli_export_writes_the_same_bytes_and_verifies(
     assert result.exit_code == 0, result.output
     checkpoint = json.loads((out / "checkpoint.json").read_text())
     size = checkpoint["checkpoint"]["tree_size"]
-    lines, _ = world.svc.export()
+    lines, _ = world.svc.audit.export()
     expected = ("\n".join(lines[:size]) + "\n").encode("utf-8")
     assert (out / "audit.jsonl").read_bytes() == expected
     verified = cli.invoke(cli_app, ["audit", "verify", str(out / "audit.jsonl")])
@@ -140,7 +140,7 @@ def test_export_stream_memory_does_not_grow_with_the_log(
     monkeypatch.setattr(audit_service, "EXPORT_CHUNK", 200)
 
     def drain() -> int:
-        _size, lines = world.svc.export_stream()
+        _size, lines = world.svc.audit.export_stream()
         return sum(len(chunk) for chunk in _ndjson_pages(lines, per_chunk=200))
 
     fill(world, 600)

@@ -204,7 +204,7 @@ def test_a_grant_is_only_honoured_while_its_batch_runs(world: World) -> None:
     bob = world["bob"]
     item = world.client.withdrawals.signed_approval(bob, created[0]["id"])
     with pytest.raises(Exception) as err:
-        world.svc.approve_withdrawal(
+        world.svc.withdrawals.approve_withdrawal(
             item["envelope"], totp=TotpGrant(bob.member_id), sealed_share=item["sealed_share"]
         )
     assert getattr(err.value, "code", None) == "totp_invalid"

@@ -83,7 +83,7 @@ def test_full_ceremony_through_the_cli(cli: CliRunner, world: World, tmp_path: P
     definition = str(ROOT / "ceremonies/solana-cold.toml")
     code, out = invoke(cli, "ceremony", "propose", definition, *ks(tmp_path, "alice"))
     assert code == 0, out
-    [ceremony] = world.svc.list_ceremonies()["items"]
+    [ceremony] = world.svc.ceremonies.list_ceremonies()["items"]
     cid = ceremony["id"]
     # the contribution waits beside the keystore, readable only by its owner
     state_file = tmp_path / "alice" / f"contrib-{cid}-{world['alice'].member_id}.json"

@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(
     db = Database(f"sqlite:///{workdir / 'tandem.db'}")
     db.migrate()
     svc = Tandem(db, key, clock=lambda: now[0])
-    svc.startup_check()
+    svc.audit.startup_check()
     http = TestClient(create_app(service=svc), raise_server_exceptions=False)
     client = Client(http=http, clock=lambda: now[0])
     people = {n: MemberSecrets.generate(name=n, role=r) for n, r in
@@ -54,7 +54,7 @@ CHILD = textwrap.dedent(
                         created_at=now[0], service=client.deployment()["service"],
                         cards=[m.card() for m in people.values()])
     client.members.submit_genesis(doc, dict(sign_genesis(m, doc) for m in people.values()),
-                                  claim_token=svc.issue_claim_token())
+                                  claim_token=svc.members.issue_claim_token())
     for m in people.values():
         client.members.enrol_totp(m)
     definition = (Path(sys.argv[2]) / "ceremonies" / "bitcoin-testnet-cold.toml").read_text()
@@ -87,8 +87,8 @@ def test_sigkill_during_execution_leaves_no_partial_keyset(tmp_path: Path, point
     db = Database(f"sqlite:///{tmp_path / 'tandem.db'}")
     key = ServiceKey.from_file_bytes((tmp_path / "service.key").read_bytes())
     svc = Tandem(db, key, clock=lambda: 1_790_000_100)
-    svc.startup_check()
-    assert svc.sealed_reason is None  # the audit chain and its checkpoint verify
+    svc.audit.startup_check()
+    assert svc.runner.sealed_reason is None  # the audit chain and its checkpoint verify
     ceremony_id = (tmp_path / "ceremony").read_text()
     with db.read() as session:
         assert session.exec(select(KeySet)).all() == []

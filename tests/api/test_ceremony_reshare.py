@@ -46,21 +46,21 @@ def open_first_key(world: World, keyset_id: str, manager: MemberSecrets,
     the signer decrypts the key. Returns the public key of the decrypted private key."""
     svc = world.svc
     with svc.db.write() as session:
-        call = Call(session, world.clock(), svc.deployment(session))
-        operation = svc.new_operation(call, keyset_id=keyset_id, purpose="test-use")
+        call = Call(session, world.clock(), svc.runner.deployment(session))
+        operation = svc.keys.new_operation(call, keyset_id=keyset_id, purpose="test-use")
     op_id = operation["statement"]["operation"]
     sealed = world.client.keysets.get(world["olga"], keyset_id)["sealed"]
     resealed = [(m, *reseal_for_operation(m, sealed, operation, service_public(world)))
                 for m in (manager, custodian)]
     with svc.db.write() as session:
-        dep = svc.deployment(session)
+        dep = svc.runner.deployment(session)
         for member, side, box in resealed:
             actor = session.get(Member, member.member_id)
             # A stand-in for a flow's call; a custodian's share needs a checked TOTP code.
             call = Call(session, world.clock(), dep, actor=actor, totp_verified=True)
-            svc.store_share(call, operation=op_id, keyset_id=keyset_id, side=side, sealed_b64=box)
+            svc.keys.store_share(call, operation=op_id, keyset_id=keyset_id, side=side, sealed_b64=box)
         key_id = split.SealedKeyset.from_dict(sealed).keys[0].key_id
-        with svc.private_keys(Call(session, world.clock(), dep), keyset_id=keyset_id,
+        with svc.keys.private_keys(Call(session, world.clock(), dep), keyset_id=keyset_id,
                               operation=op_id, key_ids=[key_id]) as keys:
             OPENED[keyset_id] = bytes(keys[key_id])  # for the secret scan below
             return public_key_for("secp256k1", keys[key_id])
@@ -88,8 +88,8 @@ def test_reshare_after_custodian_removal_restores_use(world: World) -> None:
     remove_member(world, "bob", proposer="alice", approver="cora")
     assert world.client.keysets.get(world["olga"], ks)["status"] == "reshare_required"
     with world.svc.db.write() as session:
-        call = Call(session, world.clock(), world.svc.deployment(session))
-        keys = world.svc.private_keys(call, keyset_id=ks, operation="op_unused",
+        call = Call(session, world.clock(), world.svc.runner.deployment(session))
+        keys = world.svc.keys.private_keys(call, keyset_id=ks, operation="op_unused",
                                       key_ids=[keyset["keys"][0]["key_id"]])
         with pytest.raises(ReshareRequiredError) as err:
             keys.__enter__()

@@ -29,7 +29,7 @@ TANDEM = [sys.executable, "-m", "tandem.cli"]
 
 def restart(world: World) -> Tandem:
     svc = Tandem(world.svc.db, world.svc.key, clock=world.clock)
-    svc.startup_check()
+    svc.audit.startup_check()
     return svc
 
 

@@ -129,7 +129,7 @@ def test_non_ascii_entity_name(world: World) -> None:
         session.add(dep)
     # The deployment row never changes after genesis, so the service reads it once; this
     # test rewrites it behind the service's back and must say so.
-    world.svc._known_deployment = None
+    world.svc.runner._known_deployment = None
     make_keyset(world)
     make_keyset(world, curve="ed25519", chains=SOL)
     bundle = run(world)
@@ -224,7 +224,7 @@ def test_restart_loses_operations_and_renew_recovers(world: World) -> None:
     c = world.client
     view = c.proofs.issue(world["olga"], statement="Q3", scope={"kind": "all"})
     shares = c.proofs.reseal_shares(world["alice"], c.proofs.get(world["alice"], view["id"]))
-    world.svc._proof_operations.clear()  # what a restart does to process memory
+    world.svc.proofs._proof_operations.clear()  # what a restart does to process memory
     seen = c.proofs.get(world["alice"], view["id"])
     assert seen["operations_held"] is False
     with pytest.raises(InputError, match="no live operation key"):

@@ -88,7 +88,7 @@ def fuzzed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     db = make_database(request.param, Path(tmp_path_factory.mktemp("fuzz")))
     clock = FakeClock()
     svc = Tandem(db, ServiceKey.generate(), clock=clock)
-    svc.startup_check()
+    svc.audit.startup_check()
     app = create_app(service=svc)
     people = [
         new_member("alice", Role.MANAGER),
@@ -178,8 +178,8 @@ def test_no_server_error_anywhere(fuzzed: Fuzzed) -> None:
     assert failures == [], "\n\n".join(failures)
     # The fuzzing did not break the log either.
     fresh = Tandem(fuzzed.svc.db, fuzzed.svc.key, clock=fuzzed.svc.clock)
-    fresh.startup_check()
-    assert fresh.sealed_reason is None
+    fresh.audit.startup_check()
+    assert fresh.runner.sealed_reason is None
 
 
 def test_responses_conform_to_the_schema(fuzzed: Fuzzed) -> None:

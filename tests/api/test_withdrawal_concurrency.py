@@ -44,7 +44,7 @@ def test_64_concurrent_releases_sign_exactly_once(world: World, monkeypatch: pyt
     def release(i: int) -> str:
         start.wait()
         try:
-            answer = world.svc.release_withdrawal(envelopes[i], idempotency_key=f"key-{i}")
+            answer = world.svc.withdrawals.release_withdrawal(envelopes[i], idempotency_key=f"key-{i}")
         except AlreadyReleasedError:
             return "already_released"
         assert answer.status_code == 200

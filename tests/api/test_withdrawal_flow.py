@@ -167,7 +167,7 @@ def test_after_a_restart_both_sides_give_their_shares_again(world: World) -> Non
 
     s = setup(world)
     w = create_approved(world, btc_intent(s))
-    world.svc.operations = OperationKeys()  # what a restart does to the signer's memory
+    world.svc.keys.operations = OperationKeys()  # what a restart does to the signer's memory
     with pytest.raises(RemoteError) as err:
         world.client.withdrawals.release(world["bob"], w["id"])
     assert err.value.remote_code == "operation_key_lost"

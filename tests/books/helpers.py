@@ -14,7 +14,7 @@ from tandem.services.books import Books
 def books_for(world: World, url: str | None) -> Books:
     """A :class:`Books` reading ``url`` (anvil), also the one the app's routes use."""
     config = ChainConfig.from_env({"TANDEM_CHAIN_ETHEREUM_SEPOLIA": f"jsonrpc+{url}"} if url else {})
-    books = Books(world.svc, config)
+    books = Books(world.svc.runner, world.svc.withdrawals, config)
     world.client.http.app.state.books = books  # type: ignore[attr-defined]
     return books
 

@@ -18,7 +18,9 @@ SPEC = "esplora+https://esplora.example/api"
 
 def test_utxos_become_deposits_once_and_reconcile(world: World) -> None:
     server = EsploraServer()
-    books = Books(world.svc, ChainConfig.from_mapping({f"bitcoin.{NETWORK}": SPEC}))
+    books = Books(
+        world.svc.runner, world.svc.withdrawals, ChainConfig.from_mapping({f"bitcoin.{NETWORK}": SPEC})
+    )
     books._backends[("bitcoin", NETWORK)] = backend_for("bitcoin", NETWORK, SPEC, server)
     make_client(world, books, "acme")
     ks = make_keyset(world, chains=(("bitcoin", NETWORK),), segregation="client:acme")

@@ -53,7 +53,7 @@ def _noise(world: World, n: int) -> None:
     """``n`` entries of other kinds, through the log's own append."""
     now = world.svc.clock()
     with world.svc.db.write() as session:
-        deployment = world.svc.deployment(session).id
+        deployment = world.svc.runner.deployment(session).id
         records = [audit_log.Record("noise.entry", None, "ok", None, None, {"i": i}, now) for i in range(n)]
         audit_log.append_batch(session, world.svc.key, deployment=deployment, records=records)
 
@@ -176,7 +176,7 @@ def test_the_scans_marks_are_read_once_and_advanced(world: World, monkeypatch: p
 
     def scanned(heights: list[int]) -> None:
         with world.svc.db.write() as session:
-            deployment = world.svc.deployment(session).id
+            deployment = world.svc.runner.deployment(session).id
             mark = {"chain": "ethereum", "network": "sepolia"}
             records = [
                 audit_log.Record(SCAN_KIND, None, "ok", None, None, {**mark, "height": h}, now)

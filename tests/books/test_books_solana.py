@@ -50,7 +50,7 @@ SOL = 10**9
 
 
 def _books(world: World, node: SolanaNode) -> Books:
-    books = Books(world.svc, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+    books = Books(world.svc.runner, world.svc.withdrawals, ChainConfig.from_mapping({"solana.devnet": SPEC}))
     books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, node.server)
     world.client.http.app.state.books = books  # type: ignore[attr-defined]
     return books
@@ -384,10 +384,10 @@ def test_a_reconciliation_job_outlives_a_restart(
     assert entered.wait(30)
     try:
         svc2 = Tandem(Database(db.url, schema=db.schema), service_key, clock=clock)
-        svc2.startup_check()
+        svc2.audit.startup_check()
         with TestClient(create_app(service=svc2), raise_server_exceptions=False) as tc:
             after = Client(http=tc, clock=clock)
-            books2 = Books(svc2, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+            books2 = Books(svc2.runner, svc2.withdrawals, ChainConfig.from_mapping({"solana.devnet": SPEC}))
             books2._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, node.server)
             tc.app.state.books = books2  # type: ignore[attr-defined]
 

@@ -109,7 +109,7 @@ def _released_and_tracked(world: World, intent: dict[str, Any]) -> dict[str, Any
 
 def test_tandem_built_solana_transfers_run_in_the_runtime_and_the_books_reconcile(world: World) -> None:
     node = SvmNode()
-    books = Books(world.svc, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+    books = Books(world.svc.runner, world.svc.withdrawals, ChainConfig.from_mapping({"solana.devnet": SPEC}))
     books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, node.server)
     world.client.http.app.state.books = books  # type: ignore[attr-defined]
     make_client(world, books, "acme")
@@ -227,7 +227,7 @@ def test_token_2022_withdrawals_run_in_the_runtime_and_extension_mints_are_refus
     compares it), charges the rent of a Token-2022 account, and the runtime runs it."""
     t22 = stx.TOKEN_2022_PROGRAM
     node = SvmNode()
-    books = Books(world.svc, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+    books = Books(world.svc.runner, world.svc.withdrawals, ChainConfig.from_mapping({"solana.devnet": SPEC}))
     books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, node.server)
     world.client.http.app.state.books = books  # type: ignore[attr-defined]
     make_client(world, books, "acme")
@@ -295,7 +295,7 @@ def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_
         answer: httpx.Response = node.server(request)
         return answer
 
-    books = Books(world.svc, ChainConfig.from_mapping({"solana.devnet": SPEC}))
+    books = Books(world.svc.runner, world.svc.withdrawals, ChainConfig.from_mapping({"solana.devnet": SPEC}))
     books._backends[("solana", "devnet")] = backend_for("solana", "devnet", SPEC, counted)
     world.client.http.app.state.books = books  # type: ignore[attr-defined]
     ks = make_keyset(world, curve="ed25519", chains=(("solana", "devnet"),))
@@ -354,6 +354,6 @@ def test_a_hand_filled_token_intent_is_checked_against_its_mint_when_the_server_
 
     # Without a node for the network, the server does not look: the approvers' decoder
     # is the check (it shows the program the bytes run in).
-    world.client.http.app.state.books = Books(world.svc)  # type: ignore[attr-defined]
+    world.client.http.app.state.books = Books(world.svc.runner, world.svc.withdrawals)  # type: ignore[attr-defined]
     unchecked = world.client.withdrawals.create(world["alice"], by_hand(classic, token_program=t22))
     assert unchecked["decoded"]["token_program"] == t22

@@ -105,7 +105,7 @@ def test_a_release_after_a_restart_prints_the_commands_that_recover_it(
     world = cli_world
     s = setup(world)
     w = create_approved(world, btc_intent(s))
-    world.svc.operations = OperationKeys()  # what a restart does to the signer's memory
+    world.svc.keys.operations = OperationKeys()  # what a restart does to the signer's memory
     bob = str(tmp_path / "bob.keystore")
     status, out = run("withdraw", "release", w["id"], "-k", bob)
     assert status == exit_codes.CONFLICT, out
@@ -184,7 +184,7 @@ def test_an_approval_after_a_restart_is_refused_with_the_commands_that_recover_i
     world = cli_world
     s = setup(world)
     w = world.client.withdrawals.create(world["alice"], btc_intent(s))
-    world.svc.operations = OperationKeys()
+    world.svc.keys.operations = OperationKeys()
     bob = str(tmp_path / "bob.keystore")
     world.clock.advance(30)
     status, out = run("withdraw", "approve", w["id"], "-k", bob, "--totp-from-keystore")

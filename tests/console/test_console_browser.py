@@ -125,7 +125,7 @@ def test_a_lost_operation_key_reads_as_the_commands_that_recover_it(
     created = request(c)
     open_and_unlock(page, c)
     _review(page, c, created["id"])
-    c.world.svc.operations = OperationKeys()  # what a restart leaves: no live operation key
+    c.world.svc.keys.operations = OperationKeys()  # what a restart leaves: no live operation key
     text = _approve(page, created["fingerprint"], c.code())
     page.screenshot(path=str(shots(tmp_path) / "operation-key-lost.png"), full_page=True)
     assert "[operation_key_lost]" in text, text

@@ -27,7 +27,7 @@ def books_with_deposits(c: ConsoleWorld) -> tuple[Books, EsploraServer, str]:
     the served API's books read the same (mock) chain."""
     w = c.world
     server = EsploraServer()
-    books = Books(w.svc, ChainConfig.from_mapping({f"bitcoin.{NETWORK}": SPEC}))
+    books = Books(w.svc.runner, w.svc.withdrawals, ChainConfig.from_mapping({f"bitcoin.{NETWORK}": SPEC}))
     books._backends[("bitcoin", NETWORK)] = backend_for("bitcoin", NETWORK, SPEC, server)
     c.api.server.config.app.state.books = books
     make_client(w, books, "acme", name="Acme Pension Fund")

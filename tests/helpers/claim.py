@@ -17,5 +17,5 @@ def claim_token_of(service: Tandem) -> str:
     operator's `tandem init` does before genesis)."""
     token = _CLAIM_TOKENS.get(service)
     if token is None:
-        token = _CLAIM_TOKENS[service] = service.issue_claim_token()
+        token = _CLAIM_TOKENS[service] = service.members.issue_claim_token()
     return token

@@ -287,7 +287,7 @@ def _grow_logged(kind: str) -> Callable[[World, int], None]:
     def grow(world: World, n: int) -> None:
         now = world.svc.clock()
         with world.svc.db.write() as session:
-            deployment = world.svc.deployment(session).id
+            deployment = world.svc.runner.deployment(session).id
             records = [
                 audit_log.Record(kind, None, "ok", None, None, {"report_hash": f"{i:064x}"}, now)
                 for i in range(n)

@@ -26,7 +26,6 @@ from tandem.api.handlers import BodyCap, install_error_path
 from tandem.api.routes_audit import NDJSONResponse, _ndjson_pages
 from tandem.chainio import ChainConfig
 from tandem.services import Tandem
-from tandem.services.books import Books
 from tandem.settings import Settings
 
 # Names served from here before the routes had modules of their own.
@@ -77,11 +76,13 @@ def build_service(settings: Settings, clock: Callable[[], int] | None = None) ->
     key = ServiceKey.from_file_bytes(key_file.read_bytes())
     db = Database(settings.resolved_database_url())
     db.migrate()
-    service = Tandem(db, key, clock=clock or (lambda: int(time.time())))
+    service = Tandem(
+        db, key, clock=clock or (lambda: int(time.time())), chains=ChainConfig.from_env(os.environ)
+    )
     from tandem.services.claim import ClaimGate
 
-    service.use_claim(ClaimGate.load(settings.resolved_claim_file()))
-    service.startup_check()
+    service.members.use_claim(ClaimGate.load(settings.resolved_claim_file()))
+    service.audit.startup_check()
     return service
 
 
@@ -128,7 +129,7 @@ def create_app(settings: Settings | None = None, *, service: Tandem | None = Non
     app.state.service = svc
     app.state.server_lock = lock
     app.state.max_body_bytes = settings.max_body_bytes
-    app.state.books = Books(svc, ChainConfig.from_env(os.environ))
+    app.state.books = svc.books
     install_error_path(app, max_body_bytes=settings.max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)

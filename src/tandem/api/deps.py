@@ -41,7 +41,7 @@ def current_member(request: Request, authorization: Annotated[str | None, Header
     token = None
     if authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
-    return service(request).session_member(token)
+    return service(request).runner.session_member(token)
 
 
 Reader = Annotated[Member, Depends(current_member)]

@@ -22,7 +22,7 @@ def refuse(request: Request, exc: Error) -> JSONResponse:
     """Every refusal answered over HTTP is audited (reads included); one a use case
     already recorded, with its signed envelope, is not recorded twice."""
     svc = service(request)
-    svc.record_refusal(
+    svc.runner.record_refusal(
         "http.request",
         exc,
         envelope=None,

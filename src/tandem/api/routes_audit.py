@@ -44,7 +44,7 @@ def _ndjson_pages(lines: Iterable[str], per_chunk: int = 1000) -> Iterator[bytes
 def audit_export(svc: ServiceDep, viewer: Reader) -> StreamingResponse:
     """JSON Lines of every entry; the header X-Tandem-Tree-Size says how many. Streamed
     page by page from the database, so its memory does not grow with the log."""
-    size, lines = svc.export_stream()
+    size, lines = svc.audit.export_stream()
     return StreamingResponse(
         _ndjson_pages(lines),
         media_type="application/x-ndjson",
@@ -56,7 +56,7 @@ def audit_export(svc: ServiceDep, viewer: Reader) -> StreamingResponse:
 def audit_checkpoint(
     svc: ServiceDep, viewer: Reader, tree_size: Annotated[int | None, Query(ge=1)] = None
 ) -> dict[str, Any]:
-    return svc.checkpoint(tree_size)
+    return svc.audit.checkpoint(tree_size)
 
 
 @router.get("/v1/audit/inclusion/{index}", response_model=InclusionPublic)
@@ -64,7 +64,7 @@ def audit_inclusion(
     index: int, svc: ServiceDep, viewer: Reader, tree_size: Annotated[int | None, Query(ge=1)] = None
 ) -> dict[str, Any]:
     """RFC 6962 inclusion proof of one entry in the tree of a signed checkpoint."""
-    return svc.inclusion(index, tree_size)
+    return svc.audit.inclusion(index, tree_size)
 
 
 @router.get("/v1/audit/consistency", response_model=ConsistencyPublic)
@@ -72,4 +72,4 @@ def audit_consistency(
     svc: ServiceDep, viewer: Reader, old: Annotated[int, Query(ge=1)], new: Annotated[int, Query(ge=1)]
 ) -> dict[str, Any]:
     """RFC 6962 consistency proof between two signed checkpoints."""
-    return svc.consistency(old, new)
+    return svc.audit.consistency(old, new)

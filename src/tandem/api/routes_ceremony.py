@@ -53,7 +53,7 @@ def propose(svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeI
     """A manager proposes a ceremony: signed `ceremony.propose` with `{ceremony, definition
     (TOML text), commitment}` for keygen, or `{ceremony, definition, target_keyset,
     operation, sealed_share}` for a reshare. The definition is validated whole first."""
-    return svc.propose_ceremony(body.envelope)
+    return svc.ceremonies.propose_ceremony(body.envelope)
 
 
 @router.get("/v1/ceremonies", tags=["ceremonies"], response_model=list[CeremonyPublic])
@@ -65,14 +65,14 @@ def list_ceremonies(
     status: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page, oldest first, paged as `GET /v1/members`."""
-    return page.answer(svc.list_ceremonies, status=status)
+    return page.answer(svc.ceremonies.list_ceremonies, status=status)
 
 
 @router.get("/v1/ceremonies/{ceremony_id}", tags=["ceremonies"], response_model=CeremonyPublic)
 def get_ceremony(svc: ServiceDep, ceremony_id: str, viewer: Reader) -> dict[str, Any]:
     """The ceremony, its definition text and who has approved, revealed, countersigned.
     Clients recompute `digest` themselves before approving."""
-    return svc.get_ceremony(ceremony_id)
+    return svc.ceremonies.get_ceremony(ceremony_id)
 
 
 @router.post("/v1/ceremonies/{ceremony_id}/approve", tags=["ceremonies"], response_model=CeremonyPublic)
@@ -84,7 +84,7 @@ def approve(
     """Approve with a signed `ceremony.approve` over the ceremony digest, your own
     commitment (keygen) or re-sealed share (reshare), and a TOTP code."""
     schemas.same_subject(body.envelope, "ceremony", ceremony_id)
-    return svc.approve_ceremony(body.envelope, totp=body.totp)
+    return svc.ceremonies.approve_ceremony(body.envelope, totp=body.totp)
 
 
 @router.post("/v1/ceremonies/{ceremony_id}/reject", tags=["ceremonies"], response_model=CeremonyPublic)
@@ -93,7 +93,7 @@ def reject(
 ) -> dict[str, Any]:
     """A custodian stops the ceremony: signed `ceremony.reject` with `{ceremony, reason}`."""
     schemas.same_subject(body.envelope, "ceremony", ceremony_id)
-    return svc.reject_ceremony(body.envelope)
+    return svc.ceremonies.reject_ceremony(body.envelope)
 
 
 @router.post("/v1/ceremonies/{ceremony_id}/reveal", tags=["ceremonies"], response_model=CeremonyPublic)
@@ -103,7 +103,7 @@ def reveal(
     """Reveal your contribution (signed `ceremony.reveal` with `{ceremony, contribution}`).
     The last reveal executes the ceremony."""
     schemas.same_subject(body.envelope, "ceremony", ceremony_id)
-    return svc.reveal_contribution(body.envelope)
+    return svc.ceremonies.reveal_contribution(body.envelope)
 
 
 @router.post("/v1/ceremonies/{ceremony_id}/countersign", tags=["ceremonies"], response_model=CeremonyPublic)
@@ -113,7 +113,7 @@ def countersign(
     """Countersign the transcript: signed `ceremony.countersign` with
     `{ceremony, transcript_hash}` (the hash your client recomputed)."""
     schemas.same_subject(body.envelope, "ceremony", ceremony_id)
-    return svc.countersign_transcript(body.envelope)
+    return svc.ceremonies.countersign_transcript(body.envelope)
 
 
 @router.post("/v1/ceremonies/{ceremony_id}/abort", tags=["ceremonies"], response_model=CeremonyPublic)
@@ -122,13 +122,13 @@ def abort(
 ) -> dict[str, Any]:
     """The proposer withdraws the ceremony before execution (signed `ceremony.abort`)."""
     schemas.same_subject(body.envelope, "ceremony", ceremony_id)
-    return svc.abort_ceremony(body.envelope)
+    return svc.ceremonies.abort_ceremony(body.envelope)
 
 
 @router.get("/v1/ceremonies/{ceremony_id}/transcript", tags=["ceremonies"], response_model=TranscriptPublic)
 def transcript(svc: ServiceDep, ceremony_id: str, viewer: Reader) -> dict[str, Any]:
     """The transcript: public data only, verifiable offline (`tandem verify transcript`)."""
-    return svc.get_transcript(ceremony_id)
+    return svc.ceremonies.get_transcript(ceremony_id)
 
 
 # --- key sets ------------------------------------------------------------------------
@@ -137,14 +137,14 @@ def transcript(svc: ServiceDep, ceremony_id: str, viewer: Reader) -> dict[str, A
 @router.get("/v1/keysets", tags=["keysets"], response_model=list[KeysetPublic])
 def list_keysets(svc: ServiceDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
     """One page, oldest first, paged as `GET /v1/members`."""
-    return page.answer(svc.list_keysets)
+    return page.answer(svc.ceremonies.list_keysets)
 
 
 @router.post("/v1/keysets/import", status_code=201, tags=["keysets"], response_model=CeremonyPublic)
 def propose_import(svc: ServiceDep, body: ImportIn = strict(ImportIn)) -> dict[str, Any]:
     """A manager proposes restoring an exported key set, with its share re-sealed to an
     import operation; a custodian finishes it the same way."""
-    return svc.propose_import(body.envelope, body.export)
+    return svc.ceremonies.propose_import(body.envelope, body.export)
 
 
 @router.post("/v1/keysets/import/{import_id}/approve", tags=["keysets"], response_model=KeysetImportPublic)
@@ -156,14 +156,14 @@ def approve_import(
     """A custodian re-seals its share to the import operation, with a TOTP code; the
     signer checks both shares rebuild the key set's DEK and restores it."""
     schemas.same_subject(body.envelope, "import", import_id)
-    return svc.approve_import(body.envelope, totp=body.totp)
+    return svc.ceremonies.approve_import(body.envelope, totp=body.totp)
 
 
 @router.get("/v1/keysets/{keyset_id}", tags=["keysets"], response_model=KeysetPublic)
 def get_keyset(svc: ServiceDep, keyset_id: str, viewer: Reader) -> dict[str, Any]:
     """Public keys, addresses, birth proofs, status, and the sealed record (ciphertexts
     and sealed shares only) that members re-seal their share from."""
-    return svc.get_keyset(keyset_id)
+    return svc.ceremonies.get_keyset(keyset_id)
 
 
 @router.post(
@@ -178,7 +178,7 @@ def new_operation(
     """A one-time operation key (signed by the service key) for a reshare or an import:
     signed `keyset.operation` with `{keyset, purpose}`."""
     schemas.same_subject(body.envelope, "keyset", keyset_id)
-    return svc.keyset_operation(body.envelope)
+    return svc.ceremonies.keyset_operation(body.envelope)
 
 
 @router.post("/v1/keysets/{keyset_id}/export", tags=["keysets"], response_model=KeysetExportPublic)
@@ -188,7 +188,7 @@ def export(
     """The key set for offline media (signed `keyset.export`; recorded in the audit log).
     It opens only with a manager's and a custodian's share."""
     schemas.same_subject(body.envelope, "keyset", keyset_id)
-    return svc.export_keyset(body.envelope)
+    return svc.ceremonies.export_keyset(body.envelope)
 
 
 document_request_bodies(router)

@@ -18,13 +18,13 @@ router = APIRouter(tags=["membership"])
 def members(svc: ServiceDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
     """One page (``limit``, default 100, at most 500) in the order members were added;
     the ``Tandem-Next-Cursor`` header, when present, is the ``cursor`` of the next page."""
-    return page.answer(svc.list_members)
+    return page.answer(svc.members.list_members)
 
 
 @router.post("/v1/members/proposals", status_code=201, response_model=ProposalPublic)
 def propose_member(svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)) -> dict[str, Any]:
     """Propose adding, removing or rekeying a member; the other side must approve."""
-    return svc.propose_member_change(body.envelope)
+    return svc.members.propose_member_change(body.envelope)
 
 
 @router.get("/v1/proposals", response_model=list[ProposalPublic])
@@ -36,12 +36,12 @@ def proposals(
     status: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page, oldest first, paged as `GET /v1/members`."""
-    return page.answer(svc.list_proposals, status=status)
+    return page.answer(svc.proposals.list_proposals, status=status)
 
 
 @router.get("/v1/proposals/{proposal_id}", response_model=ProposalPublic)
 def proposal(proposal_id: str, svc: ServiceDep, viewer: Reader) -> dict[str, Any]:
-    return svc.get_proposal(proposal_id)
+    return svc.proposals.get_proposal(proposal_id)
 
 
 @router.post("/v1/proposals/{proposal_id}/approve", response_model=ProposalPublic)
@@ -50,7 +50,7 @@ def approve(
 ) -> dict[str, Any]:
     """Approve with a signed `proposal.approve` over the proposal digest, plus TOTP."""
     schemas.same_subject(body.envelope, "proposal", proposal_id)
-    return svc.decide_proposal(body.envelope, totp=body.totp, approve=True)
+    return svc.proposals.decide_proposal(body.envelope, totp=body.totp, approve=True)
 
 
 @router.post("/v1/proposals/{proposal_id}/reject", response_model=ProposalPublic)
@@ -58,7 +58,7 @@ def reject(
     proposal_id: str, svc: ServiceDep, body: schemas.EnvelopeIn = strict(schemas.EnvelopeIn)
 ) -> dict[str, Any]:
     schemas.same_subject(body.envelope, "proposal", proposal_id)
-    return svc.decide_proposal(body.envelope, totp=None, approve=False)
+    return svc.proposals.decide_proposal(body.envelope, totp=None, approve=False)
 
 
 @router.post("/v1/proposals/{proposal_id}/veto", response_model=ProposalPublic)
@@ -67,7 +67,7 @@ def veto_member(
 ) -> dict[str, Any]:
     """Either side stops an approved membership change during its delay (`proposal.veto`)."""
     schemas.same_subject(body.envelope, "proposal", proposal_id)
-    return svc.veto_member_proposal(body.envelope)
+    return svc.members.veto_member_proposal(body.envelope)
 
 
 @router.post("/v1/proposals/{proposal_id}/apply", response_model=ProposalPublic)
@@ -76,7 +76,7 @@ def apply_member(
 ) -> dict[str, Any]:
     """Carry out an approved membership change once its delay has passed (`proposal.apply`)."""
     schemas.same_subject(body.envelope, "proposal", proposal_id)
-    return svc.apply_proposal(body.envelope)
+    return svc.proposals.apply_proposal(body.envelope)
 
 
 document_request_bodies(router)

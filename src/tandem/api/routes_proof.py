@@ -32,7 +32,7 @@ def issue_challenge(
     """Issue a proof-of-ownership challenge (custodian or auditor): a signed
     `proof.challenge` action with `{statement, scope, expires_at?, nonce?}`. The answer
     carries one service-signed operation key per key set in scope."""
-    return svc.issue_proof_challenge(body.envelope)
+    return svc.proofs.issue_proof_challenge(body.envelope)
 
 
 @router.get("/v1/proofs", response_model=list[ProofChallengePublic])
@@ -44,14 +44,14 @@ def list_challenges(
     status: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page, oldest first, paged as `GET /v1/members`."""
-    return page.answer(svc.list_proof_challenges, status=status)
+    return page.answer(svc.proofs.list_proof_challenges, status=status)
 
 
 @router.get("/v1/proofs/{challenge_id}", response_model=ProofChallengePublic)
 def get_challenge(svc: ServiceDep, challenge_id: str, viewer: Reader) -> dict[str, Any]:
     """The challenge, its operation keys and who has contributed; managers and
     custodians also get each key set's sealed document to re-seal their share from."""
-    return svc.get_proof_challenge(challenge_id, viewer=viewer)
+    return svc.proofs.get_proof_challenge(challenge_id, viewer=viewer)
 
 
 @router.post("/v1/proofs/{challenge_id}/contributions", response_model=ProofChallengePublic)
@@ -63,7 +63,7 @@ def contribute(
     """A manager's or custodian's share re-sealed to the challenge's operation key.
     When both sides are in for every key set, every address in scope is signed."""
     schemas.same_subject(body.envelope, "challenge", challenge_id)
-    return svc.contribute_proof(body.envelope, totp=body.totp)
+    return svc.proofs.contribute_proof(body.envelope, totp=body.totp)
 
 
 @router.post("/v1/proofs/{challenge_id}/operations", response_model=ProofChallengePublic)
@@ -74,7 +74,7 @@ def renew_operations(
 ) -> dict[str, Any]:
     """Fresh operation keys for an open challenge (after a restart or failed signing)."""
     schemas.same_subject(body.envelope, "challenge", challenge_id)
-    return svc.renew_proof_operations(body.envelope)
+    return svc.proofs.renew_proof_operations(body.envelope)
 
 
 @router.get(
@@ -85,7 +85,7 @@ def renew_operations(
 def bundle(svc: ServiceDep, challenge_id: str, viewer: Reader) -> Response:
     """The signed bundle, byte for byte as hashed (RFC 8785 canonical JSON); its
     SHA-256 is in the header X-Tandem-Bundle-Hash and in the audit log."""
-    text, digest = svc.get_proof_bundle(challenge_id)
+    text, digest = svc.proofs.get_proof_bundle(challenge_id)
     return Response(
         content=text.encode("utf-8"),
         media_type="application/json",

@@ -116,7 +116,7 @@ router = APIRouter(prefix=PREFIX, tags=["public"], dependencies=[Depends(rate_li
 def checkpoint(svc: Service, tree_size: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
     """The signed audit checkpoint (latest, or of `tree_size`): deployment, size, Merkle
     root, last entry hash, time, signed by the service key the genesis names."""
-    return svc.checkpoint(tree_size)
+    return svc.audit.checkpoint(tree_size)
 
 
 @router.get("/inclusion/{index}", response_model=InclusionPublic)
@@ -126,7 +126,7 @@ def inclusion(
     """RFC 6962 inclusion proof of entry `index`: its leaf hash, the audit path and the
     signed checkpoint of the tree. The entry itself is not here (it may name a client);
     whoever holds it checks its `hash` field equals `leaf_hash`."""
-    doc = svc.inclusion(index, tree_size)
+    doc = svc.audit.inclusion(index, tree_size)
     return {
         "index": doc["index"],
         "tree_size": doc["tree_size"],
@@ -141,7 +141,7 @@ def consistency(
     svc: Service, old: Annotated[int, Query(ge=1)], new: Annotated[int, Query(ge=1)]
 ) -> dict[str, Any]:
     """RFC 6962 consistency proof between the signed checkpoints of sizes `old` and `new`."""
-    return svc.consistency(old, new)
+    return svc.audit.consistency(old, new)
 
 
 @router.get(
@@ -155,7 +155,7 @@ def proof_bundle(challenge_id: str, svc: Service) -> Response:
     be shown to whoever checks the custodian's holdings."""
     if not CHALLENGE_ID.fullmatch(challenge_id):
         raise InputError("a proof challenge id is pc_ and 16 to 32 lowercase hex digits")
-    text, digest = svc.get_proof_bundle(challenge_id)
+    text, digest = svc.proofs.get_proof_bundle(challenge_id)
     return Response(
         content=text.encode("utf-8"),
         media_type="application/json",
@@ -170,7 +170,7 @@ def transcript(ceremony_id: str, svc: Service) -> dict[str, Any]:
     material (a reshare's sealed shares) is refused here; members read it with a session."""
     if not CEREMONY_ID.fullmatch(ceremony_id):
         raise InputError("a ceremony id is cer_ and 16 to 32 lowercase hex digits")
-    doc = svc.get_transcript(ceremony_id)
+    doc = svc.ceremonies.get_transcript(ceremony_id)
     field = secret_field(doc)
     if field is not None:
         raise NotPublicError(

@@ -87,7 +87,7 @@ class BatchApproveIn(Strict):
 def prepare(svc: ServiceDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Manager) A one-time operation key for a withdrawal from a key set, signed by the
     service key; returns it with the sealed key set and the wallet's addresses."""
-    return svc.prepare_withdrawal(body.envelope)
+    return svc.withdrawals.prepare_withdrawal(body.envelope)
 
 
 @router.post("/v1/withdrawals", status_code=201, tags=["withdrawals"], response_model=WithdrawalPublic)
@@ -96,7 +96,7 @@ def create(
 ) -> dict[str, Any]:
     """(Manager) Request a withdrawal. Tandem builds the transaction, the policy decides;
     a Solana token's program is checked against its mint when the server reads that network."""
-    return svc.create_withdrawal(
+    return svc.withdrawals.create_withdrawal(
         body.envelope, sealed_share=body.sealed_share, mint_facts=books.mint_facts
     )
 
@@ -111,13 +111,13 @@ def list_(
 ) -> list[dict[str, Any]]:
     """One page (``limit``, default 100, at most 500), oldest first; the
     ``Tandem-Next-Cursor`` header, when present, is the ``cursor`` of the next page."""
-    return page.answer(svc.list_withdrawals, status=status)
+    return page.answer(svc.withdrawals.list_withdrawals, status=status)
 
 
 @router.get("/v1/withdrawals/{withdrawal_id}", tags=["withdrawals"], response_model=WithdrawalPublic)
 def show(svc: ServiceDep, withdrawal_id: str, viewer: Reader) -> dict[str, Any]:
     """The request with its raw unsigned transaction; clients decode it themselves."""
-    return svc.get_withdrawal(withdrawal_id)
+    return svc.withdrawals.get_withdrawal(withdrawal_id)
 
 
 @router.post("/v1/withdrawals/{withdrawal_id}/approve", tags=["withdrawals"], response_model=WithdrawalPublic)
@@ -126,7 +126,7 @@ def approve(
 ) -> dict[str, Any]:
     """Approve over (id, intent hash, tx digest, policy version, expiry), with TOTP."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    return svc.approve_withdrawal(body.envelope, totp=body.totp, sealed_share=body.sealed_share)
+    return svc.withdrawals.approve_withdrawal(body.envelope, totp=body.totp, sealed_share=body.sealed_share)
 
 
 @router.post("/v1/withdrawals/approvals", tags=["withdrawals"], response_model=BatchApprovalPublic)
@@ -135,26 +135,26 @@ def approve_batch(svc: ServiceDep, body: BatchApproveIn = strict(BatchApproveIn)
     each signed approval is admitted as by the single route. Per-item results; each
     refused item is audited with its code."""
     items = [item.model_dump(exclude_none=True) for item in body.items]
-    return svc.approve_withdrawals(body.envelope, totp=body.totp, items=items)
+    return svc.batch.approve_withdrawals(body.envelope, totp=body.totp, items=items)
 
 
 @router.post("/v1/withdrawals/{withdrawal_id}/reject", tags=["withdrawals"], response_model=WithdrawalPublic)
 def reject(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    return svc.reject_withdrawal(body.envelope)
+    return svc.withdrawals.reject_withdrawal(body.envelope)
 
 
 @router.post("/v1/withdrawals/{withdrawal_id}/cancel", tags=["withdrawals"], response_model=WithdrawalPublic)
 def cancel(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    return svc.cancel_withdrawal(body.envelope)
+    return svc.withdrawals.cancel_withdrawal(body.envelope)
 
 
 @router.post("/v1/withdrawals/{withdrawal_id}/veto", tags=["withdrawals"], response_model=WithdrawalPublic)
 def veto(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Custodian) Stop a time-locked withdrawal during its lock."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    return svc.veto_withdrawal(body.envelope)
+    return svc.withdrawals.veto_withdrawal(body.envelope)
 
 
 @router.post(
@@ -165,7 +165,7 @@ def veto(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(Envelope
 def renew(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """A new operation key for an open request (after a restart); shares are given again."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    return svc.renew_operation(body.envelope)
+    return svc.withdrawals.renew_operation(body.envelope)
 
 
 @router.post(
@@ -176,7 +176,7 @@ def renew(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(Envelop
 def contribute(svc: ServiceDep, withdrawal_id: str, body: ShareIn = strict(ShareIn)) -> dict[str, Any]:
     """A member's share resealed to the request's current operation key."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    return svc.contribute_share(body.envelope, sealed_share=body.sealed_share, totp=body.totp)
+    return svc.withdrawals.contribute_share(body.envelope, sealed_share=body.sealed_share, totp=body.totp)
 
 
 @router.post("/v1/withdrawals/{withdrawal_id}/release", tags=["withdrawals"], response_model=WithdrawalPublic)
@@ -191,7 +191,7 @@ def release(
     if idempotency_key is None:
         raise InputError("an Idempotency-Key header is required")
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    answer = svc.release_withdrawal(body.envelope, idempotency_key=idempotency_key)
+    answer = svc.withdrawals.release_withdrawal(body.envelope, idempotency_key=idempotency_key)
     return JSONResponse(status_code=answer.status_code, content=answer.body)
 
 
@@ -202,14 +202,14 @@ def broadcast(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(Env
     """Record that the released transaction was broadcast (`withdrawal.broadcast`
     {withdrawal, txid}); the txid must be the released one."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    return svc.record_broadcast(body.envelope)
+    return svc.withdrawals.record_broadcast(body.envelope)
 
 
 @router.post("/v1/withdrawals/{withdrawal_id}/confirm", tags=["withdrawals"], response_model=WithdrawalPublic)
 def confirm(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """Record that the released transaction is confirmed on chain (`withdrawal.confirm`)."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    return svc.confirm_withdrawal(body.envelope)
+    return svc.withdrawals.confirm_withdrawal(body.envelope)
 
 
 @router.post("/v1/withdrawals/{withdrawal_id}/abandon", tags=["withdrawals"], response_model=WithdrawalPublic)
@@ -217,7 +217,7 @@ def abandon(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(Envel
     """Record that the released transaction will not be used (`withdrawal.abandon`
     {withdrawal, reason}); its Ethereum nonce is freed."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    return svc.abandon_withdrawal(body.envelope)
+    return svc.withdrawals.abandon_withdrawal(body.envelope)
 
 
 @router.get(
@@ -225,14 +225,14 @@ def abandon(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(Envel
 )
 def bundle(svc: ServiceDep, withdrawal_id: str, viewer: Reader) -> dict[str, Any]:
     """Everything an offline signer re-verifies; members' clients add their shares."""
-    return svc.withdrawal_bundle(withdrawal_id)
+    return svc.withdrawals.withdrawal_bundle(withdrawal_id)
 
 
 @router.post("/v1/withdrawals/{withdrawal_id}/import", tags=["withdrawals"], response_model=WithdrawalPublic)
 def import_(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """Record an offline-signed transaction after re-verifying it."""
     same_subject(body.envelope, "withdrawal", withdrawal_id)
-    return svc.import_withdrawal(body.envelope)
+    return svc.withdrawals.import_withdrawal(body.envelope)
 
 
 # --- policy and address book -----------------------------------------------------------
@@ -241,7 +241,7 @@ def import_(svc: ServiceDep, withdrawal_id: str, body: EnvelopeIn = strict(Envel
 @router.get("/v1/policy", tags=["policy"], response_model=PolicyPublic)
 def policy(svc: ServiceDep, viewer: Reader) -> dict[str, Any]:
     """The policy in force and every version, pending ones included."""
-    return svc.policy_info()
+    return svc.policies.policy_info()
 
 
 @router.get("/v1/policy/explain", tags=["policy"], response_model=ExplanationPublic)
@@ -259,7 +259,7 @@ def explain(  # noqa: PLR0913 - FastAPI maps query parameters to arguments
 ) -> dict[str, Any]:
     """Which rule applies and why: for a withdrawal (as decided), or for given facts (now)."""
     if withdrawal is not None:
-        return svc.explain_withdrawal(withdrawal)
+        return svc.withdrawals.explain_withdrawal(withdrawal)
     facts = {
         "wallet": wallet,
         "chain": chain,
@@ -271,34 +271,34 @@ def explain(  # noqa: PLR0913 - FastAPI maps query parameters to arguments
     missing = [k for k, v in facts.items() if v is None]
     if missing:
         raise InputError(f"give ?withdrawal=ID or all of the facts (missing: {', '.join(missing)})")
-    return svc.explain_facts(**{k: v for k, v in facts.items() if v is not None})
+    return svc.policies.explain_facts(**{k: v for k, v in facts.items() if v is not None})
 
 
 @router.post("/v1/policy/proposals", status_code=201, tags=["policy"], response_model=ProposalPublic)
 def propose_policy(svc: ServiceDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Manager) Propose the next policy version; a custodian approves it with
     POST /v1/proposals/{id}/approve; it takes effect after the current change delay."""
-    return svc.propose_policy(body.envelope)
+    return svc.policies.propose_policy(body.envelope)
 
 
 @router.post("/v1/policy/proposals/{proposal_id}/veto", tags=["policy"], response_model=ProposalPublic)
 def veto_change(svc: ServiceDep, proposal_id: str, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Custodian) Veto an approved policy or address-book change during its delay."""
     same_subject(body.envelope, "proposal", proposal_id)
-    return svc.veto_policy_proposal(body.envelope)
+    return svc.policies.veto_policy_proposal(body.envelope)
 
 
 @router.get("/v1/addressbook", tags=["policy"], response_model=list[AddressPublic])
 def addressbook(svc: ServiceDep, viewer: Reader, page: PageQuery) -> list[dict[str, Any]]:
     """One page of the entries, every one ever added (vetoed ones too) with the state it
     reads as now, in the order they take effect; paged as `GET /v1/members`."""
-    return page.answer(svc.address_book_view)
+    return page.answer(svc.policies.address_book_view)
 
 
 @router.post("/v1/addressbook/proposals", status_code=201, tags=["policy"], response_model=ProposalPublic)
 def propose_address(svc: ServiceDep, body: EnvelopeIn = strict(EnvelopeIn)) -> dict[str, Any]:
     """(Manager) Propose adding or removing an allow-listed destination."""
-    return svc.propose_address_change(body.envelope)
+    return svc.policies.propose_address_change(body.envelope)
 
 
 document_request_bodies(router)

@@ -130,7 +130,7 @@ def verify_server_database(data_dir: Path) -> StoredVerifyReport:
         db.migrate()
         svc = Tandem(db, key, clock=lambda: int(time.time()))
         with progress_bar("verifying every entry", None) as advance:
-            return svc.verify_stored(full=True, progress=lambda done, _total: advance(done))
+            return svc.audit.verify_stored(full=True, progress=lambda done, _total: advance(done))
     finally:
         db.dispose()
 

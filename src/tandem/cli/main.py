@@ -557,7 +557,7 @@ def totp_unlock(
     from tandem.api.app import build_service
     from tandem.settings import Settings
 
-    build_service(Settings(data_dir=data_dir)).unlock_totp(member_id)
+    build_service(Settings(data_dir=data_dir)).members.unlock_totp(member_id)
     console.print(f"unlocked {member_id} (recorded in the audit log)")
 
 

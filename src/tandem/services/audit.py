@@ -19,7 +19,7 @@ from sqlmodel import Session
 from tandem.core import audit, audit_marker, merkle
 from tandem.errors import AuditVerificationError, Error, InputError, NotFoundError
 from tandem.services import keynetworks
-from tandem.services.base import ServiceBase
+from tandem.services.base import Runner
 from tandem.store import audit_log
 
 # Rows per read transaction of an export: a few hundred kilobytes in memory at most.
@@ -38,9 +38,11 @@ class StoredVerifyReport:
     marker_written: bool
 
 
-class AuditService(ServiceBase):
-    # The stable error code of the start-up check that sealed signing (None: unsealed).
-    sealed_code: str | None = None
+class AuditService:
+    """Audit reads and the start-up check; sealing is the runner's state."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
 
     def startup_check(self) -> None:
         """Verify what was appended since the signed verified-up-to marker (the whole
@@ -51,20 +53,20 @@ class AuditService(ServiceBase):
             self._seal(exc, f"audit chain does not verify at start-up: {exc.message}")
             return
         try:
-            with self.db.read() as session:
+            with self.runner.db.read() as session:
                 keynetworks.require_one_network_per_key(session)
         except Error as exc:
             self._seal(exc, f"start-up check [{exc.code}]: {exc.message}")
             return
-        self.sealed_reason = None
-        self.sealed_code = None
+        self.runner.sealed_reason = None
+        self.runner.sealed_code = None
 
     def _seal(self, exc: Error, reason: str) -> None:
         """Seal signing and say so in the server log: one ERROR line naming the check's
         code and the bad entry (its index and kind) or key set. Codes, indices, kinds and
         ids only: no entry body, no key material."""
-        self.sealed_reason = reason
-        self.sealed_code = exc.code
+        self.runner.sealed_reason = reason
+        self.runner.sealed_code = exc.code
         where = ""
         index = getattr(exc, "index", None)
         if isinstance(index, int):
@@ -78,7 +80,7 @@ class AuditService(ServiceBase):
         """The kind an audit row says it is, for the log line; "unknown" when the row is
         missing or does not parse (that is often why it failed)."""
         try:
-            with self.db.read() as session:
+            with self.runner.db.read() as session:
                 stored = audit_log.row(session, index)
             if stored is None:
                 return "missing"
@@ -99,7 +101,7 @@ class AuditService(ServiceBase):
         is how an operator clears that seal once the log itself is sound. ``progress``
         is called with (entries verified, entries in the log) after every page.
         """
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             n = audit_log.size(session)
             start, prev, tree = 0, audit.GENESIS_PREV, merkle.MerkleAccumulator()
             doc = None if full else audit_log.marker(session)
@@ -124,15 +126,15 @@ class AuditService(ServiceBase):
         moved = full or start < n or doc is None
         if moved:
             new_marker = audit_marker.sign_marker(
-                self.key.sign_seed,
+                self.runner.key.sign_seed,
                 deployment=deployment,
                 tree_size=n,
                 root=root,
                 last_hash=last_hash,
-                time=self.clock(),
+                time=self.runner.clock(),
             )
             try:
-                with self.db.write() as session:
+                with self.runner.db.write() as session:
                     audit_log.put_marker(session, new_marker, replace=full)
             except Exception as exc:
                 # What was verified stays verified; the next start-up re-reads a little
@@ -145,7 +147,7 @@ class AuditService(ServiceBase):
         """Where a verified marker lets verification resume: entry N - 1 must still be
         the entry verified then, and the stored tree over the first N entries must still
         have the root verified then."""
-        marker = audit_marker.verify_marker(doc, self.key.sign_public)
+        marker = audit_marker.verify_marker(doc, self.runner.key.sign_public)
         size = marker.tree_size
         if size > n:
             raise AuditVerificationError(
@@ -202,7 +204,7 @@ class AuditService(ServiceBase):
         doc = audit_log.latest_checkpoint(session)
         if doc is None:
             raise AuditVerificationError(f"{n} entries and no signed checkpoint", index=n - 1)
-        body = audit.verify_checkpoint(doc, self.key.sign_public)
+        body = audit.verify_checkpoint(doc, self.runner.key.sign_public)
         if body["tree_size"] != n or body["last_hash"] != last_hash or body["root"] != root:
             raise AuditVerificationError("latest checkpoint does not match the log", index=n - 1)
         deployment: str = body["deployment"]
@@ -214,14 +216,14 @@ class AuditService(ServiceBase):
         """The size of the log now and its lines up to there, read one page per short
         read transaction as the consumer asks: constant memory whatever the size.
         Rows below the size never change, so the pages add up to one consistent log."""
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             n = audit_log.size(session)
         if n == 0:
             raise NotFoundError("the audit log is empty")
 
         def pages() -> Iterator[str]:
             for lo in range(0, n, EXPORT_CHUNK):
-                with self.db.read() as session:
+                with self.runner.db.read() as session:
                     yield from audit_log.lines(session, start=lo, stop=min(n, lo + EXPORT_CHUNK))
 
         return n, pages()
@@ -229,7 +231,7 @@ class AuditService(ServiceBase):
     def export(self) -> tuple[list[str], dict[str, Any]]:
         """All lines and the checkpoint that covers exactly them, in memory: for tests
         and small logs; the API and the CLI stream instead."""
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             n = audit_log.size(session)
             if n == 0:
                 raise NotFoundError("the audit log is empty")
@@ -238,7 +240,7 @@ class AuditService(ServiceBase):
     # --- checkpoints and proofs --------------------------------------------------------
 
     def checkpoint(self, tree_size: int | None = None) -> dict[str, Any]:
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             if tree_size is None:
                 doc = audit_log.latest_checkpoint(session)
                 if doc is None:
@@ -249,7 +251,7 @@ class AuditService(ServiceBase):
             return audit_log.checkpoint_at(session, tree_size)
 
     def inclusion(self, index: int, tree_size: int | None = None) -> dict[str, Any]:
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             n = audit_log.size(session)
             size = n if tree_size is None else tree_size
             if not 0 <= index < size <= n:
@@ -264,7 +266,7 @@ class AuditService(ServiceBase):
             }
 
     def consistency(self, old_size: int, new_size: int) -> dict[str, Any]:
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             n = audit_log.size(session)
             if not 0 < old_size <= new_size <= n:
                 raise InputError(f"need 0 < old <= new <= {n}")

@@ -1,4 +1,8 @@
-"""The use-case framework: every state change runs through :meth:`ServiceBase.run`.
+"""The use-case framework: every state change runs through :meth:`Runner.run`.
+
+One :class:`Runner` serves every flow service of a :class:`tandem.services.Tandem`:
+it holds the database, the service key, the clock and whether signing is sealed, and
+owns transactions, signatures, second factors, refusals and audit appends.
 
 ``run`` opens one write transaction, authenticates the signed action, lets the use
 case change state and append its audit entries, and commits. If anything raises a
@@ -8,10 +12,12 @@ the refusal (and, for a wrong TOTP code, the failure count), then the error prop
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import itertools
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -80,7 +86,7 @@ def fault_point(name: str) -> None:
 
 
 class Unrecorded(Exception):  # noqa: N818 - a carrier, not an error of its own
-    """Carries an error out of :meth:`ServiceBase.run` without recording a refusal: a
+    """Carries an error out of :meth:`Runner.run` without recording a refusal: a
     retry's answer refused before the request was authenticated or anything was spent."""
 
     def __init__(self, error: Error) -> None:
@@ -102,12 +108,31 @@ class Call:
     totp_verified: bool = False
 
 
-class ServiceBase:
+class TotpGrant(str):
+    """The second factor of one batch's items: the batch's TOTP code, already checked
+    and spent for ``member``. Only :meth:`Runner.grant_totp` makes one, and it is
+    honoured only while its batch runs (see :meth:`Runner.check_totp`)."""
+
+    member: str
+
+    def __new__(cls, member: str) -> TotpGrant:
+        grant = super().__new__(cls, "batch")
+        grant.member = member
+        return grant
+
+
+class Runner:
+    """The machinery every flow service shares: one per :class:`Tandem`."""
+
     def __init__(self, db: Database, key: ServiceKey, *, clock: Callable[[], int]) -> None:
         self.db = db
         self.key = key
         self.clock = clock
         self.sealed_reason: str | None = None
+        # The stable error code of the start-up check that sealed signing (None: unsealed).
+        self.sealed_code: str | None = None
+        self._grants_lock = threading.Lock()
+        self._live_grants: set[int] = set()  # identities of the grants of running batches
         # The deployment row is written once, at genesis, and never changes: once a
         # transaction has found it committed, later calls need not read it again.
         self._known_deployment: Deployment | None = None
@@ -306,7 +331,26 @@ class ServiceBase:
         if session.connection().execute(insert).first() is None:
             raise ReplayError("this signed action was already used (nonce seen before)")
 
+    @contextlib.contextmanager
+    def grant_totp(self, member: str) -> Iterator[TotpGrant]:
+        """A :class:`TotpGrant` for ``member``, honoured by :meth:`check_totp` until the
+        block ends: a batch's code, checked once, standing for each of its items."""
+        grant = TotpGrant(member)
+        with self._grants_lock:
+            self._live_grants.add(id(grant))
+        try:
+            yield grant
+        finally:
+            with self._grants_lock:
+                self._live_grants.discard(id(grant))
+
     def check_totp(self, session: Session, member: Member, code: str | None, now: int) -> None:
+        if isinstance(code, TotpGrant):
+            with self._grants_lock:
+                live = id(code) in self._live_grants
+            if not live or code.member != member.id:
+                raise TotpError("this batch's TOTP code does not stand for this signer")
+            return
         if member.totp_sealed is None:
             raise TotpError(f"{member.name!r} has not enrolled a second factor yet (tandem totp enrol)")
         if code is None:

@@ -15,8 +15,9 @@ one TOTP code.
    batch and is audited as ``withdrawal.batch_approve.refused``; nothing is approved.
 2. Each item then goes through :meth:`WithdrawalService.approve_withdrawal` itself: the
    same approval engine, checks, share handling and audit entries as the single route,
-   one transaction per item. Its second factor is a :class:`TotpGrant`, a server-side
-   object standing for the code checked in step 1, for this signer and this batch only.
+   one transaction per item. Its second factor is a :class:`TotpGrant` (from
+   :meth:`Runner.grant_totp`), a server-side object standing for the code checked in
+   step 1, for this signer and this batch only.
    It cannot come from a request: the API parses ``totp`` as a 6-character string.
 
 Results are per item: an item refused (self-approval, a tampered signature, an expired
@@ -26,40 +27,26 @@ other items are still admitted. The answer lists every item with its outcome.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
-
-from sqlmodel import Session
 
 from tandem.core.actions import parse_envelope
 from tandem.core.canonical import check_fields
 from tandem.core.roles import Role
-from tandem.errors import Error, InputError, TotpError
-from tandem.services.base import Call
+from tandem.errors import Error, InputError
+from tandem.services.base import Call, Runner, TotpGrant
 from tandem.services.withdrawals import WithdrawalService
-from tandem.store.models import Member
 
 MAX_BATCH = 50
 BATCH_TYPE = "withdrawal.batch_approve"
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
 
 
-class TotpGrant(str):
-    """The second factor of one batch's items: the batch's TOTP code, already checked
-    and spent for ``member``. Only :class:`BatchService` makes one, and it is honoured
-    only while its batch runs (see :meth:`BatchService.check_totp`)."""
+class BatchService:
+    """Batch approval, on the runner and the withdrawal service it approves through."""
 
-    member: str
-
-    def __new__(cls, member: str) -> TotpGrant:
-        grant = super().__new__(cls, "batch")
-        grant.member = member
-        return grant
-
-
-class BatchService(WithdrawalService):
-    _grants_lock = threading.Lock()
-    _live_grants: set[int] = set()  # noqa: RUF012 - identities of the grants of running batches
+    def __init__(self, runner: Runner, withdrawals: WithdrawalService) -> None:
+        self.runner = runner
+        self.withdrawals = withdrawals
 
     def approve_withdrawals(self, envelope: Any, *, totp: str, items: Any) -> dict[str, Any]:
         """Approve several withdrawals with one TOTP code; per-item results."""
@@ -88,20 +75,17 @@ class BatchService(WithdrawalService):
                     raise InputError(f"item {i} is not a withdrawal.approve signed by the batch's signer")
                 if subject != ids[i] or action.nonce != nonces[i]:
                     raise InputError(f"item {i} is not the approval the signed batch names")
-            self.audit(call, "withdrawal.batch_verified", {"withdrawals": ids, "count": len(ids)})
+            self.runner.audit(call, "withdrawal.batch_verified", {"withdrawals": ids, "count": len(ids)})
             return {"member": call.actor.id, "withdrawals": ids}
 
-        opened = self.run(
+        opened = self.runner.run(
             BATCH_TYPE, envelope, authorise, types=BATCH_TYPE, roles=SIDES, require_totp=True, totp=totp
         )
-        grant = TotpGrant(opened["member"])
-        with self._grants_lock:
-            self._live_grants.add(id(grant))
         results: list[dict[str, Any]] = []
-        try:
+        with self.runner.grant_totp(opened["member"]) as grant:
             for wid, item in zip(opened["withdrawals"], items, strict=True):
                 try:
-                    done = self.approve_withdrawal(
+                    done = self.withdrawals.approve_withdrawal(
                         item["envelope"], totp=grant, sealed_share=item.get("sealed_share")
                     )
                 except Error as exc:
@@ -110,20 +94,8 @@ class BatchService(WithdrawalService):
                     )
                 else:
                     results.append({"withdrawal": wid, "outcome": "approved", "status": done["status"]})
-        finally:
-            with self._grants_lock:
-                self._live_grants.discard(id(grant))
         approved = sum(1 for r in results if r["outcome"] == "approved")
         return {"approved": approved, "refused": len(results) - approved, "results": results}
-
-    def check_totp(self, session: Session, member: Member, code: str | None, now: int) -> None:
-        if isinstance(code, TotpGrant):
-            with self._grants_lock:
-                live = id(code) in self._live_grants
-            if not live or code.member != member.id:
-                raise TotpError("this batch's TOTP code does not stand for this signer")
-            return
-        super().check_totp(session, member, code, now)
 
 
 __all__ = ["MAX_BATCH", "BatchService", "TotpGrant"]

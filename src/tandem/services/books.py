@@ -52,8 +52,9 @@ from tandem.errors import (
     VerificationError,
 )
 from tandem.services import statement_pdf
-from tandem.services.base import Call, ServiceBase
+from tandem.services.base import Call, Runner
 from tandem.services.logview import LogView
+from tandem.services.withdrawals import WithdrawalService
 from tandem.store import audit_log, pages
 from tandem.store.models import AddressRow, AuditRow, KeySet, Member, ReconcileJob, Withdrawal
 
@@ -337,8 +338,12 @@ class _SignatureWalk:
 class Books:
     """One object per deployment's books, beside the service it records through."""
 
-    def __init__(self, svc: ServiceBase, chains: ChainConfig | None = None) -> None:
+    def __init__(
+        self, svc: Runner, withdrawals: WithdrawalService, chains: ChainConfig | None = None
+    ) -> None:
         self.svc = svc
+        # A broadcast and a confirmation are recorded as the withdrawal flow's own steps.
+        self.withdrawals = withdrawals
         self.chains = chains or ChainConfig()
         self._backends: dict[tuple[str, str], ChainBackend] = {}
         self._mints: dict[tuple[str, str], Mint] = {}
@@ -933,10 +938,7 @@ class Books:
                 now=self.svc.clock(),
             )
             raise
-        from tandem.services.withdrawals import WithdrawalService
-
-        assert isinstance(self.svc, WithdrawalService)
-        return self.svc.record_broadcast(envelope)
+        return self.withdrawals.record_broadcast(envelope)
 
     def track(self, envelope: Any) -> dict[str, Any]:
         """Ask the chain about a broadcast release. Confirmed: the member's signed
@@ -960,17 +962,14 @@ class Books:
             "height": status.block_height,
             "confirmations": status.confirmations,
         }
-        from tandem.services.withdrawals import WithdrawalService
-
-        assert isinstance(self.svc, WithdrawalService)
         if status.state != "confirmed":
             if status.state == "unknown" and row.status == wcore.BROADCAST:
                 # Broadcast, and the node no longer knows it: recorded, released again.
-                self.svc.record_dropped(envelope)
+                self.withdrawals.record_dropped(envelope)
                 answer["state"] = "dropped"
             return answer
         if row.status != wcore.CONFIRMED:
-            self.svc.confirm_withdrawal(envelope)
+            self.withdrawals.confirm_withdrawal(envelope)
         fee = status.fee
         if row.chain == "solana" and status.payer_spent is not None:
             # What the payer lost beyond the amount: the fee and the rent of a token

@@ -1,6 +1,6 @@
 """Use cases for key ceremonies, reshares and key-set export/import.
 
-Every step is a signed action run by :meth:`ServiceBase.run` in one write transaction;
+Every step is a signed action run by :meth:`Runner.run` in one write transaction;
 a refusal rolls back and is audited. Execution (key derivation, sealing, key-set rows,
 transcript) happens inside the transaction of the step that completes the inputs (the
 last reveal of a keygen, the quorum approval of a reshare), so a crash leaves either no
@@ -37,7 +37,7 @@ from tandem.errors import (
     NotFoundError,
 )
 from tandem.services.approvals import current_membership
-from tandem.services.base import Call, fault_point
+from tandem.services.base import Call, Runner, fault_point
 from tandem.services.keysets import (
     build_export,
     current_recipients,
@@ -67,7 +67,13 @@ IMPORT_SECONDS = 24 * 3600
 MAX_REASON = 500
 
 
-class CeremonyService(KeyUseService):
+class CeremonyService:
+    """Key ceremonies and key sets, on the runner and the operation keys they open."""
+
+    def __init__(self, runner: Runner, keys: KeyUseService) -> None:
+        self.runner = runner
+        self.keys = keys
+
     # --- keygen and reshare ceremonies ---------------------------------------------------
 
     def propose_ceremony(self, envelope: Any) -> dict[str, Any]:
@@ -112,7 +118,7 @@ class CeremonyService(KeyUseService):
             )
             call.session.add(row)
             call.session.flush()
-            self.audit(
+            self.runner.audit(
                 call,
                 "ceremony.proposed",
                 {
@@ -127,7 +133,9 @@ class CeremonyService(KeyUseService):
             )
             return ceremony_view(row, call.now)
 
-        return self.run("ceremony.propose", envelope, use_case, types=core.PROPOSE, roles=(Role.MANAGER,))
+        return self.runner.run(
+            "ceremony.propose", envelope, use_case, types=core.PROPOSE, roles=(Role.MANAGER,)
+        )
 
     def _ceremony_reshare_target(self, call: Call, state: core.CeremonyState, body: dict[str, Any]) -> str:
         """A reshare proposal names a key set that is not retired, the signed operation
@@ -141,7 +149,7 @@ class CeremonyService(KeyUseService):
         state.operation = self._ceremony_check_operation(
             call, body.get("operation"), keyset_id=target, purpose="reshare"
         )
-        self.store_share(
+        self.keys.store_share(
             call,
             operation=state.operation_id,
             keyset_id=target,
@@ -194,7 +202,7 @@ class CeremonyService(KeyUseService):
             _save(call, row, state)
             return ceremony_view(row, call.now)
 
-        return self.run(
+        return self.runner.run(
             "ceremony.approve",
             envelope,
             use_case,
@@ -215,14 +223,14 @@ class CeremonyService(KeyUseService):
         assert row.target_keyset
         operation = state.operation_id
         if "sealed_share" in body:
-            self.store_share(
+            self.keys.store_share(
                 call,
                 operation=operation,
                 keyset_id=row.target_keyset,
                 side=role.value,
                 sealed_b64=body["sealed_share"],
             )
-        elif role is Role.CUSTODIAN and not self.has_share(call, operation=operation, side=role.value):
+        elif role is Role.CUSTODIAN and not self.keys.has_share(call, operation=operation, side=role.value):
             raise InputError("the first custodian approval of a reshare carries the custodian share")
 
     def _ceremony_approved(
@@ -236,7 +244,7 @@ class CeremonyService(KeyUseService):
     ) -> None:
         """Audit the approval; at quorum a keygen opens its reveals and a reshare executes."""
         result = self._ceremony_quorum(call, row, state, definition)
-        self.audit(
+        self.runner.audit(
             call,
             "ceremony.approved",
             {
@@ -250,7 +258,7 @@ class CeremonyService(KeyUseService):
             return
         if definition.kind == "keygen":
             row.status = core.REVEALING
-            self.audit(
+            self.runner.audit(
                 call,
                 "ceremony.reveals_open",
                 {"ceremony": row.id, "commitments": len(state.commitments)},
@@ -269,7 +277,7 @@ class CeremonyService(KeyUseService):
             body = check_fields(_body(call), required=("ceremony", "contribution"), where="body")
             row, state = self._ceremony_open(call, body["ceremony"], "reveal")
             state.add_reveal(row.id, actor.id, body["contribution"], _envelope(call))
-            self.audit(
+            self.runner.audit(
                 call,
                 "ceremony.revealed",
                 {
@@ -286,7 +294,7 @@ class CeremonyService(KeyUseService):
             _save(call, row, state)
             return ceremony_view(row, call.now)
 
-        return self.run("ceremony.reveal", envelope, use_case, types=core.REVEAL, roles=SIDES)
+        return self.runner.run("ceremony.reveal", envelope, use_case, types=core.REVEAL, roles=SIDES)
 
     def countersign_transcript(self, envelope: Any) -> dict[str, Any]:
         """A participant countersigns the transcript hash its own client recomputed."""
@@ -302,7 +310,7 @@ class CeremonyService(KeyUseService):
             transcript = loads_strict(row.transcript)
             transcript["countersignatures"].append(_envelope(call))
             row.transcript = canonical(transcript).decode()
-            self.audit(
+            self.runner.audit(
                 call,
                 "ceremony.countersigned",
                 {
@@ -314,7 +322,7 @@ class CeremonyService(KeyUseService):
             )
             if state.all_countersigned:
                 row.status = core.COMPLETE
-                self.audit(
+                self.runner.audit(
                     call,
                     "ceremony.completed",
                     {
@@ -327,7 +335,9 @@ class CeremonyService(KeyUseService):
             _save(call, row, state)
             return ceremony_view(row, call.now)
 
-        return self.run("ceremony.countersign", envelope, use_case, types=core.COUNTERSIGN, roles=SIDES)
+        return self.runner.run(
+            "ceremony.countersign", envelope, use_case, types=core.COUNTERSIGN, roles=SIDES
+        )
 
     def reject_ceremony(self, envelope: Any) -> dict[str, Any]:
         """A custodian stops a ceremony before execution, giving a reason."""
@@ -341,10 +351,12 @@ class CeremonyService(KeyUseService):
                 raise InputError("body.reason must say why")
             row, state = self._ceremony_open(call, body["ceremony"], "reject", kind=ANY_KIND)
             self._ceremony_end(call, row, state, core.REJECTED, by=actor.id, reason=reason)
-            self.audit(call, "ceremony.rejected", {"ceremony": row.id, "reason": reason})
+            self.runner.audit(call, "ceremony.rejected", {"ceremony": row.id, "reason": reason})
             return ceremony_view(row, call.now)
 
-        return self.run("ceremony.reject", envelope, use_case, types=core.REJECT, roles=(Role.CUSTODIAN,))
+        return self.runner.run(
+            "ceremony.reject", envelope, use_case, types=core.REJECT, roles=(Role.CUSTODIAN,)
+        )
 
     def abort_ceremony(self, envelope: Any) -> dict[str, Any]:
         """The proposer withdraws its ceremony before execution."""
@@ -358,10 +370,10 @@ class CeremonyService(KeyUseService):
             if actor.id != row.proposer:
                 raise ForbiddenError("only the proposer may abort a ceremony")
             self._ceremony_end(call, row, state, core.ABORTED, by=actor.id, reason=reason)
-            self.audit(call, "ceremony.aborted", {"ceremony": row.id, "reason": reason})
+            self.runner.audit(call, "ceremony.aborted", {"ceremony": row.id, "reason": reason})
             return ceremony_view(row, call.now)
 
-        return self.run("ceremony.abort", envelope, use_case, types=core.ABORT, roles=(Role.MANAGER,))
+        return self.runner.run("ceremony.abort", envelope, use_case, types=core.ABORT, roles=(Role.MANAGER,))
 
     # --- key-set operations, export and import -------------------------------------------
 
@@ -375,14 +387,14 @@ class CeremonyService(KeyUseService):
             purpose = body["purpose"]
             if purpose == "reshare":
                 get_keyset_row(call.session, keyset_id)
-                doc = self.new_operation(call, keyset_id=keyset_id, purpose="reshare")
+                doc = self.keys.new_operation(call, keyset_id=keyset_id, purpose="reshare")
             elif purpose == "import":
                 if call.session.get(KeySet, keyset_id) is not None:
                     raise ConflictError(f"key set {keyset_id} is already present; nothing to import")
                 doc = self._ceremony_detached_operation(call, keyset_id=keyset_id, purpose="import")
             else:
                 raise InputError("body.purpose must be 'reshare' or 'import'")
-            self.audit(
+            self.runner.audit(
                 call,
                 "keyset.operation_created",
                 {
@@ -394,7 +406,7 @@ class CeremonyService(KeyUseService):
             )
             return doc
 
-        return self.run("keyset.operation", envelope, use_case, types="keyset.operation", roles=SIDES)
+        return self.runner.run("keyset.operation", envelope, use_case, types="keyset.operation", roles=SIDES)
 
     def export_keyset(self, envelope: Any) -> dict[str, Any]:
         """The sealed record and public data of a key set, for offline media (recorded)."""
@@ -409,7 +421,7 @@ class CeremonyService(KeyUseService):
                 entity=call.deployment.entity,
                 now=call.now,
             )
-            self.audit(
+            self.runner.audit(
                 call,
                 "keyset.exported",
                 {
@@ -420,7 +432,7 @@ class CeremonyService(KeyUseService):
             )
             return doc
 
-        return self.run("keyset.export", envelope, use_case, types="keyset.export", roles=SIDES)
+        return self.runner.run("keyset.export", envelope, use_case, types="keyset.export", roles=SIDES)
 
     def propose_import(self, envelope: Any, export: Any) -> dict[str, Any]:
         """A manager proposes restoring an exported key set, proving its share opens by
@@ -444,7 +456,7 @@ class CeremonyService(KeyUseService):
             state.operation = self._ceremony_check_operation(
                 call, body["operation"], keyset_id=keyset_id, purpose="import"
             )
-            self.store_share(
+            self.keys.store_share(
                 call,
                 operation=state.operation_id,
                 keyset_id=keyset_id,
@@ -467,14 +479,16 @@ class CeremonyService(KeyUseService):
             )
             call.session.add(row)
             call.session.flush()
-            self.audit(
+            self.runner.audit(
                 call,
                 "keyset.import_proposed",
                 {"import": row.id, "keyset": keyset_id, "export_hash": export_hash},
             )
             return ceremony_view(row, call.now)
 
-        return self.run("keyset.import", envelope, use_case, types="keyset.import", roles=(Role.MANAGER,))
+        return self.runner.run(
+            "keyset.import", envelope, use_case, types="keyset.import", roles=(Role.MANAGER,)
+        )
 
     def approve_import(self, envelope: Any, *, totp: str | None) -> dict[str, Any]:
         """A custodian re-seals its share to the import operation; the signer rebuilds the
@@ -498,7 +512,7 @@ class CeremonyService(KeyUseService):
             assert state.operation is not None
             assert row.target_keyset
             operation = state.operation_id
-            self.store_share(
+            self.keys.store_share(
                 call,
                 operation=operation,
                 keyset_id=row.target_keyset,
@@ -507,7 +521,7 @@ class CeremonyService(KeyUseService):
             )
             export = loads_strict(row.definition)
             sealed = split.SealedKeyset.from_dict(export["sealed"])
-            with self.open_dek(call, sealed=sealed, operation=operation):
+            with self.keys.open_dek(call, sealed=sealed, operation=operation):
                 pass  # both shares opened and the DEK matched the key set's check value
             fault_point("keyset.import_after_dek")
             status = status_for_recipients(call.session, sealed)
@@ -527,7 +541,7 @@ class CeremonyService(KeyUseService):
             row.status = core.COMPLETE
             row.keyset = row.target_keyset
             _save(call, row, state)
-            self.audit(
+            self.runner.audit(
                 call,
                 "keyset.imported",
                 {
@@ -539,7 +553,7 @@ class CeremonyService(KeyUseService):
             )
             return ceremony_view(row, call.now)
 
-        return self.run(
+        return self.runner.run(
             "keyset.import_approve",
             envelope,
             use_case,
@@ -552,18 +566,18 @@ class CeremonyService(KeyUseService):
     # --- reads ---------------------------------------------------------------------------
 
     def get_ceremony(self, ceremony_id: str) -> dict[str, Any]:
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             row = session.get(Ceremony, ceremony_id)
             if row is None:
                 raise NotFoundError(f"no ceremony {ceremony_id}")
-            return ceremony_view(row, self.clock())
+            return ceremony_view(row, self.runner.clock())
 
     def list_ceremonies(
         self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
     ) -> dict[str, Any]:
         """One page of ceremonies and imports, oldest first; the status filter (as it reads
         now, expiry included) runs in SQL. Each row carries its own approvals."""
-        now = self.clock()
+        now = self.runner.clock()
         query = select(Ceremony)
         if status:
             query = query.where(
@@ -576,7 +590,7 @@ class CeremonyService(KeyUseService):
                     now=now,
                 )
             )
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             page = pages.read_page(
                 session,
                 query,
@@ -589,7 +603,7 @@ class CeremonyService(KeyUseService):
         return {"items": items, "next_cursor": page.next_cursor}
 
     def get_transcript(self, ceremony_id: str) -> dict[str, Any]:
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             row = session.get(Ceremony, ceremony_id)
             if row is None:
                 raise NotFoundError(f"no ceremony {ceremony_id}")
@@ -599,11 +613,11 @@ class CeremonyService(KeyUseService):
             return result
 
     def list_keysets(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             return list_keysets(session, limit=limit, cursor=cursor)
 
     def get_keyset(self, keyset_id: str) -> dict[str, Any]:
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             return keyset_public(session, get_keyset_row(session, keyset_id), with_sealed=True)
 
     # --- internals -----------------------------------------------------------------------
@@ -625,9 +639,9 @@ class CeremonyService(KeyUseService):
             state = core.CeremonyState.from_json(row.state)
             self._ceremony_end(call, row, state, core.EXPIRED, by=None, reason="expired")
             kind = "keyset.import_expired" if row.kind == IMPORT_KIND else "ceremony.expired"
-            self.audit(call, kind, {"ceremony": row.id, "expires_at": row.expires_at})
+            self.runner.audit(call, kind, {"ceremony": row.id, "expires_at": row.expires_at})
 
-        self.run_plain("ceremony.expire", use_case)
+        self.runner.run_plain("ceremony.expire", use_case)
 
     def _ceremony_end(
         self,
@@ -669,7 +683,7 @@ class CeremonyService(KeyUseService):
 
     def _ceremony_forget_operation(self, state: core.CeremonyState) -> None:
         if state.operation is not None:
-            self._ops().discard(state.operation_id)
+            self.keys.operations.discard(state.operation_id)
 
     def _ceremony_quorum(
         self, call: Call, row: Ceremony, state: core.CeremonyState, definition: CeremonyDefinition
@@ -696,12 +710,12 @@ class CeremonyService(KeyUseService):
     def _ceremony_check_operation(
         self, call: Call, doc: Any, *, keyset_id: str, purpose: str
     ) -> dict[str, Any]:
-        statement = verify_operation(doc, self.key.sign_public)
+        statement = verify_operation(doc, self.runner.key.sign_public)
         if statement["keyset"] != keyset_id or statement["purpose"] != purpose:
             raise InputError(f"the operation is not a {purpose} operation for key set {keyset_id}")
         if call.now >= statement["expires_at"]:
             raise ExpiredError("the operation key has expired; request a new one")
-        self._ops().get(statement["operation"])  # still held by this signer
+        self.keys.operations.get(statement["operation"])  # still held by this signer
         result: dict[str, Any] = doc
         return result
 
@@ -709,7 +723,7 @@ class CeremonyService(KeyUseService):
         """Like :meth:`new_operation`, for a key set this database does not hold (import)."""
         if not 0 < len(keyset_id) <= 64:
             raise InputError("body.keyset must be a key set id")
-        return self.new_operation(call, keyset_id=keyset_id, purpose=purpose, held=False)
+        return self.keys.new_operation(call, keyset_id=keyset_id, purpose=purpose, held=False)
 
     def _ceremony_participants(self, call: Call, state: core.CeremonyState) -> list[dict[str, Any]]:
         out = []
@@ -743,7 +757,7 @@ class CeremonyService(KeyUseService):
     ) -> None:
         assert definition.curve is not None
         assert definition.segregation is not None
-        self.require_unsealed()
+        self.runner.require_unsealed()
         pre = self._ceremony_pre_execution(call, row, state, definition)
         pre_hash = core.pre_execution_hash(pre)
         keyset_id = "ks_" + secrets.token_hex(8)
@@ -773,7 +787,7 @@ class CeremonyService(KeyUseService):
             addresses=generated.addresses,
         )
         self._ceremony_record_execution(call, row, state, transcript, keyset_id)
-        self.audit(
+        self.runner.audit(
             call,
             "ceremony.executed",
             {
@@ -800,14 +814,14 @@ class CeremonyService(KeyUseService):
     ) -> None:
         assert row.target_keyset is not None
         assert state.operation is not None
-        self.require_unsealed()
+        self.runner.require_unsealed()
         keyset = get_keyset_row(call.session, row.target_keyset)
         if keyset.status == KeySetState.RETIRED:
             raise ConflictError(f"key set {keyset.id} is retired")
         before = split.SealedKeyset.from_json(keyset.sealed)
         managers, custodians = current_recipients(call.session)
         pre = self._ceremony_pre_execution(call, row, state, definition)
-        with self.open_dek(call, sealed=before, operation=state.operation_id) as dek:
+        with self.keys.open_dek(call, sealed=before, operation=state.operation_id) as dek:
             fault_point("ceremony.reshare_after_dek")
             after = split.reshare(
                 before, dek=dek, new_manager_publics=managers, new_custodian_publics=custodians
@@ -839,7 +853,7 @@ class CeremonyService(KeyUseService):
             pre, executed_at=call.now, keyset=keyset_doc, keys=keys, addresses=[]
         )
         self._ceremony_record_execution(call, row, state, transcript, keyset.id)
-        self.audit(
+        self.runner.audit(
             call,
             "keyset.reshared",
             {

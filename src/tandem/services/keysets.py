@@ -14,12 +14,12 @@ from tandem.core.lifecycles import KEYSETS, KeySetState, MemberState
 from tandem.core.roles import Role
 from tandem.core.split import SealedKeyset
 from tandem.errors import ConflictError, NotFoundError
-from tandem.services.base import Call
+from tandem.services.base import Call, Runner
 from tandem.store import pages
 from tandem.store.models import AddressRow, Ceremony, KeyRow, KeySet, Member
 
 
-def mark_reshare_required(service: Any, call: Call, member_id: str, *, reason: str) -> list[str]:
+def mark_reshare_required(service: Runner, call: Call, member_id: str, *, reason: str) -> list[str]:
     """Every active key set with a share sealed to ``member_id`` stops signing until a
     reshare ceremony rotates its DEK."""
     marked = []

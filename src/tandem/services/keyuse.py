@@ -33,7 +33,7 @@ from tandem.errors import (
     ShareAlreadyStoredError,
     TotpError,
 )
-from tandem.services.base import Call, ServiceBase
+from tandem.services.base import Call, Runner
 from tandem.store import facts
 from tandem.store.models import KeySet, OperationShare
 
@@ -90,13 +90,13 @@ class OperationKeys:
             key.close()
 
 
-class KeyUseService(ServiceBase):
-    operations: OperationKeys
+class KeyUseService:
+    """Operation keys and the shares re-sealed to them, for every flow that opens a key set."""
 
-    def _ops(self) -> OperationKeys:
-        if not hasattr(self, "operations"):
-            self.operations = OperationKeys()
-        return self.operations
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        # Replaced whole to stand for a restart (the signer's memory lost).
+        self.operations = OperationKeys()
 
     def new_operation(self, call: Call, *, keyset_id: str, purpose: str, held: bool = True) -> dict[str, Any]:
         """Inside a use case: make a one-time operation key for ``keyset_id``. ``held=False``
@@ -104,7 +104,7 @@ class KeyUseService(ServiceBase):
         if held and call.session.get(KeySet, keyset_id) is None:
             raise NotFoundError(f"no key set {keyset_id}")
         operation = "op_" + secrets.token_hex(10)
-        key = self._ops().create(operation)
+        key = self.operations.create(operation)
         statement = operation_statement(
             operation=operation,
             keyset=keyset_id,
@@ -114,7 +114,7 @@ class KeyUseService(ServiceBase):
         )
         return {
             "statement": statement,
-            "signature": b64(self.key.sign(domain_bytes("operation-key", statement))),
+            "signature": b64(self.runner.key.sign(domain_bytes("operation-key", statement))),
         }
 
     def store_share(self, call: Call, *, operation: str, keyset_id: str, side: str, sealed_b64: Any) -> None:
@@ -127,7 +127,7 @@ class KeyUseService(ServiceBase):
         A share sealed to an operation key this signer no longer holds (a restart) could
         never be opened: it is refused, so no approval stands that cannot be released.
         """
-        self._ops().get(operation)
+        self.operations.get(operation)
         if not isinstance(sealed_b64, str):
             raise InputError("sealed_share must be base64")
         sealed = unb64(sealed_b64, what="sealed_share")
@@ -162,7 +162,7 @@ class KeyUseService(ServiceBase):
     ) -> Iterator[dict[str, bytearray]]:
         """Combine both re-sealed shares, decrypt ``key_ids``, yield, then wipe and forget
         the operation key. Refuses unless the key set is active."""
-        self.require_unsealed()
+        self.runner.require_unsealed()
         keyset = facts.kept_row(call.session, KeySet, keyset_id)
         if keyset is None:
             raise NotFoundError(f"no key set {keyset_id}")
@@ -190,7 +190,7 @@ class KeyUseService(ServiceBase):
         finally:
             for buf in keys.values():
                 split.wipe(buf)
-            self._ops().discard(operation)
+            self.operations.discard(operation)
 
     @staticmethod
     def _operation_shares(call: Call, operation: str) -> dict[str, OperationShare]:
@@ -208,7 +208,7 @@ class KeyUseService(ServiceBase):
         refused share the key stays, and stored shares are never replaced: the flow
         renews its operation and both sides contribute to the new one."""
         rows = self._operation_shares(call, operation)
-        op_key = self._ops().get(operation)
+        op_key = self.operations.get(operation)
         with split.open_operation_shares(
             op_key,
             keyset_id=sealed.keyset_id,
@@ -221,4 +221,4 @@ class KeyUseService(ServiceBase):
             try:
                 yield dek
             finally:
-                self._ops().discard(operation)
+                self.operations.discard(operation)

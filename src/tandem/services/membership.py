@@ -24,14 +24,13 @@ from tandem.errors import (
     NotFoundError,
     TotpError,
 )
-from tandem.services.approvals import approvals_of
-from tandem.services.base import SESSION_SECONDS, Call
+from tandem.services.base import SESSION_SECONDS, Call, Runner
 from tandem.services.claim import ClaimGate
 from tandem.services.policies import install_default_policy, install_genesis_terms, veto_proposal
 from tandem.services.proposal_docs import PROPOSAL_SECONDS, proposal_digest, proposal_public
-from tandem.services.proposals import SIDES, ProposalService
+from tandem.services.proposals import SIDES
 from tandem.store import pages
-from tandem.store.models import Approval, Deployment, Member, Proposal
+from tandem.store.models import Deployment, Member, Proposal
 from tandem.store.models import Session as SessionRow
 
 TOTP_SEED_RE = re.compile(r"^[A-Z2-7]{16,128}$")
@@ -65,12 +64,16 @@ def member_public(m: Member) -> dict[str, Any]:
     }
 
 
-class MembershipService(ProposalService):
-    # --- genesis -------------------------------------------------------------------------
+class MembershipService:
+    """Genesis, sessions, second factors and what a member change does once approved."""
 
-    # Set from the data directory by ``api.app.build_service``; a service built without
-    # one (or whose token was used) refuses every genesis.
-    _claim: ClaimGate | None = None
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        # Set from the data directory by ``api.app.build_service``; a service built
+        # without one (or whose token was used) refuses every genesis.
+        self._claim: ClaimGate | None = None
+
+    # --- genesis -------------------------------------------------------------------------
 
     @property
     def claim(self) -> ClaimGate:
@@ -92,7 +95,7 @@ class MembershipService(ProposalService):
         gate = self.claim
 
         def use_case(call: Call) -> dict[str, Any]:
-            if self.maybe_deployment(call.session) is not None:
+            if self.runner.maybe_deployment(call.session) is not None:
                 raise ConflictError("this server already has a deployment; genesis happens once")
             # Before anything of the document is looked at: a fresh server is claimed
             # only with the token its operator was shown (THREATS 23).
@@ -100,8 +103,8 @@ class MembershipService(ProposalService):
             cards = check_genesis(
                 doc,
                 signatures,
-                service_sign_public=self.key.sign_public,
-                service_seal_public=self.key.seal_public,
+                service_sign_public=self.runner.key.sign_public,
+                service_seal_public=self.runner.key.seal_public,
             )
             if abs(doc["created_at"] - call.now) > 3600:
                 raise InputError("genesis.created_at is more than an hour from the server's clock")
@@ -120,13 +123,13 @@ class MembershipService(ProposalService):
             call.deployment = dep
 
             install_default_policy(call)
-            self.audit(
+            self.runner.audit(
                 call,
                 "deployment.genesis",
                 {"genesis": doc, "signatures": signatures, "genesis_hash": root},
             )
             # Terms every initial member signed: in force from the first minute.
-            install_genesis_terms(self, call, doc)
+            install_genesis_terms(self.runner, call, doc)
             refused = gate.refusals()
             if refused is not None:
                 # Claims refused before the log existed, as one fixed-size entry.
@@ -134,7 +137,7 @@ class MembershipService(ProposalService):
 
                 audit_log.append(
                     call.session,
-                    self.key,
+                    self.runner.key,
                     deployment=dep.id,
                     kind="deployment.claim.refused",
                     actor=None,
@@ -151,11 +154,11 @@ class MembershipService(ProposalService):
             }
 
         try:
-            result = self.run_plain("deployment.genesis", use_case)
+            result = self.runner.run_plain("deployment.genesis", use_case)
         except ClaimTokenError as exc:
-            gate.note_refusal(exc.code, self.clock())
+            gate.note_refusal(exc.code, self.runner.clock())
             raise
-        gate.consume(self.clock())
+        gate.consume(self.runner.clock())
         return result
 
     # --- sessions and TOTP -----------------------------------------------------------------
@@ -174,7 +177,7 @@ class MembershipService(ProposalService):
                     sign_public=call.actor.sign_public,
                 )
             )
-            self.audit(call, "session.opened", {"expires_at": call.now + SESSION_SECONDS})
+            self.runner.audit(call, "session.opened", {"expires_at": call.now + SESSION_SECONDS})
             return {
                 "token": token,
                 "member": call.actor.id,
@@ -182,7 +185,7 @@ class MembershipService(ProposalService):
                 "expires_at": call.now + SESSION_SECONDS,
             }
 
-        return self.run("session.open", envelope, use_case, types="session.open")
+        return self.runner.run("session.open", envelope, use_case, types="session.open")
 
     def enrol_totp(self, envelope: Any, *, confirm_code: str, totp: str | None) -> dict[str, Any]:
         """A member registers its TOTP seed, sealed on its own machine to the service key.
@@ -199,13 +202,13 @@ class MembershipService(ProposalService):
                 call.action.body if call.action else None, required=("sealed_secret",), where="body"
             )
             if member.totp_sealed is not None:
-                self.check_totp(call.session, member, totp, call.now)
+                self.runner.check_totp(call.session, member, totp, call.now)
             sealed = (
                 unb64(body["sealed_secret"], what="sealed_secret")
                 if isinstance(body["sealed_secret"], str)
                 else b""
             )
-            secret = self.key.unseal(sealed).decode("ascii", "replace")
+            secret = self.runner.key.unseal(sealed).decode("ascii", "replace")
             check_totp_seed(secret)
             try:
                 step, _ = totp_core.check_totp(
@@ -220,10 +223,10 @@ class MembershipService(ProposalService):
             member.totp_failures = 0
             member.totp_locked_until = None
             call.session.add(member)
-            self.audit(call, "member.totp_enrolled", {"member": member.id})
+            self.runner.audit(call, "member.totp_enrolled", {"member": member.id})
             return {"member": member.id, "totp_enrolled": True}
 
-        return self.run(
+        return self.runner.run(
             "member.totp_enrol",
             envelope,
             use_case,
@@ -242,9 +245,9 @@ class MembershipService(ProposalService):
             member.totp_locked_until = None
             member.totp_last_failure_at = None
             call.session.add(member)
-            self.audit(call, "member.totp_unlocked", {"member": member_id, "by": "operator"})
+            self.runner.audit(call, "member.totp_unlocked", {"member": member_id, "by": "operator"})
 
-        self.run_plain("member.totp_unlock", use_case)
+        self.runner.run_plain("member.totp_unlock", use_case)
 
     # --- membership proposals -------------------------------------------------------------
 
@@ -280,7 +283,7 @@ class MembershipService(ProposalService):
             )
             session.add(proposal)
             session.flush()
-            self.audit(
+            self.runner.audit(
                 call,
                 "member.proposed",
                 {
@@ -291,7 +294,7 @@ class MembershipService(ProposalService):
             )
             return proposal_public(proposal, [])
 
-        return self.run("member.propose", envelope, use_case, types="member.propose", roles=SIDES)
+        return self.runner.run("member.propose", envelope, use_case, types="member.propose", roles=SIDES)
 
     def _check_new_card(self, call: Call, card: IdentityCard, *, rekey_of: str | None = None) -> None:
         existing = call.session.exec(select(Member)).all()
@@ -318,9 +321,10 @@ class MembershipService(ProposalService):
     def veto_member_proposal(self, envelope: Any) -> dict[str, Any]:
         """Either side stops an approved membership change during its delay (the same
         mechanism as a policy veto)."""
-        return veto_proposal(self, envelope, kinds=mcore.MEMBER_KINDS, roles=SIDES)
+        return veto_proposal(self.runner, envelope, kinds=mcore.MEMBER_KINDS, roles=SIDES)
 
-    def _apply_member(self, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
+    def apply_member(self, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
+        """Carry out an approved member change (the proposal service decides when)."""
         from tandem.services.keysets import mark_reshare_required
 
         session = call.session
@@ -330,7 +334,7 @@ class MembershipService(ProposalService):
             self._check_new_card(call, card)
             session.add(_member_row(card, call.deployment.id, call.now))
             session.flush()
-            self.audit(
+            self.runner.audit(
                 call,
                 "member.added",
                 {"proposal": proposal.id, "member": card.member_id, "card": body["card"]},
@@ -345,13 +349,13 @@ class MembershipService(ProposalService):
             # Sessions of a removed member end now.
             for row in session.exec(select(SessionRow).where(col(SessionRow.member) == target.id)).all():
                 session.delete(row)
-            self.audit(
+            self.runner.audit(
                 call,
                 "member.removed",
                 {"proposal": proposal.id, "member": target.id},
                 with_envelope=False,
             )
-            mark_reshare_required(self, call, target.id, reason="member removed")
+            mark_reshare_required(self.runner, call, target.id, reason="member removed")
         else:
             target = session.get(Member, body["member"])
             assert target is not None
@@ -361,19 +365,19 @@ class MembershipService(ProposalService):
             target.seal_public = card.seal_public.hex()
             target.card = canonical(card.to_json()).decode()
             session.add(target)
-            self.audit(
+            self.runner.audit(
                 call,
                 "member.rekeyed",
                 {"proposal": proposal.id, "member": target.id, "card": body["card"]},
                 with_envelope=False,
             )
-            mark_reshare_required(self, call, target.id, reason="member rekeyed")
+            mark_reshare_required(self.runner, call, target.id, reason="member rekeyed")
 
     # --- reads --------------------------------------------------------------------------
 
     def list_members(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
         """One page of members, in the order they were added: ``{"items", "next_cursor"}``."""
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             page = pages.read_page(
                 session,
                 select(Member),
@@ -384,42 +388,12 @@ class MembershipService(ProposalService):
             )
             return {"items": [member_public(m) for m in page.rows], "next_cursor": page.next_cursor}
 
-    def list_proposals(
-        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
-    ) -> dict[str, Any]:
-        """One page of proposals, oldest first, the stored status filtered in SQL and the
-        page's approvals read in one query."""
-        now = self.clock()
-        query = select(Proposal)
-        if status:
-            query = query.where(Proposal.status == status)
-        with self.db.read() as session:
-            page = pages.read_page(
-                session,
-                query,
-                kind="proposals",
-                order=(col(Proposal.created_at), col(Proposal.id)),
-                limit=limit,
-                cursor=cursor,
-            )
-            approvals = approvals_of(session, [p.id for p in page.rows])
-            items = [proposal_public(p, approvals[p.id], now=now) for p in page.rows]
-        return {"items": items, "next_cursor": page.next_cursor}
-
-    def get_proposal(self, proposal_id: str) -> dict[str, Any]:
-        with self.db.read() as session:
-            p = session.get(Proposal, proposal_id)
-            if p is None:
-                raise NotFoundError("no such proposal")
-            approvals = list(session.exec(select(Approval).where(Approval.subject == p.id)).all())
-            return proposal_public(p, approvals, now=self.clock())
-
     def deployment_info(self) -> dict[str, Any]:
-        with self.db.read() as session:
-            dep = self.maybe_deployment(session)
+        with self.runner.db.read() as session:
+            dep = self.runner.maybe_deployment(session)
             info: dict[str, Any] = {
-                "service": self.key.public_json(),
-                "sealed": self.sealed_reason is not None,
+                "service": self.runner.key.public_json(),
+                "sealed": self.runner.sealed_reason is not None,
             }
             if dep is not None:
                 info.update({"deployment": dep.id, "entity": dep.entity, "genesis_hash": dep.genesis_hash})

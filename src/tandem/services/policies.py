@@ -48,7 +48,7 @@ from tandem.errors import (
     RoleNotAllowedError,
 )
 from tandem.localtime import local_iso
-from tandem.services.base import Call, ServiceBase
+from tandem.services.base import Call, Runner
 from tandem.services.proposal_docs import PROPOSAL_SECONDS, proposal_digest, proposal_public
 from tandem.store import pages
 from tandem.store.models import AddressBookRow, PolicyRow, Proposal, Withdrawal
@@ -68,7 +68,7 @@ def install_default_policy(call: Call) -> None:
     )
 
 
-def install_genesis_terms(service: Any, call: Call, doc: dict[str, Any]) -> None:
+def install_genesis_terms(service: Runner, call: Call, doc: dict[str, Any]) -> None:
     """An initial policy and address book carried by the genesis document take effect at
     once: every initial member (both sides) signed them. They are logged as ordinary
     approved changes so that an offline verifier rebuilds them from the log alone."""
@@ -238,7 +238,7 @@ def history_for(
 # --- applying an approved proposal (called by membership's approval path) -------------
 
 
-def apply_policy_proposal(service: Any, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
+def apply_policy_proposal(service: Runner, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
     session = call.session
     effective_at = call.now + change_delay(current_policy(session, call.now), proposal.kind)
     proposal.status = PROPOSALS.transition(proposal.status, "quorum")
@@ -334,7 +334,7 @@ def _new_proposal(call: Call, kind: str, content: dict[str, Any]) -> Proposal:
     return proposal
 
 
-def propose_policy(service: ServiceBase, envelope: Any) -> dict[str, Any]:
+def propose_policy(service: Runner, envelope: Any) -> dict[str, Any]:
     def use_case(call: Call) -> dict[str, Any]:
         assert call.action is not None
         content = policy_proposal_content(call.action.body)
@@ -358,7 +358,7 @@ def propose_policy(service: ServiceBase, envelope: Any) -> dict[str, Any]:
     return service.run("policy.propose", envelope, use_case, types="policy.propose", roles=(Role.MANAGER,))
 
 
-def propose_address_change(service: ServiceBase, envelope: Any) -> dict[str, Any]:
+def propose_address_change(service: Runner, envelope: Any) -> dict[str, Any]:
     def use_case(call: Call) -> dict[str, Any]:
         assert call.action is not None
         body = call.action.body
@@ -401,7 +401,7 @@ def propose_address_change(service: ServiceBase, envelope: Any) -> dict[str, Any
 
 
 def veto_proposal(
-    service: ServiceBase,
+    service: Runner,
     envelope: Any,
     *,
     kinds: tuple[str, ...] = POLICY_KINDS,
@@ -452,7 +452,7 @@ def veto_proposal(
 # --- reads --------------------------------------------------------------------------
 
 
-def policy_info(service: ServiceBase) -> dict[str, Any]:
+def policy_info(service: Runner) -> dict[str, Any]:
     now = service.clock()
     with service.db.read() as session:
         current = _current_row(session, now)
@@ -478,7 +478,7 @@ def policy_info(service: ServiceBase) -> dict[str, Any]:
 
 
 def address_book_view(
-    service: ServiceBase, *, limit: int | None = None, cursor: str | None = None
+    service: Runner, *, limit: int | None = None, cursor: str | None = None
 ) -> dict[str, Any]:
     """One page of the address book, every entry ever added (vetoed ones too) in the
     order they took or take effect, each in the state it reads as now:
@@ -521,7 +521,7 @@ def _book_view(r: AddressBookRow, removals: dict[str, int], now: int) -> dict[st
 
 
 def explain_facts(
-    service: ServiceBase, *, wallet: str, chain: str, network: str, asset: str, amount: str, destination: str
+    service: Runner, *, wallet: str, chain: str, network: str, asset: str, amount: str, destination: str
 ) -> dict[str, Any]:
     """What the policy in force would say about a withdrawal with these facts, now."""
     now = service.clock()
@@ -554,3 +554,28 @@ def explain_facts(
         "decision": decision.to_json(),
         "allowed": decision.allowed,
     }
+
+
+class PolicyService:
+    """The policy and the address book: dual-controlled proposals and what is in force."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def propose_policy(self, envelope: Any) -> dict[str, Any]:
+        return propose_policy(self.runner, envelope)
+
+    def propose_address_change(self, envelope: Any) -> dict[str, Any]:
+        return propose_address_change(self.runner, envelope)
+
+    def veto_policy_proposal(self, envelope: Any) -> dict[str, Any]:
+        return veto_proposal(self.runner, envelope)
+
+    def policy_info(self) -> dict[str, Any]:
+        return policy_info(self.runner)
+
+    def address_book_view(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        return address_book_view(self.runner, limit=limit, cursor=cursor)
+
+    def explain_facts(self, **facts: str) -> dict[str, Any]:
+        return explain_facts(self.runner, **facts)

@@ -42,7 +42,7 @@ from tandem.errors import (
     TotpError,
 )
 from tandem.services.approvals import current_membership
-from tandem.services.base import Call
+from tandem.services.base import Call, Runner
 from tandem.services.keyuse import KeyUseService
 from tandem.store import audit_log, pages
 from tandem.store.models import AddressRow, KeyRow, KeySet, Member, OperationShare, ProofChallenge
@@ -59,14 +59,16 @@ def _purpose(challenge_id: str) -> str:
     return f"proof:{challenge_id}"
 
 
-class ProofService(KeyUseService):
-    _proof_operations: dict[str, dict[str, dict[str, Any]]]
+class ProofService:
+    """Proof of ownership, on the runner and the operation keys that sign it."""
 
-    # --- process-local map: challenge -> key set -> operation document -----------------
+    def __init__(self, runner: Runner, keys: KeyUseService) -> None:
+        self.runner = runner
+        self.keys = keys
+        # Process-local map: challenge -> key set -> operation document.
+        self._proof_operations: dict[str, dict[str, dict[str, Any]]] = {}
 
     def _proof_ops(self) -> dict[str, dict[str, dict[str, Any]]]:
-        if not hasattr(self, "_proof_operations"):
-            self._proof_operations = {}
         return self._proof_operations
 
     def _set_proof_ops(self, challenge_id: str, ops: dict[str, dict[str, Any]]) -> None:
@@ -74,13 +76,13 @@ class ProofService(KeyUseService):
             old = self._proof_ops().pop(challenge_id, {})
             self._proof_ops()[challenge_id] = ops
         for doc in old.values():
-            self._ops().discard(split.operation_id(doc))
+            self.keys.operations.discard(split.operation_id(doc))
 
     def _drop_proof_ops(self, challenge_id: str) -> None:
         with _proof_lock:
             old = self._proof_ops().pop(challenge_id, {})
         for doc in old.values():
-            self._ops().discard(split.operation_id(doc))
+            self.keys.operations.discard(split.operation_id(doc))
 
     def _current_proof_ops(self, challenge_id: str) -> dict[str, dict[str, Any]] | None:
         with _proof_lock:
@@ -93,10 +95,12 @@ class ProofService(KeyUseService):
         ops: dict[str, dict[str, Any]] = {}
         try:
             for keyset_id in keysets:
-                ops[keyset_id] = self.new_operation(call, keyset_id=keyset_id, purpose=_purpose(challenge_id))
+                ops[keyset_id] = self.keys.new_operation(
+                    call, keyset_id=keyset_id, purpose=_purpose(challenge_id)
+                )
         except Exception:
             for doc in ops.values():
-                self._ops().discard(split.operation_id(doc))
+                self.keys.operations.discard(split.operation_id(doc))
             raise
         return ops
 
@@ -150,12 +154,12 @@ class ProofService(KeyUseService):
                 )
             )
             call.session.flush()
-            self.audit(call, "proof.challenge", {"challenge": doc, "addresses": len(rows)})
+            self.runner.audit(call, "proof.challenge", {"challenge": doc, "addresses": len(rows)})
             ops = self._new_proof_ops(call, challenge_id, keysets)
             self._set_proof_ops(challenge_id, ops)
             return self._challenge_view(call, call.session.get(ProofChallenge, challenge_id), call.actor)
 
-        return self.run("proof.challenge", envelope, use_case, types="proof.challenge", roles=ISSUERS)
+        return self.runner.run("proof.challenge", envelope, use_case, types="proof.challenge", roles=ISSUERS)
 
     def renew_proof_operations(self, envelope: Any) -> dict[str, Any]:
         """``proof.operations`` body ``{challenge}``: fresh operation keys for an open
@@ -169,7 +173,7 @@ class ProofService(KeyUseService):
             self._require_active(call, doc["keysets"])
             ops = self._new_proof_ops(call, row.id, doc["keysets"])
             self._set_proof_ops(row.id, ops)
-            self.audit(
+            self.runner.audit(
                 call,
                 "proof.operations",
                 {
@@ -179,7 +183,7 @@ class ProofService(KeyUseService):
             )
             return self._challenge_view(call, row, call.actor)
 
-        return self.run(
+        return self.runner.run(
             "proof.operations",
             envelope,
             use_case,
@@ -217,9 +221,11 @@ class ProofService(KeyUseService):
                         f"{keyset_id} "
                         "for this challenge; fetch the challenge again"
                     )
-                self.store_share(call, operation=operation, keyset_id=keyset_id, side=side, sealed_b64=sealed)
+                self.keys.store_share(
+                    call, operation=operation, keyset_id=keyset_id, side=side, sealed_b64=sealed
+                )
             call.session.flush()
-            self.audit(
+            self.runner.audit(
                 call,
                 "proof.contributed",
                 {
@@ -233,7 +239,7 @@ class ProofService(KeyUseService):
                 self._sign_bundle(call, row, doc, ops)
             return self._challenge_view(call, row, call.actor)
 
-        return self.run(
+        return self.runner.run(
             "proof.contribute",
             envelope,
             use_case,
@@ -283,7 +289,7 @@ class ProofService(KeyUseService):
         row.bundle_hash = digest
         row.status = CHALLENGES.transition(row.status, "sign", expires_at=row.expires_at, now=call.now)
         call.session.add(row)
-        self.audit(
+        self.runner.audit(
             call,
             "proof.bundle",
             {
@@ -313,7 +319,9 @@ class ProofService(KeyUseService):
         for keyset_id in doc["keysets"]:
             key_ids = sorted({r.key_id for r in rows if r.keyset == keyset_id})
             operation = split.operation_id(ops[keyset_id])
-            with self.private_keys(call, keyset_id=keyset_id, operation=operation, key_ids=key_ids) as keys:
+            with self.keys.private_keys(
+                call, keyset_id=keyset_id, operation=operation, key_ids=key_ids
+            ) as keys:
                 for key_id in key_ids:
                     # The chain signers take bytes; this copy lives only for this key's addresses.
                     private_key = bytes(keys[key_id])
@@ -342,7 +350,7 @@ class ProofService(KeyUseService):
     ) -> dict[str, Any]:
         """One page of challenges, oldest first; the status filter (as it reads now,
         expiry included) runs in SQL."""
-        now = self.clock()
+        now = self.runner.clock()
         query = select(ProofChallenge)
         if status:
             query = query.where(
@@ -355,7 +363,7 @@ class ProofService(KeyUseService):
                     now=now,
                 )
             )
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             page = pages.read_page(
                 session,
                 query,
@@ -379,22 +387,22 @@ class ProofService(KeyUseService):
         return {"items": items, "next_cursor": page.next_cursor}
 
     def get_proof_challenge(self, challenge_id: str, *, viewer: Member) -> dict[str, Any]:
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             row = session.get(ProofChallenge, challenge_id)
             if row is None:
                 raise NotFoundError(f"no proof challenge {challenge_id}")
-            call = Call(session, self.clock(), self.deployment(session))
+            call = Call(session, self.runner.clock(), self.runner.deployment(session))
             return self._challenge_view(call, row, viewer)
 
     def get_proof_bundle(self, challenge_id: str) -> tuple[str, str]:
         """The bundle's canonical text and its hash."""
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             row = session.get(ProofChallenge, challenge_id)
             if row is None:
                 raise NotFoundError(f"no proof challenge {challenge_id}")
             if row.bundle is None or row.bundle_hash is None:
                 raise InvalidStateError(
-                    f"challenge {challenge_id} is {_status(row, self.clock())}; "
+                    f"challenge {challenge_id} is {_status(row, self.runner.clock())}; "
                     "no bundle until both sides have contributed"
                 )
             return row.bundle, row.bundle_hash

@@ -8,9 +8,9 @@ belongs to its kind: member changes to :mod:`tandem.services.membership` (the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from tandem.core import approvals as engine
 from tandem.core import membership as mcore
@@ -27,21 +27,27 @@ from tandem.errors import (
     TimeLockedError,
 )
 from tandem.localtime import local_iso
-from tandem.services.approvals import current_membership
-from tandem.services.base import Call, ServiceBase
+from tandem.services.approvals import approvals_of, current_membership
+from tandem.services.base import Call, Runner
 from tandem.services.policies import apply_policy_proposal, current_policy
 from tandem.services.proposal_docs import proposal_digest, proposal_public, proposal_request
+from tandem.store import pages
 from tandem.store.models import Approval, Member, Proposal
 
 SIDES = (Role.MANAGER, Role.CUSTODIAN)
 
 
-class ProposalService(ServiceBase):
-    """Decides proposals of every kind under the policy in force."""
+class ApplyMember(Protocol):
+    def apply_member(self, call: Call, proposal: Proposal, body: dict[str, Any]) -> None: ...
 
-    def _apply_member(self, call: Call, proposal: Proposal, body: dict[str, Any]) -> None:
-        """Carry out an approved member change (implemented by the membership service)."""
-        raise NotImplementedError
+
+class ProposalService:
+    """Decides proposals of every kind under the policy in force; what an approved member
+    change does is the membership service's (``members``)."""
+
+    def __init__(self, runner: Runner, members: ApplyMember) -> None:
+        self.runner = runner
+        self.members = members
 
     def decide_proposal(self, envelope: Any, *, totp: str | None, approve: bool) -> dict[str, Any]:
         action_type = "proposal.approve" if approve else "proposal.reject"
@@ -79,7 +85,7 @@ class ProposalService(ServiceBase):
             if not approve:
                 proposal.status = decided
                 call.session.add(proposal)
-                self.audit(
+                self.runner.audit(
                     call,
                     "proposal.rejected",
                     {"proposal": proposal.id, "reason": body.get("reason", "")},
@@ -87,7 +93,7 @@ class ProposalService(ServiceBase):
                 return proposal_public(proposal, [])
             return self._proposal_approve(call, proposal, proposer, policy, digest=body["digest"])
 
-        return self.run(
+        return self.runner.run(
             action_type,
             envelope,
             use_case,
@@ -129,7 +135,7 @@ class ProposalService(ServiceBase):
             # The delay comes from the policy in force before the change, as for
             # policy changes; the verifiers recompute it from the same policy.
             data["effective_at"] = call.now + mcore.change_delay(policy, proposal.kind)
-        self.audit(call, "proposal.approved", data)
+        self.runner.audit(call, "proposal.approved", data)
         if result.met:
             self._approved(call, proposal, data["effective_at"])
         return proposal_public(proposal, approvals, now=call.now)
@@ -166,9 +172,9 @@ class ProposalService(ServiceBase):
             proposal.status = PROPOSALS.transition(proposal.status, "quorum")
             proposal.effective_at = effective_at
             if effective_at <= call.now:
-                self._apply_member(call, proposal, body)
+                self.members.apply_member(call, proposal, body)
         else:
-            apply_policy_proposal(self, call, proposal, body)
+            apply_policy_proposal(self.runner, call, proposal, body)
         call.session.add(proposal)
 
     def apply_proposal(self, envelope: Any) -> dict[str, Any]:
@@ -205,12 +211,42 @@ class ProposalService(ServiceBase):
                 raise QuorumNotMetError(
                     "the approvals no longer meet the quorum (an approver was removed during the delay)"
                 )
-            self.audit(call, "proposal.applied", {"proposal": proposal.id, "kind": proposal.kind})
-            self._apply_member(call, proposal, loads_strict(proposal.body))
+            self.runner.audit(call, "proposal.applied", {"proposal": proposal.id, "kind": proposal.kind})
+            self.members.apply_member(call, proposal, loads_strict(proposal.body))
             call.session.add(proposal)
             return proposal_public(proposal, approvals)
 
-        return self.run("proposal.apply", envelope, use_case, types="proposal.apply", roles=SIDES)
+        return self.runner.run("proposal.apply", envelope, use_case, types="proposal.apply", roles=SIDES)
+
+    def list_proposals(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of proposals, oldest first, the stored status filtered in SQL and the
+        page's approvals read in one query."""
+        now = self.runner.clock()
+        query = select(Proposal)
+        if status:
+            query = query.where(Proposal.status == status)
+        with self.runner.db.read() as session:
+            page = pages.read_page(
+                session,
+                query,
+                kind="proposals",
+                order=(col(Proposal.created_at), col(Proposal.id)),
+                limit=limit,
+                cursor=cursor,
+            )
+            approvals = approvals_of(session, [p.id for p in page.rows])
+            items = [proposal_public(p, approvals[p.id], now=now) for p in page.rows]
+        return {"items": items, "next_cursor": page.next_cursor}
+
+    def get_proposal(self, proposal_id: str) -> dict[str, Any]:
+        with self.runner.db.read() as session:
+            p = session.get(Proposal, proposal_id)
+            if p is None:
+                raise NotFoundError("no such proposal")
+            approvals = list(session.exec(select(Approval).where(Approval.subject == p.id)).all())
+            return proposal_public(p, approvals, now=self.runner.clock())
 
 
 def _policy_at(call: Call, at: int) -> Policy:

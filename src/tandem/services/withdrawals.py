@@ -2,7 +2,7 @@
 once), offline bundles and their import; plus the policy and address-book use cases
 (implemented in services/policies.py) exposed on the same service object.
 
-Every use case runs inside :meth:`ServiceBase.run`: one write transaction, writers
+Every use case runs inside :meth:`Runner.run`: one write transaction, writers
 serialised, so each status check-then-set below is a compare-and-set that cannot race.
 """
 
@@ -60,7 +60,7 @@ from tandem.errors import (
 )
 from tandem.services import bundles, outpoints, policies
 from tandem.services.approvals import active_members, approvals_of, current_membership, membership_of
-from tandem.services.base import Call, Unrecorded, fault_point, verify_as_made
+from tandem.services.base import Call, Runner, Unrecorded, fault_point, verify_as_made
 from tandem.services.keyuse import KeyUseService, operation_shares
 from tandem.store import audit_log, facts, pages
 from tandem.store.models import (
@@ -98,30 +98,16 @@ def _text(body: Any, key: str, *, required: bool = True, max_len: int = 500) -> 
     return value
 
 
-class WithdrawalService(KeyUseService):
-    # --- policy and address book (dual-controlled; see services/policies.py) ---------------
+class WithdrawalService:
+    """Withdrawals, on the runner and the operation keys that release them."""
 
-    def propose_policy(self, envelope: Any) -> dict[str, Any]:
-        return policies.propose_policy(self, envelope)
-
-    def propose_address_change(self, envelope: Any) -> dict[str, Any]:
-        return policies.propose_address_change(self, envelope)
-
-    def veto_policy_proposal(self, envelope: Any) -> dict[str, Any]:
-        return policies.veto_proposal(self, envelope)
-
-    def policy_info(self) -> dict[str, Any]:
-        return policies.policy_info(self)
-
-    def address_book_view(self, *, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
-        return policies.address_book_view(self, limit=limit, cursor=cursor)
-
-    def explain_facts(self, **facts: str) -> dict[str, Any]:
-        return policies.explain_facts(self, **facts)
+    def __init__(self, runner: Runner, keys: KeyUseService) -> None:
+        self.runner = runner
+        self.keys = keys
 
     def explain_withdrawal(self, withdrawal_id: str) -> dict[str, Any]:
-        now = self.clock()
-        with self.db.read() as session:
+        now = self.runner.clock()
+        with self.runner.db.read() as session:
             row = self._row(session, withdrawal_id)
             current = policies.current_policy(session, now)
             return {
@@ -142,17 +128,17 @@ class WithdrawalService(KeyUseService):
             assert call.action is not None
             body = check_fields(call.action.body, required=("keyset",), where="body")
             keyset = self._active_keyset(call.session, body["keyset"])
-            doc = self.new_operation(call, keyset_id=keyset.id, purpose=OPERATION_PURPOSE)
+            doc = self.keys.new_operation(call, keyset_id=keyset.id, purpose=OPERATION_PURPOSE)
             addresses = [
                 {"key_id": key_id, "chain": chain, "network": network, "address": address}
                 for key_id, chain, network, address in _keyset_addresses(call.session, keyset.id)
             ]
-            self.audit(
+            self.runner.audit(
                 call, "withdrawal.prepared", {"keyset": keyset.id, "operation": doc["statement"]["operation"]}
             )
             return {"operation": doc, "keyset": loads_strict(keyset.sealed), "addresses": addresses}
 
-        return self.run(
+        return self.runner.run(
             "withdrawal.prepare",
             envelope,
             use_case,
@@ -186,7 +172,7 @@ class WithdrawalService(KeyUseService):
             withdrawal_id = "wd_" + secrets.token_hex(8)
             if intent.eth is not None:
                 _claim_nonce(session, intent, withdrawal_id=withdrawal_id, now=now)
-            self.store_share(
+            self.keys.store_share(
                 call, operation=operation, keyset_id=keyset.id, side="manager", sealed_b64=sealed_share
             )
             row = _new_row(
@@ -196,10 +182,10 @@ class WithdrawalService(KeyUseService):
             session.flush()
             _no_approvals_yet(session, row.id)
             outpoints.reserve(session, withdrawal=row, intent=intent, now=now)
-            self.audit(call, "withdrawal.created", _created_entry(row, intent, made))
+            self.runner.audit(call, "withdrawal.created", _created_entry(row, intent, made))
             return self._public(session, row, now, detail=True)
 
-        return self.run(
+        return self.runner.run(
             "withdrawal.create",
             envelope,
             use_case,
@@ -219,8 +205,8 @@ class WithdrawalService(KeyUseService):
             intent = wcore.require_normal_intent(action.body.get("intent"))
             if intent.sol is None or intent.token is None:
                 return None
-            with self.db.read() as session:
-                self.authenticate(session, action, roles=(Role.MANAGER,))
+            with self.runner.db.read() as session:
+                self.runner.authenticate(session, action, roles=(Role.MANAGER,))
         except Error:
             return None
         try:
@@ -259,13 +245,13 @@ class WithdrawalService(KeyUseService):
         """The operation the request names: issued by this service for this key set and
         purpose, unexpired, held in memory, not in use yet, and the share sent is the one
         the signed action names."""
-        statement = verify_operation(body["operation"], self.key.sign_public)
+        statement = verify_operation(body["operation"], self.runner.key.sign_public)
         operation: str = statement["operation"]
         if statement["keyset"] != keyset_id or statement["purpose"] != OPERATION_PURPOSE:
             raise InputError("the operation was issued for another key set or purpose")
         if statement["expires_at"] <= call.now:
             raise ExpiredError("the operation key has expired; prepare a new one")
-        self._ops().get(operation)
+        self.keys.operations.get(operation)
         if operation_shares(call.session, operation):
             raise ConflictError("that operation is already in use; prepare a new one")
         if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
@@ -348,7 +334,7 @@ class WithdrawalService(KeyUseService):
             if result.met:
                 row.status = wcore.transition(row.status, "quorum", expires_at=row.expires_at, now=now)
             session.add(row)
-            self.audit(
+            self.runner.audit(
                 call,
                 "withdrawal.approved",
                 {
@@ -363,7 +349,7 @@ class WithdrawalService(KeyUseService):
             fault_point("withdrawal.approve.before_commit")
             return self._public(session, row, now, detail=False)
 
-        return self.run(
+        return self.runner.run(
             "withdrawal.approve",
             envelope,
             use_case,
@@ -384,10 +370,10 @@ class WithdrawalService(KeyUseService):
                 raise InputError("the share was resealed for another operation than this request's")
             if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
                 raise InputError("the sealed share sent is not the one the signed action names")
-            self.store_share(
+            self.keys.store_share(
                 call, operation=operation, keyset_id=row.keyset, side=role.value, sealed_b64=sealed_share
             )
-        elif role is Role.CUSTODIAN and not self.has_share(
+        elif role is Role.CUSTODIAN and not self.keys.has_share(
             call,
             operation=loads_strict(row.context)["operation"]["statement"]["operation"],
             side=role.value,
@@ -418,10 +404,10 @@ class WithdrawalService(KeyUseService):
             call.session.add(row)
             _free_claims(call.session, row)
             past = {"reject": "rejected", "cancel": "cancelled", "veto": "vetoed"}[event]
-            self.audit(call, f"withdrawal.{past}", {"withdrawal": row.id, "reason": reason})
+            self.runner.audit(call, f"withdrawal.{past}", {"withdrawal": row.id, "reason": reason})
             return self._public(call.session, row, call.now, detail=False)
 
-        return self.run(action_type, envelope, use_case, types=action_type, roles=roles)
+        return self.runner.run(action_type, envelope, use_case, types=action_type, roles=roles)
 
     def reject_withdrawal(self, envelope: Any) -> dict[str, Any]:
         return self._close(envelope, event="reject", roles=SIDES)
@@ -470,7 +456,7 @@ class WithdrawalService(KeyUseService):
             call.session.add(row)
             if event == "abandon":
                 _free_claims(call.session, row)
-            self.audit(
+            self.runner.audit(
                 call,
                 f"withdrawal.{past[event]}",
                 {"withdrawal": row.id, "txid": row.txid, "status": row.status, "reason": reason},
@@ -478,7 +464,7 @@ class WithdrawalService(KeyUseService):
             return self._public(call.session, row, call.now, detail=False)
 
         kind = "withdrawal.track" if event == "drop" else action_type
-        return self.run(kind, envelope, use_case, types=action_type, roles=SIDES)
+        return self.runner.run(kind, envelope, use_case, types=action_type, roles=SIDES)
 
     @staticmethod
     def _check_txid(row: Withdrawal, txid: Any) -> None:
@@ -518,19 +504,19 @@ class WithdrawalService(KeyUseService):
             keyset = self._active_keyset(call.session, row.keyset)
             ctx = loads_strict(row.context)
             old = ctx["operation"]["statement"]["operation"]
-            doc = self.new_operation(call, keyset_id=keyset.id, purpose=OPERATION_PURPOSE)
+            doc = self.keys.new_operation(call, keyset_id=keyset.id, purpose=OPERATION_PURPOSE)
             ctx["operation"] = doc
             row.context = canonical(ctx).decode()
             call.session.add(row)
-            self._ops().discard(old)
-            self.audit(
+            self.keys.operations.discard(old)
+            self.runner.audit(
                 call,
                 "withdrawal.operation_renewed",
                 {"withdrawal": row.id, "old": old, "operation": doc["statement"]["operation"]},
             )
             return {"withdrawal": row.id, "operation": doc, "keyset": loads_strict(keyset.sealed)}
 
-        return self.run(
+        return self.runner.run(
             "withdrawal.renew", envelope, use_case, types="withdrawal.renew", roles=SIDES, signing=True
         )
 
@@ -555,19 +541,19 @@ class WithdrawalService(KeyUseService):
                 )
             if not isinstance(sealed_share, str) or wcore.share_digest(sealed_share) != body["share_digest"]:
                 raise InputError("the sealed share sent is not the one the signed action names")
-            self._ops().get(operation)
+            self.keys.operations.get(operation)
             side = call.actor.role
-            self.store_share(
+            self.keys.store_share(
                 call, operation=operation, keyset_id=row.keyset, side=side, sealed_b64=sealed_share
             )
-            self.audit(
+            self.runner.audit(
                 call,
                 "withdrawal.share_contributed",
                 {"withdrawal": row.id, "operation": operation, "side": side},
             )
             return {"withdrawal": row.id, "operation": operation, "side": side}
 
-        return self.run(
+        return self.runner.run(
             "withdrawal.contribute",
             envelope,
             use_case,
@@ -611,7 +597,7 @@ class WithdrawalService(KeyUseService):
                 intent = wcore.parse_intent(loads_strict(row.intent))
                 unsigned = bytes.fromhex(row.unsigned_tx)
                 fault_point("release.before_sign")
-                with self.private_keys(
+                with self.keys.private_keys(
                     call, keyset_id=row.keyset, operation=operation, key_ids=[row.key_id]
                 ) as keys:
                     signed, txid = wcore.sign_transaction(
@@ -642,7 +628,7 @@ class WithdrawalService(KeyUseService):
             return answer
 
         try:
-            answer = self.run(
+            answer = self.runner.run(
                 "withdrawal.release",
                 envelope,
                 use_case,
@@ -687,10 +673,10 @@ class WithdrawalService(KeyUseService):
             )
             answer = self._mark_released(call, row, signed=signed, txid=txid, offline=True, result=guard)
             # The online operation key of this request can never be needed again.
-            self._ops().discard(ctx["operation"]["statement"]["operation"])
+            self.keys.operations.discard(ctx["operation"]["statement"]["operation"])
             return answer
 
-        answer = self.run(
+        answer = self.runner.run(
             "withdrawal.import", envelope, use_case, types="withdrawal.import", roles=SIDES, signing=True
         )
         return _raise_tampered(answer).body
@@ -717,7 +703,7 @@ class WithdrawalService(KeyUseService):
             row.status = wcore.transition(row.status, "tamper", expires_at=row.expires_at, now=now)
             session.add(row)
             _free_claims(session, row)
-            self.audit(call, "withdrawal.tampered", {"withdrawal": row.id, "reason": reason})
+            self.runner.audit(call, "withdrawal.tampered", {"withdrawal": row.id, "reason": reason})
             err = TamperedError(
                 f"withdrawal {row.id} was changed after approval ({reason}); "
                 "it is marked tampered and nothing was signed"
@@ -757,7 +743,7 @@ class WithdrawalService(KeyUseService):
         row.status = wcore.transition(row.status, "escalate", expires_at=row.expires_at, now=now)
         session.add(row)
         missing = {r.value: n for r, n in result.missing.items() if n}
-        self.audit(
+        self.runner.audit(
             call,
             "withdrawal.escalated",
             {
@@ -811,7 +797,7 @@ class WithdrawalService(KeyUseService):
         row.release_expires_at = call.now + ttl
         call.session.add(row)
         approvers = sorted(result.counted)
-        self.audit(
+        self.runner.audit(
             call,
             "withdrawal.released",
             {
@@ -829,7 +815,7 @@ class WithdrawalService(KeyUseService):
     def _cached_answer(self, key: str | None, request_hash: str) -> ReleaseAnswer | None:
         if key is None:
             return None
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             return _seen_answer(session, key, request_hash)
 
     # --- integrity and quorum ----------------------------------------------------------------
@@ -927,11 +913,11 @@ class WithdrawalService(KeyUseService):
         """One page of withdrawals, oldest first: ``{"items", "next_cursor"}``. The
         status filter (the effective status, expiry and lapse included) runs in SQL, and
         the page's approvals are read in one query: three statements whatever the size."""
-        now = self.clock()
+        now = self.runner.clock()
         query = select(Withdrawal)
         if status is not None:
             query = query.where(_status_condition(status, now))
-        with self.db.read() as session:
+        with self.runner.db.read() as session:
             page = pages.read_page(
                 session,
                 query,
@@ -945,15 +931,15 @@ class WithdrawalService(KeyUseService):
         return {"items": items, "next_cursor": page.next_cursor}
 
     def get_withdrawal(self, withdrawal_id: str) -> dict[str, Any]:
-        now = self.clock()
-        with self.db.read() as session:
+        now = self.runner.clock()
+        with self.runner.db.read() as session:
             return self._public(session, self._row(session, withdrawal_id), now, detail=True)
 
     def withdrawal_bundle(self, withdrawal_id: str) -> dict[str, Any]:
         """Everything an offline signer needs except the shares (which members' clients
         reseal to the signer's key) and the signer's card."""
-        now = self.clock()
-        with self.db.read() as session:
+        now = self.runner.clock()
+        with self.runner.db.read() as session:
             row = self._row(session, withdrawal_id)
             status = _status(row, now)
             if status != wcore.APPROVED:
@@ -962,7 +948,7 @@ class WithdrawalService(KeyUseService):
             if dep is None:
                 raise NotFoundError("no deployment")
             # The log selection the signer's checks need, not the whole log (ADR 0011).
-            selection = bundles.select_for(session, self.key, deployment=dep.id, row=row)
+            selection = bundles.select_for(session, self.runner.key, deployment=dep.id, row=row)
             genesis_entry = audit_log.entry(session, 0)
             policy_row = session.get(PolicyRow, row.policy_version)
             keyset = session.get(KeySet, row.keyset)
