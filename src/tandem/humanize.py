@@ -143,3 +143,19 @@ def destination(
     key = (chain, network, address.lower())
     label = (book.get((*key, asset.lower())) if asset else None) or book.get(key)
     return f"{address} ({label})" if label else f"{address} (not in the address book)"
+
+
+# A proposal's kind as a person names it; the kind itself stays shown beside it.
+PROPOSAL_KINDS = {
+    "addressbook.add": "Address book: add an entry",
+    "addressbook.remove": "Address book: remove an entry",
+    "policy.change": "Withdrawal policy: change",
+    "member.add": "Membership: add a member",
+    "member.remove": "Membership: remove a member",
+    "member.rekey": "Membership: replace a member's keys",
+}
+
+
+def proposal_kind(kind: str) -> str:
+    """``policy.change`` -> ``Withdrawal policy: change`` (an unknown kind as it is)."""
+    return PROPOSAL_KINDS.get(kind, kind)

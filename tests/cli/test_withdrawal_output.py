@@ -203,3 +203,29 @@ def test_an_approval_after_a_restart_is_refused_with_the_commands_that_recover_i
     status, out = run("withdraw", "release", w["id"], "-k", bob)
     assert status == exit_codes.OK, out
     verify_bitcoin(json.loads(out)["signed_tx"], w["prevouts"], s.keyset.keys[0][1])
+
+
+def test_a_proposal_reads_as_a_person_reads_it_and_raw_under_json(cli_world: World, tmp_path: Path) -> None:
+    """`proposal show`: the kind in words, names and local times, the digest computed here;
+    --json keeps the raw answer with that digest beside it."""
+    from tests.conftest import new_member
+
+    from tandem.client.members import proposal_digest
+    from tandem.core.roles import Role
+
+    world = cli_world
+    p = world.client.members.propose_add(world["alice"], new_member("dana", Role.CUSTODIAN).card())
+    status, out = run("proposal", "show", p["id"], *ks(tmp_path, "bob"), columns=200)
+    assert status == exit_codes.OK, out
+    assert f"proposal     {p['id']}: Membership: add a member (member.add); pending" in out
+    assert f"proposed by  alice ({world['alice'].member_id}) at {local_iso(p['created_at'])}" in out
+    assert "approved by  nobody yet" in out
+    assert f"digest       {proposal_digest(p)} (computed here" in out
+    assert '"name": "dana"' in out
+    assert str(p["created_at"]) not in out.replace(local_iso(p["created_at"]), "")
+
+    status, out = run("proposal", "show", p["id"], *ks(tmp_path, "bob"), "--json")
+    assert status == exit_codes.OK, out
+    raw = json.loads(out)
+    assert raw["created_at"] == p["created_at"]
+    assert raw["digest_computed_locally"] == proposal_digest(p)

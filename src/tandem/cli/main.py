@@ -712,13 +712,33 @@ def proposal_show(
     proposal_id: Annotated[str, typer.Argument()],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
-    as_json: bool = JsonAlreadyOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Show one proposal with the digest your client computes itself."""
+    """Show one proposal: what it changes, who proposed and approved it (by name), its
+    times in local time, and the digest your client computes itself, which an approval
+    signs (--json: the raw values)."""
     cl = Client(server)
-    p = cl.members.proposal(load_member(keystore), proposal_id)
-    p["digest_computed_locally"] = proposal_digest(p)
-    show(p)
+    member = load_member(keystore)
+    doc = cl.members.proposal(member, proposal_id)
+    digest = proposal_digest(doc)
+    if as_json:
+        show({**doc, "digest_computed_locally": digest})
+        return
+    p = ProposalView.from_json(doc)
+    names = humanize.member_names(cl.get_all(member, "/v1/members"))
+    console.print(f"proposal     {p.id}: {humanize.proposal_kind(p.kind)} ({p.kind}); {p.status}")
+    console.print(f"proposed by  {humanize.member(p.proposer, names)} at {humanize.when(p.created_at)}")
+    if p.expires_at is not None:
+        console.print(f"expires      {humanize.when(p.expires_at)}")
+    for a in p.approvals:
+        console.print(f"approved by  {humanize.member(a.member, names)} ({a.role}) at {humanize.when(a.at)}")
+    if not p.approvals:
+        console.print("approved by  nobody yet (an approval comes from the side that did not propose it)")
+    if p.effective_at is not None:
+        console.print(f"takes effect {humanize.when(p.effective_at)}")
+    console.print(f"digest       {digest} (computed here; what an approval signs)")
+    console.print("what it changes, exactly as signed:")
+    console.print_json(data=dict(p.body))
 
 
 @proposal_app.command("approve")

@@ -164,19 +164,8 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
     return {"withdrawals": withdrawals, "proposals": proposals, "ceremonies": ceremonies}
 
 
-# A proposal's kind as a person names it; the kind itself stays shown beside it.
-PROPOSAL_KINDS = {
-    "addressbook.add": "Address book: add an entry",
-    "addressbook.remove": "Address book: remove an entry",
-    "policy.change": "Withdrawal policy: change",
-    "member.add": "Membership: add a member",
-    "member.remove": "Membership: remove a member",
-    "member.rekey": "Membership: replace a member's keys",
-}
-
-
 def proposal_kind(kind: str) -> str:
-    return PROPOSAL_KINDS.get(kind, kind)
+    return humanize.proposal_kind(kind)
 
 
 def proposal_summary(p: Mapping[str, Any], d: Directory) -> str:
