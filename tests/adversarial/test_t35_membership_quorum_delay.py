@@ -224,8 +224,13 @@ def test_a_vetoed_change_forged_into_effect_is_refused_by_the_replay(world: Worl
 def test_policy_quorum_two_custodians_for_a_managers_proposal(world: World) -> None:
     install_membership_policy(world, {"approvals": {"custodian": 2, "manager": 1}, "delay_seconds": 3600})
     prop = sock_puppet(world)
+    # Every view of the proposal says what the policy in force asks for.
+    assert world.client.members.proposal(world["bob"], prop["id"])["required"] == {"custodian": 2}
+    listed = world.client.members.proposals(world["bob"], status="pending")
+    assert {p["id"]: p["required"] for p in listed}[prop["id"]] == {"custodian": 2}
     first = approve(world, "bob", prop["id"])
     assert first["status"] == "pending"  # one of two custodians
+    assert first["required"] == {"custodian": 2}
     entry = [e for e in audit_entries(world) if e["kind"] == "proposal.approved"][-1]
     assert entry["data"]["quorum_met"] is False
     second = approve(world, "cora", prop["id"])

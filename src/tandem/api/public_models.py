@@ -96,6 +96,7 @@ class ProposalPublic(Public):
     approved_at: int | None = None
     effective_at: int | None = None
     digest: str | None = None
+    required: dict[str, int] | None = None  # approvals per role the policy in force asks for
 
 
 # --- audit ----------------------------------------------------------------------------------

@@ -197,12 +197,14 @@ class ProposalView:
     digest: str | None
     approvals: tuple[Approval, ...]
     pending_change: Mapping[str, Any] | None
+    required: Mapping[str, int]  # per role, under the policy in force; empty if not stated
     doc: Mapping[str, Any] = field(repr=False, compare=False)
 
     @classmethod
     def from_json(cls, doc: Any) -> ProposalView:
         r = _Reader(doc, "proposal")
         pending = r.obj("pending_change", optional=True)
+        required = _counts(r.obj("required", optional=True), "proposal")
         return cls(
             id=r.text("id"),
             kind=r.text("kind"),
@@ -216,6 +218,7 @@ class ProposalView:
             digest=r.opt_text("digest"),
             approvals=_approvals(r),
             pending_change=pending or None,
+            required=required,
             doc=r.doc,
         )
 

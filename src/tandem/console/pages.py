@@ -135,7 +135,8 @@ def queue(client: Client, member: MemberSecrets, d: Directory) -> dict[str, Any]
                 "summary": proposal_summary(p.doc, d),
                 "proposer": d.name(p.proposer),
                 "given": len(p.approvals),
-                "required": 1,
+                "required": required_total(p.required) or 1,
+                "required_text": ", ".join(f"{n} {role}" for role, n in sorted(p.required.items())),
                 "approved_by_me": p.approved_by(me),
                 # The other side decides a proposal: never its proposer, never the proposer's role.
                 "mine_to_decide": p.proposer != me and d.roles.get(p.proposer) != member.role.value,

@@ -111,6 +111,8 @@ def proposal_context(state: ConsoleState, member: MemberSecrets, pid: str) -> di
         "digest": proposal_digest(doc),
         "body_json": json.dumps(p.body, indent=2, sort_keys=True, ensure_ascii=False),
         "approvals": [{"who": d.name(a.member), "at": pages.local_time(a.at)} for a in p.approvals],
+        "required": pages.required_total(p.required),
+        "required_text": ", ".join(f"{n} {role}" for role, n in sorted(p.required.items())),
         "created": pages.local_time(p.created_at),
         "expires": pages.local_time(p.expires_at),
         "effective": pages.local_time(p.effective_at),

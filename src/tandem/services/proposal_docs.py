@@ -6,20 +6,29 @@ proposal lifecycle in :mod:`tandem.services.proposals`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from tandem.core import approvals as engine
 from tandem.core import membership as mcore
 from tandem.core.canonical import loads_strict
+from tandem.core.roles import Role
 from tandem.localtime import pending_change
 from tandem.store.models import Approval, Proposal
 
 PROPOSAL_SECONDS = mcore.PROPOSAL_SECONDS
 
 
-def proposal_public(p: Proposal, approvals: list[Approval], *, now: int | None = None) -> dict[str, Any]:
+def proposal_public(
+    p: Proposal,
+    approvals: list[Approval],
+    *,
+    now: int | None = None,
+    required: Mapping[Role, int] | None = None,
+) -> dict[str, Any]:
     """A proposal as the API shows it. Given ``now``, an approved change still in its
-    delay also says when it takes effect (local time of the server) and who may veto."""
+    delay also says when it takes effect (local time of the server) and who may veto;
+    given ``required``, how many approvals of which role the policy in force asks for."""
     out: dict[str, Any] = {
         "id": p.id,
         "kind": p.kind,
@@ -33,6 +42,8 @@ def proposal_public(p: Proposal, approvals: list[Approval], *, now: int | None =
         "digest": proposal_digest(p),
         "approvals": [{"member": a.member, "role": a.role, "at": a.created_at} for a in approvals],
     }
+    if required is not None:
+        out["required"] = {role.value: n for role, n in sorted(required.items())}
     if now is not None:
         notice = pending_change(p.kind, p.status, p.effective_at, now)
         if notice is not None:

@@ -8,9 +8,10 @@ belongs to its kind: member changes to :mod:`tandem.services.membership` (the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from tandem.core import approvals as engine
 from tandem.core import membership as mcore
@@ -138,7 +139,8 @@ class ProposalService:
         self.runner.audit(call, "proposal.approved", data)
         if result.met:
             self._approved(call, proposal, data["effective_at"])
-        return proposal_public(proposal, approvals, now=call.now)
+        required = mcore.required_approvals(policy, proposal.kind, Role(proposer.role))
+        return proposal_public(proposal, approvals, now=call.now, required=required)
 
     @staticmethod
     def _proposal_approvals(call: Call, proposal: Proposal) -> list[Approval]:
@@ -237,16 +239,33 @@ class ProposalService:
                 cursor=cursor,
             )
             approvals = approvals_of(session, [p.id for p in page.rows])
-            items = [proposal_public(p, approvals[p.id], now=now) for p in page.rows]
+            required = _required_of(session, page.rows, now)
+            items = [proposal_public(p, approvals[p.id], now=now, required=required[p.id]) for p in page.rows]
         return {"items": items, "next_cursor": page.next_cursor}
 
     def get_proposal(self, proposal_id: str) -> dict[str, Any]:
+        now = self.runner.clock()
         with self.runner.db.read() as session:
             p = session.get(Proposal, proposal_id)
             if p is None:
                 raise NotFoundError("no such proposal")
             approvals = list(session.exec(select(Approval).where(Approval.subject == p.id)).all())
-            return proposal_public(p, approvals, now=self.runner.clock())
+            return proposal_public(p, approvals, now=now, required=_required_of(session, [p], now)[p.id])
+
+
+def _required_of(session: Session, proposals: Sequence[Proposal], now: int) -> dict[str, dict[Role, int]]:
+    """The approvals each proposal needs under the policy in force at ``now`` (as its
+    approval is counted), its proposers' roles read in one query."""
+    policy = current_policy(session, now)
+    ids = {p.proposer for p in proposals}
+    roles = (
+        {m.id: Role(m.role) for m in session.exec(select(Member).where(col(Member.id).in_(ids))).all()}
+        if ids
+        else {}
+    )
+    return {
+        p.id: mcore.required_approvals(policy, p.kind, roles.get(p.proposer, Role.MANAGER)) for p in proposals
+    }
 
 
 def _policy_at(call: Call, at: int) -> Policy:
