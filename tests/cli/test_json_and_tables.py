@@ -40,6 +40,7 @@ def test_proposal_list_names_people_and_local_times(cli_world: World, tmp_path: 
     (row,) = [line for line in out.splitlines() if prop["id"] in line]
     assert f"alice ({world['alice'].member_id})" in row
     assert local_iso(prop["created_at"]) in row
+    assert "none yet; 0 of 1 (1 custodian)" in row
     status, out = run("proposal", "list", *ks, "--json")
     assert status == exit_codes.OK, out
     (raw,) = [p for p in json.loads(out) if p["id"] == prop["id"]]

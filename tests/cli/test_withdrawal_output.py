@@ -220,6 +220,7 @@ def test_a_proposal_reads_as_a_person_reads_it_and_raw_under_json(cli_world: Wor
     assert f"proposal     {p['id']}: Membership: add a member (member.add); pending" in out
     assert f"proposed by  alice ({world['alice'].member_id}) at {local_iso(p['created_at'])}" in out
     assert "approved by  nobody yet" in out
+    assert "approvals    0 of 1 (1 custodian)" in out
     assert f"digest       {proposal_digest(p)} (computed here" in out
     assert '"name": "dana"' in out
     assert str(p["created_at"]) not in out.replace(local_iso(p["created_at"]), "")

@@ -700,11 +700,26 @@ def proposal_list(
             p.kind,
             p.status,
             humanize.member(p.proposer, names),
-            ", ".join(names.get(a.member) or a.member for a in p.approvals) or "0",
+            _approvals_text(p, names),
             humanize.when(p.created_at),
             humanize.when(p.expires_at),
         )
     console.print(table)
+
+
+def _approvals_text(p: ProposalView, names: dict[str, str]) -> str:
+    """``bob; 1 of 2 (2 custodian)``: who approved, and what the policy in force asks for."""
+    who = ", ".join(names.get(a.member) or a.member for a in p.approvals) or "none yet"
+    needs = _needs(p)
+    return f"{who}; {needs}" if needs else who
+
+
+def _needs(p: ProposalView) -> str | None:
+    """``1 of 2 (2 custodian)``, or None where the server does not say."""
+    if not p.required:
+        return None
+    per_role = ", ".join(f"{n} {role}" for role, n in sorted(p.required.items()))
+    return f"{len(p.approvals)} of {sum(p.required.values())} ({per_role})"
 
 
 @proposal_app.command("show")
@@ -734,6 +749,9 @@ def proposal_show(
         console.print(f"approved by  {humanize.member(a.member, names)} ({a.role}) at {humanize.when(a.at)}")
     if not p.approvals:
         console.print("approved by  nobody yet (an approval comes from the side that did not propose it)")
+    needs = _needs(p)
+    if needs:
+        console.print(f"approvals    {needs}")
     if p.effective_at is not None:
         console.print(f"takes effect {humanize.when(p.effective_at)}")
     console.print(f"digest       {digest} (computed here; what an approval signs)")
