@@ -150,7 +150,7 @@ def test_t28_cli_review_prints_the_fee_and_the_warning(world: World, cli: CliRun
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     sats = int(w["fee"])
-    assert f"fee (worst case): 0.{sats:08d}".rstrip("0") + f" BTC ({sats} sat) at" in text
-    assert "sat/vB" in text
+    assert f"fee (worst case) │ {('0.' + f'{sats:08d}').rstrip('0')} BTC ({sats:,} sat)" in text
+    assert f"fee rate {w['intent']['bitcoin']['fee_rate']} sat/vB" in text
     assert "of the amount" in text
     assert "warning:" in text
