@@ -153,11 +153,20 @@ def reconcile(register: Register, snapshot: Mapping[str, Any], *, register_size:
         "snapshot_sha256": snapshot_hash(snapshot),
         "rows": rows,
         "discrepancies": discrepancies,
-        "verdict": "reconciled" if not discrepancies else "discrepancies",
+        "verdict": _verdict(discrepancies, not_read),
     }
     if not_read:
         report["not_read"] = not_read
     return report
+
+
+def _verdict(discrepancies: list[Any], not_read: list[Any]) -> str:
+    """``discrepancies`` wins; then ``incomplete`` while a register balance went unread
+    (a server that drops a network's connection cannot make its balances read as
+    reconciled); else ``reconciled``."""
+    if discrepancies:
+        return "discrepancies"
+    return "incomplete" if not_read else "reconciled"
 
 
 def _native(chain: str) -> str:
