@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tandem.cli import common, exit_codes
 from tandem.cli.main import app
+from tandem.localtime import local_iso
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "correct horse battery"
@@ -44,8 +45,11 @@ def test_validate_offline_names_the_field(tmp_path: Path) -> None:
     assert code == 0, out
     assert "valid keygen ceremony 'bitcoin-cold'" in out
     bad = tmp_path / "bad.toml"
-    bad.write_text((ROOT / "ceremonies/bitcoin-cold.toml").read_text().replace(
-        'network = "mainnet"', 'network = "mainet"'))
+    bad.write_text(
+        (ROOT / "ceremonies/bitcoin-cold.toml")
+        .read_text()
+        .replace('network = "mainnet"', 'network = "mainet"')
+    )
     code, out = invoke(runner, "ceremony", "validate", str(bad))
     assert code == exit_codes.BAD_INPUT
     assert "ceremony.chains[0].network" in out
@@ -69,12 +73,14 @@ def test_validate_output_is_never_broken_across_lines(tmp_path: Path) -> None:
 
 def test_validate_against_the_deployment(cli: CliRunner, tmp_path: Path) -> None:
     three = tmp_path / "three.toml"
-    three.write_text((ROOT / "ceremonies/bitcoin-cold.toml").read_text().replace(
-        "custodian = 1", "custodian = 3"))
+    three.write_text(
+        (ROOT / "ceremonies/bitcoin-cold.toml").read_text().replace("custodian = 1", "custodian = 3")
+    )
     code, out = invoke(cli, "ceremony", "validate", str(three))
     assert code == 0, out  # offline it is well formed
-    code, out = invoke(cli, "ceremony", "validate", str(three), "--server", "http://test",
-                       *ks(tmp_path, "olga"))
+    code, out = invoke(
+        cli, "ceremony", "validate", str(three), "--server", "http://test", *ks(tmp_path, "olga")
+    )
     assert code == exit_codes.BAD_INPUT
     assert "ceremony.approvals.custodian" in out
 
@@ -90,10 +96,16 @@ def test_full_ceremony_through_the_cli(cli: CliRunner, world: World, tmp_path: P
     assert state_file.exists()
     assert state_file.stat().st_mode & 0o077 == 0
 
-    code, out = invoke(cli, "ceremony", "show", cid, *ks(tmp_path, "bob"))
+    code, out = invoke(cli, "ceremony", "show", cid, *ks(tmp_path, "bob"), "--json")
     assert code == 0, out
     shown = json.loads(out)
     assert shown["digest_computed_locally"] == shown["digest"]
+    # Read by a person: names and local times, the digest computed here.
+    code, out = invoke(cli, "ceremony", "show", cid, *ks(tmp_path, "bob"))
+    assert code == 0, out
+    assert f"proposer alice ({world['alice'].member_id}), expires at {local_iso(shown['expires_at'])}" in out
+    assert shown["digest"] in out
+    assert "approvals: none yet" in out
 
     # a reveal before the approvals is refused with the missing count
     code, out = invoke(cli, "ceremony", "reveal", cid, *ks(tmp_path, "alice"))
@@ -102,8 +114,7 @@ def test_full_ceremony_through_the_cli(cli: CliRunner, world: World, tmp_path: P
     assert state_file.exists()  # kept for the real reveal
 
     world.clock.advance(30)
-    code, out = invoke(cli, "ceremony", "approve", cid, "--totp-from-keystore",
-                       *ks(tmp_path, "bob"))
+    code, out = invoke(cli, "ceremony", "approve", cid, "--totp-from-keystore", *ks(tmp_path, "bob"))
     assert code == 0, out
     assert "revealing" in out
     for name in ("alice", "bob"):
@@ -117,8 +128,7 @@ def test_full_ceremony_through_the_cli(cli: CliRunner, world: World, tmp_path: P
     assert "complete" in out
 
     transcript = tmp_path / "transcript.json"
-    code, out = invoke(cli, "ceremony", "transcript", cid, "--out", str(transcript),
-                       *ks(tmp_path, "olga"))
+    code, out = invoke(cli, "ceremony", "transcript", cid, "--out", str(transcript), *ks(tmp_path, "olga"))
     assert code == 0, out
     code, out = invoke(cli, "verify", "transcript", str(transcript))
     assert code == 0, out
@@ -136,8 +146,7 @@ def test_full_ceremony_through_the_cli(cli: CliRunner, world: World, tmp_path: P
     keyset_id = doc["keyset"]["id"]
     assert keyset_id in out
     export = tmp_path / "export.json"
-    code, out = invoke(cli, "keyset", "export", keyset_id, "--out", str(export),
-                       *ks(tmp_path, "alice"))
+    code, out = invoke(cli, "keyset", "export", keyset_id, "--out", str(export), *ks(tmp_path, "alice"))
     assert code == 0, out
     assert json.loads(export.read_text())["keyset"]["id"] == keyset_id
     code, out = invoke(cli, "keyset", "import", str(export), *ks(tmp_path, "alice"))
@@ -148,8 +157,21 @@ def test_full_ceremony_through_the_cli(cli: CliRunner, world: World, tmp_path: P
 def test_every_command_has_help() -> None:
     runner = CliRunner()
     for group, commands in (
-        ("ceremony", ("validate", "propose", "approve", "reject", "abort", "reveal",
-                      "countersign", "show", "list", "transcript")),
+        (
+            "ceremony",
+            (
+                "validate",
+                "propose",
+                "approve",
+                "reject",
+                "abort",
+                "reveal",
+                "countersign",
+                "show",
+                "list",
+                "transcript",
+            ),
+        ),
         ("keyset", ("list", "show", "export", "import", "approve-import")),
         ("verify", ("transcript",)),
     ):

@@ -8,6 +8,7 @@ offline checks to ``tandem verify``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,10 +79,14 @@ def _store(keystore: Path, state_dir: Path | None) -> cc.ContributionStore:
     return cc.ContributionStore(state_dir or keystore.resolve().parent)
 
 
-def _summary(view: dict[str, Any]) -> None:
+def _summary(view: dict[str, Any], names: Mapping[str, str] | None = None) -> None:
+    """Members by name where ``names`` knows them (else by id), times in local time."""
+    known = names or {}
     console.print(f"ceremony {view['id']} ({view['kind']}): [bold]{view['status']}[/]")
-    console.print(f"  proposer {view['proposer']}, expires at {view['expires_at']}")
-    console.print(f"  approvals: {', '.join(view['approvals']) or 'none yet'}")
+    proposer = humanize.member(view["proposer"], known)
+    console.print(f"  proposer {proposer}, expires at {humanize.when(view['expires_at'])}")
+    approvers = ", ".join(humanize.member(m, known) for m in view["approvals"])
+    console.print(f"  approvals: {approvers or 'none yet'}")
     if view.get("revealed") is not None and view["kind"] == "keygen":
         console.print(f"  revealed: {len(view['revealed'])}/{len(view.get('commitments', {}))}")
     if view.get("keyset"):
@@ -95,10 +100,10 @@ def _summary(view: dict[str, Any]) -> None:
         console.print(f"  outcome: {view['outcome']}")
 
 
-def _print_for_approval(view: dict[str, Any]) -> None:
+def _print_for_approval(view: dict[str, Any], names: Mapping[str, str] | None = None) -> None:
     """What an approver reads before its client signs: the definition and the digest
     computed here from it (never the server's digest)."""
-    _summary(view)
+    _summary(view, names)
     if view["kind"] != "import":
         # As JSON, so control characters in the definition are shown escaped.
         show(
@@ -217,7 +222,7 @@ def ceremony_approve(  # noqa: PLR0917 - typer maps parameters to options
     member = load_member(keystore)
     # One fetch: what is printed is the very object the approval is computed from.
     view = cl.ceremonies.get(member, ceremony_id)
-    _print_for_approval(view)
+    _print_for_approval(view, humanize.member_names(cl.get_all(member, "/v1/members")))
     contribution = None
     if view["kind"] == "keygen":
         contribution = keygen.make_contribution()
@@ -297,15 +302,20 @@ def ceremony_show(
     ceremony_id: Annotated[str, IdArg],
     keystore: Path = KeystoreOpt,
     server: str = ServerOpt,
-    as_json: bool = JsonAlreadyOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Show a ceremony: its definition, who approved and revealed, and the digest your
-    client computes itself."""
-    view = common.client(server).ceremonies.get(load_member(keystore), ceremony_id)
-    if view["kind"] != "import":
-        view["digest_computed_locally"] = cc.local_digest(view)
-    view.pop("actions", None)
-    show(view)
+    """Show a ceremony: who proposed and approved it (by name) and when, in local time,
+    its definition and the digest your client computes itself (--json: the raw answer)."""
+    cl = common.client(server)
+    member = load_member(keystore)
+    view = cl.ceremonies.get(member, ceremony_id)
+    if as_json:
+        if view["kind"] != "import":
+            view["digest_computed_locally"] = cc.local_digest(view)
+        view.pop("actions", None)
+        show(view)
+        return
+    _print_for_approval(view, humanize.member_names(cl.get_all(member, "/v1/members")))
 
 
 @ceremony_app.command("list")
